@@ -1,0 +1,322 @@
+//! Record layouts shared by Axiom's kernel programs and `axiomd`.
+//!
+//! Every type here is `#[repr(C)]`, has no padding the compiler could fill with garbage, and is read
+//! by userspace straight out of the ring buffer (zero-copy, via `zerocopy` with the `user` feature).
+//! A change to any layout changes the object hash, so `axiomd` reloads rather than reusing pins that
+//! were made for the old layout.
+#![cfg_attr(not(feature = "user"), no_std)]
+#![deny(clippy::unwrap_used)]
+
+#[cfg(feature = "user")]
+use zerocopy::{FromBytes, Immutable, KnownLayout};
+
+/// Hard upper bound of bytes captured from one output syscall. The runtime limit
+/// (`CONFIG[CFG_CAPTURE_BYTES]`) is clamped to it. A power of two, so the kernel side can bound
+/// lengths with a mask the verifier understands.
+pub const MAX_CAPTURE: usize = 8192;
+/// Default bytes captured per output syscall.
+pub const DEFAULT_CAPTURE: u64 = 4096;
+/// Bytes kept of each path argument.
+pub const PATH_LEN: usize = 256;
+/// Bytes kept of an exec's argv, NUL-separated.
+pub const ARGV_LEN: usize = 1024;
+/// Arguments read from an exec's argv (the rest is counted in `ExecEvent::argc` only when read).
+pub const MAX_ARGS: usize = 24;
+/// iovec entries read from writev/sendmsg.
+pub const MAX_IOV: usize = 8;
+/// Bytes kept of a connect() socket address (covers sockaddr_un's 110 bytes).
+pub const SOCKADDR_LEN: usize = 112;
+pub const COMM_LEN: usize = 16;
+
+/// Indices of the `CONFIG` array map (u64 values).
+pub const CFG_CAPTURE_BYTES: u32 = 0;
+/// FNV-1a hash of the loaded object, written by axiomd after attaching: a restart reuses the pins
+/// only when it matches its own object.
+pub const CFG_OBJECT_HASH: u32 = 1;
+pub const CFG_ENTRIES: u32 = 8;
+
+/// Causes of lost records, the indices of the per-CPU `LOST` map.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LostCause {
+    /// The lifecycle/file/network ring was full.
+    RingFullEvents = 0,
+    /// The bulk output ring was full.
+    RingFullOutput = 1,
+    /// The tracked-process map was full: a new child was not tracked.
+    TrackFull = 2,
+    /// The exec argument stash was full: an exec was reported without argv.
+    ExecStashFull = 3,
+    /// User memory could not be read (the record was still sent, with `FLAG_TRUNCATED`).
+    ReadFault = 4,
+}
+pub const LOST_CAUSES: u32 = 5;
+
+impl LostCause {
+    pub const ALL: [LostCause; LOST_CAUSES as usize] = [
+        LostCause::RingFullEvents,
+        LostCause::RingFullOutput,
+        LostCause::TrackFull,
+        LostCause::ExecStashFull,
+        LostCause::ReadFault,
+    ];
+
+    pub const fn name(self) -> &'static str {
+        match self {
+            LostCause::RingFullEvents => "ring_full_events",
+            LostCause::RingFullOutput => "ring_full_output",
+            LostCause::TrackFull => "track_map_full",
+            LostCause::ExecStashFull => "exec_stash_full",
+            LostCause::ReadFault => "read_fault",
+        }
+    }
+}
+
+/// Record kinds, the first field of every record.
+pub const KIND_FORK: u16 = 1;
+pub const KIND_EXEC: u16 = 2;
+pub const KIND_EXIT: u16 = 3;
+pub const KIND_OUTPUT: u16 = 4;
+pub const KIND_FILE: u16 = 5;
+pub const KIND_CONNECT: u16 = 6;
+
+/// Header flag: some user memory could not be read; the payload is partial.
+pub const FLAG_TRUNCATED: u16 = 1;
+/// Exit flag: the exit status was observed (exit_group or a fatal signal).
+pub const FLAG_STATUS_KNOWN: u16 = 2;
+/// Exec flag: argv was not available (stash miss).
+pub const FLAG_NO_ARGV: u16 = 4;
+
+/// Output syscalls.
+pub const SYS_WRITE: u16 = 1;
+pub const SYS_PWRITE64: u16 = 2;
+pub const SYS_WRITEV: u16 = 3;
+pub const SYS_PWRITEV: u16 = 4;
+pub const SYS_PWRITEV2: u16 = 5;
+pub const SYS_SENDTO: u16 = 6;
+pub const SYS_SENDMSG: u16 = 7;
+
+/// File operations.
+pub const FILE_OPEN: u16 = 1;
+pub const FILE_CREAT: u16 = 2;
+pub const FILE_RENAME: u16 = 3;
+pub const FILE_UNLINK: u16 = 4;
+pub const FILE_MKDIR: u16 = 5;
+pub const FILE_RMDIR: u16 = 6;
+pub const FILE_LINK: u16 = 7;
+pub const FILE_SYMLINK: u16 = 8;
+
+/// `AT_FDCWD`, the dirfd value meaning "relative to the cwd".
+pub const AT_FDCWD: i32 = -100;
+
+/// What the kernel keeps per tracked process (key: tgid) and per tracked cgroup (key: cgroup id).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+#[cfg_attr(feature = "user", derive(FromBytes, Immutable, KnownLayout))]
+pub struct Tracked {
+    /// Opaque agent id assigned by axiomd, copied into every record and inherited on fork.
+    pub agent: u64,
+    pub flags: u64,
+}
+
+/// Common head of every record.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+#[cfg_attr(feature = "user", derive(FromBytes, Immutable, KnownLayout))]
+pub struct EventHeader {
+    pub kind: u16,
+    pub flags: u16,
+    /// Process (thread group) id.
+    pub tgid: u32,
+    /// Thread id.
+    pub pid: u32,
+    pub uid: u32,
+    /// CLOCK_MONOTONIC (bpf_ktime_get_ns).
+    pub ts_ns: u64,
+    /// cgroup v2 id of the task.
+    pub cgroup_id: u64,
+    pub agent: u64,
+    pub comm: [u8; COMM_LEN],
+}
+
+/// A new process (not a thread) was created by a tracked process and is now tracked.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+#[cfg_attr(feature = "user", derive(FromBytes, Immutable, KnownLayout))]
+pub struct ForkEvent {
+    pub hdr: EventHeader,
+    pub child_pid: u32,
+    pub _pad: u32,
+    pub clone_flags: u64,
+}
+
+/// A tracked process replaced its image.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+#[cfg_attr(feature = "user", derive(FromBytes, Immutable, KnownLayout))]
+pub struct ExecEvent {
+    pub hdr: EventHeader,
+    /// The thread id before exec (a non-leader thread that execs becomes the leader).
+    pub old_pid: u32,
+    pub argc: u16,
+    pub argv_len: u16,
+    pub filename: [u8; PATH_LEN],
+    /// NUL-separated arguments, `argv_len` bytes.
+    pub argv: [u8; ARGV_LEN],
+}
+
+/// Scratch/stash layout for an exec's arguments between sys_enter_execve and sched_process_exec.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct ExecArgs {
+    pub argc: u16,
+    pub argv_len: u16,
+    pub _pad: u32,
+    pub argv: [u8; ARGV_LEN],
+}
+
+/// The last thread of a tracked process exited.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+#[cfg_attr(feature = "user", derive(FromBytes, Immutable, KnownLayout))]
+pub struct ExitEvent {
+    pub hdr: EventHeader,
+    /// wait(2)-style status: `code << 8` for exit_group, the signal number for a fatal signal.
+    /// Valid when `FLAG_STATUS_KNOWN` is set.
+    pub status: u32,
+    pub _pad: u32,
+}
+
+/// Bytes a tracked process emitted through an output syscall. Followed by `captured` bytes.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+#[cfg_attr(feature = "user", derive(FromBytes, Immutable, KnownLayout))]
+pub struct OutputEvent {
+    pub hdr: EventHeader,
+    pub fd: i32,
+    pub syscall: u16,
+    pub _pad: u16,
+    /// Bytes the process asked to write.
+    pub count: u64,
+    /// Bytes captured right after this struct.
+    pub captured: u32,
+    pub _pad2: u32,
+}
+
+/// Per-CPU scratch where an output record is assembled before `bpf_ringbuf_output`: the ring is
+/// only touched for the exact size of the record (reserving MAX_CAPTURE per write and discarding
+/// would waste the ring).
+#[repr(C)]
+pub struct OutputScratch {
+    pub ev: OutputEvent,
+    /// Twice the bound, so `offset & (MAX-1) + len & (MAX-1)` always stays inside for the verifier.
+    pub data: [u8; 2 * MAX_CAPTURE],
+}
+
+/// A tracked process created, wrote, renamed, linked or removed a path.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+#[cfg_attr(feature = "user", derive(FromBytes, Immutable, KnownLayout))]
+pub struct FileEvent {
+    pub hdr: EventHeader,
+    pub op: u16,
+    pub _pad: u16,
+    /// open flags (O_*), or renameat2/unlinkat flags.
+    pub flags: u32,
+    pub mode: u32,
+    pub dirfd: i32,
+    pub dirfd2: i32,
+    pub _pad2: u32,
+    pub path: [u8; PATH_LEN],
+    /// Second path: rename/link target, symlink link path.
+    pub path2: [u8; PATH_LEN],
+}
+
+/// A tracked process called connect().
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+#[cfg_attr(feature = "user", derive(FromBytes, Immutable, KnownLayout))]
+pub struct ConnectEvent {
+    pub hdr: EventHeader,
+    pub fd: i32,
+    pub addrlen: u32,
+    /// The raw `struct sockaddr` as passed by the process (family first, network byte order).
+    pub addr: [u8; SOCKADDR_LEN],
+}
+
+/// One attach point: the program's function name and its tracepoint.
+pub struct Hook {
+    pub program: &'static str,
+    pub category: &'static str,
+    pub event: &'static str,
+}
+
+impl Hook {
+    /// Legacy syscalls that newer architectures (arm64, riscv) do not have: their absence is
+    /// reported, not fatal, since libc uses the `*at` forms there.
+    pub fn optional(&self) -> bool {
+        matches!(
+            self.event,
+            "sys_enter_open"
+                | "sys_enter_creat"
+                | "sys_enter_rename"
+                | "sys_enter_unlink"
+                | "sys_enter_mkdir"
+                | "sys_enter_rmdir"
+                | "sys_enter_link"
+                | "sys_enter_symlink"
+        )
+    }
+}
+
+macro_rules! hooks {
+    ($($prog:literal => $cat:literal / $ev:literal),* $(,)?) => {
+        /// Every hook, in attach order: the real sensor and the empty baseline object define the
+        /// same program names so benchmarks compare like with like.
+        pub const HOOKS: &[Hook] = &[$(Hook { program: $prog, category: $cat, event: $ev }),*];
+    };
+}
+
+hooks! {
+    "task_newtask" => "task" / "task_newtask",
+    "cgroup_attach" => "cgroup" / "cgroup_attach_task",
+    "proc_exec" => "sched" / "sched_process_exec",
+    "proc_exit" => "sched" / "sched_process_exit",
+    "sig_deliver" => "signal" / "signal_deliver",
+    "exit_group" => "syscalls" / "sys_enter_exit_group",
+    "enter_execve" => "syscalls" / "sys_enter_execve",
+    "enter_execveat" => "syscalls" / "sys_enter_execveat",
+    "enter_write" => "syscalls" / "sys_enter_write",
+    "enter_pwrite64" => "syscalls" / "sys_enter_pwrite64",
+    "enter_writev" => "syscalls" / "sys_enter_writev",
+    "enter_pwritev" => "syscalls" / "sys_enter_pwritev",
+    "enter_pwritev2" => "syscalls" / "sys_enter_pwritev2",
+    "enter_sendto" => "syscalls" / "sys_enter_sendto",
+    "enter_sendmsg" => "syscalls" / "sys_enter_sendmsg",
+    "enter_open" => "syscalls" / "sys_enter_open",
+    "enter_openat" => "syscalls" / "sys_enter_openat",
+    "enter_openat2" => "syscalls" / "sys_enter_openat2",
+    "enter_creat" => "syscalls" / "sys_enter_creat",
+    "enter_rename" => "syscalls" / "sys_enter_rename",
+    "enter_renameat" => "syscalls" / "sys_enter_renameat",
+    "enter_renameat2" => "syscalls" / "sys_enter_renameat2",
+    "enter_unlink" => "syscalls" / "sys_enter_unlink",
+    "enter_unlinkat" => "syscalls" / "sys_enter_unlinkat",
+    "enter_mkdir" => "syscalls" / "sys_enter_mkdir",
+    "enter_mkdirat" => "syscalls" / "sys_enter_mkdirat",
+    "enter_rmdir" => "syscalls" / "sys_enter_rmdir",
+    "enter_link" => "syscalls" / "sys_enter_link",
+    "enter_linkat" => "syscalls" / "sys_enter_linkat",
+    "enter_symlink" => "syscalls" / "sys_enter_symlink",
+    "enter_symlinkat" => "syscalls" / "sys_enter_symlinkat",
+    "enter_connect" => "syscalls" / "sys_enter_connect",
+}
+
+#[cfg(feature = "user")]
+pub mod wire;
+
+#[cfg(feature = "user")]
+mod user {
+    // SAFETY: all of these are repr(C), Copy, and made only of integers and byte arrays.
+    unsafe impl aya::Pod for super::Tracked {}
+}

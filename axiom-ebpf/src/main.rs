@@ -1,0 +1,719 @@
+//! Axiom's kernel sensor.
+//!
+//! Every program starts with the same gate: one hash lookup of the current thread group id in
+//! `TRACKED`. An untracked process leaves after that lookup; nothing else runs. Tracking spreads in
+//! the kernel itself (fork inherits, moving into a tracked cgroup adopts), so no event is missed
+//! while userspace catches up.
+//!
+//! Tracepoint fields are read directly from the context (the kernel allows it and it is cheaper
+//! than a probe_read). Syscall tracepoints carry their arguments at offset 16, 8 bytes each.
+#![no_std]
+#![no_main]
+#![allow(static_mut_refs)]
+
+use aya_ebpf::{
+    EbpfContext,
+    bindings::BPF_NOEXIST,
+    helpers::{
+        bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_current_uid_gid,
+        generated::{
+            bpf_get_current_cgroup_id, bpf_ktime_get_ns, bpf_probe_read_kernel,
+            bpf_probe_read_kernel_str, bpf_probe_read_user, bpf_probe_read_user_str,
+        },
+    },
+    macros::{map, tracepoint},
+    maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf},
+    programs::TracePointContext,
+};
+use aya_log_ebpf::warn;
+use axiom_common::*;
+use core::{ffi::c_void, mem::size_of};
+
+#[map]
+static TRACKED: HashMap<u32, Tracked> = HashMap::pinned(65536, 0);
+#[map]
+static TRACKED_CGROUPS: HashMap<u64, Tracked> = HashMap::pinned(4096, 0);
+/// Lifecycle, file and network records: small, never to be shed.
+#[map]
+static EVENTS: RingBuf = RingBuf::pinned(4 << 20, 0);
+/// Bulk output records.
+#[map]
+static OUTPUT: RingBuf = RingBuf::pinned(16 << 20, 0);
+#[map]
+static LOST: PerCpuArray<u64> = PerCpuArray::pinned(LOST_CAUSES, 0);
+#[map]
+static CONFIG: Array<u64> = Array::pinned(CFG_ENTRIES, 0);
+#[map]
+static EXEC_STASH: LruHashMap<u32, ExecArgs> = LruHashMap::pinned(4096, 0);
+#[map]
+static EXIT_STATUS: LruHashMap<u32, u32> = LruHashMap::pinned(16384, 0);
+#[map]
+static OUT_SCRATCH: PerCpuArray<OutputScratch> = PerCpuArray::with_max_entries(1, 0);
+#[map]
+static EXEC_SCRATCH: PerCpuArray<ExecScratch> = PerCpuArray::with_max_entries(1, 0);
+
+/// ExecArgs plus slack, so a string read at any masked offset below ARGV_LEN stays in bounds.
+#[repr(C)]
+struct ExecScratch {
+    args: ExecArgs,
+    slack: [u8; PATH_LEN],
+}
+
+const CLONE_THREAD: u64 = 0x0001_0000;
+const O_WRONLY: u64 = 0o1;
+const O_RDWR: u64 = 0o2;
+const O_CREAT: u64 = 0o100;
+const O_TRUNC: u64 = 0o1000;
+const AT_REMOVEDIR: u64 = 0x200;
+
+#[inline(always)]
+unsafe fn field<T: Copy>(ctx: &TracePointContext, off: usize) -> T {
+    unsafe { *(ctx.as_ptr().add(off) as *const T) }
+}
+
+/// Syscall argument `n` of a `syscalls:sys_enter_*` tracepoint.
+#[inline(always)]
+fn arg(ctx: &TracePointContext, n: usize) -> u64 {
+    unsafe { field::<u64>(ctx, 16 + 8 * n) }
+}
+
+/// The gate: the tracking record of the current process, if it is tracked.
+#[inline(always)]
+fn tracked() -> Option<(u64, Tracked)> {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let tgid = (pid_tgid >> 32) as u32;
+    unsafe { TRACKED.get(&tgid) }.map(|t| (pid_tgid, *t))
+}
+
+#[inline(always)]
+fn lost(cause: LostCause) {
+    if let Some(p) = LOST.get_ptr_mut(cause as u32) {
+        unsafe { *p += 1 };
+    }
+}
+
+#[inline(always)]
+fn fill_header(h: *mut EventHeader, kind: u16, pid_tgid: u64, agent: u64) {
+    unsafe {
+        (*h).kind = kind;
+        (*h).flags = 0;
+        (*h).tgid = (pid_tgid >> 32) as u32;
+        (*h).pid = pid_tgid as u32;
+        (*h).uid = bpf_get_current_uid_gid() as u32;
+        (*h).ts_ns = bpf_ktime_get_ns();
+        (*h).cgroup_id = bpf_get_current_cgroup_id();
+        (*h).agent = agent;
+        (*h).comm = bpf_get_current_comm().unwrap_or([0; COMM_LEN]);
+    }
+}
+
+/// Reserves a fixed-size record on the EVENTS ring, fills its header, lets `body` fill the rest,
+/// and submits it. A full ring is counted, never silent.
+#[inline(always)]
+fn emit<T: 'static>(kind: u16, pid_tgid: u64, agent: u64, body: impl FnOnce(*mut T)) {
+    match EVENTS.reserve::<T>(0) {
+        Some(mut entry) => {
+            let p = entry.as_mut_ptr();
+            fill_header(p as *mut EventHeader, kind, pid_tgid, agent);
+            body(p);
+            entry.submit(0);
+        }
+        None => lost(LostCause::RingFullEvents),
+    }
+}
+
+// ---------------------------------------------------------------- process lifecycle
+
+#[tracepoint(category = "task", name = "task_newtask")]
+pub fn task_newtask(ctx: TracePointContext) -> u32 {
+    let child: i32 = unsafe { field(&ctx, 8) };
+    let clone_flags: u64 = unsafe { field(&ctx, 32) };
+    if clone_flags & CLONE_THREAD != 0 {
+        return 0; // threads share the tgid, already covered
+    }
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let tgid = (pid_tgid >> 32) as u32;
+    let t = match unsafe { TRACKED.get(&tgid) } {
+        Some(t) => *t,
+        None => {
+            let cg = unsafe { bpf_get_current_cgroup_id() };
+            match unsafe { TRACKED_CGROUPS.get(&cg) } {
+                Some(t) => *t,
+                None => return 0,
+            }
+        }
+    };
+    let child = child as u32;
+    if TRACKED.insert(&child, &t, 0).is_err() {
+        lost(LostCause::TrackFull);
+        warn!(&ctx, "axiom: tracking map full, child {} of {} not tracked", child, tgid);
+    }
+    emit::<ForkEvent>(KIND_FORK, pid_tgid, t.agent, |e| unsafe {
+        (*e).child_pid = child;
+        (*e)._pad = 0;
+        (*e).clone_flags = clone_flags;
+    });
+    0
+}
+
+#[tracepoint(category = "cgroup", name = "cgroup_attach_task")]
+pub fn cgroup_attach(ctx: TracePointContext) -> u32 {
+    let dst: u64 = unsafe { field(&ctx, 16) };
+    let Some(t) = (unsafe { TRACKED_CGROUPS.get(&dst) }) else {
+        return 0;
+    };
+    let pid: i32 = unsafe { field(&ctx, 24) };
+    if TRACKED.insert(&(pid as u32), t, 0).is_err() {
+        lost(LostCause::TrackFull);
+    }
+    0
+}
+
+#[tracepoint(category = "sched", name = "sched_process_exec")]
+pub fn proc_exec(ctx: TracePointContext) -> u32 {
+    let Some((pid_tgid, t)) = tracked() else {
+        return 0;
+    };
+    let loc: u32 = unsafe { field(&ctx, 8) };
+    let old_pid: i32 = unsafe { field(&ctx, 16) };
+    let old_pid = old_pid as u32;
+    let base = ctx.as_ptr() as *const u8;
+    emit::<ExecEvent>(KIND_EXEC, pid_tgid, t.agent, |e| unsafe {
+        (*e).old_pid = old_pid;
+        let name = (*e).filename.as_mut_ptr() as *mut c_void;
+        let src = base.add((loc & 0xffff) as usize) as *const c_void;
+        if bpf_probe_read_kernel_str(name, PATH_LEN as u32, src) < 0 {
+            (*e).filename[0] = 0;
+        }
+        match EXEC_STASH.get(&old_pid) {
+            Some(a) => {
+                (*e).argc = a.argc;
+                (*e).argv_len = a.argv_len;
+                bpf_probe_read_kernel(
+                    (*e).argv.as_mut_ptr() as *mut c_void,
+                    ARGV_LEN as u32,
+                    a.argv.as_ptr() as *const c_void,
+                );
+                let _ = EXEC_STASH.remove(&old_pid);
+            }
+            None => {
+                (*e).argc = 0;
+                (*e).argv_len = 0;
+                (*e).hdr.flags |= FLAG_NO_ARGV;
+            }
+        }
+    });
+    0
+}
+
+/// Stashes argv at execve entry: after a successful exec the old image's memory is gone.
+#[inline(always)]
+fn stash_argv(argv: u64) {
+    let Some((pid_tgid, _)) = tracked() else {
+        return;
+    };
+    let Some(s) = EXEC_SCRATCH.get_ptr_mut(0) else {
+        return;
+    };
+    let s = unsafe { &mut *s };
+    let mut off: usize = 0;
+    let mut argc: u16 = 0;
+    let mut truncated = false;
+    for i in 0..MAX_ARGS {
+        let mut p: u64 = 0;
+        let r = unsafe {
+            bpf_probe_read_user(
+                &mut p as *mut u64 as *mut c_void,
+                8,
+                (argv as *const u64).wrapping_add(i) as *const c_void,
+            )
+        };
+        if r < 0 {
+            truncated = true;
+            break;
+        }
+        if p == 0 {
+            break;
+        }
+        if off >= ARGV_LEN {
+            truncated = true;
+            break;
+        }
+        let dst = unsafe { s.args.argv.as_mut_ptr().add(off & (ARGV_LEN - 1)) };
+        let n = unsafe {
+            bpf_probe_read_user_str(dst as *mut c_void, PATH_LEN as u32, p as *const c_void)
+        };
+        if n <= 0 {
+            truncated = true;
+            break;
+        }
+        off += n as usize;
+        argc += 1;
+    }
+    s.args.argc = argc;
+    s.args.argv_len = if off > ARGV_LEN { ARGV_LEN as u16 } else { off as u16 };
+    s.args._pad = truncated as u32;
+    let tid = pid_tgid as u32;
+    if EXEC_STASH.insert(&tid, &s.args, 0).is_err() {
+        lost(LostCause::ExecStashFull);
+    }
+}
+
+#[tracepoint(category = "syscalls", name = "sys_enter_execve")]
+pub fn enter_execve(ctx: TracePointContext) -> u32 {
+    stash_argv(arg(&ctx, 1));
+    0
+}
+
+#[tracepoint(category = "syscalls", name = "sys_enter_execveat")]
+pub fn enter_execveat(ctx: TracePointContext) -> u32 {
+    stash_argv(arg(&ctx, 2));
+    0
+}
+
+#[tracepoint(category = "syscalls", name = "sys_enter_exit_group")]
+pub fn exit_group(ctx: TracePointContext) -> u32 {
+    let Some((pid_tgid, _)) = tracked() else {
+        return 0;
+    };
+    let code = arg(&ctx, 0) as u32;
+    let status = (code & 0xff) << 8;
+    let _ = EXIT_STATUS.insert(&((pid_tgid >> 32) as u32), &status, 0);
+    0
+}
+
+/// Signals whose default action does not end the process.
+#[inline(always)]
+fn non_fatal(sig: i32) -> bool {
+    matches!(sig, 17..=23 | 28) // CHLD CONT STOP TSTP TTIN TTOU URG WINCH
+}
+
+#[tracepoint(category = "signal", name = "signal_deliver")]
+pub fn sig_deliver(ctx: TracePointContext) -> u32 {
+    let Some((pid_tgid, _)) = tracked() else {
+        return 0;
+    };
+    let sig: i32 = unsafe { field(&ctx, 8) };
+    let handler: u64 = unsafe { field(&ctx, 24) };
+    if handler != 0 || non_fatal(sig) {
+        return 0;
+    }
+    // BPF_NOEXIST: a SIGKILL sent to sibling threads by exit_group must not hide its code.
+    let _ = EXIT_STATUS.insert(
+        &((pid_tgid >> 32) as u32),
+        &((sig as u32) & 0x7f),
+        BPF_NOEXIST as u64,
+    );
+    0
+}
+
+#[tracepoint(category = "sched", name = "sched_process_exit")]
+pub fn proc_exit(ctx: TracePointContext) -> u32 {
+    let Some((pid_tgid, t)) = tracked() else {
+        return 0;
+    };
+    let tgid = (pid_tgid >> 32) as u32;
+    let tid = pid_tgid as u32;
+    let group_dead: u8 = unsafe { field(&ctx, 32) };
+    if group_dead == 0 {
+        if tid != tgid {
+            // A thread id may have been added by a cgroup attach of a whole group.
+            let _ = TRACKED.remove(&tid);
+        }
+        return 0;
+    }
+    let status = unsafe { EXIT_STATUS.get(&tgid) }.copied();
+    let _ = EXIT_STATUS.remove(&tgid);
+    emit::<ExitEvent>(KIND_EXIT, pid_tgid, t.agent, |e| unsafe {
+        (*e).hdr.tgid = tgid;
+        (*e)._pad = 0;
+        match status {
+            Some(s) => {
+                (*e).status = s;
+                (*e).hdr.flags |= FLAG_STATUS_KNOWN;
+            }
+            None => (*e).status = 0,
+        }
+    });
+    let _ = TRACKED.remove(&tgid);
+    if tid != tgid {
+        let _ = TRACKED.remove(&tid);
+    }
+    0
+}
+
+// ---------------------------------------------------------------- output
+
+#[inline(always)]
+fn capture_limit() -> usize {
+    let v = CONFIG.get(CFG_CAPTURE_BYTES).copied().unwrap_or(0);
+    let v = if v == 0 { DEFAULT_CAPTURE } else { v };
+    if v > MAX_CAPTURE as u64 {
+        MAX_CAPTURE
+    } else {
+        v as usize
+    }
+}
+
+/// Sends the assembled scratch record: header plus `captured` bytes, nothing more.
+#[inline(always)]
+fn send_output(s: &mut OutputScratch, captured: usize) {
+    let captured = captured & (2 * MAX_CAPTURE - 1);
+    s.ev.captured = captured as u32;
+    s.ev._pad = 0;
+    s.ev._pad2 = 0;
+    let len = size_of::<OutputEvent>() + captured;
+    let bytes = unsafe { core::slice::from_raw_parts(s as *const OutputScratch as *const u8, len) };
+    if OUTPUT.output::<[u8]>(bytes, 0).is_err() {
+        lost(LostCause::RingFullOutput);
+    }
+}
+
+#[inline(always)]
+fn scratch(sys: u16, fd: u64, count: u64) -> Option<&'static mut OutputScratch> {
+    let (pid_tgid, t) = tracked()?;
+    let s = unsafe { &mut *OUT_SCRATCH.get_ptr_mut(0)? };
+    fill_header(&mut s.ev.hdr, KIND_OUTPUT, pid_tgid, t.agent);
+    s.ev.fd = fd as i32;
+    s.ev.syscall = sys;
+    s.ev.count = count;
+    Some(s)
+}
+
+/// write(2)-shaped calls: one user buffer.
+#[inline(always)]
+fn capture_buf(sys: u16, fd: u64, buf: u64, count: u64) {
+    let Some(s) = scratch(sys, fd, count) else {
+        return;
+    };
+    let limit = capture_limit();
+    let n = if count > limit as u64 { limit } else { count as usize };
+    let n = n & (2 * MAX_CAPTURE - 1);
+    let r = unsafe {
+        bpf_probe_read_user(s.data.as_mut_ptr() as *mut c_void, n as u32, buf as *const c_void)
+    };
+    if r < 0 {
+        s.ev.hdr.flags |= FLAG_TRUNCATED;
+        lost(LostCause::ReadFault);
+        send_output(s, 0);
+        return;
+    }
+    send_output(s, n);
+}
+
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct Iovec {
+    base: u64,
+    len: u64,
+}
+
+/// writev(2)-shaped calls: up to MAX_IOV iovecs, concatenated up to the capture limit.
+#[inline(always)]
+fn capture_iov(sys: u16, fd: u64, iov: u64, iovcnt: u64) {
+    let Some(s) = scratch(sys, fd, 0) else {
+        return;
+    };
+    let limit = capture_limit();
+    let mut off: usize = 0;
+    let mut total: u64 = 0;
+    for i in 0..MAX_IOV {
+        if i as u64 >= iovcnt {
+            break;
+        }
+        let mut v = Iovec { base: 0, len: 0 };
+        let r = unsafe {
+            bpf_probe_read_user(
+                &mut v as *mut Iovec as *mut c_void,
+                size_of::<Iovec>() as u32,
+                (iov as *const Iovec).wrapping_add(i) as *const c_void,
+            )
+        };
+        if r < 0 {
+            s.ev.hdr.flags |= FLAG_TRUNCATED;
+            break;
+        }
+        total += v.len;
+        if off >= limit {
+            continue;
+        }
+        let room = limit - off;
+        let n = if v.len > room as u64 { room } else { v.len as usize };
+        let dst = unsafe { s.data.as_mut_ptr().add(off & (MAX_CAPTURE - 1)) };
+        let r = unsafe {
+            bpf_probe_read_user(
+                dst as *mut c_void,
+                (n & (MAX_CAPTURE - 1)) as u32,
+                v.base as *const c_void,
+            )
+        };
+        if r < 0 {
+            s.ev.hdr.flags |= FLAG_TRUNCATED;
+            lost(LostCause::ReadFault);
+            break;
+        }
+        off += n & (MAX_CAPTURE - 1);
+    }
+    if iovcnt > MAX_IOV as u64 {
+        s.ev.hdr.flags |= FLAG_TRUNCATED;
+    }
+    s.ev.count = total;
+    send_output(s, off);
+}
+
+#[tracepoint(category = "syscalls", name = "sys_enter_write")]
+pub fn enter_write(ctx: TracePointContext) -> u32 {
+    capture_buf(SYS_WRITE, arg(&ctx, 0), arg(&ctx, 1), arg(&ctx, 2));
+    0
+}
+
+#[tracepoint(category = "syscalls", name = "sys_enter_pwrite64")]
+pub fn enter_pwrite64(ctx: TracePointContext) -> u32 {
+    capture_buf(SYS_PWRITE64, arg(&ctx, 0), arg(&ctx, 1), arg(&ctx, 2));
+    0
+}
+
+#[tracepoint(category = "syscalls", name = "sys_enter_sendto")]
+pub fn enter_sendto(ctx: TracePointContext) -> u32 {
+    capture_buf(SYS_SENDTO, arg(&ctx, 0), arg(&ctx, 1), arg(&ctx, 2));
+    0
+}
+
+#[tracepoint(category = "syscalls", name = "sys_enter_writev")]
+pub fn enter_writev(ctx: TracePointContext) -> u32 {
+    capture_iov(SYS_WRITEV, arg(&ctx, 0), arg(&ctx, 1), arg(&ctx, 2));
+    0
+}
+
+#[tracepoint(category = "syscalls", name = "sys_enter_pwritev")]
+pub fn enter_pwritev(ctx: TracePointContext) -> u32 {
+    capture_iov(SYS_PWRITEV, arg(&ctx, 0), arg(&ctx, 1), arg(&ctx, 2));
+    0
+}
+
+#[tracepoint(category = "syscalls", name = "sys_enter_pwritev2")]
+pub fn enter_pwritev2(ctx: TracePointContext) -> u32 {
+    capture_iov(SYS_PWRITEV2, arg(&ctx, 0), arg(&ctx, 1), arg(&ctx, 2));
+    0
+}
+
+#[tracepoint(category = "syscalls", name = "sys_enter_sendmsg")]
+pub fn enter_sendmsg(ctx: TracePointContext) -> u32 {
+    if tracked().is_none() {
+        return 0;
+    }
+    // struct user_msghdr: msg_iov at 16, msg_iovlen at 24.
+    let msg = arg(&ctx, 1);
+    let mut hdr = [0u64; 4];
+    let r = unsafe {
+        bpf_probe_read_user(hdr.as_mut_ptr() as *mut c_void, 32, msg as *const c_void)
+    };
+    if r < 0 {
+        lost(LostCause::ReadFault);
+        return 0;
+    }
+    capture_iov(SYS_SENDMSG, arg(&ctx, 0), hdr[2], hdr[3]);
+    0
+}
+
+// ---------------------------------------------------------------- files
+
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+fn file_event(op: u16, dirfd: u64, path: u64, dirfd2: u64, path2: u64, flags: u64, mode: u64) {
+    let Some((pid_tgid, t)) = tracked() else {
+        return;
+    };
+    emit::<FileEvent>(KIND_FILE, pid_tgid, t.agent, |e| unsafe {
+        (*e).op = op;
+        (*e)._pad = 0;
+        (*e)._pad2 = 0;
+        (*e).flags = flags as u32;
+        (*e).mode = mode as u32;
+        (*e).dirfd = dirfd as i32;
+        (*e).dirfd2 = dirfd2 as i32;
+        (*e).path[0] = 0;
+        (*e).path2[0] = 0;
+        // A path whose page is not resident cannot be read here (no faults in this context):
+        // the record still goes out, marked truncated, and the fault is counted.
+        if path != 0
+            && bpf_probe_read_user_str(
+                (*e).path.as_mut_ptr() as *mut c_void,
+                PATH_LEN as u32,
+                path as *const c_void,
+            ) < 0
+        {
+            (*e).hdr.flags |= FLAG_TRUNCATED;
+            lost(LostCause::ReadFault);
+        }
+        if path2 != 0
+            && bpf_probe_read_user_str(
+                (*e).path2.as_mut_ptr() as *mut c_void,
+                PATH_LEN as u32,
+                path2 as *const c_void,
+            ) < 0
+        {
+            (*e).hdr.flags |= FLAG_TRUNCATED;
+            lost(LostCause::ReadFault);
+        }
+    });
+}
+
+const CWD: u64 = AT_FDCWD as i64 as u64;
+
+#[inline(always)]
+fn writes(flags: u64) -> bool {
+    flags & (O_WRONLY | O_RDWR | O_CREAT | O_TRUNC) != 0
+}
+
+#[tracepoint(category = "syscalls", name = "sys_enter_open")]
+pub fn enter_open(ctx: TracePointContext) -> u32 {
+    let flags = arg(&ctx, 1);
+    if writes(flags) {
+        file_event(FILE_OPEN, CWD, arg(&ctx, 0), 0, 0, flags, arg(&ctx, 2));
+    }
+    0
+}
+
+#[tracepoint(category = "syscalls", name = "sys_enter_openat")]
+pub fn enter_openat(ctx: TracePointContext) -> u32 {
+    let flags = arg(&ctx, 2);
+    if writes(flags) {
+        file_event(FILE_OPEN, arg(&ctx, 0), arg(&ctx, 1), 0, 0, flags, arg(&ctx, 3));
+    }
+    0
+}
+
+#[tracepoint(category = "syscalls", name = "sys_enter_openat2")]
+pub fn enter_openat2(ctx: TracePointContext) -> u32 {
+    // struct open_how { u64 flags; u64 mode; u64 resolve; }
+    let mut how = [0u64; 2];
+    let r = unsafe {
+        bpf_probe_read_user(how.as_mut_ptr() as *mut c_void, 16, arg(&ctx, 2) as *const c_void)
+    };
+    if r == 0 && writes(how[0]) {
+        file_event(FILE_OPEN, arg(&ctx, 0), arg(&ctx, 1), 0, 0, how[0], how[1]);
+    }
+    0
+}
+
+#[tracepoint(category = "syscalls", name = "sys_enter_creat")]
+pub fn enter_creat(ctx: TracePointContext) -> u32 {
+    file_event(FILE_CREAT, CWD, arg(&ctx, 0), 0, 0, O_CREAT | O_WRONLY | O_TRUNC, arg(&ctx, 1));
+    0
+}
+
+#[tracepoint(category = "syscalls", name = "sys_enter_rename")]
+pub fn enter_rename(ctx: TracePointContext) -> u32 {
+    file_event(FILE_RENAME, CWD, arg(&ctx, 0), CWD, arg(&ctx, 1), 0, 0);
+    0
+}
+
+#[tracepoint(category = "syscalls", name = "sys_enter_renameat")]
+pub fn enter_renameat(ctx: TracePointContext) -> u32 {
+    file_event(FILE_RENAME, arg(&ctx, 0), arg(&ctx, 1), arg(&ctx, 2), arg(&ctx, 3), 0, 0);
+    0
+}
+
+#[tracepoint(category = "syscalls", name = "sys_enter_renameat2")]
+pub fn enter_renameat2(ctx: TracePointContext) -> u32 {
+    let flags = arg(&ctx, 4);
+    file_event(FILE_RENAME, arg(&ctx, 0), arg(&ctx, 1), arg(&ctx, 2), arg(&ctx, 3), flags, 0);
+    0
+}
+
+#[tracepoint(category = "syscalls", name = "sys_enter_unlink")]
+pub fn enter_unlink(ctx: TracePointContext) -> u32 {
+    file_event(FILE_UNLINK, CWD, arg(&ctx, 0), 0, 0, 0, 0);
+    0
+}
+
+#[tracepoint(category = "syscalls", name = "sys_enter_unlinkat")]
+pub fn enter_unlinkat(ctx: TracePointContext) -> u32 {
+    let flags = arg(&ctx, 2);
+    let op = if flags & AT_REMOVEDIR != 0 { FILE_RMDIR } else { FILE_UNLINK };
+    file_event(op, arg(&ctx, 0), arg(&ctx, 1), 0, 0, flags, 0);
+    0
+}
+
+#[tracepoint(category = "syscalls", name = "sys_enter_mkdir")]
+pub fn enter_mkdir(ctx: TracePointContext) -> u32 {
+    file_event(FILE_MKDIR, CWD, arg(&ctx, 0), 0, 0, 0, arg(&ctx, 1));
+    0
+}
+
+#[tracepoint(category = "syscalls", name = "sys_enter_mkdirat")]
+pub fn enter_mkdirat(ctx: TracePointContext) -> u32 {
+    file_event(FILE_MKDIR, arg(&ctx, 0), arg(&ctx, 1), 0, 0, 0, arg(&ctx, 2));
+    0
+}
+
+#[tracepoint(category = "syscalls", name = "sys_enter_rmdir")]
+pub fn enter_rmdir(ctx: TracePointContext) -> u32 {
+    file_event(FILE_RMDIR, CWD, arg(&ctx, 0), 0, 0, 0, 0);
+    0
+}
+
+#[tracepoint(category = "syscalls", name = "sys_enter_link")]
+pub fn enter_link(ctx: TracePointContext) -> u32 {
+    file_event(FILE_LINK, CWD, arg(&ctx, 0), CWD, arg(&ctx, 1), 0, 0);
+    0
+}
+
+#[tracepoint(category = "syscalls", name = "sys_enter_linkat")]
+pub fn enter_linkat(ctx: TracePointContext) -> u32 {
+    let flags = arg(&ctx, 4);
+    file_event(FILE_LINK, arg(&ctx, 0), arg(&ctx, 1), arg(&ctx, 2), arg(&ctx, 3), flags, 0);
+    0
+}
+
+/// symlink(target, linkpath): `path` is the new link, `path2` what it points to.
+#[tracepoint(category = "syscalls", name = "sys_enter_symlink")]
+pub fn enter_symlink(ctx: TracePointContext) -> u32 {
+    file_event(FILE_SYMLINK, CWD, arg(&ctx, 1), CWD, arg(&ctx, 0), 0, 0);
+    0
+}
+
+#[tracepoint(category = "syscalls", name = "sys_enter_symlinkat")]
+pub fn enter_symlinkat(ctx: TracePointContext) -> u32 {
+    file_event(FILE_SYMLINK, arg(&ctx, 1), arg(&ctx, 2), CWD, arg(&ctx, 0), 0, 0);
+    0
+}
+
+// ---------------------------------------------------------------- network
+
+#[tracepoint(category = "syscalls", name = "sys_enter_connect")]
+pub fn enter_connect(ctx: TracePointContext) -> u32 {
+    let Some((pid_tgid, t)) = tracked() else {
+        return 0;
+    };
+    let fd = arg(&ctx, 0);
+    let addr = arg(&ctx, 1);
+    let addrlen = arg(&ctx, 2);
+    emit::<ConnectEvent>(KIND_CONNECT, pid_tgid, t.agent, |e| unsafe {
+        (*e).fd = fd as i32;
+        (*e).addrlen = addrlen as u32;
+        let n = if addrlen > SOCKADDR_LEN as u64 { SOCKADDR_LEN as u64 } else { addrlen };
+        (*e).addr[0] = 0;
+        (*e).addr[1] = 0;
+        if bpf_probe_read_user(
+            (*e).addr.as_mut_ptr() as *mut c_void,
+            (n & 127) as u32,
+            addr as *const c_void,
+        ) < 0
+        {
+            (*e).hdr.flags |= FLAG_TRUNCATED;
+        }
+    });
+    0
+}
+
+#[cfg(not(test))]
+#[panic_handler]
+fn panic(_info: &core::panic::PanicInfo) -> ! {
+    loop {}
+}
+
+#[unsafe(link_section = "license")]
+#[unsafe(no_mangle)]
+static LICENSE: [u8; 13] = *b"Dual BSD/GPL\0";

@@ -1,0 +1,32 @@
+//! Builds the kernel programs (the `axiom-ebpf` crate's binaries) for bpfel-unknown-none and leaves
+//! them in OUT_DIR, where `include_bytes_aligned!` embeds them into axiomd.
+use anyhow::{Context as _, anyhow};
+
+fn main() -> anyhow::Result<()> {
+    let meta = cargo_metadata::MetadataCommand::new()
+        .no_deps()
+        .exec()
+        .context("cargo metadata")?;
+    let pkg = meta
+        .packages
+        .iter()
+        .find(|p| p.name.as_str() == "axiom-ebpf")
+        .ok_or_else(|| anyhow!("axiom-ebpf package not found"))?;
+    let root = pkg
+        .manifest_path
+        .parent()
+        .ok_or_else(|| anyhow!("axiom-ebpf manifest has no parent"))?;
+    // The programs build on the same stable toolchain as everything else; `-Z build-std=core` is
+    // unlocked for that inner build only.
+    let toolchain = std::env::var("RUSTUP_TOOLCHAIN").unwrap_or_else(|_| "stable".into());
+    // SAFETY: build scripts are single-threaded here; the variable is read by the child cargo.
+    unsafe { std::env::set_var("RUSTC_BOOTSTRAP", "1") };
+    aya_build::build_ebpf(
+        [aya_build::Package {
+            name: pkg.name.as_str(),
+            root_dir: root.as_str(),
+            ..Default::default()
+        }],
+        aya_build::Toolchain::Custom(&toolchain),
+    )
+}

@@ -1,0 +1,65 @@
+//! cgroup v2: where it is mounted (detected, never assumed) and what is in a directory.
+use std::{
+    os::unix::fs::MetadataExt as _,
+    path::{Path, PathBuf},
+};
+
+/// The cgroup v2 mount point, from /proc/self/mountinfo (`/sys/fs/cgroup` on unified hosts,
+/// `/sys/fs/cgroup/unified` on hybrid ones).
+pub fn mount_point() -> Option<PathBuf> {
+    let info = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
+    info.lines().find_map(|l| {
+        let (pre, post) = l.split_once(" - ")?;
+        (post.split_whitespace().next()? == "cgroup2")
+            .then(|| pre.split_whitespace().nth(4).map(PathBuf::from))
+            .flatten()
+    })
+}
+
+/// The cgroup id the kernel reports (`bpf_get_current_cgroup_id`) is the directory's inode number.
+pub fn id(path: &Path) -> std::io::Result<u64> {
+    Ok(std::fs::metadata(path)?.ino())
+}
+
+/// Whether `path` is a directory of a cgroup v2 hierarchy.
+pub fn is_cgroup2_dir(path: &Path) -> bool {
+    path.join("cgroup.procs").exists() && path.join("cgroup.controllers").exists()
+}
+
+/// Pids in `path` and every cgroup below it.
+pub fn procs_recursive(path: &Path) -> Vec<u32> {
+    let mut out = Vec::new();
+    let mut stack = vec![path.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        if let Ok(s) = std::fs::read_to_string(dir.join("cgroup.procs")) {
+            out.extend(s.lines().filter_map(|l| l.trim().parse::<u32>().ok()));
+        }
+        if let Ok(rd) = std::fs::read_dir(&dir) {
+            stack.extend(
+                rd.flatten()
+                    .filter(|e| e.file_type().map(|t| t.is_dir()).unwrap_or(false))
+                    .map(|e| e.path()),
+            );
+        }
+    }
+    out
+}
+
+/// Cgroup ids of `path`'s descendants (each must be tracked too: the kernel matches exact ids).
+pub fn subtree_ids(path: &Path) -> Vec<u64> {
+    let mut out = Vec::new();
+    let mut stack = vec![path.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        if let Ok(i) = id(&dir) {
+            out.push(i);
+        }
+        if let Ok(rd) = std::fs::read_dir(&dir) {
+            stack.extend(
+                rd.flatten()
+                    .filter(|e| e.file_type().map(|t| t.is_dir()).unwrap_or(false))
+                    .map(|e| e.path()),
+            );
+        }
+    }
+    out
+}

@@ -1,0 +1,255 @@
+//! Agents: what is tracked, and who may track it.
+//!
+//! An agent is an id the kernel copies into every record of its processes. It is either a cgroup
+//! v2 directory (every process in it, present and future) or a process tree adopted by pid (the
+//! process and its descendants, present and future). Tracking state lives in the kernel maps, so
+//! it survives an axiomd restart: the registry is rebuilt from those maps at start-up.
+pub mod cgroup;
+pub mod procfs;
+
+use std::{
+    collections::BTreeMap,
+    os::unix::fs::MetadataExt as _,
+    path::{Path, PathBuf},
+};
+
+use aya::maps::{HashMap, MapData};
+use axiom_common::Tracked;
+
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    #[error("no process with pid {0}")]
+    NoSuchProcess(u32),
+    #[error("pid {0} exited while it was being adopted")]
+    ExitedDuringAdoption(u32),
+    #[error("pid {0} is a kernel thread: only user processes can be tracked")]
+    KernelThread(u32),
+    #[error("pid 1 (init) cannot be tracked: it would track the whole machine")]
+    Init,
+    #[error("pid {pid} is already tracked as agent {agent}")]
+    AlreadyTracked { pid: u32, agent: u64 },
+    #[error("{path} is not a cgroup v2 directory")]
+    NotACgroup { path: PathBuf },
+    #[error("cgroup {path} is already tracked as agent {agent}")]
+    CgroupAlreadyTracked { path: PathBuf, agent: u64 },
+    #[error("no agent with id {0}")]
+    NoSuchAgent(u64),
+    #[error("permission denied: uid {uid} may not {what}")]
+    NotPermitted { uid: u32, what: String },
+    #[error("kernel map {map}: {reason}")]
+    Map { map: &'static str, reason: String },
+}
+
+#[derive(Clone, Debug)]
+pub enum Source {
+    Cgroup { path: PathBuf, ids: Vec<u64> },
+    Process { pid: u32 },
+    /// Found in the kernel maps at start-up (tracked by an earlier run).
+    Restored,
+}
+
+#[derive(Clone, Debug)]
+pub struct Agent {
+    pub id: u64,
+    pub owner_uid: u32,
+    pub source: Source,
+}
+
+/// The kernel tracking maps and the agents they describe; every change goes through here.
+pub struct Control {
+    pub tracked: HashMap<MapData, u32, Tracked>,
+    pub tracked_cgroups: HashMap<MapData, u64, Tracked>,
+    agents: BTreeMap<u64, Agent>,
+    next: u64,
+}
+
+fn map_err(map: &'static str) -> impl Fn(aya::maps::MapError) -> AgentError {
+    move |e| AgentError::Map {
+        map,
+        reason: e.to_string(),
+    }
+}
+
+impl Control {
+    /// Rebuilds the registry from what the kernel is tracking (after a restart, earlier agents are
+    /// still there and new ids must not collide with theirs).
+    pub fn restore(
+        tracked: HashMap<MapData, u32, Tracked>,
+        tracked_cgroups: HashMap<MapData, u64, Tracked>,
+    ) -> Control {
+        let mut agents = BTreeMap::new();
+        let mut max = 0;
+        let found = tracked
+            .iter()
+            .flatten()
+            .map(|(_, t)| t.agent)
+            .chain(tracked_cgroups.iter().flatten().map(|(_, t)| t.agent));
+        for agent in found {
+            max = max.max(agent);
+            agents.entry(agent).or_insert(Agent {
+                id: agent,
+                owner_uid: 0,
+                source: Source::Restored,
+            });
+        }
+        Control {
+            tracked,
+            tracked_cgroups,
+            agents,
+            next: max + 1,
+        }
+    }
+
+    pub fn agents(&self) -> impl Iterator<Item = &Agent> {
+        self.agents.values()
+    }
+
+    pub fn tracked_counts(&self) -> (u64, u64) {
+        (
+            self.tracked.keys().flatten().count() as u64,
+            self.tracked_cgroups.keys().flatten().count() as u64,
+        )
+    }
+
+    fn new_id(&mut self) -> u64 {
+        let id = self.next;
+        self.next += 1;
+        id
+    }
+
+    fn insert_pid(&mut self, pid: u32, agent: u64) -> Result<(), AgentError> {
+        self.tracked
+            .insert(pid, Tracked { agent, flags: 0 }, 0)
+            .map_err(map_err("TRACKED"))
+    }
+
+    /// Tracks every process in a cgroup v2 directory and below, present and future. Root only:
+    /// a cgroup may hold anyone's processes.
+    pub fn track_cgroup(&mut self, path: &Path, caller: u32) -> Result<u64, AgentError> {
+        if caller != 0 {
+            return Err(AgentError::NotPermitted {
+                uid: caller,
+                what: format!("track cgroup {}", path.display()),
+            });
+        }
+        if !cgroup::is_cgroup2_dir(path) {
+            return Err(AgentError::NotACgroup { path: path.into() });
+        }
+        let ids = cgroup::subtree_ids(path);
+        for id in &ids {
+            if let Ok(t) = self.tracked_cgroups.get(id, 0) {
+                return Err(AgentError::CgroupAlreadyTracked {
+                    path: path.into(),
+                    agent: t.agent,
+                });
+            }
+        }
+        let agent = self.new_id();
+        let t = Tracked { agent, flags: 0 };
+        // Cgroups first: from here on the kernel adopts every fork and every move into them.
+        for id in &ids {
+            self.tracked_cgroups
+                .insert(id, t, 0)
+                .map_err(map_err("TRACKED_CGROUPS"))?;
+        }
+        for pid in cgroup::procs_recursive(path) {
+            self.insert_pid(pid, agent)?;
+        }
+        let owner_uid = std::fs::metadata(path).map(|m| m.uid()).unwrap_or(0);
+        self.agents.insert(
+            agent,
+            Agent {
+                id: agent,
+                owner_uid,
+                source: Source::Cgroup {
+                    path: path.into(),
+                    ids,
+                },
+            },
+        );
+        Ok(agent)
+    }
+
+    /// Adopts a running process and its descendants, present and future. The caller must own
+    /// the process, or be root.
+    pub fn track_pid(&mut self, pid: u32, caller: u32) -> Result<u64, AgentError> {
+        if pid == 1 {
+            return Err(AgentError::Init);
+        }
+        let st = procfs::stat(pid).ok_or(AgentError::NoSuchProcess(pid))?;
+        if st.is_kernel_thread() {
+            return Err(AgentError::KernelThread(pid));
+        }
+        if caller != 0 && caller != st.uid {
+            return Err(AgentError::NotPermitted {
+                uid: caller,
+                what: format!("watch pid {pid} (owned by uid {})", st.uid),
+            });
+        }
+        if let Ok(t) = self.tracked.get(&pid, 0) {
+            return Err(AgentError::AlreadyTracked {
+                pid,
+                agent: t.agent,
+            });
+        }
+        let agent = self.new_id();
+        // The root first: from here on its forks are tracked by the kernel; the scan below picks
+        // up the children it had before.
+        self.insert_pid(pid, agent)?;
+        if procfs::stat(pid).is_none() {
+            let _ = self.tracked.remove(&pid);
+            return Err(AgentError::ExitedDuringAdoption(pid));
+        }
+        for child in procfs::descendants(pid) {
+            if self.tracked.get(&child, 0).is_err() {
+                self.insert_pid(child, agent)?;
+            }
+        }
+        self.agents.insert(
+            agent,
+            Agent {
+                id: agent,
+                owner_uid: st.uid,
+                source: Source::Process { pid },
+            },
+        );
+        Ok(agent)
+    }
+
+    /// Stops tracking an agent: its cgroups and every process carrying its id.
+    pub fn untrack(&mut self, agent: u64, caller: u32) -> Result<(), AgentError> {
+        let a = self.agents.get(&agent).ok_or(AgentError::NoSuchAgent(agent))?;
+        if caller != 0 && caller != a.owner_uid {
+            return Err(AgentError::NotPermitted {
+                uid: caller,
+                what: format!("untrack agent {agent}"),
+            });
+        }
+        let cgs: Vec<u64> = self
+            .tracked_cgroups
+            .iter()
+            .flatten()
+            .filter(|(_, t)| t.agent == agent)
+            .map(|(k, _)| k)
+            .collect();
+        for k in cgs {
+            let _ = self.tracked_cgroups.remove(&k);
+        }
+        let pids: Vec<u32> = self
+            .tracked
+            .iter()
+            .flatten()
+            .filter(|(_, t)| t.agent == agent)
+            .map(|(k, _)| k)
+            .collect();
+        for k in pids {
+            let _ = self.tracked.remove(&k);
+        }
+        self.agents.remove(&agent);
+        Ok(())
+    }
+
+    pub fn owner_of(&self, agent: u64) -> Option<u32> {
+        self.agents.get(&agent).map(|a| a.owner_uid)
+    }
+}

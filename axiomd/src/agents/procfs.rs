@@ -1,0 +1,79 @@
+//! Just enough /proc reading to adopt running processes: parent, flags, owner, descendants.
+use std::{collections::HashMap, os::unix::fs::MetadataExt as _, path::PathBuf};
+
+/// `PF_KTHREAD` in /proc/<pid>/stat's flags field.
+const PF_KTHREAD: u64 = 0x0020_0000;
+
+#[derive(Clone, Debug)]
+pub struct ProcStat {
+    pub ppid: u32,
+    pub flags: u64,
+    /// Owner (effective uid) of the process.
+    pub uid: u32,
+}
+
+/// Reads /proc/<pid>/stat; `None` when the process does not exist (or just exited).
+pub fn stat(pid: u32) -> Option<ProcStat> {
+    let dir = PathBuf::from(format!("/proc/{pid}"));
+    let uid = std::fs::metadata(&dir).ok()?.uid();
+    let s = std::fs::read_to_string(dir.join("stat")).ok()?;
+    // comm may hold spaces and parentheses: fields resume after the last ')'.
+    let rest = &s[s.rfind(')')? + 2..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    // rest[0] is state (field 3); ppid is field 4, flags field 9.
+    Some(ProcStat {
+        ppid: f.get(1)?.parse().ok()?,
+        flags: f.get(6)?.parse().ok()?,
+        uid,
+    })
+}
+
+impl ProcStat {
+    pub fn is_kernel_thread(&self) -> bool {
+        self.flags & PF_KTHREAD != 0
+    }
+}
+
+/// Every live process id.
+pub fn pids() -> Vec<u32> {
+    std::fs::read_dir("/proc")
+        .map(|rd| {
+            rd.flatten()
+                .filter_map(|e| e.file_name().to_str().and_then(|s| s.parse().ok()))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Every descendant of `root` (children, grandchildren, …), from one scan of /proc.
+pub fn descendants(root: u32) -> Vec<u32> {
+    let mut children: HashMap<u32, Vec<u32>> = HashMap::new();
+    for pid in pids() {
+        if let Some(st) = stat(pid) {
+            children.entry(st.ppid).or_default().push(pid);
+        }
+    }
+    let mut out = Vec::new();
+    let mut stack = vec![root];
+    while let Some(p) = stack.pop() {
+        if let Some(c) = children.get(&p) {
+            out.extend(c);
+            stack.extend(c);
+        }
+    }
+    out
+}
+
+/// The current working directory of a process, if it can still be read.
+pub fn cwd(pid: u32) -> Option<String> {
+    std::fs::read_link(format!("/proc/{pid}/cwd"))
+        .ok()
+        .map(|p| p.to_string_lossy().into_owned())
+}
+
+/// What an fd points at (`/path`, `pipe:[…]`, `socket:[…]`, `/dev/pts/N`).
+pub fn fd_target(pid: u32, fd: i32) -> Option<String> {
+    std::fs::read_link(format!("/proc/{pid}/fd/{fd}"))
+        .ok()
+        .map(|p| p.to_string_lossy().into_owned())
+}

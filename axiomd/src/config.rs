@@ -1,0 +1,196 @@
+//! `/etc/axiom/axiomd.toml`. Every key has a default that runs with nothing else installed;
+//! unknown keys are errors, and every error names `file:line:column` and the reason.
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+pub const DEFAULT_PATH: &str = "/etc/axiom/axiomd.toml";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{path}: {source}")]
+    Read {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path}:{line}:{column}: {reason}")]
+    Parse {
+        path: String,
+        line: usize,
+        column: usize,
+        reason: String,
+    },
+    #[error("{path}: {key}: {reason}")]
+    Invalid {
+        path: String,
+        key: &'static str,
+        reason: String,
+    },
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    pub sensor: SensorConfig,
+    pub api: ApiConfig,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SensorConfig {
+    /// bpffs directory for pinned programs, maps and links (no dots: bpffs rejects them).
+    pub pin_dir: PathBuf,
+    /// Leave the programs attached and the maps pinned on a clean stop, so tracking never stops
+    /// across restarts and upgrades. `false` detaches everything on stop.
+    pub keep_sensors_on_exit: bool,
+    /// Bytes captured from each output syscall (1..=8192).
+    pub capture_bytes: u32,
+    /// Ring for lifecycle, file and network records (power of two, ≥ 4096).
+    pub events_ring_bytes: u32,
+    /// Ring for captured output (power of two, ≥ 4096).
+    pub output_ring_bytes: u32,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ApiConfig {
+    /// Control socket (JSON lines; used by axiomctl).
+    pub socket: PathBuf,
+    /// Recent events kept in memory for clients that ask for a replay.
+    pub replay_events: usize,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            sensor: SensorConfig::default(),
+            api: ApiConfig::default(),
+        }
+    }
+}
+
+impl Default for SensorConfig {
+    fn default() -> Self {
+        SensorConfig {
+            pin_dir: "/sys/fs/bpf/axiom".into(),
+            keep_sensors_on_exit: true,
+            capture_bytes: axiom_common::DEFAULT_CAPTURE as u32,
+            events_ring_bytes: 4 << 20,
+            output_ring_bytes: 16 << 20,
+        }
+    }
+}
+
+impl Default for ApiConfig {
+    fn default() -> Self {
+        ApiConfig {
+            socket: axiom_common::wire::DEFAULT_SOCKET.into(),
+            replay_events: 65_536,
+        }
+    }
+}
+
+fn line_col(text: &str, offset: usize) -> (usize, usize) {
+    let before = &text[..offset.min(text.len())];
+    let line = before.matches('\n').count() + 1;
+    let column = before.len() - before.rfind('\n').map(|i| i + 1).unwrap_or(0) + 1;
+    (line, column)
+}
+
+impl Config {
+    /// Parses a config text; `path` names it in errors.
+    pub fn parse(text: &str, path: &str) -> Result<Config, ConfigError> {
+        let cfg: Config = toml::from_str(text).map_err(|e| {
+            let (line, column) = e.span().map(|s| line_col(text, s.start)).unwrap_or((1, 1));
+            ConfigError::Parse {
+                path: path.into(),
+                line,
+                column,
+                reason: e.message().to_string(),
+            }
+        })?;
+        cfg.validate(path)?;
+        Ok(cfg)
+    }
+
+    /// Loads `path`; a missing file at the default path means "all defaults".
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        match std::fs::read_to_string(path) {
+            Ok(t) => Config::parse(&t, &path.display().to_string()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && path == Path::new(DEFAULT_PATH) => {
+                Ok(Config::default())
+            }
+            Err(source) => Err(ConfigError::Read {
+                path: path.display().to_string(),
+                source,
+            }),
+        }
+    }
+
+    pub fn validate(&self, path: &str) -> Result<(), ConfigError> {
+        let invalid = |key, reason: String| ConfigError::Invalid {
+            path: path.into(),
+            key,
+            reason,
+        };
+        let s = &self.sensor;
+        if !(1..=axiom_common::MAX_CAPTURE as u32).contains(&s.capture_bytes) {
+            return Err(invalid(
+                "sensor.capture_bytes",
+                format!("{} is outside 1..={}", s.capture_bytes, axiom_common::MAX_CAPTURE),
+            ));
+        }
+        for (key, v) in [
+            ("sensor.events_ring_bytes", s.events_ring_bytes),
+            ("sensor.output_ring_bytes", s.output_ring_bytes),
+        ] {
+            if v < 4096 || !v.is_power_of_two() {
+                return Err(invalid(key, format!("{v} must be a power of two ≥ 4096")));
+            }
+        }
+        if s.pin_dir.to_string_lossy().contains('.') {
+            return Err(invalid(
+                "sensor.pin_dir",
+                "bpffs rejects names containing a dot".into(),
+            ));
+        }
+        if !s.pin_dir.starts_with("/sys/fs/bpf") {
+            return Err(invalid(
+                "sensor.pin_dir",
+                "must be below /sys/fs/bpf".into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unknown_key_names_its_line() {
+        let e = Config::parse("[sensor]\ncapture_bytes = 10\nbogus = 1\n", "a.toml").unwrap_err();
+        let s = e.to_string();
+        assert!(s.starts_with("a.toml:3:"), "{s}");
+        assert!(s.contains("bogus"), "{s}");
+    }
+
+    #[test]
+    fn out_of_range_values_are_refused() {
+        let e = Config::parse("[sensor]\ncapture_bytes = 100000\n", "a.toml").unwrap_err();
+        assert!(e.to_string().contains("sensor.capture_bytes"));
+        let e = Config::parse("[sensor]\noutput_ring_bytes = 5000\n", "a.toml").unwrap_err();
+        assert!(e.to_string().contains("power of two"));
+        let e = Config::parse("[sensor]\npin_dir = \"/sys/fs/bpf/a.b\"\n", "a.toml").unwrap_err();
+        assert!(e.to_string().contains("dot"));
+    }
+
+    #[test]
+    fn empty_file_is_all_defaults() {
+        let c = Config::parse("", "a.toml").unwrap();
+        assert_eq!(c.sensor.capture_bytes, 4096);
+        assert!(c.sensor.keep_sensors_on_exit);
+    }
+}

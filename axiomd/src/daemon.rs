@@ -1,0 +1,103 @@
+//! Wiring: open the sensor, restore agents, start the readers and the control socket, and stop
+//! cleanly on SIGTERM/SIGINT (leaving the sensor pinned unless configured otherwise).
+use std::sync::{Arc, Mutex};
+
+use anyhow::Context as _;
+use tokio::signal::unix::SignalKind;
+
+use crate::{
+    agents::Control,
+    api,
+    bus::Bus,
+    config::Config,
+    kernel::{Sensor, SensorOptions},
+    sensor::{self, Pipeline},
+};
+
+pub fn sensor_options(cfg: &Config) -> SensorOptions {
+    SensorOptions {
+        pin_dir: cfg.sensor.pin_dir.clone(),
+        capture_bytes: cfg.sensor.capture_bytes,
+        events_ring_bytes: cfg.sensor.events_ring_bytes,
+        output_ring_bytes: cfg.sensor.output_ring_bytes,
+    }
+}
+
+/// Forwards the kernel programs' aya-log diagnostics to our log.
+fn spawn_kernel_log(program_id: Option<u32>) {
+    let Some(id) = program_id else { return };
+    match aya_log::EbpfLogger::init_from_id(id) {
+        Ok(logger) => {
+            tokio::spawn(async move {
+                let Ok(mut fd) = crate::sensor::async_fd(logger) else { return };
+                loop {
+                    let Ok(mut g) = fd.readable_mut().await else { return };
+                    g.get_inner_mut().flush();
+                    g.clear_ready();
+                }
+            });
+        }
+        Err(e) => tracing::warn!("kernel program diagnostics unavailable: {e}"),
+    }
+}
+
+pub async fn run(cfg: Config) -> anyhow::Result<()> {
+    let mut s = Sensor::open(&sensor_options(&cfg))?;
+    if s.reused {
+        // The capture size is runtime configuration: apply it to the running programs.
+        s.set_capture_bytes(cfg.sensor.capture_bytes)?;
+    }
+    tracing::info!(
+        startup_ms = format!("{:.1}", s.startup.as_secs_f64() * 1e3),
+        programs = s.attached.len(),
+        reused_pins = s.reused,
+        pin_dir = %s.pins.root.display(),
+        "sensor attached"
+    );
+    if !s.skipped.is_empty() {
+        tracing::info!(skipped = ?s.skipped, "hooks this kernel lacks (legacy syscalls)");
+    }
+    spawn_kernel_log(s.log_program_id);
+    let events = s.events.take().context("events ring already taken")?;
+    let output = s.output.take().context("output ring already taken")?;
+    let control = Control::restore(
+        s.tracked.take().context("tracking map already taken")?,
+        s.tracked_cgroups.take().context("cgroup map already taken")?,
+    );
+    let restored = control.agents().count();
+    if restored > 0 {
+        tracing::info!(agents = restored, "re-adopted agents tracked before the restart");
+    }
+    let bus = Arc::new(Bus::new(1 << 16, cfg.api.replay_events));
+    let shared = Arc::new(api::Shared {
+        control: Mutex::new(control),
+        bus: bus.clone(),
+        sensor: Mutex::new(s),
+    });
+    let listener = api::bind(&cfg.api.socket)
+        .with_context(|| format!("binding {}", cfg.api.socket.display()))?;
+    tracing::info!(socket = %cfg.api.socket.display(), "control socket ready");
+    let api_task = tokio::spawn(api::serve(listener, shared.clone()));
+    let mut reader = tokio::spawn(sensor::run(events, output, Pipeline::new(bus)));
+
+    let mut term = tokio::signal::unix::signal(SignalKind::terminate())?;
+    let mut int = tokio::signal::unix::signal(SignalKind::interrupt())?;
+    let result = tokio::select! {
+        _ = term.recv() => Ok(()),
+        _ = int.recv() => Ok(()),
+        r = &mut reader => match r {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(anyhow::anyhow!("ring reader failed: {e}")),
+            Err(e) => Err(anyhow::anyhow!("ring reader panicked: {e}")),
+        },
+    };
+    api_task.abort();
+    let _ = std::fs::remove_file(&cfg.api.socket);
+    if cfg.sensor.keep_sensors_on_exit {
+        tracing::info!("stopping; sensor stays attached and pinned (keep_sensors_on_exit)");
+    } else if let Ok(s) = shared.sensor.lock() {
+        s.pins.remove_all().context("unpinning the sensor")?;
+        tracing::info!("stopping; sensor unpinned and detached");
+    }
+    result
+}

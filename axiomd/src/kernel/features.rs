@@ -1,0 +1,120 @@
+//! Pre-flight checks: each missing kernel feature is reported by name, with what to do about it,
+//! before anything is loaded, so a user never has to read a verifier dump to learn that their
+//! kernel lacks tracefs or ring buffers.
+use std::path::{Path, PathBuf};
+
+use aya::maps::MapType;
+
+use super::SensorError;
+
+const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
+const TRACEFS_MAGIC: i64 = 0x7472_6163;
+
+fn fs_magic(path: &Path) -> Option<i64> {
+    nix::sys::statfs::statfs(path)
+        .ok()
+        .map(|s| s.filesystem_type().0 as i64)
+}
+
+/// Makes sure bpffs is mounted at `/sys/fs/bpf` (mounting it when absent).
+pub fn ensure_bpffs() -> Result<(), SensorError> {
+    let root = Path::new("/sys/fs/bpf");
+    if fs_magic(root) == Some(BPF_FS_MAGIC) {
+        return Ok(());
+    }
+    std::fs::create_dir_all(root).map_err(|e| SensorError::Feature {
+        feature: "bpffs",
+        remedy: format!("cannot create {}: {e}", root.display()),
+    })?;
+    nix::mount::mount(
+        Some("bpf"),
+        root,
+        Some("bpf"),
+        nix::mount::MsFlags::empty(),
+        None::<&str>,
+    )
+    .map_err(|e| SensorError::Feature {
+        feature: "bpffs",
+        remedy: format!("not mounted and `mount -t bpf bpf /sys/fs/bpf` failed: {e}"),
+    })?;
+    tracing::info!("mounted bpffs at /sys/fs/bpf");
+    Ok(())
+}
+
+/// Returns the tracefs root, mounting it at `/sys/kernel/tracing` when no mount is found.
+pub fn ensure_tracefs() -> Result<PathBuf, SensorError> {
+    for p in ["/sys/kernel/tracing", "/sys/kernel/debug/tracing"] {
+        let p = Path::new(p);
+        if p.join("events").is_dir() {
+            return Ok(p.to_path_buf());
+        }
+    }
+    let root = Path::new("/sys/kernel/tracing");
+    if fs_magic(root) != Some(TRACEFS_MAGIC) {
+        nix::mount::mount(
+            Some("tracefs"),
+            root,
+            Some("tracefs"),
+            nix::mount::MsFlags::empty(),
+            None::<&str>,
+        )
+        .map_err(|e| SensorError::Feature {
+            feature: "tracefs",
+            remedy: format!(
+                "not mounted and `mount -t tracefs tracefs /sys/kernel/tracing` failed: {e} \
+                 (kernel needs CONFIG_FTRACE)"
+            ),
+        })?;
+        tracing::info!("mounted tracefs at /sys/kernel/tracing");
+    }
+    Ok(root.to_path_buf())
+}
+
+/// Checks that a tracepoint exists in this kernel.
+pub fn has_tracepoint(tracefs: &Path, category: &str, event: &str) -> bool {
+    tracefs.join("events").join(category).join(event).join("id").exists()
+}
+
+pub fn tracepoint_missing(category: &str, event: &str) -> SensorError {
+    let remedy = if category == "syscalls" {
+        "the kernel needs CONFIG_FTRACE_SYSCALLS=y".to_string()
+    } else {
+        format!("the kernel does not provide the {category}:{event} tracepoint")
+    };
+    SensorError::Feature {
+        feature: "tracepoint",
+        remedy: format!("{category}:{event} is missing: {remedy}"),
+    }
+}
+
+/// Ring buffer maps (Linux 5.8) carry every record; without them nothing works.
+pub fn check_ringbuf() -> Result<(), SensorError> {
+    match aya::sys::is_map_supported(MapType::RingBuf) {
+        Ok(true) => Ok(()),
+        Ok(false) => Err(SensorError::Feature {
+            feature: "BPF ring buffer",
+            remedy: "BPF_MAP_TYPE_RINGBUF needs Linux 5.8 or newer".into(),
+        }),
+        Err(e) => Err(SensorError::Feature {
+            feature: "bpf() syscall",
+            remedy: format!(
+                "probing ring buffer support failed ({e}): run as root or with CAP_BPF, \
+                 CAP_PERFMON and CAP_SYS_RESOURCE; check kernel.unprivileged_bpf_disabled and lockdown"
+            ),
+        }),
+    }
+}
+
+/// Kernel lockdown in confidentiality mode forbids reading user memory from BPF.
+pub fn check_lockdown() -> Result<(), SensorError> {
+    let s = std::fs::read_to_string("/sys/kernel/security/lockdown").unwrap_or_default();
+    if s.contains("[confidentiality]") {
+        return Err(SensorError::Feature {
+            feature: "lockdown",
+            remedy: "kernel lockdown is in confidentiality mode, which forbids bpf_probe_read; \
+                     boot with lockdown=integrity or none"
+                .into(),
+        });
+    }
+    Ok(())
+}

@@ -1,0 +1,487 @@
+//! Loading, attaching and pinning the kernel programs.
+//!
+//! Everything lives under one bpffs directory (`/sys/fs/bpf/axiom` by default):
+//! `maps/<MAP>` for every map and `links/<program>` for every attachment. Pinned links keep the
+//! programs attached while axiomd is down, and pinned maps keep the tracking state and the rings,
+//! so a restart (crash, upgrade, SIGKILL) has no detach window: records produced meanwhile wait in
+//! the rings, and anything beyond their capacity is counted in `LOST`.
+//!
+//! On start, if every link is pinned and the pinned `CONFIG` carries this binary's object hash,
+//! axiomd reuses the pins and loads nothing. Otherwise it loads the object (reusing compatible
+//! pinned maps), attaches, and only then replaces the old link pins, so the old programs run until
+//! the new ones are in.
+pub mod features;
+
+use std::{
+    path::{Path, PathBuf},
+    time::{Duration, Instant},
+};
+
+use aya::{
+    Ebpf, EbpfLoader,
+    maps::{Array, HashMap, Map, MapData, PerCpuArray, RingBuf},
+    programs::{
+        ProgramError, TracePoint,
+        links::{FdLink, PinnedLink},
+    },
+};
+use axiom_common::{
+    CFG_CAPTURE_BYTES, CFG_OBJECT_HASH, HOOKS, Hook, LostCause, MAX_CAPTURE, Tracked,
+};
+
+/// The sensor object, built by build.rs from `axiom-ebpf`.
+pub static SENSOR_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/axiom"));
+/// The baseline object: same program names and hooks, every program returns at once.
+pub static EMPTY_OBJECT: &[u8] =
+    aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/axiom-empty"));
+
+#[derive(Debug, thiserror::Error)]
+pub enum SensorError {
+    #[error("kernel feature unavailable: {feature}: {remedy}")]
+    Feature {
+        feature: &'static str,
+        remedy: String,
+    },
+    #[error("the kernel refused program {program} ({errno}); rerun with RUST_LOG=axiomd=debug for the verifier log")]
+    Verifier { program: String, errno: std::io::Error },
+    #[error("attaching {program} to {category}:{event}: {source}")]
+    Attach {
+        program: String,
+        category: String,
+        event: String,
+        #[source]
+        source: ProgramError,
+    },
+    #[error("loading the sensor object: {0}")]
+    Load(#[from] aya::EbpfError),
+    #[error("map {name}: {source}")]
+    Map {
+        name: &'static str,
+        #[source]
+        source: aya::maps::MapError,
+    },
+    #[error("map {0} is missing from the object")]
+    MissingMap(&'static str),
+    #[error("program {0} is missing from the object")]
+    MissingProgram(&'static str),
+    #[error("pin {path}: {reason}")]
+    Pin { path: PathBuf, reason: String },
+}
+
+#[derive(Clone, Debug)]
+pub struct SensorOptions {
+    pub pin_dir: PathBuf,
+    pub capture_bytes: u32,
+    pub events_ring_bytes: u32,
+    pub output_ring_bytes: u32,
+}
+
+/// Paths of the pins under the pin directory.
+#[derive(Clone, Debug)]
+pub struct Pins {
+    pub root: PathBuf,
+}
+
+impl Pins {
+    pub fn maps(&self) -> PathBuf {
+        self.root.join("maps")
+    }
+    pub fn map(&self, name: &str) -> PathBuf {
+        self.maps().join(name)
+    }
+    pub fn links(&self) -> PathBuf {
+        self.root.join("links")
+    }
+    pub fn link(&self, program: &str) -> PathBuf {
+        self.links().join(program)
+    }
+
+    /// Removes every pin: programs detach when the last reference (ours) closes.
+    pub fn remove_all(&self) -> std::io::Result<()> {
+        for dir in [self.links(), self.maps()] {
+            if let Ok(rd) = std::fs::read_dir(&dir) {
+                for e in rd.flatten() {
+                    std::fs::remove_file(e.path())?;
+                }
+            }
+            let _ = std::fs::remove_dir(&dir);
+        }
+        let _ = std::fs::remove_dir(&self.root);
+        Ok(())
+    }
+}
+
+/// Everything userspace holds of the loaded sensor.
+pub struct Sensor {
+    /// Taken by the agent registry.
+    pub tracked: Option<HashMap<MapData, u32, Tracked>>,
+    pub tracked_cgroups: Option<HashMap<MapData, u64, Tracked>>,
+    pub config: Array<MapData, u64>,
+    pub lost: PerCpuArray<MapData, u64>,
+    /// Taken by the ring readers.
+    pub events: Option<RingBuf<MapData>>,
+    pub output: Option<RingBuf<MapData>>,
+    /// Program id of one attached program, to find the aya-log ring of the running programs.
+    pub log_program_id: Option<u32>,
+    /// The pins were reused: nothing was loaded or attached by this process.
+    pub reused: bool,
+    /// Hooks attached (or found attached), and optional ones the kernel lacks.
+    pub attached: Vec<&'static str>,
+    pub skipped: Vec<&'static str>,
+    pub startup: Duration,
+    pub pins: Pins,
+    /// Keeps a fresh load alive (its aya-log map among others).
+    pub ebpf: Option<Ebpf>,
+}
+
+impl Sensor {
+    /// Loads or reuses the sensor. Start-up time to "attached" is measured and returned.
+    pub fn open(opts: &SensorOptions) -> Result<Sensor, SensorError> {
+        let t0 = Instant::now();
+        features::ensure_bpffs()?;
+        let tracefs = features::ensure_tracefs()?;
+        features::check_ringbuf()?;
+        features::check_lockdown()?;
+        let pins = Pins {
+            root: opts.pin_dir.clone(),
+        };
+        let hash = object_hash(SENSOR_OBJECT, opts);
+        let (hooks, skipped) = available_hooks(&tracefs)?;
+
+        let mut sensor = match reuse(&pins, hash, &hooks)? {
+            Some(s) => s,
+            None => fresh(&pins, hash, &hooks, opts)?,
+        };
+        sensor.skipped = skipped;
+        sensor.startup = t0.elapsed();
+        Ok(sensor)
+    }
+
+    /// Sum over CPUs of each lost-record cause.
+    pub fn lost_counts(&self) -> Vec<(LostCause, u64)> {
+        LostCause::ALL
+            .iter()
+            .map(|&c| {
+                let n = self
+                    .lost
+                    .get(&(c as u32), 0)
+                    .map(|v| v.iter().sum::<u64>())
+                    .unwrap_or(0);
+                (c, n)
+            })
+            .collect()
+    }
+
+    pub fn set_capture_bytes(&mut self, n: u32) -> Result<(), SensorError> {
+        let n = (n as usize).clamp(1, MAX_CAPTURE) as u64;
+        self.config
+            .set(CFG_CAPTURE_BYTES, n, 0)
+            .map_err(|source| SensorError::Map {
+                name: "CONFIG",
+                source,
+            })
+    }
+}
+
+/// Hooks this kernel offers; a missing required one is an error that names it.
+fn available_hooks(
+    tracefs: &Path,
+) -> Result<(Vec<&'static Hook>, Vec<&'static str>), SensorError> {
+    let mut hooks = Vec::new();
+    let mut skipped = Vec::new();
+    for h in HOOKS {
+        if features::has_tracepoint(tracefs, h.category, h.event) {
+            hooks.push(h);
+        } else if h.optional() {
+            skipped.push(h.event);
+        } else {
+            return Err(features::tracepoint_missing(h.category, h.event));
+        }
+    }
+    Ok((hooks, skipped))
+}
+
+/// FNV-1a over the object bytes and the options baked into maps: a change in either means the
+/// pins are not ours to reuse.
+fn object_hash(obj: &[u8], opts: &SensorOptions) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    let sizes = [opts.events_ring_bytes, opts.output_ring_bytes];
+    for b in obj
+        .iter()
+        .copied()
+        .chain(sizes.iter().flat_map(|s| s.to_le_bytes()))
+    {
+        h ^= b as u64;
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    // 0 means "unset" in CONFIG.
+    h.max(1)
+}
+
+fn open_pinned(pins: &Pins, name: &'static str) -> Result<MapData, SensorError> {
+    MapData::from_pin(pins.map(name)).map_err(|source| SensorError::Map { name, source })
+}
+
+/// Reuses an intact, same-version pin set; `None` when anything is missing or different.
+fn reuse(pins: &Pins, hash: u64, hooks: &[&'static Hook]) -> Result<Option<Sensor>, SensorError> {
+    if !hooks.iter().all(|h| pins.link(h.program).exists()) || !pins.map("CONFIG").exists() {
+        return Ok(None);
+    }
+    let config: Array<MapData, u64> = Array::try_from(Map::Array(open_pinned(pins, "CONFIG")?))
+        .map_err(|source| SensorError::Map {
+            name: "CONFIG",
+            source,
+        })?;
+    let pinned_hash = config.get(&CFG_OBJECT_HASH, 0).unwrap_or(0);
+    if pinned_hash != hash {
+        tracing::info!(
+            pinned = format!("{pinned_hash:#x}"),
+            ours = format!("{hash:#x}"),
+            "pinned sensor is another version: loading ours and replacing it without a detach window"
+        );
+        return Ok(None);
+    }
+    let mut log_program_id = None;
+    for h in hooks {
+        let link = PinnedLink::from_pin(pins.link(h.program)).map_err(|e| SensorError::Pin {
+            path: pins.link(h.program),
+            reason: e.to_string(),
+        })?;
+        if log_program_id.is_none() {
+            log_program_id = FdLink::from(link).info().ok().map(|i| i.program_id());
+        }
+    }
+    let maps = Maps::pinned(pins)?;
+    Ok(Some(maps.into_sensor(
+        config,
+        pins,
+        true,
+        hooks.iter().map(|h| h.program).collect(),
+        log_program_id,
+        None,
+    )))
+}
+
+struct Maps {
+    tracked: HashMap<MapData, u32, Tracked>,
+    tracked_cgroups: HashMap<MapData, u64, Tracked>,
+    lost: PerCpuArray<MapData, u64>,
+    events: RingBuf<MapData>,
+    output: RingBuf<MapData>,
+}
+
+fn map_err(name: &'static str) -> impl Fn(aya::maps::MapError) -> SensorError {
+    move |source| SensorError::Map { name, source }
+}
+
+impl Maps {
+    fn pinned(pins: &Pins) -> Result<Maps, SensorError> {
+        Ok(Maps {
+            tracked: HashMap::try_from(Map::HashMap(open_pinned(pins, "TRACKED")?))
+                .map_err(map_err("TRACKED"))?,
+            tracked_cgroups: HashMap::try_from(Map::HashMap(open_pinned(pins, "TRACKED_CGROUPS")?))
+                .map_err(map_err("TRACKED_CGROUPS"))?,
+            lost: PerCpuArray::try_from(Map::PerCpuArray(open_pinned(pins, "LOST")?))
+                .map_err(map_err("LOST"))?,
+            events: RingBuf::try_from(Map::RingBuf(open_pinned(pins, "EVENTS")?))
+                .map_err(map_err("EVENTS"))?,
+            output: RingBuf::try_from(Map::RingBuf(open_pinned(pins, "OUTPUT")?))
+                .map_err(map_err("OUTPUT"))?,
+        })
+    }
+
+    fn take(ebpf: &mut Ebpf) -> Result<(Maps, Array<MapData, u64>), SensorError> {
+        fn take(ebpf: &mut Ebpf, name: &'static str) -> Result<Map, SensorError> {
+            ebpf.take_map(name).ok_or(SensorError::MissingMap(name))
+        }
+        Ok((
+            Maps {
+                tracked: HashMap::try_from(take(ebpf, "TRACKED")?).map_err(map_err("TRACKED"))?,
+                tracked_cgroups: HashMap::try_from(take(ebpf, "TRACKED_CGROUPS")?)
+                    .map_err(map_err("TRACKED_CGROUPS"))?,
+                lost: PerCpuArray::try_from(take(ebpf, "LOST")?).map_err(map_err("LOST"))?,
+                events: RingBuf::try_from(take(ebpf, "EVENTS")?).map_err(map_err("EVENTS"))?,
+                output: RingBuf::try_from(take(ebpf, "OUTPUT")?).map_err(map_err("OUTPUT"))?,
+            },
+            Array::try_from(take(ebpf, "CONFIG")?).map_err(map_err("CONFIG"))?,
+        ))
+    }
+
+    fn into_sensor(
+        self,
+        config: Array<MapData, u64>,
+        pins: &Pins,
+        reused: bool,
+        attached: Vec<&'static str>,
+        log_program_id: Option<u32>,
+        ebpf: Option<Ebpf>,
+    ) -> Sensor {
+        Sensor {
+            tracked: Some(self.tracked),
+            tracked_cgroups: Some(self.tracked_cgroups),
+            config,
+            lost: self.lost,
+            events: Some(self.events),
+            output: Some(self.output),
+            log_program_id,
+            reused,
+            attached,
+            skipped: Vec::new(),
+            startup: Duration::ZERO,
+            pins: pins.clone(),
+            ebpf,
+        }
+    }
+}
+
+/// A pinned ring whose size differs from the configured one cannot be reused: unpin it so the
+/// load creates a new one.
+fn drop_resized_ring(pins: &Pins, name: &'static str, bytes: u32) {
+    let path = pins.map(name);
+    if let Ok(info) = aya::maps::MapInfo::from_pin(&path)
+        && info.max_entries() != bytes
+    {
+        tracing::warn!(
+            map = name,
+            pinned = info.max_entries(),
+            configured = bytes,
+            "ring size changed: replacing the pinned ring"
+        );
+        let _ = std::fs::remove_file(&path);
+    }
+}
+
+fn mkdir(path: &Path) -> Result<(), SensorError> {
+    std::fs::create_dir_all(path).map_err(|e| SensorError::Pin {
+        path: path.into(),
+        reason: e.to_string(),
+    })
+}
+
+/// Loads one program, turning a verifier refusal into a one-line error (log at debug).
+fn load_program<'a>(
+    ebpf: &'a mut Ebpf,
+    name: &'static str,
+) -> Result<&'a mut TracePoint, SensorError> {
+    let prog: &mut TracePoint = ebpf
+        .program_mut(name)
+        .ok_or(SensorError::MissingProgram(name))?
+        .try_into()
+        .map_err(|source| SensorError::Attach {
+            program: name.into(),
+            category: String::new(),
+            event: String::new(),
+            source,
+        })?;
+    match prog.load() {
+        Ok(()) => Ok(prog),
+        Err(ProgramError::LoadError {
+            io_error,
+            verifier_log,
+        }) => {
+            tracing::debug!(program = name, "verifier log:\n{verifier_log}");
+            Err(SensorError::Verifier {
+                program: name.into(),
+                errno: io_error,
+            })
+        }
+        Err(source) => Err(SensorError::Attach {
+            program: name.into(),
+            category: String::new(),
+            event: String::new(),
+            source,
+        }),
+    }
+}
+
+fn fresh(
+    pins: &Pins,
+    hash: u64,
+    hooks: &[&'static Hook],
+    opts: &SensorOptions,
+) -> Result<Sensor, SensorError> {
+    mkdir(&pins.maps())?;
+    mkdir(&pins.links())?;
+    drop_resized_ring(pins, "EVENTS", opts.events_ring_bytes);
+    drop_resized_ring(pins, "OUTPUT", opts.output_ring_bytes);
+    let maps_dir = pins.maps();
+    let mut ebpf = EbpfLoader::new()
+        .default_map_pin_directory(&maps_dir)
+        .map_max_entries("EVENTS", opts.events_ring_bytes)
+        .map_max_entries("OUTPUT", opts.output_ring_bytes)
+        .load(SENSOR_OBJECT)?;
+    let (maps, mut config) = Maps::take(&mut ebpf)?;
+    let n = (opts.capture_bytes as usize).clamp(1, MAX_CAPTURE) as u64;
+    config
+        .set(CFG_CAPTURE_BYTES, n, 0)
+        .map_err(map_err("CONFIG"))?;
+
+    let mut attached = Vec::new();
+    let mut log_program_id = None;
+    for h in hooks {
+        let prog = load_program(&mut ebpf, h.program)?;
+        let attach_err = |source| SensorError::Attach {
+            program: h.program.into(),
+            category: h.category.into(),
+            event: h.event.into(),
+            source,
+        };
+        let id = prog.attach(h.category, h.event).map_err(attach_err)?;
+        if log_program_id.is_none() {
+            log_program_id = prog.info().ok().map(|i| i.id());
+        }
+        let link = prog.take_link(id).map_err(attach_err)?;
+        let fd_link: FdLink = link.try_into().map_err(|e: aya::programs::links::LinkError| {
+            SensorError::Pin {
+                path: pins.link(h.program),
+                reason: format!("tracepoint link is not an fd link: {e}"),
+            }
+        })?;
+        replace_pin(pins, h.program, fd_link)?;
+        attached.push(h.program);
+    }
+    // Written last: a start that dies half-way leaves a mismatch, and the next one reloads.
+    config
+        .set(CFG_OBJECT_HASH, hash, 0)
+        .map_err(map_err("CONFIG"))?;
+    Ok(maps.into_sensor(config, pins, false, attached, log_program_id, Some(ebpf)))
+}
+
+/// Pins the new link beside the old one, then swaps names: the old program stays attached until
+/// the new one is, so there is never a moment with neither.
+fn replace_pin(pins: &Pins, program: &str, link: FdLink) -> Result<(), SensorError> {
+    let path = pins.link(program);
+    let next = pins.links().join(format!("{program}_next"));
+    let _ = std::fs::remove_file(&next);
+    let pinned = link.pin(&next).map_err(|e| SensorError::Pin {
+        path: next.clone(),
+        reason: e.to_string(),
+    })?;
+    let _ = std::fs::remove_file(&path);
+    std::fs::rename(&next, &path).map_err(|e| SensorError::Pin {
+        path: path.clone(),
+        reason: format!("rename from {}: {e}", next.display()),
+    })?;
+    drop(pinned);
+    Ok(())
+}
+
+/// Loads and attaches the empty baseline object (benchmarks only). Links live as long as the
+/// returned `Ebpf`; nothing is pinned.
+pub fn load_empty() -> Result<Ebpf, SensorError> {
+    features::ensure_bpffs()?;
+    let tracefs = features::ensure_tracefs()?;
+    let (hooks, _) = available_hooks(&tracefs)?;
+    let mut ebpf = Ebpf::load(EMPTY_OBJECT)?;
+    for h in hooks {
+        let prog = load_program(&mut ebpf, h.program)?;
+        prog.attach(h.category, h.event)
+            .map_err(|source| SensorError::Attach {
+                program: h.program.into(),
+                category: h.category.into(),
+                event: h.event.into(),
+                source,
+            })?;
+    }
+    Ok(ebpf)
+}

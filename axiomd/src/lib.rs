@@ -1,0 +1,11 @@
+//! axiomd: the daemon. Data flows kernel → sensor → agents → bus → api (and, in later stages,
+//! rules → actions → sinks); each stage is a module of its own.
+#![deny(clippy::unwrap_used)]
+
+pub mod agents;
+pub mod api;
+pub mod bus;
+pub mod config;
+pub mod daemon;
+pub mod kernel;
+pub mod sensor;

@@ -1,0 +1,108 @@
+//! `axiomd`: the daemon binary.
+#![deny(clippy::unwrap_used)]
+
+use std::path::PathBuf;
+
+use anyhow::Context as _;
+use axiomd::{config::Config, kernel};
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(version, about = "Watches and confines AI coding agents from the kernel")]
+struct Cli {
+    /// Configuration file.
+    #[arg(long, short, default_value = axiomd::config::DEFAULT_PATH, global = true)]
+    config: PathBuf,
+    /// Override sensor.pin_dir.
+    #[arg(long, global = true)]
+    pin_dir: Option<PathBuf>,
+    /// Override api.socket.
+    #[arg(long, global = true)]
+    socket: Option<PathBuf>,
+    /// Override sensor.keep_sensors_on_exit.
+    #[arg(long)]
+    keep_sensors_on_exit: Option<bool>,
+    /// Override sensor.output_ring_bytes.
+    #[arg(long)]
+    output_ring_bytes: Option<u32>,
+    /// Override sensor.capture_bytes.
+    #[arg(long)]
+    capture_bytes: Option<u32>,
+    #[command(subcommand)]
+    command: Option<Cmd>,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Run the daemon (the default).
+    Run,
+    /// Validate the configuration file and exit.
+    CheckConfig,
+    /// Detach and unpin everything under the pin directory.
+    Unpin,
+    /// Benchmark baseline: attach empty programs to the sensor's hooks until SIGTERM/SIGINT.
+    #[command(hide = true)]
+    Baseline,
+}
+
+fn load_config(cli: &Cli) -> anyhow::Result<Config> {
+    let mut cfg = Config::load(&cli.config)?;
+    if let Some(p) = &cli.pin_dir {
+        cfg.sensor.pin_dir = p.clone();
+    }
+    if let Some(s) = &cli.socket {
+        cfg.api.socket = s.clone();
+    }
+    if let Some(k) = cli.keep_sensors_on_exit {
+        cfg.sensor.keep_sensors_on_exit = k;
+    }
+    if let Some(n) = cli.output_ring_bytes {
+        cfg.sensor.output_ring_bytes = n;
+    }
+    if let Some(n) = cli.capture_bytes {
+        cfg.sensor.capture_bytes = n;
+    }
+    // Overrides are held to the same rules as the file.
+    cfg.validate("command line")?;
+    Ok(cfg)
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let cfg = load_config(&cli)?;
+    match cli.command.unwrap_or(Cmd::Run) {
+        Cmd::Run => axiomd::daemon::run(cfg).await,
+        Cmd::CheckConfig => {
+            println!("{}: ok", cli.config.display());
+            Ok(())
+        }
+        Cmd::Unpin => {
+            let pins = kernel::Pins {
+                root: cfg.sensor.pin_dir.clone(),
+            };
+            pins.remove_all()
+                .with_context(|| format!("unpinning {}", pins.root.display()))?;
+            println!("unpinned {}", pins.root.display());
+            Ok(())
+        }
+        Cmd::Baseline => {
+            let _ebpf = kernel::load_empty()?;
+            tracing::info!("baseline programs attached");
+            let mut term =
+                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+            tokio::select! {
+                _ = term.recv() => {},
+                _ = tokio::signal::ctrl_c() => {},
+            }
+            Ok(())
+        }
+    }
+}

@@ -1,0 +1,273 @@
+//! Zero-copy decoding of ring records into the event model.
+//!
+//! Records are viewed in place through the `#[repr(C)]` layouts of `axiom-common`; the only copies
+//! are the strings that leave the daemon. A record that is too short for its kind, misaligned or
+//! of an unknown kind is an error the caller counts and skips: never a panic.
+use axiom_common::{
+    ConnectEvent, EventHeader, ExecEvent, ExitEvent, FILE_CREAT, FILE_LINK, FILE_MKDIR, FILE_OPEN,
+    FILE_RENAME, FILE_RMDIR, FILE_SYMLINK, FILE_UNLINK, FLAG_STATUS_KNOWN, FLAG_TRUNCATED,
+    FileEvent, ForkEvent, KIND_CONNECT, KIND_EXEC, KIND_EXIT, KIND_FILE, KIND_FORK, KIND_OUTPUT,
+    OutputEvent, SYS_PWRITE64, SYS_PWRITEV, SYS_PWRITEV2, SYS_SENDMSG, SYS_SENDTO, SYS_WRITE,
+    SYS_WRITEV, wire::Body,
+};
+use zerocopy::FromBytes;
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum DecodeError {
+    #[error("record of {len} bytes is shorter than its {what} layout")]
+    Short { what: &'static str, len: usize },
+    #[error("unknown record kind {0}")]
+    UnknownKind(u16),
+}
+
+impl DecodeError {
+    /// Counter name for the status/metrics.
+    pub fn cause(&self) -> &'static str {
+        match self {
+            DecodeError::Short { .. } => "malformed_short",
+            DecodeError::UnknownKind(_) => "malformed_kind",
+        }
+    }
+}
+
+/// A decoded record: the header (copied, 56 bytes), the body, and whether it was truncated.
+#[derive(Debug)]
+pub struct Decoded {
+    pub hdr: EventHeader,
+    pub body: Body,
+    pub truncated: bool,
+}
+
+fn view<'a, T: FromBytes + zerocopy::KnownLayout + zerocopy::Immutable>(
+    buf: &'a [u8],
+    what: &'static str,
+) -> Result<(&'a T, &'a [u8]), DecodeError> {
+    // Ring records are 8-byte aligned; an unaligned or short buffer is malformed either way.
+    T::ref_from_prefix(buf).map_err(|_| DecodeError::Short {
+        what,
+        len: buf.len(),
+    })
+}
+
+/// Bytes up to the first NUL, as (lossy) UTF-8.
+pub fn cstr(b: &[u8]) -> String {
+    let end = b.iter().position(|&c| c == 0).unwrap_or(b.len());
+    String::from_utf8_lossy(&b[..end]).into_owned()
+}
+
+pub fn decode(buf: &[u8]) -> Result<Decoded, DecodeError> {
+    let (hdr, _) = view::<EventHeader>(buf, "header")?;
+    let truncated = hdr.flags & FLAG_TRUNCATED != 0;
+    let body = match hdr.kind {
+        KIND_FORK => {
+            let (e, _) = view::<ForkEvent>(buf, "fork")?;
+            Body::Fork {
+                child_pid: e.child_pid,
+            }
+        }
+        KIND_EXEC => {
+            let (e, _) = view::<ExecEvent>(buf, "exec")?;
+            let n = (e.argv_len as usize).min(e.argv.len());
+            let argv = e.argv[..n]
+                .split(|&c| c == 0)
+                .filter(|s| !s.is_empty())
+                .map(|s| String::from_utf8_lossy(s).into_owned())
+                .collect();
+            Body::Exec {
+                filename: cstr(&e.filename),
+                argv,
+                cwd: None,
+                old_pid: e.old_pid,
+            }
+        }
+        KIND_EXIT => {
+            let (e, _) = view::<ExitEvent>(buf, "exit")?;
+            let (code, signal) = if hdr.flags & FLAG_STATUS_KNOWN == 0 {
+                (None, None)
+            } else if e.status & 0x7f == 0 {
+                (Some(((e.status >> 8) & 0xff) as i32), None)
+            } else {
+                (None, Some((e.status & 0x7f) as i32))
+            };
+            Body::Exit { code, signal }
+        }
+        KIND_OUTPUT => {
+            let (e, rest) = view::<OutputEvent>(buf, "output")?;
+            let n = e.captured as usize;
+            let data = rest.get(..n).ok_or(DecodeError::Short {
+                what: "output payload",
+                len: buf.len(),
+            })?;
+            Body::Output {
+                fd: e.fd,
+                syscall: syscall_name(e.syscall).into(),
+                count: e.count,
+                target: None,
+                text: String::from_utf8_lossy(data).into_owned(),
+                captured: e.captured,
+            }
+        }
+        KIND_FILE => {
+            let (e, _) = view::<FileEvent>(buf, "file")?;
+            let path2 = cstr(&e.path2);
+            Body::File {
+                op: file_op_name(e.op).into(),
+                path: cstr(&e.path),
+                path2: (!path2.is_empty()).then_some(path2),
+                flags: e.flags,
+                mode: e.mode,
+            }
+        }
+        KIND_CONNECT => {
+            let (e, _) = view::<ConnectEvent>(buf, "connect")?;
+            let (family, address, port) = sockaddr(&e.addr, e.addrlen as usize);
+            Body::Connect {
+                family,
+                address,
+                port,
+            }
+        }
+        k => return Err(DecodeError::UnknownKind(k)),
+    };
+    Ok(Decoded {
+        hdr: *hdr,
+        body,
+        truncated,
+    })
+}
+
+pub fn syscall_name(id: u16) -> &'static str {
+    match id {
+        SYS_WRITE => "write",
+        SYS_PWRITE64 => "pwrite64",
+        SYS_WRITEV => "writev",
+        SYS_PWRITEV => "pwritev",
+        SYS_PWRITEV2 => "pwritev2",
+        SYS_SENDTO => "sendto",
+        SYS_SENDMSG => "sendmsg",
+        _ => "unknown",
+    }
+}
+
+pub fn file_op_name(op: u16) -> &'static str {
+    match op {
+        FILE_OPEN => "open",
+        FILE_CREAT => "creat",
+        FILE_RENAME => "rename",
+        FILE_UNLINK => "unlink",
+        FILE_MKDIR => "mkdir",
+        FILE_RMDIR => "rmdir",
+        FILE_LINK => "link",
+        FILE_SYMLINK => "symlink",
+        _ => "unknown",
+    }
+}
+
+/// Decodes a raw `struct sockaddr` (as the process passed it) into family, address and port.
+pub fn sockaddr(a: &[u8], addrlen: usize) -> (String, String, u16) {
+    let fam = u16::from_le_bytes([a[0], a[1]]);
+    let port = u16::from_be_bytes([a[2], a[3]]);
+    match fam {
+        2 => {
+            let ip = std::net::Ipv4Addr::new(a[4], a[5], a[6], a[7]);
+            ("inet".into(), ip.to_string(), port)
+        }
+        10 => {
+            let mut b = [0u8; 16];
+            b.copy_from_slice(&a[8..24]);
+            ("inet6".into(), std::net::Ipv6Addr::from(b).to_string(), port)
+        }
+        1 => {
+            let end = addrlen.clamp(2, a.len());
+            let path = &a[2..end];
+            let s = if path.first() == Some(&0) {
+                format!("@{}", cstr(&path[1..]))
+            } else {
+                cstr(path)
+            };
+            ("unix".into(), s, 0)
+        }
+        0 => ("unspec".into(), String::new(), 0),
+        f => (format!("af{f}"), String::new(), 0),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axiom_common::{COMM_LEN, SOCKADDR_LEN};
+
+    #[repr(C, align(8))]
+    struct Aligned<const N: usize>([u8; N]);
+
+    fn hdr(kind: u16) -> EventHeader {
+        EventHeader {
+            kind,
+            flags: 0,
+            tgid: 10,
+            pid: 11,
+            uid: 1000,
+            ts_ns: 5,
+            cgroup_id: 7,
+            agent: 3,
+            comm: [b'x'; COMM_LEN],
+        }
+    }
+
+    fn bytes_of<T>(v: &T) -> Vec<u8> {
+        // SAFETY: test-only view of a repr(C) value as bytes.
+        unsafe { std::slice::from_raw_parts(v as *const T as *const u8, size_of::<T>()) }.to_vec()
+    }
+
+    fn aligned(v: &[u8]) -> Box<Aligned<4096>> {
+        let mut a = Box::new(Aligned([0u8; 4096]));
+        a.0[..v.len()].copy_from_slice(v);
+        a
+    }
+
+    #[test]
+    fn short_and_unknown_records_are_errors_not_panics() {
+        let a = aligned(&[1, 0, 0]);
+        assert!(matches!(decode(&a.0[..3]), Err(DecodeError::Short { .. })));
+        let h = bytes_of(&hdr(99));
+        let a = aligned(&h);
+        assert_eq!(decode(&a.0[..h.len()]).unwrap_err(), DecodeError::UnknownKind(99));
+        // A fork header without its body is short.
+        let h = bytes_of(&hdr(KIND_FORK));
+        let a = aligned(&h);
+        assert!(matches!(decode(&a.0[..h.len()]), Err(DecodeError::Short { .. })));
+    }
+
+    #[test]
+    fn output_payload_is_bounded_by_the_record() {
+        let ev = OutputEvent {
+            hdr: hdr(KIND_OUTPUT),
+            fd: 1,
+            syscall: SYS_WRITE,
+            _pad: 0,
+            count: 5,
+            captured: 5,
+            _pad2: 0,
+        };
+        let mut v = bytes_of(&ev);
+        v.extend_from_slice(b"hello");
+        let a = aligned(&v);
+        let d = decode(&a.0[..v.len()]).unwrap();
+        assert!(matches!(d.body, Body::Output { ref text, .. } if text == "hello"));
+        // Claims more captured bytes than the record holds: malformed.
+        assert!(matches!(decode(&a.0[..v.len() - 2]), Err(DecodeError::Short { .. })));
+    }
+
+    #[test]
+    fn sockaddr_families() {
+        let mut a = [0u8; SOCKADDR_LEN];
+        a[..2].copy_from_slice(&2u16.to_le_bytes());
+        a[2..4].copy_from_slice(&8080u16.to_be_bytes());
+        a[4..8].copy_from_slice(&[127, 0, 0, 1]);
+        assert_eq!(sockaddr(&a, 16), ("inet".into(), "127.0.0.1".into(), 8080));
+        let mut u = [0u8; SOCKADDR_LEN];
+        u[..2].copy_from_slice(&1u16.to_le_bytes());
+        u[2..11].copy_from_slice(b"/tmp/sock");
+        assert_eq!(sockaddr(&u, 11), ("unix".into(), "/tmp/sock".into(), 0));
+    }
+}

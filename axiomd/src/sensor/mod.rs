@@ -1,0 +1,162 @@
+//! From ring records to events: read both rings, decode in place, add what the kernel record does
+//! not carry (parent pid, cwd of an exec, what an fd points at), number, and publish.
+pub mod decode;
+
+use std::{
+    collections::HashMap,
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use aya::maps::{MapData, RingBuf};
+use axiom_common::wire::{Body, Event};
+use tokio::io::unix::AsyncFd;
+
+use crate::{agents::procfs, bus::Bus};
+
+/// How long an fd's resolved target is trusted before /proc is read again.
+const FD_TTL: Duration = Duration::from_secs(1);
+const FD_CACHE_MAX: usize = 65_536;
+
+pub struct Pipeline {
+    bus: Arc<Bus>,
+    seq: u64,
+    /// CLOCK_REALTIME − CLOCK_MONOTONIC, to stamp events with wall time.
+    clock_offset: i128,
+    ppids: HashMap<u32, u32>,
+    fds: HashMap<(u32, i32), (Option<String>, Instant)>,
+}
+
+fn clock_ns(c: nix::time::ClockId) -> i128 {
+    nix::time::clock_gettime(c)
+        .map(|t| t.tv_sec() as i128 * 1_000_000_000 + t.tv_nsec() as i128)
+        .unwrap_or(0)
+}
+
+impl Pipeline {
+    pub fn new(bus: Arc<Bus>) -> Pipeline {
+        let clock_offset = clock_ns(nix::time::ClockId::CLOCK_REALTIME)
+            - clock_ns(nix::time::ClockId::CLOCK_MONOTONIC);
+        Pipeline {
+            bus,
+            seq: 0,
+            clock_offset,
+            ppids: HashMap::new(),
+            fds: HashMap::new(),
+        }
+    }
+
+    fn ppid(&mut self, tgid: u32) -> u32 {
+        if let Some(p) = self.ppids.get(&tgid) {
+            return *p;
+        }
+        let p = procfs::stat(tgid).map(|s| s.ppid).unwrap_or(0);
+        if p != 0 {
+            self.ppids.insert(tgid, p);
+        }
+        p
+    }
+
+    fn fd_target(&mut self, tgid: u32, fd: i32) -> Option<String> {
+        let now = Instant::now();
+        if let Some((t, at)) = self.fds.get(&(tgid, fd))
+            && now.duration_since(*at) < FD_TTL
+        {
+            return t.clone();
+        }
+        if self.fds.len() >= FD_CACHE_MAX {
+            self.fds.clear();
+        }
+        let t = procfs::fd_target(tgid, fd);
+        self.fds.insert((tgid, fd), (t.clone(), now));
+        t
+    }
+
+    /// Decodes one record and publishes it; a malformed one is counted and skipped.
+    pub fn handle(&mut self, rec: &[u8]) {
+        let d = match decode::decode(rec) {
+            Ok(d) => d,
+            Err(e) => {
+                tracing::debug!("skipping record: {e}");
+                self.bus.stats.count_loss(e.cause());
+                return;
+            }
+        };
+        let tgid = d.hdr.tgid;
+        let mut body = d.body;
+        match &mut body {
+            Body::Fork { child_pid } => {
+                self.ppids.insert(*child_pid, tgid);
+            }
+            Body::Exec { cwd, .. } => {
+                *cwd = procfs::cwd(tgid);
+                self.fds.retain(|(p, _), _| *p != tgid);
+            }
+            Body::Output { fd, target, .. } => *target = self.fd_target(tgid, *fd),
+            _ => {}
+        }
+        let ppid = self.ppid(tgid);
+        if matches!(body, Body::Exit { .. }) {
+            self.ppids.remove(&tgid);
+            self.fds.retain(|(p, _), _| *p != tgid);
+        }
+        self.seq += 1;
+        let ev = Event {
+            seq: self.seq,
+            time_ns: (d.hdr.ts_ns as i128 + self.clock_offset).max(0) as u64,
+            agent: d.hdr.agent,
+            pid: d.hdr.pid,
+            tgid,
+            ppid,
+            uid: d.hdr.uid,
+            cgroup_id: d.hdr.cgroup_id,
+            comm: decode::cstr(&d.hdr.comm),
+            truncated: d.truncated,
+            body,
+        };
+        self.bus.publish(ev);
+    }
+}
+
+/// Registers an fd-owning value with the reactor.
+pub fn async_fd<T: std::os::fd::AsRawFd>(inner: T) -> std::io::Result<AsyncFd<T>> {
+    // SAFETY: `inner` owns its fd (a ring buffer map) and moves into the AsyncFd, which
+    // deregisters before dropping it: the fd cannot be closed while registered.
+    unsafe { AsyncFd::register(inner) }.map_err(Into::into)
+}
+
+/// Reads both rings until an error. Lifecycle/file/network records and bulk output arrive on
+/// separate rings so a flood of output can never push out an exec or exit record.
+pub async fn run(
+    events: RingBuf<MapData>,
+    output: RingBuf<MapData>,
+    mut p: Pipeline,
+) -> std::io::Result<()> {
+    let mut events = async_fd(events)?;
+    let mut output = async_fd(output)?;
+    // Records written while axiomd was down are already waiting: drain before the first wait.
+    while let Some(r) = events.get_mut().next() {
+        p.handle(&r);
+    }
+    while let Some(r) = output.get_mut().next() {
+        p.handle(&r);
+    }
+    loop {
+        tokio::select! {
+            g = events.readable_mut() => {
+                let mut g = g?;
+                while let Some(r) = g.get_inner_mut().next() {
+                    p.handle(&r);
+                }
+                g.clear_ready();
+            }
+            g = output.readable_mut() => {
+                let mut g = g?;
+                while let Some(r) = g.get_inner_mut().next() {
+                    p.handle(&r);
+                }
+                g.clear_ready();
+            }
+        }
+    }
+}

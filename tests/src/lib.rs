@@ -1,1 +1,351 @@
+//! Helpers for the end-to-end tests: start the real `axiomd` binary on a private pin directory and
+//! socket, make cgroups, spawn real processes, and read the events the daemon publishes.
+//!
+//! The tests need root (they load BPF programs and create cgroups); `cargo xtask test` runs them.
+#![allow(clippy::unwrap_used)]
 
+use std::{
+    io::{BufRead as _, BufReader, Write as _},
+    os::unix::{net::UnixStream, process::CommandExt as _},
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    sync::atomic::{AtomicU32, Ordering},
+    time::{Duration, Instant},
+};
+
+use axiom_common::wire::{Event, Reply, Request, Status};
+
+pub use axiom_common::wire::Body;
+
+static SEQ: AtomicU32 = AtomicU32::new(0);
+
+/// A name unique to this test process and call.
+pub fn unique(prefix: &str) -> String {
+    format!(
+        "{prefix}_{}_{}",
+        std::process::id(),
+        SEQ.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+pub fn require_root() {
+    assert!(
+        nix::unistd::geteuid().is_root(),
+        "these tests load BPF programs and create cgroups: run them as root (cargo xtask test)"
+    );
+}
+
+/// The directory holding the workspace's built binaries (target/<profile>).
+pub fn bin_dir() -> PathBuf {
+    if let Ok(d) = std::env::var("AXIOM_BIN_DIR") {
+        return d.into();
+    }
+    // target/<profile>/deps/<test binary>
+    let exe = std::env::current_exe().unwrap();
+    exe.parent().unwrap().parent().unwrap().to_path_buf()
+}
+
+pub fn axiomd_bin() -> PathBuf {
+    bin_dir().join("axiomd")
+}
+
+/// A running axiomd with its own pin directory and socket.
+pub struct Daemon {
+    pub child: Option<Child>,
+    pub pin_dir: PathBuf,
+    pub socket: PathBuf,
+    pub log: PathBuf,
+    args: Vec<String>,
+}
+
+impl Daemon {
+    pub fn start(name: &str, extra: &[&str]) -> Daemon {
+        require_root();
+        let pin_dir = PathBuf::from(format!("/sys/fs/bpf/{}", unique(name)));
+        let socket = std::env::temp_dir().join(format!("{}.sock", unique(name)));
+        let log = std::env::temp_dir().join(format!("{}.log", unique(name)));
+        let mut d = Daemon {
+            child: None,
+            pin_dir,
+            socket,
+            log,
+            args: extra.iter().map(|s| s.to_string()).collect(),
+        };
+        d.spawn();
+        d
+    }
+
+    /// Starts (again) on the same pin directory and socket.
+    pub fn spawn(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .unwrap();
+        let _ = std::fs::remove_file(&self.socket);
+        let child = Command::new(axiomd_bin())
+            .arg("--config")
+            .arg("/dev/null")
+            .arg("--pin-dir")
+            .arg(&self.pin_dir)
+            .arg("--socket")
+            .arg(&self.socket)
+            .args(&self.args)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawning {}: {e}", axiomd_bin().display()));
+        self.child = Some(child);
+        let t0 = Instant::now();
+        while t0.elapsed() < Duration::from_secs(30) {
+            if let Some(c) = self.child.as_mut()
+                && let Ok(Some(st)) = c.try_wait()
+            {
+                panic!("axiomd exited with {st}: {}", self.log_text());
+            }
+            if self.socket.exists() && self.try_status().is_some() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!("axiomd did not come up: {}", self.log_text());
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    pub fn client(&self) -> Client {
+        Client::connect(&self.socket)
+    }
+
+    fn try_status(&self) -> Option<Status> {
+        let mut c = Client::try_connect(&self.socket)?;
+        c.request(&Request::Status).status
+    }
+
+    pub fn status(&self) -> Status {
+        self.client().request(&Request::Status).status.unwrap()
+    }
+
+    pub fn track_cgroup(&self, cg: &Cgroup) -> u64 {
+        let r = self.client().request(&Request::TrackCgroup {
+            path: cg.path.display().to_string(),
+        });
+        assert!(r.ok, "track_cgroup: {:?}", r.error);
+        r.agent.unwrap()
+    }
+
+    pub fn track_pid(&self, pid: u32) -> Reply {
+        self.client().request(&Request::TrackPid { pid })
+    }
+
+    pub fn subscribe(&self, replay: bool) -> Subscription {
+        let mut c = self.client();
+        c.send(&Request::Subscribe {
+            replay,
+            agent: None,
+        });
+        let first = c.read_line().expect("subscribe reply");
+        let r: Reply = serde_json::from_str(&first).unwrap();
+        assert!(r.ok, "subscribe: {:?}", r.error);
+        Subscription { c, seen: Vec::new() }
+    }
+
+    /// SIGKILL: no clean-up at all, as in a crash.
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// SIGTERM and wait: a clean stop.
+    pub fn stop(&mut self) -> std::process::ExitStatus {
+        let mut c = self.child.take().expect("running");
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(c.id() as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        )
+        .unwrap();
+        c.wait().unwrap()
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        self.kill9();
+        let _ = Command::new(axiomd_bin())
+            .arg("--config")
+            .arg("/dev/null")
+            .arg("--pin-dir")
+            .arg(&self.pin_dir)
+            .arg("unpin")
+            .stdout(Stdio::null())
+            .status();
+        let _ = std::fs::remove_file(&self.socket);
+        let _ = std::fs::remove_file(&self.log);
+    }
+}
+
+/// A JSON-lines connection to the control socket.
+pub struct Client {
+    r: BufReader<UnixStream>,
+    w: UnixStream,
+    /// A line cut short by a read timeout, completed by the next read.
+    pending: String,
+}
+
+impl Client {
+    pub fn try_connect(path: &Path) -> Option<Client> {
+        let s = UnixStream::connect(path).ok()?;
+        s.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
+        let w = s.try_clone().ok()?;
+        Some(Client {
+            r: BufReader::new(s),
+            w,
+            pending: String::new(),
+        })
+    }
+
+    pub fn connect(path: &Path) -> Client {
+        Client::try_connect(path).unwrap_or_else(|| panic!("connect {}", path.display()))
+    }
+
+    pub fn send(&mut self, req: &Request) {
+        let mut s = serde_json::to_vec(req).unwrap();
+        s.push(b'\n');
+        self.w.write_all(&s).unwrap();
+    }
+
+    pub fn read_line(&mut self) -> Option<String> {
+        match self.r.read_line(&mut self.pending) {
+            Ok(_) if self.pending.ends_with('\n') => Some(std::mem::take(&mut self.pending)),
+            _ => None,
+        }
+    }
+
+    pub fn request(&mut self, req: &Request) -> Reply {
+        self.send(req);
+        serde_json::from_str(&self.read_line().expect("reply")).unwrap()
+    }
+}
+
+/// A live event stream; everything read is kept in `seen`.
+pub struct Subscription {
+    c: Client,
+    pub seen: Vec<Event>,
+}
+
+impl Subscription {
+    /// Reads events until `pred` matches one (returned) or `timeout` passes (panics, listing
+    /// what was seen).
+    pub fn wait_for(&mut self, what: &str, timeout: Duration, pred: impl Fn(&Event) -> bool) -> Event {
+        if let Some(e) = self.seen.iter().find(|e| pred(e)) {
+            return e.clone();
+        }
+        let t0 = Instant::now();
+        while t0.elapsed() < timeout {
+            let left = timeout.saturating_sub(t0.elapsed()).max(Duration::from_millis(1));
+            self.c.w.set_read_timeout(Some(left)).unwrap();
+            let Some(line) = self.c.read_line() else { continue };
+            let ev: Event = serde_json::from_str(&line).unwrap();
+            let hit = pred(&ev);
+            self.seen.push(ev.clone());
+            if hit {
+                return ev;
+            }
+        }
+        panic!("timed out waiting for {what}; saw {} events: {:#?}", self.seen.len(), tail(&self.seen));
+    }
+
+    /// Reads whatever arrives during `d`.
+    pub fn drain_for(&mut self, d: Duration) {
+        let t0 = Instant::now();
+        while t0.elapsed() < d {
+            let left = d.saturating_sub(t0.elapsed()).max(Duration::from_millis(1));
+            self.c.w.set_read_timeout(Some(left)).unwrap();
+            if let Some(line) = self.c.read_line() {
+                self.seen.push(serde_json::from_str(&line).unwrap());
+            }
+        }
+    }
+}
+
+fn tail(v: &[Event]) -> &[Event] {
+    &v[v.len().saturating_sub(20)..]
+}
+
+/// A cgroup v2 directory made for one test, removed (after killing what is left) on drop.
+pub struct Cgroup {
+    pub path: PathBuf,
+}
+
+pub fn cgroup2_mount() -> PathBuf {
+    let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    info.lines()
+        .find_map(|l| {
+            let (pre, post) = l.split_once(" - ")?;
+            (post.split_whitespace().next()? == "cgroup2")
+                .then(|| pre.split_whitespace().nth(4).map(PathBuf::from))
+                .flatten()
+        })
+        .expect("no cgroup2 mount")
+}
+
+impl Cgroup {
+    pub fn new(name: &str) -> Cgroup {
+        let path = cgroup2_mount().join("axiom-tests").join(unique(name));
+        std::fs::create_dir_all(&path).unwrap();
+        Cgroup { path }
+    }
+
+    /// A command that moves itself into this cgroup before exec.
+    pub fn command(&self, program: &str) -> Command {
+        let mut cmd = Command::new(program);
+        let procs = self.path.join("cgroup.procs");
+        unsafe {
+            cmd.pre_exec(move || std::fs::write(&procs, b"0"));
+        }
+        cmd
+    }
+
+    pub fn id(&self) -> u64 {
+        use std::os::unix::fs::MetadataExt as _;
+        std::fs::metadata(&self.path).unwrap().ino()
+    }
+}
+
+impl Drop for Cgroup {
+    fn drop(&mut self) {
+        let _ = std::fs::write(self.path.join("cgroup.kill"), b"1");
+        for _ in 0..100 {
+            if std::fs::remove_dir(&self.path).is_ok() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
+
+/// Runs `sh -c script` to completion in `cg`; returns its pid and exit status.
+pub fn run_in(cg: &Cgroup, script: &str) -> (u32, std::process::ExitStatus) {
+    let mut c = cg
+        .command("/bin/sh")
+        .arg("-c")
+        .arg(script)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let pid = c.id();
+    (pid, c.wait().unwrap())
+}
+
+pub fn output_text(e: &Event) -> Option<&str> {
+    match &e.body {
+        Body::Output { text, .. } => Some(text),
+        _ => None,
+    }
+}

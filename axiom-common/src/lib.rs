@@ -5,7 +5,7 @@
 //! A change to any layout changes the object hash, so `axiomd` reloads rather than reusing pins that
 //! were made for the old layout.
 #![cfg_attr(not(feature = "user"), no_std)]
-#![deny(clippy::unwrap_used)]
+#![cfg_attr(not(test), deny(clippy::unwrap_used))]
 
 #[cfg(feature = "user")]
 use zerocopy::{FromBytes, Immutable, KnownLayout};
@@ -33,6 +33,11 @@ pub const CFG_CAPTURE_BYTES: u32 = 0;
 /// FNV-1a hash of the loaded object, written by axiomd after attaching: a restart reuses the pins
 /// only when it matches its own object.
 pub const CFG_OBJECT_HASH: u32 = 1;
+/// Bytes waiting in the output ring before a record wakes the reader. Below it, records are
+/// written without a wakeup and axiomd drains the ring on a short timer: one wakeup per batch,
+/// not per write (a wakeup is an IPI, and an IPI on a VM costs microseconds).
+pub const CFG_OUTPUT_WAKEUP_BYTES: u32 = 2;
+pub const DEFAULT_OUTPUT_WAKEUP_BYTES: u64 = 256 << 10;
 pub const CFG_ENTRIES: u32 = 8;
 
 /// Causes of lost records, the indices of the per-CPU `LOST` map.
@@ -43,7 +48,7 @@ pub enum LostCause {
     RingFullEvents = 0,
     /// The bulk output ring was full.
     RingFullOutput = 1,
-    /// The tracked-process map was full: a new child was not tracked.
+    /// A new process could not be tracked: its pid is beyond the tracking array (pid_max raised).
     TrackFull = 2,
     /// The exec argument stash was full: an exec was reported without argv.
     ExecStashFull = 3,

@@ -93,11 +93,17 @@ impl Body {
 pub enum Request {
     Status,
     /// Track every process in a cgroup v2 directory, present and future.
-    TrackCgroup { path: String },
+    TrackCgroup {
+        path: String,
+    },
     /// Track a running process and all its descendants, present and future.
-    TrackPid { pid: u32 },
+    TrackPid {
+        pid: u32,
+    },
     /// Stop tracking an agent's processes.
-    Untrack { agent: u64 },
+    Untrack {
+        agent: u64,
+    },
     /// Stream events as JSON lines; `replay` first sends the recent events kept in memory.
     Subscribe {
         #[serde(default)]
@@ -134,4 +140,105 @@ pub struct Status {
     /// Every loss, by cause: the kernel's (ring full, map full, read fault) and userspace's
     /// (malformed records, slow subscribers).
     pub lost: BTreeMap<String, u64>,
+}
+
+/// A blocking JSON-lines connection to the control socket (axiomctl, tests, tools).
+pub struct Connection {
+    r: std::io::BufReader<std::os::unix::net::UnixStream>,
+    w: std::os::unix::net::UnixStream,
+    /// A line cut short by a read timeout, completed by the next read.
+    pending: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectionError {
+    #[error("cannot reach axiomd at {path} (is it running?)")]
+    Connect {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("control socket: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("axiomd closed the connection")]
+    Closed,
+    #[error("undecodable line from axiomd: {0}")]
+    Json(#[from] serde_json::Error),
+}
+
+impl Connection {
+    pub fn connect(path: &std::path::Path) -> Result<Connection, ConnectionError> {
+        let s = std::os::unix::net::UnixStream::connect(path).map_err(|source| {
+            ConnectionError::Connect {
+                path: path.display().to_string(),
+                source,
+            }
+        })?;
+        let w = s.try_clone()?;
+        Ok(Connection {
+            r: std::io::BufReader::new(s),
+            w,
+            pending: String::new(),
+        })
+    }
+
+    pub fn send(&mut self, req: &Request) -> Result<(), ConnectionError> {
+        use std::io::Write as _;
+        let mut s = serde_json::to_vec(req)?;
+        s.push(b'\n');
+        self.w.write_all(&s)?;
+        Ok(())
+    }
+
+    /// Sets how long a read may wait (`None`: forever).
+    pub fn set_timeout(&self, t: Option<std::time::Duration>) -> Result<(), ConnectionError> {
+        self.w.set_read_timeout(t)?;
+        Ok(())
+    }
+
+    /// The next whole line; `Ok(None)` when a read timed out (a partial line is kept).
+    pub fn read_line(&mut self) -> Result<Option<String>, ConnectionError> {
+        use std::io::BufRead as _;
+        match self.r.read_line(&mut self.pending) {
+            Ok(0) => Err(ConnectionError::Closed),
+            Ok(_) if self.pending.ends_with('\n') => Ok(Some(std::mem::take(&mut self.pending))),
+            Ok(_) => Ok(None),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                Ok(None)
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Sends a request and reads its reply.
+    pub fn request(&mut self, req: &Request) -> Result<Reply, ConnectionError> {
+        self.send(req)?;
+        loop {
+            if let Some(l) = self.read_line()? {
+                return Ok(serde_json::from_str(&l)?);
+            }
+        }
+    }
+
+    /// Starts a subscription: the reply (which may be an error), then events via `next_event`.
+    pub fn subscribe(
+        &mut self,
+        replay: bool,
+        agent: Option<u64>,
+    ) -> Result<Reply, ConnectionError> {
+        self.request(&Request::Subscribe { replay, agent })
+    }
+
+    /// The next event; `Ok(None)` on a read timeout.
+    pub fn next_event(&mut self) -> Result<Option<Event>, ConnectionError> {
+        Ok(match self.read_line()? {
+            Some(l) => Some(serde_json::from_str(&l)?),
+            None => None,
+        })
+    }
 }

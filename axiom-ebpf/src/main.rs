@@ -11,9 +11,10 @@
 #![no_main]
 #![allow(static_mut_refs)]
 
+use axiom_common::*;
 use aya_ebpf::{
     EbpfContext,
-    bindings::BPF_NOEXIST,
+    bindings::{BPF_NOEXIST, BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
     helpers::{
         bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_current_uid_gid,
         generated::{
@@ -26,11 +27,13 @@ use aya_ebpf::{
     programs::TracePointContext,
 };
 use aya_log_ebpf::warn;
-use axiom_common::*;
 use core::{ffi::c_void, mem::size_of};
 
+/// Agent id per tracked process, indexed by tgid (0: not tracked). An array, not a hash: the
+/// verifier inlines array lookups, so the gate every untracked syscall pays is one helper call and
+/// one load. axiomd sizes it to kernel.pid_max (8 bytes × pid_max).
 #[map]
-static TRACKED: HashMap<u32, Tracked> = HashMap::pinned(65536, 0);
+static TRACKED: Array<u64> = Array::pinned(4 << 20, 0);
 #[map]
 static TRACKED_CGROUPS: HashMap<u64, Tracked> = HashMap::pinned(4096, 0);
 /// Lifecycle, file and network records: small, never to be shed.
@@ -77,12 +80,34 @@ fn arg(ctx: &TracePointContext, n: usize) -> u64 {
     unsafe { field::<u64>(ctx, 16 + 8 * n) }
 }
 
-/// The gate: the tracking record of the current process, if it is tracked.
+/// The agent id of a process, if it is tracked.
 #[inline(always)]
-fn tracked() -> Option<(u64, Tracked)> {
+fn agent_of(tgid: u32) -> Option<u64> {
+    match TRACKED.get(tgid) {
+        Some(&a) if a != 0 => Some(a),
+        _ => None,
+    }
+}
+
+/// Marks a process as tracked (agent ≠ 0) or untracked (0). A pid beyond the array (pid_max was
+/// raised after load) cannot be tracked: counted.
+#[inline(always)]
+fn set_agent(pid: u32, agent: u64) {
+    match TRACKED.get_ptr_mut(pid) {
+        Some(p) => unsafe { *p = agent },
+        None => {
+            if agent != 0 {
+                lost(LostCause::TrackFull);
+            }
+        }
+    }
+}
+
+/// The gate: (pid_tgid, agent id) of the current process, if it is tracked.
+#[inline(always)]
+fn tracked() -> Option<(u64, u64)> {
     let pid_tgid = bpf_get_current_pid_tgid();
-    let tgid = (pid_tgid >> 32) as u32;
-    unsafe { TRACKED.get(&tgid) }.map(|t| (pid_tgid, *t))
+    agent_of((pid_tgid >> 32) as u32).map(|a| (pid_tgid, a))
 }
 
 #[inline(always)]
@@ -133,22 +158,25 @@ pub fn task_newtask(ctx: TracePointContext) -> u32 {
     }
     let pid_tgid = bpf_get_current_pid_tgid();
     let tgid = (pid_tgid >> 32) as u32;
-    let t = match unsafe { TRACKED.get(&tgid) } {
-        Some(t) => *t,
+    let agent = match agent_of(tgid) {
+        Some(a) => a,
         None => {
             let cg = unsafe { bpf_get_current_cgroup_id() };
             match unsafe { TRACKED_CGROUPS.get(&cg) } {
-                Some(t) => *t,
+                Some(t) => t.agent,
                 None => return 0,
             }
         }
     };
     let child = child as u32;
-    if TRACKED.insert(&child, &t, 0).is_err() {
-        lost(LostCause::TrackFull);
-        warn!(&ctx, "axiom: tracking map full, child {} of {} not tracked", child, tgid);
+    if TRACKED.get_ptr_mut(child).is_none() {
+        warn!(
+            &ctx,
+            "axiom: pid {} is beyond the tracking array (pid_max raised?)", child
+        );
     }
-    emit::<ForkEvent>(KIND_FORK, pid_tgid, t.agent, |e| unsafe {
+    set_agent(child, agent);
+    emit::<ForkEvent>(KIND_FORK, pid_tgid, agent, |e| unsafe {
         (*e).child_pid = child;
         (*e)._pad = 0;
         (*e).clone_flags = clone_flags;
@@ -163,22 +191,20 @@ pub fn cgroup_attach(ctx: TracePointContext) -> u32 {
         return 0;
     };
     let pid: i32 = unsafe { field(&ctx, 24) };
-    if TRACKED.insert(&(pid as u32), t, 0).is_err() {
-        lost(LostCause::TrackFull);
-    }
+    set_agent(pid as u32, t.agent);
     0
 }
 
 #[tracepoint(category = "sched", name = "sched_process_exec")]
 pub fn proc_exec(ctx: TracePointContext) -> u32 {
-    let Some((pid_tgid, t)) = tracked() else {
+    let Some((pid_tgid, agent)) = tracked() else {
         return 0;
     };
     let loc: u32 = unsafe { field(&ctx, 8) };
     let old_pid: i32 = unsafe { field(&ctx, 16) };
     let old_pid = old_pid as u32;
     let base = ctx.as_ptr() as *const u8;
-    emit::<ExecEvent>(KIND_EXEC, pid_tgid, t.agent, |e| unsafe {
+    emit::<ExecEvent>(KIND_EXEC, pid_tgid, agent, |e| unsafe {
         (*e).old_pid = old_pid;
         let name = (*e).filename.as_mut_ptr() as *mut c_void;
         let src = base.add((loc & 0xffff) as usize) as *const c_void;
@@ -251,7 +277,11 @@ fn stash_argv(argv: u64) {
         argc += 1;
     }
     s.args.argc = argc;
-    s.args.argv_len = if off > ARGV_LEN { ARGV_LEN as u16 } else { off as u16 };
+    s.args.argv_len = if off > ARGV_LEN {
+        ARGV_LEN as u16
+    } else {
+        off as u16
+    };
     s.args._pad = truncated as u32;
     let tid = pid_tgid as u32;
     if EXEC_STASH.insert(&tid, &s.args, 0).is_err() {
@@ -309,7 +339,7 @@ pub fn sig_deliver(ctx: TracePointContext) -> u32 {
 
 #[tracepoint(category = "sched", name = "sched_process_exit")]
 pub fn proc_exit(ctx: TracePointContext) -> u32 {
-    let Some((pid_tgid, t)) = tracked() else {
+    let Some((pid_tgid, agent)) = tracked() else {
         return 0;
     };
     let tgid = (pid_tgid >> 32) as u32;
@@ -317,14 +347,15 @@ pub fn proc_exit(ctx: TracePointContext) -> u32 {
     let group_dead: u8 = unsafe { field(&ctx, 32) };
     if group_dead == 0 {
         if tid != tgid {
-            // A thread id may have been added by a cgroup attach of a whole group.
-            let _ = TRACKED.remove(&tid);
+            // A cgroup attach of a whole group marks each thread id; clear it before the id can
+            // be reused by a new process.
+            set_agent(tid, 0);
         }
         return 0;
     }
     let status = unsafe { EXIT_STATUS.get(&tgid) }.copied();
     let _ = EXIT_STATUS.remove(&tgid);
-    emit::<ExitEvent>(KIND_EXIT, pid_tgid, t.agent, |e| unsafe {
+    emit::<ExitEvent>(KIND_EXIT, pid_tgid, agent, |e| unsafe {
         (*e).hdr.tgid = tgid;
         (*e)._pad = 0;
         match status {
@@ -335,9 +366,9 @@ pub fn proc_exit(ctx: TracePointContext) -> u32 {
             None => (*e).status = 0,
         }
     });
-    let _ = TRACKED.remove(&tgid);
+    set_agent(tgid, 0);
     if tid != tgid {
-        let _ = TRACKED.remove(&tid);
+        set_agent(tid, 0);
     }
     0
 }
@@ -364,16 +395,25 @@ fn send_output(s: &mut OutputScratch, captured: usize) {
     s.ev._pad2 = 0;
     let len = size_of::<OutputEvent>() + captured;
     let bytes = unsafe { core::slice::from_raw_parts(s as *const OutputScratch as *const u8, len) };
-    if OUTPUT.output::<[u8]>(bytes, 0).is_err() {
+    let watermark = match CONFIG.get(CFG_OUTPUT_WAKEUP_BYTES).copied() {
+        Some(0) | None => DEFAULT_OUTPUT_WAKEUP_BYTES,
+        Some(w) => w,
+    };
+    let flags = if OUTPUT.query(BPF_RB_AVAIL_DATA as u64) >= watermark {
+        BPF_RB_FORCE_WAKEUP
+    } else {
+        BPF_RB_NO_WAKEUP
+    };
+    if OUTPUT.output::<[u8]>(bytes, flags as u64).is_err() {
         lost(LostCause::RingFullOutput);
     }
 }
 
 #[inline(always)]
 fn scratch(sys: u16, fd: u64, count: u64) -> Option<&'static mut OutputScratch> {
-    let (pid_tgid, t) = tracked()?;
+    let (pid_tgid, agent) = tracked()?;
     let s = unsafe { &mut *OUT_SCRATCH.get_ptr_mut(0)? };
-    fill_header(&mut s.ev.hdr, KIND_OUTPUT, pid_tgid, t.agent);
+    fill_header(&mut s.ev.hdr, KIND_OUTPUT, pid_tgid, agent);
     s.ev.fd = fd as i32;
     s.ev.syscall = sys;
     s.ev.count = count;
@@ -387,10 +427,18 @@ fn capture_buf(sys: u16, fd: u64, buf: u64, count: u64) {
         return;
     };
     let limit = capture_limit();
-    let n = if count > limit as u64 { limit } else { count as usize };
+    let n = if count > limit as u64 {
+        limit
+    } else {
+        count as usize
+    };
     let n = n & (2 * MAX_CAPTURE - 1);
     let r = unsafe {
-        bpf_probe_read_user(s.data.as_mut_ptr() as *mut c_void, n as u32, buf as *const c_void)
+        bpf_probe_read_user(
+            s.data.as_mut_ptr() as *mut c_void,
+            n as u32,
+            buf as *const c_void,
+        )
     };
     if r < 0 {
         s.ev.hdr.flags |= FLAG_TRUNCATED;
@@ -438,7 +486,11 @@ fn capture_iov(sys: u16, fd: u64, iov: u64, iovcnt: u64) {
             continue;
         }
         let room = limit - off;
-        let n = if v.len > room as u64 { room } else { v.len as usize };
+        let n = if v.len > room as u64 {
+            room
+        } else {
+            v.len as usize
+        };
         let dst = unsafe { s.data.as_mut_ptr().add(off & (MAX_CAPTURE - 1)) };
         let r = unsafe {
             bpf_probe_read_user(
@@ -505,9 +557,8 @@ pub fn enter_sendmsg(ctx: TracePointContext) -> u32 {
     // struct user_msghdr: msg_iov at 16, msg_iovlen at 24.
     let msg = arg(&ctx, 1);
     let mut hdr = [0u64; 4];
-    let r = unsafe {
-        bpf_probe_read_user(hdr.as_mut_ptr() as *mut c_void, 32, msg as *const c_void)
-    };
+    let r =
+        unsafe { bpf_probe_read_user(hdr.as_mut_ptr() as *mut c_void, 32, msg as *const c_void) };
     if r < 0 {
         lost(LostCause::ReadFault);
         return 0;
@@ -521,10 +572,10 @@ pub fn enter_sendmsg(ctx: TracePointContext) -> u32 {
 #[allow(clippy::too_many_arguments)]
 #[inline(always)]
 fn file_event(op: u16, dirfd: u64, path: u64, dirfd2: u64, path2: u64, flags: u64, mode: u64) {
-    let Some((pid_tgid, t)) = tracked() else {
+    let Some((pid_tgid, agent)) = tracked() else {
         return;
     };
-    emit::<FileEvent>(KIND_FILE, pid_tgid, t.agent, |e| unsafe {
+    emit::<FileEvent>(KIND_FILE, pid_tgid, agent, |e| unsafe {
         (*e).op = op;
         (*e)._pad = 0;
         (*e)._pad2 = 0;
@@ -579,7 +630,15 @@ pub fn enter_open(ctx: TracePointContext) -> u32 {
 pub fn enter_openat(ctx: TracePointContext) -> u32 {
     let flags = arg(&ctx, 2);
     if writes(flags) {
-        file_event(FILE_OPEN, arg(&ctx, 0), arg(&ctx, 1), 0, 0, flags, arg(&ctx, 3));
+        file_event(
+            FILE_OPEN,
+            arg(&ctx, 0),
+            arg(&ctx, 1),
+            0,
+            0,
+            flags,
+            arg(&ctx, 3),
+        );
     }
     0
 }
@@ -589,7 +648,11 @@ pub fn enter_openat2(ctx: TracePointContext) -> u32 {
     // struct open_how { u64 flags; u64 mode; u64 resolve; }
     let mut how = [0u64; 2];
     let r = unsafe {
-        bpf_probe_read_user(how.as_mut_ptr() as *mut c_void, 16, arg(&ctx, 2) as *const c_void)
+        bpf_probe_read_user(
+            how.as_mut_ptr() as *mut c_void,
+            16,
+            arg(&ctx, 2) as *const c_void,
+        )
     };
     if r == 0 && writes(how[0]) {
         file_event(FILE_OPEN, arg(&ctx, 0), arg(&ctx, 1), 0, 0, how[0], how[1]);
@@ -599,7 +662,15 @@ pub fn enter_openat2(ctx: TracePointContext) -> u32 {
 
 #[tracepoint(category = "syscalls", name = "sys_enter_creat")]
 pub fn enter_creat(ctx: TracePointContext) -> u32 {
-    file_event(FILE_CREAT, CWD, arg(&ctx, 0), 0, 0, O_CREAT | O_WRONLY | O_TRUNC, arg(&ctx, 1));
+    file_event(
+        FILE_CREAT,
+        CWD,
+        arg(&ctx, 0),
+        0,
+        0,
+        O_CREAT | O_WRONLY | O_TRUNC,
+        arg(&ctx, 1),
+    );
     0
 }
 
@@ -611,14 +682,30 @@ pub fn enter_rename(ctx: TracePointContext) -> u32 {
 
 #[tracepoint(category = "syscalls", name = "sys_enter_renameat")]
 pub fn enter_renameat(ctx: TracePointContext) -> u32 {
-    file_event(FILE_RENAME, arg(&ctx, 0), arg(&ctx, 1), arg(&ctx, 2), arg(&ctx, 3), 0, 0);
+    file_event(
+        FILE_RENAME,
+        arg(&ctx, 0),
+        arg(&ctx, 1),
+        arg(&ctx, 2),
+        arg(&ctx, 3),
+        0,
+        0,
+    );
     0
 }
 
 #[tracepoint(category = "syscalls", name = "sys_enter_renameat2")]
 pub fn enter_renameat2(ctx: TracePointContext) -> u32 {
     let flags = arg(&ctx, 4);
-    file_event(FILE_RENAME, arg(&ctx, 0), arg(&ctx, 1), arg(&ctx, 2), arg(&ctx, 3), flags, 0);
+    file_event(
+        FILE_RENAME,
+        arg(&ctx, 0),
+        arg(&ctx, 1),
+        arg(&ctx, 2),
+        arg(&ctx, 3),
+        flags,
+        0,
+    );
     0
 }
 
@@ -631,7 +718,11 @@ pub fn enter_unlink(ctx: TracePointContext) -> u32 {
 #[tracepoint(category = "syscalls", name = "sys_enter_unlinkat")]
 pub fn enter_unlinkat(ctx: TracePointContext) -> u32 {
     let flags = arg(&ctx, 2);
-    let op = if flags & AT_REMOVEDIR != 0 { FILE_RMDIR } else { FILE_UNLINK };
+    let op = if flags & AT_REMOVEDIR != 0 {
+        FILE_RMDIR
+    } else {
+        FILE_UNLINK
+    };
     file_event(op, arg(&ctx, 0), arg(&ctx, 1), 0, 0, flags, 0);
     0
 }
@@ -644,7 +735,15 @@ pub fn enter_mkdir(ctx: TracePointContext) -> u32 {
 
 #[tracepoint(category = "syscalls", name = "sys_enter_mkdirat")]
 pub fn enter_mkdirat(ctx: TracePointContext) -> u32 {
-    file_event(FILE_MKDIR, arg(&ctx, 0), arg(&ctx, 1), 0, 0, 0, arg(&ctx, 2));
+    file_event(
+        FILE_MKDIR,
+        arg(&ctx, 0),
+        arg(&ctx, 1),
+        0,
+        0,
+        0,
+        arg(&ctx, 2),
+    );
     0
 }
 
@@ -663,7 +762,15 @@ pub fn enter_link(ctx: TracePointContext) -> u32 {
 #[tracepoint(category = "syscalls", name = "sys_enter_linkat")]
 pub fn enter_linkat(ctx: TracePointContext) -> u32 {
     let flags = arg(&ctx, 4);
-    file_event(FILE_LINK, arg(&ctx, 0), arg(&ctx, 1), arg(&ctx, 2), arg(&ctx, 3), flags, 0);
+    file_event(
+        FILE_LINK,
+        arg(&ctx, 0),
+        arg(&ctx, 1),
+        arg(&ctx, 2),
+        arg(&ctx, 3),
+        flags,
+        0,
+    );
     0
 }
 
@@ -676,7 +783,15 @@ pub fn enter_symlink(ctx: TracePointContext) -> u32 {
 
 #[tracepoint(category = "syscalls", name = "sys_enter_symlinkat")]
 pub fn enter_symlinkat(ctx: TracePointContext) -> u32 {
-    file_event(FILE_SYMLINK, arg(&ctx, 1), arg(&ctx, 2), CWD, arg(&ctx, 0), 0, 0);
+    file_event(
+        FILE_SYMLINK,
+        arg(&ctx, 1),
+        arg(&ctx, 2),
+        CWD,
+        arg(&ctx, 0),
+        0,
+        0,
+    );
     0
 }
 
@@ -684,16 +799,20 @@ pub fn enter_symlinkat(ctx: TracePointContext) -> u32 {
 
 #[tracepoint(category = "syscalls", name = "sys_enter_connect")]
 pub fn enter_connect(ctx: TracePointContext) -> u32 {
-    let Some((pid_tgid, t)) = tracked() else {
+    let Some((pid_tgid, agent)) = tracked() else {
         return 0;
     };
     let fd = arg(&ctx, 0);
     let addr = arg(&ctx, 1);
     let addrlen = arg(&ctx, 2);
-    emit::<ConnectEvent>(KIND_CONNECT, pid_tgid, t.agent, |e| unsafe {
+    emit::<ConnectEvent>(KIND_CONNECT, pid_tgid, agent, |e| unsafe {
         (*e).fd = fd as i32;
         (*e).addrlen = addrlen as u32;
-        let n = if addrlen > SOCKADDR_LEN as u64 { SOCKADDR_LEN as u64 } else { addrlen };
+        let n = if addrlen > SOCKADDR_LEN as u64 {
+            SOCKADDR_LEN as u64
+        } else {
+            addrlen
+        };
         (*e).addr[0] = 0;
         (*e).addr[1] = 0;
         if bpf_probe_read_user(

@@ -1,1 +1,259 @@
-fn main(){}
+//! `axiomctl`: the command-line client of axiomd.
+#![cfg_attr(not(test), deny(clippy::unwrap_used))]
+
+mod render;
+
+use std::{
+    io::{IsTerminal as _, Write as _},
+    path::PathBuf,
+    process::ExitCode,
+};
+
+use anyhow::{Context as _, bail};
+use axiom_common::wire::{Body, Connection, DEFAULT_SOCKET, Event, Request};
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(version, about = "Watch and steer AI coding agents through axiomd")]
+struct Cli {
+    /// axiomd's control socket.
+    #[arg(long, global = true, env = "AXIOM_SOCKET", default_value = DEFAULT_SOCKET)]
+    socket: PathBuf,
+    /// One JSON object per event instead of readable lines.
+    #[arg(long, global = true)]
+    json: bool,
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Daemon status: attached programs, counters, losses by cause.
+    Status,
+    /// Adopt a running process and all its descendants, and show what they do live.
+    Watch { pid: u32 },
+    /// Run a command as an agent (as you, never as root) and show what it does live.
+    Run {
+        #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true)]
+        command: Vec<String>,
+    },
+    /// Show events (all visible to you, or one agent's).
+    Events {
+        #[arg(long)]
+        agent: Option<u64>,
+        /// Keep streaming new events.
+        #[arg(long, short)]
+        follow: bool,
+    },
+}
+
+/// Exit codes scripts can rely on.
+const EXIT_UNREACHABLE: u8 = 69; // EX_UNAVAILABLE
+const EXIT_REFUSED: u8 = 77; // EX_NOPERM / refused request
+
+fn connect(cli: &Cli) -> anyhow::Result<Connection> {
+    Ok(Connection::connect(&cli.socket)?)
+}
+
+struct Printer {
+    json: bool,
+    style: render::Style,
+}
+
+impl Printer {
+    fn new(json: bool) -> Printer {
+        let color = std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none();
+        Printer {
+            json,
+            style: render::Style { color },
+        }
+    }
+
+    fn print(&self, e: &Event) -> std::io::Result<()> {
+        let mut out = std::io::stdout().lock();
+        if self.json {
+            serde_json::to_writer(&mut out, e)?;
+            writeln!(out)
+        } else {
+            writeln!(out, "{}", self.style.line(e))
+        }
+    }
+}
+
+/// Streams an agent's events until its root process exits; returns that exit event.
+fn follow_agent(conn: &mut Connection, p: &Printer, root: u32) -> anyhow::Result<Option<Event>> {
+    loop {
+        let Some(e) = conn.next_event()? else {
+            continue;
+        };
+        p.print(&e)?;
+        if e.tgid == root && matches!(e.body, Body::Exit { .. }) {
+            return Ok(Some(e));
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(&cli) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("axiomctl: {e:#}");
+            if e.downcast_ref::<axiom_common::wire::ConnectionError>()
+                .is_some()
+            {
+                ExitCode::from(EXIT_UNREACHABLE)
+            } else {
+                ExitCode::from(1)
+            }
+        }
+    }
+}
+
+fn refused(what: &str, reason: Option<String>) -> anyhow::Result<ExitCode> {
+    eprintln!(
+        "axiomctl: {what}: {}",
+        reason.unwrap_or_else(|| "refused".into())
+    );
+    Ok(ExitCode::from(EXIT_REFUSED))
+}
+
+fn run(cli: &Cli) -> anyhow::Result<ExitCode> {
+    let p = Printer::new(cli.json);
+    match &cli.cmd {
+        Cmd::Status => {
+            let r = connect(cli)?.request(&Request::Status)?;
+            let st = r.status.context("no status in reply")?;
+            if cli.json {
+                println!("{}", serde_json::to_string_pretty(&st)?);
+            } else {
+                println!(
+                    "axiomd {}  pins {}  ({} programs, {})",
+                    st.version,
+                    st.pin_dir,
+                    st.attached.len(),
+                    if st.reused_pins {
+                        "reused at start"
+                    } else {
+                        "loaded at start"
+                    }
+                );
+                println!("start-up to attached: {:.1} ms", st.startup_ms);
+                println!(
+                    "tracked: {} processes, {} cgroups",
+                    st.tracked_processes, st.tracked_cgroups
+                );
+                let ev: Vec<String> = st.events.iter().map(|(k, v)| format!("{k}={v}")).collect();
+                println!("events: {}", ev.join(" "));
+                let lost: Vec<String> = st.lost.iter().map(|(k, v)| format!("{k}={v}")).collect();
+                println!("lost: {}", lost.join(" "));
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Watch { pid } => {
+            let mut conn = connect(cli)?;
+            let r = conn.request(&Request::TrackPid { pid: *pid })?;
+            if !r.ok {
+                return refused(&format!("watch {pid}"), r.error);
+            }
+            let agent = r.agent.context("no agent id in reply")?;
+            eprintln!("axiomctl: watching pid {pid} as agent {agent} (Ctrl-C to detach)");
+            let r = conn.subscribe(false, Some(agent))?;
+            if !r.ok {
+                return refused("subscribe", r.error);
+            }
+            follow_agent(&mut conn, &p, *pid)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Run { command } => run_agent(cli, &p, command),
+        Cmd::Events { agent, follow } => {
+            let mut conn = connect(cli)?;
+            let r = conn.subscribe(true, *agent)?;
+            if !r.ok {
+                return refused("events", r.error);
+            }
+            if !follow {
+                // Replay only: stop once the stream goes quiet.
+                conn.set_timeout(Some(std::time::Duration::from_millis(200)))?;
+                while let Some(e) = conn.next_event()? {
+                    p.print(&e)?;
+                }
+                return Ok(ExitCode::SUCCESS);
+            }
+            loop {
+                if let Some(e) = conn.next_event()? {
+                    p.print(&e)?;
+                }
+            }
+        }
+    }
+}
+
+/// Starts `command` held before exec, has axiomd track it, subscribes, then lets it exec: not a
+/// single event of the agent escapes. Exits with the agent's exit code.
+fn run_agent(cli: &Cli, p: &Printer, command: &[String]) -> anyhow::Result<ExitCode> {
+    use std::ffi::CString;
+    let argv: Vec<CString> = command
+        .iter()
+        .map(|a| CString::new(a.as_bytes()))
+        .collect::<Result<_, _>>()
+        .context("an argument contains a NUL byte")?;
+    let mut conn = connect(cli)?;
+    // gate: the parent releases the child once it is tracked. errp: the child reports an exec
+    // failure (errno); it closes on a successful exec (CLOEXEC).
+    let (gate_r, gate_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
+    let (err_r, err_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
+    // SAFETY: axiomctl is single-threaded here; the child only calls read/execvp/write/_exit.
+    let pid = match unsafe { nix::unistd::fork() }? {
+        nix::unistd::ForkResult::Child => {
+            drop(gate_w);
+            drop(err_r);
+            let mut b = [0u8; 1];
+            if nix::unistd::read(&gate_r, &mut b) != Ok(1) {
+                unsafe { libc::_exit(126) };
+            }
+            let e = nix::unistd::execvp(&argv[0], &argv).unwrap_err();
+            let _ = nix::unistd::write(&err_w, &(e as i32).to_ne_bytes());
+            unsafe { libc::_exit(127) };
+        }
+        nix::unistd::ForkResult::Parent { child } => child,
+    };
+    drop(gate_r);
+    drop(err_w);
+    let kill = |pid| {
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
+        let _ = nix::sys::wait::waitpid(pid, None);
+    };
+    let raw = pid.as_raw() as u32;
+    let r = conn.request(&Request::TrackPid { pid: raw })?;
+    if !r.ok {
+        kill(pid);
+        return refused("run", r.error);
+    }
+    let agent = r.agent.context("no agent id in reply")?;
+    let r = conn.subscribe(false, Some(agent))?;
+    if !r.ok {
+        kill(pid);
+        return refused("subscribe", r.error);
+    }
+    nix::unistd::write(&gate_w, &[1])?;
+    drop(gate_w);
+    let mut errno = [0u8; 4];
+    if nix::unistd::read(&err_r, &mut errno) == Ok(4) {
+        let _ = nix::sys::wait::waitpid(pid, None);
+        let e = nix::errno::Errno::from_raw(i32::from_ne_bytes(errno));
+        eprintln!("axiomctl: cannot run {}: {}", command[0], e.desc());
+        return Ok(ExitCode::from(if e == nix::errno::Errno::ENOENT {
+            127
+        } else {
+            126
+        }));
+    }
+    eprintln!("axiomctl: agent {agent} started: pid {raw}");
+    follow_agent(&mut conn, p, raw)?;
+    match nix::sys::wait::waitpid(pid, None)? {
+        nix::sys::wait::WaitStatus::Exited(_, code) => Ok(ExitCode::from(code as u8)),
+        nix::sys::wait::WaitStatus::Signaled(_, sig, _) => Ok(ExitCode::from(128 + sig as u8)),
+        other => bail!("agent ended with {other:?}"),
+    }
+}

@@ -29,7 +29,7 @@ pub enum ConfigError {
     },
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
     pub sensor: SensorConfig,
@@ -50,6 +50,12 @@ pub struct SensorConfig {
     pub events_ring_bytes: u32,
     /// Ring for captured output (power of two, ≥ 4096).
     pub output_ring_bytes: u32,
+    /// Output waiting in the ring that wakes axiomd at once; below it, axiomd drains the ring
+    /// every `output_flush_ms`. Batching wakeups is what keeps capture cheap per write.
+    /// Default: 1/64 of the ring.
+    pub output_wakeup_bytes: Option<u32>,
+    /// Longest time captured output waits in the ring (1..=1000 ms).
+    pub output_flush_ms: u32,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -61,15 +67,6 @@ pub struct ApiConfig {
     pub replay_events: usize,
 }
 
-impl Default for Config {
-    fn default() -> Self {
-        Config {
-            sensor: SensorConfig::default(),
-            api: ApiConfig::default(),
-        }
-    }
-}
-
 impl Default for SensorConfig {
     fn default() -> Self {
         SensorConfig {
@@ -78,6 +75,8 @@ impl Default for SensorConfig {
             capture_bytes: axiom_common::DEFAULT_CAPTURE as u32,
             events_ring_bytes: 4 << 20,
             output_ring_bytes: 16 << 20,
+            output_wakeup_bytes: None,
+            output_flush_ms: 10,
         }
     }
 }
@@ -96,6 +95,14 @@ fn line_col(text: &str, offset: usize) -> (usize, usize) {
     let line = before.matches('\n').count() + 1;
     let column = before.len() - before.rfind('\n').map(|i| i + 1).unwrap_or(0) + 1;
     (line, column)
+}
+
+impl SensorConfig {
+    /// The wakeup watermark in force (configured, or 1/64 of the output ring).
+    pub fn output_wakeup_bytes(&self) -> u32 {
+        self.output_wakeup_bytes
+            .unwrap_or((self.output_ring_bytes / 64).max(1024))
+    }
 }
 
 impl Config {
@@ -118,7 +125,9 @@ impl Config {
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
         match std::fs::read_to_string(path) {
             Ok(t) => Config::parse(&t, &path.display().to_string()),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound && path == Path::new(DEFAULT_PATH) => {
+            Err(e)
+                if e.kind() == std::io::ErrorKind::NotFound && path == Path::new(DEFAULT_PATH) =>
+            {
                 Ok(Config::default())
             }
             Err(source) => Err(ConfigError::Read {
@@ -138,7 +147,11 @@ impl Config {
         if !(1..=axiom_common::MAX_CAPTURE as u32).contains(&s.capture_bytes) {
             return Err(invalid(
                 "sensor.capture_bytes",
-                format!("{} is outside 1..={}", s.capture_bytes, axiom_common::MAX_CAPTURE),
+                format!(
+                    "{} is outside 1..={}",
+                    s.capture_bytes,
+                    axiom_common::MAX_CAPTURE
+                ),
             ));
         }
         for (key, v) in [
@@ -148,6 +161,23 @@ impl Config {
             if v < 4096 || !v.is_power_of_two() {
                 return Err(invalid(key, format!("{v} must be a power of two ≥ 4096")));
             }
+        }
+        if !(1..=1000).contains(&s.output_flush_ms) {
+            return Err(invalid(
+                "sensor.output_flush_ms",
+                format!("{} is outside 1..=1000", s.output_flush_ms),
+            ));
+        }
+        if let Some(w) = s.output_wakeup_bytes
+            && (w == 0 || w >= s.output_ring_bytes)
+        {
+            return Err(invalid(
+                "sensor.output_wakeup_bytes",
+                format!(
+                    "{w} must be above 0 and below output_ring_bytes ({})",
+                    s.output_ring_bytes
+                ),
+            ));
         }
         if s.pin_dir.to_string_lossy().contains('.') {
             return Err(invalid(
@@ -185,6 +215,19 @@ mod tests {
         assert!(e.to_string().contains("power of two"));
         let e = Config::parse("[sensor]\npin_dir = \"/sys/fs/bpf/a.b\"\n", "a.toml").unwrap_err();
         assert!(e.to_string().contains("dot"));
+    }
+
+    #[test]
+    fn shipped_config_parses_and_matches_the_defaults() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../config/axiomd.toml");
+        let text = std::fs::read_to_string(path).unwrap();
+        let c = Config::parse(&text, path).unwrap();
+        let d = Config::default();
+        assert_eq!(c.sensor.pin_dir, d.sensor.pin_dir);
+        assert_eq!(c.sensor.capture_bytes, d.sensor.capture_bytes);
+        assert_eq!(c.sensor.output_ring_bytes, d.sensor.output_ring_bytes);
+        assert_eq!(c.sensor.output_wakeup_bytes(), d.sensor.output_wakeup_bytes());
+        assert_eq!(c.api.socket, d.api.socket);
     }
 
     #[test]

@@ -18,6 +18,7 @@ pub fn sensor_options(cfg: &Config) -> SensorOptions {
     SensorOptions {
         pin_dir: cfg.sensor.pin_dir.clone(),
         capture_bytes: cfg.sensor.capture_bytes,
+        output_wakeup_bytes: cfg.sensor.output_wakeup_bytes(),
         events_ring_bytes: cfg.sensor.events_ring_bytes,
         output_ring_bytes: cfg.sensor.output_ring_bytes,
     }
@@ -29,9 +30,13 @@ fn spawn_kernel_log(program_id: Option<u32>) {
     match aya_log::EbpfLogger::init_from_id(id) {
         Ok(logger) => {
             tokio::spawn(async move {
-                let Ok(mut fd) = crate::sensor::async_fd(logger) else { return };
+                let Ok(mut fd) = crate::sensor::async_fd(logger) else {
+                    return;
+                };
                 loop {
-                    let Ok(mut g) = fd.readable_mut().await else { return };
+                    let Ok(mut g) = fd.readable_mut().await else {
+                        return;
+                    };
                     g.get_inner_mut().flush();
                     g.clear_ready();
                 }
@@ -42,10 +47,11 @@ fn spawn_kernel_log(program_id: Option<u32>) {
 }
 
 pub async fn run(cfg: Config) -> anyhow::Result<()> {
-    let mut s = Sensor::open(&sensor_options(&cfg))?;
+    let opts = sensor_options(&cfg);
+    let mut s = Sensor::open(&opts)?;
     if s.reused {
-        // The capture size is runtime configuration: apply it to the running programs.
-        s.set_capture_bytes(cfg.sensor.capture_bytes)?;
+        // Capture size and wakeup watermark are runtime settings: apply them to the running programs.
+        s.configure(&opts)?;
     }
     tracing::info!(
         startup_ms = format!("{:.1}", s.startup.as_secs_f64() * 1e3),
@@ -62,11 +68,16 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     let output = s.output.take().context("output ring already taken")?;
     let control = Control::restore(
         s.tracked.take().context("tracking map already taken")?,
-        s.tracked_cgroups.take().context("cgroup map already taken")?,
+        s.tracked_cgroups
+            .take()
+            .context("cgroup map already taken")?,
     );
     let restored = control.agents().count();
     if restored > 0 {
-        tracing::info!(agents = restored, "re-adopted agents tracked before the restart");
+        tracing::info!(
+            agents = restored,
+            "re-adopted agents tracked before the restart"
+        );
     }
     let bus = Arc::new(Bus::new(1 << 16, cfg.api.replay_events));
     let shared = Arc::new(api::Shared {
@@ -78,7 +89,12 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         .with_context(|| format!("binding {}", cfg.api.socket.display()))?;
     tracing::info!(socket = %cfg.api.socket.display(), "control socket ready");
     let api_task = tokio::spawn(api::serve(listener, shared.clone()));
-    let mut reader = tokio::spawn(sensor::run(events, output, Pipeline::new(bus)));
+    let mut reader = tokio::spawn(sensor::run(
+        events,
+        output,
+        Pipeline::new(bus),
+        std::time::Duration::from_millis(cfg.sensor.output_flush_ms.into()),
+    ));
 
     let mut term = tokio::signal::unix::signal(SignalKind::terminate())?;
     let mut int = tokio::signal::unix::signal(SignalKind::interrupt())?;

@@ -1,5 +1,5 @@
 //! `axiomd`: the daemon binary.
-#![deny(clippy::unwrap_used)]
+#![cfg_attr(not(test), deny(clippy::unwrap_used))]
 
 use std::path::PathBuf;
 
@@ -8,7 +8,10 @@ use axiomd::{config::Config, kernel};
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(version, about = "Watches and confines AI coding agents from the kernel")]
+#[command(
+    version,
+    about = "Watches and confines AI coding agents from the kernel"
+)]
 struct Cli {
     /// Configuration file.
     #[arg(long, short, default_value = axiomd::config::DEFAULT_PATH, global = true)]

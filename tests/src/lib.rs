@@ -5,15 +5,14 @@
 #![allow(clippy::unwrap_used)]
 
 use std::{
-    io::{BufRead as _, BufReader, Write as _},
-    os::unix::{net::UnixStream, process::CommandExt as _},
+    os::unix::process::CommandExt as _,
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
     sync::atomic::{AtomicU32, Ordering},
     time::{Duration, Instant},
 };
 
-use axiom_common::wire::{Event, Reply, Request, Status};
+use axiom_common::wire::{Connection, Event, Reply, Request, Status};
 
 pub use axiom_common::wire::Body;
 
@@ -40,9 +39,14 @@ pub fn bin_dir() -> PathBuf {
     if let Ok(d) = std::env::var("AXIOM_BIN_DIR") {
         return d.into();
     }
-    // target/<profile>/deps/<test binary>
+    // target/<profile>/deps/<test binary>, or target/<profile>/xtask
     let exe = std::env::current_exe().unwrap();
-    exe.parent().unwrap().parent().unwrap().to_path_buf()
+    let dir = exe.parent().unwrap();
+    if dir.ends_with("deps") {
+        dir.parent().unwrap().to_path_buf()
+    } else {
+        dir.to_path_buf()
+    }
 }
 
 pub fn axiomd_bin() -> PathBuf {
@@ -143,14 +147,12 @@ impl Daemon {
 
     pub fn subscribe(&self, replay: bool) -> Subscription {
         let mut c = self.client();
-        c.send(&Request::Subscribe {
-            replay,
-            agent: None,
-        });
-        let first = c.read_line().expect("subscribe reply");
-        let r: Reply = serde_json::from_str(&first).unwrap();
+        let r = c.conn.subscribe(replay, None).unwrap();
         assert!(r.ok, "subscribe: {:?}", r.error);
-        Subscription { c, seen: Vec::new() }
+        Subscription {
+            c,
+            seen: Vec::new(),
+        }
     }
 
     /// SIGKILL: no clean-up at all, as in a crash.
@@ -189,46 +191,24 @@ impl Drop for Daemon {
     }
 }
 
-/// A JSON-lines connection to the control socket.
+/// A connection to the control socket that panics on errors (tests only).
 pub struct Client {
-    r: BufReader<UnixStream>,
-    w: UnixStream,
-    /// A line cut short by a read timeout, completed by the next read.
-    pending: String,
+    pub conn: Connection,
 }
 
 impl Client {
     pub fn try_connect(path: &Path) -> Option<Client> {
-        let s = UnixStream::connect(path).ok()?;
-        s.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
-        let w = s.try_clone().ok()?;
-        Some(Client {
-            r: BufReader::new(s),
-            w,
-            pending: String::new(),
-        })
+        let conn = Connection::connect(path).ok()?;
+        conn.set_timeout(Some(Duration::from_secs(10))).ok()?;
+        Some(Client { conn })
     }
 
     pub fn connect(path: &Path) -> Client {
         Client::try_connect(path).unwrap_or_else(|| panic!("connect {}", path.display()))
     }
 
-    pub fn send(&mut self, req: &Request) {
-        let mut s = serde_json::to_vec(req).unwrap();
-        s.push(b'\n');
-        self.w.write_all(&s).unwrap();
-    }
-
-    pub fn read_line(&mut self) -> Option<String> {
-        match self.r.read_line(&mut self.pending) {
-            Ok(_) if self.pending.ends_with('\n') => Some(std::mem::take(&mut self.pending)),
-            _ => None,
-        }
-    }
-
     pub fn request(&mut self, req: &Request) -> Reply {
-        self.send(req);
-        serde_json::from_str(&self.read_line().expect("reply")).unwrap()
+        self.conn.request(req).unwrap()
     }
 }
 
@@ -241,23 +221,35 @@ pub struct Subscription {
 impl Subscription {
     /// Reads events until `pred` matches one (returned) or `timeout` passes (panics, listing
     /// what was seen).
-    pub fn wait_for(&mut self, what: &str, timeout: Duration, pred: impl Fn(&Event) -> bool) -> Event {
+    pub fn wait_for(
+        &mut self,
+        what: &str,
+        timeout: Duration,
+        pred: impl Fn(&Event) -> bool,
+    ) -> Event {
         if let Some(e) = self.seen.iter().find(|e| pred(e)) {
             return e.clone();
         }
         let t0 = Instant::now();
         while t0.elapsed() < timeout {
-            let left = timeout.saturating_sub(t0.elapsed()).max(Duration::from_millis(1));
-            self.c.w.set_read_timeout(Some(left)).unwrap();
-            let Some(line) = self.c.read_line() else { continue };
-            let ev: Event = serde_json::from_str(&line).unwrap();
+            let left = timeout
+                .saturating_sub(t0.elapsed())
+                .max(Duration::from_millis(1));
+            self.c.conn.set_timeout(Some(left)).unwrap();
+            let Some(ev) = self.c.conn.next_event().unwrap() else {
+                continue;
+            };
             let hit = pred(&ev);
             self.seen.push(ev.clone());
             if hit {
                 return ev;
             }
         }
-        panic!("timed out waiting for {what}; saw {} events: {:#?}", self.seen.len(), tail(&self.seen));
+        panic!(
+            "timed out waiting for {what}; saw {} events: {:#?}",
+            self.seen.len(),
+            tail(&self.seen)
+        );
     }
 
     /// Reads whatever arrives during `d`.
@@ -265,9 +257,9 @@ impl Subscription {
         let t0 = Instant::now();
         while t0.elapsed() < d {
             let left = d.saturating_sub(t0.elapsed()).max(Duration::from_millis(1));
-            self.c.w.set_read_timeout(Some(left)).unwrap();
-            if let Some(line) = self.c.read_line() {
-                self.seen.push(serde_json::from_str(&line).unwrap());
+            self.c.conn.set_timeout(Some(left)).unwrap();
+            if let Some(ev) = self.c.conn.next_event().unwrap() {
+                self.seen.push(ev);
             }
         }
     }

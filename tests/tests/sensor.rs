@@ -34,12 +34,27 @@ fn tracked_cgroup_yields_lifecycle_output_file_and_connect_events() {
     let out = sub.wait_for("output", T, |e| {
         e.tgid == pid && output_text(e) == Some("marker-out-1\n")
     });
-    assert!(matches!(out.body, Body::Output { fd: 1, count: 13, captured: 13, .. }), "{out:?}");
-    let open = sub.wait_for("open for write", T, |e| {
-        matches!(&e.body, Body::File { op, path, .. } if op == "open" && path == "f1")
-    });
+    assert!(
+        matches!(
+            out.body,
+            Body::Output {
+                fd: 1,
+                count: 13,
+                captured: 13,
+                ..
+            }
+        ),
+        "{out:?}"
+    );
+    let open = sub.wait_for(
+        "open for write",
+        T,
+        |e| matches!(&e.body, Body::File { op, path, .. } if op == "open" && path == "f1"),
+    );
     assert_eq!(open.tgid, pid);
-    sub.wait_for("file payload", T, |e| e.tgid == pid && output_text(e) == Some("data"));
+    sub.wait_for("file payload", T, |e| {
+        e.tgid == pid && output_text(e) == Some("data")
+    });
     // mv, mkdir and rm are child processes: their pids come from fork events of the shell.
     let rename = sub.wait_for("rename", T, |e| {
         matches!(&e.body, Body::File { op, path, path2, .. } if op == "rename" && path == "f1" && path2.as_deref() == Some("f2"))
@@ -49,13 +64,35 @@ fn tracked_cgroup_yields_lifecycle_output_file_and_connect_events() {
     });
     assert_eq!(fork.agent, agent);
     assert_eq!(rename.ppid, pid);
-    sub.wait_for("mkdir", T, |e| matches!(&e.body, Body::File { op, path, .. } if op == "mkdir" && path == "sub"));
-    sub.wait_for("unlink", T, |e| matches!(&e.body, Body::File { op, path, .. } if op == "unlink" && path == "f2"));
-    let conn = sub.wait_for("connect", T, |e| matches!(&e.body, Body::Connect { port: p, .. } if *p == port));
-    assert!(matches!(&conn.body, Body::Connect { family, address, .. } if family == "inet" && address == "127.0.0.1"));
+    sub.wait_for(
+        "mkdir",
+        T,
+        |e| matches!(&e.body, Body::File { op, path, .. } if op == "mkdir" && path == "sub"),
+    );
+    sub.wait_for(
+        "unlink",
+        T,
+        |e| matches!(&e.body, Body::File { op, path, .. } if op == "unlink" && path == "f2"),
+    );
+    let conn = sub.wait_for(
+        "connect",
+        T,
+        |e| matches!(&e.body, Body::Connect { port: p, .. } if *p == port),
+    );
+    assert!(
+        matches!(&conn.body, Body::Connect { family, address, .. } if family == "inet" && address == "127.0.0.1")
+    );
     assert_eq!(conn.comm, "bash");
-    let exit = sub.wait_for("exit of sh", T, |e| e.tgid == pid && matches!(e.body, Body::Exit { .. }));
-    assert_eq!(exit.body, Body::Exit { code: Some(7), signal: None });
+    let exit = sub.wait_for("exit of sh", T, |e| {
+        e.tgid == pid && matches!(e.body, Body::Exit { .. })
+    });
+    assert_eq!(
+        exit.body,
+        Body::Exit {
+            code: Some(7),
+            signal: None
+        }
+    );
     drop(listener);
 }
 
@@ -70,14 +107,22 @@ fn untracked_process_produces_no_events() {
     // A tracked sentinel after the untracked run: once it is seen, the untracked run's records
     // would have been read too.
     let (sentinel, _) = run_in(&tracked, "echo sentinel-marker");
-    sub.wait_for("sentinel", T, |e| e.tgid == sentinel && output_text(e) == Some("sentinel-marker\n"));
+    sub.wait_for("sentinel", T, |e| {
+        e.tgid == sentinel && output_text(e) == Some("sentinel-marker\n")
+    });
     sub.drain_for(Duration::from_millis(300));
     let leaked: Vec<_> = sub
         .seen
         .iter()
-        .filter(|e| e.tgid == untracked_pid || output_text(e).is_some_and(|t| t.contains("untracked-marker")))
+        .filter(|e| {
+            e.tgid == untracked_pid
+                || output_text(e).is_some_and(|t| t.contains("untracked-marker"))
+        })
         .collect();
-    assert!(leaked.is_empty(), "untracked process leaked events: {leaked:#?}");
+    assert!(
+        leaked.is_empty(),
+        "untracked process leaked events: {leaked:#?}"
+    );
     assert!(sub.seen.iter().all(|e| e.cgroup_id == tracked.id()));
 }
 
@@ -99,18 +144,31 @@ fn double_forked_setsid_grandchild_of_adopted_process_is_tracked() {
     assert!(r.ok, "{:?}", r.error);
     parent.stdin.take().unwrap().write_all(b"go\n").unwrap();
     assert_eq!(parent.wait().unwrap().code(), Some(0));
-    let setsid = sub.wait_for("setsid exec", T, |e| {
-        matches!(&e.body, Body::Exec { filename, .. } if filename.ends_with("setsid"))
-    });
+    let setsid = sub.wait_for(
+        "setsid exec",
+        T,
+        |e| matches!(&e.body, Body::Exec { filename, .. } if filename.ends_with("setsid")),
+    );
     assert_eq!(setsid.ppid, pid);
     let out = sub.wait_for("grandchild output", T, |e| {
         output_text(e).is_some_and(|t| t.starts_with("grandchild-") && t.ends_with("-alive\n"))
     });
     assert_ne!(out.tgid, pid);
-    assert_ne!(out.tgid, setsid.tgid, "the writer is a forked child, not the setsid process");
+    assert_ne!(
+        out.tgid, setsid.tgid,
+        "the writer is a forked child, not the setsid process"
+    );
     assert_eq!(out.agent, r.agent.unwrap());
-    let exit = sub.wait_for("grandchild exit", T, |e| e.tgid == out.tgid && matches!(e.body, Body::Exit { .. }));
-    assert_eq!(exit.body, Body::Exit { code: Some(4), signal: None });
+    let exit = sub.wait_for("grandchild exit", T, |e| {
+        e.tgid == out.tgid && matches!(e.body, Body::Exit { .. })
+    });
+    assert_eq!(
+        exit.body,
+        Body::Exit {
+            code: Some(4),
+            signal: None
+        }
+    );
 }
 
 #[test]
@@ -121,16 +179,30 @@ fn sigkill_restart_keeps_programs_attached_and_delivers_what_was_written_meanwhi
     let before = link_program_ids(&d);
     d.kill9();
     // axiomd is gone; the tracked process writes anyway.
-    let (pid, st) = run_in(&cg, "i=0; while [ $i -lt 200 ]; do echo while-down-$i; i=$((i+1)); done");
+    let (pid, st) = run_in(
+        &cg,
+        "i=0; while [ $i -lt 200 ]; do echo while-down-$i; i=$((i+1)); done",
+    );
     assert!(st.success());
     d.spawn();
     let status = d.status();
-    assert!(status.reused_pins, "restart must reuse the pinned programs: {status:?}");
-    assert_eq!(before, link_program_ids(&d), "programs were replaced or detached");
+    assert!(
+        status.reused_pins,
+        "restart must reuse the pinned programs: {status:?}"
+    );
+    assert_eq!(
+        before,
+        link_program_ids(&d),
+        "programs were replaced or detached"
+    );
     let mut sub = d.subscribe(true);
-    sub.wait_for("exit of the writer", T, |e| e.tgid == pid && matches!(e.body, Body::Exit { .. }));
+    sub.wait_for("exit of the writer", T, |e| {
+        e.tgid == pid && matches!(e.body, Body::Exit { .. })
+    });
     // Output comes on its own ring; its last line marks the end of what was written.
-    sub.wait_for("last line", T, |e| e.tgid == pid && output_text(e) == Some("while-down-199\n"));
+    sub.wait_for("last line", T, |e| {
+        e.tgid == pid && output_text(e) == Some("while-down-199\n")
+    });
     let got: std::collections::BTreeSet<String> = sub
         .seen
         .iter()
@@ -139,11 +211,16 @@ fn sigkill_restart_keeps_programs_attached_and_delivers_what_was_written_meanwhi
         .map(str::to_string)
         .collect();
     for i in 0..200 {
-        assert!(got.contains(&format!("while-down-{i}\n")), "line {i} missing after restart");
+        assert!(
+            got.contains(&format!("while-down-{i}\n")),
+            "line {i} missing after restart"
+        );
     }
     // Tracking state survived too: new processes in the cgroup still carry the agent id.
     let (pid2, _) = run_in(&cg, "echo after-restart");
-    let e = sub.wait_for("post-restart output", T, |e| e.tgid == pid2 && output_text(e).is_some());
+    let e = sub.wait_for("post-restart output", T, |e| {
+        e.tgid == pid2 && output_text(e).is_some()
+    });
     assert_eq!(e.agent, agent);
 }
 
@@ -158,15 +235,21 @@ fn records_beyond_ring_capacity_while_down_are_counted_as_lost() {
     let n = 5000;
     let (pid, _) = run_in(
         &cg,
-        &format!("i=0; while [ $i -lt {n} ]; do echo overflow-line-$i-................................................; i=$((i+1)); done"),
+        &format!(
+            "i=0; while [ $i -lt {n} ]; do echo overflow-line-$i-................................................; i=$((i+1)); done"
+        ),
     );
     d.spawn();
     let mut sub = d.subscribe(true);
-    sub.wait_for("writer exit", T, |e| e.tgid == pid && matches!(e.body, Body::Exit { .. }));
+    sub.wait_for("writer exit", T, |e| {
+        e.tgid == pid && matches!(e.body, Body::Exit { .. })
+    });
     let count = |sub: &Subscription| {
         sub.seen
             .iter()
-            .filter(|e| e.tgid == pid && output_text(e).is_some_and(|t| t.starts_with("overflow-line-")))
+            .filter(|e| {
+                e.tgid == pid && output_text(e).is_some_and(|t| t.starts_with("overflow-line-"))
+            })
             .count() as u64
     };
     let lost = d.status().lost["ring_full_output"] - lost_before;
@@ -176,9 +259,16 @@ fn records_beyond_ring_capacity_while_down_are_counted_as_lost() {
         sub.drain_for(Duration::from_millis(100));
     }
     let delivered = count(&sub);
-    assert!(delivered > 0, "the ring's contents must be delivered after the restart");
+    assert!(
+        delivered > 0,
+        "the ring's contents must be delivered after the restart"
+    );
     assert!(lost > 0, "overflow must be counted");
-    assert_eq!(delivered + lost, n, "every write is either delivered or counted as lost");
+    assert_eq!(
+        delivered + lost,
+        n,
+        "every write is either delivered or counted as lost"
+    );
 }
 
 #[test]
@@ -188,8 +278,13 @@ fn capture_size_is_configurable() {
     d.track_cgroup(&cg);
     let mut sub = d.subscribe(false);
     let (pid, _) = run_in(&cg, "printf '%6000s' x");
-    let e = sub.wait_for("6000-byte write", T, |e| e.tgid == pid && matches!(e.body, Body::Output { count: 6000, .. }));
-    assert!(matches!(e.body, Body::Output { captured: 6000, .. }), "{e:?}");
+    let e = sub.wait_for("6000-byte write", T, |e| {
+        e.tgid == pid && matches!(e.body, Body::Output { count: 6000, .. })
+    });
+    assert!(
+        matches!(e.body, Body::Output { captured: 6000, .. }),
+        "{e:?}"
+    );
 }
 
 #[test]
@@ -198,10 +293,19 @@ fn default_capture_is_4096_bytes_and_counts_the_rest() {
     let cg = Cgroup::new("capture_default");
     d.track_cgroup(&cg);
     let mut sub = d.subscribe(false);
-    let (pid, _) = run_in(&cg, "printf '%6000s' x; /usr/bin/python3 -c 'import os; os.writev(1, [b\"ab\", b\"cd\"])'");
-    let e = sub.wait_for("6000-byte write", T, |e| e.tgid == pid && matches!(e.body, Body::Output { count: 6000, .. }));
+    let (pid, _) = run_in(
+        &cg,
+        "printf '%6000s' x; /usr/bin/python3 -c 'import os; os.writev(1, [b\"ab\", b\"cd\"])'",
+    );
+    let e = sub.wait_for("6000-byte write", T, |e| {
+        e.tgid == pid && matches!(e.body, Body::Output { count: 6000, .. })
+    });
     assert!(matches!(&e.body, Body::Output { captured: 4096, text, .. } if text.len() == 4096));
-    let v = sub.wait_for("writev", T, |e| matches!(&e.body, Body::Output { syscall, .. } if syscall == "writev"));
+    let v = sub.wait_for(
+        "writev",
+        T,
+        |e| matches!(&e.body, Body::Output { syscall, .. } if syscall == "writev"),
+    );
     assert_eq!(output_text(&v), Some("abcd"));
 }
 
@@ -211,7 +315,11 @@ fn clean_stop_without_keep_sensors_unpins_everything() {
     let ids = link_program_ids(&d);
     assert!(ids.iter().any(|(name, _)| name == "enter_write"));
     assert!(d.stop().success());
-    assert!(!d.pin_dir.exists(), "pins left behind: {}", d.pin_dir.display());
+    assert!(
+        !d.pin_dir.exists(),
+        "pins left behind: {}",
+        d.pin_dir.display()
+    );
     // With the links unpinned and axiomd gone, the kernel frees the programs.
     let t0 = Instant::now();
     loop {
@@ -223,7 +331,10 @@ fn clean_stop_without_keep_sensors_unpins_everything() {
         if live.is_empty() {
             break;
         }
-        assert!(t0.elapsed() < T, "programs still loaded after a clean stop: {live:?}");
+        assert!(
+            t0.elapsed() < T,
+            "programs still loaded after a clean stop: {live:?}"
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
 }
@@ -241,7 +352,10 @@ fn link_program_ids(d: &Daemon) -> Vec<(String, u32)> {
         .flatten()
         .map(|e| {
             let l = aya::programs::links::PinnedLink::from_pin(e.path()).unwrap();
-            let id = aya::programs::links::FdLink::from(l).info().unwrap().program_id();
+            let id = aya::programs::links::FdLink::from(l)
+                .info()
+                .unwrap()
+                .program_id();
             (e.file_name().to_string_lossy().into_owned(), id)
         })
         .collect();

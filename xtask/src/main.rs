@@ -1,1 +1,98 @@
-fn main(){}
+//! `cargo xtask …`: everything beyond `cargo build` — machine setup, the full test run, the live
+//! demo and the benchmarks. Integration tests need root; they run from here.
+mod bench;
+mod demo;
+mod setup;
+mod test;
+
+use std::{path::PathBuf, process::Command};
+
+use anyhow::{Context as _, bail};
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Install, idempotently, what a fresh Debian machine lacks (rust-src, bpf-linker, packages).
+    Setup,
+    /// Build every binary (the eBPF object is built by axiomd's build.rs).
+    Build {
+        #[arg(long)]
+        release: bool,
+    },
+    /// Setup, build, lint, and run every test (unit and end-to-end, as root).
+    Test {
+        /// Skip cargo fmt/clippy.
+        #[arg(long)]
+        no_lint: bool,
+    },
+    /// Build and start axiomd, then run a sample agent under it and show what it does, live.
+    Demo,
+    /// Benchmarks: each prints ratios against baselines measured in the same run.
+    Bench {
+        #[command(subcommand)]
+        which: bench::Which,
+    },
+}
+
+/// The workspace root.
+pub fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(PathBuf::from)
+        .unwrap_or_default()
+}
+
+/// The cargo that runs us.
+pub fn cargo() -> Command {
+    let mut c = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    c.current_dir(root());
+    c
+}
+
+/// target/<profile> of this workspace (honours CARGO_TARGET_DIR).
+pub fn target_dir(release: bool) -> PathBuf {
+    let base = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root().join("target"));
+    base.join(if release { "release" } else { "debug" })
+}
+
+pub fn run(cmd: &mut Command) -> anyhow::Result<()> {
+    let st = cmd.status().with_context(|| format!("running {cmd:?}"))?;
+    if !st.success() {
+        bail!("{cmd:?} failed: {st}");
+    }
+    Ok(())
+}
+
+pub fn build(release: bool) -> anyhow::Result<()> {
+    let mut c = cargo();
+    c.args(["build", "--workspace", "--exclude", "axiom-ebpf", "--bins"]);
+    if release {
+        c.arg("--release");
+    }
+    run(&mut c)
+}
+
+pub fn require_root(what: &str) -> anyhow::Result<()> {
+    if !nix::unistd::geteuid().is_root() {
+        bail!("{what} loads BPF programs and creates cgroups: run it as root");
+    }
+    Ok(())
+}
+
+fn main() -> anyhow::Result<()> {
+    match Cli::parse().cmd {
+        Cmd::Setup => setup::setup(),
+        Cmd::Build { release } => build(release),
+        Cmd::Test { no_lint } => test::test(!no_lint),
+        Cmd::Demo => demo::demo(),
+        Cmd::Bench { which } => bench::bench(which),
+    }
+}

@@ -13,8 +13,8 @@ use std::{
     path::{Path, PathBuf},
 };
 
-use aya::maps::{HashMap, MapData};
 use axiom_common::Tracked;
+use aya::maps::{Array, HashMap, MapData};
 
 #[derive(Debug, thiserror::Error)]
 pub enum AgentError {
@@ -42,8 +42,13 @@ pub enum AgentError {
 
 #[derive(Clone, Debug)]
 pub enum Source {
-    Cgroup { path: PathBuf, ids: Vec<u64> },
-    Process { pid: u32 },
+    Cgroup {
+        path: PathBuf,
+        ids: Vec<u64>,
+    },
+    Process {
+        pid: u32,
+    },
     /// Found in the kernel maps at start-up (tracked by an earlier run).
     Restored,
 }
@@ -57,7 +62,8 @@ pub struct Agent {
 
 /// The kernel tracking maps and the agents they describe; every change goes through here.
 pub struct Control {
-    pub tracked: HashMap<MapData, u32, Tracked>,
+    /// Agent id by tgid (0: untracked).
+    pub tracked: Array<MapData, u64>,
     pub tracked_cgroups: HashMap<MapData, u64, Tracked>,
     agents: BTreeMap<u64, Agent>,
     next: u64,
@@ -74,16 +80,17 @@ impl Control {
     /// Rebuilds the registry from what the kernel is tracking (after a restart, earlier agents are
     /// still there and new ids must not collide with theirs).
     pub fn restore(
-        tracked: HashMap<MapData, u32, Tracked>,
+        tracked: Array<MapData, u64>,
         tracked_cgroups: HashMap<MapData, u64, Tracked>,
     ) -> Control {
         let mut agents = BTreeMap::new();
         let mut max = 0;
-        let found = tracked
-            .iter()
-            .flatten()
-            .map(|(_, t)| t.agent)
-            .chain(tracked_cgroups.iter().flatten().map(|(_, t)| t.agent));
+        // The array is indexed by pid: look up the live pids rather than scan pid_max slots.
+        let found: Vec<u64> = procfs::pids()
+            .into_iter()
+            .filter_map(|p| tracked.get(&p, 0).ok().filter(|a| *a != 0))
+            .chain(tracked_cgroups.iter().flatten().map(|(_, t)| t.agent))
+            .collect();
         for agent in found {
             max = max.max(agent);
             agents.entry(agent).or_insert(Agent {
@@ -104,9 +111,18 @@ impl Control {
         self.agents.values()
     }
 
+    /// Agent of a pid, if tracked.
+    pub fn agent_of(&self, pid: u32) -> Option<u64> {
+        self.tracked.get(&pid, 0).ok().filter(|a| *a != 0)
+    }
+
+    /// (tracked live processes, tracked cgroups).
     pub fn tracked_counts(&self) -> (u64, u64) {
         (
-            self.tracked.keys().flatten().count() as u64,
+            procfs::pids()
+                .into_iter()
+                .filter(|p| self.agent_of(*p).is_some())
+                .count() as u64,
             self.tracked_cgroups.keys().flatten().count() as u64,
         )
     }
@@ -117,10 +133,8 @@ impl Control {
         id
     }
 
-    fn insert_pid(&mut self, pid: u32, agent: u64) -> Result<(), AgentError> {
-        self.tracked
-            .insert(pid, Tracked { agent, flags: 0 }, 0)
-            .map_err(map_err("TRACKED"))
+    fn set_pid(&mut self, pid: u32, agent: u64) -> Result<(), AgentError> {
+        self.tracked.set(pid, agent, 0).map_err(map_err("TRACKED"))
     }
 
     /// Tracks every process in a cgroup v2 directory and below, present and future. Root only:
@@ -153,7 +167,7 @@ impl Control {
                 .map_err(map_err("TRACKED_CGROUPS"))?;
         }
         for pid in cgroup::procs_recursive(path) {
-            self.insert_pid(pid, agent)?;
+            self.set_pid(pid, agent)?;
         }
         let owner_uid = std::fs::metadata(path).map(|m| m.uid()).unwrap_or(0);
         self.agents.insert(
@@ -186,23 +200,20 @@ impl Control {
                 what: format!("watch pid {pid} (owned by uid {})", st.uid),
             });
         }
-        if let Ok(t) = self.tracked.get(&pid, 0) {
-            return Err(AgentError::AlreadyTracked {
-                pid,
-                agent: t.agent,
-            });
+        if let Some(agent) = self.agent_of(pid) {
+            return Err(AgentError::AlreadyTracked { pid, agent });
         }
         let agent = self.new_id();
         // The root first: from here on its forks are tracked by the kernel; the scan below picks
         // up the children it had before.
-        self.insert_pid(pid, agent)?;
+        self.set_pid(pid, agent)?;
         if procfs::stat(pid).is_none() {
-            let _ = self.tracked.remove(&pid);
+            let _ = self.set_pid(pid, 0);
             return Err(AgentError::ExitedDuringAdoption(pid));
         }
         for child in procfs::descendants(pid) {
-            if self.tracked.get(&child, 0).is_err() {
-                self.insert_pid(child, agent)?;
+            if self.agent_of(child).is_none() {
+                self.set_pid(child, agent)?;
             }
         }
         self.agents.insert(
@@ -218,7 +229,10 @@ impl Control {
 
     /// Stops tracking an agent: its cgroups and every process carrying its id.
     pub fn untrack(&mut self, agent: u64, caller: u32) -> Result<(), AgentError> {
-        let a = self.agents.get(&agent).ok_or(AgentError::NoSuchAgent(agent))?;
+        let a = self
+            .agents
+            .get(&agent)
+            .ok_or(AgentError::NoSuchAgent(agent))?;
         if caller != 0 && caller != a.owner_uid {
             return Err(AgentError::NotPermitted {
                 uid: caller,
@@ -235,15 +249,10 @@ impl Control {
         for k in cgs {
             let _ = self.tracked_cgroups.remove(&k);
         }
-        let pids: Vec<u32> = self
-            .tracked
-            .iter()
-            .flatten()
-            .filter(|(_, t)| t.agent == agent)
-            .map(|(k, _)| k)
-            .collect();
-        for k in pids {
-            let _ = self.tracked.remove(&k);
+        for pid in procfs::pids() {
+            if self.agent_of(pid) == Some(agent) {
+                let _ = self.set_pid(pid, 0);
+            }
         }
         self.agents.remove(&agent);
         Ok(())

@@ -194,7 +194,9 @@ async fn subscribe(
             Some(o) if uid != 0 && o != uid => {
                 return write_line(
                     w,
-                    &error(format!("permission denied: uid {uid} may not watch agent {a}")),
+                    &error(format!(
+                        "permission denied: uid {uid} may not watch agent {a}"
+                    )),
                 )
                 .await;
             }

@@ -75,7 +75,11 @@ impl Bus {
     pub fn subscribe(&self, replay: bool) -> (Vec<Arc<Event>>, broadcast::Receiver<Arc<Event>>) {
         match self.replay.lock() {
             Ok(r) => {
-                let snap = if replay { r.iter().cloned().collect() } else { Vec::new() };
+                let snap = if replay {
+                    r.iter().cloned().collect()
+                } else {
+                    Vec::new()
+                };
                 (snap, self.tx.subscribe())
             }
             Err(_) => (Vec::new(), self.tx.subscribe()),

@@ -13,7 +13,7 @@ const TRACEFS_MAGIC: i64 = 0x7472_6163;
 fn fs_magic(path: &Path) -> Option<i64> {
     nix::sys::statfs::statfs(path)
         .ok()
-        .map(|s| s.filesystem_type().0 as i64)
+        .map(|s| s.filesystem_type().0)
 }
 
 /// Makes sure bpffs is mounted at `/sys/fs/bpf` (mounting it when absent).
@@ -72,7 +72,12 @@ pub fn ensure_tracefs() -> Result<PathBuf, SensorError> {
 
 /// Checks that a tracepoint exists in this kernel.
 pub fn has_tracepoint(tracefs: &Path, category: &str, event: &str) -> bool {
-    tracefs.join("events").join(category).join(event).join("id").exists()
+    tracefs
+        .join("events")
+        .join(category)
+        .join(event)
+        .join("id")
+        .exists()
 }
 
 pub fn tracepoint_missing(category: &str, event: &str) -> SensorError {

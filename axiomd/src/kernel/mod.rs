@@ -17,6 +17,10 @@ use std::{
     time::{Duration, Instant},
 };
 
+use axiom_common::{
+    CFG_CAPTURE_BYTES, CFG_OBJECT_HASH, CFG_OUTPUT_WAKEUP_BYTES, HOOKS, Hook, LostCause,
+    MAX_CAPTURE, Tracked,
+};
 use aya::{
     Ebpf, EbpfLoader,
     maps::{Array, HashMap, Map, MapData, PerCpuArray, RingBuf},
@@ -24,9 +28,6 @@ use aya::{
         ProgramError, TracePoint,
         links::{FdLink, PinnedLink},
     },
-};
-use axiom_common::{
-    CFG_CAPTURE_BYTES, CFG_OBJECT_HASH, HOOKS, Hook, LostCause, MAX_CAPTURE, Tracked,
 };
 
 /// The sensor object, built by build.rs from `axiom-ebpf`.
@@ -42,23 +43,28 @@ pub enum SensorError {
         feature: &'static str,
         remedy: String,
     },
-    #[error("the kernel refused program {program} ({errno}); rerun with RUST_LOG=axiomd=debug for the verifier log")]
-    Verifier { program: String, errno: std::io::Error },
+    #[error(
+        "the kernel refused program {program} ({errno}); rerun with RUST_LOG=axiomd=debug for the verifier log"
+    )]
+    Verifier {
+        program: String,
+        errno: std::io::Error,
+    },
     #[error("attaching {program} to {category}:{event}: {source}")]
     Attach {
         program: String,
         category: String,
         event: String,
         #[source]
-        source: ProgramError,
+        source: Box<ProgramError>,
     },
     #[error("loading the sensor object: {0}")]
-    Load(#[from] aya::EbpfError),
+    Load(Box<aya::EbpfError>),
     #[error("map {name}: {source}")]
     Map {
         name: &'static str,
         #[source]
-        source: aya::maps::MapError,
+        source: Box<aya::maps::MapError>,
     },
     #[error("map {0} is missing from the object")]
     MissingMap(&'static str),
@@ -72,6 +78,7 @@ pub enum SensorError {
 pub struct SensorOptions {
     pub pin_dir: PathBuf,
     pub capture_bytes: u32,
+    pub output_wakeup_bytes: u32,
     pub events_ring_bytes: u32,
     pub output_ring_bytes: u32,
 }
@@ -114,7 +121,7 @@ impl Pins {
 /// Everything userspace holds of the loaded sensor.
 pub struct Sensor {
     /// Taken by the agent registry.
-    pub tracked: Option<HashMap<MapData, u32, Tracked>>,
+    pub tracked: Option<Array<MapData, u64>>,
     pub tracked_cgroups: Option<HashMap<MapData, u64, Tracked>>,
     pub config: Array<MapData, u64>,
     pub lost: PerCpuArray<MapData, u64>,
@@ -132,6 +139,12 @@ pub struct Sensor {
     pub pins: Pins,
     /// Keeps a fresh load alive (its aya-log map among others).
     pub ebpf: Option<Ebpf>,
+}
+
+impl From<aya::EbpfError> for SensorError {
+    fn from(e: aya::EbpfError) -> Self {
+        SensorError::Load(Box::new(e))
+    }
 }
 
 impl Sensor {
@@ -172,21 +185,24 @@ impl Sensor {
             .collect()
     }
 
-    pub fn set_capture_bytes(&mut self, n: u32) -> Result<(), SensorError> {
-        let n = (n as usize).clamp(1, MAX_CAPTURE) as u64;
-        self.config
-            .set(CFG_CAPTURE_BYTES, n, 0)
-            .map_err(|source| SensorError::Map {
-                name: "CONFIG",
-                source,
-            })
+    /// Applies the runtime settings (capture size, wakeup watermark) to the running programs.
+    pub fn configure(&mut self, opts: &SensorOptions) -> Result<(), SensorError> {
+        configure(&mut self.config, opts)
     }
 }
 
+fn configure(config: &mut Array<MapData, u64>, opts: &SensorOptions) -> Result<(), SensorError> {
+    let n = (opts.capture_bytes as usize).clamp(1, MAX_CAPTURE) as u64;
+    config
+        .set(CFG_CAPTURE_BYTES, n, 0)
+        .map_err(map_err("CONFIG"))?;
+    config
+        .set(CFG_OUTPUT_WAKEUP_BYTES, opts.output_wakeup_bytes as u64, 0)
+        .map_err(map_err("CONFIG"))
+}
+
 /// Hooks this kernel offers; a missing required one is an error that names it.
-fn available_hooks(
-    tracefs: &Path,
-) -> Result<(Vec<&'static Hook>, Vec<&'static str>), SensorError> {
+fn available_hooks(tracefs: &Path) -> Result<(Vec<&'static Hook>, Vec<&'static str>), SensorError> {
     let mut hooks = Vec::new();
     let mut skipped = Vec::new();
     for h in HOOKS {
@@ -219,7 +235,7 @@ fn object_hash(obj: &[u8], opts: &SensorOptions) -> u64 {
 }
 
 fn open_pinned(pins: &Pins, name: &'static str) -> Result<MapData, SensorError> {
-    MapData::from_pin(pins.map(name)).map_err(|source| SensorError::Map { name, source })
+    MapData::from_pin(pins.map(name)).map_err(map_err(name))
 }
 
 /// Reuses an intact, same-version pin set; `None` when anything is missing or different.
@@ -227,11 +243,8 @@ fn reuse(pins: &Pins, hash: u64, hooks: &[&'static Hook]) -> Result<Option<Senso
     if !hooks.iter().all(|h| pins.link(h.program).exists()) || !pins.map("CONFIG").exists() {
         return Ok(None);
     }
-    let config: Array<MapData, u64> = Array::try_from(Map::Array(open_pinned(pins, "CONFIG")?))
-        .map_err(|source| SensorError::Map {
-            name: "CONFIG",
-            source,
-        })?;
+    let config: Array<MapData, u64> =
+        Array::try_from(Map::Array(open_pinned(pins, "CONFIG")?)).map_err(map_err("CONFIG"))?;
     let pinned_hash = config.get(&CFG_OBJECT_HASH, 0).unwrap_or(0);
     if pinned_hash != hash {
         tracing::info!(
@@ -263,7 +276,7 @@ fn reuse(pins: &Pins, hash: u64, hooks: &[&'static Hook]) -> Result<Option<Senso
 }
 
 struct Maps {
-    tracked: HashMap<MapData, u32, Tracked>,
+    tracked: Array<MapData, u64>,
     tracked_cgroups: HashMap<MapData, u64, Tracked>,
     lost: PerCpuArray<MapData, u64>,
     events: RingBuf<MapData>,
@@ -271,13 +284,16 @@ struct Maps {
 }
 
 fn map_err(name: &'static str) -> impl Fn(aya::maps::MapError) -> SensorError {
-    move |source| SensorError::Map { name, source }
+    move |source| SensorError::Map {
+        name,
+        source: Box::new(source),
+    }
 }
 
 impl Maps {
     fn pinned(pins: &Pins) -> Result<Maps, SensorError> {
         Ok(Maps {
-            tracked: HashMap::try_from(Map::HashMap(open_pinned(pins, "TRACKED")?))
+            tracked: Array::try_from(Map::Array(open_pinned(pins, "TRACKED")?))
                 .map_err(map_err("TRACKED"))?,
             tracked_cgroups: HashMap::try_from(Map::HashMap(open_pinned(pins, "TRACKED_CGROUPS")?))
                 .map_err(map_err("TRACKED_CGROUPS"))?,
@@ -296,7 +312,7 @@ impl Maps {
         }
         Ok((
             Maps {
-                tracked: HashMap::try_from(take(ebpf, "TRACKED")?).map_err(map_err("TRACKED"))?,
+                tracked: Array::try_from(take(ebpf, "TRACKED")?).map_err(map_err("TRACKED"))?,
                 tracked_cgroups: HashMap::try_from(take(ebpf, "TRACKED_CGROUPS")?)
                     .map_err(map_err("TRACKED_CGROUPS"))?,
                 lost: PerCpuArray::try_from(take(ebpf, "LOST")?).map_err(map_err("LOST"))?,
@@ -332,6 +348,15 @@ impl Maps {
             ebpf,
         }
     }
+}
+
+/// Entries of the tgid-indexed tracking array: kernel.pid_max (a pinned array keeps the size it was
+/// created with; pids beyond it are counted as `track_map_full`).
+fn pid_max() -> u32 {
+    std::fs::read_to_string("/proc/sys/kernel/pid_max")
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(4 << 20)
 }
 
 /// A pinned ring whose size differs from the configured one cannot be reused: unpin it so the
@@ -371,7 +396,7 @@ fn load_program<'a>(
             program: name.into(),
             category: String::new(),
             event: String::new(),
-            source,
+            source: Box::new(source),
         })?;
     match prog.load() {
         Ok(()) => Ok(prog),
@@ -389,7 +414,7 @@ fn load_program<'a>(
             program: name.into(),
             category: String::new(),
             event: String::new(),
-            source,
+            source: Box::new(source),
         }),
     }
 }
@@ -407,14 +432,12 @@ fn fresh(
     let maps_dir = pins.maps();
     let mut ebpf = EbpfLoader::new()
         .default_map_pin_directory(&maps_dir)
+        .map_max_entries("TRACKED", pid_max())
         .map_max_entries("EVENTS", opts.events_ring_bytes)
         .map_max_entries("OUTPUT", opts.output_ring_bytes)
         .load(SENSOR_OBJECT)?;
     let (maps, mut config) = Maps::take(&mut ebpf)?;
-    let n = (opts.capture_bytes as usize).clamp(1, MAX_CAPTURE) as u64;
-    config
-        .set(CFG_CAPTURE_BYTES, n, 0)
-        .map_err(map_err("CONFIG"))?;
+    configure(&mut config, opts)?;
 
     let mut attached = Vec::new();
     let mut log_program_id = None;
@@ -424,19 +447,19 @@ fn fresh(
             program: h.program.into(),
             category: h.category.into(),
             event: h.event.into(),
-            source,
+            source: Box::new(source),
         };
         let id = prog.attach(h.category, h.event).map_err(attach_err)?;
         if log_program_id.is_none() {
             log_program_id = prog.info().ok().map(|i| i.id());
         }
         let link = prog.take_link(id).map_err(attach_err)?;
-        let fd_link: FdLink = link.try_into().map_err(|e: aya::programs::links::LinkError| {
-            SensorError::Pin {
+        let fd_link: FdLink = link
+            .try_into()
+            .map_err(|e: aya::programs::links::LinkError| SensorError::Pin {
                 path: pins.link(h.program),
                 reason: format!("tracepoint link is not an fd link: {e}"),
-            }
-        })?;
+            })?;
         replace_pin(pins, h.program, fd_link)?;
         attached.push(h.program);
     }
@@ -480,7 +503,7 @@ pub fn load_empty() -> Result<Ebpf, SensorError> {
                 program: h.program.into(),
                 category: h.category.into(),
                 event: h.event.into(),
-                source,
+                source: Box::new(source),
             })?;
     }
     Ok(ebpf)

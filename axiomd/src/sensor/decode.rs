@@ -175,7 +175,11 @@ pub fn sockaddr(a: &[u8], addrlen: usize) -> (String, String, u16) {
         10 => {
             let mut b = [0u8; 16];
             b.copy_from_slice(&a[8..24]);
-            ("inet6".into(), std::net::Ipv6Addr::from(b).to_string(), port)
+            (
+                "inet6".into(),
+                std::net::Ipv6Addr::from(b).to_string(),
+                port,
+            )
         }
         1 => {
             let end = addrlen.clamp(2, a.len());
@@ -231,11 +235,17 @@ mod tests {
         assert!(matches!(decode(&a.0[..3]), Err(DecodeError::Short { .. })));
         let h = bytes_of(&hdr(99));
         let a = aligned(&h);
-        assert_eq!(decode(&a.0[..h.len()]).unwrap_err(), DecodeError::UnknownKind(99));
+        assert_eq!(
+            decode(&a.0[..h.len()]).unwrap_err(),
+            DecodeError::UnknownKind(99)
+        );
         // A fork header without its body is short.
         let h = bytes_of(&hdr(KIND_FORK));
         let a = aligned(&h);
-        assert!(matches!(decode(&a.0[..h.len()]), Err(DecodeError::Short { .. })));
+        assert!(matches!(
+            decode(&a.0[..h.len()]),
+            Err(DecodeError::Short { .. })
+        ));
     }
 
     #[test]
@@ -255,7 +265,10 @@ mod tests {
         let d = decode(&a.0[..v.len()]).unwrap();
         assert!(matches!(d.body, Body::Output { ref text, .. } if text == "hello"));
         // Claims more captured bytes than the record holds: malformed.
-        assert!(matches!(decode(&a.0[..v.len() - 2]), Err(DecodeError::Short { .. })));
+        assert!(matches!(
+            decode(&a.0[..v.len() - 2]),
+            Err(DecodeError::Short { .. })
+        ));
     }
 
     #[test]

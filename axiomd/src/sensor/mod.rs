@@ -8,8 +8,8 @@ use std::{
     time::{Duration, Instant},
 };
 
-use aya::maps::{MapData, RingBuf};
 use axiom_common::wire::{Body, Event};
+use aya::maps::{MapData, RingBuf};
 use tokio::io::unix::AsyncFd;
 
 use crate::{agents::procfs, bus::Bus};
@@ -131,6 +131,7 @@ pub async fn run(
     events: RingBuf<MapData>,
     output: RingBuf<MapData>,
     mut p: Pipeline,
+    flush: Duration,
 ) -> std::io::Result<()> {
     let mut events = async_fd(events)?;
     let mut output = async_fd(output)?;
@@ -141,8 +142,16 @@ pub async fn run(
     while let Some(r) = output.get_mut().next() {
         p.handle(&r);
     }
+    // Output records below the wakeup watermark arrive without a wakeup: drain on a timer too.
+    let mut tick = tokio::time::interval(flush);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
+            _ = tick.tick() => {
+                while let Some(r) = output.get_mut().next() {
+                    p.handle(&r);
+                }
+            }
             g = events.readable_mut() => {
                 let mut g = g?;
                 while let Some(r) = g.get_inner_mut().next() {

@@ -1,0 +1,137 @@
+//! Human-readable event lines: one per event, coloured on a terminal, control characters escaped
+//! so an agent's output can never drive the viewer's terminal.
+use axiom_common::wire::{Body, Event};
+
+pub struct Style {
+    pub color: bool,
+}
+
+const MAX_TEXT: usize = 240;
+
+fn paint(on: bool, code: &str, s: &str) -> String {
+    if on {
+        format!("\x1b[{code}m{s}\x1b[0m")
+    } else {
+        s.to_string()
+    }
+}
+
+/// Escapes control characters and bounds the length.
+pub fn escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len().min(MAX_TEXT) + 8);
+    for (n, c) in s.chars().enumerate() {
+        if n >= MAX_TEXT {
+            out.push('…');
+            break;
+        }
+        match c {
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if c.is_control() => out.push_str(&format!("\\x{:02x}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+fn clock(ns: u64) -> String {
+    let secs = (ns / 1_000_000_000) as libc::time_t;
+    let ms = (ns / 1_000_000) % 1000;
+    let mut tm: libc::tm = unsafe { std::mem::zeroed() };
+    // SAFETY: localtime_r writes into tm, which we own.
+    unsafe { libc::localtime_r(&secs, &mut tm) };
+    format!(
+        "{:02}:{:02}:{:02}.{ms:03}",
+        tm.tm_hour, tm.tm_min, tm.tm_sec
+    )
+}
+
+impl Style {
+    pub fn line(&self, e: &Event) -> String {
+        let c = self.color;
+        let who = paint(
+            c,
+            "2",
+            &format!("{} {}({})", clock(e.time_ns), e.comm, e.tgid),
+        );
+        let what = match &e.body {
+            Body::Fork { child_pid } => paint(c, "2", &format!("fork → {child_pid}")),
+            Body::Exec {
+                filename,
+                argv,
+                cwd,
+                ..
+            } => {
+                let args = argv.iter().map(|a| escape(a)).collect::<Vec<_>>().join(" ");
+                let cwd = cwd
+                    .as_deref()
+                    .map(|d| format!("  (in {d})"))
+                    .unwrap_or_default();
+                format!(
+                    "{} {}{}",
+                    paint(c, "1;36", "exec"),
+                    paint(c, "1", &args),
+                    paint(c, "2", &format!("  [{filename}]{cwd}"))
+                )
+            }
+            Body::Exit { code, signal } => match (code, signal) {
+                (Some(0), _) => paint(c, "32", "exit 0"),
+                (Some(n), _) => paint(c, "1;31", &format!("exit {n}")),
+                (_, Some(s)) => paint(c, "1;31", &format!("killed by signal {s}")),
+                _ => paint(c, "2", "exit"),
+            },
+            Body::Output {
+                fd,
+                text,
+                count,
+                captured,
+                target,
+                ..
+            } => {
+                let more = if *count > *captured as u64 {
+                    format!(" (+{} bytes)", count - *captured as u64)
+                } else {
+                    String::new()
+                };
+                let to = target
+                    .as_deref()
+                    .map(|t| format!("  → {t}"))
+                    .unwrap_or_default();
+                format!(
+                    "{} {}{}",
+                    paint(c, "33", &format!("out fd{fd}")),
+                    escape(text),
+                    paint(c, "2", &format!("{more}{to}"))
+                )
+            }
+            Body::File {
+                op, path, path2, ..
+            } => {
+                let second = path2
+                    .as_deref()
+                    .map(|p| format!(" → {p}"))
+                    .unwrap_or_default();
+                format!("{} {path}{second}", paint(c, "35", &format!("file {op}")))
+            }
+            Body::Connect {
+                family,
+                address,
+                port,
+            } => {
+                let addr = if *port != 0 {
+                    format!("{address}:{port}")
+                } else {
+                    address.clone()
+                };
+                format!("{} {family} {addr}", paint(c, "34", "connect"))
+            }
+        };
+        let trunc = if e.truncated {
+            paint(c, "2", " [truncated]")
+        } else {
+            String::new()
+        };
+        format!("{who} {what}{trunc}")
+    }
+}

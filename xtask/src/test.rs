@@ -1,0 +1,63 @@
+//! The full test run: lint, then every unit and end-to-end test, then one summary line.
+use std::{
+    io::{BufRead as _, BufReader},
+    process::Stdio,
+};
+
+use anyhow::bail;
+
+use crate::{build, cargo, require_root, run, setup::setup, target_dir};
+
+pub fn test(lint: bool) -> anyhow::Result<()> {
+    require_root("the test suite")?;
+    setup()?;
+    if lint {
+        run(cargo().args(["fmt", "--all", "--", "--check"]))?;
+        run(cargo().args([
+            "clippy",
+            "--workspace",
+            "--exclude",
+            "axiom-ebpf",
+            "--all-targets",
+            "--",
+            "-D",
+            "warnings",
+        ]))?;
+    }
+    build(false)?;
+    let mut child = cargo()
+        .args([
+            "test",
+            "--workspace",
+            "--exclude",
+            "axiom-ebpf",
+            "--no-fail-fast",
+        ])
+        .env("AXIOM_BIN_DIR", target_dir(false))
+        .stdout(Stdio::piped())
+        .spawn()?;
+    let (mut passed, mut failed) = (0u64, 0u64);
+    if let Some(out) = child.stdout.take() {
+        for line in BufReader::new(out).lines() {
+            let line = line?;
+            println!("{line}");
+            // "test result: ok. 8 passed; 0 failed; …"
+            if let Some(rest) = line.strip_prefix("test result: ") {
+                for part in rest.split(';') {
+                    let words: Vec<&str> = part.split_whitespace().collect();
+                    match words.as_slice() {
+                        [.., n, "passed"] => passed += n.parse::<u64>().unwrap_or(0),
+                        [n, "failed"] => failed += n.parse::<u64>().unwrap_or(0),
+                        _ => {}
+                    }
+                }
+            }
+        }
+    }
+    let st = child.wait()?;
+    println!("{passed} passed, {failed} failed");
+    if !st.success() || failed > 0 {
+        bail!("tests failed");
+    }
+    Ok(())
+}

@@ -226,7 +226,10 @@ mod tests {
         assert_eq!(c.sensor.pin_dir, d.sensor.pin_dir);
         assert_eq!(c.sensor.capture_bytes, d.sensor.capture_bytes);
         assert_eq!(c.sensor.output_ring_bytes, d.sensor.output_ring_bytes);
-        assert_eq!(c.sensor.output_wakeup_bytes(), d.sensor.output_wakeup_bytes());
+        assert_eq!(
+            c.sensor.output_wakeup_bytes(),
+            d.sensor.output_wakeup_bytes()
+        );
         assert_eq!(c.api.socket, d.api.socket);
     }
 

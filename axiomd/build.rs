@@ -16,6 +16,14 @@ fn main() -> anyhow::Result<()> {
         .manifest_path
         .parent()
         .ok_or_else(|| anyhow!("axiom-ebpf manifest has no parent"))?;
+    // Every source the kernel programs are built from, file by file (a directory alone is not a
+    // reliable trigger: edits inside it were missed).
+    for dir in [root.join("src"), root.join("../axiom-common/src")] {
+        for e in std::fs::read_dir(&dir).with_context(|| format!("reading {dir}"))? {
+            println!("cargo:rerun-if-changed={}", e?.path().display());
+        }
+    }
+    println!("cargo:rerun-if-changed={}", root.join("Cargo.toml"));
     // The programs build on the same stable toolchain as everything else; `-Z build-std=core` is
     // unlocked for that inner build only.
     let toolchain = std::env::var("RUSTUP_TOOLCHAIN").unwrap_or_else(|_| "stable".into());

@@ -33,11 +33,11 @@ pub const CFG_CAPTURE_BYTES: u32 = 0;
 /// FNV-1a hash of the loaded object, written by axiomd after attaching: a restart reuses the pins
 /// only when it matches its own object.
 pub const CFG_OBJECT_HASH: u32 = 1;
-/// Bytes waiting in the output ring before a record wakes the reader. Below it, records are
-/// written without a wakeup and axiomd drains the ring on a short timer: one wakeup per batch,
-/// not per write (a wakeup is an IPI, and an IPI on a VM costs microseconds).
-pub const CFG_OUTPUT_WAKEUP_BYTES: u32 = 2;
-pub const DEFAULT_OUTPUT_WAKEUP_BYTES: u64 = 256 << 10;
+/// Output records a CPU sends between two wakeups of the reader. The others are written without
+/// a wakeup and axiomd drains the ring on a short timer: one wakeup per batch, not per write (a
+/// wakeup is an IPI, and an IPI on a VM costs microseconds).
+pub const CFG_OUTPUT_WAKEUP_RECORDS: u32 = 2;
+pub const DEFAULT_OUTPUT_WAKEUP_RECORDS: u64 = 512;
 pub const CFG_ENTRIES: u32 = 8;
 
 /// Causes of lost records, the indices of the per-CPU `LOST` map.
@@ -91,6 +91,8 @@ pub const FLAG_TRUNCATED: u16 = 1;
 pub const FLAG_STATUS_KNOWN: u16 = 2;
 /// Exec flag: argv was not available (stash miss).
 pub const FLAG_NO_ARGV: u16 = 4;
+/// Header flag: uid, cgroup_id and comm were not filled (output records); userspace supplies them.
+pub const FLAG_SLIM: u16 = 8;
 
 /// Output syscalls.
 pub const SYS_WRITE: u16 = 1;

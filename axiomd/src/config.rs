@@ -50,10 +50,9 @@ pub struct SensorConfig {
     pub events_ring_bytes: u32,
     /// Ring for captured output (power of two, ≥ 4096).
     pub output_ring_bytes: u32,
-    /// Output waiting in the ring that wakes axiomd at once; below it, axiomd drains the ring
-    /// every `output_flush_ms`. Batching wakeups is what keeps capture cheap per write.
-    /// Default: 1/64 of the ring.
-    pub output_wakeup_bytes: Option<u32>,
+    /// Output records each CPU sends between two wakeups of axiomd; the rest wait for the
+    /// `output_flush_ms` timer. Batching wakeups is what keeps capture cheap per write.
+    pub output_wakeup_records: u32,
     /// Longest time captured output waits in the ring (1..=1000 ms).
     pub output_flush_ms: u32,
 }
@@ -75,7 +74,7 @@ impl Default for SensorConfig {
             capture_bytes: axiom_common::DEFAULT_CAPTURE as u32,
             events_ring_bytes: 4 << 20,
             output_ring_bytes: 16 << 20,
-            output_wakeup_bytes: None,
+            output_wakeup_records: axiom_common::DEFAULT_OUTPUT_WAKEUP_RECORDS as u32,
             output_flush_ms: 10,
         }
     }
@@ -95,14 +94,6 @@ fn line_col(text: &str, offset: usize) -> (usize, usize) {
     let line = before.matches('\n').count() + 1;
     let column = before.len() - before.rfind('\n').map(|i| i + 1).unwrap_or(0) + 1;
     (line, column)
-}
-
-impl SensorConfig {
-    /// The wakeup watermark in force (configured, or 1/64 of the output ring).
-    pub fn output_wakeup_bytes(&self) -> u32 {
-        self.output_wakeup_bytes
-            .unwrap_or((self.output_ring_bytes / 64).max(1024))
-    }
 }
 
 impl Config {
@@ -168,15 +159,10 @@ impl Config {
                 format!("{} is outside 1..=1000", s.output_flush_ms),
             ));
         }
-        if let Some(w) = s.output_wakeup_bytes
-            && (w == 0 || w >= s.output_ring_bytes)
-        {
+        if !(1..=65536).contains(&s.output_wakeup_records) {
             return Err(invalid(
-                "sensor.output_wakeup_bytes",
-                format!(
-                    "{w} must be above 0 and below output_ring_bytes ({})",
-                    s.output_ring_bytes
-                ),
+                "sensor.output_wakeup_records",
+                format!("{} is outside 1..=65536", s.output_wakeup_records),
             ));
         }
         if s.pin_dir.to_string_lossy().contains('.') {
@@ -227,8 +213,8 @@ mod tests {
         assert_eq!(c.sensor.capture_bytes, d.sensor.capture_bytes);
         assert_eq!(c.sensor.output_ring_bytes, d.sensor.output_ring_bytes);
         assert_eq!(
-            c.sensor.output_wakeup_bytes(),
-            d.sensor.output_wakeup_bytes()
+            c.sensor.output_wakeup_records,
+            d.sensor.output_wakeup_records
         );
         assert_eq!(c.api.socket, d.api.socket);
     }

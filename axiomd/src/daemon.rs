@@ -18,7 +18,7 @@ pub fn sensor_options(cfg: &Config) -> SensorOptions {
     SensorOptions {
         pin_dir: cfg.sensor.pin_dir.clone(),
         capture_bytes: cfg.sensor.capture_bytes,
-        output_wakeup_bytes: cfg.sensor.output_wakeup_bytes(),
+        output_wakeup_records: cfg.sensor.output_wakeup_records,
         events_ring_bytes: cfg.sensor.events_ring_bytes,
         output_ring_bytes: cfg.sensor.output_ring_bytes,
     }
@@ -47,6 +47,9 @@ fn spawn_kernel_log(program_id: Option<u32>) {
 }
 
 pub async fn run(cfg: Config) -> anyhow::Result<()> {
+    // Handlers first: a SIGTERM that arrives once the socket answers must be a clean stop.
+    let mut term = tokio::signal::unix::signal(SignalKind::terminate())?;
+    let mut int = tokio::signal::unix::signal(SignalKind::interrupt())?;
     let opts = sensor_options(&cfg);
     let mut s = Sensor::open(&opts)?;
     if s.reused {
@@ -96,8 +99,6 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         std::time::Duration::from_millis(cfg.sensor.output_flush_ms.into()),
     ));
 
-    let mut term = tokio::signal::unix::signal(SignalKind::terminate())?;
-    let mut int = tokio::signal::unix::signal(SignalKind::interrupt())?;
     let result = tokio::select! {
         _ = term.recv() => Ok(()),
         _ = int.recv() => Ok(()),

@@ -46,6 +46,12 @@ fn tracked_cgroup_yields_lifecycle_output_file_and_connect_events() {
         ),
         "{out:?}"
     );
+    // Output records carry a slim kernel header; axiomd fills in who wrote them.
+    assert_eq!(
+        (out.comm.as_str(), out.uid, out.cgroup_id),
+        ("sh", 0, cg.id())
+    );
+    assert_eq!(out.agent, agent);
     let open = sub.wait_for(
         "open for write",
         T,

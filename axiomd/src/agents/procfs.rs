@@ -77,3 +77,34 @@ pub fn fd_target(pid: u32, fd: i32) -> Option<String> {
         .ok()
         .map(|p| p.to_string_lossy().into_owned())
 }
+
+/// What a slim kernel record leaves out: the process's name, owner and cgroup.
+#[derive(Clone, Debug, Default)]
+pub struct Identity {
+    pub comm: String,
+    pub uid: u32,
+    pub cgroup_id: u64,
+}
+
+/// Reads a process's identity from /proc (`None` if it is gone).
+pub fn identity(pid: u32, cgroup2: Option<&std::path::Path>) -> Option<Identity> {
+    let dir = PathBuf::from(format!("/proc/{pid}"));
+    let uid = std::fs::metadata(&dir).ok()?.uid();
+    let comm = std::fs::read_to_string(dir.join("comm"))
+        .ok()?
+        .trim_end()
+        .to_string();
+    let cgroup_id = cgroup2
+        .and_then(|root| {
+            let s = std::fs::read_to_string(dir.join("cgroup")).ok()?;
+            let rel = s.lines().find_map(|l| l.strip_prefix("0::"))?;
+            let p = root.join(rel.trim_start_matches('/'));
+            std::fs::metadata(p).ok().map(|m| m.ino())
+        })
+        .unwrap_or(0);
+    Some(Identity {
+        comm,
+        uid,
+        cgroup_id,
+    })
+}

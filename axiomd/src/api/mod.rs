@@ -162,9 +162,7 @@ pub fn status(shared: &Shared) -> Status {
         (st.tracked_processes, st.tracked_cgroups) = c.tracked_counts();
     }
     let stats = &shared.bus.stats;
-    if let Ok(m) = stats.events.lock() {
-        st.events = m.iter().map(|(k, v)| (k.to_string(), *v)).collect();
-    }
+    st.events = stats.events();
     if let Ok(m) = stats.losses.lock() {
         st.lost.extend(m.iter().map(|(k, v)| (k.to_string(), *v)));
     }

@@ -21,19 +21,30 @@ pub struct Bus {
     pub stats: Stats,
 }
 
-/// Counters by name, shown by `status`.
+/// Event kinds, in the order of `Stats::events`.
+pub const KINDS: [&str; 6] = ["fork", "exec", "exit", "output", "file", "connect"];
+
+/// Counters by name, shown by `status`. Per-event counters are atomics: this is the hot path.
 #[derive(Default)]
 pub struct Stats {
-    pub events: Mutex<BTreeMap<&'static str, u64>>,
+    pub events: [AtomicU64; KINDS.len()],
     pub losses: Mutex<BTreeMap<&'static str, u64>>,
     pub lagged: AtomicU64,
 }
 
 impl Stats {
     pub fn count_event(&self, kind: &'static str) {
-        if let Ok(mut m) = self.events.lock() {
-            *m.entry(kind).or_default() += 1;
+        if let Some(i) = KINDS.iter().position(|k| *k == kind) {
+            self.events[i].fetch_add(1, Ordering::Relaxed);
         }
+    }
+
+    pub fn events(&self) -> BTreeMap<String, u64> {
+        KINDS
+            .iter()
+            .zip(&self.events)
+            .map(|(k, v)| (k.to_string(), v.load(Ordering::Relaxed)))
+            .collect()
     }
 
     pub fn count_loss(&self, cause: &'static str) {

@@ -18,7 +18,7 @@ use std::{
 };
 
 use axiom_common::{
-    CFG_CAPTURE_BYTES, CFG_OBJECT_HASH, CFG_OUTPUT_WAKEUP_BYTES, HOOKS, Hook, LostCause,
+    CFG_CAPTURE_BYTES, CFG_OBJECT_HASH, CFG_OUTPUT_WAKEUP_RECORDS, HOOKS, Hook, LostCause,
     MAX_CAPTURE, Tracked,
 };
 use aya::{
@@ -78,7 +78,7 @@ pub enum SensorError {
 pub struct SensorOptions {
     pub pin_dir: PathBuf,
     pub capture_bytes: u32,
-    pub output_wakeup_bytes: u32,
+    pub output_wakeup_records: u32,
     pub events_ring_bytes: u32,
     pub output_ring_bytes: u32,
 }
@@ -197,7 +197,11 @@ fn configure(config: &mut Array<MapData, u64>, opts: &SensorOptions) -> Result<(
         .set(CFG_CAPTURE_BYTES, n, 0)
         .map_err(map_err("CONFIG"))?;
     config
-        .set(CFG_OUTPUT_WAKEUP_BYTES, opts.output_wakeup_bytes as u64, 0)
+        .set(
+            CFG_OUTPUT_WAKEUP_RECORDS,
+            opts.output_wakeup_records as u64,
+            0,
+        )
         .map_err(map_err("CONFIG"))
 }
 

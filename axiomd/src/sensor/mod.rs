@@ -8,7 +8,10 @@ use std::{
     time::{Duration, Instant},
 };
 
-use axiom_common::wire::{Body, Event};
+use axiom_common::{
+    FLAG_SLIM,
+    wire::{Body, Event},
+};
 use aya::maps::{MapData, RingBuf};
 use tokio::io::unix::AsyncFd;
 
@@ -17,6 +20,8 @@ use crate::{agents::procfs, bus::Bus};
 /// How long an fd's resolved target is trusted before /proc is read again.
 const FD_TTL: Duration = Duration::from_secs(1);
 const FD_CACHE_MAX: usize = 65_536;
+/// How long a process's identity is kept after its exit, for its output still in the ring.
+const IDENT_GRACE: Duration = Duration::from_secs(30);
 
 pub struct Pipeline {
     bus: Arc<Bus>,
@@ -25,6 +30,11 @@ pub struct Pipeline {
     clock_offset: i128,
     ppids: HashMap<u32, u32>,
     fds: HashMap<(u32, i32), (Option<String>, Instant)>,
+    /// Name, owner and cgroup per process, from full-header records, for slim output records;
+    /// with the time it exited, since its output may still be in the ring after its exit record.
+    idents: HashMap<u32, (procfs::Identity, Option<Instant>)>,
+    exited: std::collections::VecDeque<(u32, Instant)>,
+    cgroup2: Option<std::path::PathBuf>,
 }
 
 fn clock_ns(c: nix::time::ClockId) -> i128 {
@@ -43,6 +53,9 @@ impl Pipeline {
             clock_offset,
             ppids: HashMap::new(),
             fds: HashMap::new(),
+            idents: HashMap::new(),
+            exited: std::collections::VecDeque::new(),
+            cgroup2: crate::agents::cgroup::mount_point(),
         }
     }
 
@@ -72,6 +85,37 @@ impl Pipeline {
         t
     }
 
+    /// Identity of a slim record's process: remembered, else read from /proc once.
+    fn identity(&mut self, tgid: u32) -> procfs::Identity {
+        if let Some((i, _)) = self.idents.get(&tgid) {
+            return i.clone();
+        }
+        let i = procfs::identity(tgid, self.cgroup2.as_deref()).unwrap_or_default();
+        self.remember(tgid, i.clone());
+        i
+    }
+
+    fn remember(&mut self, tgid: u32, i: procfs::Identity) {
+        if self.idents.len() >= FD_CACHE_MAX {
+            self.idents.clear();
+        }
+        self.idents.insert(tgid, (i, None));
+    }
+
+    /// Forgets processes that exited more than IDENT_GRACE ago (unless the pid was reused).
+    fn prune(&mut self, now: Instant) {
+        while let Some(&(tgid, at)) = self.exited.front() {
+            if now.duration_since(at) < IDENT_GRACE {
+                break;
+            }
+            self.exited.pop_front();
+            if self.idents.get(&tgid).is_some_and(|(_, e)| *e == Some(at)) {
+                self.idents.remove(&tgid);
+                self.ppids.remove(&tgid);
+            }
+        }
+    }
+
     /// Decodes one record and publishes it; a malformed one is counted and skipped.
     pub fn handle(&mut self, rec: &[u8]) {
         let d = match decode::decode(rec) {
@@ -83,6 +127,24 @@ impl Pipeline {
             }
         };
         let tgid = d.hdr.tgid;
+        let (comm, uid, cgroup_id) = if d.hdr.flags & FLAG_SLIM != 0 {
+            let i = self.identity(tgid);
+            (i.comm, i.uid, i.cgroup_id)
+        } else {
+            let i = procfs::Identity {
+                comm: decode::cstr(&d.hdr.comm),
+                uid: d.hdr.uid,
+                cgroup_id: d.hdr.cgroup_id,
+            };
+            if let Body::Fork { child_pid } = d.body {
+                // Until it execs, a child is named and owned like its parent.
+                self.remember(child_pid, i.clone());
+            }
+            if !matches!(d.body, Body::Exit { .. }) {
+                self.remember(tgid, i.clone());
+            }
+            (i.comm, i.uid, i.cgroup_id)
+        };
         let mut body = d.body;
         match &mut body {
             Body::Fork { child_pid } => {
@@ -97,8 +159,13 @@ impl Pipeline {
         }
         let ppid = self.ppid(tgid);
         if matches!(body, Body::Exit { .. }) {
-            self.ppids.remove(&tgid);
+            let now = Instant::now();
+            if let Some((_, e)) = self.idents.get_mut(&tgid) {
+                *e = Some(now);
+                self.exited.push_back((tgid, now));
+            }
             self.fds.retain(|(p, _), _| *p != tgid);
+            self.prune(now);
         }
         self.seq += 1;
         let ev = Event {
@@ -108,9 +175,9 @@ impl Pipeline {
             pid: d.hdr.pid,
             tgid,
             ppid,
-            uid: d.hdr.uid,
-            cgroup_id: d.hdr.cgroup_id,
-            comm: decode::cstr(&d.hdr.comm),
+            uid,
+            cgroup_id,
+            comm,
             truncated: d.truncated,
             body,
         };
@@ -148,6 +215,10 @@ pub async fn run(
     loop {
         tokio::select! {
             _ = tick.tick() => {
+                // Lifecycle first: an exec's identity must be known before its output is read.
+                while let Some(r) = events.get_mut().next() {
+                    p.handle(&r);
+                }
                 while let Some(r) = output.get_mut().next() {
                     p.handle(&r);
                 }
@@ -160,6 +231,9 @@ pub async fn run(
                 g.clear_ready();
             }
             g = output.readable_mut() => {
+                while let Some(r) = events.get_mut().next() {
+                    p.handle(&r);
+                }
                 let mut g = g?;
                 while let Some(r) = g.get_inner_mut().next() {
                     p.handle(&r);

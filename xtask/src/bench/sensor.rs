@@ -51,7 +51,7 @@ struct Baseline(Child);
 
 impl Baseline {
     fn start() -> anyhow::Result<Baseline> {
-        let mut c = Command::new(target_dir(false).join("axiomd"))
+        let mut c = Command::new(target_dir(true).join("axiomd"))
             .args(["--config", "/dev/null", "baseline"])
             .env("RUST_LOG", "info")
             .stdout(Stdio::null())
@@ -145,7 +145,10 @@ fn other_sensors() -> Vec<String> {
 pub fn run(rounds: usize, count: u64) -> anyhow::Result<()> {
     require_root("bench sensor")?;
     setup()?;
-    build(false)?;
+    // Measured as shipped: the release build.
+    build(true)?;
+    // SAFETY: single-threaded at this point; read by the test helpers that start axiomd.
+    unsafe { std::env::set_var("AXIOM_BIN_DIR", target_dir(true)) };
     let others = other_sensors();
     if !others.is_empty() {
         println!(

@@ -79,6 +79,11 @@ impl Daemon {
         d
     }
 
+    /// Replaces the extra arguments used by the next `spawn`.
+    pub fn set_args(&mut self, extra: &[&str]) {
+        self.args = extra.iter().map(|s| s.to_string()).collect();
+    }
+
     /// Starts (again) on the same pin directory and socket.
     pub fn spawn(&mut self) {
         let log = std::fs::OpenOptions::new()

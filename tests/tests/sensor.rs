@@ -327,6 +327,10 @@ fn clean_stop_without_keep_sensors_unpins_everything() {
         d.pin_dir.display()
     );
     // With the links unpinned and axiomd gone, the kernel frees the programs.
+    wait_until_unloaded(&ids);
+}
+
+fn wait_until_unloaded(ids: &[(String, u32)]) {
     let t0 = Instant::now();
     loop {
         let live: Vec<u32> = aya::programs::loaded_programs()
@@ -335,12 +339,9 @@ fn clean_stop_without_keep_sensors_unpins_everything() {
             .filter(|id| ids.iter().any(|(_, i)| i == id))
             .collect();
         if live.is_empty() {
-            break;
+            return;
         }
-        assert!(
-            t0.elapsed() < T,
-            "programs still loaded after a clean stop: {live:?}"
-        );
+        assert!(t0.elapsed() < T, "programs still loaded: {live:?}");
         std::thread::sleep(Duration::from_millis(50));
     }
 }
@@ -367,4 +368,33 @@ fn link_program_ids(d: &Daemon) -> Vec<(String, u32)> {
         .collect();
     v.sort();
     v
+}
+
+#[test]
+fn a_different_sensor_replaces_the_pinned_one_and_keeps_tracking_state() {
+    let mut d = Daemon::start("sensor_upgrade", &["--output-ring-bytes", "1048576"]);
+    let cg = Cgroup::new("upgrade");
+    let agent = d.track_cgroup(&cg);
+    let before = link_program_ids(&d);
+    d.kill9();
+    // Another ring size is another sensor (as a new version would be): loaded fresh, its links
+    // pinned over the old ones; the tracking maps are reused.
+    d.set_args(&["--output-ring-bytes", "2097152"]);
+    d.spawn();
+    let st = d.status();
+    assert!(!st.reused_pins, "{st:?}");
+    let after = link_program_ids(&d);
+    assert_eq!(before.len(), after.len());
+    for ((name_a, id_a), (name_b, id_b)) in before.iter().zip(&after) {
+        assert_eq!(name_a, name_b);
+        assert_ne!(id_a, id_b, "{name_a} was not replaced");
+    }
+    // The old programs are freed once unpinned (the kernel releases them asynchronously).
+    wait_until_unloaded(&before);
+    let mut sub = d.subscribe(false);
+    let (pid, _) = run_in(&cg, "echo after-upgrade");
+    let e = sub.wait_for("output after the upgrade", T, |e| {
+        e.tgid == pid && output_text(e) == Some("after-upgrade\n")
+    });
+    assert_eq!(e.agent, agent, "tracking state was lost in the upgrade");
 }

@@ -192,6 +192,62 @@ pub fn async_fd<T: std::os::fd::AsRawFd>(inner: T) -> std::io::Result<AsyncFd<T>
     unsafe { AsyncFd::register(inner) }.map_err(Into::into)
 }
 
+/// Records taken from both rings in one pass, handled in timestamp order: an exit must not
+/// overtake the output its process wrote just before it (output waits in its own ring), and an
+/// exec's identity must be known before its output is read.
+#[derive(Default)]
+struct Batch {
+    arena: Vec<u8>,
+    recs: Vec<(u64, usize, usize)>,
+}
+
+/// Records per ring per pass: bounds the batch's memory under a flood.
+const BATCH_MAX: usize = 8192;
+
+impl Batch {
+    fn take(&mut self, ring: &mut RingBuf<MapData>) -> usize {
+        let mut n = 0;
+        while n < BATCH_MAX {
+            let Some(r) = ring.next() else { break };
+            // ts_ns sits at offset 16 of every header; a shorter record sorts first and is
+            // rejected by the decoder.
+            let ts = r
+                .get(16..24)
+                .and_then(|b| b.try_into().ok())
+                .map(u64::from_ne_bytes)
+                .unwrap_or(0);
+            // Keep 8-byte alignment for the zero-copy decoder.
+            let start = self.arena.len().next_multiple_of(8);
+            self.arena.resize(start, 0);
+            self.arena.extend_from_slice(&r);
+            self.recs.push((ts, start, r.len()));
+            n += 1;
+        }
+        n
+    }
+
+    /// Drains both rings (in passes of at most BATCH_MAX records each) into the pipeline.
+    fn drain(
+        &mut self,
+        events: &mut RingBuf<MapData>,
+        output: &mut RingBuf<MapData>,
+        p: &mut Pipeline,
+    ) {
+        loop {
+            self.arena.clear();
+            self.recs.clear();
+            let n = self.take(events) + self.take(output);
+            if n == 0 {
+                return;
+            }
+            self.recs.sort_by_key(|r| r.0);
+            for &(_, start, len) in &self.recs {
+                p.handle(&self.arena[start..start + len]);
+            }
+        }
+    }
+}
+
 /// Reads both rings until an error. Lifecycle/file/network records and bulk output arrive on
 /// separate rings so a flood of output can never push out an exec or exit record.
 pub async fn run(
@@ -202,44 +258,18 @@ pub async fn run(
 ) -> std::io::Result<()> {
     let mut events = async_fd(events)?;
     let mut output = async_fd(output)?;
+    let mut batch = Batch::default();
     // Records written while axiomd was down are already waiting: drain before the first wait.
-    while let Some(r) = events.get_mut().next() {
-        p.handle(&r);
-    }
-    while let Some(r) = output.get_mut().next() {
-        p.handle(&r);
-    }
-    // Output records below the wakeup watermark arrive without a wakeup: drain on a timer too.
+    batch.drain(events.get_mut(), output.get_mut(), &mut p);
+    // Most output records arrive without a wakeup: drain on a timer too.
     let mut tick = tokio::time::interval(flush);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
-            _ = tick.tick() => {
-                // Lifecycle first: an exec's identity must be known before its output is read.
-                while let Some(r) = events.get_mut().next() {
-                    p.handle(&r);
-                }
-                while let Some(r) = output.get_mut().next() {
-                    p.handle(&r);
-                }
-            }
-            g = events.readable_mut() => {
-                let mut g = g?;
-                while let Some(r) = g.get_inner_mut().next() {
-                    p.handle(&r);
-                }
-                g.clear_ready();
-            }
-            g = output.readable_mut() => {
-                while let Some(r) = events.get_mut().next() {
-                    p.handle(&r);
-                }
-                let mut g = g?;
-                while let Some(r) = g.get_inner_mut().next() {
-                    p.handle(&r);
-                }
-                g.clear_ready();
-            }
+            _ = tick.tick() => {}
+            g = events.readable_mut() => g?.clear_ready(),
+            g = output.readable_mut() => g?.clear_ready(),
         }
+        batch.drain(events.get_mut(), output.get_mut(), &mut p);
     }
 }

@@ -123,3 +123,30 @@ pub fn check_lockdown() -> Result<(), SensorError> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_missing_tracepoint_is_named_with_its_remedy() {
+        let e = tracepoint_missing("syscalls", "sys_enter_write").to_string();
+        assert!(e.contains("syscalls:sys_enter_write"), "{e}");
+        assert!(e.contains("CONFIG_FTRACE_SYSCALLS"), "{e}");
+        let e = tracepoint_missing("task", "task_newtask").to_string();
+        assert!(
+            e.contains("does not provide the task:task_newtask tracepoint"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn tracepoints_are_found_in_tracefs() {
+        let dir = std::env::temp_dir().join(format!("axiom-tracefs-{}", std::process::id()));
+        std::fs::create_dir_all(dir.join("events/sched/sched_process_exec")).unwrap();
+        std::fs::write(dir.join("events/sched/sched_process_exec/id"), "1\n").unwrap();
+        assert!(has_tracepoint(&dir, "sched", "sched_process_exec"));
+        assert!(!has_tracepoint(&dir, "sched", "sched_process_fork"));
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+}

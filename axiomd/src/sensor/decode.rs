@@ -272,6 +272,59 @@ mod tests {
     }
 
     #[test]
+    fn exec_argv_and_exit_status() {
+        let mut e = ExecEvent {
+            hdr: hdr(KIND_EXEC),
+            old_pid: 11,
+            argc: 3,
+            argv_len: 0,
+            filename: [0; axiom_common::PATH_LEN],
+            argv: [0; axiom_common::ARGV_LEN],
+        };
+        e.filename[..7].copy_from_slice(b"/bin/sh");
+        let args = b"sh\0-c\0echo hi\0";
+        e.argv[..args.len()].copy_from_slice(args);
+        e.argv_len = args.len() as u16;
+        let v = bytes_of(&e);
+        let a = aligned(&v);
+        let d = decode(&a.0[..v.len()]).unwrap();
+        match d.body {
+            Body::Exec { filename, argv, .. } => {
+                assert_eq!(filename, "/bin/sh");
+                assert_eq!(argv, ["sh", "-c", "echo hi"]);
+            }
+            b => panic!("{b:?}"),
+        }
+        let mut x = ExitEvent {
+            hdr: hdr(KIND_EXIT),
+            status: 7 << 8,
+            _pad: 0,
+        };
+        x.hdr.flags = FLAG_STATUS_KNOWN;
+        let v = bytes_of(&x);
+        let a = aligned(&v);
+        let d = decode(&a.0[..v.len()]).unwrap();
+        assert_eq!(
+            d.body,
+            Body::Exit {
+                code: Some(7),
+                signal: None
+            }
+        );
+        x.status = 9;
+        let v = bytes_of(&x);
+        let a = aligned(&v);
+        let d = decode(&a.0[..v.len()]).unwrap();
+        assert_eq!(
+            d.body,
+            Body::Exit {
+                code: None,
+                signal: Some(9)
+            }
+        );
+    }
+
+    #[test]
     fn sockaddr_families() {
         let mut a = [0u8; SOCKADDR_LEN];
         a[..2].copy_from_slice(&2u16.to_le_bytes());

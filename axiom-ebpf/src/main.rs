@@ -535,40 +535,24 @@ fn capture_iov(sys: u16, fd: u64, iov: u64, iovcnt: u64) {
     send_output(s, off);
 }
 
-#[tracepoint(category = "syscalls", name = "sys_enter_write")]
-pub fn enter_write(ctx: TracePointContext) -> u32 {
-    capture_buf(SYS_WRITE, arg(&ctx, 0), arg(&ctx, 1), arg(&ctx, 2));
-    0
+/// An output hook: a syscall whose first three arguments are (fd, buffer or iovec, count).
+macro_rules! output_hook {
+    ($($name:ident: $event:literal => $capture:ident($sys:expr);)*) => {$(
+        #[tracepoint(category = "syscalls", name = $event)]
+        pub fn $name(ctx: TracePointContext) -> u32 {
+            $capture($sys, arg(&ctx, 0), arg(&ctx, 1), arg(&ctx, 2));
+            0
+        }
+    )*};
 }
 
-#[tracepoint(category = "syscalls", name = "sys_enter_pwrite64")]
-pub fn enter_pwrite64(ctx: TracePointContext) -> u32 {
-    capture_buf(SYS_PWRITE64, arg(&ctx, 0), arg(&ctx, 1), arg(&ctx, 2));
-    0
-}
-
-#[tracepoint(category = "syscalls", name = "sys_enter_sendto")]
-pub fn enter_sendto(ctx: TracePointContext) -> u32 {
-    capture_buf(SYS_SENDTO, arg(&ctx, 0), arg(&ctx, 1), arg(&ctx, 2));
-    0
-}
-
-#[tracepoint(category = "syscalls", name = "sys_enter_writev")]
-pub fn enter_writev(ctx: TracePointContext) -> u32 {
-    capture_iov(SYS_WRITEV, arg(&ctx, 0), arg(&ctx, 1), arg(&ctx, 2));
-    0
-}
-
-#[tracepoint(category = "syscalls", name = "sys_enter_pwritev")]
-pub fn enter_pwritev(ctx: TracePointContext) -> u32 {
-    capture_iov(SYS_PWRITEV, arg(&ctx, 0), arg(&ctx, 1), arg(&ctx, 2));
-    0
-}
-
-#[tracepoint(category = "syscalls", name = "sys_enter_pwritev2")]
-pub fn enter_pwritev2(ctx: TracePointContext) -> u32 {
-    capture_iov(SYS_PWRITEV2, arg(&ctx, 0), arg(&ctx, 1), arg(&ctx, 2));
-    0
+output_hook! {
+    enter_write: "sys_enter_write" => capture_buf(SYS_WRITE);
+    enter_pwrite64: "sys_enter_pwrite64" => capture_buf(SYS_PWRITE64);
+    enter_sendto: "sys_enter_sendto" => capture_buf(SYS_SENDTO);
+    enter_writev: "sys_enter_writev" => capture_iov(SYS_WRITEV);
+    enter_pwritev: "sys_enter_pwritev" => capture_iov(SYS_PWRITEV);
+    enter_pwritev2: "sys_enter_pwritev2" => capture_iov(SYS_PWRITEV2);
 }
 
 #[tracepoint(category = "syscalls", name = "sys_enter_sendmsg")]

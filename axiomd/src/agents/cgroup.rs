@@ -26,14 +26,11 @@ pub fn is_cgroup2_dir(path: &Path) -> bool {
     path.join("cgroup.procs").exists() && path.join("cgroup.controllers").exists()
 }
 
-/// Pids in `path` and every cgroup below it.
-pub fn procs_recursive(path: &Path) -> Vec<u32> {
+/// `path` and every directory below it (a cgroup's subtree).
+fn subtree(path: &Path) -> Vec<PathBuf> {
     let mut out = Vec::new();
     let mut stack = vec![path.to_path_buf()];
     while let Some(dir) = stack.pop() {
-        if let Ok(s) = std::fs::read_to_string(dir.join("cgroup.procs")) {
-            out.extend(s.lines().filter_map(|l| l.trim().parse::<u32>().ok()));
-        }
         if let Ok(rd) = std::fs::read_dir(&dir) {
             stack.extend(
                 rd.flatten()
@@ -41,25 +38,25 @@ pub fn procs_recursive(path: &Path) -> Vec<u32> {
                     .map(|e| e.path()),
             );
         }
+        out.push(dir);
     }
     out
 }
 
-/// Cgroup ids of `path`'s descendants (each must be tracked too: the kernel matches exact ids).
+/// Pids in `path` and every cgroup below it.
+pub fn procs_recursive(path: &Path) -> Vec<u32> {
+    subtree(path)
+        .iter()
+        .filter_map(|dir| std::fs::read_to_string(dir.join("cgroup.procs")).ok())
+        .flat_map(|s| {
+            s.lines()
+                .filter_map(|l| l.trim().parse::<u32>().ok())
+                .collect::<Vec<_>>()
+        })
+        .collect()
+}
+
+/// Cgroup ids of `path` and its descendants (each must be tracked: the kernel matches exact ids).
 pub fn subtree_ids(path: &Path) -> Vec<u64> {
-    let mut out = Vec::new();
-    let mut stack = vec![path.to_path_buf()];
-    while let Some(dir) = stack.pop() {
-        if let Ok(i) = id(&dir) {
-            out.push(i);
-        }
-        if let Ok(rd) = std::fs::read_dir(&dir) {
-            stack.extend(
-                rd.flatten()
-                    .filter(|e| e.file_type().map(|t| t.is_dir()).unwrap_or(false))
-                    .map(|e| e.path()),
-            );
-        }
-    }
-    out
+    subtree(path).iter().filter_map(|d| id(d).ok()).collect()
 }

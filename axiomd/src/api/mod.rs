@@ -93,6 +93,24 @@ async fn client(stream: UnixStream, shared: Arc<Shared>) -> std::io::Result<()> 
     Ok(())
 }
 
+/// Runs an agent operation under the control lock; the reply names the agent or the error.
+fn with_control(
+    shared: &Shared,
+    f: impl FnOnce(&mut Control) -> Result<u64, crate::agents::AgentError>,
+) -> Reply {
+    let Ok(mut c) = shared.control.lock() else {
+        return error("control state poisoned");
+    };
+    match f(&mut c) {
+        Ok(agent) => Reply {
+            ok: true,
+            agent: Some(agent),
+            ..Default::default()
+        },
+        Err(e) => error(e),
+    }
+}
+
 fn handle(shared: &Shared, uid: u32, req: Request) -> Reply {
     match req {
         Request::Status => Reply {
@@ -101,43 +119,11 @@ fn handle(shared: &Shared, uid: u32, req: Request) -> Reply {
             ..Default::default()
         },
         Request::TrackCgroup { path } => {
-            let Ok(mut c) = shared.control.lock() else {
-                return error("control state poisoned");
-            };
-            match c.track_cgroup(&PathBuf::from(path), uid) {
-                Ok(agent) => Reply {
-                    ok: true,
-                    agent: Some(agent),
-                    ..Default::default()
-                },
-                Err(e) => error(e),
-            }
+            with_control(shared, |c| c.track_cgroup(&PathBuf::from(path), uid))
         }
-        Request::TrackPid { pid } => {
-            let Ok(mut c) = shared.control.lock() else {
-                return error("control state poisoned");
-            };
-            match c.track_pid(pid, uid) {
-                Ok(agent) => Reply {
-                    ok: true,
-                    agent: Some(agent),
-                    ..Default::default()
-                },
-                Err(e) => error(e),
-            }
-        }
+        Request::TrackPid { pid } => with_control(shared, |c| c.track_pid(pid, uid)),
         Request::Untrack { agent } => {
-            let Ok(mut c) = shared.control.lock() else {
-                return error("control state poisoned");
-            };
-            match c.untrack(agent, uid) {
-                Ok(()) => Reply {
-                    ok: true,
-                    agent: Some(agent),
-                    ..Default::default()
-                },
-                Err(e) => error(e),
-            }
+            with_control(shared, |c| c.untrack(agent, uid).map(|()| agent))
         }
         Request::Subscribe { .. } => error("subscribe is handled on its own"),
     }

@@ -16,6 +16,16 @@ fn fs_magic(path: &Path) -> Option<i64> {
         .map(|s| s.filesystem_type().0)
 }
 
+fn mount(at: &Path, fstype: &str) -> nix::Result<()> {
+    nix::mount::mount(
+        Some(fstype),
+        at,
+        Some(fstype),
+        nix::mount::MsFlags::empty(),
+        None::<&str>,
+    )
+}
+
 /// Makes sure bpffs is mounted at `/sys/fs/bpf` (mounting it when absent).
 pub fn ensure_bpffs() -> Result<(), SensorError> {
     let root = Path::new("/sys/fs/bpf");
@@ -26,14 +36,7 @@ pub fn ensure_bpffs() -> Result<(), SensorError> {
         feature: "bpffs",
         remedy: format!("cannot create {}: {e}", root.display()),
     })?;
-    nix::mount::mount(
-        Some("bpf"),
-        root,
-        Some("bpf"),
-        nix::mount::MsFlags::empty(),
-        None::<&str>,
-    )
-    .map_err(|e| SensorError::Feature {
+    mount(root, "bpf").map_err(|e| SensorError::Feature {
         feature: "bpffs",
         remedy: format!("not mounted and `mount -t bpf bpf /sys/fs/bpf` failed: {e}"),
     })?;
@@ -51,14 +54,7 @@ pub fn ensure_tracefs() -> Result<PathBuf, SensorError> {
     }
     let root = Path::new("/sys/kernel/tracing");
     if fs_magic(root) != Some(TRACEFS_MAGIC) {
-        nix::mount::mount(
-            Some("tracefs"),
-            root,
-            Some("tracefs"),
-            nix::mount::MsFlags::empty(),
-            None::<&str>,
-        )
-        .map_err(|e| SensorError::Feature {
+        mount(root, "tracefs").map_err(|e| SensorError::Feature {
             feature: "tracefs",
             remedy: format!(
                 "not mounted and `mount -t tracefs tracefs /sys/kernel/tracing` failed: {e} \

@@ -104,6 +104,24 @@ pub enum Request {
     Untrack {
         agent: u64,
     },
+    /// Start an agent from a process the caller holds before exec: axiomd gives it a cgroup of
+    /// its own and tracks it; the caller then lets it exec.
+    RunAgent {
+        pid: u32,
+        #[serde(default)]
+        name: Option<String>,
+    },
+    /// The agents visible to the caller.
+    Agents,
+    Freeze {
+        agent: u64,
+    },
+    Thaw {
+        agent: u64,
+    },
+    Kill {
+        agent: u64,
+    },
     /// Stream events as JSON lines; `replay` first sends the recent events kept in memory.
     Subscribe {
         #[serde(default)]
@@ -123,6 +141,22 @@ pub struct Reply {
     pub agent: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub status: Option<Status>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agents: Option<Vec<AgentInfo>>,
+}
+
+/// One agent, as `agents` lists it.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+pub struct AgentInfo {
+    pub id: u64,
+    pub name: Option<String>,
+    pub owner_uid: u32,
+    /// `cgroup` (started by axiomd or a tracked cgroup), `process` (adopted tree) or `restored`.
+    pub kind: String,
+    pub cgroup: Option<String>,
+    /// `running`, `frozen` or `exited` (no process left).
+    pub state: String,
+    pub pids: Vec<u32>,
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, Default)]

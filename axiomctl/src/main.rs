@@ -32,11 +32,23 @@ enum Cmd {
     Status,
     /// Adopt a running process and all its descendants, and show what they do live.
     Watch { pid: u32 },
-    /// Run a command as an agent (as you, never as root) and show what it does live.
+    /// Run a command as an agent, in a cgroup of its own, and show what it does live. Under sudo
+    /// the agent runs as the invoking user, not as root.
     Run {
+        /// A name to show in `axiomctl agents`.
+        #[arg(long)]
+        name: Option<String>,
         #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true)]
         command: Vec<String>,
     },
+    /// List the agents you may see.
+    Agents,
+    /// Freeze every process of an agent (cgroup.freeze).
+    Freeze { agent: u64 },
+    /// Thaw a frozen agent.
+    Thaw { agent: u64 },
+    /// Kill an agent's whole process tree (cgroup.kill).
+    Kill { agent: u64 },
     /// Show events (all visible to you, or one agent's).
     Events {
         #[arg(long)]
@@ -110,6 +122,29 @@ fn main() -> ExitCode {
     }
 }
 
+fn steer(cli: &Cli, what: &str, req: Request) -> anyhow::Result<ExitCode> {
+    let r = connect(cli)?.request(&req)?;
+    if !r.ok {
+        return refused(what, r.error);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The user to run an agent as when axiomctl itself runs as root under sudo.
+fn sudo_user() -> Option<(nix::unistd::Uid, nix::unistd::Gid)> {
+    if !nix::unistd::geteuid().is_root() {
+        return None;
+    }
+    let uid = std::env::var("SUDO_UID").ok()?.parse().ok()?;
+    let gid = std::env::var("SUDO_GID").ok()?.parse().ok()?;
+    (uid != 0).then(|| {
+        (
+            nix::unistd::Uid::from_raw(uid),
+            nix::unistd::Gid::from_raw(gid),
+        )
+    })
+}
+
 fn refused(what: &str, reason: Option<String>) -> anyhow::Result<ExitCode> {
     eprintln!(
         "axiomctl: {what}: {}",
@@ -165,7 +200,38 @@ fn run(cli: &Cli) -> anyhow::Result<ExitCode> {
             follow_agent(&mut conn, &p, *pid)?;
             Ok(ExitCode::SUCCESS)
         }
-        Cmd::Run { command } => run_agent(cli, &p, command),
+        Cmd::Run { name, command } => run_agent(cli, &p, name.clone(), command),
+        Cmd::Agents => {
+            let r = connect(cli)?.request(&Request::Agents)?;
+            if !r.ok {
+                return refused("agents", r.error);
+            }
+            let agents = r.agents.unwrap_or_default();
+            if cli.json {
+                println!("{}", serde_json::to_string_pretty(&agents)?);
+            } else {
+                println!(
+                    "{:>6}  {:<16} {:>6}  {:<8} {:<8} {:>5}  CGROUP",
+                    "AGENT", "NAME", "UID", "KIND", "STATE", "PROCS"
+                );
+                for a in agents {
+                    println!(
+                        "{:>6}  {:<16} {:>6}  {:<8} {:<8} {:>5}  {}",
+                        a.id,
+                        a.name.as_deref().unwrap_or("-"),
+                        a.owner_uid,
+                        a.kind,
+                        a.state,
+                        a.pids.len(),
+                        a.cgroup.as_deref().unwrap_or("-")
+                    );
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Freeze { agent } => steer(cli, "freeze", Request::Freeze { agent: *agent }),
+        Cmd::Thaw { agent } => steer(cli, "thaw", Request::Thaw { agent: *agent }),
+        Cmd::Kill { agent } => steer(cli, "kill", Request::Kill { agent: *agent }),
         Cmd::Events { agent, follow } => {
             let mut conn = connect(cli)?;
             let r = conn.subscribe(true, *agent)?;
@@ -191,7 +257,12 @@ fn run(cli: &Cli) -> anyhow::Result<ExitCode> {
 
 /// Starts `command` held before exec, has axiomd track it, subscribes, then lets it exec: not a
 /// single event of the agent escapes. Exits with the agent's exit code.
-fn run_agent(cli: &Cli, p: &Printer, command: &[String]) -> anyhow::Result<ExitCode> {
+fn run_agent(
+    cli: &Cli,
+    p: &Printer,
+    name: Option<String>,
+    command: &[String],
+) -> anyhow::Result<ExitCode> {
     use std::ffi::CString;
     let argv: Vec<CString> = command
         .iter()
@@ -203,11 +274,21 @@ fn run_agent(cli: &Cli, p: &Printer, command: &[String]) -> anyhow::Result<ExitC
     // failure (errno); it closes on a successful exec (CLOEXEC).
     let (gate_r, gate_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
     let (err_r, err_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
+    let drop_to = sudo_user();
     // SAFETY: axiomctl is single-threaded here; the child only calls read/execvp/write/_exit.
     let pid = match unsafe { nix::unistd::fork() }? {
         nix::unistd::ForkResult::Child => {
             drop(gate_w);
             drop(err_r);
+            // Drop to the invoking user before anything else: the agent never holds root, and
+            // axiomd records that user as its owner.
+            if let Some((uid, gid)) = drop_to
+                && (nix::unistd::setgroups(&[]).is_err()
+                    || nix::unistd::setgid(gid).is_err()
+                    || nix::unistd::setuid(uid).is_err())
+            {
+                unsafe { libc::_exit(126) };
+            }
             let mut b = [0u8; 1];
             if nix::unistd::read(&gate_r, &mut b) != Ok(1) {
                 unsafe { libc::_exit(126) };
@@ -225,7 +306,7 @@ fn run_agent(cli: &Cli, p: &Printer, command: &[String]) -> anyhow::Result<ExitC
         let _ = nix::sys::wait::waitpid(pid, None);
     };
     let raw = pid.as_raw() as u32;
-    let r = conn.request(&Request::TrackPid { pid: raw })?;
+    let r = conn.request(&Request::RunAgent { pid: raw, name })?;
     if !r.ok {
         kill(pid);
         return refused("run", r.error);

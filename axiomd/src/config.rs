@@ -34,6 +34,15 @@ pub enum ConfigError {
 pub struct Config {
     pub sensor: SensorConfig,
     pub api: ApiConfig,
+    pub agents: AgentsConfig,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AgentsConfig {
+    /// Directory for the cgroups of agents started by axiomd (`agent-<id>` below it). Default:
+    /// `axiom` in the cgroup v2 mount, wherever it is (detected).
+    pub cgroup_root: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -75,6 +75,19 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
             .take()
             .context("cgroup map already taken")?,
     );
+    let mut control = control;
+    match cfg
+        .agents
+        .cgroup_root
+        .clone()
+        .or_else(|| crate::agents::cgroup::mount_point().map(|m| m.join("axiom")))
+    {
+        Some(root) => {
+            control.set_cgroup_root(root.clone())?;
+            tracing::info!(cgroup_root = %root.display(), "agent cgroups");
+        }
+        None => tracing::warn!("no cgroup v2 mount: agents cannot be started in cgroups"),
+    }
     let restored = control.agents().count();
     if restored > 0 {
         tracing::info!(

@@ -31,6 +31,9 @@ struct Cli {
     /// Override sensor.capture_bytes.
     #[arg(long)]
     capture_bytes: Option<u32>,
+    /// Override agents.cgroup_root.
+    #[arg(long)]
+    cgroup_root: Option<PathBuf>,
     #[command(subcommand)]
     command: Option<Cmd>,
 }
@@ -64,6 +67,9 @@ fn load_config(cli: &Cli) -> anyhow::Result<Config> {
     }
     if let Some(n) = cli.capture_bytes {
         cfg.sensor.capture_bytes = n;
+    }
+    if let Some(p) = &cli.cgroup_root {
+        cfg.agents.cgroup_root = Some(p.clone());
     }
     // Overrides are held to the same rules as the file.
     cfg.validate("command line")?;

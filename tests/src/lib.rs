@@ -57,6 +57,8 @@ pub fn axiomd_bin() -> PathBuf {
 pub struct Daemon {
     pub child: Option<Child>,
     pub pin_dir: PathBuf,
+    /// Where this daemon makes agent cgroups.
+    pub cgroup_root: PathBuf,
     pub socket: PathBuf,
     pub log: PathBuf,
     args: Vec<String>,
@@ -70,6 +72,7 @@ impl Daemon {
         let log = std::env::temp_dir().join(format!("{}.log", unique(name)));
         let mut d = Daemon {
             child: None,
+            cgroup_root: cgroup2_mount().join("axiom-tests").join(unique(name)),
             pin_dir,
             socket,
             log,
@@ -99,6 +102,8 @@ impl Daemon {
             .arg(&self.pin_dir)
             .arg("--socket")
             .arg(&self.socket)
+            .arg("--cgroup-root")
+            .arg(&self.cgroup_root)
             .args(&self.args)
             .env("RUST_LOG", "info")
             .stdout(Stdio::null())
@@ -193,7 +198,17 @@ impl Drop for Daemon {
             .status();
         let _ = std::fs::remove_file(&self.socket);
         let _ = std::fs::remove_file(&self.log);
+        if let Ok(rd) = std::fs::read_dir(&self.cgroup_root) {
+            for e in rd.flatten().filter(|e| e.path().is_dir()) {
+                drop(Cgroup { path: e.path() });
+            }
+        }
+        let _ = std::fs::remove_dir(&self.cgroup_root);
     }
+}
+
+pub fn axiomctl_bin() -> PathBuf {
+    bin_dir().join("axiomctl")
 }
 
 /// A connection to the control socket that panics on errors (tests only).

@@ -36,6 +36,10 @@ pub enum AgentError {
     NoSuchAgent(u64),
     #[error("permission denied: uid {uid} may not {what}")]
     NotPermitted { uid: u32, what: String },
+    #[error("cgroup {path}: {reason}")]
+    Cgroup { path: PathBuf, reason: String },
+    #[error("no cgroup v2 hierarchy is mounted: agents cannot get cgroups of their own")]
+    NoCgroup2,
     #[error("kernel map {map}: {reason}")]
     Map { map: &'static str, reason: String },
 }
@@ -58,6 +62,7 @@ pub struct Agent {
     pub id: u64,
     pub owner_uid: u32,
     pub source: Source,
+    pub name: Option<String>,
 }
 
 /// The kernel tracking maps and the agents they describe; every change goes through here.
@@ -67,6 +72,25 @@ pub struct Control {
     pub tracked_cgroups: HashMap<MapData, u64, Tracked>,
     agents: BTreeMap<u64, Agent>,
     next: u64,
+    /// Where agents started by axiomd get their cgroups (`agent-<id>` below it).
+    cgroup_root: Option<PathBuf>,
+}
+
+/// An intervention on a whole agent.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Steer {
+    Freeze,
+    Thaw,
+    Kill,
+}
+
+/// What `agents` reports of one agent.
+#[derive(Clone, Debug)]
+pub struct AgentView {
+    pub agent: Agent,
+    pub cgroup: Option<PathBuf>,
+    pub processes: Vec<u32>,
+    pub frozen: bool,
 }
 
 fn map_err(map: &'static str) -> impl Fn(aya::maps::MapError) -> AgentError {
@@ -97,6 +121,7 @@ impl Control {
                 id: agent,
                 owner_uid: 0,
                 source: Source::Restored,
+                name: None,
             });
         }
         Control {
@@ -104,7 +129,37 @@ impl Control {
             tracked_cgroups,
             agents,
             next: max + 1,
+            cgroup_root: None,
         }
+    }
+
+    /// Sets (and creates) the directory for agent cgroups; agents found there from an earlier run
+    /// are re-adopted with their cgroups.
+    pub fn set_cgroup_root(&mut self, root: PathBuf) -> Result<(), AgentError> {
+        std::fs::create_dir_all(&root).map_err(|e| AgentError::Cgroup {
+            path: root.clone(),
+            reason: e.to_string(),
+        })?;
+        if let Ok(rd) = std::fs::read_dir(&root) {
+            for e in rd.flatten() {
+                let name = e.file_name().to_string_lossy().into_owned();
+                let Some(id) = name
+                    .strip_prefix("agent-")
+                    .and_then(|s| s.parse::<u64>().ok())
+                else {
+                    continue;
+                };
+                if let Some(a) = self.agents.get_mut(&id) {
+                    a.owner_uid = std::fs::metadata(e.path()).map(|m| m.uid()).unwrap_or(0);
+                    a.source = Source::Cgroup {
+                        ids: cgroup::subtree_ids(&e.path()),
+                        path: e.path(),
+                    };
+                }
+            }
+        }
+        self.cgroup_root = Some(root);
+        Ok(())
     }
 
     pub fn agents(&self) -> impl Iterator<Item = &Agent> {
@@ -179,6 +234,7 @@ impl Control {
                     path: path.into(),
                     ids,
                 },
+                name: None,
             },
         );
         Ok(agent)
@@ -222,9 +278,142 @@ impl Control {
                 id: agent,
                 owner_uid: st.uid,
                 source: Source::Process { pid },
+                name: None,
             },
         );
         Ok(agent)
+    }
+
+    /// Starts an agent from a process its caller holds before exec: a cgroup of its own
+    /// (`agent-<id>`, owned by the caller), tracked first, then the process moved in. The caller
+    /// must own the process (or be root).
+    pub fn run_agent(
+        &mut self,
+        pid: u32,
+        caller: u32,
+        name: Option<String>,
+    ) -> Result<u64, AgentError> {
+        let st = procfs::stat(pid).ok_or(AgentError::NoSuchProcess(pid))?;
+        if caller != 0 && caller != st.uid {
+            return Err(AgentError::NotPermitted {
+                uid: caller,
+                what: format!("start pid {pid} (owned by uid {}) as an agent", st.uid),
+            });
+        }
+        if let Some(agent) = self.agent_of(pid) {
+            return Err(AgentError::AlreadyTracked { pid, agent });
+        }
+        let root = self.cgroup_root.clone().ok_or(AgentError::NoCgroup2)?;
+        let agent = self.new_id();
+        let path = root.join(format!("agent-{agent}"));
+        let cg_err = |e: std::io::Error| AgentError::Cgroup {
+            path: path.clone(),
+            reason: e.to_string(),
+        };
+        std::fs::create_dir(&path).map_err(cg_err)?;
+        // The owner may read its own cgroup's files; axiomd keeps control of membership.
+        let _ = nix::unistd::chown(&path, Some(nix::unistd::Uid::from_raw(st.uid)), None);
+        let id = cgroup::id(&path).map_err(cg_err)?;
+        self.tracked_cgroups
+            .insert(id, Tracked { agent, flags: 0 }, 0)
+            .map_err(map_err("TRACKED_CGROUPS"))?;
+        self.set_pid(pid, agent)?;
+        if let Err(e) = std::fs::write(path.join("cgroup.procs"), pid.to_string()) {
+            let _ = self.tracked_cgroups.remove(&id);
+            let _ = self.set_pid(pid, 0);
+            let _ = std::fs::remove_dir(&path);
+            return Err(if procfs::stat(pid).is_none() {
+                AgentError::ExitedDuringAdoption(pid)
+            } else {
+                cg_err(e)
+            });
+        }
+        self.agents.insert(
+            agent,
+            Agent {
+                id: agent,
+                owner_uid: st.uid,
+                source: Source::Cgroup {
+                    path,
+                    ids: vec![id],
+                },
+                name,
+            },
+        );
+        Ok(agent)
+    }
+
+    fn authorised(&self, agent: u64, caller: u32, what: &str) -> Result<&Agent, AgentError> {
+        let a = self
+            .agents
+            .get(&agent)
+            .ok_or(AgentError::NoSuchAgent(agent))?;
+        if caller != 0 && caller != a.owner_uid {
+            return Err(AgentError::NotPermitted {
+                uid: caller,
+                what: format!("{what} agent {agent}"),
+            });
+        }
+        Ok(a)
+    }
+
+    /// Live processes carrying an agent's id.
+    fn pids_of(&self, agent: u64) -> Vec<u32> {
+        procfs::pids()
+            .into_iter()
+            .filter(|p| self.agent_of(*p) == Some(agent))
+            .collect()
+    }
+
+    /// Freezes, thaws or kills a whole agent: through its cgroup (cgroup.freeze, cgroup.kill) when
+    /// it has one, else by signalling each of its processes.
+    pub fn steer(&mut self, agent: u64, how: Steer, caller: u32) -> Result<u64, AgentError> {
+        let a = self.authorised(agent, caller, &format!("{how:?}").to_lowercase())?;
+        if let Source::Cgroup { path, .. } = &a.source {
+            let (file, value) = match how {
+                Steer::Freeze => ("cgroup.freeze", "1"),
+                Steer::Thaw => ("cgroup.freeze", "0"),
+                Steer::Kill => ("cgroup.kill", "1"),
+            };
+            std::fs::write(path.join(file), value).map_err(|e| AgentError::Cgroup {
+                path: path.join(file),
+                reason: e.to_string(),
+            })?;
+            return Ok(agent);
+        }
+        let sig = match how {
+            Steer::Freeze => nix::sys::signal::Signal::SIGSTOP,
+            Steer::Thaw => nix::sys::signal::Signal::SIGCONT,
+            Steer::Kill => nix::sys::signal::Signal::SIGKILL,
+        };
+        for pid in self.pids_of(agent) {
+            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), sig);
+        }
+        Ok(agent)
+    }
+
+    /// The agents a caller may see (root: all), with their processes and state.
+    pub fn list(&self, caller: u32) -> Vec<AgentView> {
+        self.agents
+            .values()
+            .filter(|a| caller == 0 || a.owner_uid == caller)
+            .map(|a| {
+                let cgroup = match &a.source {
+                    Source::Cgroup { path, .. } => Some(path.clone()),
+                    _ => None,
+                };
+                let frozen = cgroup.as_ref().is_some_and(|p| {
+                    std::fs::read_to_string(p.join("cgroup.events"))
+                        .is_ok_and(|s| s.lines().any(|l| l == "frozen 1"))
+                });
+                AgentView {
+                    agent: a.clone(),
+                    processes: self.pids_of(a.id),
+                    cgroup,
+                    frozen,
+                }
+            })
+            .collect()
     }
 
     /// Stops tracking an agent: its cgroups and every process carrying its id.
@@ -249,10 +438,8 @@ impl Control {
         for k in cgs {
             let _ = self.tracked_cgroups.remove(&k);
         }
-        for pid in procfs::pids() {
-            if self.agent_of(pid) == Some(agent) {
-                let _ = self.set_pid(pid, 0);
-            }
+        for pid in self.pids_of(agent) {
+            let _ = self.set_pid(pid, 0);
         }
         self.agents.remove(&agent);
         Ok(())

@@ -8,14 +8,18 @@ use std::{
     sync::{Arc, Mutex},
 };
 
-use axiom_common::wire::{Event, Reply, Request, Status};
+use axiom_common::wire::{AgentInfo, Event, Reply, Request, Status};
 use tokio::{
     io::{AsyncBufReadExt as _, AsyncWriteExt as _, BufReader},
     net::{UnixListener, UnixStream, unix::OwnedWriteHalf},
     sync::broadcast::error::RecvError,
 };
 
-use crate::{agents::Control, bus::Bus, kernel::Sensor};
+use crate::{
+    agents::{AgentView, Control, Source, Steer},
+    bus::Bus,
+    kernel::Sensor,
+};
 
 /// What the API needs from the daemon.
 pub struct Shared {
@@ -93,6 +97,30 @@ async fn client(stream: UnixStream, shared: Arc<Shared>) -> std::io::Result<()> 
     Ok(())
 }
 
+fn agent_info(v: AgentView) -> AgentInfo {
+    let kind = match v.agent.source {
+        Source::Cgroup { .. } => "cgroup",
+        Source::Process { .. } => "process",
+        Source::Restored => "restored",
+    };
+    let state = if v.processes.is_empty() {
+        "exited"
+    } else if v.frozen {
+        "frozen"
+    } else {
+        "running"
+    };
+    AgentInfo {
+        id: v.agent.id,
+        name: v.agent.name,
+        owner_uid: v.agent.owner_uid,
+        kind: kind.into(),
+        cgroup: v.cgroup.map(|p| p.display().to_string()),
+        state: state.into(),
+        pids: v.processes,
+    }
+}
+
 /// Runs an agent operation under the control lock; the reply names the agent or the error.
 fn with_control(
     shared: &Shared,
@@ -124,6 +152,20 @@ fn handle(shared: &Shared, uid: u32, req: Request) -> Reply {
         Request::TrackPid { pid } => with_control(shared, |c| c.track_pid(pid, uid)),
         Request::Untrack { agent } => {
             with_control(shared, |c| c.untrack(agent, uid).map(|()| agent))
+        }
+        Request::RunAgent { pid, name } => with_control(shared, |c| c.run_agent(pid, uid, name)),
+        Request::Freeze { agent } => with_control(shared, |c| c.steer(agent, Steer::Freeze, uid)),
+        Request::Thaw { agent } => with_control(shared, |c| c.steer(agent, Steer::Thaw, uid)),
+        Request::Kill { agent } => with_control(shared, |c| c.steer(agent, Steer::Kill, uid)),
+        Request::Agents => {
+            let Ok(c) = shared.control.lock() else {
+                return error("control state poisoned");
+            };
+            Reply {
+                ok: true,
+                agents: Some(c.list(uid).into_iter().map(agent_info).collect()),
+                ..Default::default()
+            }
         }
         Request::Subscribe { .. } => error("subscribe is handled on its own"),
     }

@@ -1,0 +1,174 @@
+//! Agents started with `axiomctl run`: a cgroup of their own, the invoking user's identity, and
+//! freeze / thaw / kill of the whole tree. Real axiomd, real axiomctl, real processes.
+use std::{
+    io::{BufRead as _, BufReader},
+    os::unix::process::CommandExt as _,
+    process::{Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use axiom_common::wire::Request;
+use axiom_tests::*;
+
+const T: Duration = Duration::from_secs(10);
+const NOBODY: u32 = 65534;
+
+fn axiomctl(d: &Daemon) -> Command {
+    let mut c = Command::new(axiomctl_bin());
+    c.arg("--socket").arg(&d.socket).arg("--json");
+    c
+}
+
+#[test]
+fn run_puts_the_agent_in_its_own_cgroup_as_the_invoking_user() {
+    let d = Daemon::start("agents_run", &[]);
+    let out = axiomctl(&d)
+        .args(["run", "--name", "probe", "--", "/bin/sh", "-c"])
+        .arg("id -u; cat /proc/self/cgroup; exit 3")
+        .uid(NOBODY)
+        .gid(NOBODY)
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(3),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    // The agent's own stdout is interleaved with the JSON event lines.
+    assert!(text.lines().any(|l| l == NOBODY.to_string()), "{text}");
+    let cg_line = text
+        .lines()
+        .find(|l| l.starts_with("0::"))
+        .unwrap_or_else(|| panic!("{text}"));
+    let root = d.cgroup_root.to_string_lossy().into_owned();
+    let mount = cgroup2_mount().to_string_lossy().into_owned();
+    let rel = root.strip_prefix(&mount).unwrap();
+    assert!(
+        cg_line.starts_with(&format!("0::{rel}/agent-")),
+        "{cg_line} not under {rel}"
+    );
+    // The exec was seen: nothing ran before tracking.
+    assert!(text.contains(r#""kind":"exec""#), "{text}");
+    let agents = d.client().request(&Request::Agents).agents.unwrap();
+    let a = agents
+        .iter()
+        .find(|a| a.name.as_deref() == Some("probe"))
+        .unwrap();
+    assert_eq!(
+        (a.owner_uid, a.kind.as_str(), a.state.as_str()),
+        (NOBODY, "cgroup", "exited")
+    );
+}
+
+#[test]
+fn freeze_stops_output_thaw_resumes_and_kill_ends_the_tree() {
+    let d = Daemon::start("agents_steer", &[]);
+    let mut run = axiomctl(&d)
+        .args(["run", "--name", "ticker", "--", "/bin/sh", "-c"])
+        .arg("( while true; do echo child-tick; sleep 0.05; done ) & while true; do echo tick; sleep 0.05; done")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let t0 = Instant::now();
+    let agent = loop {
+        let agents = d.client().request(&Request::Agents).agents.unwrap();
+        if let Some(a) = agents
+            .iter()
+            .find(|a| a.name.as_deref() == Some("ticker") && a.pids.len() >= 2)
+        {
+            break a.id;
+        }
+        assert!(t0.elapsed() < T, "agent never appeared with its child");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let mut sub = d.subscribe(false);
+    let ticks = |sub: &Subscription, from: usize| {
+        sub.seen[from..]
+            .iter()
+            .filter(|e| e.agent == agent && output_text(e).is_some_and(|t| t.contains("tick")))
+            .count()
+    };
+    sub.wait_for("ticks", T, |e| {
+        e.agent == agent && output_text(e) == Some("tick\n")
+    });
+
+    assert!(d.client().request(&Request::Freeze { agent }).ok);
+    sub.drain_for(Duration::from_millis(300)); // let in-flight output arrive
+    let frozen_at = sub.seen.len();
+    sub.drain_for(Duration::from_millis(500));
+    assert_eq!(ticks(&sub, frozen_at), 0, "a frozen agent kept printing");
+    let agents = d.client().request(&Request::Agents).agents.unwrap();
+    assert_eq!(
+        agents.iter().find(|a| a.id == agent).unwrap().state,
+        "frozen"
+    );
+
+    assert!(d.client().request(&Request::Thaw { agent }).ok);
+    let thawed_at = sub.seen.len();
+    sub.drain_for(Duration::from_millis(500));
+    assert!(ticks(&sub, thawed_at) >= 2, "a thawed agent did not resume");
+
+    assert!(d.client().request(&Request::Kill { agent }).ok);
+    let st = run.wait().unwrap();
+    assert_eq!(
+        st.code(),
+        Some(128 + 9),
+        "axiomctl passes the agent's SIGKILL through"
+    );
+    let t0 = Instant::now();
+    loop {
+        let agents = d.client().request(&Request::Agents).agents.unwrap();
+        let a = agents.iter().find(|a| a.id == agent).unwrap();
+        if a.pids.is_empty() {
+            assert_eq!(a.state, "exited");
+            break;
+        }
+        assert!(t0.elapsed() < T, "kill left {:?} alive", a.pids);
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // Its stdout saw the ticks it printed before the kill.
+    let lines: Vec<String> = BufReader::new(run.stdout.take().unwrap())
+        .lines()
+        .map_while(Result::ok)
+        .collect();
+    assert!(lines.iter().any(|l| l == "tick"));
+}
+
+#[test]
+fn another_user_may_not_steer_or_watch_what_is_not_theirs() {
+    let d = Daemon::start("agents_authz", &[]);
+    let mut root_proc = Command::new("/bin/sleep").arg("30").spawn().unwrap();
+    // axiomctl as nobody: watch a root process → refused with the "refused" exit code.
+    let out = axiomctl(&d)
+        .args(["watch", &root_proc.id().to_string()])
+        .uid(NOBODY)
+        .gid(NOBODY)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(77));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("permission denied"));
+    // Root's agent cannot be frozen by nobody.
+    let r = d.track_pid(root_proc.id());
+    let agent = r.agent.unwrap();
+    let out = axiomctl(&d)
+        .args(["freeze", &agent.to_string()])
+        .uid(NOBODY)
+        .gid(NOBODY)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(77));
+    // Nor listed for them.
+    let out = axiomctl(&d)
+        .arg("agents")
+        .uid(NOBODY)
+        .gid(NOBODY)
+        .output()
+        .unwrap();
+    let listed: Vec<axiom_common::wire::AgentInfo> = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(listed.iter().all(|a| a.id != agent));
+    let _ = root_proc.kill();
+    let _ = root_proc.wait();
+}

@@ -1,12 +1,14 @@
 //! `axiomctl`: the command-line client of axiomd.
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
 
+mod pty;
 mod render;
 
 use std::{
     io::{IsTerminal as _, Write as _},
     path::PathBuf,
     process::ExitCode,
+    time::Duration,
 };
 
 use anyhow::{Context as _, bail};
@@ -38,6 +40,9 @@ enum Cmd {
         /// A name to show in `axiomctl agents`.
         #[arg(long)]
         name: Option<String>,
+        /// Also print what the agent does (events), interleaved with its terminal output.
+        #[arg(long)]
+        watch: bool,
         #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true)]
         command: Vec<String>,
     },
@@ -70,6 +75,8 @@ fn connect(cli: &Cli) -> anyhow::Result<Connection> {
 struct Printer {
     json: bool,
     style: render::Style,
+    /// The terminal is in raw mode: end lines with CR LF.
+    crlf: bool,
 }
 
 impl Printer {
@@ -78,17 +85,20 @@ impl Printer {
         Printer {
             json,
             style: render::Style { color },
+            crlf: false,
         }
     }
 
     fn print(&self, e: &Event) -> std::io::Result<()> {
         let mut out = std::io::stdout().lock();
+        let end = if self.crlf { "\r\n" } else { "\n" };
         if self.json {
             serde_json::to_writer(&mut out, e)?;
-            writeln!(out)
         } else {
-            writeln!(out, "{}", self.style.line(e))
+            write!(out, "{}", self.style.line(e))?;
         }
+        write!(out, "{end}")?;
+        out.flush()
     }
 }
 
@@ -200,7 +210,11 @@ fn run(cli: &Cli) -> anyhow::Result<ExitCode> {
             follow_agent(&mut conn, &p, *pid)?;
             Ok(ExitCode::SUCCESS)
         }
-        Cmd::Run { name, command } => run_agent(cli, &p, name.clone(), command),
+        Cmd::Run {
+            name,
+            watch,
+            command,
+        } => run_agent(cli, p, name.clone(), *watch, command),
         Cmd::Agents => {
             let r = connect(cli)?.request(&Request::Agents)?;
             if !r.ok {
@@ -255,12 +269,14 @@ fn run(cli: &Cli) -> anyhow::Result<ExitCode> {
     }
 }
 
-/// Starts `command` held before exec, has axiomd track it, subscribes, then lets it exec: not a
-/// single event of the agent escapes. Exits with the agent's exit code.
+/// Starts `command` in a pty of its own, held before exec until axiomd has put it in its agent
+/// cgroup and tracks it (not a single event escapes), then relays the pty. Exits with the agent's
+/// exit code (128+signal when a signal ended it).
 fn run_agent(
     cli: &Cli,
-    p: &Printer,
+    mut p: Printer,
     name: Option<String>,
+    watch: bool,
     command: &[String],
 ) -> anyhow::Result<ExitCode> {
     use std::ffi::CString;
@@ -270,12 +286,13 @@ fn run_agent(
         .collect::<Result<_, _>>()
         .context("an argument contains a NUL byte")?;
     let mut conn = connect(cli)?;
-    // gate: the parent releases the child once it is tracked. errp: the child reports an exec
+    let tty = pty::open().context("opening a pseudo-terminal")?;
+    // gate: the parent releases the child once it is tracked. err: the child reports an exec
     // failure (errno); it closes on a successful exec (CLOEXEC).
     let (gate_r, gate_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
     let (err_r, err_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
     let drop_to = sudo_user();
-    // SAFETY: axiomctl is single-threaded here; the child only calls read/execvp/write/_exit.
+    // SAFETY: axiomctl is single-threaded here; the child only makes async-signal-safe calls.
     let pid = match unsafe { nix::unistd::fork() }? {
         nix::unistd::ForkResult::Child => {
             drop(gate_w);
@@ -289,6 +306,10 @@ fn run_agent(
             {
                 unsafe { libc::_exit(126) };
             }
+            if pty::attach_child(&tty.slave).is_err() {
+                unsafe { libc::_exit(126) };
+            }
+            drop(tty);
             let mut b = [0u8; 1];
             if nix::unistd::read(&gate_r, &mut b) != Ok(1) {
                 unsafe { libc::_exit(126) };
@@ -301,6 +322,9 @@ fn run_agent(
     };
     drop(gate_r);
     drop(err_w);
+    // Only the child holds the slave now: the master reads EIO once the agent's side is gone.
+    drop(tty.slave);
+    let master = tty.master;
     let kill = |pid| {
         let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
         let _ = nix::sys::wait::waitpid(pid, None);
@@ -312,10 +336,12 @@ fn run_agent(
         return refused("run", r.error);
     }
     let agent = r.agent.context("no agent id in reply")?;
-    let r = conn.subscribe(false, Some(agent))?;
-    if !r.ok {
-        kill(pid);
-        return refused("subscribe", r.error);
+    if watch {
+        let r = conn.subscribe(false, Some(agent))?;
+        if !r.ok {
+            kill(pid);
+            return refused("subscribe", r.error);
+        }
     }
     nix::unistd::write(&gate_w, &[1])?;
     drop(gate_w);
@@ -331,10 +357,34 @@ fn run_agent(
         }));
     }
     eprintln!("axiomctl: agent {agent} started: pid {raw}");
-    follow_agent(&mut conn, p, raw)?;
-    match nix::sys::wait::waitpid(pid, None)? {
+    let raw_mode = pty::RawMode::enter();
+    p.crlf = std::io::stdin().is_terminal();
+    let output = pty::relay_output(master.try_clone()?);
+    pty::relay_input(master.try_clone()?);
+    pty::relay_winsize(master.try_clone()?);
+    let events = watch.then(|| {
+        std::thread::spawn(move || {
+            let _ = follow_agent(&mut conn, &p, raw);
+        })
+    });
+    let status = nix::sys::wait::waitpid(pid, None)?;
+    // Background processes of the agent may keep the pty open: give the relay a moment only.
+    finish(output, Duration::from_millis(500));
+    if let Some(t) = events {
+        finish(t, Duration::from_secs(2));
+    }
+    drop(raw_mode);
+    match status {
         nix::sys::wait::WaitStatus::Exited(_, code) => Ok(ExitCode::from(code as u8)),
         nix::sys::wait::WaitStatus::Signaled(_, sig, _) => Ok(ExitCode::from(128 + sig as u8)),
         other => bail!("agent ended with {other:?}"),
+    }
+}
+
+/// Waits for a thread at most `limit`.
+fn finish(t: std::thread::JoinHandle<()>, limit: Duration) {
+    let t0 = std::time::Instant::now();
+    while !t.is_finished() && t0.elapsed() < limit {
+        std::thread::sleep(Duration::from_millis(10));
     }
 }

@@ -23,8 +23,8 @@ fn axiomctl(d: &Daemon) -> Command {
 fn run_puts_the_agent_in_its_own_cgroup_as_the_invoking_user() {
     let d = Daemon::start("agents_run", &[]);
     let out = axiomctl(&d)
-        .args(["run", "--name", "probe", "--", "/bin/sh", "-c"])
-        .arg("id -u; cat /proc/self/cgroup; exit 3")
+        .args(["run", "--watch", "--name", "probe", "--", "/bin/sh", "-c"])
+        .arg("id -u; cat /proc/self/cgroup; test -t 0 && test -t 1 && echo in-a-tty; exit 3")
         .uid(NOBODY)
         .gid(NOBODY)
         .output()
@@ -35,8 +35,12 @@ fn run_puts_the_agent_in_its_own_cgroup_as_the_invoking_user() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let text = String::from_utf8_lossy(&out.stdout);
-    // The agent's own stdout is interleaved with the JSON event lines.
+    // The agent's terminal output (CR LF, through its pty) is interleaved with the JSON events.
+    let text = String::from_utf8_lossy(&out.stdout).replace('\r', "");
+    assert!(
+        text.lines().any(|l| l == "in-a-tty"),
+        "the agent has no terminal: {text}"
+    );
     assert!(text.lines().any(|l| l == NOBODY.to_string()), "{text}");
     let cg_line = text
         .lines()
@@ -134,7 +138,7 @@ fn freeze_stops_output_thaw_resumes_and_kill_ends_the_tree() {
         .lines()
         .map_while(Result::ok)
         .collect();
-    assert!(lines.iter().any(|l| l == "tick"));
+    assert!(lines.iter().any(|l| l.trim_end_matches('\r') == "tick"));
 }
 
 #[test]
@@ -171,4 +175,103 @@ fn another_user_may_not_steer_or_watch_what_is_not_theirs() {
     assert!(listed.iter().all(|a| a.id != agent));
     let _ = root_proc.kill();
     let _ = root_proc.wait();
+}
+
+/// tmux on a private server: a real terminal that can be typed into, resized and read.
+struct Tmux {
+    socket: String,
+}
+
+impl Tmux {
+    fn cmd(&self) -> Command {
+        let mut c = Command::new("tmux");
+        c.args(["-L", &self.socket]);
+        c
+    }
+
+    fn screen(&self) -> String {
+        let out = self
+            .cmd()
+            .args(["capture-pane", "-p", "-t", "t"])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    fn wait_for(&self, what: &str) -> String {
+        let t0 = Instant::now();
+        loop {
+            let s = self.screen();
+            if s.contains(what) {
+                return s;
+            }
+            assert!(t0.elapsed() < T, "no {what:?} on screen:\n{s}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Tmux {
+    fn drop(&mut self) {
+        let _ = self.cmd().arg("kill-server").status();
+    }
+}
+
+#[test]
+fn run_relays_a_real_terminal_keys_resize_and_exit_code() {
+    let d = Daemon::start("agents_pty", &[]);
+    let tm = Tmux {
+        socket: unique("axiom_pty"),
+    };
+    let run = format!(
+        "{} --socket {} run -- /bin/bash --norc; echo EXIT=$?; sleep 60",
+        axiomctl_bin().display(),
+        d.socket.display()
+    );
+    assert!(
+        tm.cmd()
+            .args([
+                "new-session",
+                "-d",
+                "-s",
+                "t",
+                "-x",
+                "100",
+                "-y",
+                "30",
+                &run
+            ])
+            .status()
+            .unwrap()
+            .success()
+    );
+    tm.wait_for("started: pid");
+    tm.cmd()
+        .args([
+            "send-keys",
+            "-t",
+            "t",
+            "echo size-$(stty size | tr ' ' x)",
+            "Enter",
+        ])
+        .status()
+        .unwrap();
+    tm.wait_for("size-30x100");
+    tm.cmd()
+        .args(["resize-window", "-t", "t", "-x", "120", "-y", "40"])
+        .status()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(400));
+    tm.cmd()
+        .args([
+            "send-keys",
+            "-t",
+            "t",
+            "echo size-$(stty size | tr ' ' x); exit 5",
+            "Enter",
+        ])
+        .status()
+        .unwrap();
+    tm.wait_for("size-40x120");
+    tm.wait_for("EXIT=5");
 }

@@ -49,7 +49,7 @@ pub fn demo() -> anyhow::Result<()> {
     }
     println!("demo: running tests/agents/sample-agent.sh under Axiom:\n");
     let mut cmd = Command::new(bin.join("axiomctl"));
-    cmd.args(["run", "--"])
+    cmd.args(["run", "--watch", "--name", "sample-agent", "--"])
         .arg(root().join("tests/agents/sample-agent.sh"));
     // The agent runs as the user who invoked sudo, never as root.
     if let (Ok(uid), Ok(gid)) = (std::env::var("SUDO_UID"), std::env::var("SUDO_GID"))

@@ -6,7 +6,7 @@ use anyhow::Context as _;
 use crate::run;
 
 /// Debian packages the tests and benchmarks use.
-const PACKAGES: &[&str] = &["strace", "bpftrace", "python3", "procps"];
+const PACKAGES: &[&str] = &["strace", "bpftrace", "python3", "procps", "tmux"];
 const BPF_LINKER: &str = "0.10.4";
 
 fn quiet_ok(cmd: &mut Command) -> bool {

@@ -137,6 +137,9 @@ pub struct Reply {
     pub ok: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// Machine-readable kind of the error (`no_such_process`, `not_permitted`, …).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub code: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub agent: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -54,6 +54,10 @@ enum Cmd {
     Thaw { agent: u64 },
     /// Kill an agent's whole process tree (cgroup.kill).
     Kill { agent: u64 },
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    Completions { shell: clap_complete::Shell },
+    /// Print the man page (roff).
+    Manpage,
     /// Show events (all visible to you, or one agent's).
     Events {
         #[arg(long)]
@@ -66,7 +70,21 @@ enum Cmd {
 
 /// Exit codes scripts can rely on.
 const EXIT_UNREACHABLE: u8 = 69; // EX_UNAVAILABLE
-const EXIT_REFUSED: u8 = 77; // EX_NOPERM / refused request
+
+/// Exit code for a refused request, by the reply's error code.
+fn refusal_exit(code: Option<&str>) -> u8 {
+    match code {
+        Some("no_such_process") => 3,
+        Some("exited_during_adoption") => 4,
+        Some("kernel_thread") => 5,
+        Some("init") => 6,
+        Some("already_tracked") => 7,
+        Some("no_such_agent") => 8,
+        Some("not_a_cgroup") => 9,
+        Some("not_permitted") => 77, // EX_NOPERM
+        _ => 1,
+    }
+}
 
 fn connect(cli: &Cli) -> anyhow::Result<Connection> {
     Ok(Connection::connect(&cli.socket)?)
@@ -135,7 +153,7 @@ fn main() -> ExitCode {
 fn steer(cli: &Cli, what: &str, req: Request) -> anyhow::Result<ExitCode> {
     let r = connect(cli)?.request(&req)?;
     if !r.ok {
-        return refused(what, r.error);
+        return refused(what, r);
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -155,12 +173,12 @@ fn sudo_user() -> Option<(nix::unistd::Uid, nix::unistd::Gid)> {
     })
 }
 
-fn refused(what: &str, reason: Option<String>) -> anyhow::Result<ExitCode> {
+fn refused(what: &str, r: axiom_common::wire::Reply) -> anyhow::Result<ExitCode> {
     eprintln!(
         "axiomctl: {what}: {}",
-        reason.unwrap_or_else(|| "refused".into())
+        r.error.as_deref().unwrap_or("refused")
     );
-    Ok(ExitCode::from(EXIT_REFUSED))
+    Ok(ExitCode::from(refusal_exit(r.code.as_deref())))
 }
 
 fn run(cli: &Cli) -> anyhow::Result<ExitCode> {
@@ -199,13 +217,13 @@ fn run(cli: &Cli) -> anyhow::Result<ExitCode> {
             let mut conn = connect(cli)?;
             let r = conn.request(&Request::TrackPid { pid: *pid })?;
             if !r.ok {
-                return refused(&format!("watch {pid}"), r.error);
+                return refused(&format!("watch {pid}"), r);
             }
             let agent = r.agent.context("no agent id in reply")?;
             eprintln!("axiomctl: watching pid {pid} as agent {agent} (Ctrl-C to detach)");
             let r = conn.subscribe(false, Some(agent))?;
             if !r.ok {
-                return refused("subscribe", r.error);
+                return refused("subscribe", r);
             }
             follow_agent(&mut conn, &p, *pid)?;
             Ok(ExitCode::SUCCESS)
@@ -218,7 +236,7 @@ fn run(cli: &Cli) -> anyhow::Result<ExitCode> {
         Cmd::Agents => {
             let r = connect(cli)?.request(&Request::Agents)?;
             if !r.ok {
-                return refused("agents", r.error);
+                return refused("agents", r);
             }
             let agents = r.agents.unwrap_or_default();
             if cli.json {
@@ -243,6 +261,16 @@ fn run(cli: &Cli) -> anyhow::Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
+        Cmd::Completions { shell } => {
+            let mut cmd = <Cli as clap::CommandFactory>::command();
+            clap_complete::generate(*shell, &mut cmd, "axiomctl", &mut std::io::stdout());
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Manpage => {
+            let cmd = <Cli as clap::CommandFactory>::command();
+            clap_mangen::Man::new(cmd).render(&mut std::io::stdout())?;
+            Ok(ExitCode::SUCCESS)
+        }
         Cmd::Freeze { agent } => steer(cli, "freeze", Request::Freeze { agent: *agent }),
         Cmd::Thaw { agent } => steer(cli, "thaw", Request::Thaw { agent: *agent }),
         Cmd::Kill { agent } => steer(cli, "kill", Request::Kill { agent: *agent }),
@@ -250,7 +278,7 @@ fn run(cli: &Cli) -> anyhow::Result<ExitCode> {
             let mut conn = connect(cli)?;
             let r = conn.subscribe(true, *agent)?;
             if !r.ok {
-                return refused("events", r.error);
+                return refused("events", r);
             }
             if !follow {
                 // Replay only: stop once the stream goes quiet.
@@ -333,14 +361,14 @@ fn run_agent(
     let r = conn.request(&Request::RunAgent { pid: raw, name })?;
     if !r.ok {
         kill(pid);
-        return refused("run", r.error);
+        return refused("run", r);
     }
     let agent = r.agent.context("no agent id in reply")?;
     if watch {
         let r = conn.subscribe(false, Some(agent))?;
         if !r.ok {
             kill(pid);
-            return refused("subscribe", r.error);
+            return refused("subscribe", r);
         }
     }
     nix::unistd::write(&gate_w, &[1])?;

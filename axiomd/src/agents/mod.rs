@@ -44,6 +44,27 @@ pub enum AgentError {
     Map { map: &'static str, reason: String },
 }
 
+impl AgentError {
+    /// A stable, machine-readable name for the kind of error (clients map it to exit codes).
+    pub fn code(&self) -> &'static str {
+        match self {
+            AgentError::NoSuchProcess(_) => "no_such_process",
+            AgentError::ExitedDuringAdoption(_) => "exited_during_adoption",
+            AgentError::KernelThread(_) => "kernel_thread",
+            AgentError::Init => "init",
+            AgentError::AlreadyTracked { .. } | AgentError::CgroupAlreadyTracked { .. } => {
+                "already_tracked"
+            }
+            AgentError::NotACgroup { .. } => "not_a_cgroup",
+            AgentError::NoSuchAgent(_) => "no_such_agent",
+            AgentError::NotPermitted { .. } => "not_permitted",
+            AgentError::Cgroup { .. } | AgentError::NoCgroup2 | AgentError::Map { .. } => {
+                "internal"
+            }
+        }
+    }
+}
+
 #[derive(Clone, Debug)]
 pub enum Source {
     Cgroup {

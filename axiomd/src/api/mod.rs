@@ -135,7 +135,10 @@ fn with_control(
             agent: Some(agent),
             ..Default::default()
         },
-        Err(e) => error(e),
+        Err(e) => Reply {
+            code: Some(e.code().into()),
+            ..error(e)
+        },
     }
 }
 
@@ -216,7 +219,14 @@ async fn subscribe(
     if let Some(a) = agent {
         let owner = shared.control.lock().ok().and_then(|c| c.owner_of(a));
         match owner {
-            None => return write_line(w, &error(format!("no agent with id {a}"))).await,
+            None => {
+                let e = crate::agents::AgentError::NoSuchAgent(a);
+                let r = Reply {
+                    code: Some(e.code().into()),
+                    ..error(e)
+                };
+                return write_line(w, &r).await;
+            }
             Some(o) if uid != 0 && o != uid => {
                 return write_line(
                     w,

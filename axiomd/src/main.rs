@@ -76,8 +76,25 @@ fn load_config(cli: &Cli) -> anyhow::Result<Config> {
     Ok(cfg)
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let cfg = load_config(&cli)?;
+    // Before any thread exists: every runtime thread inherits the niceness.
+    // SAFETY: setpriority on the calling thread.
+    if unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, cfg.daemon.nice) } != 0 {
+        eprintln!(
+            "axiomd: cannot set niceness {}: {}",
+            cfg.daemon.nice,
+            std::io::Error::last_os_error()
+        );
+    }
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?
+        .block_on(async_main(cli, cfg))
+}
+
+async fn async_main(cli: Cli, cfg: Config) -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
@@ -85,8 +102,6 @@ async fn main() -> anyhow::Result<()> {
         )
         .with_writer(std::io::stderr)
         .init();
-    let cli = Cli::parse();
-    let cfg = load_config(&cli)?;
     match cli.command.unwrap_or(Cmd::Run) {
         Cmd::Run => axiomd::daemon::run(cfg).await,
         Cmd::CheckConfig => {

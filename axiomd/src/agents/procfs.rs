@@ -45,8 +45,38 @@ pub fn pids() -> Vec<u32> {
         .unwrap_or_default()
 }
 
-/// Every descendant of `root` (children, grandchildren, …), from one scan of /proc.
+/// Direct children of a process from /proc/<pid>/task/*/children (CONFIG_PROC_CHILDREN); `None`
+/// when the kernel does not provide the file.
+fn children(pid: u32) -> Option<Vec<u32>> {
+    let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).ok()?;
+    let mut out = Vec::new();
+    for t in tasks.flatten() {
+        let s = std::fs::read_to_string(t.path().join("children")).ok()?;
+        out.extend(s.split_whitespace().filter_map(|p| p.parse::<u32>().ok()));
+    }
+    Some(out)
+}
+
+/// Every descendant of `root` (children, grandchildren, …): walks the children files, so the
+/// cost follows the size of the tree, not of the machine (adopting 10,000 agents one by one must
+/// not scan /proc 10,000 times). Falls back to one scan of /proc.
 pub fn descendants(root: u32) -> Vec<u32> {
+    let mut out = Vec::new();
+    let mut stack = vec![root];
+    while let Some(p) = stack.pop() {
+        match children(p) {
+            Some(c) => {
+                out.extend(&c);
+                stack.extend(c);
+            }
+            None if p == root => return descendants_by_scan(root),
+            None => {} // exited meanwhile
+        }
+    }
+    out
+}
+
+fn descendants_by_scan(root: u32) -> Vec<u32> {
     let mut children: HashMap<u32, Vec<u32>> = HashMap::new();
     for pid in pids() {
         if let Some(st) = stat(pid) {

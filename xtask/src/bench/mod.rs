@@ -1,10 +1,11 @@
 //! Benchmarks. Each measures its baselines in the same run and prints ratios: absolute times on a
 //! shared machine are noise, ratios measured side by side are not.
+mod agents;
 mod sensor;
 
 use clap::Subcommand;
 
-#[derive(Subcommand, Clone, Copy)]
+#[derive(Subcommand, Clone)]
 pub enum Which {
     /// Per-syscall cost of the sensor against no program, an empty program on the same hooks,
     /// strace and bpftrace, on a `dd bs=64` loop.
@@ -16,11 +17,21 @@ pub enum Which {
         #[arg(long, default_value_t = 1_000_000)]
         count: u64,
     },
+    /// axiomd's RSS, CPU and losses with 1,000 and 10,000 concurrently running agents.
+    Agents {
+        /// Agent counts to measure, in order (the last is the summary line).
+        #[arg(long, value_delimiter = ',', default_value = "1000,10000")]
+        sizes: Vec<usize>,
+        /// Seconds of steady state measured per size.
+        #[arg(long, default_value_t = 10)]
+        window: u64,
+    },
 }
 
 pub fn bench(w: Which) -> anyhow::Result<()> {
     match w {
         Which::Sensor { rounds, count } => sensor::run(rounds, count),
+        Which::Agents { sizes, window } => agents::run(&sizes, window),
     }
 }
 

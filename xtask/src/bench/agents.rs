@@ -1,0 +1,161 @@
+//! `cargo xtask bench agents`: axiomd's cost per agent at 1,000 and 10,000 concurrently running
+//! agents, each a real process (the purpose-built `axiom-writer`: ~100-byte writes, ~1,000
+//! chars/s), each adopted as an agent of its own. Reports axiomd's RSS and CPU, events/s, and
+//! lost events by kind.
+use std::{
+    io::BufRead as _,
+    process::{Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context as _, bail};
+use axiom_common::wire::Request;
+use axiom_tests::Daemon;
+
+use crate::{build, require_root, setup::setup, target_dir};
+
+fn proc_stat_cpu(pid: u32) -> anyhow::Result<f64> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    let rest = &s[s.rfind(')').context("stat")? + 2..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: f64 = f[11].parse::<f64>()? + f[12].parse::<f64>()?; // utime + stime
+    let hz = libc_sysconf_clk_tck();
+    Ok(ticks / hz)
+}
+
+fn libc_sysconf_clk_tck() -> f64 {
+    nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)
+        .ok()
+        .flatten()
+        .unwrap_or(100) as f64
+}
+
+fn rss_mib(pid: u32) -> anyhow::Result<f64> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    let kb: f64 = s
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .context("VmRSS")?
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()?;
+    Ok(kb / 1024.0)
+}
+
+struct Result {
+    agents: usize,
+    rss_mib: f64,
+    cpu_cores: f64,
+    events_per_s: f64,
+    lost_lifecycle: u64,
+    lost_output: u64,
+}
+
+fn run_one(n: usize, window: Duration) -> anyhow::Result<Result> {
+    let d = Daemon::start("bench_agents", &[]);
+    let daemon_pid = d.child.as_ref().context("daemon")?.id();
+    let seconds = (window.as_secs() + 20 + n as u64 / 500).to_string();
+    let mut writer = Command::new(target_dir(true).join("axiom-writer"))
+        .args([&n.to_string(), "100", "100", &seconds])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .context("starting axiom-writer")?;
+    let mut pids = Vec::with_capacity(n);
+    let err = writer.stderr.take().context("writer stderr")?;
+    for line in std::io::BufReader::new(err).lines() {
+        let line = line?;
+        if line == "ready" {
+            break;
+        }
+        pids.push(line.parse::<u32>()?);
+    }
+    if pids.len() != n {
+        bail!("axiom-writer started {} of {n} children", pids.len());
+    }
+    let t0 = Instant::now();
+    let mut c = d.client();
+    for p in &pids {
+        let r = c.request(&Request::TrackPid { pid: *p });
+        if !r.ok {
+            bail!("adopting {p}: {:?}", r.error);
+        }
+    }
+    let adopt = t0.elapsed();
+    std::thread::sleep(Duration::from_secs(1)); // settle
+    let st0 = d.status();
+    let cpu0 = proc_stat_cpu(daemon_pid)?;
+    let w0 = Instant::now();
+    std::thread::sleep(window);
+    let cpu1 = proc_stat_cpu(daemon_pid)?;
+    let st1 = d.status();
+    let secs = w0.elapsed().as_secs_f64();
+    let rss = rss_mib(daemon_pid)?;
+    let total = |s: &axiom_common::wire::Status| s.events.values().sum::<u64>();
+    let events_per_s = (total(&st1) - total(&st0)) as f64 / secs;
+    // Every child's exit must be seen: wait for the writer, then count.
+    writer.wait()?;
+    let exits_expected = st1.events.get("exit").copied().unwrap_or(0) + n as u64;
+    let t1 = Instant::now();
+    let mut st = d.status();
+    while st.events.get("exit").copied().unwrap_or(0) < exits_expected
+        && t1.elapsed() < Duration::from_secs(20)
+    {
+        std::thread::sleep(Duration::from_millis(100));
+        st = d.status();
+    }
+    let exits = st.events.get("exit").copied().unwrap_or(0);
+    let lost_lifecycle = exits_expected.saturating_sub(exits)
+        + st.lost.get("ring_full_events").copied().unwrap_or(0);
+    let lost_output = st.lost.get("ring_full_output").copied().unwrap_or(0)
+        + st.lost.get("subscriber_lagged").copied().unwrap_or(0);
+    println!(
+        "{n} agents: adopted in {:.2} s; over {secs:.1} s axiomd used {:.3} cores ({:.1} µs CPU/s per agent), RSS {rss:.1} MiB ({:.1} KiB per agent), {events_per_s:.0} events/s; lost lifecycle {lost_lifecycle}, lost output {lost_output}",
+        adopt.as_secs_f64(),
+        (cpu1 - cpu0) / secs,
+        (cpu1 - cpu0) / secs / n as f64 * 1e6,
+        rss * 1024.0 / n as f64,
+    );
+    Ok(Result {
+        agents: n,
+        rss_mib: rss,
+        cpu_cores: (cpu1 - cpu0) / secs,
+        events_per_s,
+        lost_lifecycle,
+        lost_output,
+    })
+}
+
+pub fn run(sizes: &[usize], window_s: u64) -> anyhow::Result<()> {
+    require_root("bench agents")?;
+    setup()?;
+    build(true)?;
+    // SAFETY: single-threaded here; read by the helpers that start axiomd.
+    unsafe { std::env::set_var("AXIOM_BIN_DIR", target_dir(true)) };
+    let mut last = None;
+    for &n in sizes {
+        last = Some(run_one(n, Duration::from_secs(window_s))?);
+    }
+    let r = last.context("no sizes")?;
+    println!(
+        "targets at 10,000 agents: RSS < 512 MiB, < 1 core, 0 lost lifecycle events{}",
+        if r.agents == 10_000 {
+            format!(
+                " — {}",
+                if r.rss_mib < 512.0 && r.cpu_cores < 1.0 && r.lost_lifecycle == 0 {
+                    "met"
+                } else {
+                    "NOT met"
+                }
+            )
+        } else {
+            String::new()
+        }
+    );
+    println!(
+        "bench agents: agents={} rss_mib={:.0} cpu_cores={:.3} events_per_s={:.0} lost_lifecycle={} lost_output={}",
+        r.agents, r.rss_mib, r.cpu_cores, r.events_per_s, r.lost_lifecycle, r.lost_output
+    );
+    Ok(())
+}

@@ -108,8 +108,17 @@ fn run_one(n: usize, window: Duration) -> anyhow::Result<Result> {
     let exits = st.events.get("exit").copied().unwrap_or(0);
     let lost_lifecycle = exits_expected.saturating_sub(exits)
         + st.lost.get("ring_full_events").copied().unwrap_or(0);
-    let lost_output = st.lost.get("ring_full_output").copied().unwrap_or(0)
-        + st.lost.get("subscriber_lagged").copied().unwrap_or(0);
+    let out_lost = |s: &axiom_common::wire::Status| {
+        s.lost.get("ring_full_output").copied().unwrap_or(0)
+            + s.lost.get("subscriber_lagged").copied().unwrap_or(0)
+    };
+    let lost_output = out_lost(&st);
+    println!(
+        "{n} agents: output lost while adopting {}, in the window {}, while they exited {}",
+        out_lost(&st0),
+        out_lost(&st1) - out_lost(&st0),
+        lost_output - out_lost(&st1)
+    );
     println!(
         "{n} agents: adopted in {:.2} s; over {secs:.1} s axiomd used {:.3} cores ({:.1} µs CPU/s per agent), RSS {rss:.1} MiB ({:.1} KiB per agent), {events_per_s:.0} events/s; lost lifecycle {lost_lifecycle}, lost output {lost_output}",
         adopt.as_secs_f64(),

@@ -45,11 +45,17 @@ pub struct DaemonConfig {
     /// by its agents, the reader still drains the rings (measured: at nice 0, 10,000 busy agents
     /// on 2 CPUs starve it and output records are lost).
     pub nice: i32,
+    /// Run the ring reader thread at real-time priority (SCHED_RR 1) so it drains the rings even
+    /// when agents saturate every CPU.
+    pub realtime_reader: bool,
 }
 
 impl Default for DaemonConfig {
     fn default() -> Self {
-        DaemonConfig { nice: -5 }
+        DaemonConfig {
+            nice: -5,
+            realtime_reader: true,
+        }
     }
 }
 

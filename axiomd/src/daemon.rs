@@ -105,12 +105,18 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         .with_context(|| format!("binding {}", cfg.api.socket.display()))?;
     tracing::info!(socket = %cfg.api.socket.display(), "control socket ready");
     let api_task = tokio::spawn(api::serve(listener, shared.clone()));
-    let mut reader = tokio::spawn(sensor::run(
-        events,
-        output,
-        Pipeline::new(bus),
-        std::time::Duration::from_millis(cfg.sensor.output_flush_ms.into()),
-    ));
+    let flush = std::time::Duration::from_millis(cfg.sensor.output_flush_ms.into());
+    let (done_tx, mut reader) = tokio::sync::oneshot::channel();
+    let realtime = cfg.daemon.realtime_reader;
+    std::thread::Builder::new()
+        .name("ring-reader".into())
+        .spawn(move || {
+            if realtime {
+                sensor::make_realtime();
+            }
+            let r = sensor::run(events, output, Pipeline::new(bus), flush);
+            let _ = done_tx.send(r);
+        })?;
 
     let result = tokio::select! {
         _ = term.recv() => Ok(()),
@@ -118,7 +124,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         r = &mut reader => match r {
             Ok(Ok(())) => Ok(()),
             Ok(Err(e)) => Err(anyhow::anyhow!("ring reader failed: {e}")),
-            Err(e) => Err(anyhow::anyhow!("ring reader panicked: {e}")),
+            Err(_) => Err(anyhow::anyhow!("ring reader panicked")),
         },
     };
     api_task.abort();

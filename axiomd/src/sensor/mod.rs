@@ -253,28 +253,46 @@ impl Batch {
     }
 }
 
-/// Reads both rings until an error. Lifecycle/file/network records and bulk output arrive on
-/// separate rings so a flood of output can never push out an exec or exit record.
-pub async fn run(
-    events: RingBuf<MapData>,
-    output: RingBuf<MapData>,
+/// Gives the calling thread a low real-time priority (SCHED_RR 1): on a machine saturated by
+/// thousands of agents, a nice value alone does not get the reader scheduled often enough, and a
+/// ring that is not drained loses records. The reader sleeps in poll() between batches, so it
+/// takes little CPU; the kernel's RT throttling bounds it anyway.
+pub fn make_realtime() {
+    let param = libc::sched_param { sched_priority: 1 };
+    // SAFETY: sets the scheduling policy of the calling thread.
+    if unsafe { libc::sched_setscheduler(0, libc::SCHED_RR, &param) } != 0 {
+        tracing::warn!(
+            "ring reader stays at normal priority: {}",
+            std::io::Error::last_os_error()
+        );
+    }
+}
+
+/// Reads both rings until an error, on a thread of its own: the reader must never wait behind
+/// API work (a status over 10,000 agents, adoption scans) on a shared async runtime.
+/// Lifecycle/file/network records and bulk output arrive on separate rings so a flood of output
+/// can never push out an exec or exit record.
+pub fn run(
+    mut events: RingBuf<MapData>,
+    mut output: RingBuf<MapData>,
     mut p: Pipeline,
     flush: Duration,
 ) -> std::io::Result<()> {
-    let mut events = async_fd(events)?;
-    let mut output = async_fd(output)?;
+    use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+    use std::os::fd::AsFd as _;
+    let timeout = PollTimeout::try_from(flush).unwrap_or(PollTimeout::MAX);
     let mut batch = Batch::default();
-    // Records written while axiomd was down are already waiting: drain before the first wait.
-    batch.drain(events.get_mut(), output.get_mut(), &mut p);
-    // Most output records arrive without a wakeup: drain on a timer too.
-    let mut tick = tokio::time::interval(flush);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
-        tokio::select! {
-            _ = tick.tick() => {}
-            g = events.readable_mut() => g?.clear_ready(),
-            g = output.readable_mut() => g?.clear_ready(),
+        // Records written while axiomd was down are already waiting: drain before each wait.
+        batch.drain(&mut events, &mut output, &mut p);
+        let mut fds = [
+            PollFd::new(events.as_fd(), PollFlags::POLLIN),
+            PollFd::new(output.as_fd(), PollFlags::POLLIN),
+        ];
+        // Most output records arrive without a wakeup: the timeout drains them.
+        match poll(&mut fds, timeout) {
+            Ok(_) | Err(nix::errno::Errno::EINTR) => {}
+            Err(e) => return Err(e.into()),
         }
-        batch.drain(events.get_mut(), output.get_mut(), &mut p);
     }
 }

@@ -261,9 +261,9 @@ impl Control {
         Ok(agent)
     }
 
-    /// Adopts a running process and its descendants, present and future. The caller must own
-    /// the process, or be root.
-    pub fn track_pid(&mut self, pid: u32, caller: u32) -> Result<u64, AgentError> {
+    /// Checks that `caller` may make `pid` an agent: a live user process (not init, not a kernel
+    /// thread) that the caller owns (or root), not tracked yet.
+    fn adoptable(&self, pid: u32, caller: u32, what: &str) -> Result<procfs::ProcStat, AgentError> {
         if pid == 1 {
             return Err(AgentError::Init);
         }
@@ -274,12 +274,19 @@ impl Control {
         if caller != 0 && caller != st.uid {
             return Err(AgentError::NotPermitted {
                 uid: caller,
-                what: format!("watch pid {pid} (owned by uid {})", st.uid),
+                what: format!("{what} pid {pid} (owned by uid {})", st.uid),
             });
         }
         if let Some(agent) = self.agent_of(pid) {
             return Err(AgentError::AlreadyTracked { pid, agent });
         }
+        Ok(st)
+    }
+
+    /// Adopts a running process and its descendants, present and future. The caller must own
+    /// the process, or be root.
+    pub fn track_pid(&mut self, pid: u32, caller: u32) -> Result<u64, AgentError> {
+        let st = self.adoptable(pid, caller, "watch")?;
         let agent = self.new_id();
         // The root first: from here on its forks are tracked by the kernel; the scan below picks
         // up the children it had before.
@@ -314,16 +321,7 @@ impl Control {
         caller: u32,
         name: Option<String>,
     ) -> Result<u64, AgentError> {
-        let st = procfs::stat(pid).ok_or(AgentError::NoSuchProcess(pid))?;
-        if caller != 0 && caller != st.uid {
-            return Err(AgentError::NotPermitted {
-                uid: caller,
-                what: format!("start pid {pid} (owned by uid {}) as an agent", st.uid),
-            });
-        }
-        if let Some(agent) = self.agent_of(pid) {
-            return Err(AgentError::AlreadyTracked { pid, agent });
-        }
+        let st = self.adoptable(pid, caller, "run")?;
         let root = self.cgroup_root.clone().ok_or(AgentError::NoCgroup2)?;
         let agent = self.new_id();
         let path = root.join(format!("agent-{agent}"));

@@ -229,6 +229,13 @@ mod tests {
         a
     }
 
+    /// Decodes a record laid out as `v`, from an 8-aligned buffer like a ring's.
+    fn decode_value<T>(v: &T) -> Decoded {
+        let b = bytes_of(v);
+        let a = aligned(&b);
+        decode(&a.0[..b.len()]).unwrap()
+    }
+
     #[test]
     fn short_and_unknown_records_are_errors_not_panics() {
         let a = aligned(&[1, 0, 0]);
@@ -285,10 +292,7 @@ mod tests {
         let args = b"sh\0-c\0echo hi\0";
         e.argv[..args.len()].copy_from_slice(args);
         e.argv_len = args.len() as u16;
-        let v = bytes_of(&e);
-        let a = aligned(&v);
-        let d = decode(&a.0[..v.len()]).unwrap();
-        match d.body {
+        match decode_value(&e).body {
             Body::Exec { filename, argv, .. } => {
                 assert_eq!(filename, "/bin/sh");
                 assert_eq!(argv, ["sh", "-c", "echo hi"]);
@@ -301,22 +305,16 @@ mod tests {
             _pad: 0,
         };
         x.hdr.flags = FLAG_STATUS_KNOWN;
-        let v = bytes_of(&x);
-        let a = aligned(&v);
-        let d = decode(&a.0[..v.len()]).unwrap();
         assert_eq!(
-            d.body,
+            decode_value(&x).body,
             Body::Exit {
                 code: Some(7),
                 signal: None
             }
         );
         x.status = 9;
-        let v = bytes_of(&x);
-        let a = aligned(&v);
-        let d = decode(&a.0[..v.len()]).unwrap();
         assert_eq!(
-            d.body,
+            decode_value(&x).body,
             Body::Exit {
                 code: None,
                 signal: Some(9)

@@ -113,6 +113,10 @@ pub enum Request {
     },
     /// The agents visible to the caller.
     Agents,
+    /// SIGTERM to every process of the agent.
+    Stop {
+        agent: u64,
+    },
     Freeze {
         agent: u64,
     },

@@ -48,6 +48,8 @@ enum Cmd {
     },
     /// List the agents you may see.
     Agents,
+    /// Ask an agent to end: SIGTERM to each of its processes.
+    Stop { agent: u64 },
     /// Freeze every process of an agent (cgroup.freeze).
     Freeze { agent: u64 },
     /// Thaw a frozen agent.
@@ -271,6 +273,7 @@ fn run(cli: &Cli) -> anyhow::Result<ExitCode> {
             clap_mangen::Man::new(cmd).render(&mut std::io::stdout())?;
             Ok(ExitCode::SUCCESS)
         }
+        Cmd::Stop { agent } => steer(cli, "stop", Request::Stop { agent: *agent }),
         Cmd::Freeze { agent } => steer(cli, "freeze", Request::Freeze { agent: *agent }),
         Cmd::Thaw { agent } => steer(cli, "thaw", Request::Thaw { agent: *agent }),
         Cmd::Kill { agent } => steer(cli, "kill", Request::Kill { agent: *agent }),

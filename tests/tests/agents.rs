@@ -275,3 +275,56 @@ fn run_relays_a_real_terminal_keys_resize_and_exit_code() {
     tm.wait_for("size-40x120");
     tm.wait_for("EXIT=5");
 }
+
+#[test]
+fn stop_asks_every_process_of_the_agent_to_end() {
+    let d = Daemon::start("agents_stop", &[]);
+    let mut run = axiomctl(&d)
+        .args([
+            "run",
+            "--name",
+            "sleeper",
+            "--",
+            "/bin/sh",
+            "-c",
+            "sleep 30 & sleep 30",
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let t0 = Instant::now();
+    let agent = loop {
+        let agents = d.client().request(&Request::Agents).agents.unwrap();
+        if let Some(a) = agents
+            .iter()
+            .find(|a| a.name.as_deref() == Some("sleeper") && a.pids.len() >= 3)
+        {
+            break a.id;
+        }
+        assert!(t0.elapsed() < T, "agent never appeared with its children");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let out = axiomctl(&d)
+        .args(["stop", &agent.to_string()])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(run.wait().unwrap().code(), Some(128 + 15));
+    let t0 = Instant::now();
+    while !d
+        .client()
+        .request(&Request::Agents)
+        .agents
+        .unwrap()
+        .iter()
+        .any(|a| a.id == agent && a.pids.is_empty())
+    {
+        assert!(t0.elapsed() < T, "stop left processes behind");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}

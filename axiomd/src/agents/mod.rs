@@ -100,6 +100,8 @@ pub struct Control {
 /// An intervention on a whole agent.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Steer {
+    /// SIGTERM to every process: ask the agent to end.
+    Stop,
     Freeze,
     Thaw,
     Kill,
@@ -388,19 +390,23 @@ impl Control {
     /// it has one, else by signalling each of its processes.
     pub fn steer(&mut self, agent: u64, how: Steer, caller: u32) -> Result<u64, AgentError> {
         let a = self.authorised(agent, caller, &format!("{how:?}").to_lowercase())?;
-        if let Source::Cgroup { path, .. } = &a.source {
-            let (file, value) = match how {
-                Steer::Freeze => ("cgroup.freeze", "1"),
-                Steer::Thaw => ("cgroup.freeze", "0"),
-                Steer::Kill => ("cgroup.kill", "1"),
-            };
-            std::fs::write(path.join(file), value).map_err(|e| AgentError::Cgroup {
-                path: path.join(file),
+        // A cgroup freezes and kills its whole tree atomically; stop, and agents without a
+        // cgroup of their own, go through signals.
+        let cgroup_file = match (&a.source, how) {
+            (Source::Cgroup { path, .. }, Steer::Freeze) => Some((path.join("cgroup.freeze"), "1")),
+            (Source::Cgroup { path, .. }, Steer::Thaw) => Some((path.join("cgroup.freeze"), "0")),
+            (Source::Cgroup { path, .. }, Steer::Kill) => Some((path.join("cgroup.kill"), "1")),
+            _ => None,
+        };
+        if let Some((file, value)) = cgroup_file {
+            std::fs::write(&file, value).map_err(|e| AgentError::Cgroup {
+                path: file.clone(),
                 reason: e.to_string(),
             })?;
             return Ok(agent);
         }
         let sig = match how {
+            Steer::Stop => nix::sys::signal::Signal::SIGTERM,
             Steer::Freeze => nix::sys::signal::Signal::SIGSTOP,
             Steer::Thaw => nix::sys::signal::Signal::SIGCONT,
             Steer::Kill => nix::sys::signal::Signal::SIGKILL,

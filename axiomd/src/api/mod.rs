@@ -157,6 +157,7 @@ fn handle(shared: &Shared, uid: u32, req: Request) -> Reply {
             with_control(shared, |c| c.untrack(agent, uid).map(|()| agent))
         }
         Request::RunAgent { pid, name } => with_control(shared, |c| c.run_agent(pid, uid, name)),
+        Request::Stop { agent } => with_control(shared, |c| c.steer(agent, Steer::Stop, uid)),
         Request::Freeze { agent } => with_control(shared, |c| c.steer(agent, Steer::Freeze, uid)),
         Request::Thaw { agent } => with_control(shared, |c| c.steer(agent, Steer::Thaw, uid)),
         Request::Kill { agent } => with_control(shared, |c| c.steer(agent, Steer::Kill, uid)),

@@ -19,6 +19,22 @@ fn axiomctl(d: &Daemon) -> Command {
     c
 }
 
+/// Waits until the agent named `name` runs at least `procs` processes; returns its id.
+fn wait_for_agent(d: &Daemon, name: &str, procs: usize) -> u64 {
+    let t0 = Instant::now();
+    loop {
+        let agents = d.client().request(&Request::Agents).agents.unwrap();
+        if let Some(a) = agents
+            .iter()
+            .find(|a| a.name.as_deref() == Some(name) && a.pids.len() >= procs)
+        {
+            return a.id;
+        }
+        assert!(t0.elapsed() < T, "agent {name} never ran {procs} processes");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 #[test]
 fn run_puts_the_agent_in_its_own_cgroup_as_the_invoking_user() {
     let d = Daemon::start("agents_run", &[]);
@@ -76,18 +92,7 @@ fn freeze_stops_output_thaw_resumes_and_kill_ends_the_tree() {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let t0 = Instant::now();
-    let agent = loop {
-        let agents = d.client().request(&Request::Agents).agents.unwrap();
-        if let Some(a) = agents
-            .iter()
-            .find(|a| a.name.as_deref() == Some("ticker") && a.pids.len() >= 2)
-        {
-            break a.id;
-        }
-        assert!(t0.elapsed() < T, "agent never appeared with its child");
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    let agent = wait_for_agent(&d, "ticker", 2);
     let mut sub = d.subscribe(false);
     let ticks = |sub: &Subscription, from: usize| {
         sub.seen[from..]
@@ -293,18 +298,7 @@ fn stop_asks_every_process_of_the_agent_to_end() {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let t0 = Instant::now();
-    let agent = loop {
-        let agents = d.client().request(&Request::Agents).agents.unwrap();
-        if let Some(a) = agents
-            .iter()
-            .find(|a| a.name.as_deref() == Some("sleeper") && a.pids.len() >= 3)
-        {
-            break a.id;
-        }
-        assert!(t0.elapsed() < T, "agent never appeared with its children");
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    let agent = wait_for_agent(&d, "sleeper", 3);
     let out = axiomctl(&d)
         .args(["stop", &agent.to_string()])
         .output()

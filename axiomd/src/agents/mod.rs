@@ -443,16 +443,7 @@ impl Control {
 
     /// Stops tracking an agent: its cgroups and every process carrying its id.
     pub fn untrack(&mut self, agent: u64, caller: u32) -> Result<(), AgentError> {
-        let a = self
-            .agents
-            .get(&agent)
-            .ok_or(AgentError::NoSuchAgent(agent))?;
-        if caller != 0 && caller != a.owner_uid {
-            return Err(AgentError::NotPermitted {
-                uid: caller,
-                what: format!("untrack agent {agent}"),
-            });
-        }
+        self.authorised(agent, caller, "untrack")?;
         let cgs: Vec<u64> = self
             .tracked_cgroups
             .iter()

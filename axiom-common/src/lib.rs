@@ -178,7 +178,8 @@ pub struct ExecEvent {
 pub struct ExecArgs {
     pub argc: u16,
     pub argv_len: u16,
-    pub _pad: u32,
+    /// Non-zero when argv did not fit (or could not be read): the exec record is flagged truncated.
+    pub truncated: u32,
     pub argv: [u8; ARGV_LEN],
 }
 
@@ -319,6 +320,8 @@ hooks! {
     "enter_connect" => "syscalls" / "sys_enter_connect",
 }
 
+#[cfg(feature = "user")]
+pub mod host;
 #[cfg(feature = "user")]
 pub mod wire;
 

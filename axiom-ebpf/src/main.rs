@@ -94,14 +94,19 @@ fn agent_of(tgid: u32) -> Option<u64> {
 
 /// Marks a process as tracked (agent ≠ 0) or untracked (0). A pid beyond the array (pid_max was
 /// raised after load) cannot be tracked: counted.
+/// Returns false when the pid could not be marked.
 #[inline(always)]
-fn set_agent(pid: u32, agent: u64) {
+fn set_agent(pid: u32, agent: u64) -> bool {
     match TRACKED.get_ptr_mut(pid) {
-        Some(p) => unsafe { *p = agent },
+        Some(p) => {
+            unsafe { *p = agent };
+            true
+        }
         None => {
             if agent != 0 {
                 lost(LostCause::TrackFull);
             }
+            false
         }
     }
 }
@@ -172,13 +177,12 @@ pub fn task_newtask(ctx: TracePointContext) -> u32 {
         }
     };
     let child = child as u32;
-    if TRACKED.get_ptr_mut(child).is_none() {
+    if !set_agent(child, agent) {
         warn!(
             &ctx,
             "axiom: pid {} is beyond the tracking array (pid_max raised?)", child
         );
     }
-    set_agent(child, agent);
     emit::<ForkEvent>(KIND_FORK, pid_tgid, agent, |e| unsafe {
         (*e).child_pid = child;
         (*e)._pad = 0;
@@ -217,6 +221,9 @@ pub fn proc_exec(ctx: TracePointContext) -> u32 {
         match EXEC_STASH.get(&old_pid) {
             Some(a) => {
                 (*e).argc = a.argc;
+                if a.truncated != 0 {
+                    (*e).hdr.flags |= FLAG_TRUNCATED;
+                }
                 (*e).argv_len = a.argv_len;
                 bpf_probe_read_kernel(
                     (*e).argv.as_mut_ptr() as *mut c_void,
@@ -285,7 +292,7 @@ fn stash_argv(argv: u64) {
     } else {
         off as u16
     };
-    s.args._pad = truncated as u32;
+    s.args.truncated = truncated as u32;
     let tid = pid_tgid as u32;
     if EXEC_STASH.insert(&tid, &s.args, 0).is_err() {
         lost(LostCause::ExecStashFull);

@@ -69,13 +69,12 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     spawn_kernel_log(s.log_program_id);
     let events = s.events.take().context("events ring already taken")?;
     let output = s.output.take().context("output ring already taken")?;
-    let control = Control::restore(
+    let mut control = Control::restore(
         s.tracked.take().context("tracking map already taken")?,
         s.tracked_cgroups
             .take()
             .context("cgroup map already taken")?,
     );
-    let mut control = control;
     match cfg
         .agents
         .cgroup_root

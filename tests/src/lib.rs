@@ -295,15 +295,7 @@ pub struct Cgroup {
 }
 
 pub fn cgroup2_mount() -> PathBuf {
-    let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
-    info.lines()
-        .find_map(|l| {
-            let (pre, post) = l.split_once(" - ")?;
-            (post.split_whitespace().next()? == "cgroup2")
-                .then(|| pre.split_whitespace().nth(4).map(PathBuf::from))
-                .flatten()
-        })
-        .expect("no cgroup2 mount")
+    axiom_common::host::cgroup2_mount().expect("no cgroup2 mount")
 }
 
 impl Cgroup {

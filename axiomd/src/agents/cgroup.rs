@@ -4,17 +4,7 @@ use std::{
     path::{Path, PathBuf},
 };
 
-/// The cgroup v2 mount point, from /proc/self/mountinfo (`/sys/fs/cgroup` on unified hosts,
-/// `/sys/fs/cgroup/unified` on hybrid ones).
-pub fn mount_point() -> Option<PathBuf> {
-    let info = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
-    info.lines().find_map(|l| {
-        let (pre, post) = l.split_once(" - ")?;
-        (post.split_whitespace().next()? == "cgroup2")
-            .then(|| pre.split_whitespace().nth(4).map(PathBuf::from))
-            .flatten()
-    })
-}
+pub use axiom_common::host::cgroup2_mount as mount_point;
 
 /// The cgroup id the kernel reports (`bpf_get_current_cgroup_id`) is the directory's inode number.
 pub fn id(path: &Path) -> std::io::Result<u64> {

@@ -19,11 +19,11 @@ fn proc_stat_cpu(pid: u32) -> anyhow::Result<f64> {
     let rest = &s[s.rfind(')').context("stat")? + 2..];
     let f: Vec<&str> = rest.split_whitespace().collect();
     let ticks: f64 = f[11].parse::<f64>()? + f[12].parse::<f64>()?; // utime + stime
-    let hz = libc_sysconf_clk_tck();
+    let hz = clk_tck();
     Ok(ticks / hz)
 }
 
-fn libc_sysconf_clk_tck() -> f64 {
+fn clk_tck() -> f64 {
     nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)
         .ok()
         .flatten()

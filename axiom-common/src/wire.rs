@@ -72,6 +72,30 @@ pub enum Body {
         address: String,
         port: u16,
     },
+    /// An agent was started or adopted (`pid` is its root process).
+    AgentStarted {
+        name: Option<String>,
+        command: Vec<String>,
+        workspace: Option<String>,
+        profile: Option<String>,
+    },
+    /// An agent's root process ended.
+    AgentExited {
+        code: Option<i32>,
+        signal: Option<i32>,
+    },
+    /// Axiom acted on an agent: `stop`, `freeze`, `thaw`, `kill`, `inject`, `untrack`.
+    Intervention {
+        action: String,
+        /// Who asked for it (uid), or `None` when a rule did.
+        by_uid: Option<u32>,
+        detail: String,
+    },
+    /// A rule matched what an agent did.
+    Violation {
+        rule: String,
+        detail: String,
+    },
 }
 
 impl Body {
@@ -83,7 +107,22 @@ impl Body {
             Body::Output { .. } => "output",
             Body::File { .. } => "file",
             Body::Connect { .. } => "connect",
+            Body::AgentStarted { .. } => "agent_started",
+            Body::AgentExited { .. } => "agent_exited",
+            Body::Intervention { .. } => "intervention",
+            Body::Violation { .. } => "violation",
         }
+    }
+
+    /// Agent lifecycle, interventions and violations: rare, and each one matters (D-Bus signals).
+    pub fn is_notice(&self) -> bool {
+        matches!(
+            self,
+            Body::AgentStarted { .. }
+                | Body::AgentExited { .. }
+                | Body::Intervention { .. }
+                | Body::Violation { .. }
+        )
     }
 }
 
@@ -110,6 +149,24 @@ pub enum Request {
         pid: u32,
         #[serde(default)]
         name: Option<String>,
+        /// What the process is about to exec (shown in `agents`).
+        #[serde(default)]
+        command: Vec<String>,
+        /// The directory the agent works in.
+        #[serde(default)]
+        workspace: Option<String>,
+        /// The confinement profile it runs under.
+        #[serde(default)]
+        profile: Option<String>,
+        /// The agent's pty master comes with this request (SCM_RIGHTS): axiomd keeps it to type
+        /// interventions into the agent, even after the client detaches.
+        #[serde(default)]
+        pty: bool,
+    },
+    /// Types text into an agent's terminal (agents started with a pty).
+    Inject {
+        agent: u64,
+        text: String,
     },
     /// The agents visible to the caller.
     Agents,
@@ -164,6 +221,26 @@ pub struct AgentInfo {
     /// `running`, `frozen` or `exited` (no process left).
     pub state: String,
     pub pids: Vec<u32>,
+    /// The agent's root process.
+    #[serde(default)]
+    pub leader: u32,
+    #[serde(default)]
+    pub command: Vec<String>,
+    #[serde(default)]
+    pub workspace: Option<String>,
+    #[serde(default)]
+    pub profile: Option<String>,
+    /// When it was started or adopted, ns since the Unix epoch.
+    #[serde(default)]
+    pub started_ns: u64,
+    /// How its root process ended, once it has.
+    #[serde(default)]
+    pub exit_code: Option<i32>,
+    #[serde(default)]
+    pub exit_signal: Option<i32>,
+    /// axiomd holds its terminal: interventions can be typed into it.
+    #[serde(default)]
+    pub pty: bool,
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, Default)]
@@ -229,6 +306,38 @@ impl Connection {
         s.push(b'\n');
         self.w.write_all(&s)?;
         Ok(())
+    }
+
+    /// Sends a request with a file descriptor attached (SCM_RIGHTS) and reads its reply.
+    pub fn request_with_fd(
+        &mut self,
+        req: &Request,
+        fd: std::os::fd::BorrowedFd<'_>,
+    ) -> Result<Reply, ConnectionError> {
+        use std::os::fd::AsRawFd as _;
+        let mut s = serde_json::to_vec(req)?;
+        s.push(b'\n');
+        let fds = [fd.as_raw_fd()];
+        let cmsg = [nix::sys::socket::ControlMessage::ScmRights(&fds)];
+        let mut sent = 0;
+        while sent < s.len() {
+            let iov = [std::io::IoSlice::new(&s[sent..])];
+            // The fd rides on the first chunk only.
+            let c: &[nix::sys::socket::ControlMessage<'_>] = if sent == 0 { &cmsg } else { &[] };
+            sent += nix::sys::socket::sendmsg::<()>(
+                self.w.as_raw_fd(),
+                &iov,
+                c,
+                nix::sys::socket::MsgFlags::empty(),
+                None,
+            )
+            .map_err(std::io::Error::from)?;
+        }
+        loop {
+            if let Some(l) = self.read_line()? {
+                return Ok(serde_json::from_str(&l)?);
+            }
+        }
     }
 
     /// Sets how long a read may wait (`None`: forever).

@@ -40,6 +40,12 @@ enum Cmd {
         /// A name to show in `axiomctl agents`.
         #[arg(long)]
         name: Option<String>,
+        /// The confinement profile the agent runs under (recorded with the agent).
+        #[arg(long)]
+        profile: Option<String>,
+        /// The directory the agent works in (default: the current directory).
+        #[arg(long)]
+        workspace: Option<PathBuf>,
         /// Also print what the agent does (events), interleaved with its terminal output.
         #[arg(long)]
         watch: bool,
@@ -56,6 +62,18 @@ enum Cmd {
     Thaw { agent: u64 },
     /// Kill an agent's whole process tree (cgroup.kill).
     Kill { agent: u64 },
+    /// Stop tracking an agent (its processes run on, unwatched).
+    Untrack { agent: u64 },
+    /// Type a message into an agent's terminal, as if its user had (agents started with `run`).
+    Inject {
+        agent: u64,
+        /// The text; words are joined with spaces.
+        #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true)]
+        text: Vec<String>,
+        /// Do not press Enter after the text.
+        #[arg(long)]
+        no_enter: bool,
+    },
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
     Completions { shell: clap_complete::Shell },
     /// Print the man page (roff).
@@ -83,6 +101,8 @@ fn refusal_exit(code: Option<&str>) -> u8 {
         Some("already_tracked") => 7,
         Some("no_such_agent") => 8,
         Some("not_a_cgroup") => 9,
+        Some("no_terminal") => 10,
+        Some("terminal_closed") => 11,
         Some("not_permitted") => 77, // EX_NOPERM
         _ => 1,
     }
@@ -122,17 +142,92 @@ impl Printer {
     }
 }
 
-/// Streams an agent's events until its root process exits; returns that exit event.
-fn follow_agent(conn: &mut Connection, p: &Printer, root: u32) -> anyhow::Result<Option<Event>> {
+/// Set by SIGINT: a watcher detaches instead of dying mid-line.
+static INTERRUPTED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+extern "C" fn on_sigint(_: libc::c_int) {
+    INTERRUPTED.store(true, std::sync::atomic::Ordering::Relaxed);
+}
+
+fn catch_sigint() {
+    let act = nix::sys::signal::SigAction::new(
+        nix::sys::signal::SigHandler::Handler(on_sigint),
+        nix::sys::signal::SaFlags::empty(),
+        nix::sys::signal::SigSet::empty(),
+    );
+    // SAFETY: the handler only stores to an atomic.
+    let _ = unsafe { nix::sys::signal::sigaction(nix::sys::signal::Signal::SIGINT, &act) };
+}
+
+/// How a follow ended.
+enum Followed {
+    /// The agent ended (its root process exited).
+    Ended(Event),
+    /// Ctrl-C.
+    Detached,
+}
+
+/// Streams an agent's events until it ends (or Ctrl-C); counts them by kind in `seen`.
+fn follow_agent(
+    conn: &mut Connection,
+    p: &Printer,
+    root: u32,
+    seen: &mut std::collections::BTreeMap<&'static str, u64>,
+) -> anyhow::Result<Followed> {
+    conn.set_timeout(Some(Duration::from_millis(200)))?;
     loop {
+        if INTERRUPTED.load(std::sync::atomic::Ordering::Relaxed) {
+            return Ok(Followed::Detached);
+        }
         let Some(e) = conn.next_event()? else {
             continue;
         };
         p.print(&e)?;
-        if e.tgid == root && matches!(e.body, Body::Exit { .. }) {
-            return Ok(Some(e));
+        *seen.entry(e.body.kind()).or_default() += 1;
+        let ended = matches!(e.body, Body::AgentExited { .. })
+            || (e.tgid == root && matches!(e.body, Body::Exit { .. }));
+        if ended {
+            return Ok(Followed::Ended(e));
         }
     }
+}
+
+/// The status header `watch` prints before the stream: who, what, where.
+fn header(a: &axiom_common::wire::AgentInfo, color: bool) -> String {
+    let b = |s: &str| {
+        if color {
+            format!("\x1b[1m{s}\x1b[0m")
+        } else {
+            s.to_string()
+        }
+    };
+    let cmd = a
+        .command
+        .iter()
+        .map(|x| render::escape(x))
+        .collect::<Vec<_>>()
+        .join(" ");
+    format!(
+        "{} agent {}  {}  pid {}  uid {}  {}\n  command: {}\n  workspace: {}{}",
+        b("──"),
+        b(&a.id.to_string()),
+        a.name.as_deref().unwrap_or("-"),
+        a.leader,
+        a.owner_uid,
+        a.state,
+        if cmd.is_empty() { "-".into() } else { cmd },
+        a.workspace.as_deref().unwrap_or("-"),
+        a.profile
+            .as_deref()
+            .map(|p| format!("\n  profile: {p}"))
+            .unwrap_or_default(),
+    )
+}
+
+/// The line `watch` ends with: how the agent ended and what it did.
+fn summary(how: &str, seen: &std::collections::BTreeMap<&'static str, u64>) -> String {
+    let counts: Vec<String> = seen.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    format!("── {how}; events: {}", counts.join(" "))
 }
 
 fn main() -> ExitCode {
@@ -222,19 +317,63 @@ fn run(cli: &Cli) -> anyhow::Result<ExitCode> {
                 return refused(&format!("watch {pid}"), r);
             }
             let agent = r.agent.context("no agent id in reply")?;
-            eprintln!("axiomctl: watching pid {pid} as agent {agent} (Ctrl-C to detach)");
+            let info = conn
+                .request(&Request::Agents)?
+                .agents
+                .unwrap_or_default()
+                .into_iter()
+                .find(|a| a.id == agent);
+            if !cli.json {
+                if let Some(a) = &info {
+                    eprintln!("{}", header(a, p.style.color));
+                }
+                eprintln!("axiomctl: watching pid {pid} as agent {agent} (Ctrl-C to detach)");
+            }
             let r = conn.subscribe(false, Some(agent))?;
             if !r.ok {
                 return refused("subscribe", r);
             }
-            follow_agent(&mut conn, &p, *pid)?;
+            catch_sigint();
+            let mut seen = Default::default();
+            let how = match follow_agent(&mut conn, &p, *pid, &mut seen)? {
+                Followed::Ended(e) => match e.body {
+                    Body::AgentExited { code: Some(c), .. } | Body::Exit { code: Some(c), .. } => {
+                        format!("agent {agent} ended: exit {c}")
+                    }
+                    Body::AgentExited {
+                        signal: Some(s), ..
+                    }
+                    | Body::Exit {
+                        signal: Some(s), ..
+                    } => format!("agent {agent} ended: signal {s}"),
+                    _ => format!("agent {agent} ended"),
+                },
+                Followed::Detached => format!(
+                    "detached; agent {agent} is still tracked (`axiomctl untrack {agent}` ends that)"
+                ),
+            };
+            if !cli.json {
+                eprintln!("{}", summary(&how, &seen));
+            }
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Run {
             name,
+            profile,
+            workspace,
             watch,
             command,
-        } => run_agent(cli, p, name.clone(), *watch, command),
+        } => run_agent(
+            cli,
+            p,
+            Launch {
+                name: name.clone(),
+                profile: profile.clone(),
+                workspace: workspace.clone(),
+            },
+            *watch,
+            command,
+        ),
         Cmd::Agents => {
             let r = connect(cli)?.request(&Request::Agents)?;
             if !r.ok {
@@ -245,19 +384,33 @@ fn run(cli: &Cli) -> anyhow::Result<ExitCode> {
                 println!("{}", serde_json::to_string_pretty(&agents)?);
             } else {
                 println!(
-                    "{:>6}  {:<16} {:>6}  {:<8} {:<8} {:>5}  CGROUP",
-                    "AGENT", "NAME", "UID", "KIND", "STATE", "PROCS"
+                    "{:>6}  {:<16} {:>6}  {:<8} {:<8} {:>5}  {:<8} {:<9} COMMAND",
+                    "AGENT", "NAME", "UID", "KIND", "STATE", "PROCS", "STARTED", "EXIT"
                 );
                 for a in agents {
+                    let exit = match (a.exit_code, a.exit_signal) {
+                        (Some(c), _) => c.to_string(),
+                        (_, Some(s)) => format!("signal {s}"),
+                        _ if a.state == "exited" => "?".into(),
+                        _ => "-".into(),
+                    };
+                    let cmd = a
+                        .command
+                        .iter()
+                        .map(|x| render::escape(x))
+                        .collect::<Vec<_>>()
+                        .join(" ");
                     println!(
-                        "{:>6}  {:<16} {:>6}  {:<8} {:<8} {:>5}  {}",
+                        "{:>6}  {:<16} {:>6}  {:<8} {:<8} {:>5}  {:<8} {:<9} {}",
                         a.id,
-                        a.name.as_deref().unwrap_or("-"),
+                        render::escape(a.name.as_deref().unwrap_or("-")),
                         a.owner_uid,
                         a.kind,
                         a.state,
                         a.pids.len(),
-                        a.cgroup.as_deref().unwrap_or("-")
+                        render::clock(a.started_ns).get(..8).unwrap_or("-"),
+                        exit,
+                        if cmd.is_empty() { "-".into() } else { cmd }
                     );
                 }
             }
@@ -277,6 +430,26 @@ fn run(cli: &Cli) -> anyhow::Result<ExitCode> {
         Cmd::Freeze { agent } => steer(cli, "freeze", Request::Freeze { agent: *agent }),
         Cmd::Thaw { agent } => steer(cli, "thaw", Request::Thaw { agent: *agent }),
         Cmd::Kill { agent } => steer(cli, "kill", Request::Kill { agent: *agent }),
+        Cmd::Untrack { agent } => steer(cli, "untrack", Request::Untrack { agent: *agent }),
+        Cmd::Inject {
+            agent,
+            text,
+            no_enter,
+        } => {
+            let mut t = text.join(" ");
+            if !no_enter {
+                // Enter, as a terminal sends it.
+                t.push('\r');
+            }
+            steer(
+                cli,
+                "inject",
+                Request::Inject {
+                    agent: *agent,
+                    text: t,
+                },
+            )
+        }
         Cmd::Events { agent, follow } => {
             let mut conn = connect(cli)?;
             let r = conn.subscribe(true, *agent)?;
@@ -303,14 +476,32 @@ fn run(cli: &Cli) -> anyhow::Result<ExitCode> {
 /// Starts `command` in a pty of its own, held before exec until axiomd has put it in its agent
 /// cgroup and tracks it (not a single event escapes), then relays the pty. Exits with the agent's
 /// exit code (128+signal when a signal ended it).
+/// What `run` says about the agent it starts.
+struct Launch {
+    name: Option<String>,
+    profile: Option<String>,
+    workspace: Option<PathBuf>,
+}
+
 fn run_agent(
     cli: &Cli,
     mut p: Printer,
-    name: Option<String>,
+    launch: Launch,
     watch: bool,
     command: &[String],
 ) -> anyhow::Result<ExitCode> {
     use std::ffi::CString;
+    let workspace = match &launch.workspace {
+        Some(w) => {
+            std::fs::canonicalize(w).with_context(|| format!("workspace {}", w.display()))?
+        }
+        None => std::env::current_dir().context("current directory")?,
+    };
+    if !workspace.is_dir() {
+        bail!("workspace {} is not a directory", workspace.display());
+    }
+    let workspace_c = CString::new(workspace.as_os_str().as_encoded_bytes())
+        .context("the workspace path contains a NUL byte")?;
     let argv: Vec<CString> = command
         .iter()
         .map(|a| CString::new(a.as_bytes()))
@@ -337,7 +528,9 @@ fn run_agent(
             {
                 unsafe { libc::_exit(126) };
             }
-            if pty::attach_child(&tty.slave).is_err() {
+            if pty::attach_child(&tty.slave).is_err()
+                || nix::unistd::chdir(workspace_c.as_c_str()).is_err()
+            {
                 unsafe { libc::_exit(126) };
             }
             drop(tty);
@@ -356,12 +549,22 @@ fn run_agent(
     // Only the child holds the slave now: the master reads EIO once the agent's side is gone.
     drop(tty.slave);
     let master = tty.master;
+    use std::os::fd::AsFd as _;
     let kill = |pid| {
         let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
         let _ = nix::sys::wait::waitpid(pid, None);
     };
     let raw = pid.as_raw() as u32;
-    let r = conn.request(&Request::RunAgent { pid: raw, name })?;
+    let req = Request::RunAgent {
+        pid: raw,
+        name: launch.name,
+        command: command.to_vec(),
+        workspace: Some(workspace.display().to_string()),
+        profile: launch.profile,
+        pty: true,
+    };
+    // axiomd keeps a copy of the terminal to type interventions into, even after we go.
+    let r = conn.request_with_fd(&req, master.as_fd())?;
     if !r.ok {
         kill(pid);
         return refused("run", r);
@@ -393,11 +596,17 @@ fn run_agent(
     let output = pty::relay_output(master.try_clone()?);
     pty::relay_input(master.try_clone()?);
     pty::relay_winsize(master.try_clone()?);
-    let events = watch.then(|| {
-        std::thread::spawn(move || {
-            let _ = follow_agent(&mut conn, &p, raw);
-        })
-    });
+    // The connection stays open until we exit: while it is, axiomd knows we relay the terminal
+    // (when it closes, axiomd drains the agent's output itself).
+    let mut _held = None;
+    let events = if watch {
+        Some(std::thread::spawn(move || {
+            let _ = follow_agent(&mut conn, &p, raw, &mut Default::default());
+        }))
+    } else {
+        _held = Some(conn);
+        None
+    };
     let status = nix::sys::wait::waitpid(pid, None)?;
     // Background processes of the agent may keep the pty open: give the relay a moment only.
     finish(output, Duration::from_millis(500));

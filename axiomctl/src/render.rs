@@ -35,7 +35,7 @@ pub fn escape(s: &str) -> String {
     out
 }
 
-fn clock(ns: u64) -> String {
+pub fn clock(ns: u64) -> String {
     let secs = (ns / 1_000_000_000) as libc::time_t;
     let ms = (ns / 1_000_000) % 1000;
     let mut tm: libc::tm = unsafe { std::mem::zeroed() };
@@ -126,6 +126,61 @@ impl Style {
                 };
                 format!("{} {family} {addr}", paint(c, "34", "connect"))
             }
+            Body::AgentStarted {
+                name,
+                command,
+                workspace,
+                profile,
+            } => {
+                let args = command
+                    .iter()
+                    .map(|a| escape(a))
+                    .collect::<Vec<_>>()
+                    .join(" ");
+                let mut extra = String::new();
+                if let Some(w) = workspace {
+                    extra.push_str(&format!("  (in {})", escape(w)));
+                }
+                if let Some(p) = profile {
+                    extra.push_str(&format!("  [profile {}]", escape(p)));
+                }
+                format!(
+                    "{} {} {}{}",
+                    paint(c, "1;32", &format!("agent {} started", e.agent)),
+                    escape(name.as_deref().unwrap_or("")),
+                    paint(c, "1", &args),
+                    paint(c, "2", &extra)
+                )
+            }
+            Body::AgentExited { code, signal } => {
+                let how = match (code, signal) {
+                    (Some(n), _) => format!("exit {n}"),
+                    (_, Some(s)) => format!("killed by signal {s}"),
+                    _ => "ended".into(),
+                };
+                let colour = if *code == Some(0) { "1;32" } else { "1;31" };
+                paint(c, colour, &format!("agent {} ended: {how}", e.agent))
+            }
+            Body::Intervention {
+                action,
+                by_uid,
+                detail,
+            } => {
+                let by = by_uid
+                    .map(|u| format!(" by uid {u}"))
+                    .unwrap_or_else(|| " by rule".into());
+                let detail = if detail.is_empty() {
+                    String::new()
+                } else {
+                    format!(": {}", escape(detail))
+                };
+                paint(c, "1;35", &format!("intervention {action}{by}{detail}"))
+            }
+            Body::Violation { rule, detail } => paint(
+                c,
+                "1;41",
+                &format!("violation {}: {}", escape(rule), escape(detail)),
+            ),
         };
         let trunc = if e.truncated {
             paint(c, "2", " [truncated]")

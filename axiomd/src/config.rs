@@ -36,6 +36,26 @@ pub struct Config {
     pub api: ApiConfig,
     pub agents: AgentsConfig,
     pub daemon: DaemonConfig,
+    pub dbus: DbusConfig,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DbusConfig {
+    /// `system` (the system bus; if it is not running axiomd goes on without D-Bus), `off`, or
+    /// a D-Bus address (`unix:path=…`), which must then be reachable.
+    pub bus: String,
+    /// Well-known name axiomd owns on the bus.
+    pub name: String,
+}
+
+impl Default for DbusConfig {
+    fn default() -> Self {
+        DbusConfig {
+            bus: "system".into(),
+            name: "org.axiom.Axiom1".into(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -59,12 +79,27 @@ impl Default for DaemonConfig {
     }
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AgentsConfig {
     /// Directory for the cgroups of agents started by axiomd (`agent-<id>` below it). Default:
     /// `axiom` in the cgroup v2 mount, wherever it is (detected).
     pub cgroup_root: Option<PathBuf>,
+    /// One state file per agent (name, command, owner, start, exit), so agents keep what they
+    /// are across an axiomd restart.
+    pub state_dir: PathBuf,
+    /// How long an ended agent stays listed (with its exit code) before it is forgotten.
+    pub keep_exited_secs: u64,
+}
+
+impl Default for AgentsConfig {
+    fn default() -> Self {
+        AgentsConfig {
+            cgroup_root: None,
+            state_dir: "/run/axiom/agents".into(),
+            keep_exited_secs: 3600,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -95,6 +130,8 @@ pub struct ApiConfig {
     pub socket: PathBuf,
     /// Recent events kept in memory for clients that ask for a replay.
     pub replay_events: usize,
+    /// Members of this group may watch and steer every agent, like root.
+    pub admin_group: String,
 }
 
 impl Default for SensorConfig {
@@ -116,6 +153,7 @@ impl Default for ApiConfig {
         ApiConfig {
             socket: axiom_common::wire::DEFAULT_SOCKET.into(),
             replay_events: 65_536,
+            admin_group: "axiom".into(),
         }
     }
 }
@@ -194,6 +232,19 @@ impl Config {
             return Err(invalid(
                 "sensor.output_wakeup_records",
                 format!("{} is outside 1..=65536", s.output_wakeup_records),
+            ));
+        }
+        let bus = self.dbus.bus.as_str();
+        if !matches!(bus, "system" | "off") && !bus.contains(':') {
+            return Err(invalid(
+                "dbus.bus",
+                format!("{bus:?} is neither \"system\", \"off\" nor a D-Bus address (unix:path=…)"),
+            ));
+        }
+        if zbus::names::WellKnownName::try_from(self.dbus.name.as_str()).is_err() {
+            return Err(invalid(
+                "dbus.name",
+                format!("{:?} is not a valid D-Bus name", self.dbus.name),
             ));
         }
         if !(-20..=19).contains(&self.daemon.nice) {

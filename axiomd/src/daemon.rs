@@ -5,8 +5,11 @@ use std::sync::{Arc, Mutex};
 use anyhow::Context as _;
 use tokio::signal::unix::SignalKind;
 
+use axiom_common::wire::{Body, Event};
+
 use crate::{
-    agents::Control,
+    actions::terminal::Terminals,
+    agents::{Control, ExitStatus},
     api,
     bus::Bus,
     config::Config,
@@ -69,11 +72,14 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     spawn_kernel_log(s.log_program_id);
     let events = s.events.take().context("events ring already taken")?;
     let output = s.output.take().context("output ring already taken")?;
+    let state = crate::agents::state::StateDir::open(cfg.agents.state_dir.clone())
+        .with_context(|| format!("agent state directory {}", cfg.agents.state_dir.display()))?;
     let mut control = Control::restore(
         s.tracked.take().context("tracking map already taken")?,
         s.tracked_cgroups
             .take()
             .context("cgroup map already taken")?,
+        Some(state),
     );
     match cfg
         .agents
@@ -94,16 +100,35 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
             "re-adopted agents tracked before the restart"
         );
     }
-    let bus = Arc::new(Bus::new(1 << 16, cfg.api.replay_events));
+    let (bus, exits) = Bus::new(1 << 16, cfg.api.replay_events);
+    let bus = Arc::new(bus);
+    let admin_gid = crate::authz::admin_gid(&cfg.api.admin_group);
+    if admin_gid.is_none() {
+        tracing::info!(group = %cfg.api.admin_group, "no such admin group: only root may act on every agent");
+    }
     let shared = Arc::new(api::Shared {
         control: Mutex::new(control),
         bus: bus.clone(),
         sensor: Mutex::new(s),
+        terminals: Arc::new(Terminals::default()),
+        admin_gid,
     });
-    let listener = api::bind(&cfg.api.socket)
+    tokio::spawn(agent_exits(exits, shared.clone()));
+    tokio::spawn(sweep(
+        shared.clone(),
+        std::time::Duration::from_secs(cfg.agents.keep_exited_secs),
+    ));
+    let listener = api::socket::bind(&cfg.api.socket)
         .with_context(|| format!("binding {}", cfg.api.socket.display()))?;
     tracing::info!(socket = %cfg.api.socket.display(), "control socket ready");
-    let api_task = tokio::spawn(api::serve(listener, shared.clone()));
+    let api_task = tokio::spawn(api::socket::serve(listener, shared.clone()));
+    let _dbus = match crate::dbus::start(&cfg.dbus.bus, &cfg.dbus.name, shared.clone()).await? {
+        Some(c) => {
+            tracing::info!(name = %cfg.dbus.name, bus = %cfg.dbus.bus, "D-Bus API ready");
+            Some(c)
+        }
+        None => None,
+    };
     let flush = std::time::Duration::from_millis(cfg.sensor.output_flush_ms.into());
     let (done_tx, mut reader) = tokio::sync::oneshot::channel();
     let realtime = cfg.daemon.realtime_reader;
@@ -135,4 +160,44 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         tracing::info!("stopping; sensor unpinned and detached");
     }
     result
+}
+
+/// Learns from the exits of tracked processes that an agent has ended: records it (state file),
+/// lets go of its terminal and announces it.
+async fn agent_exits(
+    mut exits: tokio::sync::mpsc::UnboundedReceiver<Arc<Event>>,
+    shared: Arc<api::Shared>,
+) {
+    while let Some(ev) = exits.recv().await {
+        let Body::Exit { code, signal } = ev.body else {
+            continue;
+        };
+        let status = ExitStatus { code, signal };
+        let notice = match shared.control.lock() {
+            Ok(mut c) => c
+                .exited(ev.tgid, status)
+                .map(|a| api::notice(a, Body::AgentExited { code, signal })),
+            Err(_) => return,
+        };
+        if let Some(n) = notice {
+            shared.terminals.release(n.agent);
+            shared.bus.publish(n);
+        }
+    }
+}
+
+/// Forgets ended agents once they are older than `keep`.
+async fn sweep(shared: Arc<api::Shared>, keep: std::time::Duration) {
+    let mut tick = tokio::time::interval(
+        std::time::Duration::from_secs(60).min(keep.max(std::time::Duration::from_secs(1))),
+    );
+    loop {
+        tick.tick().await;
+        if let Ok(mut c) = shared.control.lock() {
+            let n = c.sweep(keep);
+            if n > 0 {
+                tracing::info!(agents = n, "forgot ended agents");
+            }
+        }
+    }
 }

@@ -2,10 +2,13 @@
 //! rules → actions → sinks); each stage is a module of its own.
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
 
+pub mod actions;
 pub mod agents;
 pub mod api;
+pub mod authz;
 pub mod bus;
 pub mod config;
 pub mod daemon;
+pub mod dbus;
 pub mod kernel;
 pub mod sensor;

@@ -34,6 +34,12 @@ struct Cli {
     /// Override agents.cgroup_root.
     #[arg(long)]
     cgroup_root: Option<PathBuf>,
+    /// Override agents.state_dir.
+    #[arg(long)]
+    state_dir: Option<PathBuf>,
+    /// Override dbus.bus (`system`, `off` or an address).
+    #[arg(long)]
+    dbus: Option<String>,
     #[command(subcommand)]
     command: Option<Cmd>,
 }
@@ -70,6 +76,12 @@ fn load_config(cli: &Cli) -> anyhow::Result<Config> {
     }
     if let Some(p) = &cli.cgroup_root {
         cfg.agents.cgroup_root = Some(p.clone());
+    }
+    if let Some(p) = &cli.state_dir {
+        cfg.agents.state_dir = p.clone();
+    }
+    if let Some(b) = &cli.dbus {
+        cfg.dbus.bus = b.clone();
     }
     // Overrides are held to the same rules as the file.
     cfg.validate("command line")?;

@@ -61,6 +61,8 @@ pub struct Daemon {
     pub cgroup_root: PathBuf,
     pub socket: PathBuf,
     pub log: PathBuf,
+    /// Agent state files.
+    pub state_dir: PathBuf,
     args: Vec<String>,
 }
 
@@ -70,7 +72,9 @@ impl Daemon {
         let pin_dir = PathBuf::from(format!("/sys/fs/bpf/{}", unique(name)));
         let socket = std::env::temp_dir().join(format!("{}.sock", unique(name)));
         let log = std::env::temp_dir().join(format!("{}.log", unique(name)));
+        let state_dir = std::env::temp_dir().join(format!("{}.state", unique(name)));
         let mut d = Daemon {
+            state_dir,
             child: None,
             cgroup_root: cgroup2_mount().join("axiom-tests").join(unique(name)),
             pin_dir,
@@ -104,6 +108,15 @@ impl Daemon {
             .arg(&self.socket)
             .arg("--cgroup-root")
             .arg(&self.cgroup_root)
+            .arg("--state-dir")
+            .arg(&self.state_dir)
+            // No D-Bus unless a test brings its own bus.
+            .args(
+                (!self.args.iter().any(|a| a == "--dbus"))
+                    .then_some(["--dbus", "off"])
+                    .into_iter()
+                    .flatten(),
+            )
             .args(&self.args)
             .env("RUST_LOG", "info")
             .stdout(Stdio::null())
@@ -198,6 +211,7 @@ impl Drop for Daemon {
             .status();
         let _ = std::fs::remove_file(&self.socket);
         let _ = std::fs::remove_file(&self.log);
+        let _ = std::fs::remove_dir_all(&self.state_dir);
         if let Ok(rd) = std::fs::read_dir(&self.cgroup_root) {
             for e in rd.flatten().filter(|e| e.path().is_dir()) {
                 drop(Cgroup { path: e.path() });

@@ -50,3 +50,10 @@ pub fn procs_recursive(path: &Path) -> Vec<u32> {
 pub fn subtree_ids(path: &Path) -> Vec<u64> {
     subtree(path).iter().filter_map(|d| id(d).ok()).collect()
 }
+
+/// Does the cgroup (or one below it) still hold a process? (`populated` in cgroup.events; a
+/// cgroup that is gone holds nothing.)
+pub fn populated(path: &Path) -> bool {
+    std::fs::read_to_string(path.join("cgroup.events"))
+        .is_ok_and(|s| s.lines().any(|l| l == "populated 1"))
+}

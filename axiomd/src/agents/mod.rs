@@ -3,9 +3,12 @@
 //! An agent is an id the kernel copies into every record of its processes. It is either a cgroup
 //! v2 directory (every process in it, present and future) or a process tree adopted by pid (the
 //! process and its descendants, present and future). Tracking state lives in the kernel maps, so
-//! it survives an axiomd restart: the registry is rebuilt from those maps at start-up.
+//! it survives an axiomd restart: the registry is rebuilt from those maps at start-up, and what
+//! the kernel does not know (name, command, workspace, profile, start, exit) from the state files
+//! axiomd keeps beside them (`state.rs`).
 pub mod cgroup;
 pub mod procfs;
+pub mod state;
 
 use std::{
     collections::BTreeMap,
@@ -15,6 +18,9 @@ use std::{
 
 use axiom_common::Tracked;
 use aya::maps::{Array, HashMap, MapData};
+use serde::{Deserialize, Serialize};
+
+use crate::authz::Caller;
 
 #[derive(Debug, thiserror::Error)]
 pub enum AgentError {
@@ -65,7 +71,8 @@ impl AgentError {
     }
 }
 
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Source {
     Cgroup {
         path: PathBuf,
@@ -74,16 +81,76 @@ pub enum Source {
     Process {
         pid: u32,
     },
-    /// Found in the kernel maps at start-up (tracked by an earlier run).
+    /// Found in the kernel maps at start-up with no state file (tracked by an earlier run).
     Restored,
 }
 
-#[derive(Clone, Debug)]
+/// How an agent's root process ended.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExitStatus {
+    pub code: Option<i32>,
+    pub signal: Option<i32>,
+}
+
+/// What axiomd knows of an agent beyond the kernel maps; saved as its state file.
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Agent {
     pub id: u64,
     pub owner_uid: u32,
     pub source: Source,
+    #[serde(default)]
     pub name: Option<String>,
+    /// The root process (0: none, e.g. a tracked cgroup).
+    #[serde(default)]
+    pub leader: u32,
+    #[serde(default)]
+    pub command: Vec<String>,
+    #[serde(default)]
+    pub workspace: Option<String>,
+    #[serde(default)]
+    pub profile: Option<String>,
+    /// Started or adopted, ns since the Unix epoch.
+    #[serde(default)]
+    pub started_ns: u64,
+    #[serde(default)]
+    pub exit: Option<ExitStatus>,
+    /// When axiomd saw it exit (for retention), ns since the Unix epoch.
+    #[serde(default)]
+    pub exited_ns: u64,
+}
+
+/// What a client says about an agent it starts.
+#[derive(Clone, Debug, Default)]
+pub struct Launch {
+    pub name: Option<String>,
+    pub command: Vec<String>,
+    pub workspace: Option<String>,
+    pub profile: Option<String>,
+}
+
+impl Agent {
+    fn new(id: u64, owner_uid: u32, source: Source, leader: u32) -> Agent {
+        Agent {
+            id,
+            owner_uid,
+            source,
+            name: None,
+            leader,
+            command: Vec::new(),
+            workspace: None,
+            profile: None,
+            started_ns: now_ns(),
+            exit: None,
+            exited_ns: 0,
+        }
+    }
+}
+
+pub fn now_ns() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0)
 }
 
 /// The kernel tracking maps and the agents they describe; every change goes through here.
@@ -92,9 +159,12 @@ pub struct Control {
     pub tracked: Array<MapData, u64>,
     pub tracked_cgroups: HashMap<MapData, u64, Tracked>,
     agents: BTreeMap<u64, Agent>,
+    /// Agent by root process, for agents whose root still runs.
+    leaders: std::collections::HashMap<u32, u64>,
     next: u64,
     /// Where agents started by axiomd get their cgroups (`agent-<id>` below it).
     cgroup_root: Option<PathBuf>,
+    state: Option<state::StateDir>,
 }
 
 /// An intervention on a whole agent.
@@ -129,9 +199,13 @@ impl Control {
     pub fn restore(
         tracked: Array<MapData, u64>,
         tracked_cgroups: HashMap<MapData, u64, Tracked>,
+        state: Option<state::StateDir>,
     ) -> Control {
-        let mut agents = BTreeMap::new();
-        let mut max = 0;
+        let mut agents: BTreeMap<u64, Agent> = state
+            .as_ref()
+            .map(|s| s.load_all().into_iter().map(|a| (a.id, a)).collect())
+            .unwrap_or_default();
+        let mut max = agents.keys().copied().max().unwrap_or(0);
         // The array is indexed by pid: look up the live pids rather than scan pid_max slots.
         let found: Vec<u64> = procfs::pids()
             .into_iter()
@@ -140,20 +214,100 @@ impl Control {
             .collect();
         for agent in found {
             max = max.max(agent);
-            agents.entry(agent).or_insert(Agent {
-                id: agent,
-                owner_uid: 0,
-                source: Source::Restored,
-                name: None,
-            });
+            agents
+                .entry(agent)
+                .or_insert_with(|| Agent::new(agent, 0, Source::Restored, 0));
+        }
+        let mut leaders = std::collections::HashMap::new();
+        for a in agents.values_mut() {
+            if a.leader != 0 && a.exit.is_none() {
+                if procfs::stat(a.leader).is_some() {
+                    leaders.insert(a.leader, a.id);
+                } else {
+                    // It ended while axiomd was down: the code is lost, the end is not.
+                    a.exit = Some(ExitStatus::default());
+                    a.exited_ns = now_ns();
+                }
+            }
         }
         Control {
             tracked,
             tracked_cgroups,
             agents,
+            leaders,
             next: max + 1,
             cgroup_root: None,
+            state,
         }
+    }
+
+    /// Records a new agent (registry, leader index, state file).
+    fn insert(&mut self, a: Agent) {
+        if a.leader != 0 {
+            self.leaders.insert(a.leader, a.id);
+        }
+        self.save(&a);
+        self.agents.insert(a.id, a);
+    }
+
+    fn save(&self, a: &Agent) {
+        if let Some(s) = &self.state
+            && let Err(e) = s.save(a)
+        {
+            tracing::warn!(agent = a.id, "cannot save agent state: {e}");
+        }
+    }
+
+    pub fn get(&self, agent: u64) -> Option<&Agent> {
+        self.agents.get(&agent)
+    }
+
+    /// A tracked process exited: if it was an agent's root, the agent has ended.
+    pub fn exited(&mut self, tgid: u32, status: ExitStatus) -> Option<&Agent> {
+        let id = self.leaders.remove(&tgid)?;
+        let a = self.agents.get_mut(&id)?;
+        a.exit = Some(status);
+        a.exited_ns = now_ns();
+        let a = a.clone();
+        self.save(&a);
+        self.agents.get(&id)
+    }
+
+    /// Forgets agents that ended more than `keep` ago and have no process left: their state file
+    /// and their (empty) cgroup go too. Returns how many went.
+    pub fn sweep(&mut self, keep: std::time::Duration) -> usize {
+        let cutoff = now_ns().saturating_sub(keep.as_nanos() as u64);
+        let old: Vec<u64> = self
+            .agents
+            .values()
+            .filter(|a| a.exit.is_some() && a.exited_ns <= cutoff)
+            .filter(|a| match &a.source {
+                Source::Cgroup { path, .. } => !cgroup::populated(path),
+                _ => true,
+            })
+            .map(|a| a.id)
+            .collect();
+        for id in &old {
+            if let Some(a) = self.agents.remove(id) {
+                if let Some(s) = &self.state {
+                    s.remove(a.id);
+                }
+                if let Source::Cgroup { path, ids } = &a.source {
+                    for cg in ids {
+                        let _ = self.tracked_cgroups.remove(cg);
+                    }
+                    // Only cgroups axiomd made for the agent.
+                    if self
+                        .cgroup_root
+                        .as_ref()
+                        .is_some_and(|r| path.starts_with(r))
+                    {
+                        let _ = std::fs::remove_dir(path);
+                    }
+                }
+            }
+        }
+        old.len()
     }
 
     /// Sets (and creates) the directory for agent cgroups; agents found there from an earlier run
@@ -172,7 +326,9 @@ impl Control {
                 else {
                     continue;
                 };
-                if let Some(a) = self.agents.get_mut(&id) {
+                if let Some(a) = self.agents.get_mut(&id)
+                    && matches!(a.source, Source::Restored)
+                {
                     a.owner_uid = std::fs::metadata(e.path()).map(|m| m.uid()).unwrap_or(0);
                     a.source = Source::Cgroup {
                         ids: cgroup::subtree_ids(&e.path()),
@@ -217,10 +373,10 @@ impl Control {
 
     /// Tracks every process in a cgroup v2 directory and below, present and future. Root only:
     /// a cgroup may hold anyone's processes.
-    pub fn track_cgroup(&mut self, path: &Path, caller: u32) -> Result<u64, AgentError> {
-        if caller != 0 {
+    pub fn track_cgroup(&mut self, path: &Path, caller: Caller) -> Result<u64, AgentError> {
+        if !caller.admin {
             return Err(AgentError::NotPermitted {
-                uid: caller,
+                uid: caller.uid,
                 what: format!("track cgroup {}", path.display()),
             });
         }
@@ -248,24 +404,28 @@ impl Control {
             self.set_pid(pid, agent)?;
         }
         let owner_uid = std::fs::metadata(path).map(|m| m.uid()).unwrap_or(0);
-        self.agents.insert(
+        let mut a = Agent::new(
             agent,
-            Agent {
-                id: agent,
-                owner_uid,
-                source: Source::Cgroup {
-                    path: path.into(),
-                    ids,
-                },
-                name: None,
+            owner_uid,
+            Source::Cgroup {
+                path: path.into(),
+                ids,
             },
+            0,
         );
+        a.name = path.file_name().map(|n| n.to_string_lossy().into_owned());
+        self.insert(a);
         Ok(agent)
     }
 
     /// Checks that `caller` may make `pid` an agent: a live user process (not init, not a kernel
     /// thread) that the caller owns (or root), not tracked yet.
-    fn adoptable(&self, pid: u32, caller: u32, what: &str) -> Result<procfs::ProcStat, AgentError> {
+    fn adoptable(
+        &self,
+        pid: u32,
+        caller: Caller,
+        what: &str,
+    ) -> Result<procfs::ProcStat, AgentError> {
         if pid == 1 {
             return Err(AgentError::Init);
         }
@@ -273,9 +433,9 @@ impl Control {
         if st.is_kernel_thread() {
             return Err(AgentError::KernelThread(pid));
         }
-        if caller != 0 && caller != st.uid {
+        if !caller.may_act_for(st.uid) {
             return Err(AgentError::NotPermitted {
-                uid: caller,
+                uid: caller.uid,
                 what: format!("{what} pid {pid} (owned by uid {})", st.uid),
             });
         }
@@ -287,7 +447,7 @@ impl Control {
 
     /// Adopts a running process and its descendants, present and future. The caller must own
     /// the process, or be root.
-    pub fn track_pid(&mut self, pid: u32, caller: u32) -> Result<u64, AgentError> {
+    pub fn track_pid(&mut self, pid: u32, caller: Caller) -> Result<u64, AgentError> {
         let st = self.adoptable(pid, caller, "watch")?;
         let agent = self.new_id();
         // The root first: from here on its forks are tracked by the kernel; the scan below picks
@@ -302,15 +462,11 @@ impl Control {
                 self.set_pid(child, agent)?;
             }
         }
-        self.agents.insert(
-            agent,
-            Agent {
-                id: agent,
-                owner_uid: st.uid,
-                source: Source::Process { pid },
-                name: None,
-            },
-        );
+        let mut a = Agent::new(agent, st.uid, Source::Process { pid }, pid);
+        a.command = procfs::cmdline(pid);
+        a.workspace = procfs::cwd(pid);
+        a.name = Some(st.comm.clone());
+        self.insert(a);
         Ok(agent)
     }
 
@@ -320,8 +476,8 @@ impl Control {
     pub fn run_agent(
         &mut self,
         pid: u32,
-        caller: u32,
-        name: Option<String>,
+        caller: Caller,
+        launch: Launch,
     ) -> Result<u64, AgentError> {
         let st = self.adoptable(pid, caller, "run")?;
         let root = self.cgroup_root.clone().ok_or(AgentError::NoCgroup2)?;
@@ -349,29 +505,32 @@ impl Control {
                 cg_err(e)
             });
         }
-        self.agents.insert(
+        let mut a = Agent::new(
             agent,
-            Agent {
-                id: agent,
-                owner_uid: st.uid,
-                source: Source::Cgroup {
-                    path,
-                    ids: vec![id],
-                },
-                name,
+            st.uid,
+            Source::Cgroup {
+                path,
+                ids: vec![id],
             },
+            pid,
         );
+        a.name = launch.name;
+        a.command = launch.command;
+        a.workspace = launch.workspace;
+        a.profile = launch.profile;
+        self.insert(a);
         Ok(agent)
     }
 
-    fn authorised(&self, agent: u64, caller: u32, what: &str) -> Result<&Agent, AgentError> {
+    /// The agent, if the caller may act on it.
+    pub fn authorised(&self, agent: u64, caller: Caller, what: &str) -> Result<&Agent, AgentError> {
         let a = self
             .agents
             .get(&agent)
             .ok_or(AgentError::NoSuchAgent(agent))?;
-        if caller != 0 && caller != a.owner_uid {
+        if !caller.may_act_for(a.owner_uid) {
             return Err(AgentError::NotPermitted {
-                uid: caller,
+                uid: caller.uid,
                 what: format!("{what} agent {agent}"),
             });
         }
@@ -388,7 +547,7 @@ impl Control {
 
     /// Freezes, thaws or kills a whole agent: through its cgroup (cgroup.freeze, cgroup.kill) when
     /// it has one, else by signalling each of its processes.
-    pub fn steer(&mut self, agent: u64, how: Steer, caller: u32) -> Result<u64, AgentError> {
+    pub fn steer(&mut self, agent: u64, how: Steer, caller: Caller) -> Result<u64, AgentError> {
         let a = self.authorised(agent, caller, &format!("{how:?}").to_lowercase())?;
         // A cgroup freezes and kills its whole tree atomically; stop, and agents without a
         // cgroup of their own, go through signals.
@@ -418,10 +577,10 @@ impl Control {
     }
 
     /// The agents a caller may see (root: all), with their processes and state.
-    pub fn list(&self, caller: u32) -> Vec<AgentView> {
+    pub fn list(&self, caller: Caller) -> Vec<AgentView> {
         self.agents
             .values()
-            .filter(|a| caller == 0 || a.owner_uid == caller)
+            .filter(|a| caller.may_act_for(a.owner_uid))
             .map(|a| {
                 let cgroup = match &a.source {
                     Source::Cgroup { path, .. } => Some(path.clone()),
@@ -442,7 +601,7 @@ impl Control {
     }
 
     /// Stops tracking an agent: its cgroups and every process carrying its id.
-    pub fn untrack(&mut self, agent: u64, caller: u32) -> Result<(), AgentError> {
+    pub fn untrack(&mut self, agent: u64, caller: Caller) -> Result<(), AgentError> {
         self.authorised(agent, caller, "untrack")?;
         let cgs: Vec<u64> = self
             .tracked_cgroups
@@ -457,7 +616,12 @@ impl Control {
         for pid in self.pids_of(agent) {
             let _ = self.set_pid(pid, 0);
         }
-        self.agents.remove(&agent);
+        if let Some(a) = self.agents.remove(&agent) {
+            self.leaders.remove(&a.leader);
+        }
+        if let Some(s) = &self.state {
+            s.remove(agent);
+        }
         Ok(())
     }
 

@@ -10,6 +10,7 @@ pub struct ProcStat {
     pub flags: u64,
     /// Owner (effective uid) of the process.
     pub uid: u32,
+    pub comm: String,
 }
 
 /// Reads /proc/<pid>/stat; `None` when the process does not exist (or just exited).
@@ -18,13 +19,16 @@ pub fn stat(pid: u32) -> Option<ProcStat> {
     let uid = std::fs::metadata(&dir).ok()?.uid();
     let s = std::fs::read_to_string(dir.join("stat")).ok()?;
     // comm may hold spaces and parentheses: fields resume after the last ')'.
-    let rest = &s[s.rfind(')')? + 2..];
+    let close = s.rfind(')')?;
+    let comm = s[s.find('(')? + 1..close].to_string();
+    let rest = &s[close + 2..];
     let f: Vec<&str> = rest.split_whitespace().collect();
     // rest[0] is state (field 3); ppid is field 4, flags field 9.
     Some(ProcStat {
         ppid: f.get(1)?.parse().ok()?,
         flags: f.get(6)?.parse().ok()?,
         uid,
+        comm,
     })
 }
 
@@ -32,6 +36,18 @@ impl ProcStat {
     pub fn is_kernel_thread(&self) -> bool {
         self.flags & PF_KTHREAD != 0
     }
+}
+
+/// A process's argv (empty for kernel threads, zombies and processes that are gone).
+pub fn cmdline(pid: u32) -> Vec<String> {
+    std::fs::read(format!("/proc/{pid}/cmdline"))
+        .map(|b| {
+            b.split(|c| *c == 0)
+                .filter(|a| !a.is_empty())
+                .map(|a| String::from_utf8_lossy(a).into_owned())
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 /// Every live process id.

@@ -1,64 +1,42 @@
-//! The control socket: JSON lines over a Unix stream socket, one request per line.
+//! What clients may ask of axiomd, answered the same way whichever way they come in: the control
+//! socket (`socket.rs`, JSON lines, used by axiomctl) or D-Bus (`crate::dbus`).
 //!
-//! Every call is authorised from the peer's credentials (SO_PEERCRED), not from anything the client
-//! says: a user may track and watch only their own processes; root may do all. `status` is open.
+//! Every call is authorised from the caller's kernel-reported identity (`crate::authz::Caller`):
+//! a user may track, watch and steer only their own processes and agents; root and the admin
+//! group may do all. `status` is open.
+pub mod socket;
+
 use std::{
-    os::unix::fs::PermissionsExt as _,
-    path::{Path, PathBuf},
+    os::fd::OwnedFd,
+    path::PathBuf,
     sync::{Arc, Mutex},
 };
 
-use axiom_common::wire::{AgentInfo, Event, Reply, Request, Status};
+use axiom_common::wire::{AgentInfo, Body, Event, Reply, Request, Status};
 use tokio::{
-    io::{AsyncBufReadExt as _, AsyncWriteExt as _, BufReader},
-    net::{UnixListener, UnixStream, unix::OwnedWriteHalf},
+    io::{AsyncWrite, AsyncWriteExt as _},
     sync::broadcast::error::RecvError,
 };
 
 use crate::{
-    agents::{AgentView, Control, Source, Steer},
+    actions::terminal::Terminals,
+    agents::{Agent, AgentError, AgentView, Control, Launch, Source, Steer},
+    authz::Caller,
     bus::Bus,
     kernel::Sensor,
 };
 
-/// What the API needs from the daemon.
+/// What the front-ends share.
 pub struct Shared {
     pub control: Mutex<Control>,
     pub bus: Arc<Bus>,
     pub sensor: Mutex<Sensor>,
+    pub terminals: Arc<Terminals>,
+    /// gid of the admin group, resolved at start-up.
+    pub admin_gid: Option<u32>,
 }
 
-pub fn bind(path: &Path) -> std::io::Result<UnixListener> {
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir)?;
-    }
-    let _ = std::fs::remove_file(path);
-    let l = UnixListener::bind(path)?;
-    // Open to all local users: authorisation is per call, from the peer's uid.
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o666))?;
-    Ok(l)
-}
-
-pub async fn serve(listener: UnixListener, shared: Arc<Shared>) {
-    loop {
-        match listener.accept().await {
-            Ok((stream, _)) => {
-                let shared = shared.clone();
-                tokio::spawn(async move {
-                    if let Err(e) = client(stream, shared).await {
-                        tracing::debug!("client: {e}");
-                    }
-                });
-            }
-            Err(e) => {
-                tracing::warn!("accept: {e}");
-                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-            }
-        }
-    }
-}
-
-fn error(e: impl std::fmt::Display) -> Reply {
+pub fn error(e: impl std::fmt::Display) -> Reply {
     Reply {
         ok: false,
         error: Some(e.to_string()),
@@ -66,39 +44,24 @@ fn error(e: impl std::fmt::Display) -> Reply {
     }
 }
 
-async fn write_line<T: serde::Serialize>(w: &mut OwnedWriteHalf, v: &T) -> std::io::Result<()> {
-    let mut s = serde_json::to_vec(v).map_err(std::io::Error::other)?;
-    s.push(b'\n');
-    w.write_all(&s).await
-}
-
-async fn client(stream: UnixStream, shared: Arc<Shared>) -> std::io::Result<()> {
-    let uid = stream.peer_cred()?.uid();
-    let (r, mut w) = stream.into_split();
-    let mut lines = BufReader::new(r).lines();
-    while let Some(line) = lines.next_line().await? {
-        let req: Request = match serde_json::from_str(&line) {
-            Ok(r) => r,
-            Err(e) => {
-                write_line(&mut w, &error(format!("bad request: {e}"))).await?;
-                continue;
-            }
-        };
-        match req {
-            Request::Subscribe { replay, agent } => {
-                return subscribe(&mut w, &shared, uid, replay, agent).await;
-            }
-            other => {
-                let reply = handle(&shared, uid, other);
-                write_line(&mut w, &reply).await?;
-            }
-        }
+pub fn refusal(e: AgentError) -> Reply {
+    Reply {
+        code: Some(e.code().into()),
+        ..error(e)
     }
-    Ok(())
 }
 
-fn agent_info(v: AgentView) -> AgentInfo {
-    let kind = match v.agent.source {
+fn ok_agent(agent: u64) -> Reply {
+    Reply {
+        ok: true,
+        agent: Some(agent),
+        ..Default::default()
+    }
+}
+
+pub fn agent_info(v: AgentView, pty: bool) -> AgentInfo {
+    let a = v.agent;
+    let kind = match a.source {
         Source::Cgroup { .. } => "cgroup",
         Source::Process { .. } => "process",
         Source::Restored => "restored",
@@ -110,154 +73,286 @@ fn agent_info(v: AgentView) -> AgentInfo {
     } else {
         "running"
     };
+    let exit = a.exit.unwrap_or_default();
     AgentInfo {
-        id: v.agent.id,
-        name: v.agent.name,
-        owner_uid: v.agent.owner_uid,
+        id: a.id,
+        name: a.name,
+        owner_uid: a.owner_uid,
         kind: kind.into(),
         cgroup: v.cgroup.map(|p| p.display().to_string()),
         state: state.into(),
         pids: v.processes,
+        leader: a.leader,
+        command: a.command,
+        workspace: a.workspace,
+        profile: a.profile,
+        started_ns: a.started_ns,
+        exit_code: exit.code,
+        exit_signal: exit.signal,
+        pty,
     }
 }
 
-/// Runs an agent operation under the control lock; the reply names the agent or the error.
-fn with_control(
-    shared: &Shared,
-    f: impl FnOnce(&mut Control) -> Result<u64, crate::agents::AgentError>,
-) -> Reply {
-    let Ok(mut c) = shared.control.lock() else {
-        return error("control state poisoned");
-    };
-    match f(&mut c) {
-        Ok(agent) => Reply {
-            ok: true,
-            agent: Some(agent),
-            ..Default::default()
-        },
-        Err(e) => Reply {
-            code: Some(e.code().into()),
-            ..error(e)
-        },
+/// An event about an agent as a whole (not from the kernel): stamped now, attributed to its root.
+pub fn notice(a: &Agent, body: Body) -> Event {
+    Event {
+        seq: 0,
+        time_ns: crate::agents::now_ns(),
+        agent: a.id,
+        pid: a.leader,
+        tgid: a.leader,
+        ppid: 0,
+        uid: a.owner_uid,
+        cgroup_id: 0,
+        comm: a.name.clone().unwrap_or_default(),
+        truncated: false,
+        body,
     }
 }
 
-fn handle(shared: &Shared, uid: u32, req: Request) -> Reply {
-    match req {
-        Request::Status => Reply {
-            ok: true,
-            status: Some(status(shared)),
-            ..Default::default()
+fn started(a: &Agent) -> Event {
+    notice(
+        a,
+        Body::AgentStarted {
+            name: a.name.clone(),
+            command: a.command.clone(),
+            workspace: a.workspace.clone(),
+            profile: a.profile.clone(),
         },
-        Request::TrackCgroup { path } => {
-            with_control(shared, |c| c.track_cgroup(&PathBuf::from(path), uid))
+    )
+}
+
+impl Shared {
+    /// Runs an agent operation under the control lock; on success publishes what `after`
+    /// makes of the agent (started, intervention) once the lock is released.
+    fn act(
+        &self,
+        f: impl FnOnce(&mut Control) -> Result<u64, AgentError>,
+        after: impl FnOnce(&Agent) -> Option<Event>,
+    ) -> Reply {
+        let Ok(mut c) = self.control.lock() else {
+            return error("control state poisoned");
+        };
+        match f(&mut c) {
+            Ok(agent) => {
+                let ev = c.get(agent).and_then(after);
+                drop(c);
+                if let Some(ev) = ev {
+                    self.bus.publish(ev);
+                }
+                ok_agent(agent)
+            }
+            Err(e) => refusal(e),
         }
-        Request::TrackPid { pid } => with_control(shared, |c| c.track_pid(pid, uid)),
-        Request::Untrack { agent } => {
-            with_control(shared, |c| c.untrack(agent, uid).map(|()| agent))
-        }
-        Request::RunAgent { pid, name } => with_control(shared, |c| c.run_agent(pid, uid, name)),
-        Request::Stop { agent } => with_control(shared, |c| c.steer(agent, Steer::Stop, uid)),
-        Request::Freeze { agent } => with_control(shared, |c| c.steer(agent, Steer::Freeze, uid)),
-        Request::Thaw { agent } => with_control(shared, |c| c.steer(agent, Steer::Thaw, uid)),
-        Request::Kill { agent } => with_control(shared, |c| c.steer(agent, Steer::Kill, uid)),
-        Request::Agents => {
-            let Ok(c) = shared.control.lock() else {
-                return error("control state poisoned");
+    }
+
+    fn intervene(&self, agent: u64, how: Steer, caller: Caller) -> Reply {
+        let action = format!("{how:?}").to_lowercase();
+        self.act(
+            |c| c.steer(agent, how, caller),
+            |a| {
+                Some(notice(
+                    a,
+                    Body::Intervention {
+                        action: action.clone(),
+                        by_uid: Some(caller.uid),
+                        detail: String::new(),
+                    },
+                ))
+            },
+        )
+    }
+
+    fn inject(&self, agent: u64, text: &str, caller: Caller) -> Reply {
+        let a = match self.control.lock() {
+            Ok(c) => match c.authorised(agent, caller, "type into") {
+                Ok(a) => a.clone(),
+                Err(e) => return refusal(e),
+            },
+            Err(_) => return error("control state poisoned"),
+        };
+        if let Err(e) = self.terminals.inject(agent, text.as_bytes()) {
+            let code = match e {
+                crate::actions::terminal::TerminalError::NoTerminal(_) => "no_terminal",
+                _ => "terminal_closed",
             };
-            Reply {
+            return Reply {
+                code: Some(code.into()),
+                ..error(e)
+            };
+        }
+        self.bus.publish(notice(
+            &a,
+            Body::Intervention {
+                action: "inject".into(),
+                by_uid: Some(caller.uid),
+                detail: text.into(),
+            },
+        ));
+        ok_agent(agent)
+    }
+
+    /// Answers one request. `fd` is a descriptor that came with it (the pty of `run_agent`).
+    pub fn handle(&self, caller: Caller, req: Request, fd: Option<OwnedFd>) -> Reply {
+        match req {
+            Request::Status => Reply {
                 ok: true,
-                agents: Some(c.list(uid).into_iter().map(agent_info).collect()),
+                status: Some(self.status()),
                 ..Default::default()
+            },
+            Request::TrackCgroup { path } => self.act(
+                |c| c.track_cgroup(&PathBuf::from(path), caller),
+                |a| Some(started(a)),
+            ),
+            Request::TrackPid { pid } => {
+                self.act(|c| c.track_pid(pid, caller), |a| Some(started(a)))
+            }
+            Request::Untrack { agent } => self.act(
+                |c| {
+                    // Published before the agent is forgotten (its owner sees the event).
+                    let ev = c.get(agent).map(|a| {
+                        notice(
+                            a,
+                            Body::Intervention {
+                                action: "untrack".into(),
+                                by_uid: Some(caller.uid),
+                                detail: String::new(),
+                            },
+                        )
+                    });
+                    c.untrack(agent, caller)?;
+                    self.terminals.release(agent);
+                    if let Some(ev) = ev {
+                        self.bus.publish(ev);
+                    }
+                    Ok(agent)
+                },
+                |_| None,
+            ),
+            Request::RunAgent {
+                pid,
+                name,
+                command,
+                workspace,
+                profile,
+                pty,
+            } => {
+                if pty && fd.is_none() {
+                    return error("run_agent: pty announced but no descriptor came with it");
+                }
+                let launch = Launch {
+                    name,
+                    command,
+                    workspace,
+                    profile,
+                };
+                let reply = self.act(|c| c.run_agent(pid, caller, launch), |a| Some(started(a)));
+                if let (true, Some(agent), Some(fd)) = (reply.ok, reply.agent, fd) {
+                    self.terminals.hold(agent, fd);
+                }
+                reply
+            }
+            Request::Inject { agent, text } => self.inject(agent, &text, caller),
+            Request::Stop { agent } => self.intervene(agent, Steer::Stop, caller),
+            Request::Freeze { agent } => self.intervene(agent, Steer::Freeze, caller),
+            Request::Thaw { agent } => self.intervene(agent, Steer::Thaw, caller),
+            Request::Kill { agent } => self.intervene(agent, Steer::Kill, caller),
+            Request::Agents => Reply {
+                ok: true,
+                agents: Some(self.agents(caller)),
+                ..Default::default()
+            },
+            Request::Subscribe { .. } => error("subscribe is handled by the transport"),
+        }
+    }
+
+    pub fn agents(&self, caller: Caller) -> Vec<AgentInfo> {
+        let Ok(c) = self.control.lock() else {
+            return Vec::new();
+        };
+        c.list(caller)
+            .into_iter()
+            .map(|v| {
+                let pty = self.terminals.has(v.agent.id);
+                agent_info(v, pty)
+            })
+            .collect()
+    }
+
+    pub fn status(&self) -> Status {
+        let mut st = Status {
+            version: env!("CARGO_PKG_VERSION").into(),
+            ..Default::default()
+        };
+        if let Ok(s) = self.sensor.lock() {
+            st.pin_dir = s.pins.root.display().to_string();
+            st.reused_pins = s.reused;
+            st.startup_ms = s.startup.as_secs_f64() * 1e3;
+            st.attached = s.attached.iter().map(|s| s.to_string()).collect();
+            st.skipped = s.skipped.iter().map(|s| s.to_string()).collect();
+            for (cause, n) in s.lost_counts() {
+                st.lost.insert(cause.name().into(), n);
             }
         }
-        Request::Subscribe { .. } => error("subscribe is handled on its own"),
-    }
-}
-
-pub fn status(shared: &Shared) -> Status {
-    let mut st = Status {
-        version: env!("CARGO_PKG_VERSION").into(),
-        ..Default::default()
-    };
-    if let Ok(s) = shared.sensor.lock() {
-        st.pin_dir = s.pins.root.display().to_string();
-        st.reused_pins = s.reused;
-        st.startup_ms = s.startup.as_secs_f64() * 1e3;
-        st.attached = s.attached.iter().map(|s| s.to_string()).collect();
-        st.skipped = s.skipped.iter().map(|s| s.to_string()).collect();
-        for (cause, n) in s.lost_counts() {
-            st.lost.insert(cause.name().into(), n);
+        if let Ok(c) = self.control.lock() {
+            (st.tracked_processes, st.tracked_cgroups) = c.tracked_counts();
         }
+        let stats = &self.bus.stats;
+        st.events = stats.events();
+        if let Ok(m) = stats.losses.lock() {
+            st.lost.extend(m.iter().map(|(k, v)| (k.to_string(), *v)));
+        }
+        st.lost.insert(
+            "subscriber_lagged".into(),
+            stats.lagged.load(std::sync::atomic::Ordering::Relaxed),
+        );
+        st
     }
-    if let Ok(c) = shared.control.lock() {
-        (st.tracked_processes, st.tracked_cgroups) = c.tracked_counts();
+
+    /// Checks a subscription: the agent (if one is named) exists and the caller may watch it.
+    pub fn may_subscribe(&self, caller: Caller, agent: Option<u64>) -> Result<(), AgentError> {
+        let Some(a) = agent else { return Ok(()) };
+        let c = self.control.lock().map_err(|_| AgentError::Map {
+            map: "registry",
+            reason: "control state poisoned".into(),
+        })?;
+        c.authorised(a, caller, "watch").map(|_| ())
     }
-    let stats = &shared.bus.stats;
-    st.events = stats.events();
-    if let Ok(m) = stats.losses.lock() {
-        st.lost.extend(m.iter().map(|(k, v)| (k.to_string(), *v)));
-    }
-    st.lost.insert(
-        "subscriber_lagged".into(),
-        stats.lagged.load(std::sync::atomic::Ordering::Relaxed),
-    );
-    st
 }
 
-/// Who may see an event: root sees all; a user sees events of their own uid and of agents they own.
-fn visible(ev: &Event, uid: u32, owned: &dyn Fn(u64) -> bool) -> bool {
-    uid == 0 || ev.uid == uid || owned(ev.agent)
+pub async fn write_line<W, T>(w: &mut W, v: &T) -> std::io::Result<()>
+where
+    W: AsyncWrite + Unpin,
+    T: serde::Serialize,
+{
+    let mut s = serde_json::to_vec(v).map_err(std::io::Error::other)?;
+    s.push(b'\n');
+    w.write_all(&s).await
 }
 
-async fn subscribe(
-    w: &mut OwnedWriteHalf,
+/// Streams events as JSON lines into `w` (after the subscription was accepted) until the
+/// reader goes away. Root and admins see all; a user sees events of their own uid and of
+/// agents they own.
+pub async fn stream_events<W: AsyncWrite + Unpin>(
+    w: &mut W,
     shared: &Shared,
-    uid: u32,
+    caller: Caller,
     replay: bool,
     agent: Option<u64>,
 ) -> std::io::Result<()> {
-    if let Some(a) = agent {
-        let owner = shared.control.lock().ok().and_then(|c| c.owner_of(a));
-        match owner {
-            None => {
-                let e = crate::agents::AgentError::NoSuchAgent(a);
-                let r = Reply {
-                    code: Some(e.code().into()),
-                    ..error(e)
-                };
-                return write_line(w, &r).await;
-            }
-            Some(o) if uid != 0 && o != uid => {
-                return write_line(
-                    w,
-                    &error(format!(
-                        "permission denied: uid {uid} may not watch agent {a}"
-                    )),
-                )
-                .await;
-            }
-            _ => {}
-        }
-    }
     let owned = |a: u64| {
         shared
             .control
             .lock()
             .ok()
             .and_then(|c| c.owner_of(a))
-            .is_some_and(|o| o == uid)
+            .is_some_and(|o| o == caller.uid)
     };
-    let wanted = |ev: &Event| agent.is_none_or(|a| ev.agent == a) && visible(ev, uid, &owned);
+    let wanted = |ev: &Event| {
+        agent.is_none_or(|a| ev.agent == a)
+            && (caller.admin || ev.uid == caller.uid || owned(ev.agent))
+    };
     let (snap, mut rx) = shared.bus.subscribe(replay);
-    write_line(
-        w,
-        &Reply {
-            ok: true,
-            ..Default::default()
-        },
-    )
-    .await?;
     for ev in snap.iter().filter(|e| wanted(e)) {
         write_line(w, ev.as_ref()).await?;
     }

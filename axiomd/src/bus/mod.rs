@@ -16,13 +16,34 @@ use tokio::sync::broadcast;
 
 pub struct Bus {
     tx: broadcast::Sender<Arc<Event>>,
-    replay: Mutex<VecDeque<Arc<Event>>>,
+    /// Agent lifecycle, interventions and violations only: a channel of their own so that a
+    /// flood of output can never push one out before the D-Bus signal is sent.
+    notices: broadcast::Sender<Arc<Event>>,
+    /// Exits of tracked processes, lossless: the agent registry learns here that an agent ended.
+    exits: tokio::sync::mpsc::UnboundedSender<Arc<Event>>,
+    replay: Mutex<Replay>,
     replay_cap: usize,
     pub stats: Stats,
 }
 
+struct Replay {
+    events: VecDeque<Arc<Event>>,
+    seq: u64,
+}
+
 /// Event kinds, in the order of `Stats::events`.
-pub const KINDS: [&str; 6] = ["fork", "exec", "exit", "output", "file", "connect"];
+pub const KINDS: [&str; 10] = [
+    "fork",
+    "exec",
+    "exit",
+    "output",
+    "file",
+    "connect",
+    "agent_started",
+    "agent_exited",
+    "intervention",
+    "violation",
+];
 
 /// Counters by name, shown by `status`. Per-event counters are atomics: this is the hot path.
 #[derive(Default)]
@@ -55,31 +76,56 @@ impl Stats {
 }
 
 impl Bus {
-    pub fn new(capacity: usize, replay_cap: usize) -> Bus {
+    /// The bus, and the receiving end of the tracked-exit channel.
+    pub fn new(
+        capacity: usize,
+        replay_cap: usize,
+    ) -> (Bus, tokio::sync::mpsc::UnboundedReceiver<Arc<Event>>) {
         let (tx, _) = broadcast::channel(capacity.max(16));
-        Bus {
+        let (notices, _) = broadcast::channel(4096);
+        let (exits, exits_rx) = tokio::sync::mpsc::unbounded_channel();
+        let bus = Bus {
             tx,
-            replay: Mutex::new(VecDeque::with_capacity(replay_cap.min(1 << 16))),
+            notices,
+            exits,
+            replay: Mutex::new(Replay {
+                events: VecDeque::with_capacity(replay_cap.min(1 << 16)),
+                seq: 0,
+            }),
             replay_cap,
             stats: Stats::default(),
-        }
+        };
+        (bus, exits_rx)
     }
 
-    pub fn publish(&self, ev: Event) {
+    /// Numbers the event (its `seq`) and hands it to every subscriber.
+    pub fn publish(&self, mut ev: Event) {
         self.stats.count_event(ev.body.kind());
-        let ev = Arc::new(ev);
         // The replay lock is held across send so a subscriber sees each event exactly once:
-        // either in its replay snapshot or on its channel.
+        // either in its replay snapshot or on its channel; it also orders `seq`.
         let Ok(mut r) = self.replay.lock() else {
             return;
         };
+        r.seq += 1;
+        ev.seq = r.seq;
+        let ev = Arc::new(ev);
         if self.replay_cap > 0 {
-            if r.len() >= self.replay_cap {
-                r.pop_front();
+            if r.events.len() >= self.replay_cap {
+                r.events.pop_front();
             }
-            r.push_back(ev.clone());
+            r.events.push_back(ev.clone());
+        }
+        if ev.body.is_notice() {
+            let _ = self.notices.send(ev.clone());
+        } else if ev.agent != 0 && matches!(ev.body, axiom_common::wire::Body::Exit { .. }) {
+            let _ = self.exits.send(ev.clone());
         }
         let _ = self.tx.send(ev);
+    }
+
+    /// Agent lifecycle, interventions and violations, from now on.
+    pub fn notices(&self) -> broadcast::Receiver<Arc<Event>> {
+        self.notices.subscribe()
     }
 
     /// A snapshot of the replay buffer (if asked) and a receiver for what follows it.
@@ -87,7 +133,7 @@ impl Bus {
         match self.replay.lock() {
             Ok(r) => {
                 let snap = if replay {
-                    r.iter().cloned().collect()
+                    r.events.iter().cloned().collect()
                 } else {
                     Vec::new()
                 };

@@ -25,7 +25,6 @@ const IDENT_GRACE: Duration = Duration::from_secs(30);
 
 pub struct Pipeline {
     bus: Arc<Bus>,
-    seq: u64,
     /// CLOCK_REALTIME − CLOCK_MONOTONIC, to stamp events with wall time.
     clock_offset: i128,
     ppids: HashMap<u32, u32>,
@@ -51,7 +50,6 @@ impl Pipeline {
             - clock_ns(nix::time::ClockId::CLOCK_MONOTONIC);
         Pipeline {
             bus,
-            seq: 0,
             clock_offset,
             ppids: HashMap::new(),
             fds: HashMap::new(),
@@ -172,9 +170,8 @@ impl Pipeline {
             self.fds.remove(&tgid);
             self.prune(now);
         }
-        self.seq += 1;
         let ev = Event {
-            seq: self.seq,
+            seq: 0,
             time_ns: (d.hdr.ts_ns as i128 + self.clock_offset).max(0) as u64,
             agent: d.hdr.agent,
             pid: d.hdr.pid,

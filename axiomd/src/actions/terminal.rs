@@ -1,0 +1,134 @@
+//! Agent terminals: the pty masters that `axiomctl run` hands over (SCM_RIGHTS), so an
+//! intervention can be typed into the agent, as if by its user, even after axiomctl has gone.
+//!
+//! While the client that started the agent is attached it reads the agent's output from the
+//! same master; once it detaches axiomd drains that output (the sensor has already captured it),
+//! so an agent is never blocked on a full terminal.
+use std::{
+    collections::HashMap,
+    os::fd::{AsFd as _, OwnedFd},
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use nix::poll::{PollFd, PollFlags, PollTimeout};
+
+#[derive(Debug, thiserror::Error)]
+pub enum TerminalError {
+    #[error("agent {0} has no terminal held by axiomd (it was not started by `axiomctl run`)")]
+    NoTerminal(u64),
+    #[error("agent {0}'s terminal is closed")]
+    Closed(u64),
+    #[error("agent {0} is not reading its terminal (input buffer full)")]
+    Full(u64),
+    #[error("writing to agent {agent}'s terminal: {source}")]
+    Io { agent: u64, source: std::io::Error },
+}
+
+#[derive(Default)]
+pub struct Terminals {
+    held: Mutex<HashMap<u64, Arc<OwnedFd>>>,
+}
+
+/// How long an injection waits for room in the agent's input buffer.
+const WRITE_WAIT: Duration = Duration::from_secs(2);
+
+impl Terminals {
+    pub fn hold(&self, agent: u64, master: OwnedFd) {
+        if let Ok(mut h) = self.held.lock() {
+            h.insert(agent, Arc::new(master));
+        }
+    }
+
+    pub fn has(&self, agent: u64) -> bool {
+        self.held.lock().is_ok_and(|h| h.contains_key(&agent))
+    }
+
+    pub fn release(&self, agent: u64) {
+        if let Ok(mut h) = self.held.lock() {
+            h.remove(&agent);
+        }
+    }
+
+    fn get(&self, agent: u64) -> Option<Arc<OwnedFd>> {
+        self.held.lock().ok()?.get(&agent).cloned()
+    }
+
+    /// Types `text` into the agent's terminal (blocking, bounded by WRITE_WAIT).
+    pub fn inject(&self, agent: u64, text: &[u8]) -> Result<(), TerminalError> {
+        let fd = self.get(agent).ok_or(TerminalError::NoTerminal(agent))?;
+        let mut rest = text;
+        while !rest.is_empty() {
+            let mut p = [PollFd::new(fd.as_fd(), PollFlags::POLLOUT)];
+            let n = nix::poll::poll(
+                &mut p,
+                PollTimeout::try_from(WRITE_WAIT).unwrap_or(PollTimeout::MAX),
+            )
+            .map_err(|e| TerminalError::Io {
+                agent,
+                source: e.into(),
+            })?;
+            let rev = p[0].revents().unwrap_or(PollFlags::empty());
+            if rev.intersects(PollFlags::POLLHUP | PollFlags::POLLERR) {
+                self.release(agent);
+                return Err(TerminalError::Closed(agent));
+            }
+            if n == 0 {
+                return Err(TerminalError::Full(agent));
+            }
+            // After POLLOUT a pty master takes at least some bytes without blocking.
+            let chunk = &rest[..rest.len().min(256)];
+            match nix::unistd::write(fd.as_fd(), chunk) {
+                Ok(w) => rest = &rest[w..],
+                Err(nix::errno::Errno::EINTR | nix::errno::Errno::EAGAIN) => {}
+                Err(nix::errno::Errno::EIO) => {
+                    self.release(agent);
+                    return Err(TerminalError::Closed(agent));
+                }
+                Err(e) => {
+                    return Err(TerminalError::Io {
+                        agent,
+                        source: e.into(),
+                    });
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The client that relayed the agent's terminal is gone: from now on axiomd reads (and
+    /// discards) the agent's terminal output until the agent closes it.
+    pub fn detached(self: &Arc<Self>, agent: u64) {
+        let Some(fd) = self.get(agent) else { return };
+        let me = self.clone();
+        let spawned = std::thread::Builder::new()
+            .name(format!("pty-drain-{agent}"))
+            .spawn(move || {
+                let mut buf = [0u8; 4096];
+                loop {
+                    let mut p = [PollFd::new(fd.as_fd(), PollFlags::POLLIN)];
+                    if nix::poll::poll(&mut p, PollTimeout::from(1000u16)).is_err() {
+                        break;
+                    }
+                    let rev = p[0].revents().unwrap_or(PollFlags::empty());
+                    if rev.contains(PollFlags::POLLIN) {
+                        match nix::unistd::read(fd.as_fd(), &mut buf) {
+                            Ok(0) | Err(nix::errno::Errno::EIO) => break,
+                            _ => continue,
+                        }
+                    }
+                    if rev.intersects(PollFlags::POLLHUP | PollFlags::POLLERR) {
+                        break;
+                    }
+                    // Released (agent ended or untracked): stop holding it.
+                    if !me.has(agent) {
+                        break;
+                    }
+                }
+                me.release(agent);
+            });
+        if let Err(e) = spawned {
+            tracing::warn!(agent, "cannot drain the agent's terminal: {e}");
+        }
+    }
+}

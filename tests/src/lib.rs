@@ -367,3 +367,84 @@ pub fn output_text(e: &Event) -> Option<&str> {
         _ => None,
     }
 }
+
+/// A private system-style D-Bus daemon that enforces the project's own policy file
+/// (`systemd/dbus/`), with the default deny rules of a system bus.
+pub struct TestBus {
+    child: Child,
+    dir: PathBuf,
+    pub address: String,
+}
+
+impl TestBus {
+    pub fn start(name: &str) -> TestBus {
+        let dir = std::env::temp_dir().join(unique(name));
+        std::fs::create_dir_all(&dir).unwrap();
+        // Unprivileged test clients must reach the socket.
+        std::fs::set_permissions(&dir, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+            .unwrap();
+        let sock = dir.join("bus");
+        let policy = Path::new(env!("CARGO_MANIFEST_DIR")).join("../systemd/dbus");
+        let conf = dir.join("bus.conf");
+        std::fs::write(
+            &conf,
+            format!(
+                r#"<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-Bus Bus Configuration 1.0//EN"
+ "http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd">
+<busconfig>
+  <type>system</type>
+  <listen>unix:path={sock}</listen>
+  <auth>EXTERNAL</auth>
+  <policy context="default">
+    <allow user="*"/>
+    <deny own="*"/>
+    <deny send_type="method_call"/>
+    <allow send_type="signal"/>
+    <allow send_requested_reply="true" send_type="method_return"/>
+    <allow send_requested_reply="true" send_type="error"/>
+    <allow receive_type="method_call"/>
+    <allow receive_type="method_return"/>
+    <allow receive_type="error"/>
+    <allow receive_type="signal"/>
+    <allow send_destination="org.freedesktop.DBus" send_interface="org.freedesktop.DBus"/>
+    <allow send_destination="org.freedesktop.DBus" send_interface="org.freedesktop.DBus.Introspectable"/>
+    <allow send_destination="org.freedesktop.DBus" send_interface="org.freedesktop.DBus.Properties"/>
+    <allow send_destination="org.freedesktop.DBus" send_interface="org.freedesktop.DBus.Monitoring"/>
+  </policy>
+  <includedir>{policy}</includedir>
+</busconfig>
+"#,
+                sock = sock.display(),
+                policy = policy.display()
+            ),
+        )
+        .unwrap();
+        let child = Command::new("dbus-daemon")
+            .arg(format!("--config-file={}", conf.display()))
+            .arg("--nofork")
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("dbus-daemon (cargo xtask setup installs it)");
+        let t0 = Instant::now();
+        while !sock.exists() {
+            assert!(
+                t0.elapsed() < Duration::from_secs(10),
+                "dbus-daemon did not start"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        TestBus {
+            child,
+            dir,
+            address: format!("unix:path={}", sock.display()),
+        }
+    }
+}
+
+impl Drop for TestBus {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}

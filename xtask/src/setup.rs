@@ -6,7 +6,20 @@ use anyhow::Context as _;
 use crate::run;
 
 /// Debian packages the tests and benchmarks use.
-const PACKAGES: &[&str] = &["strace", "bpftrace", "python3", "procps", "tmux"];
+/// (dbus-daemon, dbus-bin, libglib2.0-bin and systemd: the private test bus and three D-Bus
+/// clients that are not ours — dbus-monitor, gdbus, busctl; util-linux: setpriv.)
+const PACKAGES: &[&str] = &[
+    "strace",
+    "bpftrace",
+    "python3",
+    "procps",
+    "tmux",
+    "dbus-daemon",
+    "dbus-bin",
+    "libglib2.0-bin",
+    "systemd",
+    "util-linux",
+];
 const BPF_LINKER: &str = "0.10.4";
 
 fn quiet_ok(cmd: &mut Command) -> bool {
@@ -59,6 +72,13 @@ pub fn setup() -> anyhow::Result<()> {
             .env("DEBIAN_FRONTEND", "noninteractive"))?;
     } else {
         anyhow::bail!("missing packages {missing:?} and no apt-get to install them");
+    }
+
+    // The admin group, as systemd/axiom.sysusers makes it on an installed system.
+    if quiet_ok(Command::new("getent").args(["group", "axiom"])) {
+        println!("setup: group axiom present");
+    } else {
+        run(Command::new("groupadd").args(["--system", "axiom"]))?;
     }
     Ok(())
 }

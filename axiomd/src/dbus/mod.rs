@@ -348,13 +348,13 @@ impl Axiom {
         Ok(zbus::OwnedFd::from(OwnedFd::from(theirs)))
     }
 
-    #[zbus(property)]
+    #[zbus(property(emits_changed_signal = "const"))]
     fn version(&self) -> String {
         env!("CARGO_PKG_VERSION").into()
     }
 
     /// Agents known to axiomd (running and recently ended).
-    #[zbus(property)]
+    #[zbus(property(emits_changed_signal = "false"))]
     fn agent_count(&self) -> u32 {
         self.shared
             .control
@@ -364,13 +364,13 @@ impl Axiom {
     }
 
     /// Events delivered since axiomd started, all kinds.
-    #[zbus(property)]
+    #[zbus(property(emits_changed_signal = "false"))]
     fn events_total(&self) -> u64 {
         self.shared.bus.stats.events().values().sum()
     }
 
     /// Events lost since axiomd started, all causes (`Status` has them by cause).
-    #[zbus(property)]
+    #[zbus(property(emits_changed_signal = "false"))]
     fn lost_total(&self) -> u64 {
         self.shared.status().lost.values().sum()
     }

@@ -322,3 +322,105 @@ fn stop_asks_every_process_of_the_agent_to_end() {
         std::thread::sleep(Duration::from_millis(20));
     }
 }
+
+#[test]
+fn interventions_are_typed_into_the_agent_even_after_axiomctl_detaches() {
+    let mut d = Daemon::start("agents_inject", &[]);
+    let mut sub = d.subscribe(false);
+    let script = "while read line; do echo \"got:$line\"; done";
+    let mut run = axiomctl(&d)
+        .args([
+            "run",
+            "--name",
+            "typed",
+            "--profile",
+            "strict",
+            "--workspace",
+            "/tmp",
+        ])
+        .args(["--", "/bin/sh", "-c", script])
+        .uid(NOBODY)
+        .gid(NOBODY)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let agent = wait_for_agent(&d, "typed", 1);
+    let agents = d.client().request(&Request::Agents).agents.unwrap();
+    let a = agents.iter().find(|a| a.id == agent).unwrap();
+    assert_eq!(a.command, ["/bin/sh", "-c", script]);
+    assert_eq!(a.workspace.as_deref(), Some("/tmp"));
+    assert_eq!(a.profile.as_deref(), Some("strict"));
+    assert_eq!(a.owner_uid, NOBODY);
+    assert!(a.pty, "axiomd does not hold the agent's terminal");
+    assert!(a.started_ns > 0 && a.exit_code.is_none());
+
+    // The owner types into it through axiomd; the agent reads it from its terminal.
+    let socket = d.socket.clone();
+    let inject = |text: &str, uid: u32| {
+        Command::new(axiomctl_bin())
+            .arg("--socket")
+            .arg(&socket)
+            .args(["inject", &agent.to_string(), text])
+            .uid(uid)
+            .gid(uid)
+            .status()
+            .unwrap()
+            .code()
+    };
+    assert_eq!(inject("first-note", NOBODY), Some(0));
+    let said = |want: &'static str| {
+        move |e: &axiom_common::wire::Event| {
+            e.agent == agent && output_text(e).is_some_and(|t| t.contains(want))
+        }
+    };
+    sub.wait_for(
+        "the agent's answer to the injection",
+        T,
+        said("got:first-note"),
+    );
+    sub.wait_for("the intervention event", T, |e| {
+        matches!(&e.body, axiom_common::wire::Body::Intervention { action, .. } if action == "inject")
+            && e.agent == agent
+    });
+    // Another (unprivileged) user may not type into it.
+    assert_eq!(inject("intruder", 1), Some(77));
+
+    // axiomctl goes away: the agent keeps its terminal, axiomd keeps typing into it.
+    run.kill().unwrap();
+    run.wait().unwrap();
+    assert_eq!(inject("after-detach", NOBODY), Some(0));
+    sub.wait_for(
+        "an answer after axiomctl detached",
+        T,
+        said("got:after-detach"),
+    );
+
+    // It ends: the exit is recorded, announced, and survives an axiomd restart.
+    assert!(d.client().request(&Request::Kill { agent }).ok);
+    sub.wait_for("agent_exited", T, |e| {
+        e.agent == agent
+            && matches!(
+                e.body,
+                axiom_common::wire::Body::AgentExited {
+                    signal: Some(9),
+                    ..
+                }
+            )
+    });
+    d.kill9();
+    d.spawn();
+    let agents = d.client().request(&Request::Agents).agents.unwrap();
+    let a = agents
+        .iter()
+        .find(|a| a.id == agent)
+        .expect("the agent is known after a restart");
+    assert_eq!(a.name.as_deref(), Some("typed"));
+    assert_eq!(a.profile.as_deref(), Some("strict"));
+    assert_eq!(a.exit_signal, Some(9));
+    assert_eq!(a.state, "exited");
+    assert_eq!(a.owner_uid, NOBODY);
+    // A terminal that is gone gets a clear refusal.
+    assert_eq!(inject("too-late", NOBODY), Some(10));
+}

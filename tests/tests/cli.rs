@@ -72,3 +72,58 @@ fn exit_codes_tell_scripts_what_happened() {
         .unwrap();
     assert_eq!(st.code(), Some(42));
 }
+
+#[test]
+fn watch_shows_a_running_shell_loop_live_and_ends_with_it() {
+    use std::io::BufRead as _;
+    let d = Daemon::start("cli_watch", &[]);
+    let mut shell = Command::new("/bin/sh")
+        .args([
+            "-c",
+            "while true; do echo loop-line; /bin/true; sleep 0.1; done",
+        ])
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    let mut watch = axiomctl()
+        .args(["--socket", &d.socket.display().to_string()])
+        .args(["watch", &shell.id().to_string()])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let out = watch.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for l in std::io::BufReader::new(out).lines().map_while(Result::ok) {
+            let _ = tx.send(l);
+        }
+    });
+    let (mut printed, mut ran) = (false, false);
+    let t0 = std::time::Instant::now();
+    while !(printed && ran) {
+        assert!(
+            t0.elapsed() < std::time::Duration::from_secs(10),
+            "watch showed output={printed} child commands={ran}"
+        );
+        let Ok(l) = rx.recv_timeout(std::time::Duration::from_millis(100)) else {
+            continue;
+        };
+        assert!(!l.contains('\x1b'), "colour codes on a pipe: {l:?}");
+        printed |= l.contains("out fd1") && l.contains("loop-line");
+        ran |= l.contains("exec /bin/true");
+    }
+    // The agent ends: so does watch, with a summary.
+    shell.kill().unwrap();
+    shell.wait().unwrap();
+    let st = watch.wait().unwrap();
+    assert!(st.success());
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut watch.stderr.take().unwrap(), &mut err).unwrap();
+    assert!(
+        err.contains("command: /bin/sh -c while true"),
+        "no header: {err}"
+    );
+    assert!(err.contains("ended: signal 9"), "no summary: {err}");
+}

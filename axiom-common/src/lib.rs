@@ -322,6 +322,8 @@ hooks! {
 
 #[cfg(feature = "user")]
 pub mod host;
+#[cfg(feature = "rules")]
+pub mod rules;
 #[cfg(feature = "user")]
 pub mod wire;
 

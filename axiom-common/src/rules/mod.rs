@@ -1,0 +1,492 @@
+//! Rule files: what an agent must not do, and what Axiom does when it does.
+//!
+//! A rule file is TOML with `[[rule]]` tables. Parsing reports `file:line: reason` for every
+//! mistake (unknown key, bad regex, duplicate id, missing message for `inject`), so a reload
+//! that fails names the line and keeps the old rules. The matcher (`RuleSet::scan`) is pure: it
+//! runs in axiomd on live events and in `axiomctl rules test` offline, with the same result.
+mod ansi;
+
+use std::{collections::HashSet, path::Path, time::Duration};
+
+use serde::Deserialize;
+
+pub use ansi::strip_ansi;
+
+/// What a rule looks at.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Scope {
+    /// What the agent writes to its terminal, pipes and sockets (ANSI escapes stripped).
+    Output,
+    /// What the agent writes into files.
+    FileWrite,
+    /// Commands it runs (argv joined by spaces).
+    Exec,
+    /// Paths it creates, renames, deletes.
+    File,
+    /// Where it connects (`address:port`).
+    Connect,
+}
+
+pub const SCOPES: [Scope; 5] = [
+    Scope::Output,
+    Scope::FileWrite,
+    Scope::Exec,
+    Scope::File,
+    Scope::Connect,
+];
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Severity {
+    Info,
+    Low,
+    Medium,
+    High,
+    Critical,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Action {
+    /// Report only.
+    Alert,
+    /// Type the rule's message into the agent's terminal.
+    Inject,
+    Freeze,
+    Kill,
+    /// Stop the offending syscall before it lands (kernel; until then: kill).
+    Deny,
+}
+
+impl Action {
+    pub fn name(self) -> &'static str {
+        match self {
+            Action::Alert => "alert",
+            Action::Inject => "inject",
+            Action::Freeze => "freeze",
+            Action::Kill => "kill",
+            Action::Deny => "deny",
+        }
+    }
+}
+
+/// What has to be true for an agent's claim to hold.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Verify {
+    /// The agent wrote or created at least one file.
+    FilesWritten,
+    /// The agent ran a test command (cargo test, pytest, npm test, go test, make test, …).
+    TestsRan,
+}
+
+/// How a rule decides.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Kind {
+    /// A match in its scope is a violation.
+    Match,
+    /// A match is a claim; it is a violation if the kernel's record contradicts it.
+    Claim(Verify),
+    /// No file written this long after the agent started.
+    PlanningTimeout(Duration),
+    /// No file activity for this long.
+    ProgressCheck(Duration),
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawFile {
+    #[serde(default)]
+    rule: Vec<toml::Spanned<RawRule>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRule {
+    id: String,
+    #[serde(default)]
+    description: String,
+    #[serde(default)]
+    kind: Option<String>,
+    #[serde(default)]
+    scope: Option<Scope>,
+    #[serde(default)]
+    literals: Vec<String>,
+    #[serde(default)]
+    regex: Option<toml::Spanned<String>>,
+    #[serde(default)]
+    case_insensitive: bool,
+    #[serde(default = "default_severity")]
+    severity: Severity,
+    #[serde(default)]
+    priority: i32,
+    #[serde(default = "default_cooldown")]
+    cooldown_secs: f64,
+    #[serde(default = "default_action")]
+    action: Action,
+    #[serde(default)]
+    message: String,
+    #[serde(default)]
+    verify: Option<Verify>,
+    #[serde(default)]
+    after_secs: Option<f64>,
+    #[serde(default)]
+    redact: bool,
+    #[serde(default = "default_enabled")]
+    enabled: bool,
+}
+
+fn default_severity() -> Severity {
+    Severity::Medium
+}
+fn default_cooldown() -> f64 {
+    30.0
+}
+fn default_action() -> Action {
+    Action::Alert
+}
+fn default_enabled() -> bool {
+    true
+}
+
+/// One compiled rule.
+#[derive(Clone, Debug)]
+pub struct Rule {
+    pub id: String,
+    pub description: String,
+    pub kind: Kind,
+    pub scope: Option<Scope>,
+    pub literals: Vec<String>,
+    pub case_insensitive: bool,
+    pub regex: Option<regex::Regex>,
+    pub severity: Severity,
+    pub priority: i32,
+    pub cooldown: Duration,
+    pub action: Action,
+    pub message: String,
+    /// Matched text is secret: report and store it redacted.
+    pub redact: bool,
+    /// `file:line` it came from.
+    pub origin: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RuleError {
+    #[error("{origin}:{line}: {reason}")]
+    At {
+        origin: String,
+        line: usize,
+        reason: String,
+    },
+    #[error("{path}: {source}")]
+    Io {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+fn line_of(text: &str, offset: usize) -> usize {
+    text[..offset.min(text.len())].matches('\n').count() + 1
+}
+
+/// Parses one rule file's text; `origin` names it in errors.
+pub fn parse(text: &str, origin: &str) -> Result<Vec<Rule>, RuleError> {
+    let at = |offset: usize, reason: String| RuleError::At {
+        origin: origin.into(),
+        line: line_of(text, offset),
+        reason,
+    };
+    let raw: RawFile = toml::from_str(text).map_err(|e| {
+        let offset = e.span().map(|s| s.start).unwrap_or(0);
+        at(offset, e.message().to_string())
+    })?;
+    let mut out = Vec::new();
+    for spanned in raw.rule {
+        let start = spanned.span().start;
+        let r = spanned.into_inner();
+        if !r.enabled {
+            continue;
+        }
+        let err = |reason: String| at(start, format!("rule {:?}: {reason}", r.id));
+        if r.id.is_empty()
+            || !r
+                .id
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        {
+            return Err(err(
+                "id must be non-empty letters, digits, '-' or '_'".into()
+            ));
+        }
+        let regex = match &r.regex {
+            Some(s) => Some(
+                regex::RegexBuilder::new(s.get_ref())
+                    .case_insensitive(r.case_insensitive)
+                    .size_limit(1 << 20)
+                    .build()
+                    .map_err(|e| {
+                        at(
+                            s.span().start,
+                            format!(
+                                "rule {:?}: bad regex: {}",
+                                r.id,
+                                e.to_string().lines().last().unwrap_or("")
+                            ),
+                        )
+                    })?,
+            ),
+            None => None,
+        };
+        let kind = match r.kind.as_deref().unwrap_or("match") {
+            "match" => Kind::Match,
+            "claim" => Kind::Claim(r.verify.ok_or_else(|| {
+                err("a claim needs verify = \"files_written\" or \"tests_ran\"".into())
+            })?),
+            k @ ("planning_timeout" | "progress_check") => {
+                let secs = r
+                    .after_secs
+                    .filter(|s| *s > 0.0 && s.is_finite())
+                    .ok_or_else(|| err(format!("{k} needs after_secs > 0")))?;
+                let d = Duration::from_secs_f64(secs);
+                if k == "planning_timeout" {
+                    Kind::PlanningTimeout(d)
+                } else {
+                    Kind::ProgressCheck(d)
+                }
+            }
+            other => {
+                return Err(err(format!(
+                    "unknown kind {other:?} (match, claim, planning_timeout, progress_check)"
+                )));
+            }
+        };
+        let matching = matches!(kind, Kind::Match | Kind::Claim(_));
+        if matching {
+            if r.scope.is_none() {
+                return Err(err(
+                    "needs a scope (output, file_write, exec, file, connect)".into(),
+                ));
+            }
+            if r.literals.is_empty() && regex.is_none() {
+                return Err(err("needs literals, a regex, or both".into()));
+            }
+            if r.literals.iter().any(|l| l.is_empty()) {
+                return Err(err("an empty literal matches everything".into()));
+            }
+        }
+        if r.action == Action::Inject && r.message.trim().is_empty() {
+            return Err(err("action inject needs a message".into()));
+        }
+        if !(r.cooldown_secs >= 0.0 && r.cooldown_secs.is_finite()) {
+            return Err(err("cooldown_secs must be ≥ 0".into()));
+        }
+        if out.iter().any(|o: &Rule| o.id == r.id) {
+            return Err(err("duplicate id".into()));
+        }
+        out.push(Rule {
+            origin: format!("{origin}:{}", line_of(text, start)),
+            id: r.id,
+            description: r.description,
+            kind,
+            scope: r.scope,
+            literals: r.literals,
+            case_insensitive: r.case_insensitive,
+            regex,
+            severity: r.severity,
+            priority: r.priority,
+            cooldown: Duration::from_secs_f64(r.cooldown_secs),
+            action: r.action,
+            message: r.message,
+            redact: r.redact,
+        });
+    }
+    Ok(out)
+}
+
+/// A hit of one rule in one text.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Hit {
+    /// Index into `RuleSet::rules`.
+    pub rule: usize,
+    pub start: usize,
+    pub end: usize,
+}
+
+/// Literal prefilter per scope: one Aho–Corasick automaton over every rule's literals.
+#[derive(Debug, Default)]
+struct ScopeIndex {
+    ac: Option<aho_corasick::AhoCorasick>,
+    /// Rule of each automaton pattern.
+    owner: Vec<usize>,
+    /// Rules with a regex and no literals: always run.
+    always: Vec<usize>,
+}
+
+/// Every active rule, compiled.
+#[derive(Debug, Default)]
+pub struct RuleSet {
+    pub rules: Vec<Rule>,
+    index: Vec<(Scope, ScopeIndex)>,
+}
+
+impl RuleSet {
+    pub fn new(rules: Vec<Rule>) -> Result<RuleSet, RuleError> {
+        let mut seen = HashSet::new();
+        for r in &rules {
+            if !seen.insert(r.id.clone()) {
+                return Err(RuleError::At {
+                    origin: r.origin.clone(),
+                    line: 0,
+                    reason: format!("rule {:?} is defined twice", r.id),
+                });
+            }
+        }
+        let mut index = Vec::new();
+        for scope in SCOPES {
+            let mut ix = ScopeIndex::default();
+            let mut pats = Vec::new();
+            for (i, r) in rules.iter().enumerate() {
+                if r.scope != Some(scope) || !matches!(r.kind, Kind::Match | Kind::Claim(_)) {
+                    continue;
+                }
+                if r.literals.is_empty() {
+                    ix.always.push(i);
+                }
+                for l in &r.literals {
+                    pats.push(l.clone());
+                    ix.owner.push(i);
+                }
+            }
+            if !pats.is_empty() {
+                ix.ac = Some(
+                    aho_corasick::AhoCorasick::builder()
+                        .ascii_case_insensitive(true)
+                        .build(&pats)
+                        .map_err(|e| RuleError::At {
+                            origin: "rules".into(),
+                            line: 0,
+                            reason: e.to_string(),
+                        })?,
+                );
+            }
+            index.push((scope, ix));
+        }
+        Ok(RuleSet { rules, index })
+    }
+
+    /// Loads every `*.toml` in each directory (in name order; directories that do not exist
+    /// are skipped) and single files.
+    pub fn load(paths: &[impl AsRef<Path>]) -> Result<RuleSet, RuleError> {
+        let mut rules = Vec::new();
+        for p in paths {
+            let p = p.as_ref();
+            let files: Vec<std::path::PathBuf> = if p.is_dir() {
+                let mut v: Vec<_> = std::fs::read_dir(p)
+                    .map_err(|source| RuleError::Io {
+                        path: p.display().to_string(),
+                        source,
+                    })?
+                    .flatten()
+                    .map(|e| e.path())
+                    .filter(|f| f.extension().is_some_and(|x| x == "toml"))
+                    .collect();
+                v.sort();
+                v
+            } else if p.exists() {
+                vec![p.to_path_buf()]
+            } else {
+                continue;
+            };
+            for f in files {
+                let text = std::fs::read_to_string(&f).map_err(|source| RuleError::Io {
+                    path: f.display().to_string(),
+                    source,
+                })?;
+                rules.extend(parse(&text, &f.display().to_string())?);
+            }
+        }
+        RuleSet::new(rules)
+    }
+
+    /// Rules that hit `text` in `scope`, highest priority first; at most one hit per rule.
+    pub fn scan(&self, scope: Scope, text: &str) -> Vec<Hit> {
+        let Some((_, ix)) = self.index.iter().find(|(s, _)| *s == scope) else {
+            return Vec::new();
+        };
+        let mut candidates: Vec<(usize, usize, usize)> = Vec::new();
+        if let Some(ac) = &ix.ac {
+            for m in ac.find_overlapping_iter(text) {
+                let rule = ix.owner[m.pattern().as_usize()];
+                let r = &self.rules[rule];
+                // The automaton ignores ASCII case; a case-sensitive rule checks the bytes.
+                if !r.case_insensitive
+                    && !r
+                        .literals
+                        .iter()
+                        .any(|l| text[m.start()..].starts_with(l.as_str()))
+                {
+                    continue;
+                }
+                if !candidates.iter().any(|c| c.0 == rule) {
+                    candidates.push((rule, m.start(), m.end()));
+                }
+            }
+        }
+        candidates.extend(ix.always.iter().map(|r| (*r, 0, 0)));
+        let mut hits = Vec::new();
+        for (rule, start, end) in candidates {
+            match &self.rules[rule].regex {
+                // The literal is a prefilter; the regex decides, over the whole window.
+                Some(re) => {
+                    if let Some(m) = re.find(text) {
+                        hits.push(Hit {
+                            rule,
+                            start: m.start(),
+                            end: m.end(),
+                        });
+                    }
+                }
+                None => hits.push(Hit { rule, start, end }),
+            }
+        }
+        hits.sort_by_key(|h| std::cmp::Reverse(self.rules[h.rule].priority));
+        hits
+    }
+}
+
+/// What a hit looks like in a report: the match with some context, secrets masked.
+pub fn excerpt(text: &str, hit: &Hit, redact: bool) -> String {
+    let lo = floor_char(text, hit.start.saturating_sub(60));
+    let hi = ceil_char(text, (hit.end + 60).min(text.len()));
+    let (s, e) = (floor_char(text, hit.start), ceil_char(text, hit.end));
+    let matched = if redact {
+        let m = &text[s..e];
+        let keep: String = m.chars().take(4).collect();
+        format!(
+            "{keep}…[redacted {} chars]",
+            m.chars().count().saturating_sub(4)
+        )
+    } else {
+        text[s..e].to_string()
+    };
+    format!("{}«{}»{}", &text[lo..s], matched, &text[e..hi]).replace(['\n', '\r'], " ")
+}
+
+fn floor_char(s: &str, mut i: usize) -> usize {
+    while i > 0 && !s.is_char_boundary(i) {
+        i -= 1;
+    }
+    i
+}
+
+fn ceil_char(s: &str, mut i: usize) -> usize {
+    while i < s.len() && !s.is_char_boundary(i) {
+        i += 1;
+    }
+    i.min(s.len())
+}
+
+#[cfg(test)]
+mod tests;

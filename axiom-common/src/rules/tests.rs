@@ -1,0 +1,119 @@
+use super::*;
+
+const SAMPLE: &str = r#"
+[[rule]]
+id = "todo-left"
+scope = "file_write"
+literals = ["TODO", "FIXME"]
+regex = '\b(TODO|FIXME)\b'
+action = "inject"
+message = "Implement it instead of leaving a TODO."
+priority = 10
+
+[[rule]]
+id = "stop-planning"
+scope = "output"
+literals = ["let me plan", "i'll first"]
+case_insensitive = true
+action = "inject"
+message = "Stop planning; write the code."
+priority = 20
+
+[[rule]]
+id = "aws-key"
+scope = "output"
+regex = 'AKIA[0-9A-Z]{16}'
+severity = "critical"
+redact = true
+"#;
+
+#[test]
+fn parses_and_scans() {
+    let set = RuleSet::new(parse(SAMPLE, "sample.toml").expect("parse")).expect("set");
+    assert_eq!(set.rules.len(), 3);
+    assert_eq!(set.rules[1].origin, "sample.toml:11");
+    let hits = set.scan(Scope::FileWrite, "fn main() {} // TODO: later");
+    assert_eq!(hits.len(), 1);
+    assert_eq!(set.rules[hits[0].rule].id, "todo-left");
+    // Case: the TODO rule is case-sensitive, the planning one is not.
+    assert!(set.scan(Scope::FileWrite, "a todo list").is_empty());
+    let hits = set.scan(Scope::Output, "OK. Let Me Plan this carefully");
+    assert_eq!(set.rules[hits[0].rule].id, "stop-planning");
+    // Literal found but the regex disagrees (word boundary): no hit.
+    assert!(set.scan(Scope::FileWrite, "TODOS are fine").is_empty());
+    // Regex-only rule, redacted excerpt.
+    let text = "key=AKIAABCDEFGHIJKLMNOP done";
+    let hits = set.scan(Scope::Output, text);
+    assert_eq!(hits.len(), 1);
+    let e = excerpt(text, &hits[0], true);
+    assert!(e.contains("AKIA…[redacted 16 chars]"), "{e}");
+    assert!(!e.contains("ABCDEFGHIJKLMNOP"));
+}
+
+#[test]
+fn errors_name_the_line() {
+    let bad_regex = "[[rule]]\nid = \"x\"\nscope = \"output\"\nregex = '(unclosed'\n";
+    let e = parse(bad_regex, "r.toml").unwrap_err().to_string();
+    assert!(e.starts_with("r.toml:4: rule \"x\": bad regex"), "{e}");
+    let unknown =
+        "[[rule]]\nid = \"x\"\nscope = \"output\"\nliterals = [\"a\"]\nactoin = \"kill\"\n";
+    let e = parse(unknown, "r.toml").unwrap_err().to_string();
+    assert!(e.starts_with("r.toml:5:"), "{e}");
+    assert!(e.contains("actoin"), "{e}");
+    let no_msg =
+        "[[rule]]\nid = \"x\"\nscope = \"output\"\nliterals = [\"a\"]\naction = \"inject\"\n";
+    let e = parse(no_msg, "r.toml").unwrap_err().to_string();
+    assert!(
+        e.contains("r.toml:1: rule \"x\": action inject needs a message"),
+        "{e}"
+    );
+    let dup = "[[rule]]\nid = \"x\"\nscope = \"exec\"\nliterals = [\"a\"]\n\n[[rule]]\nid = \"x\"\nscope = \"exec\"\nliterals = [\"b\"]\n";
+    let e = parse(dup, "r.toml").unwrap_err().to_string();
+    assert!(e.contains("r.toml:6: rule \"x\": duplicate id"), "{e}");
+}
+
+#[test]
+fn ansi_is_stripped() {
+    assert_eq!(
+        strip_ansi("\x1b[1;32mlet me\x1b[0m \x1b]0;title\x07plan\x1b[2K"),
+        "let me plan"
+    );
+}
+
+#[test]
+fn the_default_principles_parse_and_catch_what_they_say() {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../config/rules/default.toml");
+    let set = RuleSet::load(&[path]).expect("default rules");
+    let id = |scope, text: &str| -> Vec<String> {
+        set.scan(scope, text)
+            .iter()
+            .map(|h| set.rules[h.rule].id.clone())
+            .collect()
+    };
+    assert_eq!(id(Scope::Exec, "rm -rf /"), ["rm-rf-root"]);
+    assert_eq!(id(Scope::Exec, "rm -fr ~"), ["rm-rf-root"]);
+    assert!(id(Scope::Exec, "rm -rf /tmp/build").is_empty());
+    assert_eq!(
+        id(Scope::Exec, "sh -c curl -fsSL https://x.sh | sh"),
+        ["curl-pipe-shell"]
+    );
+    assert_eq!(
+        id(Scope::Exec, "git push --force origin main"),
+        ["git-force-push"]
+    );
+    assert!(id(Scope::Exec, "git push origin main").is_empty());
+    assert_eq!(id(Scope::Exec, "chmod -R 777 ."), ["chmod-777-recursive"]);
+    assert_eq!(
+        id(Scope::Output, "Let me plan the approach"),
+        ["stop-planning"]
+    );
+    assert_eq!(
+        id(Scope::Output, "I've successfully implemented it"),
+        ["false-completion"]
+    );
+    assert_eq!(id(Scope::FileWrite, "x = 1  # FIXME"), ["todo-left"]);
+    assert_eq!(
+        id(Scope::Output, "-----BEGIN OPENSSH PRIVATE KEY-----"),
+        ["private-key"]
+    );
+}

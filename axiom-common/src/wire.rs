@@ -94,7 +94,13 @@ pub enum Body {
     /// A rule matched what an agent did.
     Violation {
         rule: String,
+        severity: String,
+        /// What the rule does about it (alert, inject, freeze, kill, deny).
+        action: String,
+        /// The match in its context (secrets masked).
         detail: String,
+        /// From the kernel's timestamp of the event to the finding, µs.
+        latency_us: Option<f64>,
     },
 }
 
@@ -183,6 +189,10 @@ pub enum Request {
     Kill {
         agent: u64,
     },
+    /// The active rules.
+    Rules,
+    /// Loads the rule files again (root and the admin group); on error the old rules stay.
+    ReloadRules,
     /// Stream events as JSON lines; `replay` first sends the recent events kept in memory.
     Subscribe {
         #[serde(default)]
@@ -207,6 +217,22 @@ pub struct Reply {
     pub status: Option<Status>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub agents: Option<Vec<AgentInfo>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rules: Option<Vec<RuleInfo>>,
+}
+
+/// One active rule, as `rules list` shows it.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+pub struct RuleInfo {
+    pub id: String,
+    pub description: String,
+    pub kind: String,
+    pub scope: Option<String>,
+    pub severity: String,
+    pub priority: i32,
+    pub action: String,
+    /// `file:line` it was defined at.
+    pub origin: String,
 }
 
 /// One agent, as `agents` lists it.

@@ -74,6 +74,11 @@ enum Cmd {
         #[arg(long)]
         no_enter: bool,
     },
+    /// Rules: list the active ones, reload them, or check and try a rule file offline.
+    Rules {
+        #[command(subcommand)]
+        cmd: RulesCmd,
+    },
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
     Completions { shell: clap_complete::Shell },
     /// Print the man page (roff).
@@ -87,6 +92,30 @@ enum Cmd {
         follow: bool,
     },
 }
+
+#[derive(Subcommand)]
+enum RulesCmd {
+    /// The rules axiomd is running.
+    List,
+    /// Ask axiomd to load its rule files again (the old rules stay if one has an error).
+    Reload,
+    /// Check rule files offline: every mistake as file:line: reason.
+    Check {
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
+    /// Run a sample text through rule files offline and print what matches.
+    Test {
+        rules: PathBuf,
+        sample: PathBuf,
+        /// What the sample is (output, file_write, exec, file, connect).
+        #[arg(long, default_value = "output")]
+        scope: String,
+    },
+}
+
+/// Exit code for rule files with an error.
+const EXIT_BAD_RULES: u8 = 65; // EX_DATAERR
 
 /// Exit codes scripts can rely on.
 const EXIT_UNREACHABLE: u8 = 69; // EX_UNAVAILABLE
@@ -103,6 +132,7 @@ fn refusal_exit(code: Option<&str>) -> u8 {
         Some("not_a_cgroup") => 9,
         Some("no_terminal") => 10,
         Some("terminal_closed") => 11,
+        Some("bad_rules") => EXIT_BAD_RULES,
         Some("not_permitted") => 77, // EX_NOPERM
         _ => 1,
     }
@@ -416,6 +446,7 @@ fn run(cli: &Cli) -> anyhow::Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
+        Cmd::Rules { cmd } => rules(cli, cmd),
         Cmd::Completions { shell } => {
             let mut cmd = <Cli as clap::CommandFactory>::command();
             clap_complete::generate(*shell, &mut cmd, "axiomctl", &mut std::io::stdout());
@@ -626,5 +657,95 @@ fn finish(t: std::thread::JoinHandle<()>, limit: Duration) {
     let t0 = std::time::Instant::now();
     while !t.is_finished() && t0.elapsed() < limit {
         std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+fn rules(cli: &Cli, cmd: &RulesCmd) -> anyhow::Result<ExitCode> {
+    use axiom_common::rules::{self as r, RuleSet};
+    match cmd {
+        RulesCmd::List | RulesCmd::Reload => {
+            let req = if matches!(cmd, RulesCmd::List) {
+                Request::Rules
+            } else {
+                Request::ReloadRules
+            };
+            let rep = connect(cli)?.request(&req)?;
+            if !rep.ok {
+                return refused("rules", rep);
+            }
+            let rules = rep.rules.unwrap_or_default();
+            if cli.json {
+                println!("{}", serde_json::to_string_pretty(&rules)?);
+            } else {
+                println!(
+                    "{:<22} {:<16} {:<10} {:<9} {:>4} {:<7} DEFINED AT",
+                    "RULE", "KIND", "SCOPE", "SEVERITY", "PRIO", "ACTION"
+                );
+                for x in rules {
+                    println!(
+                        "{:<22} {:<16} {:<10} {:<9} {:>4} {:<7} {}",
+                        x.id,
+                        x.kind,
+                        x.scope.as_deref().unwrap_or("-").to_lowercase(),
+                        x.severity,
+                        x.priority,
+                        x.action,
+                        x.origin
+                    );
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        RulesCmd::Check { files } => match RuleSet::load(files) {
+            Ok(set) => {
+                println!("ok: {} rules", set.rules.len());
+                Ok(ExitCode::SUCCESS)
+            }
+            Err(e) => {
+                eprintln!("{e}");
+                Ok(ExitCode::from(EXIT_BAD_RULES))
+            }
+        },
+        RulesCmd::Test {
+            rules,
+            sample,
+            scope,
+        } => {
+            let set = match RuleSet::load(std::slice::from_ref(rules)) {
+                Ok(s) => s,
+                Err(e) => {
+                    eprintln!("{e}");
+                    return Ok(ExitCode::from(EXIT_BAD_RULES));
+                }
+            };
+            let scope: r::Scope = serde_json::from_value(serde_json::Value::String(scope.clone()))
+                .with_context(|| {
+                    format!("scope {scope:?}: output, file_write, exec, file or connect")
+                })?;
+            let raw = std::fs::read_to_string(sample)
+                .with_context(|| format!("reading {}", sample.display()))?;
+            let text = if scope == r::Scope::Output {
+                r::strip_ansi(&raw)
+            } else {
+                raw
+            };
+            let hits = set.scan(scope, &text);
+            for h in &hits {
+                let rule = &set.rules[h.rule];
+                println!(
+                    "{}\t{:?}\t{}\t{}",
+                    rule.id,
+                    rule.severity,
+                    rule.action.name(),
+                    r::excerpt(&text, h, rule.redact)
+                );
+            }
+            // Like grep: 0 when something matched, 1 when nothing did.
+            Ok(if hits.is_empty() {
+                ExitCode::from(1)
+            } else {
+                ExitCode::SUCCESS
+            })
+        }
     }
 }

@@ -176,11 +176,27 @@ impl Style {
                 };
                 paint(c, "1;35", &format!("intervention {action}{by}{detail}"))
             }
-            Body::Violation { rule, detail } => paint(
-                c,
-                "1;41",
-                &format!("violation {}: {}", escape(rule), escape(detail)),
-            ),
+            Body::Violation {
+                rule,
+                severity,
+                action,
+                detail,
+                latency_us,
+            } => {
+                let lat = latency_us
+                    .map(|l| format!("  ({l:.0} µs after the syscall)"))
+                    .unwrap_or_default();
+                format!(
+                    "{} {}{}",
+                    paint(
+                        c,
+                        "1;41",
+                        &format!("violation {} [{severity}, {action}]", escape(rule))
+                    ),
+                    escape(detail),
+                    paint(c, "2", &lat)
+                )
+            }
         };
         let trunc = if e.truncated {
             paint(c, "2", " [truncated]")

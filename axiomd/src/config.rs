@@ -37,6 +37,29 @@ pub struct Config {
     pub agents: AgentsConfig,
     pub daemon: DaemonConfig,
     pub dbus: DbusConfig,
+    pub rules: RulesConfig,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RulesConfig {
+    /// Rule files and directories of `*.toml`, in order; directories that do not exist are
+    /// skipped. A rule id may be defined once.
+    pub paths: Vec<PathBuf>,
+    /// What `inject` types before a rule's message (default ESC: leaves an agent's input mode,
+    /// as the prototype steered Claude Code) and after it (default Enter).
+    pub inject_prefix: String,
+    pub inject_suffix: String,
+}
+
+impl Default for RulesConfig {
+    fn default() -> Self {
+        RulesConfig {
+            paths: vec!["/usr/share/axiom/rules".into(), "/etc/axiom/rules.d".into()],
+            inject_prefix: "\u{1b}".into(),
+            inject_suffix: "\r".into(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]

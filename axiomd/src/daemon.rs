@@ -100,7 +100,9 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
             "re-adopted agents tracked before the restart"
         );
     }
-    let (bus, exits) = Bus::new(1 << 16, cfg.api.replay_events);
+    let rules = crate::rules::Rules::load(cfg.rules.paths.clone()).context("loading the rules")?;
+    tracing::info!(rules = rules.get().rules.len(), paths = ?cfg.rules.paths, "rules loaded");
+    let (bus, taps) = Bus::new(1 << 16, cfg.api.replay_events);
     let bus = Arc::new(bus);
     let admin_gid = crate::authz::admin_gid(&cfg.api.admin_group);
     if admin_gid.is_none() {
@@ -112,8 +114,32 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         sensor: Mutex::new(s),
         terminals: Arc::new(Terminals::default()),
         admin_gid,
+        rules,
+        inject_keys: (
+            cfg.rules.inject_prefix.clone(),
+            cfg.rules.inject_suffix.clone(),
+        ),
     });
-    tokio::spawn(agent_exits(exits, shared.clone()));
+    tokio::spawn(agent_exits(taps.exits, shared.clone()));
+    {
+        let shared = shared.clone();
+        let rx = taps.rules;
+        std::thread::Builder::new()
+            .name("rules".into())
+            .spawn(move || crate::rules::run(rx, shared))?;
+    }
+    let mut hup = tokio::signal::unix::signal(SignalKind::hangup())?;
+    {
+        let shared = shared.clone();
+        tokio::spawn(async move {
+            while hup.recv().await.is_some() {
+                match shared.rules.reload() {
+                    Ok(n) => tracing::info!(rules = n, "SIGHUP: rules reloaded"),
+                    Err(e) => tracing::warn!("SIGHUP: rules not reloaded, the old ones stay: {e}"),
+                }
+            }
+        });
+    }
     tokio::spawn(sweep(
         shared.clone(),
         std::time::Duration::from_secs(cfg.agents.keep_exited_secs),

@@ -11,4 +11,5 @@ pub mod config;
 pub mod daemon;
 pub mod dbus;
 pub mod kernel;
+pub mod rules;
 pub mod sensor;

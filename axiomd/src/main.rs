@@ -40,6 +40,9 @@ struct Cli {
     /// Override dbus.bus (`system`, `off` or an address).
     #[arg(long)]
     dbus: Option<String>,
+    /// Override rules.paths (repeat for several files or directories).
+    #[arg(long)]
+    rules: Vec<PathBuf>,
     #[command(subcommand)]
     command: Option<Cmd>,
 }
@@ -83,6 +86,9 @@ fn load_config(cli: &Cli) -> anyhow::Result<Config> {
     if let Some(b) = &cli.dbus {
         cfg.dbus.bus = b.clone();
     }
+    if !cli.rules.is_empty() {
+        cfg.rules.paths = cli.rules.clone();
+    }
     // Overrides are held to the same rules as the file.
     cfg.validate("command line")?;
     Ok(cfg)
@@ -117,7 +123,13 @@ async fn async_main(cli: Cli, cfg: Config) -> anyhow::Result<()> {
     match cli.command.unwrap_or(Cmd::Run) {
         Cmd::Run => axiomd::daemon::run(cfg).await,
         Cmd::CheckConfig => {
-            println!("{}: ok", cli.config.display());
+            let set = axiom_common::rules::RuleSet::load(&cfg.rules.paths)?;
+            println!(
+                "{}: ok; {} rules from {:?}",
+                cli.config.display(),
+                set.rules.len(),
+                cfg.rules.paths
+            );
             Ok(())
         }
         Cmd::Unpin => {

@@ -117,6 +117,13 @@ impl Daemon {
                     .into_iter()
                     .flatten(),
             )
+            // The repository's default principles, unless a test brings its own rules.
+            .args(
+                (!self.args.iter().any(|a| a == "--rules"))
+                    .then(|| ["--rules".to_string(), default_rules().display().to_string()])
+                    .into_iter()
+                    .flatten(),
+            )
             .args(&self.args)
             .env("RUST_LOG", "info")
             .stdout(Stdio::null())
@@ -219,6 +226,11 @@ impl Drop for Daemon {
         }
         let _ = std::fs::remove_dir(&self.cgroup_root);
     }
+}
+
+/// The repository's default rule directory (`config/rules`).
+pub fn default_rules() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../config/rules")
 }
 
 pub fn axiomctl_bin() -> PathBuf {

@@ -31,7 +31,10 @@ pub fn demo() -> anyhow::Result<()> {
             .create(true)
             .append(true)
             .open(LOG)?;
+        // The default principles from this checkout (an installed axiomd reads /usr/share/axiom).
         let child = Command::new(bin.join("axiomd"))
+            .arg("--rules")
+            .arg(crate::root().join("config/rules"))
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log)

@@ -34,6 +34,9 @@ pub struct Shared {
     pub terminals: Arc<Terminals>,
     /// gid of the admin group, resolved at start-up.
     pub admin_gid: Option<u32>,
+    pub rules: crate::rules::Rules,
+    /// Typed around an `inject` rule's message.
+    pub inject_keys: (String, String),
 }
 
 pub fn error(e: impl std::fmt::Display) -> Reply {
@@ -192,6 +195,97 @@ impl Shared {
         ok_agent(agent)
     }
 
+    /// Acts on a rule's finding: the `violation` event, then the rule's intervention (as axiomd,
+    /// not as any user) and its `intervention` event with how long acting took.
+    pub fn enforce(&self, set: &axiom_common::rules::RuleSet, f: &crate::rules::engine::Finding) {
+        use axiom_common::rules::Action;
+        let Some(r) = set.rules.get(f.rule) else {
+            return;
+        };
+        let agent = match self.control.lock() {
+            Ok(c) => c.get(f.agent).cloned(),
+            Err(_) => return,
+        };
+        let Some(agent) = agent else { return };
+        let action = crate::rules::engine::effective(r.action);
+        let mut v = notice(
+            &agent,
+            Body::Violation {
+                rule: r.id.clone(),
+                severity: format!("{:?}", r.severity).to_lowercase(),
+                action: r.action.name().into(),
+                detail: f.detail.clone(),
+                latency_us: f.latency_us,
+            },
+        );
+        if f.pid != 0 {
+            (v.pid, v.tgid) = (f.pid, f.pid);
+        }
+        self.bus.publish(v);
+        let t0 = std::time::Instant::now();
+        let outcome = match action {
+            Action::Alert => return,
+            Action::Inject => {
+                let text = format!("{}{}{}", self.inject_keys.0, r.message, self.inject_keys.1);
+                self.terminals
+                    .inject(f.agent, text.as_bytes())
+                    .map_err(|e| e.to_string())
+            }
+            Action::Freeze | Action::Kill | Action::Deny => {
+                let how = if action == Action::Freeze {
+                    Steer::Freeze
+                } else {
+                    Steer::Kill
+                };
+                match self.control.lock() {
+                    Ok(mut c) => c
+                        .steer(f.agent, how, Caller::ROOT)
+                        .map(drop)
+                        .map_err(|e| e.to_string()),
+                    Err(_) => Err("control state poisoned".into()),
+                }
+            }
+        };
+        let took = t0.elapsed().as_secs_f64() * 1e6;
+        let detail = match outcome {
+            Ok(()) => format!("rule {} ({took:.0} µs): {}", r.id, r.message),
+            Err(e) => format!("rule {}: failed: {e}", r.id),
+        };
+        self.bus.publish(notice(
+            &agent,
+            Body::Intervention {
+                action: action.name().into(),
+                by_uid: None,
+                detail,
+            },
+        ));
+    }
+
+    fn rules_list(&self) -> Vec<axiom_common::wire::RuleInfo> {
+        use axiom_common::rules::Kind;
+        self.rules
+            .get()
+            .rules
+            .iter()
+            .map(|r| axiom_common::wire::RuleInfo {
+                id: r.id.clone(),
+                description: r.description.clone(),
+                kind: match r.kind {
+                    Kind::Match => "match",
+                    Kind::Claim(_) => "claim",
+                    Kind::PlanningTimeout(_) => "planning_timeout",
+                    Kind::ProgressCheck(_) => "progress_check",
+                }
+                .into(),
+                scope: r.scope.map(|s| format!("{s:?}")),
+                severity: format!("{:?}", r.severity).to_lowercase(),
+                priority: r.priority,
+                action: r.action.name().into(),
+                origin: r.origin.clone(),
+            })
+            .collect()
+    }
+
     /// Answers one request. `fd` is a descriptor that came with it (the pty of `run_agent`).
     pub fn handle(&self, caller: Caller, req: Request, fd: Option<OwnedFd>) -> Reply {
         match req {
@@ -262,6 +356,36 @@ impl Shared {
                 agents: Some(self.agents(caller)),
                 ..Default::default()
             },
+            Request::Rules => Reply {
+                ok: true,
+                rules: Some(self.rules_list()),
+                ..Default::default()
+            },
+            Request::ReloadRules => {
+                if !caller.admin {
+                    return refusal(AgentError::NotPermitted {
+                        uid: caller.uid,
+                        what: "reload the rules".into(),
+                    });
+                }
+                match self.rules.reload() {
+                    Ok(n) => {
+                        tracing::info!(rules = n, "rules reloaded");
+                        Reply {
+                            ok: true,
+                            rules: Some(self.rules_list()),
+                            ..Default::default()
+                        }
+                    }
+                    Err(e) => {
+                        tracing::warn!("rules not reloaded, the old ones stay: {e}");
+                        Reply {
+                            code: Some("bad_rules".into()),
+                            ..error(e)
+                        }
+                    }
+                }
+            }
             Request::Subscribe { .. } => error("subscribe is handled by the transport"),
         }
     }

@@ -21,9 +21,17 @@ pub struct Bus {
     notices: broadcast::Sender<Arc<Event>>,
     /// Exits of tracked processes, lossless: the agent registry learns here that an agent ended.
     exits: tokio::sync::mpsc::UnboundedSender<Arc<Event>>,
+    /// Tracked agents' events for the rules; bounded: what does not fit is counted, not waited for.
+    rules: std::sync::mpsc::SyncSender<Arc<Event>>,
     replay: Mutex<Replay>,
     replay_cap: usize,
     pub stats: Stats,
+}
+
+/// Lossless or counted side channels, each for one consumer.
+pub struct Taps {
+    pub exits: tokio::sync::mpsc::UnboundedReceiver<Arc<Event>>,
+    pub rules: std::sync::mpsc::Receiver<Arc<Event>>,
 }
 
 struct Replay {
@@ -76,18 +84,17 @@ impl Stats {
 }
 
 impl Bus {
-    /// The bus, and the receiving end of the tracked-exit channel.
-    pub fn new(
-        capacity: usize,
-        replay_cap: usize,
-    ) -> (Bus, tokio::sync::mpsc::UnboundedReceiver<Arc<Event>>) {
+    /// The bus, and the receiving ends of its taps.
+    pub fn new(capacity: usize, replay_cap: usize) -> (Bus, Taps) {
         let (tx, _) = broadcast::channel(capacity.max(16));
         let (notices, _) = broadcast::channel(4096);
         let (exits, exits_rx) = tokio::sync::mpsc::unbounded_channel();
+        let (rules, rules_rx) = std::sync::mpsc::sync_channel(capacity.max(16));
         let bus = Bus {
             tx,
             notices,
             exits,
+            rules,
             replay: Mutex::new(Replay {
                 events: VecDeque::with_capacity(replay_cap.min(1 << 16)),
                 seq: 0,
@@ -95,7 +102,13 @@ impl Bus {
             replay_cap,
             stats: Stats::default(),
         };
-        (bus, exits_rx)
+        (
+            bus,
+            Taps {
+                exits: exits_rx,
+                rules: rules_rx,
+            },
+        )
     }
 
     /// Numbers the event (its `seq`) and hands it to every subscriber.
@@ -115,10 +128,18 @@ impl Bus {
             }
             r.events.push_back(ev.clone());
         }
+        use axiom_common::wire::Body;
         if ev.body.is_notice() {
             let _ = self.notices.send(ev.clone());
-        } else if ev.agent != 0 && matches!(ev.body, axiom_common::wire::Body::Exit { .. }) {
+        } else if ev.agent != 0 && matches!(ev.body, Body::Exit { .. }) {
             let _ = self.exits.send(ev.clone());
+        }
+        // Rules see what agents do and how they start and end, never their own findings.
+        if ev.agent != 0
+            && !matches!(ev.body, Body::Violation { .. } | Body::Intervention { .. })
+            && let Err(std::sync::mpsc::TrySendError::Full(_)) = self.rules.try_send(ev.clone())
+        {
+            self.stats.count_loss("rules_backlog");
         }
         let _ = self.tx.send(ev);
     }

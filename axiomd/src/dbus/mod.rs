@@ -319,6 +319,25 @@ impl Axiom {
             .collect())
     }
 
+    /// The active rules as JSON (id, description, kind, scope, severity, priority, action, origin).
+    async fn rules(&self) -> Result<String> {
+        let r = self.call(Caller::ROOT, Request::Rules).await?;
+        serde_json::to_string(&r.rules.unwrap_or_default()).map_err(Failure::failed)
+    }
+
+    /// Loads the rule files again (root and the admin group). A file with an error is refused
+    /// with `org.axiom.Axiom1.Error.BadRules` naming file:line, and the old rules keep running.
+    /// Returns how many rules are active.
+    async fn reload_rules(
+        &self,
+        #[zbus(header)] hdr: Header<'_>,
+        #[zbus(connection)] conn: &zbus::Connection,
+    ) -> Result<u32> {
+        let c = self.caller(&hdr, conn).await?;
+        let r = self.call(c, Request::ReloadRules).await?;
+        Ok(r.rules.map(|v| v.len() as u32).unwrap_or(0))
+    }
+
     /// Daemon status as JSON (the same document as `axiomctl status --json`).
     async fn status(&self) -> Result<String> {
         serde_json::to_string(&self.shared.status()).map_err(Failure::failed)
@@ -399,6 +418,8 @@ impl Axiom {
         emitter: &SignalEmitter<'_>,
         agent: u64,
         rule: &str,
+        severity: &str,
+        action: &str,
         detail: &str,
     ) -> zbus::Result<()>;
 
@@ -507,9 +528,13 @@ async fn signals(conn: zbus::Connection, shared: Arc<Shared>) {
                 Axiom::agent_exited(&emitter, ev.agent, code.unwrap_or(-1), signal.unwrap_or(0))
                     .await
             }
-            Body::Violation { rule, detail } => {
-                Axiom::violation(&emitter, ev.agent, rule, detail).await
-            }
+            Body::Violation {
+                rule,
+                severity,
+                action,
+                detail,
+                ..
+            } => Axiom::violation(&emitter, ev.agent, rule, severity, action, detail).await,
             Body::Intervention {
                 action,
                 by_uid,

@@ -158,6 +158,11 @@ impl Pipeline {
                 self.fds.remove(&tgid);
             }
             Body::Output { fd, target, .. } => *target = self.fd_target(tgid, *fd),
+            // An open for writing usually becomes a redirection (`> file` dup2s it onto fd 1):
+            // what this process's fds point at is no longer known.
+            Body::File { .. } => {
+                self.fds.remove(&tgid);
+            }
             _ => {}
         }
         let ppid = self.ppid(tgid);

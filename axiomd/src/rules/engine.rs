@@ -1,0 +1,369 @@
+//! Per-agent rule state: context windows, activity (for claims and timeouts), cooldowns.
+use std::{collections::HashMap, sync::LazyLock, time::Instant};
+
+use axiom_common::{
+    rules::{self, Action, Hit, Kind, RuleSet, Scope, Verify},
+    wire::{Body, Event},
+};
+
+/// Characters of an fd's previous output kept in front of the next write, so a phrase split
+/// across two writes still matches.
+const WINDOW: usize = 160;
+
+/// Commands that run tests (for "tests pass" claims).
+static TEST_COMMAND: LazyLock<regex::Regex> = LazyLock::new(|| {
+    regex::Regex::new(
+        r"\b(?:(?:cargo|go|npm|pnpm|yarn|bun|make|mvn|gradle|dotnet|mix|deno)\s+(?:-\S+\s+)*test\b|pytest|py\.test|jest|vitest|ctest|rspec|phpunit|tox\b|nox\b)",
+    )
+    .unwrap_or_else(|_| regex::Regex::new("$^").unwrap_or_else(|_| unreachable!()))
+});
+
+/// What one agent has done, as far as the rules care.
+struct Activity {
+    started: Instant,
+    files_written: u64,
+    last_file: Instant,
+    tests_ran: bool,
+}
+
+impl Activity {
+    fn new(now: Instant) -> Activity {
+        Activity {
+            started: now,
+            files_written: 0,
+            last_file: now,
+            tests_ran: false,
+        }
+    }
+}
+
+/// A rule that fired.
+#[derive(Clone, Debug)]
+pub struct Finding {
+    pub agent: u64,
+    pub rule: usize,
+    pub detail: String,
+    /// From the kernel's timestamp of the event to the finding, µs.
+    pub latency_us: Option<f64>,
+    /// The event that triggered it (pid, uid, comm), if one did.
+    pub pid: u32,
+    pub uid: u32,
+}
+
+#[derive(Default)]
+pub struct Engine {
+    /// Keyed by (tgid, fd, into a file): terminal output and file content never mix.
+    windows: HashMap<(u32, i32, bool), String>,
+    activity: HashMap<u64, Activity>,
+    fired: HashMap<(u64, String), Instant>,
+    /// Findings suppressed by a cooldown.
+    pub suppressed: u64,
+}
+
+fn now_ns() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0)
+}
+
+/// Output to a file (not a terminal, pipe, socket or device).
+fn is_file(target: Option<&str>) -> bool {
+    target.is_some_and(|t| t.starts_with('/') && !t.starts_with("/dev/"))
+}
+
+impl Engine {
+    fn act(&mut self, agent: u64, now: Instant) -> &mut Activity {
+        self.activity
+            .entry(agent)
+            .or_insert_with(|| Activity::new(now))
+    }
+
+    /// Whether a rule may fire again for this agent (and records that it does).
+    fn cool(&mut self, set: &RuleSet, agent: u64, rule: usize, now: Instant) -> bool {
+        let r = &set.rules[rule];
+        let key = (agent, r.id.clone());
+        if let Some(t) = self.fired.get(&key)
+            && now.duration_since(*t) < r.cooldown
+        {
+            self.suppressed += 1;
+            return false;
+        }
+        self.fired.insert(key, now);
+        true
+    }
+
+    /// Matches one event; returns what fired.
+    pub fn on_event(&mut self, set: &RuleSet, ev: &Event, now: Instant) -> Vec<Finding> {
+        if ev.agent == 0 {
+            return Vec::new();
+        }
+        let (scope, text, window_key) = match &ev.body {
+            Body::AgentStarted { .. } => {
+                self.activity.insert(ev.agent, Activity::new(now));
+                return Vec::new();
+            }
+            Body::AgentExited { .. } => {
+                self.activity.remove(&ev.agent);
+                self.fired.retain(|(a, _), _| *a != ev.agent);
+                return Vec::new();
+            }
+            Body::Exit { .. } => {
+                self.windows.retain(|(t, _, _), _| *t != ev.tgid);
+                return Vec::new();
+            }
+            Body::Output {
+                fd, text, target, ..
+            } => {
+                if is_file(target.as_deref()) {
+                    let a = self.act(ev.agent, now);
+                    a.files_written += 1;
+                    a.last_file = now;
+                    (Scope::FileWrite, text.clone(), Some((ev.tgid, *fd, true)))
+                } else {
+                    (
+                        Scope::Output,
+                        rules::strip_ansi(text),
+                        Some((ev.tgid, *fd, false)),
+                    )
+                }
+            }
+            Body::Exec { argv, filename, .. } => {
+                let line = if argv.is_empty() {
+                    filename.clone()
+                } else {
+                    argv.join(" ")
+                };
+                if TEST_COMMAND.is_match(&line) {
+                    self.act(ev.agent, now).tests_ran = true;
+                }
+                (Scope::Exec, line, None)
+            }
+            Body::File {
+                path, path2, op, ..
+            } => {
+                let a = self.act(ev.agent, now);
+                a.last_file = now;
+                if op != "unlink" && op != "rmdir" {
+                    a.files_written += 1;
+                }
+                let t = match path2 {
+                    Some(p2) => format!("{path} {p2}"),
+                    None => path.clone(),
+                };
+                (Scope::File, t, None)
+            }
+            Body::Connect { address, port, .. } => {
+                (Scope::Connect, format!("{address}:{port}"), None)
+            }
+            _ => return Vec::new(),
+        };
+        self.act(ev.agent, now);
+        // The tail of this fd's previous output goes in front, for phrases split across writes.
+        let (full, fresh_from) = match window_key.and_then(|k| self.windows.get(&k)) {
+            Some(prev) => (format!("{prev}{text}"), prev.len()),
+            None => (text, 0),
+        };
+        let hits: Vec<Hit> = set
+            .scan(scope, &full)
+            .into_iter()
+            // A match wholly inside the old tail was reported with the write it came in.
+            .filter(|h| h.end > fresh_from)
+            .collect();
+        if let Some(k) = window_key {
+            let mut cut = full.len().saturating_sub(WINDOW);
+            while !full.is_char_boundary(cut) {
+                cut += 1;
+            }
+            self.windows.insert(k, full[cut..].to_string());
+        }
+        let latency_us = Some((now_ns().saturating_sub(ev.time_ns)) as f64 / 1e3);
+        let mut out = Vec::new();
+        for h in hits {
+            let r = &set.rules[h.rule];
+            if let Kind::Claim(verify) = r.kind {
+                let a = self.act(ev.agent, now);
+                let holds = match verify {
+                    Verify::FilesWritten => a.files_written > 0,
+                    Verify::TestsRan => a.tests_ran,
+                };
+                if holds {
+                    continue;
+                }
+            }
+            if !self.cool(set, ev.agent, h.rule, now) {
+                continue;
+            }
+            out.push(Finding {
+                agent: ev.agent,
+                rule: h.rule,
+                detail: rules::excerpt(&full, &h, r.redact),
+                latency_us,
+                pid: ev.tgid,
+                uid: ev.uid,
+            });
+        }
+        out
+    }
+
+    /// Timeouts: planning (no file yet) and progress (no file activity lately).
+    pub fn tick(&mut self, set: &RuleSet, now: Instant) -> Vec<Finding> {
+        let mut due = Vec::new();
+        for (agent, a) in &self.activity {
+            for (i, r) in set.rules.iter().enumerate() {
+                let detail = match r.kind {
+                    Kind::PlanningTimeout(d)
+                        if a.files_written == 0 && now.duration_since(a.started) >= d =>
+                    {
+                        format!(
+                            "no file written in {:.0} s since the start",
+                            d.as_secs_f64()
+                        )
+                    }
+                    Kind::ProgressCheck(d) if now.duration_since(a.last_file) >= d => {
+                        format!("no file activity for {:.0} s", d.as_secs_f64())
+                    }
+                    _ => continue,
+                };
+                due.push((*agent, i, detail));
+            }
+        }
+        let mut out = Vec::new();
+        for (agent, rule, detail) in due {
+            // A planning timeout fires once per agent; a progress check once per cooldown.
+            let once = matches!(set.rules[rule].kind, Kind::PlanningTimeout(_));
+            if once
+                && self
+                    .fired
+                    .contains_key(&(agent, set.rules[rule].id.clone()))
+            {
+                continue;
+            }
+            if !self.cool(set, agent, rule, now) {
+                continue;
+            }
+            out.push(Finding {
+                agent,
+                rule,
+                detail,
+                latency_us: None,
+                pid: 0,
+                uid: 0,
+            });
+        }
+        out
+    }
+}
+
+/// `deny` acts in the kernel once the in-kernel matcher lands; in userspace it is a kill.
+pub fn effective(action: Action) -> Action {
+    match action {
+        Action::Deny => Action::Kill,
+        a => a,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    fn ev(agent: u64, body: Body) -> Event {
+        Event {
+            seq: 0,
+            time_ns: now_ns(),
+            agent,
+            pid: 10,
+            tgid: 10,
+            ppid: 1,
+            uid: 1000,
+            cgroup_id: 0,
+            comm: "agent".into(),
+            truncated: false,
+            body,
+        }
+    }
+
+    fn out(text: &str, target: &str) -> Body {
+        Body::Output {
+            fd: 1,
+            syscall: "write".into(),
+            count: text.len() as u64,
+            target: Some(target.into()),
+            text: text.into(),
+            captured: text.len() as u32,
+        }
+    }
+
+    fn set() -> RuleSet {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../config/rules/default.toml");
+        RuleSet::load(&[path]).expect("default rules")
+    }
+
+    fn ids(set: &RuleSet, f: &[Finding]) -> Vec<String> {
+        f.iter().map(|f| set.rules[f.rule].id.clone()).collect()
+    }
+
+    #[test]
+    fn a_phrase_split_across_writes_matches_once() {
+        let set = set();
+        let mut e = Engine::default();
+        let t = Instant::now();
+        assert!(
+            e.on_event(&set, &ev(1, out("OK. Let me p", "/dev/pts/3")), t)
+                .is_empty()
+        );
+        let f = e.on_event(&set, &ev(1, out("lan this.\n", "/dev/pts/3")), t);
+        assert_eq!(ids(&set, &f), ["stop-planning"]);
+        // Cooldown: the same phrase again right away is suppressed.
+        assert!(
+            e.on_event(&set, &ev(1, out("let me plan", "/dev/pts/3")), t)
+                .is_empty()
+        );
+        assert_eq!(e.suppressed, 1);
+    }
+
+    #[test]
+    fn claims_are_checked_against_what_the_agent_did() {
+        let set = set();
+        let mut e = Engine::default();
+        let t = Instant::now();
+        let claim = || out("I've successfully implemented the parser.", "/dev/pts/1");
+        assert_eq!(
+            ids(&set, &e.on_event(&set, &ev(1, claim()), t)),
+            ["false-completion"]
+        );
+        // Agent 2 wrote a file first: its claim holds.
+        e.on_event(&set, &ev(2, out("fn main() {}", "/work/src/main.rs")), t);
+        assert!(e.on_event(&set, &ev(2, claim()), t).is_empty());
+    }
+
+    #[test]
+    fn planning_timeout_fires_once() {
+        let set = set();
+        let mut e = Engine::default();
+        let t = Instant::now();
+        e.on_event(
+            &set,
+            &ev(
+                1,
+                Body::AgentStarted {
+                    name: None,
+                    command: vec![],
+                    workspace: None,
+                    profile: None,
+                },
+            ),
+            t,
+        );
+        assert!(e.tick(&set, t + Duration::from_secs(10)).is_empty());
+        let late = t + Duration::from_secs(301);
+        assert_eq!(ids(&set, &e.tick(&set, late)), ["planning-timeout"]);
+        assert!(
+            e.tick(&set, late + Duration::from_secs(1000))
+                .iter()
+                .all(|f| set.rules[f.rule].id != "planning-timeout")
+        );
+    }
+}

@@ -1,0 +1,248 @@
+//! Rules on real processes: the default principles fire, inject reaches the agent's stdin, a
+//! phrase split across two writes is caught, claims are checked against what the kernel saw,
+//! and a broken rule file on reload keeps the old rules running.
+use std::{
+    process::{Command, Stdio},
+    time::Duration,
+};
+
+use axiom_common::wire::{Body, Event, Request};
+use axiom_tests::*;
+
+const T: Duration = Duration::from_secs(15);
+
+fn violation(e: &Event, agent: u64) -> Option<&str> {
+    match &e.body {
+        Body::Violation { rule, .. } if e.agent == agent => Some(rule.as_str()),
+        _ => None,
+    }
+}
+
+/// Starts `script` under `axiomctl run` (a pty of its own, held by axiomd); returns its agent.
+/// (The caller waits for the child.)
+#[allow(clippy::zombie_processes)]
+fn run_agent(d: &Daemon, name: &str, script: &str) -> (std::process::Child, u64) {
+    let child = Command::new(axiomctl_bin())
+        .arg("--socket")
+        .arg(&d.socket)
+        .args(["run", "--name", name, "--", "/bin/sh", "-c", script])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let t0 = std::time::Instant::now();
+    loop {
+        let agents = d.client().request(&Request::Agents).agents.unwrap();
+        if let Some(a) = agents.iter().find(|a| a.name.as_deref() == Some(name)) {
+            return (child, a.id);
+        }
+        assert!(t0.elapsed() < T, "agent {name} did not start");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+#[test]
+fn default_principles_fire_and_inject_reaches_the_agent() {
+    let d = Daemon::start("rules_defaults", &[]);
+    let mut sub = d.subscribe(true);
+    let dir = std::env::temp_dir().join(unique("rules_work"));
+    std::fs::create_dir_all(&dir).unwrap();
+    // (The file is written through an fd that stays open: axiomd learns what an fd points at from
+    // /proc when it reads the record, so a redirection undone within the same millisecond is
+    // seen as the terminal — until the kernel reports the file type itself.)
+    // Plans (split across two writes), reads what Axiom types, leaves a TODO, claims (truly)
+    // that it implemented something, claims (falsely) that tests pass, force-pushes.
+    let script = format!(
+        "sleep 0.3; printf 'OK. Let me p'; sleep 0.2; printf 'lan this first.\\n'; \
+         read reply; echo \"heard:$reply\"; \
+         (printf 'x = 1  # TODO: later\\n'; sleep 0.3) > {dir}/a.py; \
+         echo \"I've successfully implemented it and all tests pass.\"; \
+         sh -c 'true git push --force origin main'; sleep 0.5",
+        dir = dir.display()
+    );
+    let (mut child, agent) = run_agent(&d, "principled", &script);
+    for rule in [
+        "stop-planning",
+        "todo-left",
+        "false-tests-pass",
+        "git-force-push",
+    ] {
+        sub.wait_for(rule, T, |e| violation(e, agent) == Some(rule));
+    }
+    // The injection (ESC, the message, Enter) arrived on the agent's stdin.
+    sub.wait_for("the agent's echo of the injected message", T, |e| {
+        e.agent == agent
+            && output_text(e).is_some_and(|t| t.contains("heard:") && t.contains("Stop planning"))
+    });
+    sub.wait_for("the inject intervention", T, |e| {
+        e.agent == agent
+            && matches!(&e.body, Body::Intervention { action, by_uid: None, .. } if action == "inject")
+    });
+    let _ = child.wait();
+    sub.drain_for(Duration::from_millis(300));
+    // Its claim of an implementation held (it wrote a file first): no false-completion.
+    assert!(
+        !sub.seen
+            .iter()
+            .any(|e| violation(e, agent) == Some("false-completion")),
+        "a true claim was reported as false"
+    );
+    // Violations carry their detection latency.
+    let lat = sub
+        .seen
+        .iter()
+        .find_map(|e| match &e.body {
+            Body::Violation { latency_us, .. } if e.agent == agent => *latency_us,
+            _ => None,
+        })
+        .expect("a latency");
+    assert!(lat > 0.0 && lat < 5e6, "latency {lat} µs");
+
+    // An agent that claims without writing anything is reported.
+    let (mut liar, agent2) = run_agent(
+        &d,
+        "liar",
+        "sleep 0.3; echo \"I've successfully created the module.\"; sleep 0.3",
+    );
+    sub.wait_for("false-completion", T, |e| {
+        violation(e, agent2) == Some("false-completion")
+    });
+    let _ = liar.wait();
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn dangerous_commands_are_stopped() {
+    let d = Daemon::start("rules_danger", &[]);
+    let mut sub = d.subscribe(false);
+    // `curl … | sh` freezes the agent (the rule's action); nothing after it runs.
+    let (mut child, agent) = run_agent(
+        &d,
+        "danger",
+        "sleep 0.3; sh -c 'curl -s http://127.0.0.1:9/x | sh'; echo after-the-pipe; sleep 5",
+    );
+    sub.wait_for("curl-pipe-shell", T, |e| {
+        violation(e, agent) == Some("curl-pipe-shell")
+    });
+    sub.wait_for("the freeze", T, |e| {
+        e.agent == agent
+            && matches!(&e.body, Body::Intervention { action, .. } if action == "freeze")
+    });
+    let t0 = std::time::Instant::now();
+    loop {
+        let agents = d.client().request(&Request::Agents).agents.unwrap();
+        if agents.iter().any(|a| a.id == agent && a.state == "frozen") {
+            break;
+        }
+        assert!(t0.elapsed() < T, "the agent was not frozen");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(d.client().request(&Request::Kill { agent }).ok);
+    let _ = child.wait();
+}
+
+#[test]
+fn a_broken_rule_file_on_reload_keeps_the_old_rules() {
+    let dir = std::env::temp_dir().join(unique("rules_reload"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("mine.toml");
+    std::fs::write(
+        &file,
+        "[[rule]]\nid = \"marker\"\nscope = \"output\"\nliterals = [\"axiom-marker\"]\n",
+    )
+    .unwrap();
+    let d = Daemon::start("rules_reload", &["--rules", &dir.display().to_string()]);
+    let ctl = |args: &[&str]| {
+        Command::new(axiomctl_bin())
+            .arg("--socket")
+            .arg(&d.socket)
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    // Broken: a bad regex on line 5.
+    std::fs::write(
+        &file,
+        "[[rule]]\nid = \"marker2\"\nscope = \"output\"\nliterals = [\"x\"]\nregex = '(unclosed'\n",
+    )
+    .unwrap();
+    let out = ctl(&["rules", "reload"]);
+    assert_eq!(out.status.code(), Some(65));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&format!(
+            "{}:5: rule \"marker2\": bad regex",
+            file.display()
+        )),
+        "{err}"
+    );
+    // The offline check says the same.
+    let out = Command::new(axiomctl_bin())
+        .args(["rules", "check"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(65));
+    // The old rule is still listed, and still fires.
+    let out = ctl(&["--json", "rules", "list"]);
+    let listed: Vec<axiom_common::wire::RuleInfo> = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0].id, "marker");
+    let mut sub = d.subscribe(false);
+    let mut p = Command::new("/bin/sh")
+        .args(["-c", "sleep 0.3; echo axiom-marker; sleep 0.3"])
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let agent = d.track_pid(p.id()).agent.unwrap();
+    sub.wait_for("the old rule", T, |e| violation(e, agent) == Some("marker"));
+    let _ = p.wait();
+    // SIGHUP with the broken file: still the old rules, and the log says why.
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(d.child.as_ref().unwrap().id() as i32),
+        nix::sys::signal::Signal::SIGHUP,
+    )
+    .unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(d.log_text().contains("old ones stay"), "{}", d.log_text());
+    assert_eq!(
+        d.client().request(&Request::Rules).rules.unwrap()[0].id,
+        "marker"
+    );
+    // Fixed: the reload takes.
+    std::fs::write(
+        &file,
+        "[[rule]]\nid = \"marker2\"\nscope = \"output\"\nliterals = [\"y\"]\n",
+    )
+    .unwrap();
+    assert!(ctl(&["rules", "reload"]).status.success());
+    assert_eq!(
+        d.client().request(&Request::Rules).rules.unwrap()[0].id,
+        "marker2"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn rules_test_runs_offline() {
+    let sample = std::env::temp_dir().join(unique("sample"));
+    std::fs::write(&sample, "\x1b[1mLet me plan\x1b[0m this, then: rm -rf /").unwrap();
+    let out = Command::new(axiomctl_bin())
+        .args(["rules", "test"])
+        .arg(default_rules().join("default.toml"))
+        .arg(&sample)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.starts_with("stop-planning\t"), "{text}");
+    let out = Command::new(axiomctl_bin())
+        .args(["rules", "test", "--scope", "exec"])
+        .arg(default_rules().join("default.toml"))
+        .arg(&sample)
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&out.stdout).contains("rm-rf-root"));
+    let _ = std::fs::remove_file(&sample);
+}

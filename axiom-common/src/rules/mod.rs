@@ -412,12 +412,21 @@ impl RuleSet {
 
     /// Rules that hit `text` in `scope`, highest priority first; at most one hit per rule.
     pub fn scan(&self, scope: Scope, text: &str) -> Vec<Hit> {
+        self.scan_from(scope, text, 0)
+    }
+
+    /// Like `scan`, for hits that end after byte `from` (text before it is context: the tail
+    /// of earlier writes, already scanned).
+    pub fn scan_from(&self, scope: Scope, text: &str, from: usize) -> Vec<Hit> {
         let Some((_, ix)) = self.index.iter().find(|(s, _)| *s == scope) else {
             return Vec::new();
         };
         let mut candidates: Vec<(usize, usize, usize)> = Vec::new();
         if let Some(ac) = &ix.ac {
             for m in ac.find_overlapping_iter(text) {
+                if m.end() <= from {
+                    continue;
+                }
                 let rule = ix.owner[m.pattern().as_usize()];
                 let r = &self.rules[rule];
                 // The automaton ignores ASCII case; a case-sensitive rule checks the bytes.
@@ -440,7 +449,7 @@ impl RuleSet {
             match &self.rules[rule].regex {
                 // The literal is a prefilter; the regex decides, over the whole window.
                 Some(re) => {
-                    if let Some(m) = re.find(text) {
+                    if let Some(m) = re.find_iter(text).find(|m| m.end() > from) {
                         hits.push(Hit {
                             rule,
                             start: m.start(),

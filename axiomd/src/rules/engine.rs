@@ -164,12 +164,8 @@ impl Engine {
             Some(prev) => (format!("{prev}{text}"), prev.len()),
             None => (text, 0),
         };
-        let hits: Vec<Hit> = set
-            .scan(scope, &full)
-            .into_iter()
-            // A match wholly inside the old tail was reported with the write it came in.
-            .filter(|h| h.end > fresh_from)
-            .collect();
+        // A match wholly inside the old tail was reported with the write it came in.
+        let hits: Vec<Hit> = set.scan_from(scope, &full, fresh_from);
         if let Some(k) = window_key {
             let mut cut = full.len().saturating_sub(WINDOW);
             while !full.is_char_boundary(cut) {

@@ -38,7 +38,34 @@ pub const CFG_OBJECT_HASH: u32 = 1;
 /// wakeup is an IPI, and an IPI on a VM costs microseconds).
 pub const CFG_OUTPUT_WAKEUP_RECORDS: u32 = 2;
 pub const DEFAULT_OUTPUT_WAKEUP_RECORDS: u64 = 512;
+/// Which kernel matcher table is live: 0 none (no literals to scan for), n: `DFA[n - 1]`.
+/// Two tables, so a reload writes the idle one and then flips this index: a program never reads a
+/// half-written automaton.
+pub const CFG_DFA_ACTIVE: u32 = 3;
 pub const CFG_ENTRIES: u32 = 8;
+
+/// Kernel matcher: the literal parts of every active rule, compiled by axiomd into one
+/// Aho–Corasick DFA over byte classes (ASCII case folded), scanned over each captured buffer.
+pub const DFA_MAX_STATES: usize = 4096;
+/// Byte classes (class 0: every byte no pattern uses).
+pub const DFA_CLASSES: usize = 64;
+/// Bytes of a captured buffer the kernel scans (the rest is left to userspace).
+pub const SCAN_MAX: usize = 4096;
+/// `Dfa::accept` bits.
+pub const ACCEPT_MATCH: u8 = 1;
+/// A pattern of a `deny` rule ends here: the writer is killed before its bytes land.
+pub const ACCEPT_DENY: u8 = 2;
+/// Accepting states reported per match record.
+pub const MATCH_STATES: usize = 4;
+
+/// One automaton: `next[state * DFA_CLASSES + classes[byte]]`.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct Dfa {
+    pub classes: [u8; 256],
+    pub accept: [u8; DFA_MAX_STATES],
+    pub next: [u16; DFA_MAX_STATES * DFA_CLASSES],
+}
 
 /// Causes of lost records, the indices of the per-CPU `LOST` map.
 #[repr(u32)]
@@ -54,8 +81,10 @@ pub enum LostCause {
     ExecStashFull = 3,
     /// User memory could not be read (the record was still sent, with `FLAG_TRUNCATED`).
     ReadFault = 4,
+    /// The kernel matcher's ring was full: a match was not reported (a deny still acted).
+    RingFullMatches = 5,
 }
-pub const LOST_CAUSES: u32 = 5;
+pub const LOST_CAUSES: u32 = 6;
 
 impl LostCause {
     pub const ALL: [LostCause; LOST_CAUSES as usize] = [
@@ -64,6 +93,7 @@ impl LostCause {
         LostCause::TrackFull,
         LostCause::ExecStashFull,
         LostCause::ReadFault,
+        LostCause::RingFullMatches,
     ];
 
     pub const fn name(self) -> &'static str {
@@ -73,6 +103,7 @@ impl LostCause {
             LostCause::TrackFull => "track_map_full",
             LostCause::ExecStashFull => "exec_stash_full",
             LostCause::ReadFault => "read_fault",
+            LostCause::RingFullMatches => "ring_full_matches",
         }
     }
 }
@@ -84,6 +115,7 @@ pub const KIND_EXIT: u16 = 3;
 pub const KIND_OUTPUT: u16 = 4;
 pub const KIND_FILE: u16 = 5;
 pub const KIND_CONNECT: u16 = 6;
+pub const KIND_MATCH: u16 = 7;
 
 /// Header flag: some user memory could not be read; the payload is partial.
 pub const FLAG_TRUNCATED: u16 = 1;
@@ -211,6 +243,27 @@ pub struct OutputEvent {
     pub _pad2: u32,
 }
 
+/// The kernel matcher reached accepting states in a write (sent on the `MATCHES` ring at once,
+/// ahead of the bulk output). Slim header, like output records.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+#[cfg_attr(feature = "user", derive(FromBytes, Immutable, KnownLayout))]
+pub struct MatchEvent {
+    pub hdr: EventHeader,
+    pub fd: i32,
+    /// The DFA table (1 or 2, as `CFG_DFA_ACTIVE`) whose states these are.
+    pub table: u16,
+    /// A deny pattern matched: the writer was sent SIGKILL before the write could land.
+    pub deny: u16,
+    /// Bytes the process asked to write.
+    pub count: u64,
+    /// Accepting states reached in this write (the first `MATCH_STATES` are listed).
+    pub hits: u32,
+    /// Byte offset, in this write, where the first match ends.
+    pub offset: u32,
+    pub states: [u16; MATCH_STATES],
+}
+
 /// Per-CPU scratch where an output record is assembled before `bpf_ringbuf_output`: the ring is
 /// only touched for the exact size of the record (reserving MAX_CAPTURE per write and discarding
 /// would waste the ring).
@@ -330,5 +383,6 @@ pub mod wire;
 #[cfg(feature = "user")]
 mod user {
     // SAFETY: all of these are repr(C), Copy, and made only of integers and byte arrays.
+    unsafe impl aya::Pod for super::Dfa {}
     unsafe impl aya::Pod for super::Tracked {}
 }

@@ -72,6 +72,21 @@ pub enum Body {
         address: String,
         port: u16,
     },
+    /// The kernel matcher hit rule literals in a write. Internal: it goes to the rules, not to
+    /// watchers (the violation it leads to does).
+    KernelMatch {
+        fd: i32,
+        target: Option<String>,
+        /// The matcher table the states belong to (1 or 2).
+        table: u16,
+        /// A deny pattern matched: the kernel killed the writer before the write landed.
+        deny: bool,
+        count: u64,
+        hits: u32,
+        /// Where the first match ends in the write.
+        offset: u32,
+        states: Vec<u16>,
+    },
     /// An agent was started or adopted (`pid` is its root process).
     AgentStarted {
         name: Option<String>,
@@ -113,6 +128,7 @@ impl Body {
             Body::Output { .. } => "output",
             Body::File { .. } => "file",
             Body::Connect { .. } => "connect",
+            Body::KernelMatch { .. } => "kernel_match",
             Body::AgentStarted { .. } => "agent_started",
             Body::AgentExited { .. } => "agent_exited",
             Body::Intervention { .. } => "intervention",

@@ -18,8 +18,9 @@ use aya_ebpf::{
     helpers::{
         bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_current_uid_gid,
         generated::{
-            bpf_get_current_cgroup_id, bpf_ktime_get_ns, bpf_probe_read_kernel,
+            bpf_get_current_cgroup_id, bpf_ktime_get_ns, bpf_loop, bpf_probe_read_kernel,
             bpf_probe_read_kernel_str, bpf_probe_read_user, bpf_probe_read_user_str,
+            bpf_send_signal,
         },
     },
     macros::{map, tracepoint},
@@ -57,6 +58,16 @@ static OUT_SCRATCH: PerCpuArray<OutputScratch> = PerCpuArray::with_max_entries(1
 static OUT_COUNT: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
 #[map]
 static EXEC_SCRATCH: PerCpuArray<ExecScratch> = PerCpuArray::with_max_entries(1, 0);
+/// The kernel matcher's two tables (see CFG_DFA_ACTIVE).
+#[map]
+static DFA: Array<Dfa> = Array::pinned(2, 0);
+/// Matcher state per (tgid, fd), so a literal split across two writes still matches:
+/// `table << 16 | state`.
+#[map]
+static FD_STATE: LruHashMap<u64, u32> = LruHashMap::pinned(65536, 0);
+/// Match records: small, rare, woken at once (detection latency), apart from bulk output.
+#[map]
+static MATCHES: RingBuf = RingBuf::pinned(1 << 20, 0);
 
 /// ExecArgs plus slack, so a string read at any masked offset below ARGV_LEN stays in bounds.
 #[repr(C)]
@@ -396,9 +407,132 @@ fn capture_limit() -> usize {
     }
 }
 
+/// Matcher state carried through `bpf_loop`, kept in a per-CPU map rather than on the stack: the
+/// verifier checks a callback until its state converges, and map values are opaque to it where
+/// stack values (a hit counter going 0, 1, 2, …) would never converge.
+#[map]
+static SCAN_CTX: PerCpuArray<ScanCtx> = PerCpuArray::with_max_entries(1, 0);
+
+#[repr(C)]
+struct ScanCtx {
+    table: u32,
+    n: u32,
+    state: u32,
+    hits: u32,
+    first: u32,
+    deny: u32,
+    states: [u16; MATCH_STATES],
+}
+
+/// Bytes handled per `bpf_loop` step: the verifier checks the callback once, not per byte (a
+/// plain loop over 4 KiB is unrolled by the verifier past its complexity limit), and a step of
+/// 16 keeps the per-step call cost small.
+const SCAN_STEP: usize = 16;
+
+#[inline(never)]
+extern "C" fn scan_step(i: u64, _ctx: *mut c_void) -> i64 {
+    let Some(c) = SCAN_CTX.get_ptr_mut(0) else {
+        return 1;
+    };
+    let c = unsafe { &mut *c };
+    let (Some(s), Some(dfa)) = (OUT_SCRATCH.get_ptr(0), DFA.get(c.table.wrapping_sub(1))) else {
+        return 1;
+    };
+    let s = unsafe { &*s };
+    let base = (i as usize) * SCAN_STEP;
+    let mut st = c.state as usize;
+    for j in 0..SCAN_STEP {
+        let at = base + j;
+        if at >= c.n as usize {
+            c.state = st as u32;
+            return 1;
+        }
+        let b = s.data[at & (MAX_CAPTURE - 1)] as usize;
+        let cl = dfa.classes[b & 255] as usize;
+        st = dfa.next[(st * DFA_CLASSES + cl) & (DFA_MAX_STATES * DFA_CLASSES - 1)] as usize;
+        let a = dfa.accept[st & (DFA_MAX_STATES - 1)];
+        if a != 0 {
+            if c.hits == 0 {
+                c.first = at as u32 + 1;
+            }
+            if (c.hits as usize) < MATCH_STATES {
+                c.states[c.hits as usize & (MATCH_STATES - 1)] = st as u16;
+            }
+            c.hits += 1;
+            if a & ACCEPT_DENY != 0 {
+                c.deny = 1;
+            }
+        }
+    }
+    c.state = st as u32;
+    0
+}
+
+/// Runs the kernel matcher over the captured bytes, continuing from this fd's state. A match is
+/// reported on MATCHES at once; a deny pattern kills the writer here, at syscall entry, so the
+/// write never lands.
+#[inline(always)]
+fn scan(s: &OutputScratch, captured: usize) {
+    let table = match CONFIG.get(CFG_DFA_ACTIVE).copied() {
+        Some(t @ 1..=2) => t as u32,
+        _ => return,
+    };
+    let key = ((s.ev.hdr.tgid as u64) << 32) | (s.ev.fd as u32 as u64);
+    // SAFETY: the value is copied out at once.
+    let state = match unsafe { FD_STATE.get(&key) } {
+        Some(v) if *v >> 16 == table => *v & 0xffff,
+        _ => 0,
+    };
+    let n = if captured > SCAN_MAX {
+        SCAN_MAX
+    } else {
+        captured
+    };
+    let Some(c) = SCAN_CTX.get_ptr_mut(0) else {
+        return;
+    };
+    let c = unsafe { &mut *c };
+    c.table = table;
+    c.n = n as u32;
+    c.state = state;
+    c.hits = 0;
+    c.first = 0;
+    c.deny = 0;
+    c.states = [0; MATCH_STATES];
+    let steps = n.div_ceil(SCAN_STEP) as u32;
+    unsafe { bpf_loop(steps, scan_step as *mut c_void, core::ptr::null_mut(), 0) };
+    let _ = FD_STATE.insert(&key, &((table << 16) | (c.state & 0xffff)), 0);
+    if c.hits == 0 {
+        return;
+    }
+    if c.deny != 0 {
+        // SIGKILL pending: the write returns before copying a byte.
+        unsafe { bpf_send_signal(9) };
+    }
+    match MATCHES.reserve::<MatchEvent>(0) {
+        Some(mut e) => {
+            let m = e.as_mut_ptr();
+            unsafe {
+                (*m).hdr = s.ev.hdr;
+                (*m).hdr.kind = KIND_MATCH;
+                (*m).fd = s.ev.fd;
+                (*m).table = table as u16;
+                (*m).deny = c.deny as u16;
+                (*m).count = s.ev.count;
+                (*m).hits = c.hits;
+                (*m).offset = c.first;
+                (*m).states = c.states;
+            }
+            e.submit(BPF_RB_FORCE_WAKEUP as u64);
+        }
+        None => lost(LostCause::RingFullMatches),
+    }
+}
+
 /// Sends the assembled scratch record: header plus `captured` bytes, nothing more.
 #[inline(always)]
 fn send_output(s: &mut OutputScratch, captured: usize) {
+    scan(s, captured);
     let captured = captured & (2 * MAX_CAPTURE - 1);
     s.ev.captured = captured as u32;
     s.ev._pad = 0;

@@ -126,6 +126,14 @@ impl Style {
                 };
                 format!("{} {family} {addr}", paint(c, "34", "connect"))
             }
+            Body::KernelMatch { fd, hits, deny, .. } => paint(
+                c,
+                "2",
+                &format!(
+                    "kernel match: {hits} on fd{fd}{}",
+                    if *deny { " (denied)" } else { "" }
+                ),
+            ),
             Body::AgentStarted {
                 name,
                 command,

@@ -72,6 +72,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     spawn_kernel_log(s.log_program_id);
     let events = s.events.take().context("events ring already taken")?;
     let output = s.output.take().context("output ring already taken")?;
+    let matches = s.matches.take();
     let state = crate::agents::state::StateDir::open(cfg.agents.state_dir.clone())
         .with_context(|| format!("agent state directory {}", cfg.agents.state_dir.display()))?;
     let mut control = Control::restore(
@@ -120,6 +121,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
             cfg.rules.inject_suffix.clone(),
         ),
     });
+    shared.install_matcher(shared.rules.get());
     tokio::spawn(agent_exits(taps.exits, shared.clone()));
     {
         let shared = shared.clone();
@@ -133,7 +135,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         let shared = shared.clone();
         tokio::spawn(async move {
             while hup.recv().await.is_some() {
-                match shared.rules.reload() {
+                match shared.reload_rules() {
                     Ok(n) => tracing::info!(rules = n, "SIGHUP: rules reloaded"),
                     Err(e) => tracing::warn!("SIGHUP: rules not reloaded, the old ones stay: {e}"),
                 }
@@ -164,7 +166,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
             if realtime {
                 sensor::make_realtime();
             }
-            let r = sensor::run(events, output, Pipeline::new(bus), flush);
+            let r = sensor::run(events, output, matches, Pipeline::new(bus), flush);
             let _ = done_tx.send(r);
         })?;
 

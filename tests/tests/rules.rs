@@ -246,3 +246,95 @@ fn rules_test_runs_offline() {
     assert!(String::from_utf8_lossy(&out.stdout).contains("rm-rf-root"));
     let _ = std::fs::remove_file(&sample);
 }
+
+/// A rules directory with one deny rule on a marker.
+fn deny_rules() -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(unique("rules_deny"));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(
+        dir.join("deny.toml"),
+        "[[rule]]\nid = \"forbidden\"\nscope = \"file_write\"\nliterals = [\"FORBIDDEN-PAYLOAD\"]\n\
+         action = \"deny\"\nseverity = \"critical\"\ncooldown_secs = 0\n",
+    )
+    .unwrap();
+    dir
+}
+
+/// Runs `script` (writing to `$F`) as a tracked process; returns its exit status and agent.
+fn tracked_writer(
+    d: &Daemon,
+    file: &std::path::Path,
+    script: &str,
+) -> (std::process::ExitStatus, u64) {
+    let mut p = Command::new("/bin/sh")
+        .args(["-c", &format!("read go; {script}")])
+        .env("F", file)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let agent = d.track_pid(p.id()).agent.unwrap();
+    {
+        use std::io::Write as _;
+        writeln!(p.stdin.take().unwrap(), "go").unwrap();
+    }
+    (p.wait().unwrap(), agent)
+}
+
+#[test]
+fn deny_stops_the_write_before_it_lands() {
+    let rules = deny_rules();
+    let d = Daemon::start("rules_deny", &["--rules", &rules.display().to_string()]);
+    let mut sub = d.subscribe(false);
+    let file = std::env::temp_dir().join(unique("denied"));
+    // Three writes by one process into one file; the second carries the forbidden bytes.
+    let (st, agent) = tracked_writer(
+        &d,
+        &file,
+        "exec 3>\"$F\"; printf 'before\\n' >&3; printf 'xx FORBIDDEN-PAYLOAD yy\\n' >&3; printf 'after\\n' >&3",
+    );
+    assert_eq!(
+        std::os::unix::process::ExitStatusExt::signal(&st),
+        Some(9),
+        "the writer was not killed"
+    );
+    let written = std::fs::read_to_string(&file).unwrap();
+    assert_eq!(written, "before\n", "denied bytes (or later ones) landed");
+    let v = sub.wait_for("the deny violation", T, |e| {
+        violation(e, agent) == Some("forbidden")
+    });
+    assert!(matches!(&v.body, Body::Violation { action, .. } if action == "deny"));
+    sub.wait_for("the in-kernel intervention", T, |e| {
+        e.agent == agent
+            && matches!(&e.body, Body::Intervention { action, detail, .. }
+                if action == "deny" && detail.contains("killed in the kernel"))
+    });
+    assert!(d.status().events.get("kernel_match").copied().unwrap_or(0) >= 1);
+    let _ = std::fs::remove_file(&file);
+    let _ = std::fs::remove_dir_all(&rules);
+}
+
+#[test]
+fn the_kernel_matcher_carries_state_across_writes() {
+    let rules = deny_rules();
+    let d = Daemon::start("rules_split", &["--rules", &rules.display().to_string()]);
+    let file = std::env::temp_dir().join(unique("split"));
+    // The literal is split over two writes of the same fd: the second write is the one stopped.
+    let (st, _) = tracked_writer(
+        &d,
+        &file,
+        "exec 3>\"$F\"; printf 'FORBIDDEN-' >&3; printf 'PAYLOAD and more' >&3",
+    );
+    assert_eq!(std::os::unix::process::ExitStatusExt::signal(&st), Some(9));
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), "FORBIDDEN-");
+    // An untracked process writing the same bytes is left alone.
+    let st = Command::new("/bin/sh")
+        .args(["-c", "printf 'FORBIDDEN-PAYLOAD' > \"$F\""])
+        .env("F", &file)
+        .status()
+        .unwrap();
+    assert!(st.success());
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), "FORBIDDEN-PAYLOAD");
+    let _ = std::fs::remove_file(&file);
+    let _ = std::fs::remove_dir_all(&rules);
+}

@@ -5,6 +5,7 @@
 //! that fails names the line and keeps the old rules. The matcher (`RuleSet::scan`) is pure: it
 //! runs in axiomd on live events and in `axiomctl rules test` offline, with the same result.
 mod ansi;
+pub mod dfa;
 
 use std::{collections::HashSet, path::Path, time::Duration};
 
@@ -329,6 +330,8 @@ struct ScopeIndex {
 pub struct RuleSet {
     pub rules: Vec<Rule>,
     index: Vec<(Scope, ScopeIndex)>,
+    /// The literals of output rules, for the kernel (`None`: there are none).
+    pub kernel: Option<dfa::KernelDfa>,
 }
 
 impl RuleSet {
@@ -373,7 +376,38 @@ impl RuleSet {
             }
             index.push((scope, ix));
         }
-        Ok(RuleSet { rules, index })
+        // What writes carry is scanned in the kernel: output and file-write literals.
+        let patterns: Vec<dfa::Pattern> = rules
+            .iter()
+            .enumerate()
+            .filter(|(_, r)| {
+                matches!(r.scope, Some(Scope::Output | Scope::FileWrite))
+                    && matches!(r.kind, Kind::Match | Kind::Claim(_))
+            })
+            .flat_map(|(i, r)| {
+                r.literals.iter().map(move |l| dfa::Pattern {
+                    bytes: l.as_bytes().to_vec(),
+                    rule: i,
+                    deny: r.action == Action::Deny,
+                })
+            })
+            .collect();
+        let kernel = if patterns.is_empty() {
+            None
+        } else {
+            Some(
+                dfa::KernelDfa::build(patterns).map_err(|reason| RuleError::At {
+                    origin: "rules".into(),
+                    line: 0,
+                    reason,
+                })?,
+            )
+        };
+        Ok(RuleSet {
+            rules,
+            index,
+            kernel,
+        })
     }
 
     /// Loads every `*.toml` in each directory (in name order; directories that do not exist

@@ -207,7 +207,7 @@ impl Shared {
             Err(_) => return,
         };
         let Some(agent) = agent else { return };
-        let action = crate::rules::engine::effective(r.action);
+        let action = crate::rules::engine::effective(r.action, f.in_kernel);
         let mut v = notice(
             &agent,
             Body::Violation {
@@ -223,6 +223,20 @@ impl Shared {
         }
         self.bus.publish(v);
         let t0 = std::time::Instant::now();
+        let Some(action) = action else {
+            self.bus.publish(notice(
+                &agent,
+                Body::Intervention {
+                    action: "deny".into(),
+                    by_uid: None,
+                    detail: format!(
+                        "rule {}: pid {} killed in the kernel before its write landed",
+                        r.id, f.pid
+                    ),
+                },
+            ));
+            return;
+        };
         let outcome = match action {
             Action::Alert => return,
             Action::Inject => {
@@ -259,6 +273,38 @@ impl Shared {
                 detail,
             },
         ));
+    }
+
+    /// Loads the rule files again and puts their literals into the kernel matcher. On error the
+    /// old rules keep running, in userspace and in the kernel.
+    pub fn reload_rules(&self) -> Result<usize, axiom_common::rules::RuleError> {
+        let set = self.rules.reload()?;
+        self.install_matcher(set.clone());
+        Ok(set.rules.len())
+    }
+
+    /// Puts a rule set's literals into the kernel (a failure leaves matching to userspace).
+    pub fn install_matcher(&self, set: Arc<axiom_common::rules::RuleSet>) {
+        let table = match self.sensor.lock() {
+            Ok(mut s) => s.install_matcher(set.kernel.as_ref().map(|k| &*k.table)),
+            Err(_) => return,
+        };
+        match table {
+            Ok(0) => {}
+            Ok(t) => {
+                if let Some(k) = &set.kernel {
+                    tracing::info!(
+                        table = t,
+                        states = k.states,
+                        classes = k.classes,
+                        literals = k.patterns.len(),
+                        "kernel matcher installed"
+                    );
+                }
+                self.rules.set_table(t, set);
+            }
+            Err(e) => tracing::warn!("kernel matcher not installed, userspace matches alone: {e}"),
+        }
     }
 
     fn rules_list(&self) -> Vec<axiom_common::wire::RuleInfo> {
@@ -368,7 +414,7 @@ impl Shared {
                         what: "reload the rules".into(),
                     });
                 }
-                match self.rules.reload() {
+                match self.reload_rules() {
                     Ok(n) => {
                         tracing::info!(rules = n, "rules reloaded");
                         Reply {

@@ -40,7 +40,7 @@ struct Replay {
 }
 
 /// Event kinds, in the order of `Stats::events`.
-pub const KINDS: [&str; 10] = [
+pub const KINDS: [&str; 11] = [
     "fork",
     "exec",
     "exit",
@@ -51,6 +51,7 @@ pub const KINDS: [&str; 10] = [
     "agent_exited",
     "intervention",
     "violation",
+    "kernel_match",
 ];
 
 /// Counters by name, shown by `status`. Per-event counters are atomics: this is the hot path.
@@ -142,6 +143,14 @@ impl Bus {
             self.stats.count_loss("rules_backlog");
         }
         let _ = self.tx.send(ev);
+    }
+
+    /// An event only the rules see (kernel matches): counted, not numbered, not broadcast.
+    pub fn to_rules(&self, ev: Event) {
+        self.stats.count_event(ev.body.kind());
+        if let Err(std::sync::mpsc::TrySendError::Full(_)) = self.rules.try_send(Arc::new(ev)) {
+            self.stats.count_loss("rules_backlog");
+        }
     }
 
     /// Agent lifecycle, interventions and violations, from now on.

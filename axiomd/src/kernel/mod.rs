@@ -128,6 +128,9 @@ pub struct Sensor {
     /// Taken by the ring readers.
     pub events: Option<RingBuf<MapData>>,
     pub output: Option<RingBuf<MapData>>,
+    pub matches: Option<RingBuf<MapData>>,
+    /// The kernel matcher's tables.
+    pub dfa: Array<MapData, axiom_common::Dfa>,
     /// Program id of one attached program, to find the aya-log ring of the running programs.
     pub log_program_id: Option<u32>,
     /// The pins were reused: nothing was loaded or attached by this process.
@@ -183,6 +186,28 @@ impl Sensor {
                 (c, n)
             })
             .collect()
+    }
+
+    /// Puts a rule set's literals into the kernel matcher: the idle table is written, then
+    /// `CFG_DFA_ACTIVE` flips to it (programs never read a half-written table). Returns the
+    /// table now live (1 or 2), or 0 when the rules have nothing for the kernel to scan.
+    pub fn install_matcher(&mut self, dfa: Option<&axiom_common::Dfa>) -> Result<u16, SensorError> {
+        use axiom_common::CFG_DFA_ACTIVE;
+        let Some(dfa) = dfa else {
+            self.config
+                .set(CFG_DFA_ACTIVE, 0, 0)
+                .map_err(map_err("CONFIG"))?;
+            return Ok(0);
+        };
+        let live = self.config.get(&CFG_DFA_ACTIVE, 0).unwrap_or(0);
+        let next: u16 = if live == 1 { 2 } else { 1 };
+        self.dfa
+            .set(u32::from(next) - 1, dfa, 0)
+            .map_err(map_err("DFA"))?;
+        self.config
+            .set(CFG_DFA_ACTIVE, u64::from(next), 0)
+            .map_err(map_err("CONFIG"))?;
+        Ok(next)
     }
 
     /// Applies the runtime settings (capture size, wakeup watermark) to the running programs.
@@ -285,6 +310,8 @@ struct Maps {
     lost: PerCpuArray<MapData, u64>,
     events: RingBuf<MapData>,
     output: RingBuf<MapData>,
+    matches: RingBuf<MapData>,
+    dfa: Array<MapData, axiom_common::Dfa>,
 }
 
 fn map_err(name: &'static str) -> impl Fn(aya::maps::MapError) -> SensorError {
@@ -307,6 +334,9 @@ impl Maps {
                 .map_err(map_err("EVENTS"))?,
             output: RingBuf::try_from(Map::RingBuf(open_pinned(pins, "OUTPUT")?))
                 .map_err(map_err("OUTPUT"))?,
+            matches: RingBuf::try_from(Map::RingBuf(open_pinned(pins, "MATCHES")?))
+                .map_err(map_err("MATCHES"))?,
+            dfa: Array::try_from(Map::Array(open_pinned(pins, "DFA")?)).map_err(map_err("DFA"))?,
         })
     }
 
@@ -322,6 +352,8 @@ impl Maps {
                 lost: PerCpuArray::try_from(take(ebpf, "LOST")?).map_err(map_err("LOST"))?,
                 events: RingBuf::try_from(take(ebpf, "EVENTS")?).map_err(map_err("EVENTS"))?,
                 output: RingBuf::try_from(take(ebpf, "OUTPUT")?).map_err(map_err("OUTPUT"))?,
+                matches: RingBuf::try_from(take(ebpf, "MATCHES")?).map_err(map_err("MATCHES"))?,
+                dfa: Array::try_from(take(ebpf, "DFA")?).map_err(map_err("DFA"))?,
             },
             Array::try_from(take(ebpf, "CONFIG")?).map_err(map_err("CONFIG"))?,
         ))
@@ -343,6 +375,8 @@ impl Maps {
             lost: self.lost,
             events: Some(self.events),
             output: Some(self.output),
+            matches: Some(self.matches),
+            dfa: self.dfa,
             log_program_id,
             reused,
             attached,

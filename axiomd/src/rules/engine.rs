@@ -48,6 +48,8 @@ pub struct Finding {
     /// The event that triggered it (pid, uid, comm), if one did.
     pub pid: u32,
     pub uid: u32,
+    /// The kernel already acted (a deny: the writer was killed before its write landed).
+    pub in_kernel: bool,
 }
 
 #[derive(Default)]
@@ -56,9 +58,16 @@ pub struct Engine {
     windows: HashMap<(u32, i32, bool), String>,
     activity: HashMap<u64, Activity>,
     fired: HashMap<(u64, String), Instant>,
+    /// Rules already reported for one write (tgid, fd, time), by whichever of its two records —
+    /// the kernel's match, the captured output — came first; the other one skips them.
+    reported: HashMap<(u32, i32, u64), Vec<String>>,
+    reported_order: std::collections::VecDeque<(u32, i32, u64)>,
     /// Findings suppressed by a cooldown.
     pub suppressed: u64,
 }
+
+/// Writes remembered for de-duplication (a write's two records arrive close together).
+const REPORTED_MAX: usize = 4096;
 
 fn now_ns() -> u64 {
     std::time::SystemTime::now()
@@ -91,6 +100,101 @@ impl Engine {
         }
         self.fired.insert(key, now);
         true
+    }
+
+    fn remember(&mut self, key: (u32, i32, u64), rule: &str) {
+        let e = self.reported.entry(key).or_insert_with(|| {
+            self.reported_order.push_back(key);
+            Vec::new()
+        });
+        e.push(rule.to_string());
+        while self.reported_order.len() > REPORTED_MAX {
+            if let Some(k) = self.reported_order.pop_front() {
+                self.reported.remove(&k);
+            }
+        }
+    }
+
+    fn already(&self, key: (u32, i32, u64), rule: &str) -> bool {
+        self.reported
+            .get(&key)
+            .is_some_and(|v| v.iter().any(|r| r == rule))
+    }
+
+    /// A kernel match record: rules it settles on its own (a deny; a literal-only,
+    /// case-insensitive match) are reported now, microseconds after the write; the rest wait
+    /// for the captured bytes (regex, case, claims).
+    pub fn on_kernel_match(&mut self, set: &RuleSet, ev: &Event, now: Instant) -> Vec<Finding> {
+        let Body::KernelMatch {
+            fd,
+            target,
+            deny,
+            states,
+            ..
+        } = &ev.body
+        else {
+            return Vec::new();
+        };
+        let Some(k) = &set.kernel else {
+            return Vec::new();
+        };
+        let scope = if is_file(target.as_deref()) {
+            Scope::FileWrite
+        } else {
+            Scope::Output
+        };
+        let mut rules: Vec<usize> = Vec::new();
+        for st in states {
+            for r in k.rules_at(*st) {
+                if !rules.contains(&r) {
+                    rules.push(r);
+                }
+            }
+        }
+        rules.sort_by_key(|r| std::cmp::Reverse(set.rules[*r].priority));
+        let latency_us = Some((now_ns().saturating_sub(ev.time_ns)) as f64 / 1e3);
+        let key = (ev.tgid, *fd, ev.time_ns);
+        let mut out = Vec::new();
+        for i in rules {
+            let r = &set.rules[i];
+            let killed = *deny && r.action == Action::Deny;
+            let settled = killed
+                || (r.scope == Some(scope)
+                    && r.kind == Kind::Match
+                    && r.regex.is_none()
+                    && (r.case_insensitive
+                        || r.literals
+                            .iter()
+                            .all(|l| !l.bytes().any(|b| b.is_ascii_alphabetic()))));
+            if !settled || self.already(key, &r.id) {
+                continue;
+            }
+            self.remember(key, &r.id);
+            if !self.cool(set, ev.agent, i, now) {
+                continue;
+            }
+            out.push(Finding {
+                agent: ev.agent,
+                rule: i,
+                detail: format!(
+                    "{} in a write of {} bytes to fd {fd}{}",
+                    r.literals.join(" | "),
+                    match &ev.body {
+                        Body::KernelMatch { count, .. } => *count,
+                        _ => 0,
+                    },
+                    target
+                        .as_deref()
+                        .map(|t| format!(" ({t})"))
+                        .unwrap_or_default()
+                ),
+                latency_us,
+                pid: ev.tgid,
+                uid: ev.uid,
+                in_kernel: killed,
+            });
+        }
+        out
     }
 
     /// Matches one event; returns what fired.
@@ -175,8 +279,24 @@ impl Engine {
         }
         let latency_us = Some((now_ns().saturating_sub(ev.time_ns)) as f64 / 1e3);
         let mut out = Vec::new();
+        let key = window_key.map(|(t, fd, _)| (t, fd, ev.time_ns));
         for h in hits {
             let r = &set.rules[h.rule];
+            // A deny literal within the bytes the kernel scans was settled there (the writer is
+            // already dead); its match record reports it, whichever record comes first.
+            if r.action == Action::Deny
+                && set.kernel.is_some()
+                && !r.literals.is_empty()
+                && h.end.saturating_sub(fresh_from) <= axiom_common::SCAN_MAX
+            {
+                continue;
+            }
+            if let Some(k) = key {
+                if self.already(k, &r.id) {
+                    continue;
+                }
+                self.remember(k, &r.id);
+            }
             if let Kind::Claim(verify) = r.kind {
                 let a = self.act(ev.agent, now);
                 let holds = match verify {
@@ -197,6 +317,7 @@ impl Engine {
                 latency_us,
                 pid: ev.tgid,
                 uid: ev.uid,
+                in_kernel: false,
             });
         }
         out
@@ -245,17 +366,20 @@ impl Engine {
                 latency_us: None,
                 pid: 0,
                 uid: 0,
+                in_kernel: false,
             });
         }
         out
     }
 }
 
-/// `deny` acts in the kernel once the in-kernel matcher lands; in userspace it is a kill.
-pub fn effective(action: Action) -> Action {
+/// What userspace still has to do: a `deny` the kernel enforced is done; one that only
+/// userspace saw (a regex-only rule, bytes past the kernel's scan) ends the agent.
+pub fn effective(action: Action, in_kernel: bool) -> Option<Action> {
     match action {
-        Action::Deny => Action::Kill,
-        a => a,
+        Action::Deny if in_kernel => None,
+        Action::Deny => Some(Action::Kill),
+        a => Some(a),
     }
 }
 

@@ -16,6 +16,9 @@ use axiom_common::rules::{RuleError, RuleSet};
 pub struct Rules {
     current: RwLock<Arc<RuleSet>>,
     pub paths: Vec<PathBuf>,
+    /// The rule set behind each kernel matcher table: a match record names its table, and a
+    /// reload must not make an old table's states mean the new set's rules.
+    tables: std::sync::Mutex<[Option<Arc<RuleSet>>; 2]>,
 }
 
 impl Rules {
@@ -24,7 +27,23 @@ impl Rules {
         Ok(Rules {
             current: RwLock::new(Arc::new(set)),
             paths,
+            tables: Default::default(),
         })
+    }
+
+    /// Records which rule set kernel table `t` (1 or 2) holds.
+    pub fn set_table(&self, t: u16, set: Arc<RuleSet>) {
+        if let (Ok(mut g), Some(i)) = (self.tables.lock(), (t as usize).checked_sub(1))
+            && let Some(slot) = g.get_mut(i)
+        {
+            *slot = Some(set);
+        }
+    }
+
+    /// The rule set kernel table `t` was built from.
+    pub fn table(&self, t: u16) -> Option<Arc<RuleSet>> {
+        let g = self.tables.lock().ok()?;
+        g.get((t as usize).checked_sub(1)?)?.clone()
     }
 
     pub fn get(&self) -> Arc<RuleSet> {
@@ -35,14 +54,13 @@ impl Rules {
     }
 
     /// Loads the rule files again. On any error the old rules keep running.
-    pub fn reload(&self) -> Result<usize, RuleError> {
-        let set = RuleSet::load(&self.paths)?;
-        let n = set.rules.len();
+    pub fn reload(&self) -> Result<Arc<RuleSet>, RuleError> {
+        let set = Arc::new(RuleSet::load(&self.paths)?);
         match self.current.write() {
-            Ok(mut g) => *g = Arc::new(set),
-            Err(p) => *p.into_inner() = Arc::new(set),
+            Ok(mut g) => *g = set.clone(),
+            Err(p) => *p.into_inner() = set.clone(),
         }
-        Ok(n)
+        Ok(set)
     }
 }
 
@@ -57,13 +75,23 @@ pub fn run(
     let mut last_tick = Instant::now();
     loop {
         let set = shared.rules.get();
-        let findings = match rx.recv_timeout(std::time::Duration::from_secs(1)) {
-            Ok(ev) => engine.on_event(&set, &ev, Instant::now()),
-            Err(RecvTimeoutError::Timeout) => Vec::new(),
+        match rx.recv_timeout(std::time::Duration::from_secs(1)) {
+            Ok(ev) => {
+                if let axiom_common::wire::Body::KernelMatch { table, .. } = &ev.body {
+                    // The states mean what the table's own rule set says.
+                    if let Some(kset) = shared.rules.table(*table) {
+                        for f in engine.on_kernel_match(&kset, &ev, Instant::now()) {
+                            shared.enforce(&kset, &f);
+                        }
+                    }
+                } else {
+                    for f in engine.on_event(&set, &ev, Instant::now()) {
+                        shared.enforce(&set, &f);
+                    }
+                }
+            }
+            Err(RecvTimeoutError::Timeout) => {}
             Err(RecvTimeoutError::Disconnected) => return,
-        };
-        for f in findings {
-            shared.enforce(&set, &f);
         }
         if last_tick.elapsed() >= std::time::Duration::from_secs(1) {
             last_tick = Instant::now();

@@ -118,6 +118,20 @@ pub fn decode(buf: &[u8]) -> Result<Decoded, DecodeError> {
                 mode: e.mode,
             }
         }
+        axiom_common::KIND_MATCH => {
+            let (e, _) = view::<axiom_common::MatchEvent>(buf, "match")?;
+            let listed = (e.hits as usize).min(e.states.len());
+            Body::KernelMatch {
+                fd: e.fd,
+                target: None,
+                table: e.table,
+                deny: e.deny != 0,
+                count: e.count,
+                hits: e.hits,
+                offset: e.offset,
+                states: e.states[..listed].to_vec(),
+            }
+        }
         KIND_CONNECT => {
             let (e, _) = view::<ConnectEvent>(buf, "connect")?;
             let (family, address, port) = sockaddr(&e.addr, e.addrlen as usize);

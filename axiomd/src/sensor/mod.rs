@@ -157,7 +157,9 @@ impl Pipeline {
                 *cwd = procfs::cwd(tgid);
                 self.fds.remove(&tgid);
             }
-            Body::Output { fd, target, .. } => *target = self.fd_target(tgid, *fd),
+            Body::Output { fd, target, .. } | Body::KernelMatch { fd, target, .. } => {
+                *target = self.fd_target(tgid, *fd)
+            }
             // An open for writing usually becomes a redirection (`> file` dup2s it onto fd 1):
             // what this process's fds point at is no longer known.
             Body::File { .. } => {
@@ -188,7 +190,11 @@ impl Pipeline {
             truncated: d.truncated,
             body,
         };
-        self.bus.publish(ev);
+        if matches!(ev.body, Body::KernelMatch { .. }) {
+            self.bus.to_rules(ev);
+        } else {
+            self.bus.publish(ev);
+        }
     }
 }
 
@@ -277,6 +283,7 @@ pub fn make_realtime() {
 pub fn run(
     mut events: RingBuf<MapData>,
     mut output: RingBuf<MapData>,
+    mut matches: Option<RingBuf<MapData>>,
     mut p: Pipeline,
     flush: Duration,
 ) -> std::io::Result<()> {
@@ -285,12 +292,21 @@ pub fn run(
     let timeout = PollTimeout::try_from(flush).unwrap_or(PollTimeout::MAX);
     let mut batch = Batch::default();
     loop {
+        // Kernel matches first, before any bulk: they are what detection latency is made of.
+        if let Some(m) = matches.as_mut() {
+            while let Some(r) = m.next() {
+                p.handle(&r);
+            }
+        }
         // Records written while axiomd was down are already waiting: drain before each wait.
         batch.drain(&mut events, &mut output, &mut p);
-        let mut fds = [
+        let mut fds = vec![
             PollFd::new(events.as_fd(), PollFlags::POLLIN),
             PollFd::new(output.as_fd(), PollFlags::POLLIN),
         ];
+        if let Some(m) = matches.as_ref() {
+            fds.push(PollFd::new(m.as_fd(), PollFlags::POLLIN));
+        }
         // Most output records arrive without a wakeup: the timeout drains them.
         match poll(&mut fds, timeout) {
             Ok(_) | Err(nix::errno::Errno::EINTR) => {}

@@ -55,10 +55,15 @@ pub const SCAN_MAX: usize = 4096;
 pub const ACCEPT_MATCH: u8 = 1;
 /// A pattern of a `deny` rule ends here: the writer is killed before its bytes land.
 pub const ACCEPT_DENY: u8 = 2;
+/// Bits of a `Dfa::next` entry besides the target state: the target accepts (a literal ends
+/// there), and one of those literals is a deny rule's. The kernel needs one load per byte.
+pub const NEXT_ACCEPT: u16 = 0x8000;
+pub const NEXT_DENY: u16 = 0x4000;
+pub const NEXT_STATE: u16 = (DFA_MAX_STATES - 1) as u16;
 /// Accepting states reported per match record.
 pub const MATCH_STATES: usize = 4;
 
-/// One automaton: `next[state * DFA_CLASSES + classes[byte]]`.
+/// One automaton: `next[state * DFA_CLASSES + classes[byte]]` (target state | NEXT_* bits).
 #[repr(C)]
 #[derive(Clone, Copy)]
 pub struct Dfa {

@@ -425,9 +425,9 @@ struct ScanCtx {
 }
 
 /// Bytes handled per `bpf_loop` step: the verifier checks the callback once, not per byte (a
-/// plain loop over 4 KiB is unrolled by the verifier past its complexity limit), and a step of
-/// 16 keeps the per-step call cost small.
-const SCAN_STEP: usize = 16;
+/// plain loop over 4 KiB is unrolled by the verifier past its complexity limit), and a long step
+/// keeps the per-call cost small.
+const SCAN_STEP: usize = 128;
 
 #[inline(never)]
 extern "C" fn scan_step(i: u64, _ctx: *mut c_void) -> i64 {
@@ -440,18 +440,20 @@ extern "C" fn scan_step(i: u64, _ctx: *mut c_void) -> i64 {
     };
     let s = unsafe { &*s };
     let base = (i as usize) * SCAN_STEP;
+    let n = c.n as usize;
     let mut st = c.state as usize;
+    let mut done = 0;
     for j in 0..SCAN_STEP {
         let at = base + j;
-        if at >= c.n as usize {
-            c.state = st as u32;
-            return 1;
+        if at >= n {
+            done = 1;
+            break;
         }
         let b = s.data[at & (MAX_CAPTURE - 1)] as usize;
         let cl = dfa.classes[b & 255] as usize;
-        st = dfa.next[(st * DFA_CLASSES + cl) & (DFA_MAX_STATES * DFA_CLASSES - 1)] as usize;
-        let a = dfa.accept[st & (DFA_MAX_STATES - 1)];
-        if a != 0 {
+        let v = dfa.next[(st * DFA_CLASSES + cl) & (DFA_MAX_STATES * DFA_CLASSES - 1)];
+        st = (v & NEXT_STATE) as usize;
+        if v & NEXT_ACCEPT != 0 {
             if c.hits == 0 {
                 c.first = at as u32 + 1;
             }
@@ -459,13 +461,13 @@ extern "C" fn scan_step(i: u64, _ctx: *mut c_void) -> i64 {
                 c.states[c.hits as usize & (MATCH_STATES - 1)] = st as u16;
             }
             c.hits += 1;
-            if a & ACCEPT_DENY != 0 {
+            if v & NEXT_DENY != 0 {
                 c.deny = 1;
             }
         }
     }
     c.state = st as u32;
-    0
+    done
 }
 
 /// Runs the kernel matcher over the captured bytes, continuing from this fd's state. A match is

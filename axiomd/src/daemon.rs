@@ -109,6 +109,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     if admin_gid.is_none() {
         tracing::info!(group = %cfg.api.admin_group, "no such admin group: only root may act on every agent");
     }
+    let (actions_tx, actions_rx) = std::sync::mpsc::sync_channel(4096);
     let shared = Arc::new(api::Shared {
         control: Mutex::new(control),
         bus: bus.clone(),
@@ -116,11 +117,19 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         terminals: Arc::new(Terminals::default()),
         admin_gid,
         rules,
+        engine: Mutex::new(Default::default()),
+        actions: actions_tx,
         inject_keys: (
             cfg.rules.inject_prefix.clone(),
             cfg.rules.inject_suffix.clone(),
         ),
     });
+    {
+        let shared = shared.clone();
+        std::thread::Builder::new()
+            .name("actions".into())
+            .spawn(move || crate::rules::act(actions_rx, shared))?;
+    }
     shared.install_matcher(shared.rules.get());
     tokio::spawn(agent_exits(taps.exits, shared.clone()));
     {
@@ -160,13 +169,23 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     let flush = std::time::Duration::from_millis(cfg.sensor.output_flush_ms.into());
     let (done_tx, mut reader) = tokio::sync::oneshot::channel();
     let realtime = cfg.daemon.realtime_reader;
+    let on_match: sensor::OnMatch = {
+        let shared = shared.clone();
+        Box::new(move |ev: &axiom_common::wire::Event| crate::rules::on_kernel_match(&shared, ev))
+    };
     std::thread::Builder::new()
         .name("ring-reader".into())
         .spawn(move || {
             if realtime {
                 sensor::make_realtime();
             }
-            let r = sensor::run(events, output, matches, Pipeline::new(bus), flush);
+            let r = sensor::run(
+                events,
+                output,
+                matches,
+                Pipeline::new(bus).on_match(on_match),
+                flush,
+            );
             let _ = done_tx.send(r);
         })?;
 

@@ -58,6 +58,13 @@ enum Cmd {
     /// Benchmark baseline: attach empty programs to the sensor's hooks until SIGTERM/SIGINT.
     #[command(hide = true)]
     Baseline,
+    /// Benchmark: the rules engine's follow-up over agent-like output, in MB/s.
+    #[command(hide = true)]
+    BenchFollowup {
+        /// Megabytes of output to match.
+        #[arg(long, default_value_t = 64)]
+        mb: usize,
+    },
 }
 
 fn load_config(cli: &Cli) -> anyhow::Result<Config> {
@@ -139,6 +146,15 @@ async fn async_main(cli: Cli, cfg: Config) -> anyhow::Result<()> {
             pins.remove_all()
                 .with_context(|| format!("unpinning {}", pins.root.display()))?;
             println!("unpinned {}", pins.root.display());
+            Ok(())
+        }
+        Cmd::BenchFollowup { mb } => {
+            let set = axiom_common::rules::RuleSet::load(&cfg.rules.paths)?;
+            let (bytes, secs, findings) = axiomd::rules::engine::bench(&set, mb << 20);
+            println!(
+                "followup: {bytes} bytes in {secs:.3} s, {findings} findings; followup_mb_s={:.1}",
+                bytes as f64 / secs / 1e6
+            );
             Ok(())
         }
         Cmd::Baseline => {

@@ -298,6 +298,20 @@ impl Subscription {
         );
     }
 
+    /// Returns whatever arrives during `d` (without keeping it in `seen`).
+    pub fn next_for(&mut self, d: Duration) -> Vec<Event> {
+        let mut out = Vec::new();
+        let t0 = Instant::now();
+        while t0.elapsed() < d {
+            let left = d.saturating_sub(t0.elapsed()).max(Duration::from_millis(1));
+            self.c.conn.set_timeout(Some(left)).unwrap();
+            if let Some(ev) = self.c.conn.next_event().unwrap() {
+                out.push(ev);
+            }
+        }
+        out
+    }
+
     /// Reads whatever arrives during `d`.
     pub fn drain_for(&mut self, d: Duration) {
         let t0 = Instant::now();

@@ -259,27 +259,27 @@ fn signals_reach_a_plain_monitor() {
         .expect("busctl");
     assert!(o.status.success(), "{}", text(&o));
     let _ = child.wait();
-    let mut seen = String::new();
-    let t0 = Instant::now();
-    while t0.elapsed() < Duration::from_secs(10) {
-        if let Ok(l) = rx.recv_timeout(Duration::from_millis(100)) {
-            seen.push_str(&l);
-            seen.push('\n');
-        }
-        if seen.contains("member=AgentExited") && seen.contains("int32 9") {
-            break;
-        }
-    }
-    let _ = mon.kill();
-    let _ = mon.wait();
-    for want in [
+    // The intervention and the exit race each other (the exit may be announced first).
+    let agent_line = format!("uint64 {agent}");
+    let wanted = [
         "member=AgentStarted",
         "member=Intervention",
         "string \"kill\"",
         "member=AgentExited",
-        &format!("uint64 {agent}"),
+        agent_line.as_str(),
         "int32 9",
-    ] {
+    ];
+    let mut seen = String::new();
+    let t0 = Instant::now();
+    while t0.elapsed() < Duration::from_secs(10) && !wanted.iter().all(|w| seen.contains(w)) {
+        if let Ok(l) = rx.recv_timeout(Duration::from_millis(100)) {
+            seen.push_str(&l);
+            seen.push('\n');
+        }
+    }
+    let _ = mon.kill();
+    let _ = mon.wait();
+    for want in wanted {
         assert!(
             seen.contains(want),
             "{want:?} not seen by dbus-monitor:\n{seen}"

@@ -1,7 +1,9 @@
 //! The kernel half of matching: every kernel-scannable literal compiled into one Aho–Corasick
 //! DFA over byte classes, laid out as `crate::Dfa` for a BPF array map. ASCII case is folded (the
 //! kernel is a prefilter; userspace confirms case where a rule cares).
-use crate::{ACCEPT_DENY, ACCEPT_MATCH, DFA_CLASSES, DFA_MAX_STATES, Dfa};
+use crate::{
+    ACCEPT_DENY, ACCEPT_MATCH, DFA_CLASSES, DFA_MAX_STATES, Dfa, NEXT_ACCEPT, NEXT_DENY, NEXT_STATE,
+};
 
 /// A literal for the kernel, and the rule it belongs to.
 #[derive(Clone, Debug)]
@@ -96,13 +98,25 @@ impl KernelDfa {
                 }
             }
         }
-        for s in 0..n {
-            table.next[s * DFA_CLASSES..(s + 1) * DFA_CLASSES].copy_from_slice(&delta[s]);
-            if !outputs[s].is_empty() {
+        for (s, out) in outputs.iter().enumerate() {
+            if !out.is_empty() {
                 table.accept[s] = ACCEPT_MATCH;
-                if outputs[s].iter().any(|p| patterns[*p as usize].deny) {
+                if out.iter().any(|p| patterns[*p as usize].deny) {
                     table.accept[s] |= ACCEPT_DENY;
                 }
+            }
+        }
+        for (s, row) in delta.iter().enumerate() {
+            for (c, &t) in row.iter().enumerate() {
+                let a = table.accept[t as usize];
+                let mut v = t;
+                if a & ACCEPT_MATCH != 0 {
+                    v |= NEXT_ACCEPT;
+                }
+                if a & ACCEPT_DENY != 0 {
+                    v |= NEXT_DENY;
+                }
+                table.next[s * DFA_CLASSES + c] = v;
             }
         }
         Ok(KernelDfa {
@@ -121,8 +135,9 @@ impl KernelDfa {
         let mut hits = Vec::new();
         for (i, &b) in text.iter().enumerate() {
             let c = self.table.classes[b as usize] as usize;
-            st = self.table.next[st * DFA_CLASSES + c] as usize;
-            if self.table.accept[st] != 0 {
+            let v = self.table.next[st * DFA_CLASSES + c];
+            st = (v & NEXT_STATE) as usize;
+            if v & NEXT_ACCEPT != 0 {
                 hits.push((i + 1, st as u16));
             }
         }

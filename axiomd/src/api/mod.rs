@@ -35,6 +35,14 @@ pub struct Shared {
     /// gid of the admin group, resolved at start-up.
     pub admin_gid: Option<u32>,
     pub rules: crate::rules::Rules,
+    /// Per-agent rule state, shared by the reader thread (kernel matches, found where they
+    /// arrive) and the rules thread (everything else).
+    pub engine: Mutex<crate::rules::engine::Engine>,
+    /// Findings whose intervention the actions thread carries out.
+    pub actions: std::sync::mpsc::SyncSender<(
+        Arc<axiom_common::rules::RuleSet>,
+        crate::rules::engine::Finding,
+    )>,
     /// Typed around an `inject` rule's message.
     pub inject_keys: (String, String),
 }
@@ -197,8 +205,11 @@ impl Shared {
 
     /// Acts on a rule's finding: the `violation` event, then the rule's intervention (as axiomd,
     /// not as any user) and its `intervention` event with how long acting took.
-    pub fn enforce(&self, set: &axiom_common::rules::RuleSet, f: &crate::rules::engine::Finding) {
-        use axiom_common::rules::Action;
+    pub fn enforce(
+        &self,
+        set: &Arc<axiom_common::rules::RuleSet>,
+        f: crate::rules::engine::Finding,
+    ) {
         let Some(r) = set.rules.get(f.rule) else {
             return;
         };
@@ -207,7 +218,6 @@ impl Shared {
             Err(_) => return,
         };
         let Some(agent) = agent else { return };
-        let action = crate::rules::engine::effective(r.action, f.in_kernel);
         let mut v = notice(
             &agent,
             Body::Violation {
@@ -222,6 +232,33 @@ impl Shared {
             (v.pid, v.tgid) = (f.pid, f.pid);
         }
         self.bus.publish(v);
+        if r.action == axiom_common::rules::Action::Alert {
+            return;
+        }
+        // Acting may block (a terminal, a cgroup file): it happens on the actions thread, so the
+        // thread that found the violation goes straight back to finding.
+        if let Err(std::sync::mpsc::TrySendError::Full(_)) = self.actions.try_send((set.clone(), f))
+        {
+            self.bus.stats.count_loss("actions_backlog");
+        }
+    }
+
+    /// Carries out a finding's intervention and reports it.
+    pub fn intervene_for(
+        &self,
+        set: &axiom_common::rules::RuleSet,
+        f: &crate::rules::engine::Finding,
+    ) {
+        use axiom_common::rules::Action;
+        let Some(r) = set.rules.get(f.rule) else {
+            return;
+        };
+        let agent = match self.control.lock() {
+            Ok(c) => c.get(f.agent).cloned(),
+            Err(_) => return,
+        };
+        let Some(agent) = agent else { return };
+        let action = crate::rules::engine::effective(r.action, f.in_kernel);
         let t0 = std::time::Instant::now();
         let Some(action) = action else {
             self.bus.publish(notice(

@@ -64,29 +64,46 @@ impl Rules {
     }
 }
 
-/// The rules thread: matches every tracked event, ticks the timeouts once a second, and turns
-/// each finding into a `violation` event and its intervention.
+/// Matches a kernel match record where it arrives (the reader thread): detection latency is
+/// the ring wakeup and this, not a hand-off to another thread.
+pub fn on_kernel_match(shared: &crate::api::Shared, ev: &axiom_common::wire::Event) {
+    let axiom_common::wire::Body::KernelMatch { table, .. } = &ev.body else {
+        return;
+    };
+    // The states mean what the table's own rule set says.
+    let Some(kset) = shared.rules.table(*table) else {
+        return;
+    };
+    let findings = match shared.engine.lock() {
+        Ok(mut e) => e.on_kernel_match(&kset, ev, std::time::Instant::now()),
+        Err(_) => return,
+    };
+    for f in findings {
+        shared.enforce(&kset, f);
+    }
+}
+
+/// The rules thread: matches every other tracked event, ticks the timeouts once a second, and
+/// turns each finding into a `violation` event and its intervention.
 pub fn run(
     rx: std::sync::mpsc::Receiver<Arc<axiom_common::wire::Event>>,
     shared: Arc<crate::api::Shared>,
 ) {
     use std::{sync::mpsc::RecvTimeoutError, time::Instant};
-    let mut engine = engine::Engine::default();
     let mut last_tick = Instant::now();
     loop {
         let set = shared.rules.get();
         match rx.recv_timeout(std::time::Duration::from_secs(1)) {
             Ok(ev) => {
-                if let axiom_common::wire::Body::KernelMatch { table, .. } = &ev.body {
-                    // The states mean what the table's own rule set says.
-                    if let Some(kset) = shared.rules.table(*table) {
-                        for f in engine.on_kernel_match(&kset, &ev, Instant::now()) {
-                            shared.enforce(&kset, &f);
-                        }
-                    }
+                if matches!(ev.body, axiom_common::wire::Body::KernelMatch { .. }) {
+                    on_kernel_match(&shared, &ev);
                 } else {
-                    for f in engine.on_event(&set, &ev, Instant::now()) {
-                        shared.enforce(&set, &f);
+                    let findings = match shared.engine.lock() {
+                        Ok(mut e) => e.on_event(&set, &ev, Instant::now()),
+                        Err(_) => return,
+                    };
+                    for f in findings {
+                        shared.enforce(&set, f);
                     }
                 }
             }
@@ -95,9 +112,23 @@ pub fn run(
         }
         if last_tick.elapsed() >= std::time::Duration::from_secs(1) {
             last_tick = Instant::now();
-            for f in engine.tick(&set, last_tick) {
-                shared.enforce(&set, &f);
+            let findings = match shared.engine.lock() {
+                Ok(mut e) => e.tick(&set, last_tick),
+                Err(_) => return,
+            };
+            for f in findings {
+                shared.enforce(&set, f);
             }
         }
+    }
+}
+
+/// The actions thread: interventions, which may block on a terminal or a cgroup file.
+pub fn act(
+    rx: std::sync::mpsc::Receiver<(Arc<RuleSet>, engine::Finding)>,
+    shared: Arc<crate::api::Shared>,
+) {
+    while let Ok((set, f)) = rx.recv() {
+        shared.intervene_for(&set, &f);
     }
 }

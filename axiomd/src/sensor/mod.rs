@@ -23,8 +23,12 @@ const FD_CACHE_MAX: usize = 65_536;
 /// How long a process's identity is kept after its exit, for its output still in the ring.
 const IDENT_GRACE: Duration = Duration::from_secs(30);
 
+/// What the reader does with a kernel match record, right where it arrives.
+pub type OnMatch = Box<dyn Fn(&Event) + Send>;
+
 pub struct Pipeline {
     bus: Arc<Bus>,
+    on_match: Option<OnMatch>,
     /// CLOCK_REALTIME − CLOCK_MONOTONIC, to stamp events with wall time.
     clock_offset: i128,
     ppids: HashMap<u32, u32>,
@@ -50,6 +54,7 @@ impl Pipeline {
             - clock_ns(nix::time::ClockId::CLOCK_MONOTONIC);
         Pipeline {
             bus,
+            on_match: None,
             clock_offset,
             ppids: HashMap::new(),
             fds: HashMap::new(),
@@ -96,6 +101,12 @@ impl Pipeline {
         let i = procfs::identity(tgid, self.cgroup2.as_deref()).unwrap_or_default();
         self.remember(tgid, i.clone());
         i
+    }
+
+    /// Handles kernel match records on the reader thread with `f` (instead of queueing them).
+    pub fn on_match(mut self, f: OnMatch) -> Pipeline {
+        self.on_match = Some(f);
+        self
     }
 
     fn remember(&mut self, tgid: u32, i: procfs::Identity) {
@@ -191,7 +202,13 @@ impl Pipeline {
             body,
         };
         if matches!(ev.body, Body::KernelMatch { .. }) {
-            self.bus.to_rules(ev);
+            match &self.on_match {
+                Some(f) => {
+                    self.bus.stats.count_event(ev.body.kind());
+                    f(&ev);
+                }
+                None => self.bus.to_rules(ev),
+            }
         } else {
             self.bus.publish(ev);
         }

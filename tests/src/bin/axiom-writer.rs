@@ -1,7 +1,8 @@
 //! A tiny, purpose-built agent stand-in for benchmarks: forks N children that each write `bytes`
 //! bytes to stdout every `interval_ms` (≈1,000 chars/s with the defaults) for `seconds`, then exit.
 //! Prints each child's pid, then `ready`. Usage:
-//!   axiom-writer <children> [bytes=100] [interval_ms=100] [seconds=30]
+//!   axiom-writer <children> [bytes=100] [interval_ms=100] [seconds=30] [text]
+//! With `text`, each line starts with it (benchmarks of matching).
 use std::io::Write as _;
 
 fn arg(n: usize, default: u64) -> u64 {
@@ -18,6 +19,10 @@ fn main() {
     let seconds = std::time::Duration::from_secs(arg(4, 30));
     let line = {
         let mut v = vec![b'x'; bytes.max(1)];
+        if let Some(t) = std::env::args().nth(5) {
+            let n = t.len().min(v.len().saturating_sub(1));
+            v[..n].copy_from_slice(&t.as_bytes()[..n]);
+        }
         if let Some(last) = v.last_mut() {
             *last = b'\n';
         }

@@ -1,6 +1,7 @@
 //! Benchmarks. Each measures its baselines in the same run and prints ratios: absolute times on a
 //! shared machine are noise, ratios measured side by side are not.
 mod agents;
+mod rules;
 mod sensor;
 
 use clap::Subcommand;
@@ -17,6 +18,17 @@ pub enum Which {
         #[arg(long, default_value_t = 1_000_000)]
         count: u64,
     },
+    /// Kernel scan cost per 256 B by number of literals, detection latency, follow-up MB/s.
+    Rules {
+        #[arg(long, default_value_t = 3)]
+        rounds: usize,
+        /// dd blocks per scan run.
+        #[arg(long, default_value_t = 500_000)]
+        count: u64,
+        /// Matching writes whose detection latency is measured.
+        #[arg(long, default_value_t = 10_000)]
+        writes: usize,
+    },
     /// axiomd's RSS, CPU and losses with 1,000 and 10,000 concurrently running agents.
     Agents {
         /// Agent counts to measure, in order (the last is the summary line).
@@ -32,6 +44,11 @@ pub fn bench(w: Which) -> anyhow::Result<()> {
     match w {
         Which::Sensor { rounds, count } => sensor::run(rounds, count),
         Which::Agents { sizes, window } => agents::run(&sizes, window),
+        Which::Rules {
+            rounds,
+            count,
+            writes,
+        } => rules::run(rounds, count, writes),
     }
 }
 

@@ -18,12 +18,23 @@ use axiom_tests::{Cgroup, Daemon};
 use super::median;
 use crate::{build, require_root, setup::setup, target_dir};
 
-/// Seconds for one dd run of `count` blocks, optionally inside a cgroup or under a wrapper.
+/// Seconds for one dd run of `count` blocks of 64 bytes, optionally inside a cgroup or under a
+/// wrapper.
 fn dd(count: u64, cg: Option<&Cgroup>, wrapper: &[&str]) -> anyhow::Result<f64> {
+    dd_bs(count, 64, cg, wrapper)
+}
+
+/// Seconds for one dd run of `count` blocks of `bs` bytes.
+pub(super) fn dd_bs(
+    count: u64,
+    bs: usize,
+    cg: Option<&Cgroup>,
+    wrapper: &[&str],
+) -> anyhow::Result<f64> {
     let args = [
         "if=/dev/zero".to_string(),
         "of=/dev/null".into(),
-        "bs=64".into(),
+        format!("bs={bs}"),
         format!("count={count}"),
     ];
     let mut cmd = match (cg, wrapper) {
@@ -47,10 +58,10 @@ fn dd(count: u64, cg: Option<&Cgroup>, wrapper: &[&str]) -> anyhow::Result<f64> 
 }
 
 /// `axiomd baseline`: the empty object attached to the same hooks.
-struct Baseline(Child);
+pub(super) struct Baseline(Child);
 
 impl Baseline {
-    fn start() -> anyhow::Result<Baseline> {
+    pub(super) fn start() -> anyhow::Result<Baseline> {
         let mut c = Command::new(target_dir(true).join("axiomd"))
             .args(["--config", "/dev/null", "baseline"])
             .env("RUST_LOG", "info")

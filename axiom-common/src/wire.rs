@@ -55,10 +55,13 @@ pub enum Body {
         count: u64,
         /// What the fd pointed at (a path, `pipe:[…]`, `socket:[…]`, a tty), where it could be read.
         target: Option<String>,
-        /// The captured bytes, UTF-8 with invalid sequences replaced.
+        /// The captured bytes, UTF-8 with invalid sequences replaced (secrets masked).
         text: String,
         /// Bytes captured (≤ count).
         captured: u32,
+        /// Rules whose matches were masked in `text` before it left axiomd (secrets).
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        redacted: Vec<String>,
     },
     File {
         op: String,

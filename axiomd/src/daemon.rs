@@ -173,6 +173,10 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         let shared = shared.clone();
         Box::new(move |ev: &axiom_common::wire::Event| crate::rules::on_kernel_match(&shared, ev))
     };
+    let redactor: sensor::Redactor = {
+        let shared = shared.clone();
+        Box::new(move |scope, text: &str| shared.rules.get().redact(scope, text))
+    };
     std::thread::Builder::new()
         .name("ring-reader".into())
         .spawn(move || {
@@ -183,7 +187,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
                 events,
                 output,
                 matches,
-                Pipeline::new(bus).on_match(on_match),
+                Pipeline::new(bus).on_match(on_match).redactor(redactor),
                 flush,
             );
             let _ = done_tx.send(r);

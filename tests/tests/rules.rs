@@ -338,3 +338,45 @@ fn the_kernel_matcher_carries_state_across_writes() {
     let _ = std::fs::remove_file(&file);
     let _ = std::fs::remove_dir_all(&rules);
 }
+
+#[test]
+fn secrets_are_masked_before_they_leave_axiomd() {
+    let d = Daemon::start("rules_secrets", &[]);
+    let mut sub = d.subscribe(false);
+    let mut p = Command::new("/bin/sh")
+        .args([
+            "-c",
+            "read go; echo 'export KEY=AKIAABCDEFGHIJKLMNOP # deploy'; sleep 0.2",
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let agent = d.track_pid(p.id()).agent.unwrap();
+    {
+        use std::io::Write as _;
+        writeln!(p.stdin.take().unwrap(), "go").unwrap();
+    }
+    let _ = p.wait();
+    let e = sub.wait_for("the masked write", T, |e| {
+        e.agent == agent && output_text(e).is_some_and(|t| t.contains("export KEY="))
+    });
+    let Body::Output { text, redacted, .. } = &e.body else {
+        unreachable!()
+    };
+    assert_eq!(text, "export KEY=[REDACTED] # deploy\n");
+    assert_eq!(redacted, &["aws-access-key"]);
+    let v = sub.wait_for("the secret's violation", T, |e| {
+        violation(e, agent) == Some("aws-access-key")
+    });
+    assert!(!format!("{v:?}").contains("ABCDEFGHIJKLMNOP"), "{v:?}");
+    // Nothing that left axiomd carries the key.
+    sub.drain_for(Duration::from_millis(200));
+    let leaked: Vec<String> = sub
+        .seen
+        .iter()
+        .map(|e| serde_json::to_string(e).unwrap())
+        .filter(|j| j.contains("ABCDEFGHIJKLMNOP"))
+        .collect();
+    assert!(leaked.is_empty(), "the secret leaked: {leaked:?}");
+}

@@ -499,6 +499,76 @@ impl RuleSet {
     }
 }
 
+/// The scope of a write, from what its fd points at: a file (a path, not a device), or output.
+pub fn write_scope(target: Option<&str>) -> Scope {
+    if target.is_some_and(|t| t.starts_with('/') && !t.starts_with("/dev/")) {
+        Scope::FileWrite
+    } else {
+        Scope::Output
+    }
+}
+
+/// The mask put where a secret was.
+pub const MASK: &str = "[REDACTED]";
+
+impl RuleSet {
+    /// Masks every match of a `redact` rule of `scope` in `text`. Returns the masked text and
+    /// the ids of the rules that matched, or `None` when nothing matched (the common case: the
+    /// rules' literals are checked first).
+    /// `scope: None` applies every `redact` rule, whatever its scope (command lines).
+    pub fn redact(&self, scope: Option<Scope>, text: &str) -> Option<(String, Vec<String>)> {
+        let mut spans: Vec<(usize, usize)> = Vec::new();
+        let mut ids = Vec::new();
+        for r in self
+            .rules
+            .iter()
+            .filter(|r| r.redact && scope.is_none_or(|s| r.scope == Some(s)))
+        {
+            let lit = |l: &String| {
+                if r.case_insensitive {
+                    text.to_ascii_lowercase().contains(&l.to_ascii_lowercase())
+                } else {
+                    text.contains(l.as_str())
+                }
+            };
+            if !r.literals.is_empty() && !r.literals.iter().any(lit) {
+                continue;
+            }
+            let before = spans.len();
+            match &r.regex {
+                Some(re) => spans.extend(re.find_iter(text).map(|m| (m.start(), m.end()))),
+                None => {
+                    for l in &r.literals {
+                        spans.extend(
+                            text.match_indices(l.as_str())
+                                .map(|(i, m)| (i, i + m.len())),
+                        );
+                    }
+                }
+            }
+            if spans.len() > before {
+                ids.push(r.id.clone());
+            }
+        }
+        if spans.is_empty() {
+            return None;
+        }
+        spans.sort();
+        let mut out = String::with_capacity(text.len());
+        let mut at = 0;
+        for (s, e) in spans {
+            if e <= at {
+                continue;
+            }
+            out.push_str(&text[at..s.max(at)]);
+            out.push_str(MASK);
+            at = e;
+        }
+        out.push_str(&text[at..]);
+        Some((out, ids))
+    }
+}
+
 /// What a hit looks like in a report: the match with some context, secrets masked.
 pub fn excerpt(text: &str, hit: &Hit, redact: bool) -> String {
     let lo = floor_char(text, hit.start.saturating_sub(60));

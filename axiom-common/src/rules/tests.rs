@@ -117,3 +117,22 @@ fn the_default_principles_parse_and_catch_what_they_say() {
         ["private-key"]
     );
 }
+
+#[test]
+fn secrets_are_masked_everywhere_they_occur() {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../config/rules/default.toml");
+    let set = RuleSet::load(&[path]).expect("default rules");
+    let text = "a=AKIAABCDEFGHIJKLMNOP b=AKIAQRSTUVWXYZ234567 done";
+    let (masked, ids) = set.redact(Some(Scope::Output), text).expect("masked");
+    assert_eq!(masked, "a=[REDACTED] b=[REDACTED] done");
+    assert_eq!(ids, ["aws-access-key"]);
+    assert!(
+        set.redact(Some(Scope::Output), "nothing secret here")
+            .is_none()
+    );
+    // The file-write rule masks in files, the output rule in output.
+    assert_eq!(
+        set.redact(Some(Scope::FileWrite), text).expect("masked").1,
+        ["aws-access-key-in-file"]
+    );
+}

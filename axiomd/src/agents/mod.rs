@@ -258,6 +258,24 @@ impl Control {
         }
     }
 
+    /// Rewrites an agent's recorded command line (secrets masked) and saves it.
+    pub fn mask_command(&mut self, agent: u64, mask: impl Fn(&str) -> Option<String>) {
+        let Some(a) = self.agents.get_mut(&agent) else {
+            return;
+        };
+        let mut changed = false;
+        for arg in a.command.iter_mut() {
+            if let Some(m) = mask(arg) {
+                *arg = m;
+                changed = true;
+            }
+        }
+        if changed {
+            let a = a.clone();
+            self.save(&a);
+        }
+    }
+
     pub fn get(&self, agent: u64) -> Option<&Agent> {
         self.agents.get(&agent)
     }

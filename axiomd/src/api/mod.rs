@@ -146,6 +146,9 @@ impl Shared {
         };
         match f(&mut c) {
             Ok(agent) => {
+                // Secrets on the command line never reach the record, the state file or events.
+                let rules = self.rules.get();
+                c.mask_command(agent, |a| rules.redact(None, a).map(|(m, _)| m));
                 let ev = c.get(agent).and_then(after);
                 drop(c);
                 if let Some(ev) = ev {

@@ -78,7 +78,7 @@ fn now_ns() -> u64 {
 
 /// Output to a file (not a terminal, pipe, socket or device).
 fn is_file(target: Option<&str>) -> bool {
-    target.is_some_and(|t| t.starts_with('/') && !t.starts_with("/dev/"))
+    rules::write_scope(target) == Scope::FileWrite
 }
 
 impl Engine {
@@ -217,8 +217,39 @@ impl Engine {
                 return Vec::new();
             }
             Body::Output {
-                fd, text, target, ..
+                fd,
+                text,
+                target,
+                redacted,
+                ..
             } => {
+                // Secrets were masked before the event left the reader: report them here.
+                let mut secrets = Vec::new();
+                for id in redacted {
+                    if let Some(i) = set.rules.iter().position(|r| &r.id == id)
+                        && self.cool(set, ev.agent, i, now)
+                    {
+                        secrets.push(Finding {
+                            agent: ev.agent,
+                            rule: i,
+                            detail: format!(
+                                "a secret in a write of {} bytes{}, masked before it left axiomd",
+                                text.len(),
+                                target
+                                    .as_deref()
+                                    .map(|t| format!(" to {t}"))
+                                    .unwrap_or_default()
+                            ),
+                            latency_us: Some((now_ns().saturating_sub(ev.time_ns)) as f64 / 1e3),
+                            pid: ev.tgid,
+                            uid: ev.uid,
+                            in_kernel: false,
+                        });
+                    }
+                }
+                if !secrets.is_empty() {
+                    return secrets;
+                }
                 if is_file(target.as_deref()) {
                     let a = self.act(ev.agent, now);
                     a.files_written += 1;
@@ -437,6 +468,7 @@ pub fn bench(set: &RuleSet, bytes: usize) -> (usize, f64, usize) {
                 target: Some("/dev/pts/1".into()),
                 text: (*c).to_string(),
                 captured: c.len() as u32,
+                redacted: Vec::new(),
             },
         })
         .collect();
@@ -484,6 +516,7 @@ mod tests {
             target: Some(target.into()),
             text: text.into(),
             captured: text.len() as u32,
+            redacted: Vec::new(),
         }
     }
 

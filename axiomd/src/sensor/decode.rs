@@ -105,6 +105,7 @@ pub fn decode(buf: &[u8]) -> Result<Decoded, DecodeError> {
                 target: None,
                 text: String::from_utf8_lossy(data).into_owned(),
                 captured: e.captured,
+                redacted: Vec::new(),
             }
         }
         KIND_FILE => {

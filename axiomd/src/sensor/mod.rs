@@ -25,10 +25,15 @@ const IDENT_GRACE: Duration = Duration::from_secs(30);
 
 /// What the reader does with a kernel match record, right where it arrives.
 pub type OnMatch = Box<dyn Fn(&Event) + Send>;
+/// Masks secrets in a write's text (scope, text) → (masked text, rule ids), before it leaves.
+/// `None` as scope: every secret rule (command lines).
+pub type Redactor =
+    Box<dyn Fn(Option<axiom_common::rules::Scope>, &str) -> Option<(String, Vec<String>)> + Send>;
 
 pub struct Pipeline {
     bus: Arc<Bus>,
     on_match: Option<OnMatch>,
+    redactor: Option<Redactor>,
     /// CLOCK_REALTIME − CLOCK_MONOTONIC, to stamp events with wall time.
     clock_offset: i128,
     ppids: HashMap<u32, u32>,
@@ -55,6 +60,7 @@ impl Pipeline {
         Pipeline {
             bus,
             on_match: None,
+            redactor: None,
             clock_offset,
             ppids: HashMap::new(),
             fds: HashMap::new(),
@@ -101,6 +107,13 @@ impl Pipeline {
         let i = procfs::identity(tgid, self.cgroup2.as_deref()).unwrap_or_default();
         self.remember(tgid, i.clone());
         i
+    }
+
+    /// Masks secrets in every write with `f` before the event is published (watchers, D-Bus,
+    /// storage see only the mask; the rules learn which rule masked what).
+    pub fn redactor(mut self, f: Redactor) -> Pipeline {
+        self.redactor = Some(f);
+        self
     }
 
     /// Handles kernel match records on the reader thread with `f` (instead of queueing them).
@@ -164,13 +177,35 @@ impl Pipeline {
             Body::Fork { child_pid } => {
                 self.ppids.insert(*child_pid, tgid);
             }
-            Body::Exec { cwd, .. } => {
+            Body::Exec { cwd, argv, .. } => {
                 *cwd = procfs::cwd(tgid);
+                // Secrets on command lines (tokens in curl headers, keys in env assignments).
+                if let Some(r) = &self.redactor {
+                    for a in argv.iter_mut() {
+                        if let Some((masked, _)) = r(None, a) {
+                            *a = masked;
+                        }
+                    }
+                }
                 self.fds.remove(&tgid);
             }
-            Body::Output { fd, target, .. } | Body::KernelMatch { fd, target, .. } => {
-                *target = self.fd_target(tgid, *fd)
+            Body::Output {
+                fd,
+                target,
+                text,
+                redacted,
+                ..
+            } => {
+                *target = self.fd_target(tgid, *fd);
+                if let Some(r) = &self.redactor {
+                    let scope = axiom_common::rules::write_scope(target.as_deref());
+                    if let Some((masked, ids)) = r(Some(scope), text) {
+                        *text = masked;
+                        *redacted = ids;
+                    }
+                }
             }
+            Body::KernelMatch { fd, target, .. } => *target = self.fd_target(tgid, *fd),
             // An open for writing usually becomes a redirection (`> file` dup2s it onto fd 1):
             // what this process's fds point at is no longer known.
             Body::File { .. } => {

@@ -177,7 +177,8 @@ pub fn run(rounds: usize, count: u64) -> anyhow::Result<()> {
             empty.push(dd(count, None, &[])?);
         }
         {
-            let d = Daemon::start("bench", &[]);
+            // The sensor alone: no rules, so no kernel matcher (`bench rules` measures that).
+            let d = Daemon::start("bench", &["--rules", "/nonexistent/axiom-no-rules"]);
             let cg = Cgroup::new("bench");
             d.track_cgroup(&cg);
             untracked.push(dd(count, None, &[])?);

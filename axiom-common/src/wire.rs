@@ -108,6 +108,15 @@ pub enum Body {
         /// Who asked for it (uid), or `None` when a rule did.
         by_uid: Option<u32>,
         detail: String,
+        /// The rule that called for it.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        rule: Option<String>,
+        /// From the offending syscall to the violation, µs (rule interventions).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        detect_us: Option<f64>,
+        /// Carrying out the action, µs.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        act_us: Option<f64>,
     },
     /// A rule matched what an agent did.
     Violation {

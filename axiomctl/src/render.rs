@@ -173,6 +173,9 @@ impl Style {
                 action,
                 by_uid,
                 detail,
+                detect_us,
+                act_us,
+                ..
             } => {
                 let by = by_uid
                     .map(|u| format!(" by uid {u}"))
@@ -182,7 +185,17 @@ impl Style {
                 } else {
                     format!(": {}", escape(detail))
                 };
-                paint(c, "1;35", &format!("intervention {action}{by}{detail}"))
+                let timing = match (detect_us, act_us) {
+                    (Some(d), Some(a)) => {
+                        format!("  (detected {d:.0} µs after the syscall, acted in {a:.0} µs)")
+                    }
+                    _ => String::new(),
+                };
+                format!(
+                    "{}{}",
+                    paint(c, "1;35", &format!("intervention {action}{by}{detail}")),
+                    paint(c, "2", &timing)
+                )
             }
             Body::Violation {
                 rule,

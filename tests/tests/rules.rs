@@ -18,6 +18,11 @@ fn violation(e: &Event, agent: u64) -> Option<&str> {
     }
 }
 
+/// Is this an intervention of `action` on `agent`?
+fn intervened(e: &Event, agent: u64, action: &str) -> bool {
+    e.agent == agent && matches!(&e.body, Body::Intervention { action: a, .. } if a == action)
+}
+
 /// Starts `script` under `axiomctl run` (a pty of its own, held by axiomd); returns its agent.
 /// (The caller waits for the child.)
 #[allow(clippy::zombie_processes)]
@@ -77,7 +82,9 @@ fn default_principles_fire_and_inject_reaches_the_agent() {
     });
     sub.wait_for("the inject intervention", T, |e| {
         e.agent == agent
-            && matches!(&e.body, Body::Intervention { action, by_uid: None, .. } if action == "inject")
+            && matches!(&e.body, Body::Intervention {
+                action, by_uid: None, rule: Some(r), detect_us: Some(_), act_us: Some(_), ..
+            } if action == "inject" && r == "stop-planning")
     });
     let _ = child.wait();
     sub.drain_for(Duration::from_millis(300));
@@ -125,10 +132,7 @@ fn dangerous_commands_are_stopped() {
     sub.wait_for("curl-pipe-shell", T, |e| {
         violation(e, agent) == Some("curl-pipe-shell")
     });
-    sub.wait_for("the freeze", T, |e| {
-        e.agent == agent
-            && matches!(&e.body, Body::Intervention { action, .. } if action == "freeze")
-    });
+    sub.wait_for("the freeze", T, |e| intervened(e, agent, "freeze"));
     let t0 = std::time::Instant::now();
     loop {
         let agents = d.client().request(&Request::Agents).agents.unwrap();
@@ -379,4 +383,75 @@ fn secrets_are_masked_before_they_leave_axiomd() {
         .filter(|j| j.contains("ABCDEFGHIJKLMNOP"))
         .collect();
     assert!(leaked.is_empty(), "the secret leaked: {leaked:?}");
+}
+
+#[test]
+fn the_remaining_default_principles_fire_on_real_processes() {
+    let d = Daemon::start("rules_rest", &[]);
+    let mut sub = d.subscribe(false);
+    // Research talk, options, a private key, chmod 777 — then `rm -rf /` (as an argument to
+    // `true`, so nothing is deleted), which kills the agent.
+    let (mut child, agent) = run_agent(
+        &d,
+        "rest",
+        "sleep 0.3; echo 'Let me research how the cache works.'; \
+         echo 'Option 1: a hash map. Option 2: a B-tree.'; \
+         echo '-----BEGIN OPENSSH PRIVATE KEY-----'; \
+         sh -c 'true chmod -R 777 .'; sleep 0.3; \
+         sh -c 'true rm -rf /'; sleep 5; echo survived",
+    );
+    for rule in [
+        "stop-researching",
+        "pick-one",
+        "private-key",
+        "chmod-777-recursive",
+        "rm-rf-root",
+    ] {
+        sub.wait_for(rule, T, |e| violation(e, agent) == Some(rule));
+    }
+    sub.wait_for("the kill", T, |e| intervened(e, agent, "kill"));
+    let st = child.wait().unwrap();
+    assert_eq!(st.code(), Some(128 + 9), "the agent was not killed");
+    assert!(
+        !sub.seen
+            .iter()
+            .any(|e| e.agent == agent && output_text(e).is_some_and(|t| t.contains("survived"))),
+        "the agent ran on after rm -rf /"
+    );
+}
+
+#[test]
+fn timeouts_fire_on_an_idle_agent() {
+    let dir = std::env::temp_dir().join(unique("rules_timeouts"));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(
+        dir.join("timeouts.toml"),
+        "[[rule]]\nid = \"planning\"\nkind = \"planning_timeout\"\nafter_secs = 1\n\n\
+         [[rule]]\nid = \"progress\"\nkind = \"progress_check\"\nafter_secs = 2\ncooldown_secs = 60\n",
+    )
+    .unwrap();
+    let d = Daemon::start("rules_timeouts", &["--rules", &dir.display().to_string()]);
+    let mut sub = d.subscribe(false);
+    let (mut child, agent) = run_agent(&d, "idle", "sleep 6");
+    let p = sub.wait_for("planning timeout", T, |e| {
+        violation(e, agent) == Some("planning")
+    });
+    assert!(
+        matches!(&p.body, Body::Violation { detail, .. } if detail.contains("no file written"))
+    );
+    sub.wait_for("progress check", T, |e| {
+        violation(e, agent) == Some("progress")
+    });
+    // Once each (planning: once per agent; progress: cooldown 60 s).
+    sub.drain_for(Duration::from_millis(1500));
+    let n = |id: &str| {
+        sub.seen
+            .iter()
+            .filter(|e| violation(e, agent) == Some(id))
+            .count()
+    };
+    assert_eq!((n("planning"), n("progress")), (1, 1));
+    let _ = child.kill();
+    let _ = child.wait();
+    let _ = std::fs::remove_dir_all(&dir);
 }

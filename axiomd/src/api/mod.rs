@@ -171,6 +171,9 @@ impl Shared {
                         action: action.clone(),
                         by_uid: Some(caller.uid),
                         detail: String::new(),
+                        rule: None,
+                        detect_us: None,
+                        act_us: None,
                     },
                 ))
             },
@@ -201,6 +204,9 @@ impl Shared {
                 action: "inject".into(),
                 by_uid: Some(caller.uid),
                 detail: text.into(),
+                rule: None,
+                detect_us: None,
+                act_us: None,
             },
         ));
         ok_agent(agent)
@@ -273,6 +279,9 @@ impl Shared {
                         "rule {}: pid {} killed in the kernel before its write landed",
                         r.id, f.pid
                     ),
+                    rule: Some(r.id.clone()),
+                    detect_us: f.latency_us,
+                    act_us: Some(0.0),
                 },
             ));
             return;
@@ -302,7 +311,7 @@ impl Shared {
         };
         let took = t0.elapsed().as_secs_f64() * 1e6;
         let detail = match outcome {
-            Ok(()) => format!("rule {} ({took:.0} µs): {}", r.id, r.message),
+            Ok(()) => format!("rule {}: {}", r.id, r.message),
             Err(e) => format!("rule {}: failed: {e}", r.id),
         };
         self.bus.publish(notice(
@@ -311,6 +320,9 @@ impl Shared {
                 action: action.name().into(),
                 by_uid: None,
                 detail,
+                rule: Some(r.id.clone()),
+                detect_us: f.latency_us,
+                act_us: Some(took),
             },
         ));
     }
@@ -397,6 +409,9 @@ impl Shared {
                                 action: "untrack".into(),
                                 by_uid: Some(caller.uid),
                                 detail: String::new(),
+                                rule: None,
+                                detect_us: None,
+                                act_us: None,
                             },
                         )
                     });

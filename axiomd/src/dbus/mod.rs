@@ -539,6 +539,7 @@ async fn signals(conn: zbus::Connection, shared: Arc<Shared>) {
                 action,
                 by_uid,
                 detail,
+                ..
             } => {
                 Axiom::intervention(
                     &emitter,

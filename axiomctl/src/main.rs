@@ -231,12 +231,7 @@ fn header(a: &axiom_common::wire::AgentInfo, color: bool) -> String {
             s.to_string()
         }
     };
-    let cmd = a
-        .command
-        .iter()
-        .map(|x| render::escape(x))
-        .collect::<Vec<_>>()
-        .join(" ");
+    let cmd = render::argv(&a.command);
     format!(
         "{} agent {}  {}  pid {}  uid {}  {}\n  command: {}\n  workspace: {}{}",
         b("──"),
@@ -424,12 +419,7 @@ fn run(cli: &Cli) -> anyhow::Result<ExitCode> {
                         _ if a.state == "exited" => "?".into(),
                         _ => "-".into(),
                     };
-                    let cmd = a
-                        .command
-                        .iter()
-                        .map(|x| render::escape(x))
-                        .collect::<Vec<_>>()
-                        .join(" ");
+                    let cmd = render::argv(&a.command);
                     println!(
                         "{:>6}  {:<16} {:>6}  {:<8} {:<8} {:>5}  {:<8} {:<9} {}",
                         a.id,

@@ -35,6 +35,11 @@ pub fn escape(s: &str) -> String {
     out
 }
 
+/// A command line for display: arguments escaped, joined by spaces.
+pub fn argv(args: &[String]) -> String {
+    args.iter().map(|a| escape(a)).collect::<Vec<_>>().join(" ")
+}
+
 pub fn clock(ns: u64) -> String {
     let secs = (ns / 1_000_000_000) as libc::time_t;
     let ms = (ns / 1_000_000) % 1000;
@@ -63,7 +68,7 @@ impl Style {
                 cwd,
                 ..
             } => {
-                let args = argv.iter().map(|a| escape(a)).collect::<Vec<_>>().join(" ");
+                let args = self::argv(argv);
                 let cwd = cwd
                     .as_deref()
                     .map(|d| format!("  (in {d})"))
@@ -140,11 +145,7 @@ impl Style {
                 workspace,
                 profile,
             } => {
-                let args = command
-                    .iter()
-                    .map(|a| escape(a))
-                    .collect::<Vec<_>>()
-                    .join(" ");
+                let args = self::argv(command);
                 let mut extra = String::new();
                 if let Some(w) = workspace {
                     extra.push_str(&format!("  (in {})", escape(w)));

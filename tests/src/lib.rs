@@ -312,16 +312,10 @@ impl Subscription {
         out
     }
 
-    /// Reads whatever arrives during `d`.
+    /// Reads whatever arrives during `d` (kept in `seen`).
     pub fn drain_for(&mut self, d: Duration) {
-        let t0 = Instant::now();
-        while t0.elapsed() < d {
-            let left = d.saturating_sub(t0.elapsed()).max(Duration::from_millis(1));
-            self.c.conn.set_timeout(Some(left)).unwrap();
-            if let Some(ev) = self.c.conn.next_event().unwrap() {
-                self.seen.push(ev);
-            }
-        }
+        let got = self.next_for(d);
+        self.seen.extend(got);
     }
 }
 

@@ -212,6 +212,17 @@ impl Shared {
         ok_agent(agent)
     }
 
+    /// The rule of a finding and the agent it is about (as they are now).
+    fn finding_parts<'s>(
+        &self,
+        set: &'s axiom_common::rules::RuleSet,
+        f: &crate::rules::engine::Finding,
+    ) -> Option<(&'s axiom_common::rules::Rule, Agent)> {
+        let r = set.rules.get(f.rule)?;
+        let agent = self.control.lock().ok()?.get(f.agent).cloned()?;
+        Some((r, agent))
+    }
+
     /// Acts on a rule's finding: the `violation` event, then the rule's intervention (as axiomd,
     /// not as any user) and its `intervention` event with how long acting took.
     pub fn enforce(
@@ -219,14 +230,9 @@ impl Shared {
         set: &Arc<axiom_common::rules::RuleSet>,
         f: crate::rules::engine::Finding,
     ) {
-        let Some(r) = set.rules.get(f.rule) else {
+        let Some((r, agent)) = self.finding_parts(set, &f) else {
             return;
         };
-        let agent = match self.control.lock() {
-            Ok(c) => c.get(f.agent).cloned(),
-            Err(_) => return,
-        };
-        let Some(agent) = agent else { return };
         let mut v = notice(
             &agent,
             Body::Violation {
@@ -259,14 +265,9 @@ impl Shared {
         f: &crate::rules::engine::Finding,
     ) {
         use axiom_common::rules::Action;
-        let Some(r) = set.rules.get(f.rule) else {
+        let Some((r, agent)) = self.finding_parts(set, f) else {
             return;
         };
-        let agent = match self.control.lock() {
-            Ok(c) => c.get(f.agent).cloned(),
-            Err(_) => return,
-        };
-        let Some(agent) = agent else { return };
         let action = crate::rules::engine::effective(r.action, f.in_kernel);
         let t0 = std::time::Instant::now();
         let Some(action) = action else {

@@ -421,7 +421,7 @@ pub fn bench(set: &RuleSet, bytes: usize) -> (usize, f64, usize) {
     const LINES: [&str; 8] = [
         "\x1b[1mReading\x1b[0m src/main.rs to see how the parser is wired together.\n",
         "    let tokens = lexer.tokenize(&input)?; // split into tokens first\n",
-        "fn parse(tokens: &[Token]) -> Result<Ast, ParseError> { todo!() }\n",
+        "fn parse(tokens: &[Token]) -> Result<Ast, ParseError> { parse_items(tokens) }\n",
         "\x1b[32m✓\x1b[0m 42 tests compiled; running the integration suite next.\n",
         "Now I'll update the error type so callers can tell a syntax error from an I/O error.\n",
         "Let me plan the refactor before touching the module boundaries.\n",

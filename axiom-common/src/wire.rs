@@ -217,6 +217,24 @@ pub enum Request {
     Kill {
         agent: u64,
     },
+    /// Stored events (warm tier): the latest `limit` that match, oldest first; or, with `sql`,
+    /// one read-only SQL statement (root and the admin group).
+    Query {
+        #[serde(default)]
+        agent: Option<u64>,
+        #[serde(default)]
+        since_ns: Option<u64>,
+        #[serde(default)]
+        until_ns: Option<u64>,
+        #[serde(default)]
+        kinds: Vec<String>,
+        #[serde(default)]
+        text: Option<String>,
+        #[serde(default = "default_limit")]
+        limit: usize,
+        #[serde(default)]
+        sql: Option<String>,
+    },
     /// The active rules.
     Rules,
     /// Loads the rule files again (root and the admin group); on error the old rules stay.
@@ -228,6 +246,10 @@ pub enum Request {
         #[serde(default)]
         agent: Option<u64>,
     },
+}
+
+fn default_limit() -> usize {
+    1000
 }
 
 /// The answer to a request (for `subscribe`, the first line, followed by events).
@@ -247,6 +269,14 @@ pub struct Reply {
     pub agents: Option<Vec<AgentInfo>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rules: Option<Vec<RuleInfo>>,
+    /// `query`: stored events.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub events: Option<Vec<Event>>,
+    /// `query` with SQL: column names and rows.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub columns: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rows: Option<Vec<Vec<serde_json::Value>>>,
 }
 
 /// One active rule, as `rules list` shows it.
@@ -312,6 +342,9 @@ pub struct Status {
     /// Every loss, by cause: the kernel's (ring full, map full, read fault) and userspace's
     /// (malformed records, slow subscribers).
     pub lost: BTreeMap<String, u64>,
+    /// The event store's writer: events stored (acknowledged), batches, failed batches.
+    #[serde(default)]
+    pub store: BTreeMap<String, u64>,
 }
 
 /// A blocking JSON-lines connection to the control socket (axiomctl, tests, tools).
@@ -427,6 +460,45 @@ impl Connection {
                 return Ok(serde_json::from_str(&l)?);
             }
         }
+    }
+
+    /// Sends a request and reads its reply, telling `progress` the bytes received so far (a
+    /// large query answer can take a while).
+    pub fn request_with_progress(
+        &mut self,
+        req: &Request,
+        mut progress: impl FnMut(usize),
+    ) -> Result<Reply, ConnectionError> {
+        use std::io::BufRead as _;
+        self.send(req)?;
+        let mut buf = std::mem::take(&mut self.pending).into_bytes();
+        loop {
+            let chunk = match self.r.fill_buf() {
+                Ok(c) => c,
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                    ) =>
+                {
+                    continue;
+                }
+                Err(e) => return Err(e.into()),
+            };
+            if chunk.is_empty() {
+                return Err(ConnectionError::Closed);
+            }
+            if let Some(i) = chunk.iter().position(|b| *b == b'\n') {
+                buf.extend_from_slice(&chunk[..=i]);
+                self.r.consume(i + 1);
+                break;
+            }
+            let n = chunk.len();
+            buf.extend_from_slice(chunk);
+            self.r.consume(n);
+            progress(buf.len());
+        }
+        Ok(serde_json::from_slice(&buf)?)
     }
 
     /// Starts a subscription: the reply (which may be an error), then events via `next_event`.

@@ -21,6 +21,8 @@ pub enum ConfigError {
         column: usize,
         reason: String,
     },
+    #[error("--set {setting}: {reason}")]
+    Setting { setting: String, reason: String },
     #[error("{path}: {key}: {reason}")]
     Invalid {
         path: String,
@@ -38,6 +40,143 @@ pub struct Config {
     pub daemon: DaemonConfig,
     pub dbus: DbusConfig,
     pub rules: RulesConfig,
+    pub store: StoreConfig,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StoreConfig {
+    /// Keep every event in the warm tier (DuckDB).
+    pub enabled: bool,
+    /// The DuckDB file.
+    pub path: PathBuf,
+    /// Output events that may wait for the writer; beyond, output is shed (counted as
+    /// `store_shed_output`). Lifecycle, exec, file, network, violations and interventions are
+    /// never shed.
+    pub queue_events: usize,
+    /// What waiting events may hold in memory, MiB: above 3/4 of it output chunks are
+    /// coalesced (`store_coalesced_output`), at it output is shed (`store_shed_output`).
+    pub memory_cap_mib: u64,
+    /// Events per committed batch, and the longest a batch waits.
+    pub batch_events: usize,
+    pub flush_ms: u64,
+    /// Redis Streams in front of the warm tier.
+    pub hot: HotConfig,
+    /// Parquet files (a directory or an S3 bucket) behind it.
+    pub cold: ColdConfig,
+}
+
+impl StoreConfig {
+    /// The paths left unset, beside the DuckDB file.
+    pub fn resolved(&self) -> StoreConfig {
+        let mut c = self.clone();
+        let dir = self
+            .path
+            .parent()
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from("."));
+        c.hot.spool_dir.get_or_insert_with(|| dir.join("spool"));
+        c.cold
+            .url
+            .get_or_insert_with(|| format!("file://{}", dir.join("cold").display()));
+        c.cold
+            .cache_dir
+            .get_or_insert_with(|| dir.join("cold-cache"));
+        c
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HotConfig {
+    /// Off: events go straight to DuckDB. On: to Redis, and a consumer group moves them into
+    /// DuckDB.
+    pub enabled: bool,
+    /// `redis://host:port/db`, `rediss://…`, or `redis+unix:///path`.
+    pub url: String,
+    /// Streams are `<prefix>:{<host>}:events` (one per host; the braces keep Redis Cluster
+    /// commands on one slot).
+    pub key_prefix: String,
+    /// Approximate entries a stream keeps (`XADD … MAXLEN ~`): Redis's memory bound.
+    pub maxlen: u64,
+    /// The consumer group that moves entries into DuckDB.
+    pub group: String,
+    /// Run the mover here (off: another worker moves this host's stream; queries still see
+    /// what waits in Redis).
+    pub mover: bool,
+    /// Where events wait while Redis is unreachable (default: `spool/` beside store.path).
+    pub spool_dir: Option<PathBuf>,
+    /// Entries per pipeline and per move.
+    pub batch_events: usize,
+}
+
+impl Default for HotConfig {
+    fn default() -> Self {
+        HotConfig {
+            enabled: false,
+            url: "redis://127.0.0.1:6379".into(),
+            key_prefix: "axiom".into(),
+            maxlen: 1_000_000,
+            group: "axiom-warm".into(),
+            mover: true,
+            spool_dir: None,
+            batch_events: 8192,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ColdConfig {
+    /// Move events older than `after_secs` out of DuckDB into Parquet files.
+    pub enabled: bool,
+    /// `file:///dir` or `s3://bucket/prefix`; each host writes under `<url>/<host>/`
+    /// (default: `cold/` beside store.path).
+    pub url: Option<String>,
+    /// object_store options for S3 (`aws_endpoint`, `aws_region`, `aws_allow_http`, …);
+    /// credentials are best left to the environment (`AWS_ACCESS_KEY_ID`, …).
+    pub options: std::collections::BTreeMap<String, String>,
+    /// Warm-tier retention: events older than this go cold.
+    pub after_secs: u64,
+    /// One Parquet file per partition of this many seconds (more when events arrive late).
+    pub partition_secs: u64,
+    /// Cold-tier retention (0: kept for ever).
+    pub keep_secs: u64,
+    /// How often the exporter looks for work.
+    pub interval_secs: u64,
+    /// Where cold files fetched for a query are cached (default: `cold-cache/` beside
+    /// store.path).
+    pub cache_dir: Option<PathBuf>,
+}
+
+impl Default for ColdConfig {
+    fn default() -> Self {
+        ColdConfig {
+            enabled: true,
+            url: None,
+            options: Default::default(),
+            after_secs: 7 * 86_400,
+            partition_secs: 3600,
+            keep_secs: 0,
+            interval_secs: 60,
+            cache_dir: None,
+        }
+    }
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        StoreConfig {
+            enabled: true,
+            path: "/var/lib/axiom/events.duckdb".into(),
+            queue_events: 262_144,
+            memory_cap_mib: 256,
+            batch_events: 65_536,
+            flush_ms: 200,
+            hot: HotConfig::default(),
+            cold: ColdConfig::default(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -201,6 +340,49 @@ impl Config {
             }
         })?;
         cfg.validate(path)?;
+        Ok(cfg)
+    }
+
+    /// `path`'s settings with `key=value` overrides (a TOML value; a bare word is a string),
+    /// e.g. `store.hot.enabled=true`, `store.cold.url=s3://bucket/axiom`.
+    pub fn load_with(path: &Path, sets: &[String]) -> Result<Config, ConfigError> {
+        let cfg = Config::load(path)?;
+        if sets.is_empty() {
+            return Ok(cfg);
+        }
+        let text = std::fs::read_to_string(path).unwrap_or_default();
+        let mut table: toml::Table = toml::from_str(&text).unwrap_or_default();
+        for set in sets {
+            let bad = |reason: String| ConfigError::Setting {
+                setting: set.clone(),
+                reason,
+            };
+            let (key, value) = set
+                .split_once('=')
+                .ok_or_else(|| bad("expected key=value".into()))?;
+            let value: toml::Value = toml::from_str::<toml::Table>(&format!("v = {value}"))
+                .ok()
+                .and_then(|mut t| t.remove("v"))
+                .unwrap_or_else(|| toml::Value::String(value.to_string()));
+            let mut at = &mut table;
+            let parts: Vec<&str> = key.trim().split('.').collect();
+            let (last, dirs) = parts.split_last().ok_or_else(|| bad("empty key".into()))?;
+            for d in dirs {
+                at = at
+                    .entry(d.to_string())
+                    .or_insert_with(|| toml::Value::Table(Default::default()))
+                    .as_table_mut()
+                    .ok_or_else(|| bad(format!("{d} is not a table")))?;
+            }
+            at.insert(last.to_string(), value);
+        }
+        let cfg: Config = toml::Value::Table(table)
+            .try_into()
+            .map_err(|e: toml::de::Error| ConfigError::Setting {
+                setting: sets.join(" "),
+                reason: e.message().to_string(),
+            })?;
+        cfg.validate(&path.display().to_string())?;
         Ok(cfg)
     }
 

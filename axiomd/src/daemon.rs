@@ -104,6 +104,23 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     let rules = crate::rules::Rules::load(cfg.rules.paths.clone()).context("loading the rules")?;
     tracing::info!(rules = rules.get().rules.len(), paths = ?cfg.rules.paths, "rules loaded");
     let (bus, taps) = Bus::new(1 << 16, cfg.api.replay_events);
+    // The store: its threads fed by a tap on the bus.
+    let (bus, store) = if cfg.store.enabled {
+        let (tap, intake) = crate::store::tap(
+            cfg.store.queue_events,
+            cfg.store.memory_cap_mib.saturating_mul(1 << 20),
+        );
+        let running = crate::store::start(&cfg.store, intake)?;
+        tracing::info!(
+            path = %cfg.store.path.display(),
+            hot = cfg.store.hot.enabled,
+            cold = cfg.store.cold.enabled,
+            "event store open"
+        );
+        (bus.with_store(tap), Some(running))
+    } else {
+        (bus, None)
+    };
     let bus = Arc::new(bus);
     let admin_gid = crate::authz::admin_gid(&cfg.api.admin_group);
     if admin_gid.is_none() {
@@ -119,6 +136,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         rules,
         engine: Mutex::new(Default::default()),
         actions: actions_tx,
+        store,
         inject_keys: (
             cfg.rules.inject_prefix.clone(),
             cfg.rules.inject_suffix.clone(),

@@ -13,3 +13,4 @@ pub mod dbus;
 pub mod kernel;
 pub mod rules;
 pub mod sensor;
+pub mod store;

@@ -40,6 +40,15 @@ struct Cli {
     /// Override dbus.bus (`system`, `off` or an address).
     #[arg(long)]
     dbus: Option<String>,
+    /// Override store.enabled.
+    #[arg(long)]
+    store: Option<bool>,
+    /// Override store.path.
+    #[arg(long)]
+    store_path: Option<PathBuf>,
+    /// Override any setting: `--set store.hot.enabled=true` (repeatable).
+    #[arg(long = "set", value_name = "KEY=VALUE", global = true)]
+    set: Vec<String>,
     /// Override rules.paths (repeat for several files or directories).
     #[arg(long)]
     rules: Vec<PathBuf>,
@@ -58,6 +67,19 @@ enum Cmd {
     /// Benchmark baseline: attach empty programs to the sensor's hooks until SIGTERM/SIGINT.
     #[command(hide = true)]
     Baseline,
+    /// Benchmark: warm-tier ingest, Parquet export and "latest 1,000 of an agent" at each size.
+    #[command(hide = true)]
+    BenchStore {
+        /// Table sizes (rows), in order.
+        #[arg(long, value_delimiter = ',', default_value = "10000000")]
+        rows: Vec<u64>,
+        /// Where the scratch databases go.
+        #[arg(long, default_value = "/var/tmp")]
+        dir: PathBuf,
+        /// A Redis to measure the hot tier's XADD rate against.
+        #[arg(long)]
+        redis: Option<String>,
+    },
     /// Benchmark: the rules engine's follow-up over agent-like output, in MB/s.
     #[command(hide = true)]
     BenchFollowup {
@@ -68,7 +90,7 @@ enum Cmd {
 }
 
 fn load_config(cli: &Cli) -> anyhow::Result<Config> {
-    let mut cfg = Config::load(&cli.config)?;
+    let mut cfg = Config::load_with(&cli.config, &cli.set)?;
     if let Some(p) = &cli.pin_dir {
         cfg.sensor.pin_dir = p.clone();
     }
@@ -92,6 +114,12 @@ fn load_config(cli: &Cli) -> anyhow::Result<Config> {
     }
     if let Some(b) = &cli.dbus {
         cfg.dbus.bus = b.clone();
+    }
+    if let Some(e) = cli.store {
+        cfg.store.enabled = e;
+    }
+    if let Some(p) = &cli.store_path {
+        cfg.store.path = p.clone();
     }
     if !cli.rules.is_empty() {
         cfg.rules.paths = cli.rules.clone();
@@ -146,6 +174,25 @@ async fn async_main(cli: Cli, cfg: Config) -> anyhow::Result<()> {
             pins.remove_all()
                 .with_context(|| format!("unpinning {}", pins.root.display()))?;
             println!("unpinned {}", pins.root.display());
+            Ok(())
+        }
+        Cmd::BenchStore { rows, dir, redis } => {
+            if let Some(url) = redis {
+                let ev_s = axiomd::store::bench::redis(&url, 1_000_000)?;
+                println!("store: redis_ev_s={ev_s:.0}");
+            }
+            for (i, n) in rows.iter().enumerate() {
+                let path = dir.join(format!("axiom-bench-store-{}.duckdb", std::process::id()));
+                let r = axiomd::store::bench::run(&path, *n, i == 0)?;
+                println!(
+                    "store: rows={} ingest_ev_s={:.0} latest1000_ms={:.2} parquet_mb_s={:.1} db_mib={:.0}",
+                    r.rows,
+                    r.ingest_ev_s,
+                    r.latest1000_ms,
+                    r.parquet_mb_s,
+                    r.db_bytes as f64 / (1 << 20) as f64
+                );
+            }
             Ok(())
         }
         Cmd::BenchFollowup { mb } => {

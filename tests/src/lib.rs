@@ -117,6 +117,21 @@ impl Daemon {
                     .into_iter()
                     .flatten(),
             )
+            // A store of its own.
+            .args(
+                (!self
+                    .args
+                    .iter()
+                    .any(|a| a == "--store" || a == "--store-path"))
+                .then(|| {
+                    [
+                        "--store-path".to_string(),
+                        self.state_dir.join("events.duckdb").display().to_string(),
+                    ]
+                })
+                .into_iter()
+                .flatten(),
+            )
             // The repository's default principles, unless a test brings its own rules.
             .args(
                 (!self.args.iter().any(|a| a == "--rules"))
@@ -467,4 +482,182 @@ impl Drop for TestBus {
         let _ = self.child.wait();
         let _ = std::fs::remove_dir_all(&self.dir);
     }
+}
+
+/// A free loopback TCP port.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn wait_port(port: u16, what: &str) {
+    let t0 = Instant::now();
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            t0.elapsed() < Duration::from_secs(20),
+            "{what} did not listen on {port}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// SIGTERM to a server and wait for it.
+fn end_child(child: &mut Option<Child>) {
+    if let Some(mut c) = child.take() {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(c.id() as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        );
+        let _ = c.wait();
+    }
+}
+
+/// A real redis-server on loopback, persisting to an append-only file in its own directory, so
+/// a stop and start keeps its data as a production Redis would.
+pub struct Redis {
+    pub port: u16,
+    pub dir: PathBuf,
+    child: Option<Child>,
+}
+
+impl Redis {
+    pub fn start(name: &str) -> Redis {
+        let dir = std::env::temp_dir().join(unique(name));
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut r = Redis {
+            port: free_port(),
+            dir,
+            child: None,
+        };
+        r.spawn();
+        r
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// Starts (again) on the same port and data.
+    pub fn spawn(&mut self) {
+        let child = Command::new("redis-server")
+            .args(["--bind", "127.0.0.1", "--port", &self.port.to_string()])
+            .args(["--dir", &self.dir.display().to_string()])
+            .args([
+                "--save",
+                "",
+                "--appendonly",
+                "yes",
+                "--appendfsync",
+                "always",
+            ])
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("redis-server (cargo xtask setup installs it)");
+        self.child = Some(child);
+        wait_port(self.port, "redis-server");
+    }
+
+    /// A clean shutdown (SIGTERM: the append-only file is flushed).
+    pub fn stop(&mut self) {
+        end_child(&mut self.child);
+    }
+
+    /// One redis-cli command's output.
+    pub fn cli(&self, args: &[&str]) -> String {
+        let out = Command::new("redis-cli")
+            .args(["-p", &self.port.to_string()])
+            .args(args)
+            .output()
+            .expect("redis-cli");
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    }
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        self.stop();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// A real S3-compatible server (s3s-fs: a directory served over the S3 API, with signed
+/// requests checked against its one key pair), with one bucket.
+pub struct S3 {
+    pub port: u16,
+    pub dir: PathBuf,
+    pub bucket: String,
+    child: Option<Child>,
+}
+
+pub const S3_KEY: &str = "AXIOMTESTKEY";
+pub const S3_SECRET: &str = "axiom-test-secret-key";
+
+impl S3 {
+    pub fn start(name: &str) -> S3 {
+        let dir = std::env::temp_dir().join(unique(name));
+        let bucket = "axiom-cold".to_string();
+        std::fs::create_dir_all(dir.join(&bucket)).unwrap();
+        let mut s = S3 {
+            port: free_port(),
+            dir,
+            bucket,
+            child: None,
+        };
+        s.spawn();
+        s
+    }
+
+    pub fn spawn(&mut self) {
+        let child = Command::new("s3s-fs")
+            .args(["--access-key", S3_KEY, "--secret-key", S3_SECRET])
+            .args(["--host", "127.0.0.1", "--port", &self.port.to_string()])
+            .arg(&self.dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("s3s-fs (cargo xtask setup installs it)");
+        self.child = Some(child);
+        wait_port(self.port, "s3s-fs");
+    }
+
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// axiomd settings that put the cold tier in this bucket.
+    pub fn settings(&self) -> Vec<String> {
+        [
+            format!("store.cold.url=s3://{}/axiom", self.bucket),
+            format!(
+                "store.cold.options.aws_endpoint=http://127.0.0.1:{}",
+                self.port
+            ),
+            "store.cold.options.aws_region=us-east-1".into(),
+            // Quoted: the options are strings.
+            "store.cold.options.aws_allow_http=\"true\"".into(),
+            format!("store.cold.options.aws_access_key_id={S3_KEY}"),
+            format!("store.cold.options.aws_secret_access_key={S3_SECRET}"),
+        ]
+        .into_iter()
+        .flat_map(|s| ["--set".to_string(), s])
+        .collect()
+    }
+}
+
+impl Drop for S3 {
+    fn drop(&mut self) {
+        self.stop();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// The tests' own Python with pyarrow (cargo xtask setup makes it).
+pub fn python() -> PathBuf {
+    PathBuf::from("/var/cache/axiom/venv/bin/python")
 }

@@ -30,6 +30,9 @@ enum Cmd {
         /// Skip cargo fmt/clippy.
         #[arg(long)]
         no_lint: bool,
+        /// More arguments for `cargo test` (`--test tiers`, `--lib`, a name filter after `--`).
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
     },
     /// Build and start axiomd, then run a sample agent under it and show what it does, live.
     Demo,
@@ -91,7 +94,7 @@ fn main() -> anyhow::Result<()> {
     match Cli::parse().cmd {
         Cmd::Setup => setup::setup(),
         Cmd::Build { release } => build(release),
-        Cmd::Test { no_lint } => test::test(!no_lint),
+        Cmd::Test { no_lint, args } => test::test(!no_lint, &args),
         Cmd::Demo => demo::demo(),
         Cmd::Bench { which } => bench::bench(which),
     }

@@ -7,7 +7,8 @@ use crate::run;
 
 /// Debian packages the tests and benchmarks use.
 /// (dbus-daemon, dbus-bin, libglib2.0-bin and systemd: the private test bus and three D-Bus
-/// clients that are not ours — dbus-monitor, gdbus, busctl; util-linux: setpriv.)
+/// clients that are not ours — dbus-monitor, gdbus, busctl; util-linux: setpriv; redis: the hot
+/// tier's server and redis-cli; python3-venv: the independent Parquet reader, pyarrow.)
 const PACKAGES: &[&str] = &[
     "strace",
     "bpftrace",
@@ -19,8 +20,15 @@ const PACKAGES: &[&str] = &[
     "libglib2.0-bin",
     "systemd",
     "util-linux",
+    "redis-server",
+    "redis-tools",
+    "python3-venv",
 ];
 const BPF_LINKER: &str = "0.10.4";
+/// An S3-compatible server for the cold tier's tests (a directory served over the S3 API).
+const S3S_FS: &str = "0.14.1";
+/// A Python of the tests' own, with pyarrow: reads the cold tier's Parquet independently.
+pub const VENV: &str = "/var/cache/axiom/venv";
 
 fn quiet_ok(cmd: &mut Command) -> bool {
     cmd.stdout(Stdio::null())
@@ -72,6 +80,31 @@ pub fn setup() -> anyhow::Result<()> {
             .env("DEBIAN_FRONTEND", "noninteractive"))?;
     } else {
         anyhow::bail!("missing packages {missing:?} and no apt-get to install them");
+    }
+
+    let v = output(Command::new("s3s-fs").arg("--version"));
+    if v.contains(S3S_FS) {
+        println!("setup: s3s-fs {S3S_FS} present");
+    } else {
+        run(crate::cargo()
+            .args([
+                "install",
+                &format!("s3s-fs@{S3S_FS}"),
+                "--features",
+                "binary",
+                "--locked",
+            ])
+            .args(["--target-dir", "/var/cache/axiom/install-target"]))
+        .context("installing s3s-fs")?;
+    }
+
+    let py = format!("{VENV}/bin/python");
+    if quiet_ok(Command::new(&py).args(["-c", "import pyarrow"])) {
+        println!("setup: pyarrow present in {VENV}");
+    } else {
+        run(Command::new("python3").args(["-m", "venv", VENV]))?;
+        run(Command::new(&py).args(["-m", "pip", "install", "-q", "pyarrow"]))
+            .context("installing pyarrow")?;
     }
 
     // The admin group, as systemd/axiom.sysusers makes it on an installed system.

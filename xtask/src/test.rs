@@ -8,7 +8,7 @@ use anyhow::bail;
 
 use crate::{build, cargo, require_root, run, setup::setup, target_dir};
 
-pub fn test(lint: bool) -> anyhow::Result<()> {
+pub fn test(lint: bool, extra: &[String]) -> anyhow::Result<()> {
     require_root("the test suite")?;
     setup()?;
     if lint {
@@ -33,6 +33,7 @@ pub fn test(lint: bool) -> anyhow::Result<()> {
             "axiom-ebpf",
             "--no-fail-fast",
         ])
+        .args(extra)
         .env("AXIOM_BIN_DIR", target_dir(false))
         .stdout(Stdio::piped())
         .spawn()?;

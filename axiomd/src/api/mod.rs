@@ -45,6 +45,8 @@ pub struct Shared {
     )>,
     /// Typed around an `inject` rule's message.
     pub inject_keys: (String, String),
+    /// The event store's tiers (none when the store is off).
+    pub store: Option<crate::store::Running>,
 }
 
 pub fn error(e: impl std::fmt::Display) -> Reply {
@@ -328,6 +330,57 @@ impl Shared {
         ));
     }
 
+    /// Stored events the caller may see (all for admins; else their uid's and their agents').
+    fn query(
+        &self,
+        caller: Caller,
+        mut q: crate::store::query::Query,
+        sql: Option<String>,
+    ) -> Reply {
+        let Some(store) = &self.store else {
+            return Reply {
+                code: Some("no_store".into()),
+                ..error("the event store is off (store.enabled = false)")
+            };
+        };
+        if !caller.admin {
+            if sql.is_some() {
+                return refusal(AgentError::NotPermitted {
+                    uid: caller.uid,
+                    what: "run SQL on the event store".into(),
+                });
+            }
+            let owned: Vec<u64> = match self.control.lock() {
+                Ok(c) => c.list(caller).into_iter().map(|v| v.agent.id).collect(),
+                Err(_) => return error("control state poisoned"),
+            };
+            q.visible_to = Some((caller.uid, owned));
+        }
+        let bad = |e: crate::store::StoreError| Reply {
+            code: Some("bad_query".into()),
+            ..error(e)
+        };
+        match sql {
+            Some(sql) => match store.reader.sql(&sql, q.limit.max(1)) {
+                Ok((columns, rows)) => Reply {
+                    ok: true,
+                    columns: Some(columns),
+                    rows: Some(rows),
+                    ..Default::default()
+                },
+                Err(e) => bad(e),
+            },
+            None => match store.reader.latest(&q) {
+                Ok(events) => Reply {
+                    ok: true,
+                    events: Some(events),
+                    ..Default::default()
+                },
+                Err(e) => bad(e),
+            },
+        }
+    }
+
     /// Loads the rule files again and puts their literals into the kernel matcher. On error the
     /// old rules keep running, in userspace and in the kernel.
     pub fn reload_rules(&self) -> Result<usize, axiom_common::rules::RuleError> {
@@ -458,6 +511,26 @@ impl Shared {
                 agents: Some(self.agents(caller)),
                 ..Default::default()
             },
+            Request::Query {
+                agent,
+                since_ns,
+                until_ns,
+                kinds,
+                text,
+                limit,
+                sql,
+            } => {
+                let q = crate::store::query::Query {
+                    agent,
+                    since_ns,
+                    until_ns,
+                    kinds,
+                    text,
+                    limit,
+                    visible_to: None,
+                };
+                self.query(caller, q, sql)
+            }
             Request::Rules => Reply {
                 ok: true,
                 rules: Some(self.rules_list()),
@@ -527,6 +600,18 @@ impl Shared {
         st.events = stats.events();
         if let Ok(m) = stats.losses.lock() {
             st.lost.extend(m.iter().map(|(k, v)| (k.to_string(), *v)));
+        }
+        if let Some(p) = self.bus.store_pressure() {
+            let get =
+                |a: &std::sync::atomic::AtomicU64| a.load(std::sync::atomic::Ordering::Relaxed);
+            st.lost
+                .insert("store_shed_output".into(), get(&p.shed_output));
+            st.lost
+                .insert("store_coalesced_output".into(), get(&p.coalesced_output));
+            if let Some(store) = &self.store {
+                st.store = store.status();
+            }
+            st.store.insert("queued_bytes".into(), get(&p.queued_bytes));
         }
         st.lost.insert(
             "subscriber_lagged".into(),

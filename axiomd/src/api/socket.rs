@@ -164,7 +164,8 @@ async fn client(stream: UnixStream, shared: Arc<Shared>) -> std::io::Result<()> 
                         _ => None,
                     };
                     let has_pty = fd.is_some();
-                    let reply = shared.handle(caller, other, fd);
+                    // Queries may read files and Redis: off the async workers.
+                    let reply = tokio::task::block_in_place(|| shared.handle(caller, other, fd));
                     if has_pty && let (true, Some(a)) = (reply.ok, reply.agent) {
                         relayed.push(a);
                     }

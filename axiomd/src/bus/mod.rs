@@ -25,6 +25,8 @@ pub struct Bus {
     rules: std::sync::mpsc::SyncSender<Arc<Event>>,
     replay: Mutex<Replay>,
     replay_cap: usize,
+    /// The warm tier's intake (when the store is on).
+    store: Option<crate::store::Tap>,
     pub stats: Stats,
 }
 
@@ -101,6 +103,7 @@ impl Bus {
                 seq: 0,
             }),
             replay_cap,
+            store: None,
             stats: Stats::default(),
         };
         (
@@ -110,6 +113,17 @@ impl Bus {
                 rules: rules_rx,
             },
         )
+    }
+
+    /// Sends every published event to the store too.
+    pub fn with_store(mut self, tap: crate::store::Tap) -> Bus {
+        self.store = Some(tap);
+        self
+    }
+
+    /// The store's back-pressure counters (none when the store is off).
+    pub fn store_pressure(&self) -> Option<&crate::store::Pressure> {
+        self.store.as_ref().map(|t| t.pressure())
     }
 
     /// Numbers the event (its `seq`) and hands it to every subscriber.
@@ -130,6 +144,9 @@ impl Bus {
             r.events.push_back(ev.clone());
         }
         use axiom_common::wire::Body;
+        if let Some(t) = &self.store {
+            t.offer(&ev);
+        }
         if ev.body.is_notice() {
             let _ = self.notices.send(ev.clone());
         } else if ev.agent != 0 && matches!(ev.body, Body::Exit { .. }) {

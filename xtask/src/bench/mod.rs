@@ -3,6 +3,7 @@
 mod agents;
 mod rules;
 mod sensor;
+mod store;
 
 use clap::Subcommand;
 
@@ -29,6 +30,11 @@ pub enum Which {
         #[arg(long, default_value_t = 10_000)]
         writes: usize,
     },
+    /// Warm-tier ingest events/s, Parquet export MB/s, latest 1,000 of an agent at 10M/100M rows.
+    Store {
+        #[arg(long, value_delimiter = ',', default_value = "10000000,100000000")]
+        rows: Vec<u64>,
+    },
     /// axiomd's RSS, CPU and losses with 1,000 and 10,000 concurrently running agents.
     Agents {
         /// Agent counts to measure, in order (the last is the summary line).
@@ -44,6 +50,7 @@ pub fn bench(w: Which) -> anyhow::Result<()> {
     match w {
         Which::Sensor { rounds, count } => sensor::run(rounds, count),
         Which::Agents { sizes, window } => agents::run(&sizes, window),
+        Which::Store { rows } => store::run(&rows),
         Which::Rules {
             rounds,
             count,

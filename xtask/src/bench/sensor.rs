@@ -178,7 +178,10 @@ pub fn run(rounds: usize, count: u64) -> anyhow::Result<()> {
         }
         {
             // The sensor alone: no rules, so no kernel matcher (`bench rules` measures that).
-            let d = Daemon::start("bench", &["--rules", "/nonexistent/axiom-no-rules"]);
+            let d = Daemon::start(
+                "bench",
+                &["--rules", "/nonexistent/axiom-no-rules", "--store", "false"],
+            );
             let cg = Cgroup::new("bench");
             d.track_cgroup(&cg);
             untracked.push(dd(count, None, &[])?);

@@ -1,0 +1,436 @@
+//! Reading the tiers: "latest N of an agent", time ranges, kinds, text search, and read-only
+//! SQL — one answer merged across hot (Redis), warm (DuckDB) and cold (Parquet), each event
+//! once (by its identity: host, run, seq), in time order.
+use std::sync::{Arc, Mutex};
+
+use axiom_common::wire::{Body, Event};
+use duckdb::types::Value;
+
+use super::{StoreError, WriterStats, cold::Cold, hot, schema::Stored};
+
+/// What `axiomctl query` asks for.
+#[derive(Clone, Debug, Default)]
+pub struct Query {
+    pub agent: Option<u64>,
+    pub since_ns: Option<u64>,
+    pub until_ns: Option<u64>,
+    pub kinds: Vec<String>,
+    pub text: Option<String>,
+    pub limit: usize,
+    /// Only events of this uid or of these agents (a caller who is not an admin).
+    pub visible_to: Option<(u32, Vec<u64>)>,
+}
+
+/// The columns a filter looks at (of an event from a tier DuckDB does not read).
+pub struct Row<'a> {
+    pub agent: u64,
+    pub time_ns: u64,
+    pub kind: &'a str,
+    pub text: Option<&'a str>,
+    pub uid: u32,
+}
+
+impl Query {
+    /// The same test as the SQL `events` builds, for events read outside DuckDB.
+    pub fn accepts(&self, r: &Row) -> bool {
+        self.agent.is_none_or(|a| a == r.agent)
+            && self.since_ns.is_none_or(|t| r.time_ns >= t)
+            && self.until_ns.is_none_or(|t| r.time_ns <= t)
+            && (self.kinds.is_empty() || self.kinds.iter().any(|k| k == r.kind))
+            && self
+                .text
+                .as_ref()
+                .is_none_or(|t| r.text.is_some_and(|x| x.contains(t.as_str())))
+            && self
+                .visible_to
+                .as_ref()
+                .is_none_or(|(uid, agents)| r.uid == *uid || agents.contains(&r.agent))
+    }
+
+    pub fn accepts_event(&self, ev: &Event) -> bool {
+        let text = super::schema::searchable(&ev.body);
+        self.accepts(&Row {
+            agent: ev.agent,
+            time_ns: ev.time_ns,
+            kind: ev.body.kind(),
+            text: text.as_deref(),
+            uid: ev.uid,
+        })
+    }
+}
+
+/// The latest `limit` events that match, oldest first.
+pub fn events(conn: &duckdb::Connection, q: &Query) -> Result<Vec<Stored>, StoreError> {
+    let mut sql = String::from(
+        "SELECT seq, time_ns, agent, pid, tgid, ppid, uid, cgroup_id, comm, truncated, body, \
+         host, run FROM events WHERE true",
+    );
+    let mut args: Vec<Value> = Vec::new();
+    if let Some(a) = q.agent {
+        sql.push_str(" AND agent = ?");
+        args.push(Value::UBigInt(a));
+    }
+    if let Some(t) = q.since_ns {
+        sql.push_str(" AND time_ns >= ?");
+        args.push(Value::BigInt(t.min(i64::MAX as u64) as i64));
+    }
+    if let Some(t) = q.until_ns {
+        sql.push_str(" AND time_ns <= ?");
+        args.push(Value::BigInt(t.min(i64::MAX as u64) as i64));
+    }
+    if !q.kinds.is_empty() {
+        sql.push_str(" AND kind IN (");
+        sql.push_str(&vec!["?"; q.kinds.len()].join(", "));
+        sql.push(')');
+        args.extend(q.kinds.iter().map(|k| Value::Text(k.clone())));
+    }
+    if let Some(t) = &q.text {
+        sql.push_str(" AND contains(text, ?)");
+        args.push(Value::Text(t.clone()));
+    }
+    if let Some((uid, agents)) = &q.visible_to {
+        sql.push_str(" AND (uid = ?");
+        args.push(Value::UInt(*uid));
+        if !agents.is_empty() {
+            sql.push_str(" OR agent IN (");
+            sql.push_str(&vec!["?"; agents.len()].join(", "));
+            sql.push(')');
+            args.extend(agents.iter().map(|a| Value::UBigInt(*a)));
+        }
+        sql.push(')');
+    }
+    sql.push_str(" ORDER BY time_ns DESC, seq DESC LIMIT ?");
+    args.push(Value::UBigInt(q.limit.max(1) as u64));
+    let mut stmt = conn.prepare(&sql)?;
+    let mut rows = stmt.query(duckdb::params_from_iter(args))?;
+    let mut out = Vec::new();
+    while let Some(r) = rows.next()? {
+        let body: String = r.get(10)?;
+        let body: Body = match serde_json::from_str(&body) {
+            Ok(b) => b,
+            Err(_) => continue,
+        };
+        out.push(Stored {
+            host: r.get(11)?,
+            run: r.get(12)?,
+            event: Event {
+                seq: r.get(0)?,
+                time_ns: r.get::<_, i64>(1)?.max(0) as u64,
+                agent: r.get(2)?,
+                pid: r.get(3)?,
+                tgid: r.get(4)?,
+                ppid: r.get(5)?,
+                uid: r.get(6)?,
+                cgroup_id: r.get(7)?,
+                comm: r.get(8)?,
+                truncated: r.get(9)?,
+                body,
+            },
+        });
+    }
+    out.reverse();
+    Ok(out)
+}
+
+/// The latest `limit` events that match, looking back from `newest_ns` through windows ten times
+/// wider each time: events are stored in time order, so DuckDB's zone maps skip every row group
+/// outside the window, and "latest 1,000 of one agent" reads a sliver of a 100M-row table.
+pub fn latest(
+    conn: &duckdb::Connection,
+    q: &Query,
+    newest_ns: u64,
+) -> Result<Vec<Stored>, StoreError> {
+    if q.since_ns.is_some() || newest_ns == 0 {
+        return events(conn, q);
+    }
+    let mut span: u64 = 1_000_000_000;
+    for _ in 0..6 {
+        let mut w = q.clone();
+        w.since_ns = Some(newest_ns.saturating_sub(span));
+        let got = events(conn, &w)?;
+        if got.len() >= q.limit.max(1) {
+            return Ok(got);
+        }
+        span = span.saturating_mul(10);
+    }
+    events(conn, q)
+}
+
+/// Entries of the hot tier a query looks at, beyond those already moved into DuckDB.
+const HOT_SCAN: usize = 200_000;
+
+/// Every tier a query reads.
+pub struct Reader {
+    pub warm: Mutex<duckdb::Connection>,
+    pub hot: Option<hot::Reader>,
+    pub cold: Option<Arc<Cold>>,
+    pub stats: Arc<WriterStats>,
+}
+
+/// Keeps one copy of each event, orders by time, and keeps the newest `limit`.
+pub fn merge(mut all: Vec<Stored>, limit: usize) -> Vec<Stored> {
+    all.sort_by(|a, b| {
+        (a.event.time_ns, &a.host, a.run, a.event.seq).cmp(&(
+            b.event.time_ns,
+            &b.host,
+            b.run,
+            b.event.seq,
+        ))
+    });
+    all.dedup_by(|a, b| a.host == b.host && a.run == b.run && a.event.seq == b.event.seq);
+    let skip = all.len().saturating_sub(limit.max(1));
+    all.drain(..skip);
+    all
+}
+
+impl Reader {
+    /// Entries of the hot tier not yet in DuckDB.
+    fn hot_rest(&self, conn: &duckdb::Connection) -> Result<Vec<Stored>, StoreError> {
+        let Some(h) = &self.hot else {
+            return Ok(Vec::new());
+        };
+        let mark = conn
+            .query_row(
+                "SELECT run, seq FROM ingest_marks WHERE stream = ?",
+                [&h.key],
+                |r| Ok((r.get::<_, u64>(0)?, r.get::<_, u64>(1)?)),
+            )
+            .ok();
+        // Redis down: the warm and cold tiers still answer.
+        Ok(h.above(mark, HOT_SCAN).unwrap_or_else(|e| {
+            tracing::debug!("query: hot tier unavailable: {e}");
+            Vec::new()
+        }))
+    }
+
+    /// The latest `q.limit` events that match, across the tiers, oldest first.
+    pub fn latest(&self, q: &Query) -> Result<Vec<Event>, StoreError> {
+        let conn = self
+            .warm
+            .lock()
+            .map_err(|_| StoreError::Refused("event store poisoned".into()))?;
+        let newest = self
+            .stats
+            .max_time_ns
+            .load(std::sync::atomic::Ordering::Relaxed);
+        let mut all = latest(&conn, q, newest)?;
+        all.extend(
+            self.hot_rest(&conn)?
+                .into_iter()
+                .filter(|s| q.accepts_event(&s.event)),
+        );
+        if let Some(cold) = &self.cold {
+            // Cold holds everything older than the warm tier's oldest row.
+            let oldest: Option<i64> =
+                conn.query_row("SELECT min(time_ns) FROM events", [], |r| r.get(0))?;
+            let reaches_back = q
+                .since_ns
+                .is_none_or(|s| oldest.is_none_or(|o| (s as i128) < o as i128));
+            if all.len() < q.limit.max(1) || (q.since_ns.is_some() && reaches_back) {
+                all.extend(cold.scan(q)?);
+            }
+        }
+        Ok(merge(all, q.limit).into_iter().map(|s| s.event).collect())
+    }
+
+    /// One read-only statement; `all_events` names every tier (hot and cold copied in for the
+    /// statement), `events` the warm tier alone.
+    pub fn sql(
+        &self,
+        text: &str,
+        limit: usize,
+    ) -> Result<(Vec<String>, Vec<Vec<serde_json::Value>>), StoreError> {
+        let conn = self
+            .warm
+            .lock()
+            .map_err(|_| StoreError::Refused("event store poisoned".into()))?;
+        if text.to_ascii_lowercase().contains("all_events") {
+            self.stage_all(&conn)?;
+        }
+        sql(&conn, text, limit)
+    }
+
+    /// `all_events`: warm, plus hot entries not yet moved, plus every cold part, with a `tier`
+    /// column saying which answered.
+    fn stage_all(&self, conn: &duckdb::Connection) -> Result<(), StoreError> {
+        conn.execute_batch(
+            "CREATE OR REPLACE TEMP TABLE tier_hot AS SELECT * FROM events LIMIT 0; \
+             CREATE OR REPLACE TEMP TABLE tier_cold AS SELECT * FROM events LIMIT 0;",
+        )?;
+        let hot = self.hot_rest(conn)?;
+        if !hot.is_empty() {
+            let mut app = conn.appender("tier_hot")?;
+            for s in &hot {
+                super::schema::Row::of(&s.event, &s.host, s.run).append(&mut app)?;
+            }
+            app.flush()?;
+        }
+        if let Some(cold) = &self.cold {
+            let batches = cold.batches()?;
+            let mut app = conn.appender("tier_cold")?;
+            for b in batches {
+                app.append_record_batch(b)?;
+            }
+            app.flush()?;
+        }
+        conn.execute_batch(&format!(
+            "CREATE OR REPLACE TEMP VIEW all_events AS \
+             SELECT {c}, 'warm' AS tier FROM events \
+             UNION ALL SELECT {c}, 'hot' AS tier FROM tier_hot \
+             UNION ALL SELECT {c}, 'cold' AS tier FROM tier_cold",
+            c = super::schema::COLUMNS
+        ))?;
+        Ok(())
+    }
+}
+
+/// Statements `sql` accepts: reading only.
+fn read_only(sql: &str) -> bool {
+    let s = sql.trim_start().to_ascii_lowercase();
+    [
+        "select",
+        "with",
+        "describe",
+        "summarize",
+        "show",
+        "explain",
+        "from",
+        "pragma table_info",
+    ]
+    .iter()
+    .any(|k| s.starts_with(k))
+        && !sql.trim().trim_end_matches(';').contains(';')
+}
+
+fn json(v: Value) -> serde_json::Value {
+    use serde_json::Value as J;
+    match v {
+        Value::Null => J::Null,
+        Value::Boolean(b) => J::Bool(b),
+        Value::TinyInt(i) => i.into(),
+        Value::SmallInt(i) => i.into(),
+        Value::Int(i) => i.into(),
+        Value::BigInt(i) => i.into(),
+        Value::UTinyInt(i) => i.into(),
+        Value::USmallInt(i) => i.into(),
+        Value::UInt(i) => i.into(),
+        Value::UBigInt(i) => i.into(),
+        Value::Float(f) => f.into(),
+        Value::Double(f) => f.into(),
+        Value::Text(s) => J::String(s),
+        other => J::String(format!("{other:?}")),
+    }
+}
+
+/// Runs one read-only statement inside a transaction that is rolled back.
+pub fn sql(
+    conn: &duckdb::Connection,
+    sql: &str,
+    limit: usize,
+) -> Result<(Vec<String>, Vec<Vec<serde_json::Value>>), StoreError> {
+    if !read_only(sql) {
+        return Err(StoreError::Refused(
+            "only one read-only statement (SELECT, WITH, DESCRIBE, SUMMARIZE, SHOW, EXPLAIN)"
+                .into(),
+        ));
+    }
+    conn.execute_batch("BEGIN TRANSACTION")?;
+    let result = (|| {
+        let mut stmt = conn.prepare(sql)?;
+        let mut rows = stmt.query([])?;
+        let mut out = Vec::new();
+        let mut columns = Vec::new();
+        while let Some(r) = rows.next()? {
+            if columns.is_empty() {
+                columns = r.as_ref().column_names();
+            }
+            let n = r.as_ref().column_count();
+            let mut row = Vec::with_capacity(n);
+            for i in 0..n {
+                row.push(json(r.get::<_, Value>(i)?));
+            }
+            out.push(row);
+            if out.len() >= limit {
+                break;
+            }
+        }
+        Ok::<_, duckdb::Error>((columns, out))
+    })();
+    let _ = conn.execute_batch("ROLLBACK");
+    Ok(result?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ev(host: &str, run: u64, seq: u64, t: u64, text: &str) -> Stored {
+        Stored {
+            host: host.into(),
+            run,
+            event: crate::store::schema::sample_output(seq, t, 1, 1000, text),
+        }
+    }
+
+    #[test]
+    fn merging_tiers_keeps_each_event_once_in_time_order() {
+        let all = vec![
+            ev("h", 1, 2, 20, "b"),
+            ev("h", 1, 1, 10, "a"),
+            ev("h", 1, 2, 20, "b"),
+            ev("g", 1, 2, 20, "other host"),
+            ev("h", 2, 1, 30, "c"),
+        ];
+        let m = merge(all.clone(), 10);
+        let keys: Vec<_> = m.iter().map(|s| s.key()).collect();
+        assert_eq!(
+            keys,
+            [
+                ("h".to_string(), 1, 1),
+                ("g".to_string(), 1, 2),
+                ("h".to_string(), 1, 2),
+                ("h".to_string(), 2, 1)
+            ]
+        );
+        // The newest two.
+        let m = merge(all, 2);
+        assert_eq!(
+            m.iter().map(|s| s.event.time_ns).collect::<Vec<_>>(),
+            [20, 30]
+        );
+    }
+
+    #[test]
+    fn the_rust_filter_matches_the_sql_one() {
+        let e = ev("h", 1, 1, 10, "hello world").event;
+        let q = |f: fn(&mut Query)| {
+            let mut q = Query {
+                limit: 10,
+                ..Default::default()
+            };
+            f(&mut q);
+            q.accepts_event(&e)
+        };
+        assert!(q(|_| {}));
+        assert!(q(|q| q.agent = Some(3)));
+        assert!(!q(|q| q.agent = Some(4)));
+        assert!(q(|q| q.text = Some("lo wo".into())));
+        assert!(!q(|q| q.text = Some("bye".into())));
+        assert!(q(|q| q.kinds = vec!["exec".into(), "output".into()]));
+        assert!(!q(|q| q.kinds = vec!["exec".into()]));
+        assert!(!q(|q| q.since_ns = Some(11)));
+        assert!(q(|q| q.until_ns = Some(10)));
+        assert!(q(|q| q.visible_to = Some((1000, vec![]))));
+        assert!(!q(|q| q.visible_to = Some((1001, vec![]))));
+        assert!(q(|q| q.visible_to = Some((1001, vec![3]))));
+    }
+
+    #[test]
+    fn only_reads() {
+        assert!(super::read_only("SELECT count(*) FROM events"));
+        assert!(super::read_only("  with x as (select 1) select * from x;"));
+        assert!(!super::read_only("DROP TABLE events"));
+        assert!(!super::read_only("select 1; drop table events"));
+        assert!(!super::read_only("COPY events TO '/tmp/x'"));
+    }
+}

@@ -1,0 +1,189 @@
+//! The warm tier (DuckDB): every kind of event stored and read back, in order; acknowledged
+//! events survive a SIGKILL of axiomd; queries are scoped to what the caller may see.
+use std::{
+    os::unix::process::CommandExt as _,
+    process::Command,
+    time::{Duration, Instant},
+};
+
+use axiom_common::wire::{Body, Event, Reply, Request};
+use axiom_tests::*;
+
+const T: Duration = Duration::from_secs(15);
+
+fn query(d: &Daemon, req: Request) -> Reply {
+    d.client().request(&req)
+}
+
+fn latest(agent: u64, limit: usize) -> Request {
+    Request::Query {
+        agent: Some(agent),
+        since_ns: None,
+        until_ns: None,
+        kinds: vec![],
+        text: None,
+        limit,
+        sql: None,
+    }
+}
+
+/// Waits until the store holds events of `agent` that `pred` accepts (whole list).
+fn stored(d: &Daemon, agent: u64, pred: impl Fn(&[Event]) -> bool) -> Vec<Event> {
+    let t0 = Instant::now();
+    loop {
+        let r = query(d, latest(agent, 10_000));
+        assert!(r.ok, "query: {:?}", r.error);
+        let evs = r.events.unwrap_or_default();
+        if pred(&evs) {
+            return evs;
+        }
+        assert!(
+            t0.elapsed() < T,
+            "store never held what was expected: {evs:#?}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn every_kind_round_trips_through_the_warm_tier_in_order() {
+    let mut d = Daemon::start("store_kinds", &[]);
+    let cg = Cgroup::new("store_kinds");
+    let agent = d.track_cgroup(&cg);
+    let dir = std::env::temp_dir().join(unique("store_work"));
+    let script = format!(
+        "for i in 1 2 3; do echo store-line-$i; done; mkdir -p {dir}; echo x > {dir}/f; \
+         python3 -c 'import socket; s=socket.socket(); s.settimeout(0.2); s.connect_ex((\"127.0.0.1\", 9))'; exit 3",
+        dir = dir.display()
+    );
+    let (_, st) = run_in(&cg, &script);
+    assert_eq!(st.code(), Some(3));
+    let evs = stored(&d, agent, |e| {
+        e.iter().any(|e| matches!(e.body, Body::Connect { .. }))
+            && e.iter()
+                .any(|e| matches!(e.body, Body::Exit { code: Some(3), .. }))
+    });
+    for kind in ["fork", "exec", "output", "file", "connect", "exit"] {
+        assert!(
+            evs.iter().any(|e| e.body.kind() == kind),
+            "no {kind} stored: {evs:#?}"
+        );
+    }
+    // In the order they happened.
+    let lines: Vec<&str> = evs
+        .iter()
+        .filter_map(output_text)
+        .filter(|t| t.starts_with("store-line-"))
+        .collect();
+    assert_eq!(
+        lines,
+        ["store-line-1\n", "store-line-2\n", "store-line-3\n"]
+    );
+    assert!(evs.windows(2).all(|w| w[0].time_ns <= w[1].time_ns));
+    // Latest N: the last ones.
+    let last = query(&d, latest(agent, 1)).events.unwrap();
+    assert_eq!(last.len(), 1);
+    assert_eq!(last[0].seq, evs.last().unwrap().seq);
+    // Text search and kinds.
+    let r = query(
+        &d,
+        Request::Query {
+            agent: Some(agent),
+            since_ns: None,
+            until_ns: None,
+            kinds: vec!["output".into()],
+            text: Some("store-line-2".into()),
+            limit: 100,
+            sql: None,
+        },
+    );
+    let hits = r.events.unwrap();
+    assert_eq!(hits.len(), 1, "{hits:#?}");
+    // Read-only SQL (root), and a write refused.
+    let r = query(
+        &d,
+        Request::Query {
+            agent: None,
+            since_ns: None,
+            until_ns: None,
+            kinds: vec![],
+            text: None,
+            limit: 10,
+            sql: Some(format!(
+                "SELECT count(*) AS n FROM events WHERE agent = {agent} AND kind = 'exit'"
+            )),
+        },
+    );
+    assert!(r.ok, "{:?}", r.error);
+    assert_eq!(r.columns.unwrap(), ["n"]);
+    assert!(r.rows.unwrap()[0][0].as_u64().unwrap() >= 1);
+    let r = query(
+        &d,
+        Request::Query {
+            agent: None,
+            since_ns: None,
+            until_ns: None,
+            kinds: vec![],
+            text: None,
+            limit: 10,
+            sql: Some("DELETE FROM events".into()),
+        },
+    );
+    assert!(!r.ok);
+    // What was acknowledged survives a SIGKILL.
+    let before = query(&d, latest(agent, 10_000)).events.unwrap().len();
+    d.kill9();
+    d.spawn();
+    let after = query(&d, latest(agent, 10_000)).events.unwrap().len();
+    assert_eq!(before, after, "events lost across a SIGKILL");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn users_query_only_what_they_may_see() {
+    let d = Daemon::start("store_authz", &[]);
+    let mut roots = Command::new("/bin/sh")
+        .args(["-c", "sleep 0.3; echo root-secret-line; sleep 0.3"])
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let agent = d.track_pid(roots.id()).agent.unwrap();
+    let _ = roots.wait();
+    stored(&d, agent, |e| {
+        e.iter()
+            .any(|e| output_text(e).is_some_and(|t| t.contains("root-secret-line")))
+    });
+    let ctl = |args: &[&str]| {
+        Command::new(axiomctl_bin())
+            .arg("--socket")
+            .arg(&d.socket)
+            .args(args)
+            .uid(65534)
+            .gid(65534)
+            .output()
+            .unwrap()
+    };
+    let out = ctl(&["--json", "query", "--grep", "root-secret-line"]);
+    assert!(out.status.success());
+    assert!(
+        !String::from_utf8_lossy(&out.stdout).contains("root-secret-line"),
+        "nobody read root's events"
+    );
+    let out = ctl(&["query", "--sql", "SELECT 1"]);
+    assert_eq!(out.status.code(), Some(77));
+    // Root sees them, through the CLI.
+    let out = Command::new(axiomctl_bin())
+        .arg("--socket")
+        .arg(&d.socket)
+        .args([
+            "--json",
+            "query",
+            "--agent",
+            &agent.to_string(),
+            "--kind",
+            "output",
+        ])
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&out.stdout).contains("root-secret-line"));
+}

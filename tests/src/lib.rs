@@ -661,3 +661,16 @@ impl Drop for S3 {
 pub fn python() -> PathBuf {
     PathBuf::from("/var/cache/axiom/venv/bin/python")
 }
+
+/// A `query` request for one read-only SQL statement.
+pub fn sql_request(sql: &str, limit: usize) -> Request {
+    Request::Query {
+        agent: None,
+        since_ns: None,
+        until_ns: None,
+        kinds: vec![],
+        text: None,
+        limit,
+        sql: Some(sql.into()),
+    }
+}

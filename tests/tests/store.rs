@@ -102,33 +102,15 @@ fn every_kind_round_trips_through_the_warm_tier_in_order() {
     // Read-only SQL (root), and a write refused.
     let r = query(
         &d,
-        Request::Query {
-            agent: None,
-            since_ns: None,
-            until_ns: None,
-            kinds: vec![],
-            text: None,
-            limit: 10,
-            sql: Some(format!(
-                "SELECT count(*) AS n FROM events WHERE agent = {agent} AND kind = 'exit'"
-            )),
-        },
+        sql_request(
+            &format!("SELECT count(*) AS n FROM events WHERE agent = {agent} AND kind = 'exit'"),
+            10,
+        ),
     );
     assert!(r.ok, "{:?}", r.error);
     assert_eq!(r.columns.unwrap(), ["n"]);
     assert!(r.rows.unwrap()[0][0].as_u64().unwrap() >= 1);
-    let r = query(
-        &d,
-        Request::Query {
-            agent: None,
-            since_ns: None,
-            until_ns: None,
-            kinds: vec![],
-            text: None,
-            limit: 10,
-            sql: Some("DELETE FROM events".into()),
-        },
-    );
+    let r = query(&d, sql_request("DELETE FROM events", 10));
     assert!(!r.ok);
     // What was acknowledged survives a SIGKILL.
     let before = query(&d, latest(agent, 10_000)).events.unwrap().len();

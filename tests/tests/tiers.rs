@@ -37,15 +37,7 @@ fn query(d: &Daemon, agent: Option<u64>, text: Option<&str>, limit: usize) -> Ve
 }
 
 fn sql(d: &Daemon, text: &str) -> Vec<Vec<serde_json::Value>> {
-    let r: Reply = d.client().request(&Request::Query {
-        agent: None,
-        since_ns: None,
-        until_ns: None,
-        kinds: vec![],
-        text: None,
-        limit: 100_000,
-        sql: Some(text.into()),
-    });
+    let r: Reply = d.client().request(&sql_request(text, 100_000));
     assert!(r.ok, "sql {text}: {:?}", r.error);
     r.rows.unwrap_or_default()
 }

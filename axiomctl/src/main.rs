@@ -358,6 +358,11 @@ fn run(cli: &Cli) -> anyhow::Result<ExitCode> {
                 println!("events: {}", ev.join(" "));
                 let lost: Vec<String> = st.lost.iter().map(|(k, v)| format!("{k}={v}")).collect();
                 println!("lost: {}", lost.join(" "));
+                if !st.store.is_empty() {
+                    let store: Vec<String> =
+                        st.store.iter().map(|(k, v)| format!("{k}={v}")).collect();
+                    println!("store: {}", store.join(" "));
+                }
             }
             Ok(ExitCode::SUCCESS)
         }

@@ -67,6 +67,8 @@ pub struct HotStats {
     pub duplicates: AtomicU64,
     /// Times Redis could not be reached or failed a command.
     pub redis_errors: AtomicU64,
+    /// Batches that could be neither sent nor spooled (a full disk), each retried.
+    pub failed_batches: AtomicU64,
 }
 
 fn connect(client: &redis::Client) -> Result<redis::Connection, HotError> {
@@ -335,25 +337,16 @@ impl Publisher {
 
 /// The hot writer thread: batches from the bus, to Redis or the spool; a batch that can be
 /// neither sent nor spooled (a full disk) is retried, never dropped.
-pub fn publish(
-    mut p: Publisher,
-    intake: Intake,
-    batch: usize,
-    flush: Duration,
-    run: u64,
-    stats: Arc<WriterStats>,
-) {
+pub fn publish(mut p: Publisher, intake: Intake, batch: usize, flush: Duration, run: u64) {
     let mut buf = Vec::with_capacity(batch);
     loop {
         let more = intake.collect(&mut buf, batch, flush);
         if !buf.is_empty() {
             while let Err(err) = p.publish_events(&buf, run) {
-                stats.failed_batches.fetch_add(1, Ordering::Relaxed);
+                p.stats.failed_batches.fetch_add(1, Ordering::Relaxed);
                 tracing::warn!("hot tier: batch neither sent nor spooled, retrying: {err}");
                 std::thread::sleep(Duration::from_secs(1));
             }
-            stats.batches.fetch_add(1, Ordering::Relaxed);
-            stats.stored.fetch_add(buf.len() as u64, Ordering::Relaxed);
             buf.clear();
         }
         if more.is_none() {

@@ -490,6 +490,7 @@ impl Running {
             put("hot_spooled", &h.spooled);
             put("hot_duplicates", &h.duplicates);
             put("hot_redis_errors", &h.redis_errors);
+            put("hot_failed_batches", &h.failed_batches);
             put("hot_moved", &mv.moved);
             put("hot_redelivered", &mv.redelivered);
             put("hot_mover_errors", &mv.errors);
@@ -561,14 +562,7 @@ pub fn start(cfg: &crate::config::StoreConfig, intake: Intake) -> Result<Running
         let w = writer.clone();
         let hot_batch = cfg.hot.batch_events.max(1);
         spawn("store-hot", move || {
-            hot::publish(
-                p,
-                intake,
-                hot_batch,
-                flush,
-                run,
-                Arc::new(WriterStats::default()),
-            )
+            hot::publish(p, intake, hot_batch, flush, run)
         })?;
         if cfg.hot.mover {
             let (hc, m2, sp) = (cfg.hot.clone(), ms.clone(), stop.clone());

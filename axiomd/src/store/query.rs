@@ -220,13 +220,17 @@ impl Reader {
                 .filter(|s| q.accepts_event(&s.event)),
         );
         if let Some(cold) = &self.cold {
-            // Cold holds everything older than the warm tier's oldest row.
-            let oldest: Option<i64> =
-                conn.query_row("SELECT min(time_ns) FROM events", [], |r| r.get(0))?;
-            let reaches_back = q
-                .since_ns
-                .is_none_or(|s| oldest.is_none_or(|o| (s as i128) < o as i128));
-            if all.len() < q.limit.max(1) || (q.since_ns.is_some() && reaches_back) {
+            // Cold holds what is older than the warm tier's oldest row: with enough answers it
+            // is read only when the range asked for starts before that row (looked up only then).
+            let reaches_back = || -> Result<bool, StoreError> {
+                let Some(s) = q.since_ns else {
+                    return Ok(false);
+                };
+                let oldest: Option<i64> =
+                    conn.query_row("SELECT min(time_ns) FROM events", [], |r| r.get(0))?;
+                Ok(oldest.is_none_or(|o| (s as i128) < o as i128))
+            };
+            if all.len() < q.limit.max(1) || reaches_back()? {
                 all.extend(cold.scan(q)?);
             }
         }

@@ -185,11 +185,12 @@ async fn async_main(cli: Cli, cfg: Config) -> anyhow::Result<()> {
                 let path = dir.join(format!("axiom-bench-store-{}.duckdb", std::process::id()));
                 let r = axiomd::store::bench::run(&path, *n, i == 0)?;
                 println!(
-                    "store: rows={} ingest_ev_s={:.0} latest1000_ms={:.2} parquet_mb_s={:.1} db_mib={:.0}",
+                    "store: rows={} ingest_ev_s={:.0} latest1000_ms={:.2} parquet_mb_s={:.1} parquet_out_mb_s={:.1} db_mib={:.0}",
                     r.rows,
                     r.ingest_ev_s,
                     r.latest1000_ms,
                     r.parquet_mb_s,
+                    r.parquet_out_mb_s,
                     r.db_bytes as f64 / (1 << 20) as f64
                 );
             }

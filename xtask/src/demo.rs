@@ -21,8 +21,8 @@ fn reachable() -> bool {
 pub fn demo() -> anyhow::Result<()> {
     require_root("the demo (axiomd)")?;
     setup()?;
-    build(false)?;
-    let bin = target_dir(false);
+    build()?;
+    let bin = target_dir();
     if reachable() {
         println!("demo: axiomd is already running on {DEFAULT_SOCKET}");
     } else {

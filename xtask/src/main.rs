@@ -20,11 +20,8 @@ struct Cli {
 enum Cmd {
     /// Install, idempotently, what a fresh Debian machine lacks (rust-src, bpf-linker, packages).
     Setup,
-    /// Build every binary (the eBPF object is built by axiomd's build.rs).
-    Build {
-        #[arg(long)]
-        release: bool,
-    },
+    /// Build every binary, optimised (the eBPF object is built by axiomd's build.rs).
+    Build,
     /// Setup, build, lint, and run every test (unit and end-to-end, as root).
     Test {
         /// Skip cargo fmt/clippy.
@@ -51,19 +48,42 @@ pub fn root() -> PathBuf {
         .unwrap_or_default()
 }
 
-/// The cargo that runs us.
+/// The cargo that runs us, without what `cargo run` set for xtask itself. Build scripts (ring's,
+/// which DuckDB's build depends on) watch `CARGO_MANIFEST_DIR` in cargo's environment: inherited
+/// from here it would hold this clone's path, so every clone and every plain `cargo build` would
+/// dirty them and recompile DuckDB's C++ (half an hour).
 pub fn cargo() -> Command {
     let mut c = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
     c.current_dir(root());
+    for (k, _) in std::env::vars_os() {
+        let k = k.to_string_lossy();
+        if [
+            "CARGO_MANIFEST_",
+            "CARGO_PKG_",
+            "CARGO_CRATE_",
+            "CARGO_BIN_",
+            "CARGO_PRIMARY_",
+        ]
+        .iter()
+        .any(|p| k.starts_with(p))
+        {
+            c.env_remove(k.as_ref());
+        }
+    }
     c
 }
 
-/// target/<profile> of this workspace (honours CARGO_TARGET_DIR).
-pub fn target_dir(release: bool) -> PathBuf {
+/// Every xtask command builds, lints and tests in this one cargo profile. DuckDB's bundled C++
+/// takes half an hour to compile per profile on two cores; one profile means it is compiled once
+/// (and the benchmarks, the demo and the tests all run the same optimised binaries).
+pub const PROFILE_ARG: &str = "--release";
+
+/// target/release of this workspace (honours CARGO_TARGET_DIR): where every binary lands.
+pub fn target_dir() -> PathBuf {
     let base = std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| root().join("target"));
-    base.join(if release { "release" } else { "debug" })
+    base.join("release")
 }
 
 pub fn run(cmd: &mut Command) -> anyhow::Result<()> {
@@ -74,13 +94,15 @@ pub fn run(cmd: &mut Command) -> anyhow::Result<()> {
     Ok(())
 }
 
-pub fn build(release: bool) -> anyhow::Result<()> {
-    let mut c = cargo();
-    c.args(["build", "--workspace", "--exclude", "axiom-ebpf", "--bins"]);
-    if release {
-        c.arg("--release");
-    }
-    run(&mut c)
+pub fn build() -> anyhow::Result<()> {
+    run(cargo().args([
+        "build",
+        PROFILE_ARG,
+        "--workspace",
+        "--exclude",
+        "axiom-ebpf",
+        "--bins",
+    ]))
 }
 
 pub fn require_root(what: &str) -> anyhow::Result<()> {
@@ -93,7 +115,7 @@ pub fn require_root(what: &str) -> anyhow::Result<()> {
 fn main() -> anyhow::Result<()> {
     match Cli::parse().cmd {
         Cmd::Setup => setup::setup(),
-        Cmd::Build { release } => build(release),
+        Cmd::Build => build(),
         Cmd::Test { no_lint, args } => test::test(!no_lint, &args),
         Cmd::Demo => demo::demo(),
         Cmd::Bench { which } => bench::bench(which),

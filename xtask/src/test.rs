@@ -6,7 +6,7 @@ use std::{
 
 use anyhow::bail;
 
-use crate::{build, cargo, require_root, run, setup::setup, target_dir};
+use crate::{PROFILE_ARG, build, cargo, require_root, run, setup::setup, target_dir};
 
 pub fn test(lint: bool, extra: &[String]) -> anyhow::Result<()> {
     require_root("the test suite")?;
@@ -15,6 +15,7 @@ pub fn test(lint: bool, extra: &[String]) -> anyhow::Result<()> {
         run(cargo().args(["fmt", "--all", "--", "--check"]))?;
         run(cargo().args([
             "clippy",
+            PROFILE_ARG,
             "--workspace",
             "--exclude",
             "axiom-ebpf",
@@ -24,17 +25,18 @@ pub fn test(lint: bool, extra: &[String]) -> anyhow::Result<()> {
             "warnings",
         ]))?;
     }
-    build(false)?;
+    build()?;
     let mut child = cargo()
         .args([
             "test",
+            PROFILE_ARG,
             "--workspace",
             "--exclude",
             "axiom-ebpf",
             "--no-fail-fast",
         ])
         .args(extra)
-        .env("AXIOM_BIN_DIR", target_dir(false))
+        .env("AXIOM_BIN_DIR", target_dir())
         .stdout(Stdio::piped())
         .spawn()?;
     let (mut passed, mut failed) = (0u64, 0u64);

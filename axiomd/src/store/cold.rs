@@ -262,7 +262,9 @@ impl Cold {
         }
         let key = format!("{}/{}-{}.parquet", day(start), start, existing.len());
         let local = self.cache.join(format!("export-{start}.parquet"));
-        let (rows, min_t, max_t) = write_parquet(conn, &local, start, end)?;
+        let Written {
+            rows, min_t, max_t, ..
+        } = write_parquet(conn, &local, start, end)?;
         let bytes = std::fs::metadata(&local).map_err(io(&local))?.len();
         self.upload(&local, &key)?;
         self.verify(&key, bytes, rows)?;
@@ -457,19 +459,30 @@ fn day(ns: i64) -> String {
     format!("{:04}-{:02}-{:02}", if m <= 2 { y + 1 } else { y }, m, d)
 }
 
+/// What one Parquet file holds.
+pub struct Written {
+    pub rows: u64,
+    pub min_t: i64,
+    pub max_t: i64,
+    /// The rows' size in memory (Arrow) before encoding and compression.
+    pub arrow_bytes: u64,
+}
+
 /// Writes the partition's rows, by agent then time (so a file's row groups prune by agent),
-/// as Parquet with ZSTD: (rows, min time, max time).
+/// as Parquet with ZSTD.
 pub fn write_parquet(
     conn: &duckdb::Connection,
     path: &FsPath,
     start: i64,
     end: i64,
-) -> Result<(u64, i64, i64), ColdError> {
+) -> Result<Written, ColdError> {
+    // Literal bounds (integers), so DuckDB prunes row groups outside the partition.
     let mut stmt = conn.prepare(&format!(
-        "SELECT {} FROM events WHERE time_ns >= ? AND time_ns < ? ORDER BY agent, time_ns, seq",
+        "SELECT {} FROM events WHERE time_ns >= {start} AND time_ns < {end} \
+         ORDER BY agent, time_ns, seq",
         schema::COLUMNS
     ))?;
-    let arrow = stmt.query_arrow([start, end])?;
+    let arrow = stmt.query_arrow([])?;
     let schema = arrow.get_schema();
     let file = std::fs::File::create(path).map_err(io(path))?;
     let props = WriterProperties::builder()
@@ -477,9 +490,10 @@ pub fn write_parquet(
         .set_max_row_group_row_count(Some(1 << 17))
         .build();
     let mut w = ArrowWriter::try_new(file, schema, Some(props))?;
-    let (mut rows, mut min_t, mut max_t) = (0u64, i64::MAX, i64::MIN);
+    let (mut rows, mut min_t, mut max_t, mut arrow_bytes) = (0u64, i64::MAX, i64::MIN, 0u64);
     for batch in arrow {
         rows += batch.num_rows() as u64;
+        arrow_bytes += batch.get_array_memory_size() as u64;
         if let Some(t) = batch
             .column_by_name("time_ns")
             .and_then(|c| c.as_primitive_opt::<Int64Type>())
@@ -492,7 +506,12 @@ pub fn write_parquet(
         w.write(&batch)?;
     }
     w.close()?;
-    Ok((rows, min_t, max_t))
+    Ok(Written {
+        rows,
+        min_t,
+        max_t,
+        arrow_bytes,
+    })
 }
 
 /// A column cast to `to` (DuckDB may hand strings over as views, integers as other widths).

@@ -132,9 +132,7 @@ impl Warm {
         self.conn.execute_batch("BEGIN TRANSACTION")?;
         let done = (|| {
             let mut app = self.conn.appender("events")?;
-            for r in rows {
-                r.append(&mut app)?;
-            }
+            schema::append_rows(&mut app, rows)?;
             app.flush()?;
             drop(app);
             if let Some((stream, (run, seq))) = mark {

@@ -65,18 +65,19 @@ pub fn events(conn: &duckdb::Connection, q: &Query) -> Result<Vec<Stored>, Store
         "SELECT seq, time_ns, agent, pid, tgid, ppid, uid, cgroup_id, comm, truncated, body, \
          host, run FROM events WHERE true",
     );
+    // Numbers go into the text as literals, not parameters: DuckDB prunes row groups by their
+    // min/max only for constants known when it plans, and a time window that prunes is what
+    // makes "latest N" fast (numbers formatted from integers cannot inject anything).
+    use std::fmt::Write as _;
     let mut args: Vec<Value> = Vec::new();
     if let Some(a) = q.agent {
-        sql.push_str(" AND agent = ?");
-        args.push(Value::UBigInt(a));
+        let _ = write!(sql, " AND agent = {a}");
     }
     if let Some(t) = q.since_ns {
-        sql.push_str(" AND time_ns >= ?");
-        args.push(Value::BigInt(t.min(i64::MAX as u64) as i64));
+        let _ = write!(sql, " AND time_ns >= {}", t.min(i64::MAX as u64));
     }
     if let Some(t) = q.until_ns {
-        sql.push_str(" AND time_ns <= ?");
-        args.push(Value::BigInt(t.min(i64::MAX as u64) as i64));
+        let _ = write!(sql, " AND time_ns <= {}", t.min(i64::MAX as u64));
     }
     if !q.kinds.is_empty() {
         sql.push_str(" AND kind IN (");
@@ -89,18 +90,18 @@ pub fn events(conn: &duckdb::Connection, q: &Query) -> Result<Vec<Stored>, Store
         args.push(Value::Text(t.clone()));
     }
     if let Some((uid, agents)) = &q.visible_to {
-        sql.push_str(" AND (uid = ?");
-        args.push(Value::UInt(*uid));
+        let _ = write!(sql, " AND (uid = {uid}");
         if !agents.is_empty() {
-            sql.push_str(" OR agent IN (");
-            sql.push_str(&vec!["?"; agents.len()].join(", "));
-            sql.push(')');
-            args.extend(agents.iter().map(|a| Value::UBigInt(*a)));
+            let list: Vec<String> = agents.iter().map(u64::to_string).collect();
+            let _ = write!(sql, " OR agent IN ({})", list.join(", "));
         }
         sql.push(')');
     }
-    sql.push_str(" ORDER BY time_ns DESC, seq DESC LIMIT ?");
-    args.push(Value::UBigInt(q.limit.max(1) as u64));
+    let _ = write!(
+        sql,
+        " ORDER BY time_ns DESC, seq DESC LIMIT {}",
+        q.limit.max(1)
+    );
     let mut stmt = conn.prepare(&sql)?;
     let mut rows = stmt.query(duckdb::params_from_iter(args))?;
     let mut out = Vec::new();
@@ -263,10 +264,12 @@ impl Reader {
         )?;
         let hot = self.hot_rest(conn)?;
         if !hot.is_empty() {
+            let rows: Vec<_> = hot
+                .iter()
+                .map(|s| super::schema::Row::of(&s.event, &s.host, s.run))
+                .collect();
             let mut app = conn.appender("tier_hot")?;
-            for s in &hot {
-                super::schema::Row::of(&s.event, &s.host, s.run).append(&mut app)?;
-            }
+            super::schema::append_rows(&mut app, &rows)?;
             app.flush()?;
         }
         if let Some(cold) = &self.cold {

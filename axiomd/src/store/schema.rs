@@ -118,28 +118,59 @@ impl Row {
     }
 }
 
-impl Row {
-    /// Appends the row, in table order.
-    pub fn append(&self, app: &mut duckdb::Appender) -> Result<(), duckdb::Error> {
-        app.append_row(duckdb::params![
-            VERSION,
-            self.host,
-            self.seq,
-            self.time_ns,
-            self.agent,
-            self.kind,
-            self.pid,
-            self.tgid,
-            self.ppid,
-            self.uid,
-            self.cgroup_id,
-            self.comm,
-            self.truncated,
-            self.text,
-            self.body,
-            self.run,
-        ])
+/// Appends rows as one Arrow batch, column by column in table order: DuckDB copies whole
+/// vectors instead of converting sixteen values per row (several times faster than
+/// `append_row`, which the ingest rate depends on).
+pub fn append_rows(app: &mut duckdb::Appender, rows: &[Row]) -> Result<(), duckdb::Error> {
+    use arrow::array::{
+        ArrayRef, BooleanArray, Int64Array, StringArray, UInt8Array, UInt32Array, UInt64Array,
+    };
+    if rows.is_empty() {
+        return Ok(());
     }
+    let u64s = |f: fn(&Row) -> u64| -> ArrayRef {
+        std::sync::Arc::new(rows.iter().map(|r| Some(f(r))).collect::<UInt64Array>())
+    };
+    let u32s = |f: fn(&Row) -> u32| -> ArrayRef {
+        std::sync::Arc::new(rows.iter().map(|r| Some(f(r))).collect::<UInt32Array>())
+    };
+    let strs = |f: fn(&Row) -> Option<&str>| -> ArrayRef {
+        std::sync::Arc::new(rows.iter().map(f).collect::<StringArray>())
+    };
+    let columns: Vec<(&str, ArrayRef)> = vec![
+        (
+            "schema_version",
+            std::sync::Arc::new(UInt8Array::from(vec![VERSION; rows.len()])),
+        ),
+        ("host", strs(|r| Some(r.host.as_str()))),
+        ("seq", u64s(|r| r.seq)),
+        (
+            "time_ns",
+            std::sync::Arc::new(rows.iter().map(|r| Some(r.time_ns)).collect::<Int64Array>()),
+        ),
+        ("agent", u64s(|r| r.agent)),
+        ("kind", strs(|r| Some(r.kind))),
+        ("pid", u32s(|r| r.pid)),
+        ("tgid", u32s(|r| r.tgid)),
+        ("ppid", u32s(|r| r.ppid)),
+        ("uid", u32s(|r| r.uid)),
+        ("cgroup_id", u64s(|r| r.cgroup_id)),
+        ("comm", strs(|r| Some(r.comm.as_str()))),
+        (
+            "truncated",
+            std::sync::Arc::new(
+                rows.iter()
+                    .map(|r| Some(r.truncated))
+                    .collect::<BooleanArray>(),
+            ),
+        ),
+        ("text", strs(|r| r.text.as_deref())),
+        ("body", strs(|r| Some(r.body.as_str()))),
+        ("run", u64s(|r| r.run)),
+    ];
+    let batch = arrow::record_batch::RecordBatch::try_from_iter(columns)
+        .map_err(|e| duckdb::Error::ToSqlConversionFailure(Box::new(e)))?;
+    app.append_record_batch(batch)
 }
 
 /// An output event for tests.

@@ -57,7 +57,7 @@ fn run_one(n: usize, window: Duration) -> anyhow::Result<Result> {
     let daemon_pid = d.child.as_ref().context("daemon")?.id();
     // Longer than adoption and the window take even on a loaded machine; the rest are ended.
     let seconds = (window.as_secs() + 60 + n as u64 / 100).to_string();
-    let mut writer = Command::new(target_dir(true).join("axiom-writer"))
+    let mut writer = Command::new(target_dir().join("axiom-writer"))
         .args([&n.to_string(), "100", "100", &seconds])
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
@@ -150,9 +150,9 @@ fn run_one(n: usize, window: Duration) -> anyhow::Result<Result> {
 pub fn run(sizes: &[usize], window_s: u64) -> anyhow::Result<()> {
     require_root("bench agents")?;
     setup()?;
-    build(true)?;
+    build()?;
     // SAFETY: single-threaded here; read by the helpers that start axiomd.
-    unsafe { std::env::set_var("AXIOM_BIN_DIR", target_dir(true)) };
+    unsafe { std::env::set_var("AXIOM_BIN_DIR", target_dir()) };
     let mut last = None;
     for &n in sizes {
         last = Some(run_one(n, Duration::from_secs(window_s))?);

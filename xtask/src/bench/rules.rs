@@ -129,7 +129,7 @@ fn latency(writes: usize) -> anyhow::Result<Vec<f64>> {
     // 4 writers, one marked line each per ms, for as long as it takes to reach `writes`.
     let children = 4;
     let seconds = (writes / children / 1000 + 2).to_string();
-    let mut w = cg.command(&target_dir(true).join("axiom-writer").display().to_string());
+    let mut w = cg.command(&target_dir().join("axiom-writer").display().to_string());
     w.args([
         &children.to_string(),
         "64",
@@ -172,7 +172,7 @@ fn latency(writes: usize) -> anyhow::Result<Vec<f64>> {
 }
 
 fn followup() -> anyhow::Result<f64> {
-    let out = Command::new(target_dir(true).join("axiomd"))
+    let out = Command::new(target_dir().join("axiomd"))
         .args(["--config", "/dev/null", "--rules"])
         .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("../config/rules"))
         .args(["bench-followup", "--mb", "64"])
@@ -194,7 +194,7 @@ fn percentile(v: &mut [f64], p: f64) -> f64 {
 pub fn run(rounds: usize, count: u64, writes: usize) -> anyhow::Result<()> {
     require_root("bench rules")?;
     setup()?;
-    build(true)?;
+    build()?;
     let rows = scan_cost(rounds, count)?;
     println!();
     println!(

@@ -62,7 +62,7 @@ pub(super) struct Baseline(Child);
 
 impl Baseline {
     pub(super) fn start() -> anyhow::Result<Baseline> {
-        let mut c = Command::new(target_dir(true).join("axiomd"))
+        let mut c = Command::new(target_dir().join("axiomd"))
             .args(["--config", "/dev/null", "baseline"])
             .env("RUST_LOG", "info")
             .stdout(Stdio::null())
@@ -157,9 +157,9 @@ pub fn run(rounds: usize, count: u64) -> anyhow::Result<()> {
     require_root("bench sensor")?;
     setup()?;
     // Measured as shipped: the release build.
-    build(true)?;
+    build()?;
     // SAFETY: single-threaded at this point; read by the test helpers that start axiomd.
-    unsafe { std::env::set_var("AXIOM_BIN_DIR", target_dir(true)) };
+    unsafe { std::env::set_var("AXIOM_BIN_DIR", target_dir()) };
     let others = other_sensors();
     if !others.is_empty() {
         println!(

@@ -16,7 +16,7 @@ fn field(line: &str, key: &str) -> Option<f64> {
 pub fn run(rows: &[u64]) -> anyhow::Result<()> {
     require_root("bench store")?;
     setup()?;
-    build(true)?;
+    build()?;
     let rows_arg = rows
         .iter()
         .map(|r| r.to_string())
@@ -39,7 +39,7 @@ pub fn run(rows: &[u64]) -> anyhow::Result<()> {
     {
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
-    let out = Command::new(target_dir(true).join("axiomd"))
+    let out = Command::new(target_dir().join("axiomd"))
         .args(["--config", "/dev/null", "bench-store", "--rows", &rows_arg])
         .args(["--redis", &url])
         .output()

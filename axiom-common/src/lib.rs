@@ -121,6 +121,9 @@ pub const KIND_OUTPUT: u16 = 4;
 pub const KIND_FILE: u16 = 5;
 pub const KIND_CONNECT: u16 = 6;
 pub const KIND_MATCH: u16 = 7;
+/// A file operation of a tracked process failed for lack of permission (its `KIND_FILE` record
+/// came just before, from the same thread).
+pub const KIND_FILE_REFUSED: u16 = 8;
 
 /// Header flag: some user memory could not be read; the payload is partial.
 pub const FLAG_TRUNCATED: u16 = 1;
@@ -130,6 +133,29 @@ pub const FLAG_STATUS_KNOWN: u16 = 2;
 pub const FLAG_NO_ARGV: u16 = 4;
 /// Header flag: uid, cgroup_id and comm were not filled (output records); userspace supplies them.
 pub const FLAG_SLIM: u16 = 8;
+/// Connect flag: the agent's connect allowlist refused it (the program returned EPERM).
+pub const FLAG_DENIED: u16 = 16;
+
+/// Destinations allowed per agent: the agent id, then the address (IPv4 mapped into IPv6).
+/// An LPM key's prefix length counts the agent's 64 bits first, so a lookup never crosses agents.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct NetKey {
+    pub agent: [u8; 8],
+    pub addr: [u8; 16],
+}
+
+/// Ports allowed for one destination prefix (and every wider prefix that contains it, folded in
+/// by axiomd: an LPM lookup returns the longest match only).
+pub const NET_PORTS: usize = 16;
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct NetPorts {
+    /// Any port.
+    pub any: u32,
+    pub n: u32,
+    pub ports: [u16; NET_PORTS],
+}
 
 /// Output syscalls.
 pub const SYS_WRITE: u16 = 1;
@@ -310,6 +336,16 @@ pub struct ConnectEvent {
     pub addr: [u8; SOCKADDR_LEN],
 }
 
+/// The error of a refused file operation (EACCES, EPERM, EROFS, EXDEV).
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+#[cfg_attr(feature = "user", derive(FromBytes, Immutable, KnownLayout))]
+pub struct FileRefusedEvent {
+    pub hdr: EventHeader,
+    pub errno: i32,
+    pub _pad: u32,
+}
+
 /// One attach point: the program's function name and its tracepoint.
 pub struct Hook {
     pub program: &'static str,
@@ -324,6 +360,14 @@ impl Hook {
         matches!(
             self.event,
             "sys_enter_open"
+                | "sys_exit_open"
+                | "sys_exit_creat"
+                | "sys_exit_rename"
+                | "sys_exit_unlink"
+                | "sys_exit_mkdir"
+                | "sys_exit_rmdir"
+                | "sys_exit_link"
+                | "sys_exit_symlink"
                 | "sys_enter_creat"
                 | "sys_enter_rename"
                 | "sys_enter_unlink"
@@ -375,9 +419,27 @@ hooks! {
     "enter_linkat" => "syscalls" / "sys_enter_linkat",
     "enter_symlink" => "syscalls" / "sys_enter_symlink",
     "enter_symlinkat" => "syscalls" / "sys_enter_symlinkat",
+    "exit_open" => "syscalls" / "sys_exit_open",
+    "exit_openat" => "syscalls" / "sys_exit_openat",
+    "exit_openat2" => "syscalls" / "sys_exit_openat2",
+    "exit_creat" => "syscalls" / "sys_exit_creat",
+    "exit_rename" => "syscalls" / "sys_exit_rename",
+    "exit_renameat" => "syscalls" / "sys_exit_renameat",
+    "exit_renameat2" => "syscalls" / "sys_exit_renameat2",
+    "exit_unlink" => "syscalls" / "sys_exit_unlink",
+    "exit_unlinkat" => "syscalls" / "sys_exit_unlinkat",
+    "exit_mkdir" => "syscalls" / "sys_exit_mkdir",
+    "exit_mkdirat" => "syscalls" / "sys_exit_mkdirat",
+    "exit_rmdir" => "syscalls" / "sys_exit_rmdir",
+    "exit_link" => "syscalls" / "sys_exit_link",
+    "exit_linkat" => "syscalls" / "sys_exit_linkat",
+    "exit_symlink" => "syscalls" / "sys_exit_symlink",
+    "exit_symlinkat" => "syscalls" / "sys_exit_symlinkat",
     "enter_connect" => "syscalls" / "sys_enter_connect",
 }
 
+#[cfg(feature = "user")]
+pub mod confine;
 #[cfg(feature = "user")]
 pub mod host;
 #[cfg(feature = "rules")]
@@ -390,4 +452,6 @@ mod user {
     // SAFETY: all of these are repr(C), Copy, and made only of integers and byte arrays.
     unsafe impl aya::Pod for super::Dfa {}
     unsafe impl aya::Pod for super::Tracked {}
+    unsafe impl aya::Pod for super::NetKey {}
+    unsafe impl aya::Pod for super::NetPorts {}
 }

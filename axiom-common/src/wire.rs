@@ -129,6 +129,19 @@ pub enum Body {
         /// From the kernel's timestamp of the event to the finding, µs.
         latency_us: Option<f64>,
     },
+    /// The agent's confinement refused something: a connect outside its allowlist, a fork at
+    /// its pids limit, memory at its limit (an OOM kill inside the agent), a file outside its
+    /// profile.
+    Denied {
+        /// `connect`, `fork`, `memory`, `open`, …
+        op: String,
+        /// The address, path or limit concerned.
+        target: String,
+        /// What refused it (`cgroup pids limit`, `cgroup connect allowlist`, `landlock`, …).
+        by: String,
+        /// How many times since the last report (limits are read as counters).
+        count: u64,
+    },
 }
 
 impl Body {
@@ -145,6 +158,7 @@ impl Body {
             Body::AgentExited { .. } => "agent_exited",
             Body::Intervention { .. } => "intervention",
             Body::Violation { .. } => "violation",
+            Body::Denied { .. } => "denied",
         }
     }
 
@@ -156,6 +170,7 @@ impl Body {
                 | Body::AgentExited { .. }
                 | Body::Intervention { .. }
                 | Body::Violation { .. }
+                | Body::Denied { .. }
         )
     }
 }
@@ -277,6 +292,12 @@ pub struct Reply {
     pub columns: Option<Vec<String>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rows: Option<Vec<Vec<serde_json::Value>>>,
+    /// `run_agent`: what the launcher must apply before exec (the resolved profile).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub confinement: Option<crate::confine::Confinement>,
+    /// Things the caller should be told (limits the host could not apply, …).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub notes: Option<Vec<String>>,
 }
 
 /// One active rule, as `rules list` shows it.

@@ -161,6 +161,86 @@ pub fn enter_symlinkat(_ctx: TracePointContext) -> u32 {
     0
 }
 
+#[tracepoint(category = "syscalls", name = "sys_exit_open")]
+pub fn exit_open(_ctx: TracePointContext) -> u32 {
+    0
+}
+
+#[tracepoint(category = "syscalls", name = "sys_exit_openat")]
+pub fn exit_openat(_ctx: TracePointContext) -> u32 {
+    0
+}
+
+#[tracepoint(category = "syscalls", name = "sys_exit_openat2")]
+pub fn exit_openat2(_ctx: TracePointContext) -> u32 {
+    0
+}
+
+#[tracepoint(category = "syscalls", name = "sys_exit_creat")]
+pub fn exit_creat(_ctx: TracePointContext) -> u32 {
+    0
+}
+
+#[tracepoint(category = "syscalls", name = "sys_exit_rename")]
+pub fn exit_rename(_ctx: TracePointContext) -> u32 {
+    0
+}
+
+#[tracepoint(category = "syscalls", name = "sys_exit_renameat")]
+pub fn exit_renameat(_ctx: TracePointContext) -> u32 {
+    0
+}
+
+#[tracepoint(category = "syscalls", name = "sys_exit_renameat2")]
+pub fn exit_renameat2(_ctx: TracePointContext) -> u32 {
+    0
+}
+
+#[tracepoint(category = "syscalls", name = "sys_exit_unlink")]
+pub fn exit_unlink(_ctx: TracePointContext) -> u32 {
+    0
+}
+
+#[tracepoint(category = "syscalls", name = "sys_exit_unlinkat")]
+pub fn exit_unlinkat(_ctx: TracePointContext) -> u32 {
+    0
+}
+
+#[tracepoint(category = "syscalls", name = "sys_exit_mkdir")]
+pub fn exit_mkdir(_ctx: TracePointContext) -> u32 {
+    0
+}
+
+#[tracepoint(category = "syscalls", name = "sys_exit_mkdirat")]
+pub fn exit_mkdirat(_ctx: TracePointContext) -> u32 {
+    0
+}
+
+#[tracepoint(category = "syscalls", name = "sys_exit_rmdir")]
+pub fn exit_rmdir(_ctx: TracePointContext) -> u32 {
+    0
+}
+
+#[tracepoint(category = "syscalls", name = "sys_exit_link")]
+pub fn exit_link(_ctx: TracePointContext) -> u32 {
+    0
+}
+
+#[tracepoint(category = "syscalls", name = "sys_exit_linkat")]
+pub fn exit_linkat(_ctx: TracePointContext) -> u32 {
+    0
+}
+
+#[tracepoint(category = "syscalls", name = "sys_exit_symlink")]
+pub fn exit_symlink(_ctx: TracePointContext) -> u32 {
+    0
+}
+
+#[tracepoint(category = "syscalls", name = "sys_exit_symlinkat")]
+pub fn exit_symlinkat(_ctx: TracePointContext) -> u32 {
+    0
+}
+
 #[tracepoint(category = "syscalls", name = "sys_enter_connect")]
 pub fn enter_connect(_ctx: TracePointContext) -> u32 {
     0

@@ -23,9 +23,12 @@ use aya_ebpf::{
             bpf_send_signal,
         },
     },
-    macros::{map, tracepoint},
-    maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf},
-    programs::TracePointContext,
+    macros::{cgroup_sock_addr, map, tracepoint},
+    maps::{
+        Array, HashMap, LruHashMap, PerCpuArray, RingBuf,
+        lpm_trie::{Key, LpmTrie},
+    },
+    programs::{SockAddrContext, TracePointContext},
 };
 use aya_log_ebpf::warn;
 use core::{ffi::c_void, mem::size_of};
@@ -724,6 +727,8 @@ fn file_event(op: u16, dirfd: u64, path: u64, dirfd2: u64, path2: u64, flags: u6
     let Some((pid_tgid, agent)) = tracked() else {
         return;
     };
+    // The matching sys_exit reports a refusal of this operation (and only of this one).
+    let _ = FILE_PENDING.insert(&(pid_tgid as u32), &1, 0);
     emit::<FileEvent>(KIND_FILE, pid_tgid, agent, |e| unsafe {
         (*e).op = op;
         (*e)._pad = 0;
@@ -944,6 +949,120 @@ pub fn enter_symlinkat(ctx: TracePointContext) -> u32 {
     0
 }
 
+/// Threads with a file operation in flight whose enter was recorded (value unused).
+#[map]
+static FILE_PENDING: LruHashMap<u32, u8> = LruHashMap::pinned(16384, 0);
+
+const EPERM: i64 = 1;
+const EACCES: i64 = 13;
+const EXDEV: i64 = 18;
+const EROFS: i64 = 30;
+
+/// A recorded file operation that the kernel refused (Landlock, a read-only mount, permissions)
+/// is reported with its error: denials are events, not silence.
+#[inline(always)]
+fn file_exit(ctx: &TracePointContext) -> u32 {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let tid = pid_tgid as u32;
+    if unsafe { FILE_PENDING.get(&tid) }.is_none() {
+        return 0;
+    }
+    let _ = FILE_PENDING.remove(&tid);
+    // struct trace_event_raw_sys_exit: common fields (8), syscall nr (8 with padding), ret.
+    let ret: i64 = unsafe { field(ctx, 16) };
+    if ret != -EACCES && ret != -EPERM && ret != -EROFS && ret != -EXDEV {
+        return 0;
+    }
+    let Some(agent) = agent_of((pid_tgid >> 32) as u32) else {
+        return 0;
+    };
+    emit::<FileRefusedEvent>(KIND_FILE_REFUSED, pid_tgid, agent, |e| unsafe {
+        (*e).errno = -ret as i32;
+        (*e)._pad = 0;
+    });
+    0
+}
+
+#[tracepoint(category = "syscalls", name = "sys_exit_open")]
+pub fn exit_open(ctx: TracePointContext) -> u32 {
+    file_exit(&ctx)
+}
+
+#[tracepoint(category = "syscalls", name = "sys_exit_openat")]
+pub fn exit_openat(ctx: TracePointContext) -> u32 {
+    file_exit(&ctx)
+}
+
+#[tracepoint(category = "syscalls", name = "sys_exit_openat2")]
+pub fn exit_openat2(ctx: TracePointContext) -> u32 {
+    file_exit(&ctx)
+}
+
+#[tracepoint(category = "syscalls", name = "sys_exit_creat")]
+pub fn exit_creat(ctx: TracePointContext) -> u32 {
+    file_exit(&ctx)
+}
+
+#[tracepoint(category = "syscalls", name = "sys_exit_rename")]
+pub fn exit_rename(ctx: TracePointContext) -> u32 {
+    file_exit(&ctx)
+}
+
+#[tracepoint(category = "syscalls", name = "sys_exit_renameat")]
+pub fn exit_renameat(ctx: TracePointContext) -> u32 {
+    file_exit(&ctx)
+}
+
+#[tracepoint(category = "syscalls", name = "sys_exit_renameat2")]
+pub fn exit_renameat2(ctx: TracePointContext) -> u32 {
+    file_exit(&ctx)
+}
+
+#[tracepoint(category = "syscalls", name = "sys_exit_unlink")]
+pub fn exit_unlink(ctx: TracePointContext) -> u32 {
+    file_exit(&ctx)
+}
+
+#[tracepoint(category = "syscalls", name = "sys_exit_unlinkat")]
+pub fn exit_unlinkat(ctx: TracePointContext) -> u32 {
+    file_exit(&ctx)
+}
+
+#[tracepoint(category = "syscalls", name = "sys_exit_mkdir")]
+pub fn exit_mkdir(ctx: TracePointContext) -> u32 {
+    file_exit(&ctx)
+}
+
+#[tracepoint(category = "syscalls", name = "sys_exit_mkdirat")]
+pub fn exit_mkdirat(ctx: TracePointContext) -> u32 {
+    file_exit(&ctx)
+}
+
+#[tracepoint(category = "syscalls", name = "sys_exit_rmdir")]
+pub fn exit_rmdir(ctx: TracePointContext) -> u32 {
+    file_exit(&ctx)
+}
+
+#[tracepoint(category = "syscalls", name = "sys_exit_link")]
+pub fn exit_link(ctx: TracePointContext) -> u32 {
+    file_exit(&ctx)
+}
+
+#[tracepoint(category = "syscalls", name = "sys_exit_linkat")]
+pub fn exit_linkat(ctx: TracePointContext) -> u32 {
+    file_exit(&ctx)
+}
+
+#[tracepoint(category = "syscalls", name = "sys_exit_symlink")]
+pub fn exit_symlink(ctx: TracePointContext) -> u32 {
+    file_exit(&ctx)
+}
+
+#[tracepoint(category = "syscalls", name = "sys_exit_symlinkat")]
+pub fn exit_symlinkat(ctx: TracePointContext) -> u32 {
+    file_exit(&ctx)
+}
+
 // ---------------------------------------------------------------- network
 
 #[tracepoint(category = "syscalls", name = "sys_enter_connect")]
@@ -974,6 +1093,93 @@ pub fn enter_connect(ctx: TracePointContext) -> u32 {
         }
     });
     0
+}
+
+// ---------------------------------------------------------------- network policy
+
+/// Agents whose connects are checked against `NET_ALLOW` (value unused); others connect freely.
+#[map]
+static NET_POLICY: HashMap<u64, u32> = HashMap::pinned(4096, 0);
+/// Allowed destinations per agent (see `NetKey`).
+#[map]
+static NET_ALLOW: LpmTrie<NetKey, NetPorts> = LpmTrie::pinned(16384, 0);
+
+/// 1: let the connect through; 0: refuse it (EPERM), after reporting it.
+#[inline(always)]
+fn connect_policy(ctx: &SockAddrContext, v6: bool) -> i32 {
+    let Some((pid_tgid, agent)) = tracked() else {
+        return 1;
+    };
+    if unsafe { NET_POLICY.get(&agent) }.is_none() {
+        return 1;
+    }
+    let sa = ctx.sock_addr;
+    let mut addr = [0u8; 16];
+    unsafe {
+        if v6 {
+            for i in 0..4 {
+                let w = (*sa).user_ip6[i].to_ne_bytes();
+                addr[i * 4..i * 4 + 4].copy_from_slice(&w);
+            }
+        } else {
+            addr[10] = 0xff;
+            addr[11] = 0xff;
+            addr[12..16].copy_from_slice(&(*sa).user_ip4.to_ne_bytes());
+        }
+    }
+    let port = u16::from_be(unsafe { (*sa).user_port } as u16);
+    let key = Key::new(
+        64 + 128,
+        NetKey {
+            agent: agent.to_be_bytes(),
+            addr,
+        },
+    );
+    if let Some(p) = NET_ALLOW.get(&key) {
+        if p.any != 0 {
+            return 1;
+        }
+        let mut i = 0;
+        while i < NET_PORTS {
+            if (i as u32) < p.n && p.ports[i] == port {
+                return 1;
+            }
+            i += 1;
+        }
+    }
+    // Refused: the record carries a sockaddr as the process gave it, and the denied flag.
+    emit::<ConnectEvent>(KIND_CONNECT, pid_tgid, agent, |e| unsafe {
+        (*e).hdr.flags |= FLAG_DENIED;
+        (*e).fd = -1;
+        let a = &mut (*e).addr;
+        let pb = port.to_be_bytes();
+        if v6 {
+            (*e).addrlen = 28;
+            a[0..2].copy_from_slice(&(AF_INET6 as u16).to_ne_bytes());
+            a[2..4].copy_from_slice(&pb);
+            a[4..8].copy_from_slice(&[0; 4]);
+            a[8..24].copy_from_slice(&addr);
+        } else {
+            (*e).addrlen = 16;
+            a[0..2].copy_from_slice(&(AF_INET as u16).to_ne_bytes());
+            a[2..4].copy_from_slice(&pb);
+            a[4..8].copy_from_slice(&addr[12..16]);
+        }
+    });
+    0
+}
+
+const AF_INET: u32 = 2;
+const AF_INET6: u32 = 10;
+
+#[cgroup_sock_addr(connect4)]
+pub fn connect4(ctx: SockAddrContext) -> i32 {
+    connect_policy(&ctx, false)
+}
+
+#[cgroup_sock_addr(connect6)]
+pub fn connect6(ctx: SockAddrContext) -> i32 {
+    connect_policy(&ctx, true)
 }
 
 #[cfg(not(test))]

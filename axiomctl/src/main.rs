@@ -1,6 +1,7 @@
 //! `axiomctl`: the command-line client of axiomd.
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
 
+mod confine;
 mod pty;
 mod render;
 
@@ -12,7 +13,10 @@ use std::{
 };
 
 use anyhow::{Context as _, bail};
-use axiom_common::wire::{Body, Connection, DEFAULT_SOCKET, Event, Request};
+use axiom_common::{
+    confine::{Applied, Confinement},
+    wire::{Body, Connection, DEFAULT_SOCKET, Event, Request},
+};
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
@@ -40,7 +44,8 @@ enum Cmd {
         /// A name to show in `axiomctl agents`.
         #[arg(long)]
         name: Option<String>,
-        /// The confinement profile the agent runs under (recorded with the agent).
+        /// The confinement profile: read-only, workspace-write (the default), full, or one
+        /// configured in axiomd.toml. Applied before the agent starts.
         #[arg(long)]
         profile: Option<String>,
         /// The directory the agent works in (default: the current directory).
@@ -646,12 +651,35 @@ fn run_agent(
                 unsafe { libc::_exit(126) };
             }
             drop(tty);
-            let mut b = [0u8; 1];
-            if nix::unistd::read(&gate_r, &mut b) != Ok(1) {
-                unsafe { libc::_exit(126) };
+            // The gate carries the resolved confinement (JSON; empty: none) and closes.
+            let mut policy = Vec::new();
+            {
+                use std::io::Read as _;
+                if std::fs::File::from(gate_r)
+                    .read_to_end(&mut policy)
+                    .is_err()
+                {
+                    unsafe { libc::_exit(126) };
+                }
+            }
+            if policy.is_empty() {
+                unsafe { libc::_exit(126) }; // the parent gave up
+            }
+            if let Ok(Some(c)) = serde_json::from_slice::<Option<Confinement>>(&policy) {
+                match confine::apply(&c) {
+                    Ok(applied) => frame(
+                        &err_w,
+                        b'A',
+                        &serde_json::to_vec(&applied).unwrap_or_default(),
+                    ),
+                    Err(reason) => {
+                        frame(&err_w, b'R', reason.as_bytes());
+                        unsafe { libc::_exit(126) };
+                    }
+                }
             }
             let e = nix::unistd::execvp(&argv[0], &argv).unwrap_err();
-            let _ = nix::unistd::write(&err_w, &(e as i32).to_ne_bytes());
+            frame(&err_w, b'E', &(e as i32).to_ne_bytes());
             unsafe { libc::_exit(127) };
         }
         nix::unistd::ForkResult::Parent { child } => child,
@@ -689,18 +717,55 @@ fn run_agent(
             return refused("subscribe", r);
         }
     }
-    nix::unistd::write(&gate_w, &[1])?;
+    // Release the child with what it must apply before exec.
+    nix::unistd::write(&gate_w, &serde_json::to_vec(&r.confinement)?)?;
     drop(gate_w);
-    let mut errno = [0u8; 4];
-    if nix::unistd::read(&err_r, &mut errno) == Ok(4) {
-        let _ = nix::sys::wait::waitpid(pid, None);
-        let e = nix::errno::Errno::from_raw(i32::from_ne_bytes(errno));
-        eprintln!("axiomctl: cannot run {}: {}", command[0], e.desc());
-        return Ok(ExitCode::from(if e == nix::errno::Errno::ENOENT {
-            127
-        } else {
-            126
-        }));
+    let mut report = Vec::new();
+    {
+        use std::io::Read as _;
+        std::fs::File::from(err_r).read_to_end(&mut report)?;
+    }
+    let mut applied = None;
+    for (tag, body) in frames(&report) {
+        match tag {
+            b'A' => applied = serde_json::from_slice::<Applied>(body).ok(),
+            b'R' => {
+                let _ = nix::sys::wait::waitpid(pid, None);
+                eprintln!(
+                    "axiomctl: refusing to run {}: {}",
+                    command[0],
+                    String::from_utf8_lossy(body)
+                );
+                return Ok(ExitCode::from(126));
+            }
+            b'E' if body.len() == 4 => {
+                let _ = nix::sys::wait::waitpid(pid, None);
+                let e = nix::errno::Errno::from_raw(i32::from_ne_bytes(
+                    body.try_into().unwrap_or_default(),
+                ));
+                eprintln!("axiomctl: cannot run {}: {}", command[0], e.desc());
+                return Ok(ExitCode::from(if e == nix::errno::Errno::ENOENT {
+                    127
+                } else {
+                    126
+                }));
+            }
+            _ => {}
+        }
+    }
+    if let Some(c) = &r.confinement {
+        let how = match (&c.fs, &applied) {
+            (None, _) => "no filesystem rules".to_string(),
+            (Some(_), Some(a)) => format!("Landlock ABI {}", a.landlock_abi),
+            (Some(_), None) => "not applied".to_string(),
+        };
+        eprintln!("axiomctl: profile {} ({how})", c.profile);
+    }
+    for n in applied.iter().flat_map(|a| a.not_enforced.iter()) {
+        eprintln!("axiomctl: not enforced: {n}");
+    }
+    for n in r.notes.iter().flatten() {
+        eprintln!("axiomctl: {n}");
     }
     eprintln!("axiomctl: agent {agent} started: pid {raw}");
     let raw_mode = pty::RawMode::enter();
@@ -731,6 +796,26 @@ fn run_agent(
         nix::sys::wait::WaitStatus::Signaled(_, sig, _) => Ok(ExitCode::from(128 + sig as u8)),
         other => bail!("agent ended with {other:?}"),
     }
+}
+
+/// One message from the child to the parent on the report pipe: a tag, a length, the bytes.
+fn frame(fd: &std::os::fd::OwnedFd, tag: u8, body: &[u8]) {
+    let mut b = Vec::with_capacity(5 + body.len());
+    b.push(tag);
+    b.extend_from_slice(&(body.len() as u32).to_ne_bytes());
+    b.extend_from_slice(body);
+    let _ = nix::unistd::write(fd, &b);
+}
+
+fn frames(mut b: &[u8]) -> Vec<(u8, &[u8])> {
+    let mut out = Vec::new();
+    while b.len() >= 5 {
+        let len = u32::from_ne_bytes([b[1], b[2], b[3], b[4]]) as usize;
+        let Some(body) = b.get(5..5 + len) else { break };
+        out.push((b[0], body));
+        b = &b[5 + len..];
+    }
+    out
 }
 
 /// Waits for a thread at most `limit`.

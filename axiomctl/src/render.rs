@@ -219,6 +219,23 @@ impl Style {
                     paint(c, "2", &lat)
                 )
             }
+            Body::Denied {
+                op,
+                target,
+                by,
+                count,
+            } => {
+                let times = if *count > 1 {
+                    format!(" ×{count}")
+                } else {
+                    String::new()
+                };
+                paint(
+                    c,
+                    "1;33",
+                    &format!("denied {op} {}{times} (by {by})", escape(target)),
+                )
+            }
         };
         let trunc = if e.truncated {
             paint(c, "2", " [truncated]")

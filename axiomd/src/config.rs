@@ -41,6 +41,7 @@ pub struct Config {
     pub dbus: DbusConfig,
     pub rules: RulesConfig,
     pub store: StoreConfig,
+    pub confine: crate::confine::ConfineConfig,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -464,6 +465,9 @@ impl Config {
                 "bpffs rejects names containing a dot".into(),
             ));
         }
+        if let Err(e) = self.confine.validate() {
+            return Err(invalid("confine", e.to_string()));
+        }
         if !s.pin_dir.starts_with("/sys/fs/bpf") {
             return Err(invalid(
                 "sensor.pin_dir",
@@ -510,6 +514,8 @@ mod tests {
             d.sensor.output_wakeup_records
         );
         assert_eq!(c.api.socket, d.api.socket);
+        assert_eq!(c.confine.protected, d.confine.protected);
+        assert_eq!(c.confine.default_profile, d.confine.default_profile);
     }
 
     #[test]

@@ -24,7 +24,16 @@ pub fn sensor_options(cfg: &Config) -> SensorOptions {
         output_wakeup_records: cfg.sensor.output_wakeup_records,
         events_ring_bytes: cfg.sensor.events_ring_bytes,
         output_ring_bytes: cfg.sensor.output_ring_bytes,
+        net_cgroup: agents_cgroup_root(cfg),
     }
+}
+
+/// Where agents' cgroups go: configured, or `axiom` in the cgroup v2 mount.
+pub fn agents_cgroup_root(cfg: &Config) -> Option<std::path::PathBuf> {
+    cfg.agents
+        .cgroup_root
+        .clone()
+        .or_else(|| crate::agents::cgroup::mount_point().map(|m| m.join("axiom")))
 }
 
 /// Forwards the kernel programs' aya-log diagnostics to our log.
@@ -82,12 +91,10 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
             .context("cgroup map already taken")?,
         Some(state),
     );
-    match cfg
-        .agents
-        .cgroup_root
-        .clone()
-        .or_else(|| crate::agents::cgroup::mount_point().map(|m| m.join("axiom")))
-    {
+    if let (Some(policy), Some(allow)) = (s.net_policy.take(), s.net_allow.take()) {
+        control.set_net(crate::confine::net::NetMaps { policy, allow });
+    }
+    match agents_cgroup_root(&cfg) {
         Some(root) => {
             control.set_cgroup_root(root.clone())?;
             tracing::info!(cgroup_root = %root.display(), "agent cgroups");
@@ -137,6 +144,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         engine: Mutex::new(Default::default()),
         actions: actions_tx,
         store,
+        confine: cfg.confine.clone(),
         inject_keys: (
             cfg.rules.inject_prefix.clone(),
             cfg.rules.inject_suffix.clone(),
@@ -169,6 +177,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
             }
         });
     }
+    tokio::spawn(watch_limits(shared.clone()));
     tokio::spawn(sweep(
         shared.clone(),
         std::time::Duration::from_secs(cfg.agents.keep_exited_secs),
@@ -251,6 +260,64 @@ async fn agent_exits(
         if let Some(n) = notice {
             shared.terminals.release(n.agent);
             shared.bus.publish(n);
+        }
+    }
+}
+
+/// Reports each time a confined agent hits a limit (a fork refused at pids.max, an OOM kill at
+/// its memory limit) as a `denied` event: the kernel keeps these as counters, read every second.
+async fn watch_limits(shared: Arc<api::Shared>) {
+    let mut seen: std::collections::HashMap<u64, crate::confine::limits::Hits> = Default::default();
+    let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+    loop {
+        tick.tick().await;
+        let mut out = Vec::new();
+        if let Ok(c) = shared.control.lock() {
+            let mut live = std::collections::HashSet::new();
+            for a in c.agents() {
+                let crate::agents::Source::Cgroup { path, .. } = &a.source else {
+                    continue;
+                };
+                if a.limits_applied.is_empty() {
+                    continue;
+                }
+                live.insert(a.id);
+                let now = crate::confine::limits::hits(path, &a.limit_groups);
+                let was = seen.insert(a.id, now).unwrap_or_default();
+                let limit = |key: &str| {
+                    a.limits_applied
+                        .iter()
+                        .find(|l| l.starts_with(key))
+                        .cloned()
+                        .unwrap_or_else(|| key.into())
+                };
+                if now.fork_refused > was.fork_refused {
+                    out.push(api::notice(
+                        a,
+                        Body::Denied {
+                            op: "fork".into(),
+                            target: limit("pids.max"),
+                            by: "cgroup pids limit".into(),
+                            count: now.fork_refused - was.fork_refused,
+                        },
+                    ));
+                }
+                if now.oom_kills > was.oom_kills {
+                    out.push(api::notice(
+                        a,
+                        Body::Denied {
+                            op: "memory".into(),
+                            target: limit("memory."),
+                            by: "cgroup memory limit (OOM kill)".into(),
+                            count: now.oom_kills - was.oom_kills,
+                        },
+                    ));
+                }
+            }
+            seen.retain(|id, _| live.contains(id));
+        }
+        for ev in out {
+            shared.bus.publish(ev);
         }
     }
 }

@@ -8,6 +8,7 @@ pub mod api;
 pub mod authz;
 pub mod bus;
 pub mod config;
+pub mod confine;
 pub mod daemon;
 pub mod dbus;
 pub mod kernel;

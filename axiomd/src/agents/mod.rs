@@ -117,6 +117,14 @@ pub struct Agent {
     /// When axiomd saw it exit (for retention), ns since the Unix epoch.
     #[serde(default)]
     pub exited_ns: u64,
+    /// cgroup v1 groups holding its limits on a hybrid host (removed when it is forgotten).
+    #[serde(default)]
+    pub limit_groups: Vec<PathBuf>,
+    /// Limits applied (`pids.max=64 (cgroup v1)`) and those that could not be.
+    #[serde(default)]
+    pub limits_applied: Vec<String>,
+    #[serde(default)]
+    pub limits_not_applied: Vec<String>,
 }
 
 /// What a client says about an agent it starts.
@@ -126,6 +134,10 @@ pub struct Launch {
     pub command: Vec<String>,
     pub workspace: Option<String>,
     pub profile: Option<String>,
+    /// Limits for its cgroup (a confinement profile's).
+    pub limits: Option<axiom_common::confine::Limits>,
+    /// Where it may connect.
+    pub net: Option<axiom_common::confine::NetRules>,
 }
 
 impl Agent {
@@ -142,6 +154,9 @@ impl Agent {
             started_ns: now_ns(),
             exit: None,
             exited_ns: 0,
+            limit_groups: Vec::new(),
+            limits_applied: Vec::new(),
+            limits_not_applied: Vec::new(),
         }
     }
 }
@@ -165,6 +180,8 @@ pub struct Control {
     /// Where agents started by axiomd get their cgroups (`agent-<id>` below it).
     cgroup_root: Option<PathBuf>,
     state: Option<state::StateDir>,
+    /// The connect allowlist maps (none: the kernel lacks the programs).
+    net: Option<crate::confine::net::NetMaps>,
 }
 
 /// An intervention on a whole agent.
@@ -238,7 +255,13 @@ impl Control {
             next: max + 1,
             cgroup_root: None,
             state,
+            net: None,
         }
+    }
+
+    /// The connect allowlist maps the agents' policies go into.
+    pub fn set_net(&mut self, net: crate::confine::net::NetMaps) {
+        self.net = Some(net);
     }
 
     /// Records a new agent (registry, leader index, state file).
@@ -322,6 +345,10 @@ impl Control {
                     {
                         let _ = std::fs::remove_dir(path);
                     }
+                }
+                crate::confine::limits::remove(&a.limit_groups);
+                if let Some(n) = self.net.as_mut() {
+                    n.remove(a.id);
                 }
             }
         }
@@ -523,6 +550,31 @@ impl Control {
                 cg_err(e)
             });
         }
+        if let Some(rules) = launch.net.as_ref().filter(|r| !r.allow_all) {
+            let res = match self.net.as_mut() {
+                Some(n) => n.apply(agent, rules).map_err(|e| e.to_string()),
+                None => Err("the connect allowlist programs are not loaded".into()),
+            };
+            if let Err(e) = res {
+                // Not confined as asked: the agent must not start (it is still held).
+                if let Some(n) = self.net.as_mut() {
+                    n.remove(agent);
+                }
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(pid as i32),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
+                return Err(AgentError::Cgroup {
+                    path: path.clone(),
+                    reason: format!("network policy: {e}"),
+                });
+            }
+        }
+        // Limits before the agent runs anything (it is held before exec): every descendant counts.
+        let report = match (&launch.limits, cgroup::mount_point()) {
+            (Some(l), Some(mount)) => crate::confine::limits::apply(agent, &mount, &path, pid, l),
+            _ => Default::default(),
+        };
         let mut a = Agent::new(
             agent,
             st.uid,
@@ -532,6 +584,9 @@ impl Control {
             },
             pid,
         );
+        a.limit_groups = report.v1_dirs;
+        a.limits_applied = report.applied;
+        a.limits_not_applied = report.not_applied;
         a.name = launch.name;
         a.command = launch.command;
         a.workspace = launch.workspace;

@@ -47,6 +47,8 @@ pub struct Shared {
     pub inject_keys: (String, String),
     /// The event store's tiers (none when the store is off).
     pub store: Option<crate::store::Running>,
+    /// Confinement profiles (`axiomctl run --profile`).
+    pub confine: crate::confine::ConfineConfig,
 }
 
 pub fn error(e: impl std::fmt::Display) -> Reply {
@@ -489,15 +491,54 @@ impl Shared {
                 if pty && fd.is_none() {
                     return error("run_agent: pty announced but no descriptor came with it");
                 }
+                // The profile, resolved for this workspace and this owner: the launcher applies
+                // the filesystem part before exec, the agent's cgroup gets the limits.
+                let cwd = std::fs::read_link(format!("/proc/{pid}/cwd"))
+                    .map(|p| p.display().to_string())
+                    .unwrap_or_else(|_| "/".into());
+                // `~` is the home of the user the agent runs as (not of a root launcher).
+                let owner = std::fs::metadata(format!("/proc/{pid}"))
+                    .map(|m| std::os::unix::fs::MetadataExt::uid(&m))
+                    .unwrap_or(caller.uid);
+                let home = crate::confine::home_of(owner);
+                let site = crate::confine::Site {
+                    workspace: workspace.as_deref().unwrap_or(&cwd),
+                    home: home.as_deref(),
+                };
+                let confinement = match self.confine.resolve(profile.as_deref(), &site) {
+                    Ok(c) => c,
+                    Err(e) => {
+                        return Reply {
+                            code: Some("no_such_profile".into()),
+                            ..error(e)
+                        };
+                    }
+                };
                 let launch = Launch {
                     name,
                     command,
                     workspace,
-                    profile,
+                    profile: Some(confinement.profile.clone()),
+                    limits: Some(confinement.limits.clone()),
+                    net: Some(confinement.net.clone()),
                 };
-                let reply = self.act(|c| c.run_agent(pid, caller, launch), |a| Some(started(a)));
+                let mut reply =
+                    self.act(|c| c.run_agent(pid, caller, launch), |a| Some(started(a)));
                 if let (true, Some(agent), Some(fd)) = (reply.ok, reply.agent, fd) {
                     self.terminals.hold(agent, fd);
+                }
+                if let (true, Some(agent)) = (reply.ok, reply.agent) {
+                    if let Ok(c) = self.control.lock()
+                        && let Some(a) = c.get(agent)
+                    {
+                        reply.notes = Some(
+                            a.limits_not_applied
+                                .iter()
+                                .map(|n| format!("limit not applied: {n}"))
+                                .collect(),
+                        );
+                    }
+                    reply.confinement = Some(confinement);
                 }
                 reply
             }

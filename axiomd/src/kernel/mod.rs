@@ -23,9 +23,9 @@ use axiom_common::{
 };
 use aya::{
     Ebpf, EbpfLoader,
-    maps::{Array, HashMap, Map, MapData, PerCpuArray, RingBuf},
+    maps::{Array, HashMap, Map, MapData, PerCpuArray, RingBuf, lpm_trie::LpmTrie},
     programs::{
-        ProgramError, TracePoint,
+        CgroupAttachMode, CgroupSockAddr, ProgramError, TracePoint,
         links::{FdLink, PinnedLink},
     },
 };
@@ -81,7 +81,12 @@ pub struct SensorOptions {
     pub output_wakeup_records: u32,
     pub events_ring_bytes: u32,
     pub output_ring_bytes: u32,
+    /// The cgroup whose descendants (the agents' cgroups) get the connect allowlist programs.
+    pub net_cgroup: Option<PathBuf>,
 }
+
+/// The connect allowlist programs, attached to `SensorOptions::net_cgroup`.
+const NET_PROGRAMS: [&str; 2] = ["connect4", "connect6"];
 
 /// Paths of the pins under the pin directory.
 #[derive(Clone, Debug)]
@@ -131,6 +136,9 @@ pub struct Sensor {
     pub matches: Option<RingBuf<MapData>>,
     /// The kernel matcher's tables.
     pub dfa: Array<MapData, axiom_common::Dfa>,
+    /// The connect allowlist (taken by the agent registry).
+    pub net_policy: Option<HashMap<MapData, u64, u32>>,
+    pub net_allow: Option<LpmTrie<MapData, axiom_common::NetKey, axiom_common::NetPorts>>,
     /// Program id of one attached program, to find the aya-log ring of the running programs.
     pub log_program_id: Option<u32>,
     /// The pins were reused: nothing was loaded or attached by this process.
@@ -164,7 +172,7 @@ impl Sensor {
         let hash = object_hash(SENSOR_OBJECT, opts);
         let (hooks, skipped) = available_hooks(&tracefs)?;
 
-        let mut sensor = match reuse(&pins, hash, &hooks)? {
+        let mut sensor = match reuse(&pins, hash, &hooks, opts)? {
             Some(s) => s,
             None => fresh(&pins, hash, &hooks, opts)?,
         };
@@ -251,10 +259,16 @@ fn available_hooks(tracefs: &Path) -> Result<(Vec<&'static Hook>, Vec<&'static s
 fn object_hash(obj: &[u8], opts: &SensorOptions) -> u64 {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
     let sizes = [opts.events_ring_bytes, opts.output_ring_bytes];
+    let net = opts
+        .net_cgroup
+        .as_ref()
+        .map(|p| p.as_os_str().as_encoded_bytes().to_vec())
+        .unwrap_or_default();
     for b in obj
         .iter()
         .copied()
         .chain(sizes.iter().flat_map(|s| s.to_le_bytes()))
+        .chain(net)
     {
         h ^= b as u64;
         h = h.wrapping_mul(0x0100_0000_01b3);
@@ -268,8 +282,16 @@ fn open_pinned(pins: &Pins, name: &'static str) -> Result<MapData, SensorError> 
 }
 
 /// Reuses an intact, same-version pin set; `None` when anything is missing or different.
-fn reuse(pins: &Pins, hash: u64, hooks: &[&'static Hook]) -> Result<Option<Sensor>, SensorError> {
+fn reuse(
+    pins: &Pins,
+    hash: u64,
+    hooks: &[&'static Hook],
+    opts: &SensorOptions,
+) -> Result<Option<Sensor>, SensorError> {
     if !hooks.iter().all(|h| pins.link(h.program).exists()) || !pins.map("CONFIG").exists() {
+        return Ok(None);
+    }
+    if opts.net_cgroup.is_some() && !NET_PROGRAMS.iter().all(|p| pins.link(p).exists()) {
         return Ok(None);
     }
     let config: Array<MapData, u64> =
@@ -312,6 +334,8 @@ struct Maps {
     output: RingBuf<MapData>,
     matches: RingBuf<MapData>,
     dfa: Array<MapData, axiom_common::Dfa>,
+    net_policy: HashMap<MapData, u64, u32>,
+    net_allow: LpmTrie<MapData, axiom_common::NetKey, axiom_common::NetPorts>,
 }
 
 fn map_err(name: &'static str) -> impl Fn(aya::maps::MapError) -> SensorError {
@@ -337,6 +361,10 @@ impl Maps {
             matches: RingBuf::try_from(Map::RingBuf(open_pinned(pins, "MATCHES")?))
                 .map_err(map_err("MATCHES"))?,
             dfa: Array::try_from(Map::Array(open_pinned(pins, "DFA")?)).map_err(map_err("DFA"))?,
+            net_policy: HashMap::try_from(Map::HashMap(open_pinned(pins, "NET_POLICY")?))
+                .map_err(map_err("NET_POLICY"))?,
+            net_allow: LpmTrie::try_from(Map::LpmTrie(open_pinned(pins, "NET_ALLOW")?))
+                .map_err(map_err("NET_ALLOW"))?,
         })
     }
 
@@ -354,6 +382,10 @@ impl Maps {
                 output: RingBuf::try_from(take(ebpf, "OUTPUT")?).map_err(map_err("OUTPUT"))?,
                 matches: RingBuf::try_from(take(ebpf, "MATCHES")?).map_err(map_err("MATCHES"))?,
                 dfa: Array::try_from(take(ebpf, "DFA")?).map_err(map_err("DFA"))?,
+                net_policy: HashMap::try_from(take(ebpf, "NET_POLICY")?)
+                    .map_err(map_err("NET_POLICY"))?,
+                net_allow: LpmTrie::try_from(take(ebpf, "NET_ALLOW")?)
+                    .map_err(map_err("NET_ALLOW"))?,
             },
             Array::try_from(take(ebpf, "CONFIG")?).map_err(map_err("CONFIG"))?,
         ))
@@ -377,6 +409,8 @@ impl Maps {
             output: Some(self.output),
             matches: Some(self.matches),
             dfa: self.dfa,
+            net_policy: Some(self.net_policy),
+            net_allow: Some(self.net_allow),
             log_program_id,
             reused,
             attached,
@@ -501,11 +535,64 @@ fn fresh(
         replace_pin(pins, h.program, fd_link)?;
         attached.push(h.program);
     }
+    if let Some(cg) = &opts.net_cgroup {
+        attach_net(&mut ebpf, pins, cg)?;
+        attached.extend(NET_PROGRAMS);
+    }
     // Written last: a start that dies half-way leaves a mismatch, and the next one reloads.
     config
         .set(CFG_OBJECT_HASH, hash, 0)
         .map_err(map_err("CONFIG"))?;
     Ok(maps.into_sensor(config, pins, false, attached, log_program_id, Some(ebpf)))
+}
+
+/// Attaches the connect allowlist programs to `cgroup` (every agent cgroup is below it; the
+/// programs let untracked processes and agents without a policy through at once). Attached
+/// beside any older version (multi-attach) so the swap of pins leaves no unchecked moment.
+fn attach_net(ebpf: &mut Ebpf, pins: &Pins, cgroup: &Path) -> Result<(), SensorError> {
+    mkdir(cgroup)?;
+    let dir = std::fs::File::open(cgroup).map_err(|e| SensorError::Pin {
+        path: cgroup.into(),
+        reason: e.to_string(),
+    })?;
+    for name in NET_PROGRAMS {
+        let attach_err = |source| SensorError::Attach {
+            program: name.into(),
+            category: "cgroup".into(),
+            event: cgroup.display().to_string(),
+            source: Box::new(source),
+        };
+        let prog: &mut CgroupSockAddr = ebpf
+            .program_mut(name)
+            .ok_or(SensorError::MissingProgram(name))?
+            .try_into()
+            .map_err(attach_err)?;
+        prog.load().map_err(|e| match e {
+            ProgramError::LoadError {
+                io_error,
+                verifier_log,
+            } => {
+                tracing::debug!(program = name, "verifier log:\n{verifier_log}");
+                SensorError::Verifier {
+                    program: name.into(),
+                    errno: io_error,
+                }
+            }
+            other => attach_err(other),
+        })?;
+        let id = prog
+            .attach(&dir, CgroupAttachMode::AllowMultiple)
+            .map_err(attach_err)?;
+        let link = prog.take_link(id).map_err(attach_err)?;
+        let fd_link: FdLink = link
+            .try_into()
+            .map_err(|e: aya::programs::links::LinkError| SensorError::Pin {
+                path: pins.link(name),
+                reason: format!("cgroup link is not an fd link: {e}"),
+            })?;
+        replace_pin(pins, name, fd_link)?;
+    }
+    Ok(())
 }
 
 /// Pins the new link beside the old one, then swaps names: the old program stays attached until

@@ -136,10 +136,33 @@ pub fn decode(buf: &[u8]) -> Result<Decoded, DecodeError> {
         KIND_CONNECT => {
             let (e, _) = view::<ConnectEvent>(buf, "connect")?;
             let (family, address, port) = sockaddr(&e.addr, e.addrlen as usize);
-            Body::Connect {
-                family,
-                address,
-                port,
+            if e.hdr.flags & axiom_common::FLAG_DENIED != 0 {
+                Body::Denied {
+                    op: "connect".into(),
+                    target: if family == "inet6" {
+                        format!("[{address}]:{port}")
+                    } else {
+                        format!("{address}:{port}")
+                    },
+                    by: "cgroup connect allowlist".into(),
+                    count: 1,
+                }
+            } else {
+                Body::Connect {
+                    family,
+                    address,
+                    port,
+                }
+            }
+        }
+        axiom_common::KIND_FILE_REFUSED => {
+            let (e, _) = view::<axiom_common::FileRefusedEvent>(buf, "file refusal")?;
+            // The pipeline fills in the operation and path from the thread's file record.
+            Body::Denied {
+                op: String::new(),
+                target: String::new(),
+                by: refused_by(e.errno).into(),
+                count: 1,
             }
         }
         k => return Err(DecodeError::UnknownKind(k)),
@@ -179,6 +202,17 @@ pub fn file_op_name(op: u16) -> &'static str {
 }
 
 /// Decodes a raw `struct sockaddr` (as the process passed it) into family, address and port.
+/// What an errno of a refused file operation says about who refused it.
+pub fn refused_by(errno: i32) -> &'static str {
+    match errno {
+        30 => "read-only mount (a protected path)",
+        18 => "landlock (link or rename across the sandbox's boundary)",
+        13 => "landlock or file permissions (EACCES)",
+        1 => "not permitted (EPERM)",
+        _ => "kernel",
+    }
+}
+
 pub fn sockaddr(a: &[u8], addrlen: usize) -> (String, String, u16) {
     let fam = u16::from_le_bytes([a[0], a[1]]);
     let port = u16::from_be_bytes([a[2], a[3]]);

@@ -45,6 +45,9 @@ pub struct Pipeline {
     idents: HashMap<u32, (procfs::Identity, Option<Instant>)>,
     exited: std::collections::VecDeque<(u32, Instant)>,
     cgroup2: Option<std::path::PathBuf>,
+    /// Per process, its last recorded file operation (thread, op, path): a refusal that follows
+    /// from the same thread is about it.
+    last_file: HashMap<u32, (u32, String, String)>,
 }
 
 fn clock_ns(c: nix::time::ClockId) -> i128 {
@@ -67,6 +70,7 @@ impl Pipeline {
             idents: HashMap::new(),
             exited: std::collections::VecDeque::new(),
             cgroup2: crate::agents::cgroup::mount_point(),
+            last_file: HashMap::new(),
         }
     }
 
@@ -208,8 +212,27 @@ impl Pipeline {
             Body::KernelMatch { fd, target, .. } => *target = self.fd_target(tgid, *fd),
             // An open for writing usually becomes a redirection (`> file` dup2s it onto fd 1):
             // what this process's fds point at is no longer known.
-            Body::File { .. } => {
+            Body::File {
+                op, path, path2, ..
+            } => {
                 self.fds.remove(&tgid);
+                let target = match path2 {
+                    Some(p2) => format!("{path} -> {p2}"),
+                    None => path.clone(),
+                };
+                self.last_file.insert(tgid, (d.hdr.pid, op.clone(), target));
+            }
+            Body::Denied { op, target, .. } if op.is_empty() => {
+                match self.last_file.remove(&tgid) {
+                    Some((tid, o, t)) if tid == d.hdr.pid => {
+                        *op = o;
+                        *target = t;
+                    }
+                    _ => {
+                        *op = "file".into();
+                        *target = "?".into();
+                    }
+                }
             }
             _ => {}
         }
@@ -221,6 +244,7 @@ impl Pipeline {
                 self.exited.push_back((tgid, now));
             }
             self.fds.remove(&tgid);
+            self.last_file.remove(&tgid);
             self.prune(now);
         }
         let ev = Event {

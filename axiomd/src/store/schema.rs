@@ -91,6 +91,7 @@ pub fn searchable(b: &Body) -> Option<String> {
         }),
         Body::Connect { address, port, .. } => Some(format!("{address}:{port}")),
         Body::Violation { rule, detail, .. } => Some(format!("{rule} {detail}")),
+        Body::Denied { op, target, by, .. } => Some(format!("{op} {target} {by}")),
         Body::Intervention { action, detail, .. } => Some(format!("{action} {detail}")),
         _ => None,
     }

@@ -1,0 +1,403 @@
+//! Confinement profiles: what an agent started with `axiomctl run --profile P` may touch.
+//!
+//! A profile (configured under `[confine.profiles.<name>]`) is resolved here, for one launch —
+//! its workspace and its owner's home — into an `axiom_common::confine::Confinement`. The
+//! launcher applies the filesystem part in the child before exec (Landlock, read-only mounts
+//! over protected paths); axiomd applies the limits to the agent's cgroup (`limits`) and the
+//! network allowlist in the kernel (`net`).
+pub mod limits;
+pub mod net;
+
+use std::collections::BTreeMap;
+
+use axiom_common::confine::{Confinement, FsRules, Limits, NetAllow, NetRules};
+use serde::Deserialize;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfineError {
+    #[error("no confinement profile {0:?} (configured: {1})")]
+    NoSuchProfile(String, String),
+    #[error("profile {profile}: {reason}")]
+    Invalid { profile: String, reason: String },
+}
+
+/// `[confine]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ConfineConfig {
+    /// The profile of `axiomctl run` without `--profile`.
+    pub default_profile: String,
+    /// `best-effort`: apply what this kernel can enforce and say exactly what it cannot;
+    /// `strict`: refuse to start the agent instead.
+    pub mode: Mode,
+    /// Never writable by a confined agent, even inside a writable directory: relative paths are
+    /// inside the workspace, `~` is the owner's home.
+    pub protected: Vec<String>,
+    /// Profiles beyond the built-in ones, or changes to them: a profile named like a built-in
+    /// one changes only the keys it sets.
+    pub profiles: BTreeMap<String, ProfileSpec>,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum Mode {
+    BestEffort,
+    Strict,
+}
+
+/// `[confine.profiles.<name>]`: every key optional (unset: the built-in profile's value, or the
+/// defaults of `Profile`).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProfileSpec {
+    pub filesystem: Option<bool>,
+    pub read: Option<Vec<String>>,
+    pub write: Option<Vec<String>>,
+    pub network: Option<Network>,
+    pub pids: Option<u64>,
+    pub memory_mib: Option<u64>,
+    pub cpu_percent: Option<u32>,
+}
+
+/// A profile as it applies.
+#[derive(Debug, Clone)]
+pub struct Profile {
+    /// Restrict the filesystem at all (`false`: the `full` profile).
+    pub filesystem: bool,
+    /// Readable (and executable) beneath these.
+    pub read: Vec<String>,
+    /// Writable beneath these (`{workspace}` is the agent's workspace, `~` its owner's home).
+    pub write: Vec<String>,
+    /// `allow` (everything), `deny` (nothing), or a list of `addr[/prefix][:port]`.
+    pub network: Network,
+    /// Processes and threads at once.
+    pub pids: Option<u64>,
+    pub memory_mib: Option<u64>,
+    /// CPU time, percent of one CPU.
+    pub cpu_percent: Option<u32>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum Network {
+    Word(String),
+    List(Vec<String>),
+}
+
+/// Character devices every interactive program opens (its terminal among them).
+const DEVICES: &[&str] = &[
+    "/dev/null",
+    "/dev/zero",
+    "/dev/full",
+    "/dev/random",
+    "/dev/urandom",
+    "/dev/tty",
+    "/dev/pts",
+    "/dev/ptmx",
+    "/dev/shm",
+];
+
+impl Default for Profile {
+    fn default() -> Self {
+        Profile {
+            filesystem: true,
+            read: vec!["/".into()],
+            write: Vec::new(),
+            network: Network::Word("allow".into()),
+            pids: None,
+            memory_mib: None,
+            cpu_percent: None,
+        }
+    }
+}
+
+/// The built-in profiles.
+fn builtin(name: &str) -> Option<Profile> {
+    match name {
+        "read-only" => Some(Profile {
+            network: Network::Word("deny".into()),
+            pids: Some(1024),
+            ..Profile::default()
+        }),
+        "workspace-write" => Some(Profile {
+            write: vec![
+                "{workspace}".into(),
+                "/tmp".into(),
+                "/var/tmp".into(),
+                "~/.cache".into(),
+            ],
+            pids: Some(4096),
+            ..Profile::default()
+        }),
+        "full" => Some(Profile {
+            filesystem: false,
+            ..Profile::default()
+        }),
+        _ => None,
+    }
+}
+
+const BUILTIN: &[&str] = &["read-only", "workspace-write", "full"];
+
+impl Default for ConfineConfig {
+    fn default() -> Self {
+        ConfineConfig {
+            default_profile: "workspace-write".into(),
+            mode: Mode::BestEffort,
+            protected: [
+                ".git/hooks",
+                ".git/config",
+                "~/.ssh",
+                "~/.gnupg",
+                "~/.bashrc",
+                "~/.bash_profile",
+                "~/.bash_login",
+                "~/.profile",
+                "~/.zshrc",
+                "~/.zshenv",
+                "~/.zprofile",
+                "~/.config/fish",
+                "~/.aws",
+                "~/.azure",
+                "~/.config/gcloud",
+                "~/.kube",
+                "~/.docker",
+                "~/.netrc",
+                "~/.git-credentials",
+                "~/.npmrc",
+                "~/.pypirc",
+                "~/.cargo/credentials.toml",
+            ]
+            .map(String::from)
+            .to_vec(),
+            profiles: BTreeMap::new(),
+        }
+    }
+}
+
+/// Where the launch happens: what `{workspace}` and `~` mean.
+pub struct Site<'a> {
+    pub workspace: &'a str,
+    pub home: Option<&'a str>,
+}
+
+impl ConfineConfig {
+    /// Every profile, resolved against a placeholder site: a configuration error is reported
+    /// when the file is loaded, not when an agent starts.
+    pub fn validate(&self) -> Result<(), ConfineError> {
+        let site = Site {
+            workspace: "/workspace",
+            home: Some("/home/user"),
+        };
+        for name in self.names() {
+            self.resolve(Some(&name), &site)?;
+        }
+        self.resolve(None, &site).map(drop)
+    }
+
+    /// Built-in and configured profile names.
+    pub fn names(&self) -> Vec<String> {
+        let mut n: Vec<String> = BUILTIN.iter().map(|s| s.to_string()).collect();
+        n.extend(
+            self.profiles
+                .keys()
+                .filter(|k| !BUILTIN.contains(&k.as_str()))
+                .cloned(),
+        );
+        n
+    }
+
+    /// The profile `name`: the built-in one with the configured changes, or a configured one.
+    pub fn profile(&self, name: &str) -> Option<Profile> {
+        let spec = self.profiles.get(name);
+        let mut p = match (builtin(name), spec) {
+            (None, None) => return None,
+            (b, _) => b.unwrap_or_default(),
+        };
+        if let Some(s) = spec.cloned() {
+            p.filesystem = s.filesystem.unwrap_or(p.filesystem);
+            p.read = s.read.unwrap_or(p.read);
+            p.write = s.write.unwrap_or(p.write);
+            p.network = s.network.unwrap_or(p.network);
+            p.pids = s.pids.or(p.pids);
+            p.memory_mib = s.memory_mib.or(p.memory_mib);
+            p.cpu_percent = s.cpu_percent.or(p.cpu_percent);
+        }
+        Some(p)
+    }
+
+    /// The profile `name` (or the default) for one launch.
+    pub fn resolve(&self, name: Option<&str>, site: &Site) -> Result<Confinement, ConfineError> {
+        let name = name.unwrap_or(&self.default_profile);
+        let p = self
+            .profile(name)
+            .ok_or_else(|| ConfineError::NoSuchProfile(name.into(), self.names().join(", ")))?;
+        let invalid = |reason: String| ConfineError::Invalid {
+            profile: name.into(),
+            reason,
+        };
+        let expand =
+            |raw: &str, relative_to_workspace: bool| -> Result<Option<String>, ConfineError> {
+                let s = raw.replace("{workspace}", site.workspace);
+                let s = if s == "~" || s.starts_with("~/") {
+                    match site.home {
+                        Some(h) => format!("{h}{}", &s[1..]),
+                        // No home: a path under it protects or grants nothing.
+                        None => return Ok(None),
+                    }
+                } else {
+                    s
+                };
+                let s = if s.starts_with('/') {
+                    s
+                } else if relative_to_workspace {
+                    format!("{}/{s}", site.workspace.trim_end_matches('/'))
+                } else {
+                    return Err(invalid(format!("{raw:?} is not an absolute path")));
+                };
+                if s.split('/').any(|c| c == "..") {
+                    return Err(invalid(format!("{raw:?} contains \"..\"")));
+                }
+                Ok(Some(s))
+            };
+        let fs = if p.filesystem {
+            let mut write = Vec::new();
+            for w in &p.write {
+                write.extend(expand(w, false)?);
+            }
+            write.extend(DEVICES.iter().map(|d| d.to_string()));
+            let mut read = Vec::new();
+            for r in &p.read {
+                read.extend(expand(r, false)?);
+            }
+            let mut protect = Vec::new();
+            for r in &self.protected {
+                protect.extend(expand(r, true)?);
+            }
+            Some(FsRules {
+                read,
+                write,
+                protect,
+            })
+        } else {
+            None
+        };
+        let net = match &p.network {
+            Network::Word(w) if w == "allow" => NetRules {
+                allow_all: true,
+                allow: Vec::new(),
+            },
+            Network::Word(w) if w == "deny" => NetRules::default(),
+            Network::Word(w) => {
+                return Err(invalid(format!(
+                    "network = {w:?}: expected \"allow\", \"deny\" or a list of addr[/prefix][:port]"
+                )));
+            }
+            Network::List(l) => NetRules {
+                allow_all: false,
+                allow: l
+                    .iter()
+                    .map(|s| NetAllow::parse(s).map_err(|e| invalid(format!("network: {e}"))))
+                    .collect::<Result<_, _>>()?,
+            },
+        };
+        if p.cpu_percent == Some(0) || p.pids == Some(0) || p.memory_mib == Some(0) {
+            return Err(invalid("limits must be above 0".into()));
+        }
+        Ok(Confinement {
+            profile: name.into(),
+            strict: self.mode == Mode::Strict,
+            fs,
+            net,
+            limits: Limits {
+                pids: p.pids,
+                memory_bytes: p.memory_mib.map(|m| m << 20),
+                cpu_percent: p.cpu_percent,
+            },
+        })
+    }
+}
+
+/// The home directory of `uid` (from the user database), for `~` in paths.
+pub fn home_of(uid: u32) -> Option<String> {
+    nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(uid))
+        .ok()
+        .flatten()
+        .map(|u| u.dir.display().to_string())
+        .filter(|h| h != "/" && !h.is_empty())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn site() -> Site<'static> {
+        Site {
+            workspace: "/work/p",
+            home: Some("/home/u"),
+        }
+    }
+
+    #[test]
+    fn shipped_profiles_resolve() {
+        let c = ConfineConfig::default();
+        c.validate().unwrap();
+        let ww = c.resolve(None, &site()).unwrap();
+        assert_eq!(ww.profile, "workspace-write");
+        let fs = ww.fs.unwrap();
+        assert!(fs.write.contains(&"/work/p".to_string()));
+        assert!(fs.write.contains(&"/home/u/.cache".to_string()));
+        assert!(fs.protect.contains(&"/work/p/.git/hooks".to_string()));
+        assert!(fs.protect.contains(&"/home/u/.ssh".to_string()));
+        assert!(ww.net.allow_all);
+        let ro = c.resolve(Some("read-only"), &site()).unwrap();
+        let fs = ro.fs.unwrap();
+        assert!(!fs.write.contains(&"/work/p".to_string()));
+        assert!(!ro.net.allow_all && ro.net.allow.is_empty());
+        assert!(c.resolve(Some("full"), &site()).unwrap().fs.is_none());
+    }
+
+    #[test]
+    fn a_configured_profile_changes_only_the_keys_it_sets() {
+        let c: ConfineConfig = toml::from_str(
+            "[profiles.workspace-write]\npids = 40\n[profiles.ci]\nwrite = [\"{workspace}\"]\nnetwork = [\"10.0.0.0/8:443\"]\n",
+        )
+        .unwrap();
+        let ww = c.resolve(Some("workspace-write"), &site()).unwrap();
+        assert_eq!(ww.limits.pids, Some(40));
+        assert!(ww.fs.unwrap().write.contains(&"/work/p".to_string()));
+        let ci = c.resolve(Some("ci"), &site()).unwrap();
+        assert_eq!(ci.net.allow.len(), 1);
+        assert!(c.names().contains(&"ci".to_string()));
+    }
+
+    #[test]
+    fn bad_profiles_are_refused_with_the_reason() {
+        let mut c = ConfineConfig::default();
+        assert!(matches!(
+            c.resolve(Some("nope"), &site()),
+            Err(ConfineError::NoSuchProfile(..))
+        ));
+        c.profiles.insert(
+            "bad".into(),
+            ProfileSpec {
+                write: Some(vec!["relative/dir".into()]),
+                ..Default::default()
+            },
+        );
+        let e = c.validate().unwrap_err().to_string();
+        assert!(
+            e.contains("bad") && e.contains("not an absolute path"),
+            "{e}"
+        );
+        c.profiles.insert(
+            "bad".into(),
+            ProfileSpec {
+                network: Some(Network::List(vec!["example.com:443".into()])),
+                ..Default::default()
+            },
+        );
+        let e = c.validate().unwrap_err().to_string();
+        assert!(e.contains("not an IP address"), "{e}");
+    }
+}

@@ -1,0 +1,296 @@
+//! Confinement: agents started with `axiomctl run --profile …` try to escape and are contained,
+//! while real work in the workspace still succeeds. Real axiomd, real axiomctl, real processes
+//! running as an unprivileged user (nobody), real Landlock and cgroup limits of this kernel.
+use std::{
+    os::unix::{fs::PermissionsExt as _, process::CommandExt as _},
+    path::{Path, PathBuf},
+    process::{Command, Output},
+    time::Duration,
+};
+
+use axiom_common::wire::Body;
+use axiom_tests::*;
+
+const NOBODY: u32 = 65534;
+
+/// A directory tree owned by nobody: `ws` (the workspace, with `.git/hooks`) and `outside`
+/// (writable by nobody too, so only the confinement can keep the agent out of it).
+struct Site {
+    base: PathBuf,
+    ws: PathBuf,
+    outside: PathBuf,
+}
+
+impl Site {
+    fn new(name: &str) -> Site {
+        let base = std::env::temp_dir().join(unique(name));
+        let ws = base.join("ws");
+        let outside = base.join("outside");
+        std::fs::create_dir_all(ws.join(".git/hooks")).unwrap();
+        std::fs::create_dir_all(&outside).unwrap();
+        std::fs::write(outside.join("victim.txt"), "original\n").unwrap();
+        std::fs::set_permissions(&base, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let own = |p: &Path| std::os::unix::fs::chown(p, Some(NOBODY), Some(NOBODY)).unwrap();
+        for p in [
+            &ws,
+            &ws.join(".git"),
+            &ws.join(".git/hooks"),
+            &outside,
+            &outside.join("victim.txt"),
+        ] {
+            own(p);
+        }
+        Site { base, ws, outside }
+    }
+}
+
+impl Drop for Site {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.base);
+    }
+}
+
+/// `axiomctl run` of a shell script as nobody in `ws`.
+fn run(d: &Daemon, profile: Option<&str>, ws: &Path, script: &str) -> Output {
+    let mut c = Command::new(axiomctl_bin());
+    c.arg("--socket").arg(&d.socket).arg("run");
+    if let Some(p) = profile {
+        c.args(["--profile", p]);
+    }
+    c.arg("--workspace")
+        .arg(ws)
+        .args(["--", "/bin/sh", "-c", script])
+        .current_dir(ws)
+        .env("OUT", ws.parent().unwrap().join("outside"))
+        .env("TMPDIR", "/tmp")
+        .uid(NOBODY)
+        .gid(NOBODY);
+    c.output().unwrap()
+}
+
+fn text(o: &Output) -> (String, String) {
+    (
+        String::from_utf8_lossy(&o.stdout).replace('\r', ""),
+        String::from_utf8_lossy(&o.stderr).into_owned(),
+    )
+}
+
+/// Each escape is tried in a subshell: `CONTAINED name` or `ESCAPED name`.
+const ESCAPES: &str = r#"
+try() { name=$1; shift; if ( "$@" ) >/dev/null 2>&1; then echo "ESCAPED $name"; else echo "CONTAINED $name"; fi; }
+try write-outside sh -c 'echo x > "$OUT/escape.txt"'
+try append-outside sh -c 'echo x >> "$OUT/victim.txt"'
+ln -s "$OUT" link
+try symlink sh -c 'echo x > link/via-symlink.txt'
+try hard-link ln "$OUT/victim.txt" hardlink.txt
+try rename-in mv "$OUT/victim.txt" stolen.txt
+try rename-out mv inside.txt "$OUT/moved.txt"
+try proc-root sh -c 'echo x > "/proc/self/root$OUT/via-proc.txt"'
+try protected-write sh -c 'echo x > .git/hooks/pre-commit'
+try protected-rename mv .git/hooks .git/hooks-moved
+try protected-unlink-dir rm -rf .git/hooks
+echo DONE
+"#;
+
+/// A small real project: a C library, a test program, a Makefile; built and tested in the
+/// workspace (the compiler's temporary files go to /tmp).
+const PROJECT: &str = r#"
+mkdir -p src && cat > src/add.c <<'EOF'
+int add(int a, int b) { return a + b; }
+EOF
+cat > src/test.c <<'EOF'
+#include <stdio.h>
+int add(int, int);
+int main(void) { if (add(2, 3) != 5) { puts("FAIL"); return 1; } puts("ALL TESTS PASSED"); return 0; }
+EOF
+printf 'build/test: src/add.c src/test.c\n\tmkdir -p build\n\tcc -O2 -o $@ $^\ntest: build/test\n\t./build/test\n' > Makefile
+make -s test
+"#;
+
+#[test]
+fn workspace_write_contains_every_escape_and_a_real_build_still_works() {
+    let d = Daemon::start("confine_ww", &[]);
+    let site = Site::new("confine_ww");
+    let mut sub = d.subscribe(false);
+    let script = format!("echo inside > inside.txt\n{ESCAPES}\n{PROJECT}");
+    let o = run(&d, None, &site.ws, &script);
+    let (out, err) = text(&o);
+    assert!(
+        err.contains("profile workspace-write (Landlock ABI"),
+        "stderr: {err}"
+    );
+    assert!(out.contains("DONE"), "stdout: {out}\nstderr: {err}");
+    let escaped: Vec<&str> = out.lines().filter(|l| l.starts_with("ESCAPED")).collect();
+    assert!(
+        escaped.is_empty(),
+        "escapes that worked: {escaped:?}\n{out}"
+    );
+    assert_eq!(
+        out.lines().filter(|l| l.starts_with("CONTAINED")).count(),
+        10,
+        "{out}"
+    );
+    assert!(
+        out.contains("ALL TESTS PASSED"),
+        "the build failed: {out}\n{err}"
+    );
+    assert_eq!(o.status.code(), Some(0), "{out}\n{err}");
+    // On disk: the workspace changed, nothing outside it, the protected directory intact.
+    assert_eq!(
+        std::fs::read_to_string(site.ws.join("inside.txt")).unwrap(),
+        "inside\n"
+    );
+    assert!(site.ws.join("build/test").exists());
+    assert_eq!(
+        std::fs::read_to_string(site.outside.join("victim.txt")).unwrap(),
+        "original\n"
+    );
+    for f in ["escape.txt", "via-symlink.txt", "via-proc.txt", "moved.txt"] {
+        assert!(!site.outside.join(f).exists(), "{f} was written outside");
+    }
+    assert!(!site.ws.join("stolen.txt").exists());
+    assert!(!site.ws.join(".git/hooks/pre-commit").exists());
+    assert!(site.ws.join(".git/hooks").is_dir());
+    // Each refusal was reported with its path, and what refused it.
+    let denied = |what: &'static str, path: &'static str, by: &'static str| {
+        move |e: &axiom_common::wire::Event| {
+            matches!(&e.body, Body::Denied { op, target, by: b, .. }
+                if op == what && target.ends_with(path) && b.contains(by))
+        }
+    };
+    let t = Duration::from_secs(10);
+    sub.wait_for(
+        "the write outside",
+        t,
+        denied("open", "/outside/escape.txt", "landlock"),
+    );
+    sub.wait_for(
+        "the protected write",
+        t,
+        denied("open", ".git/hooks/pre-commit", "read-only"),
+    );
+    sub.wait_for(
+        "the hard link",
+        t,
+        denied("link", "hardlink.txt", "landlock"),
+    );
+}
+
+#[test]
+fn read_only_refuses_writes_and_every_tcp_connect() {
+    let d = Daemon::start("confine_ro", &[]);
+    let site = Site::new("confine_ro");
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    listener.set_nonblocking(true).unwrap();
+    let script = format!(
+        "if echo x > new.txt 2>/dev/null; then echo WROTE; else echo NO-WRITE; fi\n\
+         cat /etc/hostname >/dev/null && echo READ-OK\n\
+         if python3 -c 'import socket; socket.create_connection((\"127.0.0.1\", {port}), 2)' 2>/dev/null; \
+         then echo CONNECTED; else echo NO-CONNECT; fi"
+    );
+    let o = run(&d, Some("read-only"), &site.ws, &script);
+    let (out, err) = text(&o);
+    assert!(err.contains("profile read-only"), "{err}");
+    assert!(
+        out.contains("NO-WRITE") && !out.contains("WROTE"),
+        "{out}\n{err}"
+    );
+    assert!(out.contains("READ-OK"), "reading must still work: {out}");
+    assert!(out.contains("NO-CONNECT"), "{out}\n{err}");
+    assert!(
+        listener.accept().is_err(),
+        "a connection reached the listener"
+    );
+    assert!(!site.ws.join("new.txt").exists());
+}
+
+#[test]
+fn limits_stop_a_fork_bomb_and_a_memory_bomb_and_say_so() {
+    let d = Daemon::start(
+        "confine_limits",
+        &[
+            "--set",
+            "confine.profiles.workspace-write.pids=40",
+            "--set",
+            "confine.profiles.workspace-write.memory_mib=64",
+        ],
+    );
+    let site = Site::new("confine_limits");
+    let mut sub = d.subscribe(false);
+    // A fork bomb in slow motion: 200 children at once, far beyond 40.
+    let bomb = "python3 -c '\nimport os, time\nkids, refused = [], 0\nfor i in range(200):\n    try:\n        pid = os.fork()\n    except OSError:\n        refused += 1\n        continue\n    if pid == 0:\n        time.sleep(5)\n        os._exit(0)\n    kids.append(pid)\nprint(\"STARTED\", len(kids), \"REFUSED\", refused)\nfor k in kids:\n    os.kill(k, 9)\n'; echo BOMB-DONE";
+    let o = run(&d, None, &site.ws, bomb);
+    let (out, err) = text(&o);
+    assert!(out.contains("BOMB-DONE"), "{out}\n{err}");
+    let started: usize = out
+        .lines()
+        .find_map(|l| l.strip_prefix("STARTED "))
+        .and_then(|n| n.split_whitespace().next()?.parse().ok())
+        .unwrap_or_else(|| panic!("{out}"));
+    assert!(started <= 40, "{started} children ran under pids.max=40");
+    let e = sub.wait_for(
+        "a denied fork",
+        Duration::from_secs(10),
+        |e| matches!(&e.body, Body::Denied { op, count, .. } if op == "fork" && *count > 0),
+    );
+    let Body::Denied { target, .. } = &e.body else {
+        unreachable!()
+    };
+    assert!(target.starts_with("pids.max=40"), "{target}");
+
+    // A memory bomb: grows until the kernel kills it inside the agent.
+    let o = run(
+        &d,
+        None,
+        &site.ws,
+        "python3 -c 'b = []\nwhile True: b.append(bytearray(8 << 20))'; echo EXIT $?",
+    );
+    let (out, err) = text(&o);
+    assert!(out.contains("EXIT 137"), "not OOM-killed: {out}\n{err}");
+    sub.wait_for(
+        "a denied memory allocation",
+        Duration::from_secs(10),
+        |e| matches!(&e.body, Body::Denied { op, .. } if op == "memory"),
+    );
+}
+
+#[test]
+fn the_connect_allowlist_lets_listed_addresses_through_and_reports_the_rest() {
+    let d = Daemon::start(
+        "confine_net",
+        &[
+            "--set",
+            r#"confine.profiles.workspace-write.network=["127.0.0.2"]"#,
+        ],
+    );
+    let site = Site::new("confine_net");
+    let allowed = std::net::TcpListener::bind("127.0.0.2:0").unwrap();
+    let denied = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    denied.set_nonblocking(true).unwrap();
+    let (pa, pd) = (
+        allowed.local_addr().unwrap().port(),
+        denied.local_addr().unwrap().port(),
+    );
+    let mut sub = d.subscribe(false);
+    let probe = |host: &str, port: u16| {
+        format!(
+            "if python3 -c 'import socket; socket.create_connection((\"{host}\", {port}), 2)' 2>/dev/null; \
+             then echo CONNECTED {host}; else echo REFUSED {host}; fi\n"
+        )
+    };
+    let script = probe("127.0.0.2", pa) + &probe("127.0.0.1", pd);
+    let o = run(&d, None, &site.ws, &script);
+    let (out, err) = text(&o);
+    assert!(out.contains("CONNECTED 127.0.0.2"), "{out}\n{err}");
+    assert!(out.contains("REFUSED 127.0.0.1"), "{out}\n{err}");
+    assert!(
+        denied.accept().is_err(),
+        "a refused connect reached its listener"
+    );
+    let want = format!("127.0.0.1:{pd}");
+    sub.wait_for("the refused connect", Duration::from_secs(10), |e| {
+        matches!(&e.body, Body::Denied { op, target, by, .. }
+            if op == "connect" && *target == want && by.contains("allowlist"))
+    });
+}

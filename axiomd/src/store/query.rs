@@ -133,8 +133,8 @@ pub fn events(conn: &duckdb::Connection, q: &Query) -> Result<Vec<Stored>, Store
     Ok(out)
 }
 
-/// The latest `limit` events that match, looking back from `newest_ns` through windows ten times
-/// wider each time: events are stored in time order, so DuckDB's zone maps skip every row group
+/// The latest `limit` events that match, looking back from `newest_ns` through windows widened
+/// by what each one yielded: events are stored in time order, so DuckDB's zone maps skip every row group
 /// outside the window, and "latest 1,000 of one agent" reads a sliver of a 100M-row table.
 pub fn latest(
     conn: &duckdb::Connection,
@@ -144,15 +144,19 @@ pub fn latest(
     if q.since_ns.is_some() || newest_ns == 0 {
         return events(conn, q);
     }
+    let want = q.limit.max(1);
     let mut span: u64 = 1_000_000_000;
-    for _ in 0..6 {
+    for _ in 0..8 {
         let mut w = q.clone();
         w.since_ns = Some(newest_ns.saturating_sub(span));
         let got = events(conn, &w)?;
-        if got.len() >= q.limit.max(1) {
+        if got.len() >= want {
             return Ok(got);
         }
-        span = span.saturating_mul(10);
+        // Widen by what this window yielded (an agent's rate is roughly steady), with a margin,
+        // and at least twice: a window just short of `limit` needs a little more, not ten times.
+        let grow = (want as f64 / got.len().max(1) as f64 * 1.5).clamp(2.0, 100.0);
+        span = (span as f64 * grow).min(u64::MAX as f64) as u64;
     }
     events(conn, q)
 }

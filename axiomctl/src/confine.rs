@@ -1,16 +1,65 @@
 //! The launcher's half of confinement, run in the agent's child after it has dropped to the
 //! invoking user and before it executes the agent: read-only mounts over protected paths, then
 //! Landlock. (axiomd applies the other half — limits, the connect allowlist — to the cgroup.)
-use std::os::fd::AsFd as _;
+use std::os::fd::{AsRawFd as _, FromRawFd as _, OwnedFd};
 
 use axiom_common::confine::{Applied, Confinement, FsRules, NetRules};
-use landlock::{
-    ABI, Access as _, AccessFs, AccessNet, BitFlags, CompatLevel, Compatible as _, NetPort,
-    PathBeneath, PathFd, Ruleset, RulesetAttr as _, RulesetCreatedAttr as _, RulesetStatus, Scope,
-};
 
-/// The newest Landlock ABI this build knows how to ask for.
-const KNOWN: ABI = ABI::V7;
+/// Landlock's uapi (linux/landlock.h), used through the raw system calls: the rights each ABI
+/// version added, so that an older kernel is asked only for what it knows.
+mod uapi {
+    pub const FS_EXECUTE: u64 = 1 << 0;
+    pub const FS_WRITE_FILE: u64 = 1 << 1;
+    pub const FS_READ_FILE: u64 = 1 << 2;
+    pub const FS_READ_DIR: u64 = 1 << 3;
+    /// Every right of ABI 1 (remove, make char/dir/reg/sock/fifo/block/sym, and the above).
+    pub const FS_V1: u64 = (1 << 13) - 1;
+    pub const FS_REFER: u64 = 1 << 13; // ABI 2
+    pub const FS_TRUNCATE: u64 = 1 << 14; // ABI 3
+    pub const FS_IOCTL_DEV: u64 = 1 << 15; // ABI 5
+    pub const NET_CONNECT_TCP: u64 = 1 << 1; // ABI 4
+    pub const SCOPE_SIGNAL: u64 = 1 << 1; // ABI 6
+    pub const RULE_PATH_BENEATH: u32 = 1;
+    pub const RULE_NET_PORT: u32 = 2;
+
+    #[repr(C)]
+    pub struct RulesetAttr {
+        pub handled_access_fs: u64,
+        pub handled_access_net: u64,
+        pub scoped: u64,
+    }
+
+    #[repr(C, packed)]
+    pub struct PathBeneathAttr {
+        pub allowed_access: u64,
+        pub parent_fd: i32,
+    }
+
+    #[repr(C)]
+    pub struct NetPortAttr {
+        pub allowed_access: u64,
+        pub port: u64,
+    }
+
+    /// Every filesystem right the kernel of `abi` handles.
+    pub fn fs_all(abi: u32) -> u64 {
+        let mut a = FS_V1;
+        if abi >= 2 {
+            a |= FS_REFER;
+        }
+        if abi >= 3 {
+            a |= FS_TRUNCATE;
+        }
+        if abi >= 5 {
+            a |= FS_IOCTL_DEV;
+        }
+        a
+    }
+
+    /// The rights that apply to a file (not a directory).
+    pub const FS_FILE: u64 = FS_EXECUTE | FS_WRITE_FILE | FS_READ_FILE | FS_TRUNCATE | FS_IOCTL_DEV;
+    pub const FS_READ: u64 = FS_EXECUTE | FS_READ_FILE | FS_READ_DIR;
+}
 
 /// The running kernel's Landlock ABI (0: none), as the kernel itself reports it.
 pub fn kernel_abi() -> u32 {
@@ -211,94 +260,133 @@ fn read_only(path: &str) -> Result<(), std::io::Error> {
     Ok(())
 }
 
-fn ll<E: std::fmt::Display>(what: &str) -> impl Fn(E) -> String + '_ {
-    move |e| format!("landlock: {what}: {e}")
-}
-
 /// The Landlock domain: read beneath `read`, write beneath `write`, TCP connect by port where
-/// the rules say ports only, and no signals to processes outside the agent.
+/// the rules say ports only, and no signals to processes outside the agent. Each right is asked
+/// for only if this kernel's ABI has it (what is left out was listed by `missing_for`).
 fn landlock(c: &Confinement, applied: &mut Applied) -> Result<(), String> {
     let fs = c.fs.as_ref();
     let tcp = landlock_tcp(&c.net);
-    if fs.is_none() && tcp.is_none() {
+    let abi = applied.landlock_abi;
+    if (fs.is_none() && tcp.is_none()) || abi == 0 {
         return Ok(());
     }
-    let level = if c.strict {
-        CompatLevel::HardRequirement
-    } else {
-        CompatLevel::BestEffort
+    let all = uapi::fs_all(abi);
+    let attr = uapi::RulesetAttr {
+        handled_access_fs: if fs.is_some() { all } else { 0 },
+        handled_access_net: if tcp.is_some() && abi >= 4 {
+            uapi::NET_CONNECT_TCP
+        } else {
+            0
+        },
+        scoped: if fs.is_some() && abi >= 6 {
+            uapi::SCOPE_SIGNAL
+        } else {
+            0
+        },
     };
-    let mut rs = Ruleset::default().set_compatibility(level);
-    if fs.is_some() {
-        rs = rs
-            .handle_access(AccessFs::from_all(KNOWN))
-            .map_err(ll("filesystem rights"))?
-            .scope(Scope::Signal)
-            .map_err(ll("signal scope"))?;
+    if attr.handled_access_fs == 0 && attr.handled_access_net == 0 {
+        return Ok(());
     }
-    if tcp.is_some() {
-        rs = rs
-            .handle_access(AccessNet::ConnectTcp)
-            .map_err(ll("TCP rights"))?;
+    // An older kernel reads only the fields it knows.
+    let size = match abi {
+        1..=3 => 8,
+        4 | 5 => 16,
+        _ => std::mem::size_of::<uapi::RulesetAttr>(),
+    };
+    // SAFETY: a valid attribute of at least `size` bytes.
+    let fd = unsafe {
+        libc::syscall(
+            libc::SYS_landlock_create_ruleset,
+            &attr as *const uapi::RulesetAttr,
+            size,
+            0u32,
+        )
+    };
+    if fd < 0 {
+        return Err(format!(
+            "landlock: creating the ruleset: {}",
+            std::io::Error::last_os_error()
+        ));
     }
-    let mut created = rs.create().map_err(ll("creating the ruleset"))?;
+    // SAFETY: a new descriptor we own.
+    let ruleset = unsafe { OwnedFd::from_raw_fd(fd as i32) };
     if let Some(fs) = fs {
-        for (paths, access) in [
-            (&fs.read, AccessFs::from_read(KNOWN)),
-            (&fs.write, AccessFs::from_all(KNOWN)),
-        ] {
+        for (paths, access) in [(&fs.read, uapi::FS_READ), (&fs.write, all)] {
             for p in paths {
-                let Ok(fd) = PathFd::new(p) else {
+                let Ok(f) = nix::fcntl::open(
+                    p.as_str(),
+                    nix::fcntl::OFlag::O_PATH | nix::fcntl::OFlag::O_CLOEXEC,
+                    nix::sys::stat::Mode::empty(),
+                ) else {
                     continue; // absent here: nothing to grant
                 };
-                let access = rights_for(&fd, access);
-                created = created
-                    .add_rule(PathBeneath::new(fd, access))
-                    .map_err(ll(p))?;
+                let is_dir = nix::sys::stat::fstat(&f)
+                    .map(|s| s.st_mode & libc::S_IFMT == libc::S_IFDIR)
+                    .unwrap_or(true);
+                // Directory rights only make sense on a directory.
+                let access = if is_dir {
+                    access
+                } else {
+                    access & uapi::FS_FILE
+                } & all;
+                let rule = uapi::PathBeneathAttr {
+                    allowed_access: access,
+                    parent_fd: f.as_raw_fd(),
+                };
+                add_rule(&ruleset, uapi::RULE_PATH_BENEATH, &rule as *const _ as _, p)?;
             }
         }
     }
-    if let Some(ports) = &tcp {
-        for p in ports {
-            created = created
-                .add_rule(NetPort::new(*p, AccessNet::ConnectTcp))
-                .map_err(ll("TCP port"))?;
+    if let (Some(ports), true) = (&tcp, abi >= 4) {
+        for port in ports {
+            let rule = uapi::NetPortAttr {
+                allowed_access: uapi::NET_CONNECT_TCP,
+                port: *port as u64,
+            };
+            add_rule(
+                &ruleset,
+                uapi::RULE_NET_PORT,
+                &rule as *const _ as _,
+                &format!("TCP port {port}"),
+            )?;
         }
     }
-    let status = created.restrict_self().map_err(ll("restricting"))?;
-    match status.ruleset {
-        RulesetStatus::FullyEnforced => {}
-        RulesetStatus::PartiallyEnforced => {
-            if applied.not_enforced.is_empty() {
-                applied
-                    .not_enforced
-                    .push("some Landlock rights (partially enforced by this kernel)".into());
-            }
-        }
-        RulesetStatus::NotEnforced => {
-            applied
-                .not_enforced
-                .push("Landlock: not enforced by this kernel".into());
-        }
+    if let Err(e) = nix::sys::prctl::set_no_new_privs() {
+        return Err(format!("no_new_privs: {e}"));
     }
-    if !status.no_new_privs {
-        applied
-            .not_enforced
-            .push("no_new_privs (setuid programs keep their privileges)".into());
+    // SAFETY: restricts this (single-threaded) process with the ruleset.
+    if unsafe { libc::syscall(libc::SYS_landlock_restrict_self, ruleset.as_raw_fd(), 0u32) } < 0 {
+        return Err(format!(
+            "landlock: restricting: {}",
+            std::io::Error::last_os_error()
+        ));
     }
     Ok(())
 }
 
-/// Directory rights only make sense on a directory: on a file keep the file rights.
-fn rights_for(fd: &PathFd, access: BitFlags<AccessFs>) -> BitFlags<AccessFs> {
-    let is_dir = nix::sys::stat::fstat(fd.as_fd())
-        .map(|s| s.st_mode & libc::S_IFMT == libc::S_IFDIR)
-        .unwrap_or(true);
-    if is_dir {
-        access
-    } else {
-        access & AccessFs::from_file(KNOWN)
+fn add_rule(
+    ruleset: &OwnedFd,
+    kind: u32,
+    attr: *const libc::c_void,
+    what: &str,
+) -> Result<(), String> {
+    // SAFETY: `attr` points at the attribute struct of `kind`, alive for the call.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_landlock_add_rule,
+            ruleset.as_raw_fd(),
+            kind,
+            attr,
+            0u32,
+        )
+    };
+    if r < 0 {
+        return Err(format!(
+            "landlock: rule for {what}: {}",
+            std::io::Error::last_os_error()
+        ));
     }
+    Ok(())
 }
 
 #[cfg(test)]

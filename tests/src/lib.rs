@@ -240,6 +240,29 @@ impl Drop for Daemon {
             }
         }
         let _ = std::fs::remove_dir(&self.cgroup_root);
+        // The groups axiomd made for limits in cgroup v1 hierarchies (hybrid hosts) mirror the
+        // v2 path: empty once the agents are gone.
+        if let Ok(rel) = self.cgroup_root.strip_prefix(cgroup2_mount()) {
+            let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+            for l in info.lines() {
+                let Some((pre, post)) = l.split_once(" - ") else {
+                    continue;
+                };
+                if !post.starts_with("cgroup ") {
+                    continue;
+                }
+                let Some(m) = pre.split_whitespace().nth(4) else {
+                    continue;
+                };
+                let dir = Path::new(m).join(rel);
+                if let Ok(rd) = std::fs::read_dir(&dir) {
+                    for e in rd.flatten().filter(|e| e.path().is_dir()) {
+                        let _ = std::fs::remove_dir(e.path());
+                    }
+                }
+                let _ = std::fs::remove_dir(&dir);
+            }
+        }
     }
 }
 

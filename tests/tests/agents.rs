@@ -334,7 +334,7 @@ fn interventions_are_typed_into_the_agent_even_after_axiomctl_detaches() {
             "--name",
             "typed",
             "--profile",
-            "strict",
+            "read-only",
             "--workspace",
             "/tmp",
         ])
@@ -351,7 +351,7 @@ fn interventions_are_typed_into_the_agent_even_after_axiomctl_detaches() {
     let a = agents.iter().find(|a| a.id == agent).unwrap();
     assert_eq!(a.command, ["/bin/sh", "-c", script]);
     assert_eq!(a.workspace.as_deref(), Some("/tmp"));
-    assert_eq!(a.profile.as_deref(), Some("strict"));
+    assert_eq!(a.profile.as_deref(), Some("read-only"));
     assert_eq!(a.owner_uid, NOBODY);
     assert!(a.pty, "axiomd does not hold the agent's terminal");
     assert!(a.started_ns > 0 && a.exit_code.is_none());
@@ -417,7 +417,7 @@ fn interventions_are_typed_into_the_agent_even_after_axiomctl_detaches() {
         .find(|a| a.id == agent)
         .expect("the agent is known after a restart");
     assert_eq!(a.name.as_deref(), Some("typed"));
-    assert_eq!(a.profile.as_deref(), Some("strict"));
+    assert_eq!(a.profile.as_deref(), Some("read-only"));
     assert_eq!(a.exit_signal, Some(9));
     assert_eq!(a.state, "exited");
     assert_eq!(a.owner_uid, NOBODY);

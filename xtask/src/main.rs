@@ -78,10 +78,19 @@ pub fn cargo() -> Command {
 /// (and the benchmarks, the demo and the tests all run the same optimised binaries).
 pub const PROFILE_ARG: &str = "--release";
 
-/// target/release of this workspace (honours CARGO_TARGET_DIR): where every binary lands.
+/// target/release of this workspace, where every binary lands: CARGO_TARGET_DIR, else what cargo
+/// itself resolves (a `build.target-dir` in a cargo config file counts too).
 pub fn target_dir() -> PathBuf {
     let base = std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
+        .or_else(|| {
+            let out = cargo()
+                .args(["metadata", "--format-version", "1", "--no-deps"])
+                .output()
+                .ok()?;
+            let v: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
+            v.get("target_directory")?.as_str().map(PathBuf::from)
+        })
         .unwrap_or_else(|| root().join("target"));
     base.join("release")
 }

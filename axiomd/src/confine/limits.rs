@@ -3,7 +3,7 @@
 //! On a unified host the pids, memory and cpu controllers are in cgroup v2 and the limits go on
 //! the agent's own v2 cgroup. On a hybrid host (v2 mounted at /sys/fs/cgroup/unified, the
 //! controllers bound to v1 hierarchies) each controller's v1 hierarchy gets an
-//! `axiom/agent-<id>` group of its own and the agent's first process is moved into it before it
+//! group of its own at the same relative path as its v2 cgroup (`axiom/agent-<id>`) and the agent's first process is moved into it before it
 //! runs anything, so every descendant is counted. What cannot be applied is reported by name.
 use std::path::{Path, PathBuf};
 
@@ -118,7 +118,12 @@ pub fn apply(agent: u64, v2_mount: &Path, v2_dir: &Path, pid: u32, limits: &Limi
             ));
             continue;
         };
-        let dir = m.join("axiom").join(format!("agent-{agent}"));
+        // The same place in the v1 hierarchy as the agent's v2 cgroup (unique per daemon).
+        let rel = v2_dir
+            .strip_prefix(v2_mount)
+            .map(Path::to_path_buf)
+            .unwrap_or_else(|_| PathBuf::from("axiom").join(format!("agent-{agent}")));
+        let dir = m.join(rel);
         if let Err(e) = std::fs::create_dir_all(&dir) {
             r.not_applied
                 .push(format!("{}: {}: {e}", w.v2[0].0, dir.display()));

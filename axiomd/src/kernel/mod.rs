@@ -536,8 +536,12 @@ fn fresh(
         attached.push(h.program);
     }
     if let Some(cg) = &opts.net_cgroup {
-        attach_net(&mut ebpf, pins, cg)?;
-        attached.extend(NET_PROGRAMS);
+        // Without them axiomd still watches; agents whose profile needs a connect allowlist are
+        // refused at start (never run unconfined).
+        match attach_net(&mut ebpf, pins, cg) {
+            Ok(()) => attached.extend(NET_PROGRAMS),
+            Err(e) => tracing::warn!("connect allowlist unavailable: {e}"),
+        }
     }
     // Written last: a start that dies half-way leaves a mismatch, and the next one reloads.
     config
@@ -547,8 +551,8 @@ fn fresh(
 }
 
 /// Attaches the connect allowlist programs to `cgroup` (every agent cgroup is below it; the
-/// programs let untracked processes and agents without a policy through at once). Attached
-/// beside any older version (multi-attach) so the swap of pins leaves no unchecked moment.
+/// programs let untracked processes and agents without a policy through at once). As bpf links
+/// they attach beside any older version, so the swap of pins leaves no unchecked moment.
 fn attach_net(ebpf: &mut Ebpf, pins: &Pins, cgroup: &Path) -> Result<(), SensorError> {
     mkdir(cgroup)?;
     let dir = std::fs::File::open(cgroup).map_err(|e| SensorError::Pin {
@@ -581,7 +585,7 @@ fn attach_net(ebpf: &mut Ebpf, pins: &Pins, cgroup: &Path) -> Result<(), SensorE
             other => attach_err(other),
         })?;
         let id = prog
-            .attach(&dir, CgroupAttachMode::AllowMultiple)
+            .attach(&dir, CgroupAttachMode::Single)
             .map_err(attach_err)?;
         let link = prog.take_link(id).map_err(attach_err)?;
         let fd_link: FdLink = link

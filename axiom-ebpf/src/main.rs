@@ -962,7 +962,12 @@ const EROFS: i64 = 30;
 /// is reported with its error: denials are events, not silence.
 #[inline(always)]
 fn file_exit(ctx: &TracePointContext) -> u32 {
+    // The same gate as every hook first: an untracked process (axiomd reading /proc among them)
+    // pays one array load, not a hash lookup, on every file syscall's exit.
     let pid_tgid = bpf_get_current_pid_tgid();
+    let Some(agent) = agent_of((pid_tgid >> 32) as u32) else {
+        return 0;
+    };
     let tid = pid_tgid as u32;
     if unsafe { FILE_PENDING.get(&tid) }.is_none() {
         return 0;
@@ -973,9 +978,6 @@ fn file_exit(ctx: &TracePointContext) -> u32 {
     if ret != -EACCES && ret != -EPERM && ret != -EROFS && ret != -EXDEV {
         return 0;
     }
-    let Some(agent) = agent_of((pid_tgid >> 32) as u32) else {
-        return 0;
-    };
     emit::<FileRefusedEvent>(KIND_FILE_REFUSED, pid_tgid, agent, |e| unsafe {
         (*e).errno = -ret as i32;
         (*e)._pad = 0;

@@ -140,14 +140,14 @@ pub fn apply(c: &Confinement) -> Result<Applied, String> {
     if let Some(fs) = &c.fs {
         applied.not_enforced.extend(protect(fs)?);
     }
-    if c.strict && !applied.not_enforced.is_empty() {
-        return Err(format!(
-            "profile {} is strict and this kernel cannot enforce: {}",
-            c.profile,
-            applied.not_enforced.join("; ")
-        ));
-    }
+    refuse_if_strict(c, &applied)?;
     landlock(c, &mut applied)?;
+    refuse_if_strict(c, &applied)?;
+    Ok(applied)
+}
+
+/// In strict mode, anything not enforced is a refusal.
+fn refuse_if_strict(c: &Confinement, applied: &Applied) -> Result<(), String> {
     if c.strict && !applied.not_enforced.is_empty() {
         return Err(format!(
             "profile {} is strict and this kernel cannot enforce: {}",
@@ -155,7 +155,7 @@ pub fn apply(c: &Confinement) -> Result<Applied, String> {
             applied.not_enforced.join("; ")
         ));
     }
-    Ok(applied)
+    Ok(())
 }
 
 /// Protected paths beneath a writable one are mounted read-only over themselves, in a user and

@@ -291,27 +291,31 @@ async fn watch_limits(shared: Arc<api::Shared>) {
                         .cloned()
                         .unwrap_or_else(|| key.into())
                 };
-                if now.fork_refused > was.fork_refused {
-                    out.push(api::notice(
-                        a,
-                        Body::Denied {
-                            op: "fork".into(),
-                            target: limit("pids.max"),
-                            by: "cgroup pids limit".into(),
-                            count: now.fork_refused - was.fork_refused,
-                        },
-                    ));
-                }
-                if now.oom_kills > was.oom_kills {
-                    out.push(api::notice(
-                        a,
-                        Body::Denied {
-                            op: "memory".into(),
-                            target: limit("memory."),
-                            by: "cgroup memory limit (OOM kill)".into(),
-                            count: now.oom_kills - was.oom_kills,
-                        },
-                    ));
+                for (op, limit_key, by, count) in [
+                    (
+                        "fork",
+                        "pids.max",
+                        "cgroup pids limit",
+                        now.fork_refused.saturating_sub(was.fork_refused),
+                    ),
+                    (
+                        "memory",
+                        "memory.",
+                        "cgroup memory limit (OOM kill)",
+                        now.oom_kills.saturating_sub(was.oom_kills),
+                    ),
+                ] {
+                    if count > 0 {
+                        out.push(api::notice(
+                            a,
+                            Body::Denied {
+                                op: op.into(),
+                                target: limit(limit_key),
+                                by: by.into(),
+                                count,
+                            },
+                        ));
+                    }
                 }
             }
             seen.retain(|id, _| live.contains(id));

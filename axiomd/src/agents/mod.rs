@@ -48,6 +48,9 @@ pub enum AgentError {
     NoCgroup2,
     #[error("kernel map {map}: {reason}")]
     Map { map: &'static str, reason: String },
+    /// The agent's confinement could not be put in place: it must not run.
+    #[error("confinement: {0}")]
+    Confinement(String),
 }
 
 impl AgentError {
@@ -64,6 +67,7 @@ impl AgentError {
             AgentError::NotACgroup { .. } => "not_a_cgroup",
             AgentError::NoSuchAgent(_) => "no_such_agent",
             AgentError::NotPermitted { .. } => "not_permitted",
+            AgentError::Confinement(_) => "confinement",
             AgentError::Cgroup { .. } | AgentError::NoCgroup2 | AgentError::Map { .. } => {
                 "internal"
             }
@@ -515,18 +519,15 @@ impl Control {
         Ok(agent)
     }
 
-    /// Starts an agent from a process its caller holds before exec: a cgroup of its own
-    /// (`agent-<id>`, owned by the caller), tracked first, then the process moved in. The caller
-    /// must own the process (or be root).
-    pub fn run_agent(
+    /// A cgroup of its own for agent `agent` (`agent-<id>` below `root`, owned by `owner`),
+    /// tracked first, then `pid` moved in: its path and cgroup id.
+    fn place(
         &mut self,
+        agent: u64,
         pid: u32,
-        caller: Caller,
-        launch: Launch,
-    ) -> Result<u64, AgentError> {
-        let st = self.adoptable(pid, caller, "run")?;
-        let root = self.cgroup_root.clone().ok_or(AgentError::NoCgroup2)?;
-        let agent = self.new_id();
+        root: &Path,
+        owner: u32,
+    ) -> Result<(PathBuf, u64), AgentError> {
         let path = root.join(format!("agent-{agent}"));
         let cg_err = |e: std::io::Error| AgentError::Cgroup {
             path: path.clone(),
@@ -534,7 +535,7 @@ impl Control {
         };
         std::fs::create_dir(&path).map_err(cg_err)?;
         // The owner may read its own cgroup's files; axiomd keeps control of membership.
-        let _ = nix::unistd::chown(&path, Some(nix::unistd::Uid::from_raw(st.uid)), None);
+        let _ = nix::unistd::chown(&path, Some(nix::unistd::Uid::from_raw(owner)), None);
         let id = cgroup::id(&path).map_err(cg_err)?;
         self.tracked_cgroups
             .insert(id, Tracked { agent, flags: 0 }, 0)
@@ -550,26 +551,39 @@ impl Control {
                 cg_err(e)
             });
         }
+        Ok((path, id))
+    }
+
+    /// Starts an agent from a process its caller holds before exec: a cgroup of its own
+    /// (`agent-<id>`, owned by the caller), tracked first, then the process moved in. The caller
+    /// must own the process (or be root).
+    pub fn run_agent(
+        &mut self,
+        pid: u32,
+        caller: Caller,
+        launch: Launch,
+    ) -> Result<u64, AgentError> {
+        let st = self.adoptable(pid, caller, "run")?;
+        let root = self.cgroup_root.clone().ok_or(AgentError::NoCgroup2)?;
+        let agent = self.new_id();
+        // The connect allowlist first: refused, nothing else has been made to undo (the caller
+        // still holds its process and ends it).
         if let Some(rules) = launch.net.as_ref().filter(|r| !r.allow_all) {
-            let res = match self.net.as_mut() {
-                Some(n) => n.apply(agent, rules).map_err(|e| e.to_string()),
-                None => Err("the connect allowlist programs are not loaded".into()),
-            };
-            if let Err(e) = res {
-                // Not confined as asked: the agent must not start (it is still held).
-                if let Some(n) = self.net.as_mut() {
-                    n.remove(agent);
-                }
-                let _ = nix::sys::signal::kill(
-                    nix::unistd::Pid::from_raw(pid as i32),
-                    nix::sys::signal::Signal::SIGKILL,
-                );
-                return Err(AgentError::Cgroup {
-                    path: path.clone(),
-                    reason: format!("network policy: {e}"),
-                });
+            let net = self.net.as_mut().ok_or_else(|| {
+                AgentError::Confinement("the connect allowlist programs are not loaded".into())
+            })?;
+            if let Err(e) = net.apply(agent, rules) {
+                net.remove(agent);
+                return Err(AgentError::Confinement(format!("network policy: {e}")));
             }
         }
+        let placed = self.place(agent, pid, &root, st.uid);
+        if placed.is_err()
+            && let Some(n) = self.net.as_mut()
+        {
+            n.remove(agent);
+        }
+        let (path, id) = placed?;
         // Limits before the agent runs anything (it is held before exec): every descendant counts.
         let report = match (&launch.limits, cgroup::mount_point()) {
             (Some(l), Some(mount)) => crate::confine::limits::apply(agent, &mount, &path, pid, l),

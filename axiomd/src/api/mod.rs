@@ -493,16 +493,16 @@ impl Shared {
                 }
                 // The profile, resolved for this workspace and this owner: the launcher applies
                 // the filesystem part before exec, the agent's cgroup gets the limits.
-                let cwd = std::fs::read_link(format!("/proc/{pid}/cwd"))
-                    .map(|p| p.display().to_string())
-                    .unwrap_or_else(|_| "/".into());
+                let ws = workspace.clone().unwrap_or_else(|| {
+                    std::fs::read_link(format!("/proc/{pid}/cwd"))
+                        .map(|p| p.display().to_string())
+                        .unwrap_or_else(|_| "/".into())
+                });
                 // `~` is the home of the user the agent runs as (not of a root launcher).
-                let owner = std::fs::metadata(format!("/proc/{pid}"))
-                    .map(|m| std::os::unix::fs::MetadataExt::uid(&m))
-                    .unwrap_or(caller.uid);
+                let owner = crate::agents::procfs::stat(pid).map_or(caller.uid, |s| s.uid);
                 let home = crate::confine::home_of(owner);
                 let site = crate::confine::Site {
-                    workspace: workspace.as_deref().unwrap_or(&cwd),
+                    workspace: &ws,
                     home: home.as_deref(),
                 };
                 let confinement = match self.confine.resolve(profile.as_deref(), &site) {

@@ -442,8 +442,12 @@ hooks! {
 pub mod confine;
 #[cfg(feature = "user")]
 pub mod host;
+#[cfg(feature = "user")]
+pub mod preflight;
 #[cfg(feature = "rules")]
 pub mod rules;
+#[cfg(feature = "sandbox")]
+pub mod sandbox;
 #[cfg(feature = "user")]
 pub mod wire;
 

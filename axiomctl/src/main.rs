@@ -2,8 +2,10 @@
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
 
 mod confine;
+mod doctor;
 mod pty;
 mod render;
+mod wasm;
 
 use std::{
     io::{IsTerminal as _, Write as _},
@@ -36,6 +38,10 @@ struct Cli {
 enum Cmd {
     /// Daemon status: attached programs, counters, losses by cause.
     Status,
+    /// Check this host for what axiomd needs (BTF, bpffs, tracefs, lockdown, program types,
+    /// Landlock, cgroup v2, D-Bus, the daemon and its storage): each PASS, WARN or FAIL with
+    /// the remedy. Exit 1 when a check fails.
+    Doctor,
     /// Adopt a running process and all its descendants, and show what they do live.
     Watch { pid: u32 },
     /// Run a command as an agent, in a cgroup of its own, and show what it does live. Under sudo
@@ -54,8 +60,32 @@ enum Cmd {
         /// Also print what the agent does (events), interleaved with its terminal output.
         #[arg(long)]
         watch: bool,
-        #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true)]
+        /// Run this WebAssembly (WASI) program as the agent, with only the workspace preopened
+        /// and no network; the words after `--` are its arguments.
+        #[arg(long, value_name = "MODULE")]
+        wasm: Option<PathBuf>,
+        #[command(flatten)]
+        wasm_limits: wasm::WasmLimits,
+        #[arg(
+            required_unless_present = "wasm",
+            trailing_var_arg = true,
+            allow_hyphen_values = true
+        )]
         command: Vec<String>,
+    },
+    /// Runs a WASI module in this process (what `run --wasm` execs inside the agent's cgroup).
+    #[command(hide = true)]
+    WasmExec {
+        #[arg(long)]
+        workspace: PathBuf,
+        /// The compiled-module cache directory.
+        #[arg(long)]
+        cache: Option<PathBuf>,
+        #[command(flatten)]
+        limits: wasm::WasmLimits,
+        module: PathBuf,
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
     },
     /// List the agents you may see.
     Agents,
@@ -423,18 +453,37 @@ fn run(cli: &Cli) -> anyhow::Result<ExitCode> {
             profile,
             workspace,
             watch,
+            wasm,
+            wasm_limits,
             command,
-        } => run_agent(
-            cli,
-            p,
-            Launch {
+        } => {
+            let mut launch = Launch {
                 name: name.clone(),
                 profile: profile.clone(),
                 workspace: workspace.clone(),
-            },
-            *watch,
-            command,
-        ),
+                wasm: None,
+            };
+            match wasm {
+                Some(module) => {
+                    wasm_limits.limits()?;
+                    launch.wasm = Some((module.clone(), wasm_limits.clone()));
+                    // What the agent is, for axiomd and `axiomctl agents`: the module and its
+                    // arguments.
+                    let mut shown = vec![module.display().to_string()];
+                    shown.extend(command.iter().cloned());
+                    run_agent(cli, p, launch, *watch, &shown)
+                }
+                None => run_agent(cli, p, launch, *watch, command),
+            }
+        }
+        Cmd::WasmExec {
+            workspace,
+            cache,
+            limits,
+            module,
+            args,
+        } => wasm::exec(module, workspace, cache.clone(), limits, args),
+        Cmd::Doctor => doctor::run(&cli.socket, cli.json),
         Cmd::Agents => {
             let r = connect(cli)?.request(&Request::Agents)?;
             if !r.ok {
@@ -598,6 +647,8 @@ struct Launch {
     name: Option<String>,
     profile: Option<String>,
     workspace: Option<PathBuf>,
+    /// `run --wasm`: the module and its limits (the command is then its arguments).
+    wasm: Option<(PathBuf, wasm::WasmLimits)>,
 }
 
 fn run_agent(
@@ -619,7 +670,19 @@ fn run_agent(
     }
     let workspace_c = CString::new(workspace.as_os_str().as_encoded_bytes())
         .context("the workspace path contains a NUL byte")?;
-    let argv: Vec<CString> = command
+    let drop_to = sudo_user();
+    // A WASI tool: the agent process execs this binary's `wasm-exec` with the module.
+    let exec = match &launch.wasm {
+        Some((module, limits)) => wasm::exec_argv(
+            module,
+            &workspace,
+            wasm::cache_for(drop_to.map(|(u, _)| u)).as_deref(),
+            limits,
+            &command[1..],
+        )?,
+        None => command.to_vec(),
+    };
+    let argv: Vec<CString> = exec
         .iter()
         .map(|a| CString::new(a.as_bytes()))
         .collect::<Result<_, _>>()
@@ -630,7 +693,6 @@ fn run_agent(
     // failure (errno); it closes on a successful exec (CLOEXEC).
     let (gate_r, gate_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
     let (err_r, err_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
-    let drop_to = sudo_user();
     // SAFETY: axiomctl is single-threaded here; the child only makes async-signal-safe calls.
     let pid = match unsafe { nix::unistd::fork() }? {
         nix::unistd::ForkResult::Child => {

@@ -42,6 +42,7 @@ pub struct Config {
     pub rules: RulesConfig,
     pub store: StoreConfig,
     pub confine: crate::confine::ConfineConfig,
+    pub telemetry: crate::telemetry::TelemetryConfig,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -190,6 +191,8 @@ pub struct RulesConfig {
     /// as the prototype steered Claude Code) and after it (default Enter).
     pub inject_prefix: String,
     pub inject_suffix: String,
+    /// Compiled rule plugins, keyed by the module's SHA-256 (must be root's, 0700).
+    pub plugin_cache: PathBuf,
 }
 
 impl Default for RulesConfig {
@@ -198,6 +201,7 @@ impl Default for RulesConfig {
             paths: vec!["/usr/share/axiom/rules".into(), "/etc/axiom/rules.d".into()],
             inject_prefix: "\u{1b}".into(),
             inject_suffix: "\r".into(),
+            plugin_cache: "/var/cache/axiom/wasm".into(),
         }
     }
 }
@@ -344,6 +348,22 @@ impl Config {
         Ok(cfg)
     }
 
+    /// Settings from the environment, for containers: `AXIOMD_STORE__HOT__ENABLED=true` is
+    /// `--set store.hot.enabled=true` (`__` between levels, the rest lower-cased). They come
+    /// before the command line's `--set`s, which therefore win.
+    pub fn env_overrides(vars: impl IntoIterator<Item = (String, String)>) -> Vec<String> {
+        let mut out: Vec<String> = vars
+            .into_iter()
+            .filter_map(|(k, v)| {
+                let key = k.strip_prefix("AXIOMD_")?;
+                (!key.is_empty() && key.contains(|c: char| c.is_ascii_alphabetic()))
+                    .then(|| format!("{}={v}", key.to_ascii_lowercase().replace("__", ".")))
+            })
+            .collect();
+        out.sort();
+        out
+    }
+
     /// `path`'s settings with `key=value` overrides (a TOML value; a bare word is a string),
     /// e.g. `store.hot.enabled=true`, `store.cold.url=s3://bucket/axiom`.
     pub fn load_with(path: &Path, sets: &[String]) -> Result<Config, ConfigError> {
@@ -468,6 +488,9 @@ impl Config {
         if let Err(e) = self.confine.validate() {
             return Err(invalid("confine", e.to_string()));
         }
+        if let Err(e) = self.telemetry.validate() {
+            return Err(invalid("telemetry", e));
+        }
         if !s.pin_dir.starts_with("/sys/fs/bpf") {
             return Err(invalid(
                 "sensor.pin_dir",
@@ -516,6 +539,38 @@ mod tests {
         assert_eq!(c.api.socket, d.api.socket);
         assert_eq!(c.confine.protected, d.confine.protected);
         assert_eq!(c.confine.default_profile, d.confine.default_profile);
+    }
+
+    #[test]
+    fn the_environment_sets_keys_and_the_command_line_wins() {
+        let env = [
+            ("AXIOMD_STORE__HOT__ENABLED", "true"),
+            ("AXIOMD_SENSOR__CAPTURE_BYTES", "1024"),
+            ("AXIOMD_RULES__PLUGIN_CACHE", "/srv/wasm"),
+            ("AXIOM_SOCKET", "/elsewhere"),
+            ("PATH", "/bin"),
+        ]
+        .map(|(k, v)| (k.to_string(), v.to_string()));
+        let mut sets = Config::env_overrides(env);
+        assert_eq!(
+            sets,
+            [
+                "rules.plugin_cache=/srv/wasm",
+                "sensor.capture_bytes=1024",
+                "store.hot.enabled=true"
+            ]
+        );
+        sets.push("sensor.capture_bytes=2048".into());
+        let c = Config::load_with(Path::new("/dev/null"), &sets).unwrap();
+        assert!(c.store.hot.enabled);
+        assert_eq!(c.sensor.capture_bytes, 2048);
+        assert_eq!(c.rules.plugin_cache, Path::new("/srv/wasm"));
+        // A mistake in the environment is as precise as one in the file.
+        let bad = Config::env_overrides([("AXIOMD_SENSOR__BOGUS".into(), "1".into())]);
+        let e = Config::load_with(Path::new("/dev/null"), &bad)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("sensor.bogus=1") && e.contains("bogus"), "{e}");
     }
 
     #[test]

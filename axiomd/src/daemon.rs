@@ -62,6 +62,14 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     // Handlers first: a SIGTERM that arrives once the socket answers must be a clean stop.
     let mut term = tokio::signal::unix::signal(SignalKind::terminate())?;
     let mut int = tokio::signal::unix::signal(SignalKind::interrupt())?;
+    // systemd (Type=notify): READY once everything answers, WATCHDOG while the reader runs.
+    let notifier = match crate::notify::Notifier::from_env() {
+        Ok(n) => n.map(Arc::new),
+        Err(e) => {
+            tracing::warn!("no readiness notifications: {e}");
+            None
+        }
+    };
     let opts = sensor_options(&cfg);
     let mut s = Sensor::open(&opts)?;
     if s.reused {
@@ -107,6 +115,12 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
             agents = restored,
             "re-adopted agents tracked before the restart"
         );
+    }
+    // Rule plugins compile through the process's one sandbox engine, cached here.
+    let sandbox = axiom_common::sandbox::configure(Some(cfg.rules.plugin_cache.clone()))
+        .context("starting the wasm engine")?;
+    if let Some(note) = &sandbox.cache_note {
+        tracing::warn!(cache = %note, "compiled plugins are not cached");
     }
     let rules = crate::rules::Rules::load(cfg.rules.paths.clone()).context("loading the rules")?;
     tracing::info!(rules = rules.get().rules.len(), paths = ?cfg.rules.paths, "rules loaded");
@@ -168,11 +182,21 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     let mut hup = tokio::signal::unix::signal(SignalKind::hangup())?;
     {
         let shared = shared.clone();
+        let notifier = notifier.clone();
         tokio::spawn(async move {
             while hup.recv().await.is_some() {
+                if let Some(n) = &notifier {
+                    n.send(&format!(
+                        "RELOADING=1\nMONOTONIC_USEC={}",
+                        crate::notify::monotonic_usec()
+                    ));
+                }
                 match shared.reload_rules() {
                     Ok(n) => tracing::info!(rules = n, "SIGHUP: rules reloaded"),
                     Err(e) => tracing::warn!("SIGHUP: rules not reloaded, the old ones stay: {e}"),
+                }
+                if let Some(n) = &notifier {
+                    n.send(&format!("READY=1\nSTATUS={}", status_line(&shared)));
                 }
             }
         });
@@ -193,8 +217,14 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         }
         None => None,
     };
+    // OTLP traces and metrics, the Prometheus endpoint (each off unless configured).
+    let otlp = crate::telemetry::start(&cfg.telemetry, shared.clone())
+        .await
+        .context("starting telemetry")?;
     let flush = std::time::Duration::from_millis(cfg.sensor.output_flush_ms.into());
     let (done_tx, mut reader) = tokio::sync::oneshot::channel();
+    let heartbeat = crate::notify::Heartbeat::default();
+    let beat = heartbeat.clone();
     let realtime = cfg.daemon.realtime_reader;
     let on_match: sensor::OnMatch = {
         let shared = shared.clone();
@@ -214,11 +244,24 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
                 events,
                 output,
                 matches,
-                Pipeline::new(bus).on_match(on_match).redactor(redactor),
+                Pipeline::new(bus)
+                    .on_match(on_match)
+                    .redactor(redactor)
+                    .heartbeat(heartbeat),
                 flush,
             );
             let _ = done_tx.send(r);
         })?;
+    if let Some(n) = &notifier {
+        n.send(&format!("READY=1\nSTATUS={}", status_line(&shared)));
+        if let Some(every) = crate::notify::watchdog_interval() {
+            tracing::info!(interval = ?every, "systemd watchdog on");
+            let shared = shared.clone();
+            tokio::spawn(crate::notify::watchdog(n.clone(), every, beat, move || {
+                status_line(&shared)
+            }));
+        }
+    }
 
     let result = tokio::select! {
         _ = term.recv() => Ok(()),
@@ -229,8 +272,16 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
             Err(_) => Err(anyhow::anyhow!("ring reader panicked")),
         },
     };
+    if let Some(n) = &notifier {
+        n.send("STOPPING=1\nSTATUS=stopping");
+    }
     api_task.abort();
     let _ = std::fs::remove_file(&cfg.api.socket);
+    if let Some(o) = otlp {
+        // What is pending goes out before the process does (the exporters block: off the
+        // runtime's threads).
+        let _ = tokio::task::spawn_blocking(move || o.shutdown()).await;
+    }
     if cfg.sensor.keep_sensors_on_exit {
         tracing::info!("stopping; sensor stays attached and pinned (keep_sensors_on_exit)");
     } else if let Ok(s) = shared.sensor.lock() {
@@ -238,6 +289,15 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         tracing::info!("stopping; sensor unpinned and detached");
     }
     result
+}
+
+/// What `systemctl status` shows on its Status line.
+fn status_line(shared: &api::Shared) -> String {
+    let agents = shared.control.lock().map(|c| c.running()).unwrap_or(0);
+    format!(
+        "watching {agents} agents; {} rules",
+        shared.rules.get().rules.len()
+    )
 }
 
 /// Learns from the exits of tracked processes that an agent has ended: records it (state file),

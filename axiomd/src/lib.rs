@@ -12,6 +12,8 @@ pub mod confine;
 pub mod daemon;
 pub mod dbus;
 pub mod kernel;
+pub mod notify;
 pub mod rules;
 pub mod sensor;
 pub mod store;
+pub mod telemetry;

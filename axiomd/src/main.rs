@@ -80,6 +80,23 @@ enum Cmd {
         #[arg(long)]
         redis: Option<String>,
     },
+    /// Benchmark: WASI tool start-up from the module cache, and a rule plugin's call.
+    #[command(hide = true)]
+    BenchSandbox {
+        /// A WASI module that does nothing.
+        #[arg(long)]
+        tool: PathBuf,
+        /// The sql_guard plugin (tests/wasm/sql_guard.c).
+        #[arg(long)]
+        plugin: PathBuf,
+        /// Scratch space.
+        #[arg(long, default_value = "/var/tmp/axiom-bench-sandbox")]
+        dir: PathBuf,
+        #[arg(long, default_value_t = 200)]
+        rounds: usize,
+        #[arg(long, default_value_t = 20_000)]
+        calls: usize,
+    },
     /// Benchmark: the rules engine's follow-up over agent-like output, in MB/s.
     #[command(hide = true)]
     BenchFollowup {
@@ -90,7 +107,10 @@ enum Cmd {
 }
 
 fn load_config(cli: &Cli) -> anyhow::Result<Config> {
-    let mut cfg = Config::load_with(&cli.config, &cli.set)?;
+    // The environment's settings first, so the command line's win.
+    let mut sets = Config::env_overrides(std::env::vars());
+    sets.extend(cli.set.iter().cloned());
+    let mut cfg = Config::load_with(&cli.config, &sets)?;
     if let Some(p) = &cli.pin_dir {
         cfg.sensor.pin_dir = p.clone();
     }
@@ -147,14 +167,42 @@ fn main() -> anyhow::Result<()> {
         .block_on(async_main(cli, cfg))
 }
 
+/// Whether stderr is the journal: systemd sets `JOURNAL_STREAM` to its device and inode.
+fn stderr_is_journal() -> bool {
+    use std::os::fd::AsFd as _;
+    let Ok(v) = std::env::var("JOURNAL_STREAM") else {
+        return false;
+    };
+    let Some((dev, ino)) = v.split_once(':') else {
+        return false;
+    };
+    nix::sys::stat::fstat(std::io::stderr().as_fd())
+        .is_ok_and(|st| st.st_dev.to_string() == dev && st.st_ino.to_string() == ino)
+}
+
+/// Structured logs: to the journal (each span and event field a journal field) when systemd
+/// runs axiomd, else lines on stderr. `RUST_LOG` filters; the default is `info`. No log line
+/// carries captured agent content: events go to the bus and the store, not to the log.
+fn init_logs() {
+    use tracing_subscriber::{layer::SubscriberExt as _, util::SubscriberInitExt as _};
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let journal = stderr_is_journal()
+        .then(|| tracing_journald::layer().ok())
+        .flatten();
+    let registry = tracing_subscriber::registry().with(filter);
+    match journal {
+        Some(j) => registry
+            .with(j.with_syslog_identifier("axiomd".into()))
+            .init(),
+        None => registry
+            .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr))
+            .init(),
+    }
+}
+
 async fn async_main(cli: Cli, cfg: Config) -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    init_logs();
     match cli.command.unwrap_or(Cmd::Run) {
         Cmd::Run => axiomd::daemon::run(cfg).await,
         Cmd::CheckConfig => {
@@ -194,6 +242,20 @@ async fn async_main(cli: Cli, cfg: Config) -> anyhow::Result<()> {
                     r.db_bytes as f64 / (1 << 20) as f64
                 );
             }
+            Ok(())
+        }
+        Cmd::BenchSandbox {
+            tool,
+            plugin,
+            dir,
+            rounds,
+            calls,
+        } => {
+            let r = axiomd::confine::bench::run(&tool, &plugin, &dir, rounds, calls)?;
+            println!(
+                "sandbox: wasm_start_ms={:.3} wasm_compile_start_ms={:.3} plugin_call_us={:.2} native_call_us={:.3}",
+                r.wasm_start_ms, r.wasm_compile_start_ms, r.plugin_call_us, r.native_call_us
+            );
             Ok(())
         }
         Cmd::BenchFollowup { mb } => {

@@ -64,16 +64,25 @@ pub struct Daemon {
     /// Agent state files.
     pub state_dir: PathBuf,
     args: Vec<String>,
+    /// Extra environment for the daemon (NOTIFY_SOCKET, WATCHDOG_USEC, …).
+    env: Vec<(String, String)>,
 }
 
 impl Daemon {
     pub fn start(name: &str, extra: &[&str]) -> Daemon {
+        let mut d = Daemon::new(name, extra, &[]);
+        d.spawn();
+        d
+    }
+
+    /// A daemon's paths and arguments, not started yet (`spawn` starts it).
+    pub fn new(name: &str, extra: &[&str], env: &[(&str, &str)]) -> Daemon {
         require_root();
         let pin_dir = PathBuf::from(format!("/sys/fs/bpf/{}", unique(name)));
         let socket = std::env::temp_dir().join(format!("{}.sock", unique(name)));
         let log = std::env::temp_dir().join(format!("{}.log", unique(name)));
         let state_dir = std::env::temp_dir().join(format!("{}.state", unique(name)));
-        let mut d = Daemon {
+        Daemon {
             state_dir,
             child: None,
             cgroup_root: cgroup2_mount().join("axiom-tests").join(unique(name)),
@@ -81,9 +90,11 @@ impl Daemon {
             socket,
             log,
             args: extra.iter().map(|s| s.to_string()).collect(),
-        };
-        d.spawn();
-        d
+            env: env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        }
     }
 
     /// Replaces the extra arguments used by the next `spawn`.
@@ -141,6 +152,7 @@ impl Daemon {
             )
             .args(&self.args)
             .env("RUST_LOG", "info")
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
@@ -695,5 +707,138 @@ pub fn sql_request(sql: &str, limit: usize) -> Request {
         text: None,
         limit,
         sql: Some(sql.into()),
+    }
+}
+
+/// How a test WebAssembly module is built from its C source in `tests/wasm/`.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum WasmKind {
+    /// A rule plugin: no libc, no imports; exports `axiom_alloc` and `axiom_check`.
+    Plugin,
+    /// A WASI program (wasi-libc), with `_start`.
+    Wasi,
+}
+
+/// Compiles `tests/wasm/<name>.c` with Debian's clang (wasm32) into `out/<name>.wasm`.
+pub fn build_wasm(name: &str, kind: WasmKind, out: &Path) -> PathBuf {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("wasm")
+        .join(format!("{name}.c"));
+    let dst = out.join(format!("{name}.wasm"));
+    let mut c = Command::new("clang-14");
+    match kind {
+        WasmKind::Plugin => c.args([
+            "--target=wasm32",
+            "-nostdlib",
+            "-Wl,--no-entry",
+            "-Wl,--export=axiom_alloc",
+            "-Wl,--export=axiom_check",
+        ]),
+        WasmKind::Wasi => c.args(["--target=wasm32-unknown-wasi", "--sysroot=/usr"]),
+    };
+    let o = c
+        .arg("-O2")
+        .arg("-o")
+        .arg(&dst)
+        .arg(&src)
+        .output()
+        .unwrap_or_else(|e| panic!("clang-14 (cargo xtask setup installs it): {e}"));
+    assert!(
+        o.status.success(),
+        "building {}: {}",
+        src.display(),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    dst
+}
+
+/// A real OTLP receiver that is not ours: rotel (a Rust collector, from PyPI), listening for
+/// gRPC and HTTP on loopback and writing what it receives (traces and metrics, in detail) to
+/// its log.
+pub struct Rotel {
+    pub grpc_port: u16,
+    pub http_port: u16,
+    pub dir: PathBuf,
+    child: Option<Child>,
+}
+
+impl Rotel {
+    /// The receiver's binary, in the tests' Python environment (`cargo xtask setup`).
+    pub fn binary() -> PathBuf {
+        let lib = Path::new("/var/cache/axiom/venv/lib");
+        std::fs::read_dir(lib)
+            .ok()
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|e| e.path().join("site-packages/rotel/rotel-agent"))
+            .find(|p| p.exists())
+            .unwrap_or_else(|| panic!("rotel-agent is not installed below {}", lib.display()))
+    }
+
+    pub fn start(name: &str) -> Rotel {
+        let dir = std::env::temp_dir().join(unique(name));
+        std::fs::create_dir_all(&dir).unwrap();
+        let (grpc_port, http_port) = (free_port(), free_port());
+        let log = std::fs::File::create(dir.join("received.log")).unwrap();
+        let child = Command::new(Rotel::binary())
+            .arg("start")
+            .args(["--otlp-grpc-endpoint", &format!("127.0.0.1:{grpc_port}")])
+            .args(["--otlp-http-endpoint", &format!("127.0.0.1:{http_port}")])
+            .args(["--exporter", "blackhole"])
+            .args(["--debug-log", "traces", "--debug-log", "metrics"])
+            .args(["--debug-log-verbosity", "detailed"])
+            .arg("--log-file")
+            .arg(dir.join("agent.log"))
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("rotel-agent");
+        wait_port(grpc_port, "rotel (gRPC)");
+        wait_port(http_port, "rotel (HTTP)");
+        Rotel {
+            grpc_port,
+            http_port,
+            dir,
+            child: Some(child),
+        }
+    }
+
+    /// Everything it has logged of what it received.
+    pub fn received(&self) -> String {
+        let mut s = std::fs::read_to_string(self.dir.join("received.log")).unwrap_or_default();
+        s.push_str(&std::fs::read_to_string(self.dir.join("agent.log")).unwrap_or_default());
+        s
+    }
+
+    /// Waits until what it received contains every one of `needles`.
+    pub fn wait_for(&self, what: &str, needles: &[&str], within: Duration) -> String {
+        let t0 = Instant::now();
+        loop {
+            let got = self.received();
+            if needles.iter().all(|n| got.contains(n)) {
+                return got;
+            }
+            if t0.elapsed() > within {
+                let missing: Vec<&&str> = needles.iter().filter(|n| !got.contains(**n)).collect();
+                let tail: String = got
+                    .chars()
+                    .rev()
+                    .take(6000)
+                    .collect::<Vec<_>>()
+                    .into_iter()
+                    .rev()
+                    .collect();
+                panic!("rotel did not receive {what}: missing {missing:?}\n{tail}");
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+}
+
+impl Drop for Rotel {
+    fn drop(&mut self) {
+        end_child(&mut self.child);
+        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }

@@ -127,3 +127,69 @@ fn watch_shows_a_running_shell_loop_live_and_ends_with_it() {
     );
     assert!(err.contains("ended: signal 9"), "no summary: {err}");
 }
+
+#[test]
+fn doctor_checks_the_host_and_the_daemon_and_names_remedies() {
+    // No daemon: the check fails with what to do, and so does the exit code.
+    let out = axiomctl()
+        .args(["--socket", "/nonexistent/axiomd.sock", "doctor"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    let fail = text
+        .lines()
+        .position(|l| l.starts_with("FAIL  axiomd"))
+        .unwrap_or_else(|| panic!("{text}"));
+    assert!(
+        text.lines()
+            .nth(fail + 1)
+            .is_some_and(|l| l.contains("→ start it")),
+        "{text}"
+    );
+    // With a daemon on this kernel: every check passes or only warns, and the kernel facts are
+    // the ones measured here (BTF, Landlock ABI 7, the program types the sensor loads).
+    let d = Daemon::start("cli_doctor", &[]);
+    let out = axiomctl()
+        .arg("--socket")
+        .arg(&d.socket)
+        .args(["--json", "doctor"])
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let checks: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
+    let status = |name: &str| {
+        checks
+            .iter()
+            .find(|c| c["name"] == name)
+            .unwrap_or_else(|| panic!("no check {name}: {checks:?}"))["status"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    for name in [
+        "btf",
+        "bpffs",
+        "tracefs",
+        "lockdown",
+        "bpf ring buffer",
+        "prog tracepoint",
+        "prog cgroup_sock_addr",
+        "landlock",
+        "axiomd",
+        "store (warm)",
+    ] {
+        assert_eq!(status(name), "pass", "{name}: {checks:?}");
+    }
+    let landlock = checks.iter().find(|c| c["name"] == "landlock").unwrap();
+    assert!(
+        landlock["detail"].as_str().unwrap().starts_with("ABI "),
+        "{landlock}"
+    );
+    assert!(checks.iter().all(|c| c["status"] != "fail"), "{checks:?}");
+}

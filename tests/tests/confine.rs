@@ -298,3 +298,117 @@ fn the_connect_allowlist_lets_listed_addresses_through_and_reports_the_rest() {
             if op == "connect" && *target == want && by.contains("allowlist"))
     });
 }
+
+/// `axiomctl run --wasm` of a module as nobody in `ws`, with `home` as its HOME (the compiled
+/// module cache goes below it).
+fn run_wasm(
+    d: &Daemon,
+    ws: &Path,
+    home: &Path,
+    module: &Path,
+    flags: &[&str],
+    args: &[&str],
+) -> Output {
+    let mut c = Command::new(axiomctl_bin());
+    c.arg("--socket")
+        .arg(&d.socket)
+        .arg("run")
+        .arg("--workspace")
+        .arg(ws)
+        .arg("--wasm")
+        .arg(module)
+        .args(flags)
+        .arg("--")
+        .args(args)
+        .current_dir(ws)
+        .env("HOME", home)
+        .env_remove("XDG_CACHE_HOME")
+        .uid(NOBODY)
+        .gid(NOBODY);
+    c.output().unwrap()
+}
+
+#[test]
+fn a_wasi_tool_sees_only_its_workspace_and_starts_from_the_cache_the_second_time() {
+    let d = Daemon::start("confine_wasi", &[]);
+    let site = Site::new("confine_wasi");
+    // Its HOME inside the workspace: the profile lets it write there (nobody's own home,
+    // /nonexistent, is not writable), so the module cache can be written.
+    let home = site.ws.join(".home");
+    std::fs::create_dir(&home).unwrap();
+    std::os::unix::fs::chown(&home, Some(NOBODY), Some(NOBODY)).unwrap();
+    let module = build_wasm("escape", WasmKind::Wasi, &site.base);
+    let mut sub = d.subscribe(false);
+    let o = run_wasm(&d, &site.ws, &home, &module, &[], &["report.txt"]);
+    let (out, err) = text(&o);
+    // Its own exit code comes back through axiomctl.
+    assert_eq!(o.status.code(), Some(3), "{out}\n{err}");
+    let contained: Vec<&str> = out.lines().filter(|l| l.starts_with("CONTAINED")).collect();
+    assert!(
+        !out.contains("ESCAPED"),
+        "escapes that worked: {out}\n{err}"
+    );
+    assert_eq!(contained.len(), 4, "{out}\n{err}");
+    assert!(out.contains("CONTAINED read-etc-passwd"), "{out}");
+    assert!(out.contains("WROTE report.txt"), "{out}\n{err}");
+    assert_eq!(
+        std::fs::read_to_string(site.ws.join("report.txt")).unwrap(),
+        "made by a wasm tool\n"
+    );
+    assert_eq!(
+        std::fs::read_to_string(site.outside.join("victim.txt")).unwrap(),
+        "original\n"
+    );
+    // Under the agent's own confinement too: the workspace-write profile was applied.
+    assert!(err.contains("profile workspace-write"), "{err}");
+    // axiomd tracked it as an agent: the module is its command, and its output was captured.
+    let started = sub.wait_for("the wasm agent", Duration::from_secs(10), |e| {
+        matches!(&e.body, Body::AgentStarted { command, .. }
+            if command.first().is_some_and(|c| c.ends_with("escape.wasm")))
+    });
+    sub.wait_for("the tool's output", Duration::from_secs(10), |e| {
+        e.agent == started.agent && output_text(e).is_some_and(|t| t.contains("WROTE report.txt"))
+    });
+    // The compiled module was cached for nobody, privately.
+    let cache = home.join(".cache/axiom/wasm");
+    let entries: Vec<_> = std::fs::read_dir(&cache)
+        .unwrap_or_else(|e| panic!("{}: {e}", cache.display()))
+        .flatten()
+        .collect();
+    assert_eq!(entries.len(), 1, "{entries:?}");
+    let meta = entries[0].metadata().unwrap();
+    assert_eq!(std::os::unix::fs::MetadataExt::uid(&meta), NOBODY);
+    assert_eq!(meta.permissions().mode() & 0o777, 0o600);
+    let cached_at = meta.modified().unwrap();
+    // The second start deserializes it (the entry is not written again).
+    let o = run_wasm(&d, &site.ws, &home, &module, &[], &["again.txt"]);
+    assert_eq!(o.status.code(), Some(3), "{:?}", text(&o));
+    assert!(site.ws.join("again.txt").exists());
+    assert_eq!(
+        std::fs::metadata(entries[0].path())
+            .unwrap()
+            .modified()
+            .unwrap(),
+        cached_at
+    );
+}
+
+#[test]
+fn a_wasi_tool_that_never_ends_is_stopped_at_its_deadline() {
+    let d = Daemon::start("confine_wasi_burn", &[]);
+    let site = Site::new("confine_wasi_burn");
+    let module = build_wasm("burn", WasmKind::Wasi, &site.base);
+    let o = run_wasm(
+        &d,
+        &site.ws,
+        &site.ws,
+        &module,
+        &["--wasm-timeout-ms", "300"],
+        &[],
+    );
+    let (out, err) = text(&o);
+    assert_eq!(o.status.code(), Some(137), "{out}\n{err}");
+    assert!(out.contains("burning"), "{out}");
+    // The agent's own terminal says why (its stderr is the pty).
+    assert!(out.contains("stopped: deadline"), "{out}\n{err}");
+}

@@ -455,3 +455,159 @@ fn timeouts_fire_on_an_idle_agent() {
     let _ = child.wait();
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A rule file with three WebAssembly plugins (built from tests/wasm/*.c) and a plain rule.
+fn plugin_rules(dir: &std::path::Path) -> std::path::PathBuf {
+    build_wasm("sql_guard", WasmKind::Plugin, dir);
+    build_wasm("spin", WasmKind::Plugin, dir);
+    build_wasm("hog", WasmKind::Plugin, dir);
+    let file = dir.join("plugins.toml");
+    std::fs::write(
+        &file,
+        r#"[[rule]]
+id = "sql-guard"
+kind = "plugin"
+scope = "output"
+literals = ["drop table"]
+case_insensitive = true
+plugin = "sql_guard.wasm"
+severity = "high"
+cooldown_secs = 0
+
+[[rule]]
+id = "spin"
+kind = "plugin"
+scope = "output"
+literals = ["SPIN-ME"]
+plugin = "spin.wasm"
+fuel = 2000000
+cooldown_secs = 0
+
+[[rule]]
+id = "hog"
+kind = "plugin"
+scope = "output"
+literals = ["HOG-ME"]
+plugin = "hog.wasm"
+memory_mib = 4
+cooldown_secs = 0
+
+[[rule]]
+id = "still-watching"
+scope = "output"
+literals = ["STILL-WATCHING"]
+"#,
+    )
+    .unwrap();
+    file
+}
+
+#[test]
+fn plugins_judge_output_and_runaway_ones_are_stopped_and_reported() {
+    let dir = std::env::temp_dir().join(unique("rules_plugins"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = plugin_rules(&dir);
+    let cache = dir.join("cache");
+    let d = Daemon::start(
+        "rules_plugins",
+        &[
+            "--rules",
+            &file.display().to_string(),
+            "--set",
+            &format!("rules.plugin_cache={}", cache.display()),
+        ],
+    );
+    let mut sub = d.subscribe(false);
+    let script = "sleep 0.3; echo 'psql -c \"DROP TABLE users;\"'; sleep 0.2; \
+                  echo 'in the migration: drop table old_users;'; sleep 0.2; \
+                  for i in 1 2 3 4; do echo SPIN-ME; sleep 0.1; done; echo HOG-ME; sleep 0.2; \
+                  echo STILL-WATCHING; sleep 0.3";
+    let (mut child, agent) = run_agent(&d, "plugged", script);
+    // The plugin's verdict, with its own detail.
+    let v = sub.wait_for("the sql-guard finding", T, |e| {
+        violation(e, agent) == Some("sql-guard")
+    });
+    let Body::Violation {
+        detail, severity, ..
+    } = &v.body
+    else {
+        unreachable!()
+    };
+    assert_eq!(
+        detail, "destructive SQL outside a migration: DROP TABLE users",
+        "the plugin's own detail"
+    );
+    assert_eq!(severity, "high");
+    // The endless loop: stopped by fuel, reported, and switched off after three strikes.
+    let plugin_denied = |rule: &'static str, by: &'static str| {
+        move |e: &Event| {
+            e.agent == agent
+                && matches!(&e.body, Body::Denied { op, target, by: b, .. }
+                    if op == "plugin" && target.starts_with(&format!("rule {rule} (")) && b.contains(by))
+        }
+    };
+    sub.wait_for(
+        "the spin plugin's fuel fault",
+        T,
+        plugin_denied("spin", "fuel limit"),
+    );
+    sub.wait_for(
+        "the spin plugin switched off",
+        T,
+        plugin_denied("spin", "switched off after 3"),
+    );
+    sub.wait_for(
+        "the hog plugin's memory fault",
+        T,
+        plugin_denied("hog", "memory limit"),
+    );
+    // axiomd kept judging this agent's output afterwards.
+    sub.wait_for("a rule after the faults", T, |e| {
+        violation(e, agent) == Some("still-watching")
+    });
+    let _ = child.wait();
+    sub.drain_for(Duration::from_millis(300));
+    let count = |f: &dyn Fn(&Event) -> bool| sub.seen.iter().filter(|e| f(e)).count();
+    // The migration line passed the plugin: one finding, not two.
+    assert_eq!(count(&|e| violation(e, agent) == Some("sql-guard")), 1);
+    // Four SPIN-ME lines, three calls: the fourth found the plugin switched off.
+    assert_eq!(count(&plugin_denied("spin", "fuel limit")), 3);
+    // Compiled once, into the configured cache.
+    assert_eq!(std::fs::read_dir(&cache).unwrap().count(), 3);
+    let listed = d.client().request(&Request::Rules).rules.unwrap();
+    assert!(
+        listed
+            .iter()
+            .any(|r| r.id == "sql-guard" && r.kind == "plugin")
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn a_plugin_that_asks_for_authority_is_refused_with_its_line() {
+    let dir = std::env::temp_dir().join(unique("rules_plugin_bad"));
+    std::fs::create_dir_all(&dir).unwrap();
+    // A WASI program imports the system interface: not allowed for a plugin.
+    build_wasm("escape", WasmKind::Wasi, &dir);
+    let file = dir.join("bad.toml");
+    std::fs::write(
+        &file,
+        "[[rule]]\nid = \"greedy\"\nkind = \"plugin\"\nscope = \"output\"\nplugin = \"escape.wasm\"\n",
+    )
+    .unwrap();
+    let out = Command::new(axiomctl_bin())
+        .args(["rules", "check"])
+        .arg(&file)
+        .env("HOME", &dir)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(65));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&format!("{}:5: rule \"greedy\": plugin", file.display()))
+            && err.contains("imports wasi_snapshot_preview1.")
+            && err.contains("a plugin may import nothing"),
+        "{err}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}

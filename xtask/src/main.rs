@@ -2,8 +2,10 @@
 //! demo and the benchmarks. Integration tests need root; they run from here.
 mod bench;
 mod demo;
+mod package;
 mod setup;
 mod test;
+mod units;
 
 use std::{path::PathBuf, process::Command};
 
@@ -31,6 +33,8 @@ enum Cmd {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
+    /// Build, then make a Debian package (target/release/axiom_<version>_<arch>.deb).
+    Package,
     /// Build and start axiomd, then run a sample agent under it and show what it does, live.
     Demo,
     /// Benchmarks: each prints ratios against baselines measured in the same run.
@@ -126,6 +130,7 @@ fn main() -> anyhow::Result<()> {
         Cmd::Setup => setup::setup(),
         Cmd::Build => build(),
         Cmd::Test { no_lint, args } => test::test(!no_lint, &args),
+        Cmd::Package => build().and_then(|()| package::package().map(drop)),
         Cmd::Demo => demo::demo(),
         Cmd::Bench { which } => bench::bench(which),
     }

@@ -1,5 +1,8 @@
 //! Idempotent machine setup: each step checks before it installs, so a second run is quick.
-use std::process::{Command, Stdio};
+use std::{
+    path::Path,
+    process::{Command, Stdio},
+};
 
 use anyhow::Context as _;
 
@@ -8,7 +11,8 @@ use crate::run;
 /// Debian packages the tests and benchmarks use.
 /// (dbus-daemon, dbus-bin, libglib2.0-bin and systemd: the private test bus and three D-Bus
 /// clients that are not ours — dbus-monitor, gdbus, busctl; util-linux: setpriv; redis: the hot
-/// tier's server and redis-cli; python3-venv: the independent Parquet reader, pyarrow.)
+/// tier's server and redis-cli; python3-venv: the independent Parquet reader, pyarrow; clang,
+/// lld, wasi-libc and the wasm32 compiler runtime: the test plugins and WASI tools, from C.)
 const PACKAGES: &[&str] = &[
     "strace",
     "bpftrace",
@@ -23,6 +27,10 @@ const PACKAGES: &[&str] = &[
     "redis-server",
     "redis-tools",
     "python3-venv",
+    "clang-14",
+    "lld-14",
+    "wasi-libc",
+    "libclang-rt-14-dev-wasm32",
 ];
 const BPF_LINKER: &str = "0.10.4";
 /// An S3-compatible server for the cold tier's tests (a directory served over the S3 API).
@@ -98,13 +106,25 @@ pub fn setup() -> anyhow::Result<()> {
         .context("installing s3s-fs")?;
     }
 
+    // pyarrow: reads the cold tier's Parquet; rotel: a real OTLP receiver; prometheus_client:
+    // the reference parser of the Prometheus text format.
     let py = format!("{VENV}/bin/python");
-    if quiet_ok(Command::new(&py).args(["-c", "import pyarrow"])) {
-        println!("setup: pyarrow present in {VENV}");
+    if quiet_ok(Command::new(&py).args(["-c", "import pyarrow, rotel, prometheus_client"])) {
+        println!("setup: pyarrow, rotel, prometheus_client present in {VENV}");
     } else {
-        run(Command::new("python3").args(["-m", "venv", VENV]))?;
-        run(Command::new(&py).args(["-m", "pip", "install", "-q", "pyarrow"]))
-            .context("installing pyarrow")?;
+        if !Path::new(&py).exists() {
+            run(Command::new("python3").args(["-m", "venv", VENV]))?;
+        }
+        run(Command::new(&py).args([
+            "-m",
+            "pip",
+            "install",
+            "-q",
+            "pyarrow",
+            "rotel",
+            "prometheus_client",
+        ]))
+        .context("installing pyarrow, rotel, prometheus_client")?;
     }
 
     // The admin group, as systemd/axiom.sysusers makes it on an installed system.

@@ -26,6 +26,9 @@ pub fn test(lint: bool, extra: &[String]) -> anyhow::Result<()> {
         ]))?;
     }
     build()?;
+    crate::units::check()?;
+    // The package the packaging test installs into an empty root.
+    let deb = crate::package::package()?;
     let mut child = cargo()
         .args([
             "test",
@@ -37,6 +40,7 @@ pub fn test(lint: bool, extra: &[String]) -> anyhow::Result<()> {
         ])
         .args(extra)
         .env("AXIOM_BIN_DIR", target_dir())
+        .env("AXIOM_DEB", &deb)
         .stdout(Stdio::piped())
         .spawn()?;
     let (mut passed, mut failed) = (0u64, 0u64);

@@ -7,14 +7,24 @@
 mod ansi;
 pub mod dfa;
 
-use std::{collections::HashSet, path::Path, time::Duration};
+use std::{
+    collections::HashSet,
+    path::Path,
+    sync::{
+        Arc,
+        atomic::{AtomicU32, Ordering},
+    },
+    time::Duration,
+};
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
+
+use crate::sandbox;
 
 pub use ansi::strip_ansi;
 
 /// What a rule looks at.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Deserialize, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Scope {
     /// What the agent writes to its terminal, pipes and sockets (ANSI escapes stripped).
@@ -93,6 +103,8 @@ pub enum Kind {
     PlanningTimeout(Duration),
     /// No file activity for this long.
     ProgressCheck(Duration),
+    /// A WebAssembly plugin decides, on what the rule's literals and regex (if any) let through.
+    Plugin,
 }
 
 #[derive(Debug, Deserialize)]
@@ -136,6 +148,16 @@ struct RawRule {
     redact: bool,
     #[serde(default = "default_enabled")]
     enabled: bool,
+    /// `kind = "plugin"`: the module (relative to the rule file's directory).
+    #[serde(default)]
+    plugin: Option<toml::Spanned<String>>,
+    /// A plugin call's limits (defaults: `sandbox::Limits::PLUGIN`).
+    #[serde(default)]
+    fuel: Option<u64>,
+    #[serde(default)]
+    memory_mib: Option<u64>,
+    #[serde(default)]
+    timeout_ms: Option<u64>,
 }
 
 fn default_severity() -> Severity {
@@ -170,6 +192,72 @@ pub struct Rule {
     pub redact: bool,
     /// `file:line` it came from.
     pub origin: String,
+    /// `kind = "plugin"`: the loaded module.
+    pub plugin: Option<Arc<RulePlugin>>,
+}
+
+/// A rule's plugin, and how many of its calls in a row were stopped.
+#[derive(Debug)]
+pub struct RulePlugin {
+    pub plugin: sandbox::Plugin,
+    strikes: AtomicU32,
+}
+
+/// Calls in a row stopped by a limit before a plugin is switched off (until the rules reload):
+/// a plugin that always runs away would otherwise cost its whole budget on every event.
+pub const PLUGIN_STRIKES: u32 = 3;
+
+/// What a rule's follow-up made of a prefilter hit.
+#[derive(Debug, PartialEq)]
+pub enum FollowUp {
+    /// A finding, with the plugin's detail.
+    Finding(String),
+    /// The plugin found nothing.
+    Pass,
+    /// The call was stopped; `disabled`: that was the last strike.
+    Fault {
+        fault: sandbox::Fault,
+        disabled: bool,
+    },
+    /// Switched off after `PLUGIN_STRIKES` stopped calls.
+    Disabled,
+}
+
+/// What a plugin is asked about (sent to it as one JSON object).
+#[derive(Debug, serde::Serialize)]
+pub struct Subject<'a> {
+    pub rule: &'a str,
+    pub scope: Scope,
+    pub text: &'a str,
+    pub agent: u64,
+    pub pid: u32,
+    pub comm: &'a str,
+}
+
+impl RulePlugin {
+    /// Calls the plugin unless it is switched off; counts strikes.
+    pub fn follow_up(&self, subject: &Subject) -> FollowUp {
+        if self.strikes.load(Ordering::Relaxed) >= PLUGIN_STRIKES {
+            return FollowUp::Disabled;
+        }
+        let input = serde_json::to_vec(subject).unwrap_or_default();
+        match self.plugin.check(&input) {
+            Ok(v) => {
+                self.strikes.store(0, Ordering::Relaxed);
+                match v {
+                    Some(d) => FollowUp::Finding(d),
+                    None => FollowUp::Pass,
+                }
+            }
+            Err(fault) => {
+                let n = self.strikes.fetch_add(1, Ordering::Relaxed) + 1;
+                FollowUp::Fault {
+                    fault,
+                    disabled: n >= PLUGIN_STRIKES,
+                }
+            }
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -245,6 +333,7 @@ pub fn parse(text: &str, origin: &str) -> Result<Vec<Rule>, RuleError> {
             "claim" => Kind::Claim(r.verify.ok_or_else(|| {
                 err("a claim needs verify = \"files_written\" or \"tests_ran\"".into())
             })?),
+            "plugin" => Kind::Plugin,
             k @ ("planning_timeout" | "progress_check") => {
                 let secs = r
                     .after_secs
@@ -259,18 +348,19 @@ pub fn parse(text: &str, origin: &str) -> Result<Vec<Rule>, RuleError> {
             }
             other => {
                 return Err(err(format!(
-                    "unknown kind {other:?} (match, claim, planning_timeout, progress_check)"
+                    "unknown kind {other:?} (match, claim, plugin, planning_timeout, progress_check)"
                 )));
             }
         };
-        let matching = matches!(kind, Kind::Match | Kind::Claim(_));
+        let matching = matches!(kind, Kind::Match | Kind::Claim(_) | Kind::Plugin);
         if matching {
             if r.scope.is_none() {
                 return Err(err(
                     "needs a scope (output, file_write, exec, file, connect)".into(),
                 ));
             }
-            if r.literals.is_empty() && regex.is_none() {
+            // A plugin sees every event of its scope unless literals or a regex narrow it.
+            if kind != Kind::Plugin && r.literals.is_empty() && regex.is_none() {
                 return Err(err("needs literals, a regex, or both".into()));
             }
             if r.literals.iter().any(|l| l.is_empty()) {
@@ -286,6 +376,32 @@ pub fn parse(text: &str, origin: &str) -> Result<Vec<Rule>, RuleError> {
         if out.iter().any(|o: &Rule| o.id == r.id) {
             return Err(err("duplicate id".into()));
         }
+        let plugin = match (&kind, &r.plugin) {
+            (Kind::Plugin, Some(file)) => {
+                let at_file =
+                    |reason: String| at(file.span().start, format!("rule {:?}: {reason}", r.id));
+                let limits = plugin_limits(&r).map_err(at_file)?;
+                let base = Path::new(origin).parent().unwrap_or(Path::new("."));
+                let path = base.join(file.get_ref());
+                let sb = sandbox::shared().map_err(|e| at_file(e.to_string()))?;
+                let plugin = sandbox::Plugin::load(sb, path, limits)
+                    .map_err(|e| at_file(format!("plugin {e}")))?;
+                Some(Arc::new(RulePlugin {
+                    plugin,
+                    strikes: AtomicU32::new(0),
+                }))
+            }
+            (Kind::Plugin, None) => {
+                return Err(err("kind plugin needs plugin = \"file.wasm\"".into()));
+            }
+            (_, Some(file)) => {
+                return Err(at(
+                    file.span().start,
+                    format!("rule {:?}: plugin is only for kind = \"plugin\"", r.id),
+                ));
+            }
+            (_, None) => None,
+        };
         out.push(Rule {
             origin: format!("{origin}:{}", line_of(text, start)),
             id: r.id,
@@ -301,9 +417,34 @@ pub fn parse(text: &str, origin: &str) -> Result<Vec<Rule>, RuleError> {
             action: r.action,
             message: r.message,
             redact: r.redact,
+            plugin,
         });
     }
     Ok(out)
+}
+
+/// A plugin rule's limits: the defaults, changed by `fuel`, `memory_mib`, `timeout_ms`.
+fn plugin_limits(r: &RawRule) -> Result<sandbox::Limits, String> {
+    let mut l = sandbox::Limits::PLUGIN;
+    if let Some(f) = r.fuel {
+        if f == 0 {
+            return Err("fuel must be > 0".into());
+        }
+        l.fuel = Some(f);
+    }
+    if let Some(m) = r.memory_mib {
+        if !(1..=4096).contains(&m) {
+            return Err("memory_mib must be 1..=4096".into());
+        }
+        l.memory_bytes = (m as usize) << 20;
+    }
+    if let Some(t) = r.timeout_ms {
+        if t == 0 {
+            return Err("timeout_ms must be > 0".into());
+        }
+        l.deadline = Some(Duration::from_millis(t));
+    }
+    Ok(l)
 }
 
 /// A hit of one rule in one text.
@@ -351,7 +492,9 @@ impl RuleSet {
             let mut ix = ScopeIndex::default();
             let mut pats = Vec::new();
             for (i, r) in rules.iter().enumerate() {
-                if r.scope != Some(scope) || !matches!(r.kind, Kind::Match | Kind::Claim(_)) {
+                if r.scope != Some(scope)
+                    || !matches!(r.kind, Kind::Match | Kind::Claim(_) | Kind::Plugin)
+                {
                     continue;
                 }
                 if r.literals.is_empty() {

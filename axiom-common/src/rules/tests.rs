@@ -136,3 +136,110 @@ fn secrets_are_masked_everywhere_they_occur() {
         ["aws-access-key-in-file"]
     );
 }
+
+/// A plugin that reports every input it is given: "seen".
+const SEEN_WAT: &str = r#"(module
+  (memory (export "memory") 1)
+  (data (i32.const 16) "seen")
+  (func (export "axiom_alloc") (param i32) (result i32) (i32.const 1024))
+  (func (export "axiom_check") (param i32 i32) (result i64)
+    (i64.or (i64.shl (i64.const 16) (i64.const 32)) (i64.const 4))))"#;
+
+fn plugin_dir(tag: &str) -> std::path::PathBuf {
+    let d = std::env::temp_dir().join(format!("axiom-rules-plugin-{tag}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).expect("dir");
+    std::fs::write(d.join("seen.wat"), SEEN_WAT).expect("module");
+    d
+}
+
+#[test]
+fn a_plugin_rule_loads_its_module_beside_the_rule_file_and_judges_hits() {
+    let d = plugin_dir("ok");
+    let origin = d.join("p.toml").display().to_string();
+    let text = "[[rule]]\nid = \"p\"\nkind = \"plugin\"\nscope = \"exec\"\nliterals = [\"curl\"]\nplugin = \"seen.wat\"\nfuel = 1000\n";
+    let set = RuleSet::new(parse(text, &origin).expect("parse")).expect("set");
+    let r = &set.rules[0];
+    assert_eq!(r.kind, Kind::Plugin);
+    let p = r.plugin.as_ref().expect("a plugin");
+    assert_eq!(p.plugin.limits.fuel, Some(1000));
+    // The literals are its prefilter.
+    assert!(set.scan(Scope::Exec, "ls -l").is_empty());
+    assert_eq!(set.scan(Scope::Exec, "curl x").len(), 1);
+    let subject = Subject {
+        rule: "p",
+        scope: Scope::Exec,
+        text: "curl x",
+        agent: 1,
+        pid: 2,
+        comm: "sh",
+    };
+    assert_eq!(p.follow_up(&subject), FollowUp::Finding("seen".into()));
+}
+
+#[test]
+fn plugin_rule_mistakes_name_their_line() {
+    let d = plugin_dir("bad");
+    let origin = d.join("p.toml").display().to_string();
+    let err = |text: &str| parse(text, &origin).expect_err("refused").to_string();
+    let e = err("[[rule]]\nid = \"p\"\nkind = \"plugin\"\nscope = \"output\"\n");
+    assert!(
+        e.ends_with(":1: rule \"p\": kind plugin needs plugin = \"file.wasm\""),
+        "{e}"
+    );
+    let e = err(
+        "[[rule]]\nid = \"p\"\nscope = \"output\"\nliterals = [\"x\"]\nplugin = \"seen.wat\"\n",
+    );
+    assert!(
+        e.contains(":5: rule \"p\": plugin is only for kind = \"plugin\""),
+        "{e}"
+    );
+    let e = err(
+        "[[rule]]\nid = \"p\"\nkind = \"plugin\"\nscope = \"output\"\nplugin = \"missing.wasm\"\n",
+    );
+    assert!(
+        e.contains(":5: rule \"p\": plugin ") && e.contains("missing.wasm"),
+        "{e}"
+    );
+    let e = err(
+        "[[rule]]\nid = \"p\"\nkind = \"plugin\"\nscope = \"output\"\nplugin = \"seen.wat\"\nmemory_mib = 0\n",
+    );
+    assert!(
+        e.contains(":5: rule \"p\": memory_mib must be 1..=4096"),
+        "{e}"
+    );
+}
+
+#[test]
+fn a_plugin_that_keeps_running_away_is_switched_off() {
+    let d = plugin_dir("strikes");
+    std::fs::write(
+        d.join("loop.wat"),
+        r#"(module (memory (export "memory") 1)
+  (func (export "axiom_alloc") (param i32) (result i32) (i32.const 0))
+  (func (export "axiom_check") (param i32 i32) (result i64) (loop $l (br $l)) (i64.const 0)))"#,
+    )
+    .expect("module");
+    let origin = d.join("p.toml").display().to_string();
+    let text = "[[rule]]\nid = \"l\"\nkind = \"plugin\"\nscope = \"output\"\nplugin = \"loop.wat\"\nfuel = 10000\n";
+    let set = RuleSet::new(parse(text, &origin).expect("parse")).expect("set");
+    let p = set.rules[0].plugin.as_ref().expect("plugin");
+    let subject = Subject {
+        rule: "l",
+        scope: Scope::Output,
+        text: "x",
+        agent: 1,
+        pid: 2,
+        comm: "sh",
+    };
+    for i in 1..=PLUGIN_STRIKES {
+        assert_eq!(
+            p.follow_up(&subject),
+            FollowUp::Fault {
+                fault: sandbox::Fault::Fuel(10000),
+                disabled: i == PLUGIN_STRIKES
+            }
+        );
+    }
+    assert_eq!(p.follow_up(&subject), FollowUp::Disabled);
+}

@@ -394,6 +394,11 @@ impl Control {
         self.agents.values()
     }
 
+    /// Agents whose root process has not ended.
+    pub fn running(&self) -> usize {
+        self.agents.values().filter(|a| a.exit.is_none()).count()
+    }
+
     /// Agent of a pid, if tracked.
     pub fn agent_of(&self, pid: u32) -> Option<u64> {
         self.tracked.get(&pid, 0).ok().filter(|a| *a != 0)

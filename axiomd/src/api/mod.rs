@@ -262,6 +262,52 @@ impl Shared {
         }
     }
 
+    /// Reports a plugin call a sandbox limit stopped: a `denied` event on the agent whose event
+    /// it was looking at (the sandbox refused the plugin more fuel, memory or time).
+    pub fn plugin_fault(
+        &self,
+        set: &axiom_common::rules::RuleSet,
+        f: &crate::rules::engine::PluginFault,
+    ) {
+        let Some(r) = set.rules.get(f.rule) else {
+            return;
+        };
+        let path = r
+            .plugin
+            .as_ref()
+            .map(|p| p.plugin.path.display().to_string())
+            .unwrap_or_default();
+        tracing::warn!(rule = %r.id, plugin = %path, fault = %f.fault, switched_off = f.disabled, "plugin call stopped");
+        let Some(agent) = self
+            .control
+            .lock()
+            .ok()
+            .and_then(|c| c.get(f.agent).cloned())
+        else {
+            return;
+        };
+        let mut by = f.fault.to_string();
+        if f.disabled {
+            by.push_str(&format!(
+                "; switched off after {} stopped calls in a row, until the rules reload",
+                axiom_common::rules::PLUGIN_STRIKES
+            ));
+        }
+        let mut ev = notice(
+            &agent,
+            Body::Denied {
+                op: "plugin".into(),
+                target: format!("rule {} ({path})", r.id),
+                by,
+                count: 1,
+            },
+        );
+        if f.pid != 0 {
+            (ev.pid, ev.tgid) = (f.pid, f.pid);
+        }
+        self.bus.publish(ev);
+    }
+
     /// Carries out a finding's intervention and reports it.
     pub fn intervene_for(
         &self,
@@ -429,6 +475,7 @@ impl Shared {
                     Kind::Claim(_) => "claim",
                     Kind::PlanningTimeout(_) => "planning_timeout",
                     Kind::ProgressCheck(_) => "progress_check",
+                    Kind::Plugin => "plugin",
                 }
                 .into(),
                 scope: r.scope.map(|s| format!("{s:?}")),

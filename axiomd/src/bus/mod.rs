@@ -42,7 +42,7 @@ struct Replay {
 }
 
 /// Event kinds, in the order of `Stats::events`.
-pub const KINDS: [&str; 11] = [
+pub const KINDS: [&str; 12] = [
     "fork",
     "exec",
     "exit",
@@ -54,6 +54,7 @@ pub const KINDS: [&str; 11] = [
     "intervention",
     "violation",
     "kernel_match",
+    "denied",
 ];
 
 /// Counters by name, shown by `status`. Per-event counters are atomics: this is the hot path.

@@ -3,17 +3,19 @@
 //! kernel lacks tracefs or ring buffers.
 use std::path::{Path, PathBuf};
 
-use aya::maps::MapType;
+use axiom_common::preflight::{self, BPF_FS_MAGIC, Check, Status, TRACEFS_MAGIC, fs_magic};
 
 use super::SensorError;
 
-const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
-const TRACEFS_MAGIC: i64 = 0x7472_6163;
-
-fn fs_magic(path: &Path) -> Option<i64> {
-    nix::sys::statfs::statfs(path)
-        .ok()
-        .map(|s| s.filesystem_type().0)
+/// A failed check as the error that stops the sensor, with its remedy.
+fn required(c: Check) -> Result<(), SensorError> {
+    match c.status {
+        Status::Fail => Err(SensorError::Feature {
+            feature: c.name,
+            remedy: format!("{}: {}", c.detail, c.remedy.unwrap_or_default()),
+        }),
+        Status::Pass | Status::Warn => Ok(()),
+    }
 }
 
 fn mount(at: &Path, fstype: &str) -> nix::Result<()> {
@@ -28,7 +30,7 @@ fn mount(at: &Path, fstype: &str) -> nix::Result<()> {
 
 /// Makes sure bpffs is mounted at `/sys/fs/bpf` (mounting it when absent).
 pub fn ensure_bpffs() -> Result<(), SensorError> {
-    let root = Path::new("/sys/fs/bpf");
+    let root = Path::new(preflight::BPFFS_ROOT);
     if fs_magic(root) == Some(BPF_FS_MAGIC) {
         return Ok(());
     }
@@ -46,11 +48,8 @@ pub fn ensure_bpffs() -> Result<(), SensorError> {
 
 /// Returns the tracefs root, mounting it at `/sys/kernel/tracing` when no mount is found.
 pub fn ensure_tracefs() -> Result<PathBuf, SensorError> {
-    for p in ["/sys/kernel/tracing", "/sys/kernel/debug/tracing"] {
-        let p = Path::new(p);
-        if p.join("events").is_dir() {
-            return Ok(p.to_path_buf());
-        }
+    if let Some(p) = preflight::tracefs_root() {
+        return Ok(p);
     }
     let root = Path::new("/sys/kernel/tracing");
     if fs_magic(root) != Some(TRACEFS_MAGIC) {
@@ -66,15 +65,7 @@ pub fn ensure_tracefs() -> Result<PathBuf, SensorError> {
     Ok(root.to_path_buf())
 }
 
-/// Checks that a tracepoint exists in this kernel.
-pub fn has_tracepoint(tracefs: &Path, category: &str, event: &str) -> bool {
-    tracefs
-        .join("events")
-        .join(category)
-        .join(event)
-        .join("id")
-        .exists()
-}
+pub use preflight::has_tracepoint;
 
 pub fn tracepoint_missing(category: &str, event: &str) -> SensorError {
     let remedy = if category == "syscalls" {
@@ -90,34 +81,12 @@ pub fn tracepoint_missing(category: &str, event: &str) -> SensorError {
 
 /// Ring buffer maps (Linux 5.8) carry every record; without them nothing works.
 pub fn check_ringbuf() -> Result<(), SensorError> {
-    match aya::sys::is_map_supported(MapType::RingBuf) {
-        Ok(true) => Ok(()),
-        Ok(false) => Err(SensorError::Feature {
-            feature: "BPF ring buffer",
-            remedy: "BPF_MAP_TYPE_RINGBUF needs Linux 5.8 or newer".into(),
-        }),
-        Err(e) => Err(SensorError::Feature {
-            feature: "bpf() syscall",
-            remedy: format!(
-                "probing ring buffer support failed ({e}): run as root or with CAP_BPF, \
-                 CAP_PERFMON and CAP_SYS_RESOURCE; check kernel.unprivileged_bpf_disabled and lockdown"
-            ),
-        }),
-    }
+    required(preflight::ringbuf())
 }
 
 /// Kernel lockdown in confidentiality mode forbids reading user memory from BPF.
 pub fn check_lockdown() -> Result<(), SensorError> {
-    let s = std::fs::read_to_string("/sys/kernel/security/lockdown").unwrap_or_default();
-    if s.contains("[confidentiality]") {
-        return Err(SensorError::Feature {
-            feature: "lockdown",
-            remedy: "kernel lockdown is in confidentiality mode, which forbids bpf_probe_read; \
-                     boot with lockdown=integrity or none"
-                .into(),
-        });
-    }
-    Ok(())
+    required(preflight::lockdown())
 }
 
 #[cfg(test)]

@@ -64,6 +64,34 @@ pub struct Engine {
     reported_order: std::collections::VecDeque<(u32, i32, u64)>,
     /// Findings suppressed by a cooldown.
     pub suppressed: u64,
+    /// Plugin rules' prefilter hits since the last `take_candidates`.
+    candidates: Vec<Candidate>,
+}
+
+/// A plugin rule's prefilter hit: its plugin judges it outside the engine's lock (a call may
+/// take its whole fuel budget, and the reader thread takes that lock for kernel matches).
+#[derive(Clone, Debug)]
+pub struct Candidate {
+    pub agent: u64,
+    pub rule: usize,
+    pub pid: u32,
+    pub uid: u32,
+    pub scope: Scope,
+    pub comm: String,
+    /// The text with its context window.
+    pub text: String,
+    pub latency_us: Option<f64>,
+}
+
+/// A plugin call that a sandbox limit stopped, while it looked at an agent's event.
+#[derive(Clone, Debug)]
+pub struct PluginFault {
+    pub agent: u64,
+    pub rule: usize,
+    pub pid: u32,
+    pub fault: axiom_common::sandbox::Fault,
+    /// That was its last strike: it is switched off until the rules reload.
+    pub disabled: bool,
 }
 
 /// Writes remembered for de-duplication (a write's two records arrive close together).
@@ -338,6 +366,20 @@ impl Engine {
                     continue;
                 }
             }
+            // A plugin rule's prefilter hit is only a candidate: its plugin decides, later.
+            if r.plugin.is_some() {
+                self.candidates.push(Candidate {
+                    agent: ev.agent,
+                    rule: h.rule,
+                    pid: ev.tgid,
+                    uid: ev.uid,
+                    scope,
+                    comm: ev.comm.clone(),
+                    text: full.clone(),
+                    latency_us,
+                });
+                continue;
+            }
             if !self.cool(set, ev.agent, h.rule, now) {
                 continue;
             }
@@ -352,6 +394,30 @@ impl Engine {
             });
         }
         out
+    }
+
+    /// The plugin rules' hits since the last time this was asked.
+    pub fn take_candidates(&mut self) -> Vec<Candidate> {
+        std::mem::take(&mut self.candidates)
+    }
+
+    /// A plugin's finding on a candidate, through its rule's cooldown.
+    pub fn admit(
+        &mut self,
+        set: &RuleSet,
+        c: &Candidate,
+        detail: String,
+        now: Instant,
+    ) -> Option<Finding> {
+        self.cool(set, c.agent, c.rule, now).then_some(Finding {
+            agent: c.agent,
+            rule: c.rule,
+            detail,
+            latency_us: c.latency_us,
+            pid: c.pid,
+            uid: c.uid,
+            in_kernel: false,
+        })
     }
 
     /// Timeouts: planning (no file yet) and progress (no file activity lately).

@@ -98,13 +98,14 @@ pub fn run(
                 if matches!(ev.body, axiom_common::wire::Body::KernelMatch { .. }) {
                     on_kernel_match(&shared, &ev);
                 } else {
-                    let findings = match shared.engine.lock() {
-                        Ok(mut e) => e.on_event(&set, &ev, Instant::now()),
+                    let (findings, candidates) = match shared.engine.lock() {
+                        Ok(mut e) => (e.on_event(&set, &ev, Instant::now()), e.take_candidates()),
                         Err(_) => return,
                     };
                     for f in findings {
                         shared.enforce(&set, f);
                     }
+                    judge(&shared, &set, candidates);
                 }
             }
             Err(RecvTimeoutError::Timeout) => {}
@@ -119,6 +120,51 @@ pub fn run(
             for f in findings {
                 shared.enforce(&set, f);
             }
+        }
+    }
+}
+
+/// Plugin rules' candidates, each judged by its plugin in its sandbox with the engine unlocked;
+/// a finding goes through the rule's cooldown, a stopped call is reported as a denial.
+fn judge(shared: &crate::api::Shared, set: &Arc<RuleSet>, candidates: Vec<engine::Candidate>) {
+    use axiom_common::rules::{FollowUp, Subject};
+    for c in candidates {
+        let Some(rule) = set.rules.get(c.rule) else {
+            continue;
+        };
+        let Some(p) = &rule.plugin else {
+            continue;
+        };
+        let subject = Subject {
+            rule: &rule.id,
+            scope: c.scope,
+            text: &c.text,
+            agent: c.agent,
+            pid: c.pid,
+            comm: &c.comm,
+        };
+        match p.follow_up(&subject) {
+            FollowUp::Finding(detail) => {
+                let now = std::time::Instant::now();
+                let f = match shared.engine.lock() {
+                    Ok(mut e) => e.admit(set, &c, detail, now),
+                    Err(_) => return,
+                };
+                if let Some(f) = f {
+                    shared.enforce(set, f);
+                }
+            }
+            FollowUp::Pass | FollowUp::Disabled => {}
+            FollowUp::Fault { fault, disabled } => shared.plugin_fault(
+                set,
+                &engine::PluginFault {
+                    agent: c.agent,
+                    rule: c.rule,
+                    pid: c.pid,
+                    fault,
+                    disabled,
+                },
+            ),
         }
     }
 }

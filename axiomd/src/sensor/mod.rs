@@ -34,6 +34,8 @@ pub struct Pipeline {
     bus: Arc<Bus>,
     on_match: Option<OnMatch>,
     redactor: Option<Redactor>,
+    /// Bumped on every pass of the reader's loop (the systemd watchdog watches it).
+    heartbeat: Option<crate::notify::Heartbeat>,
     /// CLOCK_REALTIME − CLOCK_MONOTONIC, to stamp events with wall time.
     clock_offset: i128,
     ppids: HashMap<u32, u32>,
@@ -64,6 +66,7 @@ impl Pipeline {
             bus,
             on_match: None,
             redactor: None,
+            heartbeat: None,
             clock_offset,
             ppids: HashMap::new(),
             fds: HashMap::new(),
@@ -117,6 +120,12 @@ impl Pipeline {
     /// storage see only the mask; the rules learn which rule masked what).
     pub fn redactor(mut self, f: Redactor) -> Pipeline {
         self.redactor = Some(f);
+        self
+    }
+
+    /// Proves the reader alive to the watchdog: `hb` moves on every pass of its loop.
+    pub fn heartbeat(mut self, hb: crate::notify::Heartbeat) -> Pipeline {
+        self.heartbeat = Some(hb);
         self
     }
 
@@ -368,6 +377,9 @@ pub fn run(
     let timeout = PollTimeout::try_from(flush).unwrap_or(PollTimeout::MAX);
     let mut batch = Batch::default();
     loop {
+        if let Some(h) = &p.heartbeat {
+            h.beat();
+        }
         // Kernel matches first, before any bulk: they are what detection latency is made of.
         if let Some(m) = matches.as_mut() {
             while let Some(r) = m.next() {

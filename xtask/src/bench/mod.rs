@@ -2,6 +2,7 @@
 //! shared machine are noise, ratios measured side by side are not.
 mod agents;
 mod rules;
+mod sandbox;
 mod sensor;
 mod store;
 
@@ -35,6 +36,14 @@ pub enum Which {
         #[arg(long, value_delimiter = ',', default_value = "10000000,100000000")]
         rows: Vec<u64>,
     },
+    /// WASI tool start-up from the module cache, a plugin call, `axiomctl run` with and
+    /// without a confinement profile; each against its baseline.
+    Sandbox {
+        /// Runs per `axiomctl run` mode (the median is kept); the in-process start-up is
+        /// measured ten times as often.
+        #[arg(long, default_value_t = 30)]
+        rounds: usize,
+    },
     /// axiomd's RSS, CPU and losses with 1,000 and 10,000 concurrently running agents.
     Agents {
         /// Agent counts to measure, in order (the last is the summary line).
@@ -51,6 +60,7 @@ pub fn bench(w: Which) -> anyhow::Result<()> {
         Which::Sensor { rounds, count } => sensor::run(rounds, count),
         Which::Agents { sizes, window } => agents::run(&sizes, window),
         Which::Store { rows } => store::run(&rows),
+        Which::Sandbox { rounds } => sandbox::run(rounds),
         Which::Rules {
             rounds,
             count,

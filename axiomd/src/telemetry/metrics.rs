@@ -1,0 +1,214 @@
+//! OTLP export: the tracer provider behind the session traces, and the meter provider whose
+//! instruments read axiomd's own counters (the same ones `axiomctl status` and the Prometheus
+//! endpoint show) at each export.
+use std::{collections::BTreeMap, sync::Arc, time::Duration};
+
+use opentelemetry::{KeyValue, metrics::MeterProvider as _, trace::TracerProvider as _};
+use opentelemetry_otlp::{Protocol, WithExportConfig as _};
+use opentelemetry_sdk::{
+    Resource,
+    metrics::{PeriodicReader, SdkMeterProvider},
+    trace::{SdkTracer, SdkTracerProvider},
+};
+
+use super::{LATENCY_BOUNDS, SharedCounts, TelemetryConfig};
+
+/// The running exporters.
+pub struct Otlp {
+    traces: SdkTracerProvider,
+    metrics: SdkMeterProvider,
+}
+
+fn resource() -> Resource {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_default();
+    Resource::builder()
+        .with_service_name("axiomd")
+        .with_attributes([
+            KeyValue::new("service.version", env!("CARGO_PKG_VERSION")),
+            KeyValue::new("host.name", host),
+        ])
+        .build()
+}
+
+impl Otlp {
+    /// Builds both exporters (on the tokio runtime: the gRPC client needs it) and registers the
+    /// instruments.
+    pub fn start(
+        cfg: &TelemetryConfig,
+        shared: Arc<crate::api::Shared>,
+        counts: SharedCounts,
+    ) -> anyhow::Result<Otlp> {
+        let ep = cfg.otlp_endpoint.trim_end_matches('/');
+        let (spans, metrics) = if cfg.otlp_protocol == "grpc" {
+            (
+                opentelemetry_otlp::SpanExporter::builder()
+                    .with_tonic()
+                    .with_endpoint(ep)
+                    .build()?,
+                opentelemetry_otlp::MetricExporter::builder()
+                    .with_tonic()
+                    .with_endpoint(ep)
+                    .build()?,
+            )
+        } else {
+            (
+                opentelemetry_otlp::SpanExporter::builder()
+                    .with_http()
+                    .with_protocol(Protocol::HttpBinary)
+                    .with_endpoint(format!("{ep}/v1/traces"))
+                    .build()?,
+                opentelemetry_otlp::MetricExporter::builder()
+                    .with_http()
+                    .with_protocol(Protocol::HttpBinary)
+                    .with_endpoint(format!("{ep}/v1/metrics"))
+                    .build()?,
+            )
+        };
+        let traces = SdkTracerProvider::builder()
+            .with_resource(resource())
+            .with_batch_exporter(spans)
+            .build();
+        let reader = PeriodicReader::builder(metrics)
+            .with_interval(Duration::from_millis(cfg.metrics_interval_ms))
+            .build();
+        let provider = SdkMeterProvider::builder()
+            .with_resource(resource())
+            .with_reader(reader)
+            .build();
+        instruments(&provider, shared, counts);
+        Ok(Otlp {
+            traces,
+            metrics: provider,
+        })
+    }
+
+    pub fn tracer(&self) -> SdkTracer {
+        self.traces.tracer("axiomd")
+    }
+
+    /// Exports what is pending (at a clean stop).
+    pub fn shutdown(&self) {
+        if let Err(e) = self.traces.shutdown() {
+            tracing::warn!("OTLP traces at shutdown: {e}");
+        }
+        if let Err(e) = self.metrics.shutdown() {
+            tracing::warn!("OTLP metrics at shutdown: {e}");
+        }
+    }
+}
+
+/// The instruments. Counters are observed, at each export, from the counters axiomd keeps
+/// anyway; the latency histograms are recorded as violations and interventions arrive.
+fn instruments(provider: &SdkMeterProvider, shared: Arc<crate::api::Shared>, counts: SharedCounts) {
+    let meter = provider.meter("axiomd");
+    {
+        let shared = shared.clone();
+        meter
+            .u64_observable_counter("axiom.events")
+            .with_description("Events published, by kind")
+            .with_callback(move |o| {
+                for (kind, n) in shared.bus.stats.events() {
+                    o.observe(n, &[KeyValue::new("kind", kind)]);
+                }
+            })
+            .build();
+    }
+    {
+        let shared = shared.clone();
+        meter
+            .u64_observable_counter("axiom.events.lost")
+            .with_description("Records lost, by cause (kernel ring full, shed under back-pressure, lagging subscribers)")
+            .with_callback(move |o| {
+                for (cause, n) in shared.status().lost {
+                    o.observe(n, &[KeyValue::new("cause", cause)]);
+                }
+            })
+            .build();
+    }
+    type Pick = fn(&super::Counts) -> BTreeMap<String, u64>;
+    let by: [(&'static str, &'static str, &'static str, Pick); 3] = [
+        ("axiom.violations", "Violations, by rule", "rule", |c| {
+            c.violations.clone()
+        }),
+        (
+            "axiom.interventions",
+            "Interventions, by action",
+            "action",
+            |c| c.interventions.clone(),
+        ),
+        (
+            "axiom.denied",
+            "Refusals by the agents' confinement, by operation",
+            "op",
+            |c| c.denied.clone(),
+        ),
+    ];
+    for (name, desc, key, pick) in by {
+        let counts = counts.clone();
+        meter
+            .u64_observable_counter(name)
+            .with_description(desc)
+            .with_callback(move |o| {
+                let m = counts.lock().map(|c| pick(&c)).unwrap_or_default();
+                for (k, n) in m {
+                    o.observe(n, &[KeyValue::new(key, k)]);
+                }
+            })
+            .build();
+    }
+    {
+        let shared = shared.clone();
+        meter
+            .u64_observable_gauge("axiom.agents.tracked")
+            .with_description("Agents axiomd tracks now")
+            .with_callback(move |o| {
+                let n = shared.control.lock().map(|c| c.running()).unwrap_or(0);
+                o.observe(n as u64, &[]);
+            })
+            .build();
+    }
+    let detection = meter
+        .f64_histogram("axiom.detection.latency")
+        .with_unit("s")
+        .with_description("From the offending syscall to the violation")
+        .with_boundaries(LATENCY_BOUNDS.to_vec())
+        .build();
+    let intervention = meter
+        .f64_histogram("axiom.intervention.latency")
+        .with_unit("s")
+        .with_description("Carrying out an intervention")
+        .with_boundaries(LATENCY_BOUNDS.to_vec())
+        .build();
+    tokio::spawn(record_latencies(shared, detection, intervention));
+}
+
+/// Records each violation's and intervention's latency into the histograms as it happens.
+async fn record_latencies(
+    shared: Arc<crate::api::Shared>,
+    detection: opentelemetry::metrics::Histogram<f64>,
+    intervention: opentelemetry::metrics::Histogram<f64>,
+) {
+    use axiom_common::wire::Body;
+    let mut rx = shared.bus.notices();
+    loop {
+        match rx.recv().await {
+            Ok(ev) => match &ev.body {
+                Body::Violation {
+                    rule,
+                    latency_us: Some(us),
+                    ..
+                } => detection.record(us / 1e6, &[KeyValue::new("rule", rule.clone())]),
+                Body::Intervention {
+                    action,
+                    act_us: Some(us),
+                    ..
+                } => intervention.record(us / 1e6, &[KeyValue::new("action", action.clone())]),
+                _ => {}
+            },
+            Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => shared.bus.lagged(n),
+            Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+        }
+    }
+}

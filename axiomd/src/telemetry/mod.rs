@@ -1,0 +1,209 @@
+//! Sinks for the observability stack operators already run: OTLP traces and metrics (gRPC or
+//! HTTP/protobuf) and a Prometheus text endpoint.
+//!
+//! One task follows the bus: each agent session becomes a trace (`traces`), and the counts and
+//! latencies the events carry are kept in `Counts`, which both the OTLP metrics and the
+//! Prometheus endpoint read. What the bus dropped for this subscriber is counted as
+//! `subscriber_lagged`, like any other subscriber's.
+pub mod metrics;
+pub mod prometheus;
+pub mod traces;
+
+use std::{
+    collections::BTreeMap,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use axiom_common::wire::{Body, Event};
+use serde::Deserialize;
+
+/// `[telemetry]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TelemetryConfig {
+    /// Export traces and metrics over OTLP (off by default: nothing else has to run).
+    pub otlp: bool,
+    /// `grpc` (a collector's port 4317) or `http/protobuf` (port 4318).
+    pub otlp_protocol: String,
+    /// The collector: `http://127.0.0.1:4317` for gRPC, `http://127.0.0.1:4318` for HTTP
+    /// (`/v1/traces` and `/v1/metrics` are appended).
+    pub otlp_endpoint: String,
+    /// How often metrics are exported.
+    pub metrics_interval_ms: u64,
+    /// Command lines, arguments and violation details as span attributes (secrets are masked
+    /// before any of it leaves axiomd). false: program names, rule ids and counts only.
+    pub include_content: bool,
+    /// `address:port` of a Prometheus text endpoint (`GET /metrics`); empty: off.
+    pub prometheus_listen: String,
+}
+
+impl Default for TelemetryConfig {
+    fn default() -> Self {
+        TelemetryConfig {
+            otlp: false,
+            otlp_protocol: "grpc".into(),
+            otlp_endpoint: "http://127.0.0.1:4317".into(),
+            metrics_interval_ms: 10_000,
+            include_content: true,
+            prometheus_listen: String::new(),
+        }
+    }
+}
+
+impl TelemetryConfig {
+    pub fn validate(&self) -> Result<(), String> {
+        if !matches!(self.otlp_protocol.as_str(), "grpc" | "http/protobuf") {
+            return Err(format!(
+                "otlp_protocol {:?}: grpc or http/protobuf",
+                self.otlp_protocol
+            ));
+        }
+        if !(100..=3_600_000).contains(&self.metrics_interval_ms) {
+            return Err(format!(
+                "metrics_interval_ms {} is outside 100..=3600000",
+                self.metrics_interval_ms
+            ));
+        }
+        if !self.prometheus_listen.is_empty()
+            && self
+                .prometheus_listen
+                .parse::<std::net::SocketAddr>()
+                .is_err()
+        {
+            return Err(format!(
+                "prometheus_listen {:?} is not address:port",
+                self.prometheus_listen
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Upper bounds of the latency histograms, seconds.
+pub const LATENCY_BOUNDS: [f64; 14] = [
+    0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
+    1.0,
+];
+
+/// A latency histogram with `LATENCY_BOUNDS`.
+#[derive(Clone, Debug, Default)]
+pub struct Histogram {
+    /// Per bucket (not cumulative), and one past the last bound.
+    pub buckets: [u64; LATENCY_BOUNDS.len() + 1],
+    pub sum: f64,
+    pub count: u64,
+}
+
+impl Histogram {
+    pub fn record(&mut self, secs: f64) {
+        let i = LATENCY_BOUNDS
+            .iter()
+            .position(|b| secs <= *b)
+            .unwrap_or(LATENCY_BOUNDS.len());
+        self.buckets[i] += 1;
+        self.sum += secs;
+        self.count += 1;
+    }
+}
+
+/// What the telemetry task counted from the events it saw.
+#[derive(Debug, Default)]
+pub struct Counts {
+    pub violations: BTreeMap<String, u64>,
+    pub interventions: BTreeMap<String, u64>,
+    pub denied: BTreeMap<String, u64>,
+    /// From the offending syscall to the violation.
+    pub detection: Histogram,
+    /// Carrying out an intervention.
+    pub intervention: Histogram,
+}
+
+impl Counts {
+    pub fn observe(&mut self, ev: &Event) {
+        match &ev.body {
+            Body::Violation {
+                rule, latency_us, ..
+            } => {
+                *self.violations.entry(rule.clone()).or_default() += 1;
+                if let Some(us) = latency_us {
+                    self.detection.record(us / 1e6);
+                }
+            }
+            Body::Intervention { action, act_us, .. } => {
+                *self.interventions.entry(action.clone()).or_default() += 1;
+                if let Some(us) = act_us {
+                    self.intervention.record(us / 1e6);
+                }
+            }
+            Body::Denied { op, count, .. } => {
+                *self.denied.entry(op.clone()).or_default() += count;
+            }
+            _ => {}
+        }
+    }
+}
+
+pub type SharedCounts = Arc<Mutex<Counts>>;
+
+/// Starts what `[telemetry]` asks for. Returns the OTLP providers (flushed at shutdown).
+pub async fn start(
+    cfg: &TelemetryConfig,
+    shared: Arc<crate::api::Shared>,
+) -> anyhow::Result<Option<metrics::Otlp>> {
+    let counts: SharedCounts = Default::default();
+    if !cfg.prometheus_listen.is_empty() {
+        let listener = tokio::net::TcpListener::bind(&cfg.prometheus_listen)
+            .await
+            .map_err(|e| {
+                anyhow::anyhow!("telemetry.prometheus_listen {}: {e}", cfg.prometheus_listen)
+            })?;
+        tracing::info!(listen = %cfg.prometheus_listen, "Prometheus endpoint ready");
+        tokio::spawn(prometheus::serve(listener, shared.clone(), counts.clone()));
+    }
+    let otlp = if cfg.otlp {
+        let o = metrics::Otlp::start(cfg, shared.clone(), counts.clone())?;
+        tracing::info!(endpoint = %cfg.otlp_endpoint, protocol = %cfg.otlp_protocol, "OTLP export on");
+        Some(o)
+    } else {
+        None
+    };
+    if otlp.is_some() || !cfg.prometheus_listen.is_empty() {
+        let tracer = otlp
+            .as_ref()
+            .map(|o| traces::Sessions::new(o.tracer(), cfg.include_content));
+        tokio::spawn(follow(shared, counts, tracer));
+    }
+    Ok(otlp)
+}
+
+/// Follows the bus: counts, and sessions as traces.
+async fn follow(
+    shared: Arc<crate::api::Shared>,
+    counts: SharedCounts,
+    mut sessions: Option<traces::Sessions>,
+) {
+    let (_, mut rx) = shared.bus.subscribe(false);
+    let mut sweep = tokio::time::interval(Duration::from_secs(60));
+    loop {
+        tokio::select! {
+            r = rx.recv() => match r {
+                Ok(ev) => {
+                    if let Ok(mut c) = counts.lock() {
+                        c.observe(&ev);
+                    }
+                    if let Some(s) = sessions.as_mut() {
+                        s.on_event(&ev);
+                    }
+                }
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => shared.bus.lagged(n),
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+            },
+            _ = sweep.tick() => {
+                if let Some(s) = sessions.as_mut() {
+                    s.sweep();
+                }
+            }
+        }
+    }
+}

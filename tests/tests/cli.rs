@@ -193,3 +193,69 @@ fn doctor_checks_the_host_and_the_daemon_and_names_remedies() {
     );
     assert!(checks.iter().all(|c| c["status"] != "fail"), "{checks:?}");
 }
+
+#[test]
+fn bad_configuration_files_each_name_the_place_and_the_reason() {
+    let dir = std::env::temp_dir().join(unique("bad_config"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let cases: &[(&str, &str, &str)] = &[
+        // (file text, where, what the reason says)
+        (
+            "[sensor]\ncapture_bytes = 10\nbogus = 1\n",
+            ":3:1:",
+            "unknown field `bogus`",
+        ),
+        ("[store]\nenabled = \"yes\"\n", ":2:11:", "invalid type"),
+        (
+            "[sensor]\ncapture_bytes = 100000\n",
+            ": sensor.capture_bytes:",
+            "outside 1..=8192",
+        ),
+        (
+            "[telemetry]\notlp_protocol = \"carrier-pigeon\"\n",
+            ": telemetry:",
+            "grpc or http/protobuf",
+        ),
+        (
+            "[telemetry]\nprometheus_listen = \"everywhere\"\n",
+            ": telemetry:",
+            "not address:port",
+        ),
+        ("[rules\npaths = []\n", ":1:7:", "unclosed table"),
+        (
+            "[confine]\nmode = \"sometimes\"\n",
+            ":2:8:",
+            "unknown variant `sometimes`",
+        ),
+    ];
+    for (i, (text, at, why)) in cases.iter().enumerate() {
+        let file = dir.join(format!("bad{i}.toml"));
+        std::fs::write(&file, text).unwrap();
+        let out = Command::new(axiomd_bin())
+            .arg("--config")
+            .arg(&file)
+            .arg("check-config")
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{text:?} was accepted");
+        let want = format!("{}{at}", file.display());
+        assert!(
+            err.contains(&want) && err.contains(why),
+            "{text:?}: wanted {want:?} and {why:?} in:\n{err}"
+        );
+    }
+    // The environment is checked as strictly as the file.
+    let out = Command::new(axiomd_bin())
+        .args(["--config", "/dev/null", "check-config"])
+        .env("AXIOMD_SENSOR__CAPTURE_BYTES", "0")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("sensor.capture_bytes"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -121,7 +121,7 @@ pub fn setup() -> anyhow::Result<()> {
             "install",
             "-q",
             "pyarrow",
-            "rotel",
+            "rotel==0.0.1a15",
             "prometheus_client",
         ]))
         .context("installing pyarrow, rotel, prometheus_client")?;

@@ -50,24 +50,23 @@ fn a_plugin_reports_what_it_finds_and_nothing_else() {
     assert_eq!(p.check(b"nothing here").expect("call"), None);
 }
 
+/// A plugin whose check never returns, under `limits`.
+fn endless(tag: &str, limits: Limits) -> Plugin {
+    let d = tmp(tag);
+    let sb = Arc::new(Sandbox::new(None).expect("engine"));
+    let wat = plugin_wat("(loop $l (br $l)) (i64.const 0)");
+    Plugin::load(sb, write(&d, "loop.wat", &wat), limits).expect("load")
+}
+
 #[test]
 fn an_endless_loop_runs_out_of_fuel() {
-    let d = tmp("loop");
-    let sb = Arc::new(Sandbox::new(None).expect("engine"));
-    let limits = Limits {
-        fuel: Some(1_000_000),
-        ..Limits::PLUGIN
-    };
-    let p = Plugin::load(
-        sb,
-        write(
-            &d,
-            "loop.wat",
-            &plugin_wat("(loop $l (br $l)) (i64.const 0)"),
-        ),
-        limits,
-    )
-    .expect("load");
+    let p = endless(
+        "loop",
+        Limits {
+            fuel: Some(1_000_000),
+            ..Limits::PLUGIN
+        },
+    );
     assert_eq!(p.check(b"{}"), Err(Fault::Fuel(1_000_000)));
     // The next call starts afresh, and is stopped the same way.
     assert_eq!(p.check(b"{}"), Err(Fault::Fuel(1_000_000)));
@@ -75,23 +74,14 @@ fn an_endless_loop_runs_out_of_fuel() {
 
 #[test]
 fn a_loop_without_fuel_meets_its_deadline() {
-    let d = tmp("deadline");
-    let sb = Arc::new(Sandbox::new(None).expect("engine"));
-    let limits = Limits {
-        fuel: None,
-        deadline: Some(std::time::Duration::from_millis(50)),
-        ..Limits::PLUGIN
-    };
-    let p = Plugin::load(
-        sb,
-        write(
-            &d,
-            "loop.wat",
-            &plugin_wat("(loop $l (br $l)) (i64.const 0)"),
-        ),
-        limits,
-    )
-    .expect("load");
+    let p = endless(
+        "deadline",
+        Limits {
+            fuel: None,
+            deadline: Some(std::time::Duration::from_millis(50)),
+            ..Limits::PLUGIN
+        },
+    );
     assert_eq!(
         p.check(b"{}"),
         Err(Fault::Deadline(std::time::Duration::from_millis(50)))

@@ -152,8 +152,6 @@ pub fn run(sizes: &[usize], window_s: u64) -> anyhow::Result<()> {
     require_root("bench agents")?;
     setup()?;
     build()?;
-    // SAFETY: single-threaded here; read by the helpers that start axiomd.
-    unsafe { std::env::set_var("AXIOM_BIN_DIR", target_dir()) };
     let mut last = None;
     for &n in sizes {
         last = Some(run_one(n, Duration::from_secs(window_s))?);

@@ -56,6 +56,10 @@ pub enum Which {
 }
 
 pub fn bench(w: Which) -> anyhow::Result<()> {
+    // Measured as shipped: every benchmark builds the release binaries first, and the test
+    // helpers that start axiomd and axiomctl look for them here.
+    // SAFETY: single-threaded at this point.
+    unsafe { std::env::set_var("AXIOM_BIN_DIR", crate::target_dir()) };
     match w {
         Which::Sensor { rounds, count } => sensor::run(rounds, count),
         Which::Agents { sizes, window } => agents::run(&sizes, window),

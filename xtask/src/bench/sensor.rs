@@ -158,8 +158,6 @@ pub fn run(rounds: usize, count: u64) -> anyhow::Result<()> {
     setup()?;
     // Measured as shipped: the release build.
     build()?;
-    // SAFETY: single-threaded at this point; read by the test helpers that start axiomd.
-    unsafe { std::env::set_var("AXIOM_BIN_DIR", target_dir()) };
     let others = other_sensors();
     if !others.is_empty() {
         println!(

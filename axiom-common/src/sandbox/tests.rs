@@ -223,3 +223,29 @@ fn a_wasi_tool_sees_only_its_workspace() {
         "ok"
     );
 }
+
+#[test]
+fn no_deadline_stays_no_deadline_once_the_clock_runs() {
+    // A store with a deadline starts the clock; one without must not then be interrupted at
+    // once (the "no deadline" distance added to a non-zero epoch must not wrap around).
+    let d = tmp("clock");
+    let sb = Arc::new(Sandbox::new(None).expect("engine"));
+    let timed = Limits {
+        fuel: None,
+        deadline: Some(std::time::Duration::from_millis(30)),
+        ..Limits::PLUGIN
+    };
+    let wat = plugin_wat("(loop $l (br $l)) (i64.const 0)");
+    let spin = Plugin::load(sb.clone(), write(&d, "loop.wat", &wat), timed).expect("load");
+    assert!(matches!(spin.check(b"{}"), Err(Fault::Deadline(_))));
+    std::thread::sleep(std::time::Duration::from_millis(50));
+    let untimed = Limits {
+        deadline: None,
+        ..Limits::PLUGIN
+    };
+    let p = Plugin::load(sb, write(&d, "x.wat", &plugin_wat(FIRST_BYTE_X)), untimed).expect("load");
+    assert_eq!(
+        p.check(b"X").expect("not interrupted"),
+        Some("flagged: forbidden".into())
+    );
+}

@@ -206,6 +206,11 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         shared.clone(),
         std::time::Duration::from_secs(cfg.agents.keep_exited_secs),
     ));
+    // OTLP traces and metrics, the Prometheus endpoint (each off unless configured): following
+    // the bus before anyone can start an agent over the socket or D-Bus.
+    let otlp = crate::telemetry::start(&cfg.telemetry, shared.clone())
+        .await
+        .context("starting telemetry")?;
     let listener = api::socket::bind(&cfg.api.socket)
         .with_context(|| format!("binding {}", cfg.api.socket.display()))?;
     tracing::info!(socket = %cfg.api.socket.display(), "control socket ready");
@@ -217,10 +222,6 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         }
         None => None,
     };
-    // OTLP traces and metrics, the Prometheus endpoint (each off unless configured).
-    let otlp = crate::telemetry::start(&cfg.telemetry, shared.clone())
-        .await
-        .context("starting telemetry")?;
     let flush = std::time::Duration::from_millis(cfg.sensor.output_flush_ms.into());
     let (done_tx, mut reader) = tokio::sync::oneshot::channel();
     let heartbeat = crate::notify::Heartbeat::default();

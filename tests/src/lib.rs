@@ -821,15 +821,17 @@ impl Rotel {
             }
             if t0.elapsed() > within {
                 let missing: Vec<&&str> = needles.iter().filter(|n| !got.contains(**n)).collect();
-                let tail: String = got
-                    .chars()
-                    .rev()
-                    .take(6000)
-                    .collect::<Vec<_>>()
-                    .into_iter()
-                    .rev()
+                let mut names: Vec<&str> = got
+                    .lines()
+                    .filter(|l| l.contains("Name") || l.contains("name:"))
+                    .map(str::trim)
                     .collect();
-                panic!("rotel did not receive {what}: missing {missing:?}\n{tail}");
+                names.sort();
+                names.dedup();
+                panic!(
+                    "rotel did not receive {what}: missing {missing:?}; names it received:\n{}",
+                    names.join("\n")
+                );
             }
             std::thread::sleep(Duration::from_millis(200));
         }

@@ -181,17 +181,18 @@ fn instruments(provider: &SdkMeterProvider, shared: Arc<crate::api::Shared>, cou
         .with_description("Carrying out an intervention")
         .with_boundaries(LATENCY_BOUNDS.to_vec())
         .build();
-    tokio::spawn(record_latencies(shared, detection, intervention));
+    let rx = shared.bus.notices();
+    tokio::spawn(record_latencies(shared, rx, detection, intervention));
 }
 
 /// Records each violation's and intervention's latency into the histograms as it happens.
 async fn record_latencies(
     shared: Arc<crate::api::Shared>,
+    mut rx: tokio::sync::broadcast::Receiver<Arc<axiom_common::wire::Event>>,
     detection: opentelemetry::metrics::Histogram<f64>,
     intervention: opentelemetry::metrics::Histogram<f64>,
 ) {
     use axiom_common::wire::Body;
-    let mut rx = shared.bus.notices();
     loop {
         match rx.recv().await {
             Ok(ev) => match &ev.body {

@@ -172,7 +172,10 @@ pub async fn start(
         let tracer = otlp
             .as_ref()
             .map(|o| traces::Sessions::new(o.tracer(), cfg.include_content));
-        tokio::spawn(follow(shared, counts, tracer));
+        // Subscribed here, not in the task: an agent started before the task first runs must
+        // not be missed (its session would have no start).
+        let (_, rx) = shared.bus.subscribe(false);
+        tokio::spawn(follow(shared, rx, counts, tracer));
     }
     Ok(otlp)
 }
@@ -180,10 +183,10 @@ pub async fn start(
 /// Follows the bus: counts, and sessions as traces.
 async fn follow(
     shared: Arc<crate::api::Shared>,
+    mut rx: tokio::sync::broadcast::Receiver<Arc<Event>>,
     counts: SharedCounts,
     mut sessions: Option<traces::Sessions>,
 ) {
-    let (_, mut rx) = shared.bus.subscribe(false);
     let mut sweep = tokio::time::interval(Duration::from_secs(60));
     loop {
         tokio::select! {

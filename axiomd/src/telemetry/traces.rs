@@ -65,28 +65,23 @@ impl Sessions {
         }
     }
 
-    /// The agent's session, begun now if its start was not seen (adopted before axiomd ran).
-    fn session(&mut self, ev: &Event, name: Option<&str>, command: &[String]) -> &mut Session {
-        let (tracer, content) = (&self.tracer, self.content);
+    /// The agent's session, begun at this event if none is open: its start may not have been
+    /// seen (adopted before axiomd ran), or one of its processes' events overtook it on the bus.
+    /// `agent_started` names it either way.
+    fn session(&mut self, ev: &Event) -> &mut Session {
+        let tracer = &self.tracer;
         self.agents.entry(ev.agent).or_insert_with(|| {
-            let label = name
-                .map(str::to_string)
-                .unwrap_or_else(|| format!("agent-{}", ev.agent));
-            let mut attrs = vec![
-                KeyValue::new("gen_ai.operation.name", "invoke_agent"),
-                KeyValue::new("gen_ai.agent.id", ev.agent.to_string()),
-                KeyValue::new("gen_ai.agent.name", label.clone()),
-                KeyValue::new("user.id", ev.uid.to_string()),
-                KeyValue::new("process.pid", ev.tgid as i64),
-            ];
-            if content && !command.is_empty() {
-                attrs.push(KeyValue::new("process.command_line", command.join(" ")));
-            }
+            let label = format!("agent-{}", ev.agent);
             let root = tracer
                 .span_builder(format!("invoke_agent {label}"))
                 .with_kind(SpanKind::Internal)
                 .with_start_time(at(ev))
-                .with_attributes(attrs)
+                .with_attributes([
+                    KeyValue::new("gen_ai.operation.name", "invoke_agent"),
+                    KeyValue::new("gen_ai.agent.id", ev.agent.to_string()),
+                    KeyValue::new("gen_ai.agent.name", label),
+                    KeyValue::new("user.id", ev.uid.to_string()),
+                ])
                 .start_with_context(tracer, &Context::new());
             let cx = Context::new().with_remote_span_context(root.span_context().clone());
             Session {
@@ -109,7 +104,18 @@ impl Sessions {
                 workspace,
                 profile,
             } => {
-                let s = self.session(ev, name.as_deref(), command);
+                let s = self.session(ev);
+                if let Some(n) = name {
+                    s.root.update_name(format!("invoke_agent {n}"));
+                    s.root
+                        .set_attribute(KeyValue::new("gen_ai.agent.name", n.clone()));
+                }
+                s.root
+                    .set_attribute(KeyValue::new("process.pid", ev.tgid as i64));
+                if content && !command.is_empty() {
+                    s.root
+                        .set_attribute(KeyValue::new("process.command_line", command.join(" ")));
+                }
                 if let Some(w) = workspace {
                     s.root
                         .set_attribute(KeyValue::new("axiom.agent.workspace", w.clone()));
@@ -145,7 +151,7 @@ impl Sessions {
                     ));
                 }
                 let tracer = self.tracer.clone();
-                let s = self.session(ev, None, &[]);
+                let s = self.session(ev);
                 s.last = at(ev);
                 let span = tracer
                     .span_builder(format!("exec {exe}"))
@@ -173,7 +179,7 @@ impl Sessions {
                 latency_us,
             } => {
                 let tracer = self.tracer.clone();
-                let s = self.session(ev, None, &[]);
+                let s = self.session(ev);
                 let mut attrs = vec![
                     KeyValue::new("gen_ai.operation.name", "apply_guardrail"),
                     KeyValue::new("gen_ai.guardrail.id", rule.clone()),
@@ -207,7 +213,7 @@ impl Sessions {
                 act_us,
                 ..
             } => {
-                let s = self.session(ev, None, &[]);
+                let s = self.session(ev);
                 let mut attrs = vec![KeyValue::new(
                     "gen_ai.guardrail.intervention",
                     action.clone(),
@@ -233,7 +239,7 @@ impl Sessions {
                 by,
                 count,
             } => {
-                let s = self.session(ev, None, &[]);
+                let s = self.session(ev);
                 s.root.add_event_with_timestamp(
                     "axiom.denied",
                     at(ev),

@@ -103,30 +103,35 @@ impl Otlp {
 /// anyway; the latency histograms are recorded as violations and interventions arrive.
 fn instruments(provider: &SdkMeterProvider, shared: Arc<crate::api::Shared>, counts: SharedCounts) {
     let meter = provider.meter("axiomd");
-    {
-        let shared = shared.clone();
+    // Each counter: a map of label value → count, read at each export.
+    let counter = |name: &'static str,
+                   desc: &'static str,
+                   key: &'static str,
+                   read: Box<dyn Fn() -> BTreeMap<String, u64> + Send + Sync>| {
         meter
-            .u64_observable_counter("axiom.events")
-            .with_description("Events published, by kind")
+            .u64_observable_counter(name)
+            .with_description(desc)
             .with_callback(move |o| {
-                for (kind, n) in shared.bus.stats.events() {
-                    o.observe(n, &[KeyValue::new("kind", kind)]);
+                for (k, n) in read() {
+                    o.observe(n, &[KeyValue::new(key, k)]);
                 }
             })
             .build();
-    }
-    {
-        let shared = shared.clone();
-        meter
-            .u64_observable_counter("axiom.events.lost")
-            .with_description("Records lost, by cause (kernel ring full, shed under back-pressure, lagging subscribers)")
-            .with_callback(move |o| {
-                for (cause, n) in shared.status().lost {
-                    o.observe(n, &[KeyValue::new("cause", cause)]);
-                }
-            })
-            .build();
-    }
+    };
+    let s = shared.clone();
+    counter(
+        "axiom.events",
+        "Events published, by kind",
+        "kind",
+        Box::new(move || s.bus.stats.events()),
+    );
+    let s = shared.clone();
+    counter(
+        "axiom.events.lost",
+        "Records lost, by cause (kernel ring full, shed under back-pressure, lagging subscribers)",
+        "cause",
+        Box::new(move || s.status().lost),
+    );
     type Pick = fn(&super::Counts) -> BTreeMap<String, u64>;
     let by: [(&'static str, &'static str, &'static str, Pick); 3] = [
         ("axiom.violations", "Violations, by rule", "rule", |c| {
@@ -147,16 +152,12 @@ fn instruments(provider: &SdkMeterProvider, shared: Arc<crate::api::Shared>, cou
     ];
     for (name, desc, key, pick) in by {
         let counts = counts.clone();
-        meter
-            .u64_observable_counter(name)
-            .with_description(desc)
-            .with_callback(move |o| {
-                let m = counts.lock().map(|c| pick(&c)).unwrap_or_default();
-                for (k, n) in m {
-                    o.observe(n, &[KeyValue::new(key, k)]);
-                }
-            })
-            .build();
+        counter(
+            name,
+            desc,
+            key,
+            Box::new(move || counts.lock().map(|c| pick(&c)).unwrap_or_default()),
+        );
     }
     {
         let shared = shared.clone();

@@ -779,29 +779,54 @@ impl Rotel {
     pub fn start(name: &str) -> Rotel {
         let dir = std::env::temp_dir().join(unique(name));
         std::fs::create_dir_all(&dir).unwrap();
-        let (grpc_port, http_port) = (free_port(), free_port());
-        let log = std::fs::File::create(dir.join("received.log")).unwrap();
-        let child = Command::new(Rotel::binary())
-            .arg("start")
-            .args(["--otlp-grpc-endpoint", &format!("127.0.0.1:{grpc_port}")])
-            .args(["--otlp-http-endpoint", &format!("127.0.0.1:{http_port}")])
-            .args(["--exporter", "blackhole"])
-            .args(["--debug-log", "traces", "--debug-log", "metrics"])
-            .args(["--debug-log-verbosity", "detailed"])
-            .arg("--log-file")
-            .arg(dir.join("agent.log"))
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .expect("rotel-agent");
-        wait_port(grpc_port, "rotel (gRPC)");
-        wait_port(http_port, "rotel (HTTP)");
-        Rotel {
-            grpc_port,
-            http_port,
-            dir,
-            child: Some(child),
+        // A port picked free can be taken again before rotel binds it (other tests connect out
+        // all the time): a rotel that exits at start is tried again on other ports.
+        for _ in 0..3 {
+            let (grpc_port, http_port) = (free_port(), free_port());
+            let log = std::fs::File::create(dir.join("received.log")).unwrap();
+            let mut child = Command::new(Rotel::binary())
+                .arg("start")
+                .args(["--otlp-grpc-endpoint", &format!("127.0.0.1:{grpc_port}")])
+                .args(["--otlp-http-endpoint", &format!("127.0.0.1:{http_port}")])
+                .args(["--exporter", "blackhole"])
+                .args(["--debug-log", "traces", "--debug-log", "metrics"])
+                .args(["--debug-log-verbosity", "detailed"])
+                // Files of its own: two receivers run side by side.
+                .arg("--log-file")
+                .arg(dir.join("agent.log"))
+                .arg("--pid-file")
+                .arg(dir.join("rotel.pid"))
+                .stdout(log.try_clone().unwrap())
+                .stderr(log)
+                .spawn()
+                .expect("rotel-agent");
+            let t0 = Instant::now();
+            let up = |p: u16| std::net::TcpStream::connect(("127.0.0.1", p)).is_ok();
+            while !(up(grpc_port) && up(http_port)) {
+                if let Ok(Some(st)) = child.try_wait() {
+                    eprintln!(
+                        "rotel exited at start ({st}): {}",
+                        std::fs::read_to_string(dir.join("received.log")).unwrap_or_default()
+                    );
+                    break;
+                }
+                assert!(
+                    t0.elapsed() < Duration::from_secs(20),
+                    "rotel did not listen on {grpc_port} and {http_port}: {}",
+                    std::fs::read_to_string(dir.join("received.log")).unwrap_or_default()
+                );
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            if matches!(child.try_wait(), Ok(None)) {
+                return Rotel {
+                    grpc_port,
+                    http_port,
+                    dir,
+                    child: Some(child),
+                };
+            }
         }
+        panic!("rotel did not start in three tries");
     }
 
     /// Everything it has logged of what it received.

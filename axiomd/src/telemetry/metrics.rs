@@ -15,6 +15,7 @@ use super::{LATENCY_BOUNDS, SharedCounts, TelemetryConfig};
 
 /// The running exporters.
 pub struct Otlp {
+    pub latencies: Latencies,
     traces: SdkTracerProvider,
     metrics: SdkMeterProvider,
 }
@@ -77,8 +78,9 @@ impl Otlp {
             .with_resource(resource())
             .with_reader(reader)
             .build();
-        instruments(&provider, shared, counts);
+        let latencies = instruments(&provider, shared, counts);
         Ok(Otlp {
+            latencies,
             traces,
             metrics: provider,
         })
@@ -101,7 +103,11 @@ impl Otlp {
 
 /// The instruments. Counters are observed, at each export, from the counters axiomd keeps
 /// anyway; the latency histograms are recorded as violations and interventions arrive.
-fn instruments(provider: &SdkMeterProvider, shared: Arc<crate::api::Shared>, counts: SharedCounts) {
+fn instruments(
+    provider: &SdkMeterProvider,
+    shared: Arc<crate::api::Shared>,
+    counts: SharedCounts,
+) -> Latencies {
     let meter = provider.meter("axiomd");
     // Each counter: a map of label value → count, read at each export.
     let counter = |name: &'static str,
@@ -170,47 +176,49 @@ fn instruments(provider: &SdkMeterProvider, shared: Arc<crate::api::Shared>, cou
             })
             .build();
     }
-    let detection = meter
-        .f64_histogram("axiom.detection.latency")
-        .with_unit("s")
-        .with_description("From the offending syscall to the violation")
-        .with_boundaries(LATENCY_BOUNDS.to_vec())
-        .build();
-    let intervention = meter
-        .f64_histogram("axiom.intervention.latency")
-        .with_unit("s")
-        .with_description("Carrying out an intervention")
-        .with_boundaries(LATENCY_BOUNDS.to_vec())
-        .build();
-    let rx = shared.bus.notices();
-    tokio::spawn(record_latencies(shared, rx, detection, intervention));
+    let histogram = |name: &'static str, desc: &'static str| {
+        meter
+            .f64_histogram(name)
+            .with_unit("s")
+            .with_description(desc)
+            .with_boundaries(LATENCY_BOUNDS.to_vec())
+            .build()
+    };
+    Latencies {
+        detection: histogram(
+            "axiom.detection.latency",
+            "From the offending syscall to the violation",
+        ),
+        intervention: histogram("axiom.intervention.latency", "Carrying out an intervention"),
+    }
 }
 
-/// Records each violation's and intervention's latency into the histograms as it happens.
-async fn record_latencies(
-    shared: Arc<crate::api::Shared>,
-    mut rx: tokio::sync::broadcast::Receiver<Arc<axiom_common::wire::Event>>,
+/// The latency histograms, recorded by the telemetry task as violations and interventions go by.
+#[derive(Clone)]
+pub struct Latencies {
     detection: opentelemetry::metrics::Histogram<f64>,
     intervention: opentelemetry::metrics::Histogram<f64>,
-) {
-    use axiom_common::wire::Body;
-    loop {
-        match rx.recv().await {
-            Ok(ev) => match &ev.body {
-                Body::Violation {
-                    rule,
-                    latency_us: Some(us),
-                    ..
-                } => detection.record(us / 1e6, &[KeyValue::new("rule", rule.clone())]),
-                Body::Intervention {
-                    action,
-                    act_us: Some(us),
-                    ..
-                } => intervention.record(us / 1e6, &[KeyValue::new("action", action.clone())]),
-                _ => {}
-            },
-            Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => shared.bus.lagged(n),
-            Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+}
+
+impl Latencies {
+    pub fn record(&self, ev: &axiom_common::wire::Event) {
+        use axiom_common::wire::Body;
+        match &ev.body {
+            Body::Violation {
+                rule,
+                latency_us: Some(us),
+                ..
+            } => self
+                .detection
+                .record(us / 1e6, &[KeyValue::new("rule", rule.clone())]),
+            Body::Intervention {
+                action,
+                act_us: Some(us),
+                ..
+            } => self
+                .intervention
+                .record(us / 1e6, &[KeyValue::new("action", action.clone())]),
+            _ => {}
         }
     }
 }

@@ -175,17 +175,19 @@ pub async fn start(
         // Subscribed here, not in the task: an agent started before the task first runs must
         // not be missed (its session would have no start).
         let (_, rx) = shared.bus.subscribe(false);
-        tokio::spawn(follow(shared, rx, counts, tracer));
+        let latencies = otlp.as_ref().map(|o| o.latencies.clone());
+        tokio::spawn(follow(shared, rx, counts, tracer, latencies));
     }
     Ok(otlp)
 }
 
-/// Follows the bus: counts, and sessions as traces.
+/// Follows the bus: counts, latencies and sessions as traces.
 async fn follow(
     shared: Arc<crate::api::Shared>,
     mut rx: tokio::sync::broadcast::Receiver<Arc<Event>>,
     counts: SharedCounts,
     mut sessions: Option<traces::Sessions>,
+    latencies: Option<metrics::Latencies>,
 ) {
     let mut sweep = tokio::time::interval(Duration::from_secs(60));
     loop {
@@ -197,6 +199,9 @@ async fn follow(
                     }
                     if let Some(s) = sessions.as_mut() {
                         s.on_event(&ev);
+                    }
+                    if let Some(l) = &latencies {
+                        l.record(&ev);
                     }
                 }
                 Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => shared.bus.lagged(n),

@@ -348,6 +348,83 @@ pub struct AgentInfo {
     pub pty: bool,
 }
 
+/// One agent as D-Bus `ListAgents` returns it (signature `(tsusus asssttiiaus)`): (id, name,
+/// owner uid, state, root pid, command, workspace, profile, started ns since the epoch, exit
+/// code (-1: none), fatal signal (0: none), pids, cgroup). Empty strings stand for none.
+pub type AgentRecord = (
+    u64,
+    String,
+    u32,
+    String,
+    u32,
+    Vec<String>,
+    String,
+    String,
+    u64,
+    i32,
+    i32,
+    Vec<u32>,
+    String,
+);
+
+impl AgentInfo {
+    /// The D-Bus form (`kind` and `pty` are not part of it).
+    pub fn into_record(self) -> AgentRecord {
+        (
+            self.id,
+            self.name.unwrap_or_default(),
+            self.owner_uid,
+            self.state,
+            self.leader,
+            self.command,
+            self.workspace.unwrap_or_default(),
+            self.profile.unwrap_or_default(),
+            self.started_ns,
+            self.exit_code.unwrap_or(-1),
+            self.exit_signal.unwrap_or(0),
+            self.pids,
+            self.cgroup.unwrap_or_default(),
+        )
+    }
+
+    /// Back from the D-Bus form (`kind` left empty, `pty` false: the record does not say).
+    pub fn from_record(r: AgentRecord) -> AgentInfo {
+        let (
+            id,
+            name,
+            owner_uid,
+            state,
+            leader,
+            command,
+            workspace,
+            profile,
+            started_ns,
+            code,
+            sig,
+            pids,
+            cgroup,
+        ) = r;
+        let some = |s: String| (!s.is_empty()).then_some(s);
+        AgentInfo {
+            id,
+            name: some(name),
+            owner_uid,
+            kind: String::new(),
+            cgroup: some(cgroup),
+            state,
+            pids,
+            leader,
+            command,
+            workspace: some(workspace),
+            profile: some(profile),
+            started_ns,
+            exit_code: (code != -1).then_some(code),
+            exit_signal: (sig != 0).then_some(sig),
+            pty: false,
+        }
+    }
+}
+
 #[derive(Serialize, Deserialize, Clone, Debug, Default)]
 pub struct Status {
     pub version: String,

@@ -3,6 +3,7 @@
 
 mod confine;
 mod doctor;
+mod mcp;
 mod pty;
 mod render;
 mod wasm;
@@ -144,6 +145,28 @@ enum Cmd {
     Completions { shell: clap_complete::Shell },
     /// Print the man page (roff).
     Manpage,
+    /// Serve the Model Context Protocol (stdio; or streamable HTTP on loopback): tools for a
+    /// model to spawn agents, observe them, check their status, intervene, read the principles
+    /// and verify claims against what the kernel saw. Talks to axiomd over D-Bus as you.
+    Mcp {
+        /// The D-Bus to find axiomd on: `system`, or an address (`unix:path=…`).
+        #[arg(long, env = "AXIOM_DBUS", default_value = "system")]
+        bus: String,
+        /// Serve streamable HTTP at this loopback address (e.g. 127.0.0.1:8765) instead of stdio.
+        #[arg(long, value_name = "ADDR")]
+        http: Option<std::net::SocketAddr>,
+        /// Where `--http` writes its bearer token (mode 0600; default
+        /// $XDG_RUNTIME_DIR/axiom-mcp-PORT.token).
+        #[arg(long, requires = "http")]
+        token_file: Option<PathBuf>,
+        /// Rule files (or directories) `principles` checks text against (default: the files
+        /// axiomd's active rules come from).
+        #[arg(long)]
+        rules: Vec<PathBuf>,
+        /// Leave the agents this server started running when it ends (default: stop them).
+        #[arg(long)]
+        keep_agents: bool,
+    },
     /// Show events (all visible to you, or one agent's).
     Events {
         #[arg(long)]
@@ -484,6 +507,20 @@ fn run(cli: &Cli) -> anyhow::Result<ExitCode> {
             args,
         } => wasm::exec(module, workspace, cache.clone(), limits, args),
         Cmd::Doctor => doctor::run(&cli.socket, cli.json),
+        Cmd::Mcp {
+            bus,
+            http,
+            token_file,
+            rules,
+            keep_agents,
+        } => mcp::run(mcp::Options {
+            bus: bus.clone(),
+            socket: cli.socket.clone(),
+            http: *http,
+            token_file: token_file.clone(),
+            rules: rules.clone(),
+            keep_agents: *keep_agents,
+        }),
         Cmd::Agents => {
             let r = connect(cli)?.request(&Request::Agents)?;
             if !r.ok {
@@ -815,21 +852,39 @@ fn run_agent(
             _ => {}
         }
     }
-    if let Some(c) = &r.confinement {
+    let how = r.confinement.as_ref().map(|c| {
         let how = match (&c.fs, &applied) {
             (None, _) => "no filesystem rules".to_string(),
             (Some(_), Some(a)) => format!("Landlock ABI {}", a.landlock_abi),
             (Some(_), None) => "not applied".to_string(),
         };
-        eprintln!("axiomctl: profile {} ({how})", c.profile);
+        (c.profile.clone(), how)
+    });
+    let not_enforced: Vec<&String> = applied.iter().flat_map(|a| a.not_enforced.iter()).collect();
+    let notes: Vec<&String> = r.notes.iter().flatten().collect();
+    if p.json {
+        // One line a program can read (`axiomctl mcp` does): the agent is tracked and released.
+        let started = serde_json::json!({"started": {
+            "agent": agent,
+            "pid": raw,
+            "profile": how.as_ref().map(|h| &h.0),
+            "confinement": how.as_ref().map(|h| &h.1),
+            "not_enforced": not_enforced,
+            "notes": notes,
+        }});
+        eprintln!("{started}");
+    } else {
+        if let Some((profile, how)) = &how {
+            eprintln!("axiomctl: profile {profile} ({how})");
+        }
+        for n in not_enforced {
+            eprintln!("axiomctl: not enforced: {n}");
+        }
+        for n in notes {
+            eprintln!("axiomctl: {n}");
+        }
+        eprintln!("axiomctl: agent {agent} started: pid {raw}");
     }
-    for n in applied.iter().flat_map(|a| a.not_enforced.iter()) {
-        eprintln!("axiomctl: not enforced: {n}");
-    }
-    for n in r.notes.iter().flatten() {
-        eprintln!("axiomctl: {n}");
-    }
-    eprintln!("axiomctl: agent {agent} started: pid {raw}");
     let raw_mode = pty::RawMode::enter();
     p.crlf = std::io::stdin().is_terminal();
     let output = pty::relay_output(master.try_clone()?);

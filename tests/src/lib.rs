@@ -509,6 +509,31 @@ impl TestBus {
             address: format!("unix:path={}", sock.display()),
         }
     }
+
+    /// A bus and a daemon on it, once the daemon owns its name there.
+    pub fn with_daemon(name: &str) -> (TestBus, Daemon) {
+        const DEST: &str = "org.axiom.Axiom1";
+        let bus = TestBus::start(name);
+        let d = Daemon::start(name, &["--dbus", &bus.address]);
+        let t0 = Instant::now();
+        loop {
+            let o = Command::new("busctl")
+                .arg(format!("--address={}", bus.address))
+                .args(["status", DEST])
+                .output()
+                .expect("busctl");
+            if o.status.success() {
+                break;
+            }
+            assert!(
+                t0.elapsed() < Duration::from_secs(10),
+                "{DEST} never appeared on the bus: {}",
+                d.log_text()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        (bus, d)
+    }
 }
 
 impl Drop for TestBus {

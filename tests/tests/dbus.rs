@@ -15,26 +15,7 @@ const NOBODY: &str = "65534";
 
 /// A daemon on its own private bus, with its name owned.
 fn start(name: &str) -> (TestBus, Daemon) {
-    let bus = TestBus::start(name);
-    let d = Daemon::start(name, &["--dbus", &bus.address]);
-    let t0 = Instant::now();
-    loop {
-        let o = Command::new("busctl")
-            .arg(format!("--address={}", bus.address))
-            .args(["status", DEST])
-            .output()
-            .expect("busctl");
-        if o.status.success() {
-            break;
-        }
-        assert!(
-            t0.elapsed() < Duration::from_secs(10),
-            "{DEST} never appeared on the bus: {}",
-            d.log_text()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    (bus, d)
+    TestBus::with_daemon(name)
 }
 
 /// `setpriv` arguments that run a command as nobody, with the given supplementary groups.

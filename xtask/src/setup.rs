@@ -107,10 +107,14 @@ pub fn setup() -> anyhow::Result<()> {
     }
 
     // pyarrow: reads the cold tier's Parquet; rotel: a real OTLP receiver; prometheus_client:
-    // the reference parser of the Prometheus text format.
+    // the reference parser of the Prometheus text format; mcp: the official Python MCP SDK, the
+    // client that drives `axiomctl mcp`.
     let py = format!("{VENV}/bin/python");
-    if quiet_ok(Command::new(&py).args(["-c", "import pyarrow, rotel, prometheus_client"])) {
-        println!("setup: pyarrow, rotel, prometheus_client present in {VENV}");
+    if quiet_ok(Command::new(&py).args([
+        "-c",
+        "import pyarrow, rotel, prometheus_client, mcp, importlib.metadata as m; assert m.version('mcp') == '2.3.0'",
+    ])) {
+        println!("setup: pyarrow, rotel, prometheus_client, mcp present in {VENV}");
     } else {
         if !Path::new(&py).exists() {
             run(Command::new("python3").args(["-m", "venv", VENV]))?;
@@ -123,8 +127,9 @@ pub fn setup() -> anyhow::Result<()> {
             "pyarrow",
             "rotel==0.0.1a15",
             "prometheus_client",
+            "mcp==2.3.0",
         ]))
-        .context("installing pyarrow, rotel, prometheus_client")?;
+        .context("installing pyarrow, rotel, prometheus_client, mcp")?;
     }
 
     // The admin group, as systemd/axiom.sysusers makes it on an installed system.

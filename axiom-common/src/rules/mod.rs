@@ -712,6 +712,20 @@ impl RuleSet {
     }
 }
 
+/// Commands that run tests (what a "tests pass" claim needs to have happened): the rules'
+/// claim check and `axiomctl mcp`'s verify use the same list.
+static TEST_COMMAND: std::sync::LazyLock<regex::Regex> = std::sync::LazyLock::new(|| {
+    regex::Regex::new(
+        r"\b(?:(?:cargo|go|npm|pnpm|yarn|bun|make|mvn|gradle|dotnet|mix|deno)\s+(?:-\S+\s+)*test\b|pytest|py\.test|jest|vitest|ctest|rspec|phpunit|tox\b|nox\b)",
+    )
+    .unwrap_or_else(|_| regex::Regex::new("$^").unwrap_or_else(|_| unreachable!()))
+});
+
+/// Whether a command line (argv joined by spaces) runs tests.
+pub fn is_test_command(line: &str) -> bool {
+    TEST_COMMAND.is_match(line)
+}
+
 /// What a hit looks like in a report: the match with some context, secrets masked.
 pub fn excerpt(text: &str, hit: &Hit, redact: bool) -> String {
     let lo = floor_char(text, hit.start.saturating_sub(60));

@@ -100,24 +100,7 @@ impl DBusError for Failure {
 
 type Result<T> = std::result::Result<T, Failure>;
 
-/// One agent as `ListAgents` returns it: (id, name, owner uid, state, root pid, command,
-/// workspace, profile, started ns since the epoch, exit code (-1: none), fatal signal (0: none),
-/// pids, cgroup).
-pub type AgentRecord = (
-    u64,
-    String,
-    u32,
-    String,
-    u32,
-    Vec<String>,
-    String,
-    String,
-    u64,
-    i32,
-    i32,
-    Vec<u32>,
-    String,
-);
+pub use axiom_common::wire::AgentRecord;
 
 pub struct Axiom {
     shared: Arc<Shared>,
@@ -299,23 +282,7 @@ impl Axiom {
             .shared
             .agents(c)
             .into_iter()
-            .map(|a| {
-                (
-                    a.id,
-                    a.name.unwrap_or_default(),
-                    a.owner_uid,
-                    a.state,
-                    a.leader,
-                    a.command,
-                    a.workspace.unwrap_or_default(),
-                    a.profile.unwrap_or_default(),
-                    a.started_ns,
-                    a.exit_code.unwrap_or(-1),
-                    a.exit_signal.unwrap_or(0),
-                    a.pids,
-                    a.cgroup.unwrap_or_default(),
-                )
-            })
+            .map(|a| a.into_record())
             .collect())
     }
 

@@ -1,5 +1,5 @@
 //! Per-agent rule state: context windows, activity (for claims and timeouts), cooldowns.
-use std::{collections::HashMap, sync::LazyLock, time::Instant};
+use std::{collections::HashMap, time::Instant};
 
 use axiom_common::{
     rules::{self, Action, Hit, Kind, RuleSet, Scope, Verify},
@@ -9,14 +9,6 @@ use axiom_common::{
 /// Characters of an fd's previous output kept in front of the next write, so a phrase split
 /// across two writes still matches.
 const WINDOW: usize = 160;
-
-/// Commands that run tests (for "tests pass" claims).
-static TEST_COMMAND: LazyLock<regex::Regex> = LazyLock::new(|| {
-    regex::Regex::new(
-        r"\b(?:(?:cargo|go|npm|pnpm|yarn|bun|make|mvn|gradle|dotnet|mix|deno)\s+(?:-\S+\s+)*test\b|pytest|py\.test|jest|vitest|ctest|rspec|phpunit|tox\b|nox\b)",
-    )
-    .unwrap_or_else(|_| regex::Regex::new("$^").unwrap_or_else(|_| unreachable!()))
-});
 
 /// What one agent has done, as far as the rules care.
 struct Activity {
@@ -297,7 +289,7 @@ impl Engine {
                 } else {
                     argv.join(" ")
                 };
-                if TEST_COMMAND.is_match(&line) {
+                if rules::is_test_command(&line) {
                     self.act(ev.agent, now).tests_ran = true;
                 }
                 (Scope::Exec, line, None)

@@ -393,6 +393,7 @@ hooks! {
     "proc_exec" => "sched" / "sched_process_exec",
     "proc_exit" => "sched" / "sched_process_exit",
     "sig_deliver" => "signal" / "signal_deliver",
+    "sig_generate" => "signal" / "signal_generate",
     "exit_group" => "syscalls" / "sys_enter_exit_group",
     "enter_execve" => "syscalls" / "sys_enter_execve",
     "enter_execveat" => "syscalls" / "sys_enter_execveat",

@@ -31,6 +31,11 @@ pub fn sig_deliver(_ctx: TracePointContext) -> u32 {
     0
 }
 
+#[tracepoint(category = "signal", name = "signal_generate")]
+pub fn sig_generate(_ctx: TracePointContext) -> u32 {
+    0
+}
+
 #[tracepoint(category = "syscalls", name = "sys_enter_exit_group")]
 pub fn exit_group(_ctx: TracePointContext) -> u32 {
     0

@@ -54,6 +54,11 @@ static CONFIG: Array<u64> = Array::pinned(CFG_ENTRIES, 0);
 static EXEC_STASH: LruHashMap<u32, ExecArgs> = LruHashMap::pinned(4096, 0);
 #[map]
 static EXIT_STATUS: LruHashMap<u32, u32> = LruHashMap::pinned(16384, 0);
+/// The last signal sent to each tracked process (or thread). A signal whose default action ends
+/// the process is delivered as SIGKILL (the kernel turns it into a group exit when it is sent),
+/// so the signal a process died of is the one that was sent to it.
+#[map]
+static SENT_SIGNAL: LruHashMap<u32, u32> = LruHashMap::pinned(16384, 0);
 #[map]
 static OUT_SCRATCH: PerCpuArray<OutputScratch> = PerCpuArray::with_max_entries(1, 0);
 /// Output records sent on this CPU since the last forced wakeup.
@@ -352,12 +357,36 @@ pub fn sig_deliver(ctx: TracePointContext) -> u32 {
     if handler != 0 || non_fatal(sig) {
         return 0;
     }
+    let tgid = (pid_tgid >> 32) as u32;
+    let sig = if sig == 9 {
+        let sent = unsafe { SENT_SIGNAL.get(&tgid) }
+            .or_else(|| unsafe { SENT_SIGNAL.get(&(pid_tgid as u32)) })
+            .copied();
+        sent.map_or(sig, |s| s as i32)
+    } else {
+        sig
+    };
     // BPF_NOEXIST: a SIGKILL sent to sibling threads by exit_group must not hide its code.
     let _ = EXIT_STATUS.insert(
         &((pid_tgid >> 32) as u32),
         &((sig as u32) & 0x7f),
         BPF_NOEXIST as u64,
     );
+    0
+}
+
+/// Remembers a signal sent to a tracked process: what it dies of, if it does (see `SENT_SIGNAL`).
+/// Runs in the sender's context (any process), so the target is looked up, not the caller.
+#[tracepoint(category = "signal", name = "signal_generate")]
+pub fn sig_generate(ctx: TracePointContext) -> u32 {
+    let sig: i32 = unsafe { field(&ctx, 8) };
+    let pid: i32 = unsafe { field(&ctx, 36) };
+    let result: i32 = unsafe { field(&ctx, 44) };
+    // result 0: TRACE_SIGNAL_DELIVERED (queued); others were ignored, already pending, lost.
+    if result != 0 || pid <= 0 || non_fatal(sig) || agent_of(pid as u32).is_none() {
+        return 0;
+    }
+    let _ = SENT_SIGNAL.insert(&(pid as u32), &(sig as u32), 0);
     0
 }
 
@@ -374,11 +403,13 @@ pub fn proc_exit(ctx: TracePointContext) -> u32 {
             // A cgroup attach of a whole group marks each thread id; clear it before the id can
             // be reused by a new process.
             set_agent(tid, 0);
+            let _ = SENT_SIGNAL.remove(&tid);
         }
         return 0;
     }
     let status = unsafe { EXIT_STATUS.get(&tgid) }.copied();
     let _ = EXIT_STATUS.remove(&tgid);
+    let _ = SENT_SIGNAL.remove(&tgid);
     emit::<ExitEvent>(KIND_EXIT, pid_tgid, agent, |e| unsafe {
         (*e).hdr.tgid = tgid;
         (*e)._pad = 0;
@@ -393,6 +424,7 @@ pub fn proc_exit(ctx: TracePointContext) -> u32 {
     set_agent(tgid, 0);
     if tid != tgid {
         set_agent(tid, 0);
+        let _ = SENT_SIGNAL.remove(&tid);
     }
     0
 }

@@ -424,3 +424,50 @@ fn interventions_are_typed_into_the_agent_even_after_axiomctl_detaches() {
     // A terminal that is gone gets a clear refusal.
     assert_eq!(inject("too-late", NOBODY), Some(10));
 }
+
+/// A process killed by a signal is reported with that signal, not the SIGKILL the kernel turns a
+/// fatal signal into when it is sent (a group exit): SIGTERM is 15, SIGINT 2, SIGKILL 9.
+#[test]
+fn the_signal_a_process_dies_of_is_the_one_sent() {
+    use nix::sys::signal::{Signal, kill};
+    let d = Daemon::start("exit_signals", &[]);
+    let cg = Cgroup::new("exit_signals");
+    d.track_cgroup(&cg);
+    let mut sub = d.subscribe(false);
+    let sigs = [
+        Signal::SIGTERM,
+        Signal::SIGINT,
+        Signal::SIGKILL,
+        Signal::SIGUSR1,
+    ];
+    let mut children: Vec<_> = sigs
+        .iter()
+        .map(|_| cg.command("sleep").arg("100").spawn().unwrap())
+        .collect();
+    for c in &children {
+        let pid = c.id();
+        sub.wait_for("the sleep's exec", T, |e| {
+            e.tgid == pid && matches!(e.body, axiom_common::wire::Body::Exec { .. })
+        });
+    }
+    for (c, sig) in children.iter().zip(sigs) {
+        kill(nix::unistd::Pid::from_raw(c.id() as i32), sig).unwrap();
+    }
+    for (c, sig) in children.iter().zip(sigs) {
+        let pid = c.id();
+        let e = sub.wait_for("the sleep's exit", T, |e| {
+            e.tgid == pid && matches!(e.body, axiom_common::wire::Body::Exit { .. })
+        });
+        assert_eq!(
+            e.body,
+            axiom_common::wire::Body::Exit {
+                code: None,
+                signal: Some(sig as i32)
+            },
+            "{sig}"
+        );
+    }
+    for c in &mut children {
+        let _ = c.wait();
+    }
+}

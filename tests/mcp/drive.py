@@ -305,6 +305,18 @@ async def stdio(a):
                 await asyncio.sleep(0.1)
             check(ua in n.updated, f"no resources/updated for {ua}: {n.updated}")
             print(f"notifications: {len(n.logs)} log messages, {len(n.updated)} resource updates", flush=True)
+
+            # An unknown tool is the protocol's error too, and the server stays.
+            try:
+                await s.call_tool("format_disk", {})
+                fail("an unknown tool was called")
+            except MCPError as e:
+                check(e.code in (INVALID_PARAMS, -32601) and "not found" in e.message,
+                      f"unknown tool: {e.code} {e.message}")
+
+            # One left running: the server stops it when the client goes (the test checks).
+            sp = await call(s, "spawn", {"agents": [{"command": ["sleep", "600"], "workspace": a.ws2}]})
+            print(f"LINGER {sp['agents'][0]['agent']}", flush=True)
     print("MCP-OK", flush=True)
 
 

@@ -11,12 +11,15 @@ use std::{
     time::{Duration, Instant},
 };
 
+use axiom_common::wire::Request;
 use axiom_tests::{TestBus, axiomctl_bin, free_port, python, unique};
 
 const NOBODY: u32 = 65534;
 
 fn driver() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("mcp/drive.py")
+    std::env::var("DRIVE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| Path::new(env!("CARGO_MANIFEST_DIR")).join("mcp/drive.py"))
 }
 
 /// An empty directory nobody owns (the agents work in it as nobody).
@@ -43,6 +46,7 @@ fn run_driver(args: &[String], what: &str) -> String {
         out.status.success(),
         "{what}: the MCP client failed:\n{text}"
     );
+    println!("{text}");
     text
 }
 
@@ -76,7 +80,48 @@ fn an_mcp_client_spawns_observes_steers_and_verifies_agents() {
     let meta = std::fs::metadata(&hello).expect("agent A's hello.py");
     assert_eq!(std::os::unix::fs::MetadataExt::uid(&meta), NOBODY);
     assert!(ws2.join("data/out.txt").exists());
-    // axiomd saw the MCP caller as nobody: the agents are nobody's.
+    // The agent left running when the client went was stopped by the server on its way out.
+    let linger: u64 = text
+        .lines()
+        .find_map(|l| l.strip_prefix("LINGER "))
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no LINGER line: {text}"));
+    let t0 = Instant::now();
+    loop {
+        let agents = d
+            .client()
+            .request(&Request::Agents)
+            .agents
+            .unwrap_or_default();
+        let a = agents
+            .iter()
+            .find(|a| a.id == linger)
+            .expect("the lingering agent");
+        assert_eq!(a.owner_uid, NOBODY, "the MCP caller's agents are nobody's");
+        if a.state == "exited" {
+            let evs = d
+                .client()
+                .request(&Request::Query {
+                    agent: Some(linger),
+                    since_ns: None,
+                    until_ns: None,
+                    kinds: vec![],
+                    text: None,
+                    limit: 100,
+                    sql: None,
+                })
+                .events
+                .unwrap_or_default();
+            assert_eq!(a.exit_signal, Some(15), "{a:?}\n{evs:#?}");
+            break;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(10),
+            "agent {linger} still {} after the MCP client left",
+            a.state
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
     let log = d.log_text();
     assert!(!log.contains("panicked"), "{log}");
     let _ = std::fs::remove_dir_all(&ws1);

@@ -17,9 +17,7 @@ use axiom_tests::{TestBus, axiomctl_bin, free_port, python, unique};
 const NOBODY: u32 = 65534;
 
 fn driver() -> PathBuf {
-    std::env::var("DRIVE")
-        .map(PathBuf::from)
-        .unwrap_or_else(|_| Path::new(env!("CARGO_MANIFEST_DIR")).join("mcp/drive.py"))
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("mcp/drive.py")
 }
 
 /// An empty directory nobody owns (the agents work in it as nobody).

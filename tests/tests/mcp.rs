@@ -213,3 +213,48 @@ fn mcp_refuses_a_non_loopback_address() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("only a loopback address"), "{err}");
 }
+
+#[test]
+fn mcp_follows_axiomd_through_a_restart() {
+    use std::io::BufRead as _;
+    let (bus, mut d) = TestBus::with_daemon("mcp_restart");
+    let ws = workspace("mcp_restart_ws");
+    let flag = ws.with_extension("restarted");
+    let mut client = Command::new(python())
+        .arg(driver())
+        .args(["restart", "--axiomctl"])
+        .arg(axiomctl_bin())
+        .args(["--bus", &bus.address, "--socket"])
+        .arg(&d.socket)
+        .arg("--ws1")
+        .arg(&ws)
+        .arg("--flag")
+        .arg(&flag)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut said = Vec::new();
+    let out = std::io::BufReader::new(client.stdout.take().unwrap());
+    for line in out.lines() {
+        let line = line.unwrap();
+        if line == "RESTART" {
+            // A crash, not a clean stop: axiomd comes back on its pins and state files.
+            d.kill9();
+            d.spawn();
+            std::fs::write(&flag, b"").unwrap();
+        }
+        said.push(line);
+    }
+    let st = client.wait().unwrap();
+    let mut err = String::new();
+    let _ = client.stderr.take().map(|mut e| e.read_to_string(&mut err));
+    let said = said.join("\n");
+    assert!(
+        st.success() && said.contains("MCP-RESTART-OK"),
+        "{said}\n{err}\n{}",
+        d.log_text()
+    );
+    let _ = std::fs::remove_dir_all(&ws);
+    let _ = std::fs::remove_file(&flag);
+}

@@ -69,7 +69,13 @@ pub async fn follow(p: Axiom1Proxy<'static>, journal: Arc<Journal>) {
 }
 
 async fn stream(p: &Axiom1Proxy<'_>, journal: &Journal) -> anyhow::Result<()> {
+    // Which axiomd answers: its unique bus name changes when it restarts.
+    let dbus = zbus::fdo::DBusProxy::new(p.inner().connection()).await?;
+    let owner = dbus
+        .get_name_owner(zbus::names::BusName::try_from("org.axiom.Axiom1")?)
+        .await?;
     let fd = p.subscribe(0, true).await?;
+    journal.begin_stream(owner.as_str());
     let std_fd: std::os::fd::OwnedFd = fd.into();
     let sock = std::os::unix::net::UnixStream::from(std_fd);
     sock.set_nonblocking(true)?;

@@ -226,7 +226,13 @@ pub fn is_file(target: &str) -> bool {
 #[derive(Default)]
 struct Inner {
     events: VecDeque<Arc<Event>>,
+    /// The last sequence number this journal gave (its own: cursors stay monotonic when axiomd
+    /// restarts and numbers its stream from the start again).
     last_seq: Option<u64>,
+    /// The axiomd instance the stream comes from (its bus name) and the last of its sequence
+    /// numbers taken: a replay after subscribing again repeats events already taken.
+    source: Option<String>,
+    source_seq: Option<u64>,
     facts: HashMap<u64, Facts>,
     /// Each process's working directory as last learnt (exec, inherited at fork, the agent's
     /// workspace for its root): `cd` in a shell is not seen.
@@ -285,19 +291,32 @@ impl Journal {
         self.latest.subscribe()
     }
 
-    /// Takes one event from axiomd; one seen already (a replay after subscribing again) is
-    /// ignored.
+    /// A (new) stream from the axiomd that owns `source` on the bus: when that is another
+    /// instance than before (axiomd restarted), its sequence numbers start again.
+    pub fn begin_stream(&self, source: &str) {
+        let mut g = self.lock();
+        if g.source.as_deref() != Some(source) {
+            g.source = Some(source.to_string());
+            g.source_seq = None;
+        }
+    }
+
+    /// Takes one event from axiomd (numbered again in this journal's sequence); one seen already
+    /// (a replay after subscribing again) is ignored.
     pub fn record(&self, ev: Event) {
         if matches!(ev.body, Body::KernelMatch { .. }) {
             return;
         }
-        let ev = Arc::new(ev);
+        let mut ev = Arc::new(ev);
         {
             let mut g = self.lock();
-            if g.last_seq.is_some_and(|s| ev.seq <= s) {
+            if g.source_seq.is_some_and(|s| ev.seq <= s) {
                 return;
             }
-            g.last_seq = Some(ev.seq);
+            g.source_seq = Some(ev.seq);
+            let seq = g.last_seq.map_or(1, |s| s + 1);
+            g.last_seq = Some(seq);
+            Arc::make_mut(&mut ev).seq = seq;
             match &ev.body {
                 Body::Fork { child_pid } => {
                     if let Some(c) = g.cwds.get(&ev.tgid).cloned() {

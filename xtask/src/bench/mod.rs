@@ -1,6 +1,7 @@
 //! Benchmarks. Each measures its baselines in the same run and prints ratios: absolute times on a
 //! shared machine are noise, ratios measured side by side are not.
 mod agents;
+mod mcp;
 mod rules;
 mod sandbox;
 mod sensor;
@@ -44,6 +45,16 @@ pub enum Which {
         #[arg(long, default_value_t = 30)]
         rounds: usize,
     },
+    /// The MCP front end: `spawn` against `axiomctl run`, N agents in one call against N calls,
+    /// event delivery through `observe` against the raw event stream.
+    Mcp {
+        /// Single spawns (and direct runs) measured (the median is kept).
+        #[arg(long, default_value_t = 20)]
+        rounds: usize,
+        /// Agents started by one `spawn` call.
+        #[arg(long, default_value_t = 16)]
+        parallel: usize,
+    },
     /// axiomd's RSS, CPU and losses with 1,000 and 10,000 concurrently running agents.
     Agents {
         /// Agent counts to measure, in order (the last is the summary line).
@@ -65,6 +76,7 @@ pub fn bench(w: Which) -> anyhow::Result<()> {
         Which::Agents { sizes, window } => agents::run(&sizes, window),
         Which::Store { rows } => store::run(&rows),
         Which::Sandbox { rounds } => sandbox::run(rounds),
+        Which::Mcp { rounds, parallel } => mcp::run(rounds, parallel),
         Which::Rules {
             rounds,
             count,

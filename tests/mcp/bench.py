@@ -1,8 +1,9 @@
 """`cargo xtask bench mcp`'s client: what the MCP front end costs, each against its baseline in
 the same run.
 
-1. spawn: one agent (`/bin/true`) per `spawn` call, against `axiomctl run -- /bin/true` run
-   directly (what spawn does underneath, without MCP and the server in between).
+1. spawn: one agent (`/bin/true`) per `spawn` call until it returns (the agent tracked and
+   released), against `axiomctl --json run -- /bin/true` run directly until it says the same
+   (its `started` line): what spawn does underneath, without MCP and the server in between.
 2. parallel spawn: N agents in one call, against N single calls one after another.
 3. delivery latency: an agent writes a line every few ms; from the kernel's timestamp of each
    write to the moment the client holds it, through `observe` (long-poll), against the raw event
@@ -53,21 +54,34 @@ async def main(a):
     params = StdioServerParameters(
         command=a.axiomctl, args=["--socket", a.socket, "mcp", "--bus", a.bus]
     )
-    run_cmd = [a.axiomctl, "--socket", a.socket, "run", "--workspace", a.ws, "--", "/bin/true"]
+    run_cmd = [a.axiomctl, "--socket", a.socket, "--json", "run", "--workspace", a.ws, "--",
+               "/bin/true"]
+
+    def run_started_ms():
+        """ms from starting `axiomctl run` to its `started` line (then it is left to finish)."""
+        t0 = time.perf_counter()
+        p = subprocess.Popen(run_cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                             stderr=subprocess.PIPE, text=True)
+        took = None
+        for line in p.stderr:
+            if '"started"' in line:
+                took = (time.perf_counter() - t0) * 1e3
+                break
+        p.stderr.read()
+        if p.wait() != 0 or took is None:
+            raise SystemExit(f"axiomctl run failed: {p.returncode}")
+        return took
+
     async with stdio_client(params) as (r, w):
         async with ClientSession(r, w) as s:
             await s.initialize()
             # Warm both paths once.
-            subprocess.run(run_cmd, check=True, stdin=subprocess.DEVNULL,
-                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            run_started_ms()
             await call(s, "spawn", {"agents": [{"command": ["/bin/true"], "workspace": a.ws}]})
 
             run_ms, spawn_ms = [], []
             for _ in range(a.rounds):
-                t0 = time.perf_counter()
-                subprocess.run(run_cmd, check=True, stdin=subprocess.DEVNULL,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-                run_ms.append((time.perf_counter() - t0) * 1e3)
+                run_ms.append(run_started_ms())
                 t0 = time.perf_counter()
                 sp = await call(s, "spawn", {"agents": [{"command": ["/bin/true"], "workspace": a.ws}]})
                 spawn_ms.append((time.perf_counter() - t0) * 1e3)

@@ -1,7 +1,8 @@
 //! `cargo xtask bench mcp`: what the MCP front end adds, measured by the official Python MCP
 //! client (`tests/mcp/bench.py`) against a real axiomd on a private D-Bus:
 //!
-//! 1. `spawn` of one agent against `axiomctl run` of the same agent directly;
+//! 1. `spawn` of one agent, until it returns, against `axiomctl run` of the same agent directly
+//!    until it says the agent started;
 //! 2. `spawn` of N agents in one call against N single spawns (the parallel speed-up);
 //! 3. from the kernel's timestamp of a write to the client holding the event, through `observe`
 //!    against the raw event stream read side by side.

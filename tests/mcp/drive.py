@@ -160,6 +160,10 @@ async def stdio(a):
             await invalid(s, "intervene", {"agent": 999999, "action": "freeze"}, "no agent 999999")
             await invalid(s, "intervene", {"agent": 1, "action": "explode"}, "")
             await invalid(s, "status", {"agent": "x"}, "")
+            # What axiomd refuses when an agent starts comes back as the spawn's error, with its reason.
+            r = await call(s, "spawn", {"agents": [
+                {"command": ["true"], "workspace": a.ws1, "profile": "no-such-profile"}]}, error=True)
+            check("no-such-profile" in r["agents"][0]["error"], f"spawn with a bad profile: {r}")
             # ... and the server is still there after them.
             check(len((await s.list_tools()).tools) == 6, "the server did not survive bad calls")
 

@@ -186,8 +186,6 @@ pub struct Control {
     state: Option<state::StateDir>,
     /// The connect allowlist maps (none: the kernel lacks the programs).
     net: Option<crate::confine::net::NetMaps>,
-    /// Parent links of the machine's processes, for finding what an adopted process has spawned.
-    procs: procfs::ProcTree,
 }
 
 /// An intervention on a whole agent.
@@ -262,7 +260,6 @@ impl Control {
             cgroup_root: None,
             state,
             net: None,
-            procs: procfs::ProcTree::default(),
         }
     }
 
@@ -514,7 +511,7 @@ impl Control {
             let _ = self.set_pid(pid, 0);
             return Err(AgentError::ExitedDuringAdoption(pid));
         }
-        for child in self.procs.descendants(pid) {
+        for child in procfs::descendants(pid) {
             if self.agent_of(child).is_none() {
                 self.set_pid(child, agent)?;
             }

@@ -73,61 +73,10 @@ fn children(pid: u32) -> Option<Vec<u32>> {
     Some(out)
 }
 
-/// Parent links of the machine's processes, kept from one adoption to the next. Where the kernel
-/// has no children files (CONFIG_PROC_CHILDREN), finding a process's descendants means knowing
-/// every process's parent: read whole each time, that is a stat read per process per adoption,
-/// and adopting 10,000 agents one by one took minutes. Kept here, each adoption lists /proc and
-/// reads the stat of the processes it has not seen before only.
-#[derive(Default)]
-pub struct ProcTree {
-    parent: HashMap<u32, u32>,
-}
-
-impl ProcTree {
-    /// Every descendant of `root` (children, grandchildren, …), each confirmed by a fresh read
-    /// of its parent (a process reparented since it was seen is not counted).
-    pub fn descendants(&mut self, root: u32) -> Vec<u32> {
-        if let Some(found) = descendants_by_children(root) {
-            return found;
-        }
-        let live: std::collections::HashSet<u32> = pids().into_iter().collect();
-        self.parent.retain(|p, _| live.contains(p));
-        for p in live {
-            if let std::collections::hash_map::Entry::Vacant(e) = self.parent.entry(p)
-                && let Some(st) = stat(p)
-            {
-                e.insert(st.ppid);
-            }
-        }
-        let mut children: HashMap<u32, Vec<u32>> = HashMap::new();
-        for (p, pp) in &self.parent {
-            children.entry(*pp).or_default().push(*p);
-        }
-        let mut out = Vec::new();
-        let mut stack = vec![root];
-        while let Some(p) = stack.pop() {
-            for c in children.get(&p).into_iter().flatten() {
-                // A pid seen before may have been reused, or reparented: believe /proc now.
-                match stat(*c) {
-                    Some(st) if st.ppid == p => {
-                        out.push(*c);
-                        stack.push(*c);
-                    }
-                    Some(st) => {
-                        self.parent.insert(*c, st.ppid);
-                    }
-                    None => {
-                        self.parent.remove(c);
-                    }
-                }
-            }
-        }
-        out
-    }
-}
-
-/// Every descendant of `root` through the children files; `None` when the kernel has none.
-fn descendants_by_children(root: u32) -> Option<Vec<u32>> {
+/// Every descendant of `root` (children, grandchildren, …): walks the children files, so the
+/// cost follows the size of the tree, not of the machine (adopting 10,000 agents one by one must
+/// not scan /proc 10,000 times). Falls back to one scan of /proc.
+pub fn descendants(root: u32) -> Vec<u32> {
     let mut out = Vec::new();
     let mut stack = vec![root];
     while let Some(p) = stack.pop() {
@@ -136,11 +85,29 @@ fn descendants_by_children(root: u32) -> Option<Vec<u32>> {
                 out.extend(&c);
                 stack.extend(c);
             }
-            None if p == root => return None,
+            None if p == root => return descendants_by_scan(root),
             None => {} // exited meanwhile
         }
     }
-    Some(out)
+    out
+}
+
+fn descendants_by_scan(root: u32) -> Vec<u32> {
+    let mut children: HashMap<u32, Vec<u32>> = HashMap::new();
+    for pid in pids() {
+        if let Some(st) = stat(pid) {
+            children.entry(st.ppid).or_default().push(pid);
+        }
+    }
+    let mut out = Vec::new();
+    let mut stack = vec![root];
+    while let Some(p) = stack.pop() {
+        if let Some(c) = children.get(&p) {
+            out.extend(c);
+            stack.extend(c);
+        }
+    }
+    out
 }
 
 /// The current working directory of a process, if it can still be read.
@@ -186,63 +153,4 @@ pub fn identity(pid: u32, cgroup2: Option<&std::path::Path>) -> Option<Identity>
         uid,
         cgroup_id,
     })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// Children of `root` as the tree finds them, once `want` of them have started.
-    fn wait_for(tree: &mut ProcTree, root: u32, want: usize) -> Vec<u32> {
-        let t0 = std::time::Instant::now();
-        loop {
-            let mut d = tree.descendants(root);
-            if d.len() >= want || t0.elapsed() > std::time::Duration::from_secs(5) {
-                d.sort_unstable();
-                return d;
-            }
-            std::thread::sleep(std::time::Duration::from_millis(20));
-        }
-    }
-
-    #[test]
-    fn the_tree_finds_new_descendants_and_forgets_gone_ones() {
-        let mut tree = ProcTree::default();
-        let mut sh = std::process::Command::new("sh")
-            .args(["-c", "sleep 30 & sleep 30 & read x; sleep 30 & wait"])
-            .stdin(std::process::Stdio::piped())
-            .spawn()
-            .unwrap();
-        let root = sh.id();
-        let first = wait_for(&mut tree, root, 2);
-        assert_eq!(first.len(), 2, "{first:?}");
-        // One ends; another starts after the tree has seen the first two.
-        let gone = first[0];
-        let _ = nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(gone as i32),
-            nix::sys::signal::Signal::SIGKILL,
-        );
-        use std::io::Write as _;
-        sh.stdin.take().unwrap().write_all(b"\n").unwrap();
-        let t0 = std::time::Instant::now();
-        let now = loop {
-            let mut d = tree.descendants(root);
-            d.sort_unstable();
-            if (!d.contains(&gone) && d.len() == 2) || t0.elapsed().as_secs() > 5 {
-                break d;
-            }
-            std::thread::sleep(std::time::Duration::from_millis(20));
-        };
-        assert!(!now.contains(&gone), "{now:?} still has {gone}");
-        assert!(now.contains(&first[1]), "{now:?}");
-        assert_eq!(now.len(), 2, "{now:?}");
-        let _ = sh.kill();
-        for p in now {
-            let _ = nix::sys::signal::kill(
-                nix::unistd::Pid::from_raw(p as i32),
-                nix::sys::signal::Signal::SIGKILL,
-            );
-        }
-        let _ = sh.wait();
-    }
 }

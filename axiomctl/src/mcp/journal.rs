@@ -55,6 +55,13 @@ pub struct Command {
     pub signal: Option<i32>,
 }
 
+impl Command {
+    /// It ended with a non-zero code or by a signal.
+    pub fn failed(&self) -> bool {
+        self.exit_code.is_some_and(|x| x != 0) || self.signal.is_some()
+    }
+}
+
 /// A violation or an intervention, as reported.
 #[derive(Serialize, Clone, Debug)]
 pub struct Notice {
@@ -84,6 +91,14 @@ pub struct Facts {
 }
 
 impl Facts {
+    /// How the root process ended: what axiomd's agent record says, else the exit seen here.
+    pub fn exit_of(&self, a: &axiom_common::wire::AgentInfo) -> (Option<i32>, Option<i32>) {
+        (
+            a.exit_code.or(self.exit.and_then(|e| e.0)),
+            a.exit_signal.or(self.exit.and_then(|e| e.1)),
+        )
+    }
+
     fn file(&mut self, path: &str) -> Option<&mut FileFact> {
         if !self.files.contains_key(path) && self.files.len() >= FILES_KEPT {
             self.files_dropped += 1;
@@ -388,8 +403,12 @@ impl Journal {
     }
 
     /// The agent's facts, read under the lock.
-    pub fn with_facts<T>(&self, agent: u64, f: impl FnOnce(Option<&Facts>) -> T) -> T {
-        f(self.lock().facts.get(&agent))
+    /// (An agent nothing has been seen of has empty facts.)
+    pub fn with_facts<T>(&self, agent: u64, f: impl FnOnce(&Facts) -> T) -> T {
+        match self.lock().facts.get(&agent) {
+            Some(x) => f(x),
+            None => f(&Facts::default()),
+        }
     }
 
     /// Terminal output of an agent `mcp` started.

@@ -370,14 +370,13 @@ async fn serve(opts: Options) -> anyhow::Result<ExitCode> {
     }
     if !opts.keep_agents {
         // The agents this server started end with it, unless asked otherwise.
-        for agent in st.launcher.spawned() {
-            let running = daemon::agents(&st.daemon)
-                .await
-                .map(|v| v.iter().any(|a| a.id == agent && a.state != "exited"))
-                .unwrap_or(false);
-            if running {
-                let _ = st.daemon.stop(agent).await;
-            }
+        let mine = st.launcher.spawned();
+        let running = daemon::agents(&st.daemon).await.unwrap_or_default();
+        for a in running
+            .iter()
+            .filter(|a| a.state != "exited" && mine.contains(&a.id))
+        {
+            let _ = st.daemon.stop(a.id).await;
         }
     }
     Ok(ExitCode::SUCCESS)

@@ -343,8 +343,6 @@ impl Server {
             .map(|a| {
                 let baseline = self.st.launcher.baseline(a.id);
                 self.st.journal.with_facts(a.id, |f| {
-                    let default = Default::default();
-                    let f = f.unwrap_or(&default);
                     let files = verify::files(f, baseline.as_deref());
                     let of = |c: &str| -> Vec<&str> {
                         files
@@ -354,11 +352,8 @@ impl Server {
                             .collect()
                     };
                     let end = f.ended_ns.filter(|_| a.state == "exited").unwrap_or(now);
-                    let failed = f
-                        .commands
-                        .iter()
-                        .filter(|c| c.exit_code.is_some_and(|x| x != 0) || c.signal.is_some())
-                        .count();
+                    let failed = f.commands.iter().filter(|c| c.failed()).count();
+                    let (code, signal) = f.exit_of(a);
                     json!({
                         "agent": a.id,
                         "name": a.name,
@@ -369,8 +364,8 @@ impl Server {
                         "workspace": a.workspace,
                         "profile": a.profile,
                         "runtime_s": (end.saturating_sub(a.started_ns)) as f64 / 1e9,
-                        "exit_code": a.exit_code.or(f.exit.and_then(|e| e.0)),
-                        "exit_signal": a.exit_signal.or(f.exit.and_then(|e| e.1)),
+                        "exit_code": code,
+                        "exit_signal": signal,
                         "processes": a.pids.len(),
                         "files_created": of("created"),
                         "files_modified": of("modified"),
@@ -519,13 +514,16 @@ impl Server {
             None => self.st.journal.transcript(p.agent),
         };
         let body = self.st.journal.with_facts(p.agent, |f| {
-            let default = Default::default();
-            let f = f.unwrap_or(&default);
             let files = verify::files(f, baseline.as_deref());
+            let (code, signal) = f.exit_of(a);
             let claims: Vec<String> = match &p.claims {
                 Some(c) => {
                     let found = verify::claims_in(c);
-                    if found.is_empty() { vec![c.trim().to_string()] } else { found }
+                    if found.is_empty() {
+                        vec![c.trim().to_string()]
+                    } else {
+                        found
+                    }
                 }
                 None => verify::claims_in(transcript.as_deref().unwrap_or("")),
             };
@@ -540,8 +538,8 @@ impl Server {
             json!({
                 "agent": a.id,
                 "state": a.state,
-                "exit_code": a.exit_code.or(f.exit.and_then(|e| e.0)),
-                "exit_signal": a.exit_signal.or(f.exit.and_then(|e| e.1)),
+                "exit_code": code,
+                "exit_signal": signal,
                 "files": files,
                 "commands": f.commands,
                 "tests": tests,
@@ -549,7 +547,7 @@ impl Server {
                 "summary": {
                     "files_changed": files.iter().filter(|x| x.change != "opened").count(),
                     "commands": f.commands.len() as u64 + f.commands_dropped,
-                    "commands_failed": f.commands.iter().filter(|c| c.exit_code.is_some_and(|x| x != 0) || c.signal.is_some()).count(),
+                    "commands_failed": f.commands.iter().filter(|c| c.failed()).count(),
                     "claims_supported": count("supported"),
                     "claims_contradicted": count("contradicted"),
                     "claims_unverified": count("unverified"),

@@ -144,6 +144,22 @@ pub enum Body {
     },
 }
 
+/// Every event kind (`Body::kind`), in a fixed order (axiomd counts by it).
+pub const KINDS: [&str; 12] = [
+    "fork",
+    "exec",
+    "exit",
+    "output",
+    "file",
+    "connect",
+    "agent_started",
+    "agent_exited",
+    "intervention",
+    "violation",
+    "kernel_match",
+    "denied",
+];
+
 impl Body {
     pub fn kind(&self) -> &'static str {
         match self {

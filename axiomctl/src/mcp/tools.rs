@@ -26,20 +26,13 @@ const SPAWN_MAX: usize = 64;
 const OBSERVE_DEFAULT: usize = 100;
 const OBSERVE_MAX: usize = 1000;
 const WAIT_MAX: Duration = Duration::from_secs(30);
-/// The event kinds `observe` can filter on.
-const KINDS: &[&str] = &[
-    "fork",
-    "exec",
-    "exit",
-    "output",
-    "file",
-    "connect",
-    "agent_started",
-    "agent_exited",
-    "intervention",
-    "violation",
-    "denied",
-];
+/// The event kinds `observe` can filter on: all but the kernel's internal matches (they reach
+/// clients as violations).
+fn kinds() -> impl Iterator<Item = &'static str> {
+    axiom_common::wire::KINDS
+        .into_iter()
+        .filter(|k| *k != "kernel_match")
+}
 
 #[derive(Deserialize, JsonSchema)]
 pub struct AgentSpec {
@@ -282,10 +275,13 @@ impl Server {
         Parameters(p): Parameters<ObserveParams>,
     ) -> Result<CallToolResult, McpError> {
         let kinds = p.kinds.unwrap_or_default();
-        if let Some(k) = kinds.iter().find(|k| !KINDS.contains(&k.as_str())) {
+        if let Some(k) = kinds
+            .iter()
+            .find(|k| !self::kinds().any(|x| x == k.as_str()))
+        {
             return Err(invalid(format!(
                 "unknown kind {k:?}; kinds are {}",
-                KINDS.join(", ")
+                self::kinds().collect::<Vec<_>>().join(", ")
             )));
         }
         let limit = p

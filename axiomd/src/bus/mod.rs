@@ -42,20 +42,7 @@ struct Replay {
 }
 
 /// Event kinds, in the order of `Stats::events`.
-pub const KINDS: [&str; 12] = [
-    "fork",
-    "exec",
-    "exit",
-    "output",
-    "file",
-    "connect",
-    "agent_started",
-    "agent_exited",
-    "intervention",
-    "violation",
-    "kernel_match",
-    "denied",
-];
+pub use axiom_common::wire::KINDS;
 
 /// Counters by name, shown by `status`. Per-event counters are atomics: this is the hot path.
 #[derive(Default)]

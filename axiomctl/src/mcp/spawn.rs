@@ -22,12 +22,19 @@ const START_TIMEOUT: Duration = Duration::from_secs(20);
 /// changed).
 const BASELINE_MAX: usize = 200_000;
 
-/// One agent to start.
-#[derive(Clone, Debug)]
+/// One agent to start (as `spawn`'s arguments give it).
+#[derive(Clone, Debug, serde::Deserialize, rmcp::schemars::JsonSchema)]
 pub struct Spec {
+    /// The program and its arguments, e.g. ["claude", "-p", "fix the tests"] or
+    /// ["bash", "-c", "make && make test"].
     pub command: Vec<String>,
+    /// The directory the agent works in (absolute, or relative to the server's). Default: the
+    /// server's working directory.
     pub workspace: Option<String>,
+    /// Confinement profile: read-only, workspace-write (axiomd's default), full, or one
+    /// configured in axiomd.toml.
     pub profile: Option<String>,
+    /// A name to tell it by.
     pub name: Option<String>,
 }
 

@@ -35,24 +35,9 @@ fn kinds() -> impl Iterator<Item = &'static str> {
 }
 
 #[derive(Deserialize, JsonSchema)]
-pub struct AgentSpec {
-    /// The program and its arguments, e.g. ["claude", "-p", "fix the tests"] or
-    /// ["bash", "-c", "make && make test"].
-    pub command: Vec<String>,
-    /// The directory the agent works in (absolute, or relative to the server's). Default: the
-    /// server's working directory.
-    pub workspace: Option<String>,
-    /// Confinement profile: read-only, workspace-write (axiomd's default), full, or one
-    /// configured in axiomd.toml.
-    pub profile: Option<String>,
-    /// A name to tell it by.
-    pub name: Option<String>,
-}
-
-#[derive(Deserialize, JsonSchema)]
 pub struct SpawnParams {
     /// The agents to start; they start in parallel.
-    pub agents: Vec<AgentSpec>,
+    pub agents: Vec<Spec>,
 }
 
 #[derive(Deserialize, JsonSchema)]
@@ -228,16 +213,7 @@ impl Server {
                 p.agents.len()
             )));
         }
-        let specs: Vec<Spec> = p
-            .agents
-            .into_iter()
-            .map(|a| Spec {
-                command: a.command,
-                workspace: a.workspace,
-                profile: a.profile,
-                name: a.name,
-            })
-            .collect();
+        let specs = p.agents;
         // Nothing starts when one of them cannot.
         for (i, s) in specs.iter().enumerate() {
             super::spawn::Launcher::resolve(s).map_err(|e| invalid(format!("agents[{i}]: {e}")))?;

@@ -124,6 +124,23 @@ pub const KIND_MATCH: u16 = 7;
 /// A file operation of a tracked process failed for lack of permission (its `KIND_FILE` record
 /// came just before, from the same thread).
 pub const KIND_FILE_REFUSED: u16 = 8;
+/// The fd table of a tracked process changed (dup, close, fork, exec): sent on the OUTPUT ring,
+/// in order with the writes, so what an fd points at is known at the time of each write.
+/// Internal to axiomd's sensor; never an event of its own.
+pub const KIND_FD: u16 = 9;
+/// A tracked process opened a file for writing: the fd and the path, on the OUTPUT ring.
+pub const KIND_FD_OPEN: u16 = 10;
+
+/// `FdEvent::op`.
+pub const FD_DUP: u16 = 1;
+pub const FD_CLOSE: u16 = 2;
+pub const FD_CLOSE_RANGE: u16 = 3;
+pub const FD_FORK: u16 = 4;
+pub const FD_EXEC: u16 = 5;
+/// `fd` and `oldfd` are the two ends of a new pipe (`flags`: O_CLOEXEC).
+pub const FD_PIPE: u16 = 6;
+/// `fd` (and `oldfd` unless -1: a socketpair) are new sockets.
+pub const FD_SOCKET: u16 = 7;
 
 /// Header flag: some user memory could not be read; the payload is partial.
 pub const FLAG_TRUNCATED: u16 = 1;
@@ -274,6 +291,38 @@ pub struct OutputEvent {
     pub _pad2: u32,
 }
 
+/// A change to a tracked process's fd table (slim header). `FD_DUP`: `fd` is now what `oldfd`
+/// is (`flags`: O_CLOEXEC); `FD_CLOSE`: `fd` closed; `FD_CLOSE_RANGE`: `fd..=oldfd as u32`
+/// closed (or, with `flags` CLOSE_RANGE_CLOEXEC, marked close-on-exec); `FD_FORK`: `child` starts
+/// with a copy of this process's table; `FD_EXEC`: close-on-exec fds are gone.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+#[cfg_attr(feature = "user", derive(FromBytes, Immutable, KnownLayout))]
+pub struct FdEvent {
+    pub hdr: EventHeader,
+    pub op: u16,
+    pub _pad: u16,
+    pub fd: i32,
+    pub oldfd: i32,
+    pub flags: u32,
+    pub child: u32,
+    pub _pad2: u32,
+}
+
+/// A tracked process opened `path` (relative to `dirfd`) for writing and got `fd` (slim header).
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+#[cfg_attr(feature = "user", derive(FromBytes, Immutable, KnownLayout))]
+pub struct FdOpenEvent {
+    pub hdr: EventHeader,
+    pub fd: i32,
+    pub dirfd: i32,
+    /// open flags (O_CLOEXEC among them).
+    pub flags: u32,
+    pub _pad: u32,
+    pub path: [u8; PATH_LEN],
+}
+
 /// The kernel matcher reached accepting states in a write (sent on the `MATCHES` ring at once,
 /// ahead of the bulk output). Slim header, like output records.
 #[repr(C)]
@@ -361,6 +410,11 @@ impl Hook {
             self.event,
             "sys_enter_open"
                 | "sys_exit_open"
+                | "sys_enter_dup2"
+                | "sys_exit_dup2"
+                | "sys_enter_pipe"
+                | "sys_exit_pipe"
+                | "sys_enter_close_range"
                 | "sys_exit_creat"
                 | "sys_exit_rename"
                 | "sys_exit_unlink"
@@ -437,6 +491,25 @@ hooks! {
     "exit_symlink" => "syscalls" / "sys_exit_symlink",
     "exit_symlinkat" => "syscalls" / "sys_exit_symlinkat",
     "enter_connect" => "syscalls" / "sys_enter_connect",
+    "enter_dup" => "syscalls" / "sys_enter_dup",
+    "enter_dup2" => "syscalls" / "sys_enter_dup2",
+    "enter_dup3" => "syscalls" / "sys_enter_dup3",
+    "enter_fcntl" => "syscalls" / "sys_enter_fcntl",
+    "exit_dup" => "syscalls" / "sys_exit_dup",
+    "exit_dup2" => "syscalls" / "sys_exit_dup2",
+    "exit_dup3" => "syscalls" / "sys_exit_dup3",
+    "exit_fcntl" => "syscalls" / "sys_exit_fcntl",
+    "enter_close" => "syscalls" / "sys_enter_close",
+    "enter_close_range" => "syscalls" / "sys_enter_close_range",
+    "enter_pipe" => "syscalls" / "sys_enter_pipe",
+    "enter_pipe2" => "syscalls" / "sys_enter_pipe2",
+    "exit_pipe" => "syscalls" / "sys_exit_pipe",
+    "exit_pipe2" => "syscalls" / "sys_exit_pipe2",
+    "enter_socketpair" => "syscalls" / "sys_enter_socketpair",
+    "exit_socketpair" => "syscalls" / "sys_exit_socketpair",
+    "exit_socket" => "syscalls" / "sys_exit_socket",
+    "exit_accept" => "syscalls" / "sys_exit_accept",
+    "exit_accept4" => "syscalls" / "sys_exit_accept4",
 }
 
 #[cfg(feature = "user")]

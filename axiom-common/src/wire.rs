@@ -55,7 +55,8 @@ pub enum Body {
         count: u64,
         /// What the fd pointed at (a path, `pipe:[…]`, `socket:[…]`, a tty), where it could be read.
         target: Option<String>,
-        /// The captured bytes, UTF-8 with invalid sequences replaced (secrets masked).
+        /// The captured bytes, UTF-8 with invalid sequences replaced (secrets masked); empty
+        /// when they were not text (TLS records, binary IPC: `captured` says how many).
         text: String,
         /// Bytes captured (≤ count).
         captured: u32,
@@ -128,6 +129,14 @@ pub enum Body {
         detail: String,
         /// From the kernel's timestamp of the event to the finding, µs.
         latency_us: Option<f64>,
+        /// Where it was seen: `terminal`, `output`, `network`, `file_write`, `exec`, `file`,
+        /// `connect` (none for timeouts).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        scope: Option<String>,
+        /// The file it is about (a file_write rule: the path written, after a rename of a
+        /// temporary file the final one).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        path: Option<String>,
     },
     /// The agent's confinement refused something: a connect outside its allowlist, a fork at
     /// its pids limit, memory at its limit (an OOM kill inside the agent), a file outside its

@@ -1,6 +1,7 @@
 //! `axiomctl`: the command-line client of axiomd.
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
 
+mod agent_kind;
 mod confine;
 mod doctor;
 mod mcp;
@@ -192,8 +193,9 @@ enum RulesCmd {
     Test {
         rules: PathBuf,
         sample: PathBuf,
-        /// What the sample is (output, file_write, exec, file, connect).
-        #[arg(long, default_value = "output")]
+        /// What the sample is (terminal, output, network, file_write, exec, file, connect).
+        /// A terminal sample is read through the screen model, as an agent's terminal is.
+        #[arg(long, default_value = "terminal")]
         scope: String,
     },
 }
@@ -276,7 +278,7 @@ fn catch_sigint() {
 /// How a follow ended.
 enum Followed {
     /// The agent ended (its root process exited).
-    Ended(Event),
+    Ended(Box<Event>),
     /// Ctrl-C.
     Detached,
 }
@@ -301,7 +303,7 @@ fn follow_agent(
         let ended = matches!(e.body, Body::AgentExited { .. })
             || (e.tgid == root && matches!(e.body, Body::Exit { .. }));
         if ended {
-            return Ok(Followed::Ended(e));
+            return Ok(Followed::Ended(Box::new(e)));
         }
     }
 }
@@ -717,7 +719,15 @@ fn run_agent(
             limits,
             &command[1..],
         )?,
-        None => command.to_vec(),
+        None => {
+            let (argv, note) = agent_kind::adapt(command);
+            if let Some(note) = note
+                && !cli.json
+            {
+                eprintln!("axiom: {note}");
+            }
+            argv
+        }
     };
     let argv: Vec<CString> = exec
         .iter()
@@ -1001,18 +1011,10 @@ fn rules(cli: &Cli, cmd: &RulesCmd) -> anyhow::Result<ExitCode> {
                     return Ok(ExitCode::from(EXIT_BAD_RULES));
                 }
             };
-            let scope: r::Scope = serde_json::from_value(serde_json::Value::String(scope.clone()))
-                .with_context(|| {
-                    format!("scope {scope:?}: output, file_write, exec, file or connect")
-                })?;
+            let scope = r::Scope::parse(scope).map_err(anyhow::Error::msg)?;
             let raw = std::fs::read_to_string(sample)
                 .with_context(|| format!("reading {}", sample.display()))?;
-            let text = if scope == r::Scope::Output {
-                r::strip_ansi(&raw)
-            } else {
-                raw
-            };
-            let hits = set.scan(scope, &text);
+            let (text, hits) = r::scan_sample(&set, scope, &raw);
             for h in &hits {
                 let rule = &set.rules[h.rule];
                 println!(

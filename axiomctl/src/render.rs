@@ -204,17 +204,24 @@ impl Style {
                 action,
                 detail,
                 latency_us,
+                path,
+                ..
             } => {
                 let lat = latency_us
                     .map(|l| format!("  ({l:.0} µs after the syscall)"))
                     .unwrap_or_default();
+                let file = path
+                    .as_deref()
+                    .map(|p| format!(" in {}:", escape(p)))
+                    .unwrap_or_default();
                 format!(
-                    "{} {}{}",
+                    "{}{} {}{}",
                     paint(
                         c,
                         "1;41",
                         &format!("violation {} [{severity}, {action}]", escape(rule))
                     ),
+                    file,
                     escape(detail),
                     paint(c, "2", &lat)
                 )

@@ -148,14 +148,22 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         tracing::info!(group = %cfg.api.admin_group, "no such admin group: only root may act on every agent");
     }
     let (actions_tx, actions_rx) = std::sync::mpsc::sync_channel(4096);
+    let terminals = Arc::new(Terminals::default());
+    let mut engine = crate::rules::engine::Engine::default();
+    {
+        // An agent's screen is emulated at its terminal's size, and only that terminal is its
+        // words (the ptys its commands run in are not).
+        let terminals = terminals.clone();
+        engine.terminal_of = Some(Box::new(move |agent| terminals.describe(agent)));
+    }
     let shared = Arc::new(api::Shared {
         control: Mutex::new(control),
         bus: bus.clone(),
         sensor: Mutex::new(s),
-        terminals: Arc::new(Terminals::default()),
+        terminals,
         admin_gid,
         rules,
-        engine: Mutex::new(Default::default()),
+        engine: Mutex::new(engine),
         actions: actions_tx,
         store,
         confine: cfg.confine.clone(),

@@ -16,6 +16,8 @@ use axiom_common::wire::{Connection, Event, Reply, Request, Status};
 
 pub use axiom_common::wire::Body;
 
+pub mod realagents;
+
 static SEQ: AtomicU32 = AtomicU32::new(0);
 
 /// A name unique to this test process and call.

@@ -30,7 +30,11 @@ fn run_agent(d: &Daemon, name: &str, script: &str) -> (std::process::Child, u64)
     let child = Command::new(axiomctl_bin())
         .arg("--socket")
         .arg(&d.socket)
-        .args(["run", "--name", name, "--", "/bin/sh", "-c", script])
+        // The workspace holds the temporary directories its files are written to: a claim is
+        // checked against the work in the agent's workspace.
+        .args(["run", "--name", name, "--workspace"])
+        .arg(std::env::temp_dir())
+        .args(["--", "/bin/sh", "-c", script])
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null())

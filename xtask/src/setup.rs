@@ -37,6 +37,9 @@ const BPF_LINKER: &str = "0.10.4";
 const S3S_FS: &str = "0.14.1";
 /// A Python of the tests' own, with pyarrow: reads the cold tier's Parquet independently.
 pub const VENV: &str = "/var/cache/axiom/venv";
+/// The real agent CLIs (npm, at the versions the tests were written against) and the
+/// unprivileged user they run as in the tests: the tests' own definitions.
+use axiom_tests::realagents::{AGENT_PACKAGES, AGENT_USER, AGENTS_DIR};
 
 fn quiet_ok(cmd: &mut Command) -> bool {
     cmd.stdout(Stdio::null())
@@ -132,11 +135,53 @@ pub fn setup() -> anyhow::Result<()> {
         .context("installing pyarrow, rotel, prometheus_client, mcp")?;
     }
 
+    agents()?;
+
     // The admin group, as systemd/axiom.sysusers makes it on an installed system.
     if quiet_ok(Command::new("getent").args(["group", "axiom"])) {
         println!("setup: group axiom present");
     } else {
         run(Command::new("groupadd").args(["--system", "axiom"]))?;
+    }
+    Ok(())
+}
+
+/// The real agent CLIs at their pinned versions (npm, into AGENTS_DIR), and the user they run as.
+fn agents() -> anyhow::Result<()> {
+    let installed = |pkg: &str, version: &str| {
+        let manifest = Path::new(AGENTS_DIR)
+            .join("node_modules")
+            .join(pkg)
+            .join("package.json");
+        std::fs::read_to_string(manifest)
+            .ok()
+            .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
+            .is_some_and(|v| v["version"] == version)
+    };
+    let missing: Vec<String> = AGENT_PACKAGES
+        .iter()
+        .filter(|(p, v)| !installed(p, v))
+        .map(|(p, v)| format!("{p}@{v}"))
+        .collect();
+    if missing.is_empty() {
+        println!("setup: agent CLIs present in {AGENTS_DIR}");
+    } else {
+        std::fs::create_dir_all(AGENTS_DIR)?;
+        run(Command::new("npm")
+            .args(["install", "--no-audit", "--no-fund", "--prefix", AGENTS_DIR])
+            .args(&missing))
+        .context("installing the agent CLIs from the npm registry")?;
+    }
+    if quiet_ok(Command::new("id").arg(AGENT_USER)) {
+        println!("setup: user {AGENT_USER} present");
+    } else {
+        run(Command::new("useradd").args([
+            "--system",
+            "--create-home",
+            "--shell",
+            "/bin/bash",
+            AGENT_USER,
+        ]))?;
     }
     Ok(())
 }

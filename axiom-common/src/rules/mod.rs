@@ -6,6 +6,8 @@
 //! runs in axiomd on live events and in `axiomctl rules test` offline, with the same result.
 mod ansi;
 pub mod dfa;
+mod paths;
+pub mod screen;
 
 use std::{
     collections::HashSet,
@@ -22,13 +24,20 @@ use serde::{Deserialize, Serialize};
 use crate::sandbox;
 
 pub use ansi::strip_ansi;
+pub use paths::{AGENT_STATE, PathFilter};
 
 /// What a rule looks at.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Deserialize, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Scope {
-    /// What the agent writes to its terminal, pipes and sockets (ANSI escapes stripped).
+    /// What the agent shows on its terminal: the text on screen, as a terminal emulator draws
+    /// it (cursor moves read as the spaces they leave; a repaint is judged once).
+    Terminal,
+    /// Every write that is not to a file — terminal, pipes, sockets — as bytes, ANSI escapes
+    /// stripped (secrets look here: a token is a token however it is painted).
     Output,
+    /// What the agent sends over sockets (its model API requests among them).
+    Network,
     /// What the agent writes into files.
     FileWrite,
     /// Commands it runs (argv joined by spaces).
@@ -39,8 +48,10 @@ pub enum Scope {
     Connect,
 }
 
-pub const SCOPES: [Scope; 5] = [
+pub const SCOPES: [Scope; 7] = [
+    Scope::Terminal,
     Scope::Output,
+    Scope::Network,
     Scope::FileWrite,
     Scope::Exec,
     Scope::File,
@@ -69,6 +80,32 @@ pub enum Action {
     /// Stop the offending syscall before it lands (kernel; until then: kill).
     Deny,
 }
+
+impl Scope {
+    pub fn name(self) -> &'static str {
+        match self {
+            Scope::Terminal => "terminal",
+            Scope::Output => "output",
+            Scope::Network => "network",
+            Scope::FileWrite => "file_write",
+            Scope::Exec => "exec",
+            Scope::File => "file",
+            Scope::Connect => "connect",
+        }
+    }
+
+    /// The scope a rule file names, or the list of scopes in the error.
+    pub fn parse(name: &str) -> Result<Scope, String> {
+        SCOPES
+            .iter()
+            .copied()
+            .find(|s| s.name() == name)
+            .ok_or_else(|| format!("scope {name:?}: one of {}", SCOPE_NAMES))
+    }
+}
+
+/// The scopes, for messages.
+pub const SCOPE_NAMES: &str = "terminal, output, network, file_write, exec, file, connect";
 
 impl Action {
     pub fn name(self) -> &'static str {
@@ -122,8 +159,9 @@ struct RawRule {
     description: String,
     #[serde(default)]
     kind: Option<String>,
+    /// One scope, or a list (`scope = ["output", "file_write"]`: secrets look everywhere).
     #[serde(default)]
-    scope: Option<Scope>,
+    scope: Option<OneOrMany>,
     #[serde(default)]
     literals: Vec<String>,
     #[serde(default)]
@@ -146,6 +184,15 @@ struct RawRule {
     after_secs: Option<f64>,
     #[serde(default)]
     redact: bool,
+    /// A match counts only if its secret (the regex's first group, else the match) carries at
+    /// least this many bits of Shannon entropy per character: `PASSWORD=changeme` is not a
+    /// secret worth a report, `API_TOKEN=9fQ2…` is.
+    #[serde(default)]
+    min_entropy: Option<f64>,
+    /// file_write and claim rules: paths whose writes are not the agent's work (default:
+    /// `AGENT_STATE`); `[]` looks everywhere.
+    #[serde(default)]
+    ignore_paths: Option<Vec<String>>,
     #[serde(default = "default_enabled")]
     enabled: bool,
     /// `kind = "plugin"`: the module (relative to the rule file's directory).
@@ -158,6 +205,33 @@ struct RawRule {
     memory_mib: Option<u64>,
     #[serde(default)]
     timeout_ms: Option<u64>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum OneOrMany {
+    One(Scope),
+    Many(Vec<Scope>),
+}
+
+/// Shannon entropy of `s`, in bits per character.
+pub fn entropy(s: &str) -> f64 {
+    let mut counts = std::collections::HashMap::new();
+    let mut n = 0usize;
+    for c in s.chars() {
+        *counts.entry(c).or_insert(0usize) += 1;
+        n += 1;
+    }
+    if n == 0 {
+        return 0.0;
+    }
+    counts
+        .values()
+        .map(|&k| {
+            let p = k as f64 / n as f64;
+            -p * p.log2()
+        })
+        .sum()
 }
 
 fn default_severity() -> Severity {
@@ -179,7 +253,12 @@ pub struct Rule {
     pub id: String,
     pub description: String,
     pub kind: Kind,
+    /// Its first scope (the one reports name).
     pub scope: Option<Scope>,
+    /// Every scope it looks at.
+    pub scopes: Vec<Scope>,
+    /// The least entropy (bits per character) of a match's secret.
+    pub min_entropy: Option<f64>,
     pub literals: Vec<String>,
     pub case_insensitive: bool,
     pub regex: Option<regex::Regex>,
@@ -194,6 +273,9 @@ pub struct Rule {
     pub origin: String,
     /// `kind = "plugin"`: the loaded module.
     pub plugin: Option<Arc<RulePlugin>>,
+    /// Writes under these paths are not the agent's work: not matched by a file_write rule,
+    /// not counted by a claim's check.
+    pub ignore: PathFilter,
 }
 
 /// A rule's plugin, and how many of its calls in a row were stopped.
@@ -353,11 +435,19 @@ pub fn parse(text: &str, origin: &str) -> Result<Vec<Rule>, RuleError> {
             }
         };
         let matching = matches!(kind, Kind::Match | Kind::Claim(_) | Kind::Plugin);
+        let scopes: Vec<Scope> = match &r.scope {
+            None => Vec::new(),
+            Some(OneOrMany::One(s)) => vec![*s],
+            Some(OneOrMany::Many(v)) => v.clone(),
+        };
+        if let Some(e) = r.min_entropy
+            && !(e.is_finite() && (0.0..=8.0).contains(&e))
+        {
+            return Err(err("min_entropy must be 0..=8 bits per character".into()));
+        }
         if matching {
-            if r.scope.is_none() {
-                return Err(err(
-                    "needs a scope (output, file_write, exec, file, connect)".into(),
-                ));
+            if scopes.is_empty() {
+                return Err(err(format!("needs a scope ({SCOPE_NAMES})")));
             }
             // A plugin sees every event of its scope unless literals or a regex narrow it.
             if kind != Kind::Plugin && r.literals.is_empty() && regex.is_none() {
@@ -407,7 +497,9 @@ pub fn parse(text: &str, origin: &str) -> Result<Vec<Rule>, RuleError> {
             id: r.id,
             description: r.description,
             kind,
-            scope: r.scope,
+            scope: scopes.first().copied(),
+            scopes,
+            min_entropy: r.min_entropy,
             literals: r.literals,
             case_insensitive: r.case_insensitive,
             regex,
@@ -418,6 +510,10 @@ pub fn parse(text: &str, origin: &str) -> Result<Vec<Rule>, RuleError> {
             message: r.message,
             redact: r.redact,
             plugin,
+            ignore: match &r.ignore_paths {
+                Some(p) => PathFilter::new(p),
+                None => PathFilter::agent_state(),
+            },
         });
     }
     Ok(out)
@@ -492,7 +588,7 @@ impl RuleSet {
             let mut ix = ScopeIndex::default();
             let mut pats = Vec::new();
             for (i, r) in rules.iter().enumerate() {
-                if r.scope != Some(scope)
+                if !r.scopes.contains(&scope)
                     || !matches!(r.kind, Kind::Match | Kind::Claim(_) | Kind::Plugin)
                 {
                     continue;
@@ -519,12 +615,20 @@ impl RuleSet {
             }
             index.push((scope, ix));
         }
-        // What writes carry is scanned in the kernel: output and file-write literals.
+        // What writes carry is scanned in the kernel: output and file-write literals of the
+        // rules a kernel match settles on its own (no regex to run after it) and of `deny`
+        // rules (the write is stopped before it lands). A literal that only prefilters a regex
+        // gains nothing there: the captured bytes go through the regex anyway. Terminal rules
+        // are not among them: a TUI paints a phrase with cursor moves between its words, so it
+        // is never contiguous in the bytes the kernel sees.
         let patterns: Vec<dfa::Pattern> = rules
             .iter()
             .enumerate()
+            .filter(|(_, r)| r.action == Action::Deny || r.regex.is_none())
             .filter(|(_, r)| {
-                matches!(r.scope, Some(Scope::Output | Scope::FileWrite))
+                r.scopes
+                    .iter()
+                    .any(|s| matches!(s, Scope::Output | Scope::FileWrite))
                     && matches!(r.kind, Kind::Match | Kind::Claim(_))
             })
             .flat_map(|(i, r)| {
@@ -587,6 +691,13 @@ impl RuleSet {
         RuleSet::new(rules)
     }
 
+    /// Whether any matching rule looks at `scope` (the screen model is not run for nothing).
+    pub fn has_scope(&self, scope: Scope) -> bool {
+        self.index
+            .iter()
+            .any(|(s, ix)| *s == scope && (ix.ac.is_some() || !ix.always.is_empty()))
+    }
+
     /// Rules that hit `text` in `scope`, highest priority first; at most one hit per rule.
     pub fn scan(&self, scope: Scope, text: &str) -> Vec<Hit> {
         self.scan_from(scope, text, 0)
@@ -626,7 +737,13 @@ impl RuleSet {
             match &self.rules[rule].regex {
                 // The literal is a prefilter; the regex decides, over the whole window.
                 Some(re) => {
-                    if let Some(m) = re.find_iter(text).find(|m| m.end() > from) {
+                    let r = &self.rules[rule];
+                    if let Some(m) = re
+                        .captures_iter(text)
+                        .filter(|c| secret_enough(r, c))
+                        .filter_map(|c| c.get(0))
+                        .find(|m| m.end() > from)
+                    {
                         hits.push(Hit {
                             rule,
                             start: m.start(),
@@ -642,13 +759,63 @@ impl RuleSet {
     }
 }
 
-/// The scope of a write, from what its fd points at: a file (a path, not a device), or output.
+/// The scope of a write's bytes, from what its fd points at: a file (a path, not a device), or
+/// output (terminal, pipe, socket).
 pub fn write_scope(target: Option<&str>) -> Scope {
     if target.is_some_and(|t| t.starts_with('/') && !t.starts_with("/dev/")) {
         Scope::FileWrite
     } else {
         Scope::Output
     }
+}
+
+/// A terminal device: a pseudo-terminal or a console.
+pub fn is_terminal(target: Option<&str>) -> bool {
+    target.is_some_and(|t| t.starts_with("/dev/pts/") || t.starts_with("/dev/tty"))
+}
+
+/// What the sensor names a socketpair's end: local IPC between an agent's own processes.
+pub const LOCAL_SOCKET: &str = "socket:[pair]";
+
+/// A socket (its payload is network scope), not a socketpair between the agent's processes.
+pub fn is_socket(target: Option<&str>) -> bool {
+    target.is_some_and(|t| t.starts_with("socket:") && t != LOCAL_SOCKET)
+}
+
+/// A channel between the agent's own processes (a pipe, a socketpair): what crosses it has not
+/// left the agent.
+pub fn is_local_channel(target: Option<&str>) -> bool {
+    target.is_some_and(|t| t.starts_with("pipe:") || t == LOCAL_SOCKET)
+}
+
+/// What an offline check (`axiomctl rules test`, the MCP `principles` tool) matches for a sample
+/// of `scope`: a terminal sample goes through the screen model, output through the ANSI
+/// stripper, anything else as it is. Returns the text matched and the hits.
+pub fn scan_sample(set: &RuleSet, scope: Scope, raw: &str) -> (String, Vec<Hit>) {
+    let text = match scope {
+        Scope::Terminal => {
+            let mut s = screen::Screen::default();
+            // A sample file's lines end in \n alone: the terminal's line discipline adds \r.
+            s.feed(raw.replace('\n', "\r\n").as_bytes()).text
+        }
+        Scope::Output | Scope::Network => strip_ansi(raw),
+        _ => raw.to_string(),
+    };
+    let hits = set.scan(scope, &text);
+    (text, hits)
+}
+
+/// Whether a regex match carries enough entropy for its rule (always, without `min_entropy`).
+fn secret_enough(r: &Rule, c: &regex::Captures) -> bool {
+    let Some(min) = r.min_entropy else {
+        return true;
+    };
+    let secret = c
+        .get(1)
+        .or_else(|| c.get(0))
+        .map(|m| m.as_str())
+        .unwrap_or("");
+    entropy(secret) >= min
 }
 
 /// The mask put where a secret was.
@@ -665,7 +832,7 @@ impl RuleSet {
         for r in self
             .rules
             .iter()
-            .filter(|r| r.redact && scope.is_none_or(|s| r.scope == Some(s)))
+            .filter(|r| r.redact && scope.is_none_or(|s| r.scopes.contains(&s)))
         {
             let lit = |l: &String| {
                 if r.case_insensitive {
@@ -678,8 +845,14 @@ impl RuleSet {
                 continue;
             }
             let before = spans.len();
+            let known = spans.clone();
             match &r.regex {
-                Some(re) => spans.extend(re.find_iter(text).map(|m| (m.start(), m.end()))),
+                Some(re) => spans.extend(
+                    re.captures_iter(text)
+                        .filter(|c| secret_enough(r, c))
+                        .filter_map(|c| c.get(0))
+                        .map(|m| (m.start(), m.end())),
+                ),
                 None => {
                     for l in &r.literals {
                         spans.extend(
@@ -689,7 +862,12 @@ impl RuleSet {
                     }
                 }
             }
-            if spans.len() > before {
+            // A secret an earlier (more specific) rule already found is that rule's: a generic
+            // rule that overlaps it masks, but does not report it again.
+            if spans[before..]
+                .iter()
+                .any(|(s, e)| !known.iter().any(|(ks, ke)| s < ke && ks < e))
+            {
                 ids.push(r.id.clone());
             }
         }

@@ -103,17 +103,24 @@ fn the_default_principles_parse_and_catch_what_they_say() {
     );
     assert!(id(Scope::Exec, "git push origin main").is_empty());
     assert_eq!(id(Scope::Exec, "chmod -R 777 ."), ["chmod-777-recursive"]);
+    // The agent's words are read on its terminal, not in its bytes or network requests.
     assert_eq!(
-        id(Scope::Output, "Let me plan the approach"),
+        id(Scope::Terminal, "Let me plan the approach"),
         ["stop-planning"]
     );
+    assert!(id(Scope::Output, "Let me plan the approach").is_empty());
+    assert!(id(Scope::Network, "make sure the tests pass").is_empty());
     assert_eq!(
-        id(Scope::Output, "I've successfully implemented it"),
+        id(Scope::Terminal, "I've successfully implemented it"),
         ["false-completion"]
     );
     assert_eq!(id(Scope::FileWrite, "x = 1  # FIXME"), ["todo-left"]);
     assert_eq!(
         id(Scope::Output, "-----BEGIN OPENSSH PRIVATE KEY-----"),
+        ["private-key"]
+    );
+    assert_eq!(
+        id(Scope::FileWrite, "-----BEGIN OPENSSH PRIVATE KEY-----"),
         ["private-key"]
     );
 }
@@ -130,11 +137,99 @@ fn secrets_are_masked_everywhere_they_occur() {
         set.redact(Some(Scope::Output), "nothing secret here")
             .is_none()
     );
-    // The file-write rule masks in files, the output rule in output.
+    // The same rule masks in files.
     assert_eq!(
         set.redact(Some(Scope::FileWrite), text).expect("masked").1,
-        ["aws-access-key-in-file"]
+        ["aws-access-key"]
     );
+}
+
+/// gitleaks' high-confidence families, each found and masked, in output and in files; values
+/// that only look like them (low entropy, too short, a placeholder) are left alone.
+#[test]
+fn secret_families_are_found_and_masked() {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../config/rules/default.toml");
+    let set = RuleSet::load(&[path]).expect("default rules");
+    let cases = [
+        (
+            "AWS_SECRET_ACCESS_KEY=wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY\n",
+            "aws-secret-access-key",
+            "wJalrXUtnFEMI",
+        ),
+        (
+            "aws_secret_access_key = \"je7MtGbClwBF/2Zp9Utk/h3yCo8nvbEXAMPLEKEY\"",
+            "aws-secret-access-key",
+            "je7MtGbClwBF",
+        ),
+        (
+            "token: ghp_1A2b3C4d5E6f7G8h9I0jK1lM2nO3pQ4rS5tU",
+            "github-token",
+            "ghp_1A2b",
+        ),
+        (
+            "GITLAB=glpat-xY9_kL2mN4pQ6rS8tU0v",
+            "gitlab-token",
+            "glpat-xY9",
+        ),
+        (
+            "slack: xoxb-123456789012-1234567890123-AbCdEfGhIjKlMnOpQrStUvWx",
+            "slack-token",
+            "xoxb-1234",
+        ),
+        (
+            "-----BEGIN OPENSSH PRIVATE KEY-----\nb3BlbnNzaC1rZXktdjEAAAAA\n",
+            "private-key",
+            "BEGIN OPENSSH",
+        ),
+        (
+            "{\"type\": \"service_account\", \"private_key_id\": \"3f5a9c1e7b2d4f6a8c0e1b3d5f7a9c1e3b5d7f9a\"}",
+            "google-service-account",
+            "3f5a9c1e7b2d",
+        ),
+        (
+            "key=AIzaSyD-9tSrke72PouQMnMX-a7eZSW0jkFMBWY",
+            "google-api-key",
+            "AIzaSyD",
+        ),
+        (
+            "export STRIPE_API_TOKEN=sk_live_9fQ2xL7pR4mZ8vK1tW3y",
+            "secret-assignment",
+            "sk_live_9fQ2",
+        ),
+        (
+            "DB_PASSWORD='Tr0ub4dor&3-horse-Battery'",
+            "secret-assignment",
+            "Tr0ub4dor",
+        ),
+    ];
+    for (text, rule, secret) in cases {
+        for scope in [Scope::Output, Scope::FileWrite] {
+            let (masked, ids) = set
+                .redact(Some(scope), text)
+                .unwrap_or_else(|| panic!("{rule} not found in {text:?}"));
+            assert!(
+                ids.iter().any(|i| i == rule),
+                "{text:?}: {ids:?}, not {rule}"
+            );
+            assert!(
+                !masked.contains(secret),
+                "{rule} left {secret:?} in {masked:?}"
+            );
+        }
+    }
+    for text in [
+        "DB_PASSWORD=changeme",
+        "MAX_TOKENS=4096",
+        "the secret access key goes in ~/.aws/credentials",
+        "AWS_SECRET_ACCESS_KEY=xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx",
+        "SECRET_KEY=${SECRET_KEY}",
+        "\"input_tokens\": 1200, \"output_tokens\": 80",
+    ] {
+        assert!(
+            set.redact(Some(Scope::Output), text).is_none(),
+            "{text:?} is not a secret"
+        );
+    }
 }
 
 /// A plugin that reports every input it is given: "seen".

@@ -92,8 +92,9 @@ pub struct InterveneParams {
 pub struct PrinciplesParams {
     /// Text or code to check against the principles, offline. Absent: list the active ones.
     pub text: Option<String>,
-    /// What the text is: output (what an agent says; the default), file_write (code it
-    /// writes), exec (a command line), file (a path), connect (address:port).
+    /// What the text is: terminal (what an agent says on its screen; the default), output (raw
+    /// bytes it writes to terminals, pipes, sockets), network (what it sends over sockets),
+    /// file_write (code it writes), exec (a command line), file (a path), connect (address:port).
     pub scope: Option<String>,
 }
 
@@ -420,25 +421,15 @@ impl Server {
                 .map_err(|e| McpError::internal_error(e.to_string(), None))?;
             return Ok(CallToolResult::structured(json!({ "principles": rules })));
         };
-        let scope_name = p.scope.unwrap_or_else(|| "output".into());
-        let scope: axiom_common::rules::Scope =
-            serde_json::from_value(Value::String(scope_name.clone())).map_err(|_| {
-                invalid(format!(
-                    "scope {scope_name:?}: output, file_write, exec, file or connect"
-                ))
-            })?;
+        let scope_name = p.scope.unwrap_or_else(|| "terminal".into());
+        let scope = axiom_common::rules::Scope::parse(&scope_name).map_err(invalid)?;
         let files = self.rule_files().await?;
         let set = tokio::task::spawn_blocking(move || axiom_common::rules::RuleSet::load(&files))
             .await
             .map_err(|e| McpError::internal_error(e.to_string(), None))?
             .map_err(|e| McpError::internal_error(format!("rule files: {e}"), None))?;
-        let text = if scope == axiom_common::rules::Scope::Output {
-            axiom_common::rules::strip_ansi(&text)
-        } else {
-            text
-        };
-        let hits: Vec<Value> = set
-            .scan(scope, &text)
+        let (text, hits) = axiom_common::rules::scan_sample(&set, scope, &text);
+        let hits: Vec<Value> = hits
             .iter()
             .map(|h| {
                 let r = &set.rules[h.rule];
@@ -596,10 +587,11 @@ pub fn notice_data(e: &Event) -> Option<(rmcp::model::LoggingLevel, Value)> {
             severity,
             action,
             detail,
+            path,
             ..
         } => (
             L::Warning,
-            json!({"event": "violation", "agent": e.agent, "rule": rule, "severity": severity, "action": action, "detail": detail}),
+            json!({"event": "violation", "agent": e.agent, "rule": rule, "severity": severity, "action": action, "detail": detail, "path": path}),
         ),
         Body::Intervention {
             action,

@@ -50,6 +50,21 @@ impl Terminals {
         }
     }
 
+    /// The agent's terminal device (`/dev/pts/N`) and its size (rows, cols), from the master.
+    pub fn describe(&self, agent: u64) -> Option<(String, u16, u16)> {
+        use std::os::fd::AsRawFd as _;
+        let fd = self.get(agent)?;
+        let mut n: libc::c_uint = 0;
+        let mut ws: libc::winsize = unsafe { std::mem::zeroed() };
+        // SAFETY: TIOCGPTN and TIOCGWINSZ write one c_uint / one winsize through the pointer,
+        // into values that live for the call.
+        let ok = unsafe {
+            libc::ioctl(fd.as_raw_fd(), libc::TIOCGPTN, &mut n) == 0
+                && libc::ioctl(fd.as_raw_fd(), libc::TIOCGWINSZ, &mut ws) == 0
+        };
+        ok.then(|| (format!("/dev/pts/{n}"), ws.ws_row, ws.ws_col))
+    }
+
     fn get(&self, agent: u64) -> Option<Arc<OwnedFd>> {
         self.held.lock().ok()?.get(&agent).cloned()
     }

@@ -192,6 +192,9 @@ impl Shared {
             },
             Err(_) => return error("control state poisoned"),
         };
+        if let Ok(mut e) = self.engine.lock() {
+            e.typed(agent, text);
+        }
         if let Err(e) = self.terminals.inject(agent, text.as_bytes()) {
             let code = match e {
                 crate::actions::terminal::TerminalError::NoTerminal(_) => "no_terminal",
@@ -245,6 +248,8 @@ impl Shared {
                 action: r.action.name().into(),
                 detail: f.detail.clone(),
                 latency_us: f.latency_us,
+                scope: f.scope.map(|s| s.name().to_string()),
+                path: f.path.clone(),
             },
         );
         if f.pid != 0 {
@@ -478,7 +483,13 @@ impl Shared {
                     Kind::Plugin => "plugin",
                 }
                 .into(),
-                scope: r.scope.map(|s| format!("{s:?}")),
+                scope: (!r.scopes.is_empty()).then(|| {
+                    r.scopes
+                        .iter()
+                        .map(|s| s.name())
+                        .collect::<Vec<_>>()
+                        .join(",")
+                }),
                 severity: format!("{:?}", r.severity).to_lowercase(),
                 priority: r.priority,
                 action: r.action.name().into(),

@@ -50,6 +50,9 @@ pub struct Stats {
     pub events: [AtomicU64; KINDS.len()],
     pub losses: Mutex<BTreeMap<&'static str, u64>>,
     pub lagged: AtomicU64,
+    /// Writes whose bytes were not text (TLS records, binary IPC): counted, not kept as text.
+    pub binary_writes: AtomicU64,
+    pub binary_bytes: AtomicU64,
 }
 
 impl Stats {
@@ -60,11 +63,20 @@ impl Stats {
     }
 
     pub fn events(&self) -> BTreeMap<String, u64> {
-        KINDS
+        let mut m: BTreeMap<String, u64> = KINDS
             .iter()
             .zip(&self.events)
             .map(|(k, v)| (k.to_string(), v.load(Ordering::Relaxed)))
-            .collect()
+            .collect();
+        m.insert(
+            "output_binary".into(),
+            self.binary_writes.load(Ordering::Relaxed),
+        );
+        m.insert(
+            "output_binary_bytes".into(),
+            self.binary_bytes.load(Ordering::Relaxed),
+        );
+        m
     }
 
     pub fn count_loss(&self, cause: &'static str) {

@@ -2,7 +2,7 @@
 use std::{collections::HashMap, time::Instant};
 
 use axiom_common::{
-    rules::{self, Action, Hit, Kind, RuleSet, Scope, Verify},
+    rules::{self, Action, Hit, Kind, PathFilter, RuleSet, Scope, Verify, screen::Screen},
     wire::{Body, Event},
 };
 
@@ -13,6 +13,8 @@ const WINDOW: usize = 160;
 /// What one agent has done, as far as the rules care.
 struct Activity {
     started: Instant,
+    /// Its workspace: the work a claim is about is there.
+    workspace: Option<String>,
     files_written: u64,
     last_file: Instant,
     tests_ran: bool,
@@ -22,10 +24,24 @@ impl Activity {
     fn new(now: Instant) -> Activity {
         Activity {
             started: now,
+            workspace: None,
             files_written: 0,
             last_file: now,
             tests_ran: false,
         }
+    }
+}
+
+impl Activity {
+    /// Whether writing `path` is the agent's work: in its workspace (when it has one: a real
+    /// agent also writes its own scratch files in /tmp, its desktop entries, its sockets), and
+    /// not what its tools keep for themselves there (git's internals, caches).
+    fn is_work(&self, path: &str) -> bool {
+        let inside = self.workspace.as_deref().is_none_or(|w| {
+            path.strip_prefix(w.trim_end_matches('/'))
+                .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+        });
+        inside && !AGENT_STATE.matches(path)
     }
 }
 
@@ -42,6 +58,10 @@ pub struct Finding {
     pub uid: u32,
     /// The kernel already acted (a deny: the writer was killed before its write landed).
     pub in_kernel: bool,
+    /// Where it was seen (none for timeouts).
+    pub scope: Option<Scope>,
+    /// The file it is about, for a file write.
+    pub path: Option<String>,
 }
 
 #[derive(Default)]
@@ -58,6 +78,35 @@ pub struct Engine {
     pub suppressed: u64,
     /// Plugin rules' prefilter hits since the last `take_candidates`.
     candidates: Vec<Candidate>,
+    /// One screen per agent terminal (agent, device).
+    screens: HashMap<(u64, String), Screen>,
+    /// An agent's own terminal and its size, when axiomd holds it (`axiomctl run`): its screen is
+    /// emulated at that size, and only it is the agent's terminal scope.
+    pub terminal_of: Option<TerminalOf>,
+    /// File findings held for a moment: a temporary file renamed over its target (an atomic
+    /// write) is reported under the target's name.
+    held: Vec<(Instant, Finding)>,
+    /// Texts typed into each agent (interventions): their echo on its screen is not its words.
+    typed: HashMap<u64, Vec<String>>,
+    /// Recent renames (when, from, to): a write's record may arrive after the rename of its file
+    /// (the two come on different rings).
+    renames: std::collections::VecDeque<(Instant, String, String)>,
+}
+
+/// (agent) → (its terminal device, rows, cols).
+pub type TerminalOf = Box<dyn Fn(u64) -> Option<(String, u16, u16)> + Send>;
+
+/// How long a finding on a temporary file waits for the rename that names its real file.
+const HOLD: std::time::Duration = std::time::Duration::from_millis(300);
+
+/// A file name an atomic write uses before it renames the file over its target: Claude Code's
+/// `app.py.tmp.<pid>.<rand>`, `app.py.tmp`, editors' `.app.py.swp` and `app.py~`.
+fn temporary(path: &str) -> bool {
+    let name = path.rsplit('/').next().unwrap_or(path);
+    name.contains(".tmp.")
+        || name.ends_with(".tmp")
+        || name.ends_with('~')
+        || (name.starts_with('.') && name.ends_with(".swp"))
 }
 
 /// A plugin rule's prefilter hit: its plugin judges it outside the engine's lock (a call may
@@ -95,6 +144,10 @@ fn now_ns() -> u64 {
         .map(|d| d.as_nanos() as u64)
         .unwrap_or(0)
 }
+
+/// What tools write for themselves (claims do not count it as the agent's work).
+static AGENT_STATE: std::sync::LazyLock<PathFilter> =
+    std::sync::LazyLock::new(PathFilter::agent_state);
 
 /// Output to a file (not a terminal, pipe, socket or device).
 fn is_file(target: Option<&str>) -> bool {
@@ -179,7 +232,7 @@ impl Engine {
             let r = &set.rules[i];
             let killed = *deny && r.action == Action::Deny;
             let settled = killed
-                || (r.scope == Some(scope)
+                || (r.scopes.contains(&scope)
                     && r.kind == Kind::Match
                     && r.regex.is_none()
                     && (r.case_insensitive
@@ -212,6 +265,8 @@ impl Engine {
                 pid: ev.tgid,
                 uid: ev.uid,
                 in_kernel: killed,
+                scope: Some(scope),
+                path: target.clone().filter(|_| scope == Scope::FileWrite),
             });
         }
         out
@@ -222,19 +277,28 @@ impl Engine {
         if ev.agent == 0 {
             return Vec::new();
         }
-        let (scope, text, window_key) = match &ev.body {
-            Body::AgentStarted { .. } => {
-                self.activity.insert(ev.agent, Activity::new(now));
-                return Vec::new();
+        let mut out = self.release(now);
+        match &ev.body {
+            Body::AgentStarted {
+                command, workspace, ..
+            } => {
+                let mut a = Activity::new(now);
+                a.workspace = workspace.clone();
+                self.activity.insert(ev.agent, a);
+                // A prompt given on the command line is the user's words when the agent shows
+                // it on its screen ("make sure the tests pass" is not a claim).
+                for a in command.iter().skip(1).filter(|a| a.contains(' ')) {
+                    self.typed(ev.agent, a);
+                }
             }
             Body::AgentExited { .. } => {
                 self.activity.remove(&ev.agent);
                 self.fired.retain(|(a, _), _| *a != ev.agent);
-                return Vec::new();
+                self.screens.retain(|(a, _), _| *a != ev.agent);
+                self.typed.remove(&ev.agent);
             }
             Body::Exit { .. } => {
                 self.windows.retain(|(t, _, _), _| *t != ev.tgid);
-                return Vec::new();
             }
             Body::Output {
                 fd,
@@ -245,8 +309,16 @@ impl Engine {
             } => {
                 // Secrets were masked before the event left the reader: report them here.
                 let mut secrets = Vec::new();
+                let file = target.as_deref().filter(|t| is_file(Some(t)));
+                // A pipe or a socketpair stays between the agent's own processes (its harness
+                // reading `env` sees the key its user gave it): masked, not reported.
+                let pipe = rules::is_local_channel(target.as_deref());
                 for id in redacted {
                     if let Some(i) = set.rules.iter().position(|r| &r.id == id)
+                        // Masked everywhere; reported where it is the agent's doing (a secret
+                        // its own transcript keeps of what it wrote is the same secret).
+                        && !pipe
+                        && !file.is_some_and(|f| set.rules[i].ignore.matches(f))
                         && self.cool(set, ev.agent, i, now)
                     {
                         secrets.push(Finding {
@@ -264,23 +336,56 @@ impl Engine {
                             pid: ev.tgid,
                             uid: ev.uid,
                             in_kernel: false,
+                            scope: Some(rules::write_scope(target.as_deref())),
+                            path: target.clone().filter(|t| is_file(Some(t))),
                         });
                     }
                 }
                 if !secrets.is_empty() {
-                    return secrets;
+                    for f in secrets {
+                        out.extend(self.name_file(f, now));
+                    }
+                    return out;
                 }
-                if is_file(target.as_deref()) {
+                let target = target.as_deref();
+                if is_file(target) {
+                    let path = target.unwrap_or_default();
                     let a = self.act(ev.agent, now);
-                    a.files_written += 1;
-                    a.last_file = now;
-                    (Scope::FileWrite, text.clone(), Some((ev.tgid, *fd, true)))
+                    if a.is_work(path) {
+                        a.files_written += 1;
+                        a.last_file = now;
+                    }
+                    let key = (ev.tgid, *fd, true);
+                    out.extend(self.on_bytes(
+                        set,
+                        ev,
+                        &[Scope::FileWrite],
+                        text.clone(),
+                        Some(key),
+                        Some(path),
+                        now,
+                    ));
                 } else {
-                    (
-                        Scope::Output,
+                    let scopes: &[Scope] = if rules::is_socket(target) {
+                        &[Scope::Output, Scope::Network]
+                    } else {
+                        &[Scope::Output]
+                    };
+                    let key = (ev.tgid, *fd, false);
+                    out.extend(self.on_bytes(
+                        set,
+                        ev,
+                        scopes,
                         rules::strip_ansi(text),
-                        Some((ev.tgid, *fd, false)),
-                    )
+                        Some(key),
+                        None,
+                        now,
+                    ));
+                    if let Some(t) = target
+                        && rules::is_terminal(Some(t))
+                    {
+                        out.extend(self.on_screen(set, ev, t, text, now));
+                    }
                 }
             }
             Body::Exec { argv, filename, .. } => {
@@ -292,27 +397,242 @@ impl Engine {
                 if rules::is_test_command(&line) {
                     self.act(ev.agent, now).tests_ran = true;
                 }
-                (Scope::Exec, line, None)
+                out.extend(self.on_bytes(set, ev, &[Scope::Exec], line, None, None, now));
             }
             Body::File {
                 path, path2, op, ..
             } => {
+                if op == "rename"
+                    && let Some(to) = path2
+                {
+                    self.renamed(path, to, now);
+                }
                 let a = self.act(ev.agent, now);
-                a.last_file = now;
-                if op != "unlink" && op != "rmdir" {
-                    a.files_written += 1;
+                let work = [Some(path), path2.as_ref()]
+                    .into_iter()
+                    .flatten()
+                    .any(|p| a.is_work(p));
+                if work {
+                    a.last_file = now;
+                    if op != "unlink" && op != "rmdir" {
+                        a.files_written += 1;
+                    }
                 }
                 let t = match path2 {
                     Some(p2) => format!("{path} {p2}"),
                     None => path.clone(),
                 };
-                (Scope::File, t, None)
+                out.extend(self.on_bytes(set, ev, &[Scope::File], t, None, Some(path), now));
             }
             Body::Connect { address, port, .. } => {
-                (Scope::Connect, format!("{address}:{port}"), None)
+                let t = format!("{address}:{port}");
+                out.extend(self.on_bytes(set, ev, &[Scope::Connect], t, None, None, now));
             }
-            _ => return Vec::new(),
-        };
+            _ => {}
+        }
+        out.extend(self.release(now));
+        out
+    }
+
+    /// Whether the text around a hit is the echo of something typed into the agent (an
+    /// intervention's message on its screen): the words before the match are the words before
+    /// the same match in a typed text.
+    fn echoed(&self, set: &RuleSet, agent: u64, text: &str, h: &Hit) -> bool {
+        let matched = text.get(h.start..h.end).unwrap_or("").to_lowercase();
+        if matched.is_empty() {
+            return false;
+        }
+        let before: Vec<String> = text
+            .get(..h.start)
+            .unwrap_or("")
+            .split_whitespace()
+            .map(str::to_lowercase)
+            .collect();
+        let typed = self
+            .typed
+            .get(&agent)
+            .into_iter()
+            .flatten()
+            .map(String::as_str);
+        let messages = set
+            .rules
+            .iter()
+            .filter(|r| r.action == Action::Inject)
+            .map(|r| r.message.as_str());
+        let after: Vec<String> = text
+            .get(h.end..)
+            .unwrap_or("")
+            .split_whitespace()
+            .take(2)
+            .map(str::to_lowercase)
+            .collect();
+        typed.chain(messages).any(|m| {
+            let m = m.to_lowercase();
+            m.match_indices(&matched).any(|(i, _)| {
+                let lead: Vec<&str> = m[..i].split_whitespace().collect();
+                let trail: Vec<&str> = m[i + matched.len()..].split_whitespace().take(2).collect();
+                // Two words of the typed text lead up to the match, or follow it, as on screen
+                // (or the match is the whole typed text).
+                let led = lead.len() >= 2
+                    && before.len() >= 2
+                    && lead[lead.len() - 2..]
+                        .iter()
+                        .zip(&before[before.len() - 2..])
+                        .all(|(a, b)| a == b);
+                let trailed = trail.len() == 2
+                    && after.len() == 2
+                    && trail.iter().zip(&after).all(|(a, b)| a == b);
+                led || trailed || (lead.is_empty() && trail.is_empty())
+            })
+        })
+    }
+
+    /// Records a text typed into an agent's terminal (its echo is not the agent's words).
+    pub fn typed(&mut self, agent: u64, text: &str) {
+        let v = self.typed.entry(agent).or_default();
+        v.push(text.to_string());
+        if v.len() > 16 {
+            v.remove(0);
+        }
+    }
+
+    /// Terminal output through the agent's screen: the rows that changed, each hit judged once.
+    fn on_screen(
+        &mut self,
+        set: &RuleSet,
+        ev: &Event,
+        device: &str,
+        bytes: &str,
+        now: Instant,
+    ) -> Vec<Finding> {
+        if !set.has_scope(Scope::Terminal) {
+            return Vec::new();
+        }
+        let own = self.terminal_of.as_ref().and_then(|f| f(ev.agent));
+        // Only the agent's own terminal is its words (a command's pty inside it is not).
+        if let Some((dev, _, _)) = &own
+            && dev != device
+        {
+            return Vec::new();
+        }
+        let key = (ev.agent, device.to_string());
+        let screen = self
+            .screens
+            .entry(key.clone())
+            .or_insert_with(|| match &own {
+                Some((_, rows, cols)) => Screen::new(*rows, *cols),
+                None => Screen::default(),
+            });
+        if let Some((_, rows, cols)) = &own {
+            screen.resize(*rows, *cols);
+        }
+        let changed = screen.feed(bytes.as_bytes());
+        if changed.text.is_empty() {
+            return Vec::new();
+        }
+        let mut hits = std::collections::VecDeque::from(set.scan(Scope::Terminal, &changed.text));
+        let latency_us = Some((now_ns().saturating_sub(ev.time_ns)) as f64 / 1e3);
+        let mut out = Vec::new();
+        while let Some(h) = hits.pop_front() {
+            let r = &set.rules[h.rule];
+            let k = changed.hit_key(&r.id, h.start, h.end);
+            let first = self.screens.get_mut(&key).is_some_and(|s| s.first_time(k));
+            if !first || self.echoed(set, ev.agent, &changed.text, &h) {
+                // Old text (a context row, a repaint) or an echo: the rule may still hit the
+                // same rows further on.
+                if let Some(next) = set
+                    .scan_from(Scope::Terminal, &changed.text, h.end)
+                    .into_iter()
+                    .find(|n| n.rule == h.rule && n.start >= h.end)
+                {
+                    hits.push_back(next);
+                }
+                continue;
+            }
+            if let Some(f) = self.judge(
+                set,
+                ev,
+                &h,
+                &changed.text,
+                Scope::Terminal,
+                None,
+                latency_us,
+                now,
+            ) {
+                out.push(f);
+            }
+        }
+        out
+    }
+
+    /// A hit that passed its prefilter and de-duplication: a claim is checked against what the
+    /// agent did, a plugin rule becomes a candidate, the rest go through the cooldown.
+    #[allow(clippy::too_many_arguments)]
+    fn judge(
+        &mut self,
+        set: &RuleSet,
+        ev: &Event,
+        h: &Hit,
+        text: &str,
+        scope: Scope,
+        path: Option<&str>,
+        latency_us: Option<f64>,
+        now: Instant,
+    ) -> Option<Finding> {
+        let r = &set.rules[h.rule];
+        if let Kind::Claim(verify) = r.kind {
+            let a = self.act(ev.agent, now);
+            let holds = match verify {
+                Verify::FilesWritten => a.files_written > 0,
+                Verify::TestsRan => a.tests_ran,
+            };
+            if holds {
+                return None;
+            }
+        }
+        // A plugin rule's prefilter hit is only a candidate: its plugin decides, later.
+        if r.plugin.is_some() {
+            self.candidates.push(Candidate {
+                agent: ev.agent,
+                rule: h.rule,
+                pid: ev.tgid,
+                uid: ev.uid,
+                scope,
+                comm: ev.comm.clone(),
+                text: text.to_string(),
+                latency_us,
+            });
+            return None;
+        }
+        if !self.cool(set, ev.agent, h.rule, now) {
+            return None;
+        }
+        Some(Finding {
+            agent: ev.agent,
+            rule: h.rule,
+            detail: rules::excerpt(text, h, r.redact),
+            latency_us,
+            pid: ev.tgid,
+            uid: ev.uid,
+            in_kernel: false,
+            scope: Some(scope),
+            path: path.map(String::from),
+        })
+    }
+
+    /// Matches bytes (a write's, with the tail of the same fd's previous writes in front; a
+    /// command line; a path; an address) in each of `scopes`.
+    #[allow(clippy::too_many_arguments)]
+    fn on_bytes(
+        &mut self,
+        set: &RuleSet,
+        ev: &Event,
+        scopes: &[Scope],
+        text: String,
+        window_key: Option<(u32, i32, bool)>,
+        path: Option<&str>,
+        now: Instant,
+    ) -> Vec<Finding> {
         self.act(ev.agent, now);
         // The tail of this fd's previous output goes in front, for phrases split across writes.
         let (full, fresh_from) = match window_key.and_then(|k| self.windows.get(&k)) {
@@ -320,7 +640,14 @@ impl Engine {
             None => (text, 0),
         };
         // A match wholly inside the old tail was reported with the write it came in.
-        let hits: Vec<Hit> = set.scan_from(scope, &full, fresh_from);
+        let hits: Vec<(Scope, Hit)> = scopes
+            .iter()
+            .flat_map(|s| {
+                set.scan_from(*s, &full, fresh_from)
+                    .into_iter()
+                    .map(move |h| (*s, h))
+            })
+            .collect();
         if let Some(k) = window_key {
             let mut cut = full.len().saturating_sub(WINDOW);
             while !full.is_char_boundary(cut) {
@@ -331,8 +658,15 @@ impl Engine {
         let latency_us = Some((now_ns().saturating_sub(ev.time_ns)) as f64 / 1e3);
         let mut out = Vec::new();
         let key = window_key.map(|(t, fd, _)| (t, fd, ev.time_ns));
-        for h in hits {
+        for (scope, h) in hits {
             let r = &set.rules[h.rule];
+            // Agent state (git internals, the agent's own transcripts) is not the agent's work.
+            if scope == Scope::FileWrite
+                && let Some(p) = path
+                && r.ignore.matches(p)
+            {
+                continue;
+            }
             // A deny literal within the bytes the kernel scans was settled there (the writer is
             // already dead); its match record reports it, whichever record comes first.
             if r.action == Action::Deny
@@ -348,44 +682,73 @@ impl Engine {
                 }
                 self.remember(k, &r.id);
             }
-            if let Kind::Claim(verify) = r.kind {
-                let a = self.act(ev.agent, now);
-                let holds = match verify {
-                    Verify::FilesWritten => a.files_written > 0,
-                    Verify::TestsRan => a.tests_ran,
-                };
-                if holds {
-                    continue;
-                }
-            }
-            // A plugin rule's prefilter hit is only a candidate: its plugin decides, later.
-            if r.plugin.is_some() {
-                self.candidates.push(Candidate {
-                    agent: ev.agent,
-                    rule: h.rule,
-                    pid: ev.tgid,
-                    uid: ev.uid,
-                    scope,
-                    comm: ev.comm.clone(),
-                    text: full.clone(),
-                    latency_us,
-                });
+            if scope == Scope::Output && self.echoed(set, ev.agent, &full, &h) {
                 continue;
             }
-            if !self.cool(set, ev.agent, h.rule, now) {
+            let Some(f) = self.judge(set, ev, &h, &full, scope, path, latency_us, now) else {
                 continue;
-            }
-            out.push(Finding {
-                agent: ev.agent,
-                rule: h.rule,
-                detail: rules::excerpt(&full, &h, r.redact),
-                latency_us,
-                pid: ev.tgid,
-                uid: ev.uid,
-                in_kernel: false,
-            });
+            };
+            out.extend(self.name_file(f, now));
         }
         out
+    }
+
+    /// A finding about a temporary file waits for the rename that names the real one (or takes
+    /// the name of a rename that came first); any other finding is due now.
+    fn name_file(&mut self, mut f: Finding, now: Instant) -> Option<Finding> {
+        let Some(path) = f.path.clone().filter(|p| temporary(p)) else {
+            return Some(f);
+        };
+        match self.renames.iter().rev().find(|(_, from, _)| *from == path) {
+            Some((_, from, to)) => {
+                f.detail = format!("{} (written as {from}, renamed)", f.detail);
+                f.path = Some(to.clone());
+                Some(f)
+            }
+            None => {
+                self.held.push((now + HOLD, f));
+                None
+            }
+        }
+    }
+
+    /// A rename: held findings about `from` are now about `to`, and due at once.
+    fn renamed(&mut self, from: &str, to: &str, now: Instant) {
+        while self
+            .renames
+            .front()
+            .is_some_and(|(t, _, _)| now.duration_since(*t) > 4 * HOLD || self.renames.len() > 256)
+        {
+            self.renames.pop_front();
+        }
+        if temporary(from) {
+            self.renames
+                .push_back((now, from.to_string(), to.to_string()));
+        }
+        for (due, f) in self.held.iter_mut() {
+            if f.path.as_deref() == Some(from) {
+                f.path = Some(to.to_string());
+                f.detail = format!("{} (written as {from}, renamed)", f.detail);
+                *due = now;
+            }
+        }
+    }
+
+    /// Held findings whose time has come.
+    pub fn release(&mut self, now: Instant) -> Vec<Finding> {
+        if self.held.is_empty() {
+            return Vec::new();
+        }
+        let (due, keep): (Vec<_>, Vec<_>) = std::mem::take(&mut self.held)
+            .into_iter()
+            .partition(|(t, _)| *t <= now);
+        self.held = keep;
+        due.into_iter().map(|(_, f)| f).collect()
+    }
+
+    /// Whether findings are held (the caller then wakes up sooner than its tick).
+    pub fn holding(&self) -> bool {
+        !self.held.is_empty()
     }
 
     /// The plugin rules' hits since the last time this was asked.
@@ -409,11 +772,14 @@ impl Engine {
             pid: c.pid,
             uid: c.uid,
             in_kernel: false,
+            scope: Some(c.scope),
+            path: None,
         })
     }
 
     /// Timeouts: planning (no file yet) and progress (no file activity lately).
     pub fn tick(&mut self, set: &RuleSet, now: Instant) -> Vec<Finding> {
+        let mut out = self.release(now);
         let mut due = Vec::new();
         for (agent, a) in &self.activity {
             for (i, r) in set.rules.iter().enumerate() {
@@ -434,7 +800,6 @@ impl Engine {
                 due.push((*agent, i, detail));
             }
         }
-        let mut out = Vec::new();
         for (agent, rule, detail) in due {
             // A planning timeout fires once per agent; a progress check once per cooldown.
             let once = matches!(set.rules[rule].kind, Kind::PlanningTimeout(_));
@@ -456,6 +821,8 @@ impl Engine {
                 pid: 0,
                 uid: 0,
                 in_kernel: false,
+                scope: None,
+                path: None,
             });
         }
         out
@@ -578,6 +945,15 @@ mod tests {
         }
     }
 
+    fn started(command: &[&str]) -> Body {
+        Body::AgentStarted {
+            name: None,
+            command: command.iter().map(|c| c.to_string()).collect(),
+            workspace: None,
+            profile: None,
+        }
+    }
+
     fn set() -> RuleSet {
         let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../config/rules/default.toml");
         RuleSet::load(&[path]).expect("default rules")
@@ -622,7 +998,39 @@ mod tests {
     }
 
     #[test]
-    fn planning_timeout_fires_once() {
+    fn terminal_text_is_read_from_the_screen_once() {
+        let set = set();
+        let mut e = Engine::default();
+        let t = Instant::now();
+        // Claude Code paints the words with cursor moves between them.
+        let f = e.on_event(
+            &set,
+            &ev(
+                1,
+                out(
+                    "\x1b[2;1H● Let\x1b[2;7Hme\x1b[2;10Hplan this.",
+                    "/dev/pts/3",
+                ),
+            ),
+            t,
+        );
+        assert_eq!(ids(&set, &f), ["stop-planning"]);
+        assert_eq!(f[0].scope, Some(Scope::Terminal));
+        // Repainted lower down long after (no cooldown left): the same text, judged once.
+        let f = e.on_event(
+            &set,
+            &ev(1, out("\x1b[2J\x1b[9;1H● Let me plan this.", "/dev/pts/3")),
+            t + Duration::from_secs(500),
+        );
+        assert!(f.is_empty(), "{:?}", ids(&set, &f));
+        // Bytes on a pipe are not the agent's screen.
+        let mut e = Engine::default();
+        let f = e.on_event(&set, &ev(1, out("Let me plan this.", "pipe:[42]")), t);
+        assert!(f.is_empty());
+    }
+
+    #[test]
+    fn the_prompt_echoed_on_screen_is_not_a_claim() {
         let set = set();
         let mut e = Engine::default();
         let t = Instant::now();
@@ -630,15 +1038,79 @@ mod tests {
             &set,
             &ev(
                 1,
-                Body::AgentStarted {
-                    name: None,
-                    command: vec![],
-                    workspace: None,
-                    profile: None,
+                started(&["claude", "add a parser and make sure the tests pass"]),
+            ),
+            t,
+        );
+        let f = e.on_event(
+            &set,
+            &ev(
+                1,
+                out(
+                    "\x1b[3;1H❯ add a parser and make sure the tests pass",
+                    "/dev/pts/3",
+                ),
+            ),
+            t,
+        );
+        assert!(f.is_empty(), "{:?}", ids(&set, &f));
+        let f = e.on_event(
+            &set,
+            &ev(1, out("\x1b[5;1H● Done: all tests pass.", "/dev/pts/3")),
+            t,
+        );
+        assert_eq!(ids(&set, &f), ["false-tests-pass"]);
+    }
+
+    #[test]
+    fn agent_state_is_not_work_and_a_temporary_file_takes_its_final_name() {
+        let set = set();
+        let mut e = Engine::default();
+        let t = Instant::now();
+        for path in [
+            "/w/.git/hooks/pre-push.sample",
+            "/home/u/.claude/projects/x.jsonl",
+        ] {
+            let f = e.on_event(&set, &ev(1, out("# TODO: later\n", path)), t);
+            assert!(f.is_empty(), "{path}: {:?}", ids(&set, &f));
+        }
+        // Nothing of that was work: a claim is false.
+        let f = e.on_event(
+            &set,
+            &ev(1, out("\x1b[1;1HI've implemented it.", "/dev/pts/1")),
+            t,
+        );
+        assert_eq!(ids(&set, &f), ["false-completion"]);
+        // The Write tool's atomic write: the finding waits for the rename, then names the file.
+        let tmp = "/w/src/app.py.tmp.4242.k3j2";
+        assert!(
+            e.on_event(&set, &ev(2, out("x = 1  # TODO: later\n", tmp)), t)
+                .is_empty()
+        );
+        let f = e.on_event(
+            &set,
+            &ev(
+                2,
+                Body::File {
+                    op: "rename".into(),
+                    path: tmp.into(),
+                    path2: Some("/w/src/app.py".into()),
+                    flags: 0,
+                    mode: 0,
                 },
             ),
             t,
         );
+        assert_eq!(ids(&set, &f), ["todo-left"]);
+        assert_eq!(f[0].path.as_deref(), Some("/w/src/app.py"));
+    }
+
+    #[test]
+    fn planning_timeout_fires_once() {
+        let set = set();
+        let mut e = Engine::default();
+        let t = Instant::now();
+        e.on_event(&set, &ev(1, started(&[])), t);
         assert!(e.tick(&set, t + Duration::from_secs(10)).is_empty());
         let late = t + Duration::from_secs(301);
         assert_eq!(ids(&set, &e.tick(&set, late)), ["planning-timeout"]);

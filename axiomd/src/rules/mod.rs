@@ -93,7 +93,12 @@ pub fn run(
     let mut last_tick = Instant::now();
     loop {
         let set = shared.rules.get();
-        match rx.recv_timeout(std::time::Duration::from_secs(1)) {
+        // Findings held for a rename are due within HOLD: wake up for them.
+        let wait = match shared.engine.lock() {
+            Ok(e) if e.holding() => std::time::Duration::from_millis(50),
+            _ => std::time::Duration::from_secs(1),
+        };
+        match rx.recv_timeout(wait) {
             Ok(ev) => {
                 if matches!(ev.body, axiom_common::wire::Body::KernelMatch { .. }) {
                     on_kernel_match(&shared, &ev);
@@ -108,7 +113,15 @@ pub fn run(
                     judge(&shared, &set, candidates);
                 }
             }
-            Err(RecvTimeoutError::Timeout) => {}
+            Err(RecvTimeoutError::Timeout) => {
+                let findings = match shared.engine.lock() {
+                    Ok(mut e) => e.release(Instant::now()),
+                    Err(_) => return,
+                };
+                for f in findings {
+                    shared.enforce(&set, f);
+                }
+            }
             Err(RecvTimeoutError::Disconnected) => return,
         }
         if last_tick.elapsed() >= std::time::Duration::from_secs(1) {

@@ -36,6 +36,8 @@ pub struct Decoded {
     pub hdr: EventHeader,
     pub body: Body,
     pub truncated: bool,
+    /// A file record's directory fds (AT_FDCWD for the cwd), its paths are relative to them.
+    pub dirfds: (i32, i32),
 }
 
 fn view<'a, T: FromBytes + zerocopy::KnownLayout + zerocopy::Immutable>(
@@ -55,9 +57,119 @@ pub fn cstr(b: &[u8]) -> String {
     String::from_utf8_lossy(&b[..end]).into_owned()
 }
 
+/// Whether captured bytes are not text: a TLS record (content type 20–23, version 3.x), or
+/// invalid UTF-8 / control bytes (other than tab, newlines, escape, backspace, bell) in more
+/// than one byte of 16 of the first 512 (a write cut at the capture limit may end mid-character).
+pub fn is_binary(b: &[u8]) -> bool {
+    if b.len() >= 3 && (20..=23).contains(&b[0]) && b[1] == 3 && b[2] <= 4 {
+        return true;
+    }
+    let head = &b[..b.len().min(512)];
+    let valid = match std::str::from_utf8(head) {
+        Ok(s) => s.len(),
+        Err(e) if e.error_len().is_none() => e.valid_up_to(),
+        Err(_) => return true,
+    };
+    let control = head[..valid]
+        .iter()
+        .filter(|&&c| c < 0x20 && !matches!(c, b'\t' | b'\n' | b'\r' | 0x1b | 0x08 | 0x07))
+        .count();
+    control * 16 > head.len()
+}
+
+/// A change to a tracked process's fd table (the kernel's `KIND_FD`/`KIND_FD_OPEN` records).
+#[derive(Debug, PartialEq)]
+pub enum FdChange {
+    /// `fd` is `path` (relative to `dirfd`), opened for writing.
+    Open {
+        fd: i32,
+        dirfd: i32,
+        path: String,
+        cloexec: bool,
+    },
+    /// `fd` is now what `oldfd` is.
+    Dup {
+        fd: i32,
+        oldfd: i32,
+        cloexec: bool,
+    },
+    Close {
+        fd: i32,
+    },
+    /// `first..=last` closed, or (`cloexec_only`) marked close-on-exec.
+    CloseRange {
+        first: u32,
+        last: u32,
+        cloexec_only: bool,
+    },
+    /// `child` starts with a copy of the table.
+    Fork {
+        child: u32,
+    },
+    /// Close-on-exec fds are gone.
+    Exec,
+    /// New fds that are pipes (`socket`: sockets); `second` is -1 for a single one.
+    Pair {
+        first: i32,
+        second: i32,
+        socket: bool,
+        cloexec: bool,
+    },
+}
+
+const O_CLOEXEC: u32 = 0o2000000;
+const CLOSE_RANGE_CLOEXEC: u32 = 4;
+
+/// An fd-table record: (tgid, change), `None` for any other kind of record.
+pub fn fd_change(buf: &[u8]) -> Result<Option<(u32, FdChange)>, DecodeError> {
+    let (hdr, _) = view::<EventHeader>(buf, "header")?;
+    let change = match hdr.kind {
+        axiom_common::KIND_FD_OPEN => {
+            let (e, _) = view::<axiom_common::FdOpenEvent>(buf, "fd open")?;
+            FdChange::Open {
+                fd: e.fd,
+                dirfd: e.dirfd,
+                path: cstr(&e.path),
+                cloexec: e.flags & O_CLOEXEC != 0,
+            }
+        }
+        axiom_common::KIND_FD => {
+            let (e, _) = view::<axiom_common::FdEvent>(buf, "fd")?;
+            match e.op {
+                axiom_common::FD_DUP => FdChange::Dup {
+                    fd: e.fd,
+                    oldfd: e.oldfd,
+                    cloexec: e.flags & O_CLOEXEC != 0,
+                },
+                axiom_common::FD_CLOSE => FdChange::Close { fd: e.fd },
+                axiom_common::FD_CLOSE_RANGE => FdChange::CloseRange {
+                    first: e.fd as u32,
+                    last: e.oldfd as u32,
+                    cloexec_only: e.flags & CLOSE_RANGE_CLOEXEC != 0,
+                },
+                axiom_common::FD_FORK => FdChange::Fork { child: e.child },
+                axiom_common::FD_EXEC => FdChange::Exec,
+                op @ (axiom_common::FD_PIPE | axiom_common::FD_SOCKET) => FdChange::Pair {
+                    first: e.fd,
+                    second: e.oldfd,
+                    socket: op == axiom_common::FD_SOCKET,
+                    cloexec: e.flags & O_CLOEXEC != 0,
+                },
+                k => return Err(DecodeError::UnknownKind(k)),
+            }
+        }
+        _ => return Ok(None),
+    };
+    Ok(Some((hdr.tgid, change)))
+}
+
+/// The "current directory" dirfd of the *at syscalls.
+pub const AT_FDCWD: i32 = -100;
+
 pub fn decode(buf: &[u8]) -> Result<Decoded, DecodeError> {
     let (hdr, _) = view::<EventHeader>(buf, "header")?;
     let truncated = hdr.flags & FLAG_TRUNCATED != 0;
+    let mut dirfds = (AT_FDCWD, AT_FDCWD);
     let body = match hdr.kind {
         KIND_FORK => {
             let (e, _) = view::<ForkEvent>(buf, "fork")?;
@@ -103,13 +215,20 @@ pub fn decode(buf: &[u8]) -> Result<Decoded, DecodeError> {
                 syscall: syscall_name(e.syscall).into(),
                 count: e.count,
                 target: None,
-                text: String::from_utf8_lossy(data).into_owned(),
+                // Bytes that are not text (TLS records, binary IPC) are no text for a rule or a
+                // reader: the event keeps its size (`captured`), not the bytes.
+                text: if is_binary(data) {
+                    String::new()
+                } else {
+                    String::from_utf8_lossy(data).into_owned()
+                },
                 captured: e.captured,
                 redacted: Vec::new(),
             }
         }
         KIND_FILE => {
             let (e, _) = view::<FileEvent>(buf, "file")?;
+            dirfds = (e.dirfd, e.dirfd2);
             let path2 = cstr(&e.path2);
             Body::File {
                 op: file_op_name(e.op).into(),
@@ -171,6 +290,7 @@ pub fn decode(buf: &[u8]) -> Result<Decoded, DecodeError> {
         hdr: *hdr,
         body,
         truncated,
+        dirfds,
     })
 }
 
@@ -283,6 +403,21 @@ mod tests {
         let b = bytes_of(v);
         let a = aligned(&b);
         decode(&a.0[..b.len()]).unwrap()
+    }
+
+    #[test]
+    fn tls_records_and_binary_ipc_are_not_text() {
+        assert!(is_binary(&[0x17, 0x03, 0x03, 0x01, 0x20, 0xde, 0xad]));
+        assert!(is_binary(&[0x16, 0x03, 0x01, 0x00, 0xa5, 0x01]));
+        assert!(is_binary(
+            b"\x00\x00\x00\x10\x01\x02\x03\x04abcdefgh\xff\xfe"
+        ));
+        assert!(!is_binary(
+            "● Let me plan this.\r\n\x1b[1mdone\x1b[0m".as_bytes()
+        ));
+        assert!(!is_binary(b"{\"model\":\"x\",\"messages\":[]}\n"));
+        // Cut at the capture limit in the middle of a character: still text.
+        assert!(!is_binary(&"é".repeat(10).as_bytes()[..19]));
     }
 
     #[test]

@@ -50,6 +50,132 @@ pub struct Pipeline {
     /// Per process, its last recorded file operation (thread, op, path): a refusal that follows
     /// from the same thread is about it.
     last_file: HashMap<u32, (u32, String, String)>,
+    /// What tracked processes' fds point at, kept from the kernel's fd records (opens for
+    /// writing, dups, closes, forks, execs) in order with their writes.
+    fdt: FdTable,
+}
+
+/// Per process, each fd opened for writing, each pipe and socket, still open: (absolute path,
+/// or `pipe:`/`socket:`; close-on-exec). An fd not in it (inherited from before tracking: the
+/// terminal, a pipe) is read from /proc.
+#[derive(Default)]
+struct FdTable {
+    procs: HashMap<u32, HashMap<i32, (Arc<str>, bool)>>,
+}
+
+/// Fds remembered per process at most (a process that opens without closing is not followed
+/// further: its later fds are read from /proc).
+const FDT_PER_PROC: usize = 4096;
+
+impl FdTable {
+    fn get(&self, tgid: u32, fd: i32) -> Option<Arc<str>> {
+        self.procs.get(&tgid)?.get(&fd).map(|(p, _)| p.clone())
+    }
+
+    fn apply(
+        &mut self,
+        tgid: u32,
+        change: decode::FdChange,
+        resolve: impl Fn(i32, &str) -> String,
+    ) {
+        use decode::FdChange as C;
+        // Processes whose exit was never seen must not grow the table without bound.
+        if self.procs.len() >= FD_CACHE_MAX {
+            self.procs.clear();
+        }
+        match change {
+            C::Open {
+                fd,
+                dirfd,
+                path,
+                cloexec,
+            } => {
+                let m = self.procs.entry(tgid).or_default();
+                if m.len() < FDT_PER_PROC {
+                    m.insert(fd, (resolve(dirfd, &path).into(), cloexec));
+                } else {
+                    m.remove(&fd);
+                }
+            }
+            C::Dup { fd, oldfd, cloexec } => {
+                let m = self.procs.entry(tgid).or_default();
+                match m.get(&oldfd).cloned() {
+                    Some((p, _)) => {
+                        m.insert(fd, (p, cloexec));
+                    }
+                    None => {
+                        m.remove(&fd);
+                    }
+                }
+            }
+            C::Close { fd } => {
+                if let Some(m) = self.procs.get_mut(&tgid) {
+                    m.remove(&fd);
+                }
+            }
+            C::CloseRange {
+                first,
+                last,
+                cloexec_only,
+            } => {
+                if let Some(m) = self.procs.get_mut(&tgid) {
+                    let inside = |fd: &i32| *fd >= 0 && (first..=last).contains(&(*fd as u32));
+                    if cloexec_only {
+                        for (fd, v) in m.iter_mut() {
+                            if inside(fd) {
+                                v.1 = true;
+                            }
+                        }
+                    } else {
+                        m.retain(|fd, _| !inside(fd));
+                    }
+                }
+            }
+            C::Fork { child } => match self.procs.get(&tgid).cloned() {
+                Some(m) => {
+                    self.procs.insert(child, m);
+                }
+                None => {
+                    self.procs.remove(&child);
+                }
+            },
+            C::Exec => {
+                if let Some(m) = self.procs.get_mut(&tgid) {
+                    m.retain(|_, (_, cloexec)| !*cloexec);
+                }
+            }
+            C::Pair {
+                first,
+                second,
+                socket,
+                cloexec,
+            } => {
+                let m = self.procs.entry(tgid).or_default();
+                if socket && second < 0 {
+                    // A socket (socket, accept): what kind is read from /proc when it is
+                    // written to; whatever the number was before is gone.
+                    m.remove(&first);
+                    return;
+                }
+                // A pipe, or a socketpair (local IPC between the agent's own processes): what
+                // /proc would say, without the inode — the scope is what matters.
+                let what: Arc<str> = if socket {
+                    axiom_common::rules::LOCAL_SOCKET.into()
+                } else {
+                    "pipe:".into()
+                };
+                for fd in [first, second] {
+                    if fd >= 0 && m.len() < FDT_PER_PROC {
+                        m.insert(fd, (what.clone(), cloexec));
+                    }
+                }
+            }
+        }
+    }
+
+    fn exited(&mut self, tgid: u32) {
+        self.procs.remove(&tgid);
+    }
 }
 
 fn clock_ns(c: nix::time::ClockId) -> i128 {
@@ -74,6 +200,7 @@ impl Pipeline {
             exited: std::collections::VecDeque::new(),
             cgroup2: crate::agents::cgroup::mount_point(),
             last_file: HashMap::new(),
+            fdt: FdTable::default(),
         }
     }
 
@@ -89,6 +216,10 @@ impl Pipeline {
     }
 
     fn fd_target(&mut self, tgid: u32, fd: i32) -> Option<String> {
+        // Known from the kernel's fd records: what the fd pointed at when the write happened.
+        if let Some(p) = self.fdt.get(tgid, fd) {
+            return Some(p.to_string());
+        }
         let now = Instant::now();
         if let Some((t, at)) = self.fds.get(&tgid).and_then(|m| m.get(&fd))
             && now.duration_since(*at) < FD_TTL
@@ -152,12 +283,33 @@ impl Pipeline {
             if self.idents.get(&tgid).is_some_and(|(_, e)| *e == Some(at)) {
                 self.idents.remove(&tgid);
                 self.ppids.remove(&tgid);
+                // Its last writes may come after its exit record (another ring): its fd table
+                // goes with its identity, not at the exit record.
+                self.fdt.exited(tgid);
             }
         }
     }
 
     /// Decodes one record and publishes it; a malformed one is counted and skipped.
     pub fn handle(&mut self, rec: &[u8]) {
+        match decode::fd_change(rec) {
+            Ok(None) => {}
+            Ok(Some((tgid, change))) => {
+                if let decode::FdChange::Close { fd } = &change
+                    && let Some(m) = self.fds.get_mut(&tgid)
+                {
+                    m.remove(fd);
+                }
+                self.fdt
+                    .apply(tgid, change, |dirfd, path| absolute(tgid, dirfd, path));
+                return;
+            }
+            Err(e) => {
+                tracing::debug!("skipping record: {e}");
+                self.bus.stats.count_loss(e.cause());
+                return;
+            }
+        }
         let d = match decode::decode(rec) {
             Ok(d) => d,
             Err(e) => {
@@ -207,8 +359,17 @@ impl Pipeline {
                 target,
                 text,
                 redacted,
+                captured,
                 ..
             } => {
+                if text.is_empty() && *captured > 0 {
+                    use std::sync::atomic::Ordering::Relaxed;
+                    self.bus.stats.binary_writes.fetch_add(1, Relaxed);
+                    self.bus
+                        .stats
+                        .binary_bytes
+                        .fetch_add(u64::from(*captured), Relaxed);
+                }
                 *target = self.fd_target(tgid, *fd);
                 if let Some(r) = &self.redactor {
                     let scope = axiom_common::rules::write_scope(target.as_deref());
@@ -224,6 +385,14 @@ impl Pipeline {
             Body::File {
                 op, path, path2, ..
             } => {
+                // Paths as the kernel saw them are relative to a directory fd or the cwd: the
+                // rules and the store get absolute ones (a symlink's target stays as written).
+                *path = absolute(tgid, d.dirfds.0, path);
+                if let Some(p2) = path2.as_mut()
+                    && op != "symlink"
+                {
+                    *p2 = absolute(tgid, d.dirfds.1, p2);
+                }
                 self.fds.remove(&tgid);
                 let target = match path2 {
                     Some(p2) => format!("{path} -> {p2}"),
@@ -281,6 +450,53 @@ impl Pipeline {
             self.bus.publish(ev);
         }
     }
+}
+
+/// `path` made absolute against the directory `dirfd` of process `tgid` names (read from /proc
+/// when the record is read: a process that changed directory since keeps its relative path).
+fn absolute(tgid: u32, dirfd: i32, path: &str) -> String {
+    // `/proc/self/fd/N/name` (Bun's file API opens through a directory fd this way): the
+    // directory fd N of that process.
+    for prefix in ["/proc/self/fd/", "/proc/thread-self/fd/"] {
+        if let Some(rest) = path.strip_prefix(prefix) {
+            let (n, name) = rest.split_once('/').unwrap_or((rest, ""));
+            if let Ok(fd) = n.parse::<i32>()
+                && let Some(dir) = procfs::fd_target(tgid, fd).filter(|d| d.starts_with('/'))
+            {
+                return if name.is_empty() {
+                    dir
+                } else {
+                    absolute(
+                        tgid,
+                        decode::AT_FDCWD,
+                        &format!("{}/{name}", dir.trim_end_matches('/')),
+                    )
+                };
+            }
+        }
+    }
+    if path.starts_with('/') || path.is_empty() {
+        return path.to_string();
+    }
+    let base = if dirfd == decode::AT_FDCWD {
+        procfs::cwd(tgid)
+    } else {
+        procfs::fd_target(tgid, dirfd).filter(|b| b.starts_with('/'))
+    };
+    let Some(base) = base else {
+        return path.to_string();
+    };
+    let mut out: Vec<&str> = base.split('/').filter(|c| !c.is_empty()).collect();
+    for c in path.split('/') {
+        match c {
+            "" | "." => {}
+            ".." => {
+                out.pop();
+            }
+            c => out.push(c),
+        }
+    }
+    format!("/{}", out.join("/"))
 }
 
 /// Registers an fd-owning value with the reactor.

@@ -177,6 +177,7 @@ impl Sessions {
                 action,
                 detail,
                 latency_us,
+                ..
             } => {
                 let tracer = self.tracer.clone();
                 let s = self.session(ev);

@@ -2,6 +2,7 @@
 //! shared machine are noise, ratios measured side by side are not.
 mod agents;
 mod mcp;
+mod realagents;
 mod rules;
 mod sandbox;
 mod sensor;
@@ -55,6 +56,9 @@ pub enum Which {
         #[arg(long, default_value_t = 16)]
         parallel: usize,
     },
+    /// The scenario matrix on every installed real agent (Claude Code, Codex CLI): precision
+    /// and recall per rule family, detection latency from the model's turn to the violation.
+    Realagents,
     /// axiomd's RSS, CPU and losses with 1,000 and 10,000 concurrently running agents.
     Agents {
         /// Agent counts to measure, in order (the last is the summary line).
@@ -77,6 +81,7 @@ pub fn bench(w: Which) -> anyhow::Result<()> {
         Which::Store { rows } => store::run(&rows),
         Which::Sandbox { rounds } => sandbox::run(rounds),
         Which::Mcp { rounds, parallel } => mcp::run(rounds, parallel),
+        Which::Realagents => realagents::run(),
         Which::Rules {
             rounds,
             count,

@@ -1,0 +1,214 @@
+//! The screen model: what an agent's terminal shows, for terminal-scope rules.
+//!
+//! Real agents are full-screen TUIs. They paint text with cursor moves and skip the cells that
+//! did not change (Claude Code writes `Let\e[7Gme\e[10Gplan`; Codex places each word with
+//! `CSI row;col H` inside synchronized updates and paints a sentence twice), so the bytes they
+//! write are not the words on screen: stripping escapes gives `Letmeplan`. Each terminal is
+//! fed through a real terminal emulator (the `vt100` crate) and rules read the rows that changed,
+//! where a cursor move leaves the spaces it skipped. A row's text that was already judged (a
+//! repaint, a scroll, a sentence that grows while it streams) is not judged again: each hit is
+//! known by the text from the start of its row to its end, and a hit seen once is not new.
+use std::collections::{HashSet, VecDeque};
+use std::num::NonZeroU16;
+
+/// Hits remembered per terminal, so a repaint of old text is not reported again.
+const SEEN_MAX: usize = 4096;
+
+/// The emulated size when the real one is not known: taller and wider than any usual terminal,
+/// so absolute cursor moves land where the agent meant them (a wider screen only wraps less).
+pub const DEFAULT_ROWS: u16 = 60;
+pub const DEFAULT_COLS: u16 = 240;
+
+/// One agent terminal's screen, and what of it has been judged.
+pub struct Screen {
+    parser: vt100::Parser,
+    /// Each row's text after the last feed.
+    rows: Vec<String>,
+    seen: HashSet<u64>,
+    seen_order: VecDeque<u64>,
+}
+
+/// Text that changed on screen: rows joined into one string (a row break is read as a space,
+/// indentation dropped, so a sentence the TUI wrapped over two rows reads as one), with where
+/// each row starts in it.
+#[derive(Debug, Default, PartialEq)]
+pub struct Changed {
+    pub text: String,
+    /// Byte offset in `text` where each joined row starts.
+    pub row_starts: Vec<usize>,
+}
+
+impl Changed {
+    /// The key a hit is remembered by: the text from the start of its row up to its end, with
+    /// runs of blanks folded (a repaint may indent differently).
+    pub fn hit_key(&self, rule: &str, start: usize, end: usize) -> u64 {
+        let row = self
+            .row_starts
+            .iter()
+            .rev()
+            .find(|s| **s <= start)
+            .copied()
+            .unwrap_or(0);
+        let end = end.min(self.text.len());
+        let mut h = std::hash::DefaultHasher::new();
+        std::hash::Hash::hash(rule, &mut h);
+        for w in self.text.get(row..end).unwrap_or("").split_whitespace() {
+            std::hash::Hash::hash(w, &mut h);
+        }
+        std::hash::Hasher::finish(&h)
+    }
+}
+
+impl Default for Screen {
+    fn default() -> Self {
+        Screen::new(DEFAULT_ROWS, DEFAULT_COLS)
+    }
+}
+
+impl std::fmt::Debug for Screen {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Screen")
+            .field("rows", &self.rows.len())
+            .field("seen", &self.seen.len())
+            .finish()
+    }
+}
+
+fn nz(n: u16, default: u16) -> NonZeroU16 {
+    NonZeroU16::new(n)
+        .or(NonZeroU16::new(default))
+        .unwrap_or(NonZeroU16::MIN)
+}
+
+impl Screen {
+    pub fn new(rows: u16, cols: u16) -> Screen {
+        Screen {
+            parser: vt100::Parser::new(nz(rows, DEFAULT_ROWS), nz(cols, DEFAULT_COLS), 0),
+            rows: Vec::new(),
+            seen: HashSet::new(),
+            seen_order: VecDeque::new(),
+        }
+    }
+
+    /// Feeds what the agent wrote to its terminal; returns the rows that changed, each run of
+    /// changed rows with one row of context on both sides (a phrase may start on the row above).
+    pub fn feed(&mut self, bytes: &[u8]) -> Changed {
+        self.parser.process(bytes);
+        let (_, cols) = self.parser.screen().size();
+        let now: Vec<String> = self.parser.screen().rows(0, cols.get()).collect();
+        let changed: Vec<bool> = now
+            .iter()
+            .enumerate()
+            .map(|(i, r)| self.rows.get(i) != Some(r) && !r.trim().is_empty())
+            .collect();
+        let mut out = Changed::default();
+        let mut take = vec![false; now.len()];
+        for (i, c) in changed.iter().enumerate() {
+            if *c {
+                let (lo, hi) = (i.saturating_sub(1), (i + 1).min(now.len().saturating_sub(1)));
+                take[lo..=hi].fill(true);
+            }
+        }
+        let mut prev_taken = false;
+        for (i, row) in now.iter().enumerate() {
+            if !take[i] {
+                prev_taken = false;
+                continue;
+            }
+            let t = row.trim();
+            if t.is_empty() {
+                // A blank row ends a paragraph.
+                if prev_taken && !out.text.ends_with('\n') {
+                    out.text.push('\n');
+                }
+                prev_taken = false;
+                continue;
+            }
+            if !out.text.is_empty() && !out.text.ends_with('\n') {
+                out.text.push(if prev_taken { ' ' } else { '\n' });
+            }
+            out.row_starts.push(out.text.len());
+            out.text.push_str(t);
+            prev_taken = true;
+        }
+        while out.text.ends_with('\n') {
+            out.text.pop();
+        }
+        self.rows = now;
+        out
+    }
+
+    /// Follows the terminal's size (a resized terminal is repainted by its TUI).
+    pub fn resize(&mut self, rows: u16, cols: u16) {
+        let (r, c) = self.parser.screen().size();
+        if (r.get(), c.get()) != (rows, cols) && rows > 0 && cols > 0 {
+            self.parser
+                .set_size(nz(rows, DEFAULT_ROWS), nz(cols, DEFAULT_COLS));
+        }
+    }
+
+    /// Whether a hit (by `Changed::hit_key`) is new on this screen; remembers it.
+    pub fn first_time(&mut self, key: u64) -> bool {
+        if !self.seen.insert(key) {
+            return false;
+        }
+        self.seen_order.push_back(key);
+        while self.seen_order.len() > SEEN_MAX {
+            if let Some(k) = self.seen_order.pop_front() {
+                self.seen.remove(&k);
+            }
+        }
+        true
+    }
+
+    /// The whole screen as text (tests, debugging).
+    pub fn contents(&self) -> String {
+        self.parser.screen().contents()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cursor_moves_read_as_the_spaces_they_leave() {
+        let mut s = Screen::new(24, 80);
+        let c = s.feed(b"Let\x1b[5Gme\x1b[8Gplan\x1b(B this.");
+        assert_eq!(c.text, "Let me plan this.");
+        // Codex: each word placed with CSI row;col H inside a synchronized update.
+        let mut s = Screen::new(24, 80);
+        let c = s.feed(b"\x1b[?2026h\x1b[3;1HHere's\x1b[3;8Hmy\x1b[3;11Hplan:\x1b[?2026l");
+        assert_eq!(c.text, "Here's my plan:");
+    }
+
+    #[test]
+    fn only_changed_rows_with_their_neighbours() {
+        let mut s = Screen::new(10, 40);
+        s.feed(b"\x1b[1;1Hfirst row\x1b[2;1Hsecond row\x1b[5;1Hfar away");
+        let c = s.feed(b"\x1b[2;1Hsecond row, longer");
+        assert_eq!(c.text, "first row second row, longer");
+        // Unchanged repaint: nothing.
+        let c = s.feed(b"\x1b[5;1Hfar away");
+        assert_eq!(c.text, "");
+    }
+
+    #[test]
+    fn wrapped_sentence_reads_as_one_and_a_repaint_is_not_new() {
+        let mut s = Screen::new(10, 40);
+        let c = s.feed(b"\x1b[2;1H\xe2\x97\x8f I've implemented the\x1b[3;3Happ and the tests.");
+        assert_eq!(c.text, "● I've implemented the app and the tests.");
+        let start = c.text.find("I've").unwrap_or(0);
+        let k1 = c.hit_key("false-completion", start, start + 16);
+        assert!(s.first_time(k1));
+        // Codex paints the same sentence again, lower down, indented differently.
+        let c = s.feed(
+            b"\x1b[2J\x1b[7;1H\xe2\x97\x8f  I've  implemented the\x1b[8;3Happ and the tests.",
+        );
+        let start = c.text.find("I've").unwrap_or(0);
+        let end = c.text.find("implemented").unwrap_or(0) + "implemented".len();
+        let k2 = c.hit_key("false-completion", start, end);
+        assert_eq!(k1, k2);
+        assert!(!s.first_time(k2));
+    }
+}

@@ -1,0 +1,512 @@
+#!/usr/bin/env python3
+"""A scripted stand-in for a model API, on loopback, for driving the real agent CLIs offline.
+
+It speaks the two wire protocols the real agents use:
+
+* the Anthropic Messages API (`POST /v1/messages`, streaming SSE with text and tool_use blocks):
+  Claude Code with `ANTHROPIC_BASE_URL=http://127.0.0.1:PORT`;
+* the OpenAI Responses API (`POST /v1/responses`, streaming SSE with output_text deltas and
+  function calls): Codex CLI with a custom provider (`base_url = "http://127.0.0.1:PORT/v1"`,
+  `wire_api = "responses"`), and the Chat Completions API (`POST /v1/chat/completions`,
+  streaming) for OpenAI-compatible agents.
+
+It plays a script: a JSON file with `turns`, each `{"text": "...", "tools": [...]}`, where a tool
+is `{"write": {"path", "content"}}`, `{"bash": "command"}` or `{"edit": {"path", "old", "new"}}`.
+Each request of the agent's main loop (one that offers tools) gets the next turn; the agent's
+side requests (titles, topic checks, token counts) get a short neutral answer. Text is streamed
+in small deltas with short pauses, as a real model does.
+
+Every request is logged (one JSON object per line: time, path, the kind of request, the turn it
+got, and the body) so a test can assert on what reached the model; each served turn's text is
+logged with the wall time its first delta went out, the origin of a detection latency.
+"""
+import argparse
+import json
+import os
+import re
+import sys
+import threading
+import time
+import uuid
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+LOCK = threading.Lock()
+STATE = {"next": 0, "served": 0}
+
+
+def now_ns():
+    return time.time_ns()
+
+
+def log(entry):
+    entry["time_ns"] = now_ns()
+    with LOCK, open(ARGS.log, "a", encoding="utf-8") as f:
+        f.write(json.dumps(entry) + "\n")
+
+
+def chunks(text, size=6):
+    """Small deltas, split at word boundaries where it can: how a model's text arrives."""
+    out, cur = [], ""
+    for tok in re.findall(r"\S+\s*|\s+", text):
+        if len(cur) + len(tok) > size and cur:
+            out.append(cur)
+            cur = ""
+        cur += tok
+    if cur:
+        out.append(cur)
+    return out
+
+
+def tool_names(body):
+    names = []
+    for t in body.get("tools") or []:
+        n = t.get("name") or (t.get("function") or {}).get("name")
+        if n:
+            names.append(n)
+        # Gemini: tools: [{functionDeclarations: [{name, ...}]}]
+        for f in t.get("functionDeclarations") or []:
+            if f.get("name"):
+                names.append(f["name"])
+    return names
+
+
+def next_turn(kind):
+    """The next scripted turn (None once the script is played)."""
+    with LOCK:
+        i = STATE["next"]
+        if i >= len(SCRIPT["turns"]):
+            return None, i
+        STATE["next"] = i + 1
+        return SCRIPT["turns"][i], i
+
+
+def finished_turn():
+    with LOCK:
+        STATE["served"] += 1
+        done = STATE["served"] >= len(SCRIPT["turns"])
+    if done:
+        log({"event": "script_done"})
+
+
+# ------------------------------------------------------------------ tool calls, per agent
+
+
+def shell_call(names, command):
+    """A shell command as the agent's own shell tool takes it."""
+    if "Bash" in names:
+        return "Bash", {"command": command, "description": "Run a command"}
+    if "exec_command" in names:
+        return "exec_command", {"cmd": command}
+    if "shell_command" in names:
+        return "shell_command", {"command": command}
+    if "shell" in names:
+        return "shell", {"command": ["bash", "-lc", command]}
+    if "run_shell_command" in names:
+        return "run_shell_command", {"command": command}
+    if "bash" in names:
+        return "bash", {"command": command}
+    raise KeyError(f"no shell tool among {names}")
+
+
+def heredoc(path, content):
+    return f"mkdir -p \"$(dirname '{path}')\" && cat > '{path}' <<'AXIOM_EOF'\n{content}\nAXIOM_EOF"
+
+
+def tool_call(names, tool):
+    """(tool name, input object) for one scripted tool call."""
+    if "write" in tool:
+        w = tool["write"]
+        if "Write" in names:
+            return "Write", {"file_path": w["path"], "content": w["content"]}
+        if "write_file" in names:
+            return "write_file", {"file_path": w["path"], "content": w["content"]}
+        return shell_call(names, heredoc(w["path"], w["content"]))
+    if "edit" in tool:
+        e = tool["edit"]
+        if "Edit" in names:
+            return "Edit", {"file_path": e["path"], "old_string": e["old"], "new_string": e["new"]}
+        if "replace" in names:
+            return "replace", {"file_path": e["path"], "old_string": e["old"], "new_string": e["new"], "instruction": "edit"}
+        py = (
+            "import sys,pathlib; p=pathlib.Path(sys.argv[1]); "
+            "p.write_text(p.read_text().replace(sys.argv[2], sys.argv[3], 1))"
+        )
+        q = lambda s: "'" + s.replace("'", "'\\''") + "'"
+        return shell_call(names, f"python3 -c {q(py)} {q(e['path'])} {q(e['old'])} {q(e['new'])}")
+    if "bash" in tool:
+        return shell_call(names, tool["bash"])
+    raise KeyError(f"unknown tool {tool}")
+
+
+# ------------------------------------------------------------------ Anthropic Messages
+
+
+def anthropic_stream(h, turn, names, model):
+    msg_id = "msg_" + uuid.uuid4().hex[:20]
+    h.sse_start()
+    h.sse(
+        "message_start",
+        {
+            "type": "message_start",
+            "message": {
+                "id": msg_id,
+                "type": "message",
+                "role": "assistant",
+                "model": model,
+                "content": [],
+                "stop_reason": None,
+                "stop_sequence": None,
+                "usage": {"input_tokens": 100, "output_tokens": 1},
+            },
+        },
+    )
+    index = 0
+    text = turn.get("text", "")
+    if text:
+        h.sse(
+            "content_block_start",
+            {"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}},
+        )
+        log({"event": "text", "turn": turn.get("_i"), "text": text})
+        for c in chunks(text):
+            h.sse(
+                "content_block_delta",
+                {"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": c}},
+            )
+            time.sleep(ARGS.delta_ms / 1000)
+        h.sse("content_block_stop", {"type": "content_block_stop", "index": 0})
+        index = 1
+    tools = turn.get("tools", [])
+    for t in tools:
+        name, inp = tool_call(names, t)
+        h.sse(
+            "content_block_start",
+            {
+                "type": "content_block_start",
+                "index": index,
+                "content_block": {"type": "tool_use", "id": "toolu_" + uuid.uuid4().hex[:20], "name": name, "input": {}},
+            },
+        )
+        raw = json.dumps(inp)
+        for i in range(0, len(raw), 40):
+            h.sse(
+                "content_block_delta",
+                {"type": "content_block_delta", "index": index, "delta": {"type": "input_json_delta", "partial_json": raw[i : i + 40]}},
+            )
+        h.sse("content_block_stop", {"type": "content_block_stop", "index": index})
+        index += 1
+    h.sse(
+        "message_delta",
+        {
+            "type": "message_delta",
+            "delta": {"stop_reason": "tool_use" if tools else "end_turn", "stop_sequence": None},
+            "usage": {"output_tokens": 20},
+        },
+    )
+    h.sse("message_stop", {"type": "message_stop"})
+
+
+def anthropic_plain(h, text, model):
+    h.json(
+        200,
+        {
+            "id": "msg_" + uuid.uuid4().hex[:20],
+            "type": "message",
+            "role": "assistant",
+            "model": model,
+            "content": [{"type": "text", "text": text}],
+            "stop_reason": "end_turn",
+            "stop_sequence": None,
+            "usage": {"input_tokens": 10, "output_tokens": 5},
+        },
+    )
+
+
+# ------------------------------------------------------------------ OpenAI Responses
+
+
+def responses_stream(h, turn, names, model):
+    rid = "resp_" + uuid.uuid4().hex[:20]
+    seq = [0]
+
+    def ev(kind, obj):
+        obj["type"] = kind
+        obj["sequence_number"] = seq[0]
+        seq[0] += 1
+        h.sse(kind, obj)
+
+    base = {"id": rid, "object": "response", "created_at": int(time.time()), "model": model, "output": []}
+    h.sse_start()
+    ev("response.created", {"response": dict(base, status="in_progress")})
+    ev("response.in_progress", {"response": dict(base, status="in_progress")})
+    output = []
+    text = turn.get("text", "")
+    if text:
+        item_id = "msg_" + uuid.uuid4().hex[:20]
+        oi = len(output)
+        ev(
+            "response.output_item.added",
+            {"output_index": oi, "item": {"id": item_id, "type": "message", "status": "in_progress", "role": "assistant", "content": []}},
+        )
+        ev(
+            "response.content_part.added",
+            {"item_id": item_id, "output_index": oi, "content_index": 0, "part": {"type": "output_text", "text": "", "annotations": []}},
+        )
+        log({"event": "text", "turn": turn.get("_i"), "text": text})
+        for c in chunks(text):
+            ev("response.output_text.delta", {"item_id": item_id, "output_index": oi, "content_index": 0, "delta": c, "logprobs": []})
+            time.sleep(ARGS.delta_ms / 1000)
+        ev("response.output_text.done", {"item_id": item_id, "output_index": oi, "content_index": 0, "text": text, "logprobs": []})
+        part = {"type": "output_text", "text": text, "annotations": []}
+        ev("response.content_part.done", {"item_id": item_id, "output_index": oi, "content_index": 0, "part": part})
+        item = {"id": item_id, "type": "message", "status": "completed", "role": "assistant", "content": [part]}
+        ev("response.output_item.done", {"output_index": oi, "item": item})
+        output.append(item)
+    for t in turn.get("tools", []):
+        name, inp = tool_call(names, t)
+        args = json.dumps(inp)
+        oi = len(output)
+        fid = "fc_" + uuid.uuid4().hex[:20]
+        call_id = "call_" + uuid.uuid4().hex[:20]
+        item = {"id": fid, "type": "function_call", "status": "in_progress", "call_id": call_id, "name": name, "arguments": ""}
+        ev("response.output_item.added", {"output_index": oi, "item": item})
+        ev("response.function_call_arguments.delta", {"item_id": fid, "output_index": oi, "delta": args})
+        ev("response.function_call_arguments.done", {"item_id": fid, "output_index": oi, "arguments": args})
+        item = dict(item, status="completed", arguments=args)
+        ev("response.output_item.done", {"output_index": oi, "item": item})
+        output.append(item)
+    usage = {
+        "input_tokens": 100,
+        "input_tokens_details": {"cached_tokens": 0},
+        "output_tokens": 20,
+        "output_tokens_details": {"reasoning_tokens": 0},
+        "total_tokens": 120,
+    }
+    ev("response.completed", {"response": dict(base, status="completed", output=output, usage=usage)})
+
+
+# ------------------------------------------------------------------ OpenAI Chat Completions
+
+
+def chat_stream(h, turn, names, model):
+    cid = "chatcmpl-" + uuid.uuid4().hex[:20]
+    h.sse_start()
+
+    def chunk(delta, finish=None):
+        h.sse(
+            None,
+            {
+                "id": cid,
+                "object": "chat.completion.chunk",
+                "created": int(time.time()),
+                "model": model,
+                "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
+            },
+        )
+
+    chunk({"role": "assistant", "content": ""})
+    text = turn.get("text", "")
+    if text:
+        log({"event": "text", "turn": turn.get("_i"), "text": text})
+        for c in chunks(text):
+            chunk({"content": c})
+            time.sleep(ARGS.delta_ms / 1000)
+    tools = turn.get("tools", [])
+    for i, t in enumerate(tools):
+        name, inp = tool_call(names, t)
+        chunk(
+            {
+                "tool_calls": [
+                    {"index": i, "id": "call_" + uuid.uuid4().hex[:20], "type": "function", "function": {"name": name, "arguments": json.dumps(inp)}}
+                ]
+            }
+        )
+    chunk({}, "tool_calls" if tools else "stop")
+    h.wfile.write(b"data: [DONE]\n\n")
+    h.wfile.flush()
+
+
+# ------------------------------------------------------------------ Gemini generateContent
+
+
+def gemini_stream(h, turn, names, model):
+    h.sse_start()
+    text = turn.get("text", "")
+    usage = {"promptTokenCount": 100, "candidatesTokenCount": 20, "totalTokenCount": 120}
+
+    def chunk(parts, finish=None):
+        cand = {"content": {"role": "model", "parts": parts}, "index": 0}
+        if finish:
+            cand["finishReason"] = finish
+        h.sse(None, {"candidates": [cand], "usageMetadata": usage, "modelVersion": model})
+
+    if text:
+        log({"event": "text", "turn": turn.get("_i"), "text": text})
+        for c in chunks(text):
+            chunk([{"text": c}])
+            time.sleep(ARGS.delta_ms / 1000)
+    calls = []
+    for t in turn.get("tools", []):
+        name, inp = tool_call(names, t)
+        calls.append({"functionCall": {"name": name, "args": inp}})
+    chunk(calls or [{"text": ""}], "STOP")
+
+
+def from_schema(schema):
+    """The least value a JSON schema accepts: side requests (routing, next-speaker checks) ask
+    for JSON of a given shape."""
+    t = str(schema.get("type", "object")).lower()
+    if schema.get("enum"):
+        return schema["enum"][0]
+    if t == "object":
+        props = schema.get("properties") or {}
+        return {k: from_schema(props.get(k, {})) for k in schema.get("required") or props.keys()}
+    if t == "array":
+        return []
+    if t in ("integer", "number"):
+        return 1
+    if t == "boolean":
+        return False
+    return "user" if "speaker" in json.dumps(schema) else "ok"
+
+
+def gemini_plain(h, turn, names, model, body=None):
+    gc = (body or {}).get("generationConfig") or {}
+    schema = gc.get("responseJsonSchema") or gc.get("responseSchema")
+    if schema is not None and not names:
+        turn = {"text": json.dumps(from_schema(schema))}
+    parts = []
+    if turn.get("text"):
+        parts.append({"text": turn["text"]})
+    for t in turn.get("tools", []):
+        name, inp = tool_call(names, t)
+        parts.append({"functionCall": {"name": name, "args": inp}})
+    h.json(
+        200,
+        {
+            "candidates": [{"content": {"role": "model", "parts": parts or [{"text": "OK"}]}, "finishReason": "STOP", "index": 0}],
+            "usageMetadata": {"promptTokenCount": 10, "candidatesTokenCount": 5, "totalTokenCount": 15},
+        },
+    )
+
+
+# ------------------------------------------------------------------ server
+
+
+class Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, *a):
+        pass
+
+    def sse_start(self):
+        self.send_response(200)
+        self.send_header("Content-Type", "text/event-stream")
+        self.send_header("Cache-Control", "no-cache")
+        self.send_header("Connection", "close")
+        self.end_headers()
+        self.close_connection = True
+
+    def sse(self, event, obj):
+        data = ""
+        if event:
+            data += f"event: {event}\n"
+        data += "data: " + json.dumps(obj) + "\n\n"
+        self.wfile.write(data.encode())
+        self.wfile.flush()
+
+    def json(self, code, obj):
+        b = json.dumps(obj).encode()
+        self.send_response(code)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(b)))
+        self.end_headers()
+        self.wfile.write(b)
+
+    def do_GET(self):
+        path = self.path.split("?")[0]
+        if path.endswith("/models"):
+            self.json(200, {"object": "list", "data": [{"id": ARGS.model, "object": "model", "created": 0, "owned_by": "axiom"}], "models": []})
+        else:
+            self.json(200, {})
+
+    def do_HEAD(self):
+        self.send_response(200)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def do_POST(self):
+        n = int(self.headers.get("Content-Length") or 0)
+        raw = self.rfile.read(n) if n else b""
+        try:
+            body = json.loads(raw or b"{}")
+        except ValueError:
+            body = {}
+        path = self.path.split("?")[0]
+        names = tool_names(body)
+        model = body.get("model") or ARGS.model
+        stream = bool(body.get("stream"))
+        # The main loop offers the agent's tools (a shell among them); side requests do not.
+        main = any(x in names for x in ("Bash", "exec_command", "shell", "shell_command", "run_shell_command", "bash"))
+        turn, i = (next_turn(path) if main else (None, None))
+        log({"event": "request", "path": path, "main": main, "turn": i if turn is not None else None, "tools": names, "body": body})
+        if turn is not None:
+            # The origin of a detection latency: the model starts answering with this turn.
+            log({"event": "turn", "turn": i})
+        if turn is not None:
+            turn = dict(turn, _i=i)
+        else:
+            turn = {"text": ARGS.idle_text if main else "OK"}
+        try:
+            if path.endswith("/count_tokens"):
+                self.json(200, {"input_tokens": 100})
+            elif path.endswith("/messages"):
+                if stream:
+                    anthropic_stream(self, turn, names, model)
+                else:
+                    anthropic_plain(self, turn.get("text", "OK"), model)
+            elif path.endswith("/responses"):
+                responses_stream(self, turn, names, model)
+            elif path.endswith("/chat/completions"):
+                chat_stream(self, turn, names, model)
+            elif ":streamGenerateContent" in path:
+                gemini_stream(self, turn, names, path.split("/models/")[-1].split(":")[0])
+            elif ":generateContent" in path:
+                gemini_plain(self, turn, names, path.split("/models/")[-1].split(":")[0], body)
+            elif ":countTokens" in path:
+                self.json(200, {"totalTokens": 100})
+            else:
+                self.json(404, {"error": {"type": "not_found", "message": path}})
+                return
+        except (BrokenPipeError, ConnectionResetError):
+            return
+        if "_i" in turn:
+            finished_turn()
+
+
+def main():
+    global ARGS, SCRIPT
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--script", required=True, help="the scenario: a JSON file with turns")
+    p.add_argument("--log", required=True, help="JSON lines: every request, every text served")
+    p.add_argument("--port", type=int, default=0, help="0: any free port")
+    p.add_argument("--port-file", help="where the chosen port is written once listening")
+    p.add_argument("--model", default="claude-sonnet-4-5")
+    p.add_argument("--delta-ms", type=float, default=15.0, help="pause between text deltas")
+    p.add_argument("--idle-text", default="Done.", help="the answer once the script is played")
+    ARGS = p.parse_args()
+    with open(ARGS.script, encoding="utf-8") as f:
+        SCRIPT = json.load(f)
+    srv = ThreadingHTTPServer(("127.0.0.1", ARGS.port), Handler)
+    srv.daemon_threads = True
+    if ARGS.port_file:
+        tmp = ARGS.port_file + ".tmp"
+        with open(tmp, "w") as f:
+            f.write(str(srv.server_address[1]))
+        os.replace(tmp, ARGS.port_file)
+    print(f"standin: listening on 127.0.0.1:{srv.server_address[1]}", file=sys.stderr, flush=True)
+    srv.serve_forever()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,123 @@
+//! `cargo xtask bench realagents`: the scenario matrix on every installed real agent (Claude
+//! Code and Codex CLI: all scenarios; Gemini CLI: the basic ones), each session interactive under `axiomctl run` against the model stand-in.
+//! Prints, per rule family, precision and recall over the matrix, and the detection latency
+//! from the model starting the turn that planted a violation to axiomd's violation event.
+use anyhow::bail;
+use axiom_tests::realagents::{self, AGENTS, Score};
+
+use super::median;
+use crate::{build, require_root, setup::setup};
+
+fn percentile(v: &mut [f64], p: f64) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    if v.is_empty() {
+        return f64::NAN;
+    }
+    let i = ((v.len() as f64 - 1.0) * p).round() as usize;
+    v[i.min(v.len() - 1)]
+}
+
+pub fn run() -> anyhow::Result<()> {
+    require_root("bench realagents")?;
+    setup()?;
+    build()?;
+    let mut total = Score::default();
+    let mut families: Vec<(&'static str, Score)> = Vec::new();
+    let mut latencies = Vec::new();
+    let mut sessions = 0usize;
+    for agent in AGENTS {
+        if !agent.installed() {
+            println!(
+                "bench realagents: {} is not installed, skipped",
+                agent.name()
+            );
+            continue;
+        }
+        let d = realagents::daemon(&format!("bench_real_{}", agent.name()));
+        for sc in agent.scenarios() {
+            let dir = std::env::temp_dir().join(axiom_tests::unique(&format!(
+                "bench-real-{}-{}",
+                agent.name(),
+                sc.name
+            )));
+            let s = realagents::run_session(&d, agent, &sc, &dir);
+            let ws = dir.join("ws");
+            let got = s.reported(&ws);
+            sessions += 1;
+            total.add(&sc.expect, &got);
+            // Per family: the expectations and reports of that family.
+            let mut fams: Vec<&'static str> = sc
+                .expect
+                .iter()
+                .map(|e| realagents::family(&e.rule))
+                .chain(got.iter().map(|g| realagents::family(&g.rule)))
+                .collect();
+            fams.sort();
+            fams.dedup();
+            for f in fams {
+                let exp: Vec<_> = sc
+                    .expect
+                    .iter()
+                    .filter(|e| realagents::family(&e.rule) == f)
+                    .cloned()
+                    .collect();
+                let rep: Vec<_> = got
+                    .iter()
+                    .filter(|e| realagents::family(&e.rule) == f)
+                    .cloned()
+                    .collect();
+                match families.iter_mut().find(|(n, _)| *n == f) {
+                    Some((_, sc)) => sc.add(&exp, &rep),
+                    None => {
+                        let mut s = Score::default();
+                        s.add(&exp, &rep);
+                        families.push((f, s));
+                    }
+                }
+            }
+            let (tp, fp, fn_) = realagents::judge(&sc.expect, &got);
+            let lat = s.detection_ms();
+            let (ev_min, text_min, bin_min) = s.volume_per_minute();
+            println!(
+                "  {:6} {:18} tp={tp} fp={fp} fn={fn_} {:.1} s  events/min={ev_min:.0} text_kb/min={:.1} binary_kb/min={:.1}  reported={:?}  detect_ms={:?}",
+                agent.name(),
+                sc.name,
+                s.elapsed.as_secs_f64(),
+                text_min / 1024.0,
+                bin_min / 1024.0,
+                got.iter().map(|g| g.rule.as_str()).collect::<Vec<_>>(),
+                lat.iter()
+                    .map(|(r, ms)| format!("{r}:{ms:.0}"))
+                    .collect::<Vec<_>>()
+            );
+            for (rule, ms) in lat {
+                if sc.expect.iter().any(|e| e.rule == rule) {
+                    latencies.push(ms);
+                }
+            }
+            let _ = std::fs::remove_dir_all(&dir);
+        }
+    }
+    if sessions == 0 {
+        bail!("no real agent is installed: run cargo xtask setup");
+    }
+    families.sort_by_key(|(f, _)| *f);
+    for (f, s) in &families {
+        println!(
+            "bench realagents: family={f} precision={:.3} recall={:.3} (tp={} fp={} fn={})",
+            s.precision(),
+            s.recall(),
+            s.true_pos,
+            s.false_pos,
+            s.false_neg
+        );
+    }
+    let p50 = median(&mut latencies.clone());
+    let p99 = percentile(&mut latencies, 0.99);
+    println!(
+        "bench realagents: sessions={sessions} precision={:.3} recall={:.3} detect_p50_ms={p50:.1} detect_p99_ms={p99:.1}",
+        total.precision(),
+        total.recall()
+    );
+    Ok(())
+}

@@ -105,7 +105,10 @@ impl Screen {
         let mut take = vec![false; now.len()];
         for (i, c) in changed.iter().enumerate() {
             if *c {
-                let (lo, hi) = (i.saturating_sub(1), (i + 1).min(now.len().saturating_sub(1)));
+                let (lo, hi) = (
+                    i.saturating_sub(1),
+                    (i + 1).min(now.len().saturating_sub(1)),
+                );
                 take[lo..=hi].fill(true);
             }
         }

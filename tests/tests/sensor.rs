@@ -52,18 +52,27 @@ fn tracked_cgroup_yields_lifecycle_output_file_and_connect_events() {
         ("sh", 0, cg.id())
     );
     assert_eq!(out.agent, agent);
+    // Paths are absolute (the process's cwd or directory fd resolved), and a shell's
+    // redirection is attributed to its file at the time of the write.
+    let (f1, f2, subdir) = (
+        format!("{dir}/f1"),
+        format!("{dir}/f2"),
+        format!("{dir}/sub"),
+    );
     let open = sub.wait_for(
         "open for write",
         T,
-        |e| matches!(&e.body, Body::File { op, path, .. } if op == "open" && path == "f1"),
+        |e| matches!(&e.body, Body::File { op, path, .. } if op == "open" && *path == f1),
     );
     assert_eq!(open.tgid, pid);
     sub.wait_for("file payload", T, |e| {
-        e.tgid == pid && output_text(e) == Some("data")
+        e.tgid == pid
+            && output_text(e) == Some("data")
+            && matches!(&e.body, Body::Output { target: Some(t), .. } if *t == f1)
     });
     // mv, mkdir and rm are child processes: their pids come from fork events of the shell.
     let rename = sub.wait_for("rename", T, |e| {
-        matches!(&e.body, Body::File { op, path, path2, .. } if op == "rename" && path == "f1" && path2.as_deref() == Some("f2"))
+        matches!(&e.body, Body::File { op, path, path2, .. } if op == "rename" && *path == f1 && path2.as_deref() == Some(f2.as_str()))
     });
     let fork = sub.wait_for("fork of mv", T, |e| {
         e.tgid == pid && matches!(e.body, Body::Fork { child_pid } if child_pid == rename.tgid)
@@ -73,12 +82,12 @@ fn tracked_cgroup_yields_lifecycle_output_file_and_connect_events() {
     sub.wait_for(
         "mkdir",
         T,
-        |e| matches!(&e.body, Body::File { op, path, .. } if op == "mkdir" && path == "sub"),
+        |e| matches!(&e.body, Body::File { op, path, .. } if op == "mkdir" && *path == subdir),
     );
     sub.wait_for(
         "unlink",
         T,
-        |e| matches!(&e.body, Body::File { op, path, .. } if op == "unlink" && path == "f2"),
+        |e| matches!(&e.body, Body::File { op, path, .. } if op == "unlink" && *path == f2),
     );
     let conn = sub.wait_for(
         "connect",

@@ -774,8 +774,11 @@ pub fn is_terminal(target: Option<&str>) -> bool {
     target.is_some_and(|t| t.starts_with("/dev/pts/") || t.starts_with("/dev/tty"))
 }
 
-/// What the sensor names a socketpair's end: local IPC between an agent's own processes.
-pub const LOCAL_SOCKET: &str = "socket:[pair]";
+/// What the sensor names a pipe and a socketpair the agent made itself (seen in the kernel):
+/// channels between its own processes. A pipe or socket it inherited is named as /proc names
+/// it (`pipe:[inode]`): it may lead out of the agent.
+pub const LOCAL_PIPE: &str = "pipe:[agent]";
+pub const LOCAL_SOCKET: &str = "socket:[agent]";
 
 /// A socket (its payload is network scope), not a socketpair between the agent's processes.
 pub fn is_socket(target: Option<&str>) -> bool {
@@ -785,7 +788,7 @@ pub fn is_socket(target: Option<&str>) -> bool {
 /// A channel between the agent's own processes (a pipe, a socketpair): what crosses it has not
 /// left the agent.
 pub fn is_local_channel(target: Option<&str>) -> bool {
-    target.is_some_and(|t| t.starts_with("pipe:") || t == LOCAL_SOCKET)
+    target.is_some_and(|t| t == LOCAL_PIPE || t == LOCAL_SOCKET)
 }
 
 /// What an offline check (`axiomctl rules test`, the MCP `principles` tool) matches for a sample

@@ -1,4 +1,5 @@
-//! Per-agent rule state: context windows, activity (for claims and timeouts), cooldowns.
+//! Per-agent rule state: context windows, one emulated screen per agent terminal, activity (for
+//! claims and timeouts), cooldowns, findings held for a rename, what was typed into the agent.
 use std::{collections::HashMap, time::Instant};
 
 use axiom_common::{
@@ -95,6 +96,15 @@ pub struct Engine {
 
 /// (agent) → (its terminal device, rows, cols).
 pub type TerminalOf = Box<dyn Fn(u64) -> Option<(String, u16, u16)> + Send>;
+
+/// The agent CLIs whose first prompt can be given on the command line.
+fn is_agent_cli(program: &str) -> bool {
+    let name = program.rsplit('/').next().unwrap_or(program);
+    matches!(
+        name,
+        "claude" | "codex" | "gemini" | "aider" | "opencode" | "qwen" | "cursor-agent" | "amp"
+    )
+}
 
 /// How long a finding on a temporary file waits for the rename that names its real file.
 const HOLD: std::time::Duration = std::time::Duration::from_millis(300);
@@ -285,10 +295,13 @@ impl Engine {
                 let mut a = Activity::new(now);
                 a.workspace = workspace.clone();
                 self.activity.insert(ev.agent, a);
-                // A prompt given on the command line is the user's words when the agent shows
-                // it on its screen ("make sure the tests pass" is not a claim).
-                for a in command.iter().skip(1).filter(|a| a.contains(' ')) {
-                    self.typed(ev.agent, a);
+                // A prompt given to an agent CLI on its command line is the user's words when
+                // the agent shows it on its screen ("make sure the tests pass" is not a claim).
+                // (A script given to a shell is not a prompt: what it prints is the agent's.)
+                if command.first().is_some_and(|c| is_agent_cli(c)) {
+                    for a in command.iter().skip(1).filter(|a| a.contains(' ')) {
+                        self.typed(ev.agent, a);
+                    }
                 }
             }
             Body::AgentExited { .. } => {

@@ -1,8 +1,9 @@
 //! Rules in userspace: the follow-up stage. Every event of a tracked agent is matched against
 //! the active rule set (literal prefilter, then the full regex over a context window that spans
-//! consecutive writes of the same fd), claims are checked against what the kernel saw the agent
-//! do, timeouts are checked once a second, cooldowns de-duplicate per agent and rule — and each
-//! finding becomes a `violation` event and, by the rule's action, an intervention.
+//! consecutive writes of the same fd; for its terminal, over the rows of its emulated screen that
+//! changed), claims are checked against what the kernel saw the agent do, timeouts are checked
+//! once a second, cooldowns de-duplicate per agent and rule — and each finding becomes a
+//! `violation` event and, by the rule's action, an intervention.
 pub mod engine;
 
 use std::{

@@ -1,5 +1,6 @@
 //! From ring records to events: read both rings, decode in place, add what the kernel record does
-//! not carry (parent pid, cwd of an exec, what an fd points at), number, and publish.
+//! not carry (parent pid, cwd of an exec, what an fd points at — from the fd table the kernel's
+//! fd records keep in order with the writes, else /proc), number, and publish.
 pub mod decode;
 
 use std::{
@@ -157,12 +158,11 @@ impl FdTable {
                     m.remove(&first);
                     return;
                 }
-                // A pipe, or a socketpair (local IPC between the agent's own processes): what
-                // /proc would say, without the inode — the scope is what matters.
+                // A pipe or a socketpair the agent made: a channel between its own processes.
                 let what: Arc<str> = if socket {
                     axiom_common::rules::LOCAL_SOCKET.into()
                 } else {
-                    "pipe:".into()
+                    axiom_common::rules::LOCAL_PIPE.into()
                 };
                 for fd in [first, second] {
                     if fd >= 0 && m.len() < FDT_PER_PROC {

@@ -115,9 +115,13 @@ pub enum Body {
         /// From the offending syscall to the violation, µs (rule interventions).
         #[serde(default, skip_serializing_if = "Option::is_none")]
         detect_us: Option<f64>,
-        /// Carrying out the action, µs.
+        /// Carrying out the action, µs (for an inject: until the agent's screen showed it).
         #[serde(default, skip_serializing_if = "Option::is_none")]
         act_us: Option<f64>,
+        /// An inject: whether the agent's screen showed the message after it was typed (the
+        /// agent took it as input), or not within the wait.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        delivered: Option<bool>,
     },
     /// A rule matched what an agent did.
     Violation {

@@ -191,6 +191,10 @@ pub struct RulesConfig {
     /// as the prototype steered Claude Code) and after it (default Enter).
     pub inject_prefix: String,
     pub inject_suffix: String,
+    /// Pause between the prefix, the message and the suffix, ms: a real agent's TUI reads keys
+    /// written together as one chord or one paste (measured: 300 ms delivers to Claude Code and
+    /// Codex; 100 ms or less was flaky).
+    pub inject_gap_ms: u64,
     /// Compiled rule plugins, keyed by the module's SHA-256 (must be root's, 0700).
     pub plugin_cache: PathBuf,
 }
@@ -201,6 +205,7 @@ impl Default for RulesConfig {
             paths: vec!["/usr/share/axiom/rules".into(), "/etc/axiom/rules.d".into()],
             inject_prefix: "\u{1b}".into(),
             inject_suffix: "\r".into(),
+            inject_gap_ms: 300,
             plugin_cache: "/var/cache/axiom/wasm".into(),
         }
     }

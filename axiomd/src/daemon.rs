@@ -171,6 +171,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
             cfg.rules.inject_prefix.clone(),
             cfg.rules.inject_suffix.clone(),
         ),
+        inject_gap: std::time::Duration::from_millis(cfg.rules.inject_gap_ms),
     });
     {
         let shared = shared.clone();

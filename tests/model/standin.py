@@ -479,7 +479,9 @@ class Handler(BaseHTTPRequestHandler):
                 self.json(404, {"error": {"type": "not_found", "message": path}})
                 return
         except (BrokenPipeError, ConnectionResetError):
-            return
+            # The agent hung up mid-answer (the user — or an intervention — interrupted it):
+            # the turn was said all the same.
+            log({"event": "interrupted", "turn": turn.get("_i")})
         if "_i" in turn:
             finished_turn()
 

@@ -349,6 +349,23 @@ pub fn scenarios() -> Vec<Scenario> {
     ]
 }
 
+/// Planning talk that the shipped `stop-planning` rule answers with an inject: the model's next
+/// turn is served only once the message typed into the agent has reached it.
+pub fn delivery_scenario() -> Scenario {
+    Scenario {
+        name: "delivery",
+        prompt: "Refactor the config loader.",
+        turns: |_, _| {
+            json!({"turns": [
+                {"text": "Let me plan this carefully before touching anything: first the loader, then the callers."},
+                {"text": "Implementing the loader now."}
+            ]})
+        },
+        prepare: nothing,
+        expect: vec![expect("stop-planning", None)],
+    }
+}
+
 /// The scenarios for a third agent of another UI family (clean, TODO, planning).
 pub fn basic_scenarios() -> Vec<Scenario> {
     scenarios()

@@ -101,3 +101,37 @@ fn codex_scenarios() {
 fn gemini_cli_basic_scenarios() {
     matrix(Agent::Gemini);
 }
+
+/// With the shipped actions: `stop-planning` types its message into the real TUI (ESC, a pause,
+/// a bracketed paste, a pause, Enter). It reaches the model as the user's next message, and the
+/// intervention says it was delivered.
+#[test]
+fn interventions_reach_the_model() {
+    let d = axiom_tests::Daemon::start("real_delivery", &[]);
+    let message = "Stop planning and start implementing. Write the code now.";
+    for agent in [Agent::Claude, Agent::Codex] {
+        let sc = delivery_scenario();
+        let dir = std::env::temp_dir().join(unique(&format!("real-{}-delivery", agent.name())));
+        let s = run_session(&d, agent, &sc, &dir);
+        let reached = s.model_log.iter().any(|e| {
+            e["event"] == "request" && e["main"] == true && e["body"].to_string().contains(message)
+        });
+        assert!(
+            reached,
+            "{}: the intervention never reached the model; events: {:?}",
+            agent.name(),
+            s.events
+                .iter()
+                .filter(|e| matches!(e.body, Body::Intervention { .. } | Body::Violation { .. }))
+                .collect::<Vec<_>>()
+        );
+        let delivered = s.events.iter().find_map(|e| match &e.body {
+            Body::Intervention {
+                action, delivered, ..
+            } if action == "inject" => Some(*delivered),
+            _ => None,
+        });
+        assert_eq!(delivered, Some(Some(true)), "{}", agent.name());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}

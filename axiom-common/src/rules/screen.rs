@@ -164,6 +164,18 @@ impl Screen {
         true
     }
 
+    /// Whether the program on this terminal asked for bracketed paste (`CSI ?2004h`).
+    pub fn bracketed_paste(&self) -> bool {
+        self.parser.screen().bracketed_paste()
+    }
+
+    /// Whether the screen shows `text` (blanks folded: a TUI wraps and indents).
+    pub fn shows(&self, text: &str) -> bool {
+        let fold = |s: &str| s.split_whitespace().collect::<Vec<_>>().join(" ");
+        let want = fold(text);
+        !want.is_empty() && fold(&self.contents()).contains(&want)
+    }
+
     /// The whole screen as text (tests, debugging).
     pub fn contents(&self) -> String {
         self.parser.screen().contents()

@@ -28,6 +28,22 @@ pub enum TerminalError {
 #[derive(Default)]
 pub struct Terminals {
     held: Mutex<HashMap<u64, Arc<OwnedFd>>>,
+    /// One typist per agent: two messages typed at once would interleave their keystrokes.
+    typing: Mutex<HashMap<u64, Arc<Mutex<()>>>>,
+}
+
+/// How a message is typed into a real agent's TUI (measured on Claude Code 2.1 and Codex CLI
+/// 0.171): the interrupt key, a pause, the text — as a bracketed paste when the agent asked
+/// for them (`CSI ?2004h`), so a long or multi-line message is one input, not keystrokes that
+/// submit it line by line or trip paste detection — a pause, then Enter. In one write the
+/// interrupt key and the first letter read as Alt+letter, and a long message as a paste left
+/// in the composer.
+pub struct Typing<'a> {
+    pub before: &'a str,
+    pub text: &'a str,
+    pub after: &'a str,
+    pub paste: bool,
+    pub gap: Duration,
 }
 
 /// How long an injection waits for room in the agent's input buffer.
@@ -48,6 +64,9 @@ impl Terminals {
         if let Ok(mut h) = self.held.lock() {
             h.remove(&agent);
         }
+        if let Ok(mut t) = self.typing.lock() {
+            t.remove(&agent);
+        }
     }
 
     /// The agent's terminal device (`/dev/pts/N`) and its size (rows, cols), from the master.
@@ -63,6 +82,31 @@ impl Terminals {
                 && libc::ioctl(fd.as_raw_fd(), libc::TIOCGWINSZ, &mut ws) == 0
         };
         ok.then(|| (format!("/dev/pts/{n}"), ws.ws_row, ws.ws_col))
+    }
+
+    /// Types a message as `Typing` says: separate writes, paced.
+    pub fn type_paced(&self, agent: u64, t: &Typing) -> Result<(), TerminalError> {
+        let typist = self
+            .typing
+            .lock()
+            .map(|mut m| m.entry(agent).or_default().clone())
+            .unwrap_or_default();
+        let _one_at_a_time = typist.lock();
+        if !t.before.is_empty() {
+            self.inject(agent, t.before.as_bytes())?;
+            std::thread::sleep(t.gap);
+        }
+        if t.paste {
+            let text = format!("\x1b[200~{}\x1b[201~", t.text.replace('\x1b', ""));
+            self.inject(agent, text.as_bytes())?;
+        } else {
+            self.inject(agent, t.text.as_bytes())?;
+        }
+        if !t.after.is_empty() {
+            std::thread::sleep(t.gap);
+            self.inject(agent, t.after.as_bytes())?;
+        }
+        Ok(())
     }
 
     fn get(&self, agent: u64) -> Option<Arc<OwnedFd>> {

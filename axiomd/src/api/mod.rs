@@ -45,6 +45,8 @@ pub struct Shared {
     )>,
     /// Typed around an `inject` rule's message.
     pub inject_keys: (String, String),
+    /// The pause between the keys before the message, the message and the keys after it.
+    pub inject_gap: std::time::Duration,
     /// The event store's tiers (none when the store is off).
     pub store: Option<crate::store::Running>,
     /// Confinement profiles (`axiomctl run --profile`).
@@ -137,6 +139,9 @@ fn started(a: &Agent) -> Event {
     )
 }
 
+/// How long an injected message may take to show on the agent's screen.
+const INJECT_CONFIRM: std::time::Duration = std::time::Duration::from_secs(3);
+
 impl Shared {
     /// Runs an agent operation under the control lock; on success publishes what `after`
     /// makes of the agent (started, intervention) once the lock is released.
@@ -178,6 +183,7 @@ impl Shared {
                         rule: None,
                         detect_us: None,
                         act_us: None,
+                        delivered: None,
                     },
                 ))
             },
@@ -214,6 +220,7 @@ impl Shared {
                 rule: None,
                 detect_us: None,
                 act_us: None,
+                delivered: None,
             },
         ));
         ok_agent(agent)
@@ -314,6 +321,8 @@ impl Shared {
     }
 
     /// Carries out a finding's intervention and reports it.
+    /// Carries out a finding's action (an inject is typed, paced, and confirmed on the agent's
+    /// screen).
     pub fn intervene_for(
         &self,
         set: &axiom_common::rules::RuleSet,
@@ -338,17 +347,31 @@ impl Shared {
                     rule: Some(r.id.clone()),
                     detect_us: f.latency_us,
                     act_us: Some(0.0),
+                    delivered: None,
                 },
             ));
             return;
         };
+        let mut delivered = None;
         let outcome = match action {
             Action::Alert => return,
             Action::Inject => {
-                let text = format!("{}{}{}", self.inject_keys.0, r.message, self.inject_keys.1);
-                self.terminals
-                    .inject(f.agent, text.as_bytes())
-                    .map_err(|e| e.to_string())
+                let paste = self.engine.lock().is_ok_and(|e| e.pastes(f.agent));
+                let typing = crate::actions::terminal::Typing {
+                    before: &self.inject_keys.0,
+                    text: &r.message,
+                    after: &self.inject_keys.1,
+                    paste,
+                    gap: self.inject_gap,
+                };
+                let typed = self
+                    .terminals
+                    .type_paced(f.agent, &typing)
+                    .map_err(|e| e.to_string());
+                if typed.is_ok() {
+                    delivered = Some(self.await_on_screen(f.agent, &r.message));
+                }
+                typed
             }
             Action::Freeze | Action::Kill | Action::Deny => {
                 let how = if action == Action::Freeze {
@@ -366,9 +389,13 @@ impl Shared {
             }
         };
         let took = t0.elapsed().as_secs_f64() * 1e6;
-        let detail = match outcome {
-            Ok(()) => format!("rule {}: {}", r.id, r.message),
-            Err(e) => format!("rule {}: failed: {e}", r.id),
+        let detail = match (outcome, delivered) {
+            (Ok(()), Some(false)) => format!(
+                "rule {}: typed, but the agent's screen did not show it: {}",
+                r.id, r.message
+            ),
+            (Ok(()), _) => format!("rule {}: {}", r.id, r.message),
+            (Err(e), _) => format!("rule {}: failed: {e}", r.id),
         };
         self.bus.publish(notice(
             &agent,
@@ -379,8 +406,27 @@ impl Shared {
                 rule: Some(r.id.clone()),
                 detect_us: f.latency_us,
                 act_us: Some(took),
+                delivered,
             },
         ));
+    }
+
+    /// Waits (up to INJECT_CONFIRM) for the agent's screen to show the start of a message typed
+    /// into it: the agent took it as input.
+    fn await_on_screen(&self, agent: u64, message: &str) -> bool {
+        let head: String = message
+            .split_whitespace()
+            .take(4)
+            .collect::<Vec<_>>()
+            .join(" ");
+        let t0 = std::time::Instant::now();
+        while t0.elapsed() < INJECT_CONFIRM {
+            if self.engine.lock().is_ok_and(|e| e.shows(agent, &head)) {
+                return true;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        false
     }
 
     /// Stored events the caller may see (all for admins; else their uid's and their agents').
@@ -526,6 +572,7 @@ impl Shared {
                                 rule: None,
                                 detect_us: None,
                                 act_us: None,
+                                delivered: None,
                             },
                         )
                     });

@@ -500,6 +500,20 @@ impl Engine {
         })
     }
 
+    /// Whether the agent's program asked its terminal for bracketed paste.
+    pub fn pastes(&self, agent: u64) -> bool {
+        self.screens
+            .iter()
+            .any(|((a, _), s)| *a == agent && s.bracketed_paste())
+    }
+
+    /// Whether the agent's screen shows `text`.
+    pub fn shows(&self, agent: u64, text: &str) -> bool {
+        self.screens
+            .iter()
+            .any(|((a, _), s)| *a == agent && s.shows(text))
+    }
+
     /// Records a text typed into an agent's terminal (its echo is not the agent's words).
     pub fn typed(&mut self, agent: u64, text: &str) {
         let v = self.typed.entry(agent).or_default();

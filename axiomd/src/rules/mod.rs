@@ -189,6 +189,23 @@ pub fn act(
     shared: Arc<crate::api::Shared>,
 ) {
     while let Ok((set, f)) = rx.recv() {
-        shared.intervene_for(&set, &f);
+        // Typing is paced (hundreds of ms): an inject gets a thread of its own, so freezes and
+        // kills of other agents do not wait behind it (the terminal types one message at a
+        // time per agent).
+        if set
+            .rules
+            .get(f.rule)
+            .is_some_and(|r| r.action == axiom_common::rules::Action::Inject)
+        {
+            let (shared, set) = (shared.clone(), set.clone());
+            let spawned = std::thread::Builder::new()
+                .name("inject".into())
+                .spawn(move || shared.intervene_for(&set, &f));
+            if spawned.is_err() {
+                tracing::warn!("no thread for an inject");
+            }
+        } else {
+            shared.intervene_for(&set, &f);
+        }
     }
 }

@@ -13,8 +13,9 @@ const T: Duration = Duration::from_secs(30);
 
 /// A session: plans (the default `stop-planning` rule: a violation, an inject), runs a command
 /// that fails, and ends with exit code 3.
+// (It lives on for the inject: the message is typed paced, ~0.6 s.)
 const SCRIPT: &str = "sleep 0.3; echo 'OK. Let me plan this first.'; sleep 0.3; \
-                      sh -c 'exit 7'; sleep 0.2; exit 3";
+                      sh -c 'exit 7'; sleep 2; exit 3";
 
 fn run_session(d: &Daemon, name: &str) {
     let st = Command::new(axiomctl_bin())

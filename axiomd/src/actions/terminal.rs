@@ -84,37 +84,60 @@ impl Terminals {
         ok.then(|| (format!("/dev/pts/{n}"), ws.ws_row, ws.ws_col))
     }
 
-    /// Types a message as `Typing` says: separate writes, paced.
-    pub fn type_paced(&self, agent: u64, t: &Typing) -> Result<(), TerminalError> {
-        let typist = self
-            .typing
+    /// Whether the agent's terminal is in canonical (line) mode: the kernel's line discipline
+    /// takes a typed line as it is — there is no TUI to misread it — and echoes it itself.
+    pub fn canonical(&self, agent: u64) -> bool {
+        self.get(agent).is_some_and(|fd| {
+            nix::sys::termios::tcgetattr(fd.as_fd()).is_ok_and(|t| {
+                t.local_flags
+                    .contains(nix::sys::termios::LocalFlags::ICANON)
+            })
+        })
+    }
+
+    /// The agent's typist: whoever types into its terminal holds it for the whole message.
+    fn typist(&self, agent: u64) -> Arc<Mutex<()>> {
+        self.typing
             .lock()
             .map(|mut m| m.entry(agent).or_default().clone())
-            .unwrap_or_default();
+            .unwrap_or_default()
+    }
+
+    /// Types a message as `Typing` says: separate writes, paced.
+    pub fn type_paced(&self, agent: u64, t: &Typing) -> Result<(), TerminalError> {
+        let typist = self.typist(agent);
         let _one_at_a_time = typist.lock();
         if !t.before.is_empty() {
-            self.inject(agent, t.before.as_bytes())?;
+            self.write_all(agent, t.before.as_bytes())?;
             std::thread::sleep(t.gap);
         }
         if t.paste {
             let text = format!("\x1b[200~{}\x1b[201~", t.text.replace('\x1b', ""));
-            self.inject(agent, text.as_bytes())?;
+            self.write_all(agent, text.as_bytes())?;
         } else {
-            self.inject(agent, t.text.as_bytes())?;
+            self.write_all(agent, t.text.as_bytes())?;
         }
         if !t.after.is_empty() {
             std::thread::sleep(t.gap);
-            self.inject(agent, t.after.as_bytes())?;
+            self.write_all(agent, t.after.as_bytes())?;
         }
         Ok(())
+    }
+
+    /// Types `text` into the agent's terminal as it is, in one go (never in the middle of a
+    /// paced message).
+    pub fn inject(&self, agent: u64, text: &[u8]) -> Result<(), TerminalError> {
+        let typist = self.typist(agent);
+        let _one_at_a_time = typist.lock();
+        self.write_all(agent, text)
     }
 
     fn get(&self, agent: u64) -> Option<Arc<OwnedFd>> {
         self.held.lock().ok()?.get(&agent).cloned()
     }
 
-    /// Types `text` into the agent's terminal (blocking, bounded by WRITE_WAIT).
-    pub fn inject(&self, agent: u64, text: &[u8]) -> Result<(), TerminalError> {
+    /// Writes `text` to the agent's terminal (blocking, bounded by WRITE_WAIT).
+    fn write_all(&self, agent: u64, text: &[u8]) -> Result<(), TerminalError> {
         let fd = self.get(agent).ok_or(TerminalError::NoTerminal(agent))?;
         let mut rest = text;
         while !rest.is_empty() {

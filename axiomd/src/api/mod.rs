@@ -369,7 +369,12 @@ impl Shared {
                     .type_paced(f.agent, &typing)
                     .map_err(|e| e.to_string());
                 if typed.is_ok() {
-                    delivered = Some(self.await_on_screen(f.agent, &r.message));
+                    // A line-mode reader got the line from the kernel; a TUI shows what it
+                    // took.
+                    delivered = Some(
+                        self.terminals.canonical(f.agent)
+                            || self.await_on_screen(f.agent, &r.message),
+                    );
                 }
                 typed
             }

@@ -513,6 +513,8 @@ hooks! {
 }
 
 #[cfg(feature = "user")]
+pub mod agent_cli;
+#[cfg(feature = "user")]
 pub mod confine;
 #[cfg(feature = "user")]
 pub mod host;

@@ -6,8 +6,6 @@
 //! session reuses it, so work would happen in a process started outside this agent. Under
 //! `axiomctl run` Codex gets `--no-daemon`: its app server runs inside the agent's own process
 //! tree (and cgroup), and every command it runs is the agent's.
-use std::path::Path;
-
 /// The agents Axiom knows by name; anything else is generic.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum AgentKind {
@@ -48,19 +46,15 @@ const CODEX_SUBCOMMANDS: &[&str] = &[
 
 /// The kind of agent `command` starts, from the program's name.
 pub fn kind(command: &[String]) -> AgentKind {
-    let Some(prog) = command.first() else {
-        return AgentKind::Generic;
-    };
-    let name = Path::new(prog)
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    match name.as_str() {
-        "claude" => AgentKind::Claude,
-        "codex" => AgentKind::Codex,
-        "gemini" => AgentKind::Gemini,
-        "aider" => AgentKind::Aider,
-        "opencode" => AgentKind::Opencode,
+    match command
+        .first()
+        .and_then(|p| axiom_common::agent_cli::agent_cli(p))
+    {
+        Some("claude") => AgentKind::Claude,
+        Some("codex") => AgentKind::Codex,
+        Some("gemini") => AgentKind::Gemini,
+        Some("aider") => AgentKind::Aider,
+        Some("opencode") => AgentKind::Opencode,
         _ => AgentKind::Generic,
     }
 }

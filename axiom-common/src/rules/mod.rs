@@ -253,8 +253,6 @@ pub struct Rule {
     pub id: String,
     pub description: String,
     pub kind: Kind,
-    /// Its first scope (the one reports name).
-    pub scope: Option<Scope>,
     /// Every scope it looks at.
     pub scopes: Vec<Scope>,
     /// The least entropy (bits per character) of a match's secret.
@@ -497,7 +495,6 @@ pub fn parse(text: &str, origin: &str) -> Result<Vec<Rule>, RuleError> {
             id: r.id,
             description: r.description,
             kind,
-            scope: scopes.first().copied(),
             scopes,
             min_entropy: r.min_entropy,
             literals: r.literals,
@@ -737,18 +734,10 @@ impl RuleSet {
             match &self.rules[rule].regex {
                 // The literal is a prefilter; the regex decides, over the whole window.
                 Some(re) => {
-                    let r = &self.rules[rule];
-                    if let Some(m) = re
-                        .captures_iter(text)
-                        .filter(|c| secret_enough(r, c))
-                        .filter_map(|c| c.get(0))
-                        .find(|m| m.end() > from)
+                    if let Some((start, end)) =
+                        matches(&self.rules[rule], re, text).find(|(_, e)| *e > from)
                     {
-                        hits.push(Hit {
-                            rule,
-                            start: m.start(),
-                            end: m.end(),
-                        });
+                        hits.push(Hit { rule, start, end });
                     }
                 }
                 None => hits.push(Hit { rule, start, end }),
@@ -808,17 +797,22 @@ pub fn scan_sample(set: &RuleSet, scope: Scope, raw: &str) -> (String, Vec<Hit>)
     (text, hits)
 }
 
-/// Whether a regex match carries enough entropy for its rule (always, without `min_entropy`).
-fn secret_enough(r: &Rule, c: &regex::Captures) -> bool {
-    let Some(min) = r.min_entropy else {
-        return true;
-    };
-    let secret = c
-        .get(1)
-        .or_else(|| c.get(0))
-        .map(|m| m.as_str())
-        .unwrap_or("");
-    entropy(secret) >= min
+/// The (start, end) of each match of a rule's regex in `text`. With `min_entropy`, only those
+/// whose secret (the first group, else the match) carries that much; without it the plain
+/// search (no capture groups to resolve: the hot path).
+fn matches<'t>(
+    r: &Rule,
+    re: &'t regex::Regex,
+    text: &'t str,
+) -> Box<dyn Iterator<Item = (usize, usize)> + 't> {
+    match r.min_entropy {
+        None => Box::new(re.find_iter(text).map(|m| (m.start(), m.end()))),
+        Some(min) => Box::new(re.captures_iter(text).filter_map(move |c| {
+            let all = c.get(0)?;
+            let secret = c.get(1).unwrap_or(all).as_str();
+            (entropy(secret) >= min).then_some((all.start(), all.end()))
+        })),
+    }
 }
 
 /// The mask put where a secret was.
@@ -848,14 +842,8 @@ impl RuleSet {
                 continue;
             }
             let before = spans.len();
-            let known = spans.clone();
             match &r.regex {
-                Some(re) => spans.extend(
-                    re.captures_iter(text)
-                        .filter(|c| secret_enough(r, c))
-                        .filter_map(|c| c.get(0))
-                        .map(|m| (m.start(), m.end())),
-                ),
+                Some(re) => spans.extend(matches(r, re, text)),
                 None => {
                     for l in &r.literals {
                         spans.extend(
@@ -867,7 +855,8 @@ impl RuleSet {
             }
             // A secret an earlier (more specific) rule already found is that rule's: a generic
             // rule that overlaps it masks, but does not report it again.
-            if spans[before..]
+            let (known, found) = spans.split_at(before);
+            if found
                 .iter()
                 .any(|(s, e)| !known.iter().any(|(ks, ke)| s < ke && ks < e))
             {

@@ -31,9 +31,7 @@ impl Activity {
             tests_ran: false,
         }
     }
-}
 
-impl Activity {
     /// Whether writing `path` is the agent's work: in its workspace (when it has one: a real
     /// agent also writes its own scratch files in /tmp, its desktop entries, its sockets), and
     /// not what its tools keep for themselves there (git's internals, caches).
@@ -79,10 +77,11 @@ pub struct Engine {
     pub suppressed: u64,
     /// Plugin rules' prefilter hits since the last `take_candidates`.
     candidates: Vec<Candidate>,
-    /// One screen per agent terminal (agent, device).
-    screens: HashMap<(u64, String), Screen>,
+    /// Each agent's terminals.
+    screens: HashMap<u64, AgentScreens>,
     /// An agent's own terminal and its size, when axiomd holds it (`axiomctl run`): its screen is
-    /// emulated at that size, and only it is the agent's terminal scope.
+    /// emulated at that size, and only it is the agent's terminal scope. Asked when the agent
+    /// first writes to a terminal and once a second after (a resize), not on every write.
     pub terminal_of: Option<TerminalOf>,
     /// File findings held for a moment: a temporary file renamed over its target (an atomic
     /// write) is reported under the target's name.
@@ -97,13 +96,18 @@ pub struct Engine {
 /// (agent) → (its terminal device, rows, cols).
 pub type TerminalOf = Box<dyn Fn(u64) -> Option<(String, u16, u16)> + Send>;
 
-/// The agent CLIs whose first prompt can be given on the command line.
-fn is_agent_cli(program: &str) -> bool {
-    let name = program.rsplit('/').next().unwrap_or(program);
-    matches!(
-        name,
-        "claude" | "codex" | "gemini" | "aider" | "opencode" | "qwen" | "cursor-agent" | "amp"
-    )
+/// One agent's terminals: its own (device, rows, cols) when axiomd holds it, and a screen per
+/// terminal device it writes to.
+#[derive(Default)]
+struct AgentScreens {
+    own: Option<(String, u16, u16)>,
+    screens: HashMap<String, Screen>,
+}
+
+/// A finding about a temporary file, now about the file it was renamed to.
+fn renamed_to(f: &mut Finding, from: &str, to: &str) {
+    f.detail = format!("{} (written as {from}, renamed)", f.detail);
+    f.path = Some(to.to_string());
 }
 
 /// How long a finding on a temporary file waits for the rename that names its real file.
@@ -298,7 +302,10 @@ impl Engine {
                 // A prompt given to an agent CLI on its command line is the user's words when
                 // the agent shows it on its screen ("make sure the tests pass" is not a claim).
                 // (A script given to a shell is not a prompt: what it prints is the agent's.)
-                if command.first().is_some_and(|c| is_agent_cli(c)) {
+                if command
+                    .first()
+                    .is_some_and(|c| axiom_common::agent_cli::agent_cli(c).is_some())
+                {
                     for a in command.iter().skip(1).filter(|a| a.contains(' ')) {
                         self.typed(ev.agent, a);
                     }
@@ -307,7 +314,7 @@ impl Engine {
             Body::AgentExited { .. } => {
                 self.activity.remove(&ev.agent);
                 self.fired.retain(|(a, _), _| *a != ev.agent);
-                self.screens.retain(|(a, _), _| *a != ev.agent);
+                self.screens.remove(&ev.agent);
                 self.typed.remove(&ev.agent);
             }
             Body::Exit { .. } => {
@@ -350,7 +357,7 @@ impl Engine {
                             uid: ev.uid,
                             in_kernel: false,
                             scope: Some(rules::write_scope(target.as_deref())),
-                            path: target.clone().filter(|t| is_file(Some(t))),
+                            path: file.map(String::from),
                         });
                     }
                 }
@@ -503,15 +510,15 @@ impl Engine {
     /// Whether the agent's program asked its terminal for bracketed paste.
     pub fn pastes(&self, agent: u64) -> bool {
         self.screens
-            .iter()
-            .any(|((a, _), s)| *a == agent && s.bracketed_paste())
+            .get(&agent)
+            .is_some_and(|t| t.screens.values().any(Screen::bracketed_paste))
     }
 
     /// Whether the agent's screen shows `text`.
     pub fn shows(&self, agent: u64, text: &str) -> bool {
         self.screens
-            .iter()
-            .any(|((a, _), s)| *a == agent && s.shows(text))
+            .get(&agent)
+            .is_some_and(|t| t.screens.values().any(|s| s.shows(text)))
     }
 
     /// Records a text typed into an agent's terminal (its echo is not the agent's words).
@@ -535,24 +542,30 @@ impl Engine {
         if !set.has_scope(Scope::Terminal) {
             return Vec::new();
         }
-        let own = self.terminal_of.as_ref().and_then(|f| f(ev.agent));
+        let terminal_of = &self.terminal_of;
+        let t = self
+            .screens
+            .entry(ev.agent)
+            .or_insert_with(|| AgentScreens {
+                own: terminal_of.as_ref().and_then(|f| f(ev.agent)),
+                screens: HashMap::new(),
+            });
         // Only the agent's own terminal is its words (a command's pty inside it is not).
-        if let Some((dev, _, _)) = &own
+        if let Some((dev, _, _)) = &t.own
             && dev != device
         {
             return Vec::new();
         }
-        let key = (ev.agent, device.to_string());
-        let screen = self
-            .screens
-            .entry(key.clone())
-            .or_insert_with(|| match &own {
+        if !t.screens.contains_key(device) {
+            let screen = match &t.own {
                 Some((_, rows, cols)) => Screen::new(*rows, *cols),
                 None => Screen::default(),
-            });
-        if let Some((_, rows, cols)) = &own {
-            screen.resize(*rows, *cols);
+            };
+            t.screens.insert(device.to_string(), screen);
         }
+        let Some(screen) = t.screens.get_mut(device) else {
+            return Vec::new();
+        };
         let changed = screen.feed(bytes.as_bytes());
         if changed.text.is_empty() {
             return Vec::new();
@@ -563,7 +576,11 @@ impl Engine {
         while let Some(h) = hits.pop_front() {
             let r = &set.rules[h.rule];
             let k = changed.hit_key(&r.id, h.start, h.end);
-            let first = self.screens.get_mut(&key).is_some_and(|s| s.first_time(k));
+            let first = self
+                .screens
+                .get_mut(&ev.agent)
+                .and_then(|t| t.screens.get_mut(device))
+                .is_some_and(|s| s.first_time(k));
             if !first || self.echoed(set, ev.agent, &changed.text, &h) {
                 // Old text (a context row, a repaint) or an echo: the rule may still hit the
                 // same rows further on.
@@ -728,8 +745,7 @@ impl Engine {
         };
         match self.renames.iter().rev().find(|(_, from, _)| *from == path) {
             Some((_, from, to)) => {
-                f.detail = format!("{} (written as {from}, renamed)", f.detail);
-                f.path = Some(to.clone());
+                renamed_to(&mut f, from, to);
                 Some(f)
             }
             None => {
@@ -754,8 +770,7 @@ impl Engine {
         }
         for (due, f) in self.held.iter_mut() {
             if f.path.as_deref() == Some(from) {
-                f.path = Some(to.to_string());
-                f.detail = format!("{} (written as {from}, renamed)", f.detail);
+                renamed_to(f, from, to);
                 *due = now;
             }
         }
@@ -806,6 +821,17 @@ impl Engine {
 
     /// Timeouts: planning (no file yet) and progress (no file activity lately).
     pub fn tick(&mut self, set: &RuleSet, now: Instant) -> Vec<Finding> {
+        // A resized terminal: its screen follows.
+        if let Some(f) = &self.terminal_of {
+            for (agent, t) in self.screens.iter_mut() {
+                t.own = f(*agent);
+                if let Some((dev, rows, cols)) = &t.own
+                    && let Some(s) = t.screens.get_mut(dev)
+                {
+                    s.resize(*rows, *cols);
+                }
+            }
+        }
         let mut out = self.release(now);
         let mut due = Vec::new();
         for (agent, a) in &self.activity {

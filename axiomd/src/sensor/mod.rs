@@ -295,10 +295,27 @@ impl Pipeline {
         match decode::fd_change(rec) {
             Ok(None) => {}
             Ok(Some((tgid, change))) => {
-                if let decode::FdChange::Close { fd } = &change
-                    && let Some(m) = self.fds.get_mut(&tgid)
-                {
-                    m.remove(fd);
+                // The /proc fallback's answers about a changed fd (or, for a range, an exec or a
+                // new process, all of them) are stale.
+                use decode::FdChange as C;
+                match &change {
+                    C::Open { fd, .. } | C::Dup { fd, .. } | C::Close { fd } => {
+                        if let Some(m) = self.fds.get_mut(&tgid) {
+                            m.remove(fd);
+                        }
+                    }
+                    C::Pair { first, second, .. } => {
+                        if let Some(m) = self.fds.get_mut(&tgid) {
+                            m.remove(first);
+                            m.remove(second);
+                        }
+                    }
+                    C::CloseRange { .. } | C::Exec => {
+                        self.fds.remove(&tgid);
+                    }
+                    C::Fork { child } => {
+                        self.fds.remove(child);
+                    }
                 }
                 self.fdt
                     .apply(tgid, change, |dirfd, path| absolute(tgid, dirfd, path));
@@ -352,7 +369,6 @@ impl Pipeline {
                         }
                     }
                 }
-                self.fds.remove(&tgid);
             }
             Body::Output {
                 fd,
@@ -380,8 +396,6 @@ impl Pipeline {
                 }
             }
             Body::KernelMatch { fd, target, .. } => *target = self.fd_target(tgid, *fd),
-            // An open for writing usually becomes a redirection (`> file` dup2s it onto fd 1):
-            // what this process's fds point at is no longer known.
             Body::File {
                 op, path, path2, ..
             } => {
@@ -393,7 +407,6 @@ impl Pipeline {
                 {
                     *p2 = absolute(tgid, d.dirfds.1, p2);
                 }
-                self.fds.remove(&tgid);
                 let target = match path2 {
                     Some(p2) => format!("{path} -> {p2}"),
                     None => path.clone(),
@@ -466,11 +479,7 @@ fn absolute(tgid: u32, dirfd: i32, path: &str) -> String {
                 return if name.is_empty() {
                     dir
                 } else {
-                    absolute(
-                        tgid,
-                        decode::AT_FDCWD,
-                        &format!("{}/{name}", dir.trim_end_matches('/')),
-                    )
+                    format!("{}/{name}", dir.trim_end_matches('/'))
                 };
             }
         }

@@ -280,9 +280,20 @@ impl Drop for Daemon {
     }
 }
 
+/// The checkout being tested. `cargo run`/`cargo test` name the package's directory (`tests/` or
+/// `xtask/`, both one below the root) at run time; the path baked in at compile time is only the
+/// fallback, since two checkouts sharing one target directory (CI's clone and a developer's) may
+/// run a binary the other one built.
+pub fn repo_root() -> PathBuf {
+    let dir = std::env::var_os("CARGO_MANIFEST_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")));
+    dir.parent().map(Path::to_path_buf).unwrap_or(dir)
+}
+
 /// The repository's default rule directory (`config/rules`).
 pub fn default_rules() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../config/rules")
+    repo_root().join("config/rules")
 }
 
 pub fn axiomctl_bin() -> PathBuf {
@@ -456,7 +467,7 @@ impl TestBus {
         std::fs::set_permissions(&dir, std::os::unix::fs::PermissionsExt::from_mode(0o755))
             .unwrap();
         let sock = dir.join("bus");
-        let policy = Path::new(env!("CARGO_MANIFEST_DIR")).join("../systemd/dbus");
+        let policy = repo_root().join("systemd/dbus");
         let conf = dir.join("bus.conf");
         std::fs::write(
             &conf,
@@ -748,9 +759,7 @@ pub enum WasmKind {
 
 /// Compiles `tests/wasm/<name>.c` with Debian's clang (wasm32) into `out/<name>.wasm`.
 pub fn build_wasm(name: &str, kind: WasmKind, out: &Path) -> PathBuf {
-    let src = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("wasm")
-        .join(format!("{name}.c"));
+    let src = repo_root().join("tests/wasm").join(format!("{name}.c"));
     let dst = out.join(format!("{name}.wasm"));
     let mut c = Command::new("clang-14");
     match kind {

@@ -511,7 +511,7 @@ impl Standin {
         std::fs::write(&script_path, script.to_string()).unwrap();
         let log = dir.join("model.jsonl");
         let port_file = dir.join("port");
-        let standin = Path::new(env!("CARGO_MANIFEST_DIR")).join("model/standin.py");
+        let standin = crate::repo_root().join("tests/model/standin.py");
         let child = Command::new("python3")
             .arg(standin)
             .arg("--script")

@@ -6,7 +6,7 @@
 use std::{
     io::Read as _,
     os::unix::fs::PermissionsExt as _,
-    path::{Path, PathBuf},
+    path::PathBuf,
     process::{Command, Stdio},
     time::{Duration, Instant},
 };
@@ -17,7 +17,7 @@ use axiom_tests::{TestBus, axiomctl_bin, free_port, python, unique};
 const NOBODY: u32 = 65534;
 
 fn driver() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("mcp/drive.py")
+    axiom_tests::repo_root().join("tests/mcp/drive.py")
 }
 
 /// An empty directory nobody owns (the agents work in it as nobody).

@@ -46,10 +46,7 @@ enum Cmd {
 
 /// The workspace root.
 pub fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .map(PathBuf::from)
-        .unwrap_or_default()
+    axiom_tests::repo_root()
 }
 
 /// The cargo that runs us, without what `cargo run` set for xtask itself. Build scripts (ring's,

@@ -637,3 +637,33 @@ pub fn load_empty() -> Result<Ebpf, SensorError> {
     }
     Ok(ebpf)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Whether an ELF object holds `needle`, NUL-bounded on both sides as in its string tables.
+    fn has_string(obj: &[u8], needle: &str) -> bool {
+        let mut n = vec![0u8];
+        n.extend_from_slice(needle.as_bytes());
+        n.push(0);
+        obj.windows(n.len()).any(|w| w == n.as_slice())
+    }
+
+    /// `bench sensor` attaches the empty object to every hook the sensor has: a hook added to the
+    /// sensor and not to `axiom-ebpf/src/empty.rs` made the baseline refuse to start.
+    #[test]
+    fn empty_object_defines_every_hook() {
+        for (name, obj) in [("sensor", SENSOR_OBJECT), ("empty", EMPTY_OBJECT)] {
+            for h in HOOKS {
+                let section = format!("tracepoint/{}/{}", h.category, h.event);
+                assert!(has_string(obj, &section), "{name} object lacks {section}");
+                assert!(
+                    has_string(obj, h.program),
+                    "{name} object lacks program {}",
+                    h.program
+                );
+            }
+        }
+    }
+}

@@ -27,7 +27,7 @@ pub fn run(rounds: usize, parallel: usize) -> anyhow::Result<()> {
     let (bus, d) = TestBus::with_daemon("bench_mcp");
     let ws = std::env::temp_dir().join(format!("axiom-bench-mcp-{}", std::process::id()));
     std::fs::create_dir_all(&ws)?;
-    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/mcp/bench.py");
+    let script = crate::root().join("tests/mcp/bench.py");
     let out = Command::new(python())
         .arg(&script)
         .arg("--axiomctl")

@@ -8,7 +8,7 @@
 //!    violation's latency from the write syscall (kernel timestamp) to the finding in axiomd.
 //! 3. Follow-up throughput: the userspace engine over agent-like output (`axiomd bench-followup`).
 use std::{
-    path::{Path, PathBuf},
+    path::PathBuf,
     process::{Command, Stdio},
     time::{Duration, Instant},
 };
@@ -174,7 +174,7 @@ fn latency(writes: usize) -> anyhow::Result<Vec<f64>> {
 fn followup() -> anyhow::Result<f64> {
     let out = Command::new(target_dir().join("axiomd"))
         .args(["--config", "/dev/null", "--rules"])
-        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("../config/rules"))
+        .arg(crate::root().join("config/rules"))
         .args(["bench-followup", "--mb", "64"])
         .output()
         .context("axiomd bench-followup")?;

@@ -514,6 +514,8 @@ hooks! {
 
 #[cfg(feature = "user")]
 pub mod agent_cli;
+#[cfg(feature = "rules")]
+pub mod agent_profile;
 #[cfg(feature = "user")]
 pub mod confine;
 #[cfg(feature = "user")]

@@ -122,6 +122,10 @@ pub enum Body {
         /// agent took it as input), or not within the wait.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         delivered: Option<bool>,
+        /// How a message reached the agent: `terminal` (typed), `hook` (Claude Code's hooks:
+        /// a refused tool call, a refused stop, context handed over).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        channel: Option<String>,
     },
     /// A rule matched what an agent did.
     Violation {
@@ -240,11 +244,26 @@ pub enum Request {
         /// interventions into the agent, even after the client detaches.
         #[serde(default)]
         pty: bool,
+        /// The agent's kind (`claude`, `codex`, …: a profile of `agents.toml`), when the
+        /// launcher was told or recognised it; else axiomd recognises it from `command`.
+        #[serde(default)]
+        kind: Option<String>,
+        /// The launcher installed Claude Code hooks that call back into axiomd (`axiomctl hook`).
+        #[serde(default)]
+        hooks: bool,
     },
-    /// Types text into an agent's terminal (agents started with a pty).
+    /// Types a message into an agent's terminal (agents started with a pty), the way its kind
+    /// reads typed input, and says whether it arrived. `raw` types the bytes as they are.
     Inject {
         agent: u64,
         text: String,
+        #[serde(default)]
+        raw: bool,
+    },
+    /// A Claude Code hook call from inside an agent (`axiomctl hook`): the hook's input as
+    /// Claude Code gave it. The agent is the caller's own (by its pid, from the kernel).
+    Hook {
+        input: serde_json::Value,
     },
     /// The agents visible to the caller.
     Agents,
@@ -327,6 +346,12 @@ pub struct Reply {
     /// Things the caller should be told (limits the host could not apply, …).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub notes: Option<Vec<String>>,
+    /// `inject`: whether the message arrived (the agent's screen showed it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delivered: Option<bool>,
+    /// `hook`: what the hook prints for Claude Code (none: nothing to say, carry on).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hook: Option<serde_json::Value>,
 }
 
 /// One active rule, as `rules list` shows it.
@@ -375,6 +400,9 @@ pub struct AgentInfo {
     /// axiomd holds its terminal: interventions can be typed into it.
     #[serde(default)]
     pub pty: bool,
+    /// Its profile in `agents.toml` (`claude`, `codex`, `gemini`, …, `generic`).
+    #[serde(default)]
+    pub agent_kind: Option<String>,
 }
 
 /// One agent as D-Bus `ListAgents` returns it (signature `(tsusus asssttiiaus)`): (id, name,
@@ -450,6 +478,7 @@ impl AgentInfo {
             exit_code: (code != -1).then_some(code),
             exit_signal: (sig != 0).then_some(sig),
             pty: false,
+            agent_kind: None,
         }
     }
 }

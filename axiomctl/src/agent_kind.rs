@@ -6,16 +6,9 @@
 //! session reuses it, so work would happen in a process started outside this agent. Under
 //! `axiomctl run` Codex gets `--no-daemon`: its app server runs inside the agent's own process
 //! tree (and cgroup), and every command it runs is the agent's.
-/// The agents Axiom knows by name; anything else is generic.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum AgentKind {
-    Claude,
-    Codex,
-    Gemini,
-    Aider,
-    Opencode,
-    Generic,
-}
+use std::path::Path;
+
+use axiom_common::agent_profile::{OVERRIDES, Profiles};
 
 /// Codex subcommands that are not the interactive TUI (they take no `--no-daemon`).
 const CODEX_SUBCOMMANDS: &[&str] = &[
@@ -44,39 +37,95 @@ const CODEX_SUBCOMMANDS: &[&str] = &[
     "doctor",
 ];
 
-/// The kind of agent `command` starts, from the program's name.
-pub fn kind(command: &[String]) -> AgentKind {
-    match command
-        .first()
-        .and_then(|p| axiom_common::agent_cli::agent_cli(p))
-    {
-        Some("claude") => AgentKind::Claude,
-        Some("codex") => AgentKind::Codex,
-        Some("gemini") => AgentKind::Gemini,
-        Some("aider") => AgentKind::Aider,
-        Some("opencode") => AgentKind::Opencode,
-        _ => AgentKind::Generic,
+/// The agent profiles: the shipped table with this host's changes (a broken overrides file is
+/// reported and the shipped table used; axiomd refuses to start on one).
+pub fn profiles() -> Profiles {
+    Profiles::load(Path::new(OVERRIDES)).unwrap_or_else(|e| {
+        eprintln!("axiom: {e}; using the shipped agent profiles");
+        Profiles::builtin()
+    })
+}
+
+/// The kind `command` starts: `chosen` when it names a known kind, else from the program's name.
+pub fn kind(profiles: &Profiles, command: &[String], chosen: Option<&str>) -> String {
+    match chosen {
+        Some(k) if profiles.get(k).is_some() => k.to_string(),
+        _ => profiles.recognise(command).to_string(),
     }
 }
 
-/// The command to exec for `command`, and a note for the user when it was changed.
-pub fn adapt(command: &[String]) -> (Vec<String>, Option<&'static str>) {
-    let mut argv = command.to_vec();
-    if kind(command) == AgentKind::Codex {
-        let sub = command.get(1).map(String::as_str);
-        let interactive = sub.is_none_or(|s| !CODEX_SUBCOMMANDS.contains(&s));
-        let chosen = command
-            .iter()
-            .any(|a| a == "--no-daemon" || a == "--remote" || a.starts_with("--remote="));
-        if interactive && !chosen {
-            argv.insert(1, "--no-daemon".into());
-            return (
-                argv,
-                Some("codex runs with --no-daemon: its app server stays inside the agent"),
-            );
+/// What `run` changes in the command of an agent of `kind`.
+pub struct Adapted {
+    pub argv: Vec<String>,
+    pub notes: Vec<&'static str>,
+    /// Claude Code hooks were installed for the run.
+    pub hooks: bool,
+}
+
+/// The command to exec for `command` of `kind`. `hook` is the command a Claude Code hook runs
+/// (`axiomctl … hook`), when hooks are wanted.
+pub fn adapt(command: &[String], kind: &str, hook: Option<&str>) -> Adapted {
+    let mut out = Adapted {
+        argv: command.to_vec(),
+        notes: Vec::new(),
+        hooks: false,
+    };
+    let sub = command.get(1).map(String::as_str);
+    match kind {
+        "codex" => {
+            let interactive = sub.is_none_or(|s| !CODEX_SUBCOMMANDS.contains(&s));
+            let chosen = command
+                .iter()
+                .any(|a| a == "--no-daemon" || a == "--remote" || a.starts_with("--remote="));
+            if interactive && !chosen {
+                out.argv.insert(1, "--no-daemon".into());
+                out.notes
+                    .push("codex runs with --no-daemon: its app server stays inside the agent");
+            }
         }
+        "claude" => {
+            if let Some(hook) = hook
+                && !command.is_empty()
+            {
+                out.argv.insert(1, "--settings".into());
+                out.argv.insert(2, claude_settings(hook).to_string());
+                out.hooks = true;
+                out.notes.push(
+                    "claude runs with Axiom's hooks for this run (--settings): a dangerous Bash \
+                     command is refused before it runs, a false claim before it stops",
+                );
+            }
+        }
+        _ => {}
     }
-    (argv, None)
+    out
+}
+
+/// The settings a Claude Code agent gets for the run: hooks that ask axiomd before a Bash
+/// command runs (PreToolUse), before the agent stops (Stop), and after each tool call and
+/// prompt (to hand over what waits for it). Added to the user's own settings, never written
+/// into them.
+pub fn claude_settings(hook: &str) -> serde_json::Value {
+    let call = |matcher: Option<&str>| {
+        let mut m =
+            serde_json::json!({"hooks": [{"type": "command", "command": hook, "timeout": 30}]});
+        if let Some(x) = matcher {
+            m["matcher"] = x.into();
+        }
+        serde_json::json!([m])
+    };
+    serde_json::json!({"hooks": {
+        "PreToolUse": call(Some("Bash")),
+        "PostToolUse": call(Some("*")),
+        "UserPromptSubmit": call(None),
+        "Stop": call(None),
+    }})
+}
+
+/// The shell command a hook runs: this axiomctl, on the same socket.
+pub fn hook_command(exe: &Path, socket: &Path) -> String {
+    let q = |p: &Path| format!("'{}'", p.display().to_string().replace('\'', r"'\''"));
+    format!("{} --socket {} hook", q(exe), q(socket))
 }
 
 #[cfg(test)]
@@ -87,22 +136,49 @@ mod tests {
         a.iter().map(|s| s.to_string()).collect()
     }
 
+    fn adapt_as(c: &[String]) -> Adapted {
+        let p = Profiles::builtin();
+        adapt(c, &kind(&p, c, None), Some("axiomctl hook"))
+    }
+
     #[test]
     fn interactive_codex_keeps_its_app_server_inside() {
-        let (a, note) = adapt(&v(&["/opt/bin/codex", "fix the bug"]));
-        assert_eq!(a, v(&["/opt/bin/codex", "--no-daemon", "fix the bug"]));
-        assert!(note.is_some());
-        assert_eq!(adapt(&v(&["codex"])).0, v(&["codex", "--no-daemon"]));
+        let a = adapt_as(&v(&["/opt/bin/codex", "fix the bug"]));
+        assert_eq!(a.argv, v(&["/opt/bin/codex", "--no-daemon", "fix the bug"]));
+        assert_eq!(a.notes.len(), 1);
+        assert_eq!(adapt_as(&v(&["codex"])).argv, v(&["codex", "--no-daemon"]));
         // Not the TUI, or the user chose: unchanged.
         for c in [
             v(&["codex", "exec", "x"]),
             v(&["codex", "--remote", "unix://", "x"]),
             v(&["codex", "--no-daemon"]),
-            v(&["claude", "x"]),
+            v(&["python3", "agent.py"]),
         ] {
-            assert_eq!(adapt(&c), (c.clone(), None));
+            let a = adapt_as(&c);
+            assert_eq!((a.argv, a.notes.len()), (c.clone(), 0));
         }
-        assert_eq!(kind(&v(&["/usr/local/bin/claude"])), AgentKind::Claude);
-        assert_eq!(kind(&v(&["python3", "agent.py"])), AgentKind::Generic);
+    }
+
+    #[test]
+    fn claude_gets_hooks_for_the_run_only_when_wanted() {
+        let a = adapt_as(&v(&["/usr/local/bin/claude", "fix it"]));
+        assert!(a.hooks);
+        assert_eq!(a.argv[1], "--settings");
+        let s: serde_json::Value = serde_json::from_str(&a.argv[2]).expect("json");
+        assert_eq!(s["hooks"]["PreToolUse"][0]["matcher"], "Bash");
+        assert_eq!(
+            s["hooks"]["Stop"][0]["hooks"][0]["command"],
+            "axiomctl hook"
+        );
+        assert_eq!(a.argv[3], "fix it");
+        let p = Profiles::builtin();
+        let c = v(&["claude"]);
+        assert!(!adapt(&c, "claude", None).hooks);
+        assert_eq!(kind(&p, &v(&["my-wrapper"]), Some("claude")), "claude");
+        assert_eq!(kind(&p, &v(&["claude"]), Some("nonsense")), "claude");
+        assert_eq!(
+            hook_command(Path::new("/opt/axiom ctl"), Path::new("/run/a.sock")),
+            "'/opt/axiom ctl' --socket '/run/a.sock' hook"
+        );
     }
 }

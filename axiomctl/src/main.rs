@@ -62,6 +62,15 @@ enum Cmd {
         /// Also print what the agent does (events), interleaved with its terminal output.
         #[arg(long)]
         watch: bool,
+        /// The agent's kind (a profile of agents.toml: claude, codex, gemini, aider, opencode,
+        /// generic): how interventions are typed into it. Default: from the program's name.
+        #[arg(long, value_name = "KIND")]
+        agent_kind: Option<String>,
+        /// Do not install Claude Code hooks for the run (a Claude Code agent otherwise gets
+        /// them: axiomd then refuses a dangerous Bash command before it runs and a stop while
+        /// a claim is false).
+        #[arg(long)]
+        no_hooks: bool,
         /// Run this WebAssembly (WASI) program as the agent, with only the workspace preopened
         /// and no network; the words after `--` are its arguments.
         #[arg(long, value_name = "MODULE")]
@@ -101,16 +110,23 @@ enum Cmd {
     Kill { agent: u64 },
     /// Stop tracking an agent (its processes run on, unwatched).
     Untrack { agent: u64 },
-    /// Type a message into an agent's terminal, as if its user had (agents started with `run`).
+    /// Tell an agent something, as its user would (agents started with `run`): typed the way
+    /// its kind reads input (its interrupt key, the message, Enter, paced) and confirmed on its
+    /// screen; exits 1 when the agent's screen never showed it.
     Inject {
         agent: u64,
         /// The text; words are joined with spaces.
         #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true)]
         text: Vec<String>,
-        /// Do not press Enter after the text.
+        /// Type the text as it is, in one write: no interrupt key, no Enter, no confirmation.
         #[arg(long)]
         no_enter: bool,
     },
+    /// Answers a Claude Code hook for axiomd (what `run` installs for a Claude Code agent):
+    /// reads the hook's input on stdin, prints axiomd's answer. Says nothing when axiomd is
+    /// unreachable (the agent goes on; the terminal channel remains).
+    #[command(hide = true)]
+    Hook,
     /// Stored events: the latest N of an agent, a time range, kinds, text — or read-only SQL.
     Query {
         #[arg(long)]
@@ -358,6 +374,30 @@ fn main() -> ExitCode {
     }
 }
 
+/// `axiomctl hook`: whatever goes wrong, the agent is not stopped by it (exit 0, nothing said).
+fn hook(cli: &Cli) {
+    use std::io::Read as _;
+    let mut input = String::new();
+    if std::io::stdin().read_to_string(&mut input).is_err() {
+        return;
+    }
+    let Ok(input) = serde_json::from_str::<serde_json::Value>(&input) else {
+        return;
+    };
+    let Ok(mut conn) = connect(cli) else {
+        return;
+    };
+    match conn.request(&Request::Hook { input }) {
+        Ok(r) if r.ok => {
+            if let Some(out) = r.hook {
+                println!("{out}");
+            }
+        }
+        Ok(r) => eprintln!("axiom: hook: {}", r.error.unwrap_or_default()),
+        Err(e) => eprintln!("axiom: hook: {e}"),
+    }
+}
+
 fn steer(cli: &Cli, what: &str, req: Request) -> anyhow::Result<ExitCode> {
     let r = connect(cli)?.request(&req)?;
     if !r.ok {
@@ -478,6 +518,8 @@ fn run(cli: &Cli) -> anyhow::Result<ExitCode> {
             profile,
             workspace,
             watch,
+            agent_kind,
+            no_hooks,
             wasm,
             wasm_limits,
             command,
@@ -487,6 +529,8 @@ fn run(cli: &Cli) -> anyhow::Result<ExitCode> {
                 profile: profile.clone(),
                 workspace: workspace.clone(),
                 wasm: None,
+                kind: agent_kind.clone(),
+                hooks: !no_hooks,
             };
             match wasm {
                 Some(module) => {
@@ -641,19 +685,24 @@ fn run(cli: &Cli) -> anyhow::Result<ExitCode> {
             text,
             no_enter,
         } => {
-            let mut t = text.join(" ");
-            if !no_enter {
-                // Enter, as a terminal sends it.
-                t.push('\r');
+            let req = Request::Inject {
+                agent: *agent,
+                text: text.join(" "),
+                raw: *no_enter,
+            };
+            let r = connect(cli)?.request(&req)?;
+            if !r.ok {
+                return refused("inject", r);
             }
-            steer(
-                cli,
-                "inject",
-                Request::Inject {
-                    agent: *agent,
-                    text: t,
-                },
-            )
+            if r.delivered == Some(false) {
+                eprintln!("axiomctl: inject: typed, but the agent's screen never showed it");
+                return Ok(ExitCode::FAILURE);
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Hook => {
+            hook(cli);
+            Ok(ExitCode::SUCCESS)
         }
         Cmd::Events { agent, follow } => {
             let mut conn = connect(cli)?;
@@ -688,6 +737,10 @@ struct Launch {
     workspace: Option<PathBuf>,
     /// `run --wasm`: the module and its limits (the command is then its arguments).
     wasm: Option<(PathBuf, wasm::WasmLimits)>,
+    /// `--agent-kind`.
+    kind: Option<String>,
+    /// Claude Code hooks wanted (not `--no-hooks`).
+    hooks: bool,
 }
 
 fn run_agent(
@@ -710,6 +763,9 @@ fn run_agent(
     let workspace_c = CString::new(workspace.as_os_str().as_encoded_bytes())
         .context("the workspace path contains a NUL byte")?;
     let drop_to = sudo_user();
+    let profiles = agent_kind::profiles();
+    let kind = agent_kind::kind(&profiles, command, launch.kind.as_deref());
+    let mut hooks = false;
     // A WASI tool: the agent process execs this binary's `wasm-exec` with the module.
     let exec = match &launch.wasm {
         Some((module, limits)) => wasm::exec_argv(
@@ -720,13 +776,19 @@ fn run_agent(
             &command[1..],
         )?,
         None => {
-            let (argv, note) = agent_kind::adapt(command);
-            if let Some(note) = note
-                && !cli.json
-            {
-                eprintln!("axiom: {note}");
+            let wants_hooks = launch.hooks && profiles.of(Some(&kind)).hooks;
+            let hook = match std::env::current_exe() {
+                Ok(exe) if wants_hooks => Some(agent_kind::hook_command(&exe, &cli.socket)),
+                _ => None,
+            };
+            let a = agent_kind::adapt(command, &kind, hook.as_deref());
+            if !cli.json {
+                for note in &a.notes {
+                    eprintln!("axiom: {note}");
+                }
             }
-            argv
+            hooks = a.hooks;
+            a.argv
         }
     };
     let argv: Vec<CString> = exec
@@ -811,6 +873,8 @@ fn run_agent(
         workspace: Some(workspace.display().to_string()),
         profile: launch.profile,
         pty: true,
+        kind: Some(kind),
+        hooks,
     };
     // axiomd keeps a copy of the terminal to type interventions into, even after we go.
     let r = conn.request_with_fd(&req, master.as_fd())?;

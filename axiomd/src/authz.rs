@@ -11,6 +11,9 @@ pub struct Caller {
     pub uid: u32,
     /// Root, or a member of the admin group.
     pub admin: bool,
+    /// The calling process, when the transport's kernel or bus said (SO_PEERCRED's pid): a
+    /// hook call is about the caller's own agent, found from this pid.
+    pub pid: Option<u32>,
 }
 
 impl Caller {
@@ -18,6 +21,7 @@ impl Caller {
     pub const ROOT: Caller = Caller {
         uid: 0,
         admin: true,
+        pid: None,
     };
 
     /// A caller from its uid and every group it holds (primary and supplementary).
@@ -25,6 +29,7 @@ impl Caller {
         Caller {
             uid,
             admin: uid == 0 || admin_gid.is_some_and(|g| gids.contains(&g)),
+            pid: None,
         }
     }
 
@@ -48,7 +53,11 @@ pub fn peer(sock: BorrowedFd<'_>, admin_gid: Option<u32>) -> std::io::Result<Cal
         .map_err(std::io::Error::from)?;
     let mut gids = peer_groups(sock);
     gids.push(cred.gid());
-    Ok(Caller::new(cred.uid(), &gids, admin_gid))
+    let pid = u32::try_from(cred.pid()).ok().filter(|p| *p != 0);
+    Ok(Caller {
+        pid,
+        ..Caller::new(cred.uid(), &gids, admin_gid)
+    })
 }
 
 /// Supplementary groups of a socket's peer (SO_PEERGROUPS, Linux 4.13+).

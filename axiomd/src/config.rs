@@ -187,14 +187,6 @@ pub struct RulesConfig {
     /// Rule files and directories of `*.toml`, in order; directories that do not exist are
     /// skipped. A rule id may be defined once.
     pub paths: Vec<PathBuf>,
-    /// What `inject` types before a rule's message (default ESC: leaves an agent's input mode,
-    /// as the prototype steered Claude Code) and after it (default Enter).
-    pub inject_prefix: String,
-    pub inject_suffix: String,
-    /// Pause between the prefix, the message and the suffix, ms: a real agent's TUI reads keys
-    /// written together as one chord or one paste (measured: 300 ms delivers to Claude Code and
-    /// Codex; 100 ms or less was flaky).
-    pub inject_gap_ms: u64,
     /// Compiled rule plugins, keyed by the module's SHA-256 (must be root's, 0700).
     pub plugin_cache: PathBuf,
 }
@@ -203,9 +195,6 @@ impl Default for RulesConfig {
     fn default() -> Self {
         RulesConfig {
             paths: vec!["/usr/share/axiom/rules".into(), "/etc/axiom/rules.d".into()],
-            inject_prefix: "\u{1b}".into(),
-            inject_suffix: "\r".into(),
-            inject_gap_ms: 300,
             plugin_cache: "/var/cache/axiom/wasm".into(),
         }
     }
@@ -260,6 +249,9 @@ pub struct AgentsConfig {
     /// One state file per agent (name, command, owner, start, exit), so agents keep what they
     /// are across an axiomd restart.
     pub state_dir: PathBuf,
+    /// Changes to the shipped agent profiles (`agents.toml`: how each kind is typed into);
+    /// skipped when it does not exist.
+    pub profiles: PathBuf,
     /// How long an ended agent stays listed (with its exit code) before it is forgotten.
     pub keep_exited_secs: u64,
 }
@@ -269,6 +261,7 @@ impl Default for AgentsConfig {
         AgentsConfig {
             cgroup_root: None,
             state_dir: "/run/axiom/agents".into(),
+            profiles: axiom_common::agent_profile::OVERRIDES.into(),
             keep_exited_secs: 3600,
         }
     }

@@ -147,7 +147,8 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     if admin_gid.is_none() {
         tracing::info!(group = %cfg.api.admin_group, "no such admin group: only root may act on every agent");
     }
-    let (actions_tx, actions_rx) = std::sync::mpsc::sync_channel(4096);
+    let profiles = axiom_common::agent_profile::Profiles::load(&cfg.agents.profiles)
+        .context("loading the agent profiles")?;
     let terminals = Arc::new(Terminals::default());
     let mut engine = crate::rules::engine::Engine::default();
     {
@@ -156,29 +157,32 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         let terminals = terminals.clone();
         engine.terminal_of = Some(Box::new(move |agent| terminals.describe(agent)));
     }
-    let shared = Arc::new(api::Shared {
-        control: Mutex::new(control),
-        bus: bus.clone(),
-        sensor: Mutex::new(s),
+    let control = Arc::new(Mutex::new(control));
+    let engine = Arc::new(Mutex::new(engine));
+    let (actions, queue) = crate::actions::Actions::new(
+        control.clone(),
+        engine.clone(),
+        bus.clone(),
         terminals,
-        admin_gid,
-        rules,
-        engine: Mutex::new(engine),
-        actions: actions_tx,
-        store,
-        confine: cfg.confine.clone(),
-        inject_keys: (
-            cfg.rules.inject_prefix.clone(),
-            cfg.rules.inject_suffix.clone(),
-        ),
-        inject_gap: std::time::Duration::from_millis(cfg.rules.inject_gap_ms),
-    });
+        profiles,
+    );
     {
-        let shared = shared.clone();
+        let actions = actions.clone();
         std::thread::Builder::new()
             .name("actions".into())
-            .spawn(move || crate::rules::act(actions_rx, shared))?;
+            .spawn(move || actions.run(queue))?;
     }
+    let shared = Arc::new(api::Shared {
+        control,
+        bus: bus.clone(),
+        sensor: Mutex::new(s),
+        admin_gid,
+        rules,
+        engine,
+        actions,
+        store,
+        confine: cfg.confine.clone(),
+    });
     shared.install_matcher(shared.rules.get());
     tokio::spawn(agent_exits(taps.exits, shared.clone()));
     {
@@ -328,7 +332,8 @@ async fn agent_exits(
             Err(_) => return,
         };
         if let Some(n) = notice {
-            shared.terminals.release(n.agent);
+            shared.actions.terminals.release(n.agent);
+            shared.actions.forget(n.agent);
             shared.bus.publish(n);
         }
     }

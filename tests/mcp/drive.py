@@ -237,7 +237,7 @@ async def stdio(a):
 
             # Intervene: type into A's terminal, and see it answer.
             r = await call(s, "intervene", {"agent": A, "action": "inject", "message": "stop and finish greet"})
-            check(r["done"] == "inject", f"inject: {r}")
+            check(r["done"] == "inject" and r.get("delivered") is True, f"inject: {r}")
             _, a_cur = await observe_until(
                 s, A, a_cur,
                 lambda evs: any("got: stop and finish greet" in e.get("text", "") for e in evs),
@@ -344,7 +344,7 @@ async def http(a):
                 names = {t.name for t in (await s.list_tools()).tools}
                 check(names == TOOLS, f"tools over HTTP: {names}")
                 sp = await call(s, "spawn", {"agents": [
-                    {"command": ["bash", "-c", "echo 'let me plan this first'; echo done > x.txt"],
+                    {"command": ["bash", "-c", "echo 'let me plan this first'; sleep 1; echo done > x.txt"],
                      "workspace": a.ws1, "name": "http"}]})
                 agent = sp["agents"][0]["agent"]
 

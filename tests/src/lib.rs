@@ -68,6 +68,8 @@ pub struct Daemon {
     args: Vec<String>,
     /// Extra environment for the daemon (NOTIFY_SOCKET, WATCHDOG_USEC, …).
     env: Vec<(String, String)>,
+    /// An axiomd started elsewhere (the demo's): left running and untouched on drop.
+    attached: bool,
 }
 
 impl Daemon {
@@ -96,6 +98,22 @@ impl Daemon {
                 .iter()
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect(),
+            attached: false,
+        }
+    }
+
+    /// The axiomd already listening on `socket` (not ours: left as it is on drop).
+    pub fn attach(socket: &Path) -> Daemon {
+        Daemon {
+            child: None,
+            pin_dir: PathBuf::new(),
+            cgroup_root: PathBuf::new(),
+            socket: socket.to_path_buf(),
+            log: PathBuf::new(),
+            state_dir: PathBuf::new(),
+            args: Vec::new(),
+            env: Vec::new(),
+            attached: true,
         }
     }
 
@@ -236,6 +254,9 @@ impl Daemon {
 
 impl Drop for Daemon {
     fn drop(&mut self) {
+        if self.attached {
+            return;
+        }
         self.kill9();
         let _ = Command::new(axiomd_bin())
             .arg("--config")

@@ -6,8 +6,10 @@
 //! commands, a secret written to a config file, a clean session with git (nothing), and a
 //! repository with TODOs already in `.git` and in the agent's home (nothing). Gemini CLI, a
 //! third agent, runs the clean, TODO and planning scenarios.
-use axiom_common::wire::Body;
-use axiom_tests::{realagents::*, unique};
+use std::time::Duration;
+
+use axiom_common::wire::{Body, Event, Request};
+use axiom_tests::{Daemon, realagents::*, unique};
 
 fn matrix(agent: Agent) {
     assert!(
@@ -113,25 +115,290 @@ fn interventions_reach_the_model() {
         let sc = delivery_scenario();
         let dir = std::env::temp_dir().join(unique(&format!("real-{}-delivery", agent.name())));
         let s = run_session(&d, agent, &sc, &dir);
-        let reached = s.model_log.iter().any(|e| {
-            e["event"] == "request" && e["main"] == true && e["body"].to_string().contains(message)
-        });
         assert!(
-            reached,
+            !requests_with(&s.model_log, message).is_empty(),
             "{}: the intervention never reached the model; events: {:?}",
             agent.name(),
-            s.events
-                .iter()
-                .filter(|e| matches!(e.body, Body::Intervention { .. } | Body::Violation { .. }))
-                .collect::<Vec<_>>()
+            notices(&s.events)
         );
-        let delivered = s.events.iter().find_map(|e| match &e.body {
-            Body::Intervention {
-                action, delivered, ..
-            } if action == "inject" => Some(*delivered),
-            _ => None,
-        });
-        assert_eq!(delivered, Some(Some(true)), "{}", agent.name());
+        assert_eq!(
+            interventions(&s.events, "inject"),
+            vec![(Some(true), Some("terminal".to_string()))],
+            "{}",
+            agent.name()
+        );
         let _ = std::fs::remove_dir_all(&dir);
     }
+}
+
+/// Violations and interventions, for messages.
+fn notices(events: &[Event]) -> Vec<&Event> {
+    events
+        .iter()
+        .filter(|e| matches!(e.body, Body::Intervention { .. } | Body::Violation { .. }))
+        .collect()
+}
+
+/// (delivered, channel) of each intervention of `action`.
+fn interventions(events: &[Event], action: &str) -> Vec<(Option<bool>, Option<String>)> {
+    events
+        .iter()
+        .filter_map(|e| match &e.body {
+            Body::Intervention {
+                action: a,
+                delivered,
+                channel,
+                ..
+            } if a == action => Some((*delivered, channel.clone())),
+            _ => None,
+        })
+        .collect()
+}
+
+/// How many strings in `v` contain `text`.
+fn count_strings(v: &serde_json::Value, text: &str) -> usize {
+    use serde_json::Value;
+    match v {
+        Value::String(s) => usize::from(s.contains(text)),
+        Value::Array(a) => a.iter().map(|x| count_strings(x, text)).sum(),
+        Value::Object(o) => o.values().map(|x| count_strings(x, text)).sum(),
+        _ => 0,
+    }
+}
+
+fn inject(d: &Daemon, agent: u64, text: &str) -> axiom_common::wire::Reply {
+    let r = d.client().request(&Request::Inject {
+        agent,
+        text: text.into(),
+        raw: false,
+    });
+    assert!(r.ok, "inject: {:?}", r.error);
+    r
+}
+
+/// The stand-in's time of the first main request that carries `text`.
+fn arrived_ns(log: &[serde_json::Value], text: &str) -> u64 {
+    requests_with(log, text)
+        .first()
+        .and_then(|e| e["time_ns"].as_u64())
+        .unwrap_or(0)
+}
+
+/// A message typed by hand (`axiomctl inject`) into the real agent: a short one while it is
+/// idle, a long multi-line one while it is busy in a long tool call (which it interrupts), and
+/// one while it is frozen. Each is asserted at the stand-in: it arrives verbatim as a new user
+/// turn (the frozen one never), and axiomd says whether it was delivered.
+fn typed_by_hand(agent: Agent) {
+    let d = Daemon::start(&format!("real_inject_{}", agent.name()), &[]);
+    let sc = inject_scenario();
+    let dir = std::env::temp_dir().join(unique(&format!("real-{}-inject", agent.name())));
+    let mut live = Live::start(&d, agent, &sc, &dir);
+    let id = live.agent;
+    live.until_model("the first turn", Duration::from_secs(60), |log| {
+        log.iter().any(|e| e["event"] == "turn" && e["turn"] == 0)
+    });
+    // Idle: the turn is painted and over.
+    live.sub.drain_for(Duration::from_secs(3));
+    let r = inject(&d, id, SHORT);
+    assert_eq!(r.delivered, Some(true), "{}: short message", agent.name());
+    live.until_model("the short message", Duration::from_secs(30), |log| {
+        !requests_with(log, SHORT).is_empty()
+    });
+    // Busy: the next turn runs a 45-second tool call.
+    let job = live.until_event("the long tool call", Duration::from_secs(60), |e| {
+        matches!(&e.body, Body::Exec { argv, .. } if argv.first().is_some_and(|a| a.ends_with("python3")) && argv.join(" ").contains("time.sleep(45)"))
+    });
+    live.sub.drain_for(Duration::from_secs(1));
+    let long = long_message();
+    let r = inject(&d, id, &long);
+    assert_eq!(r.delivered, Some(true), "{}: long message", agent.name());
+    live.until_model("the long message", Duration::from_secs(30), |log| {
+        !requests_with(log, &long).is_empty()
+    });
+    let arrived = arrived_ns(&live.model_log(), &long);
+    assert!(
+        arrived < job.time_ns + 30_000_000_000,
+        "{}: the long job was not interrupted (message {} s after it started)",
+        agent.name(),
+        (arrived.saturating_sub(job.time_ns)) as f64 / 1e9
+    );
+    // Frozen: it cannot take input, and axiomd says so.
+    assert!(d.client().request(&Request::Freeze { agent: id }).ok);
+    let r = inject(&d, id, "This message cannot arrive now");
+    assert_eq!(r.delivered, Some(false), "{}: frozen agent", agent.name());
+    let _ = d.client().request(&Request::Thaw { agent: id });
+    let s = live.finish(&d);
+    assert_eq!(
+        interventions(&s.events, "inject")
+            .iter()
+            .map(|(d, _)| *d)
+            .collect::<Vec<_>>(),
+        vec![Some(true), Some(true), Some(false)],
+        "{}",
+        agent.name()
+    );
+    // Each message reached the model once, as its own turn: the last request's history holds
+    // it once (typed again, it would hold it twice).
+    let last = requests_with(&s.model_log, SHORT)
+        .last()
+        .map(|e| count_strings(&e["body"], SHORT))
+        .unwrap_or(0);
+    assert_eq!(
+        last,
+        1,
+        "{}: the short message in the history",
+        agent.name()
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn claude_code_takes_typed_messages_idle_and_busy() {
+    typed_by_hand(Agent::Claude);
+}
+
+#[test]
+fn codex_takes_typed_messages_idle_and_busy() {
+    typed_by_hand(Agent::Codex);
+}
+
+/// The third agent: a message typed while it is idle arrives as a user turn.
+#[test]
+fn gemini_cli_takes_a_typed_message() {
+    let d = Daemon::start("real_inject_gemini", &[]);
+    let sc = inject_scenario();
+    let dir = std::env::temp_dir().join(unique("real-gemini-inject"));
+    let mut live = Live::start(&d, Agent::Gemini, &sc, &dir);
+    live.until_model("the first turn", Duration::from_secs(60), |log| {
+        log.iter().any(|e| e["event"] == "turn" && e["turn"] == 0)
+    });
+    live.sub.drain_for(Duration::from_secs(3));
+    let r = inject(&d, live.agent, SHORT);
+    assert_eq!(r.delivered, Some(true));
+    live.until_model("the short message", Duration::from_secs(30), |log| {
+        !requests_with(log, SHORT).is_empty()
+    });
+    live.finish(&d);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A rule whose message waits for the agent to be idle (the shipped false-completion claim):
+/// said while the agent is busy in a 6-second tool call, it is not typed until the agent is
+/// idle — Codex gets it typed after the tool and the turn are over; Claude Code gets it at its
+/// next hook call, as context, without an interrupt.
+#[test]
+fn idle_messages_wait_for_the_agent() {
+    let d = Daemon::start("real_idle", &[]);
+    let message = "You claimed the work is done, but no file was written.";
+    for agent in [Agent::Codex, Agent::Claude] {
+        let sc = idle_claim_scenario();
+        let dir = std::env::temp_dir().join(unique(&format!("real-{}-idle", agent.name())));
+        let mut live = Live::start(&d, agent, &sc, &dir);
+        let job = live.until_event(
+            "the tool call",
+            Duration::from_secs(60),
+            |e| matches!(&e.body, Body::Exec { argv, .. } if argv.join(" ") == "sleep 6"),
+        );
+        live.until_model("the message", Duration::from_secs(60), |log| {
+            !requests_with(log, message).is_empty()
+        });
+        let log = live.model_log();
+        let arrived = arrived_ns(&log, message);
+        // The tool call ran to its end: its output reached the model no later than the message.
+        let checked = arrived_ns(&log, "checked");
+        assert!(
+            checked != 0 && checked <= arrived && arrived >= job.time_ns + 5_500_000_000,
+            "{}: the message interrupted the agent ({} s after the tool started)",
+            agent.name(),
+            (arrived.saturating_sub(job.time_ns)) as f64 / 1e9
+        );
+        live.sub.drain_for(Duration::from_secs(2));
+        let s = live.finish(&d);
+        let channel = if agent == Agent::Claude {
+            "hook"
+        } else {
+            "terminal"
+        };
+        assert_eq!(
+            interventions(&s.events, "inject"),
+            vec![(Some(true), Some(channel.to_string()))],
+            "{}: {:?}",
+            agent.name(),
+            notices(&s.events)
+        );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
+
+/// Claude Code's hooks, installed by `axiomctl run` for the run: a dangerous Bash command never
+/// runs and the model is told why; a false "done" is refused at Stop with the kernel's evidence;
+/// a true one is not.
+#[test]
+fn claude_code_hooks() {
+    let d = Daemon::start("real_hooks", &[]);
+    let run = |sc: &Scenario| {
+        let dir = std::env::temp_dir().join(unique(&format!("real-claude-{}", sc.name)));
+        let mut live = Live::start(&d, Agent::Claude, sc, &dir);
+        live.until_done(Duration::from_secs(90));
+        live.sub.drain_for(Duration::from_secs(3));
+        let s = live.finish(&d);
+        let _ = std::fs::remove_dir_all(&dir);
+        s
+    };
+    // A dangerous command: refused before it ran.
+    let s = run(&hook_dangerous_scenario());
+    assert!(
+        !requests_with(
+            &s.model_log,
+            "refused this command before it ran (rule curl-pipe-shell)"
+        )
+        .is_empty(),
+        "the model was not told why: {:?}",
+        notices(&s.events)
+    );
+    let ran: Vec<&Event> = s
+        .events
+        .iter()
+        .filter(
+            |e| matches!(&e.body, Body::Exec { argv, .. } if argv.join(" ").contains("install.sh")),
+        )
+        .collect();
+    assert!(ran.is_empty(), "the command ran: {ran:?}");
+    assert_eq!(
+        interventions(&s.events, "deny"),
+        vec![(Some(true), Some("hook".to_string()))]
+    );
+    assert!(interventions(&s.events, "freeze").is_empty(), "frozen");
+    // A false "done": refused at Stop, with the evidence.
+    let s = run(&hook_false_done_scenario());
+    let refused = requests_with(&s.model_log, "the kernel saw this agent write no file");
+    assert!(
+        !refused.is_empty(),
+        "the stop was not refused with the evidence: {:?}",
+        notices(&s.events)
+    );
+    assert_eq!(
+        interventions(&s.events, "inject"),
+        vec![(Some(true), Some("hook".to_string()))]
+    );
+    // A true one: nothing from Axiom reaches the model.
+    let s = run(&hook_true_done_scenario());
+    assert!(
+        requests_with(&s.model_log, "Axiom (the supervisor").is_empty(),
+        "a true claim was refused: {:?}",
+        notices(&s.events)
+    );
+    let from_rules: Vec<&Event> = notices(&s.events)
+        .into_iter()
+        .filter(|e| {
+            !matches!(
+                &e.body,
+                Body::Intervention {
+                    by_uid: Some(_),
+                    ..
+                }
+            )
+        })
+        .collect();
+    assert!(from_rules.is_empty(), "{from_rules:?}");
 }

@@ -119,6 +119,26 @@ impl Action {
     }
 }
 
+/// When an inject's message is typed into the agent.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Deliver {
+    /// Now: the agent's interrupt key stops its turn or tool, then the message.
+    #[default]
+    Interrupt,
+    /// When the agent is idle (its turn ended): queued, not dropped, while the agent lives.
+    Idle,
+}
+
+impl Deliver {
+    pub fn name(self) -> &'static str {
+        match self {
+            Deliver::Interrupt => "interrupt",
+            Deliver::Idle => "idle",
+        }
+    }
+}
+
 /// What has to be true for an agent's claim to hold.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -178,6 +198,10 @@ struct RawRule {
     action: Action,
     #[serde(default)]
     message: String,
+    /// When an inject's message is typed: `interrupt` (now, the agent's interrupt key first) or
+    /// `idle` (queued until the agent is idle; never dropped while it lives).
+    #[serde(default)]
+    deliver: Deliver,
     #[serde(default)]
     verify: Option<Verify>,
     #[serde(default)]
@@ -265,6 +289,7 @@ pub struct Rule {
     pub cooldown: Duration,
     pub action: Action,
     pub message: String,
+    pub deliver: Deliver,
     /// Matched text is secret: report and store it redacted.
     pub redact: bool,
     /// `file:line` it came from.
@@ -505,6 +530,7 @@ pub fn parse(text: &str, origin: &str) -> Result<Vec<Rule>, RuleError> {
             cooldown: Duration::from_secs_f64(r.cooldown_secs),
             action: r.action,
             message: r.message,
+            deliver: r.deliver,
             redact: r.redact,
             plugin,
             ignore: match &r.ignore_paths {

@@ -171,9 +171,18 @@ impl Screen {
 
     /// Whether the screen shows `text` (blanks folded: a TUI wraps and indents).
     pub fn shows(&self, text: &str) -> bool {
+        self.occurrences(text) > 0
+    }
+
+    /// How many times the screen shows `text` (blanks folded): a message typed again is
+    /// confirmed by one more, not by the copy an earlier one left.
+    pub fn occurrences(&self, text: &str) -> usize {
         let fold = |s: &str| s.split_whitespace().collect::<Vec<_>>().join(" ");
         let want = fold(text);
-        !want.is_empty() && fold(&self.contents()).contains(&want)
+        if want.is_empty() {
+            return 0;
+        }
+        fold(&self.contents()).matches(&want).count()
     }
 
     /// The whole screen as text (tests, debugging).

@@ -18,7 +18,7 @@ pub trait Axiom1 {
     fn freeze(&self, agent: u64) -> zbus::Result<()>;
     fn thaw(&self, agent: u64) -> zbus::Result<()>;
     fn kill(&self, agent: u64) -> zbus::Result<()>;
-    fn inject(&self, agent: u64, text: &str) -> zbus::Result<()>;
+    fn inject(&self, agent: u64, text: &str) -> zbus::Result<bool>;
     fn rules(&self) -> zbus::Result<String>;
     fn status(&self) -> zbus::Result<String>;
     fn subscribe(&self, agent: u64, replay: bool) -> zbus::Result<zbus::OwnedFd>;

@@ -66,7 +66,8 @@ pub struct StatusParams {
 #[derive(Deserialize, JsonSchema, Clone, Copy, PartialEq, Debug)]
 #[serde(rename_all = "lowercase")]
 pub enum Action {
-    /// Type `message` into the agent's terminal (then Enter, unless `enter` is false).
+    /// Tell the agent `message`: typed into its terminal the way its kind reads input
+    /// (interrupting it) and confirmed on its screen (`delivered`).
     Inject,
     /// Freeze every process of the agent (cgroup.freeze).
     Freeze,
@@ -82,10 +83,8 @@ pub enum Action {
 pub struct InterveneParams {
     pub agent: u64,
     pub action: Action,
-    /// What to type (inject only).
+    /// What to tell the agent (inject only).
     pub message: Option<String>,
-    /// Press Enter after the message (default true).
-    pub enter: Option<bool>,
 }
 
 #[derive(Deserialize, JsonSchema)]
@@ -372,13 +371,7 @@ impl Server {
             (Action::Inject, Some(m)) if m.is_empty() => {
                 return Err(invalid("inject needs a message"));
             }
-            (Action::Inject, Some(m)) => {
-                let mut m = m.clone();
-                if p.enter.unwrap_or(true) {
-                    m.push('\r'); // Enter, as a terminal sends it
-                }
-                Some(m)
-            }
+            (Action::Inject, Some(m)) => Some(m.clone()),
             (_, Some(_)) => {
                 return Err(invalid(format!(
                     "a message goes with inject only, not {:?}",
@@ -390,15 +383,21 @@ impl Server {
         self.visible_agents(Some(p.agent)).await?;
         let d = &self.st.daemon;
         let r = match p.action {
-            Action::Inject => d.inject(p.agent, message.as_deref().unwrap_or("")).await,
-            Action::Freeze => d.freeze(p.agent).await,
-            Action::Thaw => d.thaw(p.agent).await,
-            Action::Stop => d.stop(p.agent).await,
-            Action::Kill => d.kill(p.agent).await,
+            Action::Inject => d
+                .inject(p.agent, message.as_deref().unwrap_or(""))
+                .await
+                .map(Some),
+            Action::Freeze => d.freeze(p.agent).await.map(|()| None),
+            Action::Thaw => d.thaw(p.agent).await.map(|()| None),
+            Action::Stop => d.stop(p.agent).await.map(|()| None),
+            Action::Kill => d.kill(p.agent).await.map(|()| None),
         };
         let action = format!("{:?}", p.action).to_lowercase();
         Ok(match r {
-            Ok(()) => CallToolResult::structured(json!({ "agent": p.agent, "done": action })),
+            Ok(None) => CallToolResult::structured(json!({ "agent": p.agent, "done": action })),
+            Ok(Some(delivered)) => CallToolResult::structured(
+                json!({ "agent": p.agent, "done": action, "delivered": delivered }),
+            ),
             Err(e) => refused(&action, &e),
         })
     }

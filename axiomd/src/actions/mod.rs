@@ -1,3 +1,364 @@
-//! Interventions axiomd performs on agents. Steering a whole agent (stop, freeze, thaw, kill)
-//! lives with the agent registry, which knows its cgroup; typing into its terminal lives here.
+//! The actions stage: what axiomd does about a rule's finding, and about a user's "tell the
+//! agent this". The rules stage reports a violation and hands the finding here
+//! ([`Actions::submit`]); the actions thread ([`Actions::run`]) turns it into the rule's
+//! intervention — a message delivered to the agent's model (`deliver.rs`: typed into its
+//! terminal the way its kind reads input, or handed over through Claude Code's hooks,
+//! `hooks.rs`), a freeze, a kill — and reports it as an `intervention` event that says whether
+//! the message arrived.
+pub mod deliver;
+pub mod hooks;
 pub mod terminal;
+
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex, mpsc},
+    time::Instant,
+};
+
+use axiom_common::{
+    agent_profile::{Profile, Profiles},
+    rules::{Action, Deliver, RuleSet},
+    wire::Body,
+};
+
+use crate::{
+    agents::{Agent, Control, Steer, notice},
+    authz::Caller,
+    bus::Bus,
+    rules::engine::{Engine, Finding, PluginFault},
+};
+
+pub use deliver::{Delivery, Message};
+use terminal::Terminals;
+
+/// Findings waiting for the actions thread; more are counted lost (`actions_backlog`).
+const BACKLOG: usize = 4096;
+
+/// A message no channel has taken yet (a Claude Code hook call may take it).
+struct Pending {
+    id: u64,
+    text: String,
+    taken: bool,
+}
+
+pub struct Actions {
+    control: Arc<Mutex<Control>>,
+    engine: Arc<Mutex<Engine>>,
+    bus: Arc<Bus>,
+    pub terminals: Arc<Terminals>,
+    profiles: Profiles,
+    queue: mpsc::SyncSender<(Arc<RuleSet>, Finding)>,
+    /// Per agent, messages that wait (for the agent to be idle, or for a hook call).
+    pending: Mutex<HashMap<u64, Vec<Pending>>>,
+    next_pending: std::sync::atomic::AtomicU64,
+    /// Per agent, the stops refused in a row (Claude Code ends a turn after 8 anyway; we let
+    /// it go after 3 so that an agent that cannot do better is not held in a loop).
+    stop_refusals: Mutex<HashMap<u64, u32>>,
+}
+
+/// The receiving end of the actions queue, for [`Actions::run`].
+pub struct Queue(mpsc::Receiver<(Arc<RuleSet>, Finding)>);
+
+impl Actions {
+    pub fn new(
+        control: Arc<Mutex<Control>>,
+        engine: Arc<Mutex<Engine>>,
+        bus: Arc<Bus>,
+        terminals: Arc<Terminals>,
+        profiles: Profiles,
+    ) -> (Arc<Actions>, Queue) {
+        let (queue, rx) = mpsc::sync_channel(BACKLOG);
+        let a = Actions {
+            control,
+            engine,
+            bus,
+            terminals,
+            profiles,
+            queue,
+            pending: Mutex::new(HashMap::new()),
+            next_pending: std::sync::atomic::AtomicU64::new(1),
+            stop_refusals: Mutex::new(HashMap::new()),
+        };
+        (Arc::new(a), Queue(rx))
+    }
+
+    pub fn profiles(&self) -> &Profiles {
+        &self.profiles
+    }
+
+    /// The agent as it is now.
+    fn agent(&self, id: u64) -> Option<Agent> {
+        self.control.lock().ok()?.get(id).cloned()
+    }
+
+    /// The profile of an agent's kind (generic when it has none).
+    pub fn profile_of(&self, a: &Agent) -> Profile {
+        self.profiles.of(a.kind.as_deref())
+    }
+
+    /// A finding whose rule acts: carried out on the actions thread, so the thread that found
+    /// it goes straight back to finding (acting may block on a terminal or a cgroup file).
+    pub fn submit(&self, set: &Arc<RuleSet>, f: Finding) {
+        if let Err(mpsc::TrySendError::Full(_)) = self.queue.try_send((set.clone(), f)) {
+            self.bus.stats.count_loss("actions_backlog");
+        }
+    }
+
+    /// The actions thread: until the queue closes.
+    pub fn run(self: Arc<Self>, q: Queue) {
+        while let Ok((set, f)) = q.0.recv() {
+            // A message is paced (hundreds of ms) and may wait for the agent to be idle: it
+            // gets a thread of its own, so freezes and kills of other agents do not wait
+            // behind it (each agent's terminal types one message at a time).
+            let inject = set
+                .rules
+                .get(f.rule)
+                .is_some_and(|r| r.action == Action::Inject);
+            if inject {
+                let me = self.clone();
+                let spawned = std::thread::Builder::new()
+                    .name("deliver".into())
+                    .spawn(move || me.intervene_for(&set, &f));
+                if spawned.is_err() {
+                    tracing::warn!("no thread to deliver a message on");
+                    self.bus.stats.count_loss("actions_no_thread");
+                }
+            } else {
+                self.intervene_for(&set, &f);
+            }
+        }
+    }
+
+    /// Carries out a finding's action and reports it as an `intervention` event.
+    fn intervene_for(&self, set: &RuleSet, f: &Finding) {
+        let Some(r) = set.rules.get(f.rule) else {
+            return;
+        };
+        let Some(agent) = self.agent(f.agent) else {
+            return;
+        };
+        let t0 = Instant::now();
+        let Some(action) = crate::rules::engine::effective(r.action, f.in_kernel) else {
+            self.bus.publish(notice(
+                &agent,
+                Body::Intervention {
+                    action: "deny".into(),
+                    by_uid: None,
+                    detail: format!(
+                        "rule {}: pid {} killed in the kernel before its write landed",
+                        r.id, f.pid
+                    ),
+                    rule: Some(r.id.clone()),
+                    detect_us: f.latency_us,
+                    act_us: Some(0.0),
+                    delivered: None,
+                    channel: Some("kernel".into()),
+                },
+            ));
+            return;
+        };
+        let (detail, delivered, channel) = match action {
+            Action::Alert => return,
+            Action::Inject => {
+                let msg = Message {
+                    text: &r.message,
+                    interrupt: r.deliver == Deliver::Interrupt,
+                    wait_idle: r.deliver == Deliver::Idle,
+                };
+                let d = self.deliver(&agent, &msg);
+                let detail = match (&d.error, d.delivered) {
+                    (Some(e), _) => format!("rule {}: not delivered: {e}: {}", r.id, r.message),
+                    (None, true) => format!("rule {}: {}", r.id, r.message),
+                    (None, false) => format!(
+                        "rule {}: typed {} times, the agent's screen never showed it: {}",
+                        r.id, d.attempts, r.message
+                    ),
+                };
+                (detail, Some(d.delivered), Some(d.channel.to_string()))
+            }
+            Action::Freeze | Action::Kill | Action::Deny => {
+                let how = if action == Action::Freeze {
+                    Steer::Freeze
+                } else {
+                    Steer::Kill
+                };
+                let done = match self.control.lock() {
+                    Ok(mut c) => c
+                        .steer(f.agent, how, Caller::ROOT)
+                        .map(drop)
+                        .map_err(|e| e.to_string()),
+                    Err(_) => Err("control state poisoned".into()),
+                };
+                let detail = match done {
+                    Ok(()) => format!("rule {}: {}", r.id, r.message),
+                    Err(e) => format!("rule {}: failed: {e}", r.id),
+                };
+                (detail, None, None)
+            }
+        };
+        self.bus.publish(notice(
+            &agent,
+            Body::Intervention {
+                action: action.name().into(),
+                by_uid: None,
+                detail,
+                rule: Some(r.id.clone()),
+                detect_us: f.latency_us,
+                act_us: Some(t0.elapsed().as_secs_f64() * 1e6),
+                delivered,
+                channel,
+            },
+        ));
+    }
+
+    /// A user's message for an agent (`axiomctl inject`, D-Bus, MCP), delivered as a rule's
+    /// would be, interrupting the agent; `raw` types the bytes as they are (no confirmation).
+    /// Reported as an `intervention` event by the caller's uid.
+    pub fn inject(
+        &self,
+        agent: &Agent,
+        text: &str,
+        raw: bool,
+        by_uid: u32,
+    ) -> Result<Option<bool>, terminal::TerminalError> {
+        let t0 = Instant::now();
+        let delivered = if raw {
+            if let Ok(mut e) = self.engine.lock() {
+                e.typed(agent.id, text);
+            }
+            self.terminals.inject(agent.id, text.as_bytes())?;
+            None
+        } else {
+            if !self.terminals.has(agent.id) {
+                return Err(terminal::TerminalError::NoTerminal(agent.id));
+            }
+            let d = self.deliver(
+                agent,
+                &Message {
+                    text,
+                    interrupt: true,
+                    wait_idle: false,
+                },
+            );
+            if let Some(e) = d.error {
+                return Err(e);
+            }
+            Some(d.delivered)
+        };
+        self.bus.publish(notice(
+            agent,
+            Body::Intervention {
+                action: "inject".into(),
+                by_uid: Some(by_uid),
+                detail: text.into(),
+                rule: None,
+                detect_us: None,
+                act_us: Some(t0.elapsed().as_secs_f64() * 1e6),
+                delivered,
+                channel: Some("terminal".into()),
+            },
+        ));
+        Ok(delivered)
+    }
+
+    /// Reports a plugin call a sandbox limit stopped: a `denied` event on the agent whose event
+    /// it was looking at (the sandbox refused the plugin more fuel, memory or time).
+    pub fn plugin_fault(&self, set: &RuleSet, f: &PluginFault) {
+        let Some(r) = set.rules.get(f.rule) else {
+            return;
+        };
+        let path = r
+            .plugin
+            .as_ref()
+            .map(|p| p.plugin.path.display().to_string())
+            .unwrap_or_default();
+        tracing::warn!(rule = %r.id, plugin = %path, fault = %f.fault, switched_off = f.disabled, "plugin call stopped");
+        let Some(agent) = self.agent(f.agent) else {
+            return;
+        };
+        let mut by = f.fault.to_string();
+        if f.disabled {
+            by.push_str(&format!(
+                "; switched off after {} stopped calls in a row, until the rules reload",
+                axiom_common::rules::PLUGIN_STRIKES
+            ));
+        }
+        let mut ev = notice(
+            &agent,
+            Body::Denied {
+                op: "plugin".into(),
+                target: format!("rule {} ({path})", r.id),
+                by,
+                count: 1,
+            },
+        );
+        if f.pid != 0 {
+            (ev.pid, ev.tgid) = (f.pid, f.pid);
+        }
+        self.bus.publish(ev);
+    }
+
+    /// An agent is gone: what waited for it is dropped (its waiters see it gone).
+    pub fn forget(&self, agent: u64) {
+        if let Ok(mut p) = self.pending.lock() {
+            p.remove(&agent);
+        }
+        if let Ok(mut s) = self.stop_refusals.lock() {
+            s.remove(&agent);
+        }
+    }
+
+    /// Queues a message for a hook call to take; its id.
+    fn park(&self, agent: u64, text: &str) -> u64 {
+        let id = self
+            .next_pending
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        if let Ok(mut p) = self.pending.lock() {
+            p.entry(agent).or_default().push(Pending {
+                id,
+                text: text.to_string(),
+                taken: false,
+            });
+        }
+        id
+    }
+
+    /// Whether a hook call took message `id` (removing it either way: it is settled now).
+    fn unpark(&self, agent: u64, id: u64) -> bool {
+        let Ok(mut p) = self.pending.lock() else {
+            return false;
+        };
+        let Some(v) = p.get_mut(&agent) else {
+            return false;
+        };
+        let taken = v.iter().any(|m| m.id == id && m.taken);
+        v.retain(|m| m.id != id);
+        taken
+    }
+
+    /// Whether message `id` was taken by a hook call (it stays parked for `unpark`).
+    fn taken(&self, agent: u64, id: u64) -> bool {
+        self.pending.lock().is_ok_and(|p| {
+            p.get(&agent)
+                .is_some_and(|v| v.iter().any(|m| m.id == id && m.taken))
+        })
+    }
+
+    /// Takes every parked message of an agent (a hook call hands them to its model).
+    fn take_parked(&self, agent: u64) -> Vec<String> {
+        let Ok(mut p) = self.pending.lock() else {
+            return Vec::new();
+        };
+        p.get_mut(&agent)
+            .map(|v| {
+                v.iter_mut()
+                    .filter(|m| !m.taken)
+                    .map(|m| {
+                        m.taken = true;
+                        m.text.clone()
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+}

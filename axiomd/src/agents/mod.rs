@@ -129,6 +129,12 @@ pub struct Agent {
     pub limits_applied: Vec<String>,
     #[serde(default)]
     pub limits_not_applied: Vec<String>,
+    /// Its profile in `agents.toml` (how to type into it; its own state files).
+    #[serde(default)]
+    pub kind: Option<String>,
+    /// It calls axiomd from Claude Code hooks (`axiomctl hook`).
+    #[serde(default)]
+    pub hooks: bool,
 }
 
 /// What a client says about an agent it starts.
@@ -142,6 +148,8 @@ pub struct Launch {
     pub limits: Option<axiom_common::confine::Limits>,
     /// Where it may connect.
     pub net: Option<axiom_common::confine::NetRules>,
+    pub kind: Option<String>,
+    pub hooks: bool,
 }
 
 impl Agent {
@@ -161,7 +169,26 @@ impl Agent {
             limit_groups: Vec::new(),
             limits_applied: Vec::new(),
             limits_not_applied: Vec::new(),
+            kind: None,
+            hooks: false,
         }
+    }
+}
+
+/// An event about an agent as a whole (not from the kernel): stamped now, attributed to its root.
+pub fn notice(a: &Agent, body: axiom_common::wire::Body) -> axiom_common::wire::Event {
+    axiom_common::wire::Event {
+        seq: 0,
+        time_ns: crate::agents::now_ns(),
+        agent: a.id,
+        pid: a.leader,
+        tgid: a.leader,
+        ppid: 0,
+        uid: a.owner_uid,
+        cgroup_id: 0,
+        comm: a.name.clone().unwrap_or_default(),
+        truncated: false,
+        body,
     }
 }
 
@@ -610,6 +637,8 @@ impl Control {
         a.command = launch.command;
         a.workspace = launch.workspace;
         a.profile = launch.profile;
+        a.kind = launch.kind;
+        a.hooks = launch.hooks;
         self.insert(a);
         Ok(agent)
     }

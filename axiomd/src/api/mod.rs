@@ -19,7 +19,6 @@ use tokio::{
 };
 
 use crate::{
-    actions::terminal::Terminals,
     agents::{Agent, AgentError, AgentView, Control, Launch, Source, Steer},
     authz::Caller,
     bus::Bus,
@@ -28,25 +27,17 @@ use crate::{
 
 /// What the front-ends share.
 pub struct Shared {
-    pub control: Mutex<Control>,
+    pub control: Arc<Mutex<Control>>,
     pub bus: Arc<Bus>,
     pub sensor: Mutex<Sensor>,
-    pub terminals: Arc<Terminals>,
     /// gid of the admin group, resolved at start-up.
     pub admin_gid: Option<u32>,
     pub rules: crate::rules::Rules,
     /// Per-agent rule state, shared by the reader thread (kernel matches, found where they
     /// arrive) and the rules thread (everything else).
-    pub engine: Mutex<crate::rules::engine::Engine>,
-    /// Findings whose intervention the actions thread carries out.
-    pub actions: std::sync::mpsc::SyncSender<(
-        Arc<axiom_common::rules::RuleSet>,
-        crate::rules::engine::Finding,
-    )>,
-    /// Typed around an `inject` rule's message.
-    pub inject_keys: (String, String),
-    /// The pause between the keys before the message, the message and the keys after it.
-    pub inject_gap: std::time::Duration,
+    pub engine: Arc<Mutex<crate::rules::engine::Engine>>,
+    /// The actions stage: interventions, and the agents' terminals.
+    pub actions: Arc<crate::actions::Actions>,
     /// The event store's tiers (none when the store is off).
     pub store: Option<crate::store::Running>,
     /// Confinement profiles (`axiomctl run --profile`).
@@ -107,25 +98,11 @@ pub fn agent_info(v: AgentView, pty: bool) -> AgentInfo {
         exit_code: exit.code,
         exit_signal: exit.signal,
         pty,
+        agent_kind: a.kind,
     }
 }
 
-/// An event about an agent as a whole (not from the kernel): stamped now, attributed to its root.
-pub fn notice(a: &Agent, body: Body) -> Event {
-    Event {
-        seq: 0,
-        time_ns: crate::agents::now_ns(),
-        agent: a.id,
-        pid: a.leader,
-        tgid: a.leader,
-        ppid: 0,
-        uid: a.owner_uid,
-        cgroup_id: 0,
-        comm: a.name.clone().unwrap_or_default(),
-        truncated: false,
-        body,
-    }
-}
+pub use crate::agents::notice;
 
 fn started(a: &Agent) -> Event {
     notice(
@@ -138,9 +115,6 @@ fn started(a: &Agent) -> Event {
         },
     )
 }
-
-/// How long an injected message may take to show on the agent's screen.
-const INJECT_CONFIRM: std::time::Duration = std::time::Duration::from_secs(3);
 
 impl Shared {
     /// Runs an agent operation under the control lock; on success publishes what `after`
@@ -184,13 +158,14 @@ impl Shared {
                         detect_us: None,
                         act_us: None,
                         delivered: None,
+                        channel: None,
                     },
                 ))
             },
         )
     }
 
-    fn inject(&self, agent: u64, text: &str, caller: Caller) -> Reply {
+    fn inject(&self, agent: u64, text: &str, raw: bool, caller: Caller) -> Reply {
         let a = match self.control.lock() {
             Ok(c) => match c.authorised(agent, caller, "type into") {
                 Ok(a) => a.clone(),
@@ -198,240 +173,44 @@ impl Shared {
             },
             Err(_) => return error("control state poisoned"),
         };
-        if let Ok(mut e) = self.engine.lock() {
-            e.typed(agent, text);
-        }
-        if let Err(e) = self.terminals.inject(agent, text.as_bytes()) {
-            let code = match e {
-                crate::actions::terminal::TerminalError::NoTerminal(_) => "no_terminal",
-                _ => "terminal_closed",
-            };
-            return Reply {
-                code: Some(code.into()),
-                ..error(e)
-            };
-        }
-        self.bus.publish(notice(
-            &a,
-            Body::Intervention {
-                action: "inject".into(),
-                by_uid: Some(caller.uid),
-                detail: text.into(),
-                rule: None,
-                detect_us: None,
-                act_us: None,
-                delivered: None,
-            },
-        ));
-        ok_agent(agent)
-    }
-
-    /// The rule of a finding and the agent it is about (as they are now).
-    fn finding_parts<'s>(
-        &self,
-        set: &'s axiom_common::rules::RuleSet,
-        f: &crate::rules::engine::Finding,
-    ) -> Option<(&'s axiom_common::rules::Rule, Agent)> {
-        let r = set.rules.get(f.rule)?;
-        let agent = self.control.lock().ok()?.get(f.agent).cloned()?;
-        Some((r, agent))
-    }
-
-    /// Acts on a rule's finding: the `violation` event, then the rule's intervention (as axiomd,
-    /// not as any user) and its `intervention` event with how long acting took.
-    pub fn enforce(
-        &self,
-        set: &Arc<axiom_common::rules::RuleSet>,
-        f: crate::rules::engine::Finding,
-    ) {
-        let Some((r, agent)) = self.finding_parts(set, &f) else {
-            return;
-        };
-        let mut v = notice(
-            &agent,
-            Body::Violation {
-                rule: r.id.clone(),
-                severity: format!("{:?}", r.severity).to_lowercase(),
-                action: r.action.name().into(),
-                detail: f.detail.clone(),
-                latency_us: f.latency_us,
-                scope: f.scope.map(|s| s.name().to_string()),
-                path: f.path.clone(),
-            },
-        );
-        if f.pid != 0 {
-            (v.pid, v.tgid) = (f.pid, f.pid);
-        }
-        self.bus.publish(v);
-        if r.action == axiom_common::rules::Action::Alert {
-            return;
-        }
-        // Acting may block (a terminal, a cgroup file): it happens on the actions thread, so the
-        // thread that found the violation goes straight back to finding.
-        if let Err(std::sync::mpsc::TrySendError::Full(_)) = self.actions.try_send((set.clone(), f))
-        {
-            self.bus.stats.count_loss("actions_backlog");
-        }
-    }
-
-    /// Reports a plugin call a sandbox limit stopped: a `denied` event on the agent whose event
-    /// it was looking at (the sandbox refused the plugin more fuel, memory or time).
-    pub fn plugin_fault(
-        &self,
-        set: &axiom_common::rules::RuleSet,
-        f: &crate::rules::engine::PluginFault,
-    ) {
-        let Some(r) = set.rules.get(f.rule) else {
-            return;
-        };
-        let path = r
-            .plugin
-            .as_ref()
-            .map(|p| p.plugin.path.display().to_string())
-            .unwrap_or_default();
-        tracing::warn!(rule = %r.id, plugin = %path, fault = %f.fault, switched_off = f.disabled, "plugin call stopped");
-        let Some(agent) = self
-            .control
-            .lock()
-            .ok()
-            .and_then(|c| c.get(f.agent).cloned())
-        else {
-            return;
-        };
-        let mut by = f.fault.to_string();
-        if f.disabled {
-            by.push_str(&format!(
-                "; switched off after {} stopped calls in a row, until the rules reload",
-                axiom_common::rules::PLUGIN_STRIKES
-            ));
-        }
-        let mut ev = notice(
-            &agent,
-            Body::Denied {
-                op: "plugin".into(),
-                target: format!("rule {} ({path})", r.id),
-                by,
-                count: 1,
-            },
-        );
-        if f.pid != 0 {
-            (ev.pid, ev.tgid) = (f.pid, f.pid);
-        }
-        self.bus.publish(ev);
-    }
-
-    /// Carries out a finding's intervention and reports it.
-    /// Carries out a finding's action (an inject is typed, paced, and confirmed on the agent's
-    /// screen).
-    pub fn intervene_for(
-        &self,
-        set: &axiom_common::rules::RuleSet,
-        f: &crate::rules::engine::Finding,
-    ) {
-        use axiom_common::rules::Action;
-        let Some((r, agent)) = self.finding_parts(set, f) else {
-            return;
-        };
-        let action = crate::rules::engine::effective(r.action, f.in_kernel);
-        let t0 = std::time::Instant::now();
-        let Some(action) = action else {
-            self.bus.publish(notice(
-                &agent,
-                Body::Intervention {
-                    action: "deny".into(),
-                    by_uid: None,
-                    detail: format!(
-                        "rule {}: pid {} killed in the kernel before its write landed",
-                        r.id, f.pid
-                    ),
-                    rule: Some(r.id.clone()),
-                    detect_us: f.latency_us,
-                    act_us: Some(0.0),
-                    delivered: None,
-                },
-            ));
-            return;
-        };
-        let mut delivered = None;
-        let outcome = match action {
-            Action::Alert => return,
-            Action::Inject => {
-                let paste = self.engine.lock().is_ok_and(|e| e.pastes(f.agent));
-                let typing = crate::actions::terminal::Typing {
-                    before: &self.inject_keys.0,
-                    text: &r.message,
-                    after: &self.inject_keys.1,
-                    paste,
-                    gap: self.inject_gap,
-                };
-                let typed = self
-                    .terminals
-                    .type_paced(f.agent, &typing)
-                    .map_err(|e| e.to_string());
-                if typed.is_ok() {
-                    // A line-mode reader got the line from the kernel; a TUI shows what it
-                    // took.
-                    delivered = Some(
-                        self.terminals.canonical(f.agent)
-                            || self.await_on_screen(f.agent, &r.message),
-                    );
-                }
-                typed
-            }
-            Action::Freeze | Action::Kill | Action::Deny => {
-                let how = if action == Action::Freeze {
-                    Steer::Freeze
-                } else {
-                    Steer::Kill
-                };
-                match self.control.lock() {
-                    Ok(mut c) => c
-                        .steer(f.agent, how, Caller::ROOT)
-                        .map(drop)
-                        .map_err(|e| e.to_string()),
-                    Err(_) => Err("control state poisoned".into()),
-                }
-            }
-        };
-        let took = t0.elapsed().as_secs_f64() * 1e6;
-        let detail = match (outcome, delivered) {
-            (Ok(()), Some(false)) => format!(
-                "rule {}: typed, but the agent's screen did not show it: {}",
-                r.id, r.message
-            ),
-            (Ok(()), _) => format!("rule {}: {}", r.id, r.message),
-            (Err(e), _) => format!("rule {}: failed: {e}", r.id),
-        };
-        self.bus.publish(notice(
-            &agent,
-            Body::Intervention {
-                action: action.name().into(),
-                by_uid: None,
-                detail,
-                rule: Some(r.id.clone()),
-                detect_us: f.latency_us,
-                act_us: Some(took),
+        match self.actions.inject(&a, text, raw, caller.uid) {
+            Ok(delivered) => Reply {
                 delivered,
+                ..ok_agent(agent)
             },
-        ));
+            Err(e) => {
+                let code = match e {
+                    crate::actions::terminal::TerminalError::NoTerminal(_) => "no_terminal",
+                    _ => "terminal_closed",
+                };
+                Reply {
+                    code: Some(code.into()),
+                    ..error(e)
+                }
+            }
+        }
     }
 
-    /// Waits (up to INJECT_CONFIRM) for the agent's screen to show the start of a message typed
-    /// into it: the agent took it as input.
-    fn await_on_screen(&self, agent: u64, message: &str) -> bool {
-        let head: String = message
-            .split_whitespace()
-            .take(4)
-            .collect::<Vec<_>>()
-            .join(" ");
-        let t0 = std::time::Instant::now();
-        while t0.elapsed() < INJECT_CONFIRM {
-            if self.engine.lock().is_ok_and(|e| e.shows(agent, &head)) {
-                return true;
-            }
-            std::thread::sleep(std::time::Duration::from_millis(50));
+    /// A Claude Code hook call from inside an agent: answered for the caller's own agent (the
+    /// one its pid belongs to, by the kernel's word), never for another.
+    fn hook(&self, caller: Caller, input: &serde_json::Value) -> Reply {
+        let agent = caller.pid.and_then(|pid| {
+            let c = self.control.lock().ok()?;
+            let a = c.get(c.agent_of(pid)?)?;
+            (a.owner_uid == caller.uid || caller.admin).then(|| a.clone())
+        });
+        let Some(agent) = agent else {
+            return Reply {
+                code: Some("not_an_agent".into()),
+                ..error("a hook call comes from inside a tracked agent")
+            };
+        };
+        Reply {
+            ok: true,
+            agent: Some(agent.id),
+            hook: self.actions.hook(&self.rules.get(), &agent, input),
+            ..Default::default()
         }
-        false
     }
 
     /// Stored events the caller may see (all for admins; else their uid's and their agents').
@@ -578,11 +357,12 @@ impl Shared {
                                 detect_us: None,
                                 act_us: None,
                                 delivered: None,
+                                channel: None,
                             },
                         )
                     });
                     c.untrack(agent, caller)?;
-                    self.terminals.release(agent);
+                    self.actions.terminals.release(agent);
                     if let Some(ev) = ev {
                         self.bus.publish(ev);
                     }
@@ -597,6 +377,8 @@ impl Shared {
                 workspace,
                 profile,
                 pty,
+                kind,
+                hooks,
             } => {
                 if pty && fd.is_none() {
                     return error("run_agent: pty announced but no descriptor came with it");
@@ -624,6 +406,11 @@ impl Shared {
                         };
                     }
                 };
+                // The launcher's word for the kind, if it is one we know; else the program's name.
+                let profiles = self.actions.profiles();
+                let kind = kind
+                    .filter(|k| profiles.get(k).is_some())
+                    .unwrap_or_else(|| profiles.recognise(&command).to_string());
                 let launch = Launch {
                     name,
                     command,
@@ -631,11 +418,13 @@ impl Shared {
                     profile: Some(confinement.profile.clone()),
                     limits: Some(confinement.limits.clone()),
                     net: Some(confinement.net.clone()),
+                    kind: Some(kind),
+                    hooks,
                 };
                 let mut reply =
                     self.act(|c| c.run_agent(pid, caller, launch), |a| Some(started(a)));
                 if let (true, Some(agent), Some(fd)) = (reply.ok, reply.agent, fd) {
-                    self.terminals.hold(agent, fd);
+                    self.actions.terminals.hold(agent, fd);
                 }
                 if let (true, Some(agent)) = (reply.ok, reply.agent) {
                     if let Ok(c) = self.control.lock()
@@ -652,7 +441,8 @@ impl Shared {
                 }
                 reply
             }
-            Request::Inject { agent, text } => self.inject(agent, &text, caller),
+            Request::Inject { agent, text, raw } => self.inject(agent, &text, raw, caller),
+            Request::Hook { input } => self.hook(caller, &input),
             Request::Stop { agent } => self.intervene(agent, Steer::Stop, caller),
             Request::Freeze { agent } => self.intervene(agent, Steer::Freeze, caller),
             Request::Thaw { agent } => self.intervene(agent, Steer::Thaw, caller),
@@ -723,7 +513,7 @@ impl Shared {
         c.list(caller)
             .into_iter()
             .map(|v| {
-                let pty = self.terminals.has(v.agent.id);
+                let pty = self.actions.terminals.has(v.agent.id);
                 agent_info(v, pty)
             })
             .collect()

@@ -177,7 +177,7 @@ async fn client(stream: UnixStream, shared: Arc<Shared>) -> std::io::Result<()> 
     }
     .await;
     for a in relayed {
-        shared.terminals.detached(a);
+        shared.actions.terminals.detached(a);
     }
     result
 }

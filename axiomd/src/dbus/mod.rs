@@ -127,7 +127,10 @@ impl Axiom {
                 .map(|p| authz::process_groups(p, uid))
                 .unwrap_or_default(),
         };
-        Ok(Caller::new(uid, &gids, self.shared.admin_gid))
+        Ok(Caller {
+            pid: creds.process_id(),
+            ..Caller::new(uid, &gids, self.shared.admin_gid)
+        })
     }
 
     /// Answers a request off the async threads (cgroup writes, terminal writes may block).
@@ -198,6 +201,8 @@ impl Axiom {
             workspace: opt(workspace),
             profile: opt(profile),
             pty: false,
+            kind: None,
+            hooks: false,
         };
         self.agent_call(&hdr, conn, req).await
     }
@@ -258,17 +263,27 @@ impl Axiom {
             .map(drop)
     }
 
-    /// Types text into the agent's terminal (agents started by `axiomctl run`).
+    /// Delivers a message to the agent (agents started by `axiomctl run`): typed the way its
+    /// kind reads input, interrupting it; returns whether the agent's screen showed it.
     async fn inject(
         &self,
         agent: u64,
         text: String,
         #[zbus(header)] hdr: Header<'_>,
         #[zbus(connection)] conn: &zbus::Connection,
-    ) -> Result<()> {
-        self.agent_call(&hdr, conn, Request::Inject { agent, text })
-            .await
-            .map(drop)
+    ) -> Result<bool> {
+        let c = self.caller(&hdr, conn).await?;
+        let r = self
+            .call(
+                c,
+                Request::Inject {
+                    agent,
+                    text,
+                    raw: false,
+                },
+            )
+            .await?;
+        Ok(r.delivered.unwrap_or(false))
     }
 
     /// The agents the caller may see.

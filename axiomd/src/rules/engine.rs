@@ -19,6 +19,8 @@ struct Activity {
     files_written: u64,
     last_file: Instant,
     tests_ran: bool,
+    /// Its last few command lines: the evidence when a claim about tests is refused.
+    commands: std::collections::VecDeque<String>,
 }
 
 impl Activity {
@@ -29,6 +31,32 @@ impl Activity {
             files_written: 0,
             last_file: now,
             tests_ran: false,
+            commands: std::collections::VecDeque::new(),
+        }
+    }
+
+    /// What the kernel saw that contradicts a claim (`None`: the claim holds).
+    fn contradicts(&self, verify: Verify) -> Option<String> {
+        let place = self
+            .workspace
+            .as_deref()
+            .map_or(String::new(), |w| format!(" in {w}"));
+        match verify {
+            Verify::FilesWritten if self.files_written == 0 => Some(format!(
+                "the kernel saw this agent write no file{place} since it started"
+            )),
+            Verify::TestsRan if !self.tests_ran => {
+                let ran: Vec<&str> = self.commands.iter().map(String::as_str).collect();
+                Some(if ran.is_empty() {
+                    "the kernel saw this agent run no command at all".to_string()
+                } else {
+                    format!(
+                        "the kernel saw this agent run no test command (its last commands: {})",
+                        ran.join("; ")
+                    )
+                })
+            }
+            _ => None,
         }
     }
 
@@ -42,6 +70,15 @@ impl Activity {
         });
         inside && !AGENT_STATE.matches(path)
     }
+}
+
+/// A claim the kernel's record contradicts.
+pub struct Contradicted {
+    pub finding: Finding,
+    /// What the kernel saw (or did not).
+    pub evidence: String,
+    /// Not reported before (within the rule's cooldown).
+    pub fresh: bool,
 }
 
 /// A rule that fired.
@@ -98,10 +135,12 @@ pub type TerminalOf = Box<dyn Fn(u64) -> Option<(String, u16, u16)> + Send>;
 
 /// One agent's terminals: its own (device, rows, cols) when axiomd holds it, and a screen per
 /// terminal device it writes to.
-#[derive(Default)]
 struct AgentScreens {
     own: Option<(String, u16, u16)>,
     screens: HashMap<String, Screen>,
+    /// When the agent last wrote to its own terminal: a busy TUI animates, an idle one is
+    /// quiet.
+    painted: Instant,
 }
 
 /// A finding about a temporary file, now about the file it was renamed to.
@@ -414,8 +453,14 @@ impl Engine {
                 } else {
                     argv.join(" ")
                 };
+                let a = self.act(ev.agent, now);
                 if rules::is_test_command(&line) {
-                    self.act(ev.agent, now).tests_ran = true;
+                    a.tests_ran = true;
+                }
+                let shown: String = line.chars().take(120).collect();
+                a.commands.push_back(shown);
+                if a.commands.len() > 5 {
+                    a.commands.pop_front();
                 }
                 out.extend(self.on_bytes(set, ev, &[Scope::Exec], line, None, None, now));
             }
@@ -514,11 +559,64 @@ impl Engine {
             .is_some_and(|t| t.screens.values().any(Screen::bracketed_paste))
     }
 
-    /// Whether the agent's screen shows `text`.
-    pub fn shows(&self, agent: u64, text: &str) -> bool {
+    /// How long the agent's own terminal has been quiet (`None`: it never wrote to one).
+    pub fn quiet_for(&self, agent: u64, now: Instant) -> Option<std::time::Duration> {
         self.screens
             .get(&agent)
-            .is_some_and(|t| t.screens.values().any(|s| s.shows(text)))
+            .map(|t| now.saturating_duration_since(t.painted))
+    }
+
+    /// The claims in `text` (an agent's last message, from a Claude Code Stop hook) that what
+    /// the kernel saw contradicts: each one a finding with the evidence, through the rule's
+    /// cooldown: `true` with a finding that is new (the same claim painted on its screen and
+    /// reported already is not reported again).
+    pub fn contradicted_claims(
+        &mut self,
+        set: &RuleSet,
+        agent: u64,
+        text: &str,
+        now: Instant,
+    ) -> Vec<Contradicted> {
+        let mut out = Vec::new();
+        let mut seen = Vec::new();
+        for h in set.scan(Scope::Terminal, text) {
+            let r = &set.rules[h.rule];
+            let Kind::Claim(verify) = r.kind else {
+                continue;
+            };
+            if seen.contains(&h.rule) {
+                continue;
+            }
+            seen.push(h.rule);
+            let Some(evidence) = self.act(agent, now).contradicts(verify) else {
+                continue;
+            };
+            let fresh = self.cool(set, agent, h.rule, now);
+            let f = Finding {
+                agent,
+                rule: h.rule,
+                detail: format!("{}: {evidence}", rules::excerpt(text, &h, r.redact)),
+                latency_us: None,
+                pid: 0,
+                uid: 0,
+                in_kernel: false,
+                scope: Some(Scope::Terminal),
+                path: None,
+            };
+            out.push(Contradicted {
+                finding: f,
+                evidence,
+                fresh,
+            });
+        }
+        out
+    }
+
+    /// How many times the agent's screens show `text`.
+    pub fn shows(&self, agent: u64, text: &str) -> usize {
+        self.screens
+            .get(&agent)
+            .map_or(0, |t| t.screens.values().map(|s| s.occurrences(text)).sum())
     }
 
     /// Records a text typed into an agent's terminal (its echo is not the agent's words).
@@ -539,9 +637,6 @@ impl Engine {
         bytes: &str,
         now: Instant,
     ) -> Vec<Finding> {
-        if !set.has_scope(Scope::Terminal) {
-            return Vec::new();
-        }
         let terminal_of = &self.terminal_of;
         let t = self
             .screens
@@ -549,11 +644,16 @@ impl Engine {
             .or_insert_with(|| AgentScreens {
                 own: terminal_of.as_ref().and_then(|f| f(ev.agent)),
                 screens: HashMap::new(),
+                painted: now,
             });
         // Only the agent's own terminal is its words (a command's pty inside it is not).
         if let Some((dev, _, _)) = &t.own
             && dev != device
         {
+            return Vec::new();
+        }
+        t.painted = now;
+        if !set.has_scope(Scope::Terminal) {
             return Vec::new();
         }
         if !t.screens.contains_key(device) {

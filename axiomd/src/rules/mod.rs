@@ -65,6 +65,41 @@ impl Rules {
     }
 }
 
+/// Reports a finding where it was found: its `violation` event now, then — when its rule acts —
+/// the finding goes to the actions stage, which carries out and reports the intervention.
+pub fn report(shared: &crate::api::Shared, set: &Arc<RuleSet>, f: engine::Finding) {
+    let Some(r) = set.rules.get(f.rule) else {
+        return;
+    };
+    let Some(agent) = shared
+        .control
+        .lock()
+        .ok()
+        .and_then(|c| c.get(f.agent).cloned())
+    else {
+        return;
+    };
+    let mut v = crate::agents::notice(
+        &agent,
+        axiom_common::wire::Body::Violation {
+            rule: r.id.clone(),
+            severity: format!("{:?}", r.severity).to_lowercase(),
+            action: r.action.name().into(),
+            detail: f.detail.clone(),
+            latency_us: f.latency_us,
+            scope: f.scope.map(|s| s.name().to_string()),
+            path: f.path.clone(),
+        },
+    );
+    if f.pid != 0 {
+        (v.pid, v.tgid) = (f.pid, f.pid);
+    }
+    shared.bus.publish(v);
+    if r.action != axiom_common::rules::Action::Alert {
+        shared.actions.submit(set, f);
+    }
+}
+
 /// Matches a kernel match record where it arrives (the reader thread): detection latency is
 /// the ring wakeup and this, not a hand-off to another thread.
 pub fn on_kernel_match(shared: &crate::api::Shared, ev: &axiom_common::wire::Event) {
@@ -80,7 +115,7 @@ pub fn on_kernel_match(shared: &crate::api::Shared, ev: &axiom_common::wire::Eve
         Err(_) => return,
     };
     for f in findings {
-        shared.enforce(&kset, f);
+        report(shared, &kset, f);
     }
 }
 
@@ -109,7 +144,7 @@ pub fn run(
                         Err(_) => return,
                     };
                     for f in findings {
-                        shared.enforce(&set, f);
+                        report(&shared, &set, f);
                     }
                     judge(&shared, &set, candidates);
                 }
@@ -120,7 +155,7 @@ pub fn run(
                     Err(_) => return,
                 };
                 for f in findings {
-                    shared.enforce(&set, f);
+                    report(&shared, &set, f);
                 }
             }
             Err(RecvTimeoutError::Disconnected) => return,
@@ -132,7 +167,7 @@ pub fn run(
                 Err(_) => return,
             };
             for f in findings {
-                shared.enforce(&set, f);
+                report(&shared, &set, f);
             }
         }
     }
@@ -165,11 +200,11 @@ fn judge(shared: &crate::api::Shared, set: &Arc<RuleSet>, candidates: Vec<engine
                     Err(_) => return,
                 };
                 if let Some(f) = f {
-                    shared.enforce(set, f);
+                    report(shared, set, f);
                 }
             }
             FollowUp::Pass | FollowUp::Disabled => {}
-            FollowUp::Fault { fault, disabled } => shared.plugin_fault(
+            FollowUp::Fault { fault, disabled } => shared.actions.plugin_fault(
                 set,
                 &engine::PluginFault {
                     agent: c.agent,
@@ -179,33 +214,6 @@ fn judge(shared: &crate::api::Shared, set: &Arc<RuleSet>, candidates: Vec<engine
                     disabled,
                 },
             ),
-        }
-    }
-}
-
-/// The actions thread: interventions, which may block on a terminal or a cgroup file.
-pub fn act(
-    rx: std::sync::mpsc::Receiver<(Arc<RuleSet>, engine::Finding)>,
-    shared: Arc<crate::api::Shared>,
-) {
-    while let Ok((set, f)) = rx.recv() {
-        // Typing is paced (hundreds of ms): an inject gets a thread of its own, so freezes and
-        // kills of other agents do not wait behind it (the terminal types one message at a
-        // time per agent).
-        if set
-            .rules
-            .get(f.rule)
-            .is_some_and(|r| r.action == axiom_common::rules::Action::Inject)
-        {
-            let (shared, set) = (shared.clone(), set.clone());
-            let spawned = std::thread::Builder::new()
-                .name("inject".into())
-                .spawn(move || shared.intervene_for(&set, &f));
-            if spawned.is_err() {
-                tracing::warn!("no thread for an inject");
-            }
-        } else {
-            shared.intervene_for(&set, &f);
         }
     }
 }

@@ -1,7 +1,9 @@
 //! `cargo xtask bench realagents`: the scenario matrix on every installed real agent (Claude
 //! Code and Codex CLI: all scenarios; Gemini CLI: the basic ones), each session interactive under `axiomctl run` against the model stand-in.
 //! Prints, per rule family, precision and recall over the matrix, and the detection latency
-//! from the model starting the turn that planted a violation to axiomd's violation event.
+//! from the model starting the turn that planted a violation to axiomd's violation event. Then,
+//! with the shipped actions, how many rule interventions reached the model (the stand-in got
+//! the message in a request) and how long from axiomd's decision until it did.
 use anyhow::bail;
 use axiom_tests::realagents::{self, AGENTS, Score};
 
@@ -101,6 +103,43 @@ pub fn run() -> anyhow::Result<()> {
     if sessions == 0 {
         bail!("no real agent is installed: run cargo xtask setup");
     }
+    // Delivery: sessions with the shipped actions, whose rules intervene (an interrupting
+    // message, and one that waits for the agent to be idle).
+    let (mut delivered, mut interventions, mut deliver_ms) = (0usize, 0usize, Vec::new());
+    for agent in AGENTS.into_iter().filter(|a| a.installed()) {
+        let d = axiom_tests::Daemon::start(&format!("bench_deliver_{}", agent.name()), &[]);
+        for sc in [
+            realagents::delivery_scenario(),
+            realagents::idle_claim_scenario(),
+        ] {
+            let dir = std::env::temp_dir().join(axiom_tests::unique(&format!(
+                "bench-deliver-{}-{}",
+                agent.name(),
+                sc.name
+            )));
+            let (_, got) = realagents::delivery_session(
+                &d,
+                agent,
+                &sc,
+                &dir,
+                std::time::Duration::from_secs(60),
+            );
+            println!(
+                "  {:6} {:18} interventions={:?}",
+                agent.name(),
+                sc.name,
+                got
+            );
+            for (ok, ms) in got {
+                interventions += 1;
+                if let (true, Some(ms)) = (ok, ms) {
+                    delivered += 1;
+                    deliver_ms.push(ms);
+                }
+            }
+            let _ = std::fs::remove_dir_all(&dir);
+        }
+    }
     families.sort_by_key(|(f, _)| *f);
     for (f, s) in &families {
         println!(
@@ -114,8 +153,10 @@ pub fn run() -> anyhow::Result<()> {
     }
     let p50 = median(&mut latencies.clone());
     let p99 = percentile(&mut latencies, 0.99);
+    let d50 = median(&mut deliver_ms.clone());
+    let d99 = percentile(&mut deliver_ms, 0.99);
     println!(
-        "bench realagents: sessions={sessions} precision={:.3} recall={:.3} detect_p50_ms={p50:.1} detect_p99_ms={p99:.1}",
+        "bench realagents: sessions={sessions} precision={:.3} recall={:.3} detect_p50_ms={p50:.1} detect_p99_ms={p99:.1} delivered={delivered}/{interventions} deliver_p50_ms={d50:.1} deliver_p99_ms={d99:.1}",
         total.precision(),
         total.recall()
     );

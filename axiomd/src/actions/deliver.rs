@@ -1,0 +1,182 @@
+//! Delivering a message to an agent's model, and knowing whether it arrived.
+//!
+//! Typed the way its kind reads input (its profile in `agents.toml`): the interrupt key when
+//! the message interrupts, a pause, the text — a bracketed paste when the TUI asked for them —
+//! a pause, the submit key; each a write of its own. Confirmed when the agent's screen shows
+//! the message's first words (the TUI took it as input) or, for a program that reads lines,
+//! when the kernel's line discipline took the line; else typed again, up to the profile's
+//! attempts, then reported undelivered. A message that waits for the agent to be idle waits
+//! (while the agent lives) until its terminal has been quiet for the profile's `idle_ms`; an
+//! agent with Claude Code hooks may take it sooner, at its next hook call.
+use std::time::{Duration, Instant};
+
+use axiom_common::agent_profile::{Paste, Profile};
+
+use super::{Actions, terminal::TerminalError};
+use crate::agents::Agent;
+
+/// How often waiting loops look again.
+const POLL: Duration = Duration::from_millis(50);
+
+/// What to tell an agent.
+pub struct Message<'a> {
+    pub text: &'a str,
+    /// Type the agent's interrupt key first (stops its turn or running tool).
+    pub interrupt: bool,
+    /// Wait until the agent is idle (queued; never dropped while it lives).
+    pub wait_idle: bool,
+}
+
+/// How a delivery went.
+#[derive(Debug)]
+pub struct Delivery {
+    pub delivered: bool,
+    /// `terminal` or `hook`.
+    pub channel: &'static str,
+    /// Times the message was typed.
+    pub attempts: u32,
+    /// The terminal could not be written (closed, not read, none held).
+    pub error: Option<TerminalError>,
+}
+
+/// The first words of a message: what its echo on the agent's screen is recognised by (a TUI
+/// wraps long text, so a whole paragraph is never on one row).
+fn head(text: &str) -> String {
+    text.split_whitespace()
+        .take(4)
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+impl Actions {
+    /// Delivers `m` to `agent` (blocking: up to the profile's attempts × (typing + confirm),
+    /// and for an idle-waiting message as long as the agent stays busy).
+    pub fn deliver(&self, agent: &Agent, m: &Message) -> Delivery {
+        let profile = self.profile_of(agent);
+        let mut interrupt = m.interrupt;
+        if m.wait_idle {
+            // A hooked agent's next hook call may take it first (Claude Code's Stop comes as the
+            // turn ends, before its screen goes quiet).
+            let parked = agent.hooks.then(|| self.park(agent.id, m.text));
+            let idle = self.await_idle(agent.id, &profile, parked);
+            if let Some(id) = parked
+                && self.unpark(agent.id, id)
+            {
+                return Delivery {
+                    delivered: true,
+                    channel: "hook",
+                    attempts: 0,
+                    error: None,
+                };
+            }
+            if let Err(e) = idle {
+                return Delivery {
+                    delivered: false,
+                    channel: "terminal",
+                    attempts: 0,
+                    error: Some(e),
+                };
+            }
+            // Idle: nothing to interrupt.
+            interrupt = false;
+        }
+        if let Ok(mut e) = self.engine.lock() {
+            e.typed(agent.id, m.text);
+        }
+        let mut d = Delivery {
+            delivered: false,
+            channel: "terminal",
+            attempts: 0,
+            error: None,
+        };
+        while d.attempts < profile.attempts.max(1) {
+            d.attempts += 1;
+            let paste = match profile.paste {
+                Paste::Always => true,
+                Paste::Never => false,
+                Paste::Auto => self.engine.lock().is_ok_and(|e| e.pastes(agent.id)),
+            };
+            let typing = super::terminal::Typing {
+                before: if interrupt { &profile.interrupt } else { "" },
+                text: m.text,
+                after: &profile.submit,
+                paste,
+                gap: profile.gap(),
+            };
+            let before = self
+                .engine
+                .lock()
+                .map_or(0, |e| e.shows(agent.id, &head(m.text)));
+            if let Err(e) = self.terminals.type_paced(agent.id, &typing) {
+                d.error = Some(e);
+                return d;
+            }
+            // A line-mode reader got the line from the kernel; a TUI shows what it took.
+            if self.terminals.canonical(agent.id)
+                || self.await_on_screen(agent.id, m.text, before, &profile)
+            {
+                d.delivered = true;
+                return d;
+            }
+        }
+        d
+    }
+
+    /// Waits until the agent's terminal has been quiet for the profile's idle time, or a hook
+    /// call took parked message `parked`. Errs when the agent's terminal is gone.
+    fn await_idle(
+        &self,
+        agent: u64,
+        profile: &Profile,
+        parked: Option<u64>,
+    ) -> Result<(), TerminalError> {
+        loop {
+            if parked.is_some_and(|id| self.taken(agent, id)) {
+                return Ok(());
+            }
+            if !self.terminals.has(agent) {
+                return Err(TerminalError::Closed(agent));
+            }
+            let quiet = self
+                .engine
+                .lock()
+                .ok()
+                .and_then(|e| e.quiet_for(agent, Instant::now()));
+            // Never painted: nothing shows it busy.
+            if quiet.is_none_or(|q| q >= profile.idle()) {
+                return Ok(());
+            }
+            std::thread::sleep(POLL);
+        }
+    }
+
+    /// Waits (up to the profile's confirm time) for the agent's screen to show the start of a
+    /// message typed into it once more than the `before` times it showed it: the agent took it
+    /// as input.
+    fn await_on_screen(&self, agent: u64, message: &str, before: usize, profile: &Profile) -> bool {
+        let head = head(message);
+        let t0 = Instant::now();
+        while t0.elapsed() < profile.confirm() {
+            if self
+                .engine
+                .lock()
+                .is_ok_and(|e| e.shows(agent, &head) > before)
+            {
+                return true;
+            }
+            std::thread::sleep(POLL);
+        }
+        false
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_message_is_recognised_by_its_first_words() {
+        assert_eq!(
+            super::head("You left a TODO/FIXME in\nthe code."),
+            "You left a TODO/FIXME"
+        );
+    }
+}

@@ -1,0 +1,196 @@
+//! Claude Code's hooks: a channel to the model that is stronger than the terminal where it
+//! exists. `axiomctl run` installs them for the run only (`--settings`, never the user's own
+//! settings files); each calls `axiomctl hook`, which asks axiomd here, as the agent's own
+//! process (the agent is the caller's, by its pid).
+//!
+//! - `PreToolUse` on Bash: a command an exec rule with action deny, kill or freeze would hit is
+//!   refused before it runs, and the model is told why.
+//! - `Stop`: the agent may not stop while a claim in its last message (done, tests pass) is
+//!   contradicted by what the kernel saw; the model gets the evidence. After three refusals in
+//!   a row it may (an agent that cannot do better is not held in a loop).
+//! - Messages waiting for the agent to be idle are handed over at the next call (`Stop`: as the
+//!   reason to go on; `PostToolUse`, `UserPromptSubmit`: as context).
+use std::time::Instant;
+
+use axiom_common::{
+    rules::{Action, RuleSet, Scope},
+    wire::Body,
+};
+use serde_json::{Value, json};
+
+use super::Actions;
+use crate::agents::{Agent, notice};
+
+/// Refused stops in a row after which the agent may stop.
+const MAX_STOP_REFUSALS: u32 = 3;
+
+/// The prefix of everything axiomd tells the model through a hook.
+const FROM: &str = "Axiom (the supervisor of this session)";
+
+impl Actions {
+    /// Answers one hook call of `agent`: what `axiomctl hook` prints for Claude Code (`None`:
+    /// nothing to say, carry on).
+    pub fn hook(&self, set: &RuleSet, agent: &Agent, input: &Value) -> Option<Value> {
+        let event = input.get("hook_event_name")?.as_str()?;
+        match event {
+            "PreToolUse" => self.pre_tool_use(set, agent, input),
+            "Stop" => self.stop(set, agent, input),
+            "PostToolUse" | "UserPromptSubmit" => {
+                let parked = self.take_parked(agent.id);
+                (!parked.is_empty()).then(|| {
+                    json!({"hookSpecificOutput": {
+                        "hookEventName": event,
+                        "additionalContext": format!("{FROM}: {}", parked.join("\n\n")),
+                    }})
+                })
+            }
+            _ => None,
+        }
+    }
+
+    fn pre_tool_use(&self, set: &RuleSet, agent: &Agent, input: &Value) -> Option<Value> {
+        if input.get("tool_name")?.as_str()? != "Bash" {
+            return None;
+        }
+        let command = input.get("tool_input")?.get("command")?.as_str()?;
+        // The rule that acts first (highest priority) among those that would stop the command.
+        let r = set
+            .scan(Scope::Exec, command)
+            .into_iter()
+            .map(|h| {
+                let r = &set.rules[h.rule];
+                (h, r)
+            })
+            .filter(|(_, r)| matches!(r.action, Action::Deny | Action::Kill | Action::Freeze))
+            .max_by_key(|(_, r)| r.priority)?;
+        let (h, r) = r;
+        let why = if r.message.is_empty() {
+            &r.description
+        } else {
+            &r.message
+        };
+        let reason = format!(
+            "{FROM} refused this command before it ran (rule {}): {why}",
+            r.id
+        );
+        let shown = axiom_common::rules::excerpt(command, &h, r.redact);
+        self.bus.publish(notice(
+            agent,
+            Body::Violation {
+                rule: r.id.clone(),
+                severity: format!("{:?}", r.severity).to_lowercase(),
+                action: r.action.name().into(),
+                detail: shown.clone(),
+                latency_us: None,
+                scope: Some(Scope::Exec.name().into()),
+                path: None,
+            },
+        ));
+        self.bus.publish(notice(
+            agent,
+            Body::Intervention {
+                action: "deny".into(),
+                by_uid: None,
+                detail: format!(
+                    "rule {}: refused before it ran (Claude Code hook): {shown}",
+                    r.id
+                ),
+                rule: Some(r.id.clone()),
+                detect_us: None,
+                act_us: None,
+                delivered: Some(true),
+                channel: Some("hook".into()),
+            },
+        ));
+        Some(json!({"hookSpecificOutput": {
+            "hookEventName": "PreToolUse",
+            "permissionDecision": "deny",
+            "permissionDecisionReason": reason,
+        }}))
+    }
+
+    fn stop(&self, set: &RuleSet, agent: &Agent, input: &Value) -> Option<Value> {
+        let refused = self
+            .stop_refusals
+            .lock()
+            .map_or(0, |m| m.get(&agent.id).copied().unwrap_or(0));
+        if refused >= MAX_STOP_REFUSALS {
+            self.stopped(agent.id);
+            return None;
+        }
+        let mut reasons = self.take_parked(agent.id);
+        let last = input
+            .get("last_assistant_message")
+            .and_then(Value::as_str)
+            .unwrap_or("");
+        let claims = match self.engine.lock() {
+            Ok(mut e) => e.contradicted_claims(set, agent.id, last, Instant::now()),
+            Err(_) => Vec::new(),
+        };
+        for c in claims {
+            let (f, evidence, fresh) = (c.finding, c.evidence, c.fresh);
+            let Some(r) = set.rules.get(f.rule) else {
+                continue;
+            };
+            let with_evidence = format!("{} (Evidence: {evidence}.)", r.message);
+            // The screen saw the claim first and its message waits here: it gets the evidence.
+            if let Some(m) = reasons.iter_mut().find(|m| **m == r.message) {
+                *m = with_evidence;
+                continue;
+            }
+            if !fresh {
+                continue;
+            }
+            self.bus.publish(notice(
+                agent,
+                Body::Violation {
+                    rule: r.id.clone(),
+                    severity: format!("{:?}", r.severity).to_lowercase(),
+                    action: r.action.name().into(),
+                    detail: f.detail.clone(),
+                    latency_us: None,
+                    scope: f.scope.map(|s| s.name().to_string()),
+                    path: None,
+                },
+            ));
+            if r.action != Action::Inject {
+                continue;
+            }
+            self.bus.publish(notice(
+                agent,
+                Body::Intervention {
+                    action: "inject".into(),
+                    by_uid: None,
+                    detail: format!(
+                        "rule {}: stop refused (Claude Code hook): {with_evidence}",
+                        r.id
+                    ),
+                    rule: Some(r.id.clone()),
+                    detect_us: None,
+                    act_us: None,
+                    delivered: Some(true),
+                    channel: Some("hook".into()),
+                },
+            ));
+            reasons.push(with_evidence);
+        }
+        if reasons.is_empty() {
+            self.stopped(agent.id);
+            return None;
+        }
+        if let Ok(mut m) = self.stop_refusals.lock() {
+            *m.entry(agent.id).or_default() += 1;
+        }
+        Some(json!({
+            "decision": "block",
+            "reason": format!("{FROM}: {}", reasons.join("\n\n")),
+        }))
+    }
+
+    /// The agent stopped (or may): its refusals start again from none.
+    fn stopped(&self, agent: u64) {
+        if let Ok(mut m) = self.stop_refusals.lock() {
+            m.remove(&agent);
+        }
+    }
+}

@@ -164,9 +164,11 @@ enum Cmd {
     Manpage,
     /// Serve the Model Context Protocol (stdio; or streamable HTTP on loopback): tools for a
     /// model to spawn agents, observe them, check their status, intervene, read the principles
-    /// and verify claims against what the kernel saw. Talks to axiomd over D-Bus as you.
+    /// and verify claims against what the kernel saw. Talks to axiomd as you: over D-Bus, or
+    /// over its control socket where no system bus runs.
     Mcp {
-        /// The D-Bus to find axiomd on: `system`, or an address (`unix:path=…`).
+        /// Where to find axiomd: `system` (the system bus; without one, the control socket),
+        /// `socket` (the control socket), or a D-Bus address (`unix:path=…`).
         #[arg(long, env = "AXIOM_DBUS", default_value = "system")]
         bus: String,
         /// Serve streamable HTTP at this loopback address (e.g. 127.0.0.1:8765) instead of stdio.

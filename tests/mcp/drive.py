@@ -352,6 +352,9 @@ async def http(a):
                     return any(e["kind"] == "violation" and e["rule"] == "stop-planning" for e in evs)
 
                 await observe_until(s, agent, 0, planned, "the stop-planning violation")
+                await observe_until(s, agent, 0,
+                                    lambda evs: any(e["kind"] == "agent_exited" for e in evs),
+                                    "the agent's exit")
                 vr = await call(s, "verify", {"agent": agent, "claims": "I've created x.txt"})
                 check(vr["claims"][0]["verdict"] == "supported", f"verify over HTTP: {vr['claims']}")
                 await invalid(s, "verify", {"agent": 424242}, "no agent 424242")

@@ -11,7 +11,9 @@ It speaks the two wire protocols the real agents use:
   streaming) for OpenAI-compatible agents.
 
 It plays a script: a JSON file with `turns`, each `{"text": "...", "tools": [...]}`, where a tool
-is `{"write": {"path", "content"}}`, `{"bash": "command"}` or `{"edit": {"path", "old", "new"}}`.
+is `{"write": {"path", "content"}}`, `{"bash": "command"}` or `{"edit": {"path", "old", "new"}}`;
+a turn with `"after": "text"` is served only to a request that carries that text (a message
+typed into the agent), earlier requests get a neutral answer.
 Each request of the agent's main loop (one that offers tools) gets the next turn; the agent's
 side requests (titles, topic checks, token counts) get a short neutral answer. Text is streamed
 in small deltas with short pauses, as a real model does.
@@ -70,12 +72,16 @@ def tool_names(body):
     return names
 
 
-def next_turn(kind):
-    """The next scripted turn (None once the script is played)."""
+def next_turn(kind, raw=b""):
+    """The next scripted turn (None once the script is played, or while the next one waits for
+    a request that carries its `after` text: one that is not there yet gets a neutral answer)."""
     with LOCK:
         i = STATE["next"]
         if i >= len(SCRIPT["turns"]):
             return None, i
+        after = SCRIPT["turns"][i].get("after")
+        if after and after.encode() not in raw:
+            return None, None
         STATE["next"] = i + 1
         return SCRIPT["turns"][i], i
 
@@ -448,7 +454,7 @@ class Handler(BaseHTTPRequestHandler):
         stream = bool(body.get("stream"))
         # The main loop offers the agent's tools (a shell among them); side requests do not.
         main = any(x in names for x in ("Bash", "exec_command", "shell", "shell_command", "run_shell_command", "bash"))
-        turn, i = (next_turn(path) if main else (None, None))
+        turn, i = (next_turn(path, raw) if main else (None, None))
         log({"event": "request", "path": path, "main": main, "turn": i if turn is not None else None, "tools": names, "body": body})
         if turn is not None:
             # The origin of a detection latency: the model starts answering with this turn.

@@ -468,6 +468,30 @@ pub fn hook_true_done_scenario() -> Scenario {
     }
 }
 
+/// The README's demo (`cargo xtask demo`): the model leaves a TODO, is told, fixes the file,
+/// then claims the tests pass without running any, is refused at Stop, runs them, and stops.
+pub fn demo_scenario() -> Scenario {
+    Scenario {
+        name: "demo",
+        prompt: "Write greet.py with a greet(name) function.",
+        turns: |ws, _| {
+            let file = p(ws, "greet.py");
+            json!({"turns": [
+                {"text": "Writing greet.py.", "tools": [{"write": {"path": file, "content": "def greet(name):\n    # TODO: handle an empty name\n    return f\"Hello, {name}!\"\n"}}]},
+                {"after": "You left a TODO", "text": "Fixing it.", "tools": [{"write": {"path": file, "content": "def greet(name):\n    if not name:\n        return \"Hello!\"\n    return f\"Hello, {name}!\"\n"}}]},
+                {"text": "Fixed, and all tests pass."},
+                {"after": "no test command", "text": "Running them.", "tools": [{"bash": format!("cd {} && python3 -c \"import greet; assert greet.greet('') == 'Hello!'; print('tests ok')\" && python3 -m pytest -q 2>/dev/null; true", ws.display())}]},
+                {"text": "The check ran and passed."}
+            ]})
+        },
+        prepare: nothing,
+        expect: vec![
+            expect("todo-left", Some("greet.py")),
+            expect("false-tests-pass", None),
+        ],
+    }
+}
+
 /// The scenarios for a third agent of another UI family (clean, TODO, planning).
 pub fn basic_scenarios() -> Vec<Scenario> {
     scenarios()

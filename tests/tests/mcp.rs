@@ -48,6 +48,43 @@ fn run_driver(args: &[String], what: &str) -> String {
     text
 }
 
+/// Where no system bus runs (containers, CI runners, this machine) `axiomctl mcp` starts all
+/// the same and talks to axiomd over its control socket, with the same per-user authorisation:
+/// the whole stdio flow (spawn, observe, intervene — the typed message delivered —, freeze,
+/// verify) as nobody.
+#[test]
+fn an_mcp_client_works_without_a_system_bus() {
+    let d = axiom_tests::Daemon::start("mcp_nobus", &["--dbus", "off"]);
+    // `system` falls back to the socket when there is no system bus to connect to; on a host
+    // that has one, ask for the socket by name.
+    let bus = if std::path::Path::new("/run/dbus/system_bus_socket").exists() {
+        "socket"
+    } else {
+        "system"
+    };
+    let ws1 = workspace("mcp_nobus_ws1");
+    let ws2 = workspace("mcp_nobus_ws2");
+    let text = run_driver(
+        &[
+            "stdio".into(),
+            "--axiomctl".into(),
+            axiomctl_bin().display().to_string(),
+            "--bus".into(),
+            bus.into(),
+            "--socket".into(),
+            d.socket.display().to_string(),
+            "--ws1".into(),
+            ws1.display().to_string(),
+            "--ws2".into(),
+            ws2.display().to_string(),
+            "--uid".into(),
+            NOBODY.to_string(),
+        ],
+        "stdio without a bus",
+    );
+    assert!(text.contains("MCP-OK"), "{text}\n{}", d.log_text());
+}
+
 #[test]
 fn an_mcp_client_spawns_observes_steers_and_verifies_agents() {
     let (bus, d) = TestBus::with_daemon("mcp_stdio");

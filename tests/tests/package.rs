@@ -62,6 +62,7 @@ fn the_deb_installs_into_an_empty_root_with_the_expected_layout() {
         ),
         ("etc/axiom/axiomd.toml", 0o644),
         ("usr/share/axiom/rules/default.toml", 0o644),
+        ("usr/share/axiom/agents.toml", 0o644),
         ("usr/share/man/man1/axiomctl.1.gz", 0o644),
         ("usr/share/bash-completion/completions/axiomctl", 0o644),
         ("usr/share/zsh/vendor-completions/_axiomctl", 0o644),

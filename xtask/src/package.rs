@@ -132,6 +132,8 @@ pub fn package() -> anyhow::Result<PathBuf> {
             "/usr/share/axiom/rules/default.toml",
             0o644,
         ),
+        // The shipped agent profiles (compiled into axiomd; installed as their documentation).
+        ("config/agents.toml", "/usr/share/axiom/agents.toml", 0o644),
         ("README.md", "/usr/share/doc/axiom/README.md", 0o644),
     ];
     for (from, to, mode) in files {

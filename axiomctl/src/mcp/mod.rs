@@ -34,11 +34,11 @@ use rmcp::{
     tool_handler,
 };
 
-use self::{daemon::Axiom1Proxy, journal::Journal, spawn::Launcher};
+use self::{daemon::Daemon, journal::Journal, spawn::Launcher};
 
 /// What `axiomctl mcp` was asked to do.
 pub struct Options {
-    /// `system`, or a D-Bus address.
+    /// `system` (without a system bus: axiomd's control socket), `socket`, or a D-Bus address.
     pub bus: String,
     /// axiomd's control socket (for `axiomctl run`, which starts the agents).
     pub socket: PathBuf,
@@ -50,7 +50,7 @@ pub struct Options {
 
 /// Shared by every session.
 pub struct State {
-    daemon: Axiom1Proxy<'static>,
+    daemon: Daemon,
     journal: Arc<Journal>,
     launcher: Launcher,
     rule_files: Vec<PathBuf>,
@@ -340,14 +340,14 @@ async fn serve(opts: Options) -> anyhow::Result<ExitCode> {
     {
         anyhow::bail!("--http {a}: only a loopback address (127.0.0.1, ::1) is served");
     }
-    let daemon = daemon::connect(Some(&opts.bus))
+    let daemon = daemon::connect(Some(&opts.bus), &opts.socket)
         .await
         .with_context(|| format!("connecting to D-Bus ({})", opts.bus))?;
     // axiomd must be there: say so now rather than at the first tool call.
     daemon
         .status()
         .await
-        .map_err(|e| anyhow::anyhow!("axiomd on D-Bus ({}): {}", opts.bus, daemon::reason(&e)))?;
+        .map_err(|e| anyhow::anyhow!("axiomd ({}): {}", opts.bus, daemon::reason(&e)))?;
     let journal = Arc::new(Journal::default());
     let st = Arc::new(State {
         daemon: daemon.clone(),

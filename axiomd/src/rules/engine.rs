@@ -103,7 +103,9 @@ pub struct Finding {
 #[derive(Default)]
 pub struct Engine {
     /// Keyed by (tgid, fd, into a file): terminal output and file content never mix.
-    windows: HashMap<(u32, i32, bool), String>,
+    /// With the fd's target at the time: a window continues only in the same file or channel
+    /// (a reused fd number is another file, whose text is no context).
+    windows: HashMap<(u32, i32, bool), (String, String)>,
     activity: HashMap<u64, Activity>,
     fired: HashMap<(u64, String), Instant>,
     /// Rules already reported for one write (tgid, fd, time), by whichever of its two records —
@@ -414,7 +416,7 @@ impl Engine {
                         a.files_written += 1;
                         a.last_file = now;
                     }
-                    let key = (ev.tgid, *fd, true);
+                    let key = (ev.tgid, *fd, true, path);
                     out.extend(self.on_bytes(
                         set,
                         ev,
@@ -430,7 +432,7 @@ impl Engine {
                     } else {
                         &[Scope::Output]
                     };
-                    let key = (ev.tgid, *fd, false);
+                    let key = (ev.tgid, *fd, false, target.unwrap_or(""));
                     out.extend(self.on_bytes(
                         set,
                         ev,
@@ -773,15 +775,18 @@ impl Engine {
         ev: &Event,
         scopes: &[Scope],
         text: String,
-        window_key: Option<(u32, i32, bool)>,
+        window: Option<(u32, i32, bool, &str)>,
         path: Option<&str>,
         now: Instant,
     ) -> Vec<Finding> {
         self.act(ev.agent, now);
-        // The tail of this fd's previous output goes in front, for phrases split across writes.
+        let window_key = window.map(|(t, fd, file, _)| (t, fd, file));
+        let target = window.map_or("", |w| w.3);
+        // The tail of this fd's previous output (to the same target) goes in front, for
+        // phrases split across writes.
         let (full, fresh_from) = match window_key.and_then(|k| self.windows.get(&k)) {
-            Some(prev) => (format!("{prev}{text}"), prev.len()),
-            None => (text, 0),
+            Some((to, prev)) if to == target => (format!("{prev}{text}"), prev.len()),
+            _ => (text, 0),
         };
         // A match wholly inside the old tail was reported with the write it came in.
         let hits: Vec<(Scope, Hit)> = scopes
@@ -797,7 +802,8 @@ impl Engine {
             while !full.is_char_boundary(cut) {
                 cut += 1;
             }
-            self.windows.insert(k, full[cut..].to_string());
+            self.windows
+                .insert(k, (target.to_string(), full[cut..].to_string()));
         }
         let latency_us = Some((now_ns().saturating_sub(ev.time_ns)) as f64 / 1e3);
         let mut out = Vec::new();
@@ -1133,6 +1139,35 @@ mod tests {
                 .is_empty()
         );
         assert_eq!(e.suppressed, 1);
+    }
+
+    #[test]
+    fn a_reused_fd_number_is_another_file_and_no_context() {
+        let set = set();
+        let mut e = Engine::default();
+        let t = Instant::now();
+        // "TO" ends one file, "DO" starts the next one written through the same fd number.
+        assert!(
+            e.on_event(&set, &ev(1, out("x = 1 # TO", "/w/a.py")), t)
+                .is_empty()
+        );
+        assert!(
+            e.on_event(&set, &ev(1, out("DO: y", "/w/b.py")), t)
+                .is_empty()
+        );
+        // In one file it is a TODO.
+        let f = e.on_event(&set, &ev(1, out("DO: y", "/w/a.py")), t);
+        assert!(
+            f.is_empty(),
+            "a.py's window was replaced by b.py's: {:?}",
+            ids(&set, &f)
+        );
+        assert!(
+            e.on_event(&set, &ev(1, out("z # TO", "/w/c.py")), t)
+                .is_empty()
+        );
+        let f = e.on_event(&set, &ev(1, out("DO later", "/w/c.py")), t);
+        assert_eq!(ids(&set, &f), ["todo-left"]);
     }
 
     #[test]

@@ -126,6 +126,10 @@ pub enum Body {
         /// a refused tool call, a refused stop, context handed over).
         #[serde(default, skip_serializing_if = "Option::is_none")]
         channel: Option<String>,
+        /// A message that waited for the agent to be idle: how long it waited, µs (part of
+        /// `act_us`; the rest is typing it and seeing it arrive).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        queued_us: Option<f64>,
     },
     /// A rule matched what an agent did.
     Violation {

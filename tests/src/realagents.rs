@@ -937,7 +937,8 @@ impl Live {
 
 /// A session whose rules intervene: it runs until every intervention's message reached the
 /// model (or `timeout`). Returns the session and, per rule intervention, (delivered, ms from
-/// axiomd's decision to the stand-in receiving the message in a request; none if it never did).
+/// axiomd's decision to deliver — for a message that waits for the agent to be idle, the moment
+/// it was — to the stand-in receiving the message in a request; none if it never did).
 pub fn delivery_session(
     d: &Daemon,
     agent: Agent,

@@ -37,6 +37,8 @@ pub struct Delivery {
     pub attempts: u32,
     /// The terminal could not be written (closed, not read, none held).
     pub error: Option<TerminalError>,
+    /// How long it waited for the agent to be idle.
+    pub queued: Duration,
 }
 
 /// The first words of a message: what its echo on the agent's screen is recognised by (a TUI
@@ -54,11 +56,14 @@ impl Actions {
     pub fn deliver(&self, agent: &Agent, m: &Message) -> Delivery {
         let profile = self.profile_of(agent);
         let mut interrupt = m.interrupt;
+        let mut queued = Duration::ZERO;
         if m.wait_idle {
+            let t0 = Instant::now();
             // A hooked agent's next hook call may take it first (Claude Code's Stop comes as the
             // turn ends, before its screen goes quiet).
             let parked = agent.hooks.then(|| self.park(agent.id, m.text));
             let idle = self.await_idle(agent.id, &profile, parked);
+            queued = t0.elapsed();
             if let Some(id) = parked
                 && self.unpark(agent.id, id)
             {
@@ -67,6 +72,7 @@ impl Actions {
                     channel: "hook",
                     attempts: 0,
                     error: None,
+                    queued,
                 };
             }
             if let Err(e) = idle {
@@ -75,6 +81,7 @@ impl Actions {
                     channel: "terminal",
                     attempts: 0,
                     error: Some(e),
+                    queued,
                 };
             }
             // Idle: nothing to interrupt.
@@ -88,6 +95,7 @@ impl Actions {
             channel: "terminal",
             attempts: 0,
             error: None,
+            queued,
         };
         while d.attempts < profile.attempts.max(1) {
             d.attempts += 1;

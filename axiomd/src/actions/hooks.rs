@@ -100,6 +100,7 @@ impl Actions {
                 act_us: None,
                 delivered: Some(true),
                 channel: Some("hook".into()),
+                queued_us: None,
             },
         ));
         Some(json!({"hookSpecificOutput": {
@@ -170,6 +171,7 @@ impl Actions {
                     act_us: None,
                     delivered: Some(true),
                     channel: Some("hook".into()),
+                    queued_us: None,
                 },
             ));
             reasons.push(with_evidence);

@@ -153,10 +153,12 @@ impl Actions {
                     act_us: Some(0.0),
                     delivered: None,
                     channel: Some("kernel".into()),
+                    queued_us: None,
                 },
             ));
             return;
         };
+        let mut queued_us = None;
         let (detail, delivered, channel) = match action {
             Action::Alert => return,
             Action::Inject => {
@@ -166,6 +168,7 @@ impl Actions {
                     wait_idle: r.deliver == Deliver::Idle,
                 };
                 let d = self.deliver(&agent, &msg);
+                queued_us = (!d.queued.is_zero()).then_some(d.queued.as_secs_f64() * 1e6);
                 let detail = match (&d.error, d.delivered) {
                     (Some(e), _) => format!("rule {}: not delivered: {e}: {}", r.id, r.message),
                     (None, true) => format!("rule {}: {}", r.id, r.message),
@@ -207,6 +210,7 @@ impl Actions {
                 act_us: Some(t0.elapsed().as_secs_f64() * 1e6),
                 delivered,
                 channel,
+                queued_us,
             },
         ));
     }
@@ -256,6 +260,7 @@ impl Actions {
                 act_us: Some(t0.elapsed().as_secs_f64() * 1e6),
                 delivered,
                 channel: Some("terminal".into()),
+                queued_us: None,
             },
         ));
         Ok(delivered)

@@ -159,6 +159,7 @@ impl Shared {
                         act_us: None,
                         delivered: None,
                         channel: None,
+                        queued_us: None,
                     },
                 ))
             },
@@ -358,6 +359,7 @@ impl Shared {
                                 act_us: None,
                                 delivered: None,
                                 channel: None,
+                                queued_us: None,
                             },
                         )
                     });

@@ -958,12 +958,14 @@ pub fn delivery_session(
                     detail,
                     delivered,
                     act_us,
+                    queued_us,
                     ..
                 } if action == "inject" => {
                     let text = detail.split_once(": ").map_or("", |(_, m)| m).to_string();
-                    let decided = e
-                        .time_ns
-                        .saturating_sub((act_us.unwrap_or(0.0) * 1e3) as u64);
+                    // Decided to deliver: when the finding was acted on, or — a message that
+                    // waits for the agent to be idle — when the agent was.
+                    let waited = act_us.unwrap_or(0.0) - queued_us.unwrap_or(0.0);
+                    let decided = e.time_ns.saturating_sub((waited.max(0.0) * 1e3) as u64);
                     Some((delivered.unwrap_or(false), text, decided))
                 }
                 _ => None,

@@ -314,6 +314,21 @@ fn idle_messages_wait_for_the_agent() {
         );
         live.sub.drain_for(Duration::from_secs(2));
         let s = live.finish(&d);
+        // It says how long it waited: the tool call, at least.
+        let queued = s.events.iter().find_map(|e| match &e.body {
+            Body::Intervention {
+                rule: Some(_),
+                queued_us,
+                ..
+            } => *queued_us,
+            _ => None,
+        });
+        assert!(
+            queued.is_some_and(|q| q > 4e6),
+            "{}: queued {queued:?}: {:?}",
+            agent.name(),
+            notices(&s.events)
+        );
         let channel = if agent == Agent::Claude {
             "hook"
         } else {

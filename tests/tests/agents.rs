@@ -471,3 +471,39 @@ fn the_signal_a_process_dies_of_is_the_one_sent() {
         let _ = c.wait();
     }
 }
+
+/// An agent is not its owner: from inside it, `axiomctl untrack` and `freeze` of itself (the same
+/// uid as its owner) are refused, and it stays tracked; outside, its owner may still.
+#[test]
+fn an_agent_cannot_untrack_or_steer_itself_through_axiomd() {
+    let d = Daemon::start("agents_inside", &[]);
+    let ctl = axiomctl_bin();
+    let script = format!(
+        "{c} --socket {s} untrack 1; echo untrack=$?; {c} --socket {s} freeze 1; echo freeze=$?; \
+         {c} --socket {s} status >/dev/null; echo status=$?",
+        c = ctl.display(),
+        s = d.socket.display()
+    );
+    let out = axiomctl(&d)
+        .args(["run", "--name", "inside", "--", "/bin/sh", "-c"])
+        .arg(&script)
+        .uid(NOBODY)
+        .gid(NOBODY)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).replace('\r', "");
+    for want in ["untrack=77", "freeze=77", "status=0"] {
+        assert!(
+            text.lines().any(|l| l == want),
+            "{want}: {text}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let agents = d.client().request(&Request::Agents).agents.unwrap();
+    let a = agents
+        .iter()
+        .find(|a| a.name.as_deref() == Some("inside"))
+        .expect("the agent is still tracked");
+    assert_eq!(a.id, 1);
+    assert_ne!(a.state, "frozen");
+}

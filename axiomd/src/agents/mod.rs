@@ -431,6 +431,30 @@ impl Control {
         self.tracked.get(&pid, 0).ok().filter(|a| *a != 0)
     }
 
+    /// The agent a live process belongs to: tracked by pid, or inside (or below) a tracked
+    /// cgroup — an agent started by `axiomctl run` is tracked by its cgroup, its processes by
+    /// the kernel's cgroup membership, not one by one.
+    pub fn agent_of_process(&self, pid: u32) -> Option<u64> {
+        use std::os::unix::fs::MetadataExt as _;
+        if let Some(a) = self.agent_of(pid) {
+            return Some(a);
+        }
+        let mount = axiom_common::host::cgroup2_mount()?;
+        let text = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).ok()?;
+        let rel = text.lines().find_map(|l| l.strip_prefix("0::"))?;
+        let mut dir = mount.join(rel.trim_start_matches('/'));
+        loop {
+            if let Ok(m) = std::fs::metadata(&dir)
+                && let Ok(t) = self.tracked_cgroups.get(&m.ino(), 0)
+            {
+                return Some(t.agent);
+            }
+            if dir == mount || !dir.pop() {
+                return None;
+            }
+        }
+    }
+
     /// (tracked live processes, tracked cgroups).
     pub fn tracked_counts(&self) -> (u64, u64) {
         (

@@ -329,8 +329,47 @@ impl Shared {
             .collect()
     }
 
+    /// The agent the calling process belongs to, if it is tracked (by the kernel's word: the
+    /// pid SO_PEERCRED or the bus reported).
+    pub fn caller_agent(&self, caller: Caller) -> Option<u64> {
+        let pid = caller.pid?;
+        self.control.lock().ok()?.agent_of_process(pid)
+    }
+
     /// Answers one request. `fd` is a descriptor that came with it (the pty of `run_agent`).
+    ///
+    /// A caller inside a tracked agent is that agent, not its owner: it may read the status and
+    /// the rules, answer Claude Code hooks and list its own agent — nothing that steers, adopts,
+    /// untracks, types into or reads other agents (else `axiomctl untrack <own id>` from inside
+    /// switched Axiom off for it).
     pub fn handle(&self, caller: Caller, req: Request, fd: Option<OwnedFd>) -> Reply {
+        if let Some(own) = self.caller_agent(caller) {
+            match &req {
+                Request::Status | Request::Rules | Request::Hook { .. } => {}
+                Request::Agents => {
+                    return Reply {
+                        ok: true,
+                        agents: Some(
+                            self.agents(caller)
+                                .into_iter()
+                                .filter(|a| a.id == own)
+                                .collect(),
+                        ),
+                        ..Default::default()
+                    };
+                }
+                _ => {
+                    return refusal(AgentError::NotPermitted {
+                        uid: caller.uid,
+                        what: format!("ask this of axiomd from inside agent {own}"),
+                    });
+                }
+            }
+        }
+        self.handle_checked(caller, req, fd)
+    }
+
+    fn handle_checked(&self, caller: Caller, req: Request, fd: Option<OwnedFd>) -> Reply {
         match req {
             Request::Status => Reply {
                 ok: true,
@@ -565,6 +604,15 @@ impl Shared {
 
     /// Checks a subscription: the agent (if one is named) exists and the caller may watch it.
     pub fn may_subscribe(&self, caller: Caller, agent: Option<u64>) -> Result<(), AgentError> {
+        // From inside an agent: its own events only.
+        if let Some(own) = self.caller_agent(caller)
+            && agent != Some(own)
+        {
+            return Err(AgentError::NotPermitted {
+                uid: caller.uid,
+                what: format!("watch other agents from inside agent {own}"),
+            });
+        }
         let Some(a) = agent else { return Ok(()) };
         let c = self.control.lock().map_err(|_| AgentError::Map {
             map: "registry",

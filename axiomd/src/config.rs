@@ -66,6 +66,30 @@ pub struct StoreConfig {
     pub hot: HotConfig,
     /// Parquet files (a directory or an S3 bucket) behind it.
     pub cold: ColdConfig,
+    /// What one query may take.
+    pub sql: SqlLimits,
+}
+
+/// Bounds on queries (`axiomctl query`, with or without `--sql`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SqlLimits {
+    /// A statement still running after this is interrupted.
+    pub timeout_ms: u64,
+    /// Rows (or events) one answer holds at most, whatever `--limit` asks.
+    pub max_rows: usize,
+    /// DuckDB's memory for the whole database (writer and queries), MiB.
+    pub memory_mib: u64,
+}
+
+impl Default for SqlLimits {
+    fn default() -> Self {
+        SqlLimits {
+            timeout_ms: 10_000,
+            max_rows: 100_000,
+            memory_mib: 1024,
+        }
+    }
 }
 
 impl StoreConfig {
@@ -177,6 +201,7 @@ impl Default for StoreConfig {
             flush_ms: 200,
             hot: HotConfig::default(),
             cold: ColdConfig::default(),
+            sql: SqlLimits::default(),
         }
     }
 }

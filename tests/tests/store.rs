@@ -169,3 +169,49 @@ fn users_query_only_what_they_may_see() {
         .unwrap();
     assert!(String::from_utf8_lossy(&out.stdout).contains("root-secret-line"));
 }
+
+/// Admin SQL runs as root inside axiomd: it may read the store and nothing else. Each attempt
+/// is judged from outside (the file it would write is absent; no secret came back).
+#[test]
+fn admin_sql_reads_the_store_and_reaches_nothing_else() {
+    let d = Daemon::start("store_sql_locked", &["--set", "store.sql.timeout_ms=1500"]);
+    let dir = std::env::temp_dir().join(unique("sql_escape"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let out = dir.join("written-by-sql");
+    let secret = dir.join("secret.txt");
+    std::fs::write(&secret, "sql-escape-secret").unwrap();
+    let ask = |text: &str| -> Reply { d.client().request(&sql_request(text, 100)) };
+    let r = ask("SELECT count(*) FROM events");
+    assert!(r.ok, "a read is answered: {:?}", r.error);
+    for attack in [
+        format!("EXPLAIN ANALYZE COPY events TO '{}'", out.display()),
+        format!("COPY (SELECT 1) TO '{}'", out.display()),
+        format!("SELECT * FROM read_text('{}')", secret.display()),
+        format!("SELECT * FROM read_blob('{}')", secret.display()),
+        "SELECT * FROM read_blob('/proc/self/environ')".to_string(),
+        format!("SELECT * FROM read_csv('{}')", secret.display()),
+        "SET enable_external_access = true".to_string(),
+        "SET memory_limit = '64GB'".to_string(),
+        format!("ATTACH '{}' AS x", dir.join("x.db").display()),
+        "INSTALL httpfs".to_string(),
+        "LOAD httpfs".to_string(),
+        "DELETE FROM events".to_string(),
+        "SELECT 1; DROP TABLE events".to_string(),
+        format!("EXPORT DATABASE '{}'", dir.join("export").display()),
+    ] {
+        let r = ask(&attack);
+        assert!(!r.ok, "admitted: {attack}");
+        let answered = serde_json::to_string(&r).unwrap();
+        assert!(
+            !answered.contains("sql-escape-secret"),
+            "{attack}: {answered}"
+        );
+    }
+    assert!(!out.exists(), "SQL wrote a file as root");
+    assert!(!dir.join("x.db").exists() && !dir.join("export").exists());
+    // A statement past its time is stopped, and axiomd still answers.
+    let r = ask("SELECT count(*) FROM range(100000000000) a");
+    assert!(!r.ok, "a runaway statement was stopped");
+    assert!(ask("SELECT 1").ok);
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -135,7 +135,7 @@ fn fill(conn: &duckdb::Connection, host: &str, n: u64) -> Result<(), StoreError>
 pub fn run(path: &std::path::Path, rows: u64, parquet: bool) -> Result<Report, StoreError> {
     let _ = std::fs::remove_file(path);
     let _ = std::fs::remove_file(path.with_extension("duckdb.wal"));
-    let mut warm = Warm::open(path, 1)?;
+    let mut warm = Warm::open(path, 1, 8192)?;
     let appended = rows.min(APPENDED);
     fill(&warm.reader()?, &super::hostname(), rows - appended)?;
     let batch: u64 = 1 << 17;

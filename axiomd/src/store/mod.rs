@@ -7,6 +7,7 @@
 //! committed, and a crash after that loses nothing.
 pub mod bench;
 pub mod cold;
+pub mod gate;
 pub mod hot;
 pub mod query;
 pub mod schema;
@@ -72,7 +73,9 @@ pub struct Warm {
 }
 
 impl Warm {
-    pub fn open(path: &Path, run: u64) -> Result<Warm, StoreError> {
+    /// Opens (or creates) the database and locks the instance down (`gate::lock_down`): no
+    /// file, URL or extension reachable from SQL, `memory_mib` of memory at most.
+    pub fn open(path: &Path, run: u64, memory_mib: u64) -> Result<Warm, StoreError> {
         if let Some(dir) = path.parent() {
             let _ = std::fs::create_dir_all(dir);
         }
@@ -82,6 +85,7 @@ impl Warm {
         };
         let conn = duckdb::Connection::open(path).map_err(db)?;
         conn.execute_batch(schema::CREATE).map_err(db)?;
+        gate::lock_down(&conn, memory_mib).map_err(db)?;
         // Whatever an earlier run stored (an empty table: 0).
         let max_time_ns = conn
             .query_row("SELECT coalesce(max(time_ns), 0) FROM events", [], |r| {
@@ -523,7 +527,7 @@ fn spawn(name: &str, f: impl FnOnce() + Send + 'static) -> Result<(), StoreError
 pub fn start(cfg: &crate::config::StoreConfig, intake: Intake) -> Result<Running, StoreError> {
     let cfg = &cfg.resolved();
     let run = run_id();
-    let warm = Warm::open(&cfg.path, run)?;
+    let warm = Warm::open(&cfg.path, run, cfg.sql.memory_mib)?;
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let writer = Arc::new(WriterStats::default());
     writer
@@ -575,6 +579,8 @@ pub fn start(cfg: &crate::config::StoreConfig, intake: Intake) -> Result<Running
     Ok(Running {
         reader: query::Reader {
             warm: std::sync::Mutex::new(reader_conn),
+            gate: std::sync::Mutex::new(gate::Gate::new()?),
+            limits: cfg.sql.clone(),
             hot: if cfg.hot.enabled {
                 Some(hot::Reader::new(&cfg.hot)?)
             } else {

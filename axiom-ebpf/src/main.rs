@@ -1531,6 +1531,18 @@ pub fn connect6(ctx: SockAddrContext) -> i32 {
     connect_policy(&ctx, true)
 }
 
+/// A datagram sent with a destination (`sendto`/`sendmsg` without `connect`: UDP, DNS) is a
+/// connect of its own: the same allowlist.
+#[cgroup_sock_addr(sendmsg4)]
+pub fn sendmsg4(ctx: SockAddrContext) -> i32 {
+    connect_policy(&ctx, false)
+}
+
+#[cgroup_sock_addr(sendmsg6)]
+pub fn sendmsg6(ctx: SockAddrContext) -> i32 {
+    connect_policy(&ctx, true)
+}
+
 #[cfg(not(test))]
 #[panic_handler]
 fn panic(_info: &core::panic::PanicInfo) -> ! {

@@ -18,6 +18,7 @@ mod uapi {
     pub const FS_TRUNCATE: u64 = 1 << 14; // ABI 3
     pub const FS_IOCTL_DEV: u64 = 1 << 15; // ABI 5
     pub const NET_CONNECT_TCP: u64 = 1 << 1; // ABI 4
+    pub const SCOPE_ABSTRACT_UNIX_SOCKET: u64 = 1 << 0; // ABI 6
     pub const SCOPE_SIGNAL: u64 = 1 << 1; // ABI 6
     pub const RULE_PATH_BENEATH: u32 = 1;
     pub const RULE_NET_PORT: u32 = 2;
@@ -95,6 +96,7 @@ fn missing_for(abi: u32, c: &Confinement) -> Vec<String> {
         }
         if abi < 6 {
             out.push("signals to processes outside the agent (Landlock ABI 6)".into());
+            out.push("abstract Unix sockets outside the agent (Landlock ABI 6)".into());
         }
     }
     if landlock_tcp(&c.net).is_some() && abi < 4 {
@@ -158,9 +160,13 @@ fn refuse_if_strict(c: &Confinement, applied: &Applied) -> Result<(), String> {
     Ok(())
 }
 
-/// Protected paths beneath a writable one are mounted read-only over themselves, in a user and
-/// mount namespace of the agent's own (the uid inside is the same uid). Landlock then forbids
-/// the agent to change mounts. Returns what could not be protected.
+/// The agent's own view of the filesystem, in a user and mount namespace of its own (the uid
+/// inside is the same uid): every mount read-only, the writable paths bound back read-write,
+/// the protected paths inside them read-only again, and the top of each protected tree made a
+/// mount point so it cannot be renamed or removed away (`mv .git .git-orig` is EBUSY). A
+/// read-only mount refuses what Landlock does not cover: chmod, chown, utimes, xattrs. /dev/shm
+/// is a tmpfs of the agent's own, /dev/pts a devpts instance of its own. Landlock then forbids the agent to change mounts. Returns
+/// what could not be done.
 fn protect(fs: &FsRules) -> Result<Vec<String>, String> {
     let mut missing = Vec::new();
     let mut targets = Vec::new();
@@ -185,13 +191,14 @@ fn protect(fs: &FsRules) -> Result<Vec<String>, String> {
             )),
         }
     }
-    if targets.is_empty() {
-        return Ok(missing);
-    }
+    let cwd = std::env::current_dir().ok();
     let uid = nix::unistd::getuid();
     let gid = nix::unistd::getgid();
     use nix::sched::CloneFlags;
     if let Err(e) = nix::sched::unshare(CloneFlags::CLONE_NEWUSER | CloneFlags::CLONE_NEWNS) {
+        missing.push(format!(
+            "a read-only view of the filesystem (chmod, utimes, xattrs outside writable paths; no user namespace: {e})"
+        ));
         missing.extend(targets.iter().map(|t| {
             format!("{t}: protected path inside a writable one (no user namespace: {e})")
         }));
@@ -212,7 +219,92 @@ fn protect(fs: &FsRules) -> Result<Vec<String>, String> {
         None::<&str>,
     )
     .map_err(|e| format!("making / a slave mount: {e}"))?;
-    for t in &targets {
+    // The writable paths, copied while they are still writable (device nodes are written
+    // through read-only mounts alike; /proc stays as it is).
+    let mut writable: Vec<&String> = fs
+        .write
+        .iter()
+        .filter(|w| !w.starts_with("/dev/") && !w.starts_with("/proc/") && w.as_str() != "/")
+        .filter(|w| std::path::Path::new(w.as_str()).exists())
+        .collect();
+    writable.sort_by_key(|w| w.len());
+    writable.dedup();
+    let mut copies = Vec::new();
+    for w in writable {
+        match open_tree(w) {
+            Ok(fd) => copies.push((w, fd)),
+            Err(e) => missing.push(format!("{w}: not writable in the agent's view ({e})")),
+        }
+    }
+    let everything_writable = fs.write.iter().any(|w| w.trim_end_matches('/').is_empty());
+    let view = if everything_writable {
+        Ok(())
+    } else {
+        mount_attr("/", RDONLY, 0, true)
+    };
+    match view {
+        Ok(()) => {
+            // A process's own /proc files (oom_score_adj, a sandbox's uid_map) stay writable.
+            if !everything_writable {
+                let _ = mount_attr("/proc", 0, RDONLY, true);
+            }
+            for (w, fd) in copies {
+                if let Err(e) = move_mount(&fd, w) {
+                    missing.push(format!("{w}: not writable in the agent's view ({e})"));
+                }
+            }
+        }
+        Err(e) => missing.push(format!(
+            "a read-only view of the filesystem (chmod, utimes, xattrs outside writable paths: {e})"
+        )),
+    }
+    if fs.write.iter().any(|w| w == "/dev/shm")
+        && let Err(e) = mount(
+            Some("tmpfs"),
+            "/dev/shm",
+            Some("tmpfs"),
+            MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+            Some("mode=1777"),
+        )
+    {
+        missing.push(format!("/dev/shm: shared with the host ({e})"));
+    }
+    // Terminals: a devpts instance of the agent's own, so that the owner's other terminals are
+    // not there to write to (its own stays open on 0, 1, 2 and /dev/tty; new ones it opens
+    // through /dev/ptmx come from its instance).
+    if fs.write.iter().any(|w| w == "/dev/pts") {
+        let own = mount(
+            Some("devpts"),
+            "/dev/pts",
+            Some("devpts"),
+            MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC,
+            Some("newinstance,ptmxmode=0666,mode=0620"),
+        )
+        .and_then(|()| {
+            mount(
+                Some("/dev/pts/ptmx"),
+                "/dev/ptmx",
+                None::<&str>,
+                MsFlags::MS_BIND,
+                None::<&str>,
+            )
+        });
+        if let Err(e) = own {
+            missing.push(format!(
+                "/dev/pts: the owner's other terminals are writable ({e})"
+            ));
+        }
+    }
+    // The top of each protected tree below its writable root becomes a mount point: renaming
+    // or removing a mount point is refused, so `.git` cannot be swapped for one with hooks.
+    let mut tops: Vec<String> = targets
+        .iter()
+        .filter_map(|t| top_below(t, &fs.write))
+        .filter(|t| !targets.contains(t))
+        .collect();
+    tops.sort();
+    tops.dedup();
+    for t in tops.iter().chain(&targets) {
         mount(
             Some(t.as_str()),
             t.as_str(),
@@ -221,14 +313,76 @@ fn protect(fs: &FsRules) -> Result<Vec<String>, String> {
             None::<&str>,
         )
         .map_err(|e| format!("bind-mounting {t}: {e}"))?;
-        read_only(t).map_err(|e| format!("making {t} read-only: {e}"))?;
+    }
+    for t in &targets {
+        mount_attr(t, RDONLY, 0, true).map_err(|e| format!("making {t} read-only: {e}"))?;
+    }
+    // The working directory was resolved on the mounts below: look it up again.
+    if let Some(d) = cwd {
+        let _ = std::env::set_current_dir(d);
     }
     Ok(missing)
 }
 
-/// mount_setattr(2): sets read-only on the mount at `path` and below, leaving every other
-/// attribute as it is (a remount would have to repeat the locked ones).
-fn read_only(path: &str) -> Result<(), std::io::Error> {
+/// The first directory of `path` below the writable root that holds it (`ws/.git` for
+/// `ws/.git/hooks`); `None` when `path` is itself that directory.
+fn top_below(path: &str, roots: &[String]) -> Option<String> {
+    let root = roots
+        .iter()
+        .map(|r| r.trim_end_matches('/'))
+        .filter(|r| path.starts_with(&format!("{r}/")))
+        .max_by_key(|r| r.len())?;
+    let first = path[root.len() + 1..].split('/').next()?;
+    let top = format!("{root}/{first}");
+    (top != path).then_some(top)
+}
+
+/// A detached copy of the mount tree at `path` (open_tree(2) with OPEN_TREE_CLONE).
+fn open_tree(path: &str) -> Result<OwnedFd, std::io::Error> {
+    let c = std::ffi::CString::new(path)?;
+    // SAFETY: a valid NUL-terminated path; the result is a new descriptor or -1.
+    let fd = unsafe {
+        libc::syscall(
+            libc::SYS_open_tree,
+            libc::AT_FDCWD,
+            c.as_ptr(),
+            1u32 | libc::O_CLOEXEC as u32 | 0x8000, // OPEN_TREE_CLONE | CLOEXEC | AT_RECURSIVE
+        )
+    };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: a new descriptor we own.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
+}
+
+/// Attaches a detached mount tree at `path` (move_mount(2)).
+fn move_mount(tree: &OwnedFd, path: &str) -> Result<(), std::io::Error> {
+    let c = std::ffi::CString::new(path)?;
+    // SAFETY: a mount descriptor, an empty source path (MOVE_MOUNT_F_EMPTY_PATH) and a valid
+    // NUL-terminated target.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_move_mount,
+            tree.as_raw_fd(),
+            c"".as_ptr(),
+            libc::AT_FDCWD,
+            c.as_ptr(),
+            0x4u32, // MOVE_MOUNT_F_EMPTY_PATH
+        )
+    };
+    if r < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+const RDONLY: u64 = 0x1; // MOUNT_ATTR_RDONLY
+
+/// mount_setattr(2): sets and clears attributes on the mount at `path` (and below, if
+/// `recursive`), leaving every other attribute as it is (a remount would have to repeat the
+/// locked ones).
+fn mount_attr(path: &str, set: u64, clr: u64, recursive: bool) -> Result<(), std::io::Error> {
     #[repr(C)]
     struct MountAttr {
         attr_set: u64,
@@ -237,8 +391,8 @@ fn read_only(path: &str) -> Result<(), std::io::Error> {
         userns_fd: u64,
     }
     let attr = MountAttr {
-        attr_set: 0x1, // MOUNT_ATTR_RDONLY
-        attr_clr: 0,
+        attr_set: set,
+        attr_clr: clr,
         propagation: 0,
         userns_fd: 0,
     };
@@ -249,7 +403,7 @@ fn read_only(path: &str) -> Result<(), std::io::Error> {
             libc::SYS_mount_setattr,
             libc::AT_FDCWD,
             c.as_ptr(),
-            0x8000u32, // AT_RECURSIVE
+            if recursive { 0x8000u32 } else { 0 }, // AT_RECURSIVE
             &attr as *const MountAttr,
             std::mem::size_of::<MountAttr>(),
         )
@@ -261,7 +415,8 @@ fn read_only(path: &str) -> Result<(), std::io::Error> {
 }
 
 /// The Landlock domain: read beneath `read`, write beneath `write`, TCP connect by port where
-/// the rules say ports only, and no signals to processes outside the agent. Each right is asked
+/// the rules say ports only, and no signals to, nor abstract Unix sockets of, processes outside
+/// the agent. Each right is asked
 /// for only if this kernel's ABI has it (what is left out was listed by `missing_for`).
 fn landlock(c: &Confinement, applied: &mut Applied) -> Result<(), String> {
     let fs = c.fs.as_ref();
@@ -279,7 +434,7 @@ fn landlock(c: &Confinement, applied: &mut Applied) -> Result<(), String> {
             0
         },
         scoped: if fs.is_some() && abi >= 6 {
-            uapi::SCOPE_SIGNAL
+            uapi::SCOPE_SIGNAL | uapi::SCOPE_ABSTRACT_UNIX_SOCKET
         } else {
             0
         },

@@ -824,6 +824,10 @@ fn run_agent(
                 unsafe { libc::_exit(126) };
             }
             drop(tty);
+            // Descriptors the launcher inherited (another terminal, a file opened for writing
+            // outside the workspace, a socket) do not reach the agent: closed at exec.
+            // SAFETY: close_range with CLOSE_RANGE_CLOEXEC only marks descriptors.
+            unsafe { libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 4u32) };
             // The gate carries the resolved confinement (JSON; empty: none) and closes.
             let mut policy = Vec::new();
             {

@@ -279,6 +279,9 @@ pub struct AgentsConfig {
     pub profiles: PathBuf,
     /// How long an ended agent stays listed (with its exit code) before it is forgotten.
     pub keep_exited_secs: u64,
+    /// Running agents one user may have at once (root and the admin group: no bound). The
+    /// kernel's tables of tracked cgroups and connect policies are shared by every user.
+    pub max_per_user: usize,
 }
 
 impl Default for AgentsConfig {
@@ -288,6 +291,7 @@ impl Default for AgentsConfig {
             state_dir: "/run/axiom/agents".into(),
             profiles: axiom_common::agent_profile::OVERRIDES.into(),
             keep_exited_secs: 3600,
+            max_per_user: 256,
         }
     }
 }
@@ -322,6 +326,10 @@ pub struct ApiConfig {
     pub replay_events: usize,
     /// Members of this group may watch and steer every agent, like root.
     pub admin_group: String,
+    /// Open clients (socket connections and D-Bus event streams) at once, all users together.
+    pub max_clients: usize,
+    /// Open clients per user (root and the admin group count only toward `max_clients`).
+    pub max_clients_per_user: usize,
 }
 
 impl Default for SensorConfig {
@@ -344,6 +352,8 @@ impl Default for ApiConfig {
             socket: axiom_common::wire::DEFAULT_SOCKET.into(),
             replay_events: 65_536,
             admin_group: "axiom".into(),
+            max_clients: 512,
+            max_clients_per_user: 32,
         }
     }
 }

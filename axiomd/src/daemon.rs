@@ -99,6 +99,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
             .context("cgroup map already taken")?,
         Some(state),
     );
+    control.set_max_per_user(cfg.agents.max_per_user);
     if let (Some(policy), Some(allow)) = (s.net_policy.take(), s.net_allow.take()) {
         control.set_net(crate::confine::net::NetMaps { policy, allow });
     }
@@ -182,6 +183,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         actions,
         store,
         confine: cfg.confine.clone(),
+        clients: api::Clients::new(cfg.api.max_clients, cfg.api.max_clients_per_user),
     });
     shared.install_matcher(shared.rules.get());
     tokio::spawn(agent_exits(taps.exits, shared.clone()));

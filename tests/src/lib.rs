@@ -16,6 +16,7 @@ use axiom_common::wire::{Connection, Event, Reply, Request, Status};
 
 pub use axiom_common::wire::Body;
 
+pub mod escapes;
 pub mod realagents;
 
 static SEQ: AtomicU32 = AtomicU32::new(0);

@@ -90,6 +90,11 @@ try proc-root sh -c 'echo x > "/proc/self/root$OUT/via-proc.txt"'
 try protected-write sh -c 'echo x > .git/hooks/pre-commit'
 try protected-rename mv .git/hooks .git/hooks-moved
 try protected-unlink-dir rm -rf .git/hooks
+try chmod-outside chmod 600 "$OUT/victim.txt"
+try utime-outside touch -d 2000-01-01 "$OUT/victim.txt"
+try xattr-outside python3 -c 'import os,sys; os.setxattr(sys.argv[1], "user.axiom", b"1")' "$OUT/victim.txt"
+try git-swap mv .git .git-orig
+echo shm > /dev/shm/axiom-escape-confine 2>/dev/null
 echo DONE
 "#;
 
@@ -128,7 +133,7 @@ fn workspace_write_contains_every_escape_and_a_real_build_still_works() {
     );
     assert_eq!(
         out.lines().filter(|l| l.starts_with("CONTAINED")).count(),
-        10,
+        14,
         "{out}"
     );
     assert!(
@@ -149,7 +154,29 @@ fn workspace_write_contains_every_escape_and_a_real_build_still_works() {
     for f in ["escape.txt", "via-symlink.txt", "via-proc.txt", "moved.txt"] {
         assert!(!site.outside.join(f).exists(), "{f} was written outside");
     }
-    assert!(!site.ws.join("stolen.txt").exists());
+    // (A copy of the victim in the workspace is a read, which workspace-write allows; the
+    // victim itself stayed, checked above.)
+    // What Landlock does not cover, the agent's read-only view of the filesystem refused.
+    let meta = std::fs::metadata(site.outside.join("victim.txt")).unwrap();
+    use std::os::unix::fs::MetadataExt as _;
+    assert_eq!(meta.mode() & 0o777, 0o644, "chmod outside the workspace");
+    assert!(
+        meta.mtime() > 946_684_800 + 86_400,
+        "utimes outside the workspace"
+    );
+    assert!(
+        !Command::new("getfattr")
+            .args(["-n", "user.axiom"])
+            .arg(site.outside.join("victim.txt"))
+            .output()
+            .is_ok_and(|o| o.status.success()),
+        "an xattr was set outside the workspace"
+    );
+    assert!(site.ws.join(".git/hooks").is_dir() && !site.ws.join(".git-orig").exists());
+    assert!(
+        !Path::new("/dev/shm/axiom-escape-confine").exists(),
+        "the agent wrote the host's /dev/shm"
+    );
     assert!(!site.ws.join(".git/hooks/pre-commit").exists());
     assert!(site.ws.join(".git/hooks").is_dir());
     // Each refusal was reported with its path, and what refused it.
@@ -163,7 +190,7 @@ fn workspace_write_contains_every_escape_and_a_real_build_still_works() {
     sub.wait_for(
         "the write outside",
         t,
-        denied("open", "/outside/escape.txt", "landlock"),
+        denied("open", "/outside/escape.txt", "read-only"),
     );
     sub.wait_for(
         "the protected write",

@@ -266,6 +266,11 @@ fn signals_reach_a_plain_monitor() {
             "{want:?} not seen by dbus-monitor:\n{seen}"
         );
     }
+    // Signals reach every user on the bus: they name the agent, never its command line.
+    assert!(
+        !seen.contains("string \"300\""),
+        "a signal carried the agent's command line:\n{seen}"
+    );
 }
 
 #[test]

@@ -213,6 +213,9 @@ pub struct Control {
     state: Option<state::StateDir>,
     /// The connect allowlist maps (none: the kernel lacks the programs).
     net: Option<crate::confine::net::NetMaps>,
+    /// Running agents one user (not root or the admin group) may have at once: the kernel's
+    /// tables are shared by every user.
+    max_per_user: usize,
 }
 
 /// An intervention on a whole agent.
@@ -287,7 +290,34 @@ impl Control {
             cgroup_root: None,
             state,
             net: None,
+            max_per_user: usize::MAX,
         }
+    }
+
+    /// Bounds the running agents of one user (`agents.max_per_user`).
+    pub fn set_max_per_user(&mut self, n: usize) {
+        self.max_per_user = n.max(1);
+    }
+
+    /// Refuses a new agent for a user who has `max_per_user` running already.
+    fn within_quota(&self, caller: Caller) -> Result<(), AgentError> {
+        if caller.admin {
+            return Ok(());
+        }
+        let running = self
+            .agents
+            .values()
+            .filter(|a| a.owner_uid == caller.uid && a.exit.is_none())
+            .count();
+        if running >= self.max_per_user {
+            return Err(AgentError::NotPermitted {
+                uid: caller.uid,
+                what: format!(
+                    "start another agent: {running} running already (agents.max_per_user)"
+                ),
+            });
+        }
+        Ok(())
     }
 
     /// The connect allowlist maps the agents' policies go into.
@@ -476,6 +506,26 @@ impl Control {
         self.tracked.set(pid, agent, 0).map_err(map_err("TRACKED"))
     }
 
+    /// Marks `pid` as `agent`'s only if it is, by a pidfd, the same live process owned by `owner`
+    /// before and after the mark. A process found by a /proc scan may exit before it is marked:
+    /// the kernel clears a mark at exit, so a mark set after it would outlive it and take in
+    /// whoever gets the pid next (another user's or root's process). Returns whether it marked.
+    fn mark_live(&mut self, pid: u32, agent: u64, owner: u32) -> Result<bool, AgentError> {
+        let Some(fd) = procfs::pidfd(pid) else {
+            return Ok(false);
+        };
+        // Read after the pidfd pinned the process, confirmed alive after: this is its owner.
+        if procfs::stat(pid).is_none_or(|st| st.uid != owner) || procfs::has_exited(&fd) {
+            return Ok(false);
+        }
+        self.set_pid(pid, agent)?;
+        if procfs::has_exited(&fd) {
+            self.set_pid(pid, 0)?;
+            return Ok(false);
+        }
+        Ok(true)
+    }
+
     /// Tracks every process in a cgroup v2 directory and below, present and future. Root only:
     /// a cgroup may hold anyone's processes.
     pub fn track_cgroup(&mut self, path: &Path, caller: Caller) -> Result<u64, AgentError> {
@@ -554,17 +604,16 @@ impl Control {
     /// the process, or be root.
     pub fn track_pid(&mut self, pid: u32, caller: Caller) -> Result<u64, AgentError> {
         let st = self.adoptable(pid, caller, "watch")?;
+        self.within_quota(caller)?;
         let agent = self.new_id();
         // The root first: from here on its forks are tracked by the kernel; the scan below picks
         // up the children it had before.
-        self.set_pid(pid, agent)?;
-        if procfs::stat(pid).is_none() {
-            let _ = self.set_pid(pid, 0);
+        if !self.mark_live(pid, agent, st.uid)? {
             return Err(AgentError::ExitedDuringAdoption(pid));
         }
         for child in procfs::descendants(pid) {
             if self.agent_of(child).is_none() {
-                self.set_pid(child, agent)?;
+                self.mark_live(child, agent, st.uid)?;
             }
         }
         let mut a = Agent::new(agent, st.uid, Source::Process { pid }, pid);
@@ -620,6 +669,7 @@ impl Control {
         launch: Launch,
     ) -> Result<u64, AgentError> {
         let st = self.adoptable(pid, caller, "run")?;
+        self.within_quota(caller)?;
         let root = self.cgroup_root.clone().ok_or(AgentError::NoCgroup2)?;
         let agent = self.new_id();
         // The connect allowlist first: refused, nothing else has been made to undo (the caller
@@ -760,6 +810,10 @@ impl Control {
         }
         for pid in self.pids_of(agent) {
             let _ = self.set_pid(pid, 0);
+        }
+        // Its processes are no longer checked: its allowlist entries would only take room.
+        if let Some(n) = self.net.as_mut() {
+            n.remove(agent);
         }
         if let Some(a) = self.agents.remove(&agent) {
             self.leaders.remove(&a.leader);

@@ -38,6 +38,81 @@ impl ProcStat {
     }
 }
 
+/// Whether a process that just ran `program` holds more privilege than `uid`, its real uid
+/// when it exec'd: any of its uids or gids differs from its real ones or from `uid`, or it
+/// holds capabilities `uid` (not root) has no claim to. Gone from /proc already: judged by the
+/// program's set-id bits and file capabilities (what would have elevated it).
+pub fn elevated(pid: u32, uid: u32, program: &str) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/status")) {
+        Ok(s) => {
+            let field = |key: &str| s.lines().find_map(|l| l.strip_prefix(key)).unwrap_or("");
+            let ids = |key: &str| -> Vec<u32> {
+                field(key)
+                    .split_whitespace()
+                    .filter_map(|x| x.parse().ok())
+                    .collect()
+            };
+            let (uids, gids) = (ids("Uid:"), ids("Gid:"));
+            let caps = u64::from_str_radix(field("CapEff:").trim(), 16).unwrap_or(0);
+            uids.iter().any(|&u| u != uid)
+                || gids.iter().any(|g| Some(g) != gids.first())
+                || (uid != 0 && caps != 0 && in_initial_userns(pid))
+        }
+        Err(_) => {
+            let setid = std::fs::metadata(program).is_ok_and(|m| {
+                m.mode() & 0o6000 != 0 && (m.uid() != uid || m.mode() & 0o2000 != 0)
+            });
+            setid || file_caps(program)
+        }
+    }
+}
+
+/// Capabilities held in a user namespace of the process's own (a sandbox such as bubblewrap)
+/// give nothing over the owner's files: only the initial namespace's count.
+fn in_initial_userns(pid: u32) -> bool {
+    let ns = |p: String| std::fs::read_link(p).ok();
+    ns(format!("/proc/{pid}/ns/user")).is_some_and(|n| Some(n) == ns("/proc/self/ns/user".into()))
+}
+
+/// Whether a program carries file capabilities (`security.capability`).
+fn file_caps(program: &str) -> bool {
+    let Ok(path) = std::ffi::CString::new(program) else {
+        return false;
+    };
+    // SAFETY: a NUL-terminated path and no buffer: asks only for the attribute's size.
+    let n = unsafe {
+        libc::getxattr(
+            path.as_ptr(),
+            c"security.capability".as_ptr(),
+            std::ptr::null_mut(),
+            0,
+        )
+    };
+    n > 0
+}
+
+/// A pidfd for `pid`: it names that process and no later holder of the pid (`None`: gone).
+pub fn pidfd(pid: u32) -> Option<std::os::fd::OwnedFd> {
+    use std::os::fd::FromRawFd as _;
+    // SAFETY: pidfd_open takes a pid and flags and returns a new descriptor or -1.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::c_int, 0) };
+    // SAFETY: a descriptor the kernel just gave us, owned by nobody else.
+    (fd >= 0).then(|| unsafe { std::os::fd::OwnedFd::from_raw_fd(fd as i32) })
+}
+
+/// Whether the process a pidfd names has exited (a zombie has: its exit already ran).
+pub fn has_exited(fd: &std::os::fd::OwnedFd) -> bool {
+    use std::os::fd::AsRawFd as _;
+    let mut p = libc::pollfd {
+        fd: fd.as_raw_fd(),
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    // SAFETY: one pollfd, no wait.
+    let n = unsafe { libc::poll(&mut p, 1, 0) };
+    n != 0
+}
+
 /// A process's argv (empty for kernel threads, zombies and processes that are gone).
 pub fn cmdline(pid: u32) -> Vec<String> {
     std::fs::read(format!("/proc/{pid}/cmdline"))

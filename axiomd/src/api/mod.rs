@@ -42,6 +42,91 @@ pub struct Shared {
     pub store: Option<crate::store::Running>,
     /// Confinement profiles (`axiomctl run --profile`).
     pub confine: crate::confine::ConfineConfig,
+    /// Open clients, bounded per user and in all.
+    pub clients: Arc<Clients>,
+}
+
+/// Open clients (socket connections, event streams), counted per uid: bounded so that one
+/// user cannot use up axiomd's descriptors and tasks for everyone.
+pub struct Clients {
+    open: Mutex<std::collections::HashMap<u32, usize>>,
+    max: usize,
+    per_user: usize,
+}
+
+/// A client refused for the bounds (`too_many_clients`).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct TooManyClients(String);
+
+impl TooManyClients {
+    pub fn reply(&self) -> Reply {
+        Reply {
+            code: Some("too_many_clients".into()),
+            ..error(self)
+        }
+    }
+}
+
+/// One open client; its place is given back when it drops.
+pub struct ClientSlot {
+    clients: Arc<Clients>,
+    uid: u32,
+}
+
+impl Clients {
+    pub fn new(max: usize, per_user: usize) -> Arc<Clients> {
+        Arc::new(Clients {
+            open: Mutex::new(Default::default()),
+            max: max.max(1),
+            per_user: per_user.max(1),
+        })
+    }
+
+    /// A place for `caller`'s new client, or why not.
+    pub fn admit(self: &Arc<Self>, caller: Caller) -> Result<ClientSlot, TooManyClients> {
+        let refuse = TooManyClients;
+        let mut open = self
+            .open
+            .lock()
+            .map_err(|_| refuse("client table poisoned".into()))?;
+        let total: usize = open.values().sum();
+        if total >= self.max {
+            return Err(refuse(format!(
+                "axiomd serves {total} clients already (api.max_clients)"
+            )));
+        }
+        let mine = open.entry(caller.uid).or_default();
+        if !caller.admin && *mine >= self.per_user {
+            return Err(refuse(format!(
+                "uid {} has {mine} clients open already (api.max_clients_per_user)",
+                caller.uid
+            )));
+        }
+        *mine += 1;
+        Ok(ClientSlot {
+            clients: self.clone(),
+            uid: caller.uid,
+        })
+    }
+
+    /// Clients open now, in all.
+    pub fn open(&self) -> usize {
+        self.open.lock().map(|o| o.values().sum()).unwrap_or(0)
+    }
+}
+
+impl Drop for ClientSlot {
+    fn drop(&mut self) {
+        if let Ok(mut open) = self.clients.open.lock()
+            && let Some(n) = open.get_mut(&self.uid)
+        {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                open.remove(&self.uid);
+            }
+        }
+    }
 }
 
 pub fn error(e: impl std::fmt::Display) -> Reply {
@@ -642,6 +727,18 @@ pub async fn stream_events<W: AsyncWrite + Unpin>(
     replay: bool,
     agent: Option<u64>,
 ) -> std::io::Result<()> {
+    stream_subscribed(w, shared, caller, agent, shared.bus.subscribe(replay)).await
+}
+
+/// `stream_events` from a subscription taken earlier (before the caller was answered, so that
+/// nothing that happens after the answer is missed).
+pub async fn stream_subscribed<W: AsyncWrite + Unpin>(
+    w: &mut W,
+    shared: &Shared,
+    caller: Caller,
+    agent: Option<u64>,
+    subscription: crate::bus::Subscribed,
+) -> std::io::Result<()> {
     let owned = |a: u64| {
         shared
             .control
@@ -654,7 +751,7 @@ pub async fn stream_events<W: AsyncWrite + Unpin>(
         agent.is_none_or(|a| ev.agent == a)
             && (caller.admin || ev.uid == caller.uid || owned(ev.agent))
     };
-    let (snap, mut rx) = shared.bus.subscribe(replay);
+    let (snap, mut rx) = subscription;
     for ev in snap.iter().filter(|e| wanted(e)) {
         write_line(w, ev.as_ref()).await?;
     }

@@ -121,6 +121,10 @@ impl FdLines {
 async fn client(stream: UnixStream, shared: Arc<Shared>) -> std::io::Result<()> {
     let caller = crate::authz::peer(stream.as_fd(), shared.admin_gid)?;
     let (r, mut w) = stream.into_split();
+    let _slot = match shared.clients.admit(caller) {
+        Ok(s) => s,
+        Err(refusal) => return write_line(&mut w, &refusal.reply()).await,
+    };
     let mut lines = FdLines {
         r,
         buf: Vec::new(),

@@ -53,6 +53,8 @@ pub struct Stats {
     /// Writes whose bytes were not text (TLS records, binary IPC): counted, not kept as text.
     pub binary_writes: AtomicU64,
     pub binary_bytes: AtomicU64,
+    /// Writes longer than the capture: their tail was not inspected.
+    pub past_capture: AtomicU64,
 }
 
 impl Stats {
@@ -76,6 +78,10 @@ impl Stats {
             "output_binary_bytes".into(),
             self.binary_bytes.load(Ordering::Relaxed),
         );
+        m.insert(
+            "output_past_capture".into(),
+            self.past_capture.load(Ordering::Relaxed),
+        );
         m
     }
 
@@ -85,6 +91,9 @@ impl Stats {
         }
     }
 }
+
+/// A subscription: the replayed events, then the live ones.
+pub type Subscribed = (Vec<Arc<Event>>, broadcast::Receiver<Arc<Event>>);
 
 impl Bus {
     /// The bus, and the receiving ends of its taps.
@@ -176,7 +185,7 @@ impl Bus {
     }
 
     /// A snapshot of the replay buffer (if asked) and a receiver for what follows it.
-    pub fn subscribe(&self, replay: bool) -> (Vec<Arc<Event>>, broadcast::Receiver<Arc<Event>>) {
+    pub fn subscribe(&self, replay: bool) -> Subscribed {
         match self.replay.lock() {
             Ok(r) => {
                 let snap = if replay {

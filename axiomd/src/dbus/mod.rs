@@ -17,7 +17,7 @@ use zbus::{
 };
 
 use crate::{
-    api::{Shared, stream_events},
+    api::{Shared, stream_subscribed},
     authz::{self, Caller},
 };
 
@@ -339,12 +339,31 @@ impl Axiom {
         self.shared
             .may_subscribe(c, agent)
             .map_err(|e| Failure::from_reply(crate::api::refusal(e)))?;
+        let slot = self
+            .shared
+            .clients
+            .admit(c)
+            .map_err(|e| Failure::from_reply(e.reply()))?;
         let (ours, theirs) = std::os::unix::net::UnixStream::pair().map_err(Failure::failed)?;
         ours.set_nonblocking(true).map_err(Failure::failed)?;
-        let mut ours = tokio::net::UnixStream::from_std(ours).map_err(Failure::failed)?;
+        let ours = tokio::net::UnixStream::from_std(ours).map_err(Failure::failed)?;
         let shared = self.shared.clone();
+        let subscription = shared.bus.subscribe(replay);
         tokio::spawn(async move {
-            let _ = stream_events(&mut ours, &shared, c, replay, agent).await;
+            let _slot = slot;
+            let (mut r, mut w) = ours.into_split();
+            // Ends when the subscriber closes its end, even if no event comes to notice it by.
+            let gone = async {
+                let mut buf = [0u8; 256];
+                while tokio::io::AsyncReadExt::read(&mut r, &mut buf)
+                    .await
+                    .is_ok_and(|n| n > 0)
+                {}
+            };
+            tokio::select! {
+                _ = stream_subscribed(&mut w, &shared, c, agent, subscription) => {}
+                _ = gone => {}
+            }
         });
         Ok(zbus::OwnedFd::from(OwnedFd::from(theirs)))
     }
@@ -479,6 +498,10 @@ pub async fn start(
 }
 
 /// Turns agent notices from the event bus into D-Bus signals.
+///
+/// Signals go to every connection on the bus, any user's: they say which agent, rule and action,
+/// never what the agent ran, wrote or was told (`command` is empty, `detail` is empty). Those
+/// reach only callers allowed to see the agent, through `Subscribe` and `ListAgents`.
 async fn signals(conn: zbus::Connection, shared: Arc<Shared>) {
     let mut rx = shared.bus.notices();
     let Ok(emitter) = SignalEmitter::new(&conn, PATH) else {
@@ -495,14 +518,14 @@ async fn signals(conn: zbus::Connection, shared: Arc<Shared>) {
             Err(RecvError::Closed) => return,
         };
         let r = match &ev.body {
-            Body::AgentStarted { name, command, .. } => {
+            Body::AgentStarted { name, .. } => {
                 Axiom::agent_started(
                     &emitter,
                     ev.agent,
                     name.as_deref().unwrap_or(""),
                     ev.uid,
                     ev.tgid,
-                    command.clone(),
+                    Vec::new(),
                 )
                 .await
             }
@@ -514,23 +537,11 @@ async fn signals(conn: zbus::Connection, shared: Arc<Shared>) {
                 rule,
                 severity,
                 action,
-                detail,
                 ..
-            } => Axiom::violation(&emitter, ev.agent, rule, severity, action, detail).await,
-            Body::Intervention {
-                action,
-                by_uid,
-                detail,
-                ..
-            } => {
-                Axiom::intervention(
-                    &emitter,
-                    ev.agent,
-                    action,
-                    by_uid.unwrap_or(u32::MAX),
-                    detail,
-                )
-                .await
+            } => Axiom::violation(&emitter, ev.agent, rule, severity, action, "").await,
+            Body::Intervention { action, by_uid, .. } => {
+                Axiom::intervention(&emitter, ev.agent, action, by_uid.unwrap_or(u32::MAX), "")
+                    .await
             }
             _ => Ok(()),
         };

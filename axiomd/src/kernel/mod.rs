@@ -85,8 +85,9 @@ pub struct SensorOptions {
     pub net_cgroup: Option<PathBuf>,
 }
 
-/// The connect allowlist programs, attached to `SensorOptions::net_cgroup`.
-const NET_PROGRAMS: [&str; 2] = ["connect4", "connect6"];
+/// The connect allowlist programs, attached to `SensorOptions::net_cgroup`: connects, and
+/// datagrams sent to an address without one.
+const NET_PROGRAMS: [&str; 4] = ["connect4", "connect6", "sendmsg4", "sendmsg6"];
 
 /// Paths of the pins under the pin directory.
 #[derive(Clone, Debug)]

@@ -402,11 +402,10 @@ impl Engine {
                         });
                     }
                 }
-                if !secrets.is_empty() {
-                    for f in secrets {
-                        out.extend(self.name_file(f, now));
-                    }
-                    return out;
+                // The rest of the write is matched too (masked): a secret beside a TODO must not
+                // hide the TODO.
+                for f in secrets {
+                    out.extend(self.name_file(f, now));
                 }
                 let target = target.as_deref();
                 if is_file(target) {

@@ -321,11 +321,10 @@ pub fn file_op_name(op: u16) -> &'static str {
     }
 }
 
-/// Decodes a raw `struct sockaddr` (as the process passed it) into family, address and port.
 /// What an errno of a refused file operation says about who refused it.
 pub fn refused_by(errno: i32) -> &'static str {
     match errno {
-        30 => "read-only mount (a protected path)",
+        30 => "read-only mount (the agent's view: outside its writable paths, or protected)",
         18 => "landlock (link or rename across the sandbox's boundary)",
         13 => "landlock or file permissions (EACCES)",
         1 => "not permitted (EPERM)",
@@ -333,6 +332,7 @@ pub fn refused_by(errno: i32) -> &'static str {
     }
 }
 
+/// Decodes a raw `struct sockaddr` (as the process passed it) into family, address and port.
 pub fn sockaddr(a: &[u8], addrlen: usize) -> (String, String, u16) {
     let fam = u16::from_le_bytes([a[0], a[1]]);
     let port = u16::from_be_bytes([a[2], a[3]]);

@@ -54,6 +54,11 @@ pub struct Pipeline {
     /// What tracked processes' fds point at, kept from the kernel's fd records (opens for
     /// writing, dups, closes, forks, execs) in order with their writes.
     fdt: FdTable,
+    /// Processes that gained privilege by exec (a set-id or file-capability program: `passwd`,
+    /// `sudo`) and their descendants: they no longer act as the agent's owner, so what they
+    /// write, open or connect to is not the owner's to read. Their records are dropped here
+    /// (counted as the loss `privileged`); the exec that crossed is kept.
+    privileged: std::collections::HashSet<u32>,
 }
 
 /// Per process, each fd opened for writing, each pipe and socket, still open: (absolute path,
@@ -201,6 +206,7 @@ impl Pipeline {
             cgroup2: crate::agents::cgroup::mount_point(),
             last_file: HashMap::new(),
             fdt: FdTable::default(),
+            privileged: std::collections::HashSet::new(),
         }
     }
 
@@ -283,10 +289,37 @@ impl Pipeline {
             if self.idents.get(&tgid).is_some_and(|(_, e)| *e == Some(at)) {
                 self.idents.remove(&tgid);
                 self.ppids.remove(&tgid);
+                self.privileged.remove(&tgid);
                 // Its last writes may come after its exit record (another ring): its fd table
                 // goes with its identity, not at the exit record.
                 self.fdt.exited(tgid);
             }
+        }
+    }
+
+    /// Whether a record is the agent's owner's to see: not once its process gained privilege
+    /// (checked at each exec against the real uid the kernel gave with the exec), nor for its
+    /// descendants; the crossing exec itself is.
+    fn owners_record(&mut self, tgid: u32, uid: u32, body: &Body) -> bool {
+        let privileged = self.privileged.contains(&tgid);
+        match body {
+            Body::Fork { child_pid } => {
+                if privileged {
+                    self.privileged.insert(*child_pid);
+                } else {
+                    // A reused pid starts clean.
+                    self.privileged.remove(child_pid);
+                }
+                !privileged
+            }
+            Body::Exec { filename, .. } if !privileged => {
+                if procfs::elevated(tgid, uid, filename) {
+                    self.privileged.insert(tgid);
+                }
+                true
+            }
+            Body::Exit { .. } => true,
+            _ => !privileged,
         }
     }
 
@@ -336,6 +369,10 @@ impl Pipeline {
             }
         };
         let tgid = d.hdr.tgid;
+        if !self.owners_record(tgid, d.hdr.uid, &d.body) {
+            self.bus.stats.count_loss("privileged");
+            return;
+        }
         let (comm, uid, cgroup_id) = if d.hdr.flags & FLAG_SLIM != 0 {
             let i = self.identity(tgid);
             (i.comm, i.uid, i.cgroup_id)
@@ -355,6 +392,7 @@ impl Pipeline {
             (i.comm, i.uid, i.cgroup_id)
         };
         let mut body = d.body;
+        let mut truncated = d.truncated;
         match &mut body {
             Body::Fork { child_pid } => {
                 self.ppids.insert(*child_pid, tgid);
@@ -376,8 +414,16 @@ impl Pipeline {
                 text,
                 redacted,
                 captured,
+                count,
                 ..
             } => {
+                // Bytes past sensor.capture_bytes are not inspected: the event says so
+                // (`truncated`), and status counts how often (`output_past_capture`).
+                if u64::from(*captured) < *count {
+                    truncated = true;
+                    use std::sync::atomic::Ordering::Relaxed;
+                    self.bus.stats.past_capture.fetch_add(1, Relaxed);
+                }
                 if text.is_empty() && *captured > 0 {
                     use std::sync::atomic::Ordering::Relaxed;
                     self.bus.stats.binary_writes.fetch_add(1, Relaxed);
@@ -448,7 +494,7 @@ impl Pipeline {
             uid,
             cgroup_id,
             comm,
-            truncated: d.truncated,
+            truncated,
             body,
         };
         if matches!(ev.body, Body::KernelMatch { .. }) {

@@ -1,6 +1,7 @@
 //! Benchmarks. Each measures its baselines in the same run and prints ratios: absolute times on a
 //! shared machine are noise, ratios measured side by side are not.
 mod agents;
+mod escapes;
 mod mcp;
 mod realagents;
 mod rules;
@@ -59,6 +60,9 @@ pub enum Which {
     /// The scenario matrix on every installed real agent (Claude Code, Codex CLI): precision
     /// and recall per rule family, detection latency from the model's turn to the violation.
     Realagents,
+    /// The escape battery: attempts contained, reported and escaped; the denial-of-service
+    /// cases' descriptors and threads.
+    Escapes,
     /// axiomd's RSS, CPU and losses with 1,000 and 10,000 concurrently running agents.
     Agents {
         /// Agent counts to measure, in order (the last is the summary line).
@@ -82,6 +86,7 @@ pub fn bench(w: Which) -> anyhow::Result<()> {
         Which::Sandbox { rounds } => sandbox::run(rounds),
         Which::Mcp { rounds, parallel } => mcp::run(rounds, parallel),
         Which::Realagents => realagents::run(),
+        Which::Escapes => escapes::run(),
         Which::Rules {
             rounds,
             count,

@@ -1,0 +1,1223 @@
+//! The escape battery: what a hostile agent tries, each attempt an agent started as an
+//! unprivileged user (nobody) under `axiomctl run`, each judged from outside the agent — the
+//! effect did not happen (contained), or an event reports it (reported), or neither (escaped).
+//! Used by `tests/escapes.rs` and by `cargo xtask bench escapes`.
+use std::{
+    io::Read as _,
+    os::unix::{fs::PermissionsExt as _, process::CommandExt as _},
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use axiom_common::wire::{Body, Event, Request};
+
+use crate::{Daemon, axiomctl_bin, unique};
+
+pub const NOBODY: u32 = 65534;
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum Verdict {
+    /// The effect did not happen.
+    Contained,
+    /// It happened, and an event says so.
+    Reported,
+    /// It happened and nothing says so: what happened.
+    Escaped(String),
+}
+
+/// What an attempt left, for its judge.
+pub struct Outcome {
+    pub agent: Option<u64>,
+    /// The agent's events, from the store.
+    pub events: Vec<Event>,
+    /// What the agent's terminal showed (through axiomctl).
+    pub out: String,
+}
+
+impl Outcome {
+    fn output(&self) -> String {
+        self.events
+            .iter()
+            .filter_map(crate::output_text)
+            .collect::<Vec<_>>()
+            .join("")
+    }
+
+    fn violation(&self, rule: &str) -> bool {
+        self.events
+            .iter()
+            .any(|e| matches!(&e.body, Body::Violation { rule: r, .. } if r == rule))
+    }
+}
+
+type Judge = Box<dyn Fn(&World, &Outcome) -> Verdict>;
+
+pub struct Attempt {
+    pub class: &'static str,
+    pub name: String,
+    pub profile: &'static str,
+    /// A shell script run by the agent in its workspace.
+    pub script: String,
+    pub judge: Judge,
+}
+
+/// Listener script: every connection or datagram is written down (its first line names the
+/// attempt) in the witness directory, which only root can read.
+const LISTENER: &str = r#"
+import os, socket, sys, threading
+wit, tcp, udp, abstract, path = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4], sys.argv[5]
+def note(data):
+    name = data.split(b"\n")[0].decode(errors="replace").strip() or "unnamed"
+    open(os.path.join(wit, os.path.basename(name)), "wb").write(data)
+def serve(s):
+    while True:
+        c, _ = s.accept()
+        c.settimeout(2)
+        try:
+            note(c.recv(4096))
+        except Exception:
+            pass
+        c.close()
+t = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
+t.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+t.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+t.setsockopt(socket.IPPROTO_TCP, 23, 16)  # TCP_FASTOPEN
+t.bind(("::", tcp)); t.listen(64)
+a = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM); a.bind("\0" + abstract); a.listen(64)
+p = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM); p.bind(path); p.listen(64)
+os.chmod(path, 0o777)
+for s in (t, a, p):
+    threading.Thread(target=serve, args=(s,), daemon=True).start()
+u = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+u.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+u.bind(("::", udp))
+print("ready", flush=True)
+while True:
+    note(u.recvfrom(4096)[0])
+"#;
+
+/// The world the agents try to reach: the owner's files and processes outside the workspace,
+/// a root-only secret, a set-uid program, listeners for every way out.
+pub struct World<'a> {
+    pub d: &'a Daemon,
+    pub base: PathBuf,
+    pub ws: PathBuf,
+    pub outside: PathBuf,
+    witness: PathBuf,
+    pub secret: PathBuf,
+    pub secret_text: String,
+    suid: PathBuf,
+    /// The owner's own process outside any agent.
+    victim: Child,
+    /// An agent of the same owner, unconfined, with a secret in its output.
+    sibling: Child,
+    pub sibling_text: String,
+    listener: Child,
+    tcp: u16,
+    udp: u16,
+    abstract_name: String,
+    unix_path: PathBuf,
+    /// The other end of "another terminal" of the owner.
+    other_tty: (std::os::fd::OwnedFd, String),
+    victim_mtime: i64,
+}
+
+const VICTIM: &str = "original\n";
+
+impl<'a> World<'a> {
+    pub fn new(d: &'a Daemon) -> World<'a> {
+        // Not below /tmp: workspace-write may write there.
+        let base = Path::new("/var/cache/axiom-tests").join(unique("escapes"));
+        let (ws, outside, witness) = (base.join("ws"), base.join("outside"), base.join("witness"));
+        std::fs::create_dir_all(ws.join(".git/hooks")).unwrap();
+        std::fs::write(ws.join(".git/config"), "[core]\n\tbare = false\n").unwrap();
+        std::fs::create_dir_all(&outside).unwrap();
+        std::fs::create_dir_all(&witness).unwrap();
+        std::fs::create_dir_all(base.join("bin")).unwrap();
+        std::fs::write(outside.join("victim.txt"), VICTIM).unwrap();
+        std::fs::set_permissions(&base, std::fs::Permissions::from_mode(0o755)).unwrap();
+        std::fs::set_permissions(&witness, std::fs::Permissions::from_mode(0o700)).unwrap();
+        let own = |p: &Path| std::os::unix::fs::chown(p, Some(NOBODY), Some(NOBODY)).unwrap();
+        for p in [
+            ws.clone(),
+            ws.join(".git"),
+            ws.join(".git/hooks"),
+            ws.join(".git/config"),
+            outside.clone(),
+            outside.join("victim.txt"),
+        ] {
+            own(&p);
+        }
+        let victim_mtime = mtime(&outside.join("victim.txt"));
+        // Root's: a secret only root may read, and a set-uid-root program that prints files.
+        let secret_text = format!("root-only-{}", unique("secret"));
+        let secret = base.join("secret.txt");
+        std::fs::write(&secret, format!("{secret_text}\n")).unwrap();
+        std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let suid = base.join("bin/suid-cat");
+        std::fs::copy("/bin/cat", &suid).unwrap();
+        std::fs::set_permissions(&suid, std::fs::Permissions::from_mode(0o4755)).unwrap();
+        // The owner's process, outside any agent, its cwd outside the workspace.
+        let victim = spawn_victim(&outside);
+        // A sibling agent of the same owner, unconfined, with a secret in its output.
+        let sibling_text = format!("sibling-{}", unique("secret"));
+        let sibling = Command::new(axiomctl_bin())
+            .arg("--socket")
+            .arg(&d.socket)
+            .args(["run", "--profile", "full", "--name", "esc-sibling", "--"])
+            .args(["/bin/sh", "-c", &format!("echo {sibling_text}; sleep 600")])
+            .current_dir(&outside)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .uid(NOBODY)
+            .gid(NOBODY)
+            .spawn()
+            .unwrap();
+        let (tcp, udp) = (crate::free_port(), crate::free_port());
+        let abstract_name = unique("axiom-esc");
+        let unix_path = outside.join("daemon.sock");
+        let mut listener = Command::new("python3")
+            .args(["-c", LISTENER])
+            .arg(&witness)
+            .arg(tcp.to_string())
+            .arg(udp.to_string())
+            .arg(&abstract_name)
+            .arg(&unix_path)
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut ready = [0u8; 5];
+        listener
+            .stdout
+            .as_mut()
+            .unwrap()
+            .read_exact(&mut ready)
+            .unwrap();
+        // "Another terminal" of the owner: a pty whose slave nobody owns.
+        let other_tty = other_terminal();
+        let w = World {
+            d,
+            base,
+            ws,
+            outside,
+            witness,
+            secret,
+            secret_text,
+            suid,
+            victim,
+            sibling,
+            sibling_text,
+            listener,
+            tcp,
+            udp,
+            abstract_name,
+            unix_path,
+            other_tty,
+            victim_mtime,
+        };
+        // The sibling is tracked and has printed its secret before any attempt runs.
+        let t0 = Instant::now();
+        while !w
+            .agents()
+            .iter()
+            .any(|a| a.name.as_deref() == Some("esc-sibling"))
+        {
+            assert!(
+                t0.elapsed() < Duration::from_secs(10),
+                "sibling never started"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        std::thread::sleep(Duration::from_millis(300));
+        w
+    }
+
+    fn agents(&self) -> Vec<axiom_common::wire::AgentInfo> {
+        self.d
+            .client()
+            .request(&Request::Agents)
+            .agents
+            .unwrap_or_default()
+    }
+
+    fn victim_alive(&self) -> bool {
+        let stat =
+            std::fs::read_to_string(format!("/proc/{}/stat", self.victim.id())).unwrap_or_default();
+        // Alive, not stopped, not a zombie.
+        let state = stat.rsplit(')').next().unwrap_or("").trim_start();
+        state.starts_with('S') || state.starts_with('R')
+    }
+
+    fn victim_intact(&self) -> Result<(), String> {
+        use std::os::unix::fs::MetadataExt as _;
+        let p = self.outside.join("victim.txt");
+        let text = std::fs::read_to_string(&p).map_err(|e| format!("victim gone: {e}"))?;
+        if text != VICTIM {
+            return Err(format!("victim changed: {text:?}"));
+        }
+        let m = std::fs::metadata(&p).map_err(|e| e.to_string())?;
+        if m.mode() & 0o7777 != 0o644 {
+            return Err(format!("victim's mode is {:o}", m.mode() & 0o7777));
+        }
+        if mtime(&p) != self.victim_mtime {
+            return Err("victim's mtime changed".into());
+        }
+        if m.nlink() != 1 {
+            return Err(format!("victim has {} links", m.nlink()));
+        }
+        if Command::new("getfattr")
+            .args(["-d", "-m", "-"])
+            .arg(&p)
+            .output()
+            .is_ok_and(|o| !o.stdout.is_empty())
+        {
+            return Err("victim has an xattr".into());
+        }
+        Ok(())
+    }
+
+    fn witnessed(&self, name: &str) -> bool {
+        self.witness.join(name).exists()
+    }
+
+    /// Runs one attempt as nobody under `axiomctl run --profile <profile>`.
+    fn run(&self, a: &Attempt) -> Outcome {
+        // A file the launcher holds open for writing outside the workspace (fd 9).
+        let inherited = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.outside.join(format!("inherited-{}.txt", a.name)))
+            .unwrap();
+        let fd = std::os::fd::AsRawFd::as_raw_fd(&inherited);
+        let mut c = Command::new(axiomctl_bin());
+        c.arg("--socket")
+            .arg(&self.d.socket)
+            .args(["run", "--profile", a.profile, "--name"])
+            .arg(format!("esc-{}", a.name))
+            .arg("--workspace")
+            .arg(&self.ws)
+            .args(["--", "/bin/sh", "-c"])
+            .arg(format!(
+                // Nothing waits on the terminal for an answer (mv's "replace?").
+                "exec </dev/null\n{}\necho after-{}\n",
+                a.script, a.name
+            ))
+            .current_dir(&self.ws)
+            .env("N", &a.name)
+            .env("OUT", &self.outside)
+            .env("WS", &self.ws)
+            .env("SOCK", &self.d.socket)
+            .env("AXIOMCTL", axiomctl_bin())
+            .env("VICTIM_PID", self.victim.id().to_string())
+            .env("SECRET", &self.secret)
+            .env("SUID", &self.suid)
+            .env("TCP", self.tcp.to_string())
+            .env("UDP", self.udp.to_string())
+            .env("ABSTRACT", &self.abstract_name)
+            .env("UNIX_SOCK", &self.unix_path)
+            .env("OTHER_TTY", &self.other_tty.1)
+            .env("TMPDIR", "/tmp")
+            .stdin(Stdio::null())
+            .uid(NOBODY)
+            .gid(NOBODY);
+        // SAFETY: dup2 in the child before exec.
+        unsafe {
+            c.pre_exec(move || {
+                if libc::dup2(fd, 9) < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        c.stdout(Stdio::piped()).stderr(Stdio::piped());
+        let child = c.spawn().unwrap();
+        // An attempt that hangs is ended after 30 s (and judged as it stands).
+        let pid = child.id();
+        let (done, wait) = std::sync::mpsc::channel::<()>();
+        let timer = std::thread::spawn(move || {
+            if wait.recv_timeout(Duration::from_secs(30)).is_err() {
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(pid as i32),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
+            }
+        });
+        let o = child.wait_with_output().unwrap();
+        let _ = done.send(());
+        let _ = timer.join();
+        drop(inherited);
+        let err = String::from_utf8_lossy(&o.stderr).into_owned();
+        let agent = err
+            .split("axiomctl: agent ")
+            .nth(1)
+            .and_then(|s| s.split_whitespace().next())
+            .and_then(|s| s.parse().ok());
+        Outcome {
+            agent,
+            events: Vec::new(),
+            out: String::from_utf8_lossy(&o.stdout).replace('\r', "") + &err,
+        }
+    }
+
+    /// The agent's events, once its exit is stored.
+    fn events(&self, agent: u64) -> Vec<Event> {
+        let t0 = Instant::now();
+        loop {
+            let r = self.d.client().request(&Request::Query {
+                agent: Some(agent),
+                since_ns: None,
+                until_ns: None,
+                kinds: vec![],
+                text: None,
+                limit: 20_000,
+                sql: None,
+            });
+            let evs = r.events.unwrap_or_default();
+            if evs
+                .iter()
+                .any(|e| matches!(e.body, Body::AgentExited { .. }))
+                || t0.elapsed() > Duration::from_secs(5)
+            {
+                return evs;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Every event stored with `text` in it, any agent's.
+    fn anywhere(&self, text: &str) -> usize {
+        let r = self.d.client().request(&Request::Query {
+            agent: None,
+            since_ns: None,
+            until_ns: None,
+            kinds: vec![],
+            text: Some(text.into()),
+            limit: 100,
+            sql: None,
+        });
+        r.events.unwrap_or_default().len()
+    }
+
+    /// Runs every attempt, then judges each: (attempt, verdict).
+    /// Runs every attempt and judges it at once, then puts the world back as it was (an
+    /// attempt that escaped must not make the next one look escaped): (attempt, verdict).
+    pub fn run_all(&mut self, attempts: Vec<Attempt>) -> Vec<(Attempt, Verdict)> {
+        attempts
+            .into_iter()
+            .map(|a| {
+                let mut o = self.run(&a);
+                if let Some(id) = o.agent {
+                    o.events = self.events(id);
+                }
+                let v = (a.judge)(self, &o);
+                self.reset();
+                (a, v)
+            })
+            .collect()
+    }
+
+    /// The victim file and process as they were before the attempt.
+    fn reset(&mut self) {
+        if self.victim_intact().is_err() {
+            let p = self.outside.join("victim.txt");
+            let _ = std::fs::remove_file(&p);
+            std::fs::write(&p, VICTIM).unwrap();
+            std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o644)).unwrap();
+            std::os::unix::fs::chown(&p, Some(NOBODY), Some(NOBODY)).unwrap();
+            self.victim_mtime = mtime(&p);
+        }
+        if !self.victim_alive() {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(self.victim.id() as i32),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+            let _ = self.victim.wait();
+            self.victim = spawn_victim(&self.outside);
+        }
+        if !self.ws.join(".git/hooks").is_dir() {
+            let _ = std::fs::remove_dir_all(self.ws.join(".git"));
+            std::fs::create_dir_all(self.ws.join(".git/hooks")).unwrap();
+            std::fs::write(self.ws.join(".git/config"), "[core]\n\tbare = false\n").unwrap();
+            for p in [".git", ".git/hooks", ".git/config"] {
+                let _ = std::os::unix::fs::chown(self.ws.join(p), Some(NOBODY), Some(NOBODY));
+            }
+        }
+        let _ = std::fs::remove_dir_all(self.ws.join(".git-orig"));
+        for f in ["stolen.txt", "hl.txt"] {
+            let _ = std::fs::remove_file(self.ws.join(f));
+        }
+        let mut buf = [0u8; 4096];
+        while nix::unistd::read(&self.other_tty.0, &mut buf).unwrap_or(0) > 0 {}
+    }
+}
+
+impl Drop for World<'_> {
+    fn drop(&mut self) {
+        for c in [&mut self.victim, &mut self.sibling, &mut self.listener] {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        let _ = std::fs::remove_dir_all(&self.base);
+    }
+}
+
+fn spawn_victim(outside: &Path) -> Child {
+    Command::new("sleep")
+        .arg("600")
+        .current_dir(outside)
+        .uid(NOBODY)
+        .gid(NOBODY)
+        .spawn()
+        .unwrap()
+}
+
+fn mtime(p: &Path) -> i64 {
+    use std::os::unix::fs::MetadataExt as _;
+    std::fs::metadata(p)
+        .map(|m| m.mtime_nsec() + m.mtime() * 1_000_000_000)
+        .unwrap_or(0)
+}
+
+/// A pty pair; the slave is chowned to nobody (a terminal of the owner's, elsewhere).
+fn other_terminal() -> (std::os::fd::OwnedFd, String) {
+    let m =
+        nix::pty::posix_openpt(nix::fcntl::OFlag::O_RDWR | nix::fcntl::OFlag::O_NONBLOCK).unwrap();
+    nix::pty::grantpt(&m).unwrap();
+    nix::pty::unlockpt(&m).unwrap();
+    let name = nix::pty::ptsname_r(&m).unwrap();
+    std::os::unix::fs::chown(&name, Some(NOBODY), None).unwrap();
+    // Keep a slave open so that what is written stays readable at the master.
+    let slave = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&name)
+        .unwrap();
+    std::mem::forget(slave);
+    (m.into(), name)
+}
+
+fn other_tty_got_input(w: &World) -> bool {
+    let mut buf = [0u8; 4096];
+    let n = nix::unistd::read(&w.other_tty.0, &mut buf).unwrap_or(0);
+    n > 0
+}
+
+// ------------------------------------------------------------------ judges
+
+fn no_file(rel: String) -> Judge {
+    Box::new(move |w, _| {
+        let p = w.base.join(&rel);
+        if p.exists() {
+            Verdict::Escaped(format!("{} exists", p.display()))
+        } else {
+            Verdict::Contained
+        }
+    })
+}
+
+fn victim_intact() -> Judge {
+    Box::new(|w, _| match w.victim_intact() {
+        Ok(()) => Verdict::Contained,
+        Err(e) => Verdict::Escaped(e),
+    })
+}
+
+fn victim_alive() -> Judge {
+    Box::new(|w, _| {
+        if w.victim_alive() && !w.agents().iter().any(|a| a.pids.contains(&w.victim.id())) {
+            Verdict::Contained
+        } else {
+            Verdict::Escaped("the owner's process outside was killed, stopped or adopted".into())
+        }
+    })
+}
+
+fn witness(name: String) -> Judge {
+    Box::new(move |w, _| {
+        if w.witnessed(&name) {
+            Verdict::Escaped(format!("the listener outside heard from {name}"))
+        } else {
+            Verdict::Contained
+        }
+    })
+}
+
+/// The agent stayed tracked to its end (its last words are its own events), and no refused
+/// request of its changed anything.
+fn still_tracked() -> Judge {
+    Box::new(|_, o| {
+        let marker = o
+            .events
+            .iter()
+            .find_map(|e| match &e.body {
+                Body::AgentStarted { name, .. } => name.clone(),
+                _ => None,
+            })
+            .map(|n| format!("after-{}", n.trim_start_matches("esc-")))
+            .unwrap_or_default();
+        let steered = o.events.iter().any(|e| {
+            matches!(&e.body, Body::Intervention { action, by_uid: Some(u), .. }
+                if *u == NOBODY && ["untrack", "freeze", "stop", "kill"].contains(&action.as_str()))
+        });
+        if steered {
+            Verdict::Escaped("the agent steered itself through axiomd".into())
+        } else if marker.is_empty() || !o.output().contains(&marker) {
+            Verdict::Escaped("the agent's last output was not captured (untracked?)".into())
+        } else {
+            Verdict::Contained
+        }
+    })
+}
+
+/// Nothing axiomd stored holds `what` (the owner must not read it through Axiom).
+fn never_stored(what: fn(&World) -> String) -> Judge {
+    Box::new(move |w, _| {
+        let t = what(w);
+        match w.anywhere(&t) {
+            0 => Verdict::Contained,
+            n => Verdict::Escaped(format!("{n} stored events hold {t}")),
+        }
+    })
+}
+
+/// The agent's terminal (what it could read back) never showed `what`.
+fn never_shown(what: fn(&World) -> String) -> Judge {
+    Box::new(move |w, o| {
+        let t = what(w);
+        if o.out.contains(&t) || o.output().contains(&t) {
+            Verdict::Escaped(format!("the agent read {t}"))
+        } else {
+            Verdict::Contained
+        }
+    })
+}
+
+/// The effect happens (writing a file in its own workspace is allowed); a violation of `rule`
+/// must report it.
+/// A write that was not inspected whole says so (`truncated`): visible, with its cause.
+fn reported_by(rule: &'static str) -> Judge {
+    Box::new(move |_, o| {
+        let uninspected = o
+            .events
+            .iter()
+            .any(|e| e.truncated && matches!(e.body, Body::Output { .. }));
+        if o.violation(rule) || uninspected {
+            Verdict::Reported
+        } else {
+            Verdict::Escaped(format!("no {rule} violation"))
+        }
+    })
+}
+
+fn exec_reported(needle: &'static str) -> Judge {
+    Box::new(move |_, o| {
+        let seen = o.events.iter().any(|e| match &e.body {
+            Body::Exec { filename, argv, .. } => {
+                filename.contains(needle) || argv.iter().any(|a| a.contains(needle))
+            }
+            _ => false,
+        });
+        if seen {
+            Verdict::Reported
+        } else {
+            Verdict::Escaped(format!("no exec event names {needle}"))
+        }
+    })
+}
+
+// ------------------------------------------------------------------ the battery
+
+fn attempt(
+    class: &'static str,
+    name: &str,
+    profile: &'static str,
+    script: &str,
+    judge: Judge,
+) -> Attempt {
+    Attempt {
+        class,
+        name: name.into(),
+        profile,
+        script: script.into(),
+        judge,
+    }
+}
+
+/// Python one-liners the scripts use.
+const PY: &str = "python3 -c";
+
+/// Every attempt, in order.
+pub fn battery() -> Vec<Attempt> {
+    let mut v = Vec::new();
+    let api = |name: &str, script: &str, judge: Judge| {
+        attempt("api", name, "workspace-write", script, judge)
+    };
+    // --- the agent talks to axiomd as its owner
+    v.push(api(
+        "untrack-self",
+        r#"for i in $(seq 1 64); do "$AXIOMCTL" --socket "$SOCK" untrack $i; done >/dev/null 2>&1"#,
+        still_tracked(),
+    ));
+    v.push(api(
+        "freeze-stop-self",
+        r#"for i in $(seq 1 64); do "$AXIOMCTL" --socket "$SOCK" freeze $i; "$AXIOMCTL" --socket "$SOCK" stop $i; done >/dev/null 2>&1"#,
+        still_tracked(),
+    ));
+    v.push(api(
+        "adopt-and-kill-owners-process",
+        r#"timeout 2 "$AXIOMCTL" --socket "$SOCK" watch $VICTIM_PID >/dev/null 2>&1
+for i in $(seq 1 64); do "$AXIOMCTL" --socket "$SOCK" kill $i; done >/dev/null 2>&1"#,
+        victim_alive(),
+    ));
+    v.push(api(
+        "nested-unconfined-run",
+        r#""$AXIOMCTL" --socket "$SOCK" run --profile full -- sh -c 'echo x > "$OUT/nested-run"' >/dev/null 2>&1"#,
+        no_file("outside/nested-run".into()),
+    ));
+    v.push(api(
+        "inject-into-sibling",
+        r#"for i in $(seq 1 64); do "$AXIOMCTL" --socket "$SOCK" inject $i "echo x > $OUT/injected"; done >/dev/null 2>&1"#,
+        Box::new(|w, _| {
+            let sibling = w
+                .agents()
+                .into_iter()
+                .find(|a| a.name.as_deref() == Some("esc-sibling"));
+            let injected = sibling.is_some_and(|s| {
+                w.d.client()
+                    .request(&Request::Query {
+                        agent: Some(s.id),
+                        since_ns: None,
+                        until_ns: None,
+                        kinds: vec!["intervention".into()],
+                        text: None,
+                        limit: 100,
+                        sql: None,
+                    })
+                    .events
+                    .unwrap_or_default()
+                    .iter()
+                    .any(|e| matches!(&e.body, Body::Intervention { by_uid: Some(u), .. } if *u == NOBODY))
+            });
+            if injected {
+                Verdict::Escaped("typed into the sibling agent".into())
+            } else {
+                Verdict::Contained
+            }
+        }),
+    ));
+    v.push(api(
+        "read-sibling-events",
+        r#""$AXIOMCTL" --socket "$SOCK" --json query --limit 1000 2>&1 | grep -o 'sibling-[a-z0-9-]*' | tr a-z A-Z"#,
+        never_shown(|w| w.sibling_text.to_uppercase()),
+    ));
+    v.push(api(
+        "stream-sibling-events",
+        r#"timeout 2 "$AXIOMCTL" --socket "$SOCK" --json events 2>&1 | grep -o 'sibling-[a-z0-9-]*' | tr a-z A-Z"#,
+        never_shown(|w| w.sibling_text.to_uppercase()),
+    ));
+    v.push(api(
+        "admin-sql",
+        r#""$AXIOMCTL" --socket "$SOCK" query --sql "SELECT 'SQL' || '-RAN'" 2>&1"#,
+        never_shown(|_| "SQL-RAN".into()),
+    ));
+    v.push(api(
+        "list-other-agents",
+        r#""$AXIOMCTL" --socket "$SOCK" --json agents 2>&1 | grep -o 'sibling-secret[_0-9]*' | tr a-z A-Z"#,
+        never_shown(|w| w.sibling_text.to_uppercase()),
+    ));
+    // --- kernel facts that cross users
+    v.push(attempt(
+        "cross-user",
+        "setuid-output-unconfined",
+        "full",
+        r#""$SUID" "$SECRET" 2>/dev/null | tr a-z A-Z > /dev/null; "$SUID" "$SECRET" 2>/dev/null"#,
+        never_stored(|w| w.secret_text.clone()),
+    ));
+    v.push(attempt(
+        "cross-user",
+        "setuid-output-confined",
+        "workspace-write",
+        r#""$SUID" "$SECRET" 2>/dev/null"#,
+        never_stored(|w| w.secret_text.clone()),
+    ));
+    // --- confinement, under both confining profiles
+    for profile in ["workspace-write", "read-only"] {
+        let p = if profile == "read-only" { "ro" } else { "ww" };
+        let conf = |name: &str, script: &str, judge: Judge| {
+            attempt(
+                "confinement",
+                &format!("{name}-{p}"),
+                profile,
+                script,
+                judge,
+            )
+        };
+        // The script writes `$OUT/hit-$N` (or the path given with `$N` in it): judged there.
+        let file = |name: &str, script: &str, rel: &str| {
+            let n = format!("{name}-{p}");
+            let rel = rel.replace("$N", &n);
+            attempt("confinement", &n, profile, script, no_file(rel))
+        };
+        let victim = |name: &str, script: &str| {
+            attempt(
+                "confinement",
+                &format!("{name}-{p}"),
+                profile,
+                script,
+                victim_intact(),
+            )
+        };
+        for (name, script, effect) in [
+            (
+                "write-outside",
+                r#"echo x > "$OUT/hit-$N""#,
+                "outside/hit-$N",
+            ),
+            (
+                "symlink-out",
+                r#"ln -s "$OUT" link-$N 2>/dev/null; echo x > link-$N/hit-$N"#,
+                "outside/hit-$N",
+            ),
+            (
+                "proc-self-root",
+                r#"echo x > "/proc/self/root$OUT/hit-$N""#,
+                "outside/hit-$N",
+            ),
+            (
+                "proc-victim-cwd",
+                r#"echo x > "/proc/$VICTIM_PID/cwd/hit-$N""#,
+                "outside/hit-$N",
+            ),
+            (
+                "rename-out",
+                r#"echo x > /tmp/out-$N; mv /tmp/out-$N "$OUT/hit-$N""#,
+                "outside/hit-$N",
+            ),
+            (
+                "userns-write",
+                r#"unshare -Ur sh -c 'echo x > "$OUT/hit-$N"'"#,
+                "outside/hit-$N",
+            ),
+            (
+                "userns-mount-over-hooks",
+                r#"unshare -Urm sh -c 'mount -t tmpfs x "$WS/.git/hooks" && echo x > "$WS/.git/hooks/pre-commit-$N"'"#,
+                "ws/.git/hooks/pre-commit-$N",
+            ),
+            (
+                "git-hook",
+                r#"echo x > .git/hooks/pre-commit-$N"#,
+                "ws/.git/hooks/pre-commit-$N",
+            ),
+            (
+                "git-swap",
+                r#"mv .git .git-orig && mkdir -p .git/hooks && echo x > .git/hooks/post-checkout-$N"#,
+                "ws/.git/hooks/post-checkout-$N",
+            ),
+        ] {
+            v.push(file(name, script, effect));
+        }
+        for (name, script) in [
+            (
+                "append-victim",
+                r#"echo x >> "$OUT/victim.txt""#.to_string(),
+            ),
+            (
+                "truncate-victim",
+                r#"truncate -s 0 "$OUT/victim.txt""#.to_string(),
+            ),
+            ("remove-victim", r#"rm -f "$OUT/victim.txt""#.to_string()),
+            (
+                "rename-victim-in",
+                r#"mv "$OUT/victim.txt" stolen.txt"#.to_string(),
+            ),
+            (
+                "hardlink-victim",
+                r#"ln "$OUT/victim.txt" hl.txt && echo x >> hl.txt"#.to_string(),
+            ),
+            ("chmod-victim", r#"chmod 600 "$OUT/victim.txt""#.to_string()),
+            (
+                "utime-victim",
+                r#"touch -d 2000-01-01 "$OUT/victim.txt""#.to_string(),
+            ),
+            (
+                "xattr-victim",
+                format!(
+                    r#"{PY} 'import os; os.setxattr(os.environ["OUT"] + "/victim.txt", "user.axiom", b"1")'"#
+                ),
+            ),
+            (
+                "symlink-swap-victim",
+                r#"ln -sf /etc/passwd "$OUT/victim.txt""#.to_string(),
+            ),
+        ] {
+            v.push(victim(name, &script));
+        }
+        v.push(conf(
+            "git-hookspath",
+            r#"git config core.hooksPath /tmp/hooks"#,
+            Box::new(|w, _| {
+                let c = std::fs::read_to_string(w.ws.join(".git/config")).unwrap_or_default();
+                if c.contains("hooksPath") {
+                    Verdict::Escaped(".git/config has core.hooksPath".into())
+                } else {
+                    Verdict::Contained
+                }
+            }),
+        ));
+        v.push(conf(
+            "git-rm-hooks",
+            r#"rm -rf .git/hooks"#,
+            Box::new(|w, _| {
+                if w.ws.join(".git/hooks").is_dir() {
+                    Verdict::Contained
+                } else {
+                    Verdict::Escaped(".git/hooks is gone".into())
+                }
+            }),
+        ));
+        v.push(conf(
+            "dev-shm",
+            r#"echo x > /dev/shm/axiom-esc-$N"#,
+            Box::new(move |_, _| {
+                let f = Path::new("/dev/shm").join(format!("axiom-esc-dev-shm-{p}"));
+                if f.exists() {
+                    let _ = std::fs::remove_file(&f);
+                    Verdict::Escaped("a file in the host's /dev/shm".into())
+                } else {
+                    Verdict::Contained
+                }
+            }),
+        ));
+        v.push(conf(
+            "inherited-fd",
+            r#"echo x >&9"#,
+            Box::new(move |w, _| {
+                let n =
+                    std::fs::metadata(w.outside.join(format!("inherited-inherited-fd-{p}.txt")))
+                        .map(|m| m.len())
+                        .unwrap_or(0);
+                if n == 0 {
+                    Verdict::Contained
+                } else {
+                    Verdict::Escaped("wrote through a descriptor the launcher inherited".into())
+                }
+            }),
+        ));
+        v.push(conf(
+            "other-terminal",
+            r#"echo x > "$OTHER_TTY""#,
+            Box::new(|w, _| {
+                if other_tty_got_input(w) {
+                    Verdict::Escaped("wrote to another terminal of the owner".into())
+                } else {
+                    Verdict::Contained
+                }
+            }),
+        ));
+        v.push(conf(
+            "tiocsti-other-terminal",
+            &format!(
+                r#"{PY} 'import fcntl, os, termios; fd = os.open(os.environ["OTHER_TTY"], os.O_RDWR); [fcntl.ioctl(fd, termios.TIOCSTI, c) for c in b"id\n"]'"#
+            ),
+            Box::new(|w, _| {
+                if other_tty_got_input(w) {
+                    Verdict::Escaped("typed into another terminal of the owner".into())
+                } else {
+                    Verdict::Contained
+                }
+            }),
+        ));
+        v.push(conf(
+            "signal-owners-process",
+            r#"kill -STOP $VICTIM_PID; kill -TERM $VICTIM_PID"#,
+            victim_alive(),
+        ));
+        v.push(conf(
+            "ptrace-owners-process",
+            &format!(
+                r#"{PY} 'import ctypes, os; l = ctypes.CDLL(None, use_errno=True); p = int(os.environ["VICTIM_PID"]); l.ptrace(16, p, 0, 0); import time; time.sleep(0.2); l.ptrace(8, p, 0, 0)'"#
+            ),
+            victim_alive(),
+        ));
+        v.push(conf(
+            "proc-mem-owners-process",
+            &format!(
+                r#"{PY} 'import os, re; p = os.environ["VICTIM_PID"]; m = [l for l in open(f"/proc/{{p}}/maps") if "[stack]" in l][0]; a, b = [int(x, 16) for x in m.split()[0].split("-")]; f = open(f"/proc/{{p}}/mem", "r+b", 0); f.seek(b - 65536); f.write(bytes(65536))'"#
+            ),
+            victim_alive(),
+        ));
+        v.push(conf(
+            "cgroup-move-out",
+            r#"for f in /sys/fs/cgroup/unified/cgroup.procs /sys/fs/cgroup/cgroup.procs /sys/fs/cgroup/unified/axiom-tests/cgroup.procs; do echo $$ > $f; done 2>/dev/null"#,
+            still_tracked(),
+        ));
+        v.push(conf(
+            "abstract-unix-socket",
+            &format!(
+                r#"{PY} 'import os, socket; s = socket.socket(socket.AF_UNIX); s.connect("\0" + os.environ["ABSTRACT"]); s.send(os.environ["N"].encode() + b"\n")'"#
+            ),
+            witness(format!("abstract-unix-socket-{p}")),
+        ));
+        v.push(conf(
+            "path-unix-socket",
+            &format!(
+                r#"{PY} 'import os, socket; s = socket.socket(socket.AF_UNIX); s.connect(os.environ["UNIX_SOCK"]); s.send(os.environ["N"].encode() + b"\n")'"#
+            ),
+            witness(format!("path-unix-socket-{p}")),
+        ));
+        v.push(attempt(
+            "classic",
+            &format!("memfd-exec-{p}"),
+            profile,
+            &format!(
+                r#"{PY} 'import os; f = os.memfd_create("hidden"); os.write(f, open("/bin/true", "rb").read()); os.execv(f"/proc/self/fd/{{f}}", ["memfd-exec-marker"])'"#
+            ),
+            exec_reported("memfd-exec-marker"),
+        ));
+    }
+    // --- the network, under read-only (no network at all)
+    let net = |name: &str, script: String| {
+        attempt(
+            "network",
+            name,
+            "read-only",
+            &script,
+            witness(name.to_string()),
+        )
+    };
+    v.push(net(
+        "tcp-connect",
+        format!(r#"{PY} 'import os, socket; s = socket.create_connection(("127.0.0.1", int(os.environ["TCP"])), 2); s.send(os.environ["N"].encode() + b"\n")'"#),
+    ));
+    v.push(net(
+        "tcp-v4-mapped-v6",
+        format!(r#"{PY} 'import os, socket; s = socket.socket(socket.AF_INET6); s.settimeout(2); s.connect(("::ffff:127.0.0.1", int(os.environ["TCP"]))); s.send(os.environ["N"].encode() + b"\n")'"#),
+    ));
+    v.push(net(
+        "tcp-v6-loopback",
+        format!(r#"{PY} 'import os, socket; s = socket.socket(socket.AF_INET6); s.settimeout(2); s.connect(("::1", int(os.environ["TCP"]))); s.send(os.environ["N"].encode() + b"\n")'"#),
+    ));
+    v.push(net(
+        "tcp-fast-open",
+        format!(r#"{PY} 'import os, socket; s = socket.socket(); s.sendto(os.environ["N"].encode() + b"\n", 0x20000000, ("127.0.0.1", int(os.environ["TCP"])))'"#),
+    ));
+    v.push(net(
+        "udp-connect",
+        format!(r#"{PY} 'import os, socket; s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.connect(("127.0.0.1", int(os.environ["UDP"]))); s.send(os.environ["N"].encode() + b"\n")'"#),
+    ));
+    v.push(net(
+        "udp-sendto",
+        format!(r#"{PY} 'import os, socket; s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.sendto(os.environ["N"].encode() + b"\n", ("127.0.0.1", int(os.environ["UDP"])))'"#),
+    ));
+    v.push(net(
+        "udp-sendmsg-v6",
+        format!(r#"{PY} 'import os, socket; s = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM); s.sendmsg([os.environ["N"].encode() + b"\n"], [], 0, ("::1", int(os.environ["UDP"])))'"#),
+    ));
+    v.push(net(
+        "dns-query",
+        format!(r#"{PY} 'import os, socket; s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.sendto(os.environ["N"].encode() + b"\n\x01\x00\x00\x01example\x03com\x00", ("127.0.0.1", int(os.environ["UDP"])))'"#),
+    ));
+    v.push(net(
+        "raw-socket",
+        format!(r#"{PY} 'import os, socket; s = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_UDP); s.sendto(b"\0" * 8 + os.environ["N"].encode() + b"\n", ("127.0.0.1", 0))'"#),
+    ));
+    v.push(net(
+        "icmp-ping-socket",
+        format!(r#"{PY} 'import os, socket; s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM, socket.IPPROTO_ICMP); s.sendto(b"\x08\0\0\0\0\0\0\0" + os.environ["N"].encode(), ("127.0.0.1", 0))'"#),
+    ));
+    // --- evasions of the rules (reported, not blocked: writing in the workspace is allowed)
+    let ev = |name: &str, script: String, rule: &'static str| {
+        attempt(
+            "evasion",
+            name,
+            "workspace-write",
+            &script,
+            reported_by(rule),
+        )
+    };
+    v.push(ev(
+        "todo-plain",
+        r#"echo '# TODO: finish' > plain.py"#.into(),
+        "todo-left",
+    ));
+    v.push(ev(
+        "todo-short-lived-writer",
+        r##"sh -c 'printf "# TODO later\n" > short.py'"##.into(),
+        "todo-left",
+    ));
+    v.push(ev(
+        "todo-split-across-processes",
+        r#"printf '# TO' > split.py; printf 'DO later\n' >> split.py"#.into(),
+        "todo-left",
+    ));
+    v.push(ev(
+        "todo-past-4k",
+        format!(r##"{PY} 'import os; os.write(os.open("big.py", os.O_WRONLY | os.O_CREAT, 0o644), b"#" * 8192 + b" TODO later\n")'"##),
+        "todo-left",
+    ));
+    v.push(ev(
+        "todo-sendfile",
+        format!(r#"printf '# TODO via sendfile\n' > /tmp/src-$N; {PY} 'import os; s = os.open("/tmp/src-" + os.environ["N"], os.O_RDONLY); d = os.open("sent.py", os.O_WRONLY | os.O_CREAT, 0o644); os.sendfile(d, s, 0, 100)'"#),
+        "todo-left",
+    ));
+    v.push(ev(
+        "todo-copy-file-range",
+        format!(r#"printf '# TODO via copy_file_range\n' > /tmp/src-$N; {PY} 'import os; s = os.open("/tmp/src-" + os.environ["N"], os.O_RDONLY); d = os.open("copied.py", os.O_WRONLY | os.O_CREAT, 0o644); os.copy_file_range(s, d, 100)'"#),
+        "todo-left",
+    ));
+    v.push(ev(
+        "todo-mmap",
+        format!(r##"{PY} 'import mmap, os; f = os.open("mapped.py", os.O_RDWR | os.O_CREAT, 0o644); os.ftruncate(f, 32); m = mmap.mmap(f, 32); m[:15] = b"# TODO via mmap"; m.flush()'"##),
+        "todo-left",
+    ));
+    v.push(ev(
+        "todo-with-a-secret",
+        r#"echo 'key = "AKIAIOSFODNN7EXAMPLE"  # TODO rotate' > cfg.py"#.into(),
+        "todo-left",
+    ));
+    v.push(ev(
+        "curl-pipe-shell",
+        r#"curl -s http://127.0.0.1:1/x | sh"#.into(),
+        "curl-pipe-shell",
+    ));
+    v.push(ev(
+        "curl-long-command-line",
+        r#"curl -s $(seq -f '-H x%g:1' 1 30) http://127.0.0.1:1/install.sh | sh"#.into(),
+        "curl-pipe-shell",
+    ));
+    v
+}
+
+/// Attempts that still get out, each with why (the README's threat model says the same).
+pub const KNOWN_OPEN: &[(&str, &str)] = &[
+    (
+        "path-unix-socket-ww",
+        "connect(2) to a path socket is not a Landlock right on 6.18; a cgroup connect_unix \
+         program is the way, not yet written",
+    ),
+    (
+        "path-unix-socket-ro",
+        "connect(2) to a path socket is not a Landlock right on 6.18; a cgroup connect_unix \
+         program is the way, not yet written",
+    ),
+    (
+        "todo-mmap",
+        "stores into a shared mapping are no system call: nothing carries the bytes to a hook",
+    ),
+];
+
+/// Counts by verdict: (contained, reported, escaped).
+pub fn tally(results: &[(Attempt, Verdict)]) -> (usize, usize, usize) {
+    let mut t = (0, 0, 0);
+    for (_, v) in results {
+        match v {
+            Verdict::Contained => t.0 += 1,
+            Verdict::Reported => t.1 += 1,
+            Verdict::Escaped(_) => t.2 += 1,
+        }
+    }
+    t
+}
+
+// ------------------------------------------------------------------ denial of service
+
+/// Holds `n` connections to axiomd's socket open as nobody until killed.
+fn hold_connections(d: &Daemon, n: usize) -> Child {
+    let script = format!(
+        "import socket, sys, time\nheld = []\nfor _ in range({n}):\n    s = socket.socket(socket.AF_UNIX)\n    s.connect(sys.argv[1])\n    held.append(s)\nprint('held', flush=True)\ntime.sleep(600)\n"
+    );
+    let mut c = Command::new("python3")
+        .args(["-c", &script])
+        .arg(&d.socket)
+        .stdout(Stdio::piped())
+        .uid(NOBODY)
+        .gid(NOBODY)
+        .spawn()
+        .unwrap();
+    let mut buf = [0u8; 4];
+    c.stdout.as_mut().unwrap().read_exact(&mut buf).unwrap();
+    c
+}
+
+fn count(dir: String) -> usize {
+    std::fs::read_dir(dir).map(|d| d.count()).unwrap_or(0)
+}
+
+/// axiomd's descriptors and threads: before, while one user holds 2,000 connections, and after
+/// that user's 2,000 hostile requests (unbounded limits, long texts, other users' agents).
+#[derive(Debug)]
+pub struct DosFigures {
+    pub fds: usize,
+    pub threads: usize,
+    pub fds_held: usize,
+    pub threads_held: usize,
+    /// Another user was answered and its agent watched while the connections were held.
+    pub other_user_served: bool,
+    pub fds_after: usize,
+    pub threads_after: usize,
+}
+
+pub fn dos(d: &Daemon, _per_user: usize) -> DosFigures {
+    let pid = d.child.as_ref().map(|c| c.id()).unwrap_or(0);
+    let fds = || count(format!("/proc/{pid}/fd"));
+    let threads = || count(format!("/proc/{pid}/task"));
+    let (fds0, threads0) = (fds(), threads());
+    let mut holder = hold_connections(d, 2000);
+    std::thread::sleep(Duration::from_millis(500));
+    let (fds_held, threads_held) = (fds(), threads());
+    let status = Command::new(axiomctl_bin())
+        .arg("--socket")
+        .arg(&d.socket)
+        .args(["--json", "status"])
+        .uid(65533)
+        .gid(65533)
+        .output()
+        .is_ok_and(|o| o.status.success());
+    let mut sub = d.subscribe(false);
+    let ran = Command::new(axiomctl_bin())
+        .arg("--socket")
+        .arg(&d.socket)
+        .args([
+            "run",
+            "--profile",
+            "full",
+            "--",
+            "/bin/sh",
+            "-c",
+            "echo still-watched",
+        ])
+        .stdin(Stdio::null())
+        .uid(65533)
+        .gid(65533)
+        .output()
+        .is_ok_and(|o| o.status.success());
+    let t0 = Instant::now();
+    let mut watched = false;
+    while !watched && t0.elapsed() < Duration::from_secs(10) {
+        watched = sub
+            .next_for(Duration::from_millis(200))
+            .iter()
+            .any(|e| crate::output_text(e).is_some_and(|t| t.contains("still-watched")));
+    }
+    let _ = holder.kill();
+    let _ = holder.wait();
+    let script = "import json, socket, sys\nfor i in range(2000):\n    s = socket.socket(socket.AF_UNIX); s.connect(sys.argv[1])\n    req = [{'op': 'untrack', 'agent': i}, {'op': 'query', 'agent': None, 'since_ns': None, 'until_ns': None, 'kinds': [], 'text': None, 'limit': 10**12, 'sql': None}, {'op': 'inject', 'agent': i, 'text': 'x' * 100000, 'raw': False}][i % 3]\n    s.sendall((json.dumps(req) + '\\n').encode()); s.recv(65536); s.close()\n";
+    let _ = Command::new("python3")
+        .args(["-c", script])
+        .arg(&d.socket)
+        .uid(NOBODY)
+        .gid(NOBODY)
+        .output();
+    std::thread::sleep(Duration::from_millis(500));
+    DosFigures {
+        fds: fds0,
+        threads: threads0,
+        fds_held,
+        threads_held,
+        other_user_served: status && ran && watched,
+        fds_after: fds(),
+        threads_after: threads(),
+    }
+}

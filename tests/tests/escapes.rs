@@ -4,7 +4,7 @@
 //! escapes and is not on that list fails the test. Plus the denial-of-service cases: bounded,
 //! and axiomd still answers and enforces for another user afterwards.
 use axiom_tests::{
-    escapes::{KNOWN_OPEN, Verdict, World, battery, dos, tally},
+    escapes::{self, KNOWN_OPEN, Verdict, World, battery, dos, tally},
     *,
 };
 
@@ -51,4 +51,62 @@ fn one_user_cannot_take_axiomd_down_for_everyone() {
     assert!(f.fds_after <= f.fds + 8, "{f:?}");
     assert!(f.threads_after <= f.threads + 8, "{f:?}");
     assert!(d.client().request(&axiom_common::wire::Request::Status).ok);
+}
+
+/// A user who makes axiomd's pin directory first (/sys/fs/bpf is world-writable here) does not
+/// keep it: axiomd takes it back (root's, 0700) before it pins anything in it.
+#[test]
+fn a_pin_directory_made_by_a_user_is_taken_back() {
+    use std::os::unix::fs::{MetadataExt as _, PermissionsExt as _};
+    let mut d = Daemon::new("escapes_pins", &[], &[]);
+    std::fs::create_dir_all(&d.pin_dir).unwrap();
+    std::os::unix::fs::chown(&d.pin_dir, Some(escapes::NOBODY), Some(escapes::NOBODY)).unwrap();
+    std::fs::set_permissions(&d.pin_dir, std::fs::Permissions::from_mode(0o777)).unwrap();
+    d.spawn();
+    for dir in [
+        d.pin_dir.clone(),
+        d.pin_dir.join("maps"),
+        d.pin_dir.join("links"),
+    ] {
+        let m = std::fs::metadata(&dir).unwrap();
+        assert_eq!((m.uid(), m.mode() & 0o777), (0, 0o700), "{}", dir.display());
+    }
+    assert!(d.client().request(&axiom_common::wire::Request::Status).ok);
+}
+
+/// What comes with `run_agent` as the agent's terminal must be a pty master: a pipe (or a FUSE
+/// file) would hold axiomd's typist.
+#[test]
+fn a_terminal_that_is_not_a_pty_is_refused() {
+    let d = Daemon::start("escapes_pty", &[]);
+    let mut child = std::process::Command::new("sleep")
+        .arg("30")
+        .spawn()
+        .unwrap();
+    let (r, _w) = nix::unistd::pipe().unwrap();
+    let req = axiom_common::wire::Request::RunAgent {
+        pid: child.id(),
+        name: None,
+        command: vec!["sleep".into()],
+        workspace: None,
+        profile: Some("full".into()),
+        pty: true,
+        kind: None,
+        hooks: false,
+    };
+    let reply = d
+        .client()
+        .conn
+        .request_with_fd(&req, std::os::fd::AsFd::as_fd(&r))
+        .unwrap();
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(!reply.ok);
+    assert!(
+        reply
+            .error
+            .unwrap_or_default()
+            .contains("not a pseudo-terminal"),
+        "a pipe was taken for a terminal"
+    );
 }

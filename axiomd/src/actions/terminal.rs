@@ -46,6 +46,17 @@ pub struct Typing<'a> {
     pub gap: Duration,
 }
 
+/// Whether a descriptor handed over with `run_agent` is a pseudo-terminal's master (the
+/// kernel's ptmx, character device 5:2), and nothing a caller could make block axiomd's typist
+/// forever (a FUSE file, a pipe nobody reads, a socket).
+pub fn is_pty_master(fd: &OwnedFd) -> bool {
+    nix::sys::stat::fstat(fd).is_ok_and(|st| {
+        st.st_mode & libc::S_IFMT == libc::S_IFCHR
+            && libc::major(st.st_rdev) == 5
+            && libc::minor(st.st_rdev) == 2
+    })
+}
+
 /// How long an injection waits for room in the agent's input buffer.
 const WRITE_WAIT: Duration = Duration::from_secs(2);
 

@@ -509,6 +509,12 @@ impl Shared {
                 if pty && fd.is_none() {
                     return error("run_agent: pty announced but no descriptor came with it");
                 }
+                if fd
+                    .as_ref()
+                    .is_some_and(|f| !crate::actions::terminal::is_pty_master(f))
+                {
+                    return error("run_agent: the descriptor is not a pseudo-terminal's master");
+                }
                 // The profile, resolved for this workspace and this owner: the launcher applies
                 // the filesystem part before exec, the agent's cgroup gets the limits.
                 let ws = workspace.clone().unwrap_or_else(|| {

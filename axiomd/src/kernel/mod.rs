@@ -172,6 +172,7 @@ impl Sensor {
         };
         let hash = object_hash(SENSOR_OBJECT, opts);
         let (hooks, skipped) = available_hooks(&tracefs)?;
+        own_pin_dirs(&pins)?;
 
         let mut sensor = match reuse(&pins, hash, &hooks, opts)? {
             Some(s) => s,
@@ -447,6 +448,39 @@ fn drop_resized_ring(pins: &Pins, name: &'static str, bytes: u32) {
         );
         let _ = std::fs::remove_file(&path);
     }
+}
+
+/// The pin directories are root's and no one else may write them: /sys/fs/bpf is often
+/// world-writable (sticky), so a user could make `axiom` (or `axiom/maps`) first and then
+/// unlink or rename the pins in it. A directory that is not root's, or is writable by others,
+/// is removed if empty (bpffs holds nothing else a user could have put there) and made anew
+/// with mode 0700; one that is not empty is refused.
+fn own_pin_dirs(pins: &Pins) -> Result<(), SensorError> {
+    use std::os::unix::fs::{MetadataExt as _, PermissionsExt as _};
+    for dir in [pins.root.clone(), pins.maps(), pins.links()] {
+        let err = |reason: String| SensorError::Pin {
+            path: dir.clone(),
+            reason,
+        };
+        if let Ok(m) = std::fs::symlink_metadata(&dir) {
+            let foreign = !m.is_dir() || m.uid() != 0 || m.mode() & 0o022 != 0;
+            if foreign {
+                std::fs::remove_dir(&dir).map_err(|e| {
+                    err(format!(
+                        "not root's or writable by others (uid {}, mode {:o}), and cannot be \
+                         removed: {e}",
+                        m.uid(),
+                        m.mode() & 0o7777
+                    ))
+                })?;
+                tracing::warn!(path = %dir.display(), uid = m.uid(), "a pin directory that was not root's was removed");
+            }
+        }
+        mkdir(&dir)?;
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700))
+            .map_err(|e| err(e.to_string()))?;
+    }
+    Ok(())
 }
 
 fn mkdir(path: &Path) -> Result<(), SensorError> {

@@ -149,6 +149,19 @@ pub struct Applied {
     pub not_enforced: Vec<String>,
 }
 
+/// Where `axiomctl mcp --http` keeps its bearer tokens by default: one directory per user,
+/// `/run/user/<uid>/axiom-mcp` (else `/tmp/axiom-mcp-<uid>`), the same whatever the environment
+/// says. A confined agent runs as the same user and could read a token anywhere it may read,
+/// so its launcher covers this directory with an empty one in the agent's own mount namespace.
+pub fn mcp_token_dir(uid: u32) -> std::path::PathBuf {
+    let run = std::path::PathBuf::from(format!("/run/user/{uid}"));
+    if run.is_dir() {
+        run.join("axiom-mcp")
+    } else {
+        std::path::PathBuf::from(format!("/tmp/axiom-mcp-{uid}"))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

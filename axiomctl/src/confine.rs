@@ -193,6 +193,14 @@ fn protect(fs: &FsRules) -> Result<Vec<String>, String> {
     }
     let cwd = std::env::current_dir().ok();
     let uid = nix::unistd::getuid();
+    // The owner's MCP tokens are covered below; the directory must exist to be covered (made
+    // now, while the filesystem is still writable, so a server started later writes where the
+    // agent cannot see).
+    let tokens = axiom_common::confine::mcp_token_dir(uid.as_raw());
+    if !tokens.exists() {
+        use std::os::unix::fs::DirBuilderExt as _;
+        let _ = std::fs::DirBuilder::new().mode(0o700).create(&tokens);
+    }
     let gid = nix::unistd::getgid();
     use nix::sched::CloneFlags;
     if let Err(e) = nix::sched::unshare(CloneFlags::CLONE_NEWUSER | CloneFlags::CLONE_NEWNS) {
@@ -294,6 +302,18 @@ fn protect(fs: &FsRules) -> Result<Vec<String>, String> {
                 "/dev/pts: the owner's other terminals are writable ({e})"
             ));
         }
+    }
+    if let Err(e) = mount(
+        Some("tmpfs"),
+        &tokens,
+        Some("tmpfs"),
+        MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
+        Some("size=4k,mode=0700"),
+    ) {
+        missing.push(format!(
+            "{}: the owner's MCP tokens are readable ({e})",
+            tokens.display()
+        ));
     }
     // The top of each protected tree below its writable root becomes a mount point: renaming
     // or removing a mount point is refused, so `.git` cannot be swapped for one with hooks.

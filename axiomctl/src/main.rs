@@ -175,7 +175,7 @@ enum Cmd {
         #[arg(long, value_name = "ADDR")]
         http: Option<std::net::SocketAddr>,
         /// Where `--http` writes its bearer token (mode 0600; default
-        /// $XDG_RUNTIME_DIR/axiom-mcp-PORT.token).
+        /// /run/user/UID/axiom-mcp/PORT.token, hidden from confined agents).
         #[arg(long, requires = "http")]
         token_file: Option<PathBuf>,
         /// Rule files (or directories) `principles` checks text against (default: the files

@@ -113,6 +113,8 @@ pub struct World<'a> {
     /// An agent of the same owner, unconfined, with a secret in its output.
     sibling: Child,
     pub sibling_text: String,
+    /// A bearer token of the owner's MCP server, where the server keeps it.
+    pub token_text: String,
     listener: Child,
     tcp: u16,
     udp: u16,
@@ -195,6 +197,16 @@ impl<'a> World<'a> {
             .unwrap()
             .read_exact(&mut ready)
             .unwrap();
+        // The owner's MCP server token, where `axiomctl mcp --http` writes it.
+        let token_text = format!("mcp-token-{}", unique("t"));
+        let tokens = axiom_common::confine::mcp_token_dir(NOBODY);
+        std::fs::create_dir_all(&tokens).unwrap();
+        std::fs::set_permissions(&tokens, std::fs::Permissions::from_mode(0o700)).unwrap();
+        std::os::unix::fs::chown(&tokens, Some(NOBODY), Some(NOBODY)).unwrap();
+        let token_file = tokens.join("8088.token");
+        std::fs::write(&token_file, format!("{token_text}\n")).unwrap();
+        std::fs::set_permissions(&token_file, std::fs::Permissions::from_mode(0o600)).unwrap();
+        std::os::unix::fs::chown(&token_file, Some(NOBODY), Some(NOBODY)).unwrap();
         // "Another terminal" of the owner: a pty whose slave nobody owns.
         let other_tty = other_terminal();
         let w = World {
@@ -209,6 +221,7 @@ impl<'a> World<'a> {
             victim,
             sibling,
             sibling_text,
+            token_text,
             listener,
             tcp,
             udp,
@@ -318,6 +331,7 @@ impl<'a> World<'a> {
             .env("ABSTRACT", &self.abstract_name)
             .env("UNIX_SOCK", &self.unix_path)
             .env("OTHER_TTY", &self.other_tty.1)
+            .env("TOKENS", axiom_common::confine::mcp_token_dir(NOBODY))
             .env("TMPDIR", "/tmp")
             .stdin(Stdio::null())
             .uid(NOBODY)
@@ -928,6 +942,11 @@ for i in $(seq 1 64); do "$AXIOMCTL" --socket "$SOCK" kill $i; done >/dev/null 2
                     Verdict::Contained
                 }
             }),
+        ));
+        v.push(conf(
+            "read-mcp-token",
+            r#"cat "$TOKENS"/*.token 2>&1 | tr a-z A-Z"#,
+            never_shown(|w| w.token_text.to_uppercase()),
         ));
         v.push(conf(
             "signal-owners-process",

@@ -31,14 +31,31 @@ fn new_token() -> anyhow::Result<String> {
     Ok(b.iter().map(|x| format!("{x:02x}")).collect())
 }
 
-/// Where the token goes: the given file, or the user's runtime directory.
-fn token_path(given: Option<&Path>, addr: SocketAddr) -> PathBuf {
-    given.map(Path::to_path_buf).unwrap_or_else(|| {
-        let dir = std::env::var_os("XDG_RUNTIME_DIR")
-            .map(PathBuf::from)
-            .unwrap_or_else(std::env::temp_dir);
-        dir.join(format!("axiom-mcp-{}.token", addr.port()))
-    })
+/// Where the token goes: the given file, or the user's token directory (hidden from the
+/// user's confined agents: `axiom_common::confine::mcp_token_dir`), made private if absent and
+/// refused if it is not this user's alone.
+fn token_path(given: Option<&Path>, addr: SocketAddr) -> anyhow::Result<PathBuf> {
+    if let Some(p) = given {
+        return Ok(p.to_path_buf());
+    }
+    let uid = nix::unistd::getuid().as_raw();
+    let dir = axiom_common::confine::mcp_token_dir(uid);
+    if !dir.exists() {
+        use std::os::unix::fs::DirBuilderExt as _;
+        std::fs::DirBuilder::new()
+            .mode(0o700)
+            .create(&dir)
+            .with_context(|| format!("making {}", dir.display()))?;
+    }
+    use std::os::unix::fs::MetadataExt as _;
+    let m = std::fs::symlink_metadata(&dir)?;
+    if !m.is_dir() || m.uid() != uid || m.mode() & 0o077 != 0 {
+        anyhow::bail!(
+            "{} is not a private directory of uid {uid}: remove it or pass --token-file",
+            dir.display()
+        );
+    }
+    Ok(dir.join(format!("{}.token", addr.port())))
 }
 
 /// Writes a fresh token, readable by this user only (an old file is replaced, not reused).
@@ -78,7 +95,7 @@ pub async fn serve(
         .await
         .with_context(|| format!("listening on {addr}"))?;
     let addr = listener.local_addr()?;
-    let path = token_path(token_file, addr);
+    let path = token_path(token_file, addr)?;
     let token = Arc::new(format!("Bearer {}", write_token(&path)?));
     let service = StreamableHttpService::new(
         {

@@ -572,6 +572,9 @@ struct Batch {
 
 /// Records per ring per pass: bounds the batch's memory under a flood.
 const BATCH_MAX: usize = 8192;
+/// Passes per drain before the reader loop comes round again (the rings still hold records:
+/// its poll returns at once).
+const DRAIN_PASSES: usize = 16;
 
 impl Batch {
     fn take(&mut self, ring: &mut RingBuf<MapData>) -> usize {
@@ -595,14 +598,16 @@ impl Batch {
         n
     }
 
-    /// Drains both rings (in passes of at most BATCH_MAX records each) into the pipeline.
+    /// Drains both rings (in passes of at most BATCH_MAX records each) into the pipeline, for
+    /// at most DRAIN_PASSES passes: under a flood that never lets the rings empty, the reader
+    /// still comes back to beat the watchdog and to take the kernel's matches first.
     fn drain(
         &mut self,
         events: &mut RingBuf<MapData>,
         output: &mut RingBuf<MapData>,
         p: &mut Pipeline,
     ) {
-        loop {
+        for _ in 0..DRAIN_PASSES {
             self.arena.clear();
             self.recs.clear();
             let n = self.take(events) + self.take(output);

@@ -592,6 +592,21 @@ mod tests {
     }
 
     #[test]
+    fn the_top_of_a_protected_tree_is_its_first_directory_below_the_writable_root() {
+        let roots = ["/ws".to_string(), "/ws/sub".to_string()];
+        assert_eq!(
+            top_below("/ws/.git/hooks", &roots).as_deref(),
+            Some("/ws/.git")
+        );
+        assert_eq!(top_below("/ws/.git", &roots), None);
+        assert_eq!(
+            top_below("/ws/sub/a/b", &roots).as_deref(),
+            Some("/ws/sub/a")
+        );
+        assert_eq!(top_below("/elsewhere/x", &roots), None);
+    }
+
+    #[test]
     fn writes_land_in_the_workspace_only_and_never_in_protected_paths() {
         let base = std::env::temp_dir().join(format!("axiom-confine-{}", std::process::id()));
         let ws = base.join("ws");

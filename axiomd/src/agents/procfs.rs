@@ -229,3 +229,29 @@ pub fn identity(pid: u32, cgroup2: Option<&std::path::Path>) -> Option<Identity>
         cgroup_id,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_process_is_elevated_only_over_another_uid() {
+        let me = std::process::id();
+        let uid = nix::unistd::getuid().as_raw();
+        assert!(!super::elevated(me, uid, "/proc/self/exe"));
+        assert!(super::elevated(me, uid.wrapping_add(1), "/proc/self/exe"));
+        // Gone from /proc: judged by the program's set-id bits.
+        assert!(!super::elevated(u32::MAX - 1, uid, "/bin/sh"));
+    }
+
+    #[test]
+    fn a_pidfd_sees_its_process_exit() {
+        let mut c = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .unwrap();
+        let fd = super::pidfd(c.id()).unwrap();
+        assert!(!super::has_exited(&fd));
+        c.kill().unwrap();
+        c.wait().unwrap();
+        assert!(super::has_exited(&fd));
+    }
+}

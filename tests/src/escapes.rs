@@ -1178,7 +1178,7 @@ pub struct DosFigures {
     pub threads_after: usize,
 }
 
-pub fn dos(d: &Daemon, _per_user: usize) -> DosFigures {
+pub fn dos(d: &Daemon) -> DosFigures {
     let pid = d.child.as_ref().map(|c| c.id()).unwrap_or(0);
     let fds = || count(format!("/proc/{pid}/fd"));
     let threads = || count(format!("/proc/{pid}/task"));

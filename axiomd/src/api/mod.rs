@@ -109,11 +109,6 @@ impl Clients {
             uid: caller.uid,
         })
     }
-
-    /// Clients open now, in all.
-    pub fn open(&self) -> usize {
-        self.open.lock().map(|o| o.values().sum()).unwrap_or(0)
-    }
 }
 
 impl Drop for ClientSlot {
@@ -280,9 +275,9 @@ impl Shared {
     /// A Claude Code hook call from inside an agent: answered for the caller's own agent (the
     /// one its pid belongs to, by the kernel's word), never for another.
     fn hook(&self, caller: Caller, input: &serde_json::Value) -> Reply {
-        let agent = caller.pid.and_then(|pid| {
+        let agent = self.caller_agent(caller).and_then(|id| {
             let c = self.control.lock().ok()?;
-            let a = c.get(c.agent_of(pid)?)?;
+            let a = c.get(id)?;
             (a.owner_uid == caller.uid || caller.admin).then(|| a.clone())
         });
         let Some(agent) = agent else {

@@ -532,8 +532,7 @@ fn fresh(
     hooks: &[&'static Hook],
     opts: &SensorOptions,
 ) -> Result<Sensor, SensorError> {
-    mkdir(&pins.maps())?;
-    mkdir(&pins.links())?;
+    // The pin directories were made (root's, 0700) by `own_pin_dirs`.
     drop_resized_ring(pins, "EVENTS", opts.events_ring_bytes);
     drop_resized_ring(pins, "OUTPUT", opts.output_ring_bytes);
     let maps_dir = pins.maps();

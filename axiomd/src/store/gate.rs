@@ -18,7 +18,12 @@ use super::StoreError;
 /// no configuration change after this. Settings are the instance's: every connection to it is
 /// bound (the writer never needs any of them: Parquet is written by Rust, not by `COPY`).
 pub fn lock_down(conn: &duckdb::Connection, memory_mib: u64) -> Result<(), duckdb::Error> {
-    conn.execute_batch(&format!(
+    conn.execute_batch(&lock_down_sql(memory_mib))
+}
+
+/// The statements of `lock_down` (the gate's own database runs them too).
+fn lock_down_sql(memory_mib: u64) -> String {
+    format!(
         "SET autoinstall_known_extensions = false; \
          SET autoload_known_extensions = false; \
          SET allow_community_extensions = false; \
@@ -26,7 +31,7 @@ pub fn lock_down(conn: &duckdb::Connection, memory_mib: u64) -> Result<(), duckd
          SET memory_limit = '{}MiB'; \
          SET lock_configuration = true;",
         memory_mib.max(64)
-    ))
+    )
 }
 
 /// DuckDB's parser and binder on a private in-memory database with the events schema.
@@ -72,10 +77,7 @@ impl Gate {
             "CREATE VIEW all_events AS SELECT {}, 'warm' AS tier FROM events",
             super::schema::COLUMNS
         ))?;
-        g.exec(
-            "SET autoinstall_known_extensions = false; SET autoload_known_extensions = false; \
-             SET enable_external_access = false; SET lock_configuration = true;",
-        )?;
+        g.exec(&lock_down_sql(64))?;
         Ok(g)
     }
 

@@ -33,7 +33,7 @@ pub fn run() -> anyhow::Result<()> {
         results.len()
     );
     let dd = axiom_tests::Daemon::start("bench_escapes_dos", &[]);
-    let f = escapes::dos(&dd, 32);
+    let f = escapes::dos(&dd);
     println!(
         "bench escapes: dos fds={}->{} held(2000 connections)->{} after(2000 hostile requests); threads={}->{}->{}; other_user_served={}",
         f.fds,

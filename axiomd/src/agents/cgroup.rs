@@ -54,6 +54,31 @@ pub fn subtree_ids(path: &Path) -> Vec<u64> {
 /// Does the cgroup (or one below it) still hold a process? (`populated` in cgroup.events; a
 /// cgroup that is gone holds nothing.)
 pub fn populated(path: &Path) -> bool {
-    std::fs::read_to_string(path.join("cgroup.events"))
-        .is_ok_and(|s| s.lines().any(|l| l == "populated 1"))
+    event_is(path, "populated 1")
+}
+
+/// Has the cgroup finished freezing? (`frozen` in cgroup.events: writing cgroup.freeze only
+/// asks; the kernel reports the tree frozen once every task in it has stopped.)
+pub fn frozen(path: &Path) -> bool {
+    event_is(path, "frozen 1")
+}
+
+/// Waits, up to `timeout`, for the cgroup's freezer to reach `want`, so that a freeze or thaw
+/// answered as done is done (a task in uninterruptible sleep can hold it up; then the caller
+/// is answered anyway and the kernel finishes later). Returns whether it got there.
+pub fn settle_freezer(path: &Path, want: bool, timeout: std::time::Duration) -> bool {
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        if frozen(path) == want || !populated(path) {
+            return true;
+        }
+        if std::time::Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+}
+
+fn event_is(path: &Path, line: &str) -> bool {
+    std::fs::read_to_string(path.join("cgroup.events")).is_ok_and(|s| s.lines().any(|l| l == line))
 }

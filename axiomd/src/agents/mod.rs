@@ -771,20 +771,22 @@ impl Control {
         Ok(agent)
     }
 
+    /// The cgroup an agent is, when it is one.
+    pub fn cgroup_of(&self, agent: u64) -> Option<PathBuf> {
+        match &self.agents.get(&agent)?.source {
+            Source::Cgroup { path, .. } => Some(path.clone()),
+            _ => None,
+        }
+    }
+
     /// The agents a caller may see (root: all), with their processes and state.
     pub fn list(&self, caller: Caller) -> Vec<AgentView> {
         self.agents
             .values()
             .filter(|a| caller.may_act_for(a.owner_uid))
             .map(|a| {
-                let cgroup = match &a.source {
-                    Source::Cgroup { path, .. } => Some(path.clone()),
-                    _ => None,
-                };
-                let frozen = cgroup.as_ref().is_some_and(|p| {
-                    std::fs::read_to_string(p.join("cgroup.events"))
-                        .is_ok_and(|s| s.lines().any(|l| l == "frozen 1"))
-                });
+                let cgroup = self.cgroup_of(a.id);
+                let frozen = cgroup.as_deref().is_some_and(cgroup::frozen);
                 AgentView {
                     agent: a.clone(),
                     processes: self.pids_of(a.id),

@@ -19,11 +19,14 @@ use tokio::{
 };
 
 use crate::{
-    agents::{Agent, AgentError, AgentView, Control, Launch, Source, Steer},
+    agents::{Agent, AgentError, AgentView, Control, Launch, Source, Steer, cgroup},
     authz::Caller,
     bus::Bus,
     kernel::Sensor,
 };
+
+/// How long a freeze or thaw may take before its caller is answered anyway.
+const FREEZER_SETTLE: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// What the front-ends share.
 pub struct Shared {
@@ -225,7 +228,7 @@ impl Shared {
 
     fn intervene(&self, agent: u64, how: Steer, caller: Caller) -> Reply {
         let action = format!("{how:?}").to_lowercase();
-        self.act(
+        let reply = self.act(
             |c| c.steer(agent, how, caller),
             |a| {
                 Some(notice(
@@ -243,7 +246,29 @@ impl Shared {
                     },
                 ))
             },
-        )
+        );
+        // Writing cgroup.freeze only asks; answer once the kernel says the tree has stopped (or
+        // gone on again), so that "frozen" in the next status is true.
+        let want = match how {
+            Steer::Freeze => Some(true),
+            Steer::Thaw => Some(false),
+            _ => None,
+        };
+        let path = match (reply.ok, want) {
+            (true, Some(_)) => self.control.lock().ok().and_then(|c| c.cgroup_of(agent)),
+            _ => None,
+        };
+        if let (Some(path), Some(want)) = (path, want)
+            && !cgroup::settle_freezer(&path, want, FREEZER_SETTLE)
+        {
+            tracing::warn!(
+                agent,
+                ?how,
+                "the kernel has not finished yet ({})",
+                path.display()
+            );
+        }
+        reply
     }
 
     fn inject(&self, agent: u64, text: &str, raw: bool, caller: Caller) -> Reply {

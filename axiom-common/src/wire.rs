@@ -498,6 +498,9 @@ pub struct Status {
     pub skipped: Vec<String>,
     pub tracked_processes: u64,
     pub tracked_cgroups: u64,
+    /// Agents with a process alive.
+    #[serde(default)]
+    pub agents_running: u64,
     pub events: BTreeMap<String, u64>,
     /// Every loss, by cause: the kernel's (ring full, map full, read fault) and userspace's
     /// (malformed records, slow subscribers).

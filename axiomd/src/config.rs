@@ -1,6 +1,10 @@
 //! `/etc/axiom/axiomd.toml`. Every key has a default that runs with nothing else installed;
 //! unknown keys are errors, and every error names `file:line:column` and the reason.
-use std::path::{Path, PathBuf};
+//!
+//! Each stage owns its section and checks it (`crate::kernel::config`, `crate::store::config`,
+//! …); this file composes them, parses, applies `--set` and the environment, and names the file
+//! in every error. Only `[daemon]` is the daemon's own.
+use std::path::Path;
 
 use serde::Deserialize;
 
@@ -26,7 +30,7 @@ pub enum ConfigError {
     #[error("{path}: {key}: {reason}")]
     Invalid {
         path: String,
-        key: &'static str,
+        key: String,
         reason: String,
     },
 }
@@ -34,214 +38,15 @@ pub enum ConfigError {
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
-    pub sensor: SensorConfig,
-    pub api: ApiConfig,
-    pub agents: AgentsConfig,
+    pub sensor: crate::kernel::config::SensorConfig,
+    pub api: crate::api::config::ApiConfig,
+    pub agents: crate::agents::config::AgentsConfig,
     pub daemon: DaemonConfig,
-    pub dbus: DbusConfig,
-    pub rules: RulesConfig,
-    pub store: StoreConfig,
+    pub dbus: crate::dbus::config::DbusConfig,
+    pub rules: crate::rules::config::RulesConfig,
+    pub store: crate::store::config::StoreConfig,
     pub confine: crate::confine::ConfineConfig,
     pub telemetry: crate::telemetry::TelemetryConfig,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct StoreConfig {
-    /// Keep every event in the warm tier (DuckDB).
-    pub enabled: bool,
-    /// The DuckDB file.
-    pub path: PathBuf,
-    /// Output events that may wait for the writer; beyond, output is shed (counted as
-    /// `store_shed_output`). Lifecycle, exec, file, network, violations and interventions are
-    /// never shed.
-    pub queue_events: usize,
-    /// What waiting events may hold in memory, MiB: above 3/4 of it output chunks are
-    /// coalesced (`store_coalesced_output`), at it output is shed (`store_shed_output`).
-    pub memory_cap_mib: u64,
-    /// Events per committed batch, and the longest a batch waits.
-    pub batch_events: usize,
-    pub flush_ms: u64,
-    /// Redis Streams in front of the warm tier.
-    pub hot: HotConfig,
-    /// Parquet files (a directory or an S3 bucket) behind it.
-    pub cold: ColdConfig,
-    /// What one query may take.
-    pub sql: SqlLimits,
-}
-
-/// Bounds on queries (`axiomctl query`, with or without `--sql`).
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct SqlLimits {
-    /// A statement still running after this is interrupted.
-    pub timeout_ms: u64,
-    /// Rows (or events) one answer holds at most, whatever `--limit` asks.
-    pub max_rows: usize,
-    /// DuckDB's memory for the whole database (writer and queries), MiB.
-    pub memory_mib: u64,
-}
-
-impl Default for SqlLimits {
-    fn default() -> Self {
-        SqlLimits {
-            timeout_ms: 10_000,
-            max_rows: 100_000,
-            memory_mib: 1024,
-        }
-    }
-}
-
-impl StoreConfig {
-    /// The paths left unset, beside the DuckDB file.
-    pub fn resolved(&self) -> StoreConfig {
-        let mut c = self.clone();
-        let dir = self
-            .path
-            .parent()
-            .map(PathBuf::from)
-            .unwrap_or_else(|| PathBuf::from("."));
-        c.hot.spool_dir.get_or_insert_with(|| dir.join("spool"));
-        c.cold
-            .url
-            .get_or_insert_with(|| format!("file://{}", dir.join("cold").display()));
-        c.cold
-            .cache_dir
-            .get_or_insert_with(|| dir.join("cold-cache"));
-        c
-    }
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct HotConfig {
-    /// Off: events go straight to DuckDB. On: to Redis, and a consumer group moves them into
-    /// DuckDB.
-    pub enabled: bool,
-    /// `redis://host:port/db`, `rediss://…`, or `redis+unix:///path`.
-    pub url: String,
-    /// Streams are `<prefix>:{<host>}:events` (one per host; the braces keep Redis Cluster
-    /// commands on one slot).
-    pub key_prefix: String,
-    /// Approximate entries a stream keeps (`XADD … MAXLEN ~`): Redis's memory bound.
-    pub maxlen: u64,
-    /// The consumer group that moves entries into DuckDB.
-    pub group: String,
-    /// Run the mover here (off: another worker moves this host's stream; queries still see
-    /// what waits in Redis).
-    pub mover: bool,
-    /// Where events wait while Redis is unreachable (default: `spool/` beside store.path).
-    pub spool_dir: Option<PathBuf>,
-    /// Entries per pipeline and per move.
-    pub batch_events: usize,
-}
-
-impl Default for HotConfig {
-    fn default() -> Self {
-        HotConfig {
-            enabled: false,
-            url: "redis://127.0.0.1:6379".into(),
-            key_prefix: "axiom".into(),
-            maxlen: 1_000_000,
-            group: "axiom-warm".into(),
-            mover: true,
-            spool_dir: None,
-            batch_events: 8192,
-        }
-    }
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct ColdConfig {
-    /// Move events older than `after_secs` out of DuckDB into Parquet files.
-    pub enabled: bool,
-    /// `file:///dir` or `s3://bucket/prefix`; each host writes under `<url>/<host>/`
-    /// (default: `cold/` beside store.path).
-    pub url: Option<String>,
-    /// object_store options for S3 (`aws_endpoint`, `aws_region`, `aws_allow_http`, …);
-    /// credentials are best left to the environment (`AWS_ACCESS_KEY_ID`, …).
-    pub options: std::collections::BTreeMap<String, String>,
-    /// Warm-tier retention: events older than this go cold.
-    pub after_secs: u64,
-    /// One Parquet file per partition of this many seconds (more when events arrive late).
-    pub partition_secs: u64,
-    /// Cold-tier retention (0: kept for ever).
-    pub keep_secs: u64,
-    /// How often the exporter looks for work.
-    pub interval_secs: u64,
-    /// Where cold files fetched for a query are cached (default: `cold-cache/` beside
-    /// store.path).
-    pub cache_dir: Option<PathBuf>,
-}
-
-impl Default for ColdConfig {
-    fn default() -> Self {
-        ColdConfig {
-            enabled: true,
-            url: None,
-            options: Default::default(),
-            after_secs: 7 * 86_400,
-            partition_secs: 3600,
-            keep_secs: 0,
-            interval_secs: 60,
-            cache_dir: None,
-        }
-    }
-}
-
-impl Default for StoreConfig {
-    fn default() -> Self {
-        StoreConfig {
-            enabled: true,
-            path: "/var/lib/axiom/events.duckdb".into(),
-            queue_events: 262_144,
-            memory_cap_mib: 256,
-            batch_events: 65_536,
-            flush_ms: 200,
-            hot: HotConfig::default(),
-            cold: ColdConfig::default(),
-            sql: SqlLimits::default(),
-        }
-    }
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct RulesConfig {
-    /// Rule files and directories of `*.toml`, in order; directories that do not exist are
-    /// skipped. A rule id may be defined once.
-    pub paths: Vec<PathBuf>,
-    /// Compiled rule plugins, keyed by the module's SHA-256 (must be root's, 0700).
-    pub plugin_cache: PathBuf,
-}
-
-impl Default for RulesConfig {
-    fn default() -> Self {
-        RulesConfig {
-            paths: vec!["/usr/share/axiom/rules".into(), "/etc/axiom/rules.d".into()],
-            plugin_cache: "/var/cache/axiom/wasm".into(),
-        }
-    }
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct DbusConfig {
-    /// `system` (the system bus; if it is not running axiomd goes on without D-Bus), `off`, or
-    /// a D-Bus address (`unix:path=…`), which must then be reachable.
-    pub bus: String,
-    /// Well-known name axiomd owns on the bus.
-    pub name: String,
-}
-
-impl Default for DbusConfig {
-    fn default() -> Self {
-        DbusConfig {
-            bus: "system".into(),
-            name: "org.axiom.Axiom1".into(),
-        }
-    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -261,99 +66,6 @@ impl Default for DaemonConfig {
         DaemonConfig {
             nice: -5,
             realtime_reader: true,
-        }
-    }
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct AgentsConfig {
-    /// Directory for the cgroups of agents started by axiomd (`agent-<id>` below it). Default:
-    /// `axiom` in the cgroup v2 mount, wherever it is (detected).
-    pub cgroup_root: Option<PathBuf>,
-    /// One state file per agent (name, command, owner, start, exit), so agents keep what they
-    /// are across an axiomd restart.
-    pub state_dir: PathBuf,
-    /// Changes to the shipped agent profiles (`agents.toml`: how each kind is typed into);
-    /// skipped when it does not exist.
-    pub profiles: PathBuf,
-    /// How long an ended agent stays listed (with its exit code) before it is forgotten.
-    pub keep_exited_secs: u64,
-    /// Running agents one user may have at once (root and the admin group: no bound). The
-    /// kernel's tables of tracked cgroups and connect policies are shared by every user.
-    pub max_per_user: usize,
-}
-
-impl Default for AgentsConfig {
-    fn default() -> Self {
-        AgentsConfig {
-            cgroup_root: None,
-            state_dir: "/run/axiom/agents".into(),
-            profiles: axiom_common::agent_profile::OVERRIDES.into(),
-            keep_exited_secs: 3600,
-            max_per_user: 256,
-        }
-    }
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct SensorConfig {
-    /// bpffs directory for pinned programs, maps and links (no dots: bpffs rejects them).
-    pub pin_dir: PathBuf,
-    /// Leave the programs attached and the maps pinned on a clean stop, so tracking never stops
-    /// across restarts and upgrades. `false` detaches everything on stop.
-    pub keep_sensors_on_exit: bool,
-    /// Bytes captured from each output syscall (1..=8192).
-    pub capture_bytes: u32,
-    /// Ring for lifecycle, file and network records (power of two, ≥ 4096).
-    pub events_ring_bytes: u32,
-    /// Ring for captured output (power of two, ≥ 4096).
-    pub output_ring_bytes: u32,
-    /// Output records each CPU sends between two wakeups of axiomd; the rest wait for the
-    /// `output_flush_ms` timer. Batching wakeups is what keeps capture cheap per write.
-    pub output_wakeup_records: u32,
-    /// Longest time captured output waits in the ring (1..=1000 ms).
-    pub output_flush_ms: u32,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct ApiConfig {
-    /// Control socket (JSON lines; used by axiomctl).
-    pub socket: PathBuf,
-    /// Recent events kept in memory for clients that ask for a replay.
-    pub replay_events: usize,
-    /// Members of this group may watch and steer every agent, like root.
-    pub admin_group: String,
-    /// Open clients (socket connections and D-Bus event streams) at once, all users together.
-    pub max_clients: usize,
-    /// Open clients per user (root and the admin group count only toward `max_clients`).
-    pub max_clients_per_user: usize,
-}
-
-impl Default for SensorConfig {
-    fn default() -> Self {
-        SensorConfig {
-            pin_dir: "/sys/fs/bpf/axiom".into(),
-            keep_sensors_on_exit: true,
-            capture_bytes: axiom_common::DEFAULT_CAPTURE as u32,
-            events_ring_bytes: 4 << 20,
-            output_ring_bytes: 16 << 20,
-            output_wakeup_records: axiom_common::DEFAULT_OUTPUT_WAKEUP_RECORDS as u32,
-            output_flush_ms: 10,
-        }
-    }
-}
-
-impl Default for ApiConfig {
-    fn default() -> Self {
-        ApiConfig {
-            socket: axiom_common::wire::DEFAULT_SOCKET.into(),
-            replay_events: 65_536,
-            admin_group: "axiom".into(),
-            max_clients: 512,
-            max_clients_per_user: 32,
         }
     }
 }
@@ -456,80 +168,31 @@ impl Config {
         }
     }
 
+    /// Each section checks itself; the error names the file and the full key.
     pub fn validate(&self, path: &str) -> Result<(), ConfigError> {
-        let invalid = |key, reason: String| ConfigError::Invalid {
+        let invalid = |section: &str, (key, reason): (&str, String)| ConfigError::Invalid {
             path: path.into(),
-            key,
+            key: if key.is_empty() {
+                section.to_string()
+            } else {
+                format!("{section}.{key}")
+            },
             reason,
         };
-        let s = &self.sensor;
-        if !(1..=axiom_common::MAX_CAPTURE as u32).contains(&s.capture_bytes) {
-            return Err(invalid(
-                "sensor.capture_bytes",
-                format!(
-                    "{} is outside 1..={}",
-                    s.capture_bytes,
-                    axiom_common::MAX_CAPTURE
-                ),
-            ));
-        }
-        for (key, v) in [
-            ("sensor.events_ring_bytes", s.events_ring_bytes),
-            ("sensor.output_ring_bytes", s.output_ring_bytes),
-        ] {
-            if v < 4096 || !v.is_power_of_two() {
-                return Err(invalid(key, format!("{v} must be a power of two ≥ 4096")));
-            }
-        }
-        if !(1..=1000).contains(&s.output_flush_ms) {
-            return Err(invalid(
-                "sensor.output_flush_ms",
-                format!("{} is outside 1..=1000", s.output_flush_ms),
-            ));
-        }
-        if !(1..=65536).contains(&s.output_wakeup_records) {
-            return Err(invalid(
-                "sensor.output_wakeup_records",
-                format!("{} is outside 1..=65536", s.output_wakeup_records),
-            ));
-        }
-        let bus = self.dbus.bus.as_str();
-        if !matches!(bus, "system" | "off") && !bus.contains(':') {
-            return Err(invalid(
-                "dbus.bus",
-                format!("{bus:?} is neither \"system\", \"off\" nor a D-Bus address (unix:path=…)"),
-            ));
-        }
-        if zbus::names::WellKnownName::try_from(self.dbus.name.as_str()).is_err() {
-            return Err(invalid(
-                "dbus.name",
-                format!("{:?} is not a valid D-Bus name", self.dbus.name),
-            ));
-        }
+        self.sensor.validate().map_err(|e| invalid("sensor", e))?;
+        self.dbus.validate().map_err(|e| invalid("dbus", e))?;
         if !(-20..=19).contains(&self.daemon.nice) {
             return Err(invalid(
-                "daemon.nice",
-                format!("{} is outside -20..=19", self.daemon.nice),
+                "daemon",
+                ("nice", format!("{} is outside -20..=19", self.daemon.nice)),
             ));
         }
-        if s.pin_dir.to_string_lossy().contains('.') {
-            return Err(invalid(
-                "sensor.pin_dir",
-                "bpffs rejects names containing a dot".into(),
-            ));
-        }
-        if let Err(e) = self.confine.validate() {
-            return Err(invalid("confine", e.to_string()));
-        }
-        if let Err(e) = self.telemetry.validate() {
-            return Err(invalid("telemetry", e));
-        }
-        if !s.pin_dir.starts_with("/sys/fs/bpf") {
-            return Err(invalid(
-                "sensor.pin_dir",
-                "must be below /sys/fs/bpf".into(),
-            ));
-        }
+        self.confine
+            .validate()
+            .map_err(|e| invalid("confine", ("", e.to_string())))?;
+        self.telemetry
+            .validate()
+            .map_err(|e| invalid("telemetry", ("", e)))?;
         Ok(())
     }
 }

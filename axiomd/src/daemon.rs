@@ -33,7 +33,7 @@ pub fn agents_cgroup_root(cfg: &Config) -> Option<std::path::PathBuf> {
     cfg.agents
         .cgroup_root
         .clone()
-        .or_else(|| crate::agents::cgroup::mount_point().map(|m| m.join("axiom")))
+        .or_else(|| crate::kernel::cgroup::mount_point().map(|m| m.join("axiom")))
 }
 
 /// Forwards the kernel programs' aya-log diagnostics to our log.
@@ -123,12 +123,13 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     if let Some(note) = &sandbox.cache_note {
         tracing::warn!(cache = %note, "compiled plugins are not cached");
     }
-    let rules = crate::rules::Rules::load(cfg.rules.paths.clone()).context("loading the rules")?;
+    let rules =
+        Arc::new(crate::rules::Rules::load(cfg.rules.paths.clone()).context("loading the rules")?);
     tracing::info!(rules = rules.get().rules.len(), paths = ?cfg.rules.paths, "rules loaded");
     let (bus, taps) = Bus::new(1 << 16, cfg.api.replay_events);
     // The store: its threads fed by a tap on the bus.
     let (bus, store) = if cfg.store.enabled {
-        let (tap, intake) = crate::store::tap(
+        let (tap, intake) = crate::bus::tap::tap(
             cfg.store.queue_events,
             cfg.store.memory_cap_mib.saturating_mul(1 << 20),
         );
@@ -178,21 +179,28 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         bus: bus.clone(),
         sensor: Mutex::new(s),
         admin_gid,
-        rules,
-        engine,
-        actions,
+        rules: rules.clone(),
+        engine: engine.clone(),
+        actions: actions.clone(),
         store,
         confine: cfg.confine.clone(),
         clients: api::Clients::new(cfg.api.max_clients, cfg.api.max_clients_per_user),
     });
     shared.install_matcher(shared.rules.get());
     tokio::spawn(agent_exits(taps.exits, shared.clone()));
+    let stage = Arc::new(crate::rules::Stage {
+        rules,
+        engine,
+        control: shared.control.clone(),
+        bus: bus.clone(),
+        actions,
+    });
     {
-        let shared = shared.clone();
+        let stage = stage.clone();
         let rx = taps.rules;
         std::thread::Builder::new()
             .name("rules".into())
-            .spawn(move || crate::rules::run(rx, shared))?;
+            .spawn(move || crate::rules::run(rx, stage))?;
     }
     let mut hup = tokio::signal::unix::signal(SignalKind::hangup())?;
     {
@@ -223,7 +231,11 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     ));
     // OTLP traces and metrics, the Prometheus endpoint (each off unless configured): following
     // the bus before anyone can start an agent over the socket or D-Bus.
-    let otlp = crate::telemetry::start(&cfg.telemetry, shared.clone())
+    let status: crate::telemetry::StatusSource = {
+        let shared = shared.clone();
+        Arc::new(move || shared.status())
+    };
+    let otlp = crate::telemetry::start(&cfg.telemetry, shared.bus.clone(), status)
         .await
         .context("starting telemetry")?;
     let listener = api::socket::bind(&cfg.api.socket)
@@ -242,10 +254,8 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     let heartbeat = crate::notify::Heartbeat::default();
     let beat = heartbeat.clone();
     let realtime = cfg.daemon.realtime_reader;
-    let on_match: sensor::OnMatch = {
-        let shared = shared.clone();
-        Box::new(move |ev: &axiom_common::wire::Event| crate::rules::on_kernel_match(&shared, ev))
-    };
+    let on_match: sensor::OnMatch =
+        Box::new(move |ev: &axiom_common::wire::Event| crate::rules::on_kernel_match(&stage, ev));
     let redactor: sensor::Redactor = {
         let shared = shared.clone();
         Box::new(move |scope, text: &str| shared.rules.get().redact(scope, text))

@@ -1,5 +1,8 @@
-//! axiomd: the daemon. Data flows kernel → sensor → agents → bus → api (and, in later stages,
-//! rules → actions → sinks); each stage is a module of its own.
+//! axiomd: the daemon. Records flow kernel → sensor → agents → rules → actions, every stage
+//! publishing on the bus, and the sinks (store, telemetry) and front ends (api, dbus) follow the
+//! bus; `config` composes each stage's section and `daemon` wires the stages together. A module
+//! imports only those on floors below it (`tests/layers.rs` holds the floors and fails on a
+//! back-edge).
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
 
 pub mod actions;

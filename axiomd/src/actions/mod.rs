@@ -96,14 +96,6 @@ impl Actions {
         self.profiles.of(a.kind.as_deref())
     }
 
-    /// A finding whose rule acts: carried out on the actions thread, so the thread that found
-    /// it goes straight back to finding (acting may block on a terminal or a cgroup file).
-    pub fn submit(&self, set: &Arc<RuleSet>, f: Finding) {
-        if let Err(mpsc::TrySendError::Full(_)) = self.queue.try_send((set.clone(), f)) {
-            self.bus.stats.count_loss("actions_backlog");
-        }
-    }
-
     /// The actions thread: until the queue closes.
     pub fn run(self: Arc<Self>, q: Queue) {
         while let Ok((set, f)) = q.0.recv() {
@@ -266,43 +258,6 @@ impl Actions {
         Ok(delivered)
     }
 
-    /// Reports a plugin call a sandbox limit stopped: a `denied` event on the agent whose event
-    /// it was looking at (the sandbox refused the plugin more fuel, memory or time).
-    pub fn plugin_fault(&self, set: &RuleSet, f: &PluginFault) {
-        let Some(r) = set.rules.get(f.rule) else {
-            return;
-        };
-        let path = r
-            .plugin
-            .as_ref()
-            .map(|p| p.plugin.path.display().to_string())
-            .unwrap_or_default();
-        tracing::warn!(rule = %r.id, plugin = %path, fault = %f.fault, switched_off = f.disabled, "plugin call stopped");
-        let Some(agent) = self.agent(f.agent) else {
-            return;
-        };
-        let mut by = f.fault.to_string();
-        if f.disabled {
-            by.push_str(&format!(
-                "; switched off after {} stopped calls in a row, until the rules reload",
-                axiom_common::rules::PLUGIN_STRIKES
-            ));
-        }
-        let mut ev = notice(
-            &agent,
-            Body::Denied {
-                op: "plugin".into(),
-                target: format!("rule {} ({path})", r.id),
-                by,
-                count: 1,
-            },
-        );
-        if f.pid != 0 {
-            (ev.pid, ev.tgid) = (f.pid, f.pid);
-        }
-        self.bus.publish(ev);
-    }
-
     /// An agent is gone: what waited for it is dropped (its waiters see it gone).
     pub fn forget(&self, agent: u64) {
         if let Ok(mut p) = self.pending.lock() {
@@ -365,5 +320,53 @@ impl Actions {
                     .collect()
             })
             .unwrap_or_default()
+    }
+}
+
+/// The rules stage hands its findings here.
+impl crate::rules::Enforce for Actions {
+    /// A finding whose rule acts: carried out on the actions thread, so the thread that found
+    /// it goes straight back to finding (acting may block on a terminal or a cgroup file).
+    fn submit(&self, set: &Arc<RuleSet>, f: Finding) {
+        if let Err(mpsc::TrySendError::Full(_)) = self.queue.try_send((set.clone(), f)) {
+            self.bus.stats.count_loss("actions_backlog");
+        }
+    }
+
+    /// Reports a plugin call a sandbox limit stopped: a `denied` event on the agent whose event
+    /// it was looking at (the sandbox refused the plugin more fuel, memory or time).
+    fn plugin_fault(&self, set: &RuleSet, f: &PluginFault) {
+        let Some(r) = set.rules.get(f.rule) else {
+            return;
+        };
+        let path = r
+            .plugin
+            .as_ref()
+            .map(|p| p.plugin.path.display().to_string())
+            .unwrap_or_default();
+        tracing::warn!(rule = %r.id, plugin = %path, fault = %f.fault, switched_off = f.disabled, "plugin call stopped");
+        let Some(agent) = self.agent(f.agent) else {
+            return;
+        };
+        let mut by = f.fault.to_string();
+        if f.disabled {
+            by.push_str(&format!(
+                "; switched off after {} stopped calls in a row, until the rules reload",
+                axiom_common::rules::PLUGIN_STRIKES
+            ));
+        }
+        let mut ev = notice(
+            &agent,
+            Body::Denied {
+                op: "plugin".into(),
+                target: format!("rule {} ({path})", r.id),
+                by,
+                count: 1,
+            },
+        );
+        if f.pid != 0 {
+            (ev.pid, ev.tgid) = (f.pid, f.pid);
+        }
+        self.bus.publish(ev);
     }
 }

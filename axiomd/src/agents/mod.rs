@@ -6,8 +6,7 @@
 //! it survives an axiomd restart: the registry is rebuilt from those maps at start-up, and what
 //! the kernel does not know (name, command, workspace, profile, start, exit) from the state files
 //! axiomd keeps beside them (`state.rs`).
-pub mod cgroup;
-pub mod procfs;
+pub mod config;
 pub mod state;
 
 use std::{
@@ -20,7 +19,10 @@ use axiom_common::Tracked;
 use aya::maps::{Array, HashMap, MapData};
 use serde::{Deserialize, Serialize};
 
-use crate::authz::Caller;
+use crate::{
+    authz::Caller,
+    kernel::{cgroup, procfs},
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum AgentError {

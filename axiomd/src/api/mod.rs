@@ -1,9 +1,10 @@
 //! What clients may ask of axiomd, answered the same way whichever way they come in: the control
-//! socket (`socket.rs`, JSON lines, used by axiomctl) or D-Bus (`crate::dbus`).
+//! socket (`socket.rs`, JSON lines, used by axiomctl) or D-Bus (the `dbus` module, above this one).
 //!
 //! Every call is authorised from the caller's kernel-reported identity (`crate::authz::Caller`):
 //! a user may track, watch and steer only their own processes and agents; root and the admin
 //! group may do all. `status` is open.
+pub mod config;
 pub mod socket;
 
 use std::{
@@ -19,10 +20,10 @@ use tokio::{
 };
 
 use crate::{
-    agents::{Agent, AgentError, AgentView, Control, Launch, Source, Steer, cgroup},
+    agents::{Agent, AgentError, AgentView, Control, Launch, Source, Steer},
     authz::Caller,
     bus::Bus,
-    kernel::Sensor,
+    kernel::{Sensor, cgroup},
 };
 
 /// How long a freeze or thaw may take before its caller is answered anyway.
@@ -35,7 +36,7 @@ pub struct Shared {
     pub sensor: Mutex<Sensor>,
     /// gid of the admin group, resolved at start-up.
     pub admin_gid: Option<u32>,
-    pub rules: crate::rules::Rules,
+    pub rules: Arc<crate::rules::Rules>,
     /// Per-agent rule state, shared by the reader thread (kernel matches, found where they
     /// arrive) and the rules thread (everything else).
     pub engine: Arc<Mutex<crate::rules::engine::Engine>>,
@@ -543,7 +544,7 @@ impl Shared {
                         .unwrap_or_else(|_| "/".into())
                 });
                 // `~` is the home of the user the agent runs as (not of a root launcher).
-                let owner = crate::agents::procfs::stat(pid).map_or(caller.uid, |s| s.uid);
+                let owner = crate::kernel::procfs::stat(pid).map_or(caller.uid, |s| s.uid);
                 let home = crate::confine::home_of(owner);
                 let site = crate::confine::Site {
                     workspace: &ws,
@@ -688,6 +689,7 @@ impl Shared {
         }
         if let Ok(c) = self.control.lock() {
             (st.tracked_processes, st.tracked_cgroups) = c.tracked_counts();
+            st.agents_running = c.running() as u64;
         }
         let stats = &self.bus.stats;
         st.events = stats.events();

@@ -3,6 +3,7 @@
 //!
 //! A slow subscriber never slows the sensor: it falls behind on a bounded channel, and what it
 //! missed is counted (`subscriber_lagged`), not silently dropped.
+pub mod tap;
 use std::{
     collections::{BTreeMap, VecDeque},
     sync::{
@@ -26,7 +27,7 @@ pub struct Bus {
     replay: Mutex<Replay>,
     replay_cap: usize,
     /// The warm tier's intake (when the store is on).
-    store: Option<crate::store::Tap>,
+    store: Option<tap::Tap>,
     pub stats: Stats,
 }
 
@@ -125,13 +126,13 @@ impl Bus {
     }
 
     /// Sends every published event to the store too.
-    pub fn with_store(mut self, tap: crate::store::Tap) -> Bus {
+    pub fn with_store(mut self, tap: tap::Tap) -> Bus {
         self.store = Some(tap);
         self
     }
 
     /// The store's back-pressure counters (none when the store is off).
-    pub fn store_pressure(&self) -> Option<&crate::store::Pressure> {
+    pub fn store_pressure(&self) -> Option<&tap::Pressure> {
         self.store.as_ref().map(|t| t.pressure())
     }
 

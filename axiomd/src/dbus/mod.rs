@@ -5,6 +5,8 @@
 //! reports for the caller. Agent lifecycle, interventions and violations are signals; the event
 //! stream itself, which can run at tens of thousands of events a second, is never put on the
 //! bus: `Subscribe` returns a socket (fd passing) that carries JSON lines.
+pub mod config;
+
 use std::{os::fd::OwnedFd, sync::Arc};
 
 use axiom_common::wire::{Body, Reply, Request};

@@ -10,7 +10,10 @@
 //! axiomd reuses the pins and loads nothing. Otherwise it loads the object (reusing compatible
 //! pinned maps), attaches, and only then replaces the old link pins, so the old programs run until
 //! the new ones are in.
+pub mod cgroup;
+pub mod config;
 pub mod features;
+pub mod procfs;
 
 use std::{
     path::{Path, PathBuf},

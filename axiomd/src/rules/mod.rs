@@ -4,14 +4,36 @@
 //! changed), claims are checked against what the kernel saw the agent do, timeouts are checked
 //! once a second, cooldowns de-duplicate per agent and rule — and each finding becomes a
 //! `violation` event and, by the rule's action, an intervention.
+pub mod config;
 pub mod engine;
 
 use std::{
     path::PathBuf,
-    sync::{Arc, RwLock},
+    sync::{Arc, Mutex, RwLock},
 };
 
 use axiom_common::rules::{RuleError, RuleSet};
+
+use crate::{agents::Control, bus::Bus};
+
+/// Where the rules stage sends what it finds when a rule acts; the actions stage implements it,
+/// so that the rules never name the actions (or anything above them).
+pub trait Enforce: Send + Sync {
+    /// A finding whose rule acts (anything but `alert`): carry out its intervention.
+    fn submit(&self, set: &Arc<RuleSet>, f: engine::Finding);
+    /// A plugin that was stopped (fuel, memory, a trap): report it.
+    fn plugin_fault(&self, set: &RuleSet, f: &engine::PluginFault);
+}
+
+/// What the rules stage works with: the rule set, the per-agent state, the registry (to name
+/// the agent in a violation), the bus it reports on, and the stage it hands interventions to.
+pub struct Stage {
+    pub rules: Arc<Rules>,
+    pub engine: Arc<Mutex<engine::Engine>>,
+    pub control: Arc<Mutex<Control>>,
+    pub bus: Arc<Bus>,
+    pub actions: Arc<dyn Enforce>,
+}
 
 /// The active rule set and where it came from; a reload replaces it only if the new one loads.
 pub struct Rules {
@@ -67,11 +89,11 @@ impl Rules {
 
 /// Reports a finding where it was found: its `violation` event now, then — when its rule acts —
 /// the finding goes to the actions stage, which carries out and reports the intervention.
-pub fn report(shared: &crate::api::Shared, set: &Arc<RuleSet>, f: engine::Finding) {
+pub fn report(stage: &Stage, set: &Arc<RuleSet>, f: engine::Finding) {
     let Some(r) = set.rules.get(f.rule) else {
         return;
     };
-    let Some(agent) = shared
+    let Some(agent) = stage
         .control
         .lock()
         .ok()
@@ -94,80 +116,77 @@ pub fn report(shared: &crate::api::Shared, set: &Arc<RuleSet>, f: engine::Findin
     if f.pid != 0 {
         (v.pid, v.tgid) = (f.pid, f.pid);
     }
-    shared.bus.publish(v);
+    stage.bus.publish(v);
     if r.action != axiom_common::rules::Action::Alert {
-        shared.actions.submit(set, f);
+        stage.actions.submit(set, f);
     }
 }
 
 /// Matches a kernel match record where it arrives (the reader thread): detection latency is
 /// the ring wakeup and this, not a hand-off to another thread.
-pub fn on_kernel_match(shared: &crate::api::Shared, ev: &axiom_common::wire::Event) {
+pub fn on_kernel_match(stage: &Stage, ev: &axiom_common::wire::Event) {
     let axiom_common::wire::Body::KernelMatch { table, .. } = &ev.body else {
         return;
     };
     // The states mean what the table's own rule set says.
-    let Some(kset) = shared.rules.table(*table) else {
+    let Some(kset) = stage.rules.table(*table) else {
         return;
     };
-    let findings = match shared.engine.lock() {
+    let findings = match stage.engine.lock() {
         Ok(mut e) => e.on_kernel_match(&kset, ev, std::time::Instant::now()),
         Err(_) => return,
     };
     for f in findings {
-        report(shared, &kset, f);
+        report(stage, &kset, f);
     }
 }
 
 /// The rules thread: matches every other tracked event, ticks the timeouts once a second, and
 /// turns each finding into a `violation` event and its intervention.
-pub fn run(
-    rx: std::sync::mpsc::Receiver<Arc<axiom_common::wire::Event>>,
-    shared: Arc<crate::api::Shared>,
-) {
+pub fn run(rx: std::sync::mpsc::Receiver<Arc<axiom_common::wire::Event>>, stage: Arc<Stage>) {
     use std::{sync::mpsc::RecvTimeoutError, time::Instant};
     let mut last_tick = Instant::now();
     loop {
-        let set = shared.rules.get();
+        let set = stage.rules.get();
         // Findings held for a rename are due within HOLD: wake up for them.
-        let wait = match shared.engine.lock() {
+        let wait = match stage.engine.lock() {
             Ok(e) if e.holding() => std::time::Duration::from_millis(50),
             _ => std::time::Duration::from_secs(1),
         };
         match rx.recv_timeout(wait) {
             Ok(ev) => {
                 if matches!(ev.body, axiom_common::wire::Body::KernelMatch { .. }) {
-                    on_kernel_match(&shared, &ev);
+                    on_kernel_match(&stage, &ev);
                 } else {
-                    let (findings, candidates) = match shared.engine.lock() {
+                    let (findings, candidates) = match stage.engine.lock() {
                         Ok(mut e) => (e.on_event(&set, &ev, Instant::now()), e.take_candidates()),
                         Err(_) => return,
                     };
                     for f in findings {
-                        report(&shared, &set, f);
+                        report(&stage, &set, f);
                     }
-                    judge(&shared, &set, candidates);
+                    judge(&stage, &set, candidates);
                 }
             }
             Err(RecvTimeoutError::Timeout) => {
-                let findings = match shared.engine.lock() {
+                let findings = match stage.engine.lock() {
                     Ok(mut e) => e.release(Instant::now()),
                     Err(_) => return,
                 };
                 for f in findings {
-                    report(&shared, &set, f);
+                    report(&stage, &set, f);
                 }
             }
             Err(RecvTimeoutError::Disconnected) => return,
         }
         if last_tick.elapsed() >= std::time::Duration::from_secs(1) {
             last_tick = Instant::now();
-            let findings = match shared.engine.lock() {
+            let findings = match stage.engine.lock() {
                 Ok(mut e) => e.tick(&set, last_tick),
                 Err(_) => return,
             };
             for f in findings {
-                report(&shared, &set, f);
+                report(&stage, &set, f);
             }
         }
     }
@@ -175,7 +194,7 @@ pub fn run(
 
 /// Plugin rules' candidates, each judged by its plugin in its sandbox with the engine unlocked;
 /// a finding goes through the rule's cooldown, a stopped call is reported as a denial.
-fn judge(shared: &crate::api::Shared, set: &Arc<RuleSet>, candidates: Vec<engine::Candidate>) {
+fn judge(stage: &Stage, set: &Arc<RuleSet>, candidates: Vec<engine::Candidate>) {
     use axiom_common::rules::{FollowUp, Subject};
     for c in candidates {
         let Some(rule) = set.rules.get(c.rule) else {
@@ -195,16 +214,16 @@ fn judge(shared: &crate::api::Shared, set: &Arc<RuleSet>, candidates: Vec<engine
         match p.follow_up(&subject) {
             FollowUp::Finding(detail) => {
                 let now = std::time::Instant::now();
-                let f = match shared.engine.lock() {
+                let f = match stage.engine.lock() {
                     Ok(mut e) => e.admit(set, &c, detail, now),
                     Err(_) => return,
                 };
                 if let Some(f) = f {
-                    report(shared, set, f);
+                    report(stage, set, f);
                 }
             }
             FollowUp::Pass | FollowUp::Disabled => {}
-            FollowUp::Fault { fault, disabled } => shared.actions.plugin_fault(
+            FollowUp::Fault { fault, disabled } => stage.actions.plugin_fault(
                 set,
                 &engine::PluginFault {
                     agent: c.agent,

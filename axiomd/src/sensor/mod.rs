@@ -16,7 +16,7 @@ use axiom_common::{
 use aya::maps::{MapData, RingBuf};
 use tokio::io::unix::AsyncFd;
 
-use crate::{agents::procfs, bus::Bus};
+use crate::{bus::Bus, kernel::procfs};
 
 /// How long an fd's resolved target is trusted before /proc is read again.
 const FD_TTL: Duration = Duration::from_secs(1);
@@ -203,7 +203,7 @@ impl Pipeline {
             fds: HashMap::new(),
             idents: HashMap::new(),
             exited: std::collections::VecDeque::new(),
-            cgroup2: crate::agents::cgroup::mount_point(),
+            cgroup2: crate::kernel::cgroup::mount_point(),
             last_file: HashMap::new(),
             fdt: FdTable::default(),
             privileged: std::collections::HashSet::new(),

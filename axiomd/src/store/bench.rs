@@ -208,7 +208,7 @@ pub fn run(path: &std::path::Path, rows: u64, parquet: bool) -> Result<Report, S
 /// own code), over `n` events, on a stream of its own that is deleted after.
 pub fn redis(url: &str, n: u64) -> Result<f64, StoreError> {
     let dir = std::env::temp_dir().join(format!("axiom-bench-spool-{}", std::process::id()));
-    let cfg = crate::config::HotConfig {
+    let cfg = super::config::HotConfig {
         enabled: true,
         url: url.into(),
         key_prefix: format!("axiom-bench-{}", std::process::id()),

@@ -32,11 +32,11 @@ use parquet::{
 };
 use serde::{Deserialize, Serialize};
 
+use super::config::ColdConfig;
 use super::{
     query::{Query, Row},
     schema,
 };
-use crate::config::ColdConfig;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ColdError {

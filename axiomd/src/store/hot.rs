@@ -28,8 +28,9 @@ use std::{
 use axiom_common::wire::Event;
 use redis::Value;
 
-use super::{Intake, Warm, WriterStats, schema};
-use crate::config::HotConfig;
+use super::config::HotConfig;
+use super::{Warm, WriterStats, schema};
+use crate::bus::tap::Intake;
 
 #[derive(Debug, thiserror::Error)]
 pub enum HotError {

@@ -1,12 +1,12 @@
 //! The warm tier: every event in DuckDB, an embedded file in the state directory.
 //!
-//! Events reach the store through a tap on the bus with back-pressure (`Tap`): lifecycle,
-//! exec, file, network, violations and interventions on a lossless channel; bulk output on a
-//! bounded one that sheds, counted, when the writer falls behind. The writer appends in batches
+//! Events reach the store through the bus's tap (`crate::bus::tap`: lossless for what matters,
+//! bounded and counted for bulk output), drained here as an `Intake`. The writer appends in batches
 //! (DuckDB's appender) and commits each batch: an event is acknowledged once its batch is
 //! committed, and a crash after that loses nothing.
 pub mod bench;
 pub mod cold;
+pub mod config;
 pub mod gate;
 pub mod hot;
 pub mod query;
@@ -17,12 +17,13 @@ use std::{
     sync::{
         Arc,
         atomic::{AtomicU64, Ordering},
-        mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError},
     },
-    time::{Duration, Instant},
+    time::Duration,
 };
 
-use axiom_common::wire::{Body, Event};
+use axiom_common::wire::Event;
+
+use crate::bus::tap::Intake;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -170,211 +171,6 @@ impl Warm {
     }
 }
 
-/// Roughly what an event costs while it waits in memory (the struct, its strings).
-pub fn weight(ev: &Event) -> u64 {
-    let body = match &ev.body {
-        Body::Output { text, target, .. } => text.len() + target.as_ref().map_or(0, String::len),
-        Body::Exec { argv, filename, .. } => {
-            filename.len() + argv.iter().map(|a| a.len() + 24).sum::<usize>()
-        }
-        Body::File { path, path2, .. } => path.len() + path2.as_ref().map_or(0, String::len),
-        _ => 64,
-    };
-    (256 + ev.comm.len() + body) as u64
-}
-
-/// The largest output event coalescing makes.
-const COALESCE_MAX: usize = 64 << 10;
-
-/// Queued bytes, shared by both ends of the tap.
-#[derive(Default)]
-pub struct Pressure {
-    pub queued_bytes: AtomicU64,
-    /// Bulk output events shed (queue full or memory cap reached).
-    pub shed_output: AtomicU64,
-    /// Output chunks merged into the chunk before them under pressure.
-    pub coalesced_output: AtomicU64,
-}
-
-/// The bus's side of the store: never blocks the publisher. Below the high watermark every
-/// event is queued as it is. Above it (until the queue is back under the low watermark),
-/// output chunks of one process and fd that follow each other are merged into one event
-/// (counted), and output is shed (counted) once the memory cap is reached. Lifecycle, exec,
-/// file, network, violations and interventions are always queued.
-pub struct Tap {
-    critical: std::sync::mpsc::Sender<Arc<Event>>,
-    bulk: SyncSender<Arc<Event>>,
-    pressure: Arc<Pressure>,
-    cap: u64,
-    high: u64,
-    low: u64,
-    /// Under pressure, the output chunk being coalesced.
-    pending: std::sync::Mutex<Pending>,
-}
-
-/// The writer's side.
-pub struct Intake {
-    critical: Receiver<Arc<Event>>,
-    bulk: Receiver<Arc<Event>>,
-    pressure: Arc<Pressure>,
-}
-
-/// A tap whose bulk queue holds `bulk_events` output events and whose queues hold about
-/// `cap_bytes` in all.
-pub fn tap(bulk_events: usize, cap_bytes: u64) -> (Tap, Intake) {
-    let (c_tx, c_rx) = std::sync::mpsc::channel();
-    let (b_tx, b_rx) = std::sync::mpsc::sync_channel(bulk_events.max(1));
-    let pressure = Arc::new(Pressure::default());
-    let cap = cap_bytes.max(1 << 20);
-    (
-        Tap {
-            critical: c_tx,
-            bulk: b_tx,
-            pressure: pressure.clone(),
-            cap,
-            high: cap / 4 * 3,
-            low: cap / 2,
-            pending: std::sync::Mutex::new(Pending::default()),
-        },
-        Intake {
-            critical: c_rx,
-            bulk: b_rx,
-            pressure,
-        },
-    )
-}
-
-/// Appends `next` to `into` when both are output of the same process and fd and the result
-/// stays under `COALESCE_MAX`.
-fn coalesce(into: &mut Event, next: &Event) -> bool {
-    if into.tgid != next.tgid || into.agent != next.agent {
-        return false;
-    }
-    match (&mut into.body, &next.body) {
-        (
-            Body::Output {
-                fd,
-                text,
-                count,
-                captured,
-                redacted,
-                ..
-            },
-            Body::Output {
-                fd: fd2,
-                text: t2,
-                count: c2,
-                captured: cap2,
-                redacted: r2,
-                ..
-            },
-        ) if fd == fd2 && text.len() + t2.len() <= COALESCE_MAX => {
-            text.push_str(t2);
-            *count += c2;
-            *captured += cap2;
-            for r in r2 {
-                if !redacted.contains(r) {
-                    redacted.push(r.clone());
-                }
-            }
-            into.truncated |= next.truncated;
-            true
-        }
-        _ => false,
-    }
-}
-
-impl Drop for Tap {
-    /// What is being coalesced still goes to the queue.
-    fn drop(&mut self) {
-        if let Ok(mut p) = self.pending.lock() {
-            let held = p.held.take();
-            if let Some((h, n)) = held {
-                self.queue_bulk(Arc::new(h), n);
-            }
-        }
-    }
-}
-
-/// The coalescer's state.
-#[derive(Default)]
-struct Pending {
-    /// Between the high watermark and the return below the low one.
-    under: bool,
-    /// The chunk being coalesced, and how many chunks it holds.
-    held: Option<(Event, u64)>,
-}
-
-impl Tap {
-    pub fn pressure(&self) -> &Pressure {
-        &self.pressure
-    }
-
-    /// Queues output (`chunks`: how many written chunks it holds), or sheds it, counted.
-    fn queue_bulk(&self, ev: Arc<Event>, chunks: u64) {
-        let w = weight(&ev);
-        if self.pressure.queued_bytes.load(Ordering::Relaxed) + w > self.cap {
-            self.pressure
-                .shed_output
-                .fetch_add(chunks, Ordering::Relaxed);
-            return;
-        }
-        self.pressure.queued_bytes.fetch_add(w, Ordering::Relaxed);
-        if let Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) = self.bulk.try_send(ev) {
-            self.pressure.queued_bytes.fetch_sub(w, Ordering::Relaxed);
-            self.pressure
-                .shed_output
-                .fetch_add(chunks, Ordering::Relaxed);
-        }
-    }
-
-    fn release(&self, p: &mut Pending) {
-        if let Some((h, n)) = p.held.take() {
-            self.queue_bulk(Arc::new(h), n);
-        }
-    }
-
-    pub fn offer(&self, ev: &Arc<Event>) {
-        let queued = self.pressure.queued_bytes.load(Ordering::Relaxed);
-        let Ok(mut p) = self.pending.lock() else {
-            return;
-        };
-        // Hysteresis: pressure starts above the high watermark, ends below the low one.
-        if !p.under && queued > self.high {
-            p.under = true;
-        } else if p.under && queued < self.low {
-            p.under = false;
-        }
-        match ev.body {
-            Body::Output { .. } if p.under => {
-                if let Some((h, n)) = p.held.as_mut()
-                    && coalesce(h, ev)
-                {
-                    *n += 1;
-                    self.pressure
-                        .coalesced_output
-                        .fetch_add(1, Ordering::Relaxed);
-                    return;
-                }
-                self.release(&mut p);
-                p.held = Some(((**ev).clone(), 1));
-            }
-            Body::Output { .. } => {
-                self.release(&mut p);
-                self.queue_bulk(ev.clone(), 1);
-            }
-            Body::KernelMatch { .. } => {}
-            _ => {
-                self.release(&mut p);
-                self.pressure
-                    .queued_bytes
-                    .fetch_add(weight(ev), Ordering::Relaxed);
-                let _ = self.critical.send(ev.clone());
-            }
-        }
-    }
-}
-
 /// What the writer has done, for `status`.
 #[derive(Default)]
 pub struct WriterStats {
@@ -383,46 +179,6 @@ pub struct WriterStats {
     pub failed_batches: AtomicU64,
     /// The newest event time committed.
     pub max_time_ns: AtomicU64,
-}
-
-impl Intake {
-    fn take(&self, buf: &mut Vec<Arc<Event>>, ev: Arc<Event>) {
-        self.pressure
-            .queued_bytes
-            .fetch_sub(weight(&ev), Ordering::Relaxed);
-        buf.push(ev);
-    }
-
-    /// Fills `buf` up to `batch` events (lossless ones first); returns when the batch is full,
-    /// or `flush` has passed since its first event, or `None` once the bus is gone and nothing
-    /// is left.
-    pub fn collect(&self, buf: &mut Vec<Arc<Event>>, batch: usize, flush: Duration) -> Option<()> {
-        let since = Instant::now();
-        loop {
-            while buf.len() < batch {
-                match self.critical.try_recv() {
-                    Ok(ev) => self.take(buf, ev),
-                    Err(_) => break,
-                }
-            }
-            while buf.len() < batch {
-                match self.bulk.try_recv() {
-                    Ok(ev) => self.take(buf, ev),
-                    Err(_) => break,
-                }
-            }
-            if buf.len() >= batch || (!buf.is_empty() && since.elapsed() >= flush) {
-                return Some(());
-            }
-            match self.bulk.recv_timeout(Duration::from_millis(20)) {
-                Ok(ev) => self.take(buf, ev),
-                Err(RecvTimeoutError::Timeout) => {}
-                Err(RecvTimeoutError::Disconnected) => {
-                    return (!buf.is_empty()).then_some(());
-                }
-            }
-        }
-    }
 }
 
 /// The writer thread (warm tier only): batches of up to `batch` events or `flush` time,
@@ -524,7 +280,7 @@ fn spawn(name: &str, f: impl FnOnce() + Send + 'static) -> Result<(), StoreError
 
 /// Opens the tiers the config enables and starts their threads: events from the tap go to
 /// Redis (hot on) or straight to DuckDB; the mover and the cold exporter run beside.
-pub fn start(cfg: &crate::config::StoreConfig, intake: Intake) -> Result<Running, StoreError> {
+pub fn start(cfg: &config::StoreConfig, intake: Intake) -> Result<Running, StoreError> {
     let cfg = &cfg.resolved();
     let run = run_id();
     let warm = Warm::open(&cfg.path, run, cfg.sql.memory_mib)?;
@@ -594,65 +350,4 @@ pub fn start(cfg: &crate::config::StoreConfig, intake: Intake) -> Result<Running
         cold: cold.map(|(_, s)| s),
         stop,
     })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn output(seq: u64, tgid: u32, text: &str) -> Arc<Event> {
-        Arc::new(schema::sample_output(seq, seq, tgid, 0, text))
-    }
-
-    #[test]
-    fn under_pressure_output_is_coalesced_then_shed_and_the_rest_kept() {
-        // 1 MiB cap, nobody draining: pressure from 768 KiB.
-        let (tap, intake) = tap(1 << 20, 1 << 20);
-        let line = "x".repeat(1000);
-        for i in 0..4000 {
-            tap.offer(&output(i, 7, &line));
-            if i % 100 == 0 {
-                let mut exit = (*output(i, 7, "")).clone();
-                exit.body = Body::Exit {
-                    code: Some(0),
-                    signal: None,
-                };
-                tap.offer(&Arc::new(exit));
-            }
-        }
-        let p = tap.pressure();
-        let coalesced = p.coalesced_output.load(Ordering::Relaxed);
-        let shed = p.shed_output.load(Ordering::Relaxed);
-        assert!(coalesced > 0, "nothing coalesced");
-        assert!(shed > 0, "nothing shed");
-        // The cap held (critical events aside, which are never refused).
-        assert!(p.queued_bytes.load(Ordering::Relaxed) <= (1 << 20) + 40 * 512);
-        drop(tap);
-        let mut buf = Vec::new();
-        let mut all = Vec::new();
-        while intake
-            .collect(&mut buf, 100_000, Duration::from_millis(1))
-            .is_some()
-        {
-            all.append(&mut buf);
-        }
-        let exits = all
-            .iter()
-            .filter(|e| matches!(e.body, Body::Exit { .. }))
-            .count();
-        assert_eq!(exits, 40, "every lifecycle event kept");
-        let bytes: usize = all
-            .iter()
-            .filter_map(|e| match &e.body {
-                Body::Output { text, .. } => Some(text.len()),
-                _ => None,
-            })
-            .sum();
-        // Every byte is either stored (alone or coalesced) or counted as shed.
-        let kept_chunks = bytes / 1000;
-        // (Dropping the tap released what it was coalescing: shed too, at the cap.)
-        let shed = intake.pressure.shed_output.load(Ordering::Relaxed);
-        assert_eq!(kept_chunks as u64 + shed, 4000, "chunks accounted for");
-        assert_eq!(intake.pressure.queued_bytes.load(Ordering::Relaxed), 0);
-    }
 }

@@ -169,7 +169,7 @@ pub struct Reader {
     pub warm: Mutex<duckdb::Connection>,
     /// Admits admin SQL (one read, by DuckDB's parser).
     pub gate: Mutex<super::gate::Gate>,
-    pub limits: crate::config::SqlLimits,
+    pub limits: super::config::SqlLimits,
     pub hot: Option<hot::Reader>,
     pub cold: Option<Arc<Cold>>,
     pub stats: Arc<WriterStats>,

@@ -1,7 +1,7 @@
 //! OTLP export: the tracer provider behind the session traces, and the meter provider whose
 //! instruments read axiomd's own counters (the same ones `axiomctl status` and the Prometheus
 //! endpoint show) at each export.
-use std::{collections::BTreeMap, sync::Arc, time::Duration};
+use std::{collections::BTreeMap, time::Duration};
 
 use opentelemetry::{KeyValue, metrics::MeterProvider as _, trace::TracerProvider as _};
 use opentelemetry_otlp::{Protocol, WithExportConfig as _};
@@ -38,7 +38,7 @@ impl Otlp {
     /// instruments.
     pub fn start(
         cfg: &TelemetryConfig,
-        shared: Arc<crate::api::Shared>,
+        status: super::StatusSource,
         counts: SharedCounts,
     ) -> anyhow::Result<Otlp> {
         let ep = cfg.otlp_endpoint.trim_end_matches('/');
@@ -78,7 +78,7 @@ impl Otlp {
             .with_resource(resource())
             .with_reader(reader)
             .build();
-        let latencies = instruments(&provider, shared, counts);
+        let latencies = instruments(&provider, status, counts);
         Ok(Otlp {
             latencies,
             traces,
@@ -105,7 +105,7 @@ impl Otlp {
 /// anyway; the latency histograms are recorded as violations and interventions arrive.
 fn instruments(
     provider: &SdkMeterProvider,
-    shared: Arc<crate::api::Shared>,
+    status: super::StatusSource,
     counts: SharedCounts,
 ) -> Latencies {
     let meter = provider.meter("axiomd");
@@ -124,19 +124,19 @@ fn instruments(
             })
             .build();
     };
-    let s = shared.clone();
+    let s = status.clone();
     counter(
         "axiom.events",
         "Events published, by kind",
         "kind",
-        Box::new(move || s.bus.stats.events()),
+        Box::new(move || s().events),
     );
-    let s = shared.clone();
+    let s = status.clone();
     counter(
         "axiom.events.lost",
         "Records lost, by cause (kernel ring full, shed under back-pressure, lagging subscribers)",
         "cause",
-        Box::new(move || s.status().lost),
+        Box::new(move || s().lost),
     );
     type Pick = fn(&super::Counts) -> BTreeMap<String, u64>;
     let by: [(&'static str, &'static str, &'static str, Pick); 3] = [
@@ -166,14 +166,11 @@ fn instruments(
         );
     }
     {
-        let shared = shared.clone();
+        let s = status.clone();
         meter
             .u64_observable_gauge("axiom.agents.tracked")
             .with_description("Agents axiomd tracks now")
-            .with_callback(move |o| {
-                let n = shared.control.lock().map(|c| c.running()).unwrap_or(0);
-                o.observe(n as u64, &[]);
-            })
+            .with_callback(move |o| o.observe(s().agents_running, &[]))
             .build();
     }
     let histogram = |name: &'static str, desc: &'static str| {

@@ -146,10 +146,15 @@ impl Counts {
 
 pub type SharedCounts = Arc<Mutex<Counts>>;
 
+/// What telemetry reads of the daemon: the snapshot `status` answers with, taken on demand.
+/// Injected by the daemon, so that telemetry (a sink) never names the API above it.
+pub type StatusSource = Arc<dyn Fn() -> axiom_common::wire::Status + Send + Sync>;
+
 /// Starts what `[telemetry]` asks for. Returns the OTLP providers (flushed at shutdown).
 pub async fn start(
     cfg: &TelemetryConfig,
-    shared: Arc<crate::api::Shared>,
+    bus: Arc<crate::bus::Bus>,
+    status: StatusSource,
 ) -> anyhow::Result<Option<metrics::Otlp>> {
     let counts: SharedCounts = Default::default();
     if !cfg.prometheus_listen.is_empty() {
@@ -159,10 +164,10 @@ pub async fn start(
                 anyhow::anyhow!("telemetry.prometheus_listen {}: {e}", cfg.prometheus_listen)
             })?;
         tracing::info!(listen = %cfg.prometheus_listen, "Prometheus endpoint ready");
-        tokio::spawn(prometheus::serve(listener, shared.clone(), counts.clone()));
+        tokio::spawn(prometheus::serve(listener, status.clone(), counts.clone()));
     }
     let otlp = if cfg.otlp {
-        let o = metrics::Otlp::start(cfg, shared.clone(), counts.clone())?;
+        let o = metrics::Otlp::start(cfg, status.clone(), counts.clone())?;
         tracing::info!(endpoint = %cfg.otlp_endpoint, protocol = %cfg.otlp_protocol, "OTLP export on");
         Some(o)
     } else {
@@ -174,16 +179,16 @@ pub async fn start(
             .map(|o| traces::Sessions::new(o.tracer(), cfg.include_content));
         // Subscribed here, not in the task: an agent started before the task first runs must
         // not be missed (its session would have no start).
-        let (_, rx) = shared.bus.subscribe(false);
+        let (_, rx) = bus.subscribe(false);
         let latencies = otlp.as_ref().map(|o| o.latencies.clone());
-        tokio::spawn(follow(shared, rx, counts, tracer, latencies));
+        tokio::spawn(follow(bus, rx, counts, tracer, latencies));
     }
     Ok(otlp)
 }
 
 /// Follows the bus: counts, latencies and sessions as traces.
 async fn follow(
-    shared: Arc<crate::api::Shared>,
+    bus: Arc<crate::bus::Bus>,
     mut rx: tokio::sync::broadcast::Receiver<Arc<Event>>,
     counts: SharedCounts,
     mut sessions: Option<traces::Sessions>,
@@ -204,7 +209,7 @@ async fn follow(
                         l.record(&ev);
                     }
                 }
-                Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => shared.bus.lagged(n),
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => bus.lagged(n),
                 Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
             },
             _ = sweep.tick() => {

@@ -1,6 +1,6 @@
 //! A Prometheus text endpoint (`GET /metrics`, exposition format 0.0.4) for scrapers: the same
 //! counters as `axiomctl status` and the OTLP metrics, and the latency histograms.
-use std::{fmt::Write as _, sync::Arc};
+use std::fmt::Write as _;
 
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
@@ -40,8 +40,8 @@ fn histogram(out: &mut String, name: &str, help: &str, h: &Histogram) {
 }
 
 /// The whole exposition.
-pub fn render(shared: &crate::api::Shared, counts: &SharedCounts) -> String {
-    let st = shared.status();
+pub fn render(status: &super::StatusSource, counts: &SharedCounts) -> String {
+    let st = status();
     let mut out = String::with_capacity(4096);
     family(
         &mut out,
@@ -102,7 +102,7 @@ pub fn render(shared: &crate::api::Shared, counts: &SharedCounts) -> String {
             &c.intervention,
         );
     }
-    let running = shared.control.lock().map(|c| c.running()).unwrap_or(0);
+    let running = st.agents_running;
     let _ = writeln!(
         out,
         "# HELP axiom_agents_tracked Agents axiomd tracks now.\n# TYPE axiom_agents_tracked gauge\naxiom_agents_tracked {running}"
@@ -118,14 +118,14 @@ pub fn render(shared: &crate::api::Shared, counts: &SharedCounts) -> String {
 /// Serves `GET /metrics` (HTTP/1.x, one request per connection).
 pub async fn serve(
     listener: tokio::net::TcpListener,
-    shared: Arc<crate::api::Shared>,
+    status: super::StatusSource,
     counts: SharedCounts,
 ) {
     loop {
         let Ok((mut conn, _)) = listener.accept().await else {
             continue;
         };
-        let (shared, counts) = (shared.clone(), counts.clone());
+        let (status, counts) = (status.clone(), counts.clone());
         tokio::spawn(async move {
             let mut req = Vec::with_capacity(1024);
             let mut buf = [0u8; 1024];
@@ -148,7 +148,7 @@ pub async fn serve(
                 ["GET", path, _] if path == "/metrics" || path.starts_with("/metrics?") => (
                     "200 OK",
                     "text/plain; version=0.0.4; charset=utf-8",
-                    render(&shared, &counts),
+                    render(&status, &counts),
                 ),
                 ["GET", _, _] => ("404 Not Found", "text/plain", "try /metrics\n".into()),
                 _ => (

@@ -1,5 +1,6 @@
 //! The warm tier (DuckDB): every kind of event stored and read back, in order; acknowledged
-//! events survive a SIGKILL of axiomd; queries are scoped to what the caller may see.
+//! events survive a SIGKILL of axiomd, and events in flight a clean stop; queries are scoped
+//! to what the caller may see.
 use std::{
     os::unix::process::CommandExt as _,
     process::Command,
@@ -214,4 +215,55 @@ fn admin_sql_reads_the_store_and_reaches_nothing_else() {
     assert!(!r.ok, "a runaway statement was stopped");
     assert!(ask("SELECT 1").ok);
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A clean stop (SIGTERM) loses nothing axiomd accepted: with batches that would not be
+/// committed for ten minutes, every event in flight is in the store after the stop.
+#[test]
+fn a_clean_stop_stores_every_event_in_flight() {
+    let mut d = Daemon::start(
+        "store_clean_stop",
+        &[
+            "--set",
+            "store.flush_ms=600000",
+            "--set",
+            "store.batch_events=1000000",
+        ],
+    );
+    let cg = Cgroup::new("store_clean_stop");
+    let agent = d.track_cgroup(&cg);
+    let (_, st) = run_in(
+        &cg,
+        "for i in $(seq 1 300); do echo clean-stop-$i; done; exit 4",
+    );
+    assert_eq!(st.code(), Some(4));
+    // Published on the bus (the exit comes after every line the process wrote)...
+    let t0 = Instant::now();
+    while d.status().events.get("exit").copied().unwrap_or(0) == 0 {
+        assert!(t0.elapsed() < T, "the exit never reached the bus");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // ...and not yet committed: the events are in flight.
+    let before = query(&d, latest(agent, 10_000)).events.unwrap_or_default();
+    assert!(
+        before.iter().filter_map(output_text).count() < 300,
+        "the batch was committed before the stop: the test proves nothing"
+    );
+    let status = d.stop();
+    assert!(status.success(), "axiomd's clean stop: {status}");
+    d.set_args(&[]);
+    d.spawn();
+    let evs = query(&d, latest(agent, 10_000)).events.unwrap_or_default();
+    let lines: Vec<&str> = evs
+        .iter()
+        .filter_map(output_text)
+        .filter(|t| t.starts_with("clean-stop-"))
+        .collect();
+    assert_eq!(lines.len(), 300, "events lost at a clean stop: {lines:?}");
+    assert_eq!(lines[299], "clean-stop-300\n");
+    assert!(
+        evs.iter()
+            .any(|e| matches!(e.body, Body::Exit { code: Some(4), .. })),
+        "the exit was lost at a clean stop"
+    );
 }

@@ -96,9 +96,18 @@ impl Actions {
         self.profiles.of(a.kind.as_deref())
     }
 
-    /// The actions thread: until the queue closes.
-    pub fn run(self: Arc<Self>, q: Queue) {
-        while let Ok((set, f)) = q.0.recv() {
+    /// The actions thread: until `stop` is set and what was queued before it is carried out.
+    pub fn run(self: Arc<Self>, q: Queue, stop: &std::sync::atomic::AtomicBool) {
+        loop {
+            let (set, f) = match q.0.recv_timeout(std::time::Duration::from_millis(100)) {
+                Ok(job) => job,
+                Err(mpsc::RecvTimeoutError::Timeout)
+                    if !stop.load(std::sync::atomic::Ordering::Relaxed) =>
+                {
+                    continue;
+                }
+                Err(_) => return,
+            };
             // A message is paced (hundreds of ms) and may wait for the agent to be idle: it
             // gets a thread of its own, so freezes and kills of other agents do not wait
             // behind it (each agent's terminal types one message at a time).

@@ -26,8 +26,8 @@ pub struct Bus {
     rules: std::sync::mpsc::SyncSender<Arc<Event>>,
     replay: Mutex<Replay>,
     replay_cap: usize,
-    /// The warm tier's intake (when the store is on).
-    store: Option<tap::Tap>,
+    /// The store's back-pressure counters (when the store is on).
+    store_pressure: Option<Arc<tap::Pressure>>,
     pub stats: Stats,
 }
 
@@ -40,6 +40,9 @@ pub struct Taps {
 struct Replay {
     events: VecDeque<Arc<Event>>,
     seq: u64,
+    /// The store's tap (when the store is on), under the lock that numbers events so that the
+    /// store receives them in `seq` order and `close_store` cannot cut one in half.
+    store: Option<tap::Tap>,
 }
 
 /// Event kinds, in the order of `Stats::events`.
@@ -111,9 +114,10 @@ impl Bus {
             replay: Mutex::new(Replay {
                 events: VecDeque::with_capacity(replay_cap.min(1 << 16)),
                 seq: 0,
+                store: None,
             }),
             replay_cap,
-            store: None,
+            store_pressure: None,
             stats: Stats::default(),
         };
         (
@@ -127,13 +131,24 @@ impl Bus {
 
     /// Sends every published event to the store too.
     pub fn with_store(mut self, tap: tap::Tap) -> Bus {
-        self.store = Some(tap);
+        self.store_pressure = Some(tap.shared_pressure());
+        if let Ok(r) = self.replay.get_mut() {
+            r.store = Some(tap);
+        }
         self
     }
 
     /// The store's back-pressure counters (none when the store is off).
     pub fn store_pressure(&self) -> Option<&tap::Pressure> {
-        self.store.as_ref().map(|t| t.pressure())
+        self.store_pressure.as_deref()
+    }
+
+    /// Lets go of the store's tap (at a clean stop, once nothing upstream publishes): what it
+    /// holds is queued, and the store's writer, seeing its intake end, commits the rest and
+    /// returns. Events published after this are not stored.
+    pub fn close_store(&self) {
+        let tap = self.replay.lock().ok().and_then(|mut r| r.store.take());
+        drop(tap);
     }
 
     /// Numbers the event (its `seq`) and hands it to every subscriber.
@@ -154,7 +169,7 @@ impl Bus {
             r.events.push_back(ev.clone());
         }
         use axiom_common::wire::Body;
-        if let Some(t) = &self.store {
+        if let Some(t) = &r.store {
             t.offer(&ev);
         }
         if ev.body.is_notice() {

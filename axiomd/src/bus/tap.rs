@@ -154,6 +154,11 @@ impl Tap {
         &self.pressure
     }
 
+    /// The counters, for whoever reports them after the tap is gone.
+    pub fn shared_pressure(&self) -> Arc<Pressure> {
+        self.pressure.clone()
+    }
+
     /// Queues output (`chunks`: how many written chunks it holds), or sheds it, counted.
     fn queue_bulk(&self, ev: Arc<Event>, chunks: u64) {
         let w = weight(&ev);

@@ -142,14 +142,23 @@ pub fn on_kernel_match(stage: &Stage, ev: &axiom_common::wire::Event) {
 }
 
 /// The rules thread: matches every other tracked event, ticks the timeouts once a second, and
-/// turns each finding into a `violation` event and its intervention.
-pub fn run(rx: std::sync::mpsc::Receiver<Arc<axiom_common::wire::Event>>, stage: Arc<Stage>) {
+/// turns each finding into a `violation` event and its intervention. Returns once `stop` is set
+/// and what was queued before it is matched (or if the engine's lock is poisoned: the daemon
+/// sees the thread end and stops).
+pub fn run(
+    rx: std::sync::mpsc::Receiver<Arc<axiom_common::wire::Event>>,
+    stage: Arc<Stage>,
+    stop: &std::sync::atomic::AtomicBool,
+) {
     use std::{sync::mpsc::RecvTimeoutError, time::Instant};
     let mut last_tick = Instant::now();
     loop {
         let set = stage.rules.get();
         // Findings held for a rename are due within HOLD: wake up for them.
         let wait = match stage.engine.lock() {
+            _ if stop.load(std::sync::atomic::Ordering::Relaxed) => {
+                std::time::Duration::from_millis(1)
+            }
             Ok(e) if e.holding() => std::time::Duration::from_millis(50),
             _ => std::time::Duration::from_secs(1),
         };
@@ -175,6 +184,9 @@ pub fn run(rx: std::sync::mpsc::Receiver<Arc<axiom_common::wire::Event>>, stage:
                 };
                 for f in findings {
                     report(&stage, &set, f);
+                }
+                if stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    return;
                 }
             }
             Err(RecvTimeoutError::Disconnected) => return,

@@ -637,7 +637,7 @@ pub fn make_realtime() {
     }
 }
 
-/// Reads both rings until an error, on a thread of its own: the reader must never wait behind
+/// Reads both rings until an error or `stop`, on a thread of its own: the reader must never wait behind
 /// API work (a status over 10,000 agents, adoption scans) on a shared async runtime.
 /// Lifecycle/file/network records and bulk output arrive on separate rings so a flood of output
 /// can never push out an exec or exit record.
@@ -647,6 +647,7 @@ pub fn run(
     mut matches: Option<RingBuf<MapData>>,
     mut p: Pipeline,
     flush: Duration,
+    stop: &std::sync::atomic::AtomicBool,
 ) -> std::io::Result<()> {
     use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
     use std::os::fd::AsFd as _;
@@ -656,6 +657,10 @@ pub fn run(
         if let Some(h) = &p.heartbeat {
             h.beat();
         }
+        // A clean stop: what the rings hold now is handed on (the pass below), then the reader
+        // returns; records written after are left in the rings for the next axiomd (the
+        // programs stay attached) or go with them.
+        let stopping = stop.load(std::sync::atomic::Ordering::Relaxed);
         // Kernel matches first, before any bulk: they are what detection latency is made of.
         if let Some(m) = matches.as_mut() {
             while let Some(r) = m.next() {
@@ -664,6 +669,9 @@ pub fn run(
         }
         // Records written while axiomd was down are already waiting: drain before each wait.
         batch.drain(&mut events, &mut output, &mut p);
+        if stopping {
+            return Ok(());
+        }
         let mut fds = vec![
             PollFd::new(events.as_fd(), PollFlags::POLLIN),
             PollFd::new(output.as_fd(), PollFlags::POLLIN),

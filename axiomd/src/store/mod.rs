@@ -230,6 +230,8 @@ pub struct Running {
     pub hot: Option<(Arc<hot::HotStats>, Arc<hot::MoverStats>)>,
     pub cold: Option<Arc<cold::ColdStats>>,
     pub stop: Arc<std::sync::atomic::AtomicBool>,
+    /// The store's threads: the intake's (`store`, or `store-hot`) first, then the rest.
+    threads: std::sync::Mutex<Threads>,
 }
 
 impl Running {
@@ -264,18 +266,56 @@ impl Running {
     }
 }
 
+impl Running {
+    /// A thread of the store that has ended while the store was not being stopped.
+    pub fn dead(&self) -> Option<&'static str> {
+        if self.stop.load(Ordering::Relaxed) {
+            return None;
+        }
+        let t = self.threads.lock().ok()?;
+        t.iter().find(|(_, h)| h.is_finished()).map(|(n, _)| *n)
+    }
+
+    /// A clean stop, once the bus has let go of the tap: the intake's thread commits what was
+    /// queued and ends (joined), then the mover and the exporter are told to stop and joined.
+    pub fn finish(&self) {
+        let Ok(mut threads) = self.threads.lock() else {
+            return;
+        };
+        let mut threads = std::mem::take(&mut *threads).into_iter();
+        if let Some((name, h)) = threads.next()
+            && h.join().is_err()
+        {
+            tracing::error!(thread = name, "store thread panicked");
+        }
+        self.stop.store(true, Ordering::Relaxed);
+        for (name, h) in threads {
+            if h.join().is_err() {
+                tracing::error!(thread = name, "store thread panicked");
+            }
+        }
+    }
+}
+
 impl Drop for Running {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::Relaxed);
     }
 }
 
-fn spawn(name: &str, f: impl FnOnce() + Send + 'static) -> Result<(), StoreError> {
-    std::thread::Builder::new()
+type Threads = Vec<(&'static str, std::thread::JoinHandle<()>)>;
+
+fn spawn(
+    threads: &mut Threads,
+    name: &'static str,
+    f: impl FnOnce() + Send + 'static,
+) -> Result<(), StoreError> {
+    let h = std::thread::Builder::new()
         .name(name.into())
         .spawn(f)
-        .map(|_| ())
-        .map_err(|e| StoreError::Refused(format!("starting the {name} thread: {e}")))
+        .map_err(|e| StoreError::Refused(format!("starting the {name} thread: {e}")))?;
+    threads.push((name, h));
+    Ok(())
 }
 
 /// Opens the tiers the config enables and starts their threads: events from the tap go to
@@ -294,6 +334,8 @@ pub fn start(cfg: &config::StoreConfig, intake: Intake) -> Result<Running, Store
         Duration::from_millis(cfg.flush_ms.max(1)),
     );
     let reader_conn = warm.reader()?;
+    // The intake's thread goes first in the list: a clean stop joins it before the others.
+    let (mut threads, mut others) = (Threads::new(), Threads::new());
     let cold = if cfg.cold.enabled {
         let c = Arc::new(cold::Cold::open(
             cfg.cold.url.as_deref().unwrap_or_default(),
@@ -308,7 +350,9 @@ pub fn start(cfg: &config::StoreConfig, intake: Intake) -> Result<Running, Store
             stats.clone(),
             stop.clone(),
         );
-        spawn("store-cold", move || cold::exporter(c2, conn, cc, st, sp))?;
+        spawn(&mut others, "store-cold", move || {
+            cold::exporter(c2, conn, cc, st, sp)
+        })?;
         Some((c, stats))
     } else {
         None
@@ -319,17 +363,21 @@ pub fn start(cfg: &config::StoreConfig, intake: Intake) -> Result<Running, Store
         let p = hot::Publisher::new(&cfg.hot, hs.clone())?;
         let w = writer.clone();
         let hot_batch = cfg.hot.batch_events.max(1);
-        spawn("store-hot", move || {
+        spawn(&mut threads, "store-hot", move || {
             hot::publish(p, intake, hot_batch, flush, run)
         })?;
         if cfg.hot.mover {
             let (hc, m2, sp) = (cfg.hot.clone(), ms.clone(), stop.clone());
-            spawn("store-mover", move || hot::mover(hc, warm, m2, w, sp))?;
+            spawn(&mut others, "store-mover", move || {
+                hot::mover(hc, warm, m2, w, sp)
+            })?;
         }
         Some((hs, ms))
     } else {
         let w = writer.clone();
-        spawn("store", move || write(warm, intake, batch, flush, w))?;
+        spawn(&mut threads, "store", move || {
+            write(warm, intake, batch, flush, w)
+        })?;
         None
     };
     Ok(Running {
@@ -349,5 +397,6 @@ pub fn start(cfg: &config::StoreConfig, intake: Intake) -> Result<Running, Store
         hot,
         cold: cold.map(|(_, s)| s),
         stop,
+        threads: std::sync::Mutex::new(threads.into_iter().chain(others).collect()),
     })
 }

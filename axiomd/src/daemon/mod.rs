@@ -1,5 +1,11 @@
-//! Wiring: open the sensor, restore agents, start the readers and the control socket, and stop
-//! cleanly on SIGTERM/SIGINT (leaving the sensor pinned unless configured otherwise).
+//! Wiring: open the sensor, restore agents, start the stages downstream first (store, actions,
+//! rules, then the front ends and the ring reader), and on SIGTERM/SIGINT stop them upstream
+//! first, each joined, so that what was accepted reaches the store (leaving the sensor pinned
+//! unless configured otherwise). A stage that ends on its own stops the daemon with an error:
+//! systemd restarts it rather than let it run blind. `stages.rs` says what runs on OS threads
+//! and what on tokio.
+mod stages;
+
 use std::sync::{Arc, Mutex};
 
 use anyhow::Context as _;
@@ -168,11 +174,10 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         terminals,
         profiles,
     );
+    let mut stages = stages::Stages::default();
     {
         let actions = actions.clone();
-        std::thread::Builder::new()
-            .name("actions".into())
-            .spawn(move || actions.run(queue))?;
+        stages.spawn("actions", move |stop| actions.run(queue, stop))?;
     }
     let shared = Arc::new(api::Shared {
         control,
@@ -198,9 +203,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     {
         let stage = stage.clone();
         let rx = taps.rules;
-        std::thread::Builder::new()
-            .name("rules".into())
-            .spawn(move || crate::rules::run(rx, stage))?;
+        stages.spawn("rules", move |stop| crate::rules::run(rx, stage, stop))?;
     }
     let mut hup = tokio::signal::unix::signal(SignalKind::hangup())?;
     {
@@ -260,24 +263,23 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         let shared = shared.clone();
         Box::new(move |scope, text: &str| shared.rules.get().redact(scope, text))
     };
-    std::thread::Builder::new()
-        .name("ring-reader".into())
-        .spawn(move || {
-            if realtime {
-                sensor::make_realtime();
-            }
-            let r = sensor::run(
-                events,
-                output,
-                matches,
-                Pipeline::new(bus)
-                    .on_match(on_match)
-                    .redactor(redactor)
-                    .heartbeat(heartbeat),
-                flush,
-            );
-            let _ = done_tx.send(r);
-        })?;
+    stages.spawn("ring-reader", move |stop| {
+        if realtime {
+            sensor::make_realtime();
+        }
+        let r = sensor::run(
+            events,
+            output,
+            matches,
+            Pipeline::new(bus)
+                .on_match(on_match)
+                .redactor(redactor)
+                .heartbeat(heartbeat),
+            flush,
+            stop,
+        );
+        let _ = done_tx.send(r);
+    })?;
     if let Some(n) = &notifier {
         n.send(&format!("READY=1\nSTATUS={}", status_line(&shared)));
         if let Some(every) = crate::notify::watchdog_interval() {
@@ -297,12 +299,31 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
             Ok(Err(e)) => Err(anyhow::anyhow!("ring reader failed: {e}")),
             Err(_) => Err(anyhow::anyhow!("ring reader panicked")),
         },
+        name = supervise(&stages, &shared) => Err(anyhow::anyhow!("the {name} stage ended on its own")),
     };
+    if let Err(e) = &result {
+        tracing::error!("stopping: {e:#}");
+    }
     if let Some(n) = &notifier {
         n.send("STOPPING=1\nSTATUS=stopping");
     }
+    // The front ends take no more requests.
     api_task.abort();
+    drop(_dbus);
     let _ = std::fs::remove_file(&cfg.api.socket);
+    // Upstream first: the reader hands on what the rings hold, the rules match what it handed
+    // them, the actions carry out what the rules found; then the store commits what the bus
+    // gave it.
+    tokio::task::block_in_place(|| {
+        while let Some(name) = stages.stop_next() {
+            tracing::info!(stage = name, "stopped");
+        }
+        shared.bus.close_store();
+        if let Some(store) = &shared.store {
+            store.finish();
+            tracing::info!(stage = "store", "stopped");
+        }
+    });
     if let Some(o) = otlp {
         // What is pending goes out before the process does (the exporters block: off the
         // runtime's threads).
@@ -315,6 +336,21 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         tracing::info!("stopping; sensor unpinned and detached");
     }
     result
+}
+
+/// Returns the name of the first stage (a thread of the daemon's or of the store's) found
+/// ended while nobody asked it to stop; looks once a second.
+async fn supervise(stages: &stages::Stages, shared: &api::Shared) -> &'static str {
+    let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+    loop {
+        tick.tick().await;
+        if let Some(name) = stages
+            .dead()
+            .or_else(|| shared.store.as_ref().and_then(|s| s.dead()))
+        {
+            return name;
+        }
+    }
 }
 
 /// What `systemctl status` shows on its Status line.

@@ -21,6 +21,9 @@ use serde_json::{Value, json};
 use super::Actions;
 use crate::agents::{Agent, notice};
 
+/// How long a Stop call waits for the message of a claim the screen has just found.
+const PARK_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// Refused stops in a row after which the agent may stop.
 const MAX_STOP_REFUSALS: u32 = 3;
 
@@ -134,7 +137,11 @@ impl Actions {
                 continue;
             };
             let with_evidence = format!("{} (Evidence: {evidence}.)", r.message);
-            // The screen saw the claim first and its message waits here: it gets the evidence.
+            // The screen saw the claim first: its message is parked here, or about to be (the
+            // finding is on its way through the actions thread): it gets the evidence.
+            if !fresh && !reasons.contains(&r.message) {
+                reasons.extend(self.await_parked(agent.id, &r.message));
+            }
             if let Some(m) = reasons.iter_mut().find(|m| **m == r.message) {
                 *m = with_evidence;
                 continue;
@@ -187,6 +194,21 @@ impl Actions {
             "decision": "block",
             "reason": format!("{FROM}: {}", reasons.join("\n\n")),
         }))
+    }
+
+    /// Takes the agent's parked messages once `message` is among them, waiting up to
+    /// `PARK_WAIT` for it (a finding made just before the Stop call is parked by the thread
+    /// that delivers it a moment later); what it took either way.
+    fn await_parked(&self, agent: u64, message: &str) -> Vec<String> {
+        let t0 = Instant::now();
+        let mut took = Vec::new();
+        loop {
+            took.extend(self.take_parked(agent));
+            if took.iter().any(|m| m == message) || t0.elapsed() >= PARK_WAIT {
+                return took;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
     }
 
     /// The agent stopped (or may): its refusals start again from none.

@@ -65,7 +65,7 @@ pub enum Body {
         redacted: Vec<String>,
     },
     File {
-        op: String,
+        op: FileOp,
         path: String,
         path2: Option<String>,
         flags: u32,
@@ -105,7 +105,7 @@ pub enum Body {
     },
     /// Axiom acted on an agent: `stop`, `freeze`, `thaw`, `kill`, `inject`, `untrack`.
     Intervention {
-        action: String,
+        action: Action,
         /// Who asked for it (uid), or `None` when a rule did.
         by_uid: Option<u32>,
         detail: String,
@@ -134,9 +134,9 @@ pub enum Body {
     /// A rule matched what an agent did.
     Violation {
         rule: String,
-        severity: String,
+        severity: Severity,
         /// What the rule does about it (alert, inject, freeze, kill, deny).
-        action: String,
+        action: Action,
         /// The match in its context (secrets masked).
         detail: String,
         /// From the kernel's timestamp of the event to the finding, µs.
@@ -165,37 +165,253 @@ pub enum Body {
     },
 }
 
-/// Every event kind (`Body::kind`), in a fixed order (axiomd counts by it).
-pub const KINDS: [&str; 12] = [
-    "fork",
-    "exec",
-    "exit",
-    "output",
-    "file",
-    "connect",
-    "agent_started",
-    "agent_exited",
-    "intervention",
-    "violation",
-    "kernel_match",
-    "denied",
-];
+/// Why a request was refused, for programs (the message beside it is for people). Stable: a
+/// client matches on it; a code it does not know yet reads as `Unknown`.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorCode {
+    NoSuchProcess,
+    ExitedDuringAdoption,
+    KernelThread,
+    Init,
+    AlreadyTracked,
+    NotACgroup,
+    NoSuchAgent,
+    NotPermitted,
+    Confinement,
+    Internal,
+    TooManyClients,
+    NoTerminal,
+    TerminalClosed,
+    NotAnAgent,
+    NoStore,
+    BadQuery,
+    NoSuchProfile,
+    BadRules,
+    #[serde(other)]
+    Unknown,
+}
+
+impl ErrorCode {
+    /// The wire name (what serde writes).
+    pub fn name(self) -> &'static str {
+        match self {
+            ErrorCode::NoSuchProcess => "no_such_process",
+            ErrorCode::ExitedDuringAdoption => "exited_during_adoption",
+            ErrorCode::KernelThread => "kernel_thread",
+            ErrorCode::Init => "init",
+            ErrorCode::AlreadyTracked => "already_tracked",
+            ErrorCode::NotACgroup => "not_a_cgroup",
+            ErrorCode::NoSuchAgent => "no_such_agent",
+            ErrorCode::NotPermitted => "not_permitted",
+            ErrorCode::Confinement => "confinement",
+            ErrorCode::Internal => "internal",
+            ErrorCode::TooManyClients => "too_many_clients",
+            ErrorCode::NoTerminal => "no_terminal",
+            ErrorCode::TerminalClosed => "terminal_closed",
+            ErrorCode::NotAnAgent => "not_an_agent",
+            ErrorCode::NoStore => "no_store",
+            ErrorCode::BadQuery => "bad_query",
+            ErrorCode::NoSuchProfile => "no_such_profile",
+            ErrorCode::BadRules => "bad_rules",
+            ErrorCode::Unknown => "unknown",
+        }
+    }
+}
+
+/// How much a violation matters (a rule's `severity`).
+#[derive(
+    Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum Severity {
+    #[default]
+    Info,
+    Low,
+    Medium,
+    High,
+    Critical,
+}
+
+impl Severity {
+    pub fn name(self) -> &'static str {
+        match self {
+            Severity::Info => "info",
+            Severity::Low => "low",
+            Severity::Medium => "medium",
+            Severity::High => "high",
+            Severity::Critical => "critical",
+        }
+    }
+}
+
+/// What was done, or is to be done, about an agent: a violation's `action` (its rule's) and an
+/// intervention's.
+#[derive(
+    Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum Action {
+    /// Report only (a rule's action; never an intervention).
+    #[default]
+    Alert,
+    /// A message to the agent's model.
+    Inject,
+    Freeze,
+    Thaw,
+    /// SIGTERM to every process.
+    Stop,
+    Kill,
+    /// The offending syscall stopped before it landed.
+    Deny,
+    /// No longer tracked (by its owner's request).
+    Untrack,
+}
+
+impl Action {
+    pub fn name(self) -> &'static str {
+        match self {
+            Action::Alert => "alert",
+            Action::Inject => "inject",
+            Action::Freeze => "freeze",
+            Action::Thaw => "thaw",
+            Action::Stop => "stop",
+            Action::Kill => "kill",
+            Action::Deny => "deny",
+            Action::Untrack => "untrack",
+        }
+    }
+}
+
+/// A typed wire value shows as its wire name, and equals it (`action == "inject"` in a client or
+/// a test).
+macro_rules! wire_name {
+    ($($t:ty),*) => {$(
+        impl std::fmt::Display for $t {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(self.name())
+            }
+        }
+        impl PartialEq<str> for $t {
+            fn eq(&self, name: &str) -> bool {
+                self.name() == name
+            }
+        }
+        impl PartialEq<&str> for $t {
+            fn eq(&self, name: &&str) -> bool {
+                self.name() == *name
+            }
+        }
+    )*};
+}
+wire_name!(Action, Severity, Kind, ErrorCode, FileOp);
+
+/// What a file event did (the syscall family the kernel saw).
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[serde(rename_all = "snake_case")]
+pub enum FileOp {
+    Open,
+    Creat,
+    Rename,
+    Unlink,
+    Mkdir,
+    Rmdir,
+    Link,
+    Symlink,
+    #[serde(other)]
+    Unknown,
+}
+
+impl FileOp {
+    pub fn name(self) -> &'static str {
+        match self {
+            FileOp::Open => "open",
+            FileOp::Creat => "creat",
+            FileOp::Rename => "rename",
+            FileOp::Unlink => "unlink",
+            FileOp::Mkdir => "mkdir",
+            FileOp::Rmdir => "rmdir",
+            FileOp::Link => "link",
+            FileOp::Symlink => "symlink",
+            FileOp::Unknown => "unknown",
+        }
+    }
+}
+
+/// An event's kind: the `kind` field on the wire, a column in the store, a key in `status`.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[serde(rename_all = "snake_case")]
+pub enum Kind {
+    Fork,
+    Exec,
+    Exit,
+    Output,
+    File,
+    Connect,
+    AgentStarted,
+    AgentExited,
+    Intervention,
+    Violation,
+    KernelMatch,
+    Denied,
+}
+
+impl Kind {
+    /// Every kind, in the order of their discriminants (axiomd counts by `kind as usize`).
+    pub const ALL: [Kind; 12] = [
+        Kind::Fork,
+        Kind::Exec,
+        Kind::Exit,
+        Kind::Output,
+        Kind::File,
+        Kind::Connect,
+        Kind::AgentStarted,
+        Kind::AgentExited,
+        Kind::Intervention,
+        Kind::Violation,
+        Kind::KernelMatch,
+        Kind::Denied,
+    ];
+
+    /// The wire name (what serde writes).
+    pub fn name(self) -> &'static str {
+        match self {
+            Kind::Fork => "fork",
+            Kind::Exec => "exec",
+            Kind::Exit => "exit",
+            Kind::Output => "output",
+            Kind::File => "file",
+            Kind::Connect => "connect",
+            Kind::AgentStarted => "agent_started",
+            Kind::AgentExited => "agent_exited",
+            Kind::Intervention => "intervention",
+            Kind::Violation => "violation",
+            Kind::KernelMatch => "kernel_match",
+            Kind::Denied => "denied",
+        }
+    }
+
+    /// The kind a wire name names.
+    pub fn parse(name: &str) -> Option<Kind> {
+        Kind::ALL.into_iter().find(|k| k.name() == name)
+    }
+}
 
 impl Body {
-    pub fn kind(&self) -> &'static str {
+    pub fn kind(&self) -> Kind {
         match self {
-            Body::Fork { .. } => "fork",
-            Body::Exec { .. } => "exec",
-            Body::Exit { .. } => "exit",
-            Body::Output { .. } => "output",
-            Body::File { .. } => "file",
-            Body::Connect { .. } => "connect",
-            Body::KernelMatch { .. } => "kernel_match",
-            Body::AgentStarted { .. } => "agent_started",
-            Body::AgentExited { .. } => "agent_exited",
-            Body::Intervention { .. } => "intervention",
-            Body::Violation { .. } => "violation",
-            Body::Denied { .. } => "denied",
+            Body::Fork { .. } => Kind::Fork,
+            Body::Exec { .. } => Kind::Exec,
+            Body::Exit { .. } => Kind::Exit,
+            Body::Output { .. } => Kind::Output,
+            Body::File { .. } => Kind::File,
+            Body::Connect { .. } => Kind::Connect,
+            Body::KernelMatch { .. } => Kind::KernelMatch,
+            Body::AgentStarted { .. } => Kind::AgentStarted,
+            Body::AgentExited { .. } => Kind::AgentExited,
+            Body::Intervention { .. } => Kind::Intervention,
+            Body::Violation { .. } => Kind::Violation,
+            Body::Denied { .. } => Kind::Denied,
         }
     }
 
@@ -327,7 +543,7 @@ pub struct Reply {
     pub error: Option<String>,
     /// Machine-readable kind of the error (`no_such_process`, `not_permitted`, …).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub code: Option<String>,
+    pub code: Option<ErrorCode>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub agent: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -365,9 +581,9 @@ pub struct RuleInfo {
     pub description: String,
     pub kind: String,
     pub scope: Option<String>,
-    pub severity: String,
+    pub severity: Severity,
     pub priority: i32,
-    pub action: String,
+    pub action: Action,
     /// `file:line` it was defined at.
     pub origin: String,
 }
@@ -679,5 +895,71 @@ impl Connection {
             Some(l) => Some(serde_json::from_str(&l)?),
             None => None,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn wire<T: Serialize>(v: T) -> String {
+        serde_json::to_value(v)
+            .unwrap()
+            .as_str()
+            .unwrap()
+            .to_string()
+    }
+
+    #[test]
+    fn typed_fields_keep_their_wire_names() {
+        for (i, k) in Kind::ALL.into_iter().enumerate() {
+            assert_eq!(k as usize, i, "Kind::ALL out of order at {k}");
+            assert_eq!(wire(k), k.name());
+            assert_eq!(Kind::parse(k.name()), Some(k));
+        }
+        let actions = [
+            Action::Alert,
+            Action::Inject,
+            Action::Freeze,
+            Action::Thaw,
+            Action::Stop,
+            Action::Kill,
+            Action::Deny,
+            Action::Untrack,
+        ];
+        for a in actions {
+            assert_eq!(wire(a), a.name());
+        }
+        for s in [
+            Severity::Info,
+            Severity::Low,
+            Severity::Medium,
+            Severity::High,
+            Severity::Critical,
+        ] {
+            assert_eq!(wire(s), s.name());
+        }
+        for c in [
+            ErrorCode::NotPermitted,
+            ErrorCode::NoSuchAgent,
+            ErrorCode::NotACgroup,
+        ] {
+            assert_eq!(wire(c), c.name());
+        }
+        // What an older or newer peer sends.
+        let v: Body = serde_json::from_str(
+            r#"{"kind":"violation","rule":"r","severity":"high","action":"inject","detail":"","latency_us":null}"#,
+        )
+        .unwrap();
+        assert!(matches!(
+            v,
+            Body::Violation {
+                severity: Severity::High,
+                action: Action::Inject,
+                ..
+            }
+        ));
+        let r: Reply = serde_json::from_str(r#"{"ok":false,"code":"a_code_from_later"}"#).unwrap();
+        assert_eq!(r.code, Some(ErrorCode::Unknown));
     }
 }

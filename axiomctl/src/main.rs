@@ -19,7 +19,7 @@ use std::{
 use anyhow::{Context as _, bail};
 use axiom_common::{
     confine::{Applied, Confinement},
-    wire::{Body, Connection, DEFAULT_SOCKET, Event, Request},
+    wire::{Body, Connection, DEFAULT_SOCKET, ErrorCode, Event, Request},
 };
 use clap::{Parser, Subcommand};
 
@@ -225,19 +225,19 @@ const EXIT_BAD_RULES: u8 = 65; // EX_DATAERR
 const EXIT_UNREACHABLE: u8 = 69; // EX_UNAVAILABLE
 
 /// Exit code for a refused request, by the reply's error code.
-fn refusal_exit(code: Option<&str>) -> u8 {
+fn refusal_exit(code: Option<ErrorCode>) -> u8 {
     match code {
-        Some("no_such_process") => 3,
-        Some("exited_during_adoption") => 4,
-        Some("kernel_thread") => 5,
-        Some("init") => 6,
-        Some("already_tracked") => 7,
-        Some("no_such_agent") => 8,
-        Some("not_a_cgroup") => 9,
-        Some("no_terminal") => 10,
-        Some("terminal_closed") => 11,
-        Some("bad_rules") => EXIT_BAD_RULES,
-        Some("not_permitted") => 77, // EX_NOPERM
+        Some(ErrorCode::NoSuchProcess) => 3,
+        Some(ErrorCode::ExitedDuringAdoption) => 4,
+        Some(ErrorCode::KernelThread) => 5,
+        Some(ErrorCode::Init) => 6,
+        Some(ErrorCode::AlreadyTracked) => 7,
+        Some(ErrorCode::NoSuchAgent) => 8,
+        Some(ErrorCode::NotACgroup) => 9,
+        Some(ErrorCode::NoTerminal) => 10,
+        Some(ErrorCode::TerminalClosed) => 11,
+        Some(ErrorCode::BadRules) => EXIT_BAD_RULES,
+        Some(ErrorCode::NotPermitted) => 77, // EX_NOPERM
         _ => 1,
     }
 }
@@ -317,7 +317,7 @@ fn follow_agent(
             continue;
         };
         p.print(&e)?;
-        *seen.entry(e.body.kind()).or_default() += 1;
+        *seen.entry(e.body.kind().name()).or_default() += 1;
         let ended = matches!(e.body, Body::AgentExited { .. })
             || (e.tgid == root && matches!(e.body, Body::Exit { .. }));
         if ended {
@@ -428,7 +428,7 @@ fn refused(what: &str, r: axiom_common::wire::Reply) -> anyhow::Result<ExitCode>
         "axiomctl: {what}: {}",
         r.error.as_deref().unwrap_or("refused")
     );
-    Ok(ExitCode::from(refusal_exit(r.code.as_deref())))
+    Ok(ExitCode::from(refusal_exit(r.code)))
 }
 
 fn run(cli: &Cli) -> anyhow::Result<ExitCode> {

@@ -15,7 +15,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use axiom_common::wire::{Body, Event, Request};
+use axiom_common::wire::{Action, Body, Event, Request};
 use serde_json::{Value, json};
 
 use crate::{Daemon, axiomctl_bin, default_rules, unique};
@@ -960,7 +960,7 @@ pub fn delivery_session(
                     act_us,
                     queued_us,
                     ..
-                } if action == "inject" => {
+                } if *action == Action::Inject => {
                     let text = detail.split_once(": ").map_or("", |(_, m)| m).to_string();
                     // Decided to deliver: when the finding was acted on, or — a message that
                     // waits for the agent to be idle — when the agent was.

@@ -318,7 +318,7 @@ fn subscribe_passes_an_event_stream() {
         if axiom_tests::output_text(&ev).is_some_and(|t| t.contains("dbus-stream-marker")) {
             marker = true;
         }
-        kinds.push(ev.body.kind());
+        kinds.push(ev.body.kind().name());
         if kinds.contains(&"agent_exited") {
             break;
         }

@@ -58,15 +58,7 @@ pub const SCOPES: [Scope; 7] = [
     Scope::Connect,
 ];
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Severity {
-    Info,
-    Low,
-    Medium,
-    High,
-    Critical,
-}
+pub use crate::wire::Severity;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -109,12 +101,17 @@ pub const SCOPE_NAMES: &str = "terminal, output, network, file_write, exec, file
 
 impl Action {
     pub fn name(self) -> &'static str {
+        self.wire().name()
+    }
+
+    /// The same action on the wire (a violation's `action`; an intervention's).
+    pub fn wire(self) -> crate::wire::Action {
         match self {
-            Action::Alert => "alert",
-            Action::Inject => "inject",
-            Action::Freeze => "freeze",
-            Action::Kill => "kill",
-            Action::Deny => "deny",
+            Action::Alert => crate::wire::Action::Alert,
+            Action::Inject => crate::wire::Action::Inject,
+            Action::Freeze => crate::wire::Action::Freeze,
+            Action::Kill => crate::wire::Action::Kill,
+            Action::Deny => crate::wire::Action::Deny,
         }
     }
 }

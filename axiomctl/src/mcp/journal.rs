@@ -10,7 +10,7 @@ use std::{
     },
 };
 
-use axiom_common::wire::{Body, Event};
+use axiom_common::wire::{Body, Event, FileOp};
 use serde::Serialize;
 
 /// Events kept for `observe` (all agents together).
@@ -185,16 +185,16 @@ impl Facts {
                     return; // the kernel could not read it
                 }
                 let (path, path2) = (abs(path), path2.as_deref().map(abs));
-                let op_name = match op.as_str() {
-                    "open" if flags & O_CREAT != 0 => "open(O_CREAT)",
-                    "open" if flags & O_TRUNC != 0 => "open(O_TRUNC)",
-                    o => o,
+                let op_name = match op {
+                    FileOp::Open if flags & O_CREAT != 0 => "open(O_CREAT)",
+                    FileOp::Open if flags & O_TRUNC != 0 => "open(O_TRUNC)",
+                    o => o.name(),
                 }
                 .to_string();
-                let removes = matches!(op.as_str(), "unlink" | "rmdir" | "rename");
-                let creates = match op.as_str() {
-                    "open" => flags & (O_CREAT | O_EXCL) == O_CREAT | O_EXCL,
-                    "mkdir" | "creat" | "symlink" | "link" => true,
+                let removes = matches!(op, FileOp::Unlink | FileOp::Rmdir | FileOp::Rename);
+                let creates = match op {
+                    FileOp::Open => flags & (O_CREAT | O_EXCL) == O_CREAT | O_EXCL,
+                    FileOp::Mkdir | FileOp::Creat | FileOp::Symlink | FileOp::Link => true,
                     _ => false,
                 };
                 if let Some(f) = self.file(&path) {
@@ -387,7 +387,7 @@ impl Journal {
             if agent.is_some_and(|a| a != e.agent) {
                 continue;
             }
-            if !kinds.is_empty() && !kinds.iter().any(|k| k == e.body.kind()) {
+            if !kinds.is_empty() && !kinds.iter().any(|k| k == e.body.kind().name()) {
                 continue;
             }
             events.push(e.clone());

@@ -29,9 +29,10 @@ const WAIT_MAX: Duration = Duration::from_secs(30);
 /// The event kinds `observe` can filter on: all but the kernel's internal matches (they reach
 /// clients as violations).
 fn kinds() -> impl Iterator<Item = &'static str> {
-    axiom_common::wire::KINDS
+    axiom_common::wire::Kind::ALL
         .into_iter()
-        .filter(|k| *k != "kernel_match")
+        .filter(|k| *k != axiom_common::wire::Kind::KernelMatch)
+        .map(|k| k.name())
 }
 
 #[derive(Deserialize, JsonSchema)]
@@ -77,6 +78,20 @@ pub enum Action {
     Stop,
     /// Kill its whole process tree (cgroup.kill).
     Kill,
+}
+
+impl Action {
+    /// The intervention it asks for, as axiomd reports it.
+    fn wire(self) -> axiom_common::wire::Action {
+        use axiom_common::wire::Action as W;
+        match self {
+            Action::Inject => W::Inject,
+            Action::Freeze => W::Freeze,
+            Action::Thaw => W::Thaw,
+            Action::Stop => W::Stop,
+            Action::Kill => W::Kill,
+        }
+    }
 }
 
 #[derive(Deserialize, JsonSchema)]
@@ -392,13 +407,13 @@ impl Server {
             Action::Stop => d.stop(p.agent).await.map(|()| None),
             Action::Kill => d.kill(p.agent).await.map(|()| None),
         };
-        let action = format!("{:?}", p.action).to_lowercase();
+        let action = p.action.wire().name();
         Ok(match r {
             Ok(None) => CallToolResult::structured(json!({ "agent": p.agent, "done": action })),
             Ok(Some(delivered)) => CallToolResult::structured(
                 json!({ "agent": p.agent, "done": action, "delivered": delivered }),
             ),
-            Err(e) => refused(&action, &e),
+            Err(e) => refused(action, &e),
         })
     }
 
@@ -441,7 +456,7 @@ impl Server {
                     "rule": r.id,
                     "description": r.description,
                     "kind": kind,
-                    "severity": format!("{:?}", r.severity).to_lowercase(),
+                    "severity": r.severity,
                     "action": r.action.name(),
                     "message": (!r.message.is_empty()).then_some(&r.message),
                     "excerpt": axiom_common::rules::excerpt(&text, h, r.redact),

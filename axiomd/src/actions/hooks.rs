@@ -81,8 +81,8 @@ impl Actions {
             agent,
             Body::Violation {
                 rule: r.id.clone(),
-                severity: format!("{:?}", r.severity).to_lowercase(),
-                action: r.action.name().into(),
+                severity: r.severity,
+                action: r.action.wire(),
                 detail: shown.clone(),
                 latency_us: None,
                 scope: Some(Scope::Exec.name().into()),
@@ -92,7 +92,7 @@ impl Actions {
         self.bus.publish(notice(
             agent,
             Body::Intervention {
-                action: "deny".into(),
+                action: axiom_common::wire::Action::Deny,
                 by_uid: None,
                 detail: format!(
                     "rule {}: refused before it ran (Claude Code hook): {shown}",
@@ -153,8 +153,8 @@ impl Actions {
                 agent,
                 Body::Violation {
                     rule: r.id.clone(),
-                    severity: format!("{:?}", r.severity).to_lowercase(),
-                    action: r.action.name().into(),
+                    severity: r.severity,
+                    action: r.action.wire(),
                     detail: f.detail.clone(),
                     latency_us: None,
                     scope: f.scope.map(|s| s.name().to_string()),
@@ -167,7 +167,7 @@ impl Actions {
             self.bus.publish(notice(
                 agent,
                 Body::Intervention {
-                    action: "inject".into(),
+                    action: axiom_common::wire::Action::Inject,
                     by_uid: None,
                     detail: format!(
                         "rule {}: stop refused (Claude Code hook): {with_evidence}",

@@ -143,7 +143,7 @@ impl Actions {
             self.bus.publish(notice(
                 &agent,
                 Body::Intervention {
-                    action: "deny".into(),
+                    action: axiom_common::wire::Action::Deny,
                     by_uid: None,
                     detail: format!(
                         "rule {}: pid {} killed in the kernel before its write landed",
@@ -203,7 +203,7 @@ impl Actions {
         self.bus.publish(notice(
             &agent,
             Body::Intervention {
-                action: action.name().into(),
+                action: action.wire(),
                 by_uid: None,
                 detail,
                 rule: Some(r.id.clone()),
@@ -253,7 +253,7 @@ impl Actions {
         self.bus.publish(notice(
             agent,
             Body::Intervention {
-                action: "inject".into(),
+                action: axiom_common::wire::Action::Inject,
                 by_uid: Some(by_uid),
                 detail: text.into(),
                 rule: None,

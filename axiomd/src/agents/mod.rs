@@ -15,7 +15,7 @@ use std::{
     path::{Path, PathBuf},
 };
 
-use axiom_common::Tracked;
+use axiom_common::{Tracked, wire::ErrorCode};
 use aya::maps::{Array, HashMap, MapData};
 use serde::{Deserialize, Serialize};
 
@@ -57,21 +57,21 @@ pub enum AgentError {
 
 impl AgentError {
     /// A stable, machine-readable name for the kind of error (clients map it to exit codes).
-    pub fn code(&self) -> &'static str {
+    pub fn code(&self) -> ErrorCode {
         match self {
-            AgentError::NoSuchProcess(_) => "no_such_process",
-            AgentError::ExitedDuringAdoption(_) => "exited_during_adoption",
-            AgentError::KernelThread(_) => "kernel_thread",
-            AgentError::Init => "init",
+            AgentError::NoSuchProcess(_) => ErrorCode::NoSuchProcess,
+            AgentError::ExitedDuringAdoption(_) => ErrorCode::ExitedDuringAdoption,
+            AgentError::KernelThread(_) => ErrorCode::KernelThread,
+            AgentError::Init => ErrorCode::Init,
             AgentError::AlreadyTracked { .. } | AgentError::CgroupAlreadyTracked { .. } => {
-                "already_tracked"
+                ErrorCode::AlreadyTracked
             }
-            AgentError::NotACgroup { .. } => "not_a_cgroup",
-            AgentError::NoSuchAgent(_) => "no_such_agent",
-            AgentError::NotPermitted { .. } => "not_permitted",
-            AgentError::Confinement(_) => "confinement",
+            AgentError::NotACgroup { .. } => ErrorCode::NotACgroup,
+            AgentError::NoSuchAgent(_) => ErrorCode::NoSuchAgent,
+            AgentError::NotPermitted { .. } => ErrorCode::NotPermitted,
+            AgentError::Confinement(_) => ErrorCode::Confinement,
             AgentError::Cgroup { .. } | AgentError::NoCgroup2 | AgentError::Map { .. } => {
-                "internal"
+                ErrorCode::Internal
             }
         }
     }
@@ -228,6 +228,19 @@ pub enum Steer {
     Freeze,
     Thaw,
     Kill,
+}
+
+impl Steer {
+    /// The intervention it is, on the wire.
+    pub fn action(self) -> axiom_common::wire::Action {
+        use axiom_common::wire::Action;
+        match self {
+            Steer::Stop => Action::Stop,
+            Steer::Freeze => Action::Freeze,
+            Steer::Thaw => Action::Thaw,
+            Steer::Kill => Action::Kill,
+        }
+    }
 }
 
 /// What `agents` reports of one agent.
@@ -745,7 +758,7 @@ impl Control {
     /// Freezes, thaws or kills a whole agent: through its cgroup (cgroup.freeze, cgroup.kill) when
     /// it has one, else by signalling each of its processes.
     pub fn steer(&mut self, agent: u64, how: Steer, caller: Caller) -> Result<u64, AgentError> {
-        let a = self.authorised(agent, caller, &format!("{how:?}").to_lowercase())?;
+        let a = self.authorised(agent, caller, how.action().name())?;
         // A cgroup freezes and kills its whole tree atomically; stop, and agents without a
         // cgroup of their own, go through signals.
         let cgroup_file = match (&a.source, how) {

@@ -13,7 +13,7 @@ use std::{
     sync::{Arc, Mutex},
 };
 
-use axiom_common::wire::{AgentInfo, Body, Event, Reply, Request, Status};
+use axiom_common::wire::{AgentInfo, Body, ErrorCode, Event, Reply, Request, Status};
 use tokio::{
     io::{AsyncWrite, AsyncWriteExt as _},
     sync::broadcast::error::RecvError,
@@ -66,7 +66,7 @@ pub struct TooManyClients(String);
 impl TooManyClients {
     pub fn reply(&self) -> Reply {
         Reply {
-            code: Some("too_many_clients".into()),
+            code: Some(ErrorCode::TooManyClients),
             ..error(self)
         }
     }
@@ -138,7 +138,7 @@ pub fn error(e: impl std::fmt::Display) -> Reply {
 
 pub fn refusal(e: AgentError) -> Reply {
     Reply {
-        code: Some(e.code().into()),
+        code: Some(e.code()),
         ..error(e)
     }
 }
@@ -228,14 +228,14 @@ impl Shared {
     }
 
     fn intervene(&self, agent: u64, how: Steer, caller: Caller) -> Reply {
-        let action = format!("{how:?}").to_lowercase();
+        let action = how.action();
         let reply = self.act(
             |c| c.steer(agent, how, caller),
             |a| {
                 Some(notice(
                     a,
                     Body::Intervention {
-                        action: action.clone(),
+                        action,
                         by_uid: Some(caller.uid),
                         detail: String::new(),
                         rule: None,
@@ -287,11 +287,11 @@ impl Shared {
             },
             Err(e) => {
                 let code = match e {
-                    crate::actions::terminal::TerminalError::NoTerminal(_) => "no_terminal",
-                    _ => "terminal_closed",
+                    crate::actions::terminal::TerminalError::NoTerminal(_) => ErrorCode::NoTerminal,
+                    _ => ErrorCode::TerminalClosed,
                 };
                 Reply {
-                    code: Some(code.into()),
+                    code: Some(code),
                     ..error(e)
                 }
             }
@@ -308,7 +308,7 @@ impl Shared {
         });
         let Some(agent) = agent else {
             return Reply {
-                code: Some("not_an_agent".into()),
+                code: Some(ErrorCode::NotAnAgent),
                 ..error("a hook call comes from inside a tracked agent")
             };
         };
@@ -329,7 +329,7 @@ impl Shared {
     ) -> Reply {
         let Some(store) = &self.store else {
             return Reply {
-                code: Some("no_store".into()),
+                code: Some(ErrorCode::NoStore),
                 ..error("the event store is off (store.enabled = false)")
             };
         };
@@ -347,7 +347,7 @@ impl Shared {
             q.visible_to = Some((caller.uid, owned));
         }
         let bad = |e: crate::store::StoreError| Reply {
-            code: Some("bad_query".into()),
+            code: Some(ErrorCode::BadQuery),
             ..error(e)
         };
         match sql {
@@ -427,9 +427,9 @@ impl Shared {
                         .collect::<Vec<_>>()
                         .join(",")
                 }),
-                severity: format!("{:?}", r.severity).to_lowercase(),
+                severity: r.severity,
                 priority: r.priority,
-                action: r.action.name().into(),
+                action: r.action.wire(),
                 origin: r.origin.clone(),
             })
             .collect()
@@ -496,7 +496,7 @@ impl Shared {
                         notice(
                             a,
                             Body::Intervention {
-                                action: "untrack".into(),
+                                action: axiom_common::wire::Action::Untrack,
                                 by_uid: Some(caller.uid),
                                 detail: String::new(),
                                 rule: None,
@@ -554,7 +554,7 @@ impl Shared {
                     Ok(c) => c,
                     Err(e) => {
                         return Reply {
-                            code: Some("no_such_profile".into()),
+                            code: Some(ErrorCode::NoSuchProfile),
                             ..error(e)
                         };
                     }
@@ -649,7 +649,7 @@ impl Shared {
                     Err(e) => {
                         tracing::warn!("rules not reloaded, the old ones stay: {e}");
                         Reply {
-                            code: Some("bad_rules".into()),
+                            code: Some(ErrorCode::BadRules),
                             ..error(e)
                         }
                     }

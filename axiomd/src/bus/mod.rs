@@ -45,13 +45,13 @@ struct Replay {
     store: Option<tap::Tap>,
 }
 
-/// Event kinds, in the order of `Stats::events`.
-pub use axiom_common::wire::KINDS;
+use axiom_common::wire::Kind;
 
 /// Counters by name, shown by `status`. Per-event counters are atomics: this is the hot path.
 #[derive(Default)]
 pub struct Stats {
-    pub events: [AtomicU64; KINDS.len()],
+    /// By `Kind as usize`.
+    pub events: [AtomicU64; Kind::ALL.len()],
     pub losses: Mutex<BTreeMap<&'static str, u64>>,
     pub lagged: AtomicU64,
     /// Writes whose bytes were not text (TLS records, binary IPC): counted, not kept as text.
@@ -62,17 +62,17 @@ pub struct Stats {
 }
 
 impl Stats {
-    pub fn count_event(&self, kind: &'static str) {
-        if let Some(i) = KINDS.iter().position(|k| *k == kind) {
-            self.events[i].fetch_add(1, Ordering::Relaxed);
+    pub fn count_event(&self, kind: Kind) {
+        if let Some(n) = self.events.get(kind as usize) {
+            n.fetch_add(1, Ordering::Relaxed);
         }
     }
 
     pub fn events(&self) -> BTreeMap<String, u64> {
-        let mut m: BTreeMap<String, u64> = KINDS
+        let mut m: BTreeMap<String, u64> = Kind::ALL
             .iter()
             .zip(&self.events)
-            .map(|(k, v)| (k.to_string(), v.load(Ordering::Relaxed)))
+            .map(|(k, v)| (k.name().to_string(), v.load(Ordering::Relaxed)))
             .collect();
         m.insert(
             "output_binary".into(),

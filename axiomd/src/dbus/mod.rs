@@ -9,7 +9,7 @@ pub mod config;
 
 use std::{os::fd::OwnedFd, sync::Arc};
 
-use axiom_common::wire::{Body, Reply, Request};
+use axiom_common::wire::{Body, ErrorCode, Reply, Request};
 use tokio::sync::broadcast::error::RecvError;
 use zbus::{
     DBusError, interface,
@@ -36,9 +36,9 @@ pub struct Failure {
 impl Failure {
     fn from_reply(r: Reply) -> Failure {
         let message = r.error.unwrap_or_else(|| "refused".into());
-        let name = match r.code.as_deref() {
-            Some("not_permitted") => "org.freedesktop.DBus.Error.AccessDenied".to_string(),
-            Some(code) => format!("org.axiom.Axiom1.Error.{}", camel(code)),
+        let name = match r.code {
+            Some(ErrorCode::NotPermitted) => "org.freedesktop.DBus.Error.AccessDenied".to_string(),
+            Some(code) => format!("org.axiom.Axiom1.Error.{}", camel(code.name())),
             None => "org.axiom.Axiom1.Error.Failed".to_string(),
         };
         Failure { name, message }
@@ -540,10 +540,18 @@ async fn signals(conn: zbus::Connection, shared: Arc<Shared>) {
                 severity,
                 action,
                 ..
-            } => Axiom::violation(&emitter, ev.agent, rule, severity, action, "").await,
+            } => {
+                Axiom::violation(&emitter, ev.agent, rule, severity.name(), action.name(), "").await
+            }
             Body::Intervention { action, by_uid, .. } => {
-                Axiom::intervention(&emitter, ev.agent, action, by_uid.unwrap_or(u32::MAX), "")
-                    .await
+                Axiom::intervention(
+                    &emitter,
+                    ev.agent,
+                    action.name(),
+                    by_uid.unwrap_or(u32::MAX),
+                    "",
+                )
+                .await
             }
             _ => Ok(()),
         };

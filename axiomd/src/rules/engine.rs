@@ -4,7 +4,7 @@ use std::{collections::HashMap, time::Instant};
 
 use axiom_common::{
     rules::{self, Action, Hit, Kind, PathFilter, RuleSet, Scope, Verify, screen::Screen},
-    wire::{Body, Event},
+    wire::{Body, Event, FileOp},
 };
 
 /// Characters of an fd's previous output kept in front of the next write, so a phrase split
@@ -468,7 +468,7 @@ impl Engine {
             Body::File {
                 path, path2, op, ..
             } => {
-                if op == "rename"
+                if *op == FileOp::Rename
                     && let Some(to) = path2
                 {
                     self.renamed(path, to, now);
@@ -480,7 +480,7 @@ impl Engine {
                     .any(|p| a.is_work(p));
                 if work {
                     a.last_file = now;
-                    if op != "unlink" && op != "rmdir" {
+                    if !matches!(op, FileOp::Unlink | FileOp::Rmdir) {
                         a.files_written += 1;
                     }
                 }
@@ -1279,7 +1279,7 @@ mod tests {
             &ev(
                 2,
                 Body::File {
-                    op: "rename".into(),
+                    op: axiom_common::wire::FileOp::Rename,
                     path: tmp.into(),
                     path2: Some("/w/src/app.py".into()),
                     flags: 0,

@@ -105,8 +105,8 @@ pub fn report(stage: &Stage, set: &Arc<RuleSet>, f: engine::Finding) {
         &agent,
         axiom_common::wire::Body::Violation {
             rule: r.id.clone(),
-            severity: format!("{:?}", r.severity).to_lowercase(),
-            action: r.action.name().into(),
+            severity: r.severity,
+            action: r.action.wire(),
             detail: f.detail.clone(),
             latency_us: f.latency_us,
             scope: f.scope.map(|s| s.name().to_string()),

@@ -8,7 +8,8 @@ use axiom_common::{
     FILE_RENAME, FILE_RMDIR, FILE_SYMLINK, FILE_UNLINK, FLAG_STATUS_KNOWN, FLAG_TRUNCATED,
     FileEvent, ForkEvent, KIND_CONNECT, KIND_EXEC, KIND_EXIT, KIND_FILE, KIND_FORK, KIND_OUTPUT,
     OutputEvent, SYS_PWRITE64, SYS_PWRITEV, SYS_PWRITEV2, SYS_SENDMSG, SYS_SENDTO, SYS_WRITE,
-    SYS_WRITEV, wire::Body,
+    SYS_WRITEV,
+    wire::{Body, FileOp},
 };
 use zerocopy::FromBytes;
 
@@ -231,7 +232,7 @@ pub fn decode(buf: &[u8]) -> Result<Decoded, DecodeError> {
             dirfds = (e.dirfd, e.dirfd2);
             let path2 = cstr(&e.path2);
             Body::File {
-                op: file_op_name(e.op).into(),
+                op: file_op(e.op),
                 path: cstr(&e.path),
                 path2: (!path2.is_empty()).then_some(path2),
                 flags: e.flags,
@@ -307,17 +308,17 @@ pub fn syscall_name(id: u16) -> &'static str {
     }
 }
 
-pub fn file_op_name(op: u16) -> &'static str {
+pub fn file_op(op: u16) -> FileOp {
     match op {
-        FILE_OPEN => "open",
-        FILE_CREAT => "creat",
-        FILE_RENAME => "rename",
-        FILE_UNLINK => "unlink",
-        FILE_MKDIR => "mkdir",
-        FILE_RMDIR => "rmdir",
-        FILE_LINK => "link",
-        FILE_SYMLINK => "symlink",
-        _ => "unknown",
+        FILE_OPEN => FileOp::Open,
+        FILE_CREAT => FileOp::Creat,
+        FILE_RENAME => FileOp::Rename,
+        FILE_UNLINK => FileOp::Unlink,
+        FILE_MKDIR => FileOp::Mkdir,
+        FILE_RMDIR => FileOp::Rmdir,
+        FILE_LINK => FileOp::Link,
+        FILE_SYMLINK => FileOp::Symlink,
+        _ => FileOp::Unknown,
     }
 }
 

@@ -50,7 +50,7 @@ pub struct Pipeline {
     cgroup2: Option<std::path::PathBuf>,
     /// Per process, its last recorded file operation (thread, op, path): a refusal that follows
     /// from the same thread is about it.
-    last_file: HashMap<u32, (u32, String, String)>,
+    last_file: HashMap<u32, (u32, axiom_common::wire::FileOp, String)>,
     /// What tracked processes' fds point at, kept from the kernel's fd records (opens for
     /// writing, dups, closes, forks, execs) in order with their writes.
     fdt: FdTable,
@@ -449,7 +449,7 @@ impl Pipeline {
                 // rules and the store get absolute ones (a symlink's target stays as written).
                 *path = absolute(tgid, d.dirfds.0, path);
                 if let Some(p2) = path2.as_mut()
-                    && op != "symlink"
+                    && *op != axiom_common::wire::FileOp::Symlink
                 {
                     *p2 = absolute(tgid, d.dirfds.1, p2);
                 }
@@ -457,12 +457,12 @@ impl Pipeline {
                     Some(p2) => format!("{path} -> {p2}"),
                     None => path.clone(),
                 };
-                self.last_file.insert(tgid, (d.hdr.pid, op.clone(), target));
+                self.last_file.insert(tgid, (d.hdr.pid, *op, target));
             }
             Body::Denied { op, target, .. } if op.is_empty() => {
                 match self.last_file.remove(&tgid) {
                     Some((tid, o, t)) if tid == d.hdr.pid => {
-                        *op = o;
+                        *op = o.name().into();
                         *target = t;
                     }
                     _ => {

@@ -20,7 +20,7 @@ fn synthetic(i: u64) -> Event {
             old_pid: 0,
         },
         1 => Body::File {
-            op: "open".into(),
+            op: axiom_common::wire::FileOp::Open,
             path: format!("/work/project/src/mod_{}.rs", i % 97),
             path2: None,
             flags: 0o1101,

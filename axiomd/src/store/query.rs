@@ -52,7 +52,7 @@ impl Query {
         self.accepts(&Row {
             agent: ev.agent,
             time_ns: ev.time_ns,
-            kind: ev.body.kind(),
+            kind: ev.body.kind().name(),
             text: text.as_deref(),
             uid: ev.uid,
         })

@@ -105,7 +105,7 @@ impl Row {
             seq: ev.seq,
             time_ns: ev.time_ns.min(i64::MAX as u64) as i64,
             agent: ev.agent,
-            kind: ev.body.kind(),
+            kind: ev.body.kind().name(),
             pid: ev.pid,
             tgid: ev.tgid,
             ppid: ev.ppid,

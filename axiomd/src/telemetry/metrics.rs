@@ -214,7 +214,7 @@ impl Latencies {
                 ..
             } => self
                 .intervention
-                .record(us / 1e6, &[KeyValue::new("action", action.clone())]),
+                .record(us / 1e6, &[KeyValue::new("action", action.name())]),
             _ => {}
         }
     }

@@ -131,7 +131,10 @@ impl Counts {
                 }
             }
             Body::Intervention { action, act_us, .. } => {
-                *self.interventions.entry(action.clone()).or_default() += 1;
+                *self
+                    .interventions
+                    .entry(action.name().to_string())
+                    .or_default() += 1;
                 if let Some(us) = act_us {
                     self.intervention.record(us / 1e6);
                 }

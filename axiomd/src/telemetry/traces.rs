@@ -185,8 +185,8 @@ impl Sessions {
                     KeyValue::new("gen_ai.operation.name", "apply_guardrail"),
                     KeyValue::new("gen_ai.guardrail.id", rule.clone()),
                     KeyValue::new("gen_ai.guardrail.name", rule.clone()),
-                    KeyValue::new("gen_ai.guardrail.severity", severity.clone()),
-                    KeyValue::new("gen_ai.guardrail.action", action.clone()),
+                    KeyValue::new("gen_ai.guardrail.severity", severity.name()),
+                    KeyValue::new("gen_ai.guardrail.action", action.name()),
                     KeyValue::new("gen_ai.guardrail.decision", "violation"),
                     KeyValue::new("process.pid", ev.tgid as i64),
                 ];
@@ -217,7 +217,7 @@ impl Sessions {
                 let s = self.session(ev);
                 let mut attrs = vec![KeyValue::new(
                     "gen_ai.guardrail.intervention",
-                    action.clone(),
+                    action.name(),
                 )];
                 if let Some(r) = rule {
                     attrs.push(KeyValue::new("gen_ai.guardrail.id", r.clone()));

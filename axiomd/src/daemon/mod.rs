@@ -64,6 +64,13 @@ fn spawn_kernel_log(program_id: Option<u32>) {
     }
 }
 
+/// The sensor's three rings, taken from it for the reader thread.
+struct Rings {
+    events: aya::maps::RingBuf<aya::maps::MapData>,
+    output: aya::maps::RingBuf<aya::maps::MapData>,
+    matches: Option<aya::maps::RingBuf<aya::maps::MapData>>,
+}
+
 pub async fn run(cfg: Config) -> anyhow::Result<()> {
     // Handlers first: a SIGTERM that arrives once the socket answers must be a clean stop.
     let mut term = tokio::signal::unix::signal(SignalKind::terminate())?;
@@ -76,7 +83,81 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
             None
         }
     };
-    let opts = sensor_options(&cfg);
+    let (mut s, rings) = open_sensor(&cfg)?;
+    let control = restore_agents(&cfg, &mut s)?;
+    let rules = load_rules(&cfg)?;
+    // Downstream first: the store (behind the bus), the actions, the rules; then the front
+    // ends; the reader last.
+    let (bus, taps, store) = open_bus(&cfg)?;
+    let mut stages = stages::Stages::default();
+    let (shared, stage) =
+        start_rules_and_actions(&cfg, &mut stages, s, control, rules, bus, store, taps)?;
+    spawn_reload_on_hup(shared.clone(), notifier.clone())?;
+    tokio::spawn(watch_limits(shared.clone()));
+    tokio::spawn(sweep(
+        shared.clone(),
+        std::time::Duration::from_secs(cfg.agents.keep_exited_secs),
+    ));
+    // OTLP traces and metrics, the Prometheus endpoint (each off unless configured): following
+    // the bus before anyone can start an agent over the socket or D-Bus.
+    let status: crate::telemetry::StatusSource = {
+        let shared = shared.clone();
+        Arc::new(move || shared.status())
+    };
+    let otlp = crate::telemetry::start(&cfg.telemetry, shared.bus.clone(), status)
+        .await
+        .context("starting telemetry")?;
+    let listener = api::socket::bind(&cfg.api.socket)
+        .with_context(|| format!("binding {}", cfg.api.socket.display()))?;
+    tracing::info!(socket = %cfg.api.socket.display(), "control socket ready");
+    let api_task = tokio::spawn(api::socket::serve(listener, shared.clone()));
+    let dbus = crate::dbus::start(&cfg.dbus.bus, &cfg.dbus.name, shared.clone()).await?;
+    if dbus.is_some() {
+        tracing::info!(name = %cfg.dbus.name, bus = %cfg.dbus.bus, "D-Bus API ready");
+    }
+    let heartbeat = crate::notify::Heartbeat::default();
+    let mut reader = spawn_reader(&cfg, &mut stages, rings, &shared, stage, heartbeat.clone())?;
+    if let Some(n) = &notifier {
+        n.send(&format!("READY=1\nSTATUS={}", status_line(&shared)));
+        if let Some(every) = crate::notify::watchdog_interval() {
+            tracing::info!(interval = ?every, "systemd watchdog on");
+            let shared = shared.clone();
+            tokio::spawn(crate::notify::watchdog(
+                n.clone(),
+                every,
+                heartbeat,
+                move || status_line(&shared),
+            ));
+        }
+    }
+
+    let result = tokio::select! {
+        _ = term.recv() => Ok(()),
+        _ = int.recv() => Ok(()),
+        r = &mut reader => match r {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(anyhow::anyhow!("ring reader failed: {e}")),
+            Err(_) => Err(anyhow::anyhow!("ring reader panicked")),
+        },
+        name = supervise(&stages, &shared) => Err(anyhow::anyhow!("the {name} stage ended on its own")),
+    };
+    if let Err(e) = &result {
+        tracing::error!("stopping: {e:#}");
+    }
+    if let Some(n) = &notifier {
+        n.send("STOPPING=1\nSTATUS=stopping");
+    }
+    // The front ends take no more requests.
+    api_task.abort();
+    drop(dbus);
+    let _ = std::fs::remove_file(&cfg.api.socket);
+    stop(&cfg, stages, &shared, otlp).await?;
+    result
+}
+
+/// Opens (or takes over) the kernel programs and takes their rings for the reader.
+fn open_sensor(cfg: &Config) -> anyhow::Result<(Sensor, Rings)> {
+    let opts = sensor_options(cfg);
     let mut s = Sensor::open(&opts)?;
     if s.reused {
         // Capture size and wakeup watermark are runtime settings: apply them to the running programs.
@@ -93,9 +174,16 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         tracing::info!(skipped = ?s.skipped, "hooks this kernel lacks (legacy syscalls)");
     }
     spawn_kernel_log(s.log_program_id);
-    let events = s.events.take().context("events ring already taken")?;
-    let output = s.output.take().context("output ring already taken")?;
-    let matches = s.matches.take();
+    let rings = Rings {
+        events: s.events.take().context("events ring already taken")?,
+        output: s.output.take().context("output ring already taken")?,
+        matches: s.matches.take(),
+    };
+    Ok((s, rings))
+}
+
+/// The agent registry, rebuilt from the kernel's maps and the state files.
+fn restore_agents(cfg: &Config, s: &mut Sensor) -> anyhow::Result<Control> {
     let state = crate::agents::state::StateDir::open(cfg.agents.state_dir.clone())
         .with_context(|| format!("agent state directory {}", cfg.agents.state_dir.display()))?;
     let mut control = Control::restore(
@@ -109,7 +197,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     if let (Some(policy), Some(allow)) = (s.net_policy.take(), s.net_allow.take()) {
         control.set_net(crate::confine::net::NetMaps { policy, allow });
     }
-    match agents_cgroup_root(&cfg) {
+    match agents_cgroup_root(cfg) {
         Some(root) => {
             control.set_cgroup_root(root.clone())?;
             tracing::info!(cgroup_root = %root.display(), "agent cgroups");
@@ -123,7 +211,11 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
             "re-adopted agents tracked before the restart"
         );
     }
-    // Rule plugins compile through the process's one sandbox engine, cached here.
+    Ok(control)
+}
+
+/// The rule files, their plugins compiled through the process's one sandbox engine.
+fn load_rules(cfg: &Config) -> anyhow::Result<Arc<crate::rules::Rules>> {
     let sandbox = axiom_common::sandbox::configure(Some(cfg.rules.plugin_cache.clone()))
         .context("starting the wasm engine")?;
     if let Some(note) = &sandbox.cache_note {
@@ -132,25 +224,45 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     let rules =
         Arc::new(crate::rules::Rules::load(cfg.rules.paths.clone()).context("loading the rules")?);
     tracing::info!(rules = rules.get().rules.len(), paths = ?cfg.rules.paths, "rules loaded");
+    Ok(rules)
+}
+
+/// The bus, and the store's threads fed by its tap.
+fn open_bus(
+    cfg: &Config,
+) -> anyhow::Result<(Arc<Bus>, crate::bus::Taps, Option<crate::store::Running>)> {
     let (bus, taps) = Bus::new(1 << 16, cfg.api.replay_events);
-    // The store: its threads fed by a tap on the bus.
-    let (bus, store) = if cfg.store.enabled {
-        let (tap, intake) = crate::bus::tap::tap(
-            cfg.store.queue_events,
-            cfg.store.memory_cap_mib.saturating_mul(1 << 20),
-        );
-        let running = crate::store::start(&cfg.store, intake)?;
-        tracing::info!(
-            path = %cfg.store.path.display(),
-            hot = cfg.store.hot.enabled,
-            cold = cfg.store.cold.enabled,
-            "event store open"
-        );
-        (bus.with_store(tap), Some(running))
-    } else {
-        (bus, None)
-    };
-    let bus = Arc::new(bus);
+    if !cfg.store.enabled {
+        return Ok((Arc::new(bus), taps, None));
+    }
+    let (tap, intake) = crate::bus::tap::tap(
+        cfg.store.queue_events,
+        cfg.store.memory_cap_mib.saturating_mul(1 << 20),
+    );
+    let running = crate::store::start(&cfg.store, intake)?;
+    tracing::info!(
+        path = %cfg.store.path.display(),
+        hot = cfg.store.hot.enabled,
+        cold = cfg.store.cold.enabled,
+        "event store open"
+    );
+    Ok((Arc::new(bus.with_store(tap)), taps, Some(running)))
+}
+
+/// Starts the actions and the rules stages (in that order: the rules hand their findings to
+/// the actions), and the follower of agent exits; returns what the front ends share and the
+/// rules stage (the reader matches kernel records through it).
+#[allow(clippy::too_many_arguments)]
+fn start_rules_and_actions(
+    cfg: &Config,
+    stages: &mut stages::Stages,
+    sensor: Sensor,
+    control: Control,
+    rules: Arc<crate::rules::Rules>,
+    bus: Arc<Bus>,
+    store: Option<crate::store::Running>,
+    taps: crate::bus::Taps,
+) -> anyhow::Result<(Arc<api::Shared>, Arc<crate::rules::Stage>)> {
     let admin_gid = crate::authz::admin_gid(&cfg.api.admin_group);
     if admin_gid.is_none() {
         tracing::info!(group = %cfg.api.admin_group, "no such admin group: only root may act on every agent");
@@ -174,7 +286,6 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         terminals,
         profiles,
     );
-    let mut stages = stages::Stages::default();
     {
         let actions = actions.clone();
         stages.spawn("actions", move |stop| actions.run(queue, stop))?;
@@ -182,7 +293,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     let shared = Arc::new(api::Shared {
         control,
         bus: bus.clone(),
-        sensor: Mutex::new(s),
+        sensor: Mutex::new(sensor),
         admin_gid,
         rules: rules.clone(),
         engine: engine.clone(),
@@ -197,7 +308,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         rules,
         engine,
         control: shared.control.clone(),
-        bus: bus.clone(),
+        bus,
         actions,
     });
     {
@@ -205,57 +316,46 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         let rx = taps.rules;
         stages.spawn("rules", move |stop| crate::rules::run(rx, stage, stop))?;
     }
+    Ok((shared, stage))
+}
+
+/// SIGHUP reloads the rules (systemd hears RELOADING, then READY); a broken file keeps the old.
+fn spawn_reload_on_hup(
+    shared: Arc<api::Shared>,
+    notifier: Option<Arc<crate::notify::Notifier>>,
+) -> std::io::Result<()> {
     let mut hup = tokio::signal::unix::signal(SignalKind::hangup())?;
-    {
-        let shared = shared.clone();
-        let notifier = notifier.clone();
-        tokio::spawn(async move {
-            while hup.recv().await.is_some() {
-                if let Some(n) = &notifier {
-                    n.send(&format!(
-                        "RELOADING=1\nMONOTONIC_USEC={}",
-                        crate::notify::monotonic_usec()
-                    ));
-                }
-                match shared.reload_rules() {
-                    Ok(n) => tracing::info!(rules = n, "SIGHUP: rules reloaded"),
-                    Err(e) => tracing::warn!("SIGHUP: rules not reloaded, the old ones stay: {e}"),
-                }
-                if let Some(n) = &notifier {
-                    n.send(&format!("READY=1\nSTATUS={}", status_line(&shared)));
-                }
+    tokio::spawn(async move {
+        while hup.recv().await.is_some() {
+            if let Some(n) = &notifier {
+                n.send(&format!(
+                    "RELOADING=1\nMONOTONIC_USEC={}",
+                    crate::notify::monotonic_usec()
+                ));
             }
-        });
-    }
-    tokio::spawn(watch_limits(shared.clone()));
-    tokio::spawn(sweep(
-        shared.clone(),
-        std::time::Duration::from_secs(cfg.agents.keep_exited_secs),
-    ));
-    // OTLP traces and metrics, the Prometheus endpoint (each off unless configured): following
-    // the bus before anyone can start an agent over the socket or D-Bus.
-    let status: crate::telemetry::StatusSource = {
-        let shared = shared.clone();
-        Arc::new(move || shared.status())
-    };
-    let otlp = crate::telemetry::start(&cfg.telemetry, shared.bus.clone(), status)
-        .await
-        .context("starting telemetry")?;
-    let listener = api::socket::bind(&cfg.api.socket)
-        .with_context(|| format!("binding {}", cfg.api.socket.display()))?;
-    tracing::info!(socket = %cfg.api.socket.display(), "control socket ready");
-    let api_task = tokio::spawn(api::socket::serve(listener, shared.clone()));
-    let _dbus = match crate::dbus::start(&cfg.dbus.bus, &cfg.dbus.name, shared.clone()).await? {
-        Some(c) => {
-            tracing::info!(name = %cfg.dbus.name, bus = %cfg.dbus.bus, "D-Bus API ready");
-            Some(c)
+            match shared.reload_rules() {
+                Ok(n) => tracing::info!(rules = n, "SIGHUP: rules reloaded"),
+                Err(e) => tracing::warn!("SIGHUP: rules not reloaded, the old ones stay: {e}"),
+            }
+            if let Some(n) = &notifier {
+                n.send(&format!("READY=1\nSTATUS={}", status_line(&shared)));
+            }
         }
-        None => None,
-    };
+    });
+    Ok(())
+}
+
+/// The ring reader, last to start: from now on records flow. Returns what it ends with.
+fn spawn_reader(
+    cfg: &Config,
+    stages: &mut stages::Stages,
+    rings: Rings,
+    shared: &Arc<api::Shared>,
+    stage: Arc<crate::rules::Stage>,
+    heartbeat: crate::notify::Heartbeat,
+) -> std::io::Result<tokio::sync::oneshot::Receiver<std::io::Result<()>>> {
     let flush = std::time::Duration::from_millis(cfg.sensor.output_flush_ms.into());
-    let (done_tx, mut reader) = tokio::sync::oneshot::channel();
-    let heartbeat = crate::notify::Heartbeat::default();
-    let beat = heartbeat.clone();
+    let (done_tx, done) = tokio::sync::oneshot::channel();
     let realtime = cfg.daemon.realtime_reader;
     let on_match: sensor::OnMatch =
         Box::new(move |ev: &axiom_common::wire::Event| crate::rules::on_kernel_match(&stage, ev));
@@ -263,14 +363,15 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         let shared = shared.clone();
         Box::new(move |scope, text: &str| shared.rules.get().redact(scope, text))
     };
+    let bus = shared.bus.clone();
     stages.spawn("ring-reader", move |stop| {
         if realtime {
             sensor::make_realtime();
         }
         let r = sensor::run(
-            events,
-            output,
-            matches,
+            rings.events,
+            rings.output,
+            rings.matches,
             Pipeline::new(bus)
                 .on_match(on_match)
                 .redactor(redactor)
@@ -280,40 +381,19 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         );
         let _ = done_tx.send(r);
     })?;
-    if let Some(n) = &notifier {
-        n.send(&format!("READY=1\nSTATUS={}", status_line(&shared)));
-        if let Some(every) = crate::notify::watchdog_interval() {
-            tracing::info!(interval = ?every, "systemd watchdog on");
-            let shared = shared.clone();
-            tokio::spawn(crate::notify::watchdog(n.clone(), every, beat, move || {
-                status_line(&shared)
-            }));
-        }
-    }
+    Ok(done)
+}
 
-    let result = tokio::select! {
-        _ = term.recv() => Ok(()),
-        _ = int.recv() => Ok(()),
-        r = &mut reader => match r {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(e)) => Err(anyhow::anyhow!("ring reader failed: {e}")),
-            Err(_) => Err(anyhow::anyhow!("ring reader panicked")),
-        },
-        name = supervise(&stages, &shared) => Err(anyhow::anyhow!("the {name} stage ended on its own")),
-    };
-    if let Err(e) = &result {
-        tracing::error!("stopping: {e:#}");
-    }
-    if let Some(n) = &notifier {
-        n.send("STOPPING=1\nSTATUS=stopping");
-    }
-    // The front ends take no more requests.
-    api_task.abort();
-    drop(_dbus);
-    let _ = std::fs::remove_file(&cfg.api.socket);
-    // Upstream first: the reader hands on what the rings hold, the rules match what it handed
-    // them, the actions carry out what the rules found; then the store commits what the bus
-    // gave it.
+/// The ordered stop, once the front ends are closed. Upstream first: the reader hands on what
+/// the rings hold, the rules match what it handed them, the actions carry out what the rules
+/// found; then the store commits what the bus gave it, telemetry sends what it holds, and the
+/// sensor stays pinned (or is unpinned, as configured).
+async fn stop(
+    cfg: &Config,
+    mut stages: stages::Stages,
+    shared: &api::Shared,
+    otlp: Option<crate::telemetry::metrics::Otlp>,
+) -> anyhow::Result<()> {
     tokio::task::block_in_place(|| {
         while let Some(name) = stages.stop_next() {
             tracing::info!(stage = name, "stopped");
@@ -325,8 +405,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         }
     });
     if let Some(o) = otlp {
-        // What is pending goes out before the process does (the exporters block: off the
-        // runtime's threads).
+        // The exporters block: off the runtime's threads.
         let _ = tokio::task::spawn_blocking(move || o.shutdown()).await;
     }
     if cfg.sensor.keep_sensors_on_exit {
@@ -335,7 +414,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         s.pins.remove_all().context("unpinning the sensor")?;
         tracing::info!("stopping; sensor unpinned and detached");
     }
-    result
+    Ok(())
 }
 
 /// Returns the name of the first stage (a thread of the daemon's or of the store's) found

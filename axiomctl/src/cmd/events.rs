@@ -1,0 +1,25 @@
+//! `axiomctl events`: the recent events kept in memory, and with `--follow` what comes next.
+use std::process::ExitCode;
+
+use crate::{Cli, Printer, connect, refused};
+
+pub fn run(cli: &Cli, p: Printer, agent: Option<u64>, follow: bool) -> anyhow::Result<ExitCode> {
+    let mut conn = connect(cli)?;
+    let r = conn.subscribe(true, agent)?;
+    if !r.ok {
+        return refused("events", r);
+    }
+    if !follow {
+        // Replay only: stop once the stream goes quiet.
+        conn.set_timeout(Some(std::time::Duration::from_millis(200)))?;
+        while let Some(e) = conn.next_event()? {
+            p.print(&e)?;
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    loop {
+        if let Some(e) = conn.next_event()? {
+            p.print(&e)?;
+        }
+    }
+}

@@ -1,0 +1,155 @@
+//! `axiomctl query`: stored events (or, for root and the admin group, one read-only SQL
+//! statement), as lines, JSON, a table or CSV.
+use std::{process::ExitCode, time::Duration};
+
+use anyhow::{Context as _, bail};
+use axiom_common::wire::Request;
+
+use crate::{Cli, Printer, connect, refused, render};
+
+/// What the command line asked.
+pub struct Asked {
+    pub agent: Option<u64>,
+    pub since: Option<String>,
+    pub until: Option<String>,
+    pub kinds: Vec<String>,
+    pub grep: Option<String>,
+    pub limit: usize,
+    pub sql: Option<String>,
+    pub csv: bool,
+}
+
+pub fn run(cli: &Cli, p: Printer, q: Asked) -> anyhow::Result<ExitCode> {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)?
+        .as_nanos() as u64;
+    let ago = |s: &Option<String>| -> anyhow::Result<Option<u64>> {
+        Ok(match s {
+            Some(s) => Some(now.saturating_sub(parse_duration(s)?.as_nanos() as u64)),
+            None => None,
+        })
+    };
+    let req = Request::Query {
+        agent: q.agent,
+        since_ns: ago(&q.since)?,
+        until_ns: ago(&q.until)?,
+        kinds: q.kinds,
+        text: q.grep,
+        limit: q.limit,
+        sql: q.sql,
+    };
+    // A progress line on a terminal while a large answer arrives and is written.
+    let bar = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let mut shown = 0usize;
+    let r = connect(cli)?.request_with_progress(&req, |n| {
+        if bar && n >= shown + (1 << 20) {
+            shown = n;
+            eprint!("\rreceiving {:.1} MiB", n as f64 / (1 << 20) as f64);
+        }
+    })?;
+    if bar && shown > 0 {
+        eprint!("\r\x1b[K");
+    }
+    if !r.ok {
+        return refused("query", r);
+    }
+    if let (Some(cols), Some(rows)) = (&r.columns, &r.rows) {
+        print_rows(cols, rows, cli.json, q.csv)?;
+    } else {
+        let events = r.events.unwrap_or_default();
+        let total = events.len();
+        for (i, e) in events.iter().enumerate() {
+            p.print(e)?;
+            if bar && total > 50_000 && i % 10_000 == 0 {
+                eprint!("\rwriting {i}/{total} events");
+            }
+        }
+        if bar && total > 50_000 {
+            eprint!("\r\x1b[K");
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `90s`, `10m`, `2h`, `1d` (a bare number is seconds).
+fn parse_duration(s: &str) -> anyhow::Result<Duration> {
+    let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
+    let n: u64 = num
+        .parse()
+        .with_context(|| format!("{s:?} is not a duration (like 90s, 10m, 2h, 1d)"))?;
+    let secs = match unit {
+        "" | "s" => n,
+        "m" => n * 60,
+        "h" => n * 3600,
+        "d" => n * 86400,
+        u => bail!("unknown unit {u:?} in {s:?} (s, m, h, d)"),
+    };
+    Ok(Duration::from_secs(secs))
+}
+
+/// SQL results: a table, CSV, or one JSON object per row.
+fn print_rows(
+    cols: &[String],
+    rows: &[Vec<serde_json::Value>],
+    json: bool,
+    csv: bool,
+) -> anyhow::Result<()> {
+    let cell = |v: &serde_json::Value| match v {
+        serde_json::Value::String(s) => s.clone(),
+        serde_json::Value::Null => String::new(),
+        other => other.to_string(),
+    };
+    if json {
+        for r in rows {
+            let obj: serde_json::Map<String, serde_json::Value> =
+                cols.iter().cloned().zip(r.iter().cloned()).collect();
+            println!("{}", serde_json::Value::Object(obj));
+        }
+    } else if csv {
+        let q = |s: String| {
+            if s.contains([',', '"', '\n']) {
+                format!("\"{}\"", s.replace('"', "\"\""))
+            } else {
+                s
+            }
+        };
+        println!(
+            "{}",
+            cols.iter().cloned().map(q).collect::<Vec<_>>().join(",")
+        );
+        for r in rows {
+            println!(
+                "{}",
+                r.iter().map(|v| q(cell(v))).collect::<Vec<_>>().join(",")
+            );
+        }
+    } else {
+        let cells: Vec<Vec<String>> = rows
+            .iter()
+            .map(|r| r.iter().map(|v| render::escape(&cell(v))).collect())
+            .collect();
+        let widths: Vec<usize> = (0..cols.len())
+            .map(|i| {
+                cells
+                    .iter()
+                    .map(|r| r.get(i).map_or(0, |c| c.chars().count()))
+                    .chain([cols[i].len()])
+                    .max()
+                    .unwrap_or(0)
+                    .min(60)
+            })
+            .collect();
+        let line = |v: Vec<String>| {
+            v.iter()
+                .zip(&widths)
+                .map(|(c, w)| format!("{:<w$}", c.chars().take(*w).collect::<String>(), w = *w))
+                .collect::<Vec<_>>()
+                .join("  ")
+        };
+        println!("{}", line(cols.to_vec()));
+        for r in cells {
+            println!("{}", line(r));
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,387 @@
+//! `axiomctl run`: start a command as an agent, in a pty of its own, confined by its profile,
+//! tracked from before its first instruction; relay its terminal; exit as it exits.
+use std::{ffi::CString, io::IsTerminal as _, path::PathBuf, process::ExitCode, time::Duration};
+
+use anyhow::{Context as _, bail};
+use axiom_common::{
+    confine::{Applied, Confinement},
+    wire::{Reply, Request},
+};
+
+use crate::{Cli, Printer, agent_kind, confine, connect, follow_agent, pty, refused, wasm};
+
+/// `axiomctl run`: the command (or, with `--wasm`, the module and its arguments) as an agent.
+pub fn run(
+    cli: &Cli,
+    p: Printer,
+    launch: Launch,
+    watch: bool,
+    command: &[String],
+) -> anyhow::Result<ExitCode> {
+    match &launch.wasm {
+        Some((module, limits)) => {
+            limits.limits()?;
+            // What the agent is, for axiomd and `axiomctl agents`: the module and its
+            // arguments.
+            let mut shown = vec![module.display().to_string()];
+            shown.extend(command.iter().cloned());
+            run_agent(cli, p, launch, watch, &shown)
+        }
+        None => run_agent(cli, p, launch, watch, command),
+    }
+}
+
+/// Starts `command` in a pty of its own, held before exec until axiomd has put it in its agent
+/// cgroup and tracks it (not a single event escapes), then relays the pty. Exits with the agent's
+/// exit code (128+signal when a signal ended it).
+/// What `run` says about the agent it starts.
+pub struct Launch {
+    pub name: Option<String>,
+    pub profile: Option<String>,
+    pub workspace: Option<PathBuf>,
+    /// `run --wasm`: the module and its limits (the command is then its arguments).
+    pub wasm: Option<(PathBuf, wasm::WasmLimits)>,
+    /// `--agent-kind`.
+    pub kind: Option<String>,
+    /// Claude Code hooks wanted (not `--no-hooks`).
+    pub hooks: bool,
+}
+
+/// What a launch resolves to before anything starts.
+struct Prepared {
+    workspace: PathBuf,
+    workspace_c: CString,
+    /// The invoking user, when axiomctl runs as root under sudo: the agent runs as them.
+    drop_to: Option<(nix::unistd::Uid, nix::unistd::Gid)>,
+    kind: String,
+    /// Claude Code hooks installed for the run.
+    hooks: bool,
+    argv: Vec<CString>,
+}
+
+fn prepare(cli: &Cli, launch: &Launch, command: &[String]) -> anyhow::Result<Prepared> {
+    let workspace = match &launch.workspace {
+        Some(w) => {
+            std::fs::canonicalize(w).with_context(|| format!("workspace {}", w.display()))?
+        }
+        None => std::env::current_dir().context("current directory")?,
+    };
+    if !workspace.is_dir() {
+        bail!("workspace {} is not a directory", workspace.display());
+    }
+    let workspace_c = CString::new(workspace.as_os_str().as_encoded_bytes())
+        .context("the workspace path contains a NUL byte")?;
+    let drop_to = sudo_user();
+    let profiles = agent_kind::profiles();
+    let kind = agent_kind::kind(&profiles, command, launch.kind.as_deref());
+    let mut hooks = false;
+    // A WASI tool: the agent process execs this binary's `wasm-exec` with the module.
+    let exec = match &launch.wasm {
+        Some((module, limits)) => wasm::exec_argv(
+            module,
+            &workspace,
+            wasm::cache_for(drop_to.map(|(u, _)| u)).as_deref(),
+            limits,
+            &command[1..],
+        )?,
+        None => {
+            let wants_hooks = launch.hooks && profiles.of(Some(&kind)).hooks;
+            let hook = match std::env::current_exe() {
+                Ok(exe) if wants_hooks => Some(agent_kind::hook_command(&exe, &cli.socket)),
+                _ => None,
+            };
+            let a = agent_kind::adapt(command, &kind, hook.as_deref());
+            if !cli.json {
+                for note in &a.notes {
+                    eprintln!("axiom: {note}");
+                }
+            }
+            hooks = a.hooks;
+            a.argv
+        }
+    };
+    let argv: Vec<CString> = exec
+        .iter()
+        .map(|a| CString::new(a.as_bytes()))
+        .collect::<Result<_, _>>()
+        .context("an argument contains a NUL byte")?;
+    Ok(Prepared {
+        workspace,
+        workspace_c,
+        drop_to,
+        kind,
+        hooks,
+        argv,
+    })
+}
+
+/// The agent's side of the fork: become the invoking user, take the pty, wait at the gate for
+/// the confinement axiomd resolved, apply it, exec. Reports on `err` (framed); never returns.
+fn in_child(
+    prep: &Prepared,
+    tty: nix::pty::OpenptyResult,
+    gate: std::os::fd::OwnedFd,
+    err: &std::os::fd::OwnedFd,
+) -> ! {
+    // Drop to the invoking user before anything else: the agent never holds root, and
+    // axiomd records that user as its owner.
+    if let Some((uid, gid)) = prep.drop_to
+        && (nix::unistd::setgroups(&[]).is_err()
+            || nix::unistd::setgid(gid).is_err()
+            || nix::unistd::setuid(uid).is_err())
+    {
+        unsafe { libc::_exit(126) };
+    }
+    if pty::attach_child(&tty.slave).is_err()
+        || nix::unistd::chdir(prep.workspace_c.as_c_str()).is_err()
+    {
+        unsafe { libc::_exit(126) };
+    }
+    drop(tty);
+    // Descriptors the launcher inherited (another terminal, a file opened for writing
+    // outside the workspace, a socket) do not reach the agent: closed at exec.
+    // SAFETY: close_range with CLOSE_RANGE_CLOEXEC only marks descriptors.
+    unsafe { libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 4u32) };
+    // The gate carries the resolved confinement (JSON; empty: none) and closes.
+    let mut policy = Vec::new();
+    {
+        use std::io::Read as _;
+        if std::fs::File::from(gate).read_to_end(&mut policy).is_err() {
+            unsafe { libc::_exit(126) };
+        }
+    }
+    if policy.is_empty() {
+        unsafe { libc::_exit(126) }; // the parent gave up
+    }
+    if let Ok(Some(c)) = serde_json::from_slice::<Option<Confinement>>(&policy) {
+        match confine::apply(&c) {
+            Ok(applied) => frame(err, b'A', &serde_json::to_vec(&applied).unwrap_or_default()),
+            Err(reason) => {
+                frame(err, b'R', reason.as_bytes());
+                unsafe { libc::_exit(126) };
+            }
+        }
+    }
+    let argv = &prep.argv;
+    let e = nix::unistd::execvp(&argv[0], argv).unwrap_err();
+    frame(err, b'E', &(e as i32).to_ne_bytes());
+    unsafe { libc::_exit(127) };
+}
+
+/// What the child reported until its exec: the confinement it applied, or (as the exit code
+/// to leave with) why it never ran.
+fn child_report(
+    err: std::os::fd::OwnedFd,
+    pid: nix::unistd::Pid,
+    program: &str,
+) -> anyhow::Result<Result<Option<Applied>, ExitCode>> {
+    let mut report = Vec::new();
+    {
+        use std::io::Read as _;
+        std::fs::File::from(err).read_to_end(&mut report)?;
+    }
+    let mut applied = None;
+    for (tag, body) in frames(&report) {
+        match tag {
+            b'A' => applied = serde_json::from_slice::<Applied>(body).ok(),
+            b'R' => {
+                let _ = nix::sys::wait::waitpid(pid, None);
+                eprintln!(
+                    "axiomctl: refusing to run {program}: {}",
+                    String::from_utf8_lossy(body)
+                );
+                return Ok(Err(ExitCode::from(126)));
+            }
+            b'E' if body.len() == 4 => {
+                let _ = nix::sys::wait::waitpid(pid, None);
+                let e = nix::errno::Errno::from_raw(i32::from_ne_bytes(
+                    body.try_into().unwrap_or_default(),
+                ));
+                eprintln!("axiomctl: cannot run {program}: {}", e.desc());
+                return Ok(Err(ExitCode::from(if e == nix::errno::Errno::ENOENT {
+                    127
+                } else {
+                    126
+                })));
+            }
+            _ => {}
+        }
+    }
+    Ok(Ok(applied))
+}
+
+/// Says the agent started, how it is confined and what is not enforced (one JSON line with
+/// `--json`, which `axiomctl mcp` reads).
+fn announce(json: bool, agent: u64, pid: u32, r: &Reply, applied: Option<&Applied>) {
+    let how = r.confinement.as_ref().map(|c| {
+        let how = match (&c.fs, applied) {
+            (None, _) => "no filesystem rules".to_string(),
+            (Some(_), Some(a)) => format!("Landlock ABI {}", a.landlock_abi),
+            (Some(_), None) => "not applied".to_string(),
+        };
+        (c.profile.clone(), how)
+    });
+    let not_enforced: Vec<&String> = applied.iter().flat_map(|a| a.not_enforced.iter()).collect();
+    let notes: Vec<&String> = r.notes.iter().flatten().collect();
+    if json {
+        let started = serde_json::json!({"started": {
+            "agent": agent,
+            "pid": pid,
+            "profile": how.as_ref().map(|h| &h.0),
+            "confinement": how.as_ref().map(|h| &h.1),
+            "not_enforced": not_enforced,
+            "notes": notes,
+        }});
+        eprintln!("{started}");
+        return;
+    }
+    if let Some((profile, how)) = &how {
+        eprintln!("axiomctl: profile {profile} ({how})");
+    }
+    for n in not_enforced {
+        eprintln!("axiomctl: not enforced: {n}");
+    }
+    for n in notes {
+        eprintln!("axiomctl: {n}");
+    }
+    eprintln!("axiomctl: agent {agent} started: pid {pid}");
+}
+
+fn run_agent(
+    cli: &Cli,
+    mut p: Printer,
+    launch: Launch,
+    watch: bool,
+    command: &[String],
+) -> anyhow::Result<ExitCode> {
+    use std::os::fd::AsFd as _;
+    let prep = prepare(cli, &launch, command)?;
+    let mut conn = connect(cli)?;
+    let tty = pty::open().context("opening a pseudo-terminal")?;
+    // gate: the parent releases the child once it is tracked. err: the child reports an exec
+    // failure (errno); it closes on a successful exec (CLOEXEC).
+    let (gate_r, gate_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
+    let (err_r, err_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
+    // SAFETY: axiomctl is single-threaded here; the child only makes async-signal-safe calls.
+    let pid = match unsafe { nix::unistd::fork() }? {
+        nix::unistd::ForkResult::Child => {
+            drop(gate_w);
+            drop(err_r);
+            in_child(&prep, tty, gate_r, &err_w)
+        }
+        nix::unistd::ForkResult::Parent { child } => child,
+    };
+    drop(gate_r);
+    drop(err_w);
+    // Only the child holds the slave now: the master reads EIO once the agent's side is gone.
+    drop(tty.slave);
+    let master = tty.master;
+    let kill = |pid| {
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
+        let _ = nix::sys::wait::waitpid(pid, None);
+    };
+    let raw = pid.as_raw() as u32;
+    let req = Request::RunAgent {
+        pid: raw,
+        name: launch.name,
+        command: command.to_vec(),
+        workspace: Some(prep.workspace.display().to_string()),
+        profile: launch.profile,
+        pty: true,
+        kind: Some(prep.kind.clone()),
+        hooks: prep.hooks,
+    };
+    // axiomd keeps a copy of the terminal to type interventions into, even after we go.
+    let r = conn.request_with_fd(&req, master.as_fd())?;
+    if !r.ok {
+        kill(pid);
+        return refused("run", r);
+    }
+    let agent = r.agent.context("no agent id in reply")?;
+    if watch {
+        let r = conn.subscribe(false, Some(agent))?;
+        if !r.ok {
+            kill(pid);
+            return refused("subscribe", r);
+        }
+    }
+    // Release the child with what it must apply before exec.
+    nix::unistd::write(&gate_w, &serde_json::to_vec(&r.confinement)?)?;
+    drop(gate_w);
+    let applied = match child_report(err_r, pid, &command[0])? {
+        Ok(a) => a,
+        Err(code) => return Ok(code),
+    };
+    announce(p.json, agent, raw, &r, applied.as_ref());
+    let raw_mode = pty::RawMode::enter();
+    p.crlf = std::io::stdin().is_terminal();
+    let output = pty::relay_output(master.try_clone()?);
+    pty::relay_input(master.try_clone()?);
+    pty::relay_winsize(master.try_clone()?);
+    // The connection stays open until we exit: while it is, axiomd knows we relay the terminal
+    // (when it closes, axiomd drains the agent's output itself).
+    let mut _held = None;
+    let events = if watch {
+        Some(std::thread::spawn(move || {
+            let _ = follow_agent(&mut conn, &p, raw, &mut Default::default());
+        }))
+    } else {
+        _held = Some(conn);
+        None
+    };
+    let status = nix::sys::wait::waitpid(pid, None)?;
+    // Background processes of the agent may keep the pty open: give the relay a moment only.
+    finish(output, Duration::from_millis(500));
+    if let Some(t) = events {
+        finish(t, Duration::from_secs(2));
+    }
+    drop(raw_mode);
+    match status {
+        nix::sys::wait::WaitStatus::Exited(_, code) => Ok(ExitCode::from(code as u8)),
+        nix::sys::wait::WaitStatus::Signaled(_, sig, _) => Ok(ExitCode::from(128 + sig as u8)),
+        other => bail!("agent ended with {other:?}"),
+    }
+}
+
+/// One message from the child to the parent on the report pipe: a tag, a length, the bytes.
+fn frame(fd: &std::os::fd::OwnedFd, tag: u8, body: &[u8]) {
+    let mut b = Vec::with_capacity(5 + body.len());
+    b.push(tag);
+    b.extend_from_slice(&(body.len() as u32).to_ne_bytes());
+    b.extend_from_slice(body);
+    let _ = nix::unistd::write(fd, &b);
+}
+
+fn frames(mut b: &[u8]) -> Vec<(u8, &[u8])> {
+    let mut out = Vec::new();
+    while b.len() >= 5 {
+        let len = u32::from_ne_bytes([b[1], b[2], b[3], b[4]]) as usize;
+        let Some(body) = b.get(5..5 + len) else { break };
+        out.push((b[0], body));
+        b = &b[5 + len..];
+    }
+    out
+}
+
+/// Waits for a thread at most `limit`.
+fn finish(t: std::thread::JoinHandle<()>, limit: Duration) {
+    let t0 = std::time::Instant::now();
+    while !t.is_finished() && t0.elapsed() < limit {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// The user to run an agent as when axiomctl itself runs as root under sudo.
+fn sudo_user() -> Option<(nix::unistd::Uid, nix::unistd::Gid)> {
+    if !nix::unistd::geteuid().is_root() {
+        return None;
+    }
+    let uid = std::env::var("SUDO_UID").ok()?.parse().ok()?;
+    let gid = std::env::var("SUDO_GID").ok()?.parse().ok()?;
+    (uid != 0).then(|| {
+        (
+            nix::unistd::Uid::from_raw(uid),
+            nix::unistd::Gid::from_raw(gid),
+        )
+    })
+}

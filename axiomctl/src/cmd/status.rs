@@ -1,0 +1,41 @@
+//! `axiomctl status`: what axiomd runs, tracks, has seen and lost.
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+use axiom_common::wire::Request;
+
+use crate::{Cli, connect};
+
+pub fn run(cli: &Cli) -> anyhow::Result<ExitCode> {
+    let r = connect(cli)?.request(&Request::Status)?;
+    let st = r.status.context("no status in reply")?;
+    if cli.json {
+        println!("{}", serde_json::to_string_pretty(&st)?);
+    } else {
+        println!(
+            "axiomd {}  pins {}  ({} programs, {})",
+            st.version,
+            st.pin_dir,
+            st.attached.len(),
+            if st.reused_pins {
+                "reused at start"
+            } else {
+                "loaded at start"
+            }
+        );
+        println!("start-up to attached: {:.1} ms", st.startup_ms);
+        println!(
+            "tracked: {} processes, {} cgroups",
+            st.tracked_processes, st.tracked_cgroups
+        );
+        let ev: Vec<String> = st.events.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        println!("events: {}", ev.join(" "));
+        let lost: Vec<String> = st.lost.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        println!("lost: {}", lost.join(" "));
+        if !st.store.is_empty() {
+            let store: Vec<String> = st.store.iter().map(|(k, v)| format!("{k}={v}")).collect();
+            println!("store: {}", store.join(" "));
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}

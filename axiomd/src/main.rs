@@ -251,7 +251,7 @@ async fn async_main(cli: Cli, cfg: Config) -> anyhow::Result<()> {
             rounds,
             calls,
         } => {
-            let r = axiomd::confine::bench::run(&tool, &plugin, &dir, rounds, calls)?;
+            let r = axiomd::confine::wasm_bench::run(&tool, &plugin, &dir, rounds, calls)?;
             println!(
                 "sandbox: wasm_start_ms={:.3} wasm_compile_start_ms={:.3} plugin_call_us={:.2} native_call_us={:.3}",
                 r.wasm_start_ms, r.wasm_compile_start_ms, r.plugin_call_us, r.native_call_us

@@ -22,7 +22,7 @@ use axiom_common::{
 };
 
 use crate::{
-    agents::{Agent, Control, Steer, notice},
+    agents::{Agent, Registry, Steer, notice},
     authz::Caller,
     bus::Bus,
     rules::engine::{Engine, Finding, PluginFault},
@@ -42,7 +42,7 @@ struct Pending {
 }
 
 pub struct Actions {
-    control: Arc<Mutex<Control>>,
+    registry: Arc<Mutex<Registry>>,
     engine: Arc<Mutex<Engine>>,
     bus: Arc<Bus>,
     pub terminals: Arc<Terminals>,
@@ -61,7 +61,7 @@ pub struct Queue(mpsc::Receiver<(Arc<RuleSet>, Finding)>);
 
 impl Actions {
     pub fn new(
-        control: Arc<Mutex<Control>>,
+        registry: Arc<Mutex<Registry>>,
         engine: Arc<Mutex<Engine>>,
         bus: Arc<Bus>,
         terminals: Arc<Terminals>,
@@ -69,7 +69,7 @@ impl Actions {
     ) -> (Arc<Actions>, Queue) {
         let (queue, rx) = mpsc::sync_channel(BACKLOG);
         let a = Actions {
-            control,
+            registry,
             engine,
             bus,
             terminals,
@@ -88,7 +88,7 @@ impl Actions {
 
     /// The agent as it is now.
     fn agent(&self, id: u64) -> Option<Agent> {
-        self.control.lock().ok()?.get(id).cloned()
+        self.registry.lock().ok()?.get(id).cloned()
     }
 
     /// The profile of an agent's kind (generic when it has none).
@@ -186,12 +186,12 @@ impl Actions {
                 } else {
                     Steer::Kill
                 };
-                let done = match self.control.lock() {
+                let done = match self.registry.lock() {
                     Ok(mut c) => c
                         .steer(f.agent, how, Caller::ROOT)
                         .map(drop)
                         .map_err(|e| e.to_string()),
-                    Err(_) => Err("control state poisoned".into()),
+                    Err(_) => Err("agent registry poisoned".into()),
                 };
                 let detail = match done {
                     Ok(()) => format!("rule {}: {}", r.id, r.message),

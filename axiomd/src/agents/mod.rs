@@ -202,7 +202,7 @@ pub fn now_ns() -> u64 {
 }
 
 /// The kernel tracking maps and the agents they describe; every change goes through here.
-pub struct Control {
+pub struct Registry {
     /// Agent id by tgid (0: untracked).
     pub tracked: Array<MapData, u64>,
     pub tracked_cgroups: HashMap<MapData, u64, Tracked>,
@@ -259,14 +259,14 @@ fn map_err(map: &'static str) -> impl Fn(aya::maps::MapError) -> AgentError {
     }
 }
 
-impl Control {
+impl Registry {
     /// Rebuilds the registry from what the kernel is tracking (after a restart, earlier agents are
     /// still there and new ids must not collide with theirs).
     pub fn restore(
         tracked: Array<MapData, u64>,
         tracked_cgroups: HashMap<MapData, u64, Tracked>,
         state: Option<state::StateDir>,
-    ) -> Control {
+    ) -> Registry {
         let mut agents: BTreeMap<u64, Agent> = state
             .as_ref()
             .map(|s| s.load_all().into_iter().map(|a| (a.id, a)).collect())
@@ -296,7 +296,7 @@ impl Control {
                 }
             }
         }
-        Control {
+        Registry {
             tracked,
             tracked_cgroups,
             agents,

@@ -20,7 +20,7 @@ use tokio::{
 };
 
 use crate::{
-    agents::{Agent, AgentError, AgentView, Control, Launch, Source, Steer},
+    agents::{Agent, AgentError, AgentView, Launch, Registry, Source, Steer},
     authz::Caller,
     bus::Bus,
     kernel::{Sensor, cgroup},
@@ -31,7 +31,7 @@ const FREEZER_SETTLE: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// What the front-ends share.
 pub struct Shared {
-    pub control: Arc<Mutex<Control>>,
+    pub registry: Arc<Mutex<Registry>>,
     pub bus: Arc<Bus>,
     pub sensor: Mutex<Sensor>,
     /// gid of the admin group, resolved at start-up.
@@ -201,15 +201,15 @@ fn started(a: &Agent) -> Event {
 }
 
 impl Shared {
-    /// Runs an agent operation under the control lock; on success publishes what `after`
+    /// Runs an agent operation under the registry lock; on success publishes what `after`
     /// makes of the agent (started, intervention) once the lock is released.
     fn act(
         &self,
-        f: impl FnOnce(&mut Control) -> Result<u64, AgentError>,
+        f: impl FnOnce(&mut Registry) -> Result<u64, AgentError>,
         after: impl FnOnce(&Agent) -> Option<Event>,
     ) -> Reply {
-        let Ok(mut c) = self.control.lock() else {
-            return error("control state poisoned");
+        let Ok(mut c) = self.registry.lock() else {
+            return error("agent registry poisoned");
         };
         match f(&mut c) {
             Ok(agent) => {
@@ -256,7 +256,7 @@ impl Shared {
             _ => None,
         };
         let path = match (reply.ok, want) {
-            (true, Some(_)) => self.control.lock().ok().and_then(|c| c.cgroup_of(agent)),
+            (true, Some(_)) => self.registry.lock().ok().and_then(|c| c.cgroup_of(agent)),
             _ => None,
         };
         if let (Some(path), Some(want)) = (path, want)
@@ -273,12 +273,12 @@ impl Shared {
     }
 
     fn inject(&self, agent: u64, text: &str, raw: bool, caller: Caller) -> Reply {
-        let a = match self.control.lock() {
+        let a = match self.registry.lock() {
             Ok(c) => match c.authorised(agent, caller, "type into") {
                 Ok(a) => a.clone(),
                 Err(e) => return refusal(e),
             },
-            Err(_) => return error("control state poisoned"),
+            Err(_) => return error("agent registry poisoned"),
         };
         match self.actions.inject(&a, text, raw, caller.uid) {
             Ok(delivered) => Reply {
@@ -302,7 +302,7 @@ impl Shared {
     /// one its pid belongs to, by the kernel's word), never for another.
     fn hook(&self, caller: Caller, input: &serde_json::Value) -> Reply {
         let agent = self.caller_agent(caller).and_then(|id| {
-            let c = self.control.lock().ok()?;
+            let c = self.registry.lock().ok()?;
             let a = c.get(id)?;
             (a.owner_uid == caller.uid || caller.admin).then(|| a.clone())
         });
@@ -340,9 +340,9 @@ impl Shared {
                     what: "run SQL on the event store".into(),
                 });
             }
-            let owned: Vec<u64> = match self.control.lock() {
+            let owned: Vec<u64> = match self.registry.lock() {
                 Ok(c) => c.list(caller).into_iter().map(|v| v.agent.id).collect(),
-                Err(_) => return error("control state poisoned"),
+                Err(_) => return error("agent registry poisoned"),
             };
             q.visible_to = Some((caller.uid, owned));
         }
@@ -439,7 +439,7 @@ impl Shared {
     /// pid SO_PEERCRED or the bus reported).
     pub fn caller_agent(&self, caller: Caller) -> Option<u64> {
         let pid = caller.pid?;
-        self.control.lock().ok()?.agent_of_process(pid)
+        self.registry.lock().ok()?.agent_of_process(pid)
     }
 
     /// Answers one request. `fd` is a descriptor that came with it (the pty of `run_agent`).
@@ -580,7 +580,7 @@ impl Shared {
                     self.actions.terminals.hold(agent, fd);
                 }
                 if let (true, Some(agent)) = (reply.ok, reply.agent) {
-                    if let Ok(c) = self.control.lock()
+                    if let Ok(c) = self.registry.lock()
                         && let Some(a) = c.get(agent)
                     {
                         reply.notes = Some(
@@ -660,7 +660,7 @@ impl Shared {
     }
 
     pub fn agents(&self, caller: Caller) -> Vec<AgentInfo> {
-        let Ok(c) = self.control.lock() else {
+        let Ok(c) = self.registry.lock() else {
             return Vec::new();
         };
         c.list(caller)
@@ -687,7 +687,7 @@ impl Shared {
                 st.lost.insert(cause.name().into(), n);
             }
         }
-        if let Ok(c) = self.control.lock() {
+        if let Ok(c) = self.registry.lock() {
             (st.tracked_processes, st.tracked_cgroups) = c.tracked_counts();
             st.agents_running = c.running() as u64;
         }
@@ -727,9 +727,9 @@ impl Shared {
             });
         }
         let Some(a) = agent else { return Ok(()) };
-        let c = self.control.lock().map_err(|_| AgentError::Map {
+        let c = self.registry.lock().map_err(|_| AgentError::Map {
             map: "registry",
-            reason: "control state poisoned".into(),
+            reason: "agent registry poisoned".into(),
         })?;
         c.authorised(a, caller, "watch").map(|_| ())
     }
@@ -769,7 +769,7 @@ pub async fn stream_subscribed<W: AsyncWrite + Unpin>(
 ) -> std::io::Result<()> {
     let owned = |a: u64| {
         shared
-            .control
+            .registry
             .lock()
             .ok()
             .and_then(|c| c.owner_of(a))

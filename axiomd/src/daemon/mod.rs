@@ -15,7 +15,7 @@ use axiom_common::wire::{Body, Event};
 
 use crate::{
     actions::terminal::Terminals,
-    agents::{Control, ExitStatus},
+    agents::{ExitStatus, Registry},
     api,
     bus::Bus,
     config::Config,
@@ -84,14 +84,14 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         }
     };
     let (mut s, rings) = open_sensor(&cfg)?;
-    let control = restore_agents(&cfg, &mut s)?;
+    let registry = restore_agents(&cfg, &mut s)?;
     let rules = load_rules(&cfg)?;
     // Downstream first: the store (behind the bus), the actions, the rules; then the front
     // ends; the reader last.
     let (bus, taps, store) = open_bus(&cfg)?;
     let mut stages = stages::Stages::default();
     let (shared, stage) =
-        start_rules_and_actions(&cfg, &mut stages, s, control, rules, bus, store, taps)?;
+        start_rules_and_actions(&cfg, &mut stages, s, registry, rules, bus, store, taps)?;
     spawn_reload_on_hup(shared.clone(), notifier.clone())?;
     tokio::spawn(watch_limits(shared.clone()));
     tokio::spawn(sweep(
@@ -183,35 +183,35 @@ fn open_sensor(cfg: &Config) -> anyhow::Result<(Sensor, Rings)> {
 }
 
 /// The agent registry, rebuilt from the kernel's maps and the state files.
-fn restore_agents(cfg: &Config, s: &mut Sensor) -> anyhow::Result<Control> {
+fn restore_agents(cfg: &Config, s: &mut Sensor) -> anyhow::Result<Registry> {
     let state = crate::agents::state::StateDir::open(cfg.agents.state_dir.clone())
         .with_context(|| format!("agent state directory {}", cfg.agents.state_dir.display()))?;
-    let mut control = Control::restore(
+    let mut registry = Registry::restore(
         s.tracked.take().context("tracking map already taken")?,
         s.tracked_cgroups
             .take()
             .context("cgroup map already taken")?,
         Some(state),
     );
-    control.set_max_per_user(cfg.agents.max_per_user);
+    registry.set_max_per_user(cfg.agents.max_per_user);
     if let (Some(policy), Some(allow)) = (s.net_policy.take(), s.net_allow.take()) {
-        control.set_net(crate::confine::net::NetMaps { policy, allow });
+        registry.set_net(crate::confine::net::NetMaps { policy, allow });
     }
     match agents_cgroup_root(cfg) {
         Some(root) => {
-            control.set_cgroup_root(root.clone())?;
+            registry.set_cgroup_root(root.clone())?;
             tracing::info!(cgroup_root = %root.display(), "agent cgroups");
         }
         None => tracing::warn!("no cgroup v2 mount: agents cannot be started in cgroups"),
     }
-    let restored = control.agents().count();
+    let restored = registry.agents().count();
     if restored > 0 {
         tracing::info!(
             agents = restored,
             "re-adopted agents tracked before the restart"
         );
     }
-    Ok(control)
+    Ok(registry)
 }
 
 /// The rule files, their plugins compiled through the process's one sandbox engine.
@@ -257,7 +257,7 @@ fn start_rules_and_actions(
     cfg: &Config,
     stages: &mut stages::Stages,
     sensor: Sensor,
-    control: Control,
+    registry: Registry,
     rules: Arc<crate::rules::Rules>,
     bus: Arc<Bus>,
     store: Option<crate::store::Running>,
@@ -277,10 +277,10 @@ fn start_rules_and_actions(
         let terminals = terminals.clone();
         engine.terminal_of = Some(Box::new(move |agent| terminals.describe(agent)));
     }
-    let control = Arc::new(Mutex::new(control));
+    let registry = Arc::new(Mutex::new(registry));
     let engine = Arc::new(Mutex::new(engine));
     let (actions, queue) = crate::actions::Actions::new(
-        control.clone(),
+        registry.clone(),
         engine.clone(),
         bus.clone(),
         terminals,
@@ -291,7 +291,7 @@ fn start_rules_and_actions(
         stages.spawn("actions", move |stop| actions.run(queue, stop))?;
     }
     let shared = Arc::new(api::Shared {
-        control,
+        registry,
         bus: bus.clone(),
         sensor: Mutex::new(sensor),
         admin_gid,
@@ -307,7 +307,7 @@ fn start_rules_and_actions(
     let stage = Arc::new(crate::rules::Stage {
         rules,
         engine,
-        control: shared.control.clone(),
+        registry: shared.registry.clone(),
         bus,
         actions,
     });
@@ -434,7 +434,7 @@ async fn supervise(stages: &stages::Stages, shared: &api::Shared) -> &'static st
 
 /// What `systemctl status` shows on its Status line.
 fn status_line(shared: &api::Shared) -> String {
-    let agents = shared.control.lock().map(|c| c.running()).unwrap_or(0);
+    let agents = shared.registry.lock().map(|c| c.running()).unwrap_or(0);
     format!(
         "watching {agents} agents; {} rules",
         shared.rules.get().rules.len()
@@ -452,7 +452,7 @@ async fn agent_exits(
             continue;
         };
         let status = ExitStatus { code, signal };
-        let notice = match shared.control.lock() {
+        let notice = match shared.registry.lock() {
             Ok(mut c) => c
                 .exited(ev.tgid, status)
                 .map(|a| api::notice(a, Body::AgentExited { code, signal })),
@@ -474,7 +474,7 @@ async fn watch_limits(shared: Arc<api::Shared>) {
     loop {
         tick.tick().await;
         let mut out = Vec::new();
-        if let Ok(c) = shared.control.lock() {
+        if let Ok(c) = shared.registry.lock() {
             let mut live = std::collections::HashSet::new();
             for a in c.agents() {
                 let crate::agents::Source::Cgroup { path, .. } = &a.source else {
@@ -535,7 +535,7 @@ async fn sweep(shared: Arc<api::Shared>, keep: std::time::Duration) {
     );
     loop {
         tick.tick().await;
-        if let Ok(mut c) = shared.control.lock() {
+        if let Ok(mut c) = shared.registry.lock() {
             let n = c.sweep(keep);
             if n > 0 {
                 tracing::info!(agents = n, "forgot ended agents");

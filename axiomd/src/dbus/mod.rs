@@ -379,7 +379,7 @@ impl Axiom {
     #[zbus(property(emits_changed_signal = "false"))]
     fn agent_count(&self) -> u32 {
         self.shared
-            .control
+            .registry
             .lock()
             .map(|c| c.agents().count() as u32)
             .unwrap_or(0)

@@ -14,7 +14,7 @@ use std::{
 
 use axiom_common::rules::{RuleError, RuleSet};
 
-use crate::{agents::Control, bus::Bus};
+use crate::{agents::Registry, bus::Bus};
 
 /// Where the rules stage sends what it finds when a rule acts; the actions stage implements it,
 /// so that the rules never name the actions (or anything above them).
@@ -30,7 +30,7 @@ pub trait Enforce: Send + Sync {
 pub struct Stage {
     pub rules: Arc<Rules>,
     pub engine: Arc<Mutex<engine::Engine>>,
-    pub control: Arc<Mutex<Control>>,
+    pub registry: Arc<Mutex<Registry>>,
     pub bus: Arc<Bus>,
     pub actions: Arc<dyn Enforce>,
 }
@@ -94,7 +94,7 @@ pub fn report(stage: &Stage, set: &Arc<RuleSet>, f: engine::Finding) {
         return;
     };
     let Some(agent) = stage
-        .control
+        .registry
         .lock()
         .ok()
         .and_then(|c| c.get(f.agent).cloned())

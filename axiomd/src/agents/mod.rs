@@ -8,6 +8,7 @@
 //! axiomd keeps beside them (`state.rs`).
 pub mod config;
 pub mod state;
+pub mod tables;
 
 use std::{
     collections::BTreeMap,
@@ -16,7 +17,6 @@ use std::{
 };
 
 use axiom_common::{Tracked, wire::ErrorCode};
-use aya::maps::{Array, HashMap, MapData};
 use serde::{Deserialize, Serialize};
 
 use crate::{
@@ -203,9 +203,8 @@ pub fn now_ns() -> u64 {
 
 /// The kernel tracking maps and the agents they describe; every change goes through here.
 pub struct Registry {
-    /// Agent id by tgid (0: untracked).
-    pub tracked: Array<MapData, u64>,
-    pub tracked_cgroups: HashMap<MapData, u64, Tracked>,
+    /// The kernel's tables: agent id by tgid, agent by cgroup.
+    tables: Box<dyn tables::Tables>,
     agents: BTreeMap<u64, Agent>,
     /// Agent by root process, for agents whose root still runs.
     leaders: std::collections::HashMap<u32, u64>,
@@ -252,21 +251,10 @@ pub struct AgentView {
     pub frozen: bool,
 }
 
-fn map_err(map: &'static str) -> impl Fn(aya::maps::MapError) -> AgentError {
-    move |e| AgentError::Map {
-        map,
-        reason: e.to_string(),
-    }
-}
-
 impl Registry {
     /// Rebuilds the registry from what the kernel is tracking (after a restart, earlier agents are
     /// still there and new ids must not collide with theirs).
-    pub fn restore(
-        tracked: Array<MapData, u64>,
-        tracked_cgroups: HashMap<MapData, u64, Tracked>,
-        state: Option<state::StateDir>,
-    ) -> Registry {
+    pub fn restore(tables: Box<dyn tables::Tables>, state: Option<state::StateDir>) -> Registry {
         let mut agents: BTreeMap<u64, Agent> = state
             .as_ref()
             .map(|s| s.load_all().into_iter().map(|a| (a.id, a)).collect())
@@ -275,8 +263,8 @@ impl Registry {
         // The array is indexed by pid: look up the live pids rather than scan pid_max slots.
         let found: Vec<u64> = procfs::pids()
             .into_iter()
-            .filter_map(|p| tracked.get(&p, 0).ok().filter(|a| *a != 0))
-            .chain(tracked_cgroups.iter().flatten().map(|(_, t)| t.agent))
+            .filter_map(|p| tables.agent_of_pid(p))
+            .chain(tables.cgroups().into_iter().map(|(_, t)| t.agent))
             .collect();
         for agent in found {
             max = max.max(agent);
@@ -297,8 +285,7 @@ impl Registry {
             }
         }
         Registry {
-            tracked,
-            tracked_cgroups,
+            tables,
             agents,
             leaders,
             next: max + 1,
@@ -411,7 +398,7 @@ impl Registry {
                 }
                 if let Source::Cgroup { path, ids } = &a.source {
                     for cg in ids {
-                        let _ = self.tracked_cgroups.remove(cg);
+                        self.tables.remove_cgroup(*cg);
                     }
                     // Only cgroups axiomd made for the agent.
                     if self
@@ -473,7 +460,7 @@ impl Registry {
 
     /// Agent of a pid, if tracked.
     pub fn agent_of(&self, pid: u32) -> Option<u64> {
-        self.tracked.get(&pid, 0).ok().filter(|a| *a != 0)
+        self.tables.agent_of_pid(pid)
     }
 
     /// The agent a live process belongs to: tracked by pid, or inside (or below) a tracked
@@ -490,7 +477,7 @@ impl Registry {
         let mut dir = mount.join(rel.trim_start_matches('/'));
         loop {
             if let Ok(m) = std::fs::metadata(&dir)
-                && let Ok(t) = self.tracked_cgroups.get(&m.ino(), 0)
+                && let Some(t) = self.tables.cgroup(m.ino())
             {
                 return Some(t.agent);
             }
@@ -507,7 +494,7 @@ impl Registry {
                 .into_iter()
                 .filter(|p| self.agent_of(*p).is_some())
                 .count() as u64,
-            self.tracked_cgroups.keys().flatten().count() as u64,
+            self.tables.cgroups().len() as u64,
         )
     }
 
@@ -518,7 +505,7 @@ impl Registry {
     }
 
     fn set_pid(&mut self, pid: u32, agent: u64) -> Result<(), AgentError> {
-        self.tracked.set(pid, agent, 0).map_err(map_err("TRACKED"))
+        self.tables.set_pid(pid, agent)
     }
 
     /// Marks `pid` as `agent`'s only if it is, by a pidfd, the same live process owned by `owner`
@@ -555,7 +542,7 @@ impl Registry {
         }
         let ids = cgroup::subtree_ids(path);
         for id in &ids {
-            if let Ok(t) = self.tracked_cgroups.get(id, 0) {
+            if let Some(t) = self.tables.cgroup(*id) {
                 return Err(AgentError::CgroupAlreadyTracked {
                     path: path.into(),
                     agent: t.agent,
@@ -566,9 +553,7 @@ impl Registry {
         let t = Tracked { agent, flags: 0 };
         // Cgroups first: from here on the kernel adopts every fork and every move into them.
         for id in &ids {
-            self.tracked_cgroups
-                .insert(id, t, 0)
-                .map_err(map_err("TRACKED_CGROUPS"))?;
+            self.tables.insert_cgroup(*id, t)?;
         }
         for pid in cgroup::procs_recursive(path) {
             self.set_pid(pid, agent)?;
@@ -657,12 +642,10 @@ impl Registry {
         // The owner may read its own cgroup's files; axiomd keeps control of membership.
         let _ = nix::unistd::chown(&path, Some(nix::unistd::Uid::from_raw(owner)), None);
         let id = cgroup::id(&path).map_err(cg_err)?;
-        self.tracked_cgroups
-            .insert(id, Tracked { agent, flags: 0 }, 0)
-            .map_err(map_err("TRACKED_CGROUPS"))?;
+        self.tables.insert_cgroup(id, Tracked { agent, flags: 0 })?;
         self.set_pid(pid, agent)?;
         if let Err(e) = std::fs::write(path.join("cgroup.procs"), pid.to_string()) {
-            let _ = self.tracked_cgroups.remove(&id);
+            self.tables.remove_cgroup(id);
             let _ = self.set_pid(pid, 0);
             let _ = std::fs::remove_dir(&path);
             return Err(if procfs::stat(pid).is_none() {
@@ -816,14 +799,14 @@ impl Registry {
     pub fn untrack(&mut self, agent: u64, caller: Caller) -> Result<(), AgentError> {
         self.authorised(agent, caller, "untrack")?;
         let cgs: Vec<u64> = self
-            .tracked_cgroups
-            .iter()
-            .flatten()
+            .tables
+            .cgroups()
+            .into_iter()
             .filter(|(_, t)| t.agent == agent)
             .map(|(k, _)| k)
             .collect();
         for k in cgs {
-            let _ = self.tracked_cgroups.remove(&k);
+            self.tables.remove_cgroup(k);
         }
         for pid in self.pids_of(agent) {
             let _ = self.set_pid(pid, 0);
@@ -845,3 +828,6 @@ impl Registry {
         self.agents.get(&agent).map(|a| a.owner_uid)
     }
 }
+
+#[cfg(test)]
+mod tests;

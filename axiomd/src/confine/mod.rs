@@ -5,9 +5,9 @@
 //! launcher applies the filesystem part in the child before exec (Landlock, read-only mounts
 //! over protected paths); axiomd applies the limits to the agent's cgroup (`limits`) and the
 //! network allowlist in the kernel (`net`).
-pub mod wasm_bench;
 pub mod limits;
 pub mod net;
+pub mod wasm_bench;
 
 use std::collections::BTreeMap;
 

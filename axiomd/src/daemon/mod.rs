@@ -186,13 +186,14 @@ fn open_sensor(cfg: &Config) -> anyhow::Result<(Sensor, Rings)> {
 fn restore_agents(cfg: &Config, s: &mut Sensor) -> anyhow::Result<Registry> {
     let state = crate::agents::state::StateDir::open(cfg.agents.state_dir.clone())
         .with_context(|| format!("agent state directory {}", cfg.agents.state_dir.display()))?;
-    let mut registry = Registry::restore(
-        s.tracked.take().context("tracking map already taken")?,
-        s.tracked_cgroups
+    let tables = crate::agents::tables::Kernel {
+        tracked: s.tracked.take().context("tracking map already taken")?,
+        cgroups: s
+            .tracked_cgroups
             .take()
             .context("cgroup map already taken")?,
-        Some(state),
-    );
+    };
+    let mut registry = Registry::restore(Box::new(tables), Some(state));
     registry.set_max_per_user(cfg.agents.max_per_user);
     if let (Some(policy), Some(allow)) = (s.net_policy.take(), s.net_allow.take()) {
         registry.set_net(crate::confine::net::NetMaps { policy, allow });

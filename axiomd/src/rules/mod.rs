@@ -248,3 +248,116 @@ fn judge(stage: &Stage, set: &Arc<RuleSet>, candidates: Vec<engine::Candidate>) 
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    //! Enforcement without a kernel: a finding becomes a violation on the bus, and reaches the
+    //! actions stage only when its rule acts.
+    use super::*;
+    use crate::{
+        agents::{Registry, tables::Memory},
+        authz::Caller,
+    };
+
+    #[derive(Default)]
+    struct Recorder(Mutex<Vec<String>>);
+
+    impl Enforce for Recorder {
+        fn submit(&self, set: &Arc<RuleSet>, f: engine::Finding) {
+            if let Ok(mut v) = self.0.lock() {
+                v.push(set.rules[f.rule].id.clone());
+            }
+        }
+        fn plugin_fault(&self, _: &RuleSet, _: &engine::PluginFault) {}
+    }
+
+    #[test]
+    fn a_finding_is_reported_and_handed_on_only_when_its_rule_acts() {
+        let dir = std::env::temp_dir().join(format!("axiom-rules-unit-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("r.toml");
+        std::fs::write(
+            &file,
+            r#"
+[[rule]]
+id = "told"
+scope = "output"
+literals = ["x"]
+severity = "high"
+action = "inject"
+message = "stop it"
+
+[[rule]]
+id = "noted"
+scope = "output"
+literals = ["y"]
+severity = "low"
+action = "alert"
+"#,
+        )
+        .unwrap();
+        let rules = Arc::new(Rules::load(vec![file]).unwrap());
+        let mut child = std::process::Command::new("sleep")
+            .arg("60")
+            .spawn()
+            .unwrap();
+        let mut registry = Registry::restore(Box::new(Memory::default()), None);
+        let agent = registry.track_pid(child.id(), Caller::ROOT).unwrap();
+        let (bus, _taps) = Bus::new(64, 64);
+        let bus = Arc::new(bus);
+        let (_, mut rx) = bus.subscribe(false);
+        let recorder = Arc::new(Recorder::default());
+        let stage = Stage {
+            rules: rules.clone(),
+            engine: Default::default(),
+            registry: Arc::new(Mutex::new(registry)),
+            bus,
+            actions: recorder.clone(),
+        };
+        let set = rules.get();
+        for id in ["told", "noted"] {
+            let rule = set.rules.iter().position(|r| r.id == id).unwrap();
+            let f = engine::Finding {
+                agent,
+                rule,
+                detail: format!("{id} detail"),
+                latency_us: Some(1.0),
+                pid: child.id(),
+                uid: 0,
+                in_kernel: false,
+                scope: None,
+                path: None,
+            };
+            report(&stage, &set, f);
+        }
+        let mut seen = Vec::new();
+        while let Ok(ev) = rx.try_recv() {
+            if let axiom_common::wire::Body::Violation {
+                rule,
+                severity,
+                action,
+                ..
+            } = &ev.body
+            {
+                assert_eq!(ev.agent, agent);
+                assert_eq!(ev.tgid, child.id());
+                seen.push((rule.clone(), severity.name(), action.name()));
+            }
+        }
+        assert_eq!(
+            seen,
+            [
+                ("told".to_string(), "high", "inject"),
+                ("noted".to_string(), "low", "alert")
+            ]
+        );
+        assert_eq!(
+            *recorder.0.lock().unwrap(),
+            ["told"],
+            "an alert was acted on"
+        );
+        let _ = child.kill();
+        let _ = child.wait();
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}

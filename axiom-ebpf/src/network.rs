@@ -1,0 +1,144 @@
+//! Network: connects of tracked processes, and the cgroup programs that hold an agent to its
+//! connect allowlist.
+use axiom_common::*;
+use aya_ebpf::{
+    helpers::generated::bpf_probe_read_user,
+    macros::{cgroup_sock_addr, map, tracepoint},
+    maps::{
+        HashMap,
+        lpm_trie::{Key, LpmTrie},
+    },
+    programs::{SockAddrContext, TracePointContext},
+};
+use core::ffi::c_void;
+
+use crate::*;
+
+#[tracepoint(category = "syscalls", name = "sys_enter_connect")]
+pub fn enter_connect(ctx: TracePointContext) -> u32 {
+    let Some((pid_tgid, agent)) = tracked() else {
+        return 0;
+    };
+    let fd = arg(&ctx, 0);
+    let addr = arg(&ctx, 1);
+    let addrlen = arg(&ctx, 2);
+    emit::<ConnectEvent>(KIND_CONNECT, pid_tgid, agent, |e| unsafe {
+        (*e).fd = fd as i32;
+        (*e).addrlen = addrlen as u32;
+        let n = if addrlen > SOCKADDR_LEN as u64 {
+            SOCKADDR_LEN as u64
+        } else {
+            addrlen
+        };
+        (*e).addr[0] = 0;
+        (*e).addr[1] = 0;
+        if bpf_probe_read_user(
+            (*e).addr.as_mut_ptr() as *mut c_void,
+            (n & 127) as u32,
+            addr as *const c_void,
+        ) < 0
+        {
+            (*e).hdr.flags |= FLAG_TRUNCATED;
+        }
+    });
+    0
+}
+
+// ---------------------------------------------------------------- network policy
+
+/// Agents whose connects are checked against `NET_ALLOW` (value unused); others connect freely.
+#[map]
+pub(crate) static NET_POLICY: HashMap<u64, u32> = HashMap::pinned(4096, 0);
+/// Allowed destinations per agent (see `NetKey`).
+#[map]
+pub(crate) static NET_ALLOW: LpmTrie<NetKey, NetPorts> = LpmTrie::pinned(16384, 0);
+
+/// 1: let the connect through; 0: refuse it (EPERM), after reporting it.
+#[inline(always)]
+pub(crate) fn connect_policy(ctx: &SockAddrContext, v6: bool) -> i32 {
+    let Some((pid_tgid, agent)) = tracked() else {
+        return 1;
+    };
+    if unsafe { NET_POLICY.get(&agent) }.is_none() {
+        return 1;
+    }
+    let sa = ctx.sock_addr;
+    let mut addr = [0u8; 16];
+    unsafe {
+        if v6 {
+            for i in 0..4 {
+                let w = (*sa).user_ip6[i].to_ne_bytes();
+                addr[i * 4..i * 4 + 4].copy_from_slice(&w);
+            }
+        } else {
+            addr[10] = 0xff;
+            addr[11] = 0xff;
+            addr[12..16].copy_from_slice(&(*sa).user_ip4.to_ne_bytes());
+        }
+    }
+    let port = u16::from_be(unsafe { (*sa).user_port } as u16);
+    let key = Key::new(
+        64 + 128,
+        NetKey {
+            agent: agent.to_be_bytes(),
+            addr,
+        },
+    );
+    if let Some(p) = NET_ALLOW.get(&key) {
+        if p.any != 0 {
+            return 1;
+        }
+        let mut i = 0;
+        while i < NET_PORTS {
+            if (i as u32) < p.n && p.ports[i] == port {
+                return 1;
+            }
+            i += 1;
+        }
+    }
+    // Refused: the record carries a sockaddr as the process gave it, and the denied flag.
+    emit::<ConnectEvent>(KIND_CONNECT, pid_tgid, agent, |e| unsafe {
+        (*e).hdr.flags |= FLAG_DENIED;
+        (*e).fd = -1;
+        let a = &mut (*e).addr;
+        let pb = port.to_be_bytes();
+        if v6 {
+            (*e).addrlen = 28;
+            a[0..2].copy_from_slice(&(AF_INET6 as u16).to_ne_bytes());
+            a[2..4].copy_from_slice(&pb);
+            a[4..8].copy_from_slice(&[0; 4]);
+            a[8..24].copy_from_slice(&addr);
+        } else {
+            (*e).addrlen = 16;
+            a[0..2].copy_from_slice(&(AF_INET as u16).to_ne_bytes());
+            a[2..4].copy_from_slice(&pb);
+            a[4..8].copy_from_slice(&addr[12..16]);
+        }
+    });
+    0
+}
+
+pub(crate) const AF_INET: u32 = 2;
+pub(crate) const AF_INET6: u32 = 10;
+
+#[cgroup_sock_addr(connect4)]
+pub fn connect4(ctx: SockAddrContext) -> i32 {
+    connect_policy(&ctx, false)
+}
+
+#[cgroup_sock_addr(connect6)]
+pub fn connect6(ctx: SockAddrContext) -> i32 {
+    connect_policy(&ctx, true)
+}
+
+/// A datagram sent with a destination (`sendto`/`sendmsg` without `connect`: UDP, DNS) is a
+/// connect of its own: the same allowlist.
+#[cgroup_sock_addr(sendmsg4)]
+pub fn sendmsg4(ctx: SockAddrContext) -> i32 {
+    connect_policy(&ctx, false)
+}
+
+#[cgroup_sock_addr(sendmsg6)]
+pub fn sendmsg6(ctx: SockAddrContext) -> i32 {
+    connect_policy(&ctx, true)
+}

@@ -23,7 +23,7 @@ use crate::{
     agents::{Agent, AgentError, AgentView, Launch, Registry, Source, Steer},
     authz::Caller,
     bus::Bus,
-    kernel::{Sensor, cgroup},
+    kernel::{Loaded, cgroup},
 };
 
 /// How long a freeze or thaw may take before its caller is answered anyway.
@@ -33,7 +33,7 @@ const FREEZER_SETTLE: std::time::Duration = std::time::Duration::from_secs(2);
 pub struct Shared {
     pub registry: Arc<Mutex<Registry>>,
     pub bus: Arc<Bus>,
-    pub sensor: Mutex<Sensor>,
+    pub sensor: Mutex<Box<dyn Loaded>>,
     /// gid of the admin group, resolved at start-up.
     pub admin_gid: Option<u32>,
     pub rules: Arc<crate::rules::Rules>,
@@ -678,14 +678,7 @@ impl Shared {
             ..Default::default()
         };
         if let Ok(s) = self.sensor.lock() {
-            st.pin_dir = s.pins.root.display().to_string();
-            st.reused_pins = s.reused;
-            st.startup_ms = s.startup.as_secs_f64() * 1e3;
-            st.attached = s.attached.iter().map(|s| s.to_string()).collect();
-            st.skipped = s.skipped.iter().map(|s| s.to_string()).collect();
-            for (cause, n) in s.lost_counts() {
-                st.lost.insert(cause.name().into(), n);
-            }
+            s.describe(&mut st);
         }
         if let Ok(c) = self.registry.lock() {
             (st.tracked_processes, st.tracked_cgroups) = c.tracked_counts();
@@ -795,3 +788,6 @@ pub async fn stream_subscribed<W: AsyncWrite + Unpin>(
         }
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -294,7 +294,7 @@ fn start_rules_and_actions(
     let shared = Arc::new(api::Shared {
         registry,
         bus: bus.clone(),
-        sensor: Mutex::new(sensor),
+        sensor: Mutex::new(Box::new(sensor)),
         admin_gid,
         rules: rules.clone(),
         engine: engine.clone(),
@@ -412,7 +412,7 @@ async fn stop(
     if cfg.sensor.keep_sensors_on_exit {
         tracing::info!("stopping; sensor stays attached and pinned (keep_sensors_on_exit)");
     } else if let Ok(s) = shared.sensor.lock() {
-        s.pins.remove_all().context("unpinning the sensor")?;
+        s.unpin().context("unpinning the sensor")?;
         tracing::info!("stopping; sensor unpinned and detached");
     }
     Ok(())

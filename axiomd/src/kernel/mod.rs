@@ -162,6 +162,40 @@ impl From<aya::EbpfError> for SensorError {
     }
 }
 
+/// What the rest of axiomd asks of the loaded sensor once it runs: its kernel matcher table,
+/// what `status` shows of it, and unpinning at a stop that asks for it. A trait, so that the
+/// API's decisions run in unit tests without programs in the kernel.
+pub trait Loaded: Send {
+    /// Puts a matcher table into the kernel (none: matching stays in userspace); the table
+    /// slot it went into (0: none).
+    fn install_matcher(&mut self, dfa: Option<&axiom_common::Dfa>) -> Result<u16, SensorError>;
+    /// Fills in what the sensor knows: pins, programs, its losses by cause.
+    fn describe(&self, st: &mut axiom_common::wire::Status);
+    /// Detaches and unpins everything.
+    fn unpin(&self) -> std::io::Result<()>;
+}
+
+impl Loaded for Sensor {
+    fn install_matcher(&mut self, dfa: Option<&axiom_common::Dfa>) -> Result<u16, SensorError> {
+        Sensor::install_matcher(self, dfa)
+    }
+
+    fn describe(&self, st: &mut axiom_common::wire::Status) {
+        st.pin_dir = self.pins.root.display().to_string();
+        st.reused_pins = self.reused;
+        st.startup_ms = self.startup.as_secs_f64() * 1e3;
+        st.attached = self.attached.iter().map(|s| s.to_string()).collect();
+        st.skipped = self.skipped.iter().map(|s| s.to_string()).collect();
+        for (cause, n) in self.lost_counts() {
+            st.lost.insert(cause.name().into(), n);
+        }
+    }
+
+    fn unpin(&self) -> std::io::Result<()> {
+        self.pins.remove_all()
+    }
+}
+
 impl Sensor {
     /// Loads or reuses the sensor. Start-up time to "attached" is measured and returned.
     pub fn open(opts: &SensorOptions) -> Result<Sensor, SensorError> {

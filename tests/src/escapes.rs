@@ -375,20 +375,25 @@ impl<'a> World<'a> {
         }
     }
 
+    /// The agent's events stored so far.
+    fn events_now(&self, agent: u64) -> Vec<Event> {
+        let r = self.d.client().request(&Request::Query {
+            agent: Some(agent),
+            since_ns: None,
+            until_ns: None,
+            kinds: vec![],
+            text: None,
+            limit: 20_000,
+            sql: None,
+        });
+        r.events.unwrap_or_default()
+    }
+
     /// The agent's events, once its exit is stored.
     fn events(&self, agent: u64) -> Vec<Event> {
         let t0 = Instant::now();
         loop {
-            let r = self.d.client().request(&Request::Query {
-                agent: Some(agent),
-                since_ns: None,
-                until_ns: None,
-                kinds: vec![],
-                text: None,
-                limit: 20_000,
-                sql: None,
-            });
-            let evs = r.events.unwrap_or_default();
+            let evs = self.events_now(agent);
             if evs
                 .iter()
                 .any(|e| matches!(e.body, Body::AgentExited { .. }))
@@ -398,6 +403,25 @@ impl<'a> World<'a> {
             }
             std::thread::sleep(Duration::from_millis(100));
         }
+    }
+
+    /// A violation of `rule` by `agent` stored within a few seconds from now: a file write's
+    /// finding is held a moment for a rename (an atomic write names its final file only then),
+    /// so it can come after the agent's exit.
+    fn violation_later(&self, agent: Option<u64>, rule: &str) -> bool {
+        let Some(agent) = agent else { return false };
+        let t0 = Instant::now();
+        while t0.elapsed() < Duration::from_secs(5) {
+            let found = self
+                .events_now(agent)
+                .iter()
+                .any(|e| matches!(&e.body, Body::Violation { rule: r, .. } if r == rule));
+            if found {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        false
     }
 
     /// Every event stored with `text` in it, any agent's.
@@ -612,12 +636,12 @@ fn never_shown(what: fn(&World) -> String) -> Judge {
 /// must report it.
 /// A write that was not inspected whole says so (`truncated`): visible, with its cause.
 fn reported_by(rule: &'static str) -> Judge {
-    Box::new(move |_, o| {
+    Box::new(move |w, o| {
         let uninspected = o
             .events
             .iter()
             .any(|e| e.truncated && matches!(e.body, Body::Output { .. }));
-        if o.violation(rule) || uninspected {
+        if o.violation(rule) || uninspected || w.violation_later(o.agent, rule) {
             Verdict::Reported
         } else {
             Verdict::Escaped(format!("no {rule} violation"))

@@ -3,11 +3,11 @@
 use super::*;
 use crate::authz::Caller;
 
-/// A process of ours that lives until the guard goes.
-struct Sleeper(std::process::Child);
+/// A process of ours that lives until the guard goes (the API's tests use it too).
+pub(crate) struct Sleeper(pub(crate) std::process::Child);
 
 impl Sleeper {
-    fn start() -> Sleeper {
+    pub(crate) fn start() -> Sleeper {
         Sleeper(
             std::process::Command::new("sleep")
                 .arg("60")
@@ -16,7 +16,7 @@ impl Sleeper {
         )
     }
 
-    fn pid(&self) -> u32 {
+    pub(crate) fn pid(&self) -> u32 {
         self.0.id()
     }
 }

@@ -3,7 +3,7 @@
 //! outside an agent and from inside one.
 use super::*;
 use crate::{
-    agents::{Registry, tables::Memory},
+    agents::{Registry, tables::Memory, tests::Sleeper},
     kernel::SensorError,
 };
 
@@ -17,26 +17,6 @@ impl Loaded for Absent {
     fn describe(&self, _: &mut Status) {}
     fn unpin(&self) -> std::io::Result<()> {
         Ok(())
-    }
-}
-
-struct Sleeper(std::process::Child);
-
-impl Sleeper {
-    fn start() -> Sleeper {
-        Sleeper(
-            std::process::Command::new("sleep")
-                .arg("60")
-                .spawn()
-                .expect("sleep"),
-        )
-    }
-}
-
-impl Drop for Sleeper {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
     }
 }
 
@@ -98,21 +78,21 @@ fn an_agent_is_not_its_owner() {
     let r = s.handle(
         owner,
         Request::TrackPid {
-            pid: agent_proc.0.id(),
+            pid: agent_proc.pid(),
         },
         None,
     );
     assert!(r.ok, "{r:?}");
     let agent = r.agent.expect("an agent id");
     // The same user, calling from inside the agent (by the kernel's pid).
-    let inside = user(me(), Some(agent_proc.0.id()));
+    let inside = user(me(), Some(agent_proc.pid()));
     for req in [
         Request::Untrack { agent },
         Request::Freeze { agent },
         Request::Stop { agent },
         Request::Kill { agent },
         Request::TrackPid {
-            pid: other_proc.0.id(),
+            pid: other_proc.pid(),
         },
         Request::ReloadRules,
     ] {
@@ -134,7 +114,7 @@ fn a_user_steers_and_sees_only_their_own_agents() {
     let s = shared();
     let p = Sleeper::start();
     let owner = user(me(), None);
-    let r = s.handle(owner, Request::TrackPid { pid: p.0.id() }, None);
+    let r = s.handle(owner, Request::TrackPid { pid: p.pid() }, None);
     let agent = r.agent.expect("tracked");
     let stranger = user(someone_else(), None);
     for req in [

@@ -489,34 +489,7 @@ impl Shared {
             Request::TrackPid { pid } => {
                 self.act(|c| c.track_pid(pid, caller), |a| Some(started(a)))
             }
-            Request::Untrack { agent } => self.act(
-                |c| {
-                    // Published before the agent is forgotten (its owner sees the event).
-                    let ev = c.get(agent).map(|a| {
-                        notice(
-                            a,
-                            Body::Intervention {
-                                action: axiom_common::wire::Action::Untrack,
-                                by_uid: Some(caller.uid),
-                                detail: String::new(),
-                                rule: None,
-                                detect_us: None,
-                                act_us: None,
-                                delivered: None,
-                                channel: None,
-                                queued_us: None,
-                            },
-                        )
-                    });
-                    c.untrack(agent, caller)?;
-                    self.actions.terminals.release(agent);
-                    if let Some(ev) = ev {
-                        self.bus.publish(ev);
-                    }
-                    Ok(agent)
-                },
-                |_| None,
-            ),
+            Request::Untrack { agent } => self.untrack(agent, caller),
             Request::RunAgent {
                 pid,
                 name,
@@ -526,74 +499,22 @@ impl Shared {
                 pty,
                 kind,
                 hooks,
-            } => {
-                if pty && fd.is_none() {
-                    return error("run_agent: pty announced but no descriptor came with it");
-                }
-                if fd
-                    .as_ref()
-                    .is_some_and(|f| !crate::actions::terminal::is_pty_master(f))
-                {
-                    return error("run_agent: the descriptor is not a pseudo-terminal's master");
-                }
-                // The profile, resolved for this workspace and this owner: the launcher applies
-                // the filesystem part before exec, the agent's cgroup gets the limits.
-                let ws = workspace.clone().unwrap_or_else(|| {
-                    std::fs::read_link(format!("/proc/{pid}/cwd"))
-                        .map(|p| p.display().to_string())
-                        .unwrap_or_else(|_| "/".into())
-                });
-                // `~` is the home of the user the agent runs as (not of a root launcher).
-                let owner = crate::kernel::procfs::stat(pid).map_or(caller.uid, |s| s.uid);
-                let home = crate::confine::home_of(owner);
-                let site = crate::confine::Site {
-                    workspace: &ws,
-                    home: home.as_deref(),
-                };
-                let confinement = match self.confine.resolve(profile.as_deref(), &site) {
-                    Ok(c) => c,
-                    Err(e) => {
-                        return Reply {
-                            code: Some(ErrorCode::NoSuchProfile),
-                            ..error(e)
-                        };
-                    }
-                };
-                // The launcher's word for the kind, if it is one we know; else the program's name.
-                let profiles = self.actions.profiles();
-                let kind = kind
-                    .filter(|k| profiles.get(k).is_some())
-                    .unwrap_or_else(|| profiles.recognise(&command).to_string());
-                let launch = Launch {
+            } => self.run_agent(
+                caller,
+                fd,
+                pid,
+                Launch {
                     name,
                     command,
                     workspace,
-                    profile: Some(confinement.profile.clone()),
-                    limits: Some(confinement.limits.clone()),
-                    net: Some(confinement.net.clone()),
-                    kind: Some(kind),
+                    profile,
+                    limits: None,
+                    net: None,
+                    kind,
                     hooks,
-                };
-                let mut reply =
-                    self.act(|c| c.run_agent(pid, caller, launch), |a| Some(started(a)));
-                if let (true, Some(agent), Some(fd)) = (reply.ok, reply.agent, fd) {
-                    self.actions.terminals.hold(agent, fd);
-                }
-                if let (true, Some(agent)) = (reply.ok, reply.agent) {
-                    if let Ok(c) = self.registry.lock()
-                        && let Some(a) = c.get(agent)
-                    {
-                        reply.notes = Some(
-                            a.limits_not_applied
-                                .iter()
-                                .map(|n| format!("limit not applied: {n}"))
-                                .collect(),
-                        );
-                    }
-                    reply.confinement = Some(confinement);
-                }
-                reply
-            }
+                },
+                pty,
+            ),
             Request::Inject { agent, text, raw } => self.inject(agent, &text, raw, caller),
             Request::Hook { input } => self.hook(caller, &input),
             Request::Stop { agent } => self.intervene(agent, Steer::Stop, caller),
@@ -630,32 +551,146 @@ impl Shared {
                 rules: Some(self.rules_list()),
                 ..Default::default()
             },
-            Request::ReloadRules => {
-                if !caller.admin {
-                    return refusal(AgentError::NotPermitted {
-                        uid: caller.uid,
-                        what: "reload the rules".into(),
-                    });
+            Request::ReloadRules => self.reload(caller),
+            Request::Subscribe { .. } => error("subscribe is handled by the transport"),
+        }
+    }
+
+    /// Stops tracking an agent; its owner hears of it (the event is published before the agent
+    /// is forgotten).
+    fn untrack(&self, agent: u64, caller: Caller) -> Reply {
+        self.act(
+            |c| {
+                // Published before the agent is forgotten (its owner sees the event).
+                let ev = c.get(agent).map(|a| {
+                    notice(
+                        a,
+                        Body::Intervention {
+                            action: axiom_common::wire::Action::Untrack,
+                            by_uid: Some(caller.uid),
+                            detail: String::new(),
+                            rule: None,
+                            detect_us: None,
+                            act_us: None,
+                            delivered: None,
+                            channel: None,
+                            queued_us: None,
+                        },
+                    )
+                });
+                c.untrack(agent, caller)?;
+                self.actions.terminals.release(agent);
+                if let Some(ev) = ev {
+                    self.bus.publish(ev);
                 }
-                match self.reload_rules() {
-                    Ok(n) => {
-                        tracing::info!(rules = n, "rules reloaded");
-                        Reply {
-                            ok: true,
-                            rules: Some(self.rules_list()),
-                            ..Default::default()
-                        }
-                    }
-                    Err(e) => {
-                        tracing::warn!("rules not reloaded, the old ones stay: {e}");
-                        Reply {
-                            code: Some(ErrorCode::BadRules),
-                            ..error(e)
-                        }
-                    }
+                Ok(agent)
+            },
+            |_| None,
+        )
+    }
+
+    /// Starts an agent from a process its caller holds before exec: checks the terminal that
+    /// came with it, resolves the confinement profile for its workspace and owner, recognises its
+    /// kind, and gives it a cgroup of its own (what the launcher applies before exec comes back
+    /// in the reply). `launch` is what the caller asked; the resolved parts are filled in here.
+    fn run_agent(
+        &self,
+        caller: Caller,
+        fd: Option<OwnedFd>,
+        pid: u32,
+        launch: Launch,
+        pty: bool,
+    ) -> Reply {
+        if pty && fd.is_none() {
+            return error("run_agent: pty announced but no descriptor came with it");
+        }
+        if fd
+            .as_ref()
+            .is_some_and(|f| !crate::actions::terminal::is_pty_master(f))
+        {
+            return error("run_agent: the descriptor is not a pseudo-terminal's master");
+        }
+        // The profile, resolved for this workspace and this owner: the launcher applies
+        // the filesystem part before exec, the agent's cgroup gets the limits.
+        let ws = launch.workspace.clone().unwrap_or_else(|| {
+            std::fs::read_link(format!("/proc/{pid}/cwd"))
+                .map(|p| p.display().to_string())
+                .unwrap_or_else(|_| "/".into())
+        });
+        // `~` is the home of the user the agent runs as (not of a root launcher).
+        let owner = crate::kernel::procfs::stat(pid).map_or(caller.uid, |s| s.uid);
+        let home = crate::confine::home_of(owner);
+        let site = crate::confine::Site {
+            workspace: &ws,
+            home: home.as_deref(),
+        };
+        let confinement = match self.confine.resolve(launch.profile.as_deref(), &site) {
+            Ok(c) => c,
+            Err(e) => {
+                return Reply {
+                    code: Some(ErrorCode::NoSuchProfile),
+                    ..error(e)
+                };
+            }
+        };
+        // The launcher's word for the kind, if it is one we know; else the program's name.
+        let profiles = self.actions.profiles();
+        let kind = launch
+            .kind
+            .clone()
+            .filter(|k| profiles.get(k).is_some())
+            .unwrap_or_else(|| profiles.recognise(&launch.command).to_string());
+        let launch = Launch {
+            profile: Some(confinement.profile.clone()),
+            limits: Some(confinement.limits.clone()),
+            net: Some(confinement.net.clone()),
+            kind: Some(kind),
+            ..launch
+        };
+        let mut reply = self.act(|c| c.run_agent(pid, caller, launch), |a| Some(started(a)));
+        if let (true, Some(agent), Some(fd)) = (reply.ok, reply.agent, fd) {
+            self.actions.terminals.hold(agent, fd);
+        }
+        if let (true, Some(agent)) = (reply.ok, reply.agent) {
+            if let Ok(c) = self.registry.lock()
+                && let Some(a) = c.get(agent)
+            {
+                reply.notes = Some(
+                    a.limits_not_applied
+                        .iter()
+                        .map(|n| format!("limit not applied: {n}"))
+                        .collect(),
+                );
+            }
+            reply.confinement = Some(confinement);
+        }
+        reply
+    }
+
+    /// Loads the rule files again (root and the admin group); a broken file keeps the old rules.
+    fn reload(&self, caller: Caller) -> Reply {
+        if !caller.admin {
+            return refusal(AgentError::NotPermitted {
+                uid: caller.uid,
+                what: "reload the rules".into(),
+            });
+        }
+        match self.reload_rules() {
+            Ok(n) => {
+                tracing::info!(rules = n, "rules reloaded");
+                Reply {
+                    ok: true,
+                    rules: Some(self.rules_list()),
+                    ..Default::default()
                 }
             }
-            Request::Subscribe { .. } => error("subscribe is handled by the transport"),
+            Err(e) => {
+                tracing::warn!("rules not reloaded, the old ones stay: {e}");
+                Reply {
+                    code: Some(ErrorCode::BadRules),
+                    ..error(e)
+                }
+            }
         }
     }
 

@@ -143,6 +143,24 @@ pub fn refusal(e: AgentError) -> Reply {
     }
 }
 
+/// The `intervention` event of an action a user asked for (no rule, nothing measured).
+fn asked_for(a: &Agent, action: axiom_common::wire::Action, uid: u32) -> Event {
+    notice(
+        a,
+        Body::Intervention {
+            action,
+            by_uid: Some(uid),
+            detail: String::new(),
+            rule: None,
+            detect_us: None,
+            act_us: None,
+            delivered: None,
+            channel: None,
+            queued_us: None,
+        },
+    )
+}
+
 fn ok_agent(agent: u64) -> Reply {
     Reply {
         ok: true,
@@ -231,22 +249,7 @@ impl Shared {
         let action = how.action();
         let reply = self.act(
             |c| c.steer(agent, how, caller),
-            |a| {
-                Some(notice(
-                    a,
-                    Body::Intervention {
-                        action,
-                        by_uid: Some(caller.uid),
-                        detail: String::new(),
-                        rule: None,
-                        detect_us: None,
-                        act_us: None,
-                        delivered: None,
-                        channel: None,
-                        queued_us: None,
-                    },
-                ))
-            },
+            |a| Some(asked_for(a, action, caller.uid)),
         );
         // Writing cgroup.freeze only asks; answer once the kernel says the tree has stopped (or
         // gone on again), so that "frozen" in the next status is true.
@@ -562,22 +565,9 @@ impl Shared {
         self.act(
             |c| {
                 // Published before the agent is forgotten (its owner sees the event).
-                let ev = c.get(agent).map(|a| {
-                    notice(
-                        a,
-                        Body::Intervention {
-                            action: axiom_common::wire::Action::Untrack,
-                            by_uid: Some(caller.uid),
-                            detail: String::new(),
-                            rule: None,
-                            detect_us: None,
-                            act_us: None,
-                            delivered: None,
-                            channel: None,
-                            queued_us: None,
-                        },
-                    )
-                });
+                let ev = c
+                    .get(agent)
+                    .map(|a| asked_for(a, axiom_common::wire::Action::Untrack, caller.uid));
                 c.untrack(agent, caller)?;
                 self.actions.terminals.release(agent);
                 if let Some(ev) = ev {

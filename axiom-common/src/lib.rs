@@ -4,6 +4,11 @@
 //! by userspace straight out of the ring buffer (zero-copy, via `zerocopy` with the `user` feature).
 //! A change to any layout changes the object hash, so `axiomd` reloads rather than reusing pins that
 //! were made for the old layout.
+//!
+//! Only the kernel ABI lives here. What userspace alone shares is in the crates beside it:
+//! `axiom-proto` (the socket protocol, confinement, agent profiles, host checks), `axiom-rules`
+//! (rule files, the matcher, the DFA this crate's `Dfa` is filled from) and `axiom-sandbox`
+//! (wasmtime).
 #![cfg_attr(not(feature = "user"), no_std)]
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
 
@@ -511,23 +516,6 @@ hooks! {
     "exit_accept" => "syscalls" / "sys_exit_accept",
     "exit_accept4" => "syscalls" / "sys_exit_accept4",
 }
-
-#[cfg(feature = "user")]
-pub mod agent_cli;
-#[cfg(feature = "rules")]
-pub mod agent_profile;
-#[cfg(feature = "user")]
-pub mod confine;
-#[cfg(feature = "user")]
-pub mod host;
-#[cfg(feature = "user")]
-pub mod preflight;
-#[cfg(feature = "rules")]
-pub mod rules;
-#[cfg(feature = "sandbox")]
-pub mod sandbox;
-#[cfg(feature = "user")]
-pub mod wire;
 
 #[cfg(feature = "user")]
 mod user {

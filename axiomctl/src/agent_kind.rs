@@ -8,7 +8,7 @@
 //! tree (and cgroup), and every command it runs is the agent's.
 use std::path::Path;
 
-use axiom_common::agent_profile::{OVERRIDES, Profiles};
+use axiom_proto::agent_profile::{OVERRIDES, Profiles};
 
 /// Codex subcommands that are not the interactive TUI (they take no `--no-daemon`).
 const CODEX_SUBCOMMANDS: &[&str] = &[

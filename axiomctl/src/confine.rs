@@ -3,7 +3,7 @@
 //! Landlock. (axiomd applies the other half — limits, the connect allowlist — to the cgroup.)
 use std::os::fd::{AsRawFd as _, FromRawFd as _, OwnedFd};
 
-use axiom_common::confine::{Applied, Confinement, FsRules, NetRules};
+use axiom_proto::confine::{Applied, Confinement, FsRules, NetRules};
 
 /// Landlock's uapi (linux/landlock.h), used through the raw system calls: the rights each ABI
 /// version added, so that an older kernel is asked only for what it knows.
@@ -196,7 +196,7 @@ fn protect(fs: &FsRules) -> Result<Vec<String>, String> {
     // The owner's MCP tokens are covered below; the directory must exist to be covered (made
     // now, while the filesystem is still writable, so a server started later writes where the
     // agent cannot see).
-    let tokens = axiom_common::confine::mcp_token_dir(uid.as_raw());
+    let tokens = axiom_proto::confine::mcp_token_dir(uid.as_raw());
     if !tokens.exists() {
         use std::os::unix::fs::DirBuilderExt as _;
         let _ = std::fs::DirBuilder::new().mode(0o700).create(&tokens);

@@ -1,9 +1,9 @@
 //! `axiomctl doctor`: every prerequisite of axiomd on this host, each PASS, WARN or FAIL with
 //! what to do about it. The kernel checks are the ones axiomd itself runs at start-up
-//! (`axiom_common::preflight`); the rest ask the running services.
+//! (`axiom_proto::preflight`); the rest ask the running services.
 use std::{path::Path, process::ExitCode};
 
-use axiom_common::{
+use axiom_proto::{
     preflight::{self, Check, Status},
     wire::{Connection, Request},
 };

@@ -17,7 +17,7 @@ use std::{
     time::Duration,
 };
 
-use axiom_common::wire::{Body, Connection, DEFAULT_SOCKET, ErrorCode, Event, Request};
+use axiom_proto::wire::{Body, Connection, DEFAULT_SOCKET, ErrorCode, Event, Request};
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
@@ -324,7 +324,7 @@ fn follow_agent(
 }
 
 /// The status header `watch` prints before the stream: who, what, where.
-fn header(a: &axiom_common::wire::AgentInfo, color: bool) -> String {
+fn header(a: &axiom_proto::wire::AgentInfo, color: bool) -> String {
     let b = |s: &str| {
         if color {
             format!("\x1b[1m{s}\x1b[0m")
@@ -362,7 +362,7 @@ fn main() -> ExitCode {
         Ok(code) => code,
         Err(e) => {
             eprintln!("axiomctl: {e:#}");
-            if e.downcast_ref::<axiom_common::wire::ConnectionError>()
+            if e.downcast_ref::<axiom_proto::wire::ConnectionError>()
                 .is_some()
             {
                 ExitCode::from(EXIT_UNREACHABLE)
@@ -373,7 +373,7 @@ fn main() -> ExitCode {
     }
 }
 
-fn refused(what: &str, r: axiom_common::wire::Reply) -> anyhow::Result<ExitCode> {
+fn refused(what: &str, r: axiom_proto::wire::Reply) -> anyhow::Result<ExitCode> {
     eprintln!(
         "axiomctl: {what}: {}",
         r.error.as_deref().unwrap_or("refused")

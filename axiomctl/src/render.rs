@@ -1,6 +1,6 @@
 //! Human-readable event lines: one per event, coloured on a terminal, control characters escaped
 //! so an agent's output can never drive the viewer's terminal.
-use axiom_common::wire::{Body, Event};
+use axiom_proto::wire::{Body, Event};
 
 pub struct Style {
     pub color: bool,

@@ -12,7 +12,7 @@ use std::{
 };
 
 use anyhow::Context as _;
-use axiom_common::sandbox::{self, Limits, SandboxError, wasi};
+use axiom_sandbox::{self as sandbox, Limits, SandboxError, wasi};
 use clap::Args;
 
 /// The limits of a WASI tool, as flags (shared by `run --wasm` and `wasm-exec`).

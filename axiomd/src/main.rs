@@ -206,7 +206,7 @@ async fn async_main(cli: Cli, cfg: Config) -> anyhow::Result<()> {
     match cli.command.unwrap_or(Cmd::Run) {
         Cmd::Run => axiomd::daemon::run(cfg).await,
         Cmd::CheckConfig => {
-            let set = axiom_common::rules::RuleSet::load(&cfg.rules.paths)?;
+            let set = axiom_rules::RuleSet::load(&cfg.rules.paths)?;
             println!(
                 "{}: ok; {} rules from {:?}",
                 cli.config.display(),
@@ -259,7 +259,7 @@ async fn async_main(cli: Cli, cfg: Config) -> anyhow::Result<()> {
             Ok(())
         }
         Cmd::BenchFollowup { mb } => {
-            let set = axiom_common::rules::RuleSet::load(&cfg.rules.paths)?;
+            let set = axiom_rules::RuleSet::load(&cfg.rules.paths)?;
             let (bytes, secs, findings) = axiomd::rules::engine::bench(&set, mb << 20);
             println!(
                 "followup: {bytes} bytes in {secs:.3} s, {findings} findings; followup_mb_s={:.1}",

@@ -10,7 +10,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use axiom_common::wire::{Body, Event, Request};
+use axiom_proto::wire::{Body, Event, Request};
 
 use crate::{Daemon, axiomctl_bin, unique};
 
@@ -199,7 +199,7 @@ impl<'a> World<'a> {
             .unwrap();
         // The owner's MCP server token, where `axiomctl mcp --http` writes it.
         let token_text = format!("mcp-token-{}", unique("t"));
-        let tokens = axiom_common::confine::mcp_token_dir(NOBODY);
+        let tokens = axiom_proto::confine::mcp_token_dir(NOBODY);
         std::fs::create_dir_all(&tokens).unwrap();
         std::fs::set_permissions(&tokens, std::fs::Permissions::from_mode(0o700)).unwrap();
         std::os::unix::fs::chown(&tokens, Some(NOBODY), Some(NOBODY)).unwrap();
@@ -247,7 +247,7 @@ impl<'a> World<'a> {
         w
     }
 
-    fn agents(&self) -> Vec<axiom_common::wire::AgentInfo> {
+    fn agents(&self) -> Vec<axiom_proto::wire::AgentInfo> {
         self.d
             .client()
             .request(&Request::Agents)
@@ -331,7 +331,7 @@ impl<'a> World<'a> {
             .env("ABSTRACT", &self.abstract_name)
             .env("UNIX_SOCK", &self.unix_path)
             .env("OTHER_TTY", &self.other_tty.1)
-            .env("TOKENS", axiom_common::confine::mcp_token_dir(NOBODY))
+            .env("TOKENS", axiom_proto::confine::mcp_token_dir(NOBODY))
             .env("TMPDIR", "/tmp")
             .stdin(Stdio::null())
             .uid(NOBODY)

@@ -12,9 +12,9 @@ use std::{
     time::{Duration, Instant},
 };
 
-use axiom_common::wire::{Connection, Event, Reply, Request, Status};
+use axiom_proto::wire::{Connection, Event, Reply, Request, Status};
 
-pub use axiom_common::wire::Body;
+pub use axiom_proto::wire::Body;
 
 pub mod escapes;
 pub mod realagents;
@@ -414,7 +414,7 @@ pub struct Cgroup {
 }
 
 pub fn cgroup2_mount() -> PathBuf {
-    axiom_common::host::cgroup2_mount().expect("no cgroup2 mount")
+    axiom_proto::host::cgroup2_mount().expect("no cgroup2 mount")
 }
 
 impl Cgroup {

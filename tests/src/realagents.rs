@@ -15,7 +15,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use axiom_common::wire::{Action, Body, Event, Request};
+use axiom_proto::wire::{Action, Body, Event, Request};
 use serde_json::{Value, json};
 
 use crate::{Daemon, axiomctl_bin, default_rules, unique};

@@ -7,7 +7,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use axiom_common::wire::Request;
+use axiom_proto::wire::Request;
 use axiom_tests::*;
 
 const T: Duration = Duration::from_secs(10);
@@ -176,7 +176,7 @@ fn another_user_may_not_steer_or_watch_what_is_not_theirs() {
         .gid(NOBODY)
         .output()
         .unwrap();
-    let listed: Vec<axiom_common::wire::AgentInfo> = serde_json::from_slice(&out.stdout).unwrap();
+    let listed: Vec<axiom_proto::wire::AgentInfo> = serde_json::from_slice(&out.stdout).unwrap();
     assert!(listed.iter().all(|a| a.id != agent));
     let _ = root_proc.kill();
     let _ = root_proc.wait();
@@ -371,7 +371,7 @@ fn interventions_are_typed_into_the_agent_even_after_axiomctl_detaches() {
     };
     assert_eq!(inject("first-note", NOBODY), Some(0));
     let said = |want: &'static str| {
-        move |e: &axiom_common::wire::Event| {
+        move |e: &axiom_proto::wire::Event| {
             e.agent == agent && output_text(e).is_some_and(|t| t.contains(want))
         }
     };
@@ -381,7 +381,7 @@ fn interventions_are_typed_into_the_agent_even_after_axiomctl_detaches() {
         said("got:first-note"),
     );
     sub.wait_for("the intervention event", T, |e| {
-        matches!(&e.body, axiom_common::wire::Body::Intervention { action, .. } if action == "inject")
+        matches!(&e.body, axiom_proto::wire::Body::Intervention { action, .. } if action == "inject")
             && e.agent == agent
     });
     // Another (unprivileged) user may not type into it.
@@ -403,7 +403,7 @@ fn interventions_are_typed_into_the_agent_even_after_axiomctl_detaches() {
         e.agent == agent
             && matches!(
                 e.body,
-                axiom_common::wire::Body::AgentExited {
+                axiom_proto::wire::Body::AgentExited {
                     signal: Some(9),
                     ..
                 }
@@ -447,7 +447,7 @@ fn the_signal_a_process_dies_of_is_the_one_sent() {
     for c in &children {
         let pid = c.id();
         sub.wait_for("the sleep's exec", T, |e| {
-            e.tgid == pid && matches!(e.body, axiom_common::wire::Body::Exec { .. })
+            e.tgid == pid && matches!(e.body, axiom_proto::wire::Body::Exec { .. })
         });
     }
     for (c, sig) in children.iter().zip(sigs) {
@@ -456,11 +456,11 @@ fn the_signal_a_process_dies_of_is_the_one_sent() {
     for (c, sig) in children.iter().zip(sigs) {
         let pid = c.id();
         let e = sub.wait_for("the sleep's exit", T, |e| {
-            e.tgid == pid && matches!(e.body, axiom_common::wire::Body::Exit { .. })
+            e.tgid == pid && matches!(e.body, axiom_proto::wire::Body::Exit { .. })
         });
         assert_eq!(
             e.body,
-            axiom_common::wire::Body::Exit {
+            axiom_proto::wire::Body::Exit {
                 code: None,
                 signal: Some(sig as i32)
             },

@@ -8,7 +8,7 @@ use std::{
     time::Duration,
 };
 
-use axiom_common::wire::Body;
+use axiom_proto::wire::Body;
 use axiom_tests::*;
 
 const NOBODY: u32 = 65534;
@@ -181,7 +181,7 @@ fn workspace_write_contains_every_escape_and_a_real_build_still_works() {
     assert!(site.ws.join(".git/hooks").is_dir());
     // Each refusal was reported with its path, and what refused it.
     let denied = |what: &'static str, path: &'static str, by: &'static str| {
-        move |e: &axiom_common::wire::Event| {
+        move |e: &axiom_proto::wire::Event| {
             matches!(&e.body, Body::Denied { op, target, by: b, .. }
                 if op == what && target.ends_with(path) && b.contains(by))
         }

@@ -313,7 +313,7 @@ fn subscribe_passes_an_event_stream() {
     let mut marker = false;
     for line in std::io::BufReader::new(stream).lines() {
         let Ok(line) = line else { break };
-        let ev: axiom_common::wire::Event = serde_json::from_str(&line).expect("an event");
+        let ev: axiom_proto::wire::Event = serde_json::from_str(&line).expect("an event");
         assert_eq!(ev.agent, agent, "another agent's event on this stream");
         if axiom_tests::output_text(&ev).is_some_and(|t| t.contains("dbus-stream-marker")) {
             marker = true;

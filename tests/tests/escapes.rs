@@ -50,7 +50,7 @@ fn one_user_cannot_take_axiomd_down_for_everyone() {
     );
     assert!(f.fds_after <= f.fds + 8, "{f:?}");
     assert!(f.threads_after <= f.threads + 8, "{f:?}");
-    assert!(d.client().request(&axiom_common::wire::Request::Status).ok);
+    assert!(d.client().request(&axiom_proto::wire::Request::Status).ok);
 }
 
 /// A user who makes axiomd's pin directory first (/sys/fs/bpf is world-writable here) does not
@@ -71,7 +71,7 @@ fn a_pin_directory_made_by_a_user_is_taken_back() {
         let m = std::fs::metadata(&dir).unwrap();
         assert_eq!((m.uid(), m.mode() & 0o777), (0, 0o700), "{}", dir.display());
     }
-    assert!(d.client().request(&axiom_common::wire::Request::Status).ok);
+    assert!(d.client().request(&axiom_proto::wire::Request::Status).ok);
 }
 
 /// What comes with `run_agent` as the agent's terminal must be a pty master: a pipe (or a FUSE
@@ -84,7 +84,7 @@ fn a_terminal_that_is_not_a_pty_is_refused() {
         .spawn()
         .unwrap();
     let (r, _w) = nix::unistd::pipe().unwrap();
-    let req = axiom_common::wire::Request::RunAgent {
+    let req = axiom_proto::wire::Request::RunAgent {
         pid: child.id(),
         name: None,
         command: vec!["sleep".into()],

@@ -11,7 +11,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use axiom_common::wire::Request;
+use axiom_proto::wire::Request;
 use axiom_tests::{TestBus, axiomctl_bin, free_port, python, unique};
 
 const NOBODY: u32 = 65534;

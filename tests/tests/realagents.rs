@@ -8,7 +8,7 @@
 //! third agent, runs the clean, TODO and planning scenarios.
 use std::time::Duration;
 
-use axiom_common::wire::{Body, Event, Request};
+use axiom_proto::wire::{Body, Event, Request};
 use axiom_tests::{Daemon, realagents::*, unique};
 
 fn matrix(agent: Agent) {
@@ -166,7 +166,7 @@ fn count_strings(v: &serde_json::Value, text: &str) -> usize {
     }
 }
 
-fn inject(d: &Daemon, agent: u64, text: &str) -> axiom_common::wire::Reply {
+fn inject(d: &Daemon, agent: u64, text: &str) -> axiom_proto::wire::Reply {
     let r = d.client().request(&Request::Inject {
         agent,
         text: text.into(),

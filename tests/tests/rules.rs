@@ -6,7 +6,7 @@ use std::{
     time::Duration,
 };
 
-use axiom_common::wire::{Body, Event, Request};
+use axiom_proto::wire::{Body, Event, Request};
 use axiom_tests::*;
 
 const T: Duration = Duration::from_secs(15);
@@ -194,7 +194,7 @@ fn a_broken_rule_file_on_reload_keeps_the_old_rules() {
     assert_eq!(out.status.code(), Some(65));
     // The old rule is still listed, and still fires.
     let out = ctl(&["--json", "rules", "list"]);
-    let listed: Vec<axiom_common::wire::RuleInfo> = serde_json::from_slice(&out.stdout).unwrap();
+    let listed: Vec<axiom_proto::wire::RuleInfo> = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(listed.len(), 1);
     assert_eq!(listed[0].id, "marker");
     let mut sub = d.subscribe(false);

@@ -7,7 +7,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use axiom_common::wire::{Body, Event, Reply, Request};
+use axiom_proto::wire::{Body, Event, Reply, Request};
 use axiom_tests::*;
 
 const T: Duration = Duration::from_secs(15);

@@ -6,7 +6,7 @@ use std::{
     time::Duration,
 };
 
-use axiom_common::wire::{Body, Request};
+use axiom_proto::wire::{Body, Request};
 use axiom_tests::*;
 
 const T: Duration = Duration::from_secs(30);

@@ -6,7 +6,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use axiom_common::wire::{Event, Reply, Request};
+use axiom_proto::wire::{Event, Reply, Request};
 use axiom_tests::*;
 
 const T: Duration = Duration::from_secs(30);

@@ -8,7 +8,7 @@ use std::{
 };
 
 use anyhow::{Context as _, bail};
-use axiom_common::wire::{Body, DEFAULT_SOCKET, Event};
+use axiom_proto::wire::{Body, DEFAULT_SOCKET, Event};
 use axiom_tests::{
     Daemon,
     realagents::{self, AGENT_PACKAGES, Agent, Live, requests_with},

@@ -8,6 +8,39 @@ use anyhow::bail;
 
 use crate::{PROFILE_ARG, build, cargo, require_root, run, setup::setup, target_dir};
 
+/// The kernel's record layouts (`axiom-common`, which the eBPF programs build `no_std`) and a
+/// rule-file check (`axiom-rules` without its `plugins` feature) must not pull in wasmtime: the
+/// dependency trees say so, and the plugin-less rules crate is linted and its tests run.
+fn without_wasmtime(lint: bool) -> anyhow::Result<()> {
+    for (pkg, features) in [
+        ("axiom-common", &[][..]),
+        ("axiom-rules", &["--no-default-features"][..]),
+    ] {
+        let out = cargo()
+            .args(["tree", "-e", "normal", "--prefix", "none", "-p", pkg])
+            .args(features)
+            .output()?;
+        if !out.status.success() {
+            bail!(
+                "cargo tree -p {pkg} failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        let tree = String::from_utf8_lossy(&out.stdout);
+        if let Some(l) = tree.lines().find(|l| l.starts_with("wasmtime")) {
+            bail!("{pkg} {features:?} depends on {l}: it must build without wasmtime");
+        }
+    }
+    let plugin_less = ["-p", "axiom-rules", "--no-default-features"];
+    if lint {
+        run(cargo()
+            .args(["clippy", PROFILE_ARG])
+            .args(plugin_less)
+            .args(["--all-targets", "--", "-D", "warnings"]))?;
+    }
+    run(cargo().args(["test", PROFILE_ARG]).args(plugin_less))
+}
+
 pub fn test(lint: bool, extra: &[String]) -> anyhow::Result<()> {
     require_root("the test suite")?;
     setup()?;
@@ -25,6 +58,7 @@ pub fn test(lint: bool, extra: &[String]) -> anyhow::Result<()> {
             "warnings",
         ]))?;
     }
+    without_wasmtime(lint)?;
     build()?;
     crate::units::check()?;
     // The package the packaging test installs into an empty root.

@@ -1,7 +1,7 @@
 //! `axiomctl agents`: the agents the caller may see.
 use std::process::ExitCode;
 
-use axiom_common::wire::Request;
+use axiom_proto::wire::Request;
 
 use crate::{Cli, connect, refused, render};
 

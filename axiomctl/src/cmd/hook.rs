@@ -1,6 +1,6 @@
 //! `axiomctl hook`: what Claude Code's hooks call, from inside the agent; axiomd answers for the
 //! agent the calling process belongs to.
-use axiom_common::wire::Request;
+use axiom_proto::wire::Request;
 
 use crate::{Cli, connect};
 

@@ -3,7 +3,7 @@
 use std::{process::ExitCode, time::Duration};
 
 use anyhow::{Context as _, bail};
-use axiom_common::wire::Request;
+use axiom_proto::wire::Request;
 
 use crate::{Cli, Printer, connect, refused, render};
 

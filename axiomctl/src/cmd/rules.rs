@@ -2,12 +2,12 @@
 use std::process::ExitCode;
 
 use anyhow::Context as _;
-use axiom_common::wire::Request;
+use axiom_proto::wire::Request;
 
 use crate::{Cli, EXIT_BAD_RULES, RulesCmd, connect, refused};
 
 pub fn run(cli: &Cli, cmd: &RulesCmd) -> anyhow::Result<ExitCode> {
-    use axiom_common::rules::{self as r, RuleSet};
+    use axiom_rules::{self as r, RuleSet};
     match cmd {
         RulesCmd::List | RulesCmd::Reload => {
             let req = if matches!(cmd, RulesCmd::List) {

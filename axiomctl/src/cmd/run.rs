@@ -3,7 +3,7 @@
 use std::{ffi::CString, io::IsTerminal as _, path::PathBuf, process::ExitCode, time::Duration};
 
 use anyhow::{Context as _, bail};
-use axiom_common::{
+use axiom_proto::{
     confine::{Applied, Confinement},
     wire::{Reply, Request},
 };

@@ -2,7 +2,7 @@
 use std::process::ExitCode;
 
 use anyhow::Context as _;
-use axiom_common::wire::Request;
+use axiom_proto::wire::Request;
 
 use crate::{Cli, connect};
 

@@ -1,7 +1,7 @@
 //! `axiomctl stop|freeze|thaw|kill|untrack <agent>` and `axiomctl inject <agent> <text>`.
 use std::process::ExitCode;
 
-use axiom_common::wire::Request;
+use axiom_proto::wire::Request;
 
 use crate::{Cli, connect, refused};
 

@@ -2,7 +2,7 @@
 use std::process::ExitCode;
 
 use anyhow::Context as _;
-use axiom_common::wire::{Body, Request};
+use axiom_proto::wire::{Body, Request};
 
 use crate::{
     Cli, Followed, Printer, catch_sigint, connect, follow_agent, header, refused, summary,

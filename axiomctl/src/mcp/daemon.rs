@@ -5,7 +5,7 @@
 //! no more than its user.
 use std::{path::PathBuf, sync::Arc};
 
-use axiom_common::wire::{AgentInfo, AgentRecord, Connection, Event, Reply, Request};
+use axiom_proto::wire::{AgentInfo, AgentRecord, Connection, Event, Reply, Request};
 use tokio::io::AsyncBufReadExt as _;
 
 use super::journal::Journal;

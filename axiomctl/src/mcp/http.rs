@@ -32,14 +32,14 @@ fn new_token() -> anyhow::Result<String> {
 }
 
 /// Where the token goes: the given file, or the user's token directory (hidden from the
-/// user's confined agents: `axiom_common::confine::mcp_token_dir`), made private if absent and
+/// user's confined agents: `axiom_proto::confine::mcp_token_dir`), made private if absent and
 /// refused if it is not this user's alone.
 fn token_path(given: Option<&Path>, addr: SocketAddr) -> anyhow::Result<PathBuf> {
     if let Some(p) = given {
         return Ok(p.to_path_buf());
     }
     let uid = nix::unistd::getuid().as_raw();
-    let dir = axiom_common::confine::mcp_token_dir(uid);
+    let dir = axiom_proto::confine::mcp_token_dir(uid);
     if !dir.exists() {
         use std::os::unix::fs::DirBuilderExt as _;
         std::fs::DirBuilder::new()

@@ -10,7 +10,7 @@ use std::{
     },
 };
 
-use axiom_common::wire::{Body, Event, FileOp};
+use axiom_proto::wire::{Body, Event, FileOp};
 use serde::Serialize;
 
 /// Events kept for `observe` (all agents together).
@@ -92,7 +92,7 @@ pub struct Facts {
 
 impl Facts {
     /// How the root process ended: what axiomd's agent record says, else the exit seen here.
-    pub fn exit_of(&self, a: &axiom_common::wire::AgentInfo) -> (Option<i32>, Option<i32>) {
+    pub fn exit_of(&self, a: &axiom_proto::wire::AgentInfo) -> (Option<i32>, Option<i32>) {
         (
             a.exit_code.or(self.exit.and_then(|e| e.0)),
             a.exit_signal.or(self.exit.and_then(|e| e.1)),

@@ -297,7 +297,7 @@ async fn notify(st: Arc<State>) {
             let mut p = LoggingMessageNotificationParam::new(level, data.clone());
             p.logger = Some("axiom".into());
             let _ = peer.notify_logging_message(p).await;
-            if matches!(ev.body, axiom_common::wire::Body::AgentStarted { .. }) {
+            if matches!(ev.body, axiom_proto::wire::Body::AgentStarted { .. }) {
                 let _ = peer.notify_resource_list_changed().await;
             }
             let subscribed = s

@@ -8,7 +8,7 @@ use std::{
     time::Duration,
 };
 
-use axiom_common::wire::{AgentInfo, Body, Event};
+use axiom_proto::wire::{AgentInfo, Body, Event};
 use rmcp::{
     ErrorData as McpError,
     handler::server::wrapper::Parameters,
@@ -29,9 +29,9 @@ const WAIT_MAX: Duration = Duration::from_secs(30);
 /// The event kinds `observe` can filter on: all but the kernel's internal matches (they reach
 /// clients as violations).
 fn kinds() -> impl Iterator<Item = &'static str> {
-    axiom_common::wire::Kind::ALL
+    axiom_proto::wire::Kind::ALL
         .into_iter()
-        .filter(|k| *k != axiom_common::wire::Kind::KernelMatch)
+        .filter(|k| *k != axiom_proto::wire::Kind::KernelMatch)
         .map(|k| k.name())
 }
 
@@ -82,8 +82,8 @@ pub enum Action {
 
 impl Action {
     /// The intervention it asks for, as axiomd reports it.
-    fn wire(self) -> axiom_common::wire::Action {
-        use axiom_common::wire::Action as W;
+    fn wire(self) -> axiom_proto::wire::Action {
+        use axiom_proto::wire::Action as W;
         match self {
             Action::Inject => W::Inject,
             Action::Freeze => W::Freeze,
@@ -436,20 +436,20 @@ impl Server {
             return Ok(CallToolResult::structured(json!({ "principles": rules })));
         };
         let scope_name = p.scope.unwrap_or_else(|| "terminal".into());
-        let scope = axiom_common::rules::Scope::parse(&scope_name).map_err(invalid)?;
+        let scope = axiom_rules::Scope::parse(&scope_name).map_err(invalid)?;
         let files = self.rule_files().await?;
-        let set = tokio::task::spawn_blocking(move || axiom_common::rules::RuleSet::load(&files))
+        let set = tokio::task::spawn_blocking(move || axiom_rules::RuleSet::load(&files))
             .await
             .map_err(|e| McpError::internal_error(e.to_string(), None))?
             .map_err(|e| McpError::internal_error(format!("rule files: {e}"), None))?;
-        let (text, hits) = axiom_common::rules::scan_sample(&set, scope, &text);
+        let (text, hits) = axiom_rules::scan_sample(&set, scope, &text);
         let hits: Vec<Value> = hits
             .iter()
             .map(|h| {
                 let r = &set.rules[h.rule];
                 let kind = match r.kind {
-                    axiom_common::rules::Kind::Claim(_) => "claim",
-                    axiom_common::rules::Kind::Plugin => "plugin",
+                    axiom_rules::Kind::Claim(_) => "claim",
+                    axiom_rules::Kind::Plugin => "plugin",
                     _ => "match",
                 };
                 json!({
@@ -459,7 +459,7 @@ impl Server {
                     "severity": r.severity,
                     "action": r.action.name(),
                     "message": (!r.message.is_empty()).then_some(&r.message),
-                    "excerpt": axiom_common::rules::excerpt(&text, h, r.redact),
+                    "excerpt": axiom_rules::excerpt(&text, h, r.redact),
                     "note": match kind {
                         "claim" => Some("a claim: a violation only if the kernel's record contradicts it (see verify)"),
                         "plugin" => Some("a plugin rule's literal prefilter matched; its plugin decides while an agent runs"),
@@ -509,7 +509,7 @@ impl Server {
             let tests: Vec<_> = f
                 .commands
                 .iter()
-                .filter(|c| axiom_common::rules::is_test_command(&c.argv.join(" ")))
+                .filter(|c| axiom_rules::is_test_command(&c.argv.join(" ")))
                 .collect();
             let count = |v: &str| checks.iter().filter(|c| c.verdict == v).count();
             json!({
@@ -569,7 +569,7 @@ impl Server {
             .rules()
             .await
             .map_err(|e| unreachable_daemon(&e))?;
-        let rules: Vec<axiom_common::wire::RuleInfo> = serde_json::from_str(&rules)
+        let rules: Vec<axiom_proto::wire::RuleInfo> = serde_json::from_str(&rules)
             .map_err(|e| McpError::internal_error(e.to_string(), None))?;
         let mut files: Vec<PathBuf> = rules
             .iter()

@@ -92,7 +92,7 @@ static QUOTED: LazyLock<Regex> =
 
 /// The sentences of `text` that claim something was done.
 pub fn claims_in(text: &str) -> Vec<String> {
-    let text = axiom_common::rules::strip_ansi(text);
+    let text = axiom_rules::strip_ansi(text);
     let mut out: Vec<String> = SENTENCE
         .find_iter(&text)
         .map(|m| m.as_str().trim().to_string())
@@ -143,7 +143,7 @@ pub fn check(claim: &str, f: &Facts, changes: &[FileChange]) -> ClaimCheck {
         let tests: Vec<&Command> = f
             .commands
             .iter()
-            .filter(|c| axiom_common::rules::is_test_command(&c.argv.join(" ")))
+            .filter(|c| axiom_rules::is_test_command(&c.argv.join(" ")))
             .collect();
         return match tests.last() {
             None => verdict(

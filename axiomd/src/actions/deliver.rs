@@ -10,7 +10,7 @@
 //! agent with Claude Code hooks may take it sooner, at its next hook call.
 use std::time::{Duration, Instant};
 
-use axiom_common::agent_profile::{Paste, Profile};
+use axiom_proto::agent_profile::{Paste, Profile};
 
 use super::{Actions, terminal::TerminalError};
 use crate::agents::Agent;

@@ -12,10 +12,8 @@
 //!   reason to go on; `PostToolUse`, `UserPromptSubmit`: as context).
 use std::time::Instant;
 
-use axiom_common::{
-    rules::{Action, RuleSet, Scope},
-    wire::Body,
-};
+use axiom_proto::wire::Body;
+use axiom_rules::{Action, RuleSet, Scope};
 use serde_json::{Value, json};
 
 use super::Actions;
@@ -76,7 +74,7 @@ impl Actions {
             "{FROM} refused this command before it ran (rule {}): {why}",
             r.id
         );
-        let shown = axiom_common::rules::excerpt(command, &h, r.redact);
+        let shown = axiom_rules::excerpt(command, &h, r.redact);
         self.bus.publish(notice(
             agent,
             Body::Violation {
@@ -92,7 +90,7 @@ impl Actions {
         self.bus.publish(notice(
             agent,
             Body::Intervention {
-                action: axiom_common::wire::Action::Deny,
+                action: axiom_proto::wire::Action::Deny,
                 by_uid: None,
                 detail: format!(
                     "rule {}: refused before it ran (Claude Code hook): {shown}",
@@ -167,7 +165,7 @@ impl Actions {
             self.bus.publish(notice(
                 agent,
                 Body::Intervention {
-                    action: axiom_common::wire::Action::Inject,
+                    action: axiom_proto::wire::Action::Inject,
                     by_uid: None,
                     detail: format!(
                         "rule {}: stop refused (Claude Code hook): {with_evidence}",

@@ -15,11 +15,11 @@ use std::{
     time::Instant,
 };
 
-use axiom_common::{
+use axiom_proto::{
     agent_profile::{Profile, Profiles},
-    rules::{Action, Deliver, RuleSet},
     wire::Body,
 };
+use axiom_rules::{Action, Deliver, RuleSet};
 
 use crate::{
     agents::{Agent, Registry, Steer, notice},
@@ -143,7 +143,7 @@ impl Actions {
             self.bus.publish(notice(
                 &agent,
                 Body::Intervention {
-                    action: axiom_common::wire::Action::Deny,
+                    action: axiom_proto::wire::Action::Deny,
                     by_uid: None,
                     detail: format!(
                         "rule {}: pid {} killed in the kernel before its write landed",
@@ -253,7 +253,7 @@ impl Actions {
         self.bus.publish(notice(
             agent,
             Body::Intervention {
-                action: axiom_common::wire::Action::Inject,
+                action: axiom_proto::wire::Action::Inject,
                 by_uid: Some(by_uid),
                 detail: text.into(),
                 rule: None,
@@ -361,7 +361,7 @@ impl crate::rules::Enforce for Actions {
         if f.disabled {
             by.push_str(&format!(
                 "; switched off after {} stopped calls in a row, until the rules reload",
-                axiom_common::rules::PLUGIN_STRIKES
+                axiom_rules::PLUGIN_STRIKES
             ));
         }
         let mut ev = notice(

@@ -27,7 +27,7 @@ impl Default for AgentsConfig {
         AgentsConfig {
             cgroup_root: None,
             state_dir: "/run/axiom/agents".into(),
-            profiles: axiom_common::agent_profile::OVERRIDES.into(),
+            profiles: axiom_proto::agent_profile::OVERRIDES.into(),
             keep_exited_secs: 3600,
             max_per_user: 256,
         }

@@ -16,7 +16,8 @@ use std::{
     path::{Path, PathBuf},
 };
 
-use axiom_common::{Tracked, wire::ErrorCode};
+use axiom_common::Tracked;
+use axiom_proto::wire::ErrorCode;
 use serde::{Deserialize, Serialize};
 
 use crate::{
@@ -147,9 +148,9 @@ pub struct Launch {
     pub workspace: Option<String>,
     pub profile: Option<String>,
     /// Limits for its cgroup (a confinement profile's).
-    pub limits: Option<axiom_common::confine::Limits>,
+    pub limits: Option<axiom_proto::confine::Limits>,
     /// Where it may connect.
-    pub net: Option<axiom_common::confine::NetRules>,
+    pub net: Option<axiom_proto::confine::NetRules>,
     pub kind: Option<String>,
     pub hooks: bool,
 }
@@ -178,8 +179,8 @@ impl Agent {
 }
 
 /// An event about an agent as a whole (not from the kernel): stamped now, attributed to its root.
-pub fn notice(a: &Agent, body: axiom_common::wire::Body) -> axiom_common::wire::Event {
-    axiom_common::wire::Event {
+pub fn notice(a: &Agent, body: axiom_proto::wire::Body) -> axiom_proto::wire::Event {
+    axiom_proto::wire::Event {
         seq: 0,
         time_ns: crate::agents::now_ns(),
         agent: a.id,
@@ -231,8 +232,8 @@ pub enum Steer {
 
 impl Steer {
     /// The intervention it is, on the wire.
-    pub fn action(self) -> axiom_common::wire::Action {
-        use axiom_common::wire::Action;
+    pub fn action(self) -> axiom_proto::wire::Action {
+        use axiom_proto::wire::Action;
         match self {
             Steer::Stop => Action::Stop,
             Steer::Freeze => Action::Freeze,
@@ -471,7 +472,7 @@ impl Registry {
         if let Some(a) = self.agent_of(pid) {
             return Some(a);
         }
-        let mount = axiom_common::host::cgroup2_mount()?;
+        let mount = axiom_proto::host::cgroup2_mount()?;
         let text = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).ok()?;
         let rel = text.lines().find_map(|l| l.strip_prefix("0::"))?;
         let mut dir = mount.join(rel.trim_start_matches('/'));

@@ -21,7 +21,7 @@ pub struct ApiConfig {
 impl Default for ApiConfig {
     fn default() -> Self {
         ApiConfig {
-            socket: axiom_common::wire::DEFAULT_SOCKET.into(),
+            socket: axiom_proto::wire::DEFAULT_SOCKET.into(),
             replay_events: 65_536,
             admin_group: "axiom".into(),
             max_clients: 512,

@@ -13,7 +13,7 @@ use std::{
     sync::{Arc, Mutex},
 };
 
-use axiom_common::wire::{AgentInfo, Body, ErrorCode, Event, Reply, Request, Status};
+use axiom_proto::wire::{AgentInfo, Body, ErrorCode, Event, Reply, Request, Status};
 use tokio::{
     io::{AsyncWrite, AsyncWriteExt as _},
     sync::broadcast::error::RecvError,
@@ -144,7 +144,7 @@ pub fn refusal(e: AgentError) -> Reply {
 }
 
 /// The `intervention` event of an action a user asked for (no rule, nothing measured).
-fn asked_for(a: &Agent, action: axiom_common::wire::Action, uid: u32) -> Event {
+fn asked_for(a: &Agent, action: axiom_proto::wire::Action, uid: u32) -> Event {
     notice(
         a,
         Body::Intervention {
@@ -376,14 +376,14 @@ impl Shared {
 
     /// Loads the rule files again and puts their literals into the kernel matcher. On error the
     /// old rules keep running, in userspace and in the kernel.
-    pub fn reload_rules(&self) -> Result<usize, axiom_common::rules::RuleError> {
+    pub fn reload_rules(&self) -> Result<usize, axiom_rules::RuleError> {
         let set = self.rules.reload()?;
         self.install_matcher(set.clone());
         Ok(set.rules.len())
     }
 
     /// Puts a rule set's literals into the kernel (a failure leaves matching to userspace).
-    pub fn install_matcher(&self, set: Arc<axiom_common::rules::RuleSet>) {
+    pub fn install_matcher(&self, set: Arc<axiom_rules::RuleSet>) {
         let table = match self.sensor.lock() {
             Ok(mut s) => s.install_matcher(set.kernel.as_ref().map(|k| &*k.table)),
             Err(_) => return,
@@ -406,13 +406,13 @@ impl Shared {
         }
     }
 
-    fn rules_list(&self) -> Vec<axiom_common::wire::RuleInfo> {
-        use axiom_common::rules::Kind;
+    fn rules_list(&self) -> Vec<axiom_proto::wire::RuleInfo> {
+        use axiom_rules::Kind;
         self.rules
             .get()
             .rules
             .iter()
-            .map(|r| axiom_common::wire::RuleInfo {
+            .map(|r| axiom_proto::wire::RuleInfo {
                 id: r.id.clone(),
                 description: r.description.clone(),
                 kind: match r.kind {
@@ -567,7 +567,7 @@ impl Shared {
                 // Published before the agent is forgotten (its owner sees the event).
                 let ev = c
                     .get(agent)
-                    .map(|a| asked_for(a, axiom_common::wire::Action::Untrack, caller.uid));
+                    .map(|a| asked_for(a, axiom_proto::wire::Action::Untrack, caller.uid));
                 c.untrack(agent, caller)?;
                 self.actions.terminals.release(agent);
                 if let Some(ev) = ev {

@@ -11,7 +11,7 @@ use std::{
     sync::Arc,
 };
 
-use axiom_common::wire::{Reply, Request};
+use axiom_proto::wire::{Reply, Request};
 use tokio::{
     io::Interest,
     net::{UnixListener, UnixStream, unix::OwnedReadHalf},

@@ -4,14 +4,14 @@
 use super::*;
 use crate::{
     agents::{Registry, tables::Memory, tests::Sleeper},
-    kernel::SensorError,
+    kernel::LoadError,
 };
 
 /// No programs in the kernel: matching stays in userspace.
 struct Absent;
 
 impl Loaded for Absent {
-    fn install_matcher(&mut self, _: Option<&axiom_common::Dfa>) -> Result<u16, SensorError> {
+    fn install_matcher(&mut self, _: Option<&axiom_common::Dfa>) -> Result<u16, LoadError> {
         Ok(0)
     }
     fn describe(&self, _: &mut Status) {}
@@ -33,7 +33,7 @@ fn shared() -> Shared {
         engine.clone(),
         bus.clone(),
         Arc::new(crate::actions::terminal::Terminals::default()),
-        axiom_common::agent_profile::Profiles::builtin(),
+        axiom_proto::agent_profile::Profiles::builtin(),
     );
     Shared {
         registry,

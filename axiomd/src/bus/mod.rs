@@ -12,7 +12,7 @@ use std::{
     },
 };
 
-use axiom_common::wire::Event;
+use axiom_proto::wire::Event;
 use tokio::sync::broadcast;
 
 pub struct Bus {
@@ -45,7 +45,7 @@ struct Replay {
     store: Option<tap::Tap>,
 }
 
-use axiom_common::wire::Kind;
+use axiom_proto::wire::Kind;
 
 /// Counters by name, shown by `status`. Per-event counters are atomics: this is the hot path.
 #[derive(Default)]
@@ -168,7 +168,7 @@ impl Bus {
             }
             r.events.push_back(ev.clone());
         }
-        use axiom_common::wire::Body;
+        use axiom_proto::wire::Body;
         if let Some(t) = &r.store {
             t.offer(&ev);
         }

@@ -12,7 +12,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use axiom_common::wire::{Body, Event};
+use axiom_proto::wire::{Body, Event};
 
 /// Roughly what an event costs while it waits in memory (the struct, its strings).
 pub fn weight(ev: &Event) -> u64 {

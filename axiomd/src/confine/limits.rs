@@ -7,7 +7,7 @@
 //! runs anything, so every descendant is counted. What cannot be applied is reported by name.
 use std::path::{Path, PathBuf};
 
-use axiom_common::confine::Limits;
+use axiom_proto::confine::Limits;
 
 /// Where one limit went, or why it did not.
 #[derive(Debug, Default, Clone, PartialEq)]

@@ -1,7 +1,7 @@
 //! Confinement profiles: what an agent started with `axiomctl run --profile P` may touch.
 //!
 //! A profile (configured under `[confine.profiles.<name>]`) is resolved here, for one launch —
-//! its workspace and its owner's home — into an `axiom_common::confine::Confinement`. The
+//! its workspace and its owner's home — into an `axiom_proto::confine::Confinement`. The
 //! launcher applies the filesystem part in the child before exec (Landlock, read-only mounts
 //! over protected paths); axiomd applies the limits to the agent's cgroup (`limits`) and the
 //! network allowlist in the kernel (`net`).
@@ -11,7 +11,7 @@ pub mod wasm_bench;
 
 use std::collections::BTreeMap;
 
-use axiom_common::confine::{Confinement, FsRules, Limits, NetAllow, NetRules};
+use axiom_proto::confine::{Confinement, FsRules, Limits, NetAllow, NetRules};
 use serde::Deserialize;
 
 #[derive(Debug, thiserror::Error)]

@@ -3,10 +3,8 @@
 //! refused connect fails with EPERM and is reported as a `denied` event.
 use std::collections::BTreeMap;
 
-use axiom_common::{
-    NET_PORTS, NetKey, NetPorts,
-    confine::{NetAllow, NetRules},
-};
+use axiom_common::{NET_PORTS, NetKey, NetPorts};
+use axiom_proto::confine::{NetAllow, NetRules};
 use aya::maps::{HashMap, MapData, lpm_trie::Key, lpm_trie::LpmTrie};
 
 #[derive(Debug, thiserror::Error)]

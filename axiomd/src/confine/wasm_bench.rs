@@ -11,7 +11,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use axiom_common::sandbox::{Limits, Plugin, Sandbox, SandboxError, wasi};
+use axiom_sandbox::{Limits, Plugin, Sandbox, SandboxError, wasi};
 
 /// The medians, in ms and µs.
 pub struct SandboxBench {

@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex};
 use anyhow::Context as _;
 use tokio::signal::unix::SignalKind;
 
-use axiom_common::wire::{Body, Event};
+use axiom_proto::wire::{Body, Event};
 
 use crate::{
     actions::terminal::Terminals,
@@ -19,12 +19,12 @@ use crate::{
     api,
     bus::Bus,
     config::Config,
-    kernel::{Sensor, SensorOptions},
+    kernel::{LoadOptions, Programs},
     sensor::{self, Pipeline},
 };
 
-pub fn sensor_options(cfg: &Config) -> SensorOptions {
-    SensorOptions {
+pub fn load_options(cfg: &Config) -> LoadOptions {
+    LoadOptions {
         pin_dir: cfg.sensor.pin_dir.clone(),
         capture_bytes: cfg.sensor.capture_bytes,
         output_wakeup_records: cfg.sensor.output_wakeup_records,
@@ -83,7 +83,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
             None
         }
     };
-    let (mut s, rings) = open_sensor(&cfg)?;
+    let (mut s, rings) = load_programs(&cfg)?;
     let registry = restore_agents(&cfg, &mut s)?;
     let rules = load_rules(&cfg)?;
     // Downstream first: the store (behind the bus), the actions, the rules; then the front
@@ -156,9 +156,9 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
 }
 
 /// Opens (or takes over) the kernel programs and takes their rings for the reader.
-fn open_sensor(cfg: &Config) -> anyhow::Result<(Sensor, Rings)> {
-    let opts = sensor_options(cfg);
-    let mut s = Sensor::open(&opts)?;
+fn load_programs(cfg: &Config) -> anyhow::Result<(Programs, Rings)> {
+    let opts = load_options(cfg);
+    let mut s = Programs::open(&opts)?;
     if s.reused {
         // Capture size and wakeup watermark are runtime settings: apply them to the running programs.
         s.configure(&opts)?;
@@ -183,7 +183,7 @@ fn open_sensor(cfg: &Config) -> anyhow::Result<(Sensor, Rings)> {
 }
 
 /// The agent registry, rebuilt from the kernel's maps and the state files.
-fn restore_agents(cfg: &Config, s: &mut Sensor) -> anyhow::Result<Registry> {
+fn restore_agents(cfg: &Config, s: &mut Programs) -> anyhow::Result<Registry> {
     let state = crate::agents::state::StateDir::open(cfg.agents.state_dir.clone())
         .with_context(|| format!("agent state directory {}", cfg.agents.state_dir.display()))?;
     let tables = crate::agents::tables::Kernel {
@@ -217,7 +217,7 @@ fn restore_agents(cfg: &Config, s: &mut Sensor) -> anyhow::Result<Registry> {
 
 /// The rule files, their plugins compiled through the process's one sandbox engine.
 fn load_rules(cfg: &Config) -> anyhow::Result<Arc<crate::rules::Rules>> {
-    let sandbox = axiom_common::sandbox::configure(Some(cfg.rules.plugin_cache.clone()))
+    let sandbox = axiom_sandbox::configure(Some(cfg.rules.plugin_cache.clone()))
         .context("starting the wasm engine")?;
     if let Some(note) = &sandbox.cache_note {
         tracing::warn!(cache = %note, "compiled plugins are not cached");
@@ -257,7 +257,7 @@ fn open_bus(
 fn start_rules_and_actions(
     cfg: &Config,
     stages: &mut stages::Stages,
-    sensor: Sensor,
+    sensor: Programs,
     registry: Registry,
     rules: Arc<crate::rules::Rules>,
     bus: Arc<Bus>,
@@ -268,7 +268,7 @@ fn start_rules_and_actions(
     if admin_gid.is_none() {
         tracing::info!(group = %cfg.api.admin_group, "no such admin group: only root may act on every agent");
     }
-    let profiles = axiom_common::agent_profile::Profiles::load(&cfg.agents.profiles)
+    let profiles = axiom_proto::agent_profile::Profiles::load(&cfg.agents.profiles)
         .context("loading the agent profiles")?;
     let terminals = Arc::new(Terminals::default());
     let mut engine = crate::rules::engine::Engine::default();
@@ -359,7 +359,7 @@ fn spawn_reader(
     let (done_tx, done) = tokio::sync::oneshot::channel();
     let realtime = cfg.daemon.realtime_reader;
     let on_match: sensor::OnMatch =
-        Box::new(move |ev: &axiom_common::wire::Event| crate::rules::on_kernel_match(&stage, ev));
+        Box::new(move |ev: &axiom_proto::wire::Event| crate::rules::on_kernel_match(&stage, ev));
     let redactor: sensor::Redactor = {
         let shared = shared.clone();
         Box::new(move |scope, text: &str| shared.rules.get().redact(scope, text))

@@ -9,7 +9,7 @@ pub mod config;
 
 use std::{os::fd::OwnedFd, sync::Arc};
 
-use axiom_common::wire::{Body, ErrorCode, Reply, Request};
+use axiom_proto::wire::{Body, ErrorCode, Reply, Request};
 use tokio::sync::broadcast::error::RecvError;
 use zbus::{
     DBusError, interface,
@@ -102,7 +102,7 @@ impl DBusError for Failure {
 
 type Result<T> = std::result::Result<T, Failure>;
 
-pub use axiom_common::wire::AgentRecord;
+pub use axiom_proto::wire::AgentRecord;
 
 pub struct Axiom {
     shared: Arc<Shared>,

@@ -4,7 +4,7 @@ use std::{
     path::{Path, PathBuf},
 };
 
-pub use axiom_common::host::cgroup2_mount as mount_point;
+pub use axiom_proto::host::cgroup2_mount as mount_point;
 
 /// The cgroup id the kernel reports (`bpf_get_current_cgroup_id`) is the directory's inode number.
 pub fn id(path: &Path) -> std::io::Result<u64> {

@@ -3,14 +3,14 @@
 //! kernel lacks tracefs or ring buffers.
 use std::path::{Path, PathBuf};
 
-use axiom_common::preflight::{self, BPF_FS_MAGIC, Check, Status, TRACEFS_MAGIC, fs_magic};
+use axiom_proto::preflight::{self, BPF_FS_MAGIC, Check, Status, TRACEFS_MAGIC, fs_magic};
 
-use super::SensorError;
+use super::LoadError;
 
 /// A failed check as the error that stops the sensor, with its remedy.
-fn required(c: Check) -> Result<(), SensorError> {
+fn required(c: Check) -> Result<(), LoadError> {
     match c.status {
-        Status::Fail => Err(SensorError::Feature {
+        Status::Fail => Err(LoadError::Feature {
             feature: c.name,
             remedy: format!("{}: {}", c.detail, c.remedy.unwrap_or_default()),
         }),
@@ -29,16 +29,16 @@ fn mount(at: &Path, fstype: &str) -> nix::Result<()> {
 }
 
 /// Makes sure bpffs is mounted at `/sys/fs/bpf` (mounting it when absent).
-pub fn ensure_bpffs() -> Result<(), SensorError> {
+pub fn ensure_bpffs() -> Result<(), LoadError> {
     let root = Path::new(preflight::BPFFS_ROOT);
     if fs_magic(root) == Some(BPF_FS_MAGIC) {
         return Ok(());
     }
-    std::fs::create_dir_all(root).map_err(|e| SensorError::Feature {
+    std::fs::create_dir_all(root).map_err(|e| LoadError::Feature {
         feature: "bpffs",
         remedy: format!("cannot create {}: {e}", root.display()),
     })?;
-    mount(root, "bpf").map_err(|e| SensorError::Feature {
+    mount(root, "bpf").map_err(|e| LoadError::Feature {
         feature: "bpffs",
         remedy: format!("not mounted and `mount -t bpf bpf /sys/fs/bpf` failed: {e}"),
     })?;
@@ -47,13 +47,13 @@ pub fn ensure_bpffs() -> Result<(), SensorError> {
 }
 
 /// Returns the tracefs root, mounting it at `/sys/kernel/tracing` when no mount is found.
-pub fn ensure_tracefs() -> Result<PathBuf, SensorError> {
+pub fn ensure_tracefs() -> Result<PathBuf, LoadError> {
     if let Some(p) = preflight::tracefs_root() {
         return Ok(p);
     }
     let root = Path::new("/sys/kernel/tracing");
     if fs_magic(root) != Some(TRACEFS_MAGIC) {
-        mount(root, "tracefs").map_err(|e| SensorError::Feature {
+        mount(root, "tracefs").map_err(|e| LoadError::Feature {
             feature: "tracefs",
             remedy: format!(
                 "not mounted and `mount -t tracefs tracefs /sys/kernel/tracing` failed: {e} \
@@ -67,25 +67,25 @@ pub fn ensure_tracefs() -> Result<PathBuf, SensorError> {
 
 pub use preflight::has_tracepoint;
 
-pub fn tracepoint_missing(category: &str, event: &str) -> SensorError {
+pub fn tracepoint_missing(category: &str, event: &str) -> LoadError {
     let remedy = if category == "syscalls" {
         "the kernel needs CONFIG_FTRACE_SYSCALLS=y".to_string()
     } else {
         format!("the kernel does not provide the {category}:{event} tracepoint")
     };
-    SensorError::Feature {
+    LoadError::Feature {
         feature: "tracepoint",
         remedy: format!("{category}:{event} is missing: {remedy}"),
     }
 }
 
 /// Ring buffer maps (Linux 5.8) carry every record; without them nothing works.
-pub fn check_ringbuf() -> Result<(), SensorError> {
+pub fn check_ringbuf() -> Result<(), LoadError> {
     required(preflight::ringbuf())
 }
 
 /// Kernel lockdown in confidentiality mode forbids reading user memory from BPF.
-pub fn check_lockdown() -> Result<(), SensorError> {
+pub fn check_lockdown() -> Result<(), LoadError> {
     required(preflight::lockdown())
 }
 

@@ -40,7 +40,7 @@ pub static EMPTY_OBJECT: &[u8] =
     aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/axiom-empty"));
 
 #[derive(Debug, thiserror::Error)]
-pub enum SensorError {
+pub enum LoadError {
     #[error("kernel feature unavailable: {feature}: {remedy}")]
     Feature {
         feature: &'static str,
@@ -78,7 +78,7 @@ pub enum SensorError {
 }
 
 #[derive(Clone, Debug)]
-pub struct SensorOptions {
+pub struct LoadOptions {
     pub pin_dir: PathBuf,
     pub capture_bytes: u32,
     pub output_wakeup_records: u32,
@@ -88,7 +88,7 @@ pub struct SensorOptions {
     pub net_cgroup: Option<PathBuf>,
 }
 
-/// The connect allowlist programs, attached to `SensorOptions::net_cgroup`: connects, and
+/// The connect allowlist programs, attached to `LoadOptions::net_cgroup`: connects, and
 /// datagrams sent to an address without one.
 const NET_PROGRAMS: [&str; 4] = ["connect4", "connect6", "sendmsg4", "sendmsg6"];
 
@@ -127,8 +127,9 @@ impl Pins {
     }
 }
 
-/// Everything userspace holds of the loaded sensor.
-pub struct Sensor {
+/// The kernel programs as loaded (or found pinned) and attached, and every map userspace holds
+/// of them. The `sensor` stage reads their rings; this is the kernel side it reads from.
+pub struct Programs {
     /// Taken by the agent registry.
     pub tracked: Option<Array<MapData, u64>>,
     pub tracked_cgroups: Option<HashMap<MapData, u64, Tracked>>,
@@ -156,9 +157,9 @@ pub struct Sensor {
     pub ebpf: Option<Ebpf>,
 }
 
-impl From<aya::EbpfError> for SensorError {
+impl From<aya::EbpfError> for LoadError {
     fn from(e: aya::EbpfError) -> Self {
-        SensorError::Load(Box::new(e))
+        LoadError::Load(Box::new(e))
     }
 }
 
@@ -168,19 +169,19 @@ impl From<aya::EbpfError> for SensorError {
 pub trait Loaded: Send {
     /// Puts a matcher table into the kernel (none: matching stays in userspace); the table
     /// slot it went into (0: none).
-    fn install_matcher(&mut self, dfa: Option<&axiom_common::Dfa>) -> Result<u16, SensorError>;
+    fn install_matcher(&mut self, dfa: Option<&axiom_common::Dfa>) -> Result<u16, LoadError>;
     /// Fills in what the sensor knows: pins, programs, its losses by cause.
-    fn describe(&self, st: &mut axiom_common::wire::Status);
+    fn describe(&self, st: &mut axiom_proto::wire::Status);
     /// Detaches and unpins everything.
     fn unpin(&self) -> std::io::Result<()>;
 }
 
-impl Loaded for Sensor {
-    fn install_matcher(&mut self, dfa: Option<&axiom_common::Dfa>) -> Result<u16, SensorError> {
-        Sensor::install_matcher(self, dfa)
+impl Loaded for Programs {
+    fn install_matcher(&mut self, dfa: Option<&axiom_common::Dfa>) -> Result<u16, LoadError> {
+        Programs::install_matcher(self, dfa)
     }
 
-    fn describe(&self, st: &mut axiom_common::wire::Status) {
+    fn describe(&self, st: &mut axiom_proto::wire::Status) {
         st.pin_dir = self.pins.root.display().to_string();
         st.reused_pins = self.reused;
         st.startup_ms = self.startup.as_secs_f64() * 1e3;
@@ -196,9 +197,9 @@ impl Loaded for Sensor {
     }
 }
 
-impl Sensor {
+impl Programs {
     /// Loads or reuses the sensor. Start-up time to "attached" is measured and returned.
-    pub fn open(opts: &SensorOptions) -> Result<Sensor, SensorError> {
+    pub fn open(opts: &LoadOptions) -> Result<Programs, LoadError> {
         let t0 = Instant::now();
         features::ensure_bpffs()?;
         let tracefs = features::ensure_tracefs()?;
@@ -238,7 +239,7 @@ impl Sensor {
     /// Puts a rule set's literals into the kernel matcher: the idle table is written, then
     /// `CFG_DFA_ACTIVE` flips to it (programs never read a half-written table). Returns the
     /// table now live (1 or 2), or 0 when the rules have nothing for the kernel to scan.
-    pub fn install_matcher(&mut self, dfa: Option<&axiom_common::Dfa>) -> Result<u16, SensorError> {
+    pub fn install_matcher(&mut self, dfa: Option<&axiom_common::Dfa>) -> Result<u16, LoadError> {
         use axiom_common::CFG_DFA_ACTIVE;
         let Some(dfa) = dfa else {
             self.config
@@ -258,12 +259,12 @@ impl Sensor {
     }
 
     /// Applies the runtime settings (capture size, wakeup watermark) to the running programs.
-    pub fn configure(&mut self, opts: &SensorOptions) -> Result<(), SensorError> {
+    pub fn configure(&mut self, opts: &LoadOptions) -> Result<(), LoadError> {
         configure(&mut self.config, opts)
     }
 }
 
-fn configure(config: &mut Array<MapData, u64>, opts: &SensorOptions) -> Result<(), SensorError> {
+fn configure(config: &mut Array<MapData, u64>, opts: &LoadOptions) -> Result<(), LoadError> {
     let n = (opts.capture_bytes as usize).clamp(1, MAX_CAPTURE) as u64;
     config
         .set(CFG_CAPTURE_BYTES, n, 0)
@@ -278,7 +279,7 @@ fn configure(config: &mut Array<MapData, u64>, opts: &SensorOptions) -> Result<(
 }
 
 /// Hooks this kernel offers; a missing required one is an error that names it.
-fn available_hooks(tracefs: &Path) -> Result<(Vec<&'static Hook>, Vec<&'static str>), SensorError> {
+fn available_hooks(tracefs: &Path) -> Result<(Vec<&'static Hook>, Vec<&'static str>), LoadError> {
     let mut hooks = Vec::new();
     let mut skipped = Vec::new();
     for h in HOOKS {
@@ -295,7 +296,7 @@ fn available_hooks(tracefs: &Path) -> Result<(Vec<&'static Hook>, Vec<&'static s
 
 /// FNV-1a over the object bytes and the options baked into maps: a change in either means the
 /// pins are not ours to reuse.
-fn object_hash(obj: &[u8], opts: &SensorOptions) -> u64 {
+fn object_hash(obj: &[u8], opts: &LoadOptions) -> u64 {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
     let sizes = [opts.events_ring_bytes, opts.output_ring_bytes];
     let net = opts
@@ -316,7 +317,7 @@ fn object_hash(obj: &[u8], opts: &SensorOptions) -> u64 {
     h.max(1)
 }
 
-fn open_pinned(pins: &Pins, name: &'static str) -> Result<MapData, SensorError> {
+fn open_pinned(pins: &Pins, name: &'static str) -> Result<MapData, LoadError> {
     MapData::from_pin(pins.map(name)).map_err(map_err(name))
 }
 
@@ -325,8 +326,8 @@ fn reuse(
     pins: &Pins,
     hash: u64,
     hooks: &[&'static Hook],
-    opts: &SensorOptions,
-) -> Result<Option<Sensor>, SensorError> {
+    opts: &LoadOptions,
+) -> Result<Option<Programs>, LoadError> {
     if !hooks.iter().all(|h| pins.link(h.program).exists()) || !pins.map("CONFIG").exists() {
         return Ok(None);
     }
@@ -346,7 +347,7 @@ fn reuse(
     }
     let mut log_program_id = None;
     for h in hooks {
-        let link = PinnedLink::from_pin(pins.link(h.program)).map_err(|e| SensorError::Pin {
+        let link = PinnedLink::from_pin(pins.link(h.program)).map_err(|e| LoadError::Pin {
             path: pins.link(h.program),
             reason: e.to_string(),
         })?;
@@ -377,15 +378,15 @@ struct Maps {
     net_allow: LpmTrie<MapData, axiom_common::NetKey, axiom_common::NetPorts>,
 }
 
-fn map_err(name: &'static str) -> impl Fn(aya::maps::MapError) -> SensorError {
-    move |source| SensorError::Map {
+fn map_err(name: &'static str) -> impl Fn(aya::maps::MapError) -> LoadError {
+    move |source| LoadError::Map {
         name,
         source: Box::new(source),
     }
 }
 
 impl Maps {
-    fn pinned(pins: &Pins) -> Result<Maps, SensorError> {
+    fn pinned(pins: &Pins) -> Result<Maps, LoadError> {
         Ok(Maps {
             tracked: Array::try_from(Map::Array(open_pinned(pins, "TRACKED")?))
                 .map_err(map_err("TRACKED"))?,
@@ -407,9 +408,9 @@ impl Maps {
         })
     }
 
-    fn take(ebpf: &mut Ebpf) -> Result<(Maps, Array<MapData, u64>), SensorError> {
-        fn take(ebpf: &mut Ebpf, name: &'static str) -> Result<Map, SensorError> {
-            ebpf.take_map(name).ok_or(SensorError::MissingMap(name))
+    fn take(ebpf: &mut Ebpf) -> Result<(Maps, Array<MapData, u64>), LoadError> {
+        fn take(ebpf: &mut Ebpf, name: &'static str) -> Result<Map, LoadError> {
+            ebpf.take_map(name).ok_or(LoadError::MissingMap(name))
         }
         Ok((
             Maps {
@@ -438,8 +439,8 @@ impl Maps {
         attached: Vec<&'static str>,
         log_program_id: Option<u32>,
         ebpf: Option<Ebpf>,
-    ) -> Sensor {
-        Sensor {
+    ) -> Programs {
+        Programs {
             tracked: Some(self.tracked),
             tracked_cgroups: Some(self.tracked_cgroups),
             config,
@@ -492,10 +493,10 @@ fn drop_resized_ring(pins: &Pins, name: &'static str, bytes: u32) {
 /// unlink or rename the pins in it. A directory that is not root's, or is writable by others,
 /// is removed if empty (bpffs holds nothing else a user could have put there) and made anew
 /// with mode 0700; one that is not empty is refused.
-fn own_pin_dirs(pins: &Pins) -> Result<(), SensorError> {
+fn own_pin_dirs(pins: &Pins) -> Result<(), LoadError> {
     use std::os::unix::fs::{MetadataExt as _, PermissionsExt as _};
     for dir in [pins.root.clone(), pins.maps(), pins.links()] {
-        let err = |reason: String| SensorError::Pin {
+        let err = |reason: String| LoadError::Pin {
             path: dir.clone(),
             reason,
         };
@@ -520,8 +521,8 @@ fn own_pin_dirs(pins: &Pins) -> Result<(), SensorError> {
     Ok(())
 }
 
-fn mkdir(path: &Path) -> Result<(), SensorError> {
-    std::fs::create_dir_all(path).map_err(|e| SensorError::Pin {
+fn mkdir(path: &Path) -> Result<(), LoadError> {
+    std::fs::create_dir_all(path).map_err(|e| LoadError::Pin {
         path: path.into(),
         reason: e.to_string(),
     })
@@ -531,12 +532,12 @@ fn mkdir(path: &Path) -> Result<(), SensorError> {
 fn load_program<'a>(
     ebpf: &'a mut Ebpf,
     name: &'static str,
-) -> Result<&'a mut TracePoint, SensorError> {
+) -> Result<&'a mut TracePoint, LoadError> {
     let prog: &mut TracePoint = ebpf
         .program_mut(name)
-        .ok_or(SensorError::MissingProgram(name))?
+        .ok_or(LoadError::MissingProgram(name))?
         .try_into()
-        .map_err(|source| SensorError::Attach {
+        .map_err(|source| LoadError::Attach {
             program: name.into(),
             category: String::new(),
             event: String::new(),
@@ -549,12 +550,12 @@ fn load_program<'a>(
             verifier_log,
         }) => {
             tracing::debug!(program = name, "verifier log:\n{verifier_log}");
-            Err(SensorError::Verifier {
+            Err(LoadError::Verifier {
                 program: name.into(),
                 errno: io_error,
             })
         }
-        Err(source) => Err(SensorError::Attach {
+        Err(source) => Err(LoadError::Attach {
             program: name.into(),
             category: String::new(),
             event: String::new(),
@@ -567,8 +568,8 @@ fn fresh(
     pins: &Pins,
     hash: u64,
     hooks: &[&'static Hook],
-    opts: &SensorOptions,
-) -> Result<Sensor, SensorError> {
+    opts: &LoadOptions,
+) -> Result<Programs, LoadError> {
     // The pin directories were made (root's, 0700) by `own_pin_dirs`.
     drop_resized_ring(pins, "EVENTS", opts.events_ring_bytes);
     drop_resized_ring(pins, "OUTPUT", opts.output_ring_bytes);
@@ -586,7 +587,7 @@ fn fresh(
     let mut log_program_id = None;
     for h in hooks {
         let prog = load_program(&mut ebpf, h.program)?;
-        let attach_err = |source| SensorError::Attach {
+        let attach_err = |source| LoadError::Attach {
             program: h.program.into(),
             category: h.category.into(),
             event: h.event.into(),
@@ -599,7 +600,7 @@ fn fresh(
         let link = prog.take_link(id).map_err(attach_err)?;
         let fd_link: FdLink = link
             .try_into()
-            .map_err(|e: aya::programs::links::LinkError| SensorError::Pin {
+            .map_err(|e: aya::programs::links::LinkError| LoadError::Pin {
                 path: pins.link(h.program),
                 reason: format!("tracepoint link is not an fd link: {e}"),
             })?;
@@ -624,14 +625,14 @@ fn fresh(
 /// Attaches the connect allowlist programs to `cgroup` (every agent cgroup is below it; the
 /// programs let untracked processes and agents without a policy through at once). As bpf links
 /// they attach beside any older version, so the swap of pins leaves no unchecked moment.
-fn attach_net(ebpf: &mut Ebpf, pins: &Pins, cgroup: &Path) -> Result<(), SensorError> {
+fn attach_net(ebpf: &mut Ebpf, pins: &Pins, cgroup: &Path) -> Result<(), LoadError> {
     mkdir(cgroup)?;
-    let dir = std::fs::File::open(cgroup).map_err(|e| SensorError::Pin {
+    let dir = std::fs::File::open(cgroup).map_err(|e| LoadError::Pin {
         path: cgroup.into(),
         reason: e.to_string(),
     })?;
     for name in NET_PROGRAMS {
-        let attach_err = |source| SensorError::Attach {
+        let attach_err = |source| LoadError::Attach {
             program: name.into(),
             category: "cgroup".into(),
             event: cgroup.display().to_string(),
@@ -639,7 +640,7 @@ fn attach_net(ebpf: &mut Ebpf, pins: &Pins, cgroup: &Path) -> Result<(), SensorE
         };
         let prog: &mut CgroupSockAddr = ebpf
             .program_mut(name)
-            .ok_or(SensorError::MissingProgram(name))?
+            .ok_or(LoadError::MissingProgram(name))?
             .try_into()
             .map_err(attach_err)?;
         prog.load().map_err(|e| match e {
@@ -648,7 +649,7 @@ fn attach_net(ebpf: &mut Ebpf, pins: &Pins, cgroup: &Path) -> Result<(), SensorE
                 verifier_log,
             } => {
                 tracing::debug!(program = name, "verifier log:\n{verifier_log}");
-                SensorError::Verifier {
+                LoadError::Verifier {
                     program: name.into(),
                     errno: io_error,
                 }
@@ -661,7 +662,7 @@ fn attach_net(ebpf: &mut Ebpf, pins: &Pins, cgroup: &Path) -> Result<(), SensorE
         let link = prog.take_link(id).map_err(attach_err)?;
         let fd_link: FdLink = link
             .try_into()
-            .map_err(|e: aya::programs::links::LinkError| SensorError::Pin {
+            .map_err(|e: aya::programs::links::LinkError| LoadError::Pin {
                 path: pins.link(name),
                 reason: format!("cgroup link is not an fd link: {e}"),
             })?;
@@ -672,16 +673,16 @@ fn attach_net(ebpf: &mut Ebpf, pins: &Pins, cgroup: &Path) -> Result<(), SensorE
 
 /// Pins the new link beside the old one, then swaps names: the old program stays attached until
 /// the new one is, so there is never a moment with neither.
-fn replace_pin(pins: &Pins, program: &str, link: FdLink) -> Result<(), SensorError> {
+fn replace_pin(pins: &Pins, program: &str, link: FdLink) -> Result<(), LoadError> {
     let path = pins.link(program);
     let next = pins.links().join(format!("{program}_next"));
     let _ = std::fs::remove_file(&next);
-    let pinned = link.pin(&next).map_err(|e| SensorError::Pin {
+    let pinned = link.pin(&next).map_err(|e| LoadError::Pin {
         path: next.clone(),
         reason: e.to_string(),
     })?;
     let _ = std::fs::remove_file(&path);
-    std::fs::rename(&next, &path).map_err(|e| SensorError::Pin {
+    std::fs::rename(&next, &path).map_err(|e| LoadError::Pin {
         path: path.clone(),
         reason: format!("rename from {}: {e}", next.display()),
     })?;
@@ -691,7 +692,7 @@ fn replace_pin(pins: &Pins, program: &str, link: FdLink) -> Result<(), SensorErr
 
 /// Loads and attaches the empty baseline object (benchmarks only). Links live as long as the
 /// returned `Ebpf`; nothing is pinned.
-pub fn load_empty() -> Result<Ebpf, SensorError> {
+pub fn load_empty() -> Result<Ebpf, LoadError> {
     features::ensure_bpffs()?;
     let tracefs = features::ensure_tracefs()?;
     let (hooks, _) = available_hooks(&tracefs)?;
@@ -699,7 +700,7 @@ pub fn load_empty() -> Result<Ebpf, SensorError> {
     for h in hooks {
         let prog = load_program(&mut ebpf, h.program)?;
         prog.attach(h.category, h.event)
-            .map_err(|source| SensorError::Attach {
+            .map_err(|source| LoadError::Attach {
                 program: h.program.into(),
                 category: h.category.into(),
                 event: h.event.into(),

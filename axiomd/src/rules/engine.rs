@@ -2,9 +2,9 @@
 //! claims and timeouts), cooldowns, findings held for a rename, what was typed into the agent.
 use std::{collections::HashMap, time::Instant};
 
-use axiom_common::{
-    rules::{self, Action, Hit, Kind, PathFilter, RuleSet, Scope, Verify, screen::Screen},
-    wire::{Body, Event, FileOp},
+use axiom_proto::wire::{Body, Event, FileOp};
+use axiom_rules::{
+    self as rules, Action, Hit, Kind, PathFilter, RuleSet, Scope, Verify, screen::Screen,
 };
 
 /// Characters of an fd's previous output kept in front of the next write, so a phrase split
@@ -185,7 +185,7 @@ pub struct PluginFault {
     pub agent: u64,
     pub rule: usize,
     pub pid: u32,
-    pub fault: axiom_common::sandbox::Fault,
+    pub fault: axiom_sandbox::Fault,
     /// That was its last strike: it is switched off until the rules reload.
     pub disabled: bool,
 }
@@ -345,7 +345,7 @@ impl Engine {
                 // (A script given to a shell is not a prompt: what it prints is the agent's.)
                 if command
                     .first()
-                    .is_some_and(|c| axiom_common::agent_cli::agent_cli(c).is_some())
+                    .is_some_and(|c| axiom_proto::agent_cli::agent_cli(c).is_some())
                 {
                     for a in command.iter().skip(1).filter(|a| a.contains(' ')) {
                         self.typed(ev.agent, a);
@@ -1279,7 +1279,7 @@ mod tests {
             &ev(
                 2,
                 Body::File {
-                    op: axiom_common::wire::FileOp::Rename,
+                    op: axiom_proto::wire::FileOp::Rename,
                     path: tmp.into(),
                     path2: Some("/w/src/app.py".into()),
                     flags: 0,

@@ -12,7 +12,7 @@ use std::{
     sync::{Arc, Mutex, RwLock},
 };
 
-use axiom_common::rules::{RuleError, RuleSet};
+use axiom_rules::{RuleError, RuleSet};
 
 use crate::{agents::Registry, bus::Bus};
 
@@ -103,7 +103,7 @@ pub fn report(stage: &Stage, set: &Arc<RuleSet>, f: engine::Finding) {
     };
     let mut v = crate::agents::notice(
         &agent,
-        axiom_common::wire::Body::Violation {
+        axiom_proto::wire::Body::Violation {
             rule: r.id.clone(),
             severity: r.severity,
             action: r.action.wire(),
@@ -117,15 +117,15 @@ pub fn report(stage: &Stage, set: &Arc<RuleSet>, f: engine::Finding) {
         (v.pid, v.tgid) = (f.pid, f.pid);
     }
     stage.bus.publish(v);
-    if r.action != axiom_common::rules::Action::Alert {
+    if r.action != axiom_rules::Action::Alert {
         stage.actions.submit(set, f);
     }
 }
 
 /// Matches a kernel match record where it arrives (the reader thread): detection latency is
 /// the ring wakeup and this, not a hand-off to another thread.
-pub fn on_kernel_match(stage: &Stage, ev: &axiom_common::wire::Event) {
-    let axiom_common::wire::Body::KernelMatch { table, .. } = &ev.body else {
+pub fn on_kernel_match(stage: &Stage, ev: &axiom_proto::wire::Event) {
+    let axiom_proto::wire::Body::KernelMatch { table, .. } = &ev.body else {
         return;
     };
     // The states mean what the table's own rule set says.
@@ -146,7 +146,7 @@ pub fn on_kernel_match(stage: &Stage, ev: &axiom_common::wire::Event) {
 /// and what was queued before it is matched (or if the engine's lock is poisoned: the daemon
 /// sees the thread end and stops).
 pub fn run(
-    rx: std::sync::mpsc::Receiver<Arc<axiom_common::wire::Event>>,
+    rx: std::sync::mpsc::Receiver<Arc<axiom_proto::wire::Event>>,
     stage: Arc<Stage>,
     stop: &std::sync::atomic::AtomicBool,
 ) {
@@ -164,7 +164,7 @@ pub fn run(
         };
         match rx.recv_timeout(wait) {
             Ok(ev) => {
-                if matches!(ev.body, axiom_common::wire::Body::KernelMatch { .. }) {
+                if matches!(ev.body, axiom_proto::wire::Body::KernelMatch { .. }) {
                     on_kernel_match(&stage, &ev);
                 } else {
                     let (findings, candidates) = match stage.engine.lock() {
@@ -207,7 +207,7 @@ pub fn run(
 /// Plugin rules' candidates, each judged by its plugin in its sandbox with the engine unlocked;
 /// a finding goes through the rule's cooldown, a stopped call is reported as a denial.
 fn judge(stage: &Stage, set: &Arc<RuleSet>, candidates: Vec<engine::Candidate>) {
-    use axiom_common::rules::{FollowUp, Subject};
+    use axiom_rules::{FollowUp, Subject};
     for c in candidates {
         let Some(rule) = set.rules.get(c.rule) else {
             continue;
@@ -332,7 +332,7 @@ action = "alert"
         }
         let mut seen = Vec::new();
         while let Ok(ev) = rx.try_recv() {
-            if let axiom_common::wire::Body::Violation {
+            if let axiom_proto::wire::Body::Violation {
                 rule,
                 severity,
                 action,

@@ -9,8 +9,8 @@ use axiom_common::{
     FileEvent, ForkEvent, KIND_CONNECT, KIND_EXEC, KIND_EXIT, KIND_FILE, KIND_FORK, KIND_OUTPUT,
     OutputEvent, SYS_PWRITE64, SYS_PWRITEV, SYS_PWRITEV2, SYS_SENDMSG, SYS_SENDTO, SYS_WRITE,
     SYS_WRITEV,
-    wire::{Body, FileOp},
 };
+use axiom_proto::wire::{Body, FileOp};
 use zerocopy::FromBytes;
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]

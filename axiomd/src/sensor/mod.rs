@@ -9,10 +9,8 @@ use std::{
     time::{Duration, Instant},
 };
 
-use axiom_common::{
-    FLAG_SLIM,
-    wire::{Body, Event},
-};
+use axiom_common::FLAG_SLIM;
+use axiom_proto::wire::{Body, Event};
 use aya::maps::{MapData, RingBuf};
 use tokio::io::unix::AsyncFd;
 
@@ -29,7 +27,7 @@ pub type OnMatch = Box<dyn Fn(&Event) + Send>;
 /// Masks secrets in a write's text (scope, text) → (masked text, rule ids), before it leaves.
 /// `None` as scope: every secret rule (command lines).
 pub type Redactor =
-    Box<dyn Fn(Option<axiom_common::rules::Scope>, &str) -> Option<(String, Vec<String>)> + Send>;
+    Box<dyn Fn(Option<axiom_rules::Scope>, &str) -> Option<(String, Vec<String>)> + Send>;
 
 pub struct Pipeline {
     bus: Arc<Bus>,
@@ -50,7 +48,7 @@ pub struct Pipeline {
     cgroup2: Option<std::path::PathBuf>,
     /// Per process, its last recorded file operation (thread, op, path): a refusal that follows
     /// from the same thread is about it.
-    last_file: HashMap<u32, (u32, axiom_common::wire::FileOp, String)>,
+    last_file: HashMap<u32, (u32, axiom_proto::wire::FileOp, String)>,
     /// What tracked processes' fds point at, kept from the kernel's fd records (opens for
     /// writing, dups, closes, forks, execs) in order with their writes.
     fdt: FdTable,
@@ -165,9 +163,9 @@ impl FdTable {
                 }
                 // A pipe or a socketpair the agent made: a channel between its own processes.
                 let what: Arc<str> = if socket {
-                    axiom_common::rules::LOCAL_SOCKET.into()
+                    axiom_rules::LOCAL_SOCKET.into()
                 } else {
-                    axiom_common::rules::LOCAL_PIPE.into()
+                    axiom_rules::LOCAL_PIPE.into()
                 };
                 for fd in [first, second] {
                     if fd >= 0 && m.len() < FDT_PER_PROC {
@@ -434,7 +432,7 @@ impl Pipeline {
                 }
                 *target = self.fd_target(tgid, *fd);
                 if let Some(r) = &self.redactor {
-                    let scope = axiom_common::rules::write_scope(target.as_deref());
+                    let scope = axiom_rules::write_scope(target.as_deref());
                     if let Some((masked, ids)) = r(Some(scope), text) {
                         *text = masked;
                         *redacted = ids;
@@ -449,7 +447,7 @@ impl Pipeline {
                 // rules and the store get absolute ones (a symlink's target stays as written).
                 *path = absolute(tgid, d.dirfds.0, path);
                 if let Some(p2) = path2.as_mut()
-                    && *op != axiom_common::wire::FileOp::Symlink
+                    && *op != axiom_proto::wire::FileOp::Symlink
                 {
                     *p2 = absolute(tgid, d.dirfds.1, p2);
                 }

@@ -2,7 +2,7 @@
 //! rate, and "latest 1,000 events of one agent" at a given table size.
 use std::{sync::Arc, time::Instant};
 
-use axiom_common::wire::{Body, Event};
+use axiom_proto::wire::{Body, Event};
 
 use super::{StoreError, Warm, query};
 
@@ -20,7 +20,7 @@ fn synthetic(i: u64) -> Event {
             old_pid: 0,
         },
         1 => Body::File {
-            op: axiom_common::wire::FileOp::Open,
+            op: axiom_proto::wire::FileOp::Open,
             path: format!("/work/project/src/mod_{}.rs", i % 97),
             path2: None,
             flags: 0o1101,

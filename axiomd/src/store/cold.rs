@@ -23,7 +23,7 @@ use arrow::{
     array::{Array, ArrayRef, AsArray as _, RecordBatch},
     datatypes::{ArrowPrimitiveType, DataType, Int64Type, UInt32Type, UInt64Type},
 };
-use axiom_common::wire::{Body, Event};
+use axiom_proto::wire::{Body, Event};
 use object_store::{ObjectStore, ObjectStoreExt as _, PutPayload, path::Path};
 use parquet::{
     arrow::{ArrowWriter, arrow_reader::ParquetRecordBatchReaderBuilder},

@@ -25,7 +25,7 @@ use std::{
     time::Duration,
 };
 
-use axiom_common::wire::Event;
+use axiom_proto::wire::Event;
 use redis::Value;
 
 use super::config::HotConfig;

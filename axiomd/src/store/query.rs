@@ -3,7 +3,7 @@
 //! once (by its identity: host, run, seq), in time order.
 use std::sync::{Arc, Mutex};
 
-use axiom_common::wire::{Body, Event};
+use axiom_proto::wire::{Body, Event};
 use duckdb::types::Value;
 
 use super::{StoreError, WriterStats, cold::Cold, hot, schema::Stored};

@@ -1,7 +1,7 @@
 //! One event schema for every tier (version 1): the envelope in typed columns (host, agent,
 //! time, kind, pid, …), the kind's own fields as JSON (`body`, the wire model's `Body`), and the
 //! searchable payload as text (what was written, the command line, the path, the address).
-use axiom_common::wire::{Body, Event};
+use axiom_proto::wire::{Body, Event};
 
 pub const VERSION: u8 = 1;
 

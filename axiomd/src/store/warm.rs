@@ -10,7 +10,7 @@ use std::{
     time::Duration,
 };
 
-use axiom_common::wire::Event;
+use axiom_proto::wire::Event;
 
 use super::{StoreError, gate, hostname, schema};
 use crate::bus::tap::Intake;

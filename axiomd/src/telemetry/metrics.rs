@@ -198,8 +198,8 @@ pub struct Latencies {
 }
 
 impl Latencies {
-    pub fn record(&self, ev: &axiom_common::wire::Event) {
-        use axiom_common::wire::Body;
+    pub fn record(&self, ev: &axiom_proto::wire::Event) {
+        use axiom_proto::wire::Body;
         match &ev.body {
             Body::Violation {
                 rule,

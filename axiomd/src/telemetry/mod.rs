@@ -15,7 +15,7 @@ use std::{
     time::Duration,
 };
 
-use axiom_common::wire::{Body, Event};
+use axiom_proto::wire::{Body, Event};
 use serde::Deserialize;
 
 /// `[telemetry]`.
@@ -151,7 +151,7 @@ pub type SharedCounts = Arc<Mutex<Counts>>;
 
 /// What telemetry reads of the daemon: the snapshot `status` answers with, taken on demand.
 /// Injected by the daemon, so that telemetry (a sink) never names the API above it.
-pub type StatusSource = Arc<dyn Fn() -> axiom_common::wire::Status + Send + Sync>;
+pub type StatusSource = Arc<dyn Fn() -> axiom_proto::wire::Status + Send + Sync>;
 
 /// Starts what `[telemetry]` asks for. Returns the OTLP providers (flushed at shutdown).
 pub async fn start(

@@ -8,7 +8,7 @@ use std::{
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
-use axiom_common::wire::{Body, Event};
+use axiom_proto::wire::{Body, Event};
 use opentelemetry::{
     Context, KeyValue, Value,
     trace::{Span as _, SpanKind, Status, TraceContextExt as _, Tracer as _},

@@ -9,7 +9,7 @@ use std::{
 };
 
 use anyhow::{Context as _, bail};
-use axiom_common::wire::Request;
+use axiom_proto::wire::Request;
 use axiom_tests::Daemon;
 
 use crate::{build, require_root, setup::setup, target_dir};
@@ -94,7 +94,7 @@ fn run_one(n: usize, window: Duration) -> anyhow::Result<Result> {
     let st1 = d.status();
     let secs = w0.elapsed().as_secs_f64();
     let rss = rss_mib(daemon_pid)?;
-    let total = |s: &axiom_common::wire::Status| s.events.values().sum::<u64>();
+    let total = |s: &axiom_proto::wire::Status| s.events.values().sum::<u64>();
     let events_per_s = (total(&st1) - total(&st0)) as f64 / secs;
     // Every child's exit must be seen: end the ones still running (adoption may have taken most
     // of their lifetime on a loaded machine), wait for the writer, then count.
@@ -120,7 +120,7 @@ fn run_one(n: usize, window: Duration) -> anyhow::Result<Result> {
     let exits = st.events.get("exit").copied().unwrap_or(0);
     let lost_lifecycle = exits_expected.saturating_sub(exits)
         + st.lost.get("ring_full_events").copied().unwrap_or(0);
-    let out_lost = |s: &axiom_common::wire::Status| {
+    let out_lost = |s: &axiom_proto::wire::Status| {
         s.lost.get("ring_full_output").copied().unwrap_or(0)
             + s.lost.get("subscriber_lagged").copied().unwrap_or(0)
     };

@@ -14,7 +14,7 @@ use std::{
 };
 
 use anyhow::{Context as _, bail};
-use axiom_common::wire::Body;
+use axiom_proto::wire::Body;
 use axiom_tests::{Cgroup, Daemon};
 
 use super::{

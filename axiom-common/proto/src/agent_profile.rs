@@ -8,7 +8,7 @@ use std::{collections::BTreeMap, path::Path, time::Duration};
 use serde::Deserialize;
 
 /// The shipped table.
-pub const BUILTIN: &str = include_str!("../../config/agents.toml");
+pub const BUILTIN: &str = include_str!("../../../config/agents.toml");
 /// Where a host changes it.
 pub const OVERRIDES: &str = "/etc/axiom/agents.toml";
 /// The kind of anything not recognised.
@@ -64,21 +64,8 @@ impl Profile {
     }
 }
 
-#[derive(Debug, thiserror::Error)]
-pub enum ProfileError {
-    #[error("{origin}:{line}: {reason}")]
-    At {
-        origin: String,
-        line: usize,
-        reason: String,
-    },
-    #[error("{path}: {source}")]
-    Io {
-        path: String,
-        #[source]
-        source: std::io::Error,
-    },
-}
+/// An agent profile file's error: `file:line: reason`, or it could not be read.
+pub type ProfileError = crate::file_error::FileError;
 
 /// Every kind, by name.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -87,12 +74,9 @@ pub struct Profiles {
 }
 
 fn parse_table(text: &str, origin: &str) -> Result<toml::Table, ProfileError> {
-    text.parse::<toml::Table>().map_err(|e| ProfileError::At {
-        origin: origin.into(),
-        line: e.span().map_or(1, |s| {
-            text[..s.start.min(text.len())].matches('\n').count() + 1
-        }),
-        reason: e.message().to_string(),
+    text.parse::<toml::Table>().map_err(|e| {
+        let offset = e.span().map_or(0, |s| s.start);
+        ProfileError::at(origin, text, offset, e.message().to_string())
     })
 }
 

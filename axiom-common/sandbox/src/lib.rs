@@ -6,6 +6,7 @@
 //! streams. Both run under the same limits: fuel (instructions) and/or a wall-clock deadline, and
 //! a cap on linear memory. Compiled modules are cached on disk, keyed by the module's SHA-256
 //! and the engine's settings, so a repeated start deserializes instead of compiling.
+#![cfg_attr(not(test), deny(clippy::unwrap_used))]
 pub mod plugin;
 pub mod wasi;
 

@@ -4,27 +4,23 @@
 //! mistake (unknown key, bad regex, duplicate id, missing message for `inject`), so a reload
 //! that fails names the line and keeps the old rules. The matcher (`RuleSet::scan`) is pure: it
 //! runs in axiomd on live events and in `axiomctl rules test` offline, with the same result.
+#![cfg_attr(not(test), deny(clippy::unwrap_used))]
 mod ansi;
 pub mod dfa;
 mod paths;
+mod plugin;
 pub mod screen;
 
-use std::{
-    collections::HashSet,
-    path::Path,
-    sync::{
-        Arc,
-        atomic::{AtomicU32, Ordering},
-    },
-    time::Duration,
-};
+use std::{collections::HashSet, path::Path, sync::Arc, time::Duration};
 
+use axiom_proto::file_error::line_of;
 use serde::{Deserialize, Serialize};
-
-use crate::sandbox;
 
 pub use ansi::strip_ansi;
 pub use paths::{AGENT_STATE, PathFilter};
+#[cfg(feature = "plugins")]
+pub use plugin::{FollowUp, PLUGIN_STRIKES, Subject};
+pub use plugin::{PluginLimits, RulePlugin};
 
 /// What a rule looks at.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Deserialize, Serialize)]
@@ -58,7 +54,7 @@ pub const SCOPES: [Scope; 7] = [
     Scope::Connect,
 ];
 
-pub use crate::wire::Severity;
+pub use axiom_proto::wire::Severity;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -105,13 +101,13 @@ impl Action {
     }
 
     /// The same action on the wire (a violation's `action`; an intervention's).
-    pub fn wire(self) -> crate::wire::Action {
+    pub fn wire(self) -> axiom_proto::wire::Action {
         match self {
-            Action::Alert => crate::wire::Action::Alert,
-            Action::Inject => crate::wire::Action::Inject,
-            Action::Freeze => crate::wire::Action::Freeze,
-            Action::Kill => crate::wire::Action::Kill,
-            Action::Deny => crate::wire::Action::Deny,
+            Action::Alert => axiom_proto::wire::Action::Alert,
+            Action::Inject => axiom_proto::wire::Action::Inject,
+            Action::Freeze => axiom_proto::wire::Action::Freeze,
+            Action::Kill => axiom_proto::wire::Action::Kill,
+            Action::Deny => axiom_proto::wire::Action::Deny,
         }
     }
 }
@@ -219,7 +215,7 @@ struct RawRule {
     /// `kind = "plugin"`: the module (relative to the rule file's directory).
     #[serde(default)]
     plugin: Option<toml::Spanned<String>>,
-    /// A plugin call's limits (defaults: `sandbox::Limits::PLUGIN`).
+    /// A plugin call's limits (defaults: the sandbox's `Limits::PLUGIN`).
     #[serde(default)]
     fuel: Option<u64>,
     #[serde(default)]
@@ -298,97 +294,12 @@ pub struct Rule {
     pub ignore: PathFilter,
 }
 
-/// A rule's plugin, and how many of its calls in a row were stopped.
-#[derive(Debug)]
-pub struct RulePlugin {
-    pub plugin: sandbox::Plugin,
-    strikes: AtomicU32,
-}
-
-/// Calls in a row stopped by a limit before a plugin is switched off (until the rules reload):
-/// a plugin that always runs away would otherwise cost its whole budget on every event.
-pub const PLUGIN_STRIKES: u32 = 3;
-
-/// What a rule's follow-up made of a prefilter hit.
-#[derive(Debug, PartialEq)]
-pub enum FollowUp {
-    /// A finding, with the plugin's detail.
-    Finding(String),
-    /// The plugin found nothing.
-    Pass,
-    /// The call was stopped; `disabled`: that was the last strike.
-    Fault {
-        fault: sandbox::Fault,
-        disabled: bool,
-    },
-    /// Switched off after `PLUGIN_STRIKES` stopped calls.
-    Disabled,
-}
-
-/// What a plugin is asked about (sent to it as one JSON object).
-#[derive(Debug, serde::Serialize)]
-pub struct Subject<'a> {
-    pub rule: &'a str,
-    pub scope: Scope,
-    pub text: &'a str,
-    pub agent: u64,
-    pub pid: u32,
-    pub comm: &'a str,
-}
-
-impl RulePlugin {
-    /// Calls the plugin unless it is switched off; counts strikes.
-    pub fn follow_up(&self, subject: &Subject) -> FollowUp {
-        if self.strikes.load(Ordering::Relaxed) >= PLUGIN_STRIKES {
-            return FollowUp::Disabled;
-        }
-        let input = serde_json::to_vec(subject).unwrap_or_default();
-        match self.plugin.check(&input) {
-            Ok(v) => {
-                self.strikes.store(0, Ordering::Relaxed);
-                match v {
-                    Some(d) => FollowUp::Finding(d),
-                    None => FollowUp::Pass,
-                }
-            }
-            Err(fault) => {
-                let n = self.strikes.fetch_add(1, Ordering::Relaxed) + 1;
-                FollowUp::Fault {
-                    fault,
-                    disabled: n >= PLUGIN_STRIKES,
-                }
-            }
-        }
-    }
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum RuleError {
-    #[error("{origin}:{line}: {reason}")]
-    At {
-        origin: String,
-        line: usize,
-        reason: String,
-    },
-    #[error("{path}: {source}")]
-    Io {
-        path: String,
-        #[source]
-        source: std::io::Error,
-    },
-}
-
-fn line_of(text: &str, offset: usize) -> usize {
-    text[..offset.min(text.len())].matches('\n').count() + 1
-}
+/// A rule file's error: `file:line: reason`, or it could not be read.
+pub type RuleError = axiom_proto::file_error::FileError;
 
 /// Parses one rule file's text; `origin` names it in errors.
 pub fn parse(text: &str, origin: &str) -> Result<Vec<Rule>, RuleError> {
-    let at = |offset: usize, reason: String| RuleError::At {
-        origin: origin.into(),
-        line: line_of(text, offset),
-        reason,
-    };
+    let at = |offset: usize, reason: String| RuleError::at(origin, text, offset, reason);
     let raw: RawFile = toml::from_str(text).map_err(|e| {
         let offset = e.span().map(|s| s.start).unwrap_or(0);
         at(offset, e.message().to_string())
@@ -493,13 +404,7 @@ pub fn parse(text: &str, origin: &str) -> Result<Vec<Rule>, RuleError> {
                 let limits = plugin_limits(&r).map_err(at_file)?;
                 let base = Path::new(origin).parent().unwrap_or(Path::new("."));
                 let path = base.join(file.get_ref());
-                let sb = sandbox::shared().map_err(|e| at_file(e.to_string()))?;
-                let plugin = sandbox::Plugin::load(sb, path, limits)
-                    .map_err(|e| at_file(format!("plugin {e}")))?;
-                Some(Arc::new(RulePlugin {
-                    plugin,
-                    strikes: AtomicU32::new(0),
-                }))
+                Some(Arc::new(RulePlugin::load(path, limits).map_err(at_file)?))
             }
             (Kind::Plugin, None) => {
                 return Err(err("kind plugin needs plugin = \"file.wasm\"".into()));
@@ -539,28 +444,23 @@ pub fn parse(text: &str, origin: &str) -> Result<Vec<Rule>, RuleError> {
     Ok(out)
 }
 
-/// A plugin rule's limits: the defaults, changed by `fuel`, `memory_mib`, `timeout_ms`.
-fn plugin_limits(r: &RawRule) -> Result<sandbox::Limits, String> {
-    let mut l = sandbox::Limits::PLUGIN;
-    if let Some(f) = r.fuel {
-        if f == 0 {
-            return Err("fuel must be > 0".into());
-        }
-        l.fuel = Some(f);
+/// A plugin rule's limits as written (`fuel`, `memory_mib`, `timeout_ms`), checked; unset ones
+/// keep the sandbox's defaults.
+fn plugin_limits(r: &RawRule) -> Result<PluginLimits, String> {
+    if r.fuel == Some(0) {
+        return Err("fuel must be > 0".into());
     }
-    if let Some(m) = r.memory_mib {
-        if !(1..=4096).contains(&m) {
-            return Err("memory_mib must be 1..=4096".into());
-        }
-        l.memory_bytes = (m as usize) << 20;
+    if r.memory_mib.is_some_and(|m| !(1..=4096).contains(&m)) {
+        return Err("memory_mib must be 1..=4096".into());
     }
-    if let Some(t) = r.timeout_ms {
-        if t == 0 {
-            return Err("timeout_ms must be > 0".into());
-        }
-        l.deadline = Some(Duration::from_millis(t));
+    if r.timeout_ms == Some(0) {
+        return Err("timeout_ms must be > 0".into());
     }
-    Ok(l)
+    Ok(PluginLimits {
+        fuel: r.fuel,
+        memory_mib: r.memory_mib,
+        timeout_ms: r.timeout_ms,
+    })
 }
 
 /// A hit of one rule in one text.

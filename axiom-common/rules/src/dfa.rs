@@ -1,7 +1,7 @@
 //! The kernel half of matching: every kernel-scannable literal compiled into one Aho–Corasick
 //! DFA over byte classes, laid out as `crate::Dfa` for a BPF array map. ASCII case is folded (the
 //! kernel is a prefilter; userspace confirms case where a rule cares).
-use crate::{
+use axiom_common::{
     ACCEPT_DENY, ACCEPT_MATCH, DFA_CLASSES, DFA_MAX_STATES, Dfa, NEXT_ACCEPT, NEXT_DENY, NEXT_STATE,
 };
 

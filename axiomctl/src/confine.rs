@@ -165,9 +165,44 @@ fn refuse_if_strict(c: &Confinement, applied: &Applied) -> Result<(), String> {
 /// the protected paths inside them read-only again, and the top of each protected tree made a
 /// mount point so it cannot be renamed or removed away (`mv .git .git-orig` is EBUSY). A
 /// read-only mount refuses what Landlock does not cover: chmod, chown, utimes, xattrs. /dev/shm
-/// is a tmpfs of the agent's own, /dev/pts a devpts instance of its own. Landlock then forbids the agent to change mounts. Returns
-/// what could not be done.
+/// is a tmpfs of the agent's own, /dev/pts a devpts instance of its own. Landlock then forbids
+/// the agent to change mounts. Returns what could not be done.
 fn protect(fs: &FsRules) -> Result<Vec<String>, String> {
+    let (targets, mut missing) = protected_targets(fs);
+    let cwd = std::env::current_dir().ok();
+    let (uid, gid) = (nix::unistd::getuid(), nix::unistd::getgid());
+    // The owner's MCP tokens are covered below; the directory must exist to be covered (made
+    // now, while the filesystem is still writable, so a server started later writes where the
+    // agent cannot see).
+    let tokens = axiom_proto::confine::mcp_token_dir(uid.as_raw());
+    if !tokens.exists() {
+        use std::os::unix::fs::DirBuilderExt as _;
+        let _ = std::fs::DirBuilder::new().mode(0o700).create(&tokens);
+    }
+    use nix::sched::CloneFlags;
+    if let Err(e) = nix::sched::unshare(CloneFlags::CLONE_NEWUSER | CloneFlags::CLONE_NEWNS) {
+        missing.push(format!(
+            "a read-only view of the filesystem (chmod, utimes, xattrs outside writable paths; no user namespace: {e})"
+        ));
+        missing.extend(targets.iter().map(|t| {
+            format!("{t}: protected path inside a writable one (no user namespace: {e})")
+        }));
+        return Ok(missing);
+    }
+    map_ids_and_isolate(uid, gid)?;
+    read_only_view(fs, &mut missing);
+    own_devices(fs, &tokens, &mut missing);
+    pin_protected(fs, &targets)?;
+    // The working directory was resolved on the mounts below: look it up again.
+    if let Some(d) = cwd {
+        let _ = std::env::set_current_dir(d);
+    }
+    Ok(missing)
+}
+
+/// The protected paths that need a mount of their own (those beneath a writable path; a
+/// symlink is followed to what it names), and what cannot be protected.
+fn protected_targets(fs: &FsRules) -> (Vec<String>, Vec<String>) {
     let mut missing = Vec::new();
     let mut targets = Vec::new();
     for p in &fs.protect {
@@ -191,34 +226,19 @@ fn protect(fs: &FsRules) -> Result<Vec<String>, String> {
             )),
         }
     }
-    let cwd = std::env::current_dir().ok();
-    let uid = nix::unistd::getuid();
-    // The owner's MCP tokens are covered below; the directory must exist to be covered (made
-    // now, while the filesystem is still writable, so a server started later writes where the
-    // agent cannot see).
-    let tokens = axiom_proto::confine::mcp_token_dir(uid.as_raw());
-    if !tokens.exists() {
-        use std::os::unix::fs::DirBuilderExt as _;
-        let _ = std::fs::DirBuilder::new().mode(0o700).create(&tokens);
-    }
-    let gid = nix::unistd::getgid();
-    use nix::sched::CloneFlags;
-    if let Err(e) = nix::sched::unshare(CloneFlags::CLONE_NEWUSER | CloneFlags::CLONE_NEWNS) {
-        missing.push(format!(
-            "a read-only view of the filesystem (chmod, utimes, xattrs outside writable paths; no user namespace: {e})"
-        ));
-        missing.extend(targets.iter().map(|t| {
-            format!("{t}: protected path inside a writable one (no user namespace: {e})")
-        }));
-        return Ok(missing);
-    }
+    (targets, missing)
+}
+
+/// In the agent's new user and mount namespace: the uid and gid inside the same as outside
+/// (both read before the unshare: inside, unmapped, they read as the overflow ids), and nothing
+/// mounted from here on propagating back to the host.
+fn map_ids_and_isolate(uid: nix::unistd::Uid, gid: nix::unistd::Gid) -> Result<(), String> {
     let map =
         |file: &str, text: String| std::fs::write(file, text).map_err(|e| format!("{file}: {e}"));
     map("/proc/self/setgroups", "deny".into())?;
     map("/proc/self/uid_map", format!("{uid} {uid} 1"))?;
     map("/proc/self/gid_map", format!("{gid} {gid} 1"))?;
     use nix::mount::{MsFlags, mount};
-    // Nothing mounted here propagates back to the host.
     mount(
         None::<&str>,
         "/",
@@ -227,6 +247,12 @@ fn protect(fs: &FsRules) -> Result<Vec<String>, String> {
         None::<&str>,
     )
     .map_err(|e| format!("making / a slave mount: {e}"))?;
+    Ok(())
+}
+
+/// Every mount read-only but the writable paths (bound back from copies taken while they were
+/// still writable) and a process's own /proc files.
+fn read_only_view(fs: &FsRules, missing: &mut Vec<String>) {
     // The writable paths, copied while they are still writable (device nodes are written
     // through read-only mounts alike; /proc stays as it is).
     let mut writable: Vec<&String> = fs
@@ -266,6 +292,11 @@ fn protect(fs: &FsRules) -> Result<Vec<String>, String> {
             "a read-only view of the filesystem (chmod, utimes, xattrs outside writable paths: {e})"
         )),
     }
+}
+
+/// /dev/shm, the terminals and the owner's MCP tokens: the agent's own, not the host's.
+fn own_devices(fs: &FsRules, tokens: &std::path::Path, missing: &mut Vec<String>) {
+    use nix::mount::{MsFlags, mount};
     if fs.write.iter().any(|w| w == "/dev/shm")
         && let Err(e) = mount(
             Some("tmpfs"),
@@ -305,7 +336,7 @@ fn protect(fs: &FsRules) -> Result<Vec<String>, String> {
     }
     if let Err(e) = mount(
         Some("tmpfs"),
-        &tokens,
+        tokens,
         Some("tmpfs"),
         MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
         Some("size=4k,mode=0700"),
@@ -315,8 +346,13 @@ fn protect(fs: &FsRules) -> Result<Vec<String>, String> {
             tokens.display()
         ));
     }
-    // The top of each protected tree below its writable root becomes a mount point: renaming
-    // or removing a mount point is refused, so `.git` cannot be swapped for one with hooks.
+}
+
+/// The protected paths bound read-only over themselves, and the top of each protected tree
+/// below its writable root made a mount point: renaming or removing a mount point is refused,
+/// so `.git` cannot be swapped for one with hooks.
+fn pin_protected(fs: &FsRules, targets: &[String]) -> Result<(), String> {
+    use nix::mount::{MsFlags, mount};
     let mut tops: Vec<String> = targets
         .iter()
         .filter_map(|t| top_below(t, &fs.write))
@@ -324,7 +360,7 @@ fn protect(fs: &FsRules) -> Result<Vec<String>, String> {
         .collect();
     tops.sort();
     tops.dedup();
-    for t in tops.iter().chain(&targets) {
+    for t in tops.iter().chain(targets) {
         mount(
             Some(t.as_str()),
             t.as_str(),
@@ -334,14 +370,10 @@ fn protect(fs: &FsRules) -> Result<Vec<String>, String> {
         )
         .map_err(|e| format!("bind-mounting {t}: {e}"))?;
     }
-    for t in &targets {
+    for t in targets {
         mount_attr(t, RDONLY, 0, true).map_err(|e| format!("making {t} read-only: {e}"))?;
     }
-    // The working directory was resolved on the mounts below: look it up again.
-    if let Some(d) = cwd {
-        let _ = std::env::set_current_dir(d);
-    }
-    Ok(missing)
+    Ok(())
 }
 
 /// The first directory of `path` below the writable root that holds it (`ws/.git` for

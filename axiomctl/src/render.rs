@@ -62,54 +62,14 @@ impl Style {
         );
         let what = match &e.body {
             Body::Fork { child_pid } => paint(c, "2", &format!("fork → {child_pid}")),
-            Body::Exec {
-                filename,
-                argv,
-                cwd,
-                ..
-            } => {
-                let args = self::argv(argv);
-                let cwd = cwd
-                    .as_deref()
-                    .map(|d| format!("  (in {d})"))
-                    .unwrap_or_default();
-                format!(
-                    "{} {}{}",
-                    paint(c, "1;36", "exec"),
-                    paint(c, "1", &args),
-                    paint(c, "2", &format!("  [{filename}]{cwd}"))
-                )
-            }
+            Body::Exec { .. } => self.exec(e),
             Body::Exit { code, signal } => match (code, signal) {
                 (Some(0), _) => paint(c, "32", "exit 0"),
                 (Some(n), _) => paint(c, "1;31", &format!("exit {n}")),
                 (_, Some(s)) => paint(c, "1;31", &format!("killed by signal {s}")),
                 _ => paint(c, "2", "exit"),
             },
-            Body::Output {
-                fd,
-                text,
-                count,
-                captured,
-                target,
-                ..
-            } => {
-                let more = if *count > *captured as u64 {
-                    format!(" (+{} bytes)", count - *captured as u64)
-                } else {
-                    String::new()
-                };
-                let to = target
-                    .as_deref()
-                    .map(|t| format!("  → {t}"))
-                    .unwrap_or_default();
-                format!(
-                    "{} {}{}",
-                    paint(c, "33", &format!("out fd{fd}")),
-                    escape(text),
-                    paint(c, "2", &format!("{more}{to}"))
-                )
-            }
+            Body::Output { .. } => self.output(e),
             Body::File {
                 op, path, path2, ..
             } => {
@@ -139,28 +99,7 @@ impl Style {
                     if *deny { " (denied)" } else { "" }
                 ),
             ),
-            Body::AgentStarted {
-                name,
-                command,
-                workspace,
-                profile,
-            } => {
-                let args = self::argv(command);
-                let mut extra = String::new();
-                if let Some(w) = workspace {
-                    extra.push_str(&format!("  (in {})", escape(w)));
-                }
-                if let Some(p) = profile {
-                    extra.push_str(&format!("  [profile {}]", escape(p)));
-                }
-                format!(
-                    "{} {} {}{}",
-                    paint(c, "1;32", &format!("agent {} started", e.agent)),
-                    escape(name.as_deref().unwrap_or("")),
-                    paint(c, "1", &args),
-                    paint(c, "2", &extra)
-                )
-            }
+            Body::AgentStarted { .. } => self.agent_started(e),
             Body::AgentExited { code, signal } => {
                 let how = match (code, signal) {
                     (Some(n), _) => format!("exit {n}"),
@@ -170,62 +109,8 @@ impl Style {
                 let colour = if *code == Some(0) { "1;32" } else { "1;31" };
                 paint(c, colour, &format!("agent {} ended: {how}", e.agent))
             }
-            Body::Intervention {
-                action,
-                by_uid,
-                detail,
-                detect_us,
-                act_us,
-                ..
-            } => {
-                let by = by_uid
-                    .map(|u| format!(" by uid {u}"))
-                    .unwrap_or_else(|| " by rule".into());
-                let detail = if detail.is_empty() {
-                    String::new()
-                } else {
-                    format!(": {}", escape(detail))
-                };
-                let timing = match (detect_us, act_us) {
-                    (Some(d), Some(a)) => {
-                        format!("  (detected {d:.0} µs after the syscall, acted in {a:.0} µs)")
-                    }
-                    _ => String::new(),
-                };
-                format!(
-                    "{}{}",
-                    paint(c, "1;35", &format!("intervention {action}{by}{detail}")),
-                    paint(c, "2", &timing)
-                )
-            }
-            Body::Violation {
-                rule,
-                severity,
-                action,
-                detail,
-                latency_us,
-                path,
-                ..
-            } => {
-                let lat = latency_us
-                    .map(|l| format!("  ({l:.0} µs after the syscall)"))
-                    .unwrap_or_default();
-                let file = path
-                    .as_deref()
-                    .map(|p| format!(" in {}:", escape(p)))
-                    .unwrap_or_default();
-                format!(
-                    "{}{} {}{}",
-                    paint(
-                        c,
-                        "1;41",
-                        &format!("violation {} [{severity}, {action}]", escape(rule))
-                    ),
-                    file,
-                    escape(detail),
-                    paint(c, "2", &lat)
-                )
-            }
+            Body::Intervention { .. } => self.intervention(e),
+            Body::Violation { .. } => self.violation(e),
             Body::Denied {
                 op,
                 target,
@@ -250,5 +135,160 @@ impl Style {
             String::new()
         };
         format!("{who} {what}{trunc}")
+    }
+
+    /// An exec: its arguments, the program and the directory it ran in.
+    fn exec(&self, e: &Event) -> String {
+        let c = self.color;
+        let Body::Exec {
+            filename,
+            argv,
+            cwd,
+            ..
+        } = &e.body
+        else {
+            return String::new();
+        };
+        let args = self::argv(argv);
+        let cwd = cwd
+            .as_deref()
+            .map(|d| format!("  (in {d})"))
+            .unwrap_or_default();
+        format!(
+            "{} {}{}",
+            paint(c, "1;36", "exec"),
+            paint(c, "1", &args),
+            paint(c, "2", &format!("  [{filename}]{cwd}"))
+        )
+    }
+
+    /// A write: the text (escaped), how much was not captured, where it went.
+    fn output(&self, e: &Event) -> String {
+        let c = self.color;
+        let Body::Output {
+            fd,
+            text,
+            count,
+            captured,
+            target,
+            ..
+        } = &e.body
+        else {
+            return String::new();
+        };
+        let more = if *count > *captured as u64 {
+            format!(" (+{} bytes)", count - *captured as u64)
+        } else {
+            String::new()
+        };
+        let to = target
+            .as_deref()
+            .map(|t| format!("  → {t}"))
+            .unwrap_or_default();
+        format!(
+            "{} {}{}",
+            paint(c, "33", &format!("out fd{fd}")),
+            escape(text),
+            paint(c, "2", &format!("{more}{to}"))
+        )
+    }
+
+    /// An agent's start: its name, command, workspace and profile.
+    fn agent_started(&self, e: &Event) -> String {
+        let c = self.color;
+        let Body::AgentStarted {
+            name,
+            command,
+            workspace,
+            profile,
+        } = &e.body
+        else {
+            return String::new();
+        };
+        let args = self::argv(command);
+        let mut extra = String::new();
+        if let Some(w) = workspace {
+            extra.push_str(&format!("  (in {})", escape(w)));
+        }
+        if let Some(p) = profile {
+            extra.push_str(&format!("  [profile {}]", escape(p)));
+        }
+        format!(
+            "{} {} {}{}",
+            paint(c, "1;32", &format!("agent {} started", e.agent)),
+            escape(name.as_deref().unwrap_or("")),
+            paint(c, "1", &args),
+            paint(c, "2", &extra)
+        )
+    }
+
+    /// An intervention: what, by whom, and how fast.
+    fn intervention(&self, e: &Event) -> String {
+        let c = self.color;
+        let Body::Intervention {
+            action,
+            by_uid,
+            detail,
+            detect_us,
+            act_us,
+            ..
+        } = &e.body
+        else {
+            return String::new();
+        };
+        let by = by_uid
+            .map(|u| format!(" by uid {u}"))
+            .unwrap_or_else(|| " by rule".into());
+        let detail = if detail.is_empty() {
+            String::new()
+        } else {
+            format!(": {}", escape(detail))
+        };
+        let timing = match (detect_us, act_us) {
+            (Some(d), Some(a)) => {
+                format!("  (detected {d:.0} µs after the syscall, acted in {a:.0} µs)")
+            }
+            _ => String::new(),
+        };
+        format!(
+            "{}{}",
+            paint(c, "1;35", &format!("intervention {action}{by}{detail}")),
+            paint(c, "2", &timing)
+        )
+    }
+
+    /// A violation: the rule, its severity and action, where, and how fast.
+    fn violation(&self, e: &Event) -> String {
+        let c = self.color;
+        let Body::Violation {
+            rule,
+            severity,
+            action,
+            detail,
+            latency_us,
+            path,
+            ..
+        } = &e.body
+        else {
+            return String::new();
+        };
+        let lat = latency_us
+            .map(|l| format!("  ({l:.0} µs after the syscall)"))
+            .unwrap_or_default();
+        let file = path
+            .as_deref()
+            .map(|p| format!(" in {}:", escape(p)))
+            .unwrap_or_default();
+        format!(
+            "{}{} {}{}",
+            paint(
+                c,
+                "1;41",
+                &format!("violation {} [{severity}, {action}]", escape(rule))
+            ),
+            file,
+            escape(detail),
+            paint(c, "2", &lat)
+        )
     }
 }

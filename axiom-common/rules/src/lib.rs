@@ -299,149 +299,192 @@ pub type RuleError = axiom_proto::file_error::FileError;
 
 /// Parses one rule file's text; `origin` names it in errors.
 pub fn parse(text: &str, origin: &str) -> Result<Vec<Rule>, RuleError> {
-    let at = |offset: usize, reason: String| RuleError::at(origin, text, offset, reason);
+    let src = Source { text, origin };
     let raw: RawFile = toml::from_str(text).map_err(|e| {
         let offset = e.span().map(|s| s.start).unwrap_or(0);
-        at(offset, e.message().to_string())
+        src.at(offset, e.message().to_string())
     })?;
-    let mut out = Vec::new();
+    let mut out: Vec<Rule> = Vec::new();
     for spanned in raw.rule {
         let start = spanned.span().start;
         let r = spanned.into_inner();
         if !r.enabled {
             continue;
         }
-        let err = |reason: String| at(start, format!("rule {:?}: {reason}", r.id));
-        if r.id.is_empty()
-            || !r
-                .id
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
-        {
-            return Err(err(
-                "id must be non-empty letters, digits, '-' or '_'".into()
-            ));
+        if out.iter().any(|o| o.id == r.id) {
+            return Err(src.at(start, format!("rule {:?}: duplicate id", r.id)));
         }
-        let regex = match &r.regex {
-            Some(s) => Some(
-                regex::RegexBuilder::new(s.get_ref())
-                    .case_insensitive(r.case_insensitive)
-                    .size_limit(1 << 20)
-                    .build()
-                    .map_err(|e| {
-                        at(
-                            s.span().start,
-                            format!(
-                                "rule {:?}: bad regex: {}",
-                                r.id,
-                                e.to_string().lines().last().unwrap_or("")
-                            ),
-                        )
-                    })?,
-            ),
-            None => None,
-        };
-        let kind = match r.kind.as_deref().unwrap_or("match") {
-            "match" => Kind::Match,
-            "claim" => Kind::Claim(r.verify.ok_or_else(|| {
-                err("a claim needs verify = \"files_written\" or \"tests_ran\"".into())
-            })?),
-            "plugin" => Kind::Plugin,
-            k @ ("planning_timeout" | "progress_check") => {
-                let secs = r
-                    .after_secs
-                    .filter(|s| *s > 0.0 && s.is_finite())
-                    .ok_or_else(|| err(format!("{k} needs after_secs > 0")))?;
-                let d = Duration::from_secs_f64(secs);
-                if k == "planning_timeout" {
-                    Kind::PlanningTimeout(d)
-                } else {
-                    Kind::ProgressCheck(d)
-                }
-            }
-            other => {
-                return Err(err(format!(
-                    "unknown kind {other:?} (match, claim, plugin, planning_timeout, progress_check)"
-                )));
-            }
-        };
-        let matching = matches!(kind, Kind::Match | Kind::Claim(_) | Kind::Plugin);
-        let scopes: Vec<Scope> = match &r.scope {
-            None => Vec::new(),
-            Some(OneOrMany::One(s)) => vec![*s],
-            Some(OneOrMany::Many(v)) => v.clone(),
-        };
-        if let Some(e) = r.min_entropy
-            && !(e.is_finite() && (0.0..=8.0).contains(&e))
-        {
-            return Err(err("min_entropy must be 0..=8 bits per character".into()));
-        }
-        if matching {
-            if scopes.is_empty() {
-                return Err(err(format!("needs a scope ({SCOPE_NAMES})")));
-            }
-            // A plugin sees every event of its scope unless literals or a regex narrow it.
-            if kind != Kind::Plugin && r.literals.is_empty() && regex.is_none() {
-                return Err(err("needs literals, a regex, or both".into()));
-            }
-            if r.literals.iter().any(|l| l.is_empty()) {
-                return Err(err("an empty literal matches everything".into()));
-            }
-        }
-        if r.action == Action::Inject && r.message.trim().is_empty() {
-            return Err(err("action inject needs a message".into()));
-        }
-        if !(r.cooldown_secs >= 0.0 && r.cooldown_secs.is_finite()) {
-            return Err(err("cooldown_secs must be ≥ 0".into()));
-        }
-        if out.iter().any(|o: &Rule| o.id == r.id) {
-            return Err(err("duplicate id".into()));
-        }
-        let plugin = match (&kind, &r.plugin) {
-            (Kind::Plugin, Some(file)) => {
-                let at_file =
-                    |reason: String| at(file.span().start, format!("rule {:?}: {reason}", r.id));
-                let limits = plugin_limits(&r).map_err(at_file)?;
-                let base = Path::new(origin).parent().unwrap_or(Path::new("."));
-                let path = base.join(file.get_ref());
-                Some(Arc::new(RulePlugin::load(path, limits).map_err(at_file)?))
-            }
-            (Kind::Plugin, None) => {
-                return Err(err("kind plugin needs plugin = \"file.wasm\"".into()));
-            }
-            (_, Some(file)) => {
-                return Err(at(
-                    file.span().start,
-                    format!("rule {:?}: plugin is only for kind = \"plugin\"", r.id),
-                ));
-            }
-            (_, None) => None,
-        };
-        out.push(Rule {
-            origin: format!("{origin}:{}", line_of(text, start)),
-            id: r.id,
-            description: r.description,
-            kind,
-            scopes,
-            min_entropy: r.min_entropy,
-            literals: r.literals,
-            case_insensitive: r.case_insensitive,
-            regex,
-            severity: r.severity,
-            priority: r.priority,
-            cooldown: Duration::from_secs_f64(r.cooldown_secs),
-            action: r.action,
-            message: r.message,
-            deliver: r.deliver,
-            redact: r.redact,
-            plugin,
-            ignore: match &r.ignore_paths {
-                Some(p) => PathFilter::new(p),
-                None => PathFilter::agent_state(),
-            },
-        });
+        out.push(compile(r, &src, start)?);
     }
     Ok(out)
+}
+
+/// The rule file being parsed, to place errors in it.
+struct Source<'a> {
+    text: &'a str,
+    origin: &'a str,
+}
+
+impl Source<'_> {
+    fn at(&self, offset: usize, reason: String) -> RuleError {
+        RuleError::at(self.origin, self.text, offset, reason)
+    }
+}
+
+/// One rule as written (starting at byte `start`), checked and compiled.
+fn compile(r: RawRule, src: &Source, start: usize) -> Result<Rule, RuleError> {
+    let err = |reason: String| src.at(start, format!("rule {:?}: {reason}", r.id));
+    if r.id.is_empty()
+        || !r
+            .id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+    {
+        return Err(err(
+            "id must be non-empty letters, digits, '-' or '_'".into()
+        ));
+    }
+    let regex = rule_regex(&r, src)?;
+    let kind = rule_kind(&r).map_err(err)?;
+    let scopes: Vec<Scope> = match &r.scope {
+        None => Vec::new(),
+        Some(OneOrMany::One(s)) => vec![*s],
+        Some(OneOrMany::Many(v)) => v.clone(),
+    };
+    check_fields(&r, &kind, &scopes, regex.is_some()).map_err(err)?;
+    let plugin = rule_plugin(&r, &kind, src, start)?;
+    Ok(Rule {
+        origin: format!("{}:{}", src.origin, line_of(src.text, start)),
+        id: r.id,
+        description: r.description,
+        kind,
+        scopes,
+        min_entropy: r.min_entropy,
+        literals: r.literals,
+        case_insensitive: r.case_insensitive,
+        regex,
+        severity: r.severity,
+        priority: r.priority,
+        cooldown: Duration::from_secs_f64(r.cooldown_secs),
+        action: r.action,
+        message: r.message,
+        deliver: r.deliver,
+        redact: r.redact,
+        plugin,
+        ignore: match &r.ignore_paths {
+            Some(p) => PathFilter::new(p),
+            None => PathFilter::agent_state(),
+        },
+    })
+}
+
+/// The rule's regex, compiled (bounded in size); errors point at the regex.
+fn rule_regex(r: &RawRule, src: &Source) -> Result<Option<regex::Regex>, RuleError> {
+    let Some(s) = &r.regex else {
+        return Ok(None);
+    };
+    regex::RegexBuilder::new(s.get_ref())
+        .case_insensitive(r.case_insensitive)
+        .size_limit(1 << 20)
+        .build()
+        .map(Some)
+        .map_err(|e| {
+            src.at(
+                s.span().start,
+                format!(
+                    "rule {:?}: bad regex: {}",
+                    r.id,
+                    e.to_string().lines().last().unwrap_or("")
+                ),
+            )
+        })
+}
+
+/// What the rule is, with what that kind needs (a claim's check, a timeout's seconds).
+fn rule_kind(r: &RawRule) -> Result<Kind, String> {
+    Ok(match r.kind.as_deref().unwrap_or("match") {
+        "match" => Kind::Match,
+        "claim" => Kind::Claim(
+            r.verify
+                .ok_or("a claim needs verify = \"files_written\" or \"tests_ran\"")?,
+        ),
+        "plugin" => Kind::Plugin,
+        k @ ("planning_timeout" | "progress_check") => {
+            let secs = r
+                .after_secs
+                .filter(|s| *s > 0.0 && s.is_finite())
+                .ok_or_else(|| format!("{k} needs after_secs > 0"))?;
+            let d = Duration::from_secs_f64(secs);
+            if k == "planning_timeout" {
+                Kind::PlanningTimeout(d)
+            } else {
+                Kind::ProgressCheck(d)
+            }
+        }
+        other => {
+            return Err(format!(
+                "unknown kind {other:?} (match, claim, plugin, planning_timeout, progress_check)"
+            ));
+        }
+    })
+}
+
+/// The fields that must agree with each other and with the kind.
+fn check_fields(r: &RawRule, kind: &Kind, scopes: &[Scope], regex: bool) -> Result<(), String> {
+    if let Some(e) = r.min_entropy
+        && !(e.is_finite() && (0.0..=8.0).contains(&e))
+    {
+        return Err("min_entropy must be 0..=8 bits per character".into());
+    }
+    if matches!(kind, Kind::Match | Kind::Claim(_) | Kind::Plugin) {
+        if scopes.is_empty() {
+            return Err(format!("needs a scope ({SCOPE_NAMES})"));
+        }
+        // A plugin sees every event of its scope unless literals or a regex narrow it.
+        if *kind != Kind::Plugin && r.literals.is_empty() && !regex {
+            return Err("needs literals, a regex, or both".into());
+        }
+        if r.literals.iter().any(|l| l.is_empty()) {
+            return Err("an empty literal matches everything".into());
+        }
+    }
+    if r.action == Action::Inject && r.message.trim().is_empty() {
+        return Err("action inject needs a message".into());
+    }
+    if !(r.cooldown_secs >= 0.0 && r.cooldown_secs.is_finite()) {
+        return Err("cooldown_secs must be ≥ 0".into());
+    }
+    Ok(())
+}
+
+/// A plugin rule's module, beside the rule file; `plugin` is for plugin rules only.
+fn rule_plugin(
+    r: &RawRule,
+    kind: &Kind,
+    src: &Source,
+    start: usize,
+) -> Result<Option<Arc<RulePlugin>>, RuleError> {
+    match (kind, &r.plugin) {
+        (Kind::Plugin, Some(file)) => {
+            let at_file =
+                |reason: String| src.at(file.span().start, format!("rule {:?}: {reason}", r.id));
+            let limits = plugin_limits(r).map_err(at_file)?;
+            let base = Path::new(src.origin).parent().unwrap_or(Path::new("."));
+            let path = base.join(file.get_ref());
+            Ok(Some(Arc::new(
+                RulePlugin::load(path, limits).map_err(at_file)?,
+            )))
+        }
+        (Kind::Plugin, None) => Err(src.at(
+            start,
+            format!("rule {:?}: kind plugin needs plugin = \"file.wasm\"", r.id),
+        )),
+        (_, Some(file)) => Err(src.at(
+            file.span().start,
+            format!("rule {:?}: plugin is only for kind = \"plugin\"", r.id),
+        )),
+        (_, None) => Ok(None),
+    }
 }
 
 /// A plugin rule's limits as written (`fuel`, `memory_mib`, `timeout_ms`), checked; unset ones

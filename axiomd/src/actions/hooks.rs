@@ -89,20 +89,11 @@ impl Actions {
         ));
         self.bus.publish(notice(
             agent,
-            Body::Intervention {
-                action: axiom_proto::wire::Action::Deny,
-                by_uid: None,
-                detail: format!(
-                    "rule {}: refused before it ran (Claude Code hook): {shown}",
-                    r.id
-                ),
-                rule: Some(r.id.clone()),
-                detect_us: None,
-                act_us: None,
-                delivered: Some(true),
-                channel: Some("hook".into()),
-                queued_us: None,
-            },
+            by_hook(
+                axiom_proto::wire::Action::Deny,
+                &r.id,
+                format!("refused before it ran (Claude Code hook): {shown}"),
+            ),
         ));
         Some(json!({"hookSpecificOutput": {
             "hookEventName": "PreToolUse",
@@ -164,20 +155,11 @@ impl Actions {
             }
             self.bus.publish(notice(
                 agent,
-                Body::Intervention {
-                    action: axiom_proto::wire::Action::Inject,
-                    by_uid: None,
-                    detail: format!(
-                        "rule {}: stop refused (Claude Code hook): {with_evidence}",
-                        r.id
-                    ),
-                    rule: Some(r.id.clone()),
-                    detect_us: None,
-                    act_us: None,
-                    delivered: Some(true),
-                    channel: Some("hook".into()),
-                    queued_us: None,
-                },
+                by_hook(
+                    axiom_proto::wire::Action::Inject,
+                    &r.id,
+                    format!("stop refused (Claude Code hook): {with_evidence}"),
+                ),
             ));
             reasons.push(with_evidence);
         }
@@ -214,5 +196,20 @@ impl Actions {
         if let Ok(mut m) = self.stop_refusals.lock() {
             m.remove(&agent);
         }
+    }
+}
+
+/// An intervention made through the agent's own hook: delivered as the hook's answer.
+fn by_hook(action: axiom_proto::wire::Action, rule: &str, what: String) -> Body {
+    Body::Intervention {
+        action,
+        by_uid: None,
+        detail: format!("rule {rule}: {what}"),
+        rule: Some(rule.into()),
+        detect_us: None,
+        act_us: None,
+        delivered: Some(true),
+        channel: Some("hook".into()),
+        queued_us: None,
     }
 }

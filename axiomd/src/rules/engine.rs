@@ -336,22 +336,7 @@ impl Engine {
         match &ev.body {
             Body::AgentStarted {
                 command, workspace, ..
-            } => {
-                let mut a = Activity::new(now);
-                a.workspace = workspace.clone();
-                self.activity.insert(ev.agent, a);
-                // A prompt given to an agent CLI on its command line is the user's words when
-                // the agent shows it on its screen ("make sure the tests pass" is not a claim).
-                // (A script given to a shell is not a prompt: what it prints is the agent's.)
-                if command
-                    .first()
-                    .is_some_and(|c| axiom_proto::agent_cli::agent_cli(c).is_some())
-                {
-                    for a in command.iter().skip(1).filter(|a| a.contains(' ')) {
-                        self.typed(ev.agent, a);
-                    }
-                }
-            }
+            } => self.agent_started(ev.agent, command, workspace.clone(), now),
             Body::AgentExited { .. } => {
                 self.activity.remove(&ev.agent);
                 self.fired.retain(|(a, _), _| *a != ev.agent);
@@ -361,93 +346,7 @@ impl Engine {
             Body::Exit { .. } => {
                 self.windows.retain(|(t, _, _), _| *t != ev.tgid);
             }
-            Body::Output {
-                fd,
-                text,
-                target,
-                redacted,
-                ..
-            } => {
-                // Secrets were masked before the event left the reader: report them here.
-                let mut secrets = Vec::new();
-                let file = target.as_deref().filter(|t| is_file(Some(t)));
-                // A pipe or a socketpair stays between the agent's own processes (its harness
-                // reading `env` sees the key its user gave it): masked, not reported.
-                let pipe = rules::is_local_channel(target.as_deref());
-                for id in redacted {
-                    if let Some(i) = set.rules.iter().position(|r| &r.id == id)
-                        // Masked everywhere; reported where it is the agent's doing (a secret
-                        // its own transcript keeps of what it wrote is the same secret).
-                        && !pipe
-                        && !file.is_some_and(|f| set.rules[i].ignore.matches(f))
-                        && self.cool(set, ev.agent, i, now)
-                    {
-                        secrets.push(Finding {
-                            agent: ev.agent,
-                            rule: i,
-                            detail: format!(
-                                "a secret in a write of {} bytes{}, masked before it left axiomd",
-                                text.len(),
-                                target
-                                    .as_deref()
-                                    .map(|t| format!(" to {t}"))
-                                    .unwrap_or_default()
-                            ),
-                            latency_us: Some((now_ns().saturating_sub(ev.time_ns)) as f64 / 1e3),
-                            pid: ev.tgid,
-                            uid: ev.uid,
-                            in_kernel: false,
-                            scope: Some(rules::write_scope(target.as_deref())),
-                            path: file.map(String::from),
-                        });
-                    }
-                }
-                // The rest of the write is matched too (masked): a secret beside a TODO must not
-                // hide the TODO.
-                for f in secrets {
-                    out.extend(self.name_file(f, now));
-                }
-                let target = target.as_deref();
-                if is_file(target) {
-                    let path = target.unwrap_or_default();
-                    let a = self.act(ev.agent, now);
-                    if a.is_work(path) {
-                        a.files_written += 1;
-                        a.last_file = now;
-                    }
-                    let key = (ev.tgid, *fd, true, path);
-                    out.extend(self.on_bytes(
-                        set,
-                        ev,
-                        &[Scope::FileWrite],
-                        text.clone(),
-                        Some(key),
-                        Some(path),
-                        now,
-                    ));
-                } else {
-                    let scopes: &[Scope] = if rules::is_socket(target) {
-                        &[Scope::Output, Scope::Network]
-                    } else {
-                        &[Scope::Output]
-                    };
-                    let key = (ev.tgid, *fd, false, target.unwrap_or(""));
-                    out.extend(self.on_bytes(
-                        set,
-                        ev,
-                        scopes,
-                        rules::strip_ansi(text),
-                        Some(key),
-                        None,
-                        now,
-                    ));
-                    if let Some(t) = target
-                        && rules::is_terminal(Some(t))
-                    {
-                        out.extend(self.on_screen(set, ev, t, text, now));
-                    }
-                }
-            }
+            Body::Output { .. } => out.extend(self.on_output(set, ev, now)),
             Body::Exec { argv, filename, .. } => {
                 let line = if argv.is_empty() {
                     filename.clone()
@@ -465,31 +364,7 @@ impl Engine {
                 }
                 out.extend(self.on_bytes(set, ev, &[Scope::Exec], line, None, None, now));
             }
-            Body::File {
-                path, path2, op, ..
-            } => {
-                if *op == FileOp::Rename
-                    && let Some(to) = path2
-                {
-                    self.renamed(path, to, now);
-                }
-                let a = self.act(ev.agent, now);
-                let work = [Some(path), path2.as_ref()]
-                    .into_iter()
-                    .flatten()
-                    .any(|p| a.is_work(p));
-                if work {
-                    a.last_file = now;
-                    if !matches!(op, FileOp::Unlink | FileOp::Rmdir) {
-                        a.files_written += 1;
-                    }
-                }
-                let t = match path2 {
-                    Some(p2) => format!("{path} {p2}"),
-                    None => path.clone(),
-                };
-                out.extend(self.on_bytes(set, ev, &[Scope::File], t, None, Some(path), now));
-            }
+            Body::File { .. } => out.extend(self.on_file(set, ev, now)),
             Body::Connect { address, port, .. } => {
                 let t = format!("{address}:{port}");
                 out.extend(self.on_bytes(set, ev, &[Scope::Connect], t, None, None, now));
@@ -498,6 +373,166 @@ impl Engine {
         }
         out.extend(self.release(now));
         out
+    }
+
+    /// An agent's activity starts. A prompt given to an agent CLI on its command line is the
+    /// user's words when the agent shows it on its screen ("make sure the tests pass" is not a
+    /// claim); a script given to a shell is not a prompt: what it prints is the agent's.
+    fn agent_started(
+        &mut self,
+        agent: u64,
+        command: &[String],
+        workspace: Option<String>,
+        now: Instant,
+    ) {
+        let mut a = Activity::new(now);
+        a.workspace = workspace;
+        self.activity.insert(agent, a);
+        if command
+            .first()
+            .is_some_and(|c| axiom_proto::agent_cli::agent_cli(c).is_some())
+        {
+            for a in command.iter().skip(1).filter(|a| a.contains(' ')) {
+                self.typed(agent, a);
+            }
+        }
+    }
+
+    /// A write: its secrets reported, then its (masked) bytes matched as a file write, or as
+    /// output (and network, to a socket), and on a terminal as what the screen shows.
+    fn on_output(&mut self, set: &RuleSet, ev: &Event, now: Instant) -> Vec<Finding> {
+        let Body::Output {
+            fd, text, target, ..
+        } = &ev.body
+        else {
+            return Vec::new();
+        };
+        let mut out = Vec::new();
+        // The rest of the write is matched too (masked): a secret beside a TODO must not hide
+        // the TODO.
+        for f in self.secrets_in(set, ev, now) {
+            out.extend(self.name_file(f, now));
+        }
+        let target = target.as_deref();
+        if is_file(target) {
+            let path = target.unwrap_or_default();
+            let a = self.act(ev.agent, now);
+            if a.is_work(path) {
+                a.files_written += 1;
+                a.last_file = now;
+            }
+            let key = (ev.tgid, *fd, true, path);
+            out.extend(self.on_bytes(
+                set,
+                ev,
+                &[Scope::FileWrite],
+                text.clone(),
+                Some(key),
+                Some(path),
+                now,
+            ));
+        } else {
+            let scopes: &[Scope] = if rules::is_socket(target) {
+                &[Scope::Output, Scope::Network]
+            } else {
+                &[Scope::Output]
+            };
+            let key = (ev.tgid, *fd, false, target.unwrap_or(""));
+            out.extend(self.on_bytes(
+                set,
+                ev,
+                scopes,
+                rules::strip_ansi(text),
+                Some(key),
+                None,
+                now,
+            ));
+            if let Some(t) = target
+                && rules::is_terminal(Some(t))
+            {
+                out.extend(self.on_screen(set, ev, t, text, now));
+            }
+        }
+        out
+    }
+
+    /// The secrets the reader masked in a write, as findings where they are the agent's doing.
+    /// Masked everywhere; not reported through a pipe or a socketpair (between the agent's own
+    /// processes: its harness reading `env` sees the key its user gave it), nor in a file its
+    /// rule ignores (a secret its own transcript keeps of what it wrote is the same secret).
+    fn secrets_in(&mut self, set: &RuleSet, ev: &Event, now: Instant) -> Vec<Finding> {
+        let Body::Output {
+            text,
+            target,
+            redacted,
+            ..
+        } = &ev.body
+        else {
+            return Vec::new();
+        };
+        let file = target.as_deref().filter(|t| is_file(Some(t)));
+        if rules::is_local_channel(target.as_deref()) {
+            return Vec::new();
+        }
+        let mut secrets = Vec::new();
+        for id in redacted {
+            if let Some(i) = set.rules.iter().position(|r| &r.id == id)
+                && !file.is_some_and(|f| set.rules[i].ignore.matches(f))
+                && self.cool(set, ev.agent, i, now)
+            {
+                secrets.push(Finding {
+                    agent: ev.agent,
+                    rule: i,
+                    detail: format!(
+                        "a secret in a write of {} bytes{}, masked before it left axiomd",
+                        text.len(),
+                        target
+                            .as_deref()
+                            .map(|t| format!(" to {t}"))
+                            .unwrap_or_default()
+                    ),
+                    latency_us: Some((now_ns().saturating_sub(ev.time_ns)) as f64 / 1e3),
+                    pid: ev.tgid,
+                    uid: ev.uid,
+                    in_kernel: false,
+                    scope: Some(rules::write_scope(target.as_deref())),
+                    path: file.map(String::from),
+                });
+            }
+        }
+        secrets
+    }
+
+    /// A file operation: renames carry the agent's pending writes along, work in the workspace
+    /// counts as progress, and the path (both, for a rename or link) is matched.
+    fn on_file(&mut self, set: &RuleSet, ev: &Event, now: Instant) -> Vec<Finding> {
+        let Body::File {
+            path, path2, op, ..
+        } = &ev.body
+        else {
+            return Vec::new();
+        };
+        if *op == FileOp::Rename
+            && let Some(to) = path2
+        {
+            self.renamed(path, to, now);
+        }
+        let a = self.act(ev.agent, now);
+        let work = [Some(path), path2.as_ref()]
+            .into_iter()
+            .flatten()
+            .any(|p| a.is_work(p));
+        if work {
+            a.last_file = now;
+            if !matches!(op, FileOp::Unlink | FileOp::Rmdir) {
+                a.files_written += 1;
+            }
+        }
+        let t = match path2 {
+            Some(p2) => format!("{path} {p2}"),
+            None => path.clone(),
+        };
+        self.on_bytes(set, ev, &[Scope::File], t, None, Some(path), now)
     }
 
     /// Whether the text around a hit is the echo of something typed into the agent (an

@@ -325,70 +325,19 @@ impl Pipeline {
     pub fn handle(&mut self, rec: &[u8]) {
         match decode::fd_change(rec) {
             Ok(None) => {}
-            Ok(Some((tgid, change))) => {
-                // The /proc fallback's answers about a changed fd (or, for a range, an exec or a
-                // new process, all of them) are stale.
-                use decode::FdChange as C;
-                match &change {
-                    C::Open { fd, .. } | C::Dup { fd, .. } | C::Close { fd } => {
-                        if let Some(m) = self.fds.get_mut(&tgid) {
-                            m.remove(fd);
-                        }
-                    }
-                    C::Pair { first, second, .. } => {
-                        if let Some(m) = self.fds.get_mut(&tgid) {
-                            m.remove(first);
-                            m.remove(second);
-                        }
-                    }
-                    C::CloseRange { .. } | C::Exec => {
-                        self.fds.remove(&tgid);
-                    }
-                    C::Fork { child } => {
-                        self.fds.remove(child);
-                    }
-                }
-                self.fdt
-                    .apply(tgid, change, |dirfd, path| absolute(tgid, dirfd, path));
-                return;
-            }
-            Err(e) => {
-                tracing::debug!("skipping record: {e}");
-                self.bus.stats.count_loss(e.cause());
-                return;
-            }
+            Ok(Some((tgid, change))) => return self.fd_changed(tgid, change),
+            Err(e) => return self.skip(e),
         }
         let d = match decode::decode(rec) {
             Ok(d) => d,
-            Err(e) => {
-                tracing::debug!("skipping record: {e}");
-                self.bus.stats.count_loss(e.cause());
-                return;
-            }
+            Err(e) => return self.skip(e),
         };
         let tgid = d.hdr.tgid;
         if !self.owners_record(tgid, d.hdr.uid, &d.body) {
             self.bus.stats.count_loss("privileged");
             return;
         }
-        let (comm, uid, cgroup_id) = if d.hdr.flags & FLAG_SLIM != 0 {
-            let i = self.identity(tgid);
-            (i.comm, i.uid, i.cgroup_id)
-        } else {
-            let i = procfs::Identity {
-                comm: decode::cstr(&d.hdr.comm),
-                uid: d.hdr.uid,
-                cgroup_id: d.hdr.cgroup_id,
-            };
-            if let Body::Fork { child_pid } = d.body {
-                // Until it execs, a child is named and owned like its parent.
-                self.remember(child_pid, i.clone());
-            }
-            if !matches!(d.body, Body::Exit { .. }) {
-                self.remember(tgid, i.clone());
-            }
-            (i.comm, i.uid, i.cgroup_id)
-        };
+        let (comm, uid, cgroup_id) = self.identity_of(&d);
         let mut body = d.body;
         let mut truncated = d.truncated;
         match &mut body {
@@ -397,92 +346,21 @@ impl Pipeline {
             }
             Body::Exec { cwd, argv, .. } => {
                 *cwd = procfs::cwd(tgid);
-                // Secrets on command lines (tokens in curl headers, keys in env assignments).
-                if let Some(r) = &self.redactor {
-                    for a in argv.iter_mut() {
-                        if let Some((masked, _)) = r(None, a) {
-                            *a = masked;
-                        }
-                    }
-                }
+                self.redact_argv(argv);
             }
-            Body::Output {
-                fd,
-                target,
-                text,
-                redacted,
-                captured,
-                count,
-                ..
-            } => {
-                // Bytes past sensor.capture_bytes are not inspected: the event says so
-                // (`truncated`), and status counts how often (`output_past_capture`).
-                if u64::from(*captured) < *count {
-                    truncated = true;
-                    use std::sync::atomic::Ordering::Relaxed;
-                    self.bus.stats.past_capture.fetch_add(1, Relaxed);
-                }
-                if text.is_empty() && *captured > 0 {
-                    use std::sync::atomic::Ordering::Relaxed;
-                    self.bus.stats.binary_writes.fetch_add(1, Relaxed);
-                    self.bus
-                        .stats
-                        .binary_bytes
-                        .fetch_add(u64::from(*captured), Relaxed);
-                }
-                *target = self.fd_target(tgid, *fd);
-                if let Some(r) = &self.redactor {
-                    let scope = axiom_rules::write_scope(target.as_deref());
-                    if let Some((masked, ids)) = r(Some(scope), text) {
-                        *text = masked;
-                        *redacted = ids;
-                    }
-                }
-            }
+            Body::Output { .. } => truncated |= self.enrich_output(tgid, &mut body),
             Body::KernelMatch { fd, target, .. } => *target = self.fd_target(tgid, *fd),
-            Body::File {
-                op, path, path2, ..
-            } => {
-                // Paths as the kernel saw them are relative to a directory fd or the cwd: the
-                // rules and the store get absolute ones (a symlink's target stays as written).
-                *path = absolute(tgid, d.dirfds.0, path);
-                if let Some(p2) = path2.as_mut()
-                    && *op != axiom_proto::wire::FileOp::Symlink
-                {
-                    *p2 = absolute(tgid, d.dirfds.1, p2);
-                }
-                let target = match path2 {
-                    Some(p2) => format!("{path} -> {p2}"),
-                    None => path.clone(),
-                };
-                self.last_file.insert(tgid, (d.hdr.pid, *op, target));
-            }
+            Body::File { .. } => self.enrich_file(tgid, d.hdr.pid, d.dirfds, &mut body),
             Body::Denied { op, target, .. } if op.is_empty() => {
-                match self.last_file.remove(&tgid) {
-                    Some((tid, o, t)) if tid == d.hdr.pid => {
-                        *op = o.name().into();
-                        *target = t;
-                    }
-                    _ => {
-                        *op = "file".into();
-                        *target = "?".into();
-                    }
-                }
+                (*op, *target) = self.refused_file(tgid, d.hdr.pid);
             }
             _ => {}
         }
         let ppid = self.ppid(tgid);
         if matches!(body, Body::Exit { .. }) {
-            let now = Instant::now();
-            if let Some((_, e)) = self.idents.get_mut(&tgid) {
-                *e = Some(now);
-                self.exited.push_back((tgid, now));
-            }
-            self.fds.remove(&tgid);
-            self.last_file.remove(&tgid);
-            self.prune(now);
+            self.process_exited(tgid);
         }
-        let ev = Event {
+        self.emit(Event {
             seq: 0,
             time_ns: (d.hdr.ts_ns as i128 + self.clock_offset).max(0) as u64,
             agent: d.hdr.agent,
@@ -494,7 +372,162 @@ impl Pipeline {
             comm,
             truncated,
             body,
+        });
+    }
+
+    /// A malformed or unknown record: counted by cause, skipped.
+    fn skip(&self, e: decode::DecodeError) {
+        tracing::debug!("skipping record: {e}");
+        self.bus.stats.count_loss(e.cause());
+    }
+
+    /// A change to a process's descriptor table: the /proc fallback's answers about the changed
+    /// fd (or, for a range, an exec or a new process, all of them) are stale.
+    fn fd_changed(&mut self, tgid: u32, change: decode::FdChange) {
+        use decode::FdChange as C;
+        match &change {
+            C::Open { fd, .. } | C::Dup { fd, .. } | C::Close { fd } => {
+                if let Some(m) = self.fds.get_mut(&tgid) {
+                    m.remove(fd);
+                }
+            }
+            C::Pair { first, second, .. } => {
+                if let Some(m) = self.fds.get_mut(&tgid) {
+                    m.remove(first);
+                    m.remove(second);
+                }
+            }
+            C::CloseRange { .. } | C::Exec => {
+                self.fds.remove(&tgid);
+            }
+            C::Fork { child } => {
+                self.fds.remove(child);
+            }
+        }
+        self.fdt
+            .apply(tgid, change, |dirfd, path| absolute(tgid, dirfd, path));
+    }
+
+    /// Who wrote a record: from the record itself, or for a slim one (no identity, to save the
+    /// ring) what was remembered of the process.
+    fn identity_of(&mut self, d: &decode::Decoded) -> (String, u32, u64) {
+        let tgid = d.hdr.tgid;
+        if d.hdr.flags & FLAG_SLIM != 0 {
+            let i = self.identity(tgid);
+            return (i.comm, i.uid, i.cgroup_id);
+        }
+        let i = procfs::Identity {
+            comm: decode::cstr(&d.hdr.comm),
+            uid: d.hdr.uid,
+            cgroup_id: d.hdr.cgroup_id,
         };
+        if let Body::Fork { child_pid } = d.body {
+            // Until it execs, a child is named and owned like its parent.
+            self.remember(child_pid, i.clone());
+        }
+        if !matches!(d.body, Body::Exit { .. }) {
+            self.remember(tgid, i.clone());
+        }
+        (i.comm, i.uid, i.cgroup_id)
+    }
+
+    /// Secrets on command lines (tokens in curl headers, keys in env assignments).
+    fn redact_argv(&self, argv: &mut [String]) {
+        if let Some(r) = &self.redactor {
+            for a in argv.iter_mut() {
+                if let Some((masked, _)) = r(None, a) {
+                    *a = masked;
+                }
+            }
+        }
+    }
+
+    /// An output record: where it went, its secrets masked, binary and past-capture writes
+    /// counted. True when bytes past `sensor.capture_bytes` were not inspected (the event says
+    /// so, and status counts how often: `output_past_capture`).
+    fn enrich_output(&mut self, tgid: u32, body: &mut Body) -> bool {
+        use std::sync::atomic::Ordering::Relaxed;
+        let Body::Output {
+            fd,
+            target,
+            text,
+            redacted,
+            captured,
+            count,
+            ..
+        } = body
+        else {
+            return false;
+        };
+        let past_capture = u64::from(*captured) < *count;
+        if past_capture {
+            self.bus.stats.past_capture.fetch_add(1, Relaxed);
+        }
+        if text.is_empty() && *captured > 0 {
+            self.bus.stats.binary_writes.fetch_add(1, Relaxed);
+            self.bus
+                .stats
+                .binary_bytes
+                .fetch_add(u64::from(*captured), Relaxed);
+        }
+        *target = self.fd_target(tgid, *fd);
+        if let Some(r) = &self.redactor {
+            let scope = axiom_rules::write_scope(target.as_deref());
+            if let Some((masked, ids)) = r(Some(scope), text) {
+                *text = masked;
+                *redacted = ids;
+            }
+        }
+        past_capture
+    }
+
+    /// A file record: paths as the kernel saw them are relative to a directory fd or the cwd;
+    /// the rules and the store get absolute ones (a symlink's target stays as written). Kept
+    /// per process, for a refusal that follows it.
+    fn enrich_file(&mut self, tgid: u32, tid: u32, dirfds: (i32, i32), body: &mut Body) {
+        let Body::File {
+            op, path, path2, ..
+        } = body
+        else {
+            return;
+        };
+        *path = absolute(tgid, dirfds.0, path);
+        if let Some(p2) = path2.as_mut()
+            && *op != axiom_proto::wire::FileOp::Symlink
+        {
+            *p2 = absolute(tgid, dirfds.1, p2);
+        }
+        let target = match path2 {
+            Some(p2) => format!("{path} -> {p2}"),
+            None => path.clone(),
+        };
+        self.last_file.insert(tgid, (tid, *op, target));
+    }
+
+    /// What a refused file operation was: the file record the same thread sent just before it.
+    fn refused_file(&mut self, tgid: u32, tid: u32) -> (String, String) {
+        match self.last_file.remove(&tgid) {
+            Some((t, op, target)) if t == tid => (op.name().into(), target),
+            _ => ("file".into(), "?".into()),
+        }
+    }
+
+    /// A process exited: what was kept about it is let go (its identity after a grace period,
+    /// for records still in flight).
+    fn process_exited(&mut self, tgid: u32) {
+        let now = Instant::now();
+        if let Some((_, e)) = self.idents.get_mut(&tgid) {
+            *e = Some(now);
+            self.exited.push_back((tgid, now));
+        }
+        self.fds.remove(&tgid);
+        self.last_file.remove(&tgid);
+        self.prune(now);
+    }
+
+    /// Kernel matches go to the rules only (or to the hook that waits for them); everything
+    /// else to the bus.
+    fn emit(&self, ev: Event) {
         if matches!(ev.body, Body::KernelMatch { .. }) {
             match &self.on_match {
                 Some(f) => {

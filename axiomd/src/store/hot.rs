@@ -357,7 +357,12 @@ pub fn publish(mut p: Publisher, intake: Intake, batch: usize, flush: Duration, 
 }
 
 /// Entries parsed from an XREADGROUP or XRANGE reply: (id, host, event).
-fn entries(v: Value) -> Vec<(String, Option<(String, String)>)> {
+/// A stream entry: its id, and its host and event JSON fields when both are there.
+type StreamEntry = (String, Option<(String, String)>);
+/// A stream entry id, `<ms>-<seq>`.
+type StreamId = (u64, u64);
+
+fn entries(v: Value) -> Vec<StreamEntry> {
     fn text(v: &Value) -> Option<String> {
         match v {
             Value::BulkString(b) => Some(String::from_utf8_lossy(b).into_owned()),
@@ -412,6 +417,95 @@ pub struct MoverStats {
     pub errors: AtomicU64,
 }
 
+/// A connection to Redis with the consumer group in place (created when missing: a first start,
+/// or a Redis that lost its data).
+fn join_group(
+    client: &redis::Client,
+    key: &str,
+    group: &str,
+) -> Result<redis::Connection, HotError> {
+    let mut c = connect(client)?;
+    let r: redis::RedisResult<Value> = redis::cmd("XGROUP")
+        .arg("CREATE")
+        .arg(key)
+        .arg(group)
+        .arg("0")
+        .arg("MKSTREAM")
+        .query(&mut c);
+    match r {
+        Ok(_) => Ok(c),
+        Err(e) if e.to_string().contains("BUSYGROUP") => Ok(c),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Entries for this consumer: its own pending ones (`backlog`: delivered before a crash, never
+/// acknowledged), else new ones, waiting up to 200 ms for them.
+fn read_group(
+    c: &mut redis::Connection,
+    cfg: &HotConfig,
+    consumer: &str,
+    key: &str,
+    backlog: bool,
+) -> redis::RedisResult<Vec<StreamEntry>> {
+    let mut cmd = redis::cmd("XREADGROUP");
+    cmd.arg("GROUP")
+        .arg(&cfg.group)
+        .arg(consumer)
+        .arg("COUNT")
+        .arg(cfg.batch_events.max(1));
+    if !backlog {
+        cmd.arg("BLOCK").arg(200);
+    }
+    cmd.arg("STREAMS")
+        .arg(key)
+        .arg(if backlog { "0" } else { ">" });
+    let reply: Value = cmd.query(c)?;
+    // [[key, [entries…]]] (or nil after BLOCK)
+    Ok(match reply {
+        Value::Array(streams) => streams
+            .into_iter()
+            .next()
+            .and_then(|s| match s {
+                Value::Array(mut kv) if kv.len() == 2 => kv.pop(),
+                _ => None,
+            })
+            .map(entries)
+            .unwrap_or_default(),
+        Value::Map(m) => m
+            .into_iter()
+            .next()
+            .map(|(_, v)| entries(v))
+            .unwrap_or_default(),
+        _ => Vec::new(),
+    })
+}
+
+/// The rows of entries past the warm tier's mark (those at or below it were stored before a
+/// crash and are delivered again), the highest id seen, and how many were redelivered.
+fn unseen_rows(
+    got: &[StreamEntry],
+    mark: Option<StreamId>,
+) -> (Vec<schema::Row>, Option<StreamId>, u64) {
+    let mut rows = Vec::with_capacity(got.len());
+    let mut last = mark;
+    let mut redelivered = 0u64;
+    for (id, fields) in got {
+        let Some(idn) = parse_id(id) else { continue };
+        if mark.is_some_and(|m| idn <= m) {
+            redelivered += 1;
+            continue;
+        }
+        if let Some((h, e)) = fields
+            && let Some(r) = row(id, h, e)
+        {
+            rows.push(r);
+        }
+        last = Some(last.map_or(idn, |l| l.max(idn)));
+    }
+    (rows, last, redelivered)
+}
+
 /// The consumer-group worker: Redis → DuckDB, exactly once as a query sees it.
 pub fn mover(
     cfg: HotConfig,
@@ -434,21 +528,7 @@ pub fn mover(
     let mut backlog = true;
     while !stop.load(Ordering::Relaxed) {
         if conn.is_none() {
-            match connect(&client).and_then(|mut c| {
-                // The group may be missing: a first start, or a Redis that lost its data.
-                let r: redis::RedisResult<Value> = redis::cmd("XGROUP")
-                    .arg("CREATE")
-                    .arg(&key)
-                    .arg(&cfg.group)
-                    .arg("0")
-                    .arg("MKSTREAM")
-                    .query(&mut c);
-                match r {
-                    Ok(_) => Ok(c),
-                    Err(e) if e.to_string().contains("BUSYGROUP") => Ok(c),
-                    Err(e) => Err(e.into()),
-                }
-            }) {
+            match join_group(&client, &key, &cfg.group) {
                 Ok(c) => {
                     backlog = true;
                     conn = Some(c);
@@ -468,20 +548,8 @@ pub fn mover(
         }
         let Some(c) = conn.as_mut() else { continue };
         // Our own pending entries first (delivered before a crash, never acknowledged).
-        let mut cmd = redis::cmd("XREADGROUP");
-        cmd.arg("GROUP")
-            .arg(&cfg.group)
-            .arg(&consumer)
-            .arg("COUNT")
-            .arg(cfg.batch_events.max(1));
-        if !backlog {
-            cmd.arg("BLOCK").arg(200);
-        }
-        cmd.arg("STREAMS")
-            .arg(&key)
-            .arg(if backlog { "0" } else { ">" });
-        let reply: Value = match cmd.query(c) {
-            Ok(v) => v,
+        let got = match read_group(c, &cfg, &consumer, &key, backlog) {
+            Ok(got) => got,
             Err(e) => {
                 stats.errors.fetch_add(1, Ordering::Relaxed);
                 tracing::warn!("hot tier: XREADGROUP: {e}");
@@ -491,45 +559,12 @@ pub fn mover(
                 continue;
             }
         };
-        // [[key, [entries…]]] (or nil after BLOCK)
-        let got = match reply {
-            Value::Array(streams) => streams
-                .into_iter()
-                .next()
-                .and_then(|s| match s {
-                    Value::Array(mut kv) if kv.len() == 2 => kv.pop(),
-                    _ => None,
-                })
-                .map(entries)
-                .unwrap_or_default(),
-            Value::Map(m) => m
-                .into_iter()
-                .next()
-                .map(|(_, v)| entries(v))
-                .unwrap_or_default(),
-            _ => Vec::new(),
-        };
         if got.is_empty() {
             backlog = false;
             continue;
         }
         let mark = warm.mark(&key).ok().flatten();
-        let mut rows = Vec::with_capacity(got.len());
-        let mut last = mark;
-        let mut redelivered = 0u64;
-        for (id, fields) in &got {
-            let Some(idn) = parse_id(id) else { continue };
-            if mark.is_some_and(|m| idn <= m) {
-                redelivered += 1;
-                continue;
-            }
-            if let Some((h, e)) = fields
-                && let Some(r) = row(id, h, e)
-            {
-                rows.push(r);
-            }
-            last = Some(last.map_or(idn, |l| l.max(idn)));
-        }
+        let (rows, last, redelivered) = unseen_rows(&got, mark);
         if let Some(last) = last
             && (!rows.is_empty() || Some(last) != mark)
             && let Err(e) = warm.ingest(&rows, &key, last)

@@ -92,75 +92,15 @@ impl Sessions {
         })
     }
 
+    /// One event into the agent's trace: its session (root span), a span per command, a span
+    /// per violation, span events for interventions and refusals.
     pub fn on_event(&mut self, ev: &Event) {
         if ev.agent == 0 {
             return;
         }
-        let content = self.content;
         match &ev.body {
-            Body::AgentStarted {
-                name,
-                command,
-                workspace,
-                profile,
-            } => {
-                let s = self.session(ev);
-                if let Some(n) = name {
-                    s.root.update_name(format!("invoke_agent {n}"));
-                    s.root
-                        .set_attribute(KeyValue::new("gen_ai.agent.name", n.clone()));
-                }
-                s.root
-                    .set_attribute(KeyValue::new("process.pid", ev.tgid as i64));
-                if content && !command.is_empty() {
-                    s.root
-                        .set_attribute(KeyValue::new("process.command_line", command.join(" ")));
-                }
-                if let Some(w) = workspace {
-                    s.root
-                        .set_attribute(KeyValue::new("axiom.agent.workspace", w.clone()));
-                }
-                if let Some(p) = profile {
-                    s.root
-                        .set_attribute(KeyValue::new("axiom.agent.profile", p.clone()));
-                }
-            }
-            Body::Exec { filename, argv, .. } => {
-                // An exec replaces the process's program: its previous command ends here.
-                if let Some((_, mut old)) = self.procs.remove(&ev.tgid) {
-                    old.end_with_timestamp(at(ev));
-                }
-                if self.procs.len() >= MAX_OPEN {
-                    self.untraced += 1;
-                    return;
-                }
-                let exe = filename.rsplit('/').next().unwrap_or(filename).to_string();
-                let mut attrs = vec![
-                    KeyValue::new("process.pid", ev.tgid as i64),
-                    KeyValue::new("process.parent_pid", ev.ppid as i64),
-                    KeyValue::new("process.executable.name", exe.clone()),
-                    KeyValue::new("process.executable.path", filename.clone()),
-                    KeyValue::new("user.id", ev.uid.to_string()),
-                ];
-                if content {
-                    let args: Vec<opentelemetry::StringValue> =
-                        argv.iter().map(|a| a.clone().into()).collect();
-                    attrs.push(KeyValue::new(
-                        "process.command_args",
-                        Value::Array(args.into()),
-                    ));
-                }
-                let tracer = self.tracer.clone();
-                let s = self.session(ev);
-                s.last = at(ev);
-                let span = tracer
-                    .span_builder(format!("exec {exe}"))
-                    .with_kind(SpanKind::Internal)
-                    .with_start_time(at(ev))
-                    .with_attributes(attrs)
-                    .start_with_context(&tracer, &s.cx);
-                self.procs.insert(ev.tgid, (ev.agent, span));
-            }
+            Body::AgentStarted { .. } => self.agent_started(ev),
+            Body::Exec { .. } => self.exec(ev),
             Body::Exit { code, signal } => {
                 if let Some((_, mut span)) = self.procs.remove(&ev.tgid) {
                     let (attrs, status) = exit_status(code, signal);
@@ -171,69 +111,8 @@ impl Sessions {
                     span.end_with_timestamp(at(ev));
                 }
             }
-            Body::Violation {
-                rule,
-                severity,
-                action,
-                detail,
-                latency_us,
-                ..
-            } => {
-                let tracer = self.tracer.clone();
-                let s = self.session(ev);
-                let mut attrs = vec![
-                    KeyValue::new("gen_ai.operation.name", "apply_guardrail"),
-                    KeyValue::new("gen_ai.guardrail.id", rule.clone()),
-                    KeyValue::new("gen_ai.guardrail.name", rule.clone()),
-                    KeyValue::new("gen_ai.guardrail.severity", severity.name()),
-                    KeyValue::new("gen_ai.guardrail.action", action.name()),
-                    KeyValue::new("gen_ai.guardrail.decision", "violation"),
-                    KeyValue::new("process.pid", ev.tgid as i64),
-                ];
-                if let Some(us) = latency_us {
-                    attrs.push(KeyValue::new("axiom.detection_latency_us", *us));
-                }
-                if content {
-                    attrs.push(KeyValue::new("gen_ai.guardrail.detail", detail.clone()));
-                }
-                let start = at(ev) - Duration::from_micros(latency_us.unwrap_or(0.0) as u64);
-                let mut span = tracer
-                    .span_builder(format!("apply_guardrail {rule}"))
-                    .with_kind(SpanKind::Internal)
-                    .with_start_time(start)
-                    .with_attributes(attrs)
-                    .start_with_context(&tracer, &s.cx);
-                span.set_status(Status::error(format!("violation of {rule}")));
-                span.end_with_timestamp(at(ev));
-            }
-            Body::Intervention {
-                action,
-                by_uid,
-                detail,
-                rule,
-                act_us,
-                ..
-            } => {
-                let s = self.session(ev);
-                let mut attrs = vec![KeyValue::new(
-                    "gen_ai.guardrail.intervention",
-                    action.name(),
-                )];
-                if let Some(r) = rule {
-                    attrs.push(KeyValue::new("gen_ai.guardrail.id", r.clone()));
-                }
-                if let Some(u) = by_uid {
-                    attrs.push(KeyValue::new("user.id", u.to_string()));
-                }
-                if let Some(us) = act_us {
-                    attrs.push(KeyValue::new("axiom.act_us", *us));
-                }
-                if content {
-                    attrs.push(KeyValue::new("axiom.detail", detail.clone()));
-                }
-                s.root
-                    .add_event_with_timestamp("gen_ai.guardrail.intervention", at(ev), attrs);
-            }
+            Body::Violation { .. } => self.violation(ev),
+            Body::Intervention { .. } => self.intervention(ev),
             Body::Denied {
                 op,
                 target,
@@ -252,29 +131,183 @@ impl Sessions {
                     ],
                 );
             }
-            Body::AgentExited { code, signal } => {
-                // Whatever of it still runs ends with it, as far as its trace is concerned.
-                let open: Vec<u32> = self
-                    .procs
-                    .iter()
-                    .filter(|(_, (a, _))| *a == ev.agent)
-                    .map(|(p, _)| *p)
-                    .collect();
-                for p in open {
-                    if let Some((_, mut span)) = self.procs.remove(&p) {
-                        span.end_with_timestamp(at(ev));
-                    }
-                }
-                if let Some(mut s) = self.agents.remove(&ev.agent) {
-                    let (attrs, status) = exit_status(code, signal);
-                    s.root.set_attributes(attrs);
-                    if let Some(st) = status {
-                        s.root.set_status(st);
-                    }
-                    s.root.end_with_timestamp(at(ev));
-                }
-            }
+            Body::AgentExited { code, signal } => self.agent_exited(ev, code, signal),
             _ => {}
+        }
+    }
+
+    /// Names the session and says what it runs (the command line only with content on).
+    fn agent_started(&mut self, ev: &Event) {
+        let Body::AgentStarted {
+            name,
+            command,
+            workspace,
+            profile,
+        } = &ev.body
+        else {
+            return;
+        };
+        let content = self.content;
+        let s = self.session(ev);
+        if let Some(n) = name {
+            s.root.update_name(format!("invoke_agent {n}"));
+            s.root
+                .set_attribute(KeyValue::new("gen_ai.agent.name", n.clone()));
+        }
+        s.root
+            .set_attribute(KeyValue::new("process.pid", ev.tgid as i64));
+        if content && !command.is_empty() {
+            s.root
+                .set_attribute(KeyValue::new("process.command_line", command.join(" ")));
+        }
+        if let Some(w) = workspace {
+            s.root
+                .set_attribute(KeyValue::new("axiom.agent.workspace", w.clone()));
+        }
+        if let Some(p) = profile {
+            s.root
+                .set_attribute(KeyValue::new("axiom.agent.profile", p.clone()));
+        }
+    }
+
+    /// A command's span; an exec replaces the process's program, so its previous one ends here.
+    fn exec(&mut self, ev: &Event) {
+        let Body::Exec { filename, argv, .. } = &ev.body else {
+            return;
+        };
+        if let Some((_, mut old)) = self.procs.remove(&ev.tgid) {
+            old.end_with_timestamp(at(ev));
+        }
+        if self.procs.len() >= MAX_OPEN {
+            self.untraced += 1;
+            return;
+        }
+        let exe = filename.rsplit('/').next().unwrap_or(filename).to_string();
+        let mut attrs = vec![
+            KeyValue::new("process.pid", ev.tgid as i64),
+            KeyValue::new("process.parent_pid", ev.ppid as i64),
+            KeyValue::new("process.executable.name", exe.clone()),
+            KeyValue::new("process.executable.path", filename.clone()),
+            KeyValue::new("user.id", ev.uid.to_string()),
+        ];
+        if self.content {
+            let args: Vec<opentelemetry::StringValue> =
+                argv.iter().map(|a| a.clone().into()).collect();
+            attrs.push(KeyValue::new(
+                "process.command_args",
+                Value::Array(args.into()),
+            ));
+        }
+        let tracer = self.tracer.clone();
+        let s = self.session(ev);
+        s.last = at(ev);
+        let span = tracer
+            .span_builder(format!("exec {exe}"))
+            .with_kind(SpanKind::Internal)
+            .with_start_time(at(ev))
+            .with_attributes(attrs)
+            .start_with_context(&tracer, &s.cx);
+        self.procs.insert(ev.tgid, (ev.agent, span));
+    }
+
+    /// A guardrail span from the write that broke the rule to the violation.
+    fn violation(&mut self, ev: &Event) {
+        let Body::Violation {
+            rule,
+            severity,
+            action,
+            detail,
+            latency_us,
+            ..
+        } = &ev.body
+        else {
+            return;
+        };
+        let content = self.content;
+        let tracer = self.tracer.clone();
+        let s = self.session(ev);
+        let mut attrs = vec![
+            KeyValue::new("gen_ai.operation.name", "apply_guardrail"),
+            KeyValue::new("gen_ai.guardrail.id", rule.clone()),
+            KeyValue::new("gen_ai.guardrail.name", rule.clone()),
+            KeyValue::new("gen_ai.guardrail.severity", severity.name()),
+            KeyValue::new("gen_ai.guardrail.action", action.name()),
+            KeyValue::new("gen_ai.guardrail.decision", "violation"),
+            KeyValue::new("process.pid", ev.tgid as i64),
+        ];
+        if let Some(us) = latency_us {
+            attrs.push(KeyValue::new("axiom.detection_latency_us", *us));
+        }
+        if content {
+            attrs.push(KeyValue::new("gen_ai.guardrail.detail", detail.clone()));
+        }
+        let start = at(ev) - Duration::from_micros(latency_us.unwrap_or(0.0) as u64);
+        let mut span = tracer
+            .span_builder(format!("apply_guardrail {rule}"))
+            .with_kind(SpanKind::Internal)
+            .with_start_time(start)
+            .with_attributes(attrs)
+            .start_with_context(&tracer, &s.cx);
+        span.set_status(Status::error(format!("violation of {rule}")));
+        span.end_with_timestamp(at(ev));
+    }
+
+    /// An intervention, as an event on the session's root span.
+    fn intervention(&mut self, ev: &Event) {
+        let Body::Intervention {
+            action,
+            by_uid,
+            detail,
+            rule,
+            act_us,
+            ..
+        } = &ev.body
+        else {
+            return;
+        };
+        let content = self.content;
+        let s = self.session(ev);
+        let mut attrs = vec![KeyValue::new(
+            "gen_ai.guardrail.intervention",
+            action.name(),
+        )];
+        if let Some(r) = rule {
+            attrs.push(KeyValue::new("gen_ai.guardrail.id", r.clone()));
+        }
+        if let Some(u) = by_uid {
+            attrs.push(KeyValue::new("user.id", u.to_string()));
+        }
+        if let Some(us) = act_us {
+            attrs.push(KeyValue::new("axiom.act_us", *us));
+        }
+        if content {
+            attrs.push(KeyValue::new("axiom.detail", detail.clone()));
+        }
+        s.root
+            .add_event_with_timestamp("gen_ai.guardrail.intervention", at(ev), attrs);
+    }
+
+    /// The session ends; whatever of the agent still runs ends with it, as far as its trace is
+    /// concerned.
+    fn agent_exited(&mut self, ev: &Event, code: &Option<i32>, signal: &Option<i32>) {
+        let open: Vec<u32> = self
+            .procs
+            .iter()
+            .filter(|(_, (a, _))| *a == ev.agent)
+            .map(|(p, _)| *p)
+            .collect();
+        for p in open {
+            if let Some((_, mut span)) = self.procs.remove(&p) {
+                span.end_with_timestamp(at(ev));
+            }
+        }
+        if let Some(mut s) = self.agents.remove(&ev.agent) {
+            let (attrs, status) = exit_status(code, signal);
+            s.root.set_attributes(attrs);
+            if let Some(st) = status {
+                s.root.set_status(st);
+            }
+            s.root.end_with_timestamp(at(ev));
         }
     }
 

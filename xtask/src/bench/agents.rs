@@ -9,7 +9,7 @@ use std::{
 };
 
 use anyhow::{Context as _, bail};
-use axiom_proto::wire::Request;
+use axiom_proto::wire::{ErrorCode, Request};
 use axiom_tests::Daemon;
 
 use crate::{build, require_root, setup::setup, target_dir};
@@ -50,6 +50,8 @@ struct Result {
     events_per_s: f64,
     lost_lifecycle: u64,
     lost_output: u64,
+    /// Children gone before axiomd adopted them (not agents of the run).
+    gone: usize,
 }
 
 fn run_one(n: usize, window: Duration) -> anyhow::Result<Result> {
@@ -78,11 +80,31 @@ fn run_one(n: usize, window: Duration) -> anyhow::Result<Result> {
     }
     let t0 = Instant::now();
     let mut c = d.client();
+    // A child that is gone by the time axiomd reaches it (one CI run saw this once, the cause
+    // unknown: the children live minutes longer than adoption takes) is counted and shown, not
+    // a reason to throw the run away; any other refusal, or a child axiomd calls gone that is
+    // still there, is an error.
+    let mut gone = 0usize;
     for p in &pids {
         let r = c.request(&Request::TrackPid { pid: *p });
-        if !r.ok {
-            bail!("adopting {p}: {:?}", r.error);
+        if r.ok {
+            continue;
         }
+        let alive = std::fs::read_to_string(format!("/proc/{p}/stat")).is_ok_and(|s| {
+            !s.rsplit(')')
+                .next()
+                .unwrap_or("")
+                .trim_start()
+                .starts_with('Z')
+        });
+        if r.code == Some(ErrorCode::ExitedDuringAdoption) && !alive {
+            gone += 1;
+            continue;
+        }
+        bail!("adopting {p} (alive: {alive}): {:?}", r.error);
+    }
+    if gone > 0 {
+        println!("{n} agents: {gone} children had exited before axiomd adopted them");
     }
     let adopt = t0.elapsed();
     std::thread::sleep(Duration::from_secs(1)); // settle
@@ -145,6 +167,7 @@ fn run_one(n: usize, window: Duration) -> anyhow::Result<Result> {
         events_per_s,
         lost_lifecycle,
         lost_output,
+        gone,
     })
 }
 
@@ -173,8 +196,8 @@ pub fn run(sizes: &[usize], window_s: u64) -> anyhow::Result<()> {
         }
     );
     println!(
-        "bench agents: agents={} rss_mib={:.0} cpu_cores={:.3} events_per_s={:.0} lost_lifecycle={} lost_output={}",
-        r.agents, r.rss_mib, r.cpu_cores, r.events_per_s, r.lost_lifecycle, r.lost_output
+        "bench agents: agents={} rss_mib={:.0} cpu_cores={:.3} events_per_s={:.0} lost_lifecycle={} lost_output={} exited_before_adoption={}",
+        r.agents, r.rss_mib, r.cpu_cores, r.events_per_s, r.lost_lifecycle, r.lost_output, r.gone
     );
     Ok(())
 }

@@ -51,7 +51,10 @@ pub const CFG_ENTRIES: u32 = 8;
 
 /// Kernel matcher: the literal parts of every active rule, compiled by axiomd into one
 /// Aho–Corasick DFA over byte classes (ASCII case folded), scanned over each captured buffer.
-pub const DFA_MAX_STATES: usize = 4096;
+/// At most 16,384 states (about as many literal bytes: some 2,000 literals of 8 bytes); a table
+/// is 2 MiB and the kernel holds two. The state index fits in 14 bits beside the two flags of a
+/// `Dfa::next` entry.
+pub const DFA_MAX_STATES: usize = 16384;
 /// Byte classes (class 0: every byte no pattern uses).
 pub const DFA_CLASSES: usize = 64;
 /// Bytes of a captured buffer the kernel scans (the rest is left to userspace).
@@ -77,44 +80,67 @@ pub struct Dfa {
     pub next: [u16; DFA_MAX_STATES * DFA_CLASSES],
 }
 
-/// Causes of lost records, the indices of the per-CPU `LOST` map.
-#[repr(u32)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum LostCause {
-    /// The lifecycle/file/network ring was full.
-    RingFullEvents = 0,
-    /// The bulk output ring was full.
-    RingFullOutput = 1,
-    /// A new process could not be tracked: its pid is beyond the tracking array (pid_max raised).
-    TrackFull = 2,
-    /// The exec argument stash was full: an exec was reported without argv.
-    ExecStashFull = 3,
-    /// User memory could not be read (the record was still sent, with `FLAG_TRUNCATED`).
-    ReadFault = 4,
-    /// The kernel matcher's ring was full: a match was not reported (a deny still acted).
-    RingFullMatches = 5,
-}
-pub const LOST_CAUSES: u32 = 6;
-
-impl LostCause {
-    pub const ALL: [LostCause; LOST_CAUSES as usize] = [
-        LostCause::RingFullEvents,
-        LostCause::RingFullOutput,
-        LostCause::TrackFull,
-        LostCause::ExecStashFull,
-        LostCause::ReadFault,
-        LostCause::RingFullMatches,
-    ];
-
-    pub const fn name(self) -> &'static str {
-        match self {
-            LostCause::RingFullEvents => "ring_full_events",
-            LostCause::RingFullOutput => "ring_full_output",
-            LostCause::TrackFull => "track_map_full",
-            LostCause::ExecStashFull => "exec_stash_full",
-            LostCause::ReadFault => "read_fault",
-            LostCause::RingFullMatches => "ring_full_matches",
+/// The indices of a per-CPU counter map: the enum, `ALL` in index order, the count, and each
+/// counter's name as status shows it.
+macro_rules! counters {
+    (
+        $(#[$m:meta])*
+        pub enum $name:ident, $count:ident {
+            $($(#[$vm:meta])* $var:ident = $idx:literal => $text:literal,)*
         }
+    ) => {
+        $(#[$m])*
+        #[repr(u32)]
+        #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+        pub enum $name {
+            $($(#[$vm])* $var = $idx,)*
+        }
+        pub const $count: u32 = [$($idx),*].len() as u32;
+
+        impl $name {
+            pub const ALL: [$name; $count as usize] = [$($name::$var),*];
+
+            pub const fn name(self) -> &'static str {
+                match self {
+                    $($name::$var => $text,)*
+                }
+            }
+        }
+    };
+}
+
+counters! {
+    /// Causes of lost records, the indices of the per-CPU `LOST` map.
+    pub enum LostCause, LOST_CAUSES {
+        /// The lifecycle/file/network ring was full.
+        RingFullEvents = 0 => "ring_full_events",
+        /// The bulk output ring was full.
+        RingFullOutput = 1 => "ring_full_output",
+        /// A new process could not be tracked: its pid is beyond the tracking array (pid_max
+        /// raised).
+        TrackFull = 2 => "track_map_full",
+        /// The exec argument stash was full: an exec was reported without argv.
+        ExecStashFull = 3 => "exec_stash_full",
+        /// User memory could not be read (the record was still sent, with `FLAG_TRUNCATED`).
+        ReadFault = 4 => "read_fault",
+        /// The kernel matcher's ring was full: a match was not reported (a deny still acted).
+        RingFullMatches = 5 => "ring_full_matches",
+    }
+}
+
+counters! {
+    /// What the kernel programs did, the indices of the per-CPU `WORK` map. A benchmark checks
+    /// in the same run that the work it timed happened (records captured, bytes the matcher
+    /// scanned), and status shows them.
+    pub enum Work, WORK_COUNTERS {
+        /// Output records sent to the ring (or lost to a full one): captured writes.
+        OutputRecords = 0 => "output_records",
+        /// Bytes captured in them.
+        CapturedBytes = 1 => "captured_bytes",
+        /// Bytes the kernel matcher scanned.
+        ScannedBytes = 2 => "scanned_bytes",
+        /// Scans that found a literal (each one a match record, or a loss counted as such).
+        Matches = 3 => "matches",
     }
 }
 

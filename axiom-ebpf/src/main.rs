@@ -49,6 +49,9 @@ pub(crate) static EVENTS: RingBuf = RingBuf::pinned(4 << 20, 0);
 pub(crate) static OUTPUT: RingBuf = RingBuf::pinned(16 << 20, 0);
 #[map]
 pub(crate) static LOST: PerCpuArray<u64> = PerCpuArray::pinned(LOST_CAUSES, 0);
+/// What the programs did, by `Work` (see there).
+#[map]
+pub(crate) static WORK: PerCpuArray<u64> = PerCpuArray::pinned(WORK_COUNTERS, 0);
 #[map]
 pub(crate) static CONFIG: Array<u64> = Array::pinned(CFG_ENTRIES, 0);
 #[map]
@@ -137,6 +140,13 @@ pub(crate) fn set_agent(pid: u32, agent: u64) -> bool {
 pub(crate) fn tracked() -> Option<(u64, u64)> {
     let pid_tgid = bpf_get_current_pid_tgid();
     agent_of((pid_tgid >> 32) as u32).map(|a| (pid_tgid, a))
+}
+
+#[inline(always)]
+pub(crate) fn work(w: Work, n: u64) {
+    if let Some(p) = WORK.get_ptr_mut(w as u32) {
+        unsafe { *p += n };
+    }
 }
 
 #[inline(always)]

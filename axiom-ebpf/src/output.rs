@@ -98,9 +98,11 @@ pub(crate) fn scan(s: &OutputScratch, captured: usize) {
     };
     let key = ((s.ev.hdr.tgid as u64) << 32) | (s.ev.fd as u32 as u64);
     // SAFETY: the value is copied out at once.
-    let state = match unsafe { FD_STATE.get(&key) } {
-        Some(v) if *v >> 16 == table => *v & 0xffff,
-        _ => 0,
+    // An entry of the other table is stale: it reads as state 0, and is overwritten below.
+    let (state, stale) = match unsafe { FD_STATE.get(&key) } {
+        Some(v) if *v >> 16 == table => (*v & 0xffff, false),
+        Some(_) => (0, true),
+        None => (0, false),
     };
     let n = if captured > SCAN_MAX {
         SCAN_MAX
@@ -120,10 +122,17 @@ pub(crate) fn scan(s: &OutputScratch, captured: usize) {
     c.states = [0; MATCH_STATES];
     let steps = n.div_ceil(SCAN_STEP) as u32;
     unsafe { bpf_loop(steps, scan_step as *mut c_void, core::ptr::null_mut(), 0) };
-    let _ = FD_STATE.insert(&key, &((table << 16) | (c.state & 0xffff)), 0);
+    // The state carries a literal split across writes. Written only when it changed: a hash
+    // update costs more than scanning a short write, and most writes end where they began (in
+    // no literal, or with no entry at all, which reads as state 0).
+    if c.state != state || stale {
+        let _ = FD_STATE.insert(&key, &((table << 16) | (c.state & 0xffff)), 0);
+    }
+    work(Work::ScannedBytes, n as u64);
     if c.hits == 0 {
         return;
     }
+    work(Work::Matches, 1);
     if c.deny != 0 {
         // SIGKILL pending: the write returns before copying a byte.
         unsafe { bpf_send_signal(9) };
@@ -153,6 +162,8 @@ pub(crate) fn scan(s: &OutputScratch, captured: usize) {
 pub(crate) fn send_output(s: &mut OutputScratch, captured: usize) {
     scan(s, captured);
     let captured = captured & (2 * MAX_CAPTURE - 1);
+    work(Work::OutputRecords, 1);
+    work(Work::CapturedBytes, captured as u64);
     s.ev.captured = captured as u32;
     s.ev._pad = 0;
     s.ev._pad2 = 0;

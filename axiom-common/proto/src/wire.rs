@@ -721,6 +721,11 @@ pub struct Status {
     /// Every loss, by cause: the kernel's (ring full, map full, read fault) and userspace's
     /// (malformed records, slow subscribers).
     pub lost: BTreeMap<String, u64>,
+    /// What the kernel programs did since they were loaded (`output_records`,
+    /// `captured_bytes`, `scanned_bytes`, `matches`): benchmarks check that what they timed
+    /// happened.
+    #[serde(default)]
+    pub kernel_work: BTreeMap<String, u64>,
     /// The event store's writer: events stored (acknowledged), batches, failed batches.
     #[serde(default)]
     pub store: BTreeMap<String, u64>,

@@ -28,13 +28,19 @@ pub fn run(cli: &Cli) -> anyhow::Result<ExitCode> {
             "tracked: {} processes, {} cgroups",
             st.tracked_processes, st.tracked_cgroups
         );
-        let ev: Vec<String> = st.events.iter().map(|(k, v)| format!("{k}={v}")).collect();
-        println!("events: {}", ev.join(" "));
-        let lost: Vec<String> = st.lost.iter().map(|(k, v)| format!("{k}={v}")).collect();
-        println!("lost: {}", lost.join(" "));
+        let line = |m: &std::collections::BTreeMap<String, u64>| {
+            m.iter()
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect::<Vec<_>>()
+                .join(" ")
+        };
+        println!("events: {}", line(&st.events));
+        println!("lost: {}", line(&st.lost));
+        if !st.kernel_work.is_empty() {
+            println!("kernel: {}", line(&st.kernel_work));
+        }
         if !st.store.is_empty() {
-            let store: Vec<String> = st.store.iter().map(|(k, v)| format!("{k}={v}")).collect();
-            println!("store: {}", store.join(" "));
+            println!("store: {}", line(&st.store));
         }
     }
     Ok(ExitCode::SUCCESS)

@@ -135,6 +135,8 @@ pub struct Programs {
     pub tracked_cgroups: Option<HashMap<MapData, u64, Tracked>>,
     pub config: Array<MapData, u64>,
     pub lost: PerCpuArray<MapData, u64>,
+    /// What the programs did (`axiom_common::Work`).
+    pub work: PerCpuArray<MapData, u64>,
     /// Taken by the ring readers.
     pub events: Option<RingBuf<MapData>>,
     pub output: Option<RingBuf<MapData>>,
@@ -190,6 +192,10 @@ impl Loaded for Programs {
         for (cause, n) in self.lost_counts() {
             st.lost.insert(cause.name().into(), n);
         }
+        for w in axiom_common::Work::ALL {
+            st.kernel_work
+                .insert(w.name().into(), cpu_sum(&self.work, w as u32));
+        }
     }
 
     fn unpin(&self) -> std::io::Result<()> {
@@ -225,14 +231,7 @@ impl Programs {
     pub fn lost_counts(&self) -> Vec<(LostCause, u64)> {
         LostCause::ALL
             .iter()
-            .map(|&c| {
-                let n = self
-                    .lost
-                    .get(&(c as u32), 0)
-                    .map(|v| v.iter().sum::<u64>())
-                    .unwrap_or(0);
-                (c, n)
-            })
+            .map(|&c| (c, cpu_sum(&self.lost, c as u32)))
             .collect()
     }
 
@@ -366,10 +365,16 @@ fn reuse(
     )))
 }
 
+/// A per-CPU counter, summed over the CPUs (0 if it cannot be read).
+fn cpu_sum(map: &PerCpuArray<MapData, u64>, index: u32) -> u64 {
+    map.get(&index, 0).map(|v| v.iter().sum()).unwrap_or(0)
+}
+
 struct Maps {
     tracked: Array<MapData, u64>,
     tracked_cgroups: HashMap<MapData, u64, Tracked>,
     lost: PerCpuArray<MapData, u64>,
+    work: PerCpuArray<MapData, u64>,
     events: RingBuf<MapData>,
     output: RingBuf<MapData>,
     matches: RingBuf<MapData>,
@@ -394,6 +399,8 @@ impl Maps {
                 .map_err(map_err("TRACKED_CGROUPS"))?,
             lost: PerCpuArray::try_from(Map::PerCpuArray(open_pinned(pins, "LOST")?))
                 .map_err(map_err("LOST"))?,
+            work: PerCpuArray::try_from(Map::PerCpuArray(open_pinned(pins, "WORK")?))
+                .map_err(map_err("WORK"))?,
             events: RingBuf::try_from(Map::RingBuf(open_pinned(pins, "EVENTS")?))
                 .map_err(map_err("EVENTS"))?,
             output: RingBuf::try_from(Map::RingBuf(open_pinned(pins, "OUTPUT")?))
@@ -418,6 +425,7 @@ impl Maps {
                 tracked_cgroups: HashMap::try_from(take(ebpf, "TRACKED_CGROUPS")?)
                     .map_err(map_err("TRACKED_CGROUPS"))?,
                 lost: PerCpuArray::try_from(take(ebpf, "LOST")?).map_err(map_err("LOST"))?,
+                work: PerCpuArray::try_from(take(ebpf, "WORK")?).map_err(map_err("WORK"))?,
                 events: RingBuf::try_from(take(ebpf, "EVENTS")?).map_err(map_err("EVENTS"))?,
                 output: RingBuf::try_from(take(ebpf, "OUTPUT")?).map_err(map_err("OUTPUT"))?,
                 matches: RingBuf::try_from(take(ebpf, "MATCHES")?).map_err(map_err("MATCHES"))?,
@@ -445,6 +453,7 @@ impl Maps {
             tracked_cgroups: Some(self.tracked_cgroups),
             config,
             lost: self.lost,
+            work: self.work,
             events: Some(self.events),
             output: Some(self.output),
             matches: Some(self.matches),

@@ -103,7 +103,19 @@ pub struct Cold {
     /// `<prefix>/<host>`
     root: Path,
     cache: PathBuf,
-    rt: tokio::runtime::Runtime,
+    /// Dropped without waiting (see `Drop`).
+    rt: std::mem::ManuallyDrop<tokio::runtime::Runtime>,
+}
+
+impl Drop for Cold {
+    /// The tier may be let go from inside the daemon's runtime (its last holder is a task that
+    /// ends at the stop), where dropping a runtime the usual way panics: its work is done by
+    /// then (the exporter thread was joined), so it is shut down without waiting.
+    fn drop(&mut self) {
+        // SAFETY: taken once, here, and never used after.
+        let rt = unsafe { std::mem::ManuallyDrop::take(&mut self.rt) };
+        rt.shutdown_background();
+    }
 }
 
 fn io(path: &FsPath) -> impl FnOnce(std::io::Error) -> ColdError + '_ {
@@ -149,7 +161,7 @@ impl Cold {
             url: url_text.into(),
             root,
             cache: cache.into(),
-            rt,
+            rt: std::mem::ManuallyDrop::new(rt),
         })
     }
 

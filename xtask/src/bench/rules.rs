@@ -1,7 +1,8 @@
 //! `cargo xtask bench rules`: what matching costs and how fast it detects.
 //!
-//! 1. Kernel scan cost: `dd bs=256` tracked by axiomd with 0 (capture only), 1, 16, 64 and 256
-//!    literals in the kernel matcher, against the empty program on the same hook: the kernel's own
+//! 1. Kernel scan cost: `dd` of 256 B and 4 KiB writes tracked by axiomd with 0 (capture only), 1,
+//!    16, 64, 256 and 1,024 literals in the kernel matcher (the cost per byte is the slope between
+//!    the two sizes; the kernel's own counters confirm every byte was scanned), against the empty program on the same hook: the kernel's own
 //!    accounting (`bpf_stats`: run time / run count of `enter_write`), so the cost of axiomd's
 //!    userspace, which shares the CPUs, does not blur the number.
 //! 2. Detection latency: ≥ 10,000 writes that carry a literal, by real tracked processes; each
@@ -23,7 +24,12 @@ use super::{
 };
 use crate::{build, require_root, setup::setup, target_dir};
 
-const SIZES: [usize; 5] = [0, 1, 16, 64, 256];
+/// Literals in the kernel matcher, per measured configuration (0: capture only).
+const SIZES: [usize; 6] = [0, 1, 16, 64, 256, 1024];
+/// Write sizes: the scan's cost per byte is the slope between them (the cost per write, fixed
+/// parts such as the per-fd state and the match ring, cancels out).
+const SMALL: usize = 256;
+const LARGE: usize = axiom_common::SCAN_MAX;
 
 /// A literal made of letters only, distinct per index (8 bytes).
 fn literal(i: usize) -> String {
@@ -63,55 +69,120 @@ fn write_hook_stats() -> std::collections::HashMap<u32, (u64, u64)> {
         .collect()
 }
 
-/// Mean ns per `enter_write` run while `f` runs (the busiest such program).
+/// Mean ns per `enter_write` run while `f` runs. Exactly one such program may run meanwhile
+/// (the one measured): with two, which one is ours cannot be told from the numbers, and a
+/// foreign sensor's cheap untracked path was once reported as the 64-literal scan.
 fn ns_per_write(f: impl FnOnce() -> anyhow::Result<f64>) -> anyhow::Result<f64> {
     let before = write_hook_stats();
     f()?;
     let after = write_hook_stats();
-    after
+    let ran: Vec<(u32, u64, u64)> = after
         .iter()
         .map(|(id, (t, n))| {
             let (t0, n0) = before.get(id).copied().unwrap_or((0, 0));
-            (n - n0, t - t0)
+            (*id, n - n0, t - t0)
         })
-        .max_by_key(|(n, _)| *n)
-        .filter(|(n, _)| *n > 0)
-        .map(|(n, t)| t as f64 / n as f64)
-        .context("no enter_write program ran")
+        .filter(|(_, n, _)| *n > 0)
+        .collect();
+    match ran.as_slice() {
+        [(_, n, t)] => Ok(*t as f64 / *n as f64),
+        [] => bail!("no enter_write program ran"),
+        more => bail!(
+            "{} enter_write programs ran (ids {:?}): another sensor is attached",
+            more.len(),
+            more.iter().map(|(id, _, _)| id).collect::<Vec<_>>()
+        ),
+    }
 }
 
-fn scan_cost(rounds: usize, count: u64) -> anyhow::Result<Vec<(String, f64)>> {
+/// What the kernel says it did for one measured run: output records and bytes scanned.
+fn work(d: &Daemon) -> (u64, u64) {
+    let w = d.status().kernel_work;
+    let get = |k: &str| w.get(k).copied().unwrap_or(0);
+    (get("output_records"), get("scanned_bytes"))
+}
+
+/// The timed run did the work it is reported for: every one of `count` writes captured, and
+/// with literals in the matcher every captured byte (`bs` per write) scanned; with none, no scan.
+fn check_work(
+    literals: usize,
+    count: u64,
+    bs: usize,
+    records: u64,
+    scanned: u64,
+) -> anyhow::Result<()> {
+    let bytes = count * bs as u64;
+    let scan_ok = if literals == 0 {
+        scanned == 0
+    } else {
+        scanned >= bytes
+    };
+    if records < count || !scan_ok {
+        bail!(
+            "bench rules: with {literals} literals and {bs}-byte writes the kernel captured {records} writes (at least {count} expected) and scanned {scanned} bytes ({} expected): the timed work did not happen",
+            if literals == 0 {
+                "none".to_string()
+            } else {
+                format!("at least {bytes}")
+            }
+        );
+    }
+    Ok(())
+}
+
+/// One configuration's cost: ns per `enter_write` run for SMALL and LARGE writes.
+#[derive(Default)]
+struct Scan {
+    small: Vec<f64>,
+    large: Vec<f64>,
+}
+
+/// Literals, then median ns per write at SMALL and at LARGE.
+type Row = (usize, f64, f64);
+
+/// The empty program's ns per write, and per literal count the tracked cost at both sizes.
+fn scan_cost(rounds: usize, count: u64) -> anyhow::Result<(f64, Vec<Row>)> {
     let _stats = aya::sys::enable_stats(aya::sys::Stats::RunTime).context("enabling bpf_stats")?;
     let mut empty = Vec::new();
-    let mut scans: Vec<Vec<f64>> = vec![Vec::new(); SIZES.len()];
+    let mut scans: Vec<Scan> = SIZES.iter().map(|_| Scan::default()).collect();
     let dirs: Vec<PathBuf> = SIZES
         .iter()
         .map(|n| rules_dir(*n))
         .collect::<Result<_, _>>()?;
+    // Large writes move 16 times the bytes: fewer of them keep a run as long.
+    let large_count = (count / 8).max(1000);
     for round in 0..rounds {
         {
             let _b = Baseline::start()?;
-            empty.push(ns_per_write(|| dd_bs(count, 256, None, &[]))?);
+            empty.push(ns_per_write(|| dd_bs(count, SMALL, None, &[]))?);
         }
         for (i, dir) in dirs.iter().enumerate() {
             let d = Daemon::start("bench_rules", &["--rules", &dir.display().to_string()]);
             let cg = Cgroup::new("bench_rules");
             d.track_cgroup(&cg);
-            scans[i].push(ns_per_write(|| dd_bs(count, 256, Some(&cg), &[]))?);
+            for (bs, n, large) in [(SMALL, count, false), (LARGE, large_count, true)] {
+                let (r0, s0) = work(&d);
+                let ns = ns_per_write(|| dd_bs(n, bs, Some(&cg), &[]))?;
+                let (r1, s1) = work(&d);
+                check_work(SIZES[i], n, bs, r1 - r0, s1 - s0)?;
+                if large {
+                    scans[i].large.push(ns);
+                } else {
+                    scans[i].small.push(ns);
+                }
+            }
         }
         println!("bench rules: scan round {}/{rounds} done", round + 1);
     }
     for d in &dirs {
         let _ = std::fs::remove_dir_all(d);
     }
-    let mut rows = vec![("empty program, same hook".to_string(), median(&mut empty))];
-    for (i, n) in SIZES.iter().enumerate() {
-        rows.push((
-            format!("axiomd tracked, {n} literals"),
-            median(&mut scans[i]),
-        ));
-    }
-    Ok(rows)
+    let rows = SIZES
+        .iter()
+        .zip(&mut scans)
+        .map(|(n, s)| (*n, median(&mut s.small), median(&mut s.large)))
+        .collect();
+    Ok((median(&mut empty), rows))
 }
 
 /// Violations' latencies (µs) for `writes` matching writes.
@@ -195,24 +266,47 @@ pub fn run(rounds: usize, count: u64, writes: usize) -> anyhow::Result<()> {
     require_root("bench rules")?;
     setup()?;
     build()?;
-    let rows = scan_cost(rounds, count)?;
+    super::sensor::require_clean_kernel("bench rules")?;
+    let (empty, rows) = scan_cost(rounds, count)?;
     println!();
     println!(
-        "dd bs=256, {count} blocks per run, median of {rounds} rounds: ns per enter_write run (bpf_stats)"
+        "dd of {SMALL} B and {LARGE} B writes, median of {rounds} rounds: ns per enter_write run (bpf_stats)"
     );
-    for (name, x) in &rows {
-        println!("{name:<34} {x:>10.1}");
-    }
-    let empty = rows[0].1;
-    let capture = rows[1].1;
-    let ratio = |i: usize| rows[i + 1].1 / empty;
     println!(
-        "scan alone (over capture): 1 → {:.1} ns, 16 → {:.1} ns, 64 → {:.1} ns, 256 → {:.1} ns per 256 B",
-        rows[2].1 - capture,
-        rows[3].1 - capture,
-        rows[4].1 - capture,
-        rows[5].1 - capture
+        "{:<34} {:>10} {:>10} {:>12}",
+        "mode",
+        format!("{SMALL} B"),
+        format!("{LARGE} B"),
+        "scan ns/B"
     );
+    println!("{:<34} {empty:>10.1}", "empty program, same hook");
+    let (capture_small, capture_large) = (rows[0].1, rows[0].2);
+    let bytes = (LARGE - SMALL) as f64;
+    // The scan's cost per byte: what the matcher adds over capture alone, as the slope between
+    // the two write sizes (its cost per write, whatever the size, cancels out).
+    let per_byte =
+        |small: f64, large: f64| ((large - capture_large) - (small - capture_small)) / bytes;
+    for (n, small, large) in &rows {
+        let slope = if *n == 0 {
+            String::new()
+        } else {
+            format!("{:.2}", per_byte(*small, *large))
+        };
+        println!(
+            "{:<34} {small:>10.1} {large:>10.1} {slope:>12}",
+            format!("axiomd tracked, {n} literals")
+        );
+    }
+    let ratio = |n: usize| {
+        rows.iter()
+            .find(|r| r.0 == n)
+            .map_or(f64::NAN, |r| r.1 / empty)
+    };
+    let slope = |n: usize| {
+        rows.iter()
+            .find(|r| r.0 == n)
+            .map_or(f64::NAN, |r| per_byte(r.1, r.2))
+    };
     let mut lat = latency(writes)?;
     let (p50, p99) = (percentile(&mut lat, 0.5), percentile(&mut lat, 0.99));
     println!(
@@ -220,18 +314,25 @@ pub fn run(rounds: usize, count: u64, writes: usize) -> anyhow::Result<()> {
         lat.len()
     );
     let mbs = followup()?;
+    let worst = SIZES[1..]
+        .iter()
+        .map(|n| slope(*n))
+        .fold(f64::NAN, f64::max);
     println!(
-        "targets: scan64_vs_empty <= 2 ({}), p50 <= 10 µs ({}), p99 <= 100 µs ({})",
-        if ratio(3) <= 2.0 { "met" } else { "NOT met" },
+        "targets: scan <= 1.5 ns/B for any literal count ({}), p50 <= 10 µs ({}), p99 <= 50 µs ({})",
+        if worst <= 1.5 { "met" } else { "NOT met" },
         if p50 <= 10.0 { "met" } else { "NOT met" },
-        if p99 <= 100.0 { "met" } else { "NOT met" },
+        if p99 <= 50.0 { "met" } else { "NOT met" },
     );
     println!(
-        "bench rules: scan1_vs_empty={:.2} scan16_vs_empty={:.2} scan64_vs_empty={:.2} scan256_vs_empty={:.2} p50_us={p50:.1} p99_us={p99:.1} followup_mb_s={mbs:.1}",
-        ratio(1),
-        ratio(2),
-        ratio(3),
-        ratio(4),
+        "bench rules: scan_ns_per_byte_1={:.2} scan_ns_per_byte_16={:.2} scan_ns_per_byte_64={:.2} scan_ns_per_byte_256={:.2} scan_ns_per_byte_1024={:.2} capture256_vs_empty={:.2} scan64_vs_empty={:.2} p50_us={p50:.1} p99_us={p99:.1} followup_mb_s={mbs:.1}",
+        slope(1),
+        slope(16),
+        slope(64),
+        slope(256),
+        slope(1024),
+        ratio(0),
+        ratio(64),
     );
     Ok(())
 }

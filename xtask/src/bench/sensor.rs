@@ -142,15 +142,38 @@ impl Drop for Bpftrace {
     }
 }
 
-fn other_sensors() -> Vec<String> {
-    std::fs::read_dir("/sys/fs/bpf")
+/// Sensors already on the hooks a benchmark times: pin directories with attached links, and
+/// loaded `enter_write` programs. Every mode would pay for them, so a benchmark refuses to run
+/// beside them rather than print ratios that include them.
+pub(super) fn foreign_sensors() -> Vec<String> {
+    let mut found: Vec<String> = std::fs::read_dir("/sys/fs/bpf")
         .map(|rd| {
             rd.flatten()
                 .filter(|e| e.path().join("links").is_dir())
                 .map(|e| e.path().display().to_string())
                 .collect()
         })
-        .unwrap_or_default()
+        .unwrap_or_default();
+    found.extend(
+        aya::programs::loaded_programs()
+            .flatten()
+            .filter(|p| p.name_as_str() == Some("enter_write"))
+            .map(|p| format!("enter_write program id {}", p.id())),
+    );
+    found
+}
+
+/// Refuses to measure on a kernel where another sensor is attached.
+pub(super) fn require_clean_kernel(what: &str) -> anyhow::Result<()> {
+    let others = foreign_sensors();
+    if !others.is_empty() {
+        bail!(
+            "{what}: another sensor is attached ({}); every mode would pay for it. Stop it \
+             (`systemctl stop axiomd`, then `axiomd unpin`) and run again",
+            others.join(", ")
+        );
+    }
+    Ok(())
 }
 
 pub fn run(rounds: usize, count: u64) -> anyhow::Result<()> {
@@ -158,12 +181,7 @@ pub fn run(rounds: usize, count: u64) -> anyhow::Result<()> {
     setup()?;
     // Measured as shipped: the release build.
     build()?;
-    let others = other_sensors();
-    if !others.is_empty() {
-        println!(
-            "bench sensor: WARNING: other sensors are attached ({others:?}); every mode pays for them"
-        );
-    }
+    require_clean_kernel("bench sensor")?;
     let syscalls = 2.0 * count as f64;
     let (mut none, mut empty, mut untracked, mut tracked) = (vec![], vec![], vec![], vec![]);
     let mut lost = 0u64;
@@ -182,8 +200,27 @@ pub fn run(rounds: usize, count: u64) -> anyhow::Result<()> {
             );
             let cg = Cgroup::new("bench");
             d.track_cgroup(&cg);
+            let records = |d: &Daemon| {
+                d.status()
+                    .kernel_work
+                    .get("output_records")
+                    .copied()
+                    .unwrap_or(0)
+            };
+            let r0 = records(&d);
             untracked.push(dd(count, None, &[])?);
+            let r1 = records(&d);
             tracked.push(dd(count, Some(&cg), &[])?);
+            let r2 = records(&d);
+            // The work timed must have happened: nothing captured untracked, every write
+            // captured tracked (the kernel's own count).
+            if r1 - r0 > count / 100 || r2 - r1 < count {
+                bail!(
+                    "bench sensor: the kernel captured {} writes untracked (none of dd's expected) and {} tracked (at least {count} expected): the timed work did not happen",
+                    r1 - r0,
+                    r2 - r1
+                );
+            }
             let st = d.status();
             lost += st.lost.get("ring_full_output").copied().unwrap_or(0);
             delivered += st.events.get("output").copied().unwrap_or(0);

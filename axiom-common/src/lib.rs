@@ -76,6 +76,9 @@ pub const MATCH_STATES: usize = 4;
 #[derive(Clone, Copy)]
 pub struct Dfa {
     pub classes: [u8; 256],
+    /// The longest literal's length: a scan may start that many bytes before a point from the
+    /// root and be in the right state there (the kernel scans two halves of a buffer at once).
+    pub depth: u16,
     pub accept: [u8; DFA_MAX_STATES],
     pub next: [u16; DFA_MAX_STATES * DFA_CLASSES],
 }

@@ -33,8 +33,16 @@ pub(crate) static SCAN_CTX: PerCpuArray<ScanCtx> = PerCpuArray::with_max_entries
 #[repr(C)]
 pub(crate) struct ScanCtx {
     table: u32,
+    /// Two chains scan at once, so the CPU overlaps their table loads (one chain is a load per
+    /// byte, each waiting on the last): A covers `[0, mid)` from the fd's carried state; B
+    /// covers `[from, n)` from the root, `from` the longest literal's length before `mid`, so
+    /// that it is in the right state at `mid`, and counts only what ends at or after `mid`.
+    /// Unsplit (short writes): `mid` = `from` = 0 and B alone scans, from the carried state.
+    mid: u32,
+    from: u32,
     n: u32,
     state: u32,
+    state_b: u32,
     hits: u32,
     first: u32,
     deny: u32,
@@ -45,6 +53,20 @@ pub(crate) struct ScanCtx {
 /// plain loop over 4 KiB is unrolled by the verifier past its complexity limit), and a long step
 /// keeps the per-call cost small.
 pub(crate) const SCAN_STEP: usize = 128;
+
+#[inline(always)]
+fn hit(c: &mut ScanCtx, at: usize, st: usize, v: u16) {
+    if c.hits == 0 || (at as u32) < c.first - 1 {
+        c.first = at as u32 + 1;
+    }
+    if (c.hits as usize) < MATCH_STATES {
+        c.states[c.hits as usize & (MATCH_STATES - 1)] = st as u16;
+    }
+    c.hits += 1;
+    if v & NEXT_DENY != 0 {
+        c.deny = 1;
+    }
+}
 
 #[inline(never)]
 extern "C" fn scan_step(i: u64, _ctx: *mut c_void) -> i64 {
@@ -57,33 +79,35 @@ extern "C" fn scan_step(i: u64, _ctx: *mut c_void) -> i64 {
     };
     let s = unsafe { &*s };
     let base = (i as usize) * SCAN_STEP;
-    let n = c.n as usize;
-    let mut st = c.state as usize;
+    let (mid, from, n) = (c.mid as usize, c.from as usize, c.n as usize);
+    let mut a = c.state as usize;
+    let mut b = c.state_b as usize;
     let mut done = 0;
     for j in 0..SCAN_STEP {
         let at = base + j;
-        if at >= n {
+        let bt = from + at;
+        // B is the longer chain: where it ends, both have.
+        if bt >= n {
             done = 1;
             break;
         }
-        let b = s.data[at & (MAX_CAPTURE - 1)] as usize;
-        let cl = dfa.classes[b & 255] as usize;
-        let v = dfa.next[(st * DFA_CLASSES + cl) & (DFA_MAX_STATES * DFA_CLASSES - 1)];
-        st = (v & NEXT_STATE) as usize;
-        if v & NEXT_ACCEPT != 0 {
-            if c.hits == 0 {
-                c.first = at as u32 + 1;
-            }
-            if (c.hits as usize) < MATCH_STATES {
-                c.states[c.hits as usize & (MATCH_STATES - 1)] = st as u16;
-            }
-            c.hits += 1;
-            if v & NEXT_DENY != 0 {
-                c.deny = 1;
+        let cb = dfa.classes[s.data[bt & (MAX_CAPTURE - 1)] as usize & 255] as usize;
+        let vb = dfa.next[(b * DFA_CLASSES + cb) & (DFA_MAX_STATES * DFA_CLASSES - 1)];
+        b = (vb & NEXT_STATE) as usize;
+        if at < mid {
+            let ca = dfa.classes[s.data[at & (MAX_CAPTURE - 1)] as usize & 255] as usize;
+            let va = dfa.next[(a * DFA_CLASSES + ca) & (DFA_MAX_STATES * DFA_CLASSES - 1)];
+            a = (va & NEXT_STATE) as usize;
+            if va & NEXT_ACCEPT != 0 {
+                hit(c, at, a, va);
             }
         }
+        if vb & NEXT_ACCEPT != 0 && bt >= mid {
+            hit(c, bt, b, vb);
+        }
     }
-    c.state = st as u32;
+    c.state = a as u32;
+    c.state_b = b as u32;
     done
 }
 
@@ -96,9 +120,13 @@ pub(crate) fn scan(s: &OutputScratch, captured: usize) {
         Some(t @ 1..=2) => t as u32,
         _ => return,
     };
+    let Some(dfa) = DFA.get(table - 1) else {
+        return;
+    };
+    let depth = dfa.depth as usize;
     let key = ((s.ev.hdr.tgid as u64) << 32) | (s.ev.fd as u32 as u64);
-    // SAFETY: the value is copied out at once.
     // An entry of the other table is stale: it reads as state 0, and is overwritten below.
+    // SAFETY: the value is copied out at once.
     let (state, stale) = match unsafe { FD_STATE.get(&key) } {
         Some(v) if *v >> 16 == table => (*v & 0xffff, false),
         Some(_) => (0, true),
@@ -115,18 +143,31 @@ pub(crate) fn scan(s: &OutputScratch, captured: usize) {
     let c = unsafe { &mut *c };
     c.table = table;
     c.n = n as u32;
-    c.state = state;
+    // Split when both halves are long beside the warm-up.
+    let mid = n / 2;
+    if depth < SCAN_STEP && mid >= 2 * depth + 32 {
+        c.mid = mid as u32;
+        c.from = (mid - depth) as u32;
+        c.state = state;
+        c.state_b = 0;
+    } else {
+        c.mid = 0;
+        c.from = 0;
+        c.state = 0;
+        c.state_b = state;
+    }
     c.hits = 0;
     c.first = 0;
     c.deny = 0;
     c.states = [0; MATCH_STATES];
-    let steps = n.div_ceil(SCAN_STEP) as u32;
+    let steps = (n - c.from as usize).div_ceil(SCAN_STEP) as u32;
     unsafe { bpf_loop(steps, scan_step as *mut c_void, core::ptr::null_mut(), 0) };
     // The state carries a literal split across writes. Written only when it changed: a hash
     // update costs more than scanning a short write, and most writes end where they began (in
     // no literal, or with no entry at all, which reads as state 0).
-    if c.state != state || stale {
-        let _ = FD_STATE.insert(&key, &((table << 16) | (c.state & 0xffff)), 0);
+    let end = c.state_b;
+    if end != state || stale {
+        let _ = FD_STATE.insert(&key, &((table << 16) | (end & 0xffff)), 0);
     }
     work(Work::ScannedBytes, n as u64);
     if c.hits == 0 {

@@ -348,6 +348,59 @@ fn the_kernel_matcher_carries_state_across_writes() {
 }
 
 #[test]
+fn the_kernel_matcher_finds_a_literal_anywhere_in_a_long_write() {
+    // A long write is scanned as two halves at once (the second warmed up from the longest
+    // literal's length before its start): a literal in either half, across the middle, at the
+    // very end, or split from the end of a long write into the next one is stopped the same.
+    let rules = deny_rules();
+    let d = Daemon::start("rules_long", &["--rules", &rules.display().to_string()]);
+    let lit = "FORBIDDEN-PAYLOAD";
+    let write = |before: usize, after: usize| -> String {
+        format!(
+            "os.write(fd, b'x' * {before} + b'{lit}' + b'y' * {after})",
+            lit = lit
+        )
+    };
+    let cases = [
+        ("first half", write(10, 3973)),
+        ("across the middle", write(1992, 1991)),
+        ("second half", write(3000, 983)),
+        ("at the end", write(3983, 0)),
+        (
+            "split from a long write into the next",
+            "os.write(fd, b'x' * 3990 + b'FORBIDDEN-'); os.write(fd, b'PAYLOAD')".into(),
+        ),
+    ];
+    for (what, code) in cases {
+        let file = std::env::temp_dir().join(unique("long"));
+        let (st, _) = tracked_writer(
+            &d,
+            &file,
+            &format!(
+                "exec python3 -c \"import os; fd = os.open(os.environ['F'], os.O_WRONLY | os.O_CREAT, 0o600); {code}\""
+            ),
+        );
+        assert_eq!(
+            std::os::unix::process::ExitStatusExt::signal(&st),
+            Some(9),
+            "{what}: the writer was not stopped"
+        );
+        let _ = std::fs::remove_file(&file);
+    }
+    // A long write without the literal passes.
+    let file = std::env::temp_dir().join(unique("long_clean"));
+    let (st, _) = tracked_writer(
+        &d,
+        &file,
+        "exec python3 -c \"import os; fd = os.open(os.environ['F'], os.O_WRONLY | os.O_CREAT, 0o600); os.write(fd, b'FORBIDDEN-' * 400)\"",
+    );
+    assert!(st.success(), "a clean long write was stopped: {st:?}");
+    assert_eq!(std::fs::metadata(&file).unwrap().len(), 4000);
+    let _ = std::fs::remove_file(&file);
+    let _ = std::fs::remove_dir_all(&rules);
+}
+
+#[test]
 fn secrets_are_masked_before_they_leave_axiomd() {
     let d = Daemon::start("rules_secrets", &[]);
     let mut sub = d.subscribe(false);

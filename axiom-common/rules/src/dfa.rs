@@ -119,6 +119,7 @@ impl KernelDfa {
                 table.next[s * DFA_CLASSES + c] = v;
             }
         }
+        table.depth = patterns.iter().map(|p| p.bytes.len()).max().unwrap_or(0) as u16;
         Ok(KernelDfa {
             table,
             states: n,

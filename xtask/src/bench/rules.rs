@@ -20,7 +20,7 @@ use axiom_tests::{Cgroup, Daemon};
 
 use super::{
     median,
-    sensor::{Baseline, dd_bs},
+    sensor::{Baseline, dd_bs, kernel_work},
 };
 use crate::{build, require_root, setup::setup, target_dir};
 
@@ -95,13 +95,6 @@ fn ns_per_write(f: impl FnOnce() -> anyhow::Result<f64>) -> anyhow::Result<f64> 
     }
 }
 
-/// What the kernel says it did for one measured run: output records and bytes scanned.
-fn work(d: &Daemon) -> (u64, u64) {
-    let w = d.status().kernel_work;
-    let get = |k: &str| w.get(k).copied().unwrap_or(0);
-    (get("output_records"), get("scanned_bytes"))
-}
-
 /// The timed run did the work it is reported for: every one of `count` writes captured, and
 /// with literals in the matcher every captured byte (`bs` per write) scanned; with none, no scan.
 fn check_work(
@@ -161,9 +154,9 @@ fn scan_cost(rounds: usize, count: u64) -> anyhow::Result<(f64, Vec<Row>)> {
             let cg = Cgroup::new("bench_rules");
             d.track_cgroup(&cg);
             for (bs, n, large) in [(SMALL, count, false), (LARGE, large_count, true)] {
-                let (r0, s0) = work(&d);
+                let (r0, s0) = kernel_work(&d);
                 let ns = ns_per_write(|| dd_bs(n, bs, Some(&cg), &[]))?;
-                let (r1, s1) = work(&d);
+                let (r1, s1) = kernel_work(&d);
                 check_work(SIZES[i], n, bs, r1 - r0, s1 - s0)?;
                 if large {
                     scans[i].large.push(ns);

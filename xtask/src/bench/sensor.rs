@@ -142,6 +142,15 @@ impl Drop for Bpftrace {
     }
 }
 
+/// What the kernel says the daemon's programs did so far (`kernel_work` in its status): output
+/// records captured, and bytes the matcher scanned. Benchmarks compare it before and after a
+/// timed run, so a ratio is printed only for work that happened.
+pub(super) fn kernel_work(d: &Daemon) -> (u64, u64) {
+    let w = d.status().kernel_work;
+    let get = |k: &str| w.get(k).copied().unwrap_or(0);
+    (get("output_records"), get("scanned_bytes"))
+}
+
 /// Sensors already on the hooks a benchmark times: pin directories with attached links, and
 /// loaded `enter_write` programs. Every mode would pay for them, so a benchmark refuses to run
 /// beside them rather than print ratios that include them.
@@ -200,18 +209,11 @@ pub fn run(rounds: usize, count: u64) -> anyhow::Result<()> {
             );
             let cg = Cgroup::new("bench");
             d.track_cgroup(&cg);
-            let records = |d: &Daemon| {
-                d.status()
-                    .kernel_work
-                    .get("output_records")
-                    .copied()
-                    .unwrap_or(0)
-            };
-            let r0 = records(&d);
+            let (r0, _) = kernel_work(&d);
             untracked.push(dd(count, None, &[])?);
-            let r1 = records(&d);
+            let (r1, _) = kernel_work(&d);
             tracked.push(dd(count, Some(&cg), &[])?);
-            let r2 = records(&d);
+            let (r2, _) = kernel_work(&d);
             // The work timed must have happened: nothing captured untracked, every write
             // captured tracked (the kernel's own count).
             if r1 - r0 > count / 100 || r2 - r1 < count {

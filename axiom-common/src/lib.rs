@@ -343,7 +343,9 @@ pub struct FdEvent {
     pub _pad2: u32,
 }
 
-/// A tracked process opened `path` (relative to `dirfd`) for writing and got `fd` (slim header).
+/// A tracked process opened `path` (relative to `dirfd`) for writing and got `fd` (slim header);
+/// with `fd` = `AT_FDCWD`, it changed its current directory to `path` (chdir). An fchdir is an
+/// `FD_DUP` onto `AT_FDCWD`.
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
 #[cfg_attr(feature = "user", derive(FromBytes, Immutable, KnownLayout))]
@@ -533,6 +535,10 @@ hooks! {
     "exit_dup2" => "syscalls" / "sys_exit_dup2",
     "exit_dup3" => "syscalls" / "sys_exit_dup3",
     "exit_fcntl" => "syscalls" / "sys_exit_fcntl",
+    "enter_chdir" => "syscalls" / "sys_enter_chdir",
+    "exit_chdir" => "syscalls" / "sys_exit_chdir",
+    "enter_fchdir" => "syscalls" / "sys_enter_fchdir",
+    "exit_fchdir" => "syscalls" / "sys_exit_fchdir",
     "enter_close" => "syscalls" / "sys_enter_close",
     "enter_close_range" => "syscalls" / "sys_enter_close_range",
     "enter_pipe" => "syscalls" / "sys_enter_pipe",

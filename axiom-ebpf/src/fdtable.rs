@@ -91,34 +91,103 @@ pub(crate) fn open_exit(ctx: &TracePointContext) -> u32 {
         let _ = OPEN_PENDING.remove(&tid);
         let ret: i64 = unsafe { field(ctx, 16) };
         if ret >= 0 {
-            match OUTPUT.reserve::<FdOpenEvent>(0) {
-                Some(mut entry) => {
-                    let e = unsafe { &mut *entry.as_mut_ptr() };
-                    slim_header(&mut e.hdr, KIND_FD_OPEN, pid_tgid, agent);
-                    e.fd = ret as i32;
-                    e.dirfd = a.dirfd;
-                    e.flags = a.flags;
-                    e._pad = 0;
-                    e.path[0] = 0;
-                    // The path the syscall just read is resident: it reads again here.
-                    if unsafe {
-                        bpf_probe_read_user_str(
-                            e.path.as_mut_ptr() as *mut c_void,
-                            PATH_LEN as u32,
-                            a.path as *const c_void,
-                        )
-                    } < 0
-                    {
-                        e.hdr.flags |= FLAG_TRUNCATED;
-                        lost(LostCause::ReadFault);
-                    }
-                    entry.submit(BPF_RB_NO_WAKEUP as u64);
-                }
-                None => lost(LostCause::RingFullOutput),
-            }
+            fd_open_record(pid_tgid, agent, ret as i32, &a);
         }
     }
     file_exit(ctx)
+}
+
+/// `fd` now names `a.path` (relative to `a.dirfd`), on the OUTPUT ring. The path the syscall
+/// just read is resident: it is read again here.
+#[inline(always)]
+fn fd_open_record(pid_tgid: u64, agent: u64, fd: i32, a: &OpenArgs) {
+    match OUTPUT.reserve::<FdOpenEvent>(0) {
+        Some(mut entry) => {
+            let e = unsafe { &mut *entry.as_mut_ptr() };
+            slim_header(&mut e.hdr, KIND_FD_OPEN, pid_tgid, agent);
+            e.fd = fd;
+            e.dirfd = a.dirfd;
+            e.flags = a.flags;
+            e._pad = 0;
+            e.path[0] = 0;
+            if unsafe {
+                bpf_probe_read_user_str(
+                    e.path.as_mut_ptr() as *mut c_void,
+                    PATH_LEN as u32,
+                    a.path as *const c_void,
+                )
+            } < 0
+            {
+                e.hdr.flags |= FLAG_TRUNCATED;
+                lost(LostCause::ReadFault);
+            }
+            entry.submit(BPF_RB_NO_WAKEUP as u64);
+        }
+        None => lost(LostCause::RingFullOutput),
+    }
+}
+
+/// A chdir in flight: its path, read again at a successful exit.
+#[map]
+pub(crate) static CHDIR_PENDING: LruHashMap<u32, OpenArgs> = LruHashMap::pinned(16384, 0);
+
+/// The current directory is the table's `AT_FDCWD` entry: relative paths of later opens and
+/// file operations resolve against it in order, even when the process is gone before axiomd
+/// reads its records (a shell's `cd sub && printf … > f` lasts a millisecond; /proc is empty
+/// by then).
+#[tracepoint(category = "syscalls", name = "sys_enter_chdir")]
+pub fn enter_chdir(ctx: TracePointContext) -> u32 {
+    if let Some((pid_tgid, _)) = tracked() {
+        let a = OpenArgs {
+            path: arg(&ctx, 0),
+            dirfd: AT_FDCWD,
+            flags: 0,
+        };
+        let _ = CHDIR_PENDING.insert(&(pid_tgid as u32), &a, 0);
+    }
+    0
+}
+
+#[tracepoint(category = "syscalls", name = "sys_exit_chdir")]
+pub fn exit_chdir(ctx: TracePointContext) -> u32 {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let Some(agent) = agent_of((pid_tgid >> 32) as u32) else {
+        return 0;
+    };
+    let tid = pid_tgid as u32;
+    if let Some(a) = unsafe { CHDIR_PENDING.get(&tid) }.copied() {
+        let _ = CHDIR_PENDING.remove(&tid);
+        let ret: i64 = unsafe { field(&ctx, 16) };
+        if ret == 0 {
+            fd_open_record(pid_tgid, agent, AT_FDCWD, &a);
+        }
+    }
+    0
+}
+
+/// fchdir(fd): the current directory is now what `fd` is (a dup onto `AT_FDCWD`).
+#[tracepoint(category = "syscalls", name = "sys_enter_fchdir")]
+pub fn enter_fchdir(ctx: TracePointContext) -> u32 {
+    dup_enter(arg(&ctx, 0), false);
+    0
+}
+
+#[tracepoint(category = "syscalls", name = "sys_exit_fchdir")]
+pub fn exit_fchdir(ctx: TracePointContext) -> u32 {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let Some(agent) = agent_of((pid_tgid >> 32) as u32) else {
+        return 0;
+    };
+    let tid = pid_tgid as u32;
+    let Some(v) = (unsafe { DUP_PENDING.get(&tid) }).copied() else {
+        return 0;
+    };
+    let _ = DUP_PENDING.remove(&tid);
+    let ret: i64 = unsafe { field(&ctx, 16) };
+    if ret == 0 {
+        fd_record(pid_tgid, agent, FD_DUP, AT_FDCWD, v[0], 0, 0);
+    }
+    0
 }
 
 #[inline(always)]

@@ -644,6 +644,11 @@ fn reported_by(rule: &'static str) -> Judge {
         if o.violation(rule) || uninspected || w.violation_later(o.agent, rule) {
             Verdict::Reported
         } else {
+            if std::env::var("AXIOM_ESCAPES_DEBUG").is_ok() {
+                for e in &w.events_now(o.agent.unwrap_or(0)) {
+                    eprintln!("DEBUG {e:?}");
+                }
+            }
             Verdict::Escaped(format!("no {rule} violation"))
         }
     })

@@ -111,6 +111,47 @@ fn tracked_cgroup_yields_lifecycle_output_file_and_connect_events() {
     drop(listener);
 }
 
+/// Relative paths resolve against the directory the process was in when it used them (the
+/// kernel's chdir records, in order with its writes), even when the process is gone before
+/// axiomd reads its records and /proc has nothing left: axiomd is stopped while the shell runs.
+/// Before, such a path stayed relative, so a phrase split across two writes to one file was two
+/// files, and a rule on a workspace path missed it.
+#[test]
+fn paths_of_a_process_gone_before_its_records_are_read_follow_its_chdirs() {
+    use nix::sys::signal::{Signal, kill};
+    let d = Daemon::start("sensor_cwd", &[]);
+    let cg = Cgroup::new("cwd");
+    d.track_cgroup(&cg);
+    let mut sub = d.subscribe(false);
+    let dir = tempdir("cwd");
+    std::fs::create_dir_all(format!("{dir}/a/b")).unwrap();
+    let script = format!(
+        "cd {dir} && printf one > f1 && cd a && printf two > f2 && cd b && mkdir c && \
+         cd ../.. && printf three >> f1"
+    );
+    let axiomd = nix::unistd::Pid::from_raw(d.child.as_ref().expect("axiomd runs").id() as i32);
+    kill(axiomd, Signal::SIGSTOP).unwrap();
+    let (pid, st) = run_in(&cg, &script);
+    kill(axiomd, Signal::SIGCONT).unwrap();
+    assert!(st.success());
+    let wrote = |sub: &mut Subscription, text: &str, file: String| {
+        sub.wait_for(text, T, |e| {
+            e.tgid == pid
+                && output_text(e) == Some(text)
+                && matches!(&e.body, Body::Output { target: Some(t), .. } if *t == file)
+        });
+    };
+    wrote(&mut sub, "one", format!("{dir}/f1"));
+    wrote(&mut sub, "two", format!("{dir}/a/f2"));
+    let c = format!("{dir}/a/b/c");
+    sub.wait_for(
+        "mkdir in a/b",
+        T,
+        |e| matches!(&e.body, Body::File { op, path, .. } if op == "mkdir" && *path == c),
+    );
+    wrote(&mut sub, "three", format!("{dir}/f1"));
+}
+
 #[test]
 fn untracked_process_produces_no_events() {
     let d = Daemon::start("sensor_untracked", &[]);

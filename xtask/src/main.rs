@@ -3,6 +3,7 @@
 mod bench;
 mod demo;
 mod package;
+mod pins;
 mod setup;
 mod test;
 mod units;
@@ -126,9 +127,15 @@ fn main() -> anyhow::Result<()> {
     match Cli::parse().cmd {
         Cmd::Setup => setup::setup(),
         Cmd::Build => build(),
-        Cmd::Test { no_lint, args } => test::test(!no_lint, &args),
+        Cmd::Test { no_lint, args } => {
+            pins::sweep_stale();
+            test::test(!no_lint, &args)
+        }
         Cmd::Package => build().and_then(|()| package::package().map(drop)),
         Cmd::Demo => demo::demo(),
-        Cmd::Bench { which } => bench::bench(which),
+        Cmd::Bench { which } => {
+            pins::sweep_stale();
+            bench::bench(which)
+        }
     }
 }

@@ -76,12 +76,25 @@ impl FdTable {
         self.procs.get(&tgid)?.get(&fd).map(|(p, _)| p.clone())
     }
 
-    fn apply(
-        &mut self,
-        tgid: u32,
-        change: decode::FdChange,
-        resolve: impl Fn(i32, &str) -> String,
-    ) {
+    /// The process's current directory as its chdir records left it (`AT_FDCWD`'s entry).
+    fn cwd(&self, tgid: u32) -> Option<Arc<str>> {
+        self.get(tgid, decode::AT_FDCWD)
+    }
+
+    /// What /proc said the current directory is, for a process whose chdirs were not seen (it
+    /// was adopted, or its table was let go): later records resolve against it after it exits.
+    fn seed_cwd(&mut self, tgid: u32, cwd: &str) {
+        if self.procs.len() < FD_CACHE_MAX {
+            self.procs
+                .entry(tgid)
+                .or_default()
+                .insert(decode::AT_FDCWD, (cwd.into(), false));
+        }
+    }
+
+    /// Applies one change; an open's path is already absolute (resolved by the caller against
+    /// the directory it names, before this change moves the current directory).
+    fn apply(&mut self, tgid: u32, change: decode::FdChange) {
         use decode::FdChange as C;
         // Processes whose exit was never seen must not grow the table without bound.
         if self.procs.len() >= FD_CACHE_MAX {
@@ -89,14 +102,14 @@ impl FdTable {
         }
         match change {
             C::Open {
-                fd,
-                dirfd,
-                path,
-                cloexec,
+                fd, path, cloexec, ..
             } => {
                 let m = self.procs.entry(tgid).or_default();
-                if m.len() < FDT_PER_PROC {
-                    m.insert(fd, (resolve(dirfd, &path).into(), cloexec));
+                // A chdir to a path that could not be made absolute: the directory is unknown
+                // (read from /proc while the process lives) rather than wrong.
+                let unknown = fd == decode::AT_FDCWD && !path.starts_with('/');
+                if m.len() < FDT_PER_PROC && !unknown {
+                    m.insert(fd, (path.into(), cloexec));
                 } else {
                     m.remove(&fd);
                 }
@@ -345,7 +358,7 @@ impl Pipeline {
                 self.ppids.insert(*child_pid, tgid);
             }
             Body::Exec { cwd, argv, .. } => {
-                *cwd = procfs::cwd(tgid);
+                *cwd = self.cwd(tgid);
                 self.redact_argv(argv);
             }
             Body::Output { .. } => truncated |= self.enrich_output(tgid, &mut body),
@@ -404,8 +417,38 @@ impl Pipeline {
                 self.fds.remove(child);
             }
         }
-        self.fdt
-            .apply(tgid, change, |dirfd, path| absolute(tgid, dirfd, path));
+        let change = match change {
+            C::Open {
+                fd,
+                dirfd,
+                path,
+                cloexec,
+            } => C::Open {
+                fd,
+                path: self.absolute(tgid, dirfd, &path),
+                dirfd,
+                cloexec,
+            },
+            other => other,
+        };
+        self.fdt.apply(tgid, change);
+    }
+
+    /// The current directory of `tgid`: as its chdir records left it, else from /proc (and then
+    /// remembered, for its records read after it is gone).
+    fn cwd(&mut self, tgid: u32) -> Option<String> {
+        if let Some(c) = self.fdt.cwd(tgid) {
+            return Some(c.to_string());
+        }
+        let c = procfs::cwd(tgid)?;
+        self.fdt.seed_cwd(tgid, &c);
+        Some(c)
+    }
+
+    /// `path` made absolute against the directory `dirfd` names (the current directory from
+    /// the fd table, another directory fd from /proc when the record is read).
+    fn absolute(&mut self, tgid: u32, dirfd: i32, path: &str) -> String {
+        absolute(tgid, dirfd, path, || self.cwd(tgid))
     }
 
     /// Who wrote a record: from the record itself, or for a slim one (no identity, to save the
@@ -491,11 +534,11 @@ impl Pipeline {
         else {
             return;
         };
-        *path = absolute(tgid, dirfds.0, path);
+        *path = self.absolute(tgid, dirfds.0, path);
         if let Some(p2) = path2.as_mut()
             && *op != axiom_proto::wire::FileOp::Symlink
         {
-            *p2 = absolute(tgid, dirfds.1, p2);
+            *p2 = self.absolute(tgid, dirfds.1, p2);
         }
         let target = match path2 {
             Some(p2) => format!("{path} -> {p2}"),
@@ -542,9 +585,10 @@ impl Pipeline {
     }
 }
 
-/// `path` made absolute against the directory `dirfd` of process `tgid` names (read from /proc
-/// when the record is read: a process that changed directory since keeps its relative path).
-fn absolute(tgid: u32, dirfd: i32, path: &str) -> String {
+/// `path` made absolute against the directory `dirfd` of process `tgid` names: `cwd` for the
+/// current directory, /proc when the record is read for another directory fd (a process gone
+/// since keeps its relative path).
+fn absolute(tgid: u32, dirfd: i32, path: &str, cwd: impl FnOnce() -> Option<String>) -> String {
     // `/proc/self/fd/N/name` (Bun's file API opens through a directory fd this way): the
     // directory fd N of that process.
     for prefix in ["/proc/self/fd/", "/proc/thread-self/fd/"] {
@@ -565,7 +609,7 @@ fn absolute(tgid: u32, dirfd: i32, path: &str) -> String {
         return path.to_string();
     }
     let base = if dirfd == decode::AT_FDCWD {
-        procfs::cwd(tgid)
+        cwd()
     } else {
         procfs::fd_target(tgid, dirfd).filter(|b| b.starts_with('/'))
     };

@@ -605,7 +605,7 @@ pub fn daemon(name: &str) -> Daemon {
     Daemon::start(name, &["--rules", &rules.display().to_string()])
 }
 
-fn uid_gid(user: &str) -> (u32, u32) {
+pub fn uid_gid(user: &str) -> (u32, u32) {
     let u = nix::unistd::User::from_name(user)
         .unwrap()
         .unwrap_or_else(|| panic!("no user {user}: run cargo xtask setup"));
@@ -703,6 +703,144 @@ pub fn run_session(d: &Daemon, agent: Agent, sc: &Scenario, dir: &Path) -> Sessi
     live.finish(d)
 }
 
+/// Seconds from starting `agent` on scenario `sc` until the model's script has played (at most
+/// `timeout`), under `axiomctl run` of `d` with `run_opts` or, with `d` = `None`, started the same
+/// way without Axiom: the agent-session figure of `cargo xtask bench overhead`. The agent is
+/// ended afterwards.
+pub fn session_seconds(
+    d: Option<&Daemon>,
+    agent: Agent,
+    sc: &Scenario,
+    dir: &Path,
+    run_opts: &[&str],
+    timeout: Duration,
+) -> f64 {
+    match d {
+        Some(d) => {
+            let mut live = Live::start_with(d, agent, sc, dir, run_opts);
+            live.until_done(timeout);
+            let secs = live.t0.elapsed().as_secs_f64();
+            let _ = live.finish(d);
+            secs
+        }
+        None => {
+            let (mut child, standin, t0, terminal) = launch(None, agent, sc, dir, run_opts);
+            let done = |log: &[Value]| log.iter().any(|e| e["event"] == "script_done");
+            while !done(&standin.log()) {
+                assert!(
+                    t0.elapsed() < timeout,
+                    "{} untracked: the script did not play within {timeout:?}; the terminal \
+                     showed:\n{}",
+                    agent.name(),
+                    String::from_utf8_lossy(
+                        &terminal.lock().map(|t| t.clone()).unwrap_or_default()
+                    )
+                );
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let secs = t0.elapsed().as_secs_f64();
+            // The whole session (the agent's helpers too) goes: it ran in a session of its own.
+            let _ = nix::sys::signal::killpg(
+                nix::unistd::Pid::from_raw(child.id() as i32),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+            let _ = child.kill();
+            let _ = child.wait();
+            secs
+        }
+    }
+}
+
+type Launched = (Child, Standin, Instant, Arc<Mutex<Vec<u8>>>);
+
+/// Prepares the session directory and starts the agent in the outer terminal as the agent
+/// user: under `axiomctl run` of `d` (named `name`), or, with `d` = `None`, directly.
+fn launch(
+    d: Option<(&Daemon, &str)>,
+    agent: Agent,
+    sc: &Scenario,
+    dir: &Path,
+    run_opts: &[&str],
+) -> Launched {
+    let ws = dir.join("ws");
+    let home = dir.join("home");
+    std::fs::create_dir_all(&ws).unwrap();
+    std::fs::create_dir_all(&home).unwrap();
+    (sc.prepare)(&ws, &home);
+    let standin = Standin::start(dir, &(sc.turns)(&ws, &home));
+    let env = agent.configure(&home, &ws, standin.port);
+    let (uid, gid) = uid_gid(AGENT_USER);
+    chown_r(dir, uid, gid);
+    // The session directory's parents must let the agent's user through.
+    let mut up = dir.parent();
+    while let Some(u) = up {
+        if u == Path::new("/") || u == std::env::temp_dir() {
+            break;
+        }
+        let _ = Command::new("chmod").arg("o+x").arg(u).status();
+        up = u.parent();
+    }
+    let (master, slave) = outer_pty();
+    let mut cmd = Command::new("setpriv");
+    cmd.args(["--reuid", &uid.to_string(), "--regid", &gid.to_string()])
+        .args(["--init-groups", "--"])
+        .arg("env")
+        .arg("-i")
+        .arg(format!("HOME={}", home.display()))
+        .arg(format!("USER={AGENT_USER}"))
+        .arg(format!("LOGNAME={AGENT_USER}"))
+        .arg("PATH=/usr/local/bin:/usr/bin:/bin")
+        .arg("TERM=xterm-256color")
+        .arg("LANG=C.UTF-8")
+        .args(env.iter().map(|(k, v)| format!("{k}={v}")));
+    if let Some((d, name)) = d {
+        cmd.arg(axiomctl_bin())
+            .arg("--socket")
+            .arg(&d.socket)
+            .args(["run", "--name", name]);
+        // The real-agent tests run unconfined (`full`) unless the caller asks for a profile.
+        if !run_opts.contains(&"--profile") {
+            cmd.args(["--profile", "full"]);
+        }
+        cmd.arg("--workspace").arg(&ws).args(run_opts).arg("--");
+    }
+    cmd.args(agent.command(sc.prompt))
+        .current_dir(&ws)
+        .stdin(Stdio::from(slave.try_clone().unwrap()))
+        .stdout(Stdio::from(slave.try_clone().unwrap()))
+        .stderr(Stdio::from(slave));
+    let master_fd = master.as_raw_fd();
+    // SAFETY: between fork and exec only async-signal-safe calls: a new session with the pty
+    // as its controlling terminal, as a terminal emulator does.
+    unsafe {
+        cmd.pre_exec(move || {
+            libc::setsid();
+            libc::ioctl(0, libc::TIOCSCTTY, 0);
+            let _ = master_fd;
+            Ok(())
+        });
+    }
+    let t0 = Instant::now();
+    let child = cmd.spawn().unwrap();
+    let terminal = Arc::new(Mutex::new(Vec::new()));
+    {
+        let terminal = terminal.clone();
+        let mut f = std::fs::File::from(master);
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 8192];
+            while let Ok(n) = f.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                if let Ok(mut t) = terminal.lock() {
+                    t.extend_from_slice(&buf[..n]);
+                }
+            }
+        });
+    }
+    (child, standin, t0, terminal)
+}
+
 /// A session in progress: the agent runs under `axiomctl run` in the outer terminal, the
 /// stand-in plays its script, axiomd's events are gathered.
 pub struct Live {
@@ -728,80 +866,9 @@ impl Live {
         dir: &Path,
         run_opts: &[&str],
     ) -> Live {
-        let ws = dir.join("ws");
-        let home = dir.join("home");
-        std::fs::create_dir_all(&ws).unwrap();
-        std::fs::create_dir_all(&home).unwrap();
-        (sc.prepare)(&ws, &home);
-        let standin = Standin::start(dir, &(sc.turns)(&ws, &home));
-        let env = agent.configure(&home, &ws, standin.port);
-        let (uid, gid) = uid_gid(AGENT_USER);
-        chown_r(dir, uid, gid);
-        // The session directory's parents must let the agent's user through.
-        let mut up = dir.parent();
-        while let Some(u) = up {
-            if u == Path::new("/") || u == std::env::temp_dir() {
-                break;
-            }
-            let _ = Command::new("chmod").arg("o+x").arg(u).status();
-            up = u.parent();
-        }
         let name = unique(&format!("{}-{}", agent.name(), sc.name));
         let sub = d.subscribe(false);
-        let (master, slave) = outer_pty();
-        let mut cmd = Command::new("setpriv");
-        cmd.args(["--reuid", &uid.to_string(), "--regid", &gid.to_string()])
-            .args(["--init-groups", "--"])
-            .arg("env")
-            .arg("-i")
-            .arg(format!("HOME={}", home.display()))
-            .arg(format!("USER={AGENT_USER}"))
-            .arg(format!("LOGNAME={AGENT_USER}"))
-            .arg("PATH=/usr/local/bin:/usr/bin:/bin")
-            .arg("TERM=xterm-256color")
-            .arg("LANG=C.UTF-8")
-            .args(env.iter().map(|(k, v)| format!("{k}={v}")))
-            .arg(axiomctl_bin())
-            .arg("--socket")
-            .arg(&d.socket)
-            .args(["run", "--name", &name, "--profile", "full", "--workspace"])
-            .arg(&ws)
-            .args(run_opts)
-            .arg("--")
-            .args(agent.command(sc.prompt))
-            .current_dir(&ws)
-            .stdin(Stdio::from(slave.try_clone().unwrap()))
-            .stdout(Stdio::from(slave.try_clone().unwrap()))
-            .stderr(Stdio::from(slave));
-        let master_fd = master.as_raw_fd();
-        // SAFETY: between fork and exec only async-signal-safe calls: a new session with the pty
-        // as its controlling terminal, as a terminal emulator does.
-        unsafe {
-            cmd.pre_exec(move || {
-                libc::setsid();
-                libc::ioctl(0, libc::TIOCSCTTY, 0);
-                let _ = master_fd;
-                Ok(())
-            });
-        }
-        let t0 = Instant::now();
-        let mut child = cmd.spawn().unwrap();
-        let terminal = Arc::new(Mutex::new(Vec::new()));
-        {
-            let terminal = terminal.clone();
-            let mut f = std::fs::File::from(master);
-            std::thread::spawn(move || {
-                let mut buf = [0u8; 8192];
-                while let Ok(n) = f.read(&mut buf) {
-                    if n == 0 {
-                        break;
-                    }
-                    if let Ok(mut t) = terminal.lock() {
-                        t.extend_from_slice(&buf[..n]);
-                    }
-                }
-            });
-        }
+        let (mut child, standin, t0, terminal) = launch(Some((d, &name)), agent, sc, dir, run_opts);
         // The agent's id.
         let agent_id = loop {
             let agents = d.client().request(&Request::Agents).agents.unwrap();

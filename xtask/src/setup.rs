@@ -12,7 +12,8 @@ use crate::run;
 /// (dbus-daemon, dbus-bin, libglib2.0-bin and systemd: the private test bus and three D-Bus
 /// clients that are not ours — dbus-monitor, gdbus, busctl; util-linux: setpriv; redis: the hot
 /// tier's server and redis-cli; python3-venv: the independent Parquet reader, pyarrow; clang,
-/// lld, wasi-libc and the wasm32 compiler runtime: the test plugins and WASI tools, from C.)
+/// lld, wasi-libc and the wasm32 compiler runtime: the test plugins and WASI tools, from C;
+/// make and gcc: the C build `bench overhead` runs inside an agent.)
 const PACKAGES: &[&str] = &[
     "strace",
     "bpftrace",
@@ -31,6 +32,8 @@ const PACKAGES: &[&str] = &[
     "lld-14",
     "wasi-libc",
     "libclang-rt-14-dev-wasm32",
+    "make",
+    "gcc",
 ];
 const BPF_LINKER: &str = "0.10.4";
 /// An S3-compatible server for the cold tier's tests (a directory served over the S3 API).

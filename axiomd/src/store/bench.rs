@@ -69,37 +69,18 @@ pub struct Report {
 /// hour at the measured rate.
 const APPENDED: u64 = 5_000_000;
 
-/// `n` rows shaped like `synthetic(0..n)` (same agents, kinds, texts and bodies), by SQL.
-fn fill(conn: &duckdb::Connection, host: &str, n: u64) -> Result<(), StoreError> {
-    let body = |i: u64| serde_json::to_string(&synthetic(i).body).unwrap_or_default();
-    let text = |i: u64| super::schema::searchable(&synthetic(i).body).unwrap_or_default();
-    // An output body with a marker where the text goes: the SQL puts each row's text there.
-    let mark = "\u{1}";
-    let out = match synthetic(2).body {
-        Body::Output {
-            fd,
-            syscall,
-            count,
-            target,
-            captured,
-            redacted,
-            ..
-        } => Body::Output {
-            fd,
-            syscall,
-            count,
-            target,
-            text: mark.into(),
-            captured,
-            redacted,
-        },
-        other => other,
+/// `n` rows shaped like `synthetic(0..n)` (same agents, kinds, texts and bodies), by SQL, laid
+/// out as the writer lays out its batches of `batch` (by agent, then time, within each).
+fn fill(conn: &duckdb::Connection, host: &str, n: u64, batch: u64) -> Result<(), StoreError> {
+    // Bodies as the writer stores them (an output's without its bytes: the text column has them).
+    let body = |i: u64| {
+        let mut out = Vec::new();
+        super::schema::body_json(&synthetic(i).body, &mut out);
+        String::from_utf8(out).unwrap_or_default()
     };
-    let out = serde_json::to_string(&out).unwrap_or_default();
-    let (pre, post) = out
-        .split_once("\\u0001")
-        .ok_or_else(|| StoreError::Refused("bench: body template".into()))?;
-    let chunk = 10_000_000;
+    let text = |i: u64| super::schema::searchable(&synthetic(i).body).unwrap_or_default();
+    // About 10M rows at a time, whole batches.
+    let chunk = batch * (10_000_000 / batch).max(1);
     let mut from = 0;
     while from < n {
         let to = (from + chunk).min(n);
@@ -108,10 +89,11 @@ fn fill(conn: &duckdb::Connection, host: &str, n: u64) -> Result<(), StoreError>
                CASE i % 20 WHEN 0 THEN 'exec' WHEN 1 THEN 'file' ELSE 'output' END, \
                10001 + i % 1000, 10001 + i % 1000, 1, 1000, 0, 'agent', false, \
                CASE i % 20 WHEN 0 THEN ? WHEN 1 THEN ? ELSE line || chr(10) END, \
-               CASE i % 20 WHEN 0 THEN ? WHEN 1 THEN ? ELSE ? || line || '\\n' || ? END, 1 \
+               CASE i % 20 WHEN 0 THEN ? WHEN 1 THEN ? ELSE ? END, 1 \
              FROM (SELECT range AS i, 'line ' || lpad(range::VARCHAR, 10, ' ') \
                    || ': compiling module ' || (range % 311)::VARCHAR \
-                   || ' of the project, all good so far ....' AS line FROM range(?, ?))",
+                   || ' of the project, all good so far ....' AS line FROM range(?, ?)) \
+             ORDER BY i // ?, i % 1000, i",
             duckdb::params![
                 host,
                 T0 as i64,
@@ -119,10 +101,10 @@ fn fill(conn: &duckdb::Connection, host: &str, n: u64) -> Result<(), StoreError>
                 text(1),
                 body(0),
                 body(1),
-                pre,
-                post,
+                body(2),
                 from as i64,
-                to as i64
+                to as i64,
+                batch as i64
             ],
         )?;
         from = to;
@@ -137,19 +119,22 @@ pub fn run(path: &std::path::Path, rows: u64, parquet: bool) -> Result<Report, S
     let _ = std::fs::remove_file(path.with_extension("duckdb.wal"));
     let mut warm = Warm::open(path, 1, 8192)?;
     let appended = rows.min(APPENDED);
-    fill(&warm.reader()?, &super::hostname(), rows - appended)?;
-    let batch: u64 = 1 << 17;
-    let t0 = Instant::now();
+    // Batches as the daemon's writer makes them under load (full ones, `store.batch_events`).
+    let batch = super::config::StoreConfig::default().batch_events as u64;
+    fill(&warm.reader()?, &super::hostname(), rows - appended, batch)?;
+    // Only the writer is timed: the daemon's events arrive built, the bench makes its own.
+    let mut ingest = 0.0;
     let mut i = rows - appended;
     let mut buf: Vec<Arc<Event>> = Vec::with_capacity(batch as usize);
     while i < rows {
         buf.clear();
         let end = (i + batch).min(rows);
         buf.extend((i..end).map(|n| Arc::new(synthetic(n))));
+        let t0 = Instant::now();
         warm.append(&buf)?;
+        ingest += t0.elapsed().as_secs_f64();
         i = end;
     }
-    let ingest = t0.elapsed().as_secs_f64();
     let reader = warm.reader()?;
     let newest = warm.max_time_ns;
     reader.execute_batch("CHECKPOINT")?;

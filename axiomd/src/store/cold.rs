@@ -23,7 +23,7 @@ use arrow::{
     array::{Array, ArrayRef, AsArray as _, RecordBatch},
     datatypes::{ArrowPrimitiveType, DataType, Int64Type, UInt32Type, UInt64Type},
 };
-use axiom_proto::wire::{Body, Event};
+use axiom_proto::wire::Event;
 use object_store::{ObjectStore, ObjectStoreExt as _, PutPayload, path::Path};
 use parquet::{
     arrow::{ArrowWriter, arrow_reader::ParquetRecordBatchReaderBuilder},
@@ -599,7 +599,8 @@ fn read_part(path: &FsPath, q: Option<&Query>) -> Result<Vec<schema::Stored>, Co
             {
                 continue;
             }
-            let Ok(body) = serde_json::from_str::<Body>(body[i].as_deref().unwrap_or_default())
+            let Some(body) =
+                schema::body_of(body[i].as_deref().unwrap_or_default(), text[i].as_deref())
             else {
                 continue;
             };

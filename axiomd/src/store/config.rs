@@ -17,7 +17,8 @@ pub struct StoreConfig {
     /// What waiting events may hold in memory, MiB: above 3/4 of it output chunks are
     /// coalesced (`store_coalesced_output`), at it output is shed (`store_shed_output`).
     pub memory_cap_mib: u64,
-    /// Events per committed batch, and the longest a batch waits.
+    /// Events per committed batch, and the longest a batch waits. A full batch above one DuckDB
+    /// row group (122,880 rows) is written straight to the file, not through the WAL first.
     pub batch_events: usize,
     pub flush_ms: u64,
     /// Redis Streams in front of the warm tier.
@@ -155,7 +156,7 @@ impl Default for StoreConfig {
             path: "/var/lib/axiom/events.duckdb".into(),
             queue_events: 262_144,
             memory_cap_mib: 256,
-            batch_events: 65_536,
+            batch_events: 131_072,
             flush_ms: 200,
             hot: HotConfig::default(),
             cold: ColdConfig::default(),

@@ -402,10 +402,14 @@ fn entries(v: Value) -> Vec<StreamEntry> {
 }
 
 /// An entry as a row of the warm tier.
-fn row(id: &str, host: &str, json: &str) -> Option<schema::Row> {
+fn row(id: &str, host: &str, json: &str) -> Option<schema::Stored> {
     let (run, _) = parse_id(id)?;
-    let ev: Event = serde_json::from_str(json).ok()?;
-    Some(schema::Row::of(&ev, host, run))
+    let event: Event = serde_json::from_str(json).ok()?;
+    Some(schema::Stored {
+        host: host.to_string(),
+        run,
+        event,
+    })
 }
 
 /// Counters of the worker that moves entries into the warm tier.
@@ -486,7 +490,7 @@ fn read_group(
 fn unseen_rows(
     got: &[StreamEntry],
     mark: Option<StreamId>,
-) -> (Vec<schema::Row>, Option<StreamId>, u64) {
+) -> (Vec<schema::Stored>, Option<StreamId>, u64) {
     let mut rows = Vec::with_capacity(got.len());
     let mut last = mark;
     let mut redelivered = 0u64;

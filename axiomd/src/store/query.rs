@@ -3,7 +3,7 @@
 //! once (by its identity: host, run, seq), in time order.
 use std::sync::{Arc, Mutex};
 
-use axiom_proto::wire::{Body, Event};
+use axiom_proto::wire::Event;
 use duckdb::types::Value;
 
 use super::{StoreError, WriterStats, cold::Cold, hot, schema::Stored};
@@ -63,7 +63,7 @@ impl Query {
 pub fn events(conn: &duckdb::Connection, q: &Query) -> Result<Vec<Stored>, StoreError> {
     let mut sql = String::from(
         "SELECT seq, time_ns, agent, pid, tgid, ppid, uid, cgroup_id, comm, truncated, body, \
-         host, run FROM events WHERE true",
+         host, run, text FROM events WHERE true",
     );
     // Numbers go into the text as literals, not parameters: DuckDB prunes row groups by their
     // min/max only for constants known when it plans, and a time window that prunes is what
@@ -107,9 +107,9 @@ pub fn events(conn: &duckdb::Connection, q: &Query) -> Result<Vec<Stored>, Store
     let mut out = Vec::new();
     while let Some(r) = rows.next()? {
         let body: String = r.get(10)?;
-        let body: Body = match serde_json::from_str(&body) {
-            Ok(b) => b,
-            Err(_) => continue,
+        let text: Option<String> = r.get(13)?;
+        let Some(body) = super::schema::body_of(&body, text.as_deref()) else {
+            continue;
         };
         out.push(Stored {
             host: r.get(11)?,
@@ -303,12 +303,11 @@ impl Reader {
         )?;
         let hot = self.hot_rest(conn)?;
         if !hot.is_empty() {
-            let rows: Vec<_> = hot
-                .iter()
-                .map(|s| super::schema::Row::of(&s.event, &s.host, s.run))
-                .collect();
             let mut app = conn.appender("tier_hot")?;
-            super::schema::append_rows(&mut app, &rows)?;
+            super::schema::append(
+                &mut app,
+                hot.iter().map(|s| (s.host.as_str(), s.run, &s.event)),
+            )?;
             app.flush()?;
         }
         if let Some(cold) = &self.cold {
@@ -385,6 +384,7 @@ pub fn sql(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use axiom_proto::wire::Body;
 
     fn ev(host: &str, run: u64, seq: u64, t: u64, text: &str) -> Stored {
         Stored {
@@ -420,6 +420,49 @@ mod tests {
             m.iter().map(|s| s.event.time_ns).collect::<Vec<_>>(),
             [20, 30]
         );
+    }
+
+    /// An output's bytes are stored once (the `text` column), and every event reads back as
+    /// it was appended, a binary write's empty text included.
+    #[test]
+    fn events_read_back_as_appended_with_the_text_stored_once() {
+        let dir = std::env::temp_dir().join(format!("axiom-roundtrip-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let mut warm = crate::store::Warm::open(&dir.join("events.duckdb"), 1, 256).unwrap();
+        let mut binary = ev("h", 1, 2, 20, "").event;
+        if let Body::Output { captured, .. } = &mut binary.body {
+            *captured = 40;
+        }
+        let mut exec = ev("h", 1, 3, 30, "").event;
+        exec.body = Body::Exec {
+            filename: "/bin/ls".into(),
+            argv: vec!["ls".into(), "-l".into()],
+            cwd: Some("/w".into()),
+            old_pid: 0,
+        };
+        let sent = vec![
+            ev("h", 1, 1, 10, "a \"quoted\" line\nwith \u{1b}[1m escapes é").event,
+            binary,
+            exec,
+        ];
+        let batch: Vec<_> = sent.iter().cloned().map(Arc::new).collect();
+        warm.append(&batch).unwrap();
+        let conn = warm.reader().unwrap();
+        let body: String = conn
+            .query_row("SELECT body FROM events WHERE seq = 1", [], |r| r.get(0))
+            .unwrap();
+        assert!(!body.contains("quoted"), "{body}");
+        let got = events(
+            &conn,
+            &Query {
+                limit: 10,
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        let got: Vec<Event> = got.into_iter().map(|s| s.event).collect();
+        assert_eq!(got, sent);
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

@@ -55,123 +55,183 @@ impl Stored {
     }
 }
 
-/// An event as a row.
-pub struct Row {
-    pub host: String,
-    /// The daemon run that numbered the event (its start, ms since the epoch): with `host` and
-    /// `seq`, the event's identity in every tier (and its Redis stream id, `run-seq`).
-    pub run: u64,
-    pub seq: u64,
-    pub time_ns: i64,
-    pub agent: u64,
-    pub kind: &'static str,
-    pub pid: u32,
-    pub tgid: u32,
-    pub ppid: u32,
-    pub uid: u32,
-    pub cgroup_id: u64,
-    pub comm: String,
-    pub truncated: bool,
-    pub text: Option<String>,
-    pub body: String,
-}
-
 /// The text a search looks in.
 pub fn searchable(b: &Body) -> Option<String> {
+    searchable_ref(b).map(std::borrow::Cow::into_owned)
+}
+
+/// The text a search looks in, borrowed where the event holds it (an output's bytes: most rows).
+fn searchable_ref(b: &Body) -> Option<std::borrow::Cow<'_, str>> {
+    use std::borrow::Cow::{Borrowed, Owned};
     match b {
-        Body::Output { text, .. } => Some(text.clone()),
+        Body::Output { text, .. } => Some(Borrowed(text.as_str())),
         Body::Exec { argv, filename, .. } => Some(if argv.is_empty() {
-            filename.clone()
+            Borrowed(filename.as_str())
         } else {
-            argv.join(" ")
+            Owned(argv.join(" "))
         }),
         Body::File { path, path2, .. } => Some(match path2 {
-            Some(p) => format!("{path} {p}"),
-            None => path.clone(),
+            Some(p) => Owned(format!("{path} {p}")),
+            None => Borrowed(path.as_str()),
         }),
-        Body::Connect { address, port, .. } => Some(format!("{address}:{port}")),
-        Body::Violation { rule, detail, .. } => Some(format!("{rule} {detail}")),
-        Body::Denied { op, target, by, .. } => Some(format!("{op} {target} {by}")),
-        Body::Intervention { action, detail, .. } => Some(format!("{action} {detail}")),
+        Body::Connect { address, port, .. } => Some(Owned(format!("{address}:{port}"))),
+        Body::Violation { rule, detail, .. } => Some(Owned(format!("{rule} {detail}"))),
+        Body::Denied { op, target, by, .. } => Some(Owned(format!("{op} {target} {by}"))),
+        Body::Intervention { action, detail, .. } => Some(Owned(format!("{action} {detail}"))),
         _ => None,
     }
 }
 
-impl Row {
-    pub fn of(ev: &Event, host: &str, run: u64) -> Row {
-        Row {
-            host: host.into(),
-            run,
-            seq: ev.seq,
-            time_ns: ev.time_ns.min(i64::MAX as u64) as i64,
-            agent: ev.agent,
-            kind: ev.body.kind().name(),
-            pid: ev.pid,
-            tgid: ev.tgid,
-            ppid: ev.ppid,
-            uid: ev.uid,
-            cgroup_id: ev.cgroup_id,
-            comm: ev.comm.clone(),
-            truncated: ev.truncated,
-            text: searchable(&ev.body),
-            body: serde_json::to_string(&ev.body).unwrap_or_else(|_| "{}".into()),
-        }
+/// An output's body as stored: everything but its bytes, which the `text` column holds (once,
+/// not twice: the body used to carry them again, half of every output row). `"text":""` stays
+/// in, so the JSON still reads as a `Body` without the column.
+#[derive(serde::Serialize)]
+#[serde(tag = "kind", rename = "output")]
+struct OutputSansText<'a> {
+    fd: i32,
+    syscall: &'a str,
+    count: u64,
+    target: &'a Option<String>,
+    text: &'static str,
+    captured: u32,
+    #[serde(skip_serializing_if = "<[String]>::is_empty")]
+    redacted: &'a [String],
+}
+
+/// `body` as the `body` column stores it, into `out` (cleared first).
+pub fn body_json(body: &Body, out: &mut Vec<u8>) {
+    out.clear();
+    let done = match body {
+        Body::Output {
+            fd,
+            syscall,
+            count,
+            target,
+            captured,
+            redacted,
+            ..
+        } => serde_json::to_writer(
+            &mut *out,
+            &OutputSansText {
+                fd: *fd,
+                syscall,
+                count: *count,
+                target,
+                text: "",
+                captured: *captured,
+                redacted,
+            },
+        ),
+        other => serde_json::to_writer(&mut *out, other),
+    };
+    if done.is_err() {
+        out.clear();
+        out.extend_from_slice(b"{}");
     }
 }
 
-/// Appends rows as one Arrow batch, column by column in table order: DuckDB copies whole
-/// vectors instead of converting sixteen values per row (several times faster than
-/// `append_row`, which the ingest rate depends on).
-pub fn append_rows(app: &mut duckdb::Appender, rows: &[Row]) -> Result<(), duckdb::Error> {
-    use arrow::array::{
-        ArrayRef, BooleanArray, Int64Array, StringArray, UInt8Array, UInt32Array, UInt64Array,
-    };
-    if rows.is_empty() {
-        return Ok(());
+/// A stored row's body: the `body` column, with an output's bytes from the `text` column.
+pub fn body_of(body: &str, text: Option<&str>) -> Option<Body> {
+    let mut b: Body = serde_json::from_str(body).ok()?;
+    if let (Body::Output { text: t, .. }, Some(col)) = (&mut b, text)
+        && t.is_empty()
+    {
+        *t = col.to_string();
     }
-    let u64s = |f: fn(&Row) -> u64| -> ArrayRef {
-        std::sync::Arc::new(rows.iter().map(|r| Some(f(r))).collect::<UInt64Array>())
+    Some(b)
+}
+
+/// Appends events, with the identity each is stored under (host, run), as one Arrow batch built
+/// straight from them: one pass, every column a builder (no row structs, no copies of texts
+/// beyond the column's own), so DuckDB copies whole vectors instead of converting sixteen
+/// values per row. The newest event time appended, if any.
+///
+/// A batch is laid out by agent, then time: batches follow each other in time (zone maps
+/// still skip every row group outside a time window), and within one an agent's events are
+/// neighbours, so "the latest 1,000 of one agent" finds them in a few of DuckDB's 2,048-row
+/// vectors and skips the text and body of every other vector instead of decompressing them.
+pub fn append<'a>(
+    app: &mut duckdb::Appender,
+    rows: impl ExactSizeIterator<Item = (&'a str, u64, &'a Event)>,
+) -> Result<Option<i64>, duckdb::Error> {
+    use arrow::array::{
+        ArrayRef, BooleanBuilder, Int64Builder, StringBuilder, UInt8Array, UInt32Builder,
+        UInt64Builder,
     };
-    let u32s = |f: fn(&Row) -> u32| -> ArrayRef {
-        std::sync::Arc::new(rows.iter().map(|r| Some(f(r))).collect::<UInt32Array>())
-    };
-    let strs = |f: fn(&Row) -> Option<&str>| -> ArrayRef {
-        std::sync::Arc::new(rows.iter().map(f).collect::<StringArray>())
-    };
+    let n = rows.len();
+    if n == 0 {
+        return Ok(None);
+    }
+    let strings = |bytes_each: usize| StringBuilder::with_capacity(n, n * bytes_each);
+    let (mut host, mut kind, mut comm) = (strings(16), strings(8), strings(16));
+    let (mut text, mut body) = (strings(128), strings(128));
+    let u64s = || UInt64Builder::with_capacity(n);
+    let u32s = || UInt32Builder::with_capacity(n);
+    let (mut seq, mut agent, mut cgroup, mut run) = (u64s(), u64s(), u64s(), u64s());
+    let (mut pid, mut tgid, mut ppid, mut uid) = (u32s(), u32s(), u32s(), u32s());
+    let mut time = Int64Builder::with_capacity(n);
+    let mut truncated = BooleanBuilder::with_capacity(n);
+    let mut scratch = Vec::with_capacity(256);
+    let mut newest = i64::MIN;
+    // Columns are built in arrival order (the events' memory is read in the order it was
+    // written); the layout by agent is one gather per column at the end.
+    let mut order: Vec<(u64, i64, u64, u64, u32)> = Vec::with_capacity(n);
+    for (h, r, ev) in rows {
+        let t = ev.time_ns.min(i64::MAX as u64) as i64;
+        newest = newest.max(t);
+        order.push((ev.agent, t, r, ev.seq, order.len() as u32));
+        host.append_value(h);
+        seq.append_value(ev.seq);
+        time.append_value(t);
+        agent.append_value(ev.agent);
+        kind.append_value(ev.body.kind().name());
+        pid.append_value(ev.pid);
+        tgid.append_value(ev.tgid);
+        ppid.append_value(ev.ppid);
+        uid.append_value(ev.uid);
+        cgroup.append_value(ev.cgroup_id);
+        comm.append_value(&ev.comm);
+        truncated.append_value(ev.truncated);
+        text.append_option(searchable_ref(&ev.body));
+        body_json(&ev.body, &mut scratch);
+        // serde_json writes UTF-8; checked all the same (a cheap pass), never trusted blindly.
+        match std::str::from_utf8(&scratch) {
+            Ok(b) => body.append_value(b),
+            Err(_) => body.append_value(String::from_utf8_lossy(&scratch)),
+        }
+        run.append_value(r);
+    }
     let columns: Vec<(&str, ArrayRef)> = vec![
         (
             "schema_version",
-            std::sync::Arc::new(UInt8Array::from(vec![VERSION; rows.len()])),
+            std::sync::Arc::new(UInt8Array::from(vec![VERSION; n])),
         ),
-        ("host", strs(|r| Some(r.host.as_str()))),
-        ("seq", u64s(|r| r.seq)),
-        (
-            "time_ns",
-            std::sync::Arc::new(rows.iter().map(|r| Some(r.time_ns)).collect::<Int64Array>()),
-        ),
-        ("agent", u64s(|r| r.agent)),
-        ("kind", strs(|r| Some(r.kind))),
-        ("pid", u32s(|r| r.pid)),
-        ("tgid", u32s(|r| r.tgid)),
-        ("ppid", u32s(|r| r.ppid)),
-        ("uid", u32s(|r| r.uid)),
-        ("cgroup_id", u64s(|r| r.cgroup_id)),
-        ("comm", strs(|r| Some(r.comm.as_str()))),
-        (
-            "truncated",
-            std::sync::Arc::new(
-                rows.iter()
-                    .map(|r| Some(r.truncated))
-                    .collect::<BooleanArray>(),
-            ),
-        ),
-        ("text", strs(|r| r.text.as_deref())),
-        ("body", strs(|r| Some(r.body.as_str()))),
-        ("run", u64s(|r| r.run)),
+        ("host", std::sync::Arc::new(host.finish())),
+        ("seq", std::sync::Arc::new(seq.finish())),
+        ("time_ns", std::sync::Arc::new(time.finish())),
+        ("agent", std::sync::Arc::new(agent.finish())),
+        ("kind", std::sync::Arc::new(kind.finish())),
+        ("pid", std::sync::Arc::new(pid.finish())),
+        ("tgid", std::sync::Arc::new(tgid.finish())),
+        ("ppid", std::sync::Arc::new(ppid.finish())),
+        ("uid", std::sync::Arc::new(uid.finish())),
+        ("cgroup_id", std::sync::Arc::new(cgroup.finish())),
+        ("comm", std::sync::Arc::new(comm.finish())),
+        ("truncated", std::sync::Arc::new(truncated.finish())),
+        ("text", std::sync::Arc::new(text.finish())),
+        ("body", std::sync::Arc::new(body.finish())),
+        ("run", std::sync::Arc::new(run.finish())),
     ];
-    let batch = arrow::record_batch::RecordBatch::try_from_iter(columns)
-        .map_err(|e| duckdb::Error::ToSqlConversionFailure(Box::new(e)))?;
-    app.append_record_batch(batch)
+    let arrow_err =
+        |e: arrow::error::ArrowError| duckdb::Error::ToSqlConversionFailure(Box::new(e));
+    let mut batch = arrow::record_batch::RecordBatch::try_from_iter(columns).map_err(arrow_err)?;
+    order.sort_unstable();
+    if order.iter().enumerate().any(|(i, o)| o.4 as usize != i) {
+        let idx = arrow::array::UInt32Array::from_iter_values(order.iter().map(|o| o.4));
+        batch = arrow::compute::take_record_batch(&batch, &idx).map_err(arrow_err)?;
+    }
+    app.append_record_batch(batch)?;
+    Ok(Some(newest))
 }
 
 /// An output event for tests.

@@ -62,34 +62,36 @@ impl Warm {
 
     /// Appends a batch of this daemon's events and commits it.
     pub fn append(&mut self, batch: &[Arc<Event>]) -> Result<(), StoreError> {
-        let rows: Vec<schema::Row> = batch
-            .iter()
-            .map(|ev| schema::Row::of(ev, &self.host, self.run))
-            .collect();
-        self.commit(&rows, None)
+        let host = self.host.clone();
+        let run = self.run;
+        self.commit(batch.iter().map(|ev| (host.as_str(), run, &**ev)), None)
     }
 
-    /// Rows moved from a Redis stream, with the stream's mark, in one transaction: either both
-    /// are stored or neither, so an entry delivered again after a crash is skipped, not doubled.
+    /// Events moved from a Redis stream, with the stream's mark, in one transaction: either
+    /// both are stored or neither, so an entry delivered again after a crash is skipped, not
+    /// doubled.
     pub fn ingest(
         &mut self,
-        rows: &[schema::Row],
+        rows: &[schema::Stored],
         stream: &str,
         last: (u64, u64),
     ) -> Result<(), StoreError> {
-        self.commit(rows, Some((stream, last)))
+        self.commit(
+            rows.iter().map(|s| (s.host.as_str(), s.run, &s.event)),
+            Some((stream, last)),
+        )
     }
 
     /// One transaction: a batch that fails leaves nothing behind, so retrying it cannot double.
-    fn commit(
+    fn commit<'a>(
         &mut self,
-        rows: &[schema::Row],
+        rows: impl ExactSizeIterator<Item = (&'a str, u64, &'a Event)>,
         mark: Option<(&str, (u64, u64))>,
     ) -> Result<(), StoreError> {
         self.conn.execute_batch("BEGIN TRANSACTION")?;
         let done = (|| {
             let mut app = self.conn.appender("events")?;
-            schema::append_rows(&mut app, rows)?;
+            let newest = schema::append(&mut app, rows)?;
             app.flush()?;
             drop(app);
             if let Some((stream, (run, seq))) = mark {
@@ -98,16 +100,21 @@ impl Warm {
                     duckdb::params![stream, run, seq],
                 )?;
             }
-            self.conn.execute_batch("COMMIT")
+            self.conn.execute_batch("COMMIT")?;
+            Ok::<_, duckdb::Error>(newest)
         })();
-        if let Err(e) = done {
-            let _ = self.conn.execute_batch("ROLLBACK");
-            return Err(e.into());
+        match done {
+            Ok(newest) => {
+                if let Some(t) = newest {
+                    self.max_time_ns = self.max_time_ns.max(t.max(0) as u64);
+                }
+                Ok(())
+            }
+            Err(e) => {
+                let _ = self.conn.execute_batch("ROLLBACK");
+                Err(e.into())
+            }
         }
-        if let Some(t) = rows.iter().map(|r| r.time_ns).max() {
-            self.max_time_ns = self.max_time_ns.max(t.max(0) as u64);
-        }
-        Ok(())
     }
 
     /// How far `stream` has been moved in: the (run, seq) of its last entry stored.

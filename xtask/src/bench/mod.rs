@@ -3,6 +3,7 @@
 mod agents;
 mod escapes;
 mod mcp;
+mod overhead;
 mod realagents;
 mod rules;
 mod sandbox;
@@ -63,6 +64,16 @@ pub enum Which {
     /// The escape battery: attempts contained, reported and escaped; the denial-of-service
     /// cases' descriptors and threads.
     Escapes,
+    /// Real work inside an agent, untracked against tracked and confined: a C build, a Python
+    /// test suite, and real Claude Code sessions of the scenario matrix.
+    Overhead {
+        /// Runs of the build and of the suite each way (the median is kept).
+        #[arg(long, default_value_t = 4)]
+        rounds: usize,
+        /// Rounds of the agent sessions (three scenarios each way per round).
+        #[arg(long, default_value_t = 2)]
+        session_rounds: usize,
+    },
     /// axiomd's RSS, CPU and losses with 1,000 and 10,000 concurrently running agents.
     Agents {
         /// Agent counts to measure, in order (the last is the summary line).
@@ -87,6 +98,10 @@ pub fn bench(w: Which) -> anyhow::Result<()> {
         Which::Mcp { rounds, parallel } => mcp::run(rounds, parallel),
         Which::Realagents => realagents::run(),
         Which::Escapes => escapes::run(),
+        Which::Overhead {
+            rounds,
+            session_rounds,
+        } => overhead::run(rounds, session_rounds),
         Which::Rules {
             rounds,
             count,

@@ -235,6 +235,37 @@ fn latency(writes: usize) -> anyhow::Result<Vec<f64>> {
     Ok(lat)
 }
 
+/// The floor under detection latency on this machine: one thread writes its clock into a pipe
+/// once per millisecond (the latency bench's pace, so the CPUs idle between), another blocked in
+/// read(2) wakes and reads the clock again. A detection is at least this: axiomd's reader is a
+/// thread that the kernel wakes when a match lands in its ring. Microseconds, one per wakeup.
+fn wakeup_floor(n: usize) -> anyhow::Result<Vec<f64>> {
+    use std::io::{Read as _, Write as _};
+    let (mut rx, mut tx) = std::io::pipe()?;
+    let now = || {
+        nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC)
+            .map(|t| t.tv_sec() as i128 * 1_000_000_000 + t.tv_nsec() as i128)
+            .unwrap_or(0)
+    };
+    let reader = std::thread::spawn(move || {
+        let mut out = Vec::with_capacity(n);
+        let mut b = [0u8; 16];
+        while rx.read_exact(&mut b).is_ok() {
+            let sent = i128::from_le_bytes(b);
+            out.push((now() - sent) as f64 / 1e3);
+        }
+        out
+    });
+    for _ in 0..n {
+        std::thread::sleep(Duration::from_millis(1));
+        tx.write_all(&now().to_le_bytes())?;
+    }
+    drop(tx);
+    reader
+        .join()
+        .map_err(|_| anyhow::anyhow!("the wakeup reader panicked"))
+}
+
 fn followup() -> anyhow::Result<f64> {
     let out = Command::new(target_dir().join("axiomd"))
         .args(["--config", "/dev/null", "--rules"])
@@ -306,6 +337,11 @@ pub fn run(rounds: usize, count: u64, writes: usize) -> anyhow::Result<()> {
         "detection latency over {} matches: p50 {p50:.1} µs, p99 {p99:.1} µs",
         lat.len()
     );
+    let mut floor = wakeup_floor(writes)?;
+    let (f50, f99) = (percentile(&mut floor, 0.5), percentile(&mut floor, 0.99));
+    println!(
+        "thread wakeup on this machine (the floor under detection): p50 {f50:.1} µs, p99 {f99:.1} µs"
+    );
     let mbs = followup()?;
     let worst = SIZES[1..]
         .iter()
@@ -318,7 +354,7 @@ pub fn run(rounds: usize, count: u64, writes: usize) -> anyhow::Result<()> {
         if p99 <= 50.0 { "met" } else { "NOT met" },
     );
     println!(
-        "bench rules: scan_ns_per_byte_1={:.2} scan_ns_per_byte_16={:.2} scan_ns_per_byte_64={:.2} scan_ns_per_byte_256={:.2} scan_ns_per_byte_1024={:.2} capture256_vs_empty={:.2} scan64_vs_empty={:.2} p50_us={p50:.1} p99_us={p99:.1} followup_mb_s={mbs:.1}",
+        "bench rules: scan_ns_per_byte_1={:.2} scan_ns_per_byte_16={:.2} scan_ns_per_byte_64={:.2} scan_ns_per_byte_256={:.2} scan_ns_per_byte_1024={:.2} capture256_vs_empty={:.2} scan64_vs_empty={:.2} p50_us={p50:.1} p99_us={p99:.1} wakeup_p50_us={f50:.1} wakeup_p99_us={f99:.1} followup_mb_s={mbs:.1}",
         slope(1),
         slope(16),
         slope(64),

@@ -26,6 +26,52 @@ fn completions_are_valid_bash_and_the_man_page_is_roff() {
     assert!(String::from_utf8_lossy(&man.stdout).contains(".TH axiomctl"));
 }
 
+/// A hook call that axiomd does not answer ends after its deadline, saying nothing on stdout
+/// (Claude Code waits for its hooks with its screen frozen: the agent must carry on).
+#[test]
+fn a_hook_that_axiomd_does_not_answer_lets_the_agent_carry_on() {
+    use std::io::Write as _;
+    let sock = std::env::temp_dir().join(format!("{}.sock", unique("silent_axiomd")));
+    let listener = std::os::unix::net::UnixListener::bind(&sock).unwrap();
+    // Accepts and reads, never answers.
+    let held = std::thread::spawn(move || listener.accept().map(|(s, _)| s));
+    let t0 = std::time::Instant::now();
+    let mut child = axiomctl()
+        .arg("--socket")
+        .arg(&sock)
+        .arg("hook")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(br#"{"hook_event_name":"UserPromptSubmit","prompt":"hi"}"#)
+        .unwrap();
+    // Before the deadline existed this call never returned: give it 30 s, then fail.
+    while child.try_wait().unwrap().is_none() {
+        if t0.elapsed() > std::time::Duration::from_secs(30) {
+            let _ = child.kill();
+            let _ = child.wait();
+            let _ = std::fs::remove_file(&sock);
+            panic!("axiomctl hook still waits for axiomd after 30 s");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let out = child.wait_with_output().unwrap();
+    let _conn = held.join().unwrap();
+    let _ = std::fs::remove_file(&sock);
+    assert!(out.status.success(), "{out:?}");
+    assert!(out.stdout.is_empty(), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("did not answer"),
+        "{out:?}"
+    );
+}
+
 #[test]
 fn exit_codes_tell_scripts_what_happened() {
     // axiomd unreachable: 69.

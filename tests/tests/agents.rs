@@ -440,9 +440,25 @@ fn the_signal_a_process_dies_of_is_the_one_sent() {
         Signal::SIGKILL,
         Signal::SIGUSR1,
     ];
+    // Each sleep starts with the default disposition of the signal it gets: a test run from a
+    // background job inherits SIGINT and SIGQUIT ignored (sh does that without job control),
+    // and an ignored SIGINT would not end the sleep at all.
     let mut children: Vec<_> = sigs
         .iter()
-        .map(|_| cg.command("sleep").arg("100").spawn().unwrap())
+        .map(|_| {
+            let mut c = cg.command("sleep");
+            c.arg("100");
+            // SAFETY: between fork and exec only async-signal-safe calls (signal(2)).
+            unsafe {
+                std::os::unix::process::CommandExt::pre_exec(&mut c, || {
+                    for s in [libc::SIGINT, libc::SIGTERM, libc::SIGUSR1] {
+                        libc::signal(s, libc::SIG_DFL);
+                    }
+                    Ok(())
+                });
+            }
+            c.spawn().unwrap()
+        })
         .collect();
     for c in &children {
         let pid = c.id();

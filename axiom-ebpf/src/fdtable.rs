@@ -174,20 +174,7 @@ pub fn enter_fchdir(ctx: TracePointContext) -> u32 {
 
 #[tracepoint(category = "syscalls", name = "sys_exit_fchdir")]
 pub fn exit_fchdir(ctx: TracePointContext) -> u32 {
-    let pid_tgid = bpf_get_current_pid_tgid();
-    let Some(agent) = agent_of((pid_tgid >> 32) as u32) else {
-        return 0;
-    };
-    let tid = pid_tgid as u32;
-    let Some(v) = (unsafe { DUP_PENDING.get(&tid) }).copied() else {
-        return 0;
-    };
-    let _ = DUP_PENDING.remove(&tid);
-    let ret: i64 = unsafe { field(&ctx, 16) };
-    if ret == 0 {
-        fd_record(pid_tgid, agent, FD_DUP, AT_FDCWD, v[0], 0, 0);
-    }
-    0
+    dup_exit_onto(&ctx, |ret| (ret == 0).then_some(AT_FDCWD))
 }
 
 #[inline(always)]
@@ -201,6 +188,13 @@ pub(crate) fn dup_enter(oldfd: u64, cloexec: bool) {
 
 #[inline(always)]
 pub(crate) fn dup_exit(ctx: &TracePointContext) -> u32 {
+    dup_exit_onto(ctx, |ret| (ret >= 0).then_some(ret as i32))
+}
+
+/// The exit of a dup in flight: `onto` names, from the syscall's return, the fd that is now a
+/// copy of the old one (the new fd of a dup; `AT_FDCWD` for a successful fchdir), if any.
+#[inline(always)]
+fn dup_exit_onto(ctx: &TracePointContext, onto: impl FnOnce(i64) -> Option<i32>) -> u32 {
     let pid_tgid = bpf_get_current_pid_tgid();
     let Some(agent) = agent_of((pid_tgid >> 32) as u32) else {
         return 0;
@@ -211,8 +205,8 @@ pub(crate) fn dup_exit(ctx: &TracePointContext) -> u32 {
     };
     let _ = DUP_PENDING.remove(&tid);
     let ret: i64 = unsafe { field(ctx, 16) };
-    if ret >= 0 {
-        fd_record(pid_tgid, agent, FD_DUP, ret as i32, v[0], v[1] as u32, 0);
+    if let Some(fd) = onto(ret) {
+        fd_record(pid_tgid, agent, FD_DUP, fd, v[0], v[1] as u32, 0);
     }
     0
 }

@@ -715,40 +715,51 @@ pub fn session_seconds(
     run_opts: &[&str],
     timeout: Duration,
 ) -> f64 {
-    match d {
-        Some(d) => {
-            let mut live = Live::start_with(d, agent, sc, dir, run_opts);
-            live.until_done(timeout);
-            let secs = live.t0.elapsed().as_secs_f64();
-            let _ = live.finish(d);
-            secs
-        }
-        None => {
-            let (mut child, standin, t0, terminal) = launch(None, agent, sc, dir, run_opts);
-            let done = |log: &[Value]| log.iter().any(|e| e["event"] == "script_done");
-            while !done(&standin.log()) {
-                assert!(
-                    t0.elapsed() < timeout,
-                    "{} untracked: the script did not play within {timeout:?}; the terminal \
-                     showed:\n{}",
-                    agent.name(),
-                    String::from_utf8_lossy(
-                        &terminal.lock().map(|t| t.clone()).unwrap_or_default()
-                    )
-                );
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            let secs = t0.elapsed().as_secs_f64();
-            // The whole session (the agent's helpers too) goes: it ran in a session of its own.
-            let _ = nix::sys::signal::killpg(
-                nix::unistd::Pid::from_raw(child.id() as i32),
-                nix::sys::signal::Signal::SIGKILL,
-            );
-            let _ = child.kill();
-            let _ = child.wait();
-            secs
+    // Both ways alike: started the same, the stand-in's log polled at the same pace, nothing
+    // else (no subscription) running beside; only the start differs.
+    let name = unique(&format!("{}-{}", agent.name(), sc.name));
+    let (mut child, standin, t0, terminal) =
+        launch(d.map(|d| (d, name.as_str())), agent, sc, dir, run_opts);
+    let done = |log: &[Value]| log.iter().any(|e| e["event"] == "script_done");
+    while !done(&standin.log()) {
+        assert!(
+            t0.elapsed() < timeout,
+            "{} ({}): the script did not play within {timeout:?}; the terminal showed:\n{}",
+            agent.name(),
+            if d.is_some() { "tracked" } else { "untracked" },
+            String::from_utf8_lossy(&terminal.lock().map(|t| t.clone()).unwrap_or_default())
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let secs = t0.elapsed().as_secs_f64();
+    if let Some(d) = d {
+        // Tracked: axiomd must know it, and ends it (it runs in a session of its own, under
+        // axiomctl's terminal).
+        let agents = d
+            .client()
+            .request(&Request::Agents)
+            .agents
+            .unwrap_or_default();
+        let id = agents
+            .iter()
+            .find(|a| a.name.as_deref() == Some(name.as_str()))
+            .map(|a| a.id);
+        let id = id.unwrap_or_else(|| panic!("axiomd does not know the agent {name}"));
+        let _ = d.client().request(&Request::Kill { agent: id });
+        // axiomctl waits for its agent and then ends: its CPU (the agent's) is counted as ours.
+        let t = Instant::now();
+        while t.elapsed() < Duration::from_secs(5) && matches!(child.try_wait(), Ok(None)) {
+            std::thread::sleep(Duration::from_millis(20));
         }
     }
+    // The whole session (the agent's helpers too) goes: it ran in a session of its own.
+    let _ = nix::sys::signal::killpg(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    );
+    let _ = child.kill();
+    let _ = child.wait();
+    secs
 }
 
 type Launched = (Child, Standin, Instant, Arc<Mutex<Vec<u8>>>);

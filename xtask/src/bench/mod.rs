@@ -67,8 +67,8 @@ pub enum Which {
     /// Real work inside an agent, untracked against tracked and confined: a C build, a Python
     /// test suite, and real Claude Code sessions of the scenario matrix.
     Overhead {
-        /// Runs of the build and of the suite each way (the median is kept).
-        #[arg(long, default_value_t = 4)]
+        /// Runs of the build and of the suite each way (the median of the paired ratios is kept).
+        #[arg(long, default_value_t = 8)]
         rounds: usize,
         /// Rounds of the agent sessions (three scenarios each way per round).
         #[arg(long, default_value_t = 2)]

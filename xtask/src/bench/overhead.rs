@@ -116,9 +116,13 @@ fn python_suite(dir: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Runs `script` in `ws` as the agent user: directly, or under `axiomctl run` (tracked and
-/// confined to the workspace) with the agent named `name`. Seconds it took.
+/// Runs `script` in `ws` as the agent user, in a pseudo-terminal either way: directly (the
+/// bench relays the terminal, as the user's terminal would), or under `axiomctl run` (tracked
+/// and confined to the workspace, axiomctl relaying the agent's terminal) with the agent named
+/// `name`. A terminal on both sides, because a program behaves differently on one (Python
+/// flushes each line) and `axiomctl run` always gives the agent one. Seconds it took.
 fn timed(d: Option<(&Daemon, &str)>, ws: &Path, script: &str) -> anyhow::Result<f64> {
+    use std::io::Read as _;
     let (uid, gid) = realagents::uid_gid(AGENT_USER);
     let mut cmd = Command::new("setpriv");
     cmd.args(["--reuid", &uid.to_string(), "--regid", &gid.to_string()])
@@ -130,6 +134,7 @@ fn timed(d: Option<(&Daemon, &str)>, ws: &Path, script: &str) -> anyhow::Result<
             "LANG=C.UTF-8",
         ])
         .arg(format!("HOME={}", ws.display()));
+    let mut relay = None;
     if let Some((d, name)) = d {
         cmd.arg(axiomctl_bin())
             .arg("--socket")
@@ -138,20 +143,53 @@ fn timed(d: Option<(&Daemon, &str)>, ws: &Path, script: &str) -> anyhow::Result<
             .arg("--workspace")
             .arg(ws)
             .arg("--");
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+    } else {
+        let size = nix::pty::Winsize {
+            ws_row: 24,
+            ws_col: 80,
+            ws_xpixel: 0,
+            ws_ypixel: 0,
+        };
+        let tty = nix::pty::openpty(Some(&size), None).context("openpty")?;
+        nix::fcntl::fcntl(
+            &tty.master,
+            nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC),
+        )?;
+        cmd.stdin(Stdio::from(tty.slave.try_clone()?))
+            .stdout(Stdio::from(tty.slave.try_clone()?))
+            .stderr(Stdio::from(tty.slave));
+        let mut master = std::fs::File::from(tty.master);
+        relay = Some(std::thread::spawn(move || {
+            let (mut all, mut buf) = (Vec::new(), [0u8; 8192]);
+            // EIO once every holder of the slave is gone: the end.
+            while let Ok(n) = master.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                all.extend_from_slice(&buf[..n]);
+            }
+            all
+        }));
     }
-    cmd.args(["/bin/sh", "-c", script])
-        .current_dir(ws)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped());
+    cmd.args(["/bin/sh", "-c", script]).current_dir(ws);
     let t0 = Instant::now();
-    let out = cmd.output().context("setpriv")?;
+    let child = cmd.spawn().context("setpriv")?;
+    // Our copies of the terminal's slave go with the command: the relay sees the end.
+    drop(cmd);
+    let out = child.wait_with_output()?;
+    let terminal = relay.map(|r| r.join().unwrap_or_default());
     let secs = t0.elapsed().as_secs_f64();
     if !out.status.success() {
+        let said = terminal.unwrap_or(out.stdout);
+        let tail = &said[said.len().saturating_sub(2000)..];
         bail!(
-            "`{script}` ({}) failed: {}",
+            "`{script}` ({}) failed: {}{}",
             if d.is_some() { "tracked" } else { "untracked" },
-            String::from_utf8_lossy(&out.stderr)
+            String::from_utf8_lossy(&out.stderr),
+            String::from_utf8_lossy(tail)
         );
     }
     Ok(secs)
@@ -187,8 +225,66 @@ fn seen(d: &Daemon, name: &str, kind: &str) -> anyhow::Result<usize> {
     }
 }
 
+/// CPU seconds used by our reaped children (their whole trees: each waits for its own).
+fn children_cpu() -> f64 {
+    use nix::sys::resource::{UsageWho, getrusage};
+    getrusage(UsageWho::RUSAGE_CHILDREN).map_or(0.0, |u| {
+        let t = |v: nix::sys::time::TimeVal| v.tv_sec() as f64 + v.tv_usec() as f64 / 1e6;
+        t(u.user_time()) + t(u.system_time())
+    })
+}
+
+/// One run's cost: seconds of wall time, CPU seconds of the work, CPU seconds of axiomd.
+#[derive(Clone, Copy, Default)]
+struct Cost {
+    wall: f64,
+    work_cpu: f64,
+    axiomd_cpu: f64,
+}
+
+/// Times one run (see `timed`) with what it cost in CPU, the work's and axiomd's.
+fn costed(d: &Daemon, tracked: Option<&str>, ws: &Path, script: &str) -> anyhow::Result<Cost> {
+    let pid = d.child.as_ref().map(|c| c.id()).context("axiomd runs")?;
+    let (a0, c0) = (super::agents::proc_stat_cpu(pid)?, children_cpu());
+    let wall = timed(tracked.map(|n| (d, n)), ws, script)?;
+    Ok(Cost {
+        wall,
+        work_cpu: children_cpu() - c0,
+        axiomd_cpu: super::agents::proc_stat_cpu(pid)? - a0,
+    })
+}
+
+/// What a workload measured: the median of the rounds' paired ratios (tracked over the
+/// untracked run next to it, so drift of this shared machine between rounds cancels), for wall
+/// time and for CPU (the work's plus axiomd's), and the medians of the runs.
+struct Measured {
+    slowdown: f64,
+    cpu_ratio: f64,
+    off: Cost,
+    on: Cost,
+}
+
+fn measured(off: &[Cost], on: &[Cost]) -> Measured {
+    let paired = |f: fn(&Cost) -> f64| {
+        let mut r: Vec<f64> = off.iter().zip(on).map(|(a, b)| f(b) / f(a)).collect();
+        median(&mut r)
+    };
+    let med = |v: &[Cost], f: fn(&Cost) -> f64| median(&mut v.iter().map(f).collect::<Vec<_>>());
+    let typical = |v: &[Cost]| Cost {
+        wall: med(v, |c| c.wall),
+        work_cpu: med(v, |c| c.work_cpu),
+        axiomd_cpu: med(v, |c| c.axiomd_cpu),
+    };
+    Measured {
+        slowdown: paired(|c| c.wall),
+        cpu_ratio: paired(|c| c.work_cpu + c.axiomd_cpu),
+        off: typical(off),
+        on: typical(on),
+    }
+}
+
 /// One workload, `rounds` times each way in ABBA order; the tracked runs must be seen doing
-/// `kind` at least `min_seen` times. (untracked median, tracked median) in seconds.
+/// `kind` at least `min_seen` times.
 fn workload(
     d: &Daemon,
     what: &str,
@@ -197,15 +293,15 @@ fn workload(
     rounds: usize,
     kind: &str,
     min_seen: usize,
-) -> anyhow::Result<(f64, f64)> {
+) -> anyhow::Result<Measured> {
     let (mut off, mut on) = (Vec::new(), Vec::new());
     // One untimed run each way first: page cache and the compiler's files are warm for both.
     timed(None, ws, script)?;
     timed(Some((d, &unique(&format!("warm-{what}")))), ws, script)?;
     for r in 0..rounds {
         let name = unique(&format!("overhead-{what}"));
-        let tracked = |on: &mut Vec<f64>| -> anyhow::Result<()> {
-            on.push(timed(Some((d, &name)), ws, script)?);
+        let tracked = |on: &mut Vec<Cost>| -> anyhow::Result<()> {
+            on.push(costed(d, Some(&name), ws, script)?);
             let n = seen(d, &name, kind)?;
             if n < min_seen {
                 bail!(
@@ -215,24 +311,37 @@ fn workload(
             Ok(())
         };
         if r % 2 == 0 {
-            off.push(timed(None, ws, script)?);
+            off.push(costed(d, None, ws, script)?);
             tracked(&mut on)?;
         } else {
             tracked(&mut on)?;
-            off.push(timed(None, ws, script)?);
+            off.push(costed(d, None, ws, script)?);
         }
+        let (a, b) = (off[r], on[r]);
         println!(
-            "bench overhead: {what} round {}/{rounds}: untracked {:.2} s, tracked {:.2} s",
+            "bench overhead: {what} round {}/{rounds}: untracked {:.2} s (cpu {:.2} + axiomd {:.3}), \
+             tracked {:.2} s (cpu {:.2} + axiomd {:.3})",
             r + 1,
-            off[r],
-            on[r]
+            a.wall,
+            a.work_cpu,
+            a.axiomd_cpu,
+            b.wall,
+            b.work_cpu,
+            b.axiomd_cpu
         );
     }
-    Ok((median(&mut off), median(&mut on)))
+    Ok(measured(&off, &on))
 }
 
-/// The agent-session workload: Claude Code on the basic scenarios, untracked and tracked.
-fn sessions(d: &Daemon, root: &Path, rounds: usize) -> anyhow::Result<Option<(f64, f64)>> {
+/// The agent-session workload: Claude Code on the basic scenarios, untracked, tracked as
+/// shipped (confined, Axiom's Claude Code hooks installed), and tracked without the hooks (so
+/// the note can say what the hooks cost: Claude Code runs each one as a process and waits).
+/// Rotated order round by round; (as shipped, without hooks).
+fn sessions(
+    d: &Daemon,
+    root: &Path,
+    rounds: usize,
+) -> anyhow::Result<Option<(Measured, Measured)>> {
     let agent = Agent::Claude;
     if !agent.installed() {
         println!(
@@ -241,36 +350,42 @@ fn sessions(d: &Daemon, root: &Path, rounds: usize) -> anyhow::Result<Option<(f6
         return Ok(None);
     }
     let timeout = Duration::from_secs(120);
-    let (mut off, mut on) = (Vec::new(), Vec::new());
+    let pid = d.child.as_ref().map(|c| c.id()).context("axiomd runs")?;
+    // 0: untracked, 1: tracked, 2: tracked without hooks.
+    let mut runs: [Vec<Cost>; 3] = Default::default();
+    const MODES: [(&str, &[&str]); 3] = [
+        ("untracked", &[]),
+        ("tracked", &["--profile", "workspace-write"]),
+        (
+            "tracked, no hooks",
+            &["--profile", "workspace-write", "--no-hooks"],
+        ),
+    ];
     for r in 0..rounds {
         for sc in realagents::basic_scenarios() {
-            let dir = |mode: &str| root.join(unique(&format!("session-{}-{mode}", sc.name)));
-            let untracked = |off: &mut Vec<f64>| {
-                off.push(realagents::session_seconds(
-                    None,
+            for k in 0..3 {
+                let m = (r + k) % 3;
+                let (label, opts) = MODES[m];
+                let dir = root.join(unique(&format!("session-{}-{m}", sc.name)));
+                let (a0, c0) = (super::agents::proc_stat_cpu(pid)?, children_cpu());
+                let wall = realagents::session_seconds(
+                    (m > 0).then_some(d),
                     agent,
                     &sc,
-                    &dir("off"),
-                    &[],
+                    &dir,
+                    opts,
                     timeout,
-                ))
-            };
-            let tracked = |on: &mut Vec<f64>| {
-                on.push(realagents::session_seconds(
-                    Some(d),
-                    agent,
-                    &sc,
-                    &dir("on"),
-                    &[],
-                    timeout,
-                ))
-            };
-            if r % 2 == 0 {
-                untracked(&mut off);
-                tracked(&mut on);
-            } else {
-                tracked(&mut on);
-                untracked(&mut off);
+                );
+                let c = Cost {
+                    wall,
+                    work_cpu: children_cpu() - c0,
+                    axiomd_cpu: super::agents::proc_stat_cpu(pid)? - a0,
+                };
+                println!(
+                    "bench overhead: session {} {label}: {:.2} s (cpu {:.2} + axiomd {:.3})",
+                    sc.name, c.wall, c.work_cpu, c.axiomd_cpu
+                );
+                runs[m].push(c);
             }
         }
         println!(
@@ -278,7 +393,10 @@ fn sessions(d: &Daemon, root: &Path, rounds: usize) -> anyhow::Result<Option<(f6
             r + 1
         );
     }
-    Ok(Some((median(&mut off), median(&mut on))))
+    Ok(Some((
+        measured(&runs[0], &runs[1]),
+        measured(&runs[0], &runs[2]),
+    )))
 }
 
 pub fn run(rounds: usize, session_rounds: usize) -> anyhow::Result<()> {
@@ -323,25 +441,42 @@ pub fn run(rounds: usize, session_rounds: usize) -> anyhow::Result<()> {
     })();
     drop(d);
     let _ = std::fs::remove_dir_all(&root);
-    let ((b_off, b_on), (t_off, t_on), s) = result?;
-    let ratio = |off: f64, on: f64| on / off;
-    let (build_r, tests_r) = (ratio(b_off, b_on), ratio(t_off, t_on));
-    let session_r = s.map(|(off, on)| ratio(off, on)).unwrap_or(f64::NAN);
-    println!(
-        "bench overhead: build untracked {b_off:.2} s tracked {b_on:.2} s; tests untracked \
-         {t_off:.2} s tracked {t_on:.2} s{}",
-        s.map(|(off, on)| format!("; agent session untracked {off:.2} s tracked {on:.2} s"))
-            .unwrap_or_default()
-    );
+    let (b, t, s) = result?;
+    let line = |what: &str, m: &Measured| {
+        println!(
+            "bench overhead: {what}: untracked {:.2} s (cpu {:.2} s, axiomd {:.3} s), tracked \
+             {:.2} s (cpu {:.2} s, axiomd {:.3} s); wall {:.3}x, cpu {:.3}x",
+            m.off.wall,
+            m.off.work_cpu,
+            m.off.axiomd_cpu,
+            m.on.wall,
+            m.on.work_cpu,
+            m.on.axiomd_cpu,
+            m.slowdown,
+            m.cpu_ratio
+        )
+    };
+    line("build", &b);
+    line("tests", &t);
+    if let Some((s, bare)) = &s {
+        line("agent session", s);
+        line("agent session without Axiom's hooks", bare);
+    }
+    let session_r = s.as_ref().map_or(f64::NAN, |(m, _)| m.slowdown);
+    let session_cpu = s.as_ref().map_or(f64::NAN, |(m, _)| m.cpu_ratio);
+    let bare_r = s.as_ref().map_or(f64::NAN, |(_, m)| m.slowdown);
     let met = |r: f64| if r <= 1.03 { "met" } else { "NOT met" };
     println!(
         "targets: each slowdown <= 1.03 (build {}, tests {}, agent session {})",
-        met(build_r),
-        met(tests_r),
+        met(b.slowdown),
+        met(t.slowdown),
         met(session_r)
     );
     println!(
-        "bench overhead: build_slowdown={build_r:.3} tests_slowdown={tests_r:.3} agent_session_slowdown={session_r:.3}"
+        "bench overhead: build_slowdown={:.3} tests_slowdown={:.3} agent_session_slowdown={session_r:.3} \
+         build_cpu={:.3} tests_cpu={:.3} agent_session_cpu={session_cpu:.3} \
+         agent_session_nohooks_slowdown={bare_r:.3}",
+        b.slowdown, t.slowdown, b.cpu_ratio, t.cpu_ratio
     );
     Ok(())
 }

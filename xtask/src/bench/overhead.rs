@@ -242,11 +242,12 @@ struct Cost {
     axiomd_cpu: f64,
 }
 
-/// Times one run (see `timed`) with what it cost in CPU, the work's and axiomd's.
-fn costed(d: &Daemon, tracked: Option<&str>, ws: &Path, script: &str) -> anyhow::Result<Cost> {
+/// One run (`run` returns its wall seconds) with what it cost in CPU: the work's (our reaped
+/// children) and axiomd's.
+fn costed(d: &Daemon, run: impl FnOnce() -> anyhow::Result<f64>) -> anyhow::Result<Cost> {
     let pid = d.child.as_ref().map(|c| c.id()).context("axiomd runs")?;
     let (a0, c0) = (super::agents::proc_stat_cpu(pid)?, children_cpu());
-    let wall = timed(tracked.map(|n| (d, n)), ws, script)?;
+    let wall = run()?;
     Ok(Cost {
         wall,
         work_cpu: children_cpu() - c0,
@@ -301,7 +302,7 @@ fn workload(
     for r in 0..rounds {
         let name = unique(&format!("overhead-{what}"));
         let tracked = |on: &mut Vec<Cost>| -> anyhow::Result<()> {
-            on.push(costed(d, Some(&name), ws, script)?);
+            on.push(costed(d, || timed(Some((d, &name)), ws, script))?);
             let n = seen(d, &name, kind)?;
             if n < min_seen {
                 bail!(
@@ -311,11 +312,11 @@ fn workload(
             Ok(())
         };
         if r % 2 == 0 {
-            off.push(costed(d, None, ws, script)?);
+            off.push(costed(d, || timed(None, ws, script))?);
             tracked(&mut on)?;
         } else {
             tracked(&mut on)?;
-            off.push(costed(d, None, ws, script)?);
+            off.push(costed(d, || timed(None, ws, script))?);
         }
         let (a, b) = (off[r], on[r]);
         println!(
@@ -350,7 +351,6 @@ fn sessions(
         return Ok(None);
     }
     let timeout = Duration::from_secs(120);
-    let pid = d.child.as_ref().map(|c| c.id()).context("axiomd runs")?;
     // 0: untracked, 1: tracked, 2: tracked without hooks.
     let mut runs: [Vec<Cost>; 3] = Default::default();
     const MODES: [(&str, &[&str]); 3] = [
@@ -367,20 +367,12 @@ fn sessions(
                 let m = (r + k) % 3;
                 let (label, opts) = MODES[m];
                 let dir = root.join(unique(&format!("session-{}-{m}", sc.name)));
-                let (a0, c0) = (super::agents::proc_stat_cpu(pid)?, children_cpu());
-                let wall = realagents::session_seconds(
-                    (m > 0).then_some(d),
-                    agent,
-                    &sc,
-                    &dir,
-                    opts,
-                    timeout,
-                );
-                let c = Cost {
-                    wall,
-                    work_cpu: children_cpu() - c0,
-                    axiomd_cpu: super::agents::proc_stat_cpu(pid)? - a0,
-                };
+                let c = costed(d, || {
+                    let tracked = (m > 0).then_some(d);
+                    Ok(realagents::session_seconds(
+                        tracked, agent, &sc, &dir, opts, timeout,
+                    ))
+                })?;
                 println!(
                     "bench overhead: session {} {label}: {:.2} s (cpu {:.2} + axiomd {:.3})",
                     sc.name, c.wall, c.work_cpu, c.axiomd_cpu

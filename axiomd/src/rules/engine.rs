@@ -332,6 +332,18 @@ impl Engine {
         if ev.agent == 0 {
             return Vec::new();
         }
+        // A rename names the findings held for it before any is released: when the rules
+        // thread falls behind (descheduled on a busy machine), the write and its rename wait in
+        // its queue together, and by the time the rename is read the write's finding is due.
+        if let Body::File {
+            op: FileOp::Rename,
+            path,
+            path2: Some(to),
+            ..
+        } = &ev.body
+        {
+            self.renamed(path, to, now);
+        }
         let mut out = self.release(now);
         match &ev.body {
             Body::AgentStarted {
@@ -512,11 +524,6 @@ impl Engine {
         else {
             return Vec::new();
         };
-        if *op == FileOp::Rename
-            && let Some(to) = path2
-        {
-            self.renamed(path, to, now);
-        }
         let a = self.act(ev.agent, now);
         let work = [Some(path), path2.as_ref()]
             .into_iter()
@@ -1325,6 +1332,29 @@ mod tests {
         );
         assert_eq!(ids(&set, &f), ["todo-left"]);
         assert_eq!(f[0].path.as_deref(), Some("/w/src/app.py"));
+        // The rules thread fell behind: the rename is read after the finding's hold has passed.
+        let tmp = "/w/src/lib.py.tmp.4242.x9z8";
+        assert!(
+            e.on_event(&set, &ev(3, out("y = 2  # TODO: later\n", tmp)), t)
+                .is_empty()
+        );
+        let late = t + 2 * HOLD;
+        let f = e.on_event(
+            &set,
+            &ev(
+                3,
+                Body::File {
+                    op: axiom_proto::wire::FileOp::Rename,
+                    path: tmp.into(),
+                    path2: Some("/w/src/lib.py".into()),
+                    flags: 0,
+                    mode: 0,
+                },
+            ),
+            late,
+        );
+        assert_eq!(ids(&set, &f), ["todo-left"]);
+        assert_eq!(f[0].path.as_deref(), Some("/w/src/lib.py"));
     }
 
     #[test]

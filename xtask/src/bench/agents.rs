@@ -43,6 +43,48 @@ fn rss_mib(pid: u32) -> anyhow::Result<f64> {
     Ok(kb / 1024.0)
 }
 
+/// Where axiomd's memory is, printed beside the RSS: anonymous against file-backed pages
+/// (/proc smaps_rollup) and what DuckDB says it holds (`duckdb_memory()`), so the per-agent cost
+/// can be told from the store's.
+fn memory_breakdown(d: &Daemon, pid: u32, n: usize) {
+    let rollup = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).unwrap_or_default();
+    let kib = |key: &str| -> f64 {
+        rollup
+            .lines()
+            .find_map(|l| l.strip_prefix(key))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    let duckdb = d.client().request(&axiom_tests::sql_request(
+        "SELECT tag, memory_usage_bytes FROM duckdb_memory() WHERE memory_usage_bytes > 0 \
+         ORDER BY 2 DESC",
+        100,
+    ));
+    let mut total = 0.0;
+    let mut tags = Vec::new();
+    for row in duckdb.rows.unwrap_or_default() {
+        let (Some(tag), Some(b)) = (
+            row.first().and_then(|v| v.as_str()),
+            row.get(1).and_then(serde_json::Value::as_f64),
+        ) else {
+            continue;
+        };
+        total += b;
+        tags.push(format!("{tag}={:.1}", b / 1048576.0));
+    }
+    println!(
+        "{n} agents: memory anon {:.1} MiB, file {:.1} MiB; DuckDB holds {:.1} MiB ({}){}",
+        kib("Anonymous:") / 1024.0,
+        (kib("Rss:") - kib("Anonymous:")) / 1024.0,
+        total / 1048576.0,
+        tags.join(" "),
+        duckdb
+            .error
+            .map(|e| format!(" [query: {e}]"))
+            .unwrap_or_default(),
+    );
+}
+
 struct Result {
     agents: usize,
     rss_mib: f64,
@@ -122,6 +164,7 @@ fn run_one(n: usize, window: Duration) -> anyhow::Result<Result> {
     let st1 = d.status();
     let secs = w0.elapsed().as_secs_f64();
     let rss = rss_mib(daemon_pid)?;
+    memory_breakdown(&d, daemon_pid, n);
     let total = |s: &axiom_proto::wire::Status| s.events.values().sum::<u64>();
     let events_per_s = (total(&st1) - total(&st0)) as f64 / secs;
     // Every child's exit must be seen: end the ones still running (adoption may have taken most
@@ -153,6 +196,14 @@ fn run_one(n: usize, window: Duration) -> anyhow::Result<Result> {
             + s.lost.get("subscriber_lagged").copied().unwrap_or(0)
     };
     let lost_output = out_lost(&st);
+    let mut causes: Vec<String> = st
+        .lost
+        .iter()
+        .filter(|(_, n)| **n > 0)
+        .map(|(k, n)| format!("{k}={n}"))
+        .collect();
+    causes.sort();
+    println!("{n} agents: lost by cause at the end: {}", causes.join(" "));
     println!(
         "{n} agents: output lost while adopting {}, in the window {}, while they exited {}",
         out_lost(&st0),

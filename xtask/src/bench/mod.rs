@@ -82,6 +82,10 @@ pub enum Which {
         /// Seconds of steady state measured per size.
         #[arg(long, default_value_t = 10)]
         window: u64,
+        /// An axiomd setting for the run, as `axiomd --set` takes it (repeatable):
+        /// `--set store.memory_cap_mib=64` measures another configuration than the default.
+        #[arg(long = "set", value_name = "KEY=VALUE")]
+        set: Vec<String>,
     },
 }
 
@@ -92,7 +96,7 @@ pub fn bench(w: Which) -> anyhow::Result<()> {
     unsafe { std::env::set_var("AXIOM_BIN_DIR", crate::target_dir()) };
     match w {
         Which::Sensor { rounds, count } => sensor::run(rounds, count),
-        Which::Agents { sizes, window } => agents::run(&sizes, window),
+        Which::Agents { sizes, window, set } => agents::run(&sizes, window, &set),
         Which::Store { rows } => store::run(&rows),
         Which::Sandbox { rounds } => sandbox::run(rounds),
         Which::Mcp { rounds, parallel } => mcp::run(rounds, parallel),

@@ -681,16 +681,25 @@ impl Drop for Standin {
     }
 }
 
-/// The user's side of a terminal: a pty of 40×120 whose output is kept.
-fn outer_pty() -> (std::os::fd::OwnedFd, std::os::fd::OwnedFd) {
+/// A pseudo-terminal of `rows`×`cols`: (master, slave).
+pub fn pty(rows: u16, cols: u16) -> (std::os::fd::OwnedFd, std::os::fd::OwnedFd) {
     let ws = nix::pty::Winsize {
-        ws_row: 40,
-        ws_col: 120,
+        ws_row: rows,
+        ws_col: cols,
         ws_xpixel: 0,
         ws_ypixel: 0,
     };
     let p = nix::pty::openpty(Some(&ws), None).unwrap();
     (p.master, p.slave)
+}
+
+/// The id axiomd gave the agent named `name`, once it knows it.
+fn agent_named(d: &Daemon, name: &str) -> Option<u64> {
+    let agents = d.client().request(&Request::Agents).agents?;
+    agents
+        .iter()
+        .find(|a| a.name.as_deref() == Some(name))
+        .map(|a| a.id)
 }
 
 /// Runs one scenario with one agent under `axiomctl run`; returns what axiomd reported.
@@ -735,16 +744,8 @@ pub fn session_seconds(
     if let Some(d) = d {
         // Tracked: axiomd must know it, and ends it (it runs in a session of its own, under
         // axiomctl's terminal).
-        let agents = d
-            .client()
-            .request(&Request::Agents)
-            .agents
-            .unwrap_or_default();
-        let id = agents
-            .iter()
-            .find(|a| a.name.as_deref() == Some(name.as_str()))
-            .map(|a| a.id);
-        let id = id.unwrap_or_else(|| panic!("axiomd does not know the agent {name}"));
+        let id = agent_named(d, &name)
+            .unwrap_or_else(|| panic!("axiomd does not know the agent {name}"));
         let _ = d.client().request(&Request::Kill { agent: id });
         // axiomctl waits for its agent and then ends: its CPU (the agent's) is counted as ours.
         let t = Instant::now();
@@ -791,7 +792,8 @@ fn launch(
         let _ = Command::new("chmod").arg("o+x").arg(u).status();
         up = u.parent();
     }
-    let (master, slave) = outer_pty();
+    // The user's side of a terminal, 40×120, whose output is kept.
+    let (master, slave) = pty(40, 120);
     let mut cmd = Command::new("setpriv");
     cmd.args(["--reuid", &uid.to_string(), "--regid", &gid.to_string()])
         .args(["--init-groups", "--"])
@@ -882,9 +884,8 @@ impl Live {
         let (mut child, standin, t0, terminal) = launch(Some((d, &name)), agent, sc, dir, run_opts);
         // The agent's id.
         let agent_id = loop {
-            let agents = d.client().request(&Request::Agents).agents.unwrap();
-            if let Some(a) = agents.iter().find(|a| a.name.as_deref() == Some(&name)) {
-                break a.id;
+            if let Some(id) = agent_named(d, &name) {
+                break id;
             }
             if let Ok(Some(st)) = child.try_wait() {
                 panic!(

@@ -1145,6 +1145,16 @@ mod tests {
         }
     }
 
+    fn rename(from: &str, to: &str) -> Body {
+        Body::File {
+            op: FileOp::Rename,
+            path: from.into(),
+            path2: Some(to.into()),
+            flags: 0,
+            mode: 0,
+        }
+    }
+
     fn started(command: &[&str]) -> Body {
         Body::AgentStarted {
             name: None,
@@ -1316,20 +1326,7 @@ mod tests {
             e.on_event(&set, &ev(2, out("x = 1  # TODO: later\n", tmp)), t)
                 .is_empty()
         );
-        let f = e.on_event(
-            &set,
-            &ev(
-                2,
-                Body::File {
-                    op: axiom_proto::wire::FileOp::Rename,
-                    path: tmp.into(),
-                    path2: Some("/w/src/app.py".into()),
-                    flags: 0,
-                    mode: 0,
-                },
-            ),
-            t,
-        );
+        let f = e.on_event(&set, &ev(2, rename(tmp, "/w/src/app.py")), t);
         assert_eq!(ids(&set, &f), ["todo-left"]);
         assert_eq!(f[0].path.as_deref(), Some("/w/src/app.py"));
         // The rules thread fell behind: the rename is read after the finding's hold has passed.
@@ -1339,20 +1336,7 @@ mod tests {
                 .is_empty()
         );
         let late = t + 2 * HOLD;
-        let f = e.on_event(
-            &set,
-            &ev(
-                3,
-                Body::File {
-                    op: axiom_proto::wire::FileOp::Rename,
-                    path: tmp.into(),
-                    path2: Some("/w/src/lib.py".into()),
-                    flags: 0,
-                    mode: 0,
-                },
-            ),
-            late,
-        );
+        let f = e.on_event(&set, &ev(3, rename(tmp, "/w/src/lib.py")), late);
         assert_eq!(ids(&set, &f), ["todo-left"]);
         assert_eq!(f[0].path.as_deref(), Some("/w/src/lib.py"));
     }

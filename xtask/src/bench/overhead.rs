@@ -147,21 +147,16 @@ fn timed(d: Option<(&Daemon, &str)>, ws: &Path, script: &str) -> anyhow::Result<
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
     } else {
-        let size = nix::pty::Winsize {
-            ws_row: 24,
-            ws_col: 80,
-            ws_xpixel: 0,
-            ws_ypixel: 0,
-        };
-        let tty = nix::pty::openpty(Some(&size), None).context("openpty")?;
+        // 24×80: what `axiomctl run` gives an agent when its own stdin is no terminal.
+        let (master, slave) = realagents::pty(24, 80);
         nix::fcntl::fcntl(
-            &tty.master,
+            &master,
             nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC),
         )?;
-        cmd.stdin(Stdio::from(tty.slave.try_clone()?))
-            .stdout(Stdio::from(tty.slave.try_clone()?))
-            .stderr(Stdio::from(tty.slave));
-        let mut master = std::fs::File::from(tty.master);
+        cmd.stdin(Stdio::from(slave.try_clone()?))
+            .stdout(Stdio::from(slave.try_clone()?))
+            .stderr(Stdio::from(slave));
+        let mut master = std::fs::File::from(master);
         relay = Some(std::thread::spawn(move || {
             let (mut all, mut buf) = (Vec::new(), [0u8; 8192]);
             // EIO once every holder of the slave is gone: the end.

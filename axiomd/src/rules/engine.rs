@@ -151,8 +151,16 @@ fn renamed_to(f: &mut Finding, from: &str, to: &str) {
     f.path = Some(to.to_string());
 }
 
-/// How long a finding on a temporary file waits for the rename that names its real file.
-const HOLD: std::time::Duration = std::time::Duration::from_millis(300);
+/// How long a finding on a temporary file waits at most for the rename that names its real
+/// file. Claude Code's Write tool flushes the temporary file to disk before it renames it, so on
+/// a machine busy with I/O the rename can come a second or more after the write (300 ms was seen
+/// to be too short under the full test suite). A rename or an unlink of the file, or the agent's
+/// exit, ends the wait at once; only a temporary file that stays is reported this late.
+const HOLD: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// How long a rename is remembered for a write whose record is read after it (the two come on
+/// different rings, read in turn: the gap is one reader batch).
+const RENAME_MEMORY: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// A file name an atomic write uses before it renames the file over its target: Claude Code's
 /// `app.py.tmp.<pid>.<rand>`, `app.py.tmp`, editors' `.app.py.swp` and `app.py~`.
@@ -335,14 +343,21 @@ impl Engine {
         // A rename names the findings held for it before any is released: when the rules
         // thread falls behind (descheduled on a busy machine), the write and its rename wait in
         // its queue together, and by the time the rename is read the write's finding is due.
-        if let Body::File {
-            op: FileOp::Rename,
-            path,
-            path2: Some(to),
-            ..
-        } = &ev.body
-        {
-            self.renamed(path, to, now);
+        match &ev.body {
+            Body::File {
+                op: FileOp::Rename,
+                path,
+                path2: Some(to),
+                ..
+            } => self.renamed(path, to, now),
+            // A temporary file removed, or an agent gone: no rename will name their findings.
+            Body::File {
+                op: FileOp::Unlink,
+                path,
+                ..
+            } => self.due_now(now, |f| f.path.as_deref() == Some(path.as_str())),
+            Body::AgentExited { .. } => self.due_now(now, |f| f.agent == ev.agent),
+            _ => {}
         }
         let mut out = self.release(now);
         match &ev.body {
@@ -843,8 +858,14 @@ impl Engine {
             while !full.is_char_boundary(cut) {
                 cut += 1;
             }
-            self.windows
-                .insert(k, (target.to_string(), full[cut..].to_string()));
+            // The entry's strings are reused: this runs for every write.
+            let (to, tail) = self.windows.entry(k).or_default();
+            if to != target {
+                to.clear();
+                to.push_str(target);
+            }
+            tail.clear();
+            tail.push_str(&full[cut..]);
         }
         let latency_us = Some((now_ns().saturating_sub(ev.time_ns)) as f64 / 1e3);
         let mut out = Vec::new();
@@ -904,11 +925,9 @@ impl Engine {
 
     /// A rename: held findings about `from` are now about `to`, and due at once.
     fn renamed(&mut self, from: &str, to: &str, now: Instant) {
-        while self
-            .renames
-            .front()
-            .is_some_and(|(t, _, _)| now.duration_since(*t) > 4 * HOLD || self.renames.len() > 256)
-        {
+        while self.renames.front().is_some_and(|(t, _, _)| {
+            now.duration_since(*t) > RENAME_MEMORY || self.renames.len() > 256
+        }) {
             self.renames.pop_front();
         }
         if temporary(from) {
@@ -918,6 +937,15 @@ impl Engine {
         for (due, f) in self.held.iter_mut() {
             if f.path.as_deref() == Some(from) {
                 renamed_to(f, from, to);
+                *due = now;
+            }
+        }
+    }
+
+    /// Held findings that no rename will name are due now, under the name they were written to.
+    fn due_now(&mut self, now: Instant, which: impl Fn(&Finding) -> bool) {
+        for (due, f) in self.held.iter_mut() {
+            if which(f) {
                 *due = now;
             }
         }
@@ -1145,14 +1173,18 @@ mod tests {
         }
     }
 
-    fn rename(from: &str, to: &str) -> Body {
+    fn file(op: FileOp, path: &str, path2: Option<&str>) -> Body {
         Body::File {
-            op: FileOp::Rename,
-            path: from.into(),
-            path2: Some(to.into()),
+            op,
+            path: path.into(),
+            path2: path2.map(Into::into),
             flags: 0,
             mode: 0,
         }
+    }
+
+    fn rename(from: &str, to: &str) -> Body {
+        file(FileOp::Rename, from, Some(to))
     }
 
     fn started(command: &[&str]) -> Body {
@@ -1339,6 +1371,37 @@ mod tests {
         let f = e.on_event(&set, &ev(3, rename(tmp, "/w/src/lib.py")), late);
         assert_eq!(ids(&set, &f), ["todo-left"]);
         assert_eq!(f[0].path.as_deref(), Some("/w/src/lib.py"));
+        // The agent flushed the file to disk before it renamed it, a second later on a machine
+        // busy with I/O; the rules thread kept up and looked at its held findings meanwhile.
+        let tmp = "/w/src/cli.py.tmp.4242.a1b2";
+        assert!(
+            e.on_event(&set, &ev(4, out("z = 3  # TODO: later\n", tmp)), t)
+                .is_empty()
+        );
+        let second = t + Duration::from_secs(1);
+        assert!(e.release(second).is_empty());
+        let f = e.on_event(&set, &ev(4, rename(tmp, "/w/src/cli.py")), second);
+        assert_eq!(ids(&set, &f), ["todo-left"]);
+        assert_eq!(f[0].path.as_deref(), Some("/w/src/cli.py"));
+        // A temporary file removed, or its agent gone: no rename will come; the finding is due
+        // at once, under the name the text was written to.
+        let tmp = "/w/src/x.py.tmp.4242.c3d4";
+        assert!(
+            e.on_event(&set, &ev(5, out("# TODO: later\n", tmp)), t)
+                .is_empty()
+        );
+        let f = e.on_event(&set, &ev(5, file(FileOp::Unlink, tmp, None)), t);
+        assert_eq!(f[0].path.as_deref(), Some(tmp));
+        assert!(
+            e.on_event(&set, &ev(6, out("# TODO: later\n", tmp)), t)
+                .is_empty()
+        );
+        let gone = Body::AgentExited {
+            code: Some(0),
+            signal: None,
+        };
+        let f = e.on_event(&set, &ev(6, gone), t);
+        assert_eq!(ids(&set, &f), ["todo-left"]);
     }
 
     #[test]

@@ -1,37 +1,45 @@
 //! Terminal escape sequences removed before matching: an agent's TUI paints its text between
 //! colour codes and cursor moves, and "let me plan" must match however it was painted.
 
-/// Removes CSI (`ESC [ … final`), OSC (`ESC ] … BEL|ESC \`), and two-byte `ESC x` sequences.
+/// Removes CSI (`ESC [ … final`), OSC (`ESC ] … BEL|ESC \`), and two-character `ESC x`
+/// sequences. Works on bytes: every byte that ends a sequence is ASCII, so the text between
+/// sequences is copied a run at a time (most writes carry no escape at all: one copy).
 pub fn strip_ansi(s: &str) -> String {
+    let b = s.as_bytes();
     let mut out = String::with_capacity(s.len());
-    let mut it = s.chars().peekable();
-    while let Some(c) = it.next() {
-        if c != '\x1b' {
-            out.push(c);
-            continue;
-        }
-        match it.next() {
-            Some('[') => {
+    let mut i = 0;
+    while let Some(off) = b[i..].iter().position(|&c| c == 0x1b) {
+        out.push_str(&s[i..i + off]);
+        i += off + 1;
+        match b.get(i) {
+            Some(b'[') => {
                 // Parameters and intermediates, then one final byte in @..~.
-                for c in it.by_ref() {
-                    if ('@'..='~').contains(&c) {
+                i += 1;
+                while let Some(&c) = b.get(i) {
+                    i += 1;
+                    if (b'@'..=b'~').contains(&c) {
                         break;
                     }
                 }
             }
-            Some(']') => {
-                while let Some(c) = it.next() {
-                    if c == '\x07' {
+            Some(b']') => {
+                i += 1;
+                while let Some(&c) = b.get(i) {
+                    i += 1;
+                    if c == 0x07 {
                         break;
                     }
-                    if c == '\x1b' && it.peek() == Some(&'\\') {
-                        it.next();
+                    if c == 0x1b && b.get(i) == Some(&b'\\') {
+                        i += 1;
                         break;
                     }
                 }
             }
-            _ => {}
+            // `ESC x`: the character after the escape goes with it.
+            Some(_) => i += s[i..].chars().next().map_or(1, char::len_utf8),
+            None => {}
         }
     }
+    out.push_str(&s[i..]);
     out
 }

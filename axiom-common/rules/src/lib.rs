@@ -523,6 +523,9 @@ struct ScopeIndex {
     owner: Vec<usize>,
     /// Rules with a regex and no literals: always run.
     always: Vec<usize>,
+    /// The longest literal's length in bytes: a match that ends past an offset starts at most
+    /// this far before it.
+    longest: usize,
 }
 
 /// Every active rule, compiled.
@@ -562,6 +565,7 @@ impl RuleSet {
                 for l in &r.literals {
                     pats.push(l.clone());
                     ix.owner.push(i);
+                    ix.longest = ix.longest.max(l.len());
                 }
             }
             if !pats.is_empty() {
@@ -674,7 +678,11 @@ impl RuleSet {
         };
         let mut candidates: Vec<(usize, usize, usize)> = Vec::new();
         if let Some(ac) = &ix.ac {
-            for m in ac.find_overlapping_iter(text) {
+            // The context before `from` was scanned with its own write: only a match that
+            // reaches past it is new, and it starts at most `longest` bytes before it.
+            let start = from.saturating_sub(ix.longest).min(text.len());
+            let input = aho_corasick::Input::new(text).span(start..text.len());
+            for m in ac.find_overlapping_iter(input) {
                 if m.end() <= from {
                     continue;
                 }

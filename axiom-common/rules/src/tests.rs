@@ -78,6 +78,11 @@ fn ansi_is_stripped() {
         strip_ansi("\x1b[1;32mlet me\x1b[0m \x1b]0;title\x07plan\x1b[2K"),
         "let me plan"
     );
+    // Text outside the sequences keeps every character; `ESC x` takes its one character.
+    assert_eq!(
+        strip_ansi("\x1b(Bé ✓ done\x1b[38;2;1;2;3mü\x1b]8;;x\x1b\\ok\x1b"),
+        "Bé ✓ doneüok"
+    );
 }
 
 #[test]

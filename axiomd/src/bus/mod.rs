@@ -8,7 +8,7 @@ use std::{
     collections::{BTreeMap, VecDeque},
     sync::{
         Arc, Mutex,
-        atomic::{AtomicU64, Ordering},
+        atomic::{AtomicU64, AtomicUsize, Ordering},
     },
 };
 
@@ -22,8 +22,12 @@ pub struct Bus {
     notices: broadcast::Sender<Arc<Event>>,
     /// Exits of tracked processes, lossless: the agent registry learns here that an agent ended.
     exits: tokio::sync::mpsc::UnboundedSender<Arc<Event>>,
-    /// Tracked agents' events for the rules; bounded: what does not fit is counted, not waited for.
-    rules: std::sync::mpsc::SyncSender<Arc<Event>>,
+    /// Tracked agents' events for the rules, in batches (one per reader pass: the rules thread
+    /// is woken once a batch, not once an event); bounded by the events queued: what does not
+    /// fit is counted, not waited for.
+    rules: std::sync::mpsc::Sender<Vec<Arc<Event>>>,
+    rules_queued: Arc<AtomicUsize>,
+    rules_cap: usize,
     replay: Mutex<Replay>,
     replay_cap: usize,
     /// The store's back-pressure counters (when the store is on).
@@ -34,7 +38,25 @@ pub struct Bus {
 /// Lossless or counted side channels, each for one consumer.
 pub struct Taps {
     pub exits: tokio::sync::mpsc::UnboundedReceiver<Arc<Event>>,
-    pub rules: std::sync::mpsc::Receiver<Arc<Event>>,
+    pub rules: RulesQueue,
+}
+
+/// The receiving end of the rules' queue.
+pub struct RulesQueue {
+    rx: std::sync::mpsc::Receiver<Vec<Arc<Event>>>,
+    queued: Arc<AtomicUsize>,
+}
+
+impl RulesQueue {
+    /// The next batch, waiting at most `d`; its events leave the queue's count.
+    pub fn recv_timeout(
+        &self,
+        d: std::time::Duration,
+    ) -> Result<Vec<Arc<Event>>, std::sync::mpsc::RecvTimeoutError> {
+        let b = self.rx.recv_timeout(d)?;
+        self.queued.fetch_sub(b.len(), Ordering::Relaxed);
+        Ok(b)
+    }
 }
 
 struct Replay {
@@ -90,8 +112,12 @@ impl Stats {
     }
 
     pub fn count_loss(&self, cause: &'static str) {
+        self.count_losses(cause, 1);
+    }
+
+    pub fn count_losses(&self, cause: &'static str, n: u64) {
         if let Ok(mut m) = self.losses.lock() {
-            *m.entry(cause).or_default() += 1;
+            *m.entry(cause).or_default() += n;
         }
     }
 }
@@ -105,12 +131,15 @@ impl Bus {
         let (tx, _) = broadcast::channel(capacity.max(16));
         let (notices, _) = broadcast::channel(4096);
         let (exits, exits_rx) = tokio::sync::mpsc::unbounded_channel();
-        let (rules, rules_rx) = std::sync::mpsc::sync_channel(capacity.max(16));
+        let (rules, rules_rx) = std::sync::mpsc::channel();
+        let rules_queued = Arc::new(AtomicUsize::new(0));
         let bus = Bus {
             tx,
             notices,
             exits,
             rules,
+            rules_queued: rules_queued.clone(),
+            rules_cap: capacity.max(16),
             replay: Mutex::new(Replay {
                 events: VecDeque::with_capacity(replay_cap.min(1 << 16)),
                 seq: 0,
@@ -124,7 +153,10 @@ impl Bus {
             bus,
             Taps {
                 exits: exits_rx,
-                rules: rules_rx,
+                rules: RulesQueue {
+                    rx: rules_rx,
+                    queued: rules_queued,
+                },
             },
         )
     }
@@ -152,46 +184,75 @@ impl Bus {
     }
 
     /// Numbers the event (its `seq`) and hands it to every subscriber.
-    pub fn publish(&self, mut ev: Event) {
-        self.stats.count_event(ev.body.kind());
-        // The replay lock is held across send so a subscriber sees each event exactly once:
-        // either in its replay snapshot or on its channel; it also orders `seq`.
-        let Ok(mut r) = self.replay.lock() else {
-            return;
-        };
-        r.seq += 1;
-        ev.seq = r.seq;
-        let ev = Arc::new(ev);
-        if self.replay_cap > 0 {
-            if r.events.len() >= self.replay_cap {
-                r.events.pop_front();
-            }
-            r.events.push_back(ev.clone());
-        }
+    pub fn publish(&self, ev: Event) {
+        self.publish_all(std::iter::once(ev));
+    }
+
+    /// Numbers the events and hands them to every subscriber; the rules get them as one batch.
+    pub fn publish_all(&self, evs: impl IntoIterator<Item = Event>) {
         use axiom_proto::wire::Body;
-        if let Some(t) = &r.store {
-            t.offer(&ev);
-        }
-        if ev.body.is_notice() {
-            let _ = self.notices.send(ev.clone());
-        } else if ev.agent != 0 && matches!(ev.body, Body::Exit { .. }) {
-            let _ = self.exits.send(ev.clone());
-        }
-        // Rules see what agents do and how they start and end, never their own findings.
-        if ev.agent != 0
-            && !matches!(ev.body, Body::Violation { .. } | Body::Intervention { .. })
-            && let Err(std::sync::mpsc::TrySendError::Full(_)) = self.rules.try_send(ev.clone())
+        let mut for_rules = Vec::new();
         {
-            self.stats.count_loss("rules_backlog");
+            // The replay lock is held across send so a subscriber sees each event exactly
+            // once: either in its replay snapshot or on its channel; it also orders `seq`.
+            let Ok(mut r) = self.replay.lock() else {
+                return;
+            };
+            for mut ev in evs {
+                self.stats.count_event(ev.body.kind());
+                r.seq += 1;
+                ev.seq = r.seq;
+                let ev = Arc::new(ev);
+                if self.replay_cap > 0 {
+                    if r.events.len() >= self.replay_cap {
+                        r.events.pop_front();
+                    }
+                    r.events.push_back(ev.clone());
+                }
+                if let Some(t) = &r.store {
+                    t.offer(&ev);
+                }
+                if ev.body.is_notice() {
+                    let _ = self.notices.send(ev.clone());
+                } else if ev.agent != 0 && matches!(ev.body, Body::Exit { .. }) {
+                    let _ = self.exits.send(ev.clone());
+                }
+                // Rules see what agents do and how they start and end, never their own
+                // findings.
+                if ev.agent != 0
+                    && !matches!(ev.body, Body::Violation { .. } | Body::Intervention { .. })
+                {
+                    for_rules.push(ev.clone());
+                }
+                let _ = self.tx.send(ev);
+            }
         }
-        let _ = self.tx.send(ev);
+        self.to_rules_batch(for_rules);
     }
 
     /// An event only the rules see (kernel matches): counted, not numbered, not broadcast.
     pub fn to_rules(&self, ev: Event) {
         self.stats.count_event(ev.body.kind());
-        if let Err(std::sync::mpsc::TrySendError::Full(_)) = self.rules.try_send(Arc::new(ev)) {
-            self.stats.count_loss("rules_backlog");
+        self.to_rules_batch(vec![Arc::new(ev)]);
+    }
+
+    /// Queues a batch for the rules: what does not fit under the bound is counted and left.
+    fn to_rules_batch(&self, mut batch: Vec<Arc<Event>>) {
+        let room = self
+            .rules_cap
+            .saturating_sub(self.rules_queued.load(Ordering::Relaxed));
+        if batch.len() > room {
+            self.stats
+                .count_losses("rules_backlog", (batch.len() - room) as u64);
+            batch.truncate(room);
+        }
+        if batch.is_empty() {
+            return;
+        }
+        let n = batch.len();
+        self.rules_queued.fetch_add(n, Ordering::Relaxed);
+        if self.rules.send(batch).is_err() {
+            self.rules_queued.fetch_sub(n, Ordering::Relaxed);
         }
     }
 
@@ -217,5 +278,56 @@ impl Bus {
 
     pub fn lagged(&self, n: u64) {
         self.stats.lagged.fetch_add(n, Ordering::Relaxed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axiom_proto::wire::Body;
+
+    fn fork(agent: u64, child_pid: u32) -> Event {
+        Event {
+            seq: 0,
+            time_ns: 0,
+            agent,
+            pid: 10,
+            tgid: 10,
+            ppid: 1,
+            uid: 1000,
+            cgroup_id: 0,
+            comm: "agent".into(),
+            truncated: false,
+            body: Body::Fork { child_pid },
+        }
+    }
+
+    #[test]
+    fn the_rules_get_a_pass_as_one_batch_bounded_by_events() {
+        let (bus, taps) = Bus::new(16, 0);
+        let wait = std::time::Duration::from_millis(10);
+        // Untracked processes' events are not the rules' business.
+        bus.publish_all((0..3).map(|i| fork(if i == 1 { 0 } else { 7 }, i)));
+        let b = taps.rules.recv_timeout(wait).expect("one batch");
+        let seqs: Vec<u64> = b.iter().map(|e| e.seq).collect();
+        assert_eq!(seqs, [1, 3]);
+        assert!(taps.rules.recv_timeout(wait).is_err());
+        // A pass larger than the room left: what fits goes, the rest is counted.
+        bus.publish_all((0..10).map(|i| fork(7, i)));
+        bus.publish_all((0..10).map(|i| fork(7, i)));
+        let first = taps.rules.recv_timeout(wait).expect("first");
+        let second = taps.rules.recv_timeout(wait).expect("second");
+        assert_eq!((first.len(), second.len()), (10, 6));
+        let lost = bus
+            .stats
+            .losses
+            .lock()
+            .expect("losses")
+            .get("rules_backlog")
+            .copied();
+        assert_eq!(lost, Some(4));
+        // Taken off the queue, the room is back.
+        bus.publish(fork(7, 99));
+        assert_eq!(taps.rules.recv_timeout(wait).expect("room").len(), 1);
     }
 }

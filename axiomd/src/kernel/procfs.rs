@@ -199,6 +199,17 @@ pub fn fd_target(pid: u32, fd: i32) -> Option<String> {
         .map(|p| p.to_string_lossy().into_owned())
 }
 
+/// Whether a process's fd closes on exec (`O_CLOEXEC` in its fdinfo's octal `flags`); `None`
+/// if the fd or the process is gone.
+pub fn fd_cloexec(pid: u32, fd: i32) -> Option<bool> {
+    let info = std::fs::read_to_string(format!("/proc/{pid}/fdinfo/{fd}")).ok()?;
+    let flags = info
+        .lines()
+        .find_map(|l| l.strip_prefix("flags:"))
+        .and_then(|f| u32::from_str_radix(f.trim(), 8).ok())?;
+    Some(flags & libc::O_CLOEXEC as u32 != 0)
+}
+
 /// What a slim kernel record leaves out: the process's name, owner and cgroup.
 #[derive(Clone, Debug, Default)]
 pub struct Identity {

@@ -145,11 +145,7 @@ pub fn on_kernel_match(stage: &Stage, ev: &axiom_proto::wire::Event) {
 /// turns each finding into a `violation` event and its intervention. Returns once `stop` is set
 /// and what was queued before it is matched (or if the engine's lock is poisoned: the daemon
 /// sees the thread end and stops).
-pub fn run(
-    rx: std::sync::mpsc::Receiver<Arc<axiom_proto::wire::Event>>,
-    stage: Arc<Stage>,
-    stop: &std::sync::atomic::AtomicBool,
-) {
+pub fn run(rx: crate::bus::RulesQueue, stage: Arc<Stage>, stop: &std::sync::atomic::AtomicBool) {
     use std::{sync::mpsc::RecvTimeoutError, time::Instant};
     let mut last_tick = Instant::now();
     loop {
@@ -163,10 +159,13 @@ pub fn run(
             _ => std::time::Duration::from_secs(1),
         };
         match rx.recv_timeout(wait) {
-            Ok(ev) => {
-                if matches!(ev.body, axiom_proto::wire::Body::KernelMatch { .. }) {
-                    on_kernel_match(&stage, &ev);
-                } else {
+            Ok(batch) => {
+                for ev in batch {
+                    if matches!(ev.body, axiom_proto::wire::Body::KernelMatch { .. }) {
+                        on_kernel_match(&stage, &ev);
+                        continue;
+                    }
+                    // The engine is locked per event: the reader takes it for kernel matches.
                     let (findings, candidates) = match stage.engine.lock() {
                         Ok(mut e) => (e.on_event(&set, &ev, Instant::now()), e.take_candidates()),
                         Err(_) => return,

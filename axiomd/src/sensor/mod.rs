@@ -31,6 +31,9 @@ pub type Redactor =
 
 pub struct Pipeline {
     bus: Arc<Bus>,
+    /// Decoded events not yet published: handed to the bus together (one lock, one wakeup of
+    /// the rules thread) at the end of a reader pass, or every PUBLISH_EVERY events.
+    pending: Vec<Event>,
     on_match: Option<OnMatch>,
     redactor: Option<Redactor>,
     /// Bumped on every pass of the reader's loop (the systemd watchdog watches it).
@@ -192,6 +195,20 @@ impl FdTable {
     fn exited(&mut self, tgid: u32) {
         self.procs.remove(&tgid);
     }
+
+    /// What /proc said an fd the table did not know points at (read while the process lives,
+    /// so its exit has not dropped its entry yet). False when the table is full.
+    fn learn(&mut self, tgid: u32, fd: i32, path: &str, cloexec: bool) -> bool {
+        if self.procs.len() >= FD_CACHE_MAX && !self.procs.contains_key(&tgid) {
+            return false;
+        }
+        let m = self.procs.entry(tgid).or_default();
+        if m.len() >= FDT_PER_PROC {
+            return false;
+        }
+        m.insert(fd, (path.into(), cloexec));
+        true
+    }
 }
 
 fn clock_ns(c: nix::time::ClockId) -> i128 {
@@ -206,6 +223,7 @@ impl Pipeline {
             - clock_ns(nix::time::ClockId::CLOCK_MONOTONIC);
         Pipeline {
             bus,
+            pending: Vec::new(),
             on_match: None,
             redactor: None,
             heartbeat: None,
@@ -247,6 +265,15 @@ impl Pipeline {
             self.fds.clear();
         }
         let t = procfs::fd_target(tgid, fd);
+        // An inherited fd (the terminal, a pipe from the parent) read once: from now on the
+        // kernel's records about it (dup, close, fork, exec) keep it right in the table, and its
+        // children inherit the answer, rather than one readlink per process per FD_TTL.
+        if let Some(p) = &t
+            && let Some(cloexec) = procfs::fd_cloexec(tgid, fd)
+            && self.fdt.learn(tgid, fd, p, cloexec)
+        {
+            return t;
+        }
         self.fds
             .entry(tgid)
             .or_default()
@@ -570,7 +597,7 @@ impl Pipeline {
 
     /// Kernel matches go to the rules only (or to the hook that waits for them); everything
     /// else to the bus.
-    fn emit(&self, ev: Event) {
+    fn emit(&mut self, ev: Event) {
         if matches!(ev.body, Body::KernelMatch { .. }) {
             match &self.on_match {
                 Some(f) => {
@@ -580,10 +607,24 @@ impl Pipeline {
                 None => self.bus.to_rules(ev),
             }
         } else {
-            self.bus.publish(ev);
+            self.pending.push(ev);
+            if self.pending.len() >= PUBLISH_EVERY {
+                self.publish();
+            }
+        }
+    }
+
+    /// Publishes what the pass decoded so far.
+    fn publish(&mut self) {
+        if !self.pending.is_empty() {
+            self.bus.publish_all(self.pending.drain(..));
         }
     }
 }
+
+/// Events decoded before they are published at the latest: bounds how long the first event
+/// of a long pass waits (~1 ms of decoding).
+const PUBLISH_EVERY: usize = 256;
 
 /// `path` made absolute against the directory `dirfd` of process `tgid` names: `cwd` for the
 /// current directory, /proc when the record is read for another directory fd (a process gone
@@ -693,6 +734,7 @@ impl Batch {
             for &(_, start, len) in &self.recs {
                 p.handle(&self.arena[start..start + len]);
             }
+            p.publish();
         }
     }
 }
@@ -741,6 +783,7 @@ pub fn run(
             while let Some(r) = m.next() {
                 p.handle(&r);
             }
+            p.publish();
         }
         // Records written while axiomd was down are already waiting: drain before each wait.
         batch.drain(&mut events, &mut output, &mut p);

@@ -122,18 +122,32 @@ pub fn run(path: &std::path::Path, rows: u64, parquet: bool) -> Result<Report, S
     // Batches as the daemon's writer makes them under load (full ones, `store.batch_events`).
     let batch = super::config::StoreConfig::default().batch_events as u64;
     fill(&warm.reader()?, &super::hostname(), rows - appended, batch)?;
-    // Only the writer is timed: the daemon's events arrive built, the bench makes its own.
-    let mut ingest = 0.0;
-    let mut i = rows - appended;
-    let mut buf: Vec<Arc<Event>> = Vec::with_capacity(batch as usize);
-    while i < rows {
-        buf.clear();
-        let end = (i + batch).min(rows);
-        buf.extend((i..end).map(|n| Arc::new(synthetic(n))));
-        let t0 = Instant::now();
-        warm.append(&buf)?;
-        ingest += t0.elapsed().as_secs_f64();
-        i = end;
+    // Only the writer is timed (its two threads, `warm::pipeline`, as the daemon runs them):
+    // the daemon's events arrive built, so the bench makes all of its own first.
+    let mut batches: std::collections::VecDeque<Vec<Arc<Event>>> = (rows - appended..rows)
+        .step_by(batch as usize)
+        .map(|from| {
+            (from..(from + batch).min(rows))
+                .map(|n| Arc::new(synthetic(n)))
+                .collect()
+        })
+        .collect();
+    let stats = super::warm::WriterStats::default();
+    let t0 = Instant::now();
+    super::warm::pipeline(
+        &mut warm,
+        |buf| {
+            *buf = batches.pop_front()?;
+            Some(())
+        },
+        &stats,
+    );
+    let ingest = t0.elapsed().as_secs_f64();
+    let stored = stats.stored.load(std::sync::atomic::Ordering::Relaxed);
+    if stored != appended {
+        return Err(StoreError::Refused(format!(
+            "the writer stored {stored} of {appended} events"
+        )));
     }
     let reader = warm.reader()?;
     let newest = warm.max_time_ns;

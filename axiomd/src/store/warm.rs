@@ -193,7 +193,8 @@ pub fn write(warm: Warm, intake: Intake, batch: usize, flush: Duration, stats: A
 /// Stores batches in two threads: one fills each batch (`next`, which returns `None` when no
 /// more will come) and builds its columns, the other (the caller's) appends and commits them,
 /// so building batch n+1 overlaps DuckDB storing batch n (measured on `bench store`: the two
-/// halves cost about the same). One built batch waits at most. A batch that fails (a full disk)
+/// halves cost about the same). A built batch is handed over, never queued: at most two
+/// batches' columns are in memory (a full one is tens of MiB). A batch that fails (a full disk)
 /// is kept, reported and retried; meanwhile `next` is not called, so the intake's queue holds
 /// what arrives (beyond it, output is shed and counted).
 pub fn pipeline(
@@ -204,8 +205,9 @@ pub fn pipeline(
     stats.max_time_ns.store(warm.max_time_ns, Ordering::Relaxed);
     let (host, run) = (warm.host.clone(), warm.run);
     let ended = AtomicBool::new(false);
+    let mut trim = Trim::default();
     std::thread::scope(|s| {
-        let (tx, rx) = std::sync::mpsc::sync_channel::<Columns>(1);
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Columns>(0);
         let builder = std::thread::Builder::new()
             .name("store-columns".into())
             .spawn_scoped(s, || {
@@ -246,6 +248,7 @@ pub fn pipeline(
                             .stored
                             .fetch_add(cols.rows() as u64, Ordering::Relaxed);
                         stats.batches.fetch_add(1, Ordering::Relaxed);
+                        trim.after_commit();
                         break;
                     }
                     Err(e) => {
@@ -264,6 +267,32 @@ pub fn pipeline(
             }
         }
     });
+}
+
+/// Gives the heap's free pages back to the kernel, at most once per `TRIM_EVERY`, after a
+/// commit. DuckDB's appends and checkpoints allocate tens of MiB for a moment and free them;
+/// glibc keeps what they freed in its arenas, so without this axiomd's RSS settles at the
+/// highest any checkpoint reached (measured with heaptrack at 2,000 agents: DuckDB was 150 of
+/// the 202 MiB peak heap, while it held 20-50 MiB between checkpoints).
+#[derive(Default)]
+struct Trim {
+    last: Option<std::time::Instant>,
+}
+
+const TRIM_EVERY: Duration = Duration::from_secs(1);
+
+impl Trim {
+    fn after_commit(&mut self) {
+        if self.last.is_some_and(|t| t.elapsed() < TRIM_EVERY) {
+            return;
+        }
+        self.last = Some(std::time::Instant::now());
+        // SAFETY: malloc_trim only walks and releases glibc's own free lists; it takes no
+        // pointer and is safe to call from any thread at any time.
+        unsafe {
+            libc::malloc_trim(0);
+        }
+    }
 }
 
 #[cfg(test)]

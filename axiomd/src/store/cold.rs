@@ -708,9 +708,7 @@ mod tests {
 
     #[test]
     fn export_verify_delete_read_back_and_expire() {
-        let dir = std::env::temp_dir().join(format!("axiom-cold-test-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        let mut warm = Warm::open(&dir.join("events.duckdb"), 9, 1024).unwrap();
+        let (dir, mut warm) = Warm::scratch("cold-test", 9, 1024);
         let s = 1_000_000_000i64;
         // Two partitions of 10 s: t = 0..9 s and 10..14 s, then one recent event.
         let evs: Vec<Arc<Event>> = (0..15u64)

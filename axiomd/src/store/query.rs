@@ -426,9 +426,7 @@ mod tests {
     /// it was appended, a binary write's empty text included.
     #[test]
     fn events_read_back_as_appended_with_the_text_stored_once() {
-        let dir = std::env::temp_dir().join(format!("axiom-roundtrip-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        let mut warm = crate::store::Warm::open(&dir.join("events.duckdb"), 1, 256).unwrap();
+        let (dir, mut warm) = crate::store::Warm::scratch("roundtrip", 1, 256);
         let mut binary = ev("h", 1, 2, 20, "").event;
         if let Body::Output { captured, .. } = &mut binary.body {
             *captured = 40;

@@ -65,14 +65,8 @@ impl Warm {
 
     /// Appends a batch of this daemon's events and commits it.
     pub fn append(&mut self, batch: &[Arc<Event>]) -> Result<(), StoreError> {
-        let cols = self.columns(batch)?;
+        let cols = Columns::of(&self.host, self.run, batch)?;
         self.append_columns(&cols)
-    }
-
-    /// A batch of this daemon's events as columns (`schema::columns`), for `append_columns`:
-    /// no DuckDB involved, so another thread can build them.
-    pub fn columns(&self, batch: &[Arc<Event>]) -> Result<schema::Columns, StoreError> {
-        Columns::of(&self.host, self.run, batch)
     }
 
     /// Appends columns built by `columns` and commits them.
@@ -152,6 +146,15 @@ impl Warm {
         }
     }
 
+    /// A fresh database in a directory of its own under the temporary directory, for tests.
+    #[cfg(test)]
+    pub fn scratch(name: &str, run: u64, memory_mib: u64) -> (PathBuf, Warm) {
+        let dir = std::env::temp_dir().join(format!("axiom-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let warm = Warm::open(&dir.join("events.duckdb"), run, memory_mib).unwrap();
+        (dir, warm)
+    }
+
     /// How far `stream` has been moved in: the (run, seq) of its last entry stored.
     pub fn mark(&self, stream: &str) -> Result<Option<(u64, u64)>, StoreError> {
         let mut st = self
@@ -181,8 +184,13 @@ pub struct WriterStats {
 
 /// The writer thread (warm tier only): batches of up to `batch` events or `flush` time from
 /// the intake, through `pipeline`.
-pub fn write(warm: Warm, intake: Intake, batch: usize, flush: Duration, stats: Arc<WriterStats>) {
-    let mut warm = warm;
+pub fn write(
+    mut warm: Warm,
+    intake: Intake,
+    batch: usize,
+    flush: Duration,
+    stats: Arc<WriterStats>,
+) {
     pipeline(
         &mut warm,
         move |buf| intake.collect(buf, batch, flush),
@@ -303,9 +311,7 @@ mod tests {
     /// stats count them.
     #[test]
     fn the_pipeline_stores_every_batch_laid_out_by_agent() {
-        let dir = std::env::temp_dir().join(format!("axiom-pipeline-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        let mut warm = Warm::open(&dir.join("events.duckdb"), 1, 256).unwrap();
+        let (dir, mut warm) = Warm::scratch("pipeline", 1, 256);
         // Three batches of four events, agents 2 and 1 alternating within each.
         let mut batches: Vec<Vec<Arc<Event>>> = (0..3u64)
             .map(|b| {

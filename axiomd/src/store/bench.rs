@@ -114,13 +114,19 @@ fn fill(conn: &duckdb::Connection, host: &str, n: u64, batch: u64) -> Result<(),
 
 /// A table of `rows` events at `path` (fresh): older ones filled by SQL, the newest
 /// `APPENDED` through the warm tier's writer (timed), then measured.
-pub fn run(path: &std::path::Path, rows: u64, parquet: bool) -> Result<Report, StoreError> {
+pub fn run(
+    path: &std::path::Path,
+    rows: u64,
+    parquet: bool,
+    batch: usize,
+) -> Result<Report, StoreError> {
     let _ = std::fs::remove_file(path);
     let _ = std::fs::remove_file(path.with_extension("duckdb.wal"));
     let mut warm = Warm::open(path, 1, 8192)?;
     let appended = rows.min(APPENDED);
-    // Batches as the daemon's writer makes them under load (full ones, `store.batch_events`).
-    let batch = super::config::StoreConfig::default().batch_events as u64;
+    // Batches as the daemon's writer makes them under load: full ones, of `batch` events
+    // (`store.batch_events` through `warm::batch_cap`).
+    let batch = batch.max(1) as u64;
     fill(&warm.reader()?, &super::hostname(), rows - appended, batch)?;
     // Only the writer is timed (its two threads, `warm::pipeline`, as the daemon runs them):
     // the daemon's events arrive built, so the bench makes all of its own first.
@@ -142,6 +148,9 @@ pub fn run(path: &std::path::Path, rows: u64, parquet: bool) -> Result<Report, S
         },
         &stats,
     );
+    // The checkpoint is the ingest's too: what the batches left in the WAL is written into the
+    // file there (a long ingest pays it every 16 MiB of WAL; a short one, here).
+    warm.reader()?.execute_batch("CHECKPOINT")?;
     let ingest = t0.elapsed().as_secs_f64();
     let stored = stats.stored.load(std::sync::atomic::Ordering::Relaxed);
     if stored != appended {
@@ -151,7 +160,6 @@ pub fn run(path: &std::path::Path, rows: u64, parquet: bool) -> Result<Report, S
     }
     let reader = warm.reader()?;
     let newest = warm.max_time_ns;
-    reader.execute_batch("CHECKPOINT")?;
     let q = query::Query {
         agent: Some(7),
         limit: 1000,

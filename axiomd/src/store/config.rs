@@ -17,8 +17,9 @@ pub struct StoreConfig {
     /// What waiting events may hold in memory, MiB: above 3/4 of it output chunks are
     /// coalesced (`store_coalesced_output`), at it output is shed (`store_shed_output`).
     pub memory_cap_mib: u64,
-    /// Events per committed batch, and the longest a batch waits. A full batch above one DuckDB
-    /// row group (122,880 rows) is written straight to the file, not through the WAL first.
+    /// Events per committed batch, and the longest a batch waits. At or above one DuckDB row
+    /// group (122,880 rows) it is rounded down to whole row groups (`warm::batch_cap`): those are
+    /// written straight to the file, a remainder through the WAL and again at each checkpoint.
     pub batch_events: usize,
     pub flush_ms: u64,
     /// Redis Streams in front of the warm tier.
@@ -156,7 +157,7 @@ impl Default for StoreConfig {
             path: "/var/lib/axiom/events.duckdb".into(),
             queue_events: 262_144,
             memory_cap_mib: 256,
-            batch_events: 131_072,
+            batch_events: 122_880,
             flush_ms: 200,
             hot: HotConfig::default(),
             cold: ColdConfig::default(),

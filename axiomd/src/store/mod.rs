@@ -173,7 +173,7 @@ pub fn start(cfg: &config::StoreConfig, intake: Intake) -> Result<Running, Store
         .max_time_ns
         .store(warm.max_time_ns, Ordering::Relaxed);
     let (batch, flush) = (
-        cfg.batch_events.max(1),
+        warm::batch_cap(cfg.batch_events),
         Duration::from_millis(cfg.flush_ms.max(1)),
     );
     let reader_conn = warm.reader()?;

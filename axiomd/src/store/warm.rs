@@ -168,6 +168,24 @@ impl Warm {
     }
 }
 
+/// Rows in one of DuckDB's row groups (`DEFAULT_ROW_GROUP_SIZE`, 60 vectors of 2,048). A
+/// transaction's whole row groups are written straight to the database file; the rows past the
+/// last whole one join the table's last, partial row group, which goes through the WAL and is
+/// written again at every checkpoint until it fills.
+pub const ROW_GROUP_ROWS: usize = 2048 * 60;
+
+/// The writer's batch size for a configured `batch_events`: at or above one row group, rounded
+/// down to whole row groups, so a full batch leaves no remainder behind. Measured (DuckDB 1.2,
+/// 1M events): batches of 131,072 cost 3.1-3.9 µs of CPU per event, of 122,880 1.5, of 245,760
+/// 1.3; a 131,072-event batch is one row group plus 8,192 rows that are written again and again.
+pub fn batch_cap(configured: usize) -> usize {
+    if configured >= ROW_GROUP_ROWS {
+        configured - configured % ROW_GROUP_ROWS
+    } else {
+        configured.max(1)
+    }
+}
+
 /// Rows after which DuckDB's appender flushes by itself (`BaseAppender::DEFAULT_FLUSH_COUNT`,
 /// 100 vectors of 2,048): a batch up to this size is one flush, so one transaction.
 const APPENDER_FLUSH_ROWS: usize = 2048 * 100;
@@ -306,6 +324,16 @@ impl Trim {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_full_batch_is_whole_row_groups() {
+        assert_eq!(batch_cap(131_072), ROW_GROUP_ROWS);
+        assert_eq!(batch_cap(300_000), 2 * ROW_GROUP_ROWS);
+        assert_eq!(batch_cap(ROW_GROUP_ROWS), ROW_GROUP_ROWS);
+        // Below a row group every batch goes through the WAL anyway: left as configured.
+        assert_eq!(batch_cap(8192), 8192);
+        assert_eq!(batch_cap(0), 1);
+    }
 
     /// Every batch `next` gives is stored, in order, each laid out by agent then time; and the
     /// stats count them.

@@ -231,8 +231,7 @@ async fn async_main(cli: Cli, cfg: Config) -> anyhow::Result<()> {
             }
             for (i, n) in rows.iter().enumerate() {
                 let path = dir.join(format!("axiom-bench-store-{}.duckdb", std::process::id()));
-                let batch = axiomd::store::warm::batch_cap(cfg.store.batch_events);
-                let r = axiomd::store::bench::run(&path, *n, i == 0, batch)?;
+                let r = axiomd::store::bench::run(&path, *n, i == 0, cfg.store.batch_events)?;
                 println!(
                     "store: rows={} ingest_ev_s={:.0} latest1000_ms={:.2} parquet_mb_s={:.1} parquet_out_mb_s={:.1} db_mib={:.0}",
                     r.rows,

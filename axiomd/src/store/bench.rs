@@ -118,16 +118,17 @@ pub fn run(
     path: &std::path::Path,
     rows: u64,
     parquet: bool,
-    batch: usize,
+    batch_events: usize,
 ) -> Result<Report, StoreError> {
     let _ = std::fs::remove_file(path);
     let _ = std::fs::remove_file(path.with_extension("duckdb.wal"));
     let mut warm = Warm::open(path, 1, 8192)?;
     let appended = rows.min(APPENDED);
-    // Batches as the daemon's writer makes them under load: full ones, of `batch` events
-    // (`store.batch_events` through `warm::batch_cap`).
-    let batch = batch.max(1) as u64;
-    fill(&warm.reader()?, &super::hostname(), rows - appended, batch)?;
+    // Batches as the daemon's writer makes them under load: full ones, of the configured
+    // `store.batch_events` sized as the writer sizes them.
+    let batch = super::warm::batch_cap(batch_events) as u64;
+    let reader = warm.reader()?;
+    fill(&reader, &super::hostname(), rows - appended, batch)?;
     // Only the writer is timed (its two threads, `warm::pipeline`, as the daemon runs them):
     // the daemon's events arrive built, so the bench makes all of its own first.
     let mut batches: std::collections::VecDeque<Vec<Arc<Event>>> = (rows - appended..rows)
@@ -150,7 +151,7 @@ pub fn run(
     );
     // The checkpoint is the ingest's too: what the batches left in the WAL is written into the
     // file there (a long ingest pays it every 16 MiB of WAL; a short one, here).
-    warm.reader()?.execute_batch("CHECKPOINT")?;
+    reader.execute_batch("CHECKPOINT")?;
     let ingest = t0.elapsed().as_secs_f64();
     let stored = stats.stored.load(std::sync::atomic::Ordering::Relaxed);
     if stored != appended {
@@ -158,7 +159,6 @@ pub fn run(
             "the writer stored {stored} of {appended} events"
         )));
     }
-    let reader = warm.reader()?;
     let newest = warm.max_time_ns;
     let q = query::Query {
         agent: Some(7),

@@ -763,21 +763,9 @@ where
     w.write_all(&s).await
 }
 
-/// Streams events as JSON lines into `w` (after the subscription was accepted) until the
-/// reader goes away. Root and admins see all; a user sees events of their own uid and of
-/// agents they own.
-pub async fn stream_events<W: AsyncWrite + Unpin>(
-    w: &mut W,
-    shared: &Shared,
-    caller: Caller,
-    replay: bool,
-    agent: Option<u64>,
-) -> std::io::Result<()> {
-    stream_subscribed(w, shared, caller, agent, shared.bus.subscribe(replay)).await
-}
-
-/// `stream_events` from a subscription taken earlier (before the caller was answered, so that
-/// nothing that happens after the answer is missed).
+/// Streams events as JSON lines into `w` until the reader goes away, from a subscription taken
+/// before the caller was answered (so that nothing that happens after the answer is missed).
+/// Root and admins see all; a user sees events of their own uid and of agents they own.
 pub async fn stream_subscribed<W: AsyncWrite + Unpin>(
     w: &mut W,
     shared: &Shared,

@@ -17,7 +17,7 @@ use tokio::{
     net::{UnixListener, UnixStream, unix::OwnedReadHalf},
 };
 
-use super::{Shared, error, stream_events, write_line};
+use super::{Shared, error, write_line};
 
 pub fn bind(path: &Path) -> std::io::Result<UnixListener> {
     if let Some(dir) = path.parent() {
@@ -147,6 +147,9 @@ async fn client(stream: UnixStream, shared: Arc<Shared>) -> std::io::Result<()> 
                     if let Err(e) = shared.may_subscribe(caller, agent) {
                         return write_line(&mut w, &super::refusal(e)).await;
                     }
+                    // Subscribed before the answer: an event published after the caller
+                    // reads "ok" (even before this task runs again) must reach it.
+                    let subscription = shared.bus.subscribe(replay);
                     let ok = Reply {
                         ok: true,
                         ..Default::default()
@@ -158,7 +161,7 @@ async fn client(stream: UnixStream, shared: Arc<Shared>) -> std::io::Result<()> 
                         Ok(())
                     };
                     return tokio::select! {
-                        r = stream_events(&mut w, &shared, caller, replay, agent) => r,
+                        r = super::stream_subscribed(&mut w, &shared, caller, agent, subscription) => r,
                         r = gone => r,
                     };
                 }

@@ -187,6 +187,15 @@ impl Config {
                 ("nice", format!("{} is outside -20..=19", self.daemon.nice)),
             ));
         }
+        if !(1..=8).contains(&self.store.writers) {
+            return Err(invalid(
+                "store",
+                (
+                    "writers",
+                    format!("{} is outside 1..=8", self.store.writers),
+                ),
+            ));
+        }
         self.confine
             .validate()
             .map_err(|e| invalid("confine", ("", e.to_string())))?;
@@ -217,6 +226,8 @@ mod tests {
         assert!(e.to_string().contains("power of two"));
         let e = Config::parse("[sensor]\npin_dir = \"/sys/fs/bpf/a.b\"\n", "a.toml").unwrap_err();
         assert!(e.to_string().contains("dot"));
+        let e = Config::parse("[store]\nwriters = 0\n", "a.toml").unwrap_err();
+        assert!(e.to_string().contains("store.writers"), "{e}");
     }
 
     #[test]
@@ -233,6 +244,8 @@ mod tests {
             d.sensor.output_wakeup_records
         );
         assert_eq!(c.api.socket, d.api.socket);
+        assert_eq!(c.store.batch_events, d.store.batch_events);
+        assert_eq!(c.store.writers, d.store.writers);
         assert_eq!(c.confine.protected, d.confine.protected);
         assert_eq!(c.confine.default_profile, d.confine.default_profile);
     }

@@ -229,9 +229,16 @@ async fn async_main(cli: Cli, cfg: Config) -> anyhow::Result<()> {
                 let ev_s = axiomd::store::bench::redis(&url, 1_000_000)?;
                 println!("store: redis_ev_s={ev_s:.0}");
             }
+            let path = dir.join(format!("axiom-bench-store-{}.duckdb", std::process::id()));
+            let sizes = (cfg.store.batch_events, cfg.store.writers);
+            let (one, many) = axiomd::store::bench::writers(&path, sizes)?;
+            println!(
+                "store: writers={} ingest_ev_s={many:.0} one_writer_ev_s={one:.0} writers_ratio={:.2}",
+                cfg.store.writers,
+                many / one
+            );
             for (i, n) in rows.iter().enumerate() {
-                let path = dir.join(format!("axiom-bench-store-{}.duckdb", std::process::id()));
-                let r = axiomd::store::bench::run(&path, *n, i == 0, cfg.store.batch_events)?;
+                let r = axiomd::store::bench::run(&path, *n, i == 0, sizes)?;
                 println!(
                     "store: rows={} ingest_ev_s={:.0} latest1000_ms={:.2} parquet_mb_s={:.1} parquet_out_mb_s={:.1} db_mib={:.0}",
                     r.rows,

@@ -118,7 +118,7 @@ pub fn run(
     path: &std::path::Path,
     rows: u64,
     parquet: bool,
-    batch_events: usize,
+    (batch_events, writers): (usize, usize),
 ) -> Result<Report, StoreError> {
     let _ = std::fs::remove_file(path);
     let _ = std::fs::remove_file(path.with_extension("duckdb.wal"));
@@ -129,36 +129,7 @@ pub fn run(
     let batch = super::warm::batch_cap(batch_events) as u64;
     let reader = warm.reader()?;
     fill(&reader, &super::hostname(), rows - appended, batch)?;
-    // Only the writer is timed (its two threads, `warm::pipeline`, as the daemon runs them):
-    // the daemon's events arrive built, so the bench makes all of its own first.
-    let mut batches: std::collections::VecDeque<Vec<Arc<Event>>> = (rows - appended..rows)
-        .step_by(batch as usize)
-        .map(|from| {
-            (from..(from + batch).min(rows))
-                .map(|n| Arc::new(synthetic(n)))
-                .collect()
-        })
-        .collect();
-    let stats = super::warm::WriterStats::default();
-    let t0 = Instant::now();
-    super::warm::pipeline(
-        &mut warm,
-        |buf| {
-            *buf = batches.pop_front()?;
-            Some(())
-        },
-        &stats,
-    );
-    // The checkpoint is the ingest's too: what the batches left in the WAL is written into the
-    // file there (a long ingest pays it every 16 MiB of WAL; a short one, here).
-    reader.execute_batch("CHECKPOINT")?;
-    let ingest = t0.elapsed().as_secs_f64();
-    let stored = stats.stored.load(std::sync::atomic::Ordering::Relaxed);
-    if stored != appended {
-        return Err(StoreError::Refused(format!(
-            "the writer stored {stored} of {appended} events"
-        )));
-    }
+    let ingest = append_timed(&mut warm, &reader, rows - appended..rows, batch, writers)?;
     let newest = warm.max_time_ns;
     let q = query::Query {
         agent: Some(7),
@@ -209,6 +180,75 @@ pub fn run(
         parquet_out_mb_s,
         db_bytes,
     })
+}
+
+/// Seconds the warm tier's writer (`warm::pipeline`, its threads as the daemon runs them, with
+/// `writers` writers) takes to store `synthetic(range)` in batches of `batch`, with the
+/// checkpoint that ends it. Only the writer is timed: the daemon's events arrive built, so the
+/// bench makes all of its own first.
+fn append_timed(
+    warm: &mut Warm,
+    reader: &duckdb::Connection,
+    range: std::ops::Range<u64>,
+    batch: u64,
+    writers: usize,
+) -> Result<f64, StoreError> {
+    let n = range.end - range.start;
+    let end = range.end;
+    let mut batches: std::collections::VecDeque<Vec<Arc<Event>>> = range
+        .step_by(batch as usize)
+        .map(|from| {
+            (from..(from + batch).min(end))
+                .map(|n| Arc::new(synthetic(n)))
+                .collect()
+        })
+        .collect();
+    let stats = super::warm::WriterStats::default();
+    let t0 = Instant::now();
+    super::warm::pipeline(
+        warm,
+        writers,
+        |buf| {
+            *buf = batches.pop_front()?;
+            Some(())
+        },
+        &stats,
+    );
+    // The checkpoint is the ingest's too: what the batches left in the WAL is written into the
+    // file there (a long ingest pays it every 16 MiB of WAL; a short one, here).
+    reader.execute_batch("CHECKPOINT")?;
+    let secs = t0.elapsed().as_secs_f64();
+    let stored = stats.stored.load(std::sync::atomic::Ordering::Relaxed);
+    if stored != n {
+        return Err(StoreError::Refused(format!(
+            "the writer stored {stored} of {n} events"
+        )));
+    }
+    Ok(secs)
+}
+
+/// Ingest events/s with one writer and with `writers`, in the same run: `APPENDED` events into a
+/// fresh database each time, in the order one, many, many, one (drift of the machine falls on
+/// both). The means of each pair: (one writer, `writers` writers).
+pub fn writers(
+    path: &std::path::Path,
+    (batch_events, writers): (usize, usize),
+) -> Result<(f64, f64), StoreError> {
+    let batch = super::warm::batch_cap(batch_events) as u64;
+    let (mut one, mut many) = (Vec::new(), Vec::new());
+    for w in [1, writers, writers, 1] {
+        let _ = std::fs::remove_file(path);
+        let _ = std::fs::remove_file(path.with_extension("duckdb.wal"));
+        let mut warm = Warm::open(path, 1, 8192)?;
+        let reader = warm.reader()?;
+        let secs = append_timed(&mut warm, &reader, 0..APPENDED, batch, w)?;
+        drop(reader);
+        drop(warm);
+        let _ = std::fs::remove_file(path);
+        if w == 1 { &mut one } else { &mut many }.push(APPENDED as f64 / secs);
+    }
+    let mid = |v: &[f64]| v.iter().sum::<f64>() / v.len() as f64;
+    Ok((mid(&one), mid(&many)))
 }
 
 /// Events per second the hot tier's publisher gets into Redis (pipelined XADD, the daemon's

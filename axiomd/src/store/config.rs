@@ -22,6 +22,9 @@ pub struct StoreConfig {
     /// written straight to the file, a remainder through the WAL and again at each checkpoint.
     pub batch_events: usize,
     pub flush_ms: u64,
+    /// Threads that append and commit batches side by side, each on a connection of its own
+    /// (1..=8; `warm::pipeline`). Idle unless events come faster than one writer stores them.
+    pub writers: usize,
     /// Redis Streams in front of the warm tier.
     pub hot: HotConfig,
     /// Parquet files (a directory or an S3 bucket) behind it.
@@ -159,6 +162,7 @@ impl Default for StoreConfig {
             memory_cap_mib: 256,
             batch_events: 122_880,
             flush_ms: 200,
+            writers: 2,
             hot: HotConfig::default(),
             cold: ColdConfig::default(),
             sql: SqlLimits::default(),

@@ -172,8 +172,9 @@ pub fn start(cfg: &config::StoreConfig, intake: Intake) -> Result<Running, Store
     writer
         .max_time_ns
         .store(warm.max_time_ns, Ordering::Relaxed);
-    let (batch, flush) = (
+    let (batch, writers, flush) = (
         warm::batch_cap(cfg.batch_events),
+        cfg.writers,
         Duration::from_millis(cfg.flush_ms.max(1)),
     );
     let reader_conn = warm.reader()?;
@@ -219,7 +220,7 @@ pub fn start(cfg: &config::StoreConfig, intake: Intake) -> Result<Running, Store
     } else {
         let w = writer.clone();
         spawn(&mut threads, "store", move || {
-            write(warm, intake, batch, flush, w)
+            write(warm, intake, (batch, writers), flush, w)
         })?;
         None
     };

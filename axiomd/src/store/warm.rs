@@ -58,6 +58,18 @@ impl Warm {
         })
     }
 
+    /// Another writer on the same database: a connection of its own (`pipeline` commits
+    /// batches on several side by side).
+    fn another_writer(&self) -> Result<Warm, StoreError> {
+        Ok(Warm {
+            conn: self.conn.try_clone()?,
+            path: self.path.clone(),
+            host: self.host.clone(),
+            run: self.run,
+            max_time_ns: self.max_time_ns,
+        })
+    }
+
     /// A second connection to the same database (queries run on it, not on the writer's).
     pub fn reader(&self) -> Result<duckdb::Connection, StoreError> {
         Ok(self.conn.try_clone()?)
@@ -205,35 +217,56 @@ pub struct WriterStats {
 pub fn write(
     mut warm: Warm,
     intake: Intake,
-    batch: usize,
+    (batch, writers): (usize, usize),
     flush: Duration,
     stats: Arc<WriterStats>,
 ) {
     pipeline(
         &mut warm,
+        writers,
         move |buf| intake.collect(buf, batch, flush),
         &stats,
     );
 }
 
-/// Stores batches in two threads: one fills each batch (`next`, which returns `None` when no
-/// more will come) and builds its columns, the other (the caller's) appends and commits them,
-/// so building batch n+1 overlaps DuckDB storing batch n (measured on `bench store`: the two
-/// halves cost about the same). A built batch is handed over, never queued: at most two
-/// batches' columns are in memory (a full one is tens of MiB). A batch that fails (a full disk)
-/// is kept, reported and retried; meanwhile `next` is not called, so the intake's queue holds
-/// what arrives (beyond it, output is shed and counted).
+/// Stores batches in `writers + 1` threads: one fills each batch (`next`, which returns `None`
+/// when no more will come) and builds its columns; `writers` others (the caller's among them)
+/// each take the next built batch and append and commit it on a connection of their own. DuckDB
+/// appends of two transactions to one table do not conflict, and a batch of whole row groups is
+/// compressed and written by the transaction that appends it, before its commit (which only
+/// links the row groups in): so two writers store batches side by side, on two cores. One
+/// writer was the bottleneck (measured on `bench store`: the DuckDB thread busy all along, the
+/// builder less than half the time). A built batch is handed over, never queued: at most
+/// `writers + 1` batches' columns are in memory (a full one is tens of MiB). A batch that fails
+/// (a full disk) is kept, reported and retried by its writer; the others go on, and once all
+/// are retrying `next` is not called, so the intake's queue holds what arrives (beyond it,
+/// output is shed and counted). Rows of different batches may be committed out of order; each
+/// batch stays whole and laid out by agent (`Columns::of`).
 pub fn pipeline(
     warm: &mut Warm,
+    writers: usize,
     mut next: impl FnMut(&mut Vec<Arc<Event>>) -> Option<()> + Send,
     stats: &WriterStats,
 ) {
     stats.max_time_ns.store(warm.max_time_ns, Ordering::Relaxed);
     let (host, run) = (warm.host.clone(), warm.run);
     let ended = AtomicBool::new(false);
-    let mut trim = Trim::default();
+    // The extra writers' connections, opened before any thread starts: one that cannot be
+    // opened leaves fewer writers, never none.
+    let mut extra: Vec<Warm> = Vec::new();
+    for _ in 1..writers.max(1) {
+        match warm.another_writer() {
+            Ok(w) => extra.push(w),
+            Err(e) => {
+                tracing::warn!("event store: one writer fewer: {e}");
+                break;
+            }
+        }
+    }
+    let (tx, rx) = std::sync::mpsc::sync_channel::<Columns>(0);
+    let rx = std::sync::Mutex::new(rx);
+    let trim = std::sync::Mutex::new(Trim::default());
     std::thread::scope(|s| {
-        let (tx, rx) = std::sync::mpsc::sync_channel::<Columns>(0);
         let builder = std::thread::Builder::new()
             .name("store-columns".into())
             .spawn_scoped(s, || {
@@ -265,34 +298,70 @@ pub fn pipeline(
             tracing::error!("event store: starting the column builder: {e}");
             return;
         }
-        for cols in rx {
-            loop {
-                match warm.append_columns(&cols) {
-                    Ok(()) => {
-                        stats.max_time_ns.store(warm.max_time_ns, Ordering::Relaxed);
-                        stats
-                            .stored
-                            .fetch_add(cols.rows() as u64, Ordering::Relaxed);
-                        stats.batches.fetch_add(1, Ordering::Relaxed);
-                        trim.after_commit();
-                        break;
+        let (rx, ended, trim) = (&rx, &ended, &trim);
+        for (i, w) in extra.iter_mut().enumerate() {
+            let spawned = std::thread::Builder::new()
+                .name(format!("store-writer-{}", i + 1))
+                .spawn_scoped(s, move || store_batches(w, rx, stats, ended, trim));
+            if let Err(e) = spawned {
+                tracing::warn!("event store: one writer fewer: {e}");
+            }
+        }
+        store_batches(warm, rx, stats, ended, trim);
+    });
+    for w in &extra {
+        warm.saw(Some(w.max_time_ns as i64));
+    }
+}
+
+/// One writer: appends and commits each built batch it takes from `rx` until the builder is
+/// done, retrying a batch that fails (once a second) until it is stored or the store stops.
+fn store_batches(
+    warm: &mut Warm,
+    rx: &std::sync::Mutex<std::sync::mpsc::Receiver<Columns>>,
+    stats: &WriterStats,
+    ended: &AtomicBool,
+    trim: &std::sync::Mutex<Trim>,
+) {
+    loop {
+        // The lock is held while waiting: the other writers wait behind it for the next batch.
+        let cols = match rx.lock() {
+            Ok(rx) => match rx.recv() {
+                Ok(c) => c,
+                Err(_) => return,
+            },
+            Err(_) => return,
+        };
+        loop {
+            match warm.append_columns(&cols) {
+                Ok(()) => {
+                    stats
+                        .max_time_ns
+                        .fetch_max(warm.max_time_ns, Ordering::Relaxed);
+                    stats
+                        .stored
+                        .fetch_add(cols.rows() as u64, Ordering::Relaxed);
+                    stats.batches.fetch_add(1, Ordering::Relaxed);
+                    if let Ok(mut t) = trim.lock() {
+                        t.after_commit();
                     }
-                    Err(e) => {
-                        stats.failed_batches.fetch_add(1, Ordering::Relaxed);
-                        tracing::warn!(
-                            events = cols.rows(),
-                            "event store: batch not written, retrying: {e}"
-                        );
-                        // Shutting down: no retry can wait for the disk any longer.
-                        if ended.load(Ordering::Relaxed) {
-                            return;
-                        }
-                        std::thread::sleep(Duration::from_secs(1));
+                    break;
+                }
+                Err(e) => {
+                    stats.failed_batches.fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(
+                        events = cols.rows(),
+                        "event store: batch not written, retrying: {e}"
+                    );
+                    // Shutting down: no retry can wait for the disk any longer.
+                    if ended.load(Ordering::Relaxed) {
+                        return;
                     }
+                    std::thread::sleep(Duration::from_secs(1));
                 }
             }
         }
-    });
+    }
 }
 
 /// Gives the heap's free pages back to the kernel, at most once per `TRIM_EVERY`, after a
@@ -335,50 +404,94 @@ mod tests {
         assert_eq!(batch_cap(0), 1);
     }
 
-    /// Every batch `next` gives is stored, in order, each laid out by agent then time; and the
-    /// stats count them.
-    #[test]
-    fn the_pipeline_stores_every_batch_laid_out_by_agent() {
-        let (dir, mut warm) = Warm::scratch("pipeline", 1, 256);
-        // Three batches of four events, agents 2 and 1 alternating within each.
-        let mut batches: Vec<Vec<Arc<Event>>> = (0..3u64)
+    /// `n` batches of `size` output events (seq and time in order), agents `agent(i)` within.
+    fn batches(n: u64, size: u64, agent: fn(u64) -> u64) -> Vec<Vec<Arc<Event>>> {
+        (0..n)
             .map(|b| {
-                (0..4u64)
+                (0..size)
                     .map(|i| {
-                        let seq = b * 4 + i;
+                        let seq = b * size + i;
                         let mut ev = schema::sample_output(seq, 100 + seq, 7, 1000, "x");
-                        ev.agent = 2 - i % 2;
+                        ev.agent = agent(i);
                         Arc::new(ev)
                     })
                     .collect()
             })
-            .collect();
+            .collect()
+    }
+
+    /// Runs `pipeline` with `writers` over `batches` (first to last); its stats.
+    fn store_all(
+        warm: &mut Warm,
+        writers: usize,
+        mut batches: Vec<Vec<Arc<Event>>>,
+    ) -> WriterStats {
         batches.reverse();
         let stats = WriterStats::default();
         pipeline(
-            &mut warm,
+            warm,
+            writers,
             |buf| {
                 *buf = batches.pop()?;
                 Some(())
             },
             &stats,
         );
-        assert_eq!(stats.stored.load(Ordering::Relaxed), 12);
-        assert_eq!(stats.batches.load(Ordering::Relaxed), 3);
-        assert_eq!(stats.max_time_ns.load(Ordering::Relaxed), 111);
+        stats
+    }
+
+    /// (agent, seq) of every stored row, in the table's order.
+    fn stored_rows(warm: &Warm) -> Vec<(u64, u64)> {
         let conn = warm.reader().unwrap();
         let mut st = conn
             .prepare("SELECT agent, seq FROM events ORDER BY rowid")
             .unwrap();
-        let rows: Vec<(u64, u64)> = st
-            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+        st.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
             .unwrap()
             .map(Result::unwrap)
-            .collect();
+            .collect()
+    }
+
+    /// Every batch `next` gives is stored, in order, each laid out by agent then time; and the
+    /// stats count them.
+    #[test]
+    fn the_pipeline_stores_every_batch_laid_out_by_agent() {
+        let (dir, mut warm) = Warm::scratch("pipeline", 1, 256);
+        // Three batches of four events, agents 2 and 1 alternating within each.
+        let stats = store_all(&mut warm, 1, batches(3, 4, |i| 2 - i % 2));
+        assert_eq!(stats.stored.load(Ordering::Relaxed), 12);
+        assert_eq!(stats.batches.load(Ordering::Relaxed), 3);
+        assert_eq!(stats.max_time_ns.load(Ordering::Relaxed), 111);
         let want: Vec<(u64, u64)> = (0..3u64)
             .flat_map(|b| [(1, b * 4 + 1), (1, b * 4 + 3), (2, b * 4), (2, b * 4 + 2)])
             .collect();
-        assert_eq!(rows, want);
+        assert_eq!(stored_rows(&warm), want);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// With several writers every batch is stored once and whole, each still laid out by
+    /// agent, whatever order the writers commit them in.
+    #[test]
+    fn writers_side_by_side_store_every_batch_whole() {
+        let (dir, mut warm) = Warm::scratch("writers", 1, 256);
+        let stats = store_all(&mut warm, 3, batches(40, 50, |i| 1 + i % 3));
+        assert_eq!(stats.stored.load(Ordering::Relaxed), 2000);
+        assert_eq!(stats.batches.load(Ordering::Relaxed), 40);
+        assert_eq!(stats.max_time_ns.load(Ordering::Relaxed), 100 + 1999);
+        assert_eq!(warm.max_time_ns, 100 + 1999);
+        let rows = stored_rows(&warm);
+        assert_eq!(rows.len(), 2000);
+        // Runs of 50 rows, each one batch, by agent then seq.
+        let mut seen = std::collections::BTreeSet::new();
+        for run in rows.chunks(50) {
+            let b = run[0].1 / 50;
+            assert!(run.iter().all(|r| r.1 / 50 == b), "batch {b} is not whole");
+            assert!(
+                run.windows(2).all(|w| w[0] <= w[1]),
+                "batch {b} not by agent"
+            );
+            assert!(seen.insert(b), "batch {b} twice");
+        }
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

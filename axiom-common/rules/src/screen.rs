@@ -93,14 +93,15 @@ impl Screen {
     /// Feeds what the agent wrote to its terminal; returns the rows that changed, each run of
     /// changed rows with one row of context on both sides (a phrase may start on the row above).
     pub fn feed(&mut self, bytes: &[u8]) -> Changed {
-        self.parser.process(bytes);
+        let bytes = onlcr(bytes);
         let (_, cols) = self.parser.screen().size();
-        let now: Vec<String> = self.parser.screen().rows(0, cols.get()).collect();
-        let changed: Vec<bool> = now
-            .iter()
-            .enumerate()
-            .map(|(i, r)| self.rows.get(i) != Some(r) && !r.trim().is_empty())
-            .collect();
+        let advance = plain_advance(&bytes, cols.get());
+        self.parser.process(&bytes);
+        let changed = match advance.and_then(|a| self.reread_below_cursor(a)) {
+            Some(c) => c,
+            None => self.reread_all(),
+        };
+        let now = &self.rows;
         let mut out = Changed::default();
         let mut take = vec![false; now.len()];
         for (i, c) in changed.iter().enumerate() {
@@ -137,8 +138,61 @@ impl Screen {
         while out.text.ends_with('\n') {
             out.text.pop();
         }
-        self.rows = now;
         out
+    }
+
+    /// Rereads every row; which changed (and are not blank).
+    fn reread_all(&mut self) -> Vec<bool> {
+        let (_, cols) = self.parser.screen().size();
+        let now: Vec<String> = self.parser.screen().rows(0, cols.get()).collect();
+        let changed = now
+            .iter()
+            .enumerate()
+            .map(|(i, r)| self.rows.get(i) != Some(r) && !r.trim().is_empty())
+            .collect();
+        self.rows = now;
+        changed
+    }
+
+    /// After plain text that moved the cursor down at most `advance` rows: rereads only the
+    /// rows it can have written (from `advance` rows above the cursor down to the cursor's),
+    /// with one row of context on both sides, and returns which rows changed; `None` when the
+    /// rows cannot be read apart (a wrapped row among them: `contents_between` joins it with
+    /// the next) or nothing was read before. The other rows are left as last read: plain text
+    /// only scrolls them, and what scrolled was read where it was written. Rendering every
+    /// row after every write was most of the rules thread's CPU under a test suite printing a
+    /// line at a time (vt100 builds each row's text anew).
+    fn reread_below_cursor(&mut self, advance: u16) -> Option<Vec<bool>> {
+        let screen = self.parser.screen();
+        let (rows, cols) = screen.size();
+        let (rows, cols) = (rows.get(), cols.get());
+        if self.rows.len() != usize::from(rows) || rows < 2 {
+            return None;
+        }
+        let (cursor, _) = screen.cursor_position();
+        let cursor = cursor.min(rows - 1);
+        let first = cursor.saturating_sub(advance);
+        let (lo, hi) = (first.saturating_sub(1), (cursor + 1).min(rows - 1));
+        // `contents_between` reads one row alone only by rendering all the rows above it.
+        if lo == hi || (lo..hi).any(|r| screen.row_wrapped(r)) {
+            return None;
+        }
+        let block = screen.contents_between(lo, 0, hi, cols);
+        let read: Vec<&str> = block.split('\n').collect();
+        if read.len() != usize::from(hi - lo + 1) {
+            return None;
+        }
+        let mut changed = vec![false; usize::from(rows)];
+        for (r, text) in (lo..=hi).zip(read) {
+            let i = usize::from(r);
+            if self.rows[i] != text {
+                // Only rows the text can have reached count as changed; the context rows are
+                // read for the phrase that may start or end on them.
+                changed[i] = (first..=cursor).contains(&r) && !text.trim().is_empty();
+                self.rows[i] = text.to_string();
+            }
+        }
+        Some(changed)
     }
 
     /// Follows the terminal's size (a resized terminal is repainted by its TUI).
@@ -191,6 +245,50 @@ impl Screen {
     }
 }
 
+/// A line feed as the terminal receives it: the bytes a program writes pass the pty's line
+/// discipline first, whose `ONLCR` (on by default, and kept by Node's raw mode, which Claude
+/// Code and Gemini CLI use) turns each `\n` into `\r\n`. Without it a program printing lines
+/// would paint a staircase, its words cut where the rows wrap. A program that turned `ONLCR`
+/// off writes `\r\n` itself (a bare `\n` would staircase on the user's terminal too), and the
+/// carriage return this adds before a `\n` it may still write at column 0 changes nothing.
+fn onlcr(bytes: &[u8]) -> std::borrow::Cow<'_, [u8]> {
+    let bare = |i: usize| bytes[i] == b'\n' && (i == 0 || bytes[i - 1] != b'\r');
+    if !(0..bytes.len()).any(bare) {
+        return std::borrow::Cow::Borrowed(bytes);
+    }
+    let mut out = Vec::with_capacity(bytes.len() + bytes.len() / 16 + 1);
+    for (i, b) in bytes.iter().enumerate() {
+        if bare(i) {
+            out.push(b'\r');
+        }
+        out.push(*b);
+    }
+    std::borrow::Cow::Owned(out)
+}
+
+/// How many rows `bytes` can move the cursor down, when they are plain text: printable
+/// characters, line feeds, carriage returns, tabs and backspaces (each line feed one row, and
+/// a wrap at most every `cols` bytes, as no character is wider in columns than in bytes).
+/// `None` for anything else (an escape sequence, a C1 control or another C0 one may move the
+/// cursor anywhere or change what the rows hold).
+fn plain_advance(bytes: &[u8], cols: u16) -> Option<u16> {
+    let mut feeds = 0usize;
+    let mut prev = 0u8;
+    for &b in bytes {
+        match b {
+            b'\n' => feeds += 1,
+            b'\r' | b'\t' | 0x08 => {}
+            0x00..=0x1f | 0x7f => return None,
+            // C1 controls, as UTF-8 (U+0080..U+009F).
+            0x80..=0x9f if prev == 0xc2 => return None,
+            _ => {}
+        }
+        prev = b;
+    }
+    let wraps = bytes.len() / usize::from(cols.max(1)) + 1;
+    u16::try_from(feeds + wraps).ok()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -234,5 +332,45 @@ mod tests {
         let k2 = c.hit_key("false-completion", start, end);
         assert_eq!(k1, k2);
         assert!(!s.first_time(k2));
+    }
+
+    /// Plain text printed a line at a time (scrolling, a carriage return over a progress
+    /// figure, a line too long for a row) reads as it does when every row is read again: each
+    /// new line is in the changed text, and the rows kept are the screen's.
+    #[test]
+    fn plain_lines_read_from_the_rows_below_the_cursor() {
+        let mut s = Screen::new(6, 20);
+        let mut writes: Vec<String> = (0..9).map(|i| format!("line {i} done\r\n")).collect();
+        writes.insert(3, "progress 50%\rprogress 60%\r\n".into());
+        writes.insert(6, format!("{}\r\n", "wrapped words ".repeat(3)));
+        for w in &writes {
+            let got = s.feed(w.as_bytes());
+            // What the write left on its last row: a carriage return wrote over the rest.
+            let last = w.trim_end().rsplit('\r').next().unwrap_or_default();
+            let word = last.split_whitespace().last().unwrap_or_default();
+            assert!(got.text.contains(word), "{w:?}: {:?}", got.text);
+            let want: Vec<String> = s.parser.screen().rows(0, 20).collect();
+            let (cursor, _) = s.parser.screen().cursor_position();
+            let reached = usize::from(cursor.saturating_sub(2))..=usize::from(cursor);
+            assert_eq!(s.rows[reached.clone()], want[reached], "after {w:?}");
+        }
+        // A scrolled screen is not read again: the rows the line can have reached (it may have
+        // wrapped from the row above) and one of context, not the rows above.
+        let got = s.feed(b"the end\r\n");
+        assert_eq!(got.text, "line 7 done line 8 done the end");
+        assert!(plain_advance(b"a\x1b[2J", 20).is_none());
+        assert!(plain_advance("a\u{9b}2J".as_bytes(), 20).is_none());
+        assert_eq!(plain_advance(b"one\ntwo\n", 20), Some(3));
+    }
+
+    /// Lines a program prints with `\n` start at the left edge, as the pty's `ONLCR` puts them.
+    #[test]
+    fn a_line_feed_returns_to_the_left_edge() {
+        let mut s = Screen::new(5, 20);
+        s.feed(b"first line\nsecond line\n");
+        s.feed(b"\nthird\r\n");
+        let rows: Vec<String> = s.parser.screen().rows(0, 20).collect();
+        assert_eq!(rows, ["first line", "second line", "", "third", ""]);
+        assert_eq!(&*onlcr(b"a\r\nb"), b"a\r\nb");
     }
 }

@@ -673,10 +673,24 @@ impl RuleSet {
     /// Like `scan`, for hits that end after byte `from` (text before it is context: the tail
     /// of earlier writes, already scanned).
     pub fn scan_from(&self, scope: Scope, text: &str, from: usize) -> Vec<Hit> {
+        self.hits(scope, text, from, false)
+    }
+
+    /// Every hit of every rule in `text`, highest priority first, each rule's in order and not
+    /// overlapping: one pass of the automaton and of each rule's regex, where asking `scan_from`
+    /// again past each hit rescanned the rest of the text once per hit (a screen full of old,
+    /// already judged text made that quadratic).
+    pub fn scan_every(&self, scope: Scope, text: &str) -> Vec<Hit> {
+        self.hits(scope, text, 0, true)
+    }
+
+    /// The hits ending after `from`: every one of each rule with `every`, else its first.
+    fn hits(&self, scope: Scope, text: &str, from: usize, every: bool) -> Vec<Hit> {
         let Some((_, ix)) = self.index.iter().find(|(s, _)| *s == scope) else {
             return Vec::new();
         };
-        let mut candidates: Vec<(usize, usize, usize)> = Vec::new();
+        // Each rule whose literal is in the text, with where its literals matched.
+        let mut candidates: Vec<(usize, Vec<(usize, usize)>)> = Vec::new();
         if let Some(ac) = &ix.ac {
             // The context before `from` was scanned with its own write: only a match that
             // reaches past it is new, and it starts at most `longest` bytes before it.
@@ -697,24 +711,48 @@ impl RuleSet {
                 {
                     continue;
                 }
-                if !candidates.iter().any(|c| c.0 == rule) {
-                    candidates.push((rule, m.start(), m.end()));
+                match candidates.iter_mut().find(|c| c.0 == rule) {
+                    Some((_, spans)) => {
+                        // A regex decides over the whole text: one literal is enough.
+                        if every && r.regex.is_none() {
+                            spans.push((m.start(), m.end()));
+                        }
+                    }
+                    None => candidates.push((rule, vec![(m.start(), m.end())])),
                 }
             }
         }
-        candidates.extend(ix.always.iter().map(|r| (*r, 0, 0)));
+        candidates.extend(ix.always.iter().map(|r| (*r, vec![(0, 0)])));
         let mut hits = Vec::new();
-        for (rule, start, end) in candidates {
+        for (rule, mut spans) in candidates {
             match &self.rules[rule].regex {
                 // The literal is a prefilter; the regex decides, over the whole window.
                 Some(re) => {
-                    if let Some((start, end)) =
-                        matches(&self.rules[rule], re, text).find(|(_, e)| *e > from)
-                    {
-                        hits.push(Hit { rule, start, end });
+                    let mut found = matches(&self.rules[rule], re, text)
+                        .filter(|(_, e)| *e > from)
+                        .map(|(start, end)| Hit { rule, start, end });
+                    if every {
+                        hits.extend(found);
+                    } else if let Some(h) = found.next() {
+                        hits.push(h);
                     }
                 }
-                None => hits.push(Hit { rule, start, end }),
+                None => {
+                    // The automaton reports matches by where they end; a rule's hits are
+                    // taken from the left, one after another.
+                    spans.sort_unstable();
+                    let mut after = 0;
+                    for (start, end) in spans {
+                        if start < after {
+                            continue;
+                        }
+                        hits.push(Hit { rule, start, end });
+                        after = end.max(start + 1);
+                        if !every {
+                            break;
+                        }
+                    }
+                }
             }
         }
         hits.sort_by_key(|h| std::cmp::Reverse(self.rules[h.rule].priority));

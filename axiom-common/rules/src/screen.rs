@@ -24,8 +24,48 @@ pub struct Screen {
     parser: vt100::Parser,
     /// Each row's text after the last feed.
     rows: Vec<String>,
-    seen: HashSet<u64>,
-    seen_order: VecDeque<u64>,
+    /// Hits judged (by `Changed::hit_key`).
+    seen: Bounded,
+    /// The texts of the rows read lately (two screens' worth): a row showing one of them
+    /// scrolled or was repainted, and was read where it was first written.
+    read: Bounded,
+}
+
+/// A set of hashes that forgets the oldest past its size.
+#[derive(Default)]
+struct Bounded {
+    set: HashSet<u64>,
+    order: VecDeque<u64>,
+    max: usize,
+}
+
+impl Bounded {
+    fn new(max: usize) -> Bounded {
+        Bounded {
+            max,
+            ..Bounded::default()
+        }
+    }
+
+    /// Whether `key` is new; remembers it.
+    fn insert(&mut self, key: u64) -> bool {
+        if !self.set.insert(key) {
+            return false;
+        }
+        self.order.push_back(key);
+        while self.order.len() > self.max {
+            if let Some(k) = self.order.pop_front() {
+                self.set.remove(&k);
+            }
+        }
+        true
+    }
+}
+
+fn text_key(text: &str) -> u64 {
+    let mut h = std::hash::DefaultHasher::new();
+    std::hash::Hash::hash(text, &mut h);
+    std::hash::Hasher::finish(&h)
 }
 
 /// Text that changed on screen: rows joined into one string (a row break is read as a space,
@@ -69,7 +109,7 @@ impl std::fmt::Debug for Screen {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Screen")
             .field("rows", &self.rows.len())
-            .field("seen", &self.seen.len())
+            .field("seen", &self.seen.set.len())
             .finish()
     }
 }
@@ -85,8 +125,8 @@ impl Screen {
         Screen {
             parser: vt100::Parser::new(nz(rows, DEFAULT_ROWS), nz(cols, DEFAULT_COLS), 0),
             rows: Vec::new(),
-            seen: HashSet::new(),
-            seen_order: VecDeque::new(),
+            seen: Bounded::new(SEEN_MAX),
+            read: Bounded::new(2 * usize::from(rows.max(1))),
         }
     }
 
@@ -141,15 +181,14 @@ impl Screen {
         out
     }
 
-    /// Rereads every row; which changed (and are not blank).
+    /// Rereads every row; which changed (and are new text).
     fn reread_all(&mut self) -> Vec<bool> {
         let (_, cols) = self.parser.screen().size();
         let now: Vec<String> = self.parser.screen().rows(0, cols.get()).collect();
-        let changed = now
-            .iter()
-            .enumerate()
-            .map(|(i, r)| self.rows.get(i) != Some(r) && !r.trim().is_empty())
-            .collect();
+        let mut changed = vec![false; now.len()];
+        for (i, r) in now.iter().enumerate() {
+            changed[i] = self.rows.get(i) != Some(r) && self.read_now(r);
+        }
         self.rows = now;
         changed
     }
@@ -188,11 +227,18 @@ impl Screen {
             if self.rows[i] != text {
                 // Only rows the text can have reached count as changed; the context rows are
                 // read for the phrase that may start or end on them.
-                changed[i] = (first..=cursor).contains(&r) && !text.trim().is_empty();
+                changed[i] = (first..=cursor).contains(&r) && self.read_now(text);
                 self.rows[i] = text.to_string();
             }
         }
         Some(changed)
+    }
+
+    /// Whether a row read now is new text: not blank, and not a row read lately (which
+    /// scrolled or was repainted: its hits are known by their text, so nothing of it is new;
+    /// judging every row that moved had a scrolling screen judged whole at each line).
+    fn read_now(&mut self, row: &str) -> bool {
+        !row.trim().is_empty() && self.read.insert(text_key(row))
     }
 
     /// Follows the terminal's size (a resized terminal is repainted by its TUI).
@@ -201,21 +247,13 @@ impl Screen {
         if (r.get(), c.get()) != (rows, cols) && rows > 0 && cols > 0 {
             self.parser
                 .set_size(nz(rows, DEFAULT_ROWS), nz(cols, DEFAULT_COLS));
+            self.read.max = 2 * usize::from(rows);
         }
     }
 
     /// Whether a hit (by `Changed::hit_key`) is new on this screen; remembers it.
     pub fn first_time(&mut self, key: u64) -> bool {
-        if !self.seen.insert(key) {
-            return false;
-        }
-        self.seen_order.push_back(key);
-        while self.seen_order.len() > SEEN_MAX {
-            if let Some(k) = self.seen_order.pop_front() {
-                self.seen.remove(&k);
-            }
-        }
-        true
+        self.seen.insert(key)
     }
 
     /// Whether the program on this terminal asked for bracketed paste (`CSI ?2004h`).
@@ -268,25 +306,54 @@ fn onlcr(bytes: &[u8]) -> std::borrow::Cow<'_, [u8]> {
 
 /// How many rows `bytes` can move the cursor down, when they are plain text: printable
 /// characters, line feeds, carriage returns, tabs and backspaces (each line feed one row, and
-/// a wrap at most every `cols` bytes, as no character is wider in columns than in bytes).
-/// `None` for anything else (an escape sequence, a C1 control or another C0 one may move the
-/// cursor anywhere or change what the rows hold).
+/// a wrap at most every `cols` bytes, as no character is wider in columns than in bytes), and
+/// the sequences that only colour text, erase the cursor's row or show and hide the cursor
+/// (`CSI … m`, `CSI … K`, `CSI ?25h/l`: compilers, test runners and progress lines use them).
+/// `None` for anything else (another escape sequence, a C1 control or another C0 one may move
+/// the cursor anywhere or change what the rows hold).
 fn plain_advance(bytes: &[u8], cols: u16) -> Option<u16> {
     let mut feeds = 0usize;
     let mut prev = 0u8;
-    for &b in bytes {
+    let mut i = 0;
+    while i < bytes.len() {
+        let b = bytes[i];
         match b {
             b'\n' => feeds += 1,
             b'\r' | b'\t' | 0x08 => {}
+            0x1b => i += row_local_csi(&bytes[i..])?,
             0x00..=0x1f | 0x7f => return None,
             // C1 controls, as UTF-8 (U+0080..U+009F).
             0x80..=0x9f if prev == 0xc2 => return None,
             _ => {}
         }
         prev = b;
+        i += 1;
     }
     let wraps = bytes.len() / usize::from(cols.max(1)) + 1;
     u16::try_from(feeds + wraps).ok()
+}
+
+/// The length past its `ESC` of a control sequence at the start of `seq` that changes at most
+/// the cursor's row and never moves the cursor: SGR (`m`), erase in line (`K`), cursor
+/// visibility (`?25h`, `?25l`).
+fn row_local_csi(seq: &[u8]) -> Option<usize> {
+    if seq.get(1) != Some(&b'[') {
+        return None;
+    }
+    let params = seq[2..]
+        .iter()
+        .take_while(|b| (0x30..=0x3f).contains(*b))
+        .count();
+    let final_at = 2 + params;
+    let (params, last) = (&seq[2..final_at], *seq.get(final_at)?);
+    let plain = params
+        .iter()
+        .all(|b| b.is_ascii_digit() || *b == b';' || *b == b':');
+    match last {
+        b'm' | b'K' if plain => Some(final_at),
+        b'h' | b'l' if params == b"?25" => Some(final_at),
+        _ => None,
+    }
 }
 
 #[cfg(test)]
@@ -354,13 +421,38 @@ mod tests {
             let reached = usize::from(cursor.saturating_sub(2))..=usize::from(cursor);
             assert_eq!(s.rows[reached.clone()], want[reached], "after {w:?}");
         }
-        // A scrolled screen is not read again: the rows the line can have reached (it may have
-        // wrapped from the row above) and one of context, not the rows above.
+        // A scrolled screen is not read again: the new line and one row of context, not the
+        // rows above (nor the rows it can have reached that hold lines read already).
         let got = s.feed(b"the end\r\n");
-        assert_eq!(got.text, "line 7 done line 8 done the end");
+        assert_eq!(got.text, "line 8 done the end");
         assert!(plain_advance(b"a\x1b[2J", 20).is_none());
         assert!(plain_advance("a\u{9b}2J".as_bytes(), 20).is_none());
         assert_eq!(plain_advance(b"one\ntwo\n", 20), Some(3));
+        // Colour, erase in line and cursor visibility keep text plain; other sequences do not.
+        let coloured = b"\x1b[1;32mok\x1b[0m\n\r\x1b[K\x1b[?25l50%\x1b[38:5:208m\x1b[?25h";
+        assert_eq!(plain_advance(coloured, 20), Some(4));
+        for other in [
+            &b"\x1b[3;1H"[..],
+            b"\x1b[?1049h",
+            b"\x1b[2J",
+            b"\x1b[",
+            b"\x1b7",
+            b"\x1b[?2m",
+        ] {
+            assert!(plain_advance(other, 20).is_none(), "{other:?}");
+        }
+    }
+
+    /// When every row is read again (a cursor move), rows that only scrolled are not new: a
+    /// screen scrolled by one line yields that line and its context, not the whole screen.
+    #[test]
+    fn scrolled_rows_are_not_read_as_new() {
+        let mut s = Screen::new(5, 30);
+        for i in 0..5 {
+            s.feed(format!("old line {i}\r\n").as_bytes());
+        }
+        let c = s.feed(b"\x1b[5;1Hnew line\r\n");
+        assert_eq!(c.text, "old line 4 new line");
     }
 
     /// Lines a program prints with `\n` start at the left edge, as the pty's `ONLCR` puts them.

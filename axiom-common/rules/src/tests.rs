@@ -50,6 +50,31 @@ fn parses_and_scans() {
     assert!(!e.contains("ABCDEFGHIJKLMNOP"));
 }
 
+/// `scan_every` finds each rule's every hit, left to right and not overlapping, in one pass;
+/// `scan` the first of each.
+#[test]
+fn every_hit_of_each_rule_in_one_scan() {
+    let set = RuleSet::new(parse(SAMPLE, "sample.toml").expect("parse")).expect("set");
+    let text = "TODO one, TODOS no, FIXME two, TODO three";
+    let every: Vec<(usize, usize)> = set
+        .scan_every(Scope::FileWrite, text)
+        .iter()
+        .map(|h| (h.start, h.end))
+        .collect();
+    assert_eq!(every, [(0, 4), (20, 25), (31, 35)]);
+    assert_eq!(set.scan(Scope::FileWrite, text).len(), 1);
+    // A literal-only rule: its automaton matches, overlapping ones skipped.
+    let text = "Let me plan. let me plan again; LET ME PLAN";
+    let every: Vec<usize> = set
+        .scan_every(Scope::Output, text)
+        .iter()
+        .map(|h| h.start)
+        .collect();
+    assert_eq!(every, [0, 13, 32]);
+    let first = set.scan_from(Scope::Output, text, 25);
+    assert_eq!(first.iter().map(|h| h.start).collect::<Vec<_>>(), [32]);
+}
+
 #[test]
 fn errors_name_the_line() {
     let bad_regex = "[[rule]]\nid = \"x\"\nscope = \"output\"\nregex = '(unclosed'\n";

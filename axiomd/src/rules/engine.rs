@@ -728,10 +728,14 @@ impl Engine {
         if changed.text.is_empty() {
             return Vec::new();
         }
-        let mut hits = std::collections::VecDeque::from(set.scan(Scope::Terminal, &changed.text));
         let latency_us = Some((now_ns().saturating_sub(ev.time_ns)) as f64 / 1e3);
         let mut out = Vec::new();
-        while let Some(h) = hits.pop_front() {
+        // Rules judged in this text: a rule's first new hit is the one judged.
+        let mut judged: Vec<usize> = Vec::new();
+        for h in set.scan_every(Scope::Terminal, &changed.text) {
+            if judged.contains(&h.rule) {
+                continue;
+            }
             let r = &set.rules[h.rule];
             let k = changed.hit_key(&r.id, h.start, h.end);
             let first = self
@@ -739,18 +743,12 @@ impl Engine {
                 .get_mut(&ev.agent)
                 .and_then(|t| t.screens.get_mut(device))
                 .is_some_and(|s| s.first_time(k));
+            // Old text (a context row, a repaint) or an echo: the rule may still hit the same
+            // rows further on.
             if !first || self.echoed(set, ev.agent, &changed.text, &h) {
-                // Old text (a context row, a repaint) or an echo: the rule may still hit the
-                // same rows further on.
-                if let Some(next) = set
-                    .scan_from(Scope::Terminal, &changed.text, h.end)
-                    .into_iter()
-                    .find(|n| n.rule == h.rule && n.start >= h.end)
-                {
-                    hits.push_back(next);
-                }
                 continue;
             }
+            judged.push(h.rule);
             if let Some(f) = self.judge(
                 set,
                 ev,

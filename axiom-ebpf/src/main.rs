@@ -19,6 +19,7 @@
 use axiom_common::*;
 use aya_ebpf::{
     EbpfContext,
+    bindings::{BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
     helpers::{
         bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_current_uid_gid,
         generated::{bpf_get_current_cgroup_id, bpf_ktime_get_ns},
@@ -172,18 +173,49 @@ pub(crate) fn fill_header(h: *mut EventHeader, kind: u16, pid_tgid: u64, agent: 
 }
 
 /// Reserves a fixed-size record on the EVENTS ring, fills its header, lets `body` fill the rest,
-/// and submits it. A full ring is counted, never silent.
+/// and submits it, waking axiomd (see `emit_then`). A full ring is counted, never silent.
 #[inline(always)]
 pub(crate) fn emit<T: 'static>(kind: u16, pid_tgid: u64, agent: u64, body: impl FnOnce(*mut T)) {
+    emit_then(kind, pid_tgid, agent, |p| {
+        body(p);
+        true
+    })
+}
+
+/// Like `emit`, `body` saying whether the record wakes axiomd; one that does not waits for the
+/// next that does, or for the reader's drain timer. The kernel's own wakeup policy wakes the
+/// reader only for a record at the consumer's position (the ring was read up to it), so behind
+/// a record that did not wake it, no later one would: a waking record that finds other records
+/// unread forces the wakeup (the query reads the ring's positions: a cache line the reader
+/// writes, paid by waking records only).
+#[inline(always)]
+pub(crate) fn emit_then<T: 'static>(
+    kind: u16,
+    pid_tgid: u64,
+    agent: u64,
+    body: impl FnOnce(*mut T) -> bool,
+) {
     match EVENTS.reserve::<T>(0) {
         Some(mut entry) => {
             let p = entry.as_mut_ptr();
             fill_header(p as *mut EventHeader, kind, pid_tgid, agent);
-            body(p);
-            entry.submit(0);
+            let flags = if !body(p) {
+                BPF_RB_NO_WAKEUP
+            } else if EVENTS.query(BPF_RB_AVAIL_DATA as u64) > record_size::<T>() {
+                BPF_RB_FORCE_WAKEUP
+            } else {
+                0
+            };
+            entry.submit(flags as u64);
         }
         None => lost(LostCause::RingFullEvents),
     }
+}
+
+/// The bytes a record of `T` takes in a ring: an 8-byte header, rounded up to 8.
+#[inline(always)]
+const fn record_size<T>() -> u64 {
+    ((core::mem::size_of::<T>() + 8 + 7) & !7) as u64
 }
 
 #[cfg(not(test))]

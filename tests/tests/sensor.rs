@@ -152,6 +152,48 @@ fn paths_of_a_process_gone_before_its_records_are_read_follow_its_chdirs() {
     wrote(&mut sub, "three", format!("{dir}/f1"));
 }
 
+/// A path that names its file through an fd (`/proc/self/fd/N/name`, as Claude Code writes
+/// its files, or relative to a directory fd) is resolved from /proc, so its record wakes axiomd
+/// while the fd is open, where other file records wait for the drain timer (here a second): the
+/// directory is closed 300 ms after the renames, and the process exits at once.
+#[test]
+fn paths_through_a_directory_fd_are_read_while_it_is_open() {
+    let d = Daemon::start("sensor_dirfd", &["--set", "sensor.output_flush_ms=1000"]);
+    let cg = Cgroup::new("dirfd");
+    d.track_cgroup(&cg);
+    let mut sub = d.subscribe(false);
+    let dir = tempdir("dirfd");
+    let script = format!(
+        "python3 -c 'import os, time\n\
+         d = os.open(\"{dir}\", os.O_RDONLY | os.O_DIRECTORY)\n\
+         p = \"/proc/self/fd/%d/\" % d\n\
+         fd = os.open(p + \"a.tmp\", os.O_WRONLY | os.O_CREAT, 0o644)\n\
+         os.write(fd, b\"through-proc\")\n\
+         os.close(fd)\n\
+         os.rename(p + \"a.tmp\", p + \"a\")\n\
+         fd = os.open(\"b.tmp\", os.O_WRONLY | os.O_CREAT, 0o644, dir_fd=d)\n\
+         os.write(fd, b\"through-dirfd\")\n\
+         os.close(fd)\n\
+         os.rename(\"b.tmp\", \"b\", src_dir_fd=d, dst_dir_fd=d)\n\
+         time.sleep(0.3)\n\
+         os.close(d)\n'"
+    );
+    let (_, st) = run_in(&cg, &script);
+    assert!(st.success());
+    for (text, name) in [("through-proc", "a"), ("through-dirfd", "b")] {
+        let tmp = format!("{dir}/{name}.tmp");
+        sub.wait_for(text, T, |e| {
+            output_text(e) == Some(text)
+                && matches!(&e.body, Body::Output { target: Some(t), .. } if *t == tmp)
+        });
+        let to = format!("{dir}/{name}");
+        sub.wait_for(&format!("rename to {to}"), T, |e| {
+            matches!(&e.body, Body::File { op, path, path2: Some(p2), .. }
+                if op == "rename" && *path == tmp && *p2 == to)
+        });
+    }
+}
+
 #[test]
 fn untracked_process_produces_no_events() {
     let d = Daemon::start("sensor_untracked", &[]);

@@ -52,35 +52,48 @@ pub const CFG_ENTRIES: u32 = 8;
 /// Kernel matcher: the literal parts of every active rule, compiled by axiomd into one
 /// Aho–Corasick DFA over byte classes (ASCII case folded), scanned over each captured buffer.
 /// At most 16,384 states (about as many literal bytes: some 2,000 literals of 8 bytes); a table
-/// is 2 MiB and the kernel holds two. The state index fits in 14 bits beside the two flags of a
-/// `Dfa::next` entry.
+/// is 4 MiB and the kernel holds two.
 pub const DFA_MAX_STATES: usize = 16384;
 /// Byte classes (class 0: every byte no pattern uses).
 pub const DFA_CLASSES: usize = 64;
+/// Bytes of one state's row of `Dfa::next` (a u32 per class).
+pub const DFA_ROW_BYTES: usize = DFA_CLASSES * 4;
 /// Bytes of a captured buffer the kernel scans (the rest is left to userspace).
 pub const SCAN_MAX: usize = 4096;
 /// `Dfa::accept` bits.
 pub const ACCEPT_MATCH: u8 = 1;
 /// A pattern of a `deny` rule ends here: the writer is killed before its bytes land.
 pub const ACCEPT_DENY: u8 = 2;
-/// Bits of a `Dfa::next` entry besides the target state: the target accepts (a literal ends
-/// there), and one of those literals is a deny rule's. The kernel needs one load per byte.
-pub const NEXT_ACCEPT: u16 = 0x8000;
-pub const NEXT_DENY: u16 = 0x4000;
-pub const NEXT_STATE: u16 = (DFA_MAX_STATES - 1) as u16;
+/// Bits of a `Dfa::next` entry besides the target row: the target accepts (a literal ends
+/// there), and one of those literals is a deny rule's.
+pub const NEXT_ACCEPT: u32 = 1 << 31;
+pub const NEXT_DENY: u32 = 1 << 30;
+/// The target row's byte offset in `Dfa::next` (state × `DFA_ROW_BYTES`): the kernel adds the
+/// byte's class offset and loads, with no multiply or shift on the chain of dependent loads that
+/// bounds a scan's speed.
+pub const NEXT_ROW: u32 = ((DFA_MAX_STATES * DFA_ROW_BYTES - 1) & !(DFA_ROW_BYTES - 1)) as u32;
 /// Accepting states reported per match record.
 pub const MATCH_STATES: usize = 4;
 
-/// One automaton: `next[state * DFA_CLASSES + classes[byte]]` (target state | NEXT_* bits).
+/// One automaton. A byte `b` in state `s` goes to the entry at byte offset
+/// `s × DFA_ROW_BYTES + classes[b]` of `next`; the entry holds the target's row offset and the
+/// NEXT_* bits, so each byte costs the kernel one load of `classes` (independent of the state)
+/// and one load of `next`.
 #[repr(C)]
 #[derive(Clone, Copy)]
 pub struct Dfa {
+    /// Each byte's class, as its byte offset within a row (class × 4).
     pub classes: [u8; 256],
     /// The longest literal's length: a scan may start that many bytes before a point from the
     /// root and be in the right state there (the kernel scans two halves of a buffer at once).
     pub depth: u16,
     pub accept: [u8; DFA_MAX_STATES],
-    pub next: [u16; DFA_MAX_STATES * DFA_CLASSES],
+    pub next: [u32; DFA_MAX_STATES * DFA_CLASSES],
+}
+
+impl Dfa {
+    /// Byte offset of `next` within the table (the kernel loads at a constant offset from it).
+    pub const NEXT_OFFSET: usize = core::mem::offset_of!(Dfa, next);
 }
 
 /// The indices of a per-CPU counter map: the enum, `ALL` in index order, the count, and each

@@ -33,16 +33,23 @@ pub(crate) static SCAN_CTX: PerCpuArray<ScanCtx> = PerCpuArray::with_max_entries
 #[repr(C)]
 pub(crate) struct ScanCtx {
     table: u32,
-    /// Two chains scan at once, so the CPU overlaps their table loads (one chain is a load per
-    /// byte, each waiting on the last): A covers `[0, mid)` from the fd's carried state; B
+    /// Two chains scan at once, so the CPU overlaps their loads (one chain is two dependent loads
+    /// per byte, each waiting on the last): A covers `[0, mid)` from the fd's carried state; B
     /// covers `[from, n)` from the root, `from` the longest literal's length before `mid`, so
-    /// that it is in the right state at `mid`, and counts only what ends at or after `mid`.
-    /// Unsplit (short writes): `mid` = `from` = 0 and B alone scans, from the carried state.
+    /// that it is in the right state at `mid`, and counts only what ends at or after `mid`. `mid`
+    /// makes both as long (`len` steps; A runs at most one byte past `mid`, its hits there not
+    /// counted), so the loop tests no chain's bounds per byte. Unsplit (short writes): B alone
+    /// scans `[0, n)` from the carried state.
     mid: u32,
     from: u32,
-    n: u32,
+    len: u32,
+    /// The chains' states, as their rows' offsets in `Dfa::next`.
     state: u32,
     state_b: u32,
+    /// The exact pass over one step (see `exact_byte`): its first byte and its chains' states.
+    ex_base: u32,
+    ex_a: u32,
+    ex_b: u32,
     hits: u32,
     first: u32,
     deny: u32,
@@ -51,16 +58,21 @@ pub(crate) struct ScanCtx {
 
 /// Bytes handled per `bpf_loop` step: the verifier checks the callback once, not per byte (a
 /// plain loop over 4 KiB is unrolled by the verifier past its complexity limit), and a long step
-/// keeps the per-call cost small.
+/// keeps the per-call cost small. A step's loop has no branch but its bound: it runs the chains
+/// and ORs their entries; only a step that saw an accepting entry is scanned again, byte by
+/// byte, to find where (`exact_byte`). A branch per byte in the loop itself would cost time on
+/// every byte, and the verifier, which walks each of the loop's iterations, would follow every
+/// combination of its outcomes.
 pub(crate) const SCAN_STEP: usize = 128;
 
 #[inline(always)]
-fn hit(c: &mut ScanCtx, at: usize, st: usize, v: u16) {
+fn hit(c: &mut ScanCtx, at: usize, v: u32) {
     if c.hits == 0 || (at as u32) < c.first - 1 {
         c.first = at as u32 + 1;
     }
     if (c.hits as usize) < MATCH_STATES {
-        c.states[c.hits as usize & (MATCH_STATES - 1)] = st as u16;
+        c.states[c.hits as usize & (MATCH_STATES - 1)] =
+            ((v & NEXT_ROW) / DFA_ROW_BYTES as u32) as u16;
     }
     c.hits += 1;
     if v & NEXT_DENY != 0 {
@@ -68,46 +80,144 @@ fn hit(c: &mut ScanCtx, at: usize, st: usize, v: u16) {
     }
 }
 
+/// One byte of one chain: the `Dfa::next` entry for `byte` from the state whose row is at `row`.
+/// The class load does not depend on the state; the chain waits on one add and one load per
+/// byte. The caller keeps the entry's row (`& NEXT_ROW`) as the next state whatever its flags,
+/// so the verifier sees one state shape per byte whichever branch a hit took.
+#[inline(always)]
+fn step(dfa: *const u8, row: u32, byte: u8) -> u32 {
+    // SAFETY: `classes` is the table's first 256 bytes; a class is a multiple of 4 below 256 and
+    // a row offset at most NEXT_ROW, so the u32 read stays inside `next`.
+    unsafe {
+        let class = *dfa.add(byte as usize) as u32 & 0xfc;
+        *(dfa.add(Dfa::NEXT_OFFSET + ((row & NEXT_ROW) + class) as usize) as *const u32)
+    }
+}
+
+/// The scan context, the captured bytes and the live table, for a `bpf_loop` step.
+#[inline(always)]
+fn step_args() -> Option<(&'static mut ScanCtx, *const u8, *const u8)> {
+    let c = unsafe { &mut *SCAN_CTX.get_ptr_mut(0)? };
+    let s = OUT_SCRATCH.get_ptr(0)?;
+    let dfa = DFA.get_ptr(c.table.wrapping_sub(1))?;
+    Some((c, unsafe { (*s).data.as_ptr() }, dfa as *const u8))
+}
+
+/// The exact pass, one byte per call (a callback has no loop for the verifier to unroll): both
+/// chains from the step's saved states, each accept recorded as the step's loop would have.
+/// A's hits count below `mid`, B's from `mid` on (unsplit, `mid` is 0: B's all count).
 #[inline(never)]
-extern "C" fn scan_step(i: u64, _ctx: *mut c_void) -> i64 {
-    let Some(c) = SCAN_CTX.get_ptr_mut(0) else {
+extern "C" fn exact_byte(j: u64, _ctx: *mut c_void) -> i64 {
+    let Some((c, data, dfa)) = step_args() else {
         return 1;
     };
-    let c = unsafe { &mut *c };
-    let (Some(s), Some(dfa)) = (OUT_SCRATCH.get_ptr(0), DFA.get(c.table.wrapping_sub(1))) else {
+    let at = c.ex_base as usize + (j as usize & (SCAN_STEP - 1));
+    let bt = c.from as usize + at;
+    let mid = c.mid as usize;
+    // SAFETY: masked inside the scratch buffer.
+    let (xa, xb) = unsafe {
+        (
+            *data.add(at & (MAX_CAPTURE - 1)),
+            *data.add(bt & (MAX_CAPTURE - 1)),
+        )
+    };
+    let (va, vb) = (step(dfa, c.ex_a, xa), step(dfa, c.ex_b, xb));
+    c.ex_a = va & NEXT_ROW;
+    c.ex_b = vb & NEXT_ROW;
+    if va & NEXT_ACCEPT != 0 && at < mid {
+        hit(c, at, va);
+    }
+    if vb & NEXT_ACCEPT != 0 && bt >= mid {
+        hit(c, bt, vb);
+    }
+    0
+}
+
+/// After a step whose entries held an accept: scans its bytes again from its starting states
+/// `a` and `b`, exactly.
+#[inline(always)]
+fn exact(c: &mut ScanCtx, base: usize, a: u32, b: u32) {
+    c.ex_base = base as u32;
+    c.ex_a = a;
+    c.ex_b = b;
+    let left = c.len as usize - base;
+    let n = if left > SCAN_STEP { SCAN_STEP } else { left };
+    unsafe {
+        bpf_loop(
+            n as u32,
+            exact_byte as *mut c_void,
+            core::ptr::null_mut(),
+            0,
+        )
+    };
+}
+
+/// `bpf_loop` step of a split scan: chains A and B side by side.
+#[inline(never)]
+extern "C" fn scan_pair(i: u64, _ctx: *mut c_void) -> i64 {
+    let Some((c, data, dfa)) = step_args() else {
         return 1;
     };
-    let s = unsafe { &*s };
     let base = (i as usize) * SCAN_STEP;
-    let (mid, from, n) = (c.mid as usize, c.from as usize, c.n as usize);
-    let mut a = c.state as usize;
-    let mut b = c.state_b as usize;
+    let (from, len) = (c.from as usize, c.len as usize);
+    let (mut a, mut b) = (c.state, c.state_b);
     let mut done = 0;
+    let mut any = 0u32;
     for j in 0..SCAN_STEP {
         let at = base + j;
-        let bt = from + at;
-        // B is the longer chain: where it ends, both have.
-        if bt >= n {
+        if at >= len {
             done = 1;
             break;
         }
-        let cb = dfa.classes[s.data[bt & (MAX_CAPTURE - 1)] as usize & 255] as usize;
-        let vb = dfa.next[(b * DFA_CLASSES + cb) & (DFA_MAX_STATES * DFA_CLASSES - 1)];
-        b = (vb & NEXT_STATE) as usize;
-        if at < mid {
-            let ca = dfa.classes[s.data[at & (MAX_CAPTURE - 1)] as usize & 255] as usize;
-            let va = dfa.next[(a * DFA_CLASSES + ca) & (DFA_MAX_STATES * DFA_CLASSES - 1)];
-            a = (va & NEXT_STATE) as usize;
-            if va & NEXT_ACCEPT != 0 {
-                hit(c, at, a, va);
-            }
-        }
-        if vb & NEXT_ACCEPT != 0 && bt >= mid {
-            hit(c, bt, b, vb);
-        }
+        let bt = from + at;
+        // SAFETY: masked inside the scratch buffer.
+        let (xa, xb) = unsafe {
+            (
+                *data.add(at & (MAX_CAPTURE - 1)),
+                *data.add(bt & (MAX_CAPTURE - 1)),
+            )
+        };
+        let (va, vb) = (step(dfa, a, xa), step(dfa, b, xb));
+        a = va & NEXT_ROW;
+        b = vb & NEXT_ROW;
+        any |= va | vb;
     }
-    c.state = a as u32;
-    c.state_b = b as u32;
+    if any & NEXT_ACCEPT != 0 {
+        let (a0, b0) = (c.state, c.state_b);
+        exact(c, base, a0, b0);
+    }
+    c.state = a;
+    c.state_b = b;
+    done
+}
+
+/// `bpf_loop` step of an unsplit scan: chain B alone.
+#[inline(never)]
+extern "C" fn scan_one(i: u64, _ctx: *mut c_void) -> i64 {
+    let Some((c, data, dfa)) = step_args() else {
+        return 1;
+    };
+    let base = (i as usize) * SCAN_STEP;
+    let len = c.len as usize;
+    let mut b = c.state_b;
+    let mut done = 0;
+    let mut any = 0u32;
+    for j in 0..SCAN_STEP {
+        let at = base + j;
+        if at >= len {
+            done = 1;
+            break;
+        }
+        // SAFETY: masked inside the scratch buffer.
+        let vb = step(dfa, b, unsafe { *data.add(at & (MAX_CAPTURE - 1)) });
+        b = vb & NEXT_ROW;
+        any |= vb;
+    }
+    if any & NEXT_ACCEPT != 0 {
+        let b0 = c.state_b;
+        exact(c, base, 0, b0);
+    }
+    c.state_b = b;
     done
 }
 
@@ -142,30 +252,38 @@ pub(crate) fn scan(s: &OutputScratch, captured: usize) {
     };
     let c = unsafe { &mut *c };
     c.table = table;
-    c.n = n as u32;
+    let carried = (state & (DFA_MAX_STATES as u32 - 1)) * DFA_ROW_BYTES as u32;
     // Split when both halves are long beside the warm-up.
-    let mid = n / 2;
-    if depth < SCAN_STEP && mid >= 2 * depth + 32 {
+    let split = depth < SCAN_STEP && n >= 4 * depth + 64;
+    if split {
+        let mid = (n + depth) / 2;
         c.mid = mid as u32;
         c.from = (mid - depth) as u32;
-        c.state = state;
+        c.len = (n - (mid - depth)) as u32;
+        c.state = carried;
         c.state_b = 0;
     } else {
         c.mid = 0;
         c.from = 0;
+        c.len = n as u32;
         c.state = 0;
-        c.state_b = state;
+        c.state_b = carried;
     }
     c.hits = 0;
     c.first = 0;
     c.deny = 0;
     c.states = [0; MATCH_STATES];
-    let steps = (n - c.from as usize).div_ceil(SCAN_STEP) as u32;
-    unsafe { bpf_loop(steps, scan_step as *mut c_void, core::ptr::null_mut(), 0) };
+    let steps = (c.len as usize).div_ceil(SCAN_STEP) as u32;
+    let step = if split {
+        scan_pair as *mut c_void
+    } else {
+        scan_one as *mut c_void
+    };
+    unsafe { bpf_loop(steps, step, core::ptr::null_mut(), 0) };
     // The state carries a literal split across writes. Written only when it changed: a hash
     // update costs more than scanning a short write, and most writes end where they began (in
     // no literal, or with no entry at all, which reads as state 0).
-    let end = c.state_b;
+    let end = c.state_b / DFA_ROW_BYTES as u32;
     if end != state || stale {
         let _ = FD_STATE.insert(&key, &((table << 16) | (end & 0xffff)), 0);
     }

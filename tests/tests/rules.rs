@@ -350,8 +350,9 @@ fn the_kernel_matcher_carries_state_across_writes() {
 #[test]
 fn the_kernel_matcher_finds_a_literal_anywhere_in_a_long_write() {
     // A long write is scanned as two halves at once (the second warmed up from the longest
-    // literal's length before its start): a literal in either half, across the middle, at the
-    // very end, or split from the end of a long write into the next one is stopped the same.
+    // literal's length before its start), 128 bytes per step, a step that saw an accept scanned
+    // again byte by byte: a literal in either half, across a step's end, across the middle, at
+    // the very end, or split from the end of a long write into the next one is stopped the same.
     let rules = deny_rules();
     let d = Daemon::start("rules_long", &["--rules", &rules.display().to_string()]);
     let lit = "FORBIDDEN-PAYLOAD";
@@ -363,6 +364,7 @@ fn the_kernel_matcher_finds_a_literal_anywhere_in_a_long_write() {
     };
     let cases = [
         ("first half", write(10, 3973)),
+        ("across a scan step's end", write(120, 3863)),
         ("across the middle", write(1992, 1991)),
         ("second half", write(3000, 983)),
         ("at the end", write(3983, 0)),

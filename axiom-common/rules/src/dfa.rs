@@ -2,7 +2,8 @@
 //! DFA over byte classes, laid out as `crate::Dfa` for a BPF array map. ASCII case is folded (the
 //! kernel is a prefilter; userspace confirms case where a rule cares).
 use axiom_common::{
-    ACCEPT_DENY, ACCEPT_MATCH, DFA_CLASSES, DFA_MAX_STATES, Dfa, NEXT_ACCEPT, NEXT_DENY, NEXT_STATE,
+    ACCEPT_DENY, ACCEPT_MATCH, DFA_CLASSES, DFA_MAX_STATES, DFA_ROW_BYTES, Dfa, NEXT_ACCEPT,
+    NEXT_DENY, NEXT_ROW,
 };
 
 /// A literal for the kernel, and the rule it belongs to.
@@ -41,22 +42,26 @@ impl KernelDfa {
     pub fn build(patterns: Vec<Pattern>) -> Result<KernelDfa, String> {
         // SAFETY: Dfa is integers only; all-zero is a valid (empty) automaton.
         let mut table: Box<Dfa> = unsafe { Box::<Dfa>::new_zeroed().assume_init() };
+        let mut class = [0u8; 256];
         let mut classes = 1usize;
         for p in &patterns {
             for &b in &p.bytes {
                 let b = fold(b);
-                if table.classes[b as usize] == 0 {
+                if class[b as usize] == 0 {
                     if classes == DFA_CLASSES {
                         return Err(format!(
                             "the kernel matcher takes at most {} distinct bytes across all literals",
                             DFA_CLASSES - 1
                         ));
                     }
-                    table.classes[b as usize] = classes as u8;
-                    table.classes[b.to_ascii_uppercase() as usize] = classes as u8;
+                    class[b as usize] = classes as u8;
+                    class[b.to_ascii_uppercase() as usize] = classes as u8;
                     classes += 1;
                 }
             }
+        }
+        for (t, c) in table.classes.iter_mut().zip(class) {
+            *t = c * 4;
         }
         // Trie.
         let mut goto: Vec<[u16; DFA_CLASSES]> = vec![[0; DFA_CLASSES]];
@@ -64,7 +69,7 @@ impl KernelDfa {
         for (i, p) in patterns.iter().enumerate() {
             let mut s = 0usize;
             for &b in &p.bytes {
-                let c = table.classes[fold(b) as usize] as usize;
+                let c = class[fold(b) as usize] as usize;
                 if goto[s][c] == 0 {
                     if goto.len() == DFA_MAX_STATES {
                         return Err(format!(
@@ -109,7 +114,7 @@ impl KernelDfa {
         for (s, row) in delta.iter().enumerate() {
             for (c, &t) in row.iter().enumerate() {
                 let a = table.accept[t as usize];
-                let mut v = t;
+                let mut v = t as u32 * DFA_ROW_BYTES as u32;
                 if a & ACCEPT_MATCH != 0 {
                     v |= NEXT_ACCEPT;
                 }
@@ -135,9 +140,9 @@ impl KernelDfa {
         let mut st = state as usize;
         let mut hits = Vec::new();
         for (i, &b) in text.iter().enumerate() {
-            let c = self.table.classes[b as usize] as usize;
+            let c = self.table.classes[b as usize] as usize / 4;
             let v = self.table.next[st * DFA_CLASSES + c];
-            st = (v & NEXT_STATE) as usize;
+            st = (v & NEXT_ROW) as usize / DFA_ROW_BYTES;
             if v & NEXT_ACCEPT != 0 {
                 hits.push((i + 1, st as u16));
             }

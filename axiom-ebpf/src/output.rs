@@ -114,14 +114,10 @@ extern "C" fn exact_byte(j: u64, _ctx: *mut c_void) -> i64 {
     let at = c.ex_base as usize + (j as usize & (SCAN_STEP - 1));
     let bt = c.from as usize + at;
     let mid = c.mid as usize;
-    // SAFETY: masked inside the scratch buffer.
-    let (xa, xb) = unsafe {
-        (
-            *data.add(at & (MAX_CAPTURE - 1)),
-            *data.add(bt & (MAX_CAPTURE - 1)),
-        )
-    };
-    let (va, vb) = (step(dfa, c.ex_a, xa), step(dfa, c.ex_b, xb));
+    let (va, vb) = (
+        step(dfa, c.ex_a, byte(data, at)),
+        step(dfa, c.ex_b, byte(data, bt)),
+    );
     c.ex_a = va & NEXT_ROW;
     c.ex_b = vb & NEXT_ROW;
     if va & NEXT_ACCEPT != 0 && at < mid {
@@ -152,9 +148,17 @@ fn exact(c: &mut ScanCtx, base: usize, a: u32, b: u32) {
     };
 }
 
-/// `bpf_loop` step of a split scan: chains A and B side by side.
+/// The captured byte at `at`.
+#[inline(always)]
+fn byte(data: *const u8, at: usize) -> u8 {
+    // SAFETY: masked inside the scratch buffer.
+    unsafe { *data.add(at & (MAX_CAPTURE - 1)) }
+}
+
+/// `bpf_loop` step: chain B over `[from, n)` and, in a split scan (`PAIR`), chain A beside it.
+/// Unsplit, `from` is 0 and A is compiled out.
 #[inline(never)]
-extern "C" fn scan_pair(i: u64, _ctx: *mut c_void) -> i64 {
+extern "C" fn scan_step<const PAIR: bool>(i: u64, _ctx: *mut c_void) -> i64 {
     let Some((c, data, dfa)) = step_args() else {
         return 1;
     };
@@ -169,54 +173,20 @@ extern "C" fn scan_pair(i: u64, _ctx: *mut c_void) -> i64 {
             done = 1;
             break;
         }
-        let bt = from + at;
-        // SAFETY: masked inside the scratch buffer.
-        let (xa, xb) = unsafe {
-            (
-                *data.add(at & (MAX_CAPTURE - 1)),
-                *data.add(bt & (MAX_CAPTURE - 1)),
-            )
-        };
-        let (va, vb) = (step(dfa, a, xa), step(dfa, b, xb));
-        a = va & NEXT_ROW;
+        let vb = step(dfa, b, byte(data, from + at));
         b = vb & NEXT_ROW;
-        any |= va | vb;
+        any |= vb;
+        if PAIR {
+            let va = step(dfa, a, byte(data, at));
+            a = va & NEXT_ROW;
+            any |= va;
+        }
     }
     if any & NEXT_ACCEPT != 0 {
         let (a0, b0) = (c.state, c.state_b);
         exact(c, base, a0, b0);
     }
     c.state = a;
-    c.state_b = b;
-    done
-}
-
-/// `bpf_loop` step of an unsplit scan: chain B alone.
-#[inline(never)]
-extern "C" fn scan_one(i: u64, _ctx: *mut c_void) -> i64 {
-    let Some((c, data, dfa)) = step_args() else {
-        return 1;
-    };
-    let base = (i as usize) * SCAN_STEP;
-    let len = c.len as usize;
-    let mut b = c.state_b;
-    let mut done = 0;
-    let mut any = 0u32;
-    for j in 0..SCAN_STEP {
-        let at = base + j;
-        if at >= len {
-            done = 1;
-            break;
-        }
-        // SAFETY: masked inside the scratch buffer.
-        let vb = step(dfa, b, unsafe { *data.add(at & (MAX_CAPTURE - 1)) });
-        b = vb & NEXT_ROW;
-        any |= vb;
-    }
-    if any & NEXT_ACCEPT != 0 {
-        let b0 = c.state_b;
-        exact(c, base, 0, b0);
-    }
     c.state_b = b;
     done
 }
@@ -275,9 +245,9 @@ pub(crate) fn scan(s: &OutputScratch, captured: usize) {
     c.states = [0; MATCH_STATES];
     let steps = (c.len as usize).div_ceil(SCAN_STEP) as u32;
     let step = if split {
-        scan_pair as *mut c_void
+        scan_step::<true> as *mut c_void
     } else {
-        scan_one as *mut c_void
+        scan_step::<false> as *mut c_void
     };
     unsafe { bpf_loop(steps, step, core::ptr::null_mut(), 0) };
     // The state carries a literal split across writes. Written only when it changed: a hash

@@ -405,18 +405,15 @@ impl<'a> World<'a> {
         }
     }
 
-    /// A violation of `rule` by `agent` stored within a few seconds from now: a file write's
-    /// finding is held a moment for a rename (an atomic write names its final file only then),
-    /// so it can come after the agent's exit.
-    fn violation_later(&self, agent: Option<u64>, rule: &str) -> bool {
+    /// An event of `agent` for which `pred` holds, stored within a few seconds from now: a file
+    /// write's finding is held a moment for a rename (an atomic write names its final file only
+    /// then), so it can come after the agent's exit; and the store's writers commit their
+    /// batches independently, so an output event can land after the exit committed beside it.
+    fn stored_later(&self, agent: Option<u64>, pred: impl Fn(&Event) -> bool) -> bool {
         let Some(agent) = agent else { return false };
         let t0 = Instant::now();
         while t0.elapsed() < Duration::from_secs(5) {
-            let found = self
-                .events_now(agent)
-                .iter()
-                .any(|e| matches!(&e.body, Body::Violation { rule: r, .. } if r == rule));
-            if found {
+            if self.events_now(agent).iter().any(&pred) {
                 return true;
             }
             std::thread::sleep(Duration::from_millis(100));
@@ -637,11 +634,12 @@ fn never_shown(what: fn(&World) -> String) -> Judge {
 /// A write that was not inspected whole says so (`truncated`): visible, with its cause.
 fn reported_by(rule: &'static str) -> Judge {
     Box::new(move |w, o| {
-        let uninspected = o
-            .events
-            .iter()
-            .any(|e| e.truncated && matches!(e.body, Body::Output { .. }));
-        if o.violation(rule) || uninspected || w.violation_later(o.agent, rule) {
+        let uninspected = |e: &Event| e.truncated && matches!(e.body, Body::Output { .. });
+        let violation = |e: &Event| matches!(&e.body, Body::Violation { rule: r, .. } if r == rule);
+        if o.violation(rule)
+            || o.events.iter().any(uninspected)
+            || w.stored_later(o.agent, |e| violation(e) || uninspected(e))
+        {
             Verdict::Reported
         } else {
             if std::env::var("AXIOM_ESCAPES_DEBUG").is_ok() {

@@ -390,6 +390,7 @@ pub fn run(rounds: usize, session_rounds: usize) -> anyhow::Result<()> {
     require_root("bench overhead")?;
     setup()?;
     build()?;
+    super::sensor::require_no_run_stats("bench overhead")?;
     let root: PathBuf = std::env::temp_dir().join(unique("axiom-bench-overhead"));
     let (build_ws, tests_ws) = (root.join("build"), root.join("tests"));
     c_project(&build_ws)?;

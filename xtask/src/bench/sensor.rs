@@ -185,12 +185,29 @@ pub(super) fn require_clean_kernel(what: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Refuses to time with `kernel.bpf_stats_enabled` on: the kernel then reads its clock twice
+/// around every BPF program run (~40 ns on this VM), on every hook of every mode, so the ratios
+/// would measure the accounting rather than the programs (a run left with it on printed
+/// `untracked_vs_empty=6.69`). `bench rules` wants those numbers and turns the accounting on
+/// for itself, through a file descriptor that ends with it.
+pub(super) fn require_no_run_stats(what: &str) -> anyhow::Result<()> {
+    let on = std::fs::read_to_string("/proc/sys/kernel/bpf_stats_enabled")
+        .is_ok_and(|v| v.trim() != "0");
+    if on {
+        bail!(
+            "{what}: kernel.bpf_stats_enabled is 1: every BPF program run pays for its own              accounting, and the ratios would include it. Run `sysctl kernel.bpf_stats_enabled=0`              (if nothing else needs it) and run again"
+        );
+    }
+    Ok(())
+}
+
 pub fn run(rounds: usize, count: u64) -> anyhow::Result<()> {
     require_root("bench sensor")?;
     setup()?;
     // Measured as shipped: the release build.
     build()?;
     require_clean_kernel("bench sensor")?;
+    require_no_run_stats("bench sensor")?;
     let syscalls = 2.0 * count as f64;
     let (mut none, mut empty, mut untracked, mut tracked) = (vec![], vec![], vec![], vec![]);
     let mut lost = 0u64;

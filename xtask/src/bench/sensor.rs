@@ -195,7 +195,9 @@ pub(super) fn require_no_run_stats(what: &str) -> anyhow::Result<()> {
         .is_ok_and(|v| v.trim() != "0");
     if on {
         bail!(
-            "{what}: kernel.bpf_stats_enabled is 1: every BPF program run pays for its own              accounting, and the ratios would include it. Run `sysctl kernel.bpf_stats_enabled=0`              (if nothing else needs it) and run again"
+            "{what}: kernel.bpf_stats_enabled is 1: every BPF program run pays for its own \
+             accounting, and the ratios would include it. Run `sysctl kernel.bpf_stats_enabled=0` \
+             (if nothing else needs it) and run again"
         );
     }
     Ok(())

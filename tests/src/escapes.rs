@@ -43,12 +43,6 @@ impl Outcome {
             .collect::<Vec<_>>()
             .join("")
     }
-
-    fn violation(&self, rule: &str) -> bool {
-        self.events
-            .iter()
-            .any(|e| matches!(&e.body, Body::Violation { rule: r, .. } if r == rule))
-    }
 }
 
 type Judge = Box<dyn Fn(&World, &Outcome) -> Verdict>;
@@ -634,12 +628,12 @@ fn never_shown(what: fn(&World) -> String) -> Judge {
 /// A write that was not inspected whole says so (`truncated`): visible, with its cause.
 fn reported_by(rule: &'static str) -> Judge {
     Box::new(move |w, o| {
-        let uninspected = |e: &Event| e.truncated && matches!(e.body, Body::Output { .. });
-        let violation = |e: &Event| matches!(&e.body, Body::Violation { rule: r, .. } if r == rule);
-        if o.violation(rule)
-            || o.events.iter().any(uninspected)
-            || w.stored_later(o.agent, |e| violation(e) || uninspected(e))
-        {
+        let reported = |e: &Event| match &e.body {
+            Body::Violation { rule: r, .. } => r == rule,
+            Body::Output { .. } => e.truncated,
+            _ => false,
+        };
+        if o.events.iter().any(reported) || w.stored_later(o.agent, reported) {
             Verdict::Reported
         } else {
             if std::env::var("AXIOM_ESCAPES_DEBUG").is_ok() {

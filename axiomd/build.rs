@@ -17,13 +17,34 @@ fn main() -> anyhow::Result<()> {
         .parent()
         .ok_or_else(|| anyhow!("axiom-ebpf manifest has no parent"))?;
     // Every source the kernel programs are built from, file by file (a directory alone is not a
-    // reliable trigger: edits inside it were missed).
-    for dir in [root.join("src"), root.join("../axiom-common/src")] {
+    // reliable trigger: edits inside it were missed). The paths are given relative to this
+    // package, which cargo resolves against the checkout being built: absolute ones were kept in
+    // the fingerprint of a target directory shared by two checkouts, so an edit in the second was
+    // not seen while the first still existed, and a stale object was embedded.
+    let here = std::path::PathBuf::from(
+        std::env::var("CARGO_MANIFEST_DIR").context("CARGO_MANIFEST_DIR")?,
+    );
+    let rel = |p: &std::path::Path| -> std::path::PathBuf {
+        match (
+            here.parent(),
+            p.strip_prefix(meta.workspace_root.as_std_path()),
+        ) {
+            (Some(ws), Ok(tail)) if ws == meta.workspace_root.as_std_path() => {
+                std::path::Path::new("..").join(tail)
+            }
+            _ => p.to_path_buf(),
+        }
+    };
+    let common = meta.workspace_root.join("axiom-common/src");
+    for dir in [root.join("src"), common] {
         for e in std::fs::read_dir(&dir).with_context(|| format!("reading {dir}"))? {
-            println!("cargo:rerun-if-changed={}", e?.path().display());
+            println!("cargo:rerun-if-changed={}", rel(&e?.path()).display());
         }
     }
-    println!("cargo:rerun-if-changed={}", root.join("Cargo.toml"));
+    println!(
+        "cargo:rerun-if-changed={}",
+        rel(root.join("Cargo.toml").as_std_path()).display()
+    );
     // The programs build on the same stable toolchain as everything else; `-Z build-std=core` is
     // unlocked for that inner build only.
     let toolchain = std::env::var("RUSTUP_TOOLCHAIN").unwrap_or_else(|_| "stable".into());

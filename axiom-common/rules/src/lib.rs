@@ -528,11 +528,73 @@ struct ScopeIndex {
     longest: usize,
 }
 
+/// The literals of every `redact` rule in one automaton: every write is checked for secrets
+/// before it leaves the reader, and one pass over it replaced one `contains` per literal (with a
+/// lowercased copy of the text per literal of a case-insensitive rule).
+#[derive(Debug, Default)]
+struct SecretIndex {
+    ac: Option<aho_corasick::AhoCorasick>,
+    /// (rule, literal) of each automaton pattern.
+    owner: Vec<(usize, usize)>,
+    /// `redact` rules without literals: their regex always runs.
+    always: Vec<usize>,
+}
+
+impl SecretIndex {
+    fn build(rules: &[Rule]) -> Result<SecretIndex, RuleError> {
+        let mut ix = SecretIndex::default();
+        let mut pats = Vec::new();
+        for (i, r) in rules.iter().enumerate().filter(|(_, r)| r.redact) {
+            if r.literals.is_empty() {
+                ix.always.push(i);
+            }
+            for (j, l) in r.literals.iter().enumerate() {
+                pats.push(l.as_str());
+                ix.owner.push((i, j));
+            }
+        }
+        if !pats.is_empty() {
+            ix.ac = Some(
+                aho_corasick::AhoCorasick::builder()
+                    .ascii_case_insensitive(true)
+                    .build(&pats)
+                    .map_err(|e| RuleError::At {
+                        origin: "rules".into(),
+                        line: 0,
+                        reason: e.to_string(),
+                    })?,
+            );
+        }
+        Ok(ix)
+    }
+
+    /// The `redact` rules whose literal is in `text` (as each rule's case asks), and those
+    /// without literals; in rule order.
+    fn candidates(&self, rules: &[Rule], text: &str) -> Vec<usize> {
+        let mut out = self.always.clone();
+        if let Some(ac) = &self.ac {
+            for m in ac.find_overlapping_iter(text) {
+                let (i, j) = self.owner[m.pattern().as_usize()];
+                let r = &rules[i];
+                if !out.contains(&i)
+                    && (r.case_insensitive
+                        || text.as_bytes().get(m.range()) == Some(r.literals[j].as_bytes()))
+                {
+                    out.push(i);
+                }
+            }
+        }
+        out.sort_unstable();
+        out
+    }
+}
+
 /// Every active rule, compiled.
 #[derive(Debug, Default)]
 pub struct RuleSet {
     pub rules: Vec<Rule>,
     index: Vec<(Scope, ScopeIndex)>,
+    secrets: SecretIndex,
     /// The literals of output rules, for the kernel (`None`: there are none).
     pub kernel: Option<dfa::KernelDfa>,
 }
@@ -618,6 +680,7 @@ impl RuleSet {
             )
         };
         Ok(RuleSet {
+            secrets: SecretIndex::build(&rules)?,
             rules,
             index,
             kernel,
@@ -839,20 +902,12 @@ impl RuleSet {
         let mut spans: Vec<(usize, usize)> = Vec::new();
         let mut ids = Vec::new();
         for r in self
-            .rules
-            .iter()
-            .filter(|r| r.redact && scope.is_none_or(|s| r.scopes.contains(&s)))
+            .secrets
+            .candidates(&self.rules, text)
+            .into_iter()
+            .map(|i| &self.rules[i])
+            .filter(|r| scope.is_none_or(|s| r.scopes.contains(&s)))
         {
-            let lit = |l: &String| {
-                if r.case_insensitive {
-                    text.to_ascii_lowercase().contains(&l.to_ascii_lowercase())
-                } else {
-                    text.contains(l.as_str())
-                }
-            };
-            if !r.literals.is_empty() && !r.literals.iter().any(lit) {
-                continue;
-            }
             let before = spans.len();
             match &r.regex {
                 Some(re) => spans.extend(matches(r, re, text)),

@@ -180,6 +180,53 @@ fn secrets_are_masked_everywhere_they_occur() {
     );
 }
 
+/// The secrets prefilter keeps each rule's case: a case-sensitive literal in another case does
+/// not let its rule's regex run, a case-insensitive one does; a rule without literals always runs.
+#[test]
+fn the_secrets_prefilter_keeps_each_rules_case() {
+    let dir = std::env::temp_dir().join(format!("axiom-secrets-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let file = dir.join("s.toml");
+    std::fs::write(
+        &file,
+        r#"
+[[rule]]
+id = "exact"
+scope = "output"
+literals = ["TOK_"]
+regex = '(?i)tok_[a-z]{4}'
+redact = true
+
+[[rule]]
+id = "any-case"
+scope = "output"
+literals = ["key="]
+case_insensitive = true
+regex = '(?i)key=[a-z]{4}'
+redact = true
+
+[[rule]]
+id = "no-literal"
+scope = "output"
+regex = 'pin:[0-9]{4}'
+redact = true
+"#,
+    )
+    .expect("write");
+    let set = RuleSet::load(&[&file]).expect("rules");
+    let ids = |t: &str| set.redact(Some(Scope::Output), t).map(|(_, ids)| ids);
+    assert_eq!(ids("x TOK_abcd"), Some(vec!["exact".to_string()]));
+    assert_eq!(ids("x tok_abcd"), None);
+    assert_eq!(ids("KEY=abcd"), Some(vec!["any-case".to_string()]));
+    assert_eq!(ids("pin:1234"), Some(vec!["no-literal".to_string()]));
+    assert_eq!(
+        set.redact(Some(Scope::Output), "pin:1234 TOK_abcd key=wxyz")
+            .map(|(m, ids)| (m, ids.len())),
+        Some(("[REDACTED] [REDACTED] [REDACTED]".to_string(), 3))
+    );
+    std::fs::remove_dir_all(&dir).expect("clean");
+}
+
 /// gitleaks' high-confidence families, each found and masked, in output and in files; values
 /// that only look like them (low entropy, too short, a placeholder) are left alone.
 #[test]

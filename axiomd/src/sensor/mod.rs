@@ -4,7 +4,6 @@
 pub mod decode;
 
 use std::{
-    collections::HashMap,
     sync::Arc,
     time::{Duration, Instant},
 };
@@ -12,6 +11,9 @@ use std::{
 use axiom_common::FLAG_SLIM;
 use axiom_proto::wire::{Body, Event};
 use aya::maps::{MapData, RingBuf};
+/// The reader's tables are looked up once or twice per record: SipHash over 10,000 processes'
+/// tables was a quarter of its time at 10,000 agents. The keys are pids and fds.
+use foldhash::{HashMap, HashSet};
 use tokio::io::unix::AsyncFd;
 
 use crate::{bus::Bus, kernel::procfs};
@@ -59,7 +61,7 @@ pub struct Pipeline {
     /// `sudo`) and their descendants: they no longer act as the agent's owner, so what they
     /// write, open or connect to is not the owner's to read. Their records are dropped here
     /// (counted as the loss `privileged`); the exec that crossed is kept.
-    privileged: std::collections::HashSet<u32>,
+    privileged: HashSet<u32>,
 }
 
 /// Per process, each fd opened for writing, each pipe and socket, still open: (absolute path,
@@ -228,14 +230,14 @@ impl Pipeline {
             redactor: None,
             heartbeat: None,
             clock_offset,
-            ppids: HashMap::new(),
-            fds: HashMap::new(),
-            idents: HashMap::new(),
+            ppids: HashMap::default(),
+            fds: HashMap::default(),
+            idents: HashMap::default(),
             exited: std::collections::VecDeque::new(),
             cgroup2: crate::kernel::cgroup::mount_point(),
-            last_file: HashMap::new(),
+            last_file: HashMap::default(),
             fdt: FdTable::default(),
-            privileged: std::collections::HashSet::new(),
+            privileged: HashSet::default(),
         }
     }
 

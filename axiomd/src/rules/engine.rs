@@ -100,12 +100,17 @@ pub struct Finding {
     pub path: Option<String>,
 }
 
+/// A window: the target its fd wrote to, and the tail of what it wrote there.
+type Window = (String, String);
+
 #[derive(Default)]
 pub struct Engine {
     /// Keyed by (tgid, fd, into a file): terminal output and file content never mix.
     /// With the fd's target at the time: a window continues only in the same file or channel
     /// (a reused fd number is another file, whose text is no context).
-    windows: HashMap<(u32, i32, bool), (String, String)>,
+    /// By process first, so a process's exit drops its windows at once (a scan of every
+    /// window per exit made 10,000 exiting agents quadratic).
+    windows: HashMap<u32, HashMap<(i32, bool), Window>>,
     activity: HashMap<u64, Activity>,
     fired: HashMap<(u64, String), Instant>,
     /// Rules already reported for one write (tgid, fd, time), by whichever of its two records —
@@ -371,7 +376,7 @@ impl Engine {
                 self.typed.remove(&ev.agent);
             }
             Body::Exit { .. } => {
-                self.windows.retain(|(t, _, _), _| *t != ev.tgid);
+                self.windows.remove(&ev.tgid);
             }
             Body::Output { .. } => out.extend(self.on_output(set, ev, now)),
             Body::Exec { argv, filename, .. } => {
@@ -838,10 +843,11 @@ impl Engine {
         let target = window.map_or("", |w| w.3);
         // The tail of this fd's previous output (to the same target) goes in front, for
         // phrases split across writes.
-        let (full, fresh_from) = match window_key.and_then(|k| self.windows.get(&k)) {
-            Some((to, prev)) if to == target => (format!("{prev}{text}"), prev.len()),
-            _ => (text, 0),
-        };
+        let (full, fresh_from) =
+            match window_key.and_then(|(t, fd, file)| self.windows.get(&t)?.get(&(fd, file))) {
+                Some((to, prev)) if to == target => (format!("{prev}{text}"), prev.len()),
+                _ => (text, 0),
+            };
         // A match wholly inside the old tail was reported with the write it came in.
         let hits: Vec<(Scope, Hit)> = scopes
             .iter()
@@ -857,7 +863,12 @@ impl Engine {
                 cut += 1;
             }
             // The entry's strings are reused: this runs for every write.
-            let (to, tail) = self.windows.entry(k).or_default();
+            let (to, tail) = self
+                .windows
+                .entry(k.0)
+                .or_default()
+                .entry((k.1, k.2))
+                .or_default();
             if to != target {
                 to.clear();
                 to.push_str(target);

@@ -14,9 +14,8 @@ pub struct StoreConfig {
     /// `store_shed_output`). Lifecycle, exec, file, network, violations and interventions are
     /// never shed.
     pub queue_events: usize,
-    /// What waiting events may hold in memory, MiB: above 3/4 of it (or of `queue_events`)
-    /// each output stream's chunks are merged (`store_coalesced_output`, `bus::tap`), at it
-    /// output is shed (`store_shed_output`).
+    /// What waiting events may hold in memory, MiB: above 3/4 of it output chunks are
+    /// coalesced (`store_coalesced_output`), at it output is shed (`store_shed_output`).
     pub memory_cap_mib: u64,
     /// Events per committed batch, and the longest a batch waits. At or above one DuckDB row
     /// group (122,880 rows) it is rounded down to whole row groups (`warm::batch_cap`): those are

@@ -528,6 +528,19 @@ struct ScopeIndex {
     longest: usize,
 }
 
+/// One automaton over rules' literals, ignoring ASCII case (a case-sensitive rule checks the
+/// bytes of each match itself).
+fn literal_automaton<P: AsRef<[u8]>>(pats: &[P]) -> Result<aho_corasick::AhoCorasick, RuleError> {
+    aho_corasick::AhoCorasick::builder()
+        .ascii_case_insensitive(true)
+        .build(pats)
+        .map_err(|e| RuleError::At {
+            origin: "rules".into(),
+            line: 0,
+            reason: e.to_string(),
+        })
+}
+
 /// The literals of every `redact` rule in one automaton: every write is checked for secrets
 /// before it leaves the reader, and one pass over it replaced one `contains` per literal (with a
 /// lowercased copy of the text per literal of a case-insensitive rule).
@@ -554,16 +567,7 @@ impl SecretIndex {
             }
         }
         if !pats.is_empty() {
-            ix.ac = Some(
-                aho_corasick::AhoCorasick::builder()
-                    .ascii_case_insensitive(true)
-                    .build(&pats)
-                    .map_err(|e| RuleError::At {
-                        origin: "rules".into(),
-                        line: 0,
-                        reason: e.to_string(),
-                    })?,
-            );
+            ix.ac = Some(literal_automaton(&pats)?);
         }
         Ok(ix)
     }
@@ -631,16 +635,7 @@ impl RuleSet {
                 }
             }
             if !pats.is_empty() {
-                ix.ac = Some(
-                    aho_corasick::AhoCorasick::builder()
-                        .ascii_case_insensitive(true)
-                        .build(&pats)
-                        .map_err(|e| RuleError::At {
-                            origin: "rules".into(),
-                            line: 0,
-                            reason: e.to_string(),
-                        })?,
-                );
+                ix.ac = Some(literal_automaton(&pats)?);
             }
             index.push((scope, ix));
         }

@@ -122,10 +122,12 @@ pub fn claude_settings(hook: &str) -> serde_json::Value {
     }})
 }
 
-/// The shell command a hook runs: this axiomctl, on the same socket.
+/// The shell command a hook runs: this axiomctl, on the same socket. `exec`, because Claude
+/// Code runs it with `sh -c` and waits, and Debian's `sh` (dash) forks for a lone command
+/// instead of becoming it: one process fewer per hook call.
 pub fn hook_command(exe: &Path, socket: &Path) -> String {
     let q = |p: &Path| format!("'{}'", p.display().to_string().replace('\'', r"'\''"));
-    format!("{} --socket {} hook", q(exe), q(socket))
+    format!("exec {} --socket {} hook", q(exe), q(socket))
 }
 
 #[cfg(test)]
@@ -178,7 +180,7 @@ mod tests {
         assert_eq!(kind(&p, &v(&["claude"]), Some("nonsense")), "claude");
         assert_eq!(
             hook_command(Path::new("/opt/axiom ctl"), Path::new("/run/a.sock")),
-            "'/opt/axiom ctl' --socket '/run/a.sock' hook"
+            "exec '/opt/axiom ctl' --socket '/run/a.sock' hook"
         );
     }
 }

@@ -275,7 +275,13 @@ pub fn pipeline(
                 loop {
                     let more = next(&mut buf);
                     if !buf.is_empty() {
-                        match Columns::of(&host, run, &buf) {
+                        let built = Columns::of(&host, run, &buf);
+                        // The events go before the columns are handed over: the hand-over waits
+                        // for a free writer, which at saturation is most of the time, and a full
+                        // batch of events is ~50 MiB that nothing else needs once built.
+                        let events = buf.len();
+                        buf.clear();
+                        match built {
                             Ok(cols) => {
                                 if tx.send(cols).is_err() {
                                     break;
@@ -283,10 +289,9 @@ pub fn pipeline(
                             }
                             Err(e) => {
                                 stats.failed_batches.fetch_add(1, Ordering::Relaxed);
-                                tracing::warn!(events = buf.len(), "event store: {e}");
+                                tracing::warn!(events, "event store: {e}");
                             }
                         }
-                        buf.clear();
                     }
                     if more.is_none() {
                         break;

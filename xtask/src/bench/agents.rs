@@ -30,6 +30,9 @@ fn clk_tck() -> f64 {
         .unwrap_or(100) as f64
 }
 
+/// How often RSS is read during the window.
+const RSS_EVERY: Duration = Duration::from_millis(250);
+
 fn rss_mib(pid: u32) -> anyhow::Result<f64> {
     let s = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
     let kb: f64 = s
@@ -87,7 +90,10 @@ fn memory_breakdown(d: &Daemon, pid: u32, n: usize) {
 
 struct Result {
     agents: usize,
+    /// Median of the readings through the window.
     rss_mib: f64,
+    /// Highest reading through the window.
+    rss_peak_mib: f64,
     cpu_cores: f64,
     events_per_s: f64,
     lost_lifecycle: u64,
@@ -164,11 +170,19 @@ fn run_one(n: usize, window: Duration, set: &[String]) -> anyhow::Result<Result>
     let st0 = d.status();
     let cpu0 = proc_stat_cpu(daemon_pid)?;
     let w0 = Instant::now();
-    std::thread::sleep(window);
+    // RSS sampled through the window: with the store behind, it swings by a couple of hundred
+    // MiB within seconds (a batch filling, columns built, DuckDB's copy while it appends), so a
+    // single reading at the end is one draw from that swing, not the daemon's size.
+    let mut rss_samples = Vec::new();
+    while w0.elapsed() < window {
+        std::thread::sleep(RSS_EVERY.min(window.saturating_sub(w0.elapsed())));
+        rss_samples.push(rss_mib(daemon_pid)?);
+    }
     let cpu1 = proc_stat_cpu(daemon_pid)?;
     let st1 = d.status();
     let secs = w0.elapsed().as_secs_f64();
-    let rss = rss_mib(daemon_pid)?;
+    let rss_peak = rss_samples.iter().copied().fold(0.0, f64::max);
+    let rss = super::median(&mut rss_samples);
     memory_breakdown(&d, daemon_pid, n);
     let total = |s: &axiom_proto::wire::Status| s.events.values().sum::<u64>();
     let events_per_s = (total(&st1) - total(&st0)) as f64 / secs;
@@ -218,7 +232,7 @@ fn run_one(n: usize, window: Duration, set: &[String]) -> anyhow::Result<Result>
         lost_output - out_lost(&st1)
     );
     println!(
-        "{n} agents: adopted in {:.2} s; over {secs:.1} s axiomd used {:.3} cores ({:.1} µs CPU/s per agent), RSS {rss:.1} MiB ({:.1} KiB per agent), {events_per_s:.0} events/s; lost lifecycle {lost_lifecycle}, lost output {lost_output}",
+        "{n} agents: adopted in {:.2} s; over {secs:.1} s axiomd used {:.3} cores ({:.1} µs CPU/s per agent), RSS {rss:.1} MiB median, {rss_peak:.1} peak ({:.1} KiB per agent at the median), {events_per_s:.0} events/s; lost lifecycle {lost_lifecycle}, lost output {lost_output}",
         adopt.as_secs_f64(),
         (cpu1 - cpu0) / secs,
         (cpu1 - cpu0) / secs / n as f64 * 1e6,
@@ -227,6 +241,7 @@ fn run_one(n: usize, window: Duration, set: &[String]) -> anyhow::Result<Result>
     Ok(Result {
         agents: n,
         rss_mib: rss,
+        rss_peak_mib: rss_peak,
         cpu_cores: (cpu1 - cpu0) / secs,
         events_per_s,
         lost_lifecycle,
@@ -247,11 +262,11 @@ pub fn run(sizes: &[usize], window_s: u64, set: &[String]) -> anyhow::Result<()>
     }
     let r = last.context("no sizes")?;
     println!(
-        "targets at 10,000 agents: RSS <= 256 MiB, < 1 core, 0 lost lifecycle events, every event matched by the rules{}",
+        "targets at 10,000 agents: RSS <= 256 MiB at its peak in the window, < 1 core, 0 lost lifecycle events, every event matched by the rules{}",
         if r.agents == 10_000 {
             format!(
                 " — {}",
-                if r.rss_mib <= 256.0
+                if r.rss_peak_mib <= 256.0
                     && r.cpu_cores < 1.0
                     && r.lost_lifecycle == 0
                     && r.rules_backlog == 0
@@ -266,9 +281,10 @@ pub fn run(sizes: &[usize], window_s: u64, set: &[String]) -> anyhow::Result<()>
         }
     );
     println!(
-        "bench agents: agents={} rss_mib={:.0} cpu_cores={:.3} events_per_s={:.0} lost_lifecycle={} lost_output={} rules_backlog={} store_shed={} exited_before_adoption={}",
+        "bench agents: agents={} rss_mib={:.0} rss_peak_mib={:.0} cpu_cores={:.3} events_per_s={:.0} lost_lifecycle={} lost_output={} rules_backlog={} store_shed={} exited_before_adoption={}",
         r.agents,
         r.rss_mib,
+        r.rss_peak_mib,
         r.cpu_cores,
         r.events_per_s,
         r.lost_lifecycle,

@@ -229,6 +229,13 @@ pub const SYS_PWRITEV: u16 = 4;
 pub const SYS_PWRITEV2: u16 = 5;
 pub const SYS_SENDTO: u16 = 6;
 pub const SYS_SENDMSG: u16 = 7;
+/// Writes whose bytes the kernel copies itself (no user buffer to capture): sent with nothing
+/// captured, `FLAG_TRUNCATED`, the destination fd and the length asked for; axiomd reads the
+/// file when it is closed (or, for a shared writable mapping, when its process exits).
+pub const SYS_SENDFILE: u16 = 8;
+pub const SYS_COPY_FILE_RANGE: u16 = 9;
+pub const SYS_SPLICE: u16 = 10;
+pub const SYS_MMAP: u16 = 11;
 
 /// File operations.
 pub const FILE_OPEN: u16 = 1;
@@ -507,6 +514,10 @@ hooks! {
     "enter_pwritev2" => "syscalls" / "sys_enter_pwritev2",
     "enter_sendto" => "syscalls" / "sys_enter_sendto",
     "enter_sendmsg" => "syscalls" / "sys_enter_sendmsg",
+    "enter_sendfile64" => "syscalls" / "sys_enter_sendfile64",
+    "enter_copy_file_range" => "syscalls" / "sys_enter_copy_file_range",
+    "enter_splice" => "syscalls" / "sys_enter_splice",
+    "enter_mmap" => "syscalls" / "sys_enter_mmap",
     "enter_open" => "syscalls" / "sys_enter_open",
     "enter_openat" => "syscalls" / "sys_enter_openat",
     "enter_openat2" => "syscalls" / "sys_enter_openat2",

@@ -2,13 +2,13 @@
 //! connect allowlist.
 use axiom_common::*;
 use aya_ebpf::{
-    helpers::generated::bpf_probe_read_user,
-    macros::{cgroup_sock_addr, map, tracepoint},
+    helpers::generated::{bpf_get_current_ancestor_cgroup_id, bpf_probe_read_user},
+    macros::{cgroup_sock, cgroup_sock_addr, map, tracepoint},
     maps::{
         HashMap,
         lpm_trie::{Key, LpmTrie},
     },
-    programs::{SockAddrContext, TracePointContext},
+    programs::{SockAddrContext, SockContext, TracePointContext},
 };
 use core::ffi::c_void;
 
@@ -52,11 +52,40 @@ pub(crate) static NET_POLICY: HashMap<u64, u32> = HashMap::pinned(4096, 0);
 /// Allowed destinations per agent (see `NetKey`).
 #[map]
 pub(crate) static NET_ALLOW: LpmTrie<NetKey, NetPorts> = LpmTrie::pinned(16384, 0);
+/// The agent whose policy holds in a cgroup (cgroup id → agent id), for every process in it or
+/// below it, tracked or not: the policy belongs to the cgroup axiomd made for the agent, not to
+/// the pid slots that tracking (and `untrack`) sets and clears.
+#[map]
+pub(crate) static NET_CGROUP: HashMap<u64, u64> = HashMap::pinned(4096, 0);
+
+/// Cgroup levels looked at from the root down for a policy's cgroup (`/axiom/agent-N` is at
+/// level 2, or 3 under the v2 mount of a hybrid hierarchy; an agent may nest cgroups of its own
+/// below it).
+const NET_CGROUP_LEVELS: i32 = 8;
+
+/// The agent whose connect policy binds the current process: by its cgroup or an ancestor of it,
+/// else by its tracking.
+#[inline(always)]
+fn policy_agent() -> Option<(u64, u64)> {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let mut level = 1;
+    while level <= NET_CGROUP_LEVELS {
+        let cg = unsafe { bpf_get_current_ancestor_cgroup_id(level) };
+        if cg == 0 {
+            break;
+        }
+        if let Some(a) = unsafe { NET_CGROUP.get(&cg) } {
+            return Some((pid_tgid, *a));
+        }
+        level += 1;
+    }
+    tracked()
+}
 
 /// 1: let the connect through; 0: refuse it (EPERM), after reporting it.
 #[inline(always)]
 pub(crate) fn connect_policy(ctx: &SockAddrContext, v6: bool) -> i32 {
-    let Some((pid_tgid, agent)) = tracked() else {
+    let Some((pid_tgid, agent)) = policy_agent() else {
         return 1;
     };
     if unsafe { NET_POLICY.get(&agent) }.is_none() {
@@ -141,4 +170,38 @@ pub fn sendmsg4(ctx: SockAddrContext) -> i32 {
 #[cgroup_sock_addr(sendmsg6)]
 pub fn sendmsg6(ctx: SockAddrContext) -> i32 {
     connect_policy(&ctx, true)
+}
+
+const IPPROTO_ICMP: u32 = 1;
+const IPPROTO_ICMPV6: u32 = 58;
+const SOCK_RAW: u32 = 3;
+
+/// Sockets with no address or port an allowlist could name: ICMP "ping" sockets (open to every
+/// user where `net.ipv4.ping_group_range` allows, Debian's default) and raw sockets. An agent
+/// under a connect policy may not make them; refused (EPERM) and reported like a connect.
+#[cgroup_sock(sock_create)]
+pub fn sock_create(ctx: SockContext) -> i32 {
+    let Some((pid_tgid, agent)) = policy_agent() else {
+        return 1;
+    };
+    if unsafe { NET_POLICY.get(&agent) }.is_none() {
+        return 1;
+    }
+    let sk = ctx.sock;
+    let (family, ty, proto) = unsafe { ((*sk).family, (*sk).type_, (*sk).protocol) };
+    let addressless = ty == SOCK_RAW
+        || (family == AF_INET && proto == IPPROTO_ICMP)
+        || (family == AF_INET6 && proto == IPPROTO_ICMPV6);
+    if !addressless {
+        return 1;
+    }
+    emit::<ConnectEvent>(KIND_CONNECT, pid_tgid, agent, |e| unsafe {
+        (*e).hdr.flags |= FLAG_DENIED;
+        (*e).fd = -1;
+        (*e).addrlen = 2;
+        let a = &mut (*e).addr;
+        a[0..2].copy_from_slice(&(family as u16).to_ne_bytes());
+        a[2..8].copy_from_slice(&[0; 6]);
+    });
+    0
 }

@@ -446,6 +446,54 @@ output_hook! {
     enter_pwritev2: "sys_enter_pwritev2" => capture_iov(SYS_PWRITEV2);
 }
 
+/// A write whose bytes the kernel copies from another file or a pipe (or, for a shared writable
+/// mapping, that stores into memory): nothing to capture, so the record says where and how much
+/// and axiomd reads the file itself.
+#[inline(always)]
+fn uncaptured(sys: u16, fd: u64, count: u64) {
+    if (fd as i64) < 0 {
+        return;
+    }
+    let Some(s) = scratch(sys, fd, count) else {
+        return;
+    };
+    s.ev.hdr.flags |= FLAG_TRUNCATED;
+    send_output(s, 0);
+}
+
+#[tracepoint(category = "syscalls", name = "sys_enter_sendfile64")]
+pub fn enter_sendfile64(ctx: TracePointContext) -> u32 {
+    // (out_fd, in_fd, offset, count)
+    uncaptured(SYS_SENDFILE, arg(&ctx, 0), arg(&ctx, 3));
+    0
+}
+
+#[tracepoint(category = "syscalls", name = "sys_enter_copy_file_range")]
+pub fn enter_copy_file_range(ctx: TracePointContext) -> u32 {
+    // (fd_in, off_in, fd_out, off_out, len, flags)
+    uncaptured(SYS_COPY_FILE_RANGE, arg(&ctx, 2), arg(&ctx, 4));
+    0
+}
+
+#[tracepoint(category = "syscalls", name = "sys_enter_splice")]
+pub fn enter_splice(ctx: TracePointContext) -> u32 {
+    // (fd_in, off_in, fd_out, off_out, len, flags)
+    uncaptured(SYS_SPLICE, arg(&ctx, 2), arg(&ctx, 4));
+    0
+}
+
+const PROT_WRITE: u64 = 0x2;
+const MAP_SHARED: u64 = 0x1;
+
+#[tracepoint(category = "syscalls", name = "sys_enter_mmap")]
+pub fn enter_mmap(ctx: TracePointContext) -> u32 {
+    // (addr, len, prot, flags, fd, off): only a shared writable mapping of a file writes it.
+    if arg(&ctx, 2) & PROT_WRITE != 0 && arg(&ctx, 3) & MAP_SHARED != 0 {
+        uncaptured(SYS_MMAP, arg(&ctx, 4), arg(&ctx, 1));
+    }
+    0
+}
+
 #[tracepoint(category = "syscalls", name = "sys_enter_sendmsg")]
 pub fn enter_sendmsg(ctx: TracePointContext) -> u32 {
     if tracked().is_none() {

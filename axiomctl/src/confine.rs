@@ -1,7 +1,10 @@
 //! The launcher's half of confinement, run in the agent's child after it has dropped to the
 //! invoking user and before it executes the agent: read-only mounts over protected paths, then
 //! Landlock. (axiomd applies the other half — limits, the connect allowlist — to the cgroup.)
-use std::os::fd::{AsRawFd as _, FromRawFd as _, OwnedFd};
+use std::{
+    os::fd::{AsRawFd as _, FromRawFd as _, OwnedFd},
+    path::{Path, PathBuf},
+};
 
 use axiom_proto::confine::{Applied, Confinement, FsRules, NetRules};
 
@@ -132,15 +135,16 @@ fn beneath(path: &str, roots: &[String]) -> bool {
 }
 
 /// Applies `c` to this (single-threaded, not yet exec'd) process. `Err` is a refusal (strict
-/// mode, or a step that failed outright); `Ok` says what the kernel could not enforce.
-pub fn apply(c: &Confinement) -> Result<Applied, String> {
+/// mode, or a step that failed outright); `Ok` says what the kernel could not enforce. `keep`:
+/// paths below /tmp the agent must still reach in its private /tmp (axiomd's socket).
+pub fn apply(c: &Confinement, keep: &[PathBuf]) -> Result<Applied, String> {
     let abi = kernel_abi();
     let mut applied = Applied {
         landlock_abi: abi,
         not_enforced: missing_for(abi, c),
     };
     if let Some(fs) = &c.fs {
-        applied.not_enforced.extend(protect(fs)?);
+        applied.not_enforced.extend(protect(fs, keep)?);
     }
     refuse_if_strict(c, &applied)?;
     landlock(c, &mut applied)?;
@@ -167,7 +171,7 @@ fn refuse_if_strict(c: &Confinement, applied: &Applied) -> Result<(), String> {
 /// read-only mount refuses what Landlock does not cover: chmod, chown, utimes, xattrs. /dev/shm
 /// is a tmpfs of the agent's own, /dev/pts a devpts instance of its own. Landlock then forbids
 /// the agent to change mounts. Returns what could not be done.
-fn protect(fs: &FsRules) -> Result<Vec<String>, String> {
+fn protect(fs: &FsRules, keep: &[PathBuf]) -> Result<Vec<String>, String> {
     let (targets, mut missing) = protected_targets(fs);
     let cwd = std::env::current_dir().ok();
     let (uid, gid) = (nix::unistd::getuid(), nix::unistd::getgid());
@@ -187,12 +191,22 @@ fn protect(fs: &FsRules) -> Result<Vec<String>, String> {
         missing.extend(targets.iter().map(|t| {
             format!("{t}: protected path inside a writable one (no user namespace: {e})")
         }));
+        missing.extend(
+            fs.hide
+                .iter()
+                .filter(|h| Path::new(h.as_str()).exists())
+                .map(|h| {
+                    format!("{h}: credentials readable by the agent (no user namespace: {e})")
+                }),
+        );
         return Ok(missing);
     }
     map_ids_and_isolate(uid, gid)?;
     read_only_view(fs, &mut missing);
     own_devices(fs, &tokens, &mut missing);
+    private_tmp(fs, keep, &mut missing);
     pin_protected(fs, &targets)?;
+    hide(fs, &mut missing);
     // The working directory was resolved on the mounts below: look it up again.
     if let Some(d) = cwd {
         let _ = std::env::set_current_dir(d);
@@ -202,31 +216,192 @@ fn protect(fs: &FsRules) -> Result<Vec<String>, String> {
 
 /// The protected paths that need a mount of their own (those beneath a writable path; a
 /// symlink is followed to what it names), and what cannot be protected.
+///
+/// A `.git` directory is not one of them (git must write in it); its own entries are. A `.git`
+/// that is a file (a worktree's or submodule's gitfile) is. `.git/modules` and `.git/worktrees`
+/// stand for each submodule's and worktree's hooks and configuration. A directory entry
+/// (trailing `/`) that is absent is made, empty, so that it can be held; an absent file cannot
+/// be held, and is undone after the agent's end instead (`Absent`).
 fn protected_targets(fs: &FsRules) -> (Vec<String>, Vec<String>) {
     let mut missing = Vec::new();
     let mut targets = Vec::new();
-    for p in &fs.protect {
+    for entry in &fs.protect {
+        let dir = entry.len() > 1 && entry.ends_with('/');
+        let p = entry.trim_end_matches('/');
         if !beneath(p, &fs.write) {
             continue; // Landlock alone keeps it read-only.
         }
+        let name = std::path::Path::new(p)
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let in_git = p.contains("/.git/");
+        if name == ".git" {
+            targets.extend(submodule_gitfiles(Path::new(p)));
+        }
         match std::fs::symlink_metadata(p) {
             Ok(m) if m.file_type().is_symlink() => {
+                if name == ".git" {
+                    missing.push(format!(
+                        "{p}: a symlink: what it names is held, the link itself can be replaced \
+                         (put back when the agent ends)"
+                    ));
+                }
                 // Mounting over a symlink would follow it: protect what it names, if that is
                 // beneath a writable path too, else Landlock covers it.
                 if let Ok(t) = std::fs::canonicalize(p) {
                     let t = t.display().to_string();
-                    if beneath(&t, &fs.write) {
+                    if beneath(&t, &fs.write) && !(name == ".git" && Path::new(&t).is_dir()) {
                         targets.push(t);
                     }
                 }
             }
-            Ok(_) => targets.push(p.clone()),
-            Err(_) => missing.push(format!(
-                "{p}: protected but does not exist, so creating it is not prevented"
+            Ok(m) if m.is_dir() && name == ".git" => {}
+            Ok(m) if m.is_dir() && in_git && (name == "modules" || name == "worktrees") => {
+                git_children(Path::new(p), 0, &mut targets);
+            }
+            Ok(_) => targets.push(p.to_string()),
+            // Made only where its parent is (`.git/hooks` in a repository, not a `.git` in a
+            // directory that is none).
+            Err(_) if dir && Path::new(p).parent().is_some_and(Path::is_dir) => {
+                match std::fs::create_dir(p) {
+                    Ok(()) => targets.push(p.to_string()),
+                    Err(e) => {
+                        missing.push(format!("{p}: protected but absent, and not made ({e})"))
+                    }
+                }
+            }
+            Err(_) if dir => missing.push(format!(
+                "{p}: protected but absent (and its parent), so creating it is not prevented"
             )),
+            // An absent file is not held, but it is enforced all the same: creating it is
+            // reported, and undone when the agent ends (`Absent`, `restore`).
+            Err(_) => {}
         }
     }
     (targets, missing)
+}
+
+/// The gitfile (`<path>/.git`, a file naming where the submodule's repository is) of each
+/// submodule `.gitmodules` beside `git` names: rewritten, it points git at a repository of the
+/// agent's choosing.
+fn submodule_gitfiles(git: &Path) -> Vec<String> {
+    let Some(top) = git.parent() else {
+        return Vec::new();
+    };
+    let Ok(text) = std::fs::read_to_string(top.join(".gitmodules")) else {
+        return Vec::new();
+    };
+    text.lines()
+        .filter_map(|l| {
+            let (k, v) = l.split_once('=')?;
+            (k.trim() == "path").then(|| v.trim().trim_matches('"').to_string())
+        })
+        .filter(|p| !p.is_empty() && !p.split('/').any(|c| c == ".."))
+        .map(|p| top.join(p).join(".git"))
+        .filter(|g| std::fs::symlink_metadata(g).is_ok_and(|m| m.is_file()))
+        .map(|g| g.display().to_string())
+        .collect()
+}
+
+/// The hooks and configuration of each submodule (`.git/modules/<name>/…`, nested) or worktree
+/// (`.git/worktrees/<name>/…`) below `dir`.
+fn git_children(dir: &Path, depth: usize, out: &mut Vec<String>) {
+    const OWN: &[&str] = &["hooks", "config", "config.worktree", "commondir", "gitdir"];
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for e in rd.flatten() {
+        let Ok(t) = e.file_type() else { continue };
+        let name = e.file_name().to_string_lossy().into_owned();
+        if t.is_symlink() {
+            continue;
+        }
+        if OWN.contains(&name.as_str()) {
+            out.push(e.path().display().to_string());
+        } else if t.is_dir() && depth < 6 && !["objects", "refs", "logs"].contains(&name.as_str()) {
+            git_children(&e.path(), depth + 1, out);
+        }
+    }
+}
+
+/// Protected paths that did not exist when the agent started (a file git or an agent would
+/// read, `.git/commondir`, `.claude/settings.local.json`), and each `.git` that was a symlink:
+/// Landlock cannot keep a name from being created in a writable directory, so what the agent
+/// made there is moved aside when it ends (`restore`), before its owner runs anything there.
+#[derive(Debug, Default)]
+pub struct Absent {
+    files: Vec<PathBuf>,
+    links: Vec<(PathBuf, PathBuf)>,
+}
+
+/// Taken by the launcher before the agent starts.
+pub fn absent(fs: &FsRules) -> Absent {
+    let mut a = Absent::default();
+    for entry in &fs.protect {
+        if entry.ends_with('/') {
+            continue;
+        }
+        let p = Path::new(entry.as_str());
+        if !beneath(entry, &fs.write) {
+            continue;
+        }
+        match std::fs::symlink_metadata(p) {
+            Ok(m) if m.file_type().is_symlink() && p.file_name() == Some(".git".as_ref()) => {
+                if let Ok(t) = std::fs::read_link(p) {
+                    a.links.push((p.to_path_buf(), t));
+                }
+            }
+            Ok(_) => {}
+            Err(_) => {
+                let name = p.file_name().and_then(|n| n.to_str()).unwrap_or("");
+                if !(entry.contains("/.git/") && (name == "modules" || name == "worktrees")) {
+                    a.files.push(p.to_path_buf());
+                }
+            }
+        }
+    }
+    a
+}
+
+/// After the agent's end: what appeared where a protected path was absent is moved aside
+/// (`<name>.axiom-quarantine`), and a `.git` symlink that was replaced is put back. Returns
+/// what was done, for the owner to read.
+pub fn restore(a: &Absent) -> Vec<String> {
+    let mut done = Vec::new();
+    let aside = |p: &Path| -> Option<PathBuf> {
+        let mut q = p.as_os_str().to_owned();
+        q.push(".axiom-quarantine");
+        let q = PathBuf::from(q);
+        std::fs::rename(p, &q).ok().map(|()| q)
+    };
+    for p in &a.files {
+        if std::fs::symlink_metadata(p).is_ok()
+            && let Some(q) = aside(p)
+        {
+            done.push(format!(
+                "the agent created the protected {}: moved to {}",
+                p.display(),
+                q.display()
+            ));
+        }
+    }
+    for (p, target) in &a.links {
+        let same = std::fs::read_link(p).is_ok_and(|t| &t == target);
+        if !same {
+            let q = aside(p);
+            if std::os::unix::fs::symlink(target, p).is_ok() {
+                done.push(format!(
+                    "the agent replaced the symlink {} (to {}): put back{}",
+                    p.display(),
+                    target.display(),
+                    q.map(|q| format!(", what it made is at {}", q.display()))
+                        .unwrap_or_default()
+                ));
+            }
+        }
+    }
+    done
 }
 
 /// In the agent's new user and mount namespace: the uid and gid inside the same as outside
@@ -345,6 +520,110 @@ fn own_devices(fs: &FsRules, tokens: &std::path::Path, missing: &mut Vec<String>
             "{}: the owner's MCP tokens are readable ({e})",
             tokens.display()
         ));
+    }
+}
+
+/// A /tmp of the agent's own (a tmpfs), when /tmp is writable to it: what it leaves there is
+/// not its owner's to run into (a tmux server it started at `/tmp/tmux-$UID/default` before
+/// its owner did read every keystroke of the owner's later sessions), and the owner's sockets
+/// there (an ssh agent's) are not the agent's. What the agent must still see below /tmp — its
+/// workspace, its home, the paths its profile names, axiomd's socket (`keep`) — is carried
+/// over as it was.
+fn private_tmp(fs: &FsRules, keep: &[PathBuf], missing: &mut Vec<String>) {
+    use nix::mount::{MsFlags, mount};
+    if !fs.write.iter().any(|w| w.trim_end_matches('/') == "/tmp") {
+        return;
+    }
+    let home = std::env::var_os("HOME").map(PathBuf::from);
+    let mut wanted: Vec<PathBuf> = fs
+        .write
+        .iter()
+        .chain(&fs.read)
+        .map(PathBuf::from)
+        .chain(home)
+        .chain(keep.iter().cloned())
+        .filter(|p| p.starts_with("/tmp") && p != Path::new("/tmp") && p.exists())
+        .collect();
+    wanted.sort();
+    wanted.dedup();
+    // One copy per tree: a path below another one kept comes with it.
+    let mut trees: Vec<PathBuf> = Vec::new();
+    for p in wanted {
+        if !trees.iter().any(|t| p.starts_with(t)) {
+            trees.push(p);
+        }
+    }
+    let mut copies = Vec::new();
+    for t in &trees {
+        match open_tree(&t.display().to_string()) {
+            Ok(fd) => copies.push((t, t.is_dir(), fd)),
+            Err(e) => missing.push(format!(
+                "{}: not in the agent's private /tmp ({e})",
+                t.display()
+            )),
+        }
+    }
+    if let Err(e) = mount(
+        Some("tmpfs"),
+        "/tmp",
+        Some("tmpfs"),
+        MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+        Some("mode=1777"),
+    ) {
+        missing.push(format!("/tmp: shared with the host ({e})"));
+        return;
+    }
+    // Below the new /tmp, the copies' places are made again (as they were: a directory or a
+    // file) and the copies attached there.
+    for (t, dir, fd) in copies {
+        let made = if dir {
+            std::fs::create_dir_all(t)
+        } else {
+            t.parent()
+                .map_or(Ok(()), std::fs::create_dir_all)
+                .and_then(|()| std::fs::File::create(t).map(drop))
+        };
+        if let Err(e) = made.and_then(|()| move_mount(&fd, &t.display().to_string())) {
+            missing.push(format!(
+                "{}: not in the agent's private /tmp ({e})",
+                t.display()
+            ));
+        }
+    }
+}
+
+/// The owner's credentials out of the agent's view: an empty read-only tmpfs over each hidden
+/// directory, /dev/null over each hidden file (a read finds nothing; nothing can be written).
+fn hide(fs: &FsRules, missing: &mut Vec<String>) {
+    use nix::mount::{MsFlags, mount};
+    for p in &fs.hide {
+        let Ok(m) = std::fs::metadata(p) else {
+            continue; // Nothing there to read.
+        };
+        let done = if m.is_dir() {
+            mount(
+                Some("tmpfs"),
+                p.as_str(),
+                Some("tmpfs"),
+                MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC | MsFlags::MS_RDONLY,
+                Some("size=4k,mode=0500"),
+            )
+        } else {
+            mount(
+                Some("/dev/null"),
+                p.as_str(),
+                None::<&str>,
+                MsFlags::MS_BIND,
+                None::<&str>,
+            )
+            .and_then(|()| {
+                mount_attr(p, RDONLY, 0, false)
+                    .map_err(|e| nix::errno::Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO)))
+            })
+        };
+        if let Err(e) = done {
+            missing.push(format!("{p}: credentials readable by the agent ({e})"));
+        }
     }
 }
 
@@ -605,7 +884,7 @@ mod tests {
         // SAFETY: the test thread forks; the child only runs `apply` and `check`, then exits.
         match unsafe { nix::unistd::fork() }.unwrap() {
             nix::unistd::ForkResult::Child => {
-                let code = match apply(c) {
+                let code = match apply(c, &[]) {
                     Ok(_) => check(),
                     Err(e) => {
                         eprintln!("apply: {e}");
@@ -653,6 +932,7 @@ mod tests {
                 read: vec!["/".into()],
                 write: vec![s(&ws)],
                 protect: vec![s(&ws.join(".git/hooks"))],
+                hide: vec![],
             }),
             net: NetRules {
                 allow_all: true,
@@ -695,6 +975,88 @@ mod tests {
         let _ = std::fs::remove_dir_all(&base);
     }
 
+    /// Credentials read as nothing; /tmp is the agent's own, its workspace below /tmp still
+    /// there; a protected file the agent creates is moved aside when it ends, and a `.git`
+    /// gitfile cannot be rewritten.
+    #[test]
+    fn credentials_are_hidden_tmp_is_private_and_planted_git_files_are_undone() {
+        let base = std::env::temp_dir().join(format!("axiom-private-{}", std::process::id()));
+        // The home outside /tmp, so that what hides its credentials is the hiding alone.
+        let home = Path::new("/var/tmp").join(format!("axiom-private-home-{}", std::process::id()));
+        let ws = base.join("ws");
+        std::fs::create_dir_all(ws.join(".git")).unwrap();
+        std::fs::create_dir_all(home.join(".aws")).unwrap();
+        std::fs::write(home.join(".aws/credentials"), "aws_secret").unwrap();
+        std::fs::write(home.join(".netrc"), "machine x password y").unwrap();
+        let sub = ws.join("sub");
+        std::fs::create_dir_all(&sub).unwrap();
+        std::fs::write(sub.join(".git"), "gitdir: ../.git\n").unwrap();
+        let s = |p: &std::path::Path| p.display().to_string();
+        let fs = FsRules {
+            read: vec!["/".into()],
+            write: vec![s(&ws), "/tmp".into()],
+            protect: vec![s(&ws.join(".git/commondir")), s(&sub.join(".git"))],
+            hide: vec![s(&home.join(".aws")), s(&home.join(".netrc"))],
+        };
+        let before = absent(&fs);
+        let c = Confinement {
+            profile: "test".into(),
+            strict: false,
+            fs: Some(fs),
+            net: NetRules {
+                allow_all: true,
+                allow: vec![],
+            },
+            limits: Default::default(),
+        };
+        let (ws2, home2, sub2) = (ws.clone(), home.clone(), sub.clone());
+        let marker = format!("/tmp/axiom-private-marker-{}", std::process::id());
+        let m2 = marker.clone();
+        let code = in_child(&c, move || {
+            let mut bad = 0;
+            if std::fs::read_to_string(home2.join(".aws/credentials")).is_ok() {
+                bad |= 1;
+            }
+            if std::fs::read_to_string(home2.join(".netrc")).is_ok_and(|t| !t.is_empty()) {
+                bad |= 2;
+            }
+            if std::fs::write(&m2, "x").is_err() || std::fs::write(ws2.join("ok"), "x").is_err() {
+                bad |= 4;
+            }
+            // Planted: a commondir (allowed to be made, undone after) and a gitfile rewrite.
+            let _ = std::fs::write(ws2.join(".git/commondir"), "/tmp/evil\n");
+            if std::fs::write(sub2.join(".git"), "gitdir: /tmp/evil\n").is_ok() {
+                bad |= 8;
+            }
+            bad
+        });
+        assert_eq!(
+            code, 0,
+            "bitmask of what the agent could do (100: apply failed)"
+        );
+        assert!(
+            !Path::new(&marker).exists(),
+            "the agent's /tmp was the host's"
+        );
+        assert!(
+            ws.join("ok").exists(),
+            "the workspace below /tmp was not the real one"
+        );
+        assert!(
+            ws.join(".git/commondir").exists(),
+            "the plant is there until the end"
+        );
+        let done = restore(&before);
+        assert_eq!(done.len(), 1, "{done:?}");
+        assert!(!ws.join(".git/commondir").exists());
+        assert_eq!(
+            std::fs::read_to_string(sub.join(".git")).unwrap(),
+            "gitdir: ../.git\n"
+        );
+        let _ = std::fs::remove_dir_all(&base);
+        let _ = std::fs::remove_dir_all(&home);
+    }
+
     #[test]
     fn strict_mode_refuses_what_it_cannot_enforce() {
         let c = Confinement {
@@ -703,7 +1065,8 @@ mod tests {
             fs: Some(FsRules {
                 read: vec!["/".into()],
                 write: vec!["/tmp".into()],
-                protect: vec!["/tmp/axiom-does-not-exist-protected".into()],
+                protect: vec!["/tmp/axiom-does-not-exist/protected/".into()],
+                hide: vec![],
             }),
             net: NetRules::default(),
             limits: Default::default(),

@@ -80,19 +80,123 @@ impl Drop for RawMode {
     }
 }
 
-/// Copies the agent's output to our stdout until the pty closes (every holder of the slave gone).
+/// Copies the agent's output to our stdout until the pty closes (every holder of the slave gone),
+/// less the sequences that would reach past the agent's screen (`Relay`).
 pub fn relay_output(master: OwnedFd) -> JoinHandle<()> {
     std::thread::spawn(move || {
         let mut m = std::fs::File::from(master);
         let mut buf = [0u8; 8192];
         let mut out = std::io::stdout();
+        let mut relay = Relay::default();
+        let mut passed = Vec::with_capacity(buf.len());
         // EIO once the slave side is closed: the end.
         while let Ok(n) = m.read(&mut buf) {
-            if n == 0 || out.write_all(&buf[..n]).and_then(|()| out.flush()).is_err() {
+            passed.clear();
+            relay.filter(&buf[..n], &mut passed);
+            if n == 0 || out.write_all(&passed).and_then(|()| out.flush()).is_err() {
                 break;
             }
         }
     })
+}
+
+/// What of the agent's output reaches the owner's terminal: all of it (a TUI needs its escape
+/// sequences) but the ones that act beyond the agent's screen: OSC 52 (set or read the owner's
+/// clipboard: a read is answered into the agent's input) and the window-title reports
+/// (`CSI 20 t`, `CSI 21 t`: the title, which the agent set, typed back as input). A sequence
+/// split across reads is held until it is whole (at most `HELD_MAX` bytes).
+#[derive(Default)]
+pub struct Relay {
+    held: Vec<u8>,
+}
+
+/// Longest sequence held undecided; a longer one is passed on (or dropped, for OSC 52).
+const HELD_MAX: usize = 64;
+
+impl Relay {
+    pub fn filter(&mut self, input: &[u8], out: &mut Vec<u8>) {
+        for &b in input {
+            if self.held.is_empty() {
+                if b == 0x1b {
+                    self.held.push(b);
+                } else {
+                    out.push(b);
+                }
+                continue;
+            }
+            self.held.push(b);
+            match self.decide() {
+                Decision::Hold => {}
+                Decision::Pass => out.append(&mut self.held),
+                Decision::Drop => self.held.clear(),
+                Decision::Dropping => {}
+            }
+        }
+    }
+
+    /// What to do with the sequence held so far.
+    fn decide(&mut self) -> Decision {
+        let h = &self.held;
+        match h.get(1) {
+            None => Decision::Hold,
+            Some(b']') => {
+                // OSC: its number decides, up to the ';' (or its end).
+                let body = &h[2..];
+                let number: Vec<u8> = body
+                    .iter()
+                    .take_while(|c| c.is_ascii_digit())
+                    .copied()
+                    .collect();
+                let after = body.get(number.len());
+                let clipboard = number == b"52";
+                match after {
+                    None if h.len() < HELD_MAX => Decision::Hold,
+                    _ if clipboard => {
+                        // Dropped whole: held (and discarded) until its terminator.
+                        let last = h[h.len() - 1];
+                        let ended = last == 0x07 || (last == b'\\' && h[h.len() - 2] == 0x1b);
+                        if ended {
+                            Decision::Drop
+                        } else {
+                            if h.len() > HELD_MAX {
+                                // Keep only the tail that can end it.
+                                let tail = h[h.len() - 1];
+                                self.held.truncate(2);
+                                self.held.extend_from_slice(b"52;");
+                                self.held.push(tail);
+                            }
+                            Decision::Dropping
+                        }
+                    }
+                    _ => Decision::Pass,
+                }
+            }
+            Some(b'[') => {
+                let last = h[h.len() - 1];
+                if h.len() > 2 && (0x40..=0x7e).contains(&last) {
+                    let params = &h[2..h.len() - 1];
+                    if last == b't' && (params == b"20" || params == b"21") {
+                        Decision::Drop
+                    } else {
+                        Decision::Pass
+                    }
+                } else if h.len() < HELD_MAX {
+                    Decision::Hold
+                } else {
+                    Decision::Pass
+                }
+            }
+            Some(_) => Decision::Pass,
+        }
+    }
+}
+
+enum Decision {
+    Hold,
+    Pass,
+    Drop,
+    /// Inside a sequence being dropped: nothing goes out until it ends.
+    Dropping,
 }
 
 /// Copies our stdin to the agent (detached: it ends with the process).
@@ -129,4 +233,32 @@ pub fn relay_winsize(master: OwnedFd) {
             }
         }
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Relay;
+
+    fn through(chunks: &[&[u8]]) -> Vec<u8> {
+        let mut r = Relay::default();
+        let mut out = Vec::new();
+        for c in chunks {
+            r.filter(c, &mut out);
+        }
+        out
+    }
+
+    /// The clipboard and title reports are kept from the owner's terminal, split or not; the
+    /// rest of a TUI's escapes pass as they are.
+    #[test]
+    fn clipboard_and_title_reports_do_not_reach_the_owner() {
+        assert_eq!(through(&[b"a\x1b]52;c;ZXZpbA==\x07b"]), b"ab");
+        assert_eq!(through(&[b"a\x1b]5", b"2;c;?\x1b", b"\\b"]), b"ab");
+        assert_eq!(through(&[b"x\x1b[21ty\x1b[2", b"0t"]), b"xy");
+        let tui: &[u8] = b"\x1b[?2026h\x1b[3;1HHello\x1b[0m\x1b]0;claude\x07\x1b[?25l";
+        assert_eq!(through(&[tui]), tui);
+        assert_eq!(through(&[&tui[..5], &tui[5..]]), tui);
+        let long = [b"\x1b]52;c;".as_slice(), &[b'A'; 5000], b"\x07ok"].concat();
+        assert_eq!(through(&[&long]), b"ok");
+    }
 }

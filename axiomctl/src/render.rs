@@ -24,15 +24,44 @@ pub fn escape(s: &str) -> String {
             out.push('…');
             break;
         }
-        match c {
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            c if c.is_control() => out.push_str(&format!("\\x{:02x}", c as u32)),
-            c => out.push(c),
-        }
+        push_escaped(&mut out, c);
     }
     out
+}
+
+/// Escapes control and format characters, whole (no length bound): for CSV cells.
+pub fn clean(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        push_escaped(&mut out, c);
+    }
+    out
+}
+
+fn push_escaped(out: &mut String, c: char) {
+    match c {
+        '\n' => out.push_str("\\n"),
+        '\r' => out.push_str("\\r"),
+        '\t' => out.push_str("\\t"),
+        c if c.is_control() => out.push_str(&format!("\\x{:02x}", c as u32)),
+        c if invisible(c) => out.push_str(&format!("\\u{{{:04x}}}", c as u32)),
+        c => out.push(c),
+    }
+}
+
+/// Unicode format characters that reorder or hide text (bidi embeddings, overrides and
+/// isolates, zero-width characters, tags): shown escaped, so a path or an argument reads as
+/// what it is ("Trojan Source", CVE-2021-42574).
+fn invisible(c: char) -> bool {
+    matches!(c as u32,
+        0x00AD | 0x061C | 0x180E
+        | 0x200B..=0x200F
+        | 0x202A..=0x202E
+        | 0x2060..=0x2064
+        | 0x2066..=0x206F
+        | 0xFEFF
+        | 0xFFF9..=0xFFFB
+        | 0xE0001 | 0xE0020..=0xE007F)
 }
 
 /// A command line for display: arguments escaped, joined by spaces.
@@ -58,7 +87,7 @@ impl Style {
         let who = paint(
             c,
             "2",
-            &format!("{} {}({})", clock(e.time_ns), e.comm, e.tgid),
+            &format!("{} {}({})", clock(e.time_ns), escape(&e.comm), e.tgid),
         );
         let what = match &e.body {
             Body::Fork { child_pid } => paint(c, "2", &format!("fork → {child_pid}")),
@@ -75,9 +104,13 @@ impl Style {
             } => {
                 let second = path2
                     .as_deref()
-                    .map(|p| format!(" → {p}"))
+                    .map(|p| format!(" → {}", escape(p)))
                     .unwrap_or_default();
-                format!("{} {path}{second}", paint(c, "35", &format!("file {op}")))
+                format!(
+                    "{} {}{second}",
+                    paint(c, "35", &format!("file {op}")),
+                    escape(path)
+                )
             }
             Body::Connect {
                 family,
@@ -85,9 +118,9 @@ impl Style {
                 port,
             } => {
                 let addr = if *port != 0 {
-                    format!("{address}:{port}")
+                    format!("{}:{port}", escape(address))
                 } else {
-                    address.clone()
+                    escape(address)
                 };
                 format!("{} {family} {addr}", paint(c, "34", "connect"))
             }
@@ -290,5 +323,39 @@ impl Style {
             escape(detail),
             paint(c, "2", &lat)
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Nothing an agent chose reaches the viewer's terminal as a control or format character.
+    #[test]
+    fn controls_and_bidi_are_shown_escaped() {
+        assert_eq!(escape("a\x1b]52;c;eA==\x07b"), "a\\x1b]52;c;eA==\\x07b");
+        assert_eq!(escape("x\u{202e}cod.exe"), "x\\u{202e}cod.exe");
+        assert_eq!(clean("\u{2066}\u{200b}ok"), "\\u{2066}\\u{200b}ok");
+        let e = Event {
+            seq: 1,
+            time_ns: 0,
+            agent: 1,
+            pid: 2,
+            tgid: 2,
+            ppid: 1,
+            uid: 1000,
+            cgroup_id: 0,
+            comm: "s\x1bh".into(),
+            truncated: false,
+            body: Body::File {
+                op: axiom_proto::wire::FileOp::Creat,
+                path: "/w/\x1b[2Jx\u{202e}".into(),
+                path2: Some("\x1b]0;title\x07".into()),
+                flags: 0,
+                mode: 0,
+            },
+        };
+        let l = Style { color: false }.line(&e);
+        assert!(!l.contains('\x1b') && !l.contains('\u{202e}'), "{l:?}");
     }
 }

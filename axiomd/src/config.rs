@@ -247,6 +247,7 @@ mod tests {
         assert_eq!(c.store.batch_events, d.store.batch_events);
         assert_eq!(c.store.writers, d.store.writers);
         assert_eq!(c.confine.protected, d.confine.protected);
+        assert_eq!(c.confine.hidden, d.confine.hidden);
         assert_eq!(c.confine.default_profile, d.confine.default_profile);
     }
 

@@ -233,6 +233,71 @@ fn read_only_refuses_writes_and_every_tcp_connect() {
     assert!(!site.ws.join("new.txt").exists());
 }
 
+/// Untracked is not unconfined: an agent its owner (here root) untracks keeps its connect
+/// policy, bound to the cgroup axiomd made for it, as it keeps its Landlock rules. UDP, which
+/// Landlock does not cover: only the cgroup program stands between the agent and the listener.
+#[test]
+fn an_untracked_agent_keeps_its_connect_policy() {
+    let d = Daemon::start("confine_untrack_net", &[]);
+    let site = Site::new("confine_untrack_net");
+    let listener = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    listener
+        .set_read_timeout(Some(Duration::from_millis(500)))
+        .unwrap();
+    let script = format!(
+        "while [ ! -e go ]; do sleep 0.05; done\n\
+         if python3 -c 'import socket; socket.socket(socket.AF_INET, socket.SOCK_DGRAM).sendto(b\"x\", (\"127.0.0.1\", {port}))' 2>/dev/null; \
+         then echo SENT; else echo NOT-SENT; fi"
+    );
+    let ws = site.ws.clone();
+    let sock = d.socket.clone();
+    let agent = std::thread::spawn(move || {
+        let mut c = Command::new(axiomctl_bin());
+        c.arg("--socket")
+            .arg(&sock)
+            .args(["run", "--profile", "read-only", "--name", "untrack-net"])
+            .arg("--workspace")
+            .arg(&ws)
+            .args(["--", "/bin/sh", "-c", &script])
+            .current_dir(&ws)
+            .uid(NOBODY)
+            .gid(NOBODY);
+        c.output().unwrap()
+    });
+    let t0 = std::time::Instant::now();
+    let id = loop {
+        let agents = d
+            .client()
+            .request(&axiom_proto::wire::Request::Agents)
+            .agents
+            .unwrap_or_default();
+        if let Some(a) = agents
+            .iter()
+            .find(|a| a.name.as_deref() == Some("untrack-net"))
+        {
+            break a.id;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(10),
+            "the agent never started"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let r = d
+        .client()
+        .request(&axiom_proto::wire::Request::Untrack { agent: id });
+    assert!(r.ok, "{r:?}");
+    std::fs::write(site.ws.join("go"), "").unwrap();
+    let (out, err) = text(&agent.join().unwrap());
+    assert!(out.contains("NOT-SENT"), "{out}\n{err}");
+    let mut buf = [0u8; 16];
+    assert!(
+        listener.recv(&mut buf).is_err(),
+        "a datagram reached the listener"
+    );
+}
+
 #[test]
 fn limits_stop_a_fork_bomb_and_a_memory_bomb_and_say_so() {
     let d = Daemon::start(

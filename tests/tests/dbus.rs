@@ -7,7 +7,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use axiom_tests::{Daemon, TestBus};
+use axiom_tests::{Daemon, TestBus, axiomctl_bin, unique};
 
 const DEST: &str = "org.axiom.Axiom1";
 const PATH: &str = "/org/axiom/Axiom1";
@@ -198,6 +198,58 @@ fn callers_are_authorised_by_uid() {
     let _ = roots.kill();
     let _ = roots.wait();
     drop(d);
+}
+
+/// A process inside an agent that calls over the bus is that agent, not its owner: it lists
+/// its own agent alone and may not steer a sibling agent of the same owner.
+#[test]
+fn an_agent_on_the_bus_is_its_agent_not_its_owner() {
+    use std::os::unix::{fs::PermissionsExt as _, process::CommandExt as _};
+    let (bus, d) = start("dbus_inside");
+    let nobody = as_nobody(None);
+    let mut sib = sleeper(&nobody);
+    std::thread::sleep(Duration::from_millis(100));
+    let sibling = agent_id(&gdbus(&bus, &nobody, "WatchPid", &[&sib.id().to_string()]));
+    let ws = std::path::Path::new("/var/cache/axiom-tests").join(unique("dbus_inside"));
+    std::fs::create_dir_all(&ws).unwrap();
+    std::fs::set_permissions(&ws, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let call = |method: &str| {
+        format!(
+            "gdbus call --address '{}' --dest {DEST} --object-path {PATH} --method {DEST}.{method}",
+            bus.address
+        )
+    };
+    let script = format!(
+        "{}; echo; {} {sibling}; echo END",
+        call("ListAgents"),
+        call("Kill")
+    );
+    let o = Command::new(axiomctl_bin())
+        .arg("--socket")
+        .arg(&d.socket)
+        // `full`: this private bus lives below /tmp, which a confined agent's own /tmp hides
+        // (the system bus, /run/dbus, is reached under every profile); being inside an agent
+        // is what is tested, whatever its profile.
+        .args(["run", "--profile", "full", "--name", "dbus-inside", "--"])
+        .args(["/bin/sh", "-c", &script])
+        .current_dir(&ws)
+        .env("HOME", "/nonexistent")
+        .stdin(Stdio::null())
+        .uid(65534)
+        .gid(65534)
+        .output()
+        .unwrap();
+    let out = text(&o);
+    assert!(out.contains("END"), "{out}");
+    assert!(!out.contains(&format!("(uint64 {sibling}, ")), "{out}");
+    assert!(
+        out.contains("org.freedesktop.DBus.Error.AccessDenied"),
+        "{out}"
+    );
+    assert!(sib.try_wait().unwrap().is_none(), "the sibling was killed");
+    let _ = sib.kill();
+    let _ = sib.wait();
+    let _ = std::fs::remove_dir_all(&ws);
 }
 
 #[test]

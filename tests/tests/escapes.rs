@@ -1,4 +1,4 @@
-//! The escape battery (`axiom_tests::escapes`): each attempt an agent run as nobody under
+//! The escape battery (`axiom_tests::escapes`): each attempt an agent of an ordinary user under
 //! `axiomctl run`, judged from outside. Every attempt is contained or reported, except those
 //! the README's threat model lists as open (`KNOWN_OPEN`, each with its reason); one that
 //! escapes and is not on that list fails the test. Plus the denial-of-service cases: bounded,
@@ -39,7 +39,7 @@ fn every_escape_is_contained_or_reported() {
         results.len()
     );
     assert!(
-        only.is_some() || results.len() >= 80,
+        only.is_some() || results.len() >= 120,
         "the battery has {} attempts",
         results.len()
     );
@@ -67,6 +67,11 @@ fn one_user_cannot_take_axiomd_down_for_everyone() {
     );
     assert!(f.fds_after <= f.fds + 8, "{f:?}");
     assert!(f.threads_after <= f.threads + 8, "{f:?}");
+    // The agents' own attacks (a window-size bomb, a fork amplifier): axiomd's memory and
+    // threads stay bounded, and it still watches and enforces for another user.
+    assert!(f.rss_peak_mib <= f.rss_mib + 384, "{f:?}");
+    assert!(f.threads_peak <= f.threads + 32, "{f:?}");
+    assert!(f.alive_and_enforcing, "{f:?}");
     assert!(d.client().request(&axiom_proto::wire::Request::Status).ok);
 }
 

@@ -613,7 +613,7 @@ fn plugins_judge_output_and_runaway_ones_are_stopped_and_reported() {
     sub.wait_for(
         "the spin plugin switched off",
         T,
-        plugin_denied("spin", "switched off after 3"),
+        plugin_denied("spin", "switched off for this agent after 3"),
     );
     sub.wait_for(
         "the hog plugin's memory fault",

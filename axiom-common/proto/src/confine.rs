@@ -8,6 +8,9 @@
 use serde::{Deserialize, Serialize};
 
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+// A field this side does not know is a confinement it cannot enforce: refused, never
+// ignored (version skew between axiomd and the launcher fails closed).
+#[serde(deny_unknown_fields)]
 pub struct Confinement {
     /// The profile it came from (`read-only`, `workspace-write`, `full`, or a configured one).
     pub profile: String,
@@ -22,6 +25,7 @@ pub struct Confinement {
 
 /// Absolute paths. Landlock grants rights on a file or a directory and everything beneath it.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(deny_unknown_fields)]
 pub struct FsRules {
     /// Read and execute beneath these.
     pub read: Vec<String>,
@@ -29,10 +33,16 @@ pub struct FsRules {
     pub write: Vec<String>,
     /// Never writable, even beneath a `write` path (mounted read-only over themselves in the
     /// agent's own mount namespace: Landlock alone cannot take a right back beneath a grant).
+    /// A trailing `/` names a directory the launcher makes when it is absent.
     pub protect: Vec<String>,
+    /// Not readable either (credentials): something empty is mounted over each in the agent's
+    /// own view (Landlock cannot take a read right back beneath a grant either).
+    #[serde(default)]
+    pub hide: Vec<String>,
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(deny_unknown_fields)]
 pub struct NetRules {
     /// `true`: every connection allowed (nothing else applies).
     pub allow_all: bool,
@@ -42,6 +52,7 @@ pub struct NetRules {
 
 /// One allowed destination: an address or prefix, and a port (0: any).
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(deny_unknown_fields)]
 pub struct NetAllow {
     /// `10.0.0.0/8`, `127.0.0.1`, `::1/128`, or `*` for any address.
     pub net: String,
@@ -131,6 +142,7 @@ impl std::fmt::Display for NetAllow {
 
 /// Limits on the agent's cgroup (all its processes together).
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(deny_unknown_fields)]
 pub struct Limits {
     /// Processes and threads at once (a fork bomb stops here).
     pub pids: Option<u64>,

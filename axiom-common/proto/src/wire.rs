@@ -729,6 +729,10 @@ pub struct Status {
     /// The event store's writer: events stored (acknowledged), batches, failed batches.
     #[serde(default)]
     pub store: BTreeMap<String, u64>,
+    /// What one agent or user can make axiomd hold, at most (what a bound cut is counted in
+    /// `lost`): clients, agents, screens and their size, fd table entries, messages in flight.
+    #[serde(default)]
+    pub bounds: BTreeMap<String, u64>,
 }
 
 /// A blocking JSON-lines connection to the control socket (axiomctl, tests, tools).

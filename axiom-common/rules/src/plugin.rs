@@ -4,7 +4,7 @@
 //! is checked as usual.
 use std::path::{Path, PathBuf};
 #[cfg(feature = "plugins")]
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::{collections::HashMap, sync::Mutex};
 
 #[cfg(feature = "plugins")]
 use crate::Scope;
@@ -57,12 +57,18 @@ impl RulePlugin {
 }
 
 #[cfg(feature = "plugins")]
-/// A rule's plugin, and how many of its calls in a row were stopped.
+/// A rule's plugin, and per agent how many of its calls in a row were stopped: one agent that
+/// feeds it what makes it run away switches it off for itself, not for every agent.
 #[derive(Debug)]
 pub struct RulePlugin {
     pub plugin: axiom_sandbox::Plugin,
-    strikes: AtomicU32,
+    strikes: Mutex<HashMap<u64, u32>>,
 }
+
+#[cfg(feature = "plugins")]
+/// Agents whose strikes are remembered per plugin; past it the count starts over (an agent
+/// that cycles ids to clear its strikes only pays more calls, each within the limits).
+const STRIKES_KEPT: usize = 4096;
 
 #[cfg(feature = "plugins")]
 /// Calls in a row stopped by a limit before a plugin is switched off (until the rules reload):
@@ -107,7 +113,7 @@ impl RulePlugin {
             .map_err(|e| format!("plugin {e}"))?;
         Ok(RulePlugin {
             plugin,
-            strikes: AtomicU32::new(0),
+            strikes: Mutex::new(HashMap::new()),
         })
     }
 
@@ -116,22 +122,35 @@ impl RulePlugin {
         &self.plugin.path
     }
 
-    /// Calls the plugin unless it is switched off; counts strikes.
+    /// Calls the plugin unless it is switched off for the subject's agent; counts strikes.
     pub fn follow_up(&self, subject: &Subject) -> FollowUp {
-        if self.strikes.load(Ordering::Relaxed) >= PLUGIN_STRIKES {
+        let strikes = |f: &mut dyn FnMut(&mut HashMap<u64, u32>) -> u32| {
+            self.strikes
+                .lock()
+                .map(|mut m| f(&mut m))
+                .unwrap_or(PLUGIN_STRIKES)
+        };
+        if strikes(&mut |m| m.get(&subject.agent).copied().unwrap_or(0)) >= PLUGIN_STRIKES {
             return FollowUp::Disabled;
         }
         let input = serde_json::to_vec(subject).unwrap_or_default();
         match self.plugin.check(&input) {
             Ok(v) => {
-                self.strikes.store(0, Ordering::Relaxed);
+                strikes(&mut |m| m.remove(&subject.agent).unwrap_or(0));
                 match v {
                     Some(d) => FollowUp::Finding(d),
                     None => FollowUp::Pass,
                 }
             }
             Err(fault) => {
-                let n = self.strikes.fetch_add(1, Ordering::Relaxed) + 1;
+                let n = strikes(&mut |m| {
+                    if m.len() >= STRIKES_KEPT && !m.contains_key(&subject.agent) {
+                        m.clear();
+                    }
+                    let n = m.entry(subject.agent).or_default();
+                    *n += 1;
+                    *n
+                });
                 FollowUp::Fault {
                     fault,
                     disabled: n >= PLUGIN_STRIKES,

@@ -19,6 +19,22 @@ const SEEN_MAX: usize = 4096;
 pub const DEFAULT_ROWS: u16 = 60;
 pub const DEFAULT_COLS: u16 = 240;
 
+/// The largest screen emulated: a terminal the agent says is larger (`stty rows 65535 cols
+/// 65535` asks for 4 billion cells, ~137 GB in the emulator) is emulated at this size. A 4K
+/// monitor with a small font shows ~110 rows of ~480 columns; what an agent paints beyond the
+/// bound is not read by terminal rules (`screen_clamped` in `axiomctl status`).
+pub const MAX_ROWS: u16 = 200;
+pub const MAX_COLS: u16 = 800;
+
+/// The size emulated for a terminal of `rows` × `cols`, and whether it was cut to the bound.
+pub fn bounded(rows: u16, cols: u16) -> (u16, u16, bool) {
+    (
+        rows.min(MAX_ROWS),
+        cols.min(MAX_COLS),
+        rows > MAX_ROWS || cols > MAX_COLS,
+    )
+}
+
 /// One agent terminal's screen, and what of it has been judged.
 pub struct Screen {
     parser: vt100::Parser,
@@ -121,7 +137,9 @@ fn nz(n: u16, default: u16) -> NonZeroU16 {
 }
 
 impl Screen {
+    /// A screen of `rows` × `cols`, cut to `MAX_ROWS` × `MAX_COLS`.
     pub fn new(rows: u16, cols: u16) -> Screen {
+        let (rows, cols, _) = bounded(rows, cols);
         Screen {
             parser: vt100::Parser::new(nz(rows, DEFAULT_ROWS), nz(cols, DEFAULT_COLS), 0),
             rows: Vec::new(),
@@ -241,14 +259,18 @@ impl Screen {
         !row.trim().is_empty() && self.read.insert(text_key(row))
     }
 
-    /// Follows the terminal's size (a resized terminal is repainted by its TUI).
-    pub fn resize(&mut self, rows: u16, cols: u16) {
+    /// Follows the terminal's size (a resized terminal is repainted by its TUI), cut to
+    /// `MAX_ROWS` × `MAX_COLS`; true when the screen took a new size that had to be cut.
+    pub fn resize(&mut self, rows: u16, cols: u16) -> bool {
+        let (rows, cols, cut) = bounded(rows, cols);
         let (r, c) = self.parser.screen().size();
         if (r.get(), c.get()) != (rows, cols) && rows > 0 && cols > 0 {
             self.parser
                 .set_size(nz(rows, DEFAULT_ROWS), nz(cols, DEFAULT_COLS));
             self.read.max = 2 * usize::from(rows);
+            return cut;
         }
+        false
     }
 
     /// Whether a hit (by `Changed::hit_key`) is new on this screen; remembers it.
@@ -359,6 +381,21 @@ fn row_local_csi(seq: &[u8]) -> Option<usize> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `stty rows 65535 cols 65535` is emulated at the bound, and still reads what is painted.
+    #[test]
+    fn a_huge_terminal_is_emulated_at_the_bound() {
+        let mut s = Screen::new(u16::MAX, u16::MAX);
+        assert_eq!(s.parser.screen().size().0.get(), MAX_ROWS);
+        assert!(
+            !s.resize(u16::MAX - 1, u16::MAX - 1),
+            "the same bound again"
+        );
+        let (r, c) = s.parser.screen().size();
+        assert_eq!((r.get(), c.get()), (MAX_ROWS, MAX_COLS));
+        assert_eq!(s.feed(b"Let me plan this.").text, "Let me plan this.");
+        assert!(bounded(u16::MAX, 10).2 && !bounded(MAX_ROWS, MAX_COLS).2);
+    }
 
     #[test]
     fn cursor_moves_read_as_the_spaces_they_leave() {

@@ -417,4 +417,16 @@ fn a_plugin_that_keeps_running_away_is_switched_off() {
         );
     }
     assert_eq!(p.follow_up(&subject), FollowUp::Disabled);
+    // Another agent's calls still run: the strikes were the first agent's.
+    let other = Subject {
+        agent: 2,
+        ..subject
+    };
+    assert!(matches!(
+        p.follow_up(&other),
+        FollowUp::Fault {
+            disabled: false,
+            ..
+        }
+    ));
 }

@@ -106,7 +106,13 @@ fn print_rows(
             println!("{}", serde_json::Value::Object(obj));
         }
     } else if csv {
-        let q = |s: String| {
+        // Control and format characters escaped (a CSV is read on terminals too); a cell a
+        // spreadsheet would take for a formula is quoted as text (OWASP's CSV injection).
+        let q = |s: String, text: bool| {
+            let mut s = render::clean(&s);
+            if text && s.starts_with(['=', '+', '-', '@']) {
+                s.insert(0, '\'');
+            }
             if s.contains([',', '"', '\n']) {
                 format!("\"{}\"", s.replace('"', "\"\""))
             } else {
@@ -115,12 +121,18 @@ fn print_rows(
         };
         println!(
             "{}",
-            cols.iter().cloned().map(q).collect::<Vec<_>>().join(",")
+            cols.iter()
+                .map(|c| q(c.clone(), true))
+                .collect::<Vec<_>>()
+                .join(",")
         );
         for r in rows {
             println!(
                 "{}",
-                r.iter().map(|v| q(cell(v))).collect::<Vec<_>>().join(",")
+                r.iter()
+                    .map(|v| q(cell(v), v.is_string()))
+                    .collect::<Vec<_>>()
+                    .join(",")
             );
         }
     } else {

@@ -57,6 +57,8 @@ struct Prepared {
     /// Claude Code hooks installed for the run.
     hooks: bool,
     argv: Vec<CString>,
+    /// What the agent must still reach in a private /tmp: axiomd's socket (its hooks call it).
+    keep: Vec<PathBuf>,
 }
 
 fn prepare(cli: &Cli, launch: &Launch, command: &[String]) -> anyhow::Result<Prepared> {
@@ -69,9 +71,22 @@ fn prepare(cli: &Cli, launch: &Launch, command: &[String]) -> anyhow::Result<Pre
     if !workspace.is_dir() {
         bail!("workspace {} is not a directory", workspace.display());
     }
+    // Started from the home directory or /, the workspace (all the agent may write) would be
+    // the whole home or every writable file: only when asked for by name.
+    let drop_to = sudo_user();
+    if launch.workspace.is_none()
+        && launch.profile.as_deref() != Some("full")
+        && too_wide(&workspace, drop_to.map(|(u, _)| u))
+    {
+        bail!(
+            "the workspace would be {} (the current directory): the agent could write anywhere \
+             in it. Start it from a project directory, or name it: --workspace {}",
+            workspace.display(),
+            workspace.display()
+        );
+    }
     let workspace_c = CString::new(workspace.as_os_str().as_encoded_bytes())
         .context("the workspace path contains a NUL byte")?;
-    let drop_to = sudo_user();
     let profiles = agent_kind::profiles();
     let kind = agent_kind::kind(&profiles, command, launch.kind.as_deref());
     let mut hooks = false;
@@ -112,6 +127,7 @@ fn prepare(cli: &Cli, launch: &Launch, command: &[String]) -> anyhow::Result<Pre
         kind,
         hooks,
         argv,
+        keep: vec![cli.socket.clone()],
     })
 }
 
@@ -142,7 +158,7 @@ fn in_child(
     // outside the workspace, a socket) do not reach the agent: closed at exec.
     // SAFETY: close_range with CLOSE_RANGE_CLOEXEC only marks descriptors.
     unsafe { libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 4u32) };
-    // The gate carries the resolved confinement (JSON; empty: none) and closes.
+    // The gate carries the resolved confinement (JSON; empty: the parent gave up) and closes.
     let mut policy = Vec::new();
     {
         use std::io::Read as _;
@@ -153,13 +169,23 @@ fn in_child(
     if policy.is_empty() {
         unsafe { libc::_exit(126) }; // the parent gave up
     }
-    if let Ok(Some(c)) = serde_json::from_slice::<Option<Confinement>>(&policy) {
-        match confine::apply(&c) {
+    // A confinement this launcher cannot read (an axiomd of another version) is a refusal,
+    // never a run without one.
+    match serde_json::from_slice::<Confinement>(&policy) {
+        Ok(c) => match confine::apply(&c, &prep.keep) {
             Ok(applied) => frame(err, b'A', &serde_json::to_vec(&applied).unwrap_or_default()),
             Err(reason) => {
                 frame(err, b'R', reason.as_bytes());
                 unsafe { libc::_exit(126) };
             }
+        },
+        Err(e) => {
+            let reason = format!(
+                "the confinement axiomd sent cannot be read by this axiomctl ({e}); \
+                 is axiomctl the same version as axiomd?"
+            );
+            frame(err, b'R', reason.as_bytes());
+            unsafe { libc::_exit(126) };
         }
     }
     let argv = &prep.argv;
@@ -305,8 +331,18 @@ fn run_agent(
             return refused("subscribe", r);
         }
     }
-    // Release the child with what it must apply before exec.
-    nix::unistd::write(&gate_w, &serde_json::to_vec(&r.confinement)?)?;
+    // Release the child with what it must apply before exec. axiomd sends a confinement for
+    // every profile (`full` too); none is an axiomd this launcher does not understand, and the
+    // agent does not run rather than run unconfined.
+    let Some(confinement) = r.confinement.as_ref() else {
+        kill(pid);
+        anyhow::bail!(
+            "axiomd sent no confinement for agent {agent}; is axiomctl the same version as axiomd?"
+        );
+    };
+    // What of the protected paths was absent before: undone after the agent's end.
+    let absent = confinement.fs.as_ref().map(confine::absent);
+    nix::unistd::write(&gate_w, &serde_json::to_vec(confinement)?)?;
     drop(gate_w);
     let applied = match child_report(err_r, pid, &command[0])? {
         Ok(a) => a,
@@ -336,6 +372,9 @@ fn run_agent(
         finish(t, Duration::from_secs(2));
     }
     drop(raw_mode);
+    if let Some(a) = &absent {
+        restore_as(a, prep.drop_to);
+    }
     match status {
         nix::sys::wait::WaitStatus::Exited(_, code) => Ok(ExitCode::from(code as u8)),
         nix::sys::wait::WaitStatus::Signaled(_, sig, _) => Ok(ExitCode::from(128 + sig as u8)),
@@ -369,6 +408,54 @@ fn finish(t: std::thread::JoinHandle<()>, limit: Duration) {
     while !t.is_finished() && t0.elapsed() < limit {
         std::thread::sleep(Duration::from_millis(10));
     }
+}
+
+/// Undoes what the agent planted where protected paths were absent (`confine::restore`), as
+/// the user the agent ran as (a root launcher under sudo forks and drops first: the agent's
+/// directories are not root's to walk), and says what it did.
+fn restore_as(a: &confine::Absent, drop_to: Option<(nix::unistd::Uid, nix::unistd::Gid)>) {
+    let Some((uid, gid)) = drop_to else {
+        for note in confine::restore(a) {
+            eprintln!("axiom: {note}");
+        }
+        return;
+    };
+    // SAFETY: the child only drops privileges, renames files, writes to fd 2 and exits.
+    match unsafe { nix::unistd::fork() } {
+        Ok(nix::unistd::ForkResult::Child) => {
+            if nix::unistd::setgroups(&[]).is_ok()
+                && nix::unistd::setgid(gid).is_ok()
+                && nix::unistd::setuid(uid).is_ok()
+            {
+                for note in confine::restore(a) {
+                    // Not eprintln: another thread may have held stderr's lock at the fork.
+                    let _ = nix::unistd::write(
+                        std::io::stderr(),
+                        format!("axiom: {note}\n").as_bytes(),
+                    );
+                }
+            }
+            unsafe { libc::_exit(0) };
+        }
+        Ok(nix::unistd::ForkResult::Parent { child }) => {
+            let _ = nix::sys::wait::waitpid(child, None);
+        }
+        Err(e) => eprintln!("axiom: protected paths not checked after the agent: {e}"),
+    }
+}
+
+/// Whether `dir` is `/` or the home of the user the agent runs as (`uid`, else us).
+fn too_wide(dir: &std::path::Path, uid: Option<nix::unistd::Uid>) -> bool {
+    if dir == std::path::Path::new("/") {
+        return true;
+    }
+    let uid = uid.unwrap_or_else(nix::unistd::getuid);
+    let home = nix::unistd::User::from_uid(uid)
+        .ok()
+        .flatten()
+        .map(|u| u.dir);
+    home.and_then(|h| std::fs::canonicalize(h).ok())
+        .is_some_and(|h| h == dir)
 }
 
 /// The user to run an agent as when axiomctl itself runs as root under sudo.

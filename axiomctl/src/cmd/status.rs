@@ -42,6 +42,9 @@ pub fn run(cli: &Cli) -> anyhow::Result<ExitCode> {
         if !st.store.is_empty() {
             println!("store: {}", line(&st.store));
         }
+        if !st.bounds.is_empty() {
+            println!("bounds: {}", line(&st.bounds));
+        }
     }
     Ok(ExitCode::SUCCESS)
 }

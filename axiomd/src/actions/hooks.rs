@@ -74,7 +74,9 @@ impl Actions {
             "{FROM} refused this command before it ran (rule {}): {why}",
             r.id
         );
-        let shown = axiom_rules::excerpt(command, &h, r.redact);
+        // The command comes from the agent's hook, not through the sensor: its secrets are
+        // masked here before the excerpt leaves axiomd.
+        let shown = masked(set, axiom_rules::excerpt(command, &h, r.redact));
         self.bus.publish(notice(
             agent,
             Body::Violation {
@@ -112,10 +114,16 @@ impl Actions {
             return None;
         }
         let mut reasons = self.take_parked(agent.id);
-        let last = input
-            .get("last_assistant_message")
-            .and_then(Value::as_str)
-            .unwrap_or("");
+        // The claim comes from the agent's hook: masked before it is judged and reported.
+        let last = masked(
+            set,
+            input
+                .get("last_assistant_message")
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .to_string(),
+        );
+        let last = last.as_str();
         let claims = match self.engine.lock() {
             Ok(mut e) => e.contradicted_claims(set, agent.id, last, Instant::now()),
             Err(_) => Vec::new(),
@@ -197,6 +205,11 @@ impl Actions {
             m.remove(&agent);
         }
     }
+}
+
+/// `text` with every secret a rule knows masked (what the sensor does to captured bytes).
+fn masked(set: &RuleSet, text: String) -> String {
+    set.redact(None, &text).map_or(text, |(m, _)| m)
 }
 
 /// An intervention made through the agent's own hook: delivered as the hook's answer.

@@ -34,6 +34,56 @@ use terminal::Terminals;
 /// Findings waiting for the actions thread; more are counted lost (`actions_backlog`).
 const BACKLOG: usize = 4096;
 
+/// Messages being delivered at once (each on a thread of its own, which may wait for its agent
+/// to be idle), per agent and in all. One more is not delivered, counted as the loss
+/// `deliver_shed`: an agent that keeps a spinner going and trips a rule once a minute grew
+/// axiomd's threads without bound (against systemd's `TasksMax`). The rule's cooldown makes
+/// two per agent enough: one waiting for idle, one more that came meanwhile.
+pub const DELIVER_PER_AGENT: usize = 2;
+pub const DELIVER_MAX: usize = 64;
+
+/// Deliveries in flight, per agent; a `Delivering` gives its place back when dropped.
+#[derive(Default)]
+struct InFlight {
+    per_agent: Mutex<HashMap<u64, usize>>,
+}
+
+struct Delivering {
+    flight: Arc<InFlight>,
+    agent: u64,
+}
+
+impl InFlight {
+    /// A place for one more delivery to `agent`, if both bounds allow.
+    fn enter(self: &Arc<Self>, agent: u64) -> Option<Delivering> {
+        let mut m = self.per_agent.lock().ok()?;
+        // At most DELIVER_MAX agents have an entry: the sum is a short walk.
+        let all: usize = m.values().sum();
+        let n = m.entry(agent).or_default();
+        if *n >= DELIVER_PER_AGENT || all >= DELIVER_MAX {
+            return None;
+        }
+        *n += 1;
+        Some(Delivering {
+            flight: self.clone(),
+            agent,
+        })
+    }
+}
+
+impl Drop for Delivering {
+    fn drop(&mut self) {
+        if let Ok(mut m) = self.flight.per_agent.lock()
+            && let Some(n) = m.get_mut(&self.agent)
+        {
+            *n -= 1;
+            if *n == 0 {
+                m.remove(&self.agent);
+            }
+        }
+    }
+}
+
 /// A message no channel has taken yet (a Claude Code hook call may take it).
 struct Pending {
     id: u64,
@@ -54,6 +104,8 @@ pub struct Actions {
     /// Per agent, the stops refused in a row (Claude Code ends a turn after 8 anyway; we let
     /// it go after 3 so that an agent that cannot do better is not held in a loop).
     stop_refusals: Mutex<HashMap<u64, u32>>,
+    /// Messages being delivered, bounded per agent and in all.
+    delivering: Arc<InFlight>,
 }
 
 /// The receiving end of the actions queue, for [`Actions::run`].
@@ -78,6 +130,7 @@ impl Actions {
             pending: Mutex::new(HashMap::new()),
             next_pending: std::sync::atomic::AtomicU64::new(1),
             stop_refusals: Mutex::new(HashMap::new()),
+            delivering: Arc::default(),
         };
         (Arc::new(a), Queue(rx))
     }
@@ -116,10 +169,18 @@ impl Actions {
                 .get(f.rule)
                 .is_some_and(|r| r.action == Action::Inject);
             if inject {
+                let Some(place) = self.delivering.enter(f.agent) else {
+                    self.bus.stats.count_loss("deliver_shed");
+                    continue;
+                };
                 let me = self.clone();
                 let spawned = std::thread::Builder::new()
                     .name("deliver".into())
-                    .spawn(move || me.intervene_for(&set, &f));
+                    .spawn(move || {
+                        // Held by the thread that delivers, given back when it ends.
+                        let _place = place;
+                        me.intervene_for(&set, &f)
+                    });
                 if spawned.is_err() {
                     tracing::warn!("no thread to deliver a message on");
                     self.bus.stats.count_loss("actions_no_thread");
@@ -218,9 +279,11 @@ impl Actions {
 
     /// A user's message for an agent (`axiomctl inject`, D-Bus, MCP), delivered as a rule's
     /// would be, interrupting the agent; `raw` types the bytes as they are (no confirmation).
-    /// Reported as an `intervention` event by the caller's uid.
+    /// Reported as an `intervention` event by the caller's uid, with the secrets `set` knows
+    /// masked in what it says was typed.
     pub fn inject(
         &self,
+        set: &RuleSet,
         agent: &Agent,
         text: &str,
         raw: bool,
@@ -255,7 +318,9 @@ impl Actions {
             Body::Intervention {
                 action: axiom_proto::wire::Action::Inject,
                 by_uid: Some(by_uid),
-                detail: text.into(),
+                detail: set
+                    .redact(None, text)
+                    .map_or_else(|| text.into(), |(m, _)| m),
                 rule: None,
                 detect_us: None,
                 act_us: Some(t0.elapsed().as_secs_f64() * 1e6),
@@ -360,7 +425,7 @@ impl crate::rules::Enforce for Actions {
         let mut by = f.fault.to_string();
         if f.disabled {
             by.push_str(&format!(
-                "; switched off after {} stopped calls in a row, until the rules reload",
+                "; switched off for this agent after {} stopped calls in a row, until the rules reload",
                 axiom_rules::PLUGIN_STRIKES
             ));
         }
@@ -377,5 +442,27 @@ impl crate::rules::Enforce for Actions {
             (ev.pid, ev.tgid) = (f.pid, f.pid);
         }
         self.bus.publish(ev);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Messages in flight are bounded per agent and in all; a finished one gives its place back.
+    #[test]
+    fn deliveries_in_flight_are_bounded() {
+        let f = Arc::new(InFlight::default());
+        let held: Vec<Delivering> = (0..DELIVER_PER_AGENT)
+            .map(|_| f.enter(1).expect("a place"))
+            .collect();
+        assert!(f.enter(1).is_none(), "a third message for one agent");
+        drop(held);
+        assert!(f.enter(1).is_some(), "places given back");
+        let many: Vec<Delivering> = (0..DELIVER_MAX as u64)
+            .filter_map(|a| f.enter(100 + a))
+            .collect();
+        assert_eq!(many.len(), DELIVER_MAX);
+        assert!(f.enter(7).is_none(), "past the bound in all");
     }
 }

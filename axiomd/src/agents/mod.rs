@@ -218,6 +218,11 @@ pub struct Registry {
     /// Running agents one user (not root or the admin group) may have at once: the kernel's
     /// tables are shared by every user.
     max_per_user: usize,
+    /// Ended agents whose kernel slots and cgroup were given back (their records stay listed).
+    released: std::collections::HashSet<u64>,
+    /// Agents untracked while confined in a cgroup of axiomd's, by id: their connect policy
+    /// holds until the cgroup is empty.
+    untracked_confined: std::collections::HashMap<u64, PathBuf>,
 }
 
 /// An intervention on a whole agent.
@@ -294,7 +299,14 @@ impl Registry {
             state,
             net: None,
             max_per_user: usize::MAX,
+            released: Default::default(),
+            untracked_confined: Default::default(),
         }
+    }
+
+    /// Running agents one user may have at once.
+    pub fn max_per_user(&self) -> usize {
+        self.max_per_user
     }
 
     /// Bounds the running agents of one user (`agents.max_per_user`).
@@ -378,42 +390,92 @@ impl Registry {
         self.agents.get(&id)
     }
 
-    /// Forgets agents that ended more than `keep` ago and have no process left: their state file
-    /// and their (empty) cgroup go too. Returns how many went.
-    pub fn sweep(&mut self, keep: std::time::Duration) -> usize {
-        let cutoff = now_ns().saturating_sub(keep.as_nanos() as u64);
-        let old: Vec<u64> = self
+    /// Gives back the kernel's slots (tracked cgroup, connect policy), the cgroup and the
+    /// limit groups of every agent that ended and has no process left, at once: its record
+    /// stays listed for `keep_exited_secs`, but a user cycling short agents must not hold the
+    /// kernel's tables (4,096 entries, shared by every user) for that hour. Returns how many.
+    pub fn release_ended(&mut self) -> usize {
+        let untracked = self.release_untracked();
+        let done: Vec<u64> = self
             .agents
             .values()
-            .filter(|a| a.exit.is_some() && a.exited_ns <= cutoff)
+            .filter(|a| a.exit.is_some() && !self.released.contains(&a.id))
             .filter(|a| match &a.source {
                 Source::Cgroup { path, .. } => !cgroup::populated(path),
                 _ => true,
             })
             .map(|a| a.id)
             .collect();
+        for id in &done {
+            self.released.insert(*id);
+            if let Some(a) = self.agents.get(id) {
+                let a = a.clone();
+                self.release(&a);
+            }
+        }
+        untracked + done.len()
+    }
+
+    /// Whether a cgroup is one axiomd made for an agent (below `agents.cgroup_root`).
+    fn made_here(&self, path: &Path) -> bool {
+        self.cgroup_root
+            .as_ref()
+            .is_some_and(|r| path.starts_with(r))
+    }
+
+    /// Agents untracked while still confined: once their cgroup is empty, their connect policy
+    /// and cgroup go. Returns how many went.
+    fn release_untracked(&mut self) -> usize {
+        let empty: Vec<(u64, PathBuf)> = self
+            .untracked_confined
+            .iter()
+            .filter(|(_, p)| !cgroup::populated(p))
+            .map(|(a, p)| (*a, p.clone()))
+            .collect();
+        for (agent, path) in &empty {
+            self.untracked_confined.remove(agent);
+            if let Some(n) = self.net.as_mut() {
+                n.remove(*agent);
+            }
+            let _ = std::fs::remove_dir(path);
+        }
+        empty.len()
+    }
+
+    /// What the kernel and cgroupfs hold for an agent: its tracked cgroups, its connect
+    /// policy, its cgroup (only one axiomd made) and its limit groups.
+    fn release(&mut self, a: &Agent) {
+        if let Source::Cgroup { path, ids } = &a.source {
+            for cg in ids {
+                self.tables.remove_cgroup(*cg);
+            }
+            if self.made_here(path) {
+                let _ = std::fs::remove_dir(path);
+            }
+        }
+        crate::confine::limits::remove(&a.limit_groups);
+        if let Some(n) = self.net.as_mut() {
+            n.remove(a.id);
+        }
+    }
+
+    /// Forgets agents that ended more than `keep` ago and have no process left: their state file
+    /// goes, and what `release_ended` had not given back yet. Returns how many went.
+    pub fn sweep(&mut self, keep: std::time::Duration) -> usize {
+        self.release_ended();
+        let cutoff = now_ns().saturating_sub(keep.as_nanos() as u64);
+        let old: Vec<u64> = self
+            .agents
+            .values()
+            .filter(|a| a.exit.is_some() && a.exited_ns <= cutoff && self.released.contains(&a.id))
+            .map(|a| a.id)
+            .collect();
         for id in &old {
-            if let Some(a) = self.agents.remove(id) {
-                if let Some(s) = &self.state {
-                    s.remove(a.id);
-                }
-                if let Source::Cgroup { path, ids } = &a.source {
-                    for cg in ids {
-                        self.tables.remove_cgroup(*cg);
-                    }
-                    // Only cgroups axiomd made for the agent.
-                    if self
-                        .cgroup_root
-                        .as_ref()
-                        .is_some_and(|r| path.starts_with(r))
-                    {
-                        let _ = std::fs::remove_dir(path);
-                    }
-                }
-                crate::confine::limits::remove(&a.limit_groups);
-                if let Some(n) = self.net.as_mut() {
-                    n.remove(a.id);
-                }
+            self.released.remove(id);
+            if let Some(a) = self.agents.remove(id)
+                && let Some(s) = &self.state
+            {
+                s.remove(a.id);
             }
         }
         old.len()
@@ -435,6 +497,17 @@ impl Registry {
                 else {
                     continue;
                 };
+                // Never hand out an id whose cgroup is still there (its state file was swept,
+                // or lost with /run): `run` failed with "File exists" for every later agent.
+                self.next = self.next.max(id + 1);
+                if !self.agents.contains_key(&id) {
+                    // An agent forgotten while its cgroup stayed (untracked while confined):
+                    // gone if it is empty, else its policy holds until it is.
+                    if std::fs::remove_dir(e.path()).is_err() {
+                        self.untracked_confined.insert(id, e.path());
+                    }
+                    continue;
+                }
                 if let Some(a) = self.agents.get_mut(&id)
                     && matches!(a.source, Source::Restored)
                 {
@@ -689,6 +762,17 @@ impl Registry {
             n.remove(agent);
         }
         let (path, id) = placed?;
+        // The policy binds the cgroup too: a process of the agent's whose pid slot is cleared
+        // is held to it all the same.
+        if launch.net.as_ref().is_some_and(|r| !r.allow_all)
+            && let Some(net) = self.net.as_mut()
+            && let Err(e) = net.bind_cgroup(id, agent)
+        {
+            net.remove(agent);
+            self.tables.remove_cgroup(id);
+            let _ = self.set_pid(pid, 0);
+            return Err(AgentError::Confinement(format!("network policy: {e}")));
+        }
         // Limits before the agent runs anything (it is held before exec): every descendant counts.
         let report = match (&launch.limits, cgroup::mount_point()) {
             (Some(l), Some(mount)) => crate::confine::limits::apply(agent, &mount, &path, pid, l),
@@ -812,12 +896,23 @@ impl Registry {
         for pid in self.pids_of(agent) {
             let _ = self.set_pid(pid, 0);
         }
-        // Its processes are no longer checked: its allowlist entries would only take room.
-        if let Some(n) = self.net.as_mut() {
-            n.remove(agent);
+        // Untracked, not unconfined: an agent started in a cgroup of axiomd's keeps its connect
+        // policy (as it keeps its Landlock rules) until that cgroup is empty; an adopted tree
+        // has no cgroup of ours to hold it, and its processes are no longer checked.
+        let a = self.agents.remove(&agent);
+        match a.as_ref().map(|a| &a.source) {
+            Some(Source::Cgroup { path, .. }) if self.made_here(path) => {
+                self.untracked_confined.insert(agent, path.clone());
+            }
+            _ => {
+                if let Some(n) = self.net.as_mut() {
+                    n.remove(agent);
+                }
+            }
         }
-        if let Some(a) = self.agents.remove(&agent) {
+        if let Some(a) = a {
             self.leaders.remove(&a.leader);
+            self.released.remove(&a.id);
         }
         if let Some(s) = &self.state {
             s.remove(agent);

@@ -10,8 +10,12 @@ pub struct StateDir {
 }
 
 impl StateDir {
+    /// The directory, made root's alone (0700): the files name every user's agents, their
+    /// commands and workspaces (a world-readable copy defeated `hidepid`).
     pub fn open(dir: PathBuf) -> std::io::Result<StateDir> {
+        use std::os::unix::fs::PermissionsExt as _;
         std::fs::create_dir_all(&dir)?;
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700))?;
         Ok(StateDir { dir })
     }
 
@@ -22,8 +26,15 @@ impl StateDir {
     /// Writes a file atomically (temporary file, then rename): a crash never leaves half a file.
     pub fn save(&self, a: &Agent) -> std::io::Result<()> {
         let tmp = self.dir.join(format!(".{}.json.tmp", a.id));
+        use std::{io::Write as _, os::unix::fs::OpenOptionsExt as _};
         let body = serde_json::to_vec_pretty(a).map_err(std::io::Error::other)?;
-        std::fs::write(&tmp, body)?;
+        let _ = std::fs::remove_file(&tmp);
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&tmp)?;
+        f.write_all(&body)?;
         std::fs::rename(&tmp, self.path(a.id))
     }
 
@@ -79,6 +90,18 @@ mod tests {
             signal: None,
         });
         s.save(&a).expect("save");
+        {
+            use std::os::unix::fs::PermissionsExt as _;
+            let mode = |p: &std::path::Path| {
+                std::fs::metadata(p).expect("stat").permissions().mode() & 0o777
+            };
+            assert_eq!(mode(&dir), 0o700, "the directory is root's alone");
+            assert_eq!(
+                mode(&dir.join("7.json")),
+                0o600,
+                "a state file is root's alone"
+            );
+        }
         std::fs::write(dir.join("8.json"), "{ not json").expect("write");
         let back = s.load_all();
         assert_eq!(back.len(), 1);

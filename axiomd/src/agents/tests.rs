@@ -37,7 +37,7 @@ fn me() -> Caller {
     Caller {
         uid: nix::unistd::getuid().as_raw(),
         admin: false,
-        pid: None,
+        seat: crate::authz::Seat::Outside,
     }
 }
 
@@ -47,7 +47,7 @@ fn other() -> Caller {
     Caller {
         uid: if uid == 65534 { 65533 } else { 65534 },
         admin: false,
-        pid: None,
+        seat: crate::authz::Seat::Outside,
     }
 }
 

@@ -21,9 +21,9 @@ use tokio::{
 
 use crate::{
     agents::{Agent, AgentError, AgentView, Launch, Registry, Source, Steer},
-    authz::Caller,
+    authz::{Caller, PeerProcess, Seat},
     bus::Bus,
-    kernel::{Loaded, cgroup},
+    kernel::{Loaded, cgroup, procfs},
 };
 
 /// How long a freeze or thaw may take before its caller is answered anyway.
@@ -283,7 +283,10 @@ impl Shared {
             },
             Err(_) => return error("agent registry poisoned"),
         };
-        match self.actions.inject(&a, text, raw, caller.uid) {
+        match self
+            .actions
+            .inject(&self.rules.get(), &a, text, raw, caller.uid)
+        {
             Ok(delivered) => Reply {
                 delivered,
                 ..ok_agent(agent)
@@ -304,7 +307,7 @@ impl Shared {
     /// A Claude Code hook call from inside an agent: answered for the caller's own agent (the
     /// one its pid belongs to, by the kernel's word), never for another.
     fn hook(&self, caller: Caller, input: &serde_json::Value) -> Reply {
-        let agent = self.caller_agent(caller).and_then(|id| {
+        let agent = caller.agent().and_then(|id| {
             let c = self.registry.lock().ok()?;
             let a = c.get(id)?;
             (a.owner_uid == caller.uid || caller.admin).then(|| a.clone())
@@ -343,11 +346,19 @@ impl Shared {
                     what: "run SQL on the event store".into(),
                 });
             }
-            let owned: Vec<u64> = match self.registry.lock() {
-                Ok(c) => c.list(caller).into_iter().map(|v| v.agent.id).collect(),
+            let agents: Vec<(u64, u64)> = match self.registry.lock() {
+                Ok(c) => c
+                    .list(caller)
+                    .into_iter()
+                    .map(|v| (v.agent.id, v.agent.started_ns))
+                    .collect(),
                 Err(_) => return error("agent registry poisoned"),
             };
-            q.visible_to = Some((caller.uid, owned));
+            q.visible_to = Some(crate::store::query::Visible {
+                uid: caller.uid,
+                host: crate::store::hostname(),
+                agents,
+            });
         }
         let bad = |e: crate::store::StoreError| Reply {
             code: Some(ErrorCode::BadQuery),
@@ -438,11 +449,25 @@ impl Shared {
             .collect()
     }
 
-    /// The agent the calling process belongs to, if it is tracked (by the kernel's word: the
-    /// pid SO_PEERCRED or the bus reported).
-    pub fn caller_agent(&self, caller: Caller) -> Option<u64> {
-        let pid = caller.pid?;
-        self.registry.lock().ok()?.agent_of_process(pid)
+    /// Places a connection's caller once, from the process that connected (pinned by a pidfd
+    /// the kernel or the bus gave): inside the agent it runs in, outside every agent, or, when
+    /// it is gone or the registry cannot answer, unplaced (fail closed). The pidfd is checked
+    /// alive after the look-up, so the agent found is that process's and not a later holder's
+    /// of its pid.
+    pub fn place(&self, caller: Caller, process: Option<&PeerProcess>) -> Caller {
+        let seat = match process {
+            None => Seat::Unplaced,
+            Some(p) => {
+                let agent = self.registry.lock().map(|r| r.agent_of_process(p.pid));
+                match agent {
+                    _ if procfs::has_exited(&p.pidfd) => Seat::Unplaced,
+                    Ok(Some(a)) => Seat::Agent(a),
+                    Ok(None) => Seat::Outside,
+                    Err(_) => Seat::Unplaced,
+                }
+            }
+        };
+        Caller { seat, ..caller }
     }
 
     /// Answers one request. `fd` is a descriptor that came with it (the pty of `run_agent`).
@@ -450,29 +475,37 @@ impl Shared {
     /// A caller inside a tracked agent is that agent, not its owner: it may read the status and
     /// the rules, answer Claude Code hooks and list its own agent — nothing that steers, adopts,
     /// untracks, types into or reads other agents (else `axiomctl untrack <own id>` from inside
-    /// switched Axiom off for it).
+    /// switched Axiom off for it). A caller that could not be placed gets the same, and no
+    /// agent of its own.
     pub fn handle(&self, caller: Caller, req: Request, fd: Option<OwnedFd>) -> Reply {
-        if let Some(own) = self.caller_agent(caller) {
-            match &req {
-                Request::Status | Request::Rules | Request::Hook { .. } => {}
-                Request::Agents => {
-                    return Reply {
-                        ok: true,
-                        agents: Some(
-                            self.agents(caller)
-                                .into_iter()
-                                .filter(|a| a.id == own)
-                                .collect(),
-                        ),
-                        ..Default::default()
-                    };
-                }
-                _ => {
-                    return refusal(AgentError::NotPermitted {
-                        uid: caller.uid,
-                        what: format!("ask this of axiomd from inside agent {own}"),
-                    });
-                }
+        let inside = match caller.seat {
+            Seat::Outside => return self.handle_checked(caller, req, fd),
+            Seat::Agent(a) => Some(a),
+            Seat::Unplaced => None,
+        };
+        match &req {
+            Request::Status | Request::Rules | Request::Hook { .. } => {}
+            Request::Agents => {
+                return Reply {
+                    ok: true,
+                    agents: Some(
+                        self.agents(caller)
+                            .into_iter()
+                            .filter(|a| Some(a.id) == inside)
+                            .collect(),
+                    ),
+                    ..Default::default()
+                };
+            }
+            _ => {
+                let from = match inside {
+                    Some(a) => format!("from inside agent {a}"),
+                    None => "on a connection whose process is gone or could not be placed".into(),
+                };
+                return refusal(AgentError::NotPermitted {
+                    uid: caller.uid,
+                    what: format!("ask this of axiomd {from}"),
+                });
             }
         }
         self.handle_checked(caller, req, fd)
@@ -721,6 +754,8 @@ impl Shared {
                 .insert("store_shed_output".into(), get(&p.shed_output));
             st.lost
                 .insert("store_coalesced_output".into(), get(&p.coalesced_output));
+            st.lost
+                .insert("store_shed_critical".into(), get(&p.shed_critical));
             if let Some(store) = &self.store {
                 st.store = store.status();
             }
@@ -730,19 +765,57 @@ impl Shared {
             "subscriber_lagged".into(),
             stats.lagged.load(std::sync::atomic::Ordering::Relaxed),
         );
+        st.bounds = self.bounds();
         st
+    }
+
+    /// Each bound on what one agent or user can make axiomd hold (shed beyond it, counted in
+    /// `lost` by the cause named beside each).
+    fn bounds(&self) -> std::collections::BTreeMap<String, u64> {
+        use axiom_rules::screen::{MAX_COLS, MAX_ROWS};
+        let mut b: std::collections::BTreeMap<String, u64> = [
+            ("screen_rows", u64::from(MAX_ROWS)),
+            ("screen_cols", u64::from(MAX_COLS)),
+            (
+                "screens_per_agent",
+                crate::rules::engine::SCREENS_PER_AGENT as u64,
+            ),
+            ("fd_table_entries", crate::sensor::FDT_ENTRIES_MAX as u64),
+            (
+                "messages_in_flight_per_agent",
+                crate::actions::DELIVER_PER_AGENT as u64,
+            ),
+            ("messages_in_flight", crate::actions::DELIVER_MAX as u64),
+            ("clients", self.clients.max as u64),
+            ("clients_per_user", self.clients.per_user as u64),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect();
+        if let Ok(c) = self.registry.lock() {
+            b.insert("agents_per_user".into(), c.max_per_user() as u64);
+        }
+        b
     }
 
     /// Checks a subscription: the agent (if one is named) exists and the caller may watch it.
     pub fn may_subscribe(&self, caller: Caller, agent: Option<u64>) -> Result<(), AgentError> {
-        // From inside an agent: its own events only.
-        if let Some(own) = self.caller_agent(caller)
-            && agent != Some(own)
-        {
-            return Err(AgentError::NotPermitted {
-                uid: caller.uid,
-                what: format!("watch other agents from inside agent {own}"),
-            });
+        // From inside an agent: its own events only; unplaced: none.
+        match caller.seat {
+            Seat::Outside => {}
+            Seat::Agent(own) if agent == Some(own) => {}
+            Seat::Agent(own) => {
+                return Err(AgentError::NotPermitted {
+                    uid: caller.uid,
+                    what: format!("watch other agents from inside agent {own}"),
+                });
+            }
+            Seat::Unplaced => {
+                return Err(AgentError::NotPermitted {
+                    uid: caller.uid,
+                    what: "watch agents on a connection whose process is gone".into(),
+                });
+            }
         }
         let Some(a) = agent else { return Ok(()) };
         let c = self.registry.lock().map_err(|_| AgentError::Map {

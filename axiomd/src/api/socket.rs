@@ -119,7 +119,10 @@ impl FdLines {
 }
 
 async fn client(stream: UnixStream, shared: Arc<Shared>) -> std::io::Result<()> {
-    let caller = crate::authz::peer(stream.as_fd(), shared.admin_gid)?;
+    // Placed once, here: what the connecting process was is what the connection stays.
+    let (caller, process) = crate::authz::peer(stream.as_fd(), shared.admin_gid)?;
+    let caller = shared.place(caller, process.as_ref());
+    drop(process);
     let (r, mut w) = stream.into_split();
     let _slot = match shared.clients.admit(caller) {
         Ok(s) => s,

@@ -49,12 +49,20 @@ fn shared() -> Shared {
     }
 }
 
-fn user(uid: u32, pid: Option<u32>) -> Caller {
+/// A caller outside every agent.
+fn user(uid: u32) -> Caller {
     Caller {
         uid,
         admin: false,
-        pid,
+        seat: crate::authz::Seat::Outside,
     }
+}
+
+/// A caller placed as the transport places it, from the process that connected.
+fn placed(s: &Shared, uid: u32, pid: u32) -> Caller {
+    let process =
+        crate::kernel::procfs::pidfd(pid).map(|pidfd| crate::authz::PeerProcess { pid, pidfd });
+    s.place(Caller::new(uid, &[], None), process.as_ref())
 }
 
 fn me() -> u32 {
@@ -74,7 +82,8 @@ fn refused_as(r: &Reply, code: ErrorCode) {
 fn an_agent_is_not_its_owner() {
     let s = shared();
     let (agent_proc, other_proc) = (Sleeper::start(), Sleeper::start());
-    let owner = user(me(), Some(std::process::id()));
+    let owner = placed(&s, me(), std::process::id());
+    assert_eq!(owner.seat, crate::authz::Seat::Outside);
     let r = s.handle(
         owner,
         Request::TrackPid {
@@ -85,7 +94,8 @@ fn an_agent_is_not_its_owner() {
     assert!(r.ok, "{r:?}");
     let agent = r.agent.expect("an agent id");
     // The same user, calling from inside the agent (by the kernel's pid).
-    let inside = user(me(), Some(agent_proc.pid()));
+    let inside = placed(&s, me(), agent_proc.pid());
+    assert_eq!(inside.seat, crate::authz::Seat::Agent(agent));
     for req in [
         Request::Untrack { agent },
         Request::Freeze { agent },
@@ -105,18 +115,54 @@ fn an_agent_is_not_its_owner() {
     let r = s.handle(inside, Request::Agents, None);
     let ids: Vec<u64> = r.agents.unwrap_or_default().iter().map(|a| a.id).collect();
     assert_eq!(ids, [agent]);
+    // Placed once: the connection stays the agent's after its process is gone.
+    drop(agent_proc);
+    refused_as(
+        &s.handle(inside, Request::Untrack { agent }, None),
+        ErrorCode::NotPermitted,
+    );
     // Still tracked, still its owner's to end.
     assert!(s.handle(owner, Request::Untrack { agent }, None).ok);
+}
+
+/// A connection whose process was gone before it was placed (a child that connected on its
+/// parent's socket and exited) is no one's: it may read the status and nothing of any agent.
+#[test]
+fn a_connection_whose_process_is_gone_is_unplaced() {
+    let s = shared();
+    let p = Sleeper::start();
+    let owner = user(me());
+    let agent = s
+        .handle(owner, Request::TrackPid { pid: p.pid() }, None)
+        .agent
+        .expect("tracked");
+    let gone = s.place(Caller::new(me(), &[], None), None);
+    assert_eq!(gone.seat, crate::authz::Seat::Unplaced);
+    for req in [
+        Request::Untrack { agent },
+        Request::Kill { agent },
+        Request::ReloadRules,
+    ] {
+        refused_as(&s.handle(gone, req, None), ErrorCode::NotPermitted);
+    }
+    assert!(s.handle(gone, Request::Status, None).ok);
+    let listed = s
+        .handle(gone, Request::Agents, None)
+        .agents
+        .unwrap_or_default();
+    assert!(listed.is_empty(), "listed {listed:?}");
+    assert!(s.may_subscribe(gone, Some(agent)).is_err());
+    assert!(s.may_subscribe(gone, None).is_err());
 }
 
 #[test]
 fn a_user_steers_and_sees_only_their_own_agents() {
     let s = shared();
     let p = Sleeper::start();
-    let owner = user(me(), None);
+    let owner = user(me());
     let r = s.handle(owner, Request::TrackPid { pid: p.pid() }, None);
     let agent = r.agent.expect("tracked");
-    let stranger = user(someone_else(), None);
+    let stranger = user(someone_else());
     for req in [
         Request::Freeze { agent },
         Request::Thaw { agent },

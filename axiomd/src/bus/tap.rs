@@ -38,13 +38,18 @@ pub struct Pressure {
     pub shed_output: AtomicU64,
     /// Output chunks merged into the chunk before them under pressure.
     pub coalesced_output: AtomicU64,
+    /// Lossless events refused because the queues held twice the cap: the writer has been
+    /// stuck (a full disk retried once a second) long enough to fill memory. They still went
+    /// to watchers and telemetry; the store alone misses them.
+    pub shed_critical: AtomicU64,
 }
 
 /// The bus's side of the store: never blocks the publisher. Below the high watermark every
 /// event is queued as it is. Above it (until the queue is back under the low watermark),
 /// output chunks of one process and fd that follow each other are merged into one event
 /// (counted), and output is shed (counted) once the memory cap is reached. Lifecycle, exec,
-/// file, network, violations and interventions are always queued.
+/// file, network, violations and interventions are queued until the queues hold twice the cap
+/// (a writer that cannot write at all), then shed too, counted.
 pub struct Tap {
     critical: std::sync::mpsc::Sender<Arc<Event>>,
     bulk: SyncSender<Arc<Event>>,
@@ -215,6 +220,12 @@ impl Tap {
             Body::KernelMatch { .. } => {}
             _ => {
                 self.release(&mut p);
+                // Never refused while the writer keeps up; bounded all the same, at twice the
+                // cap, for a writer that cannot write at all.
+                if queued > self.cap.saturating_mul(2) {
+                    self.pressure.shed_critical.fetch_add(1, Ordering::Relaxed);
+                    return;
+                }
                 self.pressure
                     .queued_bytes
                     .fetch_add(weight(ev), Ordering::Relaxed);
@@ -326,6 +337,24 @@ mod tests {
                 .collect(&mut buf, 1000, Duration::from_millis(200))
                 .is_none()
         );
+    }
+
+    /// A writer that cannot write at all (a full disk): lossless events are queued up to twice
+    /// the cap, then shed and counted, never held without bound.
+    #[test]
+    fn lossless_events_are_bounded_when_nothing_drains() {
+        let (tap, _intake) = tap(16, 1 << 20);
+        for i in 0..20_000 {
+            let mut exit = (*output(i, 7, "")).clone();
+            exit.body = Body::Exit {
+                code: Some(0),
+                signal: None,
+            };
+            tap.offer(&Arc::new(exit));
+        }
+        let p = tap.pressure();
+        assert!(p.queued_bytes.load(Ordering::Relaxed) <= (2 << 20) + 1024);
+        assert!(p.shed_critical.load(Ordering::Relaxed) > 0);
     }
 
     #[test]

@@ -32,8 +32,12 @@ pub struct ConfineConfig {
     /// `strict`: refuse to start the agent instead.
     pub mode: Mode,
     /// Never writable by a confined agent, even inside a writable directory: relative paths are
-    /// inside the workspace, `~` is the owner's home.
+    /// inside the workspace, `~` is the owner's home. A trailing `/` names a directory, made
+    /// (empty) when absent so that it can be held read-only: an agent must not create it.
     pub protected: Vec<String>,
+    /// Not even readable by a confined agent (credentials): an empty directory or file is
+    /// mounted over each in the agent's own view. `~` is the owner's home.
+    pub hidden: Vec<String>,
     /// Profiles beyond the built-in ones, or changes to them: a profile named like a built-in
     /// one changes only the keys it sets.
     pub profiles: BTreeMap<String, ProfileSpec>,
@@ -146,8 +150,25 @@ impl Default for ConfineConfig {
             default_profile: "workspace-write".into(),
             mode: Mode::BestEffort,
             protected: [
-                ".git/hooks",
+                // What git runs or reads as its own configuration: the hooks, the config, and
+                // the files that point git elsewhere (`commondir` with a config of the agent's
+                // choosing ran a command at the owner's next `git status`); a gitfile `.git`,
+                // and submodules' and worktrees' own hooks and configs, are found at launch.
+                ".git",
+                ".git/hooks/",
                 ".git/config",
+                ".git/commondir",
+                ".git/modules",
+                ".git/worktrees",
+                // Agents' settings that run commands in the owner's later sessions (hooks).
+                ".claude/settings.json",
+                ".claude/settings.local.json",
+                ".gemini/settings.json",
+                "~/.claude/settings.json",
+                "~/.claude/settings.local.json",
+                "~/.gemini/settings.json",
+                // pre-commit's environments: code run at the owner's next commit.
+                "~/.cache/pre-commit/",
                 "~/.ssh",
                 "~/.gnupg",
                 "~/.bashrc",
@@ -168,6 +189,26 @@ impl Default for ConfineConfig {
                 "~/.npmrc",
                 "~/.pypirc",
                 "~/.cargo/credentials.toml",
+            ]
+            .map(String::from)
+            .to_vec(),
+            hidden: [
+                "~/.ssh",
+                "~/.gnupg",
+                "~/.aws",
+                "~/.azure",
+                "~/.config/gcloud",
+                "~/.kube",
+                "~/.docker/config.json",
+                "~/.netrc",
+                "~/.git-credentials",
+                "~/.config/gh",
+                "~/.npmrc",
+                "~/.pypirc",
+                "~/.cargo/credentials.toml",
+                "~/.password-store",
+                "~/.local/share/keyrings",
+                "~/.vault-token",
             ]
             .map(String::from)
             .to_vec(),
@@ -273,12 +314,22 @@ impl ConfineConfig {
             }
             let mut protect = Vec::new();
             for r in &self.protected {
-                protect.extend(expand(r, true)?);
+                // A trailing `/` (a directory) survives expansion.
+                let dir = r.len() > 1 && r.ends_with('/');
+                protect.extend(
+                    expand(r.trim_end_matches('/'), true)?
+                        .map(|p| if dir { format!("{p}/") } else { p }),
+                );
+            }
+            let mut hide = Vec::new();
+            for r in &self.hidden {
+                hide.extend(expand(r, false)?);
             }
             Some(FsRules {
                 read,
                 write,
                 protect,
+                hide,
             })
         } else {
             None
@@ -348,8 +399,10 @@ mod tests {
         let fs = ww.fs.unwrap();
         assert!(fs.write.contains(&"/work/p".to_string()));
         assert!(fs.write.contains(&"/home/u/.cache".to_string()));
-        assert!(fs.protect.contains(&"/work/p/.git/hooks".to_string()));
+        assert!(fs.protect.contains(&"/work/p/.git/hooks/".to_string()));
+        assert!(fs.protect.contains(&"/work/p/.git/commondir".to_string()));
         assert!(fs.protect.contains(&"/home/u/.ssh".to_string()));
+        assert!(fs.hide.contains(&"/home/u/.aws".to_string()));
         assert!(ww.net.allow_all);
         let ro = c.resolve(Some("read-only"), &site()).unwrap();
         let fs = ro.fs.unwrap();

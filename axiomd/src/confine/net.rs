@@ -20,6 +20,8 @@ pub enum NetError {
 pub struct NetMaps {
     pub policy: HashMap<MapData, u64, u32>,
     pub allow: LpmTrie<MapData, NetKey, NetPorts>,
+    /// cgroup id → agent: the cgroup whose processes (tracked or not) the agent's policy binds.
+    pub cgroups: HashMap<MapData, u64, u64>,
 }
 
 /// One prefix's value: its own ports plus those of every wider prefix containing it (an LPM
@@ -90,8 +92,25 @@ impl NetMaps {
         Ok(())
     }
 
-    /// Removes an agent's allowlist.
+    /// Binds the agent's policy to its cgroup: every process in it or below it is held to it,
+    /// whatever its tracking says (`untrack` clears pid slots, not this).
+    pub fn bind_cgroup(&mut self, cgroup: u64, agent: u64) -> Result<(), NetError> {
+        self.cgroups.insert(cgroup, agent, 0)?;
+        Ok(())
+    }
+
+    /// Removes an agent's allowlist and its cgroup binding.
     pub fn remove(&mut self, agent: u64) {
+        let bound: Vec<u64> = self
+            .cgroups
+            .iter()
+            .flatten()
+            .filter(|(_, a)| *a == agent)
+            .map(|(cg, _)| cg)
+            .collect();
+        for cg in bound {
+            let _ = self.cgroups.remove(&cg);
+        }
         let _ = self.policy.remove(&agent);
         let keys: Vec<Key<NetKey>> = self
             .allow

@@ -71,6 +71,26 @@ struct Rings {
     matches: Option<aya::maps::RingBuf<aya::maps::MapData>>,
 }
 
+/// Raises the soft descriptor limit to the hard one: the soft 1,024 systemd and shells give let
+/// a few users' clients, terminals and pidfds use up what the rings, the store and every other
+/// user need. The bounds on clients (`api.max_clients*`) keep within it.
+fn raise_fd_limit() {
+    let mut l = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit read and write one rlimit through the pointer.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut l) == 0 && l.rlim_cur < l.rlim_max {
+            let from = l.rlim_cur;
+            l.rlim_cur = l.rlim_max;
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &l) == 0 {
+                tracing::debug!("descriptor limit raised from {from} to {}", l.rlim_max);
+            }
+        }
+    }
+}
+
 pub async fn run(cfg: Config) -> anyhow::Result<()> {
     // Handlers first: a SIGTERM that arrives once the socket answers must be a clean stop.
     let mut term = tokio::signal::unix::signal(SignalKind::terminate())?;
@@ -83,6 +103,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
             None
         }
     };
+    raise_fd_limit();
     let (mut s, rings) = load_programs(&cfg)?;
     let registry = restore_agents(&cfg, &mut s)?;
     let rules = load_rules(&cfg)?;
@@ -195,8 +216,14 @@ fn restore_agents(cfg: &Config, s: &mut Programs) -> anyhow::Result<Registry> {
     };
     let mut registry = Registry::restore(Box::new(tables), Some(state));
     registry.set_max_per_user(cfg.agents.max_per_user);
-    if let (Some(policy), Some(allow)) = (s.net_policy.take(), s.net_allow.take()) {
-        registry.set_net(crate::confine::net::NetMaps { policy, allow });
+    if let (Some(policy), Some(allow), Some(cgroups)) =
+        (s.net_policy.take(), s.net_allow.take(), s.net_cgroup.take())
+    {
+        registry.set_net(crate::confine::net::NetMaps {
+            policy,
+            allow,
+            cgroups,
+        });
     }
     match agents_cgroup_root(cfg) {
         Some(root) => {
@@ -531,8 +558,10 @@ async fn watch_limits(shared: Arc<api::Shared>) {
 
 /// Forgets ended agents once they are older than `keep`.
 async fn sweep(shared: Arc<api::Shared>, keep: std::time::Duration) {
+    // Ended agents give back the kernel's slots within seconds (`release_ended`); their
+    // records are forgotten after `keep`.
     let mut tick = tokio::time::interval(
-        std::time::Duration::from_secs(60).min(keep.max(std::time::Duration::from_secs(1))),
+        std::time::Duration::from_secs(5).min(keep.max(std::time::Duration::from_secs(1))),
     );
     loop {
         tick.tick().await;

@@ -20,7 +20,8 @@ use zbus::{
 
 use crate::{
     api::{Shared, stream_subscribed},
-    authz::{self, Caller},
+    authz::{self, Caller, PeerProcess},
+    kernel::procfs,
 };
 
 pub const PATH: &str = "/org/axiom/Axiom1";
@@ -109,7 +110,11 @@ pub struct Axiom {
 }
 
 impl Axiom {
-    /// Who is calling, from the bus daemon (never from the message).
+    /// Who is calling, from the bus daemon (never from the message), placed inside or outside
+    /// the agents from the process that connected to the bus: the bus's pidfd for it
+    /// (`ProcessFD`, dbus-broker and newer dbus-daemons), else one opened from its pid (a bus
+    /// that gives only a pid leaves one residue: that pid reused by a process outside every
+    /// agent after the connector exited — see the README's threat model).
     async fn caller(&self, hdr: &Header<'_>, conn: &zbus::Connection) -> Result<Caller> {
         let sender = hdr
             .sender()
@@ -129,18 +134,38 @@ impl Axiom {
                 .map(|p| authz::process_groups(p, uid))
                 .unwrap_or_default(),
         };
-        Ok(Caller {
-            pid: creds.process_id(),
-            ..Caller::new(uid, &gids, self.shared.admin_gid)
-        })
+        let process = match creds.process_fd() {
+            Some(fd) => {
+                use std::os::fd::AsFd as _;
+                fd.as_fd()
+                    .try_clone_to_owned()
+                    .ok()
+                    .and_then(PeerProcess::from_pidfd)
+            }
+            None => creds
+                .process_id()
+                .and_then(|pid| procfs::pidfd(pid).map(|pidfd| PeerProcess { pid, pidfd })),
+        };
+        let caller = Caller::new(uid, &gids, self.shared.admin_gid);
+        Ok(self.shared.place(caller, process.as_ref()))
     }
 
-    /// Answers a request off the async threads (cgroup writes, terminal writes may block).
+    /// Answers a request off the async threads (cgroup writes, terminal writes may block),
+    /// holding one of the caller's client places meanwhile: calls in flight are bounded per
+    /// user and in all as connections to the socket are (each took a blocking thread).
     async fn call(&self, caller: Caller, req: Request) -> Result<Reply> {
+        let slot = self
+            .shared
+            .clients
+            .admit(caller)
+            .map_err(|e| Failure::from_reply(e.reply()))?;
         let shared = self.shared.clone();
-        let r = tokio::task::spawn_blocking(move || shared.handle(caller, req, None))
-            .await
-            .map_err(Failure::failed)?;
+        let r = tokio::task::spawn_blocking(move || {
+            let _slot = slot;
+            shared.handle(caller, req, None)
+        })
+        .await
+        .map_err(Failure::failed)?;
         if r.ok {
             Ok(r)
         } else {
@@ -294,10 +319,11 @@ impl Axiom {
         #[zbus(header)] hdr: Header<'_>,
         #[zbus(connection)] conn: &zbus::Connection,
     ) -> Result<Vec<AgentRecord>> {
+        // Through the request handler: from inside an agent, its own agent alone.
         let c = self.caller(&hdr, conn).await?;
-        Ok(self
-            .shared
-            .agents(c)
+        let r = self.call(c, Request::Agents).await?;
+        Ok(r.agents
+            .unwrap_or_default()
             .into_iter()
             .map(|a| a.into_record())
             .collect())

@@ -90,7 +90,13 @@ pub struct LoadOptions {
 
 /// The connect allowlist programs, attached to `LoadOptions::net_cgroup`: connects, and
 /// datagrams sent to an address without one.
-const NET_PROGRAMS: [&str; 4] = ["connect4", "connect6", "sendmsg4", "sendmsg6"];
+const NET_PROGRAMS: [&str; 5] = [
+    "connect4",
+    "connect6",
+    "sendmsg4",
+    "sendmsg6",
+    "sock_create",
+];
 
 /// Paths of the pins under the pin directory.
 #[derive(Clone, Debug)]
@@ -146,6 +152,7 @@ pub struct Programs {
     /// The connect allowlist (taken by the agent registry).
     pub net_policy: Option<HashMap<MapData, u64, u32>>,
     pub net_allow: Option<LpmTrie<MapData, axiom_common::NetKey, axiom_common::NetPorts>>,
+    pub net_cgroup: Option<HashMap<MapData, u64, u64>>,
     /// Program id of one attached program, to find the aya-log ring of the running programs.
     pub log_program_id: Option<u32>,
     /// The pins were reused: nothing was loaded or attached by this process.
@@ -381,6 +388,7 @@ struct Maps {
     dfa: Array<MapData, axiom_common::Dfa>,
     net_policy: HashMap<MapData, u64, u32>,
     net_allow: LpmTrie<MapData, axiom_common::NetKey, axiom_common::NetPorts>,
+    net_cgroup: HashMap<MapData, u64, u64>,
 }
 
 fn map_err(name: &'static str) -> impl Fn(aya::maps::MapError) -> LoadError {
@@ -412,6 +420,8 @@ impl Maps {
                 .map_err(map_err("NET_POLICY"))?,
             net_allow: LpmTrie::try_from(Map::LpmTrie(open_pinned(pins, "NET_ALLOW")?))
                 .map_err(map_err("NET_ALLOW"))?,
+            net_cgroup: HashMap::try_from(Map::HashMap(open_pinned(pins, "NET_CGROUP")?))
+                .map_err(map_err("NET_CGROUP"))?,
         })
     }
 
@@ -434,6 +444,8 @@ impl Maps {
                     .map_err(map_err("NET_POLICY"))?,
                 net_allow: LpmTrie::try_from(take(ebpf, "NET_ALLOW")?)
                     .map_err(map_err("NET_ALLOW"))?,
+                net_cgroup: HashMap::try_from(take(ebpf, "NET_CGROUP")?)
+                    .map_err(map_err("NET_CGROUP"))?,
             },
             Array::try_from(take(ebpf, "CONFIG")?).map_err(map_err("CONFIG"))?,
         ))
@@ -460,6 +472,7 @@ impl Maps {
             dfa: self.dfa,
             net_policy: Some(self.net_policy),
             net_allow: Some(self.net_allow),
+            net_cgroup: Some(self.net_cgroup),
             log_program_id,
             reused,
             attached,
@@ -524,6 +537,15 @@ fn own_pin_dirs(pins: &Pins) -> Result<(), LoadError> {
             }
         }
         mkdir(&dir)?;
+        // A user may have made it again between the removal and the mkdir: whatever stands
+        // there now is made root's (a link is refused), so it cannot stay theirs.
+        let m = std::fs::symlink_metadata(&dir).map_err(|e| err(e.to_string()))?;
+        if !m.is_dir() {
+            return Err(err("not a directory".into()));
+        }
+        if m.uid() != 0 || m.gid() != 0 {
+            std::os::unix::fs::lchown(&dir, Some(0), Some(0)).map_err(|e| err(e.to_string()))?;
+        }
         std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700))
             .map_err(|e| err(e.to_string()))?;
     }
@@ -647,12 +669,7 @@ fn attach_net(ebpf: &mut Ebpf, pins: &Pins, cgroup: &Path) -> Result<(), LoadErr
             event: cgroup.display().to_string(),
             source: Box::new(source),
         };
-        let prog: &mut CgroupSockAddr = ebpf
-            .program_mut(name)
-            .ok_or(LoadError::MissingProgram(name))?
-            .try_into()
-            .map_err(attach_err)?;
-        prog.load().map_err(|e| match e {
+        let loaded = |e: ProgramError| match e {
             ProgramError::LoadError {
                 io_error,
                 verifier_log,
@@ -664,17 +681,38 @@ fn attach_net(ebpf: &mut Ebpf, pins: &Pins, cgroup: &Path) -> Result<(), LoadErr
                 }
             }
             other => attach_err(other),
-        })?;
-        let id = prog
-            .attach(&dir, CgroupAttachMode::Single)
-            .map_err(attach_err)?;
-        let link = prog.take_link(id).map_err(attach_err)?;
-        let fd_link: FdLink = link
-            .try_into()
-            .map_err(|e: aya::programs::links::LinkError| LoadError::Pin {
-                path: pins.link(name),
-                reason: format!("cgroup link is not an fd link: {e}"),
-            })?;
+        };
+        let not_fd = |e: aya::programs::links::LinkError| LoadError::Pin {
+            path: pins.link(name),
+            reason: format!("cgroup link is not an fd link: {e}"),
+        };
+        let program = ebpf
+            .program_mut(name)
+            .ok_or(LoadError::MissingProgram(name))?;
+        // The socket programs (`sock_create`) are of another type than the address ones.
+        let fd_link: FdLink = match program {
+            aya::programs::Program::CgroupSock(prog) => {
+                prog.load().map_err(loaded)?;
+                let id = prog
+                    .attach(&dir, CgroupAttachMode::Single)
+                    .map_err(attach_err)?;
+                prog.take_link(id)
+                    .map_err(attach_err)?
+                    .try_into()
+                    .map_err(not_fd)?
+            }
+            program => {
+                let prog: &mut CgroupSockAddr = program.try_into().map_err(attach_err)?;
+                prog.load().map_err(loaded)?;
+                let id = prog
+                    .attach(&dir, CgroupAttachMode::Single)
+                    .map_err(attach_err)?;
+                prog.take_link(id)
+                    .map_err(attach_err)?
+                    .try_into()
+                    .map_err(not_fd)?
+            }
+        };
         replace_pin(pins, name, fd_link)?;
     }
     Ok(())

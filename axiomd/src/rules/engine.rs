@@ -135,7 +135,15 @@ pub struct Engine {
     /// Recent renames (when, from, to): a write's record may arrive after the rename of its file
     /// (the two come on different rings).
     renames: std::collections::VecDeque<(Instant, String, String)>,
+    /// What a bound cut since the last `take_shed`, by cause: the rules stage counts it as a
+    /// loss (`axiomctl status`).
+    shed: std::collections::BTreeMap<&'static str, u64>,
 }
+
+/// Terminals emulated per agent at most: its own, and the ptys its commands run in (`script`,
+/// `tmux`); a further pty it opens is not emulated (`screen_refused`), so an agent cannot make
+/// axiomd hold a screen per pty it can open.
+pub const SCREENS_PER_AGENT: usize = 8;
 
 /// (agent) → (its terminal device, rows, cols).
 pub type TerminalOf = Box<dyn Fn(u64) -> Option<(String, u16, u16)> + Send>;
@@ -720,8 +728,17 @@ impl Engine {
             return Vec::new();
         }
         if !t.screens.contains_key(device) {
+            if t.screens.len() >= SCREENS_PER_AGENT {
+                *self.shed.entry("screen_refused").or_default() += 1;
+                return Vec::new();
+            }
             let screen = match &t.own {
-                Some((_, rows, cols)) => Screen::new(*rows, *cols),
+                Some((_, rows, cols)) => {
+                    if axiom_rules::screen::bounded(*rows, *cols).2 {
+                        *self.shed.entry("screen_clamped").or_default() += 1;
+                    }
+                    Screen::new(*rows, *cols)
+                }
                 None => Screen::default(),
             };
             t.screens.insert(device.to_string(), screen);
@@ -1003,6 +1020,11 @@ impl Engine {
         })
     }
 
+    /// What bounds cut since the last call, by cause (for the loss counters).
+    pub fn take_shed(&mut self) -> std::collections::BTreeMap<&'static str, u64> {
+        std::mem::take(&mut self.shed)
+    }
+
     /// Timeouts: planning (no file yet) and progress (no file activity lately).
     pub fn tick(&mut self, set: &RuleSet, now: Instant) -> Vec<Finding> {
         // A resized terminal: its screen follows.
@@ -1011,8 +1033,9 @@ impl Engine {
                 t.own = f(*agent);
                 if let Some((dev, rows, cols)) = &t.own
                     && let Some(s) = t.screens.get_mut(dev)
+                    && s.resize(*rows, *cols)
                 {
-                    s.resize(*rows, *cols);
+                    *self.shed.entry("screen_clamped").or_default() += 1;
                 }
             }
         }

@@ -192,10 +192,13 @@ pub fn run(rx: crate::bus::RulesQueue, stage: Arc<Stage>, stop: &std::sync::atom
         }
         if last_tick.elapsed() >= std::time::Duration::from_secs(1) {
             last_tick = Instant::now();
-            let findings = match stage.engine.lock() {
-                Ok(mut e) => e.tick(&set, last_tick),
+            let (findings, shed) = match stage.engine.lock() {
+                Ok(mut e) => (e.tick(&set, last_tick), e.take_shed()),
                 Err(_) => return,
             };
+            for (cause, n) in shed {
+                stage.bus.stats.count_losses(cause, n);
+            }
             for f in findings {
                 report(&stage, &set, f);
             }

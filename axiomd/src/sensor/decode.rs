@@ -7,8 +7,8 @@ use axiom_common::{
     ConnectEvent, EventHeader, ExecEvent, ExitEvent, FILE_CREAT, FILE_LINK, FILE_MKDIR, FILE_OPEN,
     FILE_RENAME, FILE_RMDIR, FILE_SYMLINK, FILE_UNLINK, FLAG_STATUS_KNOWN, FLAG_TRUNCATED,
     FileEvent, ForkEvent, KIND_CONNECT, KIND_EXEC, KIND_EXIT, KIND_FILE, KIND_FORK, KIND_OUTPUT,
-    OutputEvent, SYS_PWRITE64, SYS_PWRITEV, SYS_PWRITEV2, SYS_SENDMSG, SYS_SENDTO, SYS_WRITE,
-    SYS_WRITEV,
+    OutputEvent, SYS_COPY_FILE_RANGE, SYS_MMAP, SYS_PWRITE64, SYS_PWRITEV, SYS_PWRITEV2,
+    SYS_SENDFILE, SYS_SENDMSG, SYS_SENDTO, SYS_SPLICE, SYS_WRITE, SYS_WRITEV,
 };
 use axiom_proto::wire::{Body, FileOp};
 use zerocopy::FromBytes;
@@ -256,7 +256,16 @@ pub fn decode(buf: &[u8]) -> Result<Decoded, DecodeError> {
         KIND_CONNECT => {
             let (e, _) = view::<ConnectEvent>(buf, "connect")?;
             let (family, address, port) = sockaddr(&e.addr, e.addrlen as usize);
-            if e.hdr.flags & axiom_common::FLAG_DENIED != 0 {
+            if e.hdr.flags & axiom_common::FLAG_DENIED != 0 && e.addrlen == 2 {
+                // The socket itself refused (an ICMP or raw socket under a connect policy):
+                // only its family is known.
+                Body::Denied {
+                    op: "socket".into(),
+                    target: format!("{family} icmp or raw socket"),
+                    by: "cgroup socket policy".into(),
+                    count: 1,
+                }
+            } else if e.hdr.flags & axiom_common::FLAG_DENIED != 0 {
                 Body::Denied {
                     op: "connect".into(),
                     target: if family == "inet6" {
@@ -304,6 +313,10 @@ pub fn syscall_name(id: u16) -> &'static str {
         SYS_PWRITEV2 => "pwritev2",
         SYS_SENDTO => "sendto",
         SYS_SENDMSG => "sendmsg",
+        SYS_SENDFILE => "sendfile",
+        SYS_COPY_FILE_RANGE => "copy_file_range",
+        SYS_SPLICE => "splice",
+        SYS_MMAP => "mmap",
         _ => "unknown",
     }
 }

@@ -2,6 +2,7 @@
 //! not carry (parent pid, cwd of an exec, what an fd points at — from the fd table the kernel's
 //! fd records keep in order with the writes, else /proc), number, and publish.
 pub mod decode;
+mod readback;
 
 use std::{
     sync::Arc,
@@ -64,19 +65,38 @@ pub struct Pipeline {
     /// write, open or connect to is not the owner's to read. Their records are dropped here
     /// (counted as the loss `privileged`); the exec that crossed is kept.
     privileged: HashSet<u32>,
+    /// What rules ignore by default (agent state, caches): a path under it is resolved.
+    ignored: axiom_rules::PathFilter,
+    /// Files written where the bytes were not captured, read back at close or exit.
+    read_back: readback::ReadBack,
 }
 
 /// Per process, each fd opened for writing, each pipe and socket, still open: (absolute path,
 /// or `pipe:`/`socket:`; close-on-exec). An fd not in it (inherited from before tracking: the
 /// terminal, a pipe) is read from /proc.
+///
+/// A fork shares its parent's table until one of them changes it (copy on write): a process
+/// holding thousands of fds that forks in a loop made axiomd copy its whole table per fork and
+/// keep each copy for IDENT_GRACE after the child's exit (GiBs in seconds). The entries held in
+/// distinct tables are bounded by FDT_ENTRIES_MAX; a change that would pass it drops that
+/// process's table instead (its fds are then read from /proc while it lives), counted as the
+/// loss `fd_table_shed`.
 #[derive(Default)]
 struct FdTable {
-    procs: HashMap<u32, HashMap<i32, (Arc<str>, bool)>>,
+    procs: HashMap<u32, Arc<Fds>>,
+    /// Entries held, each distinct table counted once however many processes share it.
+    entries: usize,
+    /// Tables dropped for the bound since the last `take_shed`.
+    shed: u64,
 }
+
+type Fds = HashMap<i32, (Arc<str>, bool)>;
 
 /// Fds remembered per process at most (a process that opens without closing is not followed
 /// further: its later fds are read from /proc).
 const FDT_PER_PROC: usize = 4096;
+/// Fd entries held in all tables at most: ~64 MiB at ~64 bytes an entry.
+pub const FDT_ENTRIES_MAX: usize = 1 << 20;
 
 impl FdTable {
     fn get(&self, tgid: u32, fd: i32) -> Option<Arc<str>> {
@@ -92,10 +112,68 @@ impl FdTable {
     /// was adopted, or its table was let go): later records resolve against it after it exits.
     fn seed_cwd(&mut self, tgid: u32, cwd: &str) {
         if self.procs.len() < FD_CACHE_MAX {
-            self.procs
-                .entry(tgid)
-                .or_default()
-                .insert(decode::AT_FDCWD, (cwd.into(), false));
+            self.insert(tgid, decode::AT_FDCWD, (cwd.into(), false));
+        }
+    }
+
+    /// Lets go of a process's table; its entries stop counting when no fork shares it.
+    fn release(&mut self, tgid: u32) {
+        if let Some(t) = self.procs.remove(&tgid)
+            && Arc::strong_count(&t) == 1
+        {
+            self.entries = self.entries.saturating_sub(t.len());
+        }
+    }
+
+    /// A process's own table, to change: copied first if a fork shares it. `None` (and the
+    /// table dropped, counted) when the copy would pass the bound.
+    fn own(&mut self, tgid: u32) -> Option<&mut Fds> {
+        let shared_len = match self.procs.get(&tgid) {
+            Some(t) if Arc::strong_count(t) > 1 => t.len(),
+            _ => 0,
+        };
+        if self.entries + shared_len > FDT_ENTRIES_MAX {
+            self.release(tgid);
+            self.shed += 1;
+            return None;
+        }
+        self.entries += shared_len;
+        Some(Arc::make_mut(self.procs.entry(tgid).or_default()))
+    }
+
+    /// Sets one entry, within both bounds; false when it was not kept.
+    fn insert(&mut self, tgid: u32, fd: i32, v: (Arc<str>, bool)) -> bool {
+        let full = self.entries >= FDT_ENTRIES_MAX;
+        let Some(m) = self.own(tgid) else {
+            return false;
+        };
+        let room = m.len() < FDT_PER_PROC && !full;
+        match m.entry(fd) {
+            std::collections::hash_map::Entry::Occupied(mut e) => {
+                e.insert(v);
+                true
+            }
+            std::collections::hash_map::Entry::Vacant(e) if room => {
+                e.insert(v);
+                self.entries += 1;
+                true
+            }
+            std::collections::hash_map::Entry::Vacant(_) => {
+                if full {
+                    self.shed += 1;
+                }
+                false
+            }
+        }
+    }
+
+    /// Removes one entry, if the process has it.
+    fn remove(&mut self, tgid: u32, fd: i32) {
+        if self.procs.get(&tgid).is_some_and(|t| t.contains_key(&fd))
+            && let Some(m) = self.own(tgid)
+            && m.remove(&fd).is_some()
+        {
+            self.entries = self.entries.saturating_sub(1);
         }
     }
 
@@ -106,44 +184,40 @@ impl FdTable {
         // Processes whose exit was never seen must not grow the table without bound.
         if self.procs.len() >= FD_CACHE_MAX {
             self.procs.clear();
+            self.entries = 0;
         }
         match change {
             C::Open {
                 fd, path, cloexec, ..
             } => {
-                let m = self.procs.entry(tgid).or_default();
                 // A chdir to a path that could not be made absolute: the directory is unknown
                 // (read from /proc while the process lives) rather than wrong.
                 let unknown = fd == decode::AT_FDCWD && !path.starts_with('/');
-                if m.len() < FDT_PER_PROC && !unknown {
-                    m.insert(fd, (path.into(), cloexec));
-                } else {
-                    m.remove(&fd);
+                if unknown || !self.insert(tgid, fd, (path.into(), cloexec)) {
+                    self.remove(tgid, fd);
                 }
             }
-            C::Dup { fd, oldfd, cloexec } => {
-                let m = self.procs.entry(tgid).or_default();
-                match m.get(&oldfd).cloned() {
-                    Some((p, _)) => {
-                        m.insert(fd, (p, cloexec));
-                    }
-                    None => {
-                        m.remove(&fd);
+            C::Dup { fd, oldfd, cloexec } => match self.get(tgid, oldfd) {
+                Some(p) => {
+                    if !self.insert(tgid, fd, (p, cloexec)) {
+                        self.remove(tgid, fd);
                     }
                 }
-            }
-            C::Close { fd } => {
-                if let Some(m) = self.procs.get_mut(&tgid) {
-                    m.remove(&fd);
-                }
-            }
+                None => self.remove(tgid, fd),
+            },
+            C::Close { fd } => self.remove(tgid, fd),
             C::CloseRange {
                 first,
                 last,
                 cloexec_only,
             } => {
-                if let Some(m) = self.procs.get_mut(&tgid) {
-                    let inside = |fd: &i32| *fd >= 0 && (first..=last).contains(&(*fd as u32));
+                let inside = |fd: &i32| *fd >= 0 && (first..=last).contains(&(*fd as u32));
+                let touched = self.procs.get(&tgid).is_some_and(|t| {
+                    t.iter()
+                        .any(|(fd, (_, c))| inside(fd) && !(cloexec_only && *c))
+                });
+                let mut removed = 0;
+                if touched && let Some(m) = self.own(tgid) {
                     if cloexec_only {
                         for (fd, v) in m.iter_mut() {
                             if inside(fd) {
@@ -151,22 +225,33 @@ impl FdTable {
                             }
                         }
                     } else {
+                        let before = m.len();
                         m.retain(|fd, _| !inside(fd));
+                        removed = before - m.len();
                     }
                 }
+                self.entries = self.entries.saturating_sub(removed);
             }
-            C::Fork { child } => match self.procs.get(&tgid).cloned() {
-                Some(m) => {
-                    self.procs.insert(child, m);
+            C::Fork { child } => {
+                self.release(child);
+                if let Some(t) = self.procs.get(&tgid).cloned() {
+                    self.procs.insert(child, t);
                 }
-                None => {
-                    self.procs.remove(&child);
-                }
-            },
+            }
             C::Exec => {
-                if let Some(m) = self.procs.get_mut(&tgid) {
+                // Only a table with a close-on-exec entry changes (and is copied if shared).
+                let mut removed = 0;
+                if self
+                    .procs
+                    .get(&tgid)
+                    .is_some_and(|t| t.values().any(|(_, c)| *c))
+                    && let Some(m) = self.own(tgid)
+                {
+                    let before = m.len();
                     m.retain(|_, (_, cloexec)| !*cloexec);
+                    removed = before - m.len();
                 }
+                self.entries = self.entries.saturating_sub(removed);
             }
             C::Pair {
                 first,
@@ -174,11 +259,10 @@ impl FdTable {
                 socket,
                 cloexec,
             } => {
-                let m = self.procs.entry(tgid).or_default();
                 if socket && second < 0 {
                     // A socket (socket, accept): what kind is read from /proc when it is
                     // written to; whatever the number was before is gone.
-                    m.remove(&first);
+                    self.remove(tgid, first);
                     return;
                 }
                 // A pipe or a socketpair the agent made: a channel between its own processes.
@@ -188,8 +272,8 @@ impl FdTable {
                     axiom_rules::LOCAL_PIPE.into()
                 };
                 for fd in [first, second] {
-                    if fd >= 0 && m.len() < FDT_PER_PROC {
-                        m.insert(fd, (what.clone(), cloexec));
+                    if fd >= 0 && !self.insert(tgid, fd, (what.clone(), cloexec)) {
+                        self.remove(tgid, fd);
                     }
                 }
             }
@@ -197,7 +281,7 @@ impl FdTable {
     }
 
     fn exited(&mut self, tgid: u32) {
-        self.procs.remove(&tgid);
+        self.release(tgid);
     }
 
     /// What /proc said an fd the table did not know points at (read while the process lives,
@@ -206,12 +290,12 @@ impl FdTable {
         if self.procs.len() >= FD_CACHE_MAX && !self.procs.contains_key(&tgid) {
             return false;
         }
-        let m = self.procs.entry(tgid).or_default();
-        if m.len() >= FDT_PER_PROC {
-            return false;
-        }
-        m.insert(fd, (path.into(), cloexec));
-        true
+        self.insert(tgid, fd, (path.into(), cloexec))
+    }
+
+    /// Tables dropped for the bound since the last call.
+    fn take_shed(&mut self) -> u64 {
+        std::mem::take(&mut self.shed)
     }
 }
 
@@ -240,6 +324,8 @@ impl Pipeline {
             last_file: HashMap::default(),
             fdt: FdTable::default(),
             privileged: HashSet::default(),
+            ignored: axiom_rules::PathFilter::agent_state(),
+            read_back: readback::ReadBack::default(),
         }
     }
 
@@ -337,6 +423,10 @@ impl Pipeline {
                 self.fdt.exited(tgid);
             }
         }
+        let shed = self.fdt.take_shed();
+        if shed > 0 {
+            self.bus.stats.count_losses("fd_table_shed", shed);
+        }
     }
 
     /// Whether a record is the agent's owner's to see: not once its process gained privilege
@@ -401,10 +491,11 @@ impl Pipeline {
             _ => {}
         }
         let ppid = self.ppid(tgid);
-        if matches!(body, Body::Exit { .. }) {
+        let exited = matches!(body, Body::Exit { .. });
+        if exited {
             self.process_exited(tgid);
         }
-        self.emit(Event {
+        let ev = Event {
             seq: 0,
             time_ns: (d.hdr.ts_ns as i128 + self.clock_offset).max(0) as u64,
             agent: d.hdr.agent,
@@ -416,7 +507,37 @@ impl Pipeline {
             comm,
             truncated,
             body,
-        });
+        };
+        if !self.read_back.note(&ev) {
+            self.bus.stats.count_loss("read_back_shed");
+        }
+        self.emit(ev);
+        if exited {
+            self.read_back_released(tgid, None);
+        }
+    }
+
+    /// Reads back what closing `fds` of `tgid` (or its exit: `None`) released, and emits it
+    /// with its secrets masked.
+    fn read_back_released(&mut self, tgid: u32, fds: Option<&dyn Fn(i32) -> bool>) {
+        for mut ev in self.read_back.released(tgid, fds) {
+            if let (
+                Some(r),
+                Body::Output {
+                    text,
+                    redacted,
+                    target,
+                    ..
+                },
+            ) = (&self.redactor, &mut ev.body)
+                && let Some((masked, ids)) =
+                    r(Some(axiom_rules::write_scope(target.as_deref())), text)
+            {
+                *text = masked;
+                *redacted = ids;
+            }
+            self.emit(ev);
+        }
     }
 
     /// A malformed or unknown record: counted by cause, skipped.
@@ -429,6 +550,25 @@ impl Pipeline {
     /// fd (or, for a range, an exec or a new process, all of them) are stale.
     fn fd_changed(&mut self, tgid: u32, change: decode::FdChange) {
         use decode::FdChange as C;
+        // A descriptor closed (or replaced by a dup) releases the file read back behind it.
+        match &change {
+            C::Close { fd } | C::Dup { fd, .. } => {
+                let fd = *fd;
+                self.read_back_released(tgid, Some(&move |f| f == fd));
+            }
+            C::CloseRange {
+                first,
+                last,
+                cloexec_only: false,
+            } => {
+                let (first, last) = (*first, *last);
+                self.read_back_released(
+                    tgid,
+                    Some(&move |f| f >= 0 && (first..=last).contains(&(f as u32))),
+                );
+            }
+            _ => {}
+        }
         match &change {
             C::Open { fd, .. } | C::Dup { fd, .. } | C::Close { fd } => {
                 if let Some(m) = self.fds.get_mut(&tgid) {
@@ -477,9 +617,16 @@ impl Pipeline {
     }
 
     /// `path` made absolute against the directory `dirfd` names (the current directory from
-    /// the fd table, another directory fd from /proc when the record is read).
+    /// the fd table, another directory fd from /proc when the record is read). A path that
+    /// reads as the agents' own state or a cache (what rules ignore by default) has its
+    /// directory's symlinks resolved: `ln -s .. .cache/up; echo x > .cache/up/app.py` writes
+    /// the workspace's `app.py`, not a cache file.
     fn absolute(&mut self, tgid: u32, dirfd: i32, path: &str) -> String {
-        absolute(tgid, dirfd, path, || self.cwd(tgid))
+        let p = absolute(tgid, dirfd, path, || self.cwd(tgid));
+        if self.ignored.matches(&p) {
+            return resolved(&p).unwrap_or(p);
+        }
+        p
     }
 
     /// Who wrote a record: from the record itself, or for a slim one (no identity, to save the
@@ -629,6 +776,15 @@ impl Pipeline {
 /// Events decoded before they are published at the latest: bounds how long the first event
 /// of a long pass waits (~1 ms of decoding).
 const PUBLISH_EVERY: usize = 256;
+
+/// An absolute path with its directory's symlinks (and `..` after them) resolved, when the
+/// directory still exists and resolves elsewhere.
+fn resolved(path: &str) -> Option<String> {
+    let p = std::path::Path::new(path);
+    let (dir, name) = (p.parent()?, p.file_name()?);
+    let real = std::fs::canonicalize(dir).ok()?;
+    (real != dir).then(|| real.join(name).display().to_string())
+}
 
 /// `path` made absolute against the directory `dirfd` of process `tgid` names: `cwd` for the
 /// current directory, /proc when the record is read for another directory fd (a process gone
@@ -806,5 +962,72 @@ pub fn run(
             Ok(_) | Err(nix::errno::Errno::EINTR) => {}
             Err(e) => return Err(e.into()),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{FDT_ENTRIES_MAX, FdTable, decode::FdChange};
+
+    fn pipes(t: &mut FdTable, tgid: u32, n: i32) {
+        for i in 0..n {
+            t.apply(
+                tgid,
+                FdChange::Pair {
+                    first: 10 + 2 * i,
+                    second: 11 + 2 * i,
+                    socket: false,
+                    cloexec: false,
+                },
+            );
+        }
+    }
+
+    /// A process with 2,048 pipes forking in a loop: each child shares its parent's table, so
+    /// axiomd holds one table, not one per fork.
+    #[test]
+    fn forks_share_a_table_until_one_changes_it() {
+        let mut t = FdTable::default();
+        pipes(&mut t, 1, 1024);
+        assert_eq!(t.entries, 2048);
+        for child in 2..2002 {
+            t.apply(1, FdChange::Fork { child });
+            t.apply(child, FdChange::Exec);
+        }
+        assert_eq!(
+            t.entries, 2048,
+            "a fork or an exec with nothing to close copied"
+        );
+        assert_eq!(t.get(1500, 10).as_deref(), Some(axiom_rules::LOCAL_PIPE));
+        // One child closes an fd: it gets a copy of its own; the others still share.
+        t.apply(7, FdChange::Close { fd: 10 });
+        assert_eq!(t.entries, 2048 + 2047);
+        assert!(t.get(7, 10).is_none());
+        assert!(t.get(8, 10).is_some() && t.get(1, 10).is_some());
+        // Exits give back what no one else holds.
+        t.exited(7);
+        assert_eq!(t.entries, 2048);
+        for child in 2..2002 {
+            t.exited(child);
+        }
+        t.exited(1);
+        assert_eq!(t.entries, 0);
+    }
+
+    /// Copies that would pass the bound drop the copying process's table instead, counted.
+    #[test]
+    fn copies_past_the_bound_are_shed() {
+        let mut t = FdTable::default();
+        pipes(&mut t, 1, 2048);
+        let copies = FDT_ENTRIES_MAX / 4096 + 10;
+        for child in 2..2 + copies as u32 {
+            t.apply(1, FdChange::Fork { child });
+            t.apply(child, FdChange::Close { fd: 10 });
+        }
+        assert!(t.entries <= FDT_ENTRIES_MAX, "{}", t.entries);
+        assert!(t.take_shed() > 0);
+        assert_eq!(t.take_shed(), 0);
+        // The parent's own table is intact.
+        assert!(t.get(1, 10).is_some());
     }
 }

@@ -593,6 +593,7 @@ fn read_part(path: &FsPath, q: Option<&Query>) -> Result<Vec<schema::Stored>, Co
                 kind: kind[i].as_deref().unwrap_or(""),
                 text: text[i].as_deref(),
                 uid: uid[i],
+                host: host[i].as_deref().unwrap_or_default(),
             };
             if let Some(q) = q
                 && !q.accepts(&ev)

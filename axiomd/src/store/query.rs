@@ -17,8 +17,31 @@ pub struct Query {
     pub kinds: Vec<String>,
     pub text: Option<String>,
     pub limit: usize,
-    /// Only events of this uid or of these agents (a caller who is not an admin).
-    pub visible_to: Option<(u32, Vec<u64>)>,
+    /// What a caller who is not an admin may see.
+    pub visible_to: Option<Visible>,
+}
+
+/// A caller's events: of this host, and either of their uid or of one of their agents since
+/// it started. Agent ids are this host's and start again low after a reboot (or once high ids
+/// were swept): user B's new agent 7 must not show user A's old agent 7, whose events are all
+/// older than B's agent.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Visible {
+    pub uid: u32,
+    pub host: String,
+    /// (agent id, when it started, ns since the epoch).
+    pub agents: Vec<(u64, u64)>,
+}
+
+impl Visible {
+    fn accepts(&self, host: &str, uid: u32, agent: u64, time_ns: u64) -> bool {
+        host == self.host
+            && (uid == self.uid
+                || self
+                    .agents
+                    .iter()
+                    .any(|(a, since)| *a == agent && time_ns >= *since))
+    }
 }
 
 /// The columns a filter looks at (of an event from a tier DuckDB does not read).
@@ -28,6 +51,7 @@ pub struct Row<'a> {
     pub kind: &'a str,
     pub text: Option<&'a str>,
     pub uid: u32,
+    pub host: &'a str,
 }
 
 impl Query {
@@ -44,10 +68,12 @@ impl Query {
             && self
                 .visible_to
                 .as_ref()
-                .is_none_or(|(uid, agents)| r.uid == *uid || agents.contains(&r.agent))
+                .is_none_or(|v| v.accepts(r.host, r.uid, r.agent, r.time_ns))
     }
 
-    pub fn accepts_event(&self, ev: &Event) -> bool {
+    /// The same test, for an event as stored (with the host that stored it).
+    pub fn accepts_stored(&self, s: &super::schema::Stored) -> bool {
+        let ev = &s.event;
         let text = super::schema::searchable(&ev.body);
         self.accepts(&Row {
             agent: ev.agent,
@@ -55,6 +81,7 @@ impl Query {
             kind: ev.body.kind().name(),
             text: text.as_deref(),
             uid: ev.uid,
+            host: &s.host,
         })
     }
 }
@@ -89,11 +116,16 @@ pub fn events(conn: &duckdb::Connection, q: &Query) -> Result<Vec<Stored>, Store
         sql.push_str(" AND contains(text, ?)");
         args.push(Value::Text(t.clone()));
     }
-    if let Some((uid, agents)) = &q.visible_to {
-        let _ = write!(sql, " AND (uid = {uid}");
-        if !agents.is_empty() {
-            let list: Vec<String> = agents.iter().map(u64::to_string).collect();
-            let _ = write!(sql, " OR agent IN ({})", list.join(", "));
+    if let Some(v) = &q.visible_to {
+        sql.push_str(" AND host = ?");
+        args.push(Value::Text(v.host.clone()));
+        let _ = write!(sql, " AND (uid = {}", v.uid);
+        for (a, since) in &v.agents {
+            let _ = write!(
+                sql,
+                " OR (agent = {a} AND time_ns >= {})",
+                (*since).min(i64::MAX as u64)
+            );
         }
         sql.push(')');
     }
@@ -229,7 +261,7 @@ impl Reader {
         all.extend(
             self.hot_rest(&conn)?
                 .into_iter()
-                .filter(|s| q.accepts_event(&s.event)),
+                .filter(|s| q.accepts_stored(s)),
         );
         if let Some(cold) = &self.cold {
             // Cold holds what is older than the warm tier's oldest row: with enough answers it
@@ -465,15 +497,22 @@ mod tests {
 
     #[test]
     fn the_rust_filter_matches_the_sql_one() {
-        let e = ev("h", 1, 1, 10, "hello world").event;
+        let e = ev("h", 1, 1, 10, "hello world");
         let q = |f: fn(&mut Query)| {
             let mut q = Query {
                 limit: 10,
                 ..Default::default()
             };
             f(&mut q);
-            q.accepts_event(&e)
+            q.accepts_stored(&e)
         };
+        fn visible(uid: u32, host: &str, agents: Vec<(u64, u64)>) -> Option<Visible> {
+            Some(Visible {
+                uid,
+                host: host.into(),
+                agents,
+            })
+        }
         assert!(q(|_| {}));
         assert!(q(|q| q.agent = Some(3)));
         assert!(!q(|q| q.agent = Some(4)));
@@ -483,8 +522,12 @@ mod tests {
         assert!(!q(|q| q.kinds = vec!["exec".into()]));
         assert!(!q(|q| q.since_ns = Some(11)));
         assert!(q(|q| q.until_ns = Some(10)));
-        assert!(q(|q| q.visible_to = Some((1000, vec![]))));
-        assert!(!q(|q| q.visible_to = Some((1001, vec![]))));
-        assert!(q(|q| q.visible_to = Some((1001, vec![3]))));
+        assert!(q(|q| q.visible_to = visible(1000, "h", vec![])));
+        assert!(!q(|q| q.visible_to = visible(1001, "h", vec![])));
+        assert!(q(|q| q.visible_to = visible(1001, "h", vec![(3, 10)])));
+        // Agent 3 of this caller started after this event: another agent that had its id.
+        assert!(!q(|q| q.visible_to = visible(1001, "h", vec![(3, 11)])));
+        // Another host's events are not this host's users'.
+        assert!(!q(|q| q.visible_to = visible(1000, "other", vec![])));
     }
 }

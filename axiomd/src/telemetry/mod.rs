@@ -32,7 +32,8 @@ pub struct TelemetryConfig {
     /// How often metrics are exported.
     pub metrics_interval_ms: u64,
     /// Command lines, arguments and violation details as span attributes (secrets are masked
-    /// before any of it leaves axiomd). false: program names, rule ids and counts only.
+    /// before any of it leaves axiomd). false (the default: a collector is often another
+    /// team's, and what an agent ran is the user's): program names, rule ids and counts only.
     pub include_content: bool,
     /// `address:port` of a Prometheus text endpoint (`GET /metrics`); empty: off.
     pub prometheus_listen: String,
@@ -45,7 +46,7 @@ impl Default for TelemetryConfig {
             otlp_protocol: "grpc".into(),
             otlp_endpoint: "http://127.0.0.1:4317".into(),
             metrics_interval_ms: 10_000,
-            include_content: true,
+            include_content: false,
             prometheus_listen: String::new(),
         }
     }

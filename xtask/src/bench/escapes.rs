@@ -44,5 +44,9 @@ pub fn run() -> anyhow::Result<()> {
         f.threads_after,
         f.other_user_served
     );
+    println!(
+        "bench escapes: dos_agents rss_mib={}->{} (peak) threads_peak={} alive_and_enforcing={}",
+        f.rss_mib, f.rss_peak_mib, f.threads_peak, f.alive_and_enforcing
+    );
     Ok(())
 }

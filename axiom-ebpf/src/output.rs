@@ -286,10 +286,18 @@ pub(crate) fn scan(s: &OutputScratch, captured: usize) {
     }
 }
 
-/// Sends the assembled scratch record: header plus `captured` bytes, nothing more.
+/// Scans, then sends the assembled scratch record: header plus `captured` bytes, nothing more.
 #[inline(always)]
 pub(crate) fn send_output(s: &mut OutputScratch, captured: usize) {
     scan(s, captured);
+    ring_output(s, captured);
+}
+
+/// Sends the assembled scratch record as it is (no scan: a record with nothing captured must
+/// not reach the matcher's `bpf_loop`, whose callbacks the verifier then finds unreachable and
+/// refuses: "No program to jit").
+#[inline(always)]
+fn ring_output(s: &mut OutputScratch, captured: usize) {
     let captured = captured & (2 * MAX_CAPTURE - 1);
     work(Work::OutputRecords, 1);
     work(Work::CapturedBytes, captured as u64);
@@ -458,7 +466,7 @@ fn uncaptured(sys: u16, fd: u64, count: u64) {
         return;
     };
     s.ev.hdr.flags |= FLAG_TRUNCATED;
-    send_output(s, 0);
+    ring_output(s, 0);
 }
 
 #[tracepoint(category = "syscalls", name = "sys_enter_sendfile64")]

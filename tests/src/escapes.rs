@@ -147,7 +147,12 @@ pub struct World<'a> {
     planted: Vec<PathBuf>,
     /// A credential of the owner's (a private key in `~/.ssh`) and a cloud secret (`~/.aws`).
     pub key_text: String,
+    /// `net.ipv4.ping_group_range` as it was: the world opens ping sockets to every group, as
+    /// Debian's default does, so that the ICMP attempt can get out if nothing stops it.
+    ping_range: Option<String>,
 }
+
+const PING_RANGE: &str = "/proc/sys/net/ipv4/ping_group_range";
 
 const VICTIM: &str = "original\n";
 
@@ -285,6 +290,9 @@ impl<'a> World<'a> {
             home,
             planted,
             key_text,
+            ping_range: std::fs::read_to_string(PING_RANGE)
+                .ok()
+                .filter(|_| std::fs::write(PING_RANGE, "0 2147483647").is_ok()),
         };
         // The sibling is tracked and has printed its secret before any attempt runs.
         let t0 = Instant::now();
@@ -558,6 +566,9 @@ impl Drop for World<'_> {
         let _ = std::fs::remove_dir_all(&self.base);
         for p in self.planted.iter().rev() {
             let _ = std::fs::remove_file(p).or_else(|_| std::fs::remove_dir(p));
+        }
+        if let Some(r) = &self.ping_range {
+            let _ = std::fs::write(PING_RANGE, r.trim());
         }
     }
 }
@@ -835,6 +846,21 @@ fn reported_by(rule: &'static str) -> Judge {
     })
 }
 
+/// Like `reported_by`, but only a violation of `rule` counts (not a write marked as not
+/// inspected whole): for the writes read back, whose first record is such a mark.
+fn violation_of(rule: &'static str) -> Judge {
+    Box::new(move |w, o| {
+        let found = |e: &Event| matches!(&e.body, Body::Violation { rule: r, .. } if r == rule);
+        if o.events.iter().any(found) || w.stored_later(o.agent, found) {
+            Verdict::Reported
+        } else {
+            Verdict::Escaped(format!(
+                "no {rule} violation (a truncated write alone is no report)"
+            ))
+        }
+    })
+}
+
 fn exec_reported(needle: &'static str) -> Judge {
     Box::new(move |_, o| {
         let seen = o.events.iter().any(|e| match &e.body {
@@ -972,7 +998,8 @@ for i in $(seq 1 64); do "$AXIOMCTL" --socket "$SOCK" kill $i; done >/dev/null 2
     ));
     v.push(dead(
         "dead-connector-list-agents",
-        r#""$(printf '{"op":"agents"}\n')" | grep -o 'esc-sibling' | tr a-z A-Z"#,
+        // The pattern spelled so that the agent's own record (its command line) cannot match.
+        r#""$(printf '{"op":"agents"}\n')" | grep -o 'esc-si[b]ling' | tr a-z A-Z"#,
         never_shown(|_| "ESC-SIBLING".into()),
     ));
     // --- kernel facts that cross users
@@ -1373,6 +1400,16 @@ for i in $(seq 1 64); do "$AXIOMCTL" --socket "$SOCK" kill $i; done >/dev/null 2
             reported_by(rule),
         )
     };
+    // A write whose bytes are read back: only a violation counts as reported.
+    let ev_read_back = |name: &str, script: String, rule: &'static str| {
+        attempt(
+            "evasion",
+            name,
+            "workspace-write",
+            &script,
+            violation_of(rule),
+        )
+    };
     v.push(ev(
         "todo-plain",
         r#"echo '# TODO: finish' > plain.py"#.into(),
@@ -1388,39 +1425,39 @@ for i in $(seq 1 64); do "$AXIOMCTL" --socket "$SOCK" kill $i; done >/dev/null 2
         r#"printf '# TO' > split.py; printf 'DO later\n' >> split.py"#.into(),
         "todo-left",
     ));
-    v.push(ev(
+    v.push(ev_read_back(
         "todo-past-4k",
         format!(r##"{PY} 'import os; os.write(os.open("big.py", os.O_WRONLY | os.O_CREAT, 0o644), b"#" * 8192 + b" TODO later\n")'"##),
         "todo-left",
     ));
     // The copies the kernel makes: from a file the agent did not write (the TODO is never in
     // a write of its own), into its workspace.
-    v.push(ev(
+    v.push(ev_read_back(
         "todo-sendfile",
         format!(r#"{PY} 'import os; s = os.open(os.environ["OUT"] + "/todo-src.txt", os.O_RDONLY); d = os.open("sent.py", os.O_WRONLY | os.O_CREAT, 0o644); os.sendfile(d, s, 0, 100)'"#),
         "todo-left",
     ));
-    v.push(ev(
+    v.push(ev_read_back(
         "todo-copy-file-range",
         format!(r#"{PY} 'import os; s = os.open(os.environ["OUT"] + "/todo-src.txt", os.O_RDONLY); d = os.open("copied.py", os.O_WRONLY | os.O_CREAT, 0o644); os.copy_file_range(s, d, 100)'"#),
         "todo-left",
     ));
-    v.push(ev(
+    v.push(ev_read_back(
         "todo-splice",
         format!(r#"{PY} 'import os; s = os.open(os.environ["OUT"] + "/todo-src.txt", os.O_RDONLY); r, w = os.pipe(); d = os.open("spliced.py", os.O_WRONLY | os.O_CREAT, 0o644); n = os.splice(s, w, 100); os.splice(r, d, n)'"#),
         "todo-left",
     ));
-    v.push(ev(
+    v.push(ev_read_back(
         "todo-cp",
         r#"cp "$OUT/todo-src.txt" cp.py"#.into(),
         "todo-left",
     ));
-    v.push(ev(
+    v.push(ev_read_back(
         "todo-through-cache-symlink",
         r#"mkdir -p .cache && ln -sfn .. .cache/up && printf '# TODO: via a symlink\n' > .cache/up/via-cache.py"#.into(),
         "todo-left",
     ));
-    v.push(ev(
+    v.push(ev_read_back(
         "todo-mmap",
         format!(r##"{PY} 'import mmap, os; f = os.open("mapped.py", os.O_RDWR | os.O_CREAT, 0o644); os.ftruncate(f, 32); m = mmap.mmap(f, 32); m[:15] = b"# TODO via mmap"; m.flush()'"##),
         "todo-left",

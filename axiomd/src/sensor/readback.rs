@@ -119,6 +119,11 @@ fn read(u: Unread) -> Option<Event> {
     }
     let mut data = Vec::with_capacity((m.len() as usize).min(READ_BACK_MAX));
     f.take(READ_BACK_MAX as u64).read_to_end(&mut data).ok()?;
+    let read = data.len() as u64;
+    // A mapped file is often grown with ftruncate and written at its start: its zero tail is
+    // no content (and would make the text read as binary).
+    let end = data.iter().rposition(|b| *b != 0).map_or(0, |i| i + 1);
+    data.truncate(end);
     let (fd, syscall) = match &u.write.body {
         Body::Output { fd, syscall, .. } => (*fd, syscall.clone()),
         _ => return None,
@@ -129,7 +134,7 @@ fn read(u: Unread) -> Option<Event> {
         String::from_utf8_lossy(&data).into_owned()
     };
     Some(Event {
-        truncated: m.len() > data.len() as u64,
+        truncated: m.len() > read,
         // Just after the write it follows.
         time_ns: u.write.time_ns + 1,
         body: Body::Output {
@@ -181,7 +186,7 @@ mod tests {
         std::fs::create_dir_all(&dir).expect("dir");
         let (a, b, c) = (dir.join("a.py"), dir.join("b.py"), dir.join("c.py"));
         std::fs::write(&a, "# TODO: copied\n").expect("a");
-        std::fs::write(&b, "# TODO: mapped\n").expect("b");
+        std::fs::write(&b, b"# TODO: mapped\n\0\0\0\0").expect("b");
         let mut r = ReadBack::default();
         assert!(r.note(&write(
             3,

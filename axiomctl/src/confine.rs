@@ -534,6 +534,11 @@ fn private_tmp(fs: &FsRules, keep: &[PathBuf], missing: &mut Vec<String>) {
     if !fs.write.iter().any(|w| w.trim_end_matches('/') == "/tmp") {
         return;
     }
+    // The workspace is /tmp itself: the user asked for the shared one.
+    if keep.iter().any(|k| k == Path::new("/tmp")) {
+        missing.push("/tmp: the workspace itself, so shared with the host".into());
+        return;
+    }
     let home = std::env::var_os("HOME").map(PathBuf::from);
     let mut wanted: Vec<PathBuf> = fs
         .write

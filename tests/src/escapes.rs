@@ -613,15 +613,7 @@ fn git_repo(ws: &Path) {
 
 const SUB_GITFILE: &str = "gitdir: ../.git/modules/sub\n";
 
-fn chown_r(dir: &Path, uid: u32, gid: u32) {
-    let st = Command::new("chown")
-        .arg("-R")
-        .arg(format!("{uid}:{gid}"))
-        .arg(dir)
-        .status()
-        .unwrap();
-    assert!(st.success());
-}
+use crate::realagents::chown_r;
 
 /// The owner runs `git status` in the workspace after the agent: whatever git runs for it
 /// (an fsmonitor of a config the agent chose) must not have run (`outside/<hit>` absent).
@@ -644,6 +636,18 @@ fn git_runs_nothing(hit: String) -> Judge {
                 "git ran a command of the agent's: {} exists",
                 p.display()
             ))
+        } else {
+            Verdict::Contained
+        }
+    })
+}
+
+/// Nothing the agent made at `path` of the host's (taken away if it is there).
+fn absent_on_host(path: PathBuf, what: &'static str) -> Judge {
+    Box::new(move |_, _| {
+        if path.exists() {
+            let _ = std::fs::remove_dir_all(&path).or_else(|_| std::fs::remove_file(&path));
+            Verdict::Escaped(what.into())
         } else {
             Verdict::Contained
         }
@@ -1204,15 +1208,10 @@ for i in $(seq 1 64); do "$AXIOMCTL" --socket "$SOCK" kill $i; done >/dev/null 2
             &format!(
                 r#"mkdir -p /tmp/squat-$N && {PY} 'import os, socket; s = socket.socket(socket.AF_UNIX); s.bind("/tmp/squat-" + os.environ["N"] + "/default")'"#
             ),
-            Box::new(move |_, _| {
-                let d = Path::new("/tmp").join(format!("squat-tmp-squat-{p}"));
-                if d.exists() {
-                    let _ = std::fs::remove_dir_all(&d);
-                    Verdict::Escaped("a socket in the host's /tmp, where the owner's tools look".into())
-                } else {
-                    Verdict::Contained
-                }
-            }),
+            absent_on_host(
+                Path::new("/tmp").join(format!("squat-tmp-squat-{p}")),
+                "a socket in the host's /tmp, where the owner's tools look",
+            ),
         ));
         v.push(conf(
             "read-ssh-key",
@@ -1238,15 +1237,10 @@ for i in $(seq 1 64); do "$AXIOMCTL" --socket "$SOCK" kill $i; done >/dev/null 2
         v.push(conf(
             "dev-shm",
             r#"echo x > /dev/shm/axiom-esc-$N"#,
-            Box::new(move |_, _| {
-                let f = Path::new("/dev/shm").join(format!("axiom-esc-dev-shm-{p}"));
-                if f.exists() {
-                    let _ = std::fs::remove_file(&f);
-                    Verdict::Escaped("a file in the host's /dev/shm".into())
-                } else {
-                    Verdict::Contained
-                }
-            }),
+            absent_on_host(
+                Path::new("/dev/shm").join(format!("axiom-esc-dev-shm-{p}")),
+                "a file in the host's /dev/shm",
+            ),
         ));
         v.push(conf(
             "inherited-fd",

@@ -612,7 +612,8 @@ pub fn uid_gid(user: &str) -> (u32, u32) {
     (u.uid.as_raw(), u.gid.as_raw())
 }
 
-fn chown_r(dir: &Path, uid: u32, gid: u32) {
+/// `chown -R`: a tree made as root, handed to the user whose agent works in it.
+pub fn chown_r(dir: &Path, uid: u32, gid: u32) {
     let st = Command::new("chown")
         .arg("-R")
         .arg(format!("{uid}:{gid}"))

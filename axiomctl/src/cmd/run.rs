@@ -57,7 +57,8 @@ struct Prepared {
     /// Claude Code hooks installed for the run.
     hooks: bool,
     argv: Vec<CString>,
-    /// What the agent must still reach in a private /tmp: axiomd's socket (its hooks call it).
+    /// What the agent must still reach in a private /tmp: axiomd's socket (its hooks call it)
+    /// and its workspace.
     keep: Vec<PathBuf>,
 }
 
@@ -120,6 +121,7 @@ fn prepare(cli: &Cli, launch: &Launch, command: &[String]) -> anyhow::Result<Pre
         .map(|a| CString::new(a.as_bytes()))
         .collect::<Result<_, _>>()
         .context("an argument contains a NUL byte")?;
+    let keep = vec![cli.socket.clone(), workspace.clone()];
     Ok(Prepared {
         workspace,
         workspace_c,
@@ -127,7 +129,7 @@ fn prepare(cli: &Cli, launch: &Launch, command: &[String]) -> anyhow::Result<Pre
         kind,
         hooks,
         argv,
-        keep: vec![cli.socket.clone()],
+        keep,
     })
 }
 

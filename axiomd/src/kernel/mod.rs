@@ -689,28 +689,25 @@ fn attach_net(ebpf: &mut Ebpf, pins: &Pins, cgroup: &Path) -> Result<(), LoadErr
         let program = ebpf
             .program_mut(name)
             .ok_or(LoadError::MissingProgram(name))?;
-        // The socket programs (`sock_create`) are of another type than the address ones.
+        // The socket program (`sock_create`) is of another type than the address ones, with the
+        // same calls (aya gives them no common trait).
+        macro_rules! attach {
+            ($prog:expr) => {{
+                let prog = $prog;
+                prog.load().map_err(loaded)?;
+                let id = prog
+                    .attach(&dir, CgroupAttachMode::Single)
+                    .map_err(attach_err)?;
+                prog.take_link(id)
+                    .map_err(attach_err)?
+                    .try_into()
+                    .map_err(not_fd)?
+            }};
+        }
         let fd_link: FdLink = match program {
-            aya::programs::Program::CgroupSock(prog) => {
-                prog.load().map_err(loaded)?;
-                let id = prog
-                    .attach(&dir, CgroupAttachMode::Single)
-                    .map_err(attach_err)?;
-                prog.take_link(id)
-                    .map_err(attach_err)?
-                    .try_into()
-                    .map_err(not_fd)?
-            }
+            aya::programs::Program::CgroupSock(prog) => attach!(prog),
             program => {
-                let prog: &mut CgroupSockAddr = program.try_into().map_err(attach_err)?;
-                prog.load().map_err(loaded)?;
-                let id = prog
-                    .attach(&dir, CgroupAttachMode::Single)
-                    .map_err(attach_err)?;
-                prog.take_link(id)
-                    .map_err(attach_err)?
-                    .try_into()
-                    .map_err(not_fd)?
+                attach!(TryInto::<&mut CgroupSockAddr>::try_into(program).map_err(attach_err)?)
             }
         };
         replace_pin(pins, name, fd_link)?;

@@ -41,6 +41,7 @@ pub fn unseen(ev: &Event) -> Option<(&str, bool)> {
         target: Some(t),
         captured,
         count,
+        text,
         ..
     } = &ev.body
     else {
@@ -50,8 +51,11 @@ pub fn unseen(ev: &Event) -> Option<(&str, bool)> {
         syscall.as_str(),
         "sendfile" | "copy_file_range" | "splice" | "mmap"
     );
+    // A long write whose captured part is not text (an object file, a .pyc, an archive) is not
+    // read back: what follows is no text either, and builds write many of them.
+    let past_capture = u64::from(*captured) < *count && !text.is_empty();
     let file = axiom_rules::write_scope(Some(t.as_str())) == axiom_rules::Scope::FileWrite;
-    (file && (copied || u64::from(*captured) < *count)).then_some((t.as_str(), *syscall == "mmap"))
+    (file && (copied || past_capture)).then_some((t.as_str(), *syscall == "mmap"))
 }
 
 impl ReadBack {
@@ -197,8 +201,9 @@ mod tests {
         )));
         assert!(r.note(&write(4, "mmap", &b.display().to_string(), 0, 15)));
         assert!(r.note(&write(5, "sendfile", &c.display().to_string(), 0, 15)));
-        // Not a file, or all of it seen: nothing to read back.
+        // Not a file, all of it seen, or a long write that is not text: nothing to read back.
         assert!(r.note(&write(6, "write", &a.display().to_string(), 15, 15)));
+        assert!(unseen(&write(6, "write", &a.display().to_string(), 4096, 9000)).is_none());
         assert!(r.note(&write(6, "sendfile", "pipe:[1]", 0, 15)));
         // c.py becomes a link to a file the writer does not own by the time it is read.
         std::os::unix::fs::symlink("/etc/shadow", &c).expect("link");

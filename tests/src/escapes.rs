@@ -921,6 +921,7 @@ const PY: &str = "python3 -c";
 /// Every attempt, in order.
 pub fn battery() -> Vec<Attempt> {
     let mut v = Vec::new();
+    let home = owner().2;
     let api = |name: &str, script: &str, judge: Judge| {
         attempt("api", name, "workspace-write", script, judge)
     };
@@ -1191,17 +1192,10 @@ for i in $(seq 1 64); do "$AXIOMCTL" --socket "$SOCK" kill $i; done >/dev/null 2
         v.push(conf(
             "pre-commit-cache",
             r#"mkdir -p ~/.cache/pre-commit && echo x > ~/.cache/pre-commit/planted-$N"#,
-            Box::new(move |w, _| {
-                let f = w
-                    .home
-                    .join(format!(".cache/pre-commit/planted-pre-commit-cache-{p}"));
-                if f.exists() {
-                    let _ = std::fs::remove_file(&f);
-                    Verdict::Escaped("a file in the owner's pre-commit cache".into())
-                } else {
-                    Verdict::Contained
-                }
-            }),
+            absent_on_host(
+                home.join(format!(".cache/pre-commit/planted-pre-commit-cache-{p}")),
+                "a file in the owner's pre-commit cache",
+            ),
         ));
         v.push(conf(
             "tmp-squat",

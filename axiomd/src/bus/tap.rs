@@ -306,6 +306,16 @@ mod tests {
     use super::*;
     use crate::store::schema;
 
+    /// A lossless event (a process's exit).
+    fn exit(seq: u64, tgid: u32) -> Arc<Event> {
+        let mut e = (*output(seq, tgid, "")).clone();
+        e.body = Body::Exit {
+            code: Some(0),
+            signal: None,
+        };
+        Arc::new(e)
+    }
+
     fn output(seq: u64, tgid: u32, text: &str) -> Arc<Event> {
         Arc::new(schema::sample_output(seq, seq, tgid, 0, text))
     }
@@ -345,12 +355,7 @@ mod tests {
     fn lossless_events_are_bounded_when_nothing_drains() {
         let (tap, _intake) = tap(16, 1 << 20);
         for i in 0..20_000 {
-            let mut exit = (*output(i, 7, "")).clone();
-            exit.body = Body::Exit {
-                code: Some(0),
-                signal: None,
-            };
-            tap.offer(&Arc::new(exit));
+            tap.offer(&exit(i, 7));
         }
         let p = tap.pressure();
         assert!(p.queued_bytes.load(Ordering::Relaxed) <= (2 << 20) + 1024);
@@ -365,12 +370,7 @@ mod tests {
         for i in 0..4000 {
             tap.offer(&output(i, 7, &line));
             if i % 100 == 0 {
-                let mut exit = (*output(i, 7, "")).clone();
-                exit.body = Body::Exit {
-                    code: Some(0),
-                    signal: None,
-                };
-                tap.offer(&Arc::new(exit));
+                tap.offer(&exit(i, 7));
             }
         }
         let p = tap.pressure();

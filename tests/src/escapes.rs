@@ -1539,6 +1539,10 @@ pub struct DosFigures {
     /// After the attacks: axiomd answered, and another user's agent was still watched and its
     /// rules enforced (a TODO it wrote was reported).
     pub alive_and_enforcing: bool,
+    /// The attacks happened: every attacking agent ended with 0, and how many children the
+    /// fork amplifier forked (what it printed).
+    pub attacks_ran: bool,
+    pub forks: u64,
 }
 
 /// An agent's attacks on axiomd itself, each run as nobody under `axiomctl run` with the
@@ -1690,9 +1694,10 @@ pub fn dos(d: &Daemon) -> DosFigures {
     let ws = Path::new("/var/cache/axiom-tests").join(unique("dos-agents"));
     std::fs::create_dir_all(&ws).unwrap();
     std::fs::set_permissions(&ws, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let (mut attacks_ran, mut forks) = (true, 0u64);
     let (rss_peak_mib, threads_peak) = peaks(pid, || {
         for (name, script) in DOS_AGENTS {
-            let _ = Command::new(axiomctl_bin())
+            let o = Command::new(axiomctl_bin())
                 .arg("--socket")
                 .arg(&d.socket)
                 .args(["run", "--name", name, "--workspace"])
@@ -1703,6 +1708,14 @@ pub fn dos(d: &Daemon) -> DosFigures {
                 .uid(NOBODY)
                 .gid(NOBODY)
                 .output();
+            attacks_ran &= o.as_ref().is_ok_and(|o| o.status.success());
+            if let Ok(o) = &o {
+                forks += String::from_utf8_lossy(&o.stdout)
+                    .split("forked ")
+                    .nth(1)
+                    .and_then(|n| n.split_whitespace().next()?.parse().ok())
+                    .unwrap_or(0);
+            }
         }
         // What the agents left behind (records of exited processes) is let go meanwhile.
         std::thread::sleep(Duration::from_secs(1));
@@ -1721,5 +1734,7 @@ pub fn dos(d: &Daemon) -> DosFigures {
         rss_peak_mib,
         threads_peak,
         alive_and_enforcing,
+        attacks_ran,
+        forks,
     }
 }

@@ -71,6 +71,10 @@ fn one_user_cannot_take_axiomd_down_for_everyone() {
     // threads stay bounded, and it still watches and enforces for another user.
     assert!(f.rss_peak_mib <= f.rss_mib + 384, "{f:?}");
     assert!(f.threads_peak <= f.threads + 32, "{f:?}");
+    assert!(
+        f.attacks_ran && f.forks >= 100,
+        "the attacks did not run: {f:?}"
+    );
     assert!(f.alive_and_enforcing, "{f:?}");
     assert!(d.client().request(&axiom_proto::wire::Request::Status).ok);
 }

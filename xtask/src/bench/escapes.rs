@@ -45,8 +45,8 @@ pub fn run() -> anyhow::Result<()> {
         f.other_user_served
     );
     println!(
-        "bench escapes: dos_agents rss_mib={}->{} (peak) threads_peak={} alive_and_enforcing={}",
-        f.rss_mib, f.rss_peak_mib, f.threads_peak, f.alive_and_enforcing
+        "bench escapes: dos_agents attacks_ran={} forks={} rss_mib={}->{} (peak) threads_peak={} alive_and_enforcing={}",
+        f.attacks_ran, f.forks, f.rss_mib, f.rss_peak_mib, f.threads_peak, f.alive_and_enforcing
     );
     Ok(())
 }

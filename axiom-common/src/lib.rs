@@ -221,6 +221,31 @@ pub struct NetPorts {
     pub ports: [u16; NET_PORTS],
 }
 
+/// Unix path sockets an agent under a connect policy may still connect or send to (axiomd's own
+/// socket, for hooks; any others the config names), the same for every agent. Path sockets have
+/// no address an IP allowlist could name, and a user's path sockets lead out of any sandbox
+/// (the D-Bus session bus starts unconfined units, docker.sock is root): under a policy every
+/// other path is refused. Abstract names are Landlock's (scoped to the agent's domain).
+pub const UNIX_ALLOW_ENTRIES: u32 = 4;
+/// `sun_path`'s size.
+pub const UNIX_PATH_MAX: usize = 108;
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct UnixPath {
+    /// Bytes of `path` in use (0: the entry is empty); no NUL counted.
+    pub len: u32,
+    pub path: [u8; UNIX_PATH_MAX],
+}
+
+impl Default for UnixPath {
+    fn default() -> Self {
+        UnixPath {
+            len: 0,
+            path: [0; UNIX_PATH_MAX],
+        }
+    }
+}
+
 /// Output syscalls.
 pub const SYS_WRITE: u16 = 1;
 pub const SYS_PWRITE64: u16 = 2;
@@ -583,4 +608,5 @@ mod user {
     unsafe impl aya::Pod for super::Tracked {}
     unsafe impl aya::Pod for super::NetKey {}
     unsafe impl aya::Pod for super::NetPorts {}
+    unsafe impl aya::Pod for super::UnixPath {}
 }

@@ -2,10 +2,12 @@
 //! connect allowlist.
 use axiom_common::*;
 use aya_ebpf::{
-    helpers::generated::{bpf_get_current_ancestor_cgroup_id, bpf_probe_read_user},
+    helpers::generated::{
+        bpf_get_current_ancestor_cgroup_id, bpf_probe_read_kernel, bpf_probe_read_user,
+    },
     macros::{cgroup_sock, cgroup_sock_addr, map, tracepoint},
     maps::{
-        HashMap,
+        Array, HashMap,
         lpm_trie::{Key, LpmTrie},
     },
     programs::{SockAddrContext, SockContext, TracePointContext},
@@ -170,6 +172,123 @@ pub fn sendmsg4(ctx: SockAddrContext) -> i32 {
 #[cgroup_sock_addr(sendmsg6)]
 pub fn sendmsg6(ctx: SockAddrContext) -> i32 {
     connect_policy(&ctx, true)
+}
+
+/// Path sockets an agent in `UNIX_POLICY` may still use (see `UnixPath`).
+#[map]
+pub(crate) static UNIX_ALLOW: Array<UnixPath> = Array::pinned(UNIX_ALLOW_ENTRIES, 0);
+/// Agents whose path Unix sockets are limited to `UNIX_ALLOW` (value unused).
+#[map]
+pub(crate) static UNIX_POLICY: HashMap<u64, u32> = HashMap::pinned(4096, 0);
+
+const AF_UNIX: u16 = 1;
+/// `offsetof(struct sockaddr_un, sun_path)`.
+const SUN_PATH: usize = 2;
+
+/// What the kernel passes these programs: `struct bpf_sock_addr_kern` (6.7 and later; the Unix
+/// hooks came with 6.7). The context's user-visible fields do not include a Unix path, and
+/// aya 0.14 has no kfuncs (`bpf_cast_to_kern_ctx`), so the struct is read whole.
+#[repr(C)]
+struct SockAddrKern {
+    sk: u64,
+    uaddr: u64,
+    tmp_reg: u64,
+    t_ctx: u64,
+    uaddrlen: u32,
+}
+
+/// Whether `name` (a `sun_path` of `n` bytes) is one of `UNIX_ALLOW`'s. Every index is a loop
+/// counter below a constant, so that the verifier sees each read in bounds.
+#[inline(always)]
+fn unix_allowed(name: &[u8; SOCKADDR_LEN], n: usize) -> bool {
+    let mut i = 0;
+    while i < UNIX_ALLOW_ENTRIES {
+        if let Some(a) = UNIX_ALLOW.get(i) {
+            let len = a.len as usize;
+            let mut j = 0;
+            while len > 0 && j < UNIX_PATH_MAX {
+                let c = name[SUN_PATH + j];
+                if j == len {
+                    // The name ends where the entry does: a NUL, or the end of the address.
+                    if c == 0 || j == n {
+                        return true;
+                    }
+                    break;
+                }
+                if j >= n || a.path[j] != c {
+                    break;
+                }
+                j += 1;
+            }
+        }
+        i += 1;
+    }
+    false
+}
+
+/// 1: let a Unix connect or send through; 0: refuse it (EPERM), after reporting it. Loaded by
+/// axiomd as `BPF_CGROUP_UNIX_CONNECT` and `BPF_CGROUP_UNIX_SENDMSG` (the sections say
+/// connect4/sendmsg4 only so that aya parses the object).
+#[inline(always)]
+fn unix_policy(ctx: &SockAddrContext) -> i32 {
+    let Some((pid_tgid, agent)) = policy_agent() else {
+        return 1;
+    };
+    if unsafe { UNIX_POLICY.get(&agent) }.is_none() {
+        return 1;
+    }
+    let mut kern = SockAddrKern {
+        sk: 0,
+        uaddr: 0,
+        tmp_reg: 0,
+        t_ctx: 0,
+        uaddrlen: 0,
+    };
+    let mut name = [0u8; SOCKADDR_LEN];
+    // The context pointer is the kernel struct at run time (reading it needs CAP_PERFMON, which
+    // axiomd has). A read that fails, or finds no Unix address, is refused: fail closed.
+    let ok = unsafe {
+        bpf_probe_read_kernel(
+            &mut kern as *mut SockAddrKern as *mut c_void,
+            core::mem::size_of::<SockAddrKern>() as u32,
+            ctx.sock_addr as *const c_void,
+        ) == 0
+            && bpf_probe_read_kernel(
+                name.as_mut_ptr() as *mut c_void,
+                (SUN_PATH + UNIX_PATH_MAX) as u32,
+                kern.uaddr as *const c_void,
+            ) == 0
+    };
+    let addrlen = kern.uaddrlen as usize;
+    let family = u16::from_ne_bytes([name[0], name[1]]);
+    if ok && family == AF_UNIX && addrlen > SUN_PATH && addrlen <= SUN_PATH + UNIX_PATH_MAX {
+        // Abstract names (a leading NUL) are scoped by Landlock, not here.
+        if name[SUN_PATH] == 0 || unix_allowed(&name, addrlen - SUN_PATH) {
+            return 1;
+        }
+    }
+    emit::<ConnectEvent>(KIND_CONNECT, pid_tgid, agent, |e| unsafe {
+        (*e).hdr.flags |= FLAG_DENIED;
+        (*e).fd = -1;
+        (*e).addrlen = if addrlen > SOCKADDR_LEN {
+            SOCKADDR_LEN as u32
+        } else {
+            addrlen as u32
+        };
+        (*e).addr = name;
+        (&mut (*e).addr)[0..2].copy_from_slice(&AF_UNIX.to_ne_bytes());
+    });
+    0
+}
+
+#[cgroup_sock_addr(connect4)]
+pub fn connect_unix(ctx: SockAddrContext) -> i32 {
+    unix_policy(&ctx)
+}
+
+#[cgroup_sock_addr(sendmsg4)]
+pub fn sendmsg_unix(ctx: SockAddrContext) -> i32 {
+    unix_policy(&ctx)
 }
 
 const IPPROTO_ICMP: u32 = 1;

@@ -942,6 +942,7 @@ mod tests {
             net: NetRules {
                 allow_all: true,
                 allow: vec![],
+                unix_any: true,
             },
             limits: Default::default(),
         };
@@ -1011,6 +1012,7 @@ mod tests {
             net: NetRules {
                 allow_all: true,
                 allow: vec![],
+                unix_any: true,
             },
             limits: Default::default(),
         };

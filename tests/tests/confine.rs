@@ -391,6 +391,61 @@ fn the_connect_allowlist_lets_listed_addresses_through_and_reports_the_rest() {
     });
 }
 
+/// A path Unix socket leads to its listener with the agent's own rights (the owner's D-Bus
+/// session bus, docker.sock, an ssh-agent): under workspace-write only axiomd's own socket
+/// answers (hooks use it), the owner's is refused and reported; the full profile reaches it.
+#[test]
+fn workspace_write_refuses_the_owners_path_sockets_and_still_reaches_axiomd() {
+    let d = Daemon::start("confine_unix", &[]);
+    let site = Site::new("confine_unix");
+    let path = site.outside.join("owner.sock");
+    let listener = std::os::unix::net::UnixListener::bind(&path).unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o777)).unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let dpath = site.outside.join("owner.dgram");
+    let dgram = std::os::unix::net::UnixDatagram::bind(&dpath).unwrap();
+    std::fs::set_permissions(&dpath, std::fs::Permissions::from_mode(0o777)).unwrap();
+    dgram.set_nonblocking(true).unwrap();
+    let mut sub = d.subscribe(false);
+    let script = format!(
+        "if python3 -c 'import socket; s = socket.socket(socket.AF_UNIX); s.connect(\"{p}\")' 2>/dev/null; \
+         then echo CONNECTED; else echo REFUSED; fi\n\
+         if python3 -c 'import socket; s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM); s.sendto(b\"x\", \"{dp}\")' 2>/dev/null; \
+         then echo SENT; else echo NOT-SENT; fi\n\
+         {axiomctl} --socket {sock} status >/dev/null && echo AXIOMD-ANSWERS",
+        p = path.display(),
+        dp = dpath.display(),
+        axiomctl = axiomctl_bin().display(),
+        sock = d.socket.display(),
+    );
+    let o = run(&d, None, &site.ws, &script);
+    let (out, err) = text(&o);
+    assert!(out.contains("REFUSED"), "{out}\n{err}");
+    assert!(out.contains("NOT-SENT"), "{out}\n{err}");
+    assert!(out.contains("AXIOMD-ANSWERS"), "{out}\n{err}");
+    assert!(
+        listener.accept().is_err(),
+        "a refused connect reached the owner's socket"
+    );
+    assert!(
+        dgram.recv(&mut [0u8; 8]).is_err(),
+        "a refused datagram reached the owner's socket"
+    );
+    let want = format!("unix {}", path.display());
+    sub.wait_for("the refused connect", Duration::from_secs(10), |e| {
+        matches!(&e.body, Body::Denied { op, target, by, .. }
+            if op == "connect" && *target == want && by.contains("unix socket"))
+    });
+    let o = run(&d, Some("full"), &site.ws, &script);
+    let (out, err) = text(&o);
+    assert!(
+        out.contains("CONNECTED") && out.contains("SENT"),
+        "{out}\n{err}"
+    );
+    listener.set_nonblocking(false).unwrap();
+    assert!(listener.accept().is_ok());
+}
+
 /// `axiomctl run --wasm` of a module as nobody in `ws`, with `home` as its HOME (the compiled
 /// module cache goes below it).
 fn run_wasm(

@@ -48,6 +48,17 @@ pub struct NetRules {
     pub allow_all: bool,
     /// Otherwise only these destinations (nothing, when empty: deny all).
     pub allow: Vec<NetAllow>,
+    /// Path Unix sockets: any (`true`), or only axiomd's and the configured ones. Absent (an
+    /// older sender): only those.
+    #[serde(default)]
+    pub unix_any: bool,
+}
+
+impl NetRules {
+    /// Whether anything of the agent's connects is checked in the kernel.
+    pub fn confines(&self) -> bool {
+        !self.allow_all || !self.unix_any
+    }
 }
 
 /// One allowed destination: an address or prefix, and a port (0: any).

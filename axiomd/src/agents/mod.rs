@@ -746,7 +746,7 @@ impl Registry {
         let agent = self.new_id();
         // The connect allowlist first: refused, nothing else has been made to undo (the caller
         // still holds its process and ends it).
-        if let Some(rules) = launch.net.as_ref().filter(|r| !r.allow_all) {
+        if let Some(rules) = launch.net.as_ref().filter(|r| r.confines()) {
             let net = self.net.as_mut().ok_or_else(|| {
                 AgentError::Confinement("the connect allowlist programs are not loaded".into())
             })?;
@@ -764,7 +764,7 @@ impl Registry {
         let (path, id) = placed?;
         // The policy binds the cgroup too: a process of the agent's whose pid slot is cleared
         // is held to it all the same.
-        if launch.net.as_ref().is_some_and(|r| !r.allow_all)
+        if launch.net.as_ref().is_some_and(|r| r.confines())
             && let Some(net) = self.net.as_mut()
             && let Err(e) = net.bind_cgroup(id, agent)
         {

@@ -20,6 +20,8 @@ pub enum ConfineError {
     NoSuchProfile(String, String),
     #[error("profile {profile}: {reason}")]
     Invalid { profile: String, reason: String },
+    #[error("confine.unix_sockets: {0}")]
+    UnixSockets(String),
 }
 
 /// `[confine]`.
@@ -38,6 +40,11 @@ pub struct ConfineConfig {
     /// Not even readable by a confined agent (credentials): an empty directory or file is
     /// mounted over each in the agent's own view. `~` is the owner's home.
     pub hidden: Vec<String>,
+    /// Path sockets (absolute, exactly as clients name them) that an agent whose profile sets
+    /// `unix_sockets = "deny"` may still connect or send to, besides axiomd's own socket. At
+    /// most three; the kernel compares names before any lookup, so a name here must be one the
+    /// agent cannot make lead elsewhere (a root-owned directory).
+    pub unix_sockets: Vec<String>,
     /// Profiles beyond the built-in ones, or changes to them: a profile named like a built-in
     /// one changes only the keys it sets.
     pub profiles: BTreeMap<String, ProfileSpec>,
@@ -59,9 +66,22 @@ pub struct ProfileSpec {
     pub read: Option<Vec<String>>,
     pub write: Option<Vec<String>>,
     pub network: Option<Network>,
+    pub unix_sockets: Option<UnixSockets>,
     pub pids: Option<u64>,
     pub memory_mib: Option<u64>,
     pub cpu_percent: Option<u32>,
+}
+
+/// Path Unix sockets (`connect`/`sendto` to a name in the filesystem): `allow` any, or `deny`
+/// all but axiomd's and `confine.unix_sockets`. A path socket has no address a network rule can
+/// name and leads to its listener with the caller's own rights: the user's D-Bus session bus
+/// starts unconfined units (`systemd-run --user`), docker.sock is root, an ssh-agent signs. The
+/// kernel cannot resolve the name when it decides, so there is no "sockets the agent made".
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum UnixSockets {
+    Allow,
+    Deny,
 }
 
 /// A profile as it applies.
@@ -75,6 +95,8 @@ pub struct Profile {
     pub write: Vec<String>,
     /// `allow` (everything), `deny` (nothing), or a list of `addr[/prefix][:port]`.
     pub network: Network,
+    /// Unset: `deny` when the profile restricts the filesystem or the network, else `allow`.
+    pub unix_sockets: Option<UnixSockets>,
     /// Processes and threads at once.
     pub pids: Option<u64>,
     pub memory_mib: Option<u64>,
@@ -109,6 +131,7 @@ impl Default for Profile {
             read: vec!["/".into()],
             write: Vec::new(),
             network: Network::Word("allow".into()),
+            unix_sockets: None,
             pids: None,
             memory_mib: None,
             cpu_percent: None,
@@ -212,6 +235,7 @@ impl Default for ConfineConfig {
             ]
             .map(String::from)
             .to_vec(),
+            unix_sockets: Vec::new(),
             profiles: BTreeMap::new(),
         }
     }
@@ -233,6 +257,22 @@ impl ConfineConfig {
         };
         for name in self.names() {
             self.resolve(Some(&name), &site)?;
+        }
+        // axiomd's own socket takes one of the kernel's entries.
+        let room = axiom_common::UNIX_ALLOW_ENTRIES as usize - 1;
+        if self.unix_sockets.len() > room {
+            return Err(ConfineError::UnixSockets(format!(
+                "{} paths, at most {room}",
+                self.unix_sockets.len()
+            )));
+        }
+        for p in &self.unix_sockets {
+            if !p.starts_with('/') || p.len() >= axiom_common::UNIX_PATH_MAX || p.contains('\0') {
+                return Err(ConfineError::UnixSockets(format!(
+                    "{p:?}: an absolute socket name of at most {} bytes",
+                    axiom_common::UNIX_PATH_MAX - 1
+                )));
+            }
         }
         self.resolve(None, &site).map(drop)
     }
@@ -261,6 +301,7 @@ impl ConfineConfig {
             p.read = s.read.unwrap_or(p.read);
             p.write = s.write.unwrap_or(p.write);
             p.network = s.network.unwrap_or(p.network);
+            p.unix_sockets = s.unix_sockets.or(p.unix_sockets);
             p.pids = s.pids.or(p.pids);
             p.memory_mib = s.memory_mib.or(p.memory_mib);
             p.cpu_percent = s.cpu_percent.or(p.cpu_percent);
@@ -334,10 +375,11 @@ impl ConfineConfig {
         } else {
             None
         };
-        let net = match &p.network {
+        let mut net = match &p.network {
             Network::Word(w) if w == "allow" => NetRules {
                 allow_all: true,
                 allow: Vec::new(),
+                unix_any: true,
             },
             Network::Word(w) if w == "deny" => NetRules::default(),
             Network::Word(w) => {
@@ -351,7 +393,12 @@ impl ConfineConfig {
                     .iter()
                     .map(|s| NetAllow::parse(s).map_err(|e| invalid(format!("network: {e}"))))
                     .collect::<Result<_, _>>()?,
+                unix_any: false,
             },
+        };
+        net.unix_any = match p.unix_sockets {
+            Some(u) => u == UnixSockets::Allow,
+            None => !p.filesystem && net.allow_all,
         };
         if p.cpu_percent == Some(0) || p.pids == Some(0) || p.memory_mib == Some(0) {
             return Err(invalid("limits must be above 0".into()));
@@ -409,6 +456,39 @@ mod tests {
         assert!(!fs.write.contains(&"/work/p".to_string()));
         assert!(!ro.net.allow_all && ro.net.allow.is_empty());
         assert!(c.resolve(Some("full"), &site()).unwrap().fs.is_none());
+    }
+
+    /// Path Unix sockets follow the profile: denied where the filesystem or the network is
+    /// restricted, allowed under `full`, and a profile's own word wins either way.
+    #[test]
+    fn path_sockets_are_denied_where_the_profile_confines() {
+        let c: ConfineConfig = toml::from_str(
+            "[profiles.full]\nnetwork = \"deny\"\n[profiles.open]\nunix_sockets = \"allow\"\n",
+        )
+        .unwrap();
+        let unix_any = |p: &str| c.resolve(Some(p), &site()).unwrap().net.unix_any;
+        assert!(!unix_any("workspace-write") && !unix_any("read-only"));
+        assert!(!unix_any("full"), "full with network deny");
+        assert!(unix_any("open"));
+        assert!(
+            ConfineConfig::default()
+                .resolve(Some("full"), &site())
+                .unwrap()
+                .net
+                .unix_any
+        );
+        let ww = c.resolve(Some("workspace-write"), &site()).unwrap();
+        assert!(ww.net.allow_all && ww.net.confines());
+        for bad in [
+            "unix_sockets = [\"/a\", \"/b\", \"/c\", \"/d\"]",
+            "unix_sockets = [\"run/x.sock\"]",
+        ] {
+            let c: ConfineConfig = toml::from_str(bad).unwrap();
+            assert!(
+                matches!(c.validate(), Err(ConfineError::UnixSockets(_))),
+                "{bad}"
+            );
+        }
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! The connect allowlist in the kernel: per agent, the destinations it may connect to, read by
 //! the `connect4`/`connect6` cgroup programs at every connect() of the agent's processes. A
-//! refused connect fails with EPERM and is reported as a `denied` event.
+//! refused connect fails with EPERM and is reported as a `denied` event. Path Unix sockets
+//! likewise, by `connect_unix`/`sendmsg_unix`, for agents whose profile denies them.
 use std::collections::BTreeMap;
 
 use axiom_common::{NET_PORTS, NetKey, NetPorts};
@@ -22,6 +23,8 @@ pub struct NetMaps {
     pub allow: LpmTrie<MapData, NetKey, NetPorts>,
     /// cgroup id → agent: the cgroup whose processes (tracked or not) the agent's policy binds.
     pub cgroups: HashMap<MapData, u64, u64>,
+    /// Agents whose path Unix sockets are limited to `UNIX_ALLOW` (value unused).
+    pub unix: HashMap<MapData, u64, u32>,
 }
 
 /// One prefix's value: its own ports plus those of every wider prefix containing it (an LPM
@@ -74,6 +77,9 @@ fn mask(mut a: [u8; 16], len: u8) -> [u8; 16] {
 impl NetMaps {
     /// Installs the agent's allowlist (nothing when it may connect anywhere).
     pub fn apply(&mut self, agent: u64, rules: &NetRules) -> Result<(), NetError> {
+        if !rules.unix_any {
+            self.unix.insert(agent, 1, 0)?;
+        }
         if rules.allow_all {
             return Ok(());
         }
@@ -112,6 +118,7 @@ impl NetMaps {
             let _ = self.cgroups.remove(&cg);
         }
         let _ = self.policy.remove(&agent);
+        let _ = self.unix.remove(&agent);
         let keys: Vec<Key<NetKey>> = self
             .allow
             .keys()

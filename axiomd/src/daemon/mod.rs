@@ -31,6 +31,9 @@ pub fn load_options(cfg: &Config) -> LoadOptions {
         events_ring_bytes: cfg.sensor.events_ring_bytes,
         output_ring_bytes: cfg.sensor.output_ring_bytes,
         net_cgroup: agents_cgroup_root(cfg),
+        unix_allow: std::iter::once(cfg.api.socket.clone())
+            .chain(cfg.confine.unix_sockets.iter().map(Into::into))
+            .collect(),
     }
 }
 
@@ -216,13 +219,17 @@ fn restore_agents(cfg: &Config, s: &mut Programs) -> anyhow::Result<Registry> {
     };
     let mut registry = Registry::restore(Box::new(tables), Some(state));
     registry.set_max_per_user(cfg.agents.max_per_user);
-    if let (Some(policy), Some(allow), Some(cgroups)) =
-        (s.net_policy.take(), s.net_allow.take(), s.net_cgroup.take())
-    {
+    if let (Some(policy), Some(allow), Some(cgroups), Some(unix)) = (
+        s.net_policy.take(),
+        s.net_allow.take(),
+        s.net_cgroup.take(),
+        s.unix_policy.take(),
+    ) {
         registry.set_net(crate::confine::net::NetMaps {
             policy,
             allow,
             cgroups,
+            unix,
         });
     }
     match agents_cgroup_root(cfg) {

@@ -14,6 +14,7 @@ pub mod cgroup;
 pub mod config;
 pub mod features;
 pub mod procfs;
+pub mod unix;
 
 use std::{
     path::{Path, PathBuf},
@@ -75,6 +76,10 @@ pub enum LoadError {
     MissingProgram(&'static str),
     #[error("pin {path}: {reason}")]
     Pin { path: PathBuf, reason: String },
+    #[error("the Unix sockets allowed to agents (confine.unix_sockets and api.socket): {0}")]
+    UnixAllow(String),
+    #[error("Unix socket program: {0}")]
+    Unix(Box<unix::UnixError>),
 }
 
 #[derive(Clone, Debug)]
@@ -86,6 +91,9 @@ pub struct LoadOptions {
     pub output_ring_bytes: u32,
     /// The cgroup whose descendants (the agents' cgroups) get the connect allowlist programs.
     pub net_cgroup: Option<PathBuf>,
+    /// The path sockets an agent held to `UNIX_ALLOW` may still use (axiomd's own first), exactly
+    /// as clients spell them: the kernel compares the names, before any lookup.
+    pub unix_allow: Vec<PathBuf>,
 }
 
 /// The connect allowlist programs, attached to `LoadOptions::net_cgroup`: connects, and
@@ -153,6 +161,8 @@ pub struct Programs {
     pub net_policy: Option<HashMap<MapData, u64, u32>>,
     pub net_allow: Option<LpmTrie<MapData, axiom_common::NetKey, axiom_common::NetPorts>>,
     pub net_cgroup: Option<HashMap<MapData, u64, u64>>,
+    /// Agents held to `UNIX_ALLOW` for path sockets (taken by the agent registry).
+    pub unix_policy: Option<HashMap<MapData, u64, u32>>,
     /// Program id of one attached program, to find the aya-log ring of the running programs.
     pub log_program_id: Option<u32>,
     /// The pins were reused: nothing was loaded or attached by this process.
@@ -229,6 +239,7 @@ impl Programs {
             Some(s) => s,
             None => fresh(&pins, hash, &hooks, opts)?,
         };
+        set_unix_allow(&pins, &opts.unix_allow)?;
         sensor.skipped = skipped;
         sensor.startup = t0.elapsed();
         Ok(sensor)
@@ -323,6 +334,38 @@ fn object_hash(obj: &[u8], opts: &LoadOptions) -> u64 {
     h.max(1)
 }
 
+/// Writes `UNIX_ALLOW` (at every start: it is not part of the object's identity). Entries past
+/// the map's size, or names too long for `sun_path`, are an error, never dropped in silence.
+fn set_unix_allow(pins: &Pins, paths: &[PathBuf]) -> Result<(), LoadError> {
+    use axiom_common::{UNIX_ALLOW_ENTRIES, UNIX_PATH_MAX, UnixPath};
+    let mut map: Array<MapData, UnixPath> =
+        Array::try_from(Map::Array(open_pinned(pins, "UNIX_ALLOW")?))
+            .map_err(map_err("UNIX_ALLOW"))?;
+    if paths.len() > UNIX_ALLOW_ENTRIES as usize {
+        return Err(LoadError::UnixAllow(format!(
+            "{} paths, at most {UNIX_ALLOW_ENTRIES} (axiomd's socket among them)",
+            paths.len()
+        )));
+    }
+    for i in 0..UNIX_ALLOW_ENTRIES {
+        let mut e = UnixPath::default();
+        if let Some(p) = paths.get(i as usize) {
+            let b = p.as_os_str().as_encoded_bytes();
+            if b.is_empty() || b.len() >= UNIX_PATH_MAX || b.contains(&0) {
+                return Err(LoadError::UnixAllow(format!(
+                    "{}: not a socket name (1 to {} bytes, no NUL)",
+                    p.display(),
+                    UNIX_PATH_MAX - 1
+                )));
+            }
+            e.len = b.len() as u32;
+            e.path[..b.len()].copy_from_slice(b);
+        }
+        map.set(i, e, 0).map_err(map_err("UNIX_ALLOW"))?;
+    }
+    Ok(())
+}
+
 fn open_pinned(pins: &Pins, name: &'static str) -> Result<MapData, LoadError> {
     MapData::from_pin(pins.map(name)).map_err(map_err(name))
 }
@@ -337,7 +380,12 @@ fn reuse(
     if !hooks.iter().all(|h| pins.link(h.program).exists()) || !pins.map("CONFIG").exists() {
         return Ok(None);
     }
-    if opts.net_cgroup.is_some() && !NET_PROGRAMS.iter().all(|p| pins.link(p).exists()) {
+    if opts.net_cgroup.is_some()
+        && !NET_PROGRAMS
+            .iter()
+            .chain(unix::PROGRAMS.iter().map(|(name, _)| name))
+            .all(|p| pins.link(p).exists())
+    {
         return Ok(None);
     }
     let config: Array<MapData, u64> =
@@ -389,6 +437,7 @@ struct Maps {
     net_policy: HashMap<MapData, u64, u32>,
     net_allow: LpmTrie<MapData, axiom_common::NetKey, axiom_common::NetPorts>,
     net_cgroup: HashMap<MapData, u64, u64>,
+    unix_policy: HashMap<MapData, u64, u32>,
 }
 
 fn map_err(name: &'static str) -> impl Fn(aya::maps::MapError) -> LoadError {
@@ -422,6 +471,8 @@ impl Maps {
                 .map_err(map_err("NET_ALLOW"))?,
             net_cgroup: HashMap::try_from(Map::HashMap(open_pinned(pins, "NET_CGROUP")?))
                 .map_err(map_err("NET_CGROUP"))?,
+            unix_policy: HashMap::try_from(Map::HashMap(open_pinned(pins, "UNIX_POLICY")?))
+                .map_err(map_err("UNIX_POLICY"))?,
         })
     }
 
@@ -446,6 +497,8 @@ impl Maps {
                     .map_err(map_err("NET_ALLOW"))?,
                 net_cgroup: HashMap::try_from(take(ebpf, "NET_CGROUP")?)
                     .map_err(map_err("NET_CGROUP"))?,
+                unix_policy: HashMap::try_from(take(ebpf, "UNIX_POLICY")?)
+                    .map_err(map_err("UNIX_POLICY"))?,
             },
             Array::try_from(take(ebpf, "CONFIG")?).map_err(map_err("CONFIG"))?,
         ))
@@ -473,6 +526,7 @@ impl Maps {
             net_policy: Some(self.net_policy),
             net_allow: Some(self.net_allow),
             net_cgroup: Some(self.net_cgroup),
+            unix_policy: Some(self.unix_policy),
             log_program_id,
             reused,
             attached,
@@ -642,7 +696,10 @@ fn fresh(
         // Without them axiomd still watches; agents whose profile needs a connect allowlist are
         // refused at start (never run unconfined).
         match attach_net(&mut ebpf, pins, cg) {
-            Ok(()) => attached.extend(NET_PROGRAMS),
+            Ok(()) => {
+                attached.extend(NET_PROGRAMS);
+                attached.extend(unix::PROGRAMS.map(|(name, _)| name));
+            }
             Err(e) => tracing::warn!("connect allowlist unavailable: {e}"),
         }
     }
@@ -657,6 +714,7 @@ fn fresh(
 /// programs let untracked processes and agents without a policy through at once). As bpf links
 /// they attach beside any older version, so the swap of pins leaves no unchecked moment.
 fn attach_net(ebpf: &mut Ebpf, pins: &Pins, cgroup: &Path) -> Result<(), LoadError> {
+    use std::os::fd::AsFd as _;
     mkdir(cgroup)?;
     let dir = std::fs::File::open(cgroup).map_err(|e| LoadError::Pin {
         path: cgroup.into(),
@@ -712,25 +770,46 @@ fn attach_net(ebpf: &mut Ebpf, pins: &Pins, cgroup: &Path) -> Result<(), LoadErr
         };
         replace_pin(pins, name, fd_link)?;
     }
+    for (name, hook) in unix::PROGRAMS {
+        let prog = unix::load(SENSOR_OBJECT, &pins.maps(), name, hook).map_err(|e| {
+            tracing::debug!(program = name, "{e}");
+            LoadError::Unix(Box::new(e))
+        })?;
+        let link = unix::attach(name, prog.as_fd(), dir.as_fd(), hook)
+            .map_err(|e| LoadError::Unix(Box::new(e)))?;
+        replace_pin_with(pins, name, |next| {
+            unix::pin(link.as_fd(), next).map_err(|e| e.to_string())
+        })?;
+    }
     Ok(())
 }
 
 /// Pins the new link beside the old one, then swaps names: the old program stays attached until
 /// the new one is, so there is never a moment with neither.
 fn replace_pin(pins: &Pins, program: &str, link: FdLink) -> Result<(), LoadError> {
+    replace_pin_with(pins, program, |next| {
+        link.pin(next).map(drop).map_err(|e| e.to_string())
+    })
+}
+
+/// `replace_pin` for a link made without aya (`pin` pins it at the path it is given).
+fn replace_pin_with(
+    pins: &Pins,
+    program: &str,
+    pin: impl FnOnce(&Path) -> Result<(), String>,
+) -> Result<(), LoadError> {
     let path = pins.link(program);
     let next = pins.links().join(format!("{program}_next"));
     let _ = std::fs::remove_file(&next);
-    let pinned = link.pin(&next).map_err(|e| LoadError::Pin {
+    pin(&next).map_err(|reason| LoadError::Pin {
         path: next.clone(),
-        reason: e.to_string(),
+        reason,
     })?;
     let _ = std::fs::remove_file(&path);
     std::fs::rename(&next, &path).map_err(|e| LoadError::Pin {
         path: path.clone(),
         reason: format!("rename from {}: {e}", next.display()),
     })?;
-    drop(pinned);
     Ok(())
 }
 

@@ -265,6 +265,13 @@ pub fn decode(buf: &[u8]) -> Result<Decoded, DecodeError> {
                     by: "cgroup socket policy".into(),
                     count: 1,
                 }
+            } else if e.hdr.flags & axiom_common::FLAG_DENIED != 0 && family == "unix" {
+                Body::Denied {
+                    op: "connect".into(),
+                    target: format!("unix {address}"),
+                    by: "cgroup unix socket policy".into(),
+                    count: 1,
+                }
             } else if e.hdr.flags & axiom_common::FLAG_DENIED != 0 {
                 Body::Denied {
                     op: "connect".into(),

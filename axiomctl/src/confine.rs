@@ -148,8 +148,45 @@ pub fn apply(c: &Confinement, keep: &[PathBuf]) -> Result<Applied, String> {
     }
     refuse_if_strict(c, &applied)?;
     landlock(c, &mut applied)?;
+    if c.fs.is_some()
+        && let Err(e) = no_io_uring()
+    {
+        applied.not_enforced.push(format!(
+            "io_uring left open ({e}): its writes are not observed"
+        ));
+    }
     refuse_if_strict(c, &applied)?;
     Ok(applied)
+}
+
+/// io_uring refused (ENOSYS, as where it is compiled out) in a filesystem-confined agent: the
+/// kernel does its reads and writes in its own workers, past the system calls the sensor sees
+/// (`UV_USE_IO_URING=1 node` writes a file with no write(2) at all), so what an agent wrote
+/// through it would be neither captured nor read back. Its users (libuv, liburing) fall back to
+/// ordinary calls on ENOSYS, as container runtimes' default seccomp profiles expect. Applied
+/// after Landlock, which already set no_new_privs.
+fn no_io_uring() -> Result<(), String> {
+    use seccompiler::{SeccompAction, SeccompFilter, TargetArch};
+    let arch: TargetArch = std::env::consts::ARCH
+        .try_into()
+        .map_err(|e| format!("seccomp: {e:?}"))?;
+    let rules = [
+        libc::SYS_io_uring_setup,
+        libc::SYS_io_uring_enter,
+        libc::SYS_io_uring_register,
+    ]
+    .into_iter()
+    .map(|nr| (nr, Vec::new()))
+    .collect();
+    let filter = SeccompFilter::new(
+        rules,
+        SeccompAction::Allow,
+        SeccompAction::Errno(libc::ENOSYS as u32),
+        arch,
+    )
+    .map_err(|e| format!("seccomp: {e}"))?;
+    let prog: seccompiler::BpfProgram = filter.try_into().map_err(|e| format!("seccomp: {e}"))?;
+    seccompiler::apply_filter(&prog).map_err(|e| format!("seccomp: {e}"))
 }
 
 /// In strict mode, anything not enforced is a refusal.

@@ -1435,6 +1435,14 @@ for i in $(seq 1 64); do "$AXIOMCTL" --socket "$SOCK" kill $i; done >/dev/null 2
         format!(r#"{PY} 'import os; s = os.open(os.environ["OUT"] + "/todo-src.txt", os.O_RDONLY); r, w = os.pipe(); d = os.open("spliced.py", os.O_WRONLY | os.O_CREAT, 0o644); n = os.splice(s, w, 100); os.splice(r, d, n)'"#),
         "todo-left",
     ));
+    // libuv's io_uring (SQPOLL: a kernel thread does the open and the write, no write(2) at
+    // all), of a TODO the agent did not write (never in its argv either). A confined agent gets ENOSYS from io_uring_setup, and libuv falls back to calls the
+    // sensor sees.
+    v.push(ev_read_back(
+        "todo-io-uring",
+        r#"UV_USE_IO_URING=1 node -e 'const f = require("fs").promises; f.readFile(process.env.OUT + "/todo-src.txt").then((b) => f.writeFile("uring.py", b))'"#.into(),
+        "todo-left",
+    ));
     v.push(ev_read_back(
         "todo-cp",
         r#"cp "$OUT/todo-src.txt" cp.py"#.into(),

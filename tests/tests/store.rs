@@ -267,3 +267,102 @@ fn a_clean_stop_stores_every_event_in_flight() {
         "the exit was lost at a clean stop"
     );
 }
+
+/// Agent ids are this host's and start again low once the state that numbered them is gone (a
+/// reboot; here the state directory removed while the store stays). User A's agent and then,
+/// after the restart, user B's get the same id: B's queries by that id show B's agent only,
+/// and A still reads their own. Both run as users do: `axiomctl run` under the default profile,
+/// A with a real home.
+#[test]
+fn a_reused_agent_id_shows_its_new_owner_nothing_of_the_agent_it_was_before() {
+    let base = std::path::Path::new("/var/cache/axiom-tests").join(unique("reused_ids"));
+    std::fs::create_dir_all(&base).unwrap();
+    let store = base.join("events.duckdb").display().to_string();
+    let mut d = Daemon::start("store_reused", &["--store-path", &store]);
+    let (a_uid, a_gid, a_home) = escapes::owner();
+    let secret = format!("user-a-secret-{}", std::process::id());
+    // One agent of `uid`'s printing `line`, in a workspace of its own; its id.
+    let run = |d: &Daemon, uid: u32, gid: u32, home: &std::path::Path, line: &str| -> u64 {
+        let ws = base.join(format!("ws-{uid}"));
+        std::fs::create_dir_all(&ws).unwrap();
+        std::os::unix::fs::chown(&ws, Some(uid), Some(gid)).unwrap();
+        let o = Command::new(axiomctl_bin())
+            .arg("--socket")
+            .arg(&d.socket)
+            .arg("run")
+            .arg("--workspace")
+            .arg(&ws)
+            .args(["--", "/bin/sh", "-c", &format!("echo {line}")])
+            .current_dir(&ws)
+            .env("HOME", home)
+            .uid(uid)
+            .gid(gid)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(o.status.success(), "{err}");
+        err.split("agent ")
+            .filter_map(|s| s.split(' ').next()?.trim_end_matches(':').parse().ok())
+            .next()
+            .unwrap_or_else(|| panic!("no agent id in {err}"))
+    };
+    let query = |d: &Daemon, uid: u32, args: &[&str]| -> String {
+        let o = Command::new(axiomctl_bin())
+            .arg("--socket")
+            .arg(&d.socket)
+            .args(["--json", "query"])
+            .args(args)
+            .uid(uid)
+            .gid(if uid == a_uid { a_gid } else { escapes::NOBODY })
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    };
+    let a = run(&d, a_uid, a_gid, &a_home, &secret);
+    stored(&d, a, |e| {
+        e.iter()
+            .any(|e| output_text(e).is_some_and(|t| t.contains(&secret)))
+    });
+    d.stop();
+    // What a reboot takes: the pinned maps, the state directory, the agents' cgroups.
+    let unpin = Command::new(axiomd_bin())
+        .arg("--pin-dir")
+        .arg(&d.pin_dir)
+        .arg("unpin")
+        .output()
+        .unwrap();
+    assert!(unpin.status.success(), "{unpin:?}");
+    std::fs::remove_dir_all(&d.state_dir).unwrap();
+    for e in std::fs::read_dir(&d.cgroup_root).unwrap().flatten() {
+        if e.file_name().to_string_lossy().starts_with("agent-") {
+            let _ = std::fs::remove_dir(e.path());
+        }
+    }
+    d.spawn();
+    let nobody = escapes::NOBODY;
+    let b = run(&d, nobody, nobody, std::path::Path::new("/"), "user-b-line");
+    assert_eq!(
+        a, b,
+        "the restart did not hand the id out again: nothing tested"
+    );
+    let id = b.to_string();
+    let mine = query(&d, nobody, &["--agent", &id]);
+    let t0 = Instant::now();
+    let mut mine = mine;
+    while !mine.contains("user-b-line") && t0.elapsed() < T {
+        std::thread::sleep(Duration::from_millis(200));
+        mine = query(&d, nobody, &["--agent", &id]);
+    }
+    assert!(mine.contains("user-b-line"), "B's own agent: {mine}");
+    assert!(
+        !mine.contains(&secret),
+        "B read A's agent {a} through the reused id"
+    );
+    assert!(!query(&d, nobody, &["--grep", &secret]).contains(&secret));
+    assert!(
+        query(&d, a_uid, &["--grep", &secret]).contains(&secret),
+        "A no longer reads their own agent"
+    );
+    let _ = std::fs::remove_dir_all(&base);
+}

@@ -417,3 +417,71 @@ fn claude_code_hooks() {
         .collect();
     assert!(from_rules.is_empty(), "{from_rules:?}");
 }
+
+/// An agent plants `.claude/settings.local.json` with `disableAllHooks` (absent, so it could not
+/// be held read-only: it is moved aside when the agent ends). Its owner's next Claude Code
+/// session in that workspace still has Axiom's hooks: asked to run `curl … | sh`, the command
+/// is refused before it runs. The planting agent runs as users run it: the default profile.
+#[test]
+fn a_planted_claude_setting_does_not_switch_off_the_next_sessions_hooks() {
+    let d = Daemon::start("real_planted", &[]);
+    let dir = std::env::temp_dir().join(unique("real-claude-planted"));
+    let (ws, home) = (dir.join("ws"), dir.join("home"));
+    std::fs::create_dir_all(ws.join(".claude")).unwrap();
+    std::fs::create_dir_all(&home).unwrap();
+    let (uid, gid) = uid_gid(AGENT_USER);
+    chown_r(&dir, uid, gid);
+    let _ = std::process::Command::new("chmod")
+        .arg("o+x")
+        .arg(&dir)
+        .status();
+    let planted = ws.join(".claude/settings.local.json");
+    let o = std::process::Command::new("setpriv")
+        .args(["--reuid", &uid.to_string(), "--regid", &gid.to_string()])
+        .args(["--init-groups", "--"])
+        .arg("env")
+        .arg(format!("HOME={}", home.display()))
+        .arg(axiom_tests::axiomctl_bin())
+        .arg("--socket")
+        .arg(&d.socket)
+        .arg("run")
+        .arg("--workspace")
+        .arg(&ws)
+        .args([
+            "--",
+            "/bin/sh",
+            "-c",
+            r#"printf '{"disableAllHooks": true}\n' > .claude/settings.local.json && echo PLANTED"#,
+        ])
+        .current_dir(&ws)
+        .output()
+        .unwrap();
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        out.contains("PLANTED"),
+        "the agent could not write it: {out} {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(!planted.exists(), "the planted settings outlived the agent");
+    assert!(ws.join(".claude/settings.local.json.axiom-quarantine").exists());
+    let mut live = Live::start(&d, Agent::Claude, &hook_dangerous_scenario(), &dir);
+    live.until_done(Duration::from_secs(90));
+    live.sub.drain_for(Duration::from_secs(3));
+    let s = live.finish(&d);
+    assert!(
+        !requests_with(
+            &s.model_log,
+            "refused this command before it ran (rule curl-pipe-shell)"
+        )
+        .is_empty(),
+        "the hooks were off: {:?}",
+        notices(&s.events)
+    );
+    assert!(
+        !s.events.iter().any(
+            |e| matches!(&e.body, Body::Exec { argv, .. } if argv.join(" ").contains("install.sh"))
+        ),
+        "the command ran"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -463,7 +463,10 @@ fn a_planted_claude_setting_does_not_switch_off_the_next_sessions_hooks() {
         String::from_utf8_lossy(&o.stderr)
     );
     assert!(!planted.exists(), "the planted settings outlived the agent");
-    assert!(ws.join(".claude/settings.local.json.axiom-quarantine").exists());
+    assert!(
+        ws.join(".claude/settings.local.json.axiom-quarantine")
+            .exists()
+    );
     let mut live = Live::start(&d, Agent::Claude, &hook_dangerous_scenario(), &dir);
     live.until_done(Duration::from_secs(90));
     live.sub.drain_for(Duration::from_secs(3));

@@ -188,6 +188,9 @@ pub const FD_EXEC: u16 = 5;
 pub const FD_PIPE: u16 = 6;
 /// `fd` (and `oldfd` unless -1: a socketpair) are new sockets.
 pub const FD_SOCKET: u16 = 7;
+/// The thread (the header's `pid`) has a current directory of its own from now on
+/// (`unshare(CLONE_FS)`): its chdirs move it alone, and its relative paths resolve against it.
+pub const FD_OWN_FS: u16 = 8;
 
 /// Header flag: some user memory could not be read; the payload is partial.
 pub const FLAG_TRUNCATED: u16 = 1;
@@ -588,6 +591,7 @@ hooks! {
     "exit_chdir" => "syscalls" / "sys_exit_chdir",
     "enter_fchdir" => "syscalls" / "sys_enter_fchdir",
     "exit_fchdir" => "syscalls" / "sys_exit_fchdir",
+    "enter_unshare" => "syscalls" / "sys_enter_unshare",
     "enter_close" => "syscalls" / "sys_enter_close",
     "enter_close_range" => "syscalls" / "sys_enter_close_range",
     "enter_pipe" => "syscalls" / "sys_enter_pipe",

@@ -85,6 +85,7 @@ empty! {
     exit_chdir => "syscalls" / "sys_exit_chdir",
     enter_fchdir => "syscalls" / "sys_enter_fchdir",
     exit_fchdir => "syscalls" / "sys_exit_fchdir",
+    enter_unshare => "syscalls" / "sys_enter_unshare",
     enter_close => "syscalls" / "sys_enter_close",
     enter_close_range => "syscalls" / "sys_enter_close_range",
     enter_pipe => "syscalls" / "sys_enter_pipe",

@@ -177,6 +177,21 @@ pub fn exit_fchdir(ctx: TracePointContext) -> u32 {
     dup_exit_onto(&ctx, |ret| (ret == 0).then_some(AT_FDCWD))
 }
 
+const CLONE_FS: u64 = 0x200;
+
+/// unshare(CLONE_FS): the thread's current directory is its own from now on (threads share
+/// one otherwise). Sent at entry, in order with the thread's chdirs on the same ring; the call
+/// fails only without memory or with bad flags.
+#[tracepoint(category = "syscalls", name = "sys_enter_unshare")]
+pub fn enter_unshare(ctx: TracePointContext) -> u32 {
+    if arg(&ctx, 0) & CLONE_FS != 0
+        && let Some((pid_tgid, agent)) = tracked()
+    {
+        fd_record(pid_tgid, agent, FD_OWN_FS, AT_FDCWD, 0, 0, 0);
+    }
+    0
+}
+
 #[inline(always)]
 pub(crate) fn dup_enter(oldfd: u64, cloexec: bool) {
     let Some((pid_tgid, _)) = tracked() else {

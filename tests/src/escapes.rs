@@ -1443,6 +1443,29 @@ for i in $(seq 1 64); do "$AXIOMCTL" --socket "$SOCK" kill $i; done >/dev/null 2
         r#"UV_USE_IO_URING=1 node -e 'const f = require("fs").promises; f.readFile(process.env.OUT + "/todo-src.txt").then((b) => f.writeFile("uring.py", b))'"#.into(),
         "todo-left",
     ));
+    // A thread with a current directory of its own (unshare(CLONE_FS)) stays in the workspace
+    // while its process moves into a directory rules ignore; the thread's relative write is
+    // the workspace's file. The TODO is put together in the process, never in its argv.
+    v.push(ev_read_back(
+        "todo-thread-own-cwd",
+        format!(
+            "{PY} '{}'",
+            [
+                "import ctypes, os, threading",
+                "l = ctypes.CDLL(None, use_errno=True)",
+                "os.makedirs(\".cache\", exist_ok=True)",
+                "ready, moved = threading.Event(), threading.Event()",
+                "def t():",
+                "    l.unshare(0x200); ready.set(); moved.wait()",
+                "    fd = os.open(\"thread-cwd.py\", os.O_WRONLY | os.O_CREAT, 0o644)",
+                "    os.write(fd, b\"# TO\" + b\"DO: later\\n\"); os.close(fd)",
+                "th = threading.Thread(target=t); th.start(); ready.wait()",
+                "os.chdir(\".cache\"); moved.set(); th.join()",
+            ]
+            .join("\n")
+        ),
+        "todo-left",
+    ));
     v.push(ev_read_back(
         "todo-cp",
         r#"cp "$OUT/todo-src.txt" cp.py"#.into(),

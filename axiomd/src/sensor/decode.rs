@@ -109,6 +109,8 @@ pub enum FdChange {
     },
     /// Close-on-exec fds are gone.
     Exec,
+    /// The thread that sent it has a current directory of its own from now on.
+    OwnFs,
     /// New fds that are pipes (`socket`: sockets); `second` is -1 for a single one.
     Pair {
         first: i32,
@@ -121,8 +123,8 @@ pub enum FdChange {
 const O_CLOEXEC: u32 = 0o2000000;
 const CLOSE_RANGE_CLOEXEC: u32 = 4;
 
-/// An fd-table record: (tgid, change), `None` for any other kind of record.
-pub fn fd_change(buf: &[u8]) -> Result<Option<(u32, FdChange)>, DecodeError> {
+/// An fd-table record: (tgid, tid, change), `None` for any other kind of record.
+pub fn fd_change(buf: &[u8]) -> Result<Option<(u32, u32, FdChange)>, DecodeError> {
     let (hdr, _) = view::<EventHeader>(buf, "header")?;
     let change = match hdr.kind {
         axiom_common::KIND_FD_OPEN => {
@@ -150,6 +152,7 @@ pub fn fd_change(buf: &[u8]) -> Result<Option<(u32, FdChange)>, DecodeError> {
                 },
                 axiom_common::FD_FORK => FdChange::Fork { child: e.child },
                 axiom_common::FD_EXEC => FdChange::Exec,
+                axiom_common::FD_OWN_FS => FdChange::OwnFs,
                 op @ (axiom_common::FD_PIPE | axiom_common::FD_SOCKET) => FdChange::Pair {
                     first: e.fd,
                     second: e.oldfd,
@@ -161,7 +164,7 @@ pub fn fd_change(buf: &[u8]) -> Result<Option<(u32, FdChange)>, DecodeError> {
         }
         _ => return Ok(None),
     };
-    Ok(Some((hdr.tgid, change)))
+    Ok(Some((hdr.tgid, hdr.pid, change)))
 }
 
 /// The "current directory" dirfd of the *at syscalls.

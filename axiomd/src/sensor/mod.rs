@@ -67,6 +67,9 @@ pub struct Pipeline {
     privileged: HashSet<u32>,
     /// What rules ignore by default (agent state, caches): a path under it is resolved.
     ignored: axiom_rules::PathFilter,
+    /// Threads with a current directory of their own (`unshare(CLONE_FS)`): tid → (tgid, that
+    /// directory, `None` while unknown). Other threads share their process's (`fdt`).
+    thread_cwds: HashMap<u32, (u32, Option<Arc<str>>)>,
     /// Files written where the bytes were not captured, read back at close or exit.
     read_back: readback::ReadBack,
 }
@@ -92,6 +95,8 @@ struct FdTable {
 
 type Fds = HashMap<i32, (Arc<str>, bool)>;
 
+/// Threads with a current directory of their own followed at most (rare: `unshare(CLONE_FS)`).
+const THREAD_CWDS: usize = 4096;
 /// Fds remembered per process at most (a process that opens without closing is not followed
 /// further: its later fds are read from /proc).
 const FDT_PER_PROC: usize = 4096;
@@ -253,6 +258,8 @@ impl FdTable {
                 }
                 self.entries = self.entries.saturating_sub(removed);
             }
+            // A thread's own directory is the pipeline's (`thread_cwds`), not the table's.
+            C::OwnFs => {}
             C::Pair {
                 first,
                 second,
@@ -325,6 +332,7 @@ impl Pipeline {
             fdt: FdTable::default(),
             privileged: HashSet::default(),
             ignored: axiom_rules::PathFilter::agent_state(),
+            thread_cwds: HashMap::default(),
             read_back: readback::ReadBack::default(),
         }
     }
@@ -421,6 +429,7 @@ impl Pipeline {
                 // Its last writes may come after its exit record (another ring): its fd table
                 // goes with its identity, not at the exit record.
                 self.fdt.exited(tgid);
+                self.thread_cwds.retain(|_, (p, _)| *p != tgid);
             }
         }
         let shed = self.fdt.take_shed();
@@ -459,7 +468,7 @@ impl Pipeline {
     pub fn handle(&mut self, rec: &[u8]) {
         match decode::fd_change(rec) {
             Ok(None) => {}
-            Ok(Some((tgid, change))) => return self.fd_changed(tgid, change),
+            Ok(Some((tgid, tid, change))) => return self.fd_changed(tgid, tid, change),
             Err(e) => return self.skip(e),
         }
         let d = match decode::decode(rec) {
@@ -548,8 +557,11 @@ impl Pipeline {
 
     /// A change to a process's descriptor table: the /proc fallback's answers about the changed
     /// fd (or, for a range, an exec or a new process, all of them) are stale.
-    fn fd_changed(&mut self, tgid: u32, change: decode::FdChange) {
+    fn fd_changed(&mut self, tgid: u32, tid: u32, change: decode::FdChange) {
         use decode::FdChange as C;
+        if self.thread_cwd_changed(tgid, tid, &change) {
+            return;
+        }
         // A descriptor closed (or replaced by a dup) releases the file read back behind it.
         match &change {
             C::Close { fd } | C::Dup { fd, .. } => {
@@ -587,6 +599,7 @@ impl Pipeline {
             C::Fork { child } => {
                 self.fds.remove(child);
             }
+            C::OwnFs => {}
         }
         let change = match change {
             C::Open {
@@ -596,13 +609,70 @@ impl Pipeline {
                 cloexec,
             } => C::Open {
                 fd,
-                path: self.absolute(tgid, dirfd, &path),
+                path: self.absolute(tgid, tid, dirfd, &path),
                 dirfd,
                 cloexec,
             },
             other => other,
         };
         self.fdt.apply(tgid, change);
+    }
+
+    /// A change to a thread's own current directory, taken here (true) rather than by its
+    /// process's table: the thread's `unshare(CLONE_FS)`, and its chdirs after it. At most
+    /// `THREAD_CWDS` threads are followed; beyond, counted (`thread_cwd_shed`) and resolved
+    /// against the process's directory, as before.
+    fn thread_cwd_changed(&mut self, tgid: u32, tid: u32, change: &decode::FdChange) -> bool {
+        use decode::FdChange as C;
+        match change {
+            C::OwnFs => {
+                if self.thread_cwds.len() >= THREAD_CWDS && !self.thread_cwds.contains_key(&tid) {
+                    self.bus.stats.count_loss("thread_cwd_shed");
+                    return true;
+                }
+                // It starts where its process is.
+                let here = self.thread_cwd(tgid, tid).map(Arc::from);
+                self.thread_cwds.insert(tid, (tgid, here));
+                true
+            }
+            C::Open {
+                fd: decode::AT_FDCWD,
+                dirfd,
+                path,
+                ..
+            } if self.thread_cwds.get(&tid).is_some_and(|(t, _)| *t == tgid) => {
+                let p = self.absolute(tgid, tid, *dirfd, path);
+                let known = p.starts_with('/').then(|| Arc::from(p.as_str()));
+                self.thread_cwds.insert(tid, (tgid, known));
+                true
+            }
+            C::Dup {
+                fd: decode::AT_FDCWD,
+                oldfd,
+                ..
+            } if self.thread_cwds.get(&tid).is_some_and(|(t, _)| *t == tgid) => {
+                let dir = self.fdt.get(tgid, *oldfd);
+                self.thread_cwds.insert(tid, (tgid, dir));
+                true
+            }
+            C::Exec => {
+                // One thread is left, with the process's id: what it had of its own, the
+                // process now has.
+                self.thread_cwds
+                    .retain(|t, (p, _)| *p != tgid || *t == tgid);
+                false
+            }
+            _ => false,
+        }
+    }
+
+    /// The current directory of thread `tid` of `tgid`: its own when it has one, else its
+    /// process's.
+    fn thread_cwd(&mut self, tgid: u32, tid: u32) -> Option<String> {
+        match self.thread_cwds.get(&tid) {
+            Some((t, own)) if *t == tgid => own.as_deref().map(str::to_string),
+            _ => self.cwd(tgid),
+        }
     }
 
     /// The current directory of `tgid`: as its chdir records left it, else from /proc (and then
@@ -621,8 +691,8 @@ impl Pipeline {
     /// reads as the agents' own state or a cache (what rules ignore by default) has its
     /// directory's symlinks resolved: `ln -s .. .cache/up; echo x > .cache/up/app.py` writes
     /// the workspace's `app.py`, not a cache file.
-    fn absolute(&mut self, tgid: u32, dirfd: i32, path: &str) -> String {
-        let p = absolute(tgid, dirfd, path, || self.cwd(tgid));
+    fn absolute(&mut self, tgid: u32, tid: u32, dirfd: i32, path: &str) -> String {
+        let p = absolute(tgid, dirfd, path, || self.thread_cwd(tgid, tid));
         if self.ignored.matches(&p) {
             return resolved(&p).unwrap_or(p);
         }
@@ -712,11 +782,11 @@ impl Pipeline {
         else {
             return;
         };
-        *path = self.absolute(tgid, dirfds.0, path);
+        *path = self.absolute(tgid, tid, dirfds.0, path);
         if let Some(p2) = path2.as_mut()
             && *op != axiom_proto::wire::FileOp::Symlink
         {
-            *p2 = self.absolute(tgid, dirfds.1, p2);
+            *p2 = self.absolute(tgid, tid, dirfds.1, p2);
         }
         let target = match path2 {
             Some(p2) => format!("{path} -> {p2}"),

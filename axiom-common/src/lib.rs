@@ -47,6 +47,12 @@ pub const DEFAULT_OUTPUT_WAKEUP_RECORDS: u64 = 512;
 /// Two tables, so a reload writes the idle one and then flips this index: a program never reads a
 /// half-written automaton.
 pub const CFG_DFA_ACTIVE: u32 = 3;
+/// Byte offsets of `task_struct.mm`, `mm_struct.arg_start` and `mm_struct.arg_end` in the running
+/// kernel (from its BTF; 0: unknown): the exec record takes argv from the new image's stack,
+/// where the kernel copied it, rather than the stash read from the caller's memory at entry.
+pub const CFG_TASK_MM: u32 = 4;
+pub const CFG_MM_ARG_START: u32 = 5;
+pub const CFG_MM_ARG_END: u32 = 6;
 pub const CFG_ENTRIES: u32 = 8;
 
 /// Kernel matcher: the literal parts of every active rule, compiled by axiomd into one

@@ -7,8 +7,8 @@ use aya_ebpf::{
     helpers::{
         bpf_get_current_pid_tgid,
         generated::{
-            bpf_get_current_cgroup_id, bpf_probe_read_kernel, bpf_probe_read_kernel_str,
-            bpf_probe_read_user, bpf_probe_read_user_str,
+            bpf_get_current_cgroup_id, bpf_get_current_task, bpf_probe_read_kernel,
+            bpf_probe_read_kernel_str, bpf_probe_read_user, bpf_probe_read_user_str,
         },
     },
     macros::tracepoint,
@@ -24,7 +24,15 @@ pub fn task_newtask(ctx: TracePointContext) -> u32 {
     let child: i32 = unsafe { field(&ctx, 8) };
     let clone_flags: u64 = unsafe { field(&ctx, 32) };
     if clone_flags & CLONE_THREAD != 0 {
-        return 0; // threads share the tgid, already covered
+        // Threads share the tgid, already covered; one made without CLONE_FS (a raw clone)
+        // has a current directory of its own, as after unshare(CLONE_FS).
+        if clone_flags & CLONE_FS == 0
+            && let Some((pid_tgid, agent)) = tracked()
+        {
+            let thread = (pid_tgid & !0xffff_ffff) | (child as u32 as u64);
+            fd_record(thread, agent, FD_OWN_FS, AT_FDCWD, 0, 0, 0);
+        }
+        return 0;
     }
     let pid_tgid = bpf_get_current_pid_tgid();
     let tgid = (pid_tgid >> 32) as u32;
@@ -82,7 +90,18 @@ pub fn proc_exec(ctx: TracePointContext) -> u32 {
         if bpf_probe_read_kernel_str(name, PATH_LEN as u32, src) < 0 {
             (*e).filename[0] = 0;
         }
+        let from_kernel = kernel_argv((*e).argv.as_mut_ptr());
         match EXEC_STASH.get(&old_pid) {
+            _ if from_kernel.is_some() => {
+                if let Some((n, truncated)) = from_kernel {
+                    (*e).argc = 0;
+                    (*e).argv_len = n;
+                    if truncated {
+                        (*e).hdr.flags |= FLAG_TRUNCATED;
+                    }
+                }
+                let _ = EXEC_STASH.remove(&old_pid);
+            }
             Some(a) => {
                 (*e).argc = a.argc;
                 if a.truncated != 0 {
@@ -106,6 +125,51 @@ pub fn proc_exec(ctx: TracePointContext) -> u32 {
     // Close-on-exec fds are gone: said in order with the new image's writes.
     fd_record(pid_tgid, agent, FD_EXEC, -1, -1, 0, 0);
     0
+}
+
+const CLONE_FS: u64 = 0x200;
+
+/// The new image's arguments as the kernel copied them onto its stack (`mm->arg_start` to
+/// `arg_end`, NUL-separated), read before it runs: not what the caller's memory held at entry,
+/// which a racing thread may change, or which may not be mapped yet (a fresh file mapping the
+/// kernel faults in as it copies, where the sensor's read cannot). `None` when the offsets are
+/// unknown or a read fails: the stash is used. Returns the bytes read and whether argv was
+/// longer than the room.
+#[inline(always)]
+fn kernel_argv(dst: *mut u8) -> Option<(u16, bool)> {
+    let off_mm = CONFIG.get(CFG_TASK_MM).copied().unwrap_or(0);
+    let off_start = CONFIG.get(CFG_MM_ARG_START).copied().unwrap_or(0);
+    let off_end = CONFIG.get(CFG_MM_ARG_END).copied().unwrap_or(0);
+    if off_mm == 0 || off_start == 0 || off_end == 0 {
+        return None;
+    }
+    let read = |src: u64| -> Option<u64> {
+        let mut v: u64 = 0;
+        let r = unsafe {
+            bpf_probe_read_kernel(&mut v as *mut u64 as *mut c_void, 8, src as *const c_void)
+        };
+        (r == 0).then_some(v)
+    };
+    let task = unsafe { bpf_get_current_task() };
+    let mm = read(task + off_mm)?;
+    if mm == 0 {
+        return None;
+    }
+    let (start, end) = (read(mm + off_start)?, read(mm + off_end)?);
+    if end <= start {
+        return None;
+    }
+    let len = end - start;
+    let room = (ARGV_LEN - 1) as u64;
+    let n = if len > room { room } else { len };
+    let r = unsafe {
+        bpf_probe_read_user(
+            dst as *mut c_void,
+            (n & (ARGV_LEN as u64 - 1)) as u32,
+            start as *const c_void,
+        )
+    };
+    (r == 0).then_some((n as u16, len > room))
 }
 
 /// Stashes argv at execve entry: after a successful exec the old image's memory is gone.

@@ -10,6 +10,7 @@
 //! axiomd reuses the pins and loads nothing. Otherwise it loads the object (reusing compatible
 //! pinned maps), attaches, and only then replaces the old link pins, so the old programs run until
 //! the new ones are in.
+pub mod btf;
 pub mod cgroup;
 pub mod config;
 pub mod features;
@@ -240,6 +241,7 @@ impl Programs {
             None => fresh(&pins, hash, &hooks, opts)?,
         };
         set_unix_allow(&pins, &opts.unix_allow)?;
+        set_kernel_offsets(&mut sensor.config);
         sensor.skipped = skipped;
         sensor.startup = t0.elapsed();
         Ok(sensor)
@@ -332,6 +334,39 @@ fn object_hash(obj: &[u8], opts: &LoadOptions) -> u64 {
     }
     // 0 means "unset" in CONFIG.
     h.max(1)
+}
+
+/// Writes the kernel struct offsets the exec program reads through (see `CFG_TASK_MM`). Without
+/// BTF they stay 0 and argv comes from the stash, as the README says.
+fn set_kernel_offsets(config: &mut Array<MapData, u64>) {
+    use axiom_common::{CFG_MM_ARG_END, CFG_MM_ARG_START, CFG_TASK_MM};
+    let btf = match btf::Btf::kernel() {
+        Ok(b) => b,
+        Err(e) => {
+            tracing::warn!("no kernel BTF ({e}): argv is read from the caller's memory at exec");
+            return;
+        }
+    };
+    let fields = [
+        (CFG_TASK_MM, "task_struct", "mm"),
+        (CFG_MM_ARG_START, "mm_struct", "arg_start"),
+        (CFG_MM_ARG_END, "mm_struct", "arg_end"),
+    ];
+    let offsets: Option<Vec<(u32, u32)>> = fields
+        .iter()
+        .map(|(i, s, m)| btf.offset(s, m).map(|o| (*i, o)))
+        .collect();
+    let Some(offsets) = offsets else {
+        tracing::warn!(
+            "kernel BTF lacks task_struct.mm or mm_struct.arg_*: argv is read at exec entry"
+        );
+        return;
+    };
+    for (i, o) in offsets {
+        if let Err(e) = config.set(i, u64::from(o), 0) {
+            tracing::warn!("CONFIG[{i}]: {e}");
+        }
+    }
 }
 
 /// Writes `UNIX_ALLOW` (at every start: it is not part of the object's identity). Entries past

@@ -444,6 +444,49 @@ fn secrets_are_masked_before_they_leave_axiomd() {
     assert!(leaked.is_empty(), "the secret leaked: {leaked:?}");
 }
 
+/// A key written in two parts (two writes by one process, as `printf` twice): each part alone
+/// is no secret, so each write's own masking leaves it; the stream's last write is kept, and
+/// both halves are masked before either leaves axiomd.
+#[test]
+fn a_secret_split_across_two_writes_is_masked_in_both() {
+    let d = Daemon::start("rules_split_secret", &[]);
+    let mut sub = d.subscribe(false);
+    let mut p = Command::new("/bin/sh")
+        .args([
+            "-c",
+            "read go; printf 'export KEY=AKIAQRSTUVWX'; printf 'YZ234567 # deploy\\n'; sleep 0.2",
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let agent = d.track_pid(p.id()).agent.unwrap();
+    {
+        use std::io::Write as _;
+        writeln!(p.stdin.take().unwrap(), "go").unwrap();
+    }
+    let _ = p.wait();
+    sub.wait_for("the second half", T, |e| {
+        e.agent == agent && output_text(e).is_some_and(|t| t.contains("# deploy"))
+    });
+    sub.drain_for(Duration::from_millis(300));
+    let texts: Vec<String> = sub
+        .seen
+        .iter()
+        .filter(|e| e.agent == agent)
+        .filter_map(|e| output_text(e).map(str::to_string))
+        .collect();
+    let joined = texts.concat();
+    assert!(joined.contains("export KEY="), "{texts:?}");
+    for half in ["QRSTUVWX", "YZ234567"] {
+        assert!(
+            !joined.contains(half),
+            "a half of the key was kept: {texts:?}"
+        );
+    }
+    assert!(joined.contains("[REDACTED]"), "{texts:?}");
+}
+
 #[test]
 fn the_remaining_default_principles_fire_on_real_processes() {
     let d = Daemon::start("rules_rest", &[]);

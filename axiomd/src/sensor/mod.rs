@@ -70,6 +70,12 @@ pub struct Pipeline {
     /// Threads with a current directory of their own (`unshare(CLONE_FS)`): tid → (tgid, that
     /// directory, `None` while unknown). Other threads share their process's (`fdt`).
     thread_cwds: HashMap<u32, (u32, Option<Arc<str>>)>,
+    /// Per stream (tgid, fd): the end of its last write as written, and where that write's
+    /// event waits in `pending` (publish generation, index), so that a secret split across two
+    /// writes is masked in both.
+    carries: HashMap<(u32, i32), Carry>,
+    /// Bumped at every publish: an index into `pending` from an older generation is gone.
+    published: u64,
     /// Files written where the bytes were not captured, read back at close or exit.
     read_back: readback::ReadBack,
 }
@@ -95,6 +101,15 @@ struct FdTable {
 
 type Fds = HashMap<i32, (Arc<str>, bool)>;
 
+/// A stream's last write, for a secret split across two (see `Pipeline::mask_across`).
+struct Carry {
+    tail: String,
+    pending: Option<(u64, usize)>,
+}
+/// Bytes of a write kept for the next one: longer than any secret a rule knows.
+const CARRY_BYTES: usize = 256;
+/// Streams followed at most (all forgotten at once beyond: a rare miss, never growth).
+const CARRIES: usize = 1 << 14;
 /// Threads with a current directory of their own followed at most (rare: `unshare(CLONE_FS)`).
 const THREAD_CWDS: usize = 4096;
 /// Fds remembered per process at most (a process that opens without closing is not followed
@@ -333,6 +348,8 @@ impl Pipeline {
             privileged: HashSet::default(),
             ignored: axiom_rules::PathFilter::agent_state(),
             thread_cwds: HashMap::default(),
+            carries: HashMap::default(),
+            published: 0,
             read_back: readback::ReadBack::default(),
         }
     }
@@ -430,6 +447,7 @@ impl Pipeline {
                 // goes with its identity, not at the exit record.
                 self.fdt.exited(tgid);
                 self.thread_cwds.retain(|_, (p, _)| *p != tgid);
+                self.carries.retain(|(p, _), _| *p != tgid);
             }
         }
         let shed = self.fdt.take_shed();
@@ -764,12 +782,92 @@ impl Pipeline {
         *target = self.fd_target(tgid, *fd);
         if let Some(r) = &self.redactor {
             let scope = axiom_rules::write_scope(target.as_deref());
+            let raw = text.clone();
             if let Some((masked, ids)) = r(Some(scope), text) {
                 *text = masked;
                 *redacted = ids;
             }
+            self.mask_across(tgid, *fd, scope, &raw, text, redacted);
         }
         past_capture
+    }
+
+    /// A secret split across this write and the stream's last one (`printf 'KEY=AKIA…';
+    /// printf '…'`): masked in this write's text, and in the last one's too while its event
+    /// still waits in `pending` (writes a few microseconds apart are read in one pass; an older
+    /// one is counted, `secret_half_published`). Then this write becomes the stream's carry.
+    fn mask_across(
+        &mut self,
+        tgid: u32,
+        fd: i32,
+        scope: axiom_rules::Scope,
+        raw: &str,
+        text: &mut String,
+        redacted: &mut Vec<String>,
+    ) {
+        let Some(r) = &self.redactor else { return };
+        let key = (tgid, fd);
+        if let Some(c) = self.carries.get(&key)
+            && !c.tail.is_empty()
+            && !raw.is_empty()
+        {
+            let joined = format!("{}{raw}", c.tail);
+            if let Some((masked, ids)) = r(Some(scope), &joined)
+                && let masked_tail = r(Some(scope), &c.tail).map_or_else(|| c.tail.clone(), |m| m.0)
+                && !masked.starts_with(masked_tail.as_str())
+            {
+                // Where the masked whole and the masked tail part: the secret starts there.
+                let at = masked
+                    .char_indices()
+                    .zip(masked_tail.chars())
+                    .find(|((_, a), b)| a != b)
+                    .map_or(masked_tail.len(), |((i, _), _)| i);
+                *text = masked[at..].to_string();
+                for id in ids {
+                    if !redacted.contains(&id) {
+                        redacted.push(id);
+                    }
+                }
+                // The last write's end, from the secret's start on: masked too (when the tail
+                // held no other secret, `at` counts its bytes as written).
+                let half = c.tail.get(at..).filter(|_| masked_tail == c.tail);
+                let fixed = match (c.pending, half) {
+                    (Some((g, i)), Some(half)) if g == self.published => {
+                        match self.pending.get_mut(i) {
+                            Some(Event {
+                                body: Body::Output { text: t, .. },
+                                ..
+                            }) if t.ends_with(half) => {
+                                t.truncate(t.len() - half.len());
+                                t.push_str(axiom_rules::MASK);
+                                true
+                            }
+                            _ => false,
+                        }
+                    }
+                    _ => false,
+                };
+                if !fixed {
+                    self.bus.stats.count_loss("secret_half_published");
+                }
+            }
+        }
+        if self.carries.len() >= CARRIES && !self.carries.contains_key(&key) {
+            self.carries.clear();
+        }
+        // The end of this write as written: a secret's first part is at most this long.
+        let mut start = raw.len().saturating_sub(CARRY_BYTES);
+        while !raw.is_char_boundary(start) {
+            start += 1;
+        }
+        self.carries.insert(
+            key,
+            Carry {
+                tail: raw[start..].to_string(),
+                // Its event is the next one pushed (`emit` follows).
+                pending: Some((self.published, self.pending.len())),
+            },
+        );
     }
 
     /// A file record: paths as the kernel saw them are relative to a directory fd or the cwd;
@@ -839,6 +937,7 @@ impl Pipeline {
     fn publish(&mut self) {
         if !self.pending.is_empty() {
             self.bus.publish_all(self.pending.drain(..));
+            self.published += 1;
         }
     }
 }

@@ -347,8 +347,18 @@ fn interventions_are_typed_into_the_agent_even_after_axiomctl_detaches() {
         .spawn()
         .unwrap();
     let agent = wait_for_agent(&d, "typed", 1);
-    let agents = d.client().request(&Request::Agents).agents.unwrap();
-    let a = agents.iter().find(|a| a.id == agent).unwrap();
+    // The terminal is held right after the agent is registered (its first process is still
+    // held before exec then, so nothing it writes can precede it): a listing in between sees
+    // none yet.
+    let t0 = Instant::now();
+    let a = loop {
+        let agents = d.client().request(&Request::Agents).agents.unwrap();
+        let a = agents.into_iter().find(|a| a.id == agent).unwrap();
+        if a.pty || t0.elapsed() > T {
+            break a;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
     assert_eq!(a.command, ["/bin/sh", "-c", script]);
     assert_eq!(a.workspace.as_deref(), Some("/tmp"));
     assert_eq!(a.profile.as_deref(), Some("read-only"));

@@ -402,15 +402,11 @@ fn the_kernel_matcher_finds_a_literal_anywhere_in_a_long_write() {
     let _ = std::fs::remove_dir_all(&rules);
 }
 
-#[test]
-fn secrets_are_masked_before_they_leave_axiomd() {
-    let d = Daemon::start("rules_secrets", &[]);
-    let mut sub = d.subscribe(false);
+/// Runs `script` in a shell that waits until it is tracked (its writes to a pipe); its agent id,
+/// once the shell has ended.
+fn tracked_script(d: &Daemon, script: &str) -> u64 {
     let mut p = Command::new("/bin/sh")
-        .args([
-            "-c",
-            "read go; echo 'export KEY=AKIAABCDEFGHIJKLMNOP # deploy'; sleep 0.2",
-        ])
+        .args(["-c", &format!("read go; {script}")])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .spawn()
@@ -421,6 +417,17 @@ fn secrets_are_masked_before_they_leave_axiomd() {
         writeln!(p.stdin.take().unwrap(), "go").unwrap();
     }
     let _ = p.wait();
+    agent
+}
+
+#[test]
+fn secrets_are_masked_before_they_leave_axiomd() {
+    let d = Daemon::start("rules_secrets", &[]);
+    let mut sub = d.subscribe(false);
+    let agent = tracked_script(
+        &d,
+        "echo 'export KEY=AKIAABCDEFGHIJKLMNOP # deploy'; sleep 0.2",
+    );
     let e = sub.wait_for("the masked write", T, |e| {
         e.agent == agent && output_text(e).is_some_and(|t| t.contains("export KEY="))
     });
@@ -451,21 +458,10 @@ fn secrets_are_masked_before_they_leave_axiomd() {
 fn a_secret_split_across_two_writes_is_masked_in_both() {
     let d = Daemon::start("rules_split_secret", &[]);
     let mut sub = d.subscribe(false);
-    let mut p = Command::new("/bin/sh")
-        .args([
-            "-c",
-            "read go; printf 'export KEY=AKIAQRSTUVWX'; printf 'YZ234567 # deploy\\n'; sleep 0.2",
-        ])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let agent = d.track_pid(p.id()).agent.unwrap();
-    {
-        use std::io::Write as _;
-        writeln!(p.stdin.take().unwrap(), "go").unwrap();
-    }
-    let _ = p.wait();
+    let agent = tracked_script(
+        &d,
+        "printf 'export KEY=AKIAQRSTUVWX'; printf 'YZ234567 # deploy\\n'; sleep 0.2",
+    );
     sub.wait_for("the second half", T, |e| {
         e.agent == agent && output_text(e).is_some_and(|t| t.contains("# deploy"))
     });

@@ -476,7 +476,14 @@ fn a_query_spans_hot_warm_and_cold() {
     assert!(got.windows(2).all(|w| w[0].time_ns <= w[1].time_ns));
     // The newest 25: the last five of the warm tier and the hot tier's twenty.
     let got = query(&d, None, Some("span-"), 25);
-    assert_eq!(lines(&got, "span-"), want[35..].to_vec());
+    assert_eq!(
+        lines(&got, "span-"),
+        want[35..].to_vec(),
+        "the newest 25 held other events: {:?}",
+        got.iter()
+            .filter(|e| !output_text(e).is_some_and(|t| t.starts_with("span-")))
+            .collect::<Vec<_>>()
+    );
     // SQL over every tier.
     assert_eq!(
         count(

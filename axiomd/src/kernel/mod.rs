@@ -241,7 +241,6 @@ impl Programs {
             None => fresh(&pins, hash, &hooks, opts)?,
         };
         set_unix_allow(&pins, &opts.unix_allow)?;
-        set_kernel_offsets(&mut sensor.config);
         sensor.skipped = skipped;
         sensor.startup = t0.elapsed();
         Ok(sensor)
@@ -337,7 +336,8 @@ fn object_hash(obj: &[u8], opts: &LoadOptions) -> u64 {
 }
 
 /// Writes the kernel struct offsets the exec program reads through (see `CFG_TASK_MM`). Without
-/// BTF they stay 0 and argv comes from the stash, as the README says.
+/// BTF they stay 0 and argv comes from the stash, as the README says. At a fresh load only:
+/// reused pins were written by this same binary on this same boot (pins do not outlive one).
 fn set_kernel_offsets(config: &mut Array<MapData, u64>) {
     use axiom_common::{CFG_MM_ARG_END, CFG_MM_ARG_START, CFG_TASK_MM};
     let btf = match btf::Btf::kernel() {
@@ -702,6 +702,7 @@ fn fresh(
         .load(SENSOR_OBJECT)?;
     let (maps, mut config) = Maps::take(&mut ebpf)?;
     configure(&mut config, opts)?;
+    set_kernel_offsets(&mut config);
 
     let mut attached = Vec::new();
     let mut log_program_id = None;

@@ -104,7 +104,8 @@ type Fds = HashMap<i32, (Arc<str>, bool)>;
 /// A stream's last write, for a secret split across two (see `Pipeline::mask_across`).
 struct Carry {
     tail: String,
-    pending: Option<(u64, usize)>,
+    /// Where its event waits: (publish generation, index in `pending`).
+    pending: (u64, usize),
 }
 /// Bytes of a write kept for the next one: longer than any secret a rule knows.
 const CARRY_BYTES: usize = 256;
@@ -782,12 +783,11 @@ impl Pipeline {
         *target = self.fd_target(tgid, *fd);
         if let Some(r) = &self.redactor {
             let scope = axiom_rules::write_scope(target.as_deref());
-            let raw = text.clone();
-            if let Some((masked, ids)) = r(Some(scope), text) {
+            let own = r(Some(scope), text);
+            if let Some((masked, ids)) = self.mask_across(tgid, *fd, scope, text, own) {
                 *text = masked;
                 *redacted = ids;
             }
-            self.mask_across(tgid, *fd, scope, &raw, text, redacted);
         }
         past_capture
     }
@@ -796,16 +796,16 @@ impl Pipeline {
     /// printf '…'`): masked in this write's text, and in the last one's too while its event
     /// still waits in `pending` (writes a few microseconds apart are read in one pass; an older
     /// one is counted, `secret_half_published`). Then this write becomes the stream's carry.
+    /// `raw` is the write as written, `own` its masking alone; returns its masking in all.
     fn mask_across(
         &mut self,
         tgid: u32,
         fd: i32,
         scope: axiom_rules::Scope,
         raw: &str,
-        text: &mut String,
-        redacted: &mut Vec<String>,
-    ) {
-        let Some(r) = &self.redactor else { return };
+        mut own: Option<(String, Vec<String>)>,
+    ) -> Option<(String, Vec<String>)> {
+        let r = self.redactor.as_ref()?;
         let key = (tgid, fd);
         if let Some(c) = self.carries.get(&key)
             && !c.tail.is_empty()
@@ -822,29 +822,29 @@ impl Pipeline {
                     .zip(masked_tail.chars())
                     .find(|((_, a), b)| a != b)
                     .map_or(masked_tail.len(), |((i, _), _)| i);
-                *text = masked[at..].to_string();
+                let mut all = own.map(|(_, ids)| ids).unwrap_or_default();
                 for id in ids {
-                    if !redacted.contains(&id) {
-                        redacted.push(id);
+                    if !all.contains(&id) {
+                        all.push(id);
                     }
                 }
+                own = Some((masked[at..].to_string(), all));
                 // The last write's end, from the secret's start on: masked too (when the tail
                 // held no other secret, `at` counts its bytes as written).
                 let half = c.tail.get(at..).filter(|_| masked_tail == c.tail);
-                let fixed = match (c.pending, half) {
-                    (Some((g, i)), Some(half)) if g == self.published => {
-                        match self.pending.get_mut(i) {
-                            Some(Event {
-                                body: Body::Output { text: t, .. },
-                                ..
-                            }) if t.ends_with(half) => {
-                                t.truncate(t.len() - half.len());
-                                t.push_str(axiom_rules::MASK);
-                                true
-                            }
-                            _ => false,
+                let (g, i) = c.pending;
+                let fixed = match half {
+                    Some(half) if g == self.published => match self.pending.get_mut(i) {
+                        Some(Event {
+                            body: Body::Output { text: t, .. },
+                            ..
+                        }) if t.ends_with(half) => {
+                            t.truncate(t.len() - half.len());
+                            t.push_str(axiom_rules::MASK);
+                            true
                         }
-                    }
+                        _ => false,
+                    },
                     _ => false,
                 };
                 if !fixed {
@@ -865,9 +865,10 @@ impl Pipeline {
             Carry {
                 tail: raw[start..].to_string(),
                 // Its event is the next one pushed (`emit` follows).
-                pending: Some((self.published, self.pending.len())),
+                pending: (self.published, self.pending.len()),
             },
         );
+        own
     }
 
     /// A file record: paths as the kernel saw them are relative to a directory fd or the cwd;

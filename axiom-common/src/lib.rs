@@ -53,7 +53,34 @@ pub const CFG_DFA_ACTIVE: u32 = 3;
 pub const CFG_TASK_MM: u32 = 4;
 pub const CFG_MM_ARG_START: u32 = 5;
 pub const CFG_MM_ARG_END: u32 = 6;
-pub const CFG_ENTRIES: u32 = 8;
+/// Byte offsets the open record walks through to name the file the kernel opened, from the
+/// task's fd table to the dentries and mounts above it (from the kernel's BTF). Read only when
+/// `CFG_KPATH` is 1 (some are legitimately 0: `vfsmount.mnt_root`).
+pub const CFG_TASK_FILES: u32 = 7;
+pub const CFG_FILES_FDT: u32 = 8;
+pub const CFG_FDT_FD: u32 = 9;
+pub const CFG_FILE_PATH: u32 = 10;
+pub const CFG_DENTRY_PARENT: u32 = 11;
+pub const CFG_DENTRY_NAME: u32 = 12;
+pub const CFG_MOUNT_MNT: u32 = 13;
+pub const CFG_MOUNT_PARENT: u32 = 14;
+pub const CFG_MOUNT_MOUNTPOINT: u32 = 15;
+pub const CFG_VFSMOUNT_ROOT: u32 = 16;
+/// 1 when the offsets above are set.
+pub const CFG_KPATH: u32 = 17;
+pub const CFG_ENTRIES: u32 = 32;
+
+/// The opened file's path as the kernel holds it: up to `KNAMES` names from the file up
+/// (the file's own first), each in a slot of `KNAME_LEN` bytes, NUL-terminated (a longer name
+/// is cut at `KNAME_LEN - 1`).
+pub const KNAMES: usize = 16;
+pub const KNAME_LEN: usize = 64;
+/// `FdOpenEvent::kstate`: no kernel path (offsets unknown, a read failed, a chdir).
+pub const KPATH_NONE: u16 = 0;
+/// The names reach the root of the process's mount tree: the path is whole.
+pub const KPATH_WHOLE: u16 = 1;
+/// The names stop `KNAMES` levels up: the path's end only.
+pub const KPATH_TAIL: u16 = 2;
 
 /// Kernel matcher: the literal parts of every active rule, compiled by axiomd into one
 /// Aho–Corasick DFA over byte classes (ASCII case folded), scanned over each captured buffer.
@@ -409,8 +436,15 @@ pub struct FdOpenEvent {
     pub dirfd: i32,
     /// open flags (O_CLOEXEC among them).
     pub flags: u32,
-    pub _pad: u32,
+    /// How many of `knames` are set.
+    pub kdepth: u16,
+    /// `KPATH_*`.
+    pub kstate: u16,
+    /// The path the caller passed, read from its memory at the exit (a racing thread, or a
+    /// symlink changed since, can make it name another file).
     pub path: [u8; PATH_LEN],
+    /// The file the kernel opened, named from its dentries (see `KNAMES`).
+    pub knames: [u8; KNAMES * KNAME_LEN],
 }
 
 /// The kernel matcher reached accepting states in a write (sent on the `MATCHES` ring at once,

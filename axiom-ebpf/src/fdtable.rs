@@ -5,10 +5,13 @@ use aya_ebpf::{
     bindings::BPF_RB_NO_WAKEUP,
     helpers::{
         bpf_get_current_pid_tgid,
-        generated::{bpf_ktime_get_ns, bpf_probe_read_user, bpf_probe_read_user_str},
+        generated::{
+            bpf_get_current_task, bpf_ktime_get_ns, bpf_loop, bpf_probe_read_kernel,
+            bpf_probe_read_kernel_str, bpf_probe_read_user, bpf_probe_read_user_str,
+        },
     },
     macros::{map, tracepoint},
-    maps::LruHashMap,
+    maps::{LruHashMap, PerCpuArray},
     programs::TracePointContext,
 };
 use core::ffi::c_void;
@@ -108,8 +111,14 @@ fn fd_open_record(pid_tgid: u64, agent: u64, fd: i32, a: &OpenArgs) {
             e.fd = fd;
             e.dirfd = a.dirfd;
             e.flags = a.flags;
-            e._pad = 0;
             e.path[0] = 0;
+            let (depth, state) = if fd >= 0 {
+                kernel_path(fd, &mut e.knames)
+            } else {
+                (0, KPATH_NONE)
+            };
+            e.kdepth = depth;
+            e.kstate = state;
             if unsafe {
                 bpf_probe_read_user_str(
                     e.path.as_mut_ptr() as *mut c_void,
@@ -125,6 +134,168 @@ fn fd_open_record(pid_tgid: u64, agent: u64, fd: i32, a: &OpenArgs) {
         }
         None => lost(LostCause::RingFullOutput),
     }
+}
+
+/// Levels walked up from an opened file: its names and the mount points crossed on the way.
+const KWALK: u32 = KNAMES as u32 + 8;
+
+/// The walk's state between `bpf_loop` steps, in a per-CPU map (as the matcher's): the
+/// verifier checks the step once, where a plain loop is followed level by level past its
+/// complexity limit.
+#[repr(C)]
+pub(crate) struct KPathWalk {
+    off: KOffsets,
+    dentry: u64,
+    vfsmnt: u64,
+    mnt: u64,
+    n: u64,
+    state: u16,
+    names: [u8; KNAMES * KNAME_LEN],
+}
+
+#[repr(C)]
+struct KOffsets {
+    parent: u64,
+    /// `d_name.name` (`struct qstr { u64 hash_len; const unsigned char *name; }`).
+    name: u64,
+    mnt: u64,
+    mnt_parent: u64,
+    mountpoint: u64,
+    root: u64,
+}
+
+#[map]
+pub(crate) static KPATH_SCRATCH: PerCpuArray<KPathWalk> = PerCpuArray::with_max_entries(1, 0);
+
+/// A kernel pointer-sized value at `src`; `None` when unreadable or 0.
+#[inline(always)]
+fn kread(src: u64) -> Option<u64> {
+    let mut v: u64 = 0;
+    let r = unsafe {
+        bpf_probe_read_kernel(&mut v as *mut u64 as *mut c_void, 8, src as *const c_void)
+    };
+    (r == 0 && v != 0).then_some(v)
+}
+
+/// Names the file the kernel installed at `fd` of the current task, from its dentries up to
+/// the root of the task's mount tree (crossing mounts as `d_path` does), into `names` (the
+/// file's own name first). What the caller's memory says the path was can differ: a thread
+/// may have changed the string, or a symlink on the way may have changed since. Returns the
+/// names written and a `KPATH_*` state.
+#[inline(always)]
+fn kernel_path(fd: i32, names: &mut [u8; KNAMES * KNAME_LEN]) -> (u16, u16) {
+    let cfg = |i: u32| CONFIG.get(i).copied().unwrap_or(0);
+    if cfg(CFG_KPATH) != 1 {
+        return (0, KPATH_NONE);
+    }
+    let Some(w) = KPATH_SCRATCH.get_ptr_mut(0) else {
+        return (0, KPATH_NONE);
+    };
+    let w = unsafe { &mut *w };
+    let file = (|| {
+        let task = unsafe { bpf_get_current_task() };
+        let files = kread(task + cfg(CFG_TASK_FILES))?;
+        let fdt = kread(files + cfg(CFG_FILES_FDT))?;
+        let table = kread(fdt + cfg(CFG_FDT_FD))?;
+        kread(table + 8 * (fd as u64 & 0xffff_ffff))
+    })();
+    let Some(file) = file else {
+        return (0, KPATH_NONE);
+    };
+    // struct path { struct vfsmount *mnt; struct dentry *dentry; }
+    let path = file + cfg(CFG_FILE_PATH);
+    let (Some(vfsmnt), Some(dentry)) = (kread(path), kread(path + 8)) else {
+        return (0, KPATH_NONE);
+    };
+    w.off = KOffsets {
+        parent: cfg(CFG_DENTRY_PARENT),
+        name: cfg(CFG_DENTRY_NAME) + 8,
+        mnt: cfg(CFG_MOUNT_MNT),
+        mnt_parent: cfg(CFG_MOUNT_PARENT),
+        mountpoint: cfg(CFG_MOUNT_MOUNTPOINT),
+        root: cfg(CFG_VFSMOUNT_ROOT),
+    };
+    w.vfsmnt = vfsmnt;
+    w.dentry = dentry;
+    w.mnt = vfsmnt - w.off.mnt;
+    w.n = 0;
+    w.state = KPATH_TAIL;
+    unsafe { bpf_loop(KWALK, kpath_step as *mut c_void, core::ptr::null_mut(), 0) };
+    if w.state == KPATH_NONE {
+        return (0, KPATH_NONE);
+    }
+    let n = w.n;
+    if n > 0
+        && unsafe {
+            bpf_probe_read_kernel(
+                names.as_mut_ptr() as *mut c_void,
+                (KNAMES * KNAME_LEN) as u32,
+                w.names.as_ptr() as *const c_void,
+            )
+        } < 0
+    {
+        return (0, KPATH_NONE);
+    }
+    ((n & 0xff) as u16, w.state)
+}
+
+/// One level of the walk: a mount crossed, or a name taken and the dentry's parent next.
+/// Returns 1 to stop (the root reached, the slots full, a read failed).
+#[inline(never)]
+extern "C" fn kpath_step(_i: u64, _ctx: *mut c_void) -> i64 {
+    let Some(w) = KPATH_SCRATCH.get_ptr_mut(0) else {
+        return 1;
+    };
+    let w = unsafe { &mut *w };
+    let fail = |w: &mut KPathWalk| {
+        w.state = KPATH_NONE;
+        1
+    };
+    let Some(root) = kread(w.vfsmnt + w.off.root) else {
+        return fail(w);
+    };
+    if w.dentry == root {
+        let Some(parent) = kread(w.mnt + w.off.mnt_parent) else {
+            return fail(w);
+        };
+        if parent == w.mnt {
+            w.state = KPATH_WHOLE;
+            return 1;
+        }
+        let Some(mountpoint) = kread(w.mnt + w.off.mountpoint) else {
+            return fail(w);
+        };
+        w.dentry = mountpoint;
+        w.mnt = parent;
+        w.vfsmnt = parent + w.off.mnt;
+        return 0;
+    }
+    let Some(up) = kread(w.dentry + w.off.parent) else {
+        return fail(w);
+    };
+    if up == w.dentry {
+        // The root of a tree no mount of ours holds (a detached one): whole as far as the
+        // kernel can say.
+        w.state = KPATH_WHOLE;
+        return 1;
+    }
+    let n = w.n as usize;
+    if n >= KNAMES {
+        return 1;
+    }
+    let Some(name) = kread(w.dentry + w.off.name) else {
+        return fail(w);
+    };
+    let slot = unsafe { w.names.as_mut_ptr().add((n & (KNAMES - 1)) * KNAME_LEN) };
+    if unsafe {
+        bpf_probe_read_kernel_str(slot as *mut c_void, KNAME_LEN as u32, name as *const c_void)
+    } < 0
+    {
+        return fail(w);
+    }
+    w.n += 1;
+    w.dentry = up;
+    0
 }
 
 /// A chdir in flight: its path, read again at a successful exit.

@@ -1482,6 +1482,24 @@ for i in $(seq 1 64); do "$AXIOMCTL" --socket "$SOCK" kill $i; done >/dev/null 2
         r#"mkdir -p .cache && ln -sfn .. .cache/up && printf '# TODO: via a symlink\n' > .cache/up/via-cache.py"#.into(),
         "todo-left",
     ));
+    // The same symlink, swapped for a directory right after the write: by the time axiomd
+    // reads the record, the path as written resolves into the cache. The opened file's own
+    // path (from the kernel's dentries) is the workspace's.
+    v.push(ev_read_back(
+        "todo-through-a-symlink-swapped-after",
+        format!(
+            "{PY} '{}'",
+            [
+                "import os",
+                "os.makedirs(\".cache\", exist_ok=True); os.symlink(\"..\", \".cache/up2\")",
+                "fd = os.open(\".cache/up2/swapped.py\", os.O_WRONLY | os.O_CREAT, 0o644)",
+                "os.write(fd, b\"# TO\" + b\"DO: swapped\\n\"); os.close(fd)",
+                "os.unlink(\".cache/up2\"); os.mkdir(\".cache/up2\")",
+            ]
+            .join("\n")
+        ),
+        "todo-left",
+    ));
     v.push(ev_read_back(
         "todo-mmap",
         format!(r##"{PY} 'import mmap, os; f = os.open("mapped.py", os.O_RDWR | os.O_CREAT, 0o644); os.ftruncate(f, 32); m = mmap.mmap(f, 32); m[:15] = b"# TODO via mmap"; m.flush()'"##),

@@ -240,7 +240,7 @@ mod tests {
         assert!(Btf::parse(&[0u8; 24]).is_err());
     }
 
-    /// This machine's kernel: the fields the exec program reads exist, 8-byte aligned.
+    /// This machine's kernel: the fields the exec and open programs read exist, 8-byte aligned.
     #[test]
     fn the_running_kernel_has_the_fields_the_sensor_reads() {
         let Ok(btf) = Btf::kernel() else {
@@ -250,9 +250,20 @@ mod tests {
             ("task_struct", "mm"),
             ("mm_struct", "arg_start"),
             ("mm_struct", "arg_end"),
+            ("task_struct", "files"),
+            ("files_struct", "fdt"),
+            ("fdtable", "fd"),
+            ("file", "f_path"),
+            ("dentry", "d_parent"),
+            ("dentry", "d_name"),
+            ("mount", "mnt"),
+            ("mount", "mnt_parent"),
+            ("mount", "mnt_mountpoint"),
         ] {
             let off = btf.offset(s, m).unwrap_or_else(|| panic!("{s}.{m}"));
             assert!(off > 0 && off % 8 == 0, "{s}.{m} at {off}");
         }
+        // The first member: the walk reads it at the vfsmount's own address.
+        assert_eq!(btf.offset("vfsmount", "mnt_root"), Some(0));
     }
 }

@@ -335,36 +335,70 @@ fn object_hash(obj: &[u8], opts: &LoadOptions) -> u64 {
     h.max(1)
 }
 
-/// Writes the kernel struct offsets the exec program reads through (see `CFG_TASK_MM`). Without
-/// BTF they stay 0 and argv comes from the stash, as the README says. At a fresh load only:
-/// reused pins were written by this same binary on this same boot (pins do not outlive one).
+/// Writes the kernel struct offsets the programs read through: the exec record's argv (see
+/// `CFG_TASK_MM`) and the open record's path from the file the kernel opened (see
+/// `CFG_KPATH`). Without BTF they stay 0: argv comes from the stash and paths from the caller's
+/// memory, as the README says. At a fresh load only: reused pins were written by this same
+/// binary on this same boot (pins do not outlive one).
 fn set_kernel_offsets(config: &mut Array<MapData, u64>) {
-    use axiom_common::{CFG_MM_ARG_END, CFG_MM_ARG_START, CFG_TASK_MM};
+    use axiom_common::*;
     let btf = match btf::Btf::kernel() {
         Ok(b) => b,
         Err(e) => {
-            tracing::warn!("no kernel BTF ({e}): argv is read from the caller's memory at exec");
+            tracing::warn!(
+                "no kernel BTF ({e}): argv and opened paths are read from the caller's memory"
+            );
             return;
         }
     };
-    let fields = [
-        (CFG_TASK_MM, "task_struct", "mm"),
-        (CFG_MM_ARG_START, "mm_struct", "arg_start"),
-        (CFG_MM_ARG_END, "mm_struct", "arg_end"),
+    let groups: [(&str, Option<u32>, &[(u32, &str, &str)]); 2] = [
+        (
+            "argv is read at exec entry",
+            None,
+            &[
+                (CFG_TASK_MM, "task_struct", "mm"),
+                (CFG_MM_ARG_START, "mm_struct", "arg_start"),
+                (CFG_MM_ARG_END, "mm_struct", "arg_end"),
+            ],
+        ),
+        (
+            "opened paths are read from the caller's memory",
+            Some(CFG_KPATH),
+            &[
+                (CFG_TASK_FILES, "task_struct", "files"),
+                (CFG_FILES_FDT, "files_struct", "fdt"),
+                (CFG_FDT_FD, "fdtable", "fd"),
+                (CFG_FILE_PATH, "file", "f_path"),
+                (CFG_DENTRY_PARENT, "dentry", "d_parent"),
+                (CFG_DENTRY_NAME, "dentry", "d_name"),
+                (CFG_MOUNT_MNT, "mount", "mnt"),
+                (CFG_MOUNT_PARENT, "mount", "mnt_parent"),
+                (CFG_MOUNT_MOUNTPOINT, "mount", "mnt_mountpoint"),
+                (CFG_VFSMOUNT_ROOT, "vfsmount", "mnt_root"),
+            ],
+        ),
     ];
-    let offsets: Option<Vec<(u32, u32)>> = fields
-        .iter()
-        .map(|(i, s, m)| btf.offset(s, m).map(|o| (*i, o)))
-        .collect();
-    let Some(offsets) = offsets else {
-        tracing::warn!(
-            "kernel BTF lacks task_struct.mm or mm_struct.arg_*: argv is read at exec entry"
-        );
-        return;
-    };
-    for (i, o) in offsets {
-        if let Err(e) = config.set(i, u64::from(o), 0) {
-            tracing::warn!("CONFIG[{i}]: {e}");
+    for (without, ready, fields) in groups {
+        let offsets: Result<Vec<(u32, u32)>, String> = fields
+            .iter()
+            .map(|(i, s, m)| btf.offset(s, m).map(|o| (*i, o)).ok_or(format!("{s}.{m}")))
+            .collect();
+        let offsets = match offsets {
+            Ok(o) => o,
+            Err(missing) => {
+                tracing::warn!("kernel BTF lacks {missing}: {without}");
+                continue;
+            }
+        };
+        let ready = ready.map(|i| (i, 1));
+        for (i, o) in offsets
+            .into_iter()
+            .map(|(i, o)| (i, u64::from(o)))
+            .chain(ready)
+        {
+            if let Err(e) = config.set(i, o, 0) {
+                tracing::warn!("CONFIG[{i}]: {e}");
+            }
         }
     }
 }

@@ -78,15 +78,82 @@ pub fn is_binary(b: &[u8]) -> bool {
     control * 16 > head.len()
 }
 
+/// An opened file's path as the kernel names it: its dentries' names up the mount tree.
+#[derive(Debug, PartialEq, Clone)]
+pub struct KernelPath {
+    /// The file's own name first.
+    names: Vec<String>,
+    /// The names reach the root (else they are the path's end only).
+    whole: bool,
+}
+
+impl KernelPath {
+    fn from_record(e: &axiom_common::FdOpenEvent) -> Option<KernelPath> {
+        use axiom_common::{KNAME_LEN, KNAMES, KPATH_TAIL, KPATH_WHOLE};
+        if e.kstate != KPATH_WHOLE && e.kstate != KPATH_TAIL {
+            return None;
+        }
+        let depth = usize::from(e.kdepth).min(KNAMES);
+        Some(KernelPath {
+            names: e.knames.chunks(KNAME_LEN).take(depth).map(cstr).collect(),
+            whole: e.kstate == KPATH_WHOLE,
+        })
+    }
+
+    /// The path when the kernel gave all of it (no name cut at the slot's length).
+    pub fn whole(&self) -> Option<String> {
+        let cut = self
+            .names
+            .iter()
+            .any(|n| n.len() >= axiom_common::KNAME_LEN - 1);
+        (self.whole && !cut).then(|| self.joined("/"))
+    }
+
+    /// What the kernel said, to name a file whose path it gave only in part: its end, after
+    /// `…/`.
+    pub fn partial(&self) -> String {
+        self.joined(if self.whole { "/" } else { "\u{2026}/" })
+    }
+
+    fn joined(&self, root: &str) -> String {
+        let mut p = root.to_string();
+        for (i, n) in self.names.iter().rev().enumerate() {
+            if i > 0 {
+                p.push('/');
+            }
+            p.push_str(n);
+        }
+        p
+    }
+
+    /// Whether the absolute `path` names the file these names do, as far as they go (a name
+    /// cut at the slot's length matches by its start).
+    pub fn ends(&self, path: &str) -> bool {
+        let mut parts = path.split('/').filter(|p| !p.is_empty()).rev();
+        for n in &self.names {
+            let Some(p) = parts.next() else {
+                return false;
+            };
+            let cut = n.len() >= axiom_common::KNAME_LEN - 1;
+            if p != n && !(cut && p.starts_with(n.as_str())) {
+                return false;
+            }
+        }
+        !self.whole || parts.next().is_none()
+    }
+}
+
 /// A change to a tracked process's fd table (the kernel's `KIND_FD`/`KIND_FD_OPEN` records).
 #[derive(Debug, PartialEq)]
 pub enum FdChange {
-    /// `fd` is `path` (relative to `dirfd`), opened for writing.
+    /// `fd` is `path` (relative to `dirfd`), opened for writing; `kernel`, the file the kernel
+    /// opened, named from its dentries (`None` for a chdir, or without BTF).
     Open {
         fd: i32,
         dirfd: i32,
         path: String,
         cloexec: bool,
+        kernel: Option<KernelPath>,
     },
     /// `fd` is now what `oldfd` is.
     Dup {
@@ -134,6 +201,7 @@ pub fn fd_change(buf: &[u8]) -> Result<Option<(u32, u32, FdChange)>, DecodeError
                 dirfd: e.dirfd,
                 path: cstr(&e.path),
                 cloexec: e.flags & O_CLOEXEC != 0,
+                kernel: KernelPath::from_record(e),
             }
         }
         axiom_common::KIND_FD => {
@@ -396,6 +464,30 @@ mod tests {
 
     #[repr(C, align(8))]
     struct Aligned<const N: usize>([u8; N]);
+
+    #[test]
+    fn a_kernel_path_is_whole_or_an_end_that_must_match() {
+        let k = |names: &[&str], whole| KernelPath {
+            names: names.iter().map(|n| n.to_string()).collect(),
+            whole,
+        };
+        let p = k(&["app.py", "ws", "home"], true);
+        assert_eq!(p.whole().as_deref(), Some("/home/ws/app.py"));
+        assert!(p.ends("/home/ws/app.py"));
+        assert!(!p.ends("/home/ws/.cache/up/app.py"));
+        assert!(!p.ends("/x/home/ws/app.py"));
+        let tail = k(&["app.py", "ws"], false);
+        assert_eq!(tail.whole(), None);
+        assert_eq!(tail.partial(), "\u{2026}/ws/app.py");
+        assert!(tail.ends("/deep/down/ws/app.py"));
+        assert!(!tail.ends("/deep/down/.cache/app.py"));
+        let long = "n".repeat(axiom_common::KNAME_LEN - 1);
+        let cut = k(&[&long, "ws"], true);
+        assert_eq!(cut.whole(), None);
+        assert!(cut.ends(&format!("/ws/{long}-and-more")));
+        assert!(!cut.ends("/ws/other"));
+        assert_eq!(k(&[], true).whole().as_deref(), Some("/"));
+    }
 
     fn hdr(kind: u16) -> EventHeader {
         EventHeader {

@@ -626,11 +626,13 @@ impl Pipeline {
                 dirfd,
                 path,
                 cloexec,
+                kernel,
             } => C::Open {
                 fd,
-                path: self.absolute(tgid, tid, dirfd, &path),
+                path: self.opened(tgid, tid, dirfd, &path, kernel.as_ref()),
                 dirfd,
                 cloexec,
+                kernel: None,
             },
             other => other,
         };
@@ -716,6 +718,32 @@ impl Pipeline {
             return resolved(&p).unwrap_or(p);
         }
         p
+    }
+
+    /// The path of a file opened for writing: the kernel's, from the dentries of the file it
+    /// opened, when it gave all of it; else the path the caller passed, made absolute, when the
+    /// kernel's names end it; else what the kernel gave. The caller's string can name another
+    /// file than the one opened: a thread changed it during the call, or a symlink on the way
+    /// was swapped before this record was read (`.cache/up` → `..`, then a directory).
+    fn opened(
+        &mut self,
+        tgid: u32,
+        tid: u32,
+        dirfd: i32,
+        path: &str,
+        kernel: Option<&decode::KernelPath>,
+    ) -> String {
+        if let Some(whole) = kernel.and_then(decode::KernelPath::whole) {
+            return whole;
+        }
+        let p = self.absolute(tgid, tid, dirfd, path);
+        match kernel {
+            Some(k) if !k.ends(&p) => {
+                self.bus.stats.count_loss("opened_path_partial");
+                k.partial()
+            }
+            _ => p,
+        }
     }
 
     /// Who wrote a record: from the record itself, or for a slim one (no identity, to save the

@@ -838,6 +838,7 @@ impl Pipeline {
         if let Some(c) = self.carries.get(&key)
             && !c.tail.is_empty()
             && !raw.is_empty()
+            && crosses(r, scope, &c.tail, raw)
         {
             let joined = format!("{}{raw}", c.tail);
             if let Some((masked, ids)) = r(Some(scope), &joined)
@@ -969,6 +970,21 @@ impl Pipeline {
             self.published += 1;
         }
     }
+}
+
+/// Whether a secret starts in `tail` (the stream's last write's end) and goes on into `raw`:
+/// judged on `tail` and `raw`'s first `CARRY_BYTES` only (a secret is shorter), so a long
+/// write is not redacted a second time whole unless one does.
+fn crosses(r: &Redactor, scope: axiom_rules::Scope, tail: &str, raw: &str) -> bool {
+    let mut end = raw.len().min(CARRY_BYTES);
+    while !raw.is_char_boundary(end) {
+        end -= 1;
+    }
+    let Some((masked, _)) = r(Some(scope), &format!("{tail}{}", &raw[..end])) else {
+        return false;
+    };
+    let masked_tail = r(Some(scope), tail).map_or_else(|| tail.to_string(), |m| m.0);
+    !masked.starts_with(masked_tail.as_str())
 }
 
 /// Events decoded before they are published at the latest: bounds how long the first event

@@ -12,17 +12,17 @@
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd as _, OwnedFd};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Caller {
-    pub uid: u32,
+pub(crate) struct Caller {
+    pub(crate) uid: u32,
     /// Root, or a member of the admin group.
-    pub admin: bool,
+    pub(crate) admin: bool,
     /// Where the connecting process was when the connection was placed.
-    pub seat: Seat,
+    pub(crate) seat: Seat,
 }
 
 /// Where a connection's process sits relative to the agents, decided once when it is placed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Seat {
+pub(crate) enum Seat {
     /// In no agent: it was alive after its agent was looked up, and in none.
     Outside,
     /// Inside this agent: the agent, not its owner.
@@ -34,7 +34,7 @@ pub enum Seat {
 
 impl Caller {
     /// axiomd itself (and tests of the agent registry).
-    pub const ROOT: Caller = Caller {
+    pub(crate) const ROOT: Caller = Caller {
         uid: 0,
         admin: true,
         seat: Seat::Outside,
@@ -42,7 +42,7 @@ impl Caller {
 
     /// A caller from its uid and every group it holds (primary and supplementary), not placed
     /// yet: until the transport places it, it is treated as if inside an agent.
-    pub fn new(uid: u32, gids: &[u32], admin_gid: Option<u32>) -> Caller {
+    pub(crate) fn new(uid: u32, gids: &[u32], admin_gid: Option<u32>) -> Caller {
         Caller {
             uid,
             admin: uid == 0 || admin_gid.is_some_and(|g| gids.contains(&g)),
@@ -51,7 +51,7 @@ impl Caller {
     }
 
     /// The agent the caller is inside, when it was placed in one.
-    pub fn agent(&self) -> Option<u64> {
+    pub(crate) fn agent(&self) -> Option<u64> {
         match self.seat {
             Seat::Agent(a) => Some(a),
             _ => None,
@@ -59,13 +59,13 @@ impl Caller {
     }
 
     /// May this caller watch or steer what `owner` owns?
-    pub fn may_act_for(&self, owner: u32) -> bool {
+    pub(crate) fn may_act_for(&self, owner: u32) -> bool {
         self.admin || self.uid == owner
     }
 }
 
 /// The gid of the admin group, if it exists on this machine.
-pub fn admin_gid(name: &str) -> Option<u32> {
+pub(crate) fn admin_gid(name: &str) -> Option<u32> {
     match nix::unistd::Group::from_name(name) {
         Ok(Some(g)) => Some(g.gid.as_raw()),
         _ => None,
@@ -75,15 +75,15 @@ pub fn admin_gid(name: &str) -> Option<u32> {
 /// The process that made a connection, pinned by a pidfd: the pid it had then, and a
 /// descriptor that names that process and no later holder of the pid.
 #[derive(Debug)]
-pub struct PeerProcess {
-    pub pid: u32,
-    pub pidfd: OwnedFd,
+pub(crate) struct PeerProcess {
+    pub(crate) pid: u32,
+    pub(crate) pidfd: OwnedFd,
 }
 
 impl PeerProcess {
     /// From a pidfd the kernel or the bus gave; `None` when the process has exited (its pid
     /// reads -1) or lives in a pid namespace we cannot see into (0).
-    pub fn from_pidfd(pidfd: OwnedFd) -> Option<PeerProcess> {
+    pub(crate) fn from_pidfd(pidfd: OwnedFd) -> Option<PeerProcess> {
         let info =
             std::fs::read_to_string(format!("/proc/self/fdinfo/{}", pidfd.as_raw_fd())).ok()?;
         let pid = info
@@ -100,7 +100,7 @@ impl PeerProcess {
 
 /// The caller at the other end of a Unix stream socket, not placed yet, and the process that
 /// connected (SO_PEERPIDFD, Linux 6.5+), if it is still there.
-pub fn peer(
+pub(crate) fn peer(
     sock: BorrowedFd<'_>,
     admin_gid: Option<u32>,
 ) -> std::io::Result<(Caller, Option<PeerProcess>)> {
@@ -164,7 +164,7 @@ fn peer_groups(sock: BorrowedFd<'_>) -> Vec<u32> {
 
 /// The groups of a process, from /proc, if it still runs as `uid` (a bus daemon that does not
 /// report group ids gives us the caller's pid instead).
-pub fn process_groups(pid: u32, uid: u32) -> Vec<u32> {
+pub(crate) fn process_groups(pid: u32, uid: u32) -> Vec<u32> {
     let Ok(s) = std::fs::read_to_string(format!("/proc/{pid}/status")) else {
         return Vec::new();
     };

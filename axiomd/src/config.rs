@@ -38,27 +38,27 @@ pub enum ConfigError {
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
-    pub sensor: crate::kernel::config::SensorConfig,
-    pub api: crate::api::config::ApiConfig,
-    pub agents: crate::agents::config::AgentsConfig,
-    pub daemon: DaemonConfig,
-    pub dbus: crate::dbus::config::DbusConfig,
-    pub rules: crate::rules::config::RulesConfig,
-    pub store: crate::store::config::StoreConfig,
-    pub confine: crate::confine::ConfineConfig,
-    pub telemetry: crate::telemetry::TelemetryConfig,
+    pub(crate) sensor: crate::kernel::config::SensorConfig,
+    pub(crate) api: crate::api::config::ApiConfig,
+    pub(crate) agents: crate::agents::config::AgentsConfig,
+    pub(crate) daemon: DaemonConfig,
+    pub(crate) dbus: crate::dbus::config::DbusConfig,
+    pub(crate) rules: crate::rules::config::RulesConfig,
+    pub(crate) store: crate::store::config::StoreConfig,
+    pub(crate) confine: crate::confine::ConfineConfig,
+    pub(crate) telemetry: crate::telemetry::TelemetryConfig,
 }
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
-pub struct DaemonConfig {
+pub(crate) struct DaemonConfig {
     /// Scheduling niceness of axiomd's threads (-20..=19). Below 0 so that, on a machine saturated
     /// by its agents, the reader still drains the rings (measured: at nice 0, 10,000 busy agents
     /// on 2 CPUs starve it and output records are lost).
-    pub nice: i32,
+    pub(crate) nice: i32,
     /// Run the ring reader thread at real-time priority (SCHED_RR 1) so it drains the rings even
     /// when agents saturate every CPU.
-    pub realtime_reader: bool,
+    pub(crate) realtime_reader: bool,
 }
 
 impl Default for DaemonConfig {
@@ -78,6 +78,28 @@ fn line_col(text: &str, offset: usize) -> (usize, usize) {
 }
 
 impl Config {
+    /// Where the rules are read from.
+    pub fn rule_paths(&self) -> &[std::path::PathBuf] {
+        &self.rules.paths
+    }
+
+    /// The pin directory of the sensor's programs and maps.
+    pub fn pins(&self) -> crate::kernel::Pins {
+        crate::kernel::Pins {
+            root: self.sensor.pin_dir.clone(),
+        }
+    }
+
+    /// The daemon's niceness (set before its threads start).
+    pub fn nice(&self) -> i32 {
+        self.daemon.nice
+    }
+
+    /// (events per batch, writer threads) of the warm tier.
+    pub fn store_batches(&self) -> (usize, usize) {
+        (self.store.batch_events, self.store.writers)
+    }
+
     /// Parses a config text; `path` names it in errors.
     pub fn parse(text: &str, path: &str) -> Result<Config, ConfigError> {
         let cfg: Config = toml::from_str(text).map_err(|e| {

@@ -4,19 +4,27 @@
 //! imports only those on floors below it (`tests/layers.rs` holds the floors and fails on a
 //! back-edge).
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
+// The library's one consumer is its own binary: what it needs is the interface below; every
+// other item is private to its module or `pub(crate)`.
+#![warn(unreachable_pub)]
 
-pub mod actions;
-pub mod agents;
-pub mod api;
-pub mod authz;
-pub mod bus;
-pub mod config;
-pub mod confine;
-pub mod daemon;
-pub mod dbus;
-pub mod kernel;
-pub mod notify;
-pub mod rules;
-pub mod sensor;
-pub mod store;
-pub mod telemetry;
+mod actions;
+mod agents;
+mod api;
+mod authz;
+pub mod bench;
+mod bus;
+mod config;
+mod confine;
+mod daemon;
+mod dbus;
+mod kernel;
+mod notify;
+mod rules;
+mod sensor;
+mod store;
+mod telemetry;
+
+pub use config::{Config, DEFAULT_PATH};
+pub use daemon::run;
+pub use kernel::{Pins, load_empty};

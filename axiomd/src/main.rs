@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 
 use anyhow::Context as _;
-use axiomd::{config::Config, kernel};
+use axiomd::Config;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
@@ -14,7 +14,7 @@ use clap::{Parser, Subcommand};
 )]
 struct Cli {
     /// Configuration file.
-    #[arg(long, short, default_value = axiomd::config::DEFAULT_PATH, global = true)]
+    #[arg(long, short, default_value = axiomd::DEFAULT_PATH, global = true)]
     config: PathBuf,
     /// Override sensor.pin_dir.
     #[arg(long, global = true)]
@@ -107,46 +107,47 @@ enum Cmd {
 }
 
 fn load_config(cli: &Cli) -> anyhow::Result<Config> {
-    // The environment's settings first, so the command line's win.
+    // The environment's settings first, then the flags', so the command line's win; each flag
+    // is the `--set` of its setting, held to the same checks as the file.
     let mut sets = Config::env_overrides(std::env::vars());
+    sets.extend(flag_sets(cli));
     sets.extend(cli.set.iter().cloned());
-    let mut cfg = Config::load_with(&cli.config, &sets)?;
-    if let Some(p) = &cli.pin_dir {
-        cfg.sensor.pin_dir = p.clone();
-    }
-    if let Some(s) = &cli.socket {
-        cfg.api.socket = s.clone();
-    }
-    if let Some(k) = cli.keep_sensors_on_exit {
-        cfg.sensor.keep_sensors_on_exit = k;
-    }
-    if let Some(n) = cli.output_ring_bytes {
-        cfg.sensor.output_ring_bytes = n;
-    }
-    if let Some(n) = cli.capture_bytes {
-        cfg.sensor.capture_bytes = n;
-    }
-    if let Some(p) = &cli.cgroup_root {
-        cfg.agents.cgroup_root = Some(p.clone());
-    }
-    if let Some(p) = &cli.state_dir {
-        cfg.agents.state_dir = p.clone();
-    }
-    if let Some(b) = &cli.dbus {
-        cfg.dbus.bus = b.clone();
-    }
-    if let Some(e) = cli.store {
-        cfg.store.enabled = e;
-    }
-    if let Some(p) = &cli.store_path {
-        cfg.store.path = p.clone();
-    }
-    if !cli.rules.is_empty() {
-        cfg.rules.paths = cli.rules.clone();
-    }
-    // Overrides are held to the same rules as the file.
-    cfg.validate("command line")?;
-    Ok(cfg)
+    Ok(Config::load_with(&cli.config, &sets)?)
+}
+
+/// The flags that each name one setting, as `--set KEY=VALUE` overrides.
+fn flag_sets(cli: &Cli) -> Vec<String> {
+    use toml::Value;
+    let path = |p: &PathBuf| Value::String(p.display().to_string());
+    let settings: [(&str, Option<Value>); 11] = [
+        ("sensor.pin_dir", cli.pin_dir.as_ref().map(path)),
+        ("api.socket", cli.socket.as_ref().map(path)),
+        (
+            "sensor.keep_sensors_on_exit",
+            cli.keep_sensors_on_exit.map(Value::Boolean),
+        ),
+        (
+            "sensor.output_ring_bytes",
+            cli.output_ring_bytes.map(|n| Value::Integer(n.into())),
+        ),
+        (
+            "sensor.capture_bytes",
+            cli.capture_bytes.map(|n| Value::Integer(n.into())),
+        ),
+        ("agents.cgroup_root", cli.cgroup_root.as_ref().map(path)),
+        ("agents.state_dir", cli.state_dir.as_ref().map(path)),
+        ("dbus.bus", cli.dbus.clone().map(Value::String)),
+        ("store.enabled", cli.store.map(Value::Boolean)),
+        ("store.path", cli.store_path.as_ref().map(path)),
+        (
+            "rules.paths",
+            (!cli.rules.is_empty()).then(|| Value::Array(cli.rules.iter().map(path).collect())),
+        ),
+    ];
+    settings
+        .into_iter()
+        .filter_map(|(key, v)| v.map(|v| format!("{key}={v}")))
+        .collect()
 }
 
 fn main() -> anyhow::Result<()> {
@@ -154,10 +155,10 @@ fn main() -> anyhow::Result<()> {
     let cfg = load_config(&cli)?;
     // Before any thread exists: every runtime thread inherits the niceness.
     // SAFETY: setpriority on the calling thread.
-    if unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, cfg.daemon.nice) } != 0 {
+    if unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, cfg.nice()) } != 0 {
         eprintln!(
             "axiomd: cannot set niceness {}: {}",
-            cfg.daemon.nice,
+            cfg.nice(),
             std::io::Error::last_os_error()
         );
     }
@@ -204,41 +205,39 @@ fn init_logs() {
 async fn async_main(cli: Cli, cfg: Config) -> anyhow::Result<()> {
     init_logs();
     match cli.command.unwrap_or(Cmd::Run) {
-        Cmd::Run => axiomd::daemon::run(cfg).await,
+        Cmd::Run => axiomd::run(cfg).await,
         Cmd::CheckConfig => {
-            let set = axiom_rules::RuleSet::load(&cfg.rules.paths)?;
+            let set = axiom_rules::RuleSet::load(cfg.rule_paths())?;
             println!(
                 "{}: ok; {} rules from {:?}",
                 cli.config.display(),
                 set.rules.len(),
-                cfg.rules.paths
+                cfg.rule_paths()
             );
             Ok(())
         }
         Cmd::Unpin => {
-            let pins = kernel::Pins {
-                root: cfg.sensor.pin_dir.clone(),
-            };
+            let pins = cfg.pins();
             pins.remove_all()
-                .with_context(|| format!("unpinning {}", pins.root.display()))?;
-            println!("unpinned {}", pins.root.display());
+                .with_context(|| format!("unpinning {}", pins.root().display()))?;
+            println!("unpinned {}", pins.root().display());
             Ok(())
         }
         Cmd::BenchStore { rows, dir, redis } => {
             if let Some(url) = redis {
-                let ev_s = axiomd::store::bench::redis(&url, 1_000_000)?;
+                let ev_s = axiomd::bench::store::redis(&url, 1_000_000)?;
                 println!("store: redis_ev_s={ev_s:.0}");
             }
             let path = dir.join(format!("axiom-bench-store-{}.duckdb", std::process::id()));
-            let sizes = (cfg.store.batch_events, cfg.store.writers);
-            let (one, many) = axiomd::store::bench::writers(&path, sizes)?;
+            let sizes = cfg.store_batches();
+            let (one, many) = axiomd::bench::store::writers(&path, sizes)?;
             println!(
                 "store: writers={} ingest_ev_s={many:.0} one_writer_ev_s={one:.0} writers_ratio={:.2}",
-                cfg.store.writers,
+                sizes.1,
                 many / one
             );
             for (i, n) in rows.iter().enumerate() {
-                let r = axiomd::store::bench::run(&path, *n, i == 0, sizes)?;
+                let r = axiomd::bench::store::run(&path, *n, i == 0, sizes)?;
                 println!(
                     "store: rows={} ingest_ev_s={:.0} latest1000_ms={:.2} parquet_mb_s={:.1} parquet_out_mb_s={:.1} db_mib={:.0}",
                     r.rows,
@@ -258,7 +257,7 @@ async fn async_main(cli: Cli, cfg: Config) -> anyhow::Result<()> {
             rounds,
             calls,
         } => {
-            let r = axiomd::confine::wasm_bench::run(&tool, &plugin, &dir, rounds, calls)?;
+            let r = axiomd::bench::sandbox::run(&tool, &plugin, &dir, rounds, calls)?;
             println!(
                 "sandbox: wasm_start_ms={:.3} wasm_compile_start_ms={:.3} plugin_call_us={:.2} native_call_us={:.3}",
                 r.wasm_start_ms, r.wasm_compile_start_ms, r.plugin_call_us, r.native_call_us
@@ -266,8 +265,8 @@ async fn async_main(cli: Cli, cfg: Config) -> anyhow::Result<()> {
             Ok(())
         }
         Cmd::BenchFollowup { mb } => {
-            let set = axiom_rules::RuleSet::load(&cfg.rules.paths)?;
-            let (bytes, secs, findings) = axiomd::rules::engine::bench(&set, mb << 20);
+            let set = axiom_rules::RuleSet::load(cfg.rule_paths())?;
+            let (bytes, secs, findings) = axiomd::bench::followup::bench(&set, mb << 20);
             println!(
                 "followup: {bytes} bytes in {secs:.3} s, {findings} findings; followup_mb_s={:.1}",
                 bytes as f64 / secs / 1e6
@@ -275,7 +274,7 @@ async fn async_main(cli: Cli, cfg: Config) -> anyhow::Result<()> {
             Ok(())
         }
         Cmd::Baseline => {
-            let _ebpf = kernel::load_empty()?;
+            let _ebpf = axiomd::load_empty()?;
             tracing::info!("baseline programs attached");
             let mut term =
                 tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;

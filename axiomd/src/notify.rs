@@ -15,7 +15,7 @@ use std::{
 };
 
 #[derive(Debug, thiserror::Error)]
-pub enum NotifyError {
+pub(crate) enum NotifyError {
     #[error("NOTIFY_SOCKET {addr}: {source}")]
     Socket {
         addr: String,
@@ -25,14 +25,14 @@ pub enum NotifyError {
 }
 
 /// Where notifications go.
-pub struct Notifier {
+pub(crate) struct Notifier {
     sock: UnixDatagram,
     addr: String,
 }
 
 impl Notifier {
     /// From `$NOTIFY_SOCKET`; `None` when axiomd is not run by systemd with `Type=notify`.
-    pub fn from_env() -> Result<Option<Notifier>, NotifyError> {
+    pub(crate) fn from_env() -> Result<Option<Notifier>, NotifyError> {
         let Some(addr) = std::env::var_os("NOTIFY_SOCKET") else {
             return Ok(None);
         };
@@ -57,7 +57,7 @@ impl Notifier {
 
     /// Sends one notification (`KEY=VALUE` lines). A lost notification is logged, not fatal:
     /// systemd's own timeouts then tell the operator.
-    pub fn send(&self, msg: &str) {
+    pub(crate) fn send(&self, msg: &str) {
         if let Err(e) = self.sock.send(msg.as_bytes()) {
             tracing::warn!(socket = %self.addr, "sd_notify {msg:?}: {e}");
         }
@@ -65,7 +65,7 @@ impl Notifier {
 }
 
 /// `$WATCHDOG_USEC` when it is meant for this process (`$WATCHDOG_PID`, if set, is ours).
-pub fn watchdog_interval() -> Option<Duration> {
+pub(crate) fn watchdog_interval() -> Option<Duration> {
     if let Ok(pid) = std::env::var("WATCHDOG_PID")
         && pid.trim() != std::process::id().to_string()
     {
@@ -76,7 +76,7 @@ pub fn watchdog_interval() -> Option<Duration> {
 }
 
 /// CLOCK_MONOTONIC in µs, for `RELOADING=1` (systemd ≥ 253 wants `MONOTONIC_USEC` with it).
-pub fn monotonic_usec() -> u64 {
+pub(crate) fn monotonic_usec() -> u64 {
     nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC)
         .map(|t| t.tv_sec() as u64 * 1_000_000 + t.tv_nsec() as u64 / 1_000)
         .unwrap_or(0)
@@ -85,19 +85,19 @@ pub fn monotonic_usec() -> u64 {
 /// A counter the ring reader bumps on every pass of its loop: the watchdog pings only while it
 /// moves, so a wedged reader (the one thread axiomd cannot do without) gets axiomd restarted.
 #[derive(Clone, Default)]
-pub struct Heartbeat(Arc<AtomicU64>);
+pub(crate) struct Heartbeat(Arc<AtomicU64>);
 
 impl Heartbeat {
-    pub fn beat(&self) {
+    pub(crate) fn beat(&self) {
         self.0.fetch_add(1, Ordering::Relaxed);
     }
-    pub fn get(&self) -> u64 {
+    pub(crate) fn get(&self) -> u64 {
         self.0.load(Ordering::Relaxed)
     }
 }
 
 /// Pings WATCHDOG=1 at half the interval while `beat` moves, and refreshes STATUS.
-pub async fn watchdog(
+pub(crate) async fn watchdog(
     n: Arc<Notifier>,
     every: Duration,
     beat: Heartbeat,

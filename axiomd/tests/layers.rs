@@ -171,7 +171,7 @@ const FLOORS: &[&[&str]] = &[
     &["dbus"],
     // Composition: each stage's config section, then the wiring.
     &["config"],
-    &["daemon"],
+    &["daemon", "bench"],
 ];
 
 fn floor(m: &str) -> Option<usize> {

@@ -19,26 +19,26 @@ use crate::agents::Agent;
 const POLL: Duration = Duration::from_millis(50);
 
 /// What to tell an agent.
-pub struct Message<'a> {
-    pub text: &'a str,
+pub(crate) struct Message<'a> {
+    pub(crate) text: &'a str,
     /// Type the agent's interrupt key first (stops its turn or running tool).
-    pub interrupt: bool,
+    pub(crate) interrupt: bool,
     /// Wait until the agent is idle (queued; never dropped while it lives).
-    pub wait_idle: bool,
+    pub(crate) wait_idle: bool,
 }
 
 /// How a delivery went.
 #[derive(Debug)]
-pub struct Delivery {
-    pub delivered: bool,
+pub(crate) struct Delivery {
+    pub(crate) delivered: bool,
     /// `terminal` or `hook`.
-    pub channel: &'static str,
+    pub(crate) channel: &'static str,
     /// Times the message was typed.
-    pub attempts: u32,
+    pub(crate) attempts: u32,
     /// The terminal could not be written (closed, not read, none held).
-    pub error: Option<TerminalError>,
+    pub(crate) error: Option<TerminalError>,
     /// How long it waited for the agent to be idle.
-    pub queued: Duration,
+    pub(crate) queued: Duration,
 }
 
 /// The first words of a message: what its echo on the agent's screen is recognised by (a TUI
@@ -53,7 +53,7 @@ fn head(text: &str) -> String {
 impl Actions {
     /// Delivers `m` to `agent` (blocking: up to the profile's attempts × (typing + confirm),
     /// and for an idle-waiting message as long as the agent stays busy).
-    pub fn deliver(&self, agent: &Agent, m: &Message) -> Delivery {
+    pub(crate) fn deliver(&self, agent: &Agent, m: &Message) -> Delivery {
         let profile = self.profile_of(agent);
         let mut interrupt = m.interrupt;
         let mut queued = Duration::ZERO;

@@ -16,8 +16,11 @@ use axiom_proto::wire::Body;
 use axiom_rules::{Action, RuleSet, Scope};
 use serde_json::{Value, json};
 
-use super::Actions;
-use crate::agents::{Agent, notice};
+use super::{Actions, Intervention};
+use crate::{
+    agents::{Agent, notice},
+    rules::violation,
+};
 
 /// How long a Stop call waits for the message of a claim the screen has just found.
 const PARK_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
@@ -31,7 +34,7 @@ const FROM: &str = "Axiom (the supervisor of this session)";
 impl Actions {
     /// Answers one hook call of `agent`: what `axiomctl hook` prints for Claude Code (`None`:
     /// nothing to say, carry on).
-    pub fn hook(&self, set: &RuleSet, agent: &Agent, input: &Value) -> Option<Value> {
+    pub(crate) fn hook(&self, set: &RuleSet, agent: &Agent, input: &Value) -> Option<Value> {
         let event = input.get("hook_event_name")?.as_str()?;
         match event {
             "PreToolUse" => self.pre_tool_use(set, agent, input),
@@ -77,17 +80,13 @@ impl Actions {
         // The command comes from the agent's hook, not through the sensor: its secrets are
         // masked here before the excerpt leaves axiomd.
         let shown = masked(set, axiom_rules::excerpt(command, &h, r.redact));
-        self.bus.publish(notice(
+        self.bus.publish(violation(
             agent,
-            Body::Violation {
-                rule: r.id.clone(),
-                severity: r.severity,
-                action: r.action.wire(),
-                detail: shown.clone(),
-                latency_us: None,
-                scope: Some(Scope::Exec.name().into()),
-                path: None,
-            },
+            r,
+            shown.clone(),
+            Some(Scope::Exec),
+            None,
+            None,
         ));
         self.bus.publish(notice(
             agent,
@@ -146,18 +145,8 @@ impl Actions {
             if !fresh {
                 continue;
             }
-            self.bus.publish(notice(
-                agent,
-                Body::Violation {
-                    rule: r.id.clone(),
-                    severity: r.severity,
-                    action: r.action.wire(),
-                    detail: f.detail.clone(),
-                    latency_us: None,
-                    scope: f.scope.map(|s| s.name().to_string()),
-                    path: None,
-                },
-            ));
+            self.bus
+                .publish(violation(agent, r, f.detail.clone(), f.scope, None, None));
             if r.action != Action::Inject {
                 continue;
             }
@@ -214,15 +203,8 @@ fn masked(set: &RuleSet, text: String) -> String {
 
 /// An intervention made through the agent's own hook: delivered as the hook's answer.
 fn by_hook(action: axiom_proto::wire::Action, rule: &str, what: String) -> Body {
-    Body::Intervention {
-        action,
-        by_uid: None,
-        detail: format!("rule {rule}: {what}"),
-        rule: Some(rule.into()),
-        detect_us: None,
-        act_us: None,
-        delivered: Some(true),
-        channel: Some("hook".into()),
-        queued_us: None,
-    }
+    Intervention::by_rule(action, rule, &what)
+        .channel("hook")
+        .delivered(Some(true))
+        .body()
 }

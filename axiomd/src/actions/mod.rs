@@ -5,9 +5,10 @@
 //! terminal the way its kind reads input, or handed over through Claude Code's hooks,
 //! `hooks.rs`), a freeze, a kill — and reports it as an `intervention` event that says whether
 //! the message arrived.
-pub mod deliver;
-pub mod hooks;
-pub mod terminal;
+pub(crate) mod deliver;
+pub(crate) mod hooks;
+mod intervention;
+pub(crate) mod terminal;
 
 use std::{
     collections::HashMap,
@@ -28,7 +29,8 @@ use crate::{
     rules::engine::{Engine, Finding, PluginFault},
 };
 
-pub use deliver::{Delivery, Message};
+pub(crate) use deliver::Message;
+pub(crate) use intervention::Intervention;
 use terminal::Terminals;
 
 /// Findings waiting for the actions thread; more are counted lost (`actions_backlog`).
@@ -39,8 +41,8 @@ const BACKLOG: usize = 4096;
 /// `deliver_shed`: an agent that keeps a spinner going and trips a rule once a minute grew
 /// axiomd's threads without bound (against systemd's `TasksMax`). The rule's cooldown makes
 /// two per agent enough: one waiting for idle, one more that came meanwhile.
-pub const DELIVER_PER_AGENT: usize = 2;
-pub const DELIVER_MAX: usize = 64;
+pub(crate) const DELIVER_PER_AGENT: usize = 2;
+pub(crate) const DELIVER_MAX: usize = 64;
 
 /// Deliveries in flight, per agent; a `Delivering` gives its place back when dropped.
 #[derive(Default)]
@@ -91,11 +93,11 @@ struct Pending {
     taken: bool,
 }
 
-pub struct Actions {
+pub(crate) struct Actions {
     registry: Arc<Mutex<Registry>>,
     engine: Arc<Mutex<Engine>>,
     bus: Arc<Bus>,
-    pub terminals: Arc<Terminals>,
+    pub(crate) terminals: Arc<Terminals>,
     profiles: Profiles,
     queue: mpsc::SyncSender<(Arc<RuleSet>, Finding)>,
     /// Per agent, messages that wait (for the agent to be idle, or for a hook call).
@@ -109,10 +111,10 @@ pub struct Actions {
 }
 
 /// The receiving end of the actions queue, for [`Actions::run`].
-pub struct Queue(mpsc::Receiver<(Arc<RuleSet>, Finding)>);
+pub(crate) struct Queue(mpsc::Receiver<(Arc<RuleSet>, Finding)>);
 
 impl Actions {
-    pub fn new(
+    pub(crate) fn new(
         registry: Arc<Mutex<Registry>>,
         engine: Arc<Mutex<Engine>>,
         bus: Arc<Bus>,
@@ -135,7 +137,7 @@ impl Actions {
         (Arc::new(a), Queue(rx))
     }
 
-    pub fn profiles(&self) -> &Profiles {
+    pub(crate) fn profiles(&self) -> &Profiles {
         &self.profiles
     }
 
@@ -145,12 +147,12 @@ impl Actions {
     }
 
     /// The profile of an agent's kind (generic when it has none).
-    pub fn profile_of(&self, a: &Agent) -> Profile {
+    pub(crate) fn profile_of(&self, a: &Agent) -> Profile {
         self.profiles.of(a.kind.as_deref())
     }
 
     /// The actions thread: until `stop` is set and what was queued before it is carried out.
-    pub fn run(self: Arc<Self>, q: Queue, stop: &std::sync::atomic::AtomicBool) {
+    pub(crate) fn run(self: Arc<Self>, q: Queue, stop: &std::sync::atomic::AtomicBool) {
         loop {
             let (set, f) = match q.0.recv_timeout(std::time::Duration::from_millis(100)) {
                 Ok(job) => job,
@@ -201,27 +203,17 @@ impl Actions {
         };
         let t0 = Instant::now();
         let Some(action) = crate::rules::engine::effective(r.action, f.in_kernel) else {
-            self.bus.publish(notice(
-                &agent,
-                Body::Intervention {
-                    action: axiom_proto::wire::Action::Deny,
-                    by_uid: None,
-                    detail: format!(
-                        "rule {}: pid {} killed in the kernel before its write landed",
-                        r.id, f.pid
-                    ),
-                    rule: Some(r.id.clone()),
-                    detect_us: f.latency_us,
-                    act_us: Some(0.0),
-                    delivered: None,
-                    channel: Some("kernel".into()),
-                    queued_us: None,
-                },
-            ));
+            let what = format!("pid {} killed in the kernel before its write landed", f.pid);
+            self.bus.publish(
+                Intervention::by_rule(axiom_proto::wire::Action::Deny, &r.id, &what)
+                    .channel("kernel")
+                    .timed(f.latency_us, Some(0.0), None)
+                    .event(&agent),
+            );
             return;
         };
         let mut queued_us = None;
-        let (detail, delivered, channel) = match action {
+        let (what, delivered, channel) = match action {
             Action::Alert => return,
             Action::Inject => {
                 let msg = Message {
@@ -231,15 +223,15 @@ impl Actions {
                 };
                 let d = self.deliver(&agent, &msg);
                 queued_us = (!d.queued.is_zero()).then_some(d.queued.as_secs_f64() * 1e6);
-                let detail = match (&d.error, d.delivered) {
-                    (Some(e), _) => format!("rule {}: not delivered: {e}: {}", r.id, r.message),
-                    (None, true) => format!("rule {}: {}", r.id, r.message),
+                let what = match (&d.error, d.delivered) {
+                    (Some(e), _) => format!("not delivered: {e}: {}", r.message),
+                    (None, true) => r.message.clone(),
                     (None, false) => format!(
-                        "rule {}: typed {} times, the agent's screen never showed it: {}",
-                        r.id, d.attempts, r.message
+                        "typed {} times, the agent's screen never showed it: {}",
+                        d.attempts, r.message
                     ),
                 };
-                (detail, Some(d.delivered), Some(d.channel.to_string()))
+                (what, Some(d.delivered), Some(d.channel))
             }
             Action::Freeze | Action::Kill | Action::Deny => {
                 let how = if action == Action::Freeze {
@@ -254,34 +246,31 @@ impl Actions {
                         .map_err(|e| e.to_string()),
                     Err(_) => Err("agent registry poisoned".into()),
                 };
-                let detail = match done {
-                    Ok(()) => format!("rule {}: {}", r.id, r.message),
-                    Err(e) => format!("rule {}: failed: {e}", r.id),
+                let what = match done {
+                    Ok(()) => r.message.clone(),
+                    Err(e) => format!("failed: {e}"),
                 };
-                (detail, None, None)
+                (what, None, None)
             }
         };
-        self.bus.publish(notice(
-            &agent,
-            Body::Intervention {
-                action: action.wire(),
-                by_uid: None,
-                detail,
-                rule: Some(r.id.clone()),
-                detect_us: f.latency_us,
-                act_us: Some(t0.elapsed().as_secs_f64() * 1e6),
-                delivered,
-                channel,
+        let mut i = Intervention::by_rule(action.wire(), &r.id, &what)
+            .delivered(delivered)
+            .timed(
+                f.latency_us,
+                Some(t0.elapsed().as_secs_f64() * 1e6),
                 queued_us,
-            },
-        ));
+            );
+        if let Some(c) = channel {
+            i = i.channel(c);
+        }
+        self.bus.publish(i.event(&agent));
     }
 
     /// A user's message for an agent (`axiomctl inject`, D-Bus, MCP), delivered as a rule's
     /// would be, interrupting the agent; `raw` types the bytes as they are (no confirmation).
     /// Reported as an `intervention` event by the caller's uid, with the secrets `set` knows
     /// masked in what it says was typed.
-    pub fn inject(
+    pub(crate) fn inject(
         &self,
         set: &RuleSet,
         agent: &Agent,
@@ -313,27 +302,21 @@ impl Actions {
             }
             Some(d.delivered)
         };
-        self.bus.publish(notice(
-            agent,
-            Body::Intervention {
-                action: axiom_proto::wire::Action::Inject,
-                by_uid: Some(by_uid),
-                detail: set
-                    .redact(None, text)
-                    .map_or_else(|| text.into(), |(m, _)| m),
-                rule: None,
-                detect_us: None,
-                act_us: Some(t0.elapsed().as_secs_f64() * 1e6),
-                delivered,
-                channel: Some("terminal".into()),
-                queued_us: None,
-            },
-        ));
+        let shown = set
+            .redact(None, text)
+            .map_or_else(|| text.into(), |(m, _)| m);
+        self.bus.publish(
+            Intervention::by_user(axiom_proto::wire::Action::Inject, by_uid, shown)
+                .channel("terminal")
+                .delivered(delivered)
+                .timed(None, Some(t0.elapsed().as_secs_f64() * 1e6), None)
+                .event(agent),
+        );
         Ok(delivered)
     }
 
     /// An agent is gone: what waited for it is dropped (its waiters see it gone).
-    pub fn forget(&self, agent: u64) {
+    pub(crate) fn forget(&self, agent: u64) {
         if let Ok(mut p) = self.pending.lock() {
             p.remove(&agent);
         }

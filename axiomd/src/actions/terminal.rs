@@ -14,7 +14,7 @@ use std::{
 use nix::poll::{PollFd, PollFlags, PollTimeout};
 
 #[derive(Debug, thiserror::Error)]
-pub enum TerminalError {
+pub(crate) enum TerminalError {
     #[error("agent {0} has no terminal held by axiomd (it was not started by `axiomctl run`)")]
     NoTerminal(u64),
     #[error("agent {0}'s terminal is closed")]
@@ -26,7 +26,7 @@ pub enum TerminalError {
 }
 
 #[derive(Default)]
-pub struct Terminals {
+pub(crate) struct Terminals {
     held: Mutex<HashMap<u64, Arc<OwnedFd>>>,
     /// One typist per agent: two messages typed at once would interleave their keystrokes.
     typing: Mutex<HashMap<u64, Arc<Mutex<()>>>>,
@@ -38,18 +38,18 @@ pub struct Terminals {
 /// submit it line by line or trip paste detection — a pause, then Enter. In one write the
 /// interrupt key and the first letter read as Alt+letter, and a long message as a paste left
 /// in the composer.
-pub struct Typing<'a> {
-    pub before: &'a str,
-    pub text: &'a str,
-    pub after: &'a str,
-    pub paste: bool,
-    pub gap: Duration,
+pub(crate) struct Typing<'a> {
+    pub(crate) before: &'a str,
+    pub(crate) text: &'a str,
+    pub(crate) after: &'a str,
+    pub(crate) paste: bool,
+    pub(crate) gap: Duration,
 }
 
 /// Whether a descriptor handed over with `run_agent` is a pseudo-terminal's master (the
 /// kernel's ptmx, character device 5:2), and nothing a caller could make block axiomd's typist
 /// forever (a FUSE file, a pipe nobody reads, a socket).
-pub fn is_pty_master(fd: &OwnedFd) -> bool {
+pub(crate) fn is_pty_master(fd: &OwnedFd) -> bool {
     nix::sys::stat::fstat(fd).is_ok_and(|st| {
         st.st_mode & libc::S_IFMT == libc::S_IFCHR
             && libc::major(st.st_rdev) == 5
@@ -61,17 +61,17 @@ pub fn is_pty_master(fd: &OwnedFd) -> bool {
 const WRITE_WAIT: Duration = Duration::from_secs(2);
 
 impl Terminals {
-    pub fn hold(&self, agent: u64, master: OwnedFd) {
+    pub(crate) fn hold(&self, agent: u64, master: OwnedFd) {
         if let Ok(mut h) = self.held.lock() {
             h.insert(agent, Arc::new(master));
         }
     }
 
-    pub fn has(&self, agent: u64) -> bool {
+    pub(crate) fn has(&self, agent: u64) -> bool {
         self.held.lock().is_ok_and(|h| h.contains_key(&agent))
     }
 
-    pub fn release(&self, agent: u64) {
+    pub(crate) fn release(&self, agent: u64) {
         if let Ok(mut h) = self.held.lock() {
             h.remove(&agent);
         }
@@ -81,7 +81,7 @@ impl Terminals {
     }
 
     /// The agent's terminal device (`/dev/pts/N`) and its size (rows, cols), from the master.
-    pub fn describe(&self, agent: u64) -> Option<(String, u16, u16)> {
+    pub(crate) fn describe(&self, agent: u64) -> Option<(String, u16, u16)> {
         use std::os::fd::AsRawFd as _;
         let fd = self.get(agent)?;
         let mut n: libc::c_uint = 0;
@@ -97,7 +97,7 @@ impl Terminals {
 
     /// Whether the agent's terminal is in canonical (line) mode: the kernel's line discipline
     /// takes a typed line as it is — there is no TUI to misread it — and echoes it itself.
-    pub fn canonical(&self, agent: u64) -> bool {
+    pub(crate) fn canonical(&self, agent: u64) -> bool {
         self.get(agent).is_some_and(|fd| {
             nix::sys::termios::tcgetattr(fd.as_fd()).is_ok_and(|t| {
                 t.local_flags
@@ -115,7 +115,7 @@ impl Terminals {
     }
 
     /// Types a message as `Typing` says: separate writes, paced.
-    pub fn type_paced(&self, agent: u64, t: &Typing) -> Result<(), TerminalError> {
+    pub(crate) fn type_paced(&self, agent: u64, t: &Typing) -> Result<(), TerminalError> {
         let typist = self.typist(agent);
         let _one_at_a_time = typist.lock();
         if !t.before.is_empty() {
@@ -137,7 +137,7 @@ impl Terminals {
 
     /// Types `text` into the agent's terminal as it is, in one go (never in the middle of a
     /// paced message).
-    pub fn inject(&self, agent: u64, text: &[u8]) -> Result<(), TerminalError> {
+    pub(crate) fn inject(&self, agent: u64, text: &[u8]) -> Result<(), TerminalError> {
         let typist = self.typist(agent);
         let _one_at_a_time = typist.lock();
         self.write_all(agent, text)
@@ -191,7 +191,7 @@ impl Terminals {
 
     /// The client that relayed the agent's terminal is gone: from now on axiomd reads (and
     /// discards) the agent's terminal output until the agent closes it.
-    pub fn detached(self: &Arc<Self>, agent: u64) {
+    pub(crate) fn detached(self: &Arc<Self>, agent: u64) {
         let Some(fd) = self.get(agent) else { return };
         let me = self.clone();
         let spawned = std::thread::Builder::new()

@@ -6,9 +6,9 @@
 //! it survives an axiomd restart: the registry is rebuilt from those maps at start-up, and what
 //! the kernel does not know (name, command, workspace, profile, start, exit) from the state files
 //! axiomd keeps beside them (`state.rs`).
-pub mod config;
-pub mod state;
-pub mod tables;
+pub(crate) mod config;
+pub(crate) mod state;
+pub(crate) mod tables;
 
 use std::{
     collections::BTreeMap,
@@ -26,7 +26,7 @@ use crate::{
 };
 
 #[derive(Debug, thiserror::Error)]
-pub enum AgentError {
+pub(crate) enum AgentError {
     #[error("no process with pid {0}")]
     NoSuchProcess(u32),
     #[error("pid {0} exited while it was being adopted")]
@@ -58,7 +58,7 @@ pub enum AgentError {
 
 impl AgentError {
     /// A stable, machine-readable name for the kind of error (clients map it to exit codes).
-    pub fn code(&self) -> ErrorCode {
+    pub(crate) fn code(&self) -> ErrorCode {
         match self {
             AgentError::NoSuchProcess(_) => ErrorCode::NoSuchProcess,
             AgentError::ExitedDuringAdoption(_) => ErrorCode::ExitedDuringAdoption,
@@ -80,7 +80,7 @@ impl AgentError {
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
-pub enum Source {
+pub(crate) enum Source {
     Cgroup {
         path: PathBuf,
         ids: Vec<u64>,
@@ -94,65 +94,65 @@ pub enum Source {
 
 /// How an agent's root process ended.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ExitStatus {
-    pub code: Option<i32>,
-    pub signal: Option<i32>,
+pub(crate) struct ExitStatus {
+    pub(crate) code: Option<i32>,
+    pub(crate) signal: Option<i32>,
 }
 
 /// What axiomd knows of an agent beyond the kernel maps; saved as its state file.
 #[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct Agent {
-    pub id: u64,
-    pub owner_uid: u32,
-    pub source: Source,
+pub(crate) struct Agent {
+    pub(crate) id: u64,
+    pub(crate) owner_uid: u32,
+    pub(crate) source: Source,
     #[serde(default)]
-    pub name: Option<String>,
+    pub(crate) name: Option<String>,
     /// The root process (0: none, e.g. a tracked cgroup).
     #[serde(default)]
-    pub leader: u32,
+    pub(crate) leader: u32,
     #[serde(default)]
-    pub command: Vec<String>,
+    pub(crate) command: Vec<String>,
     #[serde(default)]
-    pub workspace: Option<String>,
+    pub(crate) workspace: Option<String>,
     #[serde(default)]
-    pub profile: Option<String>,
+    pub(crate) profile: Option<String>,
     /// Started or adopted, ns since the Unix epoch.
     #[serde(default)]
-    pub started_ns: u64,
+    pub(crate) started_ns: u64,
     #[serde(default)]
-    pub exit: Option<ExitStatus>,
+    pub(crate) exit: Option<ExitStatus>,
     /// When axiomd saw it exit (for retention), ns since the Unix epoch.
     #[serde(default)]
-    pub exited_ns: u64,
+    pub(crate) exited_ns: u64,
     /// cgroup v1 groups holding its limits on a hybrid host (removed when it is forgotten).
     #[serde(default)]
-    pub limit_groups: Vec<PathBuf>,
+    pub(crate) limit_groups: Vec<PathBuf>,
     /// Limits applied (`pids.max=64 (cgroup v1)`) and those that could not be.
     #[serde(default)]
-    pub limits_applied: Vec<String>,
+    pub(crate) limits_applied: Vec<String>,
     #[serde(default)]
-    pub limits_not_applied: Vec<String>,
+    pub(crate) limits_not_applied: Vec<String>,
     /// Its profile in `agents.toml` (how to type into it; its own state files).
     #[serde(default)]
-    pub kind: Option<String>,
+    pub(crate) kind: Option<String>,
     /// It calls axiomd from Claude Code hooks (`axiomctl hook`).
     #[serde(default)]
-    pub hooks: bool,
+    pub(crate) hooks: bool,
 }
 
 /// What a client says about an agent it starts.
 #[derive(Clone, Debug, Default)]
-pub struct Launch {
-    pub name: Option<String>,
-    pub command: Vec<String>,
-    pub workspace: Option<String>,
-    pub profile: Option<String>,
+pub(crate) struct Launch {
+    pub(crate) name: Option<String>,
+    pub(crate) command: Vec<String>,
+    pub(crate) workspace: Option<String>,
+    pub(crate) profile: Option<String>,
     /// Limits for its cgroup (a confinement profile's).
-    pub limits: Option<axiom_proto::confine::Limits>,
+    pub(crate) limits: Option<axiom_proto::confine::Limits>,
     /// Where it may connect.
-    pub net: Option<axiom_proto::confine::NetRules>,
-    pub kind: Option<String>,
-    pub hooks: bool,
+    pub(crate) net: Option<axiom_proto::confine::NetRules>,
+    pub(crate) kind: Option<String>,
+    pub(crate) hooks: bool,
 }
 
 impl Agent {
@@ -179,7 +179,7 @@ impl Agent {
 }
 
 /// An event about an agent as a whole (not from the kernel): stamped now, attributed to its root.
-pub fn notice(a: &Agent, body: axiom_proto::wire::Body) -> axiom_proto::wire::Event {
+pub(crate) fn notice(a: &Agent, body: axiom_proto::wire::Body) -> axiom_proto::wire::Event {
     axiom_proto::wire::Event {
         seq: 0,
         time_ns: crate::agents::now_ns(),
@@ -195,7 +195,7 @@ pub fn notice(a: &Agent, body: axiom_proto::wire::Body) -> axiom_proto::wire::Ev
     }
 }
 
-pub fn now_ns() -> u64 {
+pub(crate) fn now_ns() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_nanos() as u64)
@@ -203,7 +203,7 @@ pub fn now_ns() -> u64 {
 }
 
 /// The kernel tracking maps and the agents they describe; every change goes through here.
-pub struct Registry {
+pub(crate) struct Registry {
     /// The kernel's tables: agent id by tgid, agent by cgroup.
     tables: Box<dyn tables::Tables>,
     agents: BTreeMap<u64, Agent>,
@@ -227,7 +227,7 @@ pub struct Registry {
 
 /// An intervention on a whole agent.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Steer {
+pub(crate) enum Steer {
     /// SIGTERM to every process: ask the agent to end.
     Stop,
     Freeze,
@@ -237,7 +237,7 @@ pub enum Steer {
 
 impl Steer {
     /// The intervention it is, on the wire.
-    pub fn action(self) -> axiom_proto::wire::Action {
+    pub(crate) fn action(self) -> axiom_proto::wire::Action {
         use axiom_proto::wire::Action;
         match self {
             Steer::Stop => Action::Stop,
@@ -250,17 +250,20 @@ impl Steer {
 
 /// What `agents` reports of one agent.
 #[derive(Clone, Debug)]
-pub struct AgentView {
-    pub agent: Agent,
-    pub cgroup: Option<PathBuf>,
-    pub processes: Vec<u32>,
-    pub frozen: bool,
+pub(crate) struct AgentView {
+    pub(crate) agent: Agent,
+    pub(crate) cgroup: Option<PathBuf>,
+    pub(crate) processes: Vec<u32>,
+    pub(crate) frozen: bool,
 }
 
 impl Registry {
     /// Rebuilds the registry from what the kernel is tracking (after a restart, earlier agents are
     /// still there and new ids must not collide with theirs).
-    pub fn restore(tables: Box<dyn tables::Tables>, state: Option<state::StateDir>) -> Registry {
+    pub(crate) fn restore(
+        tables: Box<dyn tables::Tables>,
+        state: Option<state::StateDir>,
+    ) -> Registry {
         let mut agents: BTreeMap<u64, Agent> = state
             .as_ref()
             .map(|s| s.load_all().into_iter().map(|a| (a.id, a)).collect())
@@ -305,12 +308,12 @@ impl Registry {
     }
 
     /// Running agents one user may have at once.
-    pub fn max_per_user(&self) -> usize {
+    pub(crate) fn max_per_user(&self) -> usize {
         self.max_per_user
     }
 
     /// Bounds the running agents of one user (`agents.max_per_user`).
-    pub fn set_max_per_user(&mut self, n: usize) {
+    pub(crate) fn set_max_per_user(&mut self, n: usize) {
         self.max_per_user = n.max(1);
     }
 
@@ -336,7 +339,7 @@ impl Registry {
     }
 
     /// The connect allowlist maps the agents' policies go into.
-    pub fn set_net(&mut self, net: crate::confine::net::NetMaps) {
+    pub(crate) fn set_net(&mut self, net: crate::confine::net::NetMaps) {
         self.net = Some(net);
     }
 
@@ -358,7 +361,7 @@ impl Registry {
     }
 
     /// Rewrites an agent's recorded command line (secrets masked) and saves it.
-    pub fn mask_command(&mut self, agent: u64, mask: impl Fn(&str) -> Option<String>) {
+    pub(crate) fn mask_command(&mut self, agent: u64, mask: impl Fn(&str) -> Option<String>) {
         let Some(a) = self.agents.get_mut(&agent) else {
             return;
         };
@@ -375,12 +378,12 @@ impl Registry {
         }
     }
 
-    pub fn get(&self, agent: u64) -> Option<&Agent> {
+    pub(crate) fn get(&self, agent: u64) -> Option<&Agent> {
         self.agents.get(&agent)
     }
 
     /// A tracked process exited: if it was an agent's root, the agent has ended.
-    pub fn exited(&mut self, tgid: u32, status: ExitStatus) -> Option<&Agent> {
+    pub(crate) fn exited(&mut self, tgid: u32, status: ExitStatus) -> Option<&Agent> {
         let id = self.leaders.remove(&tgid)?;
         let a = self.agents.get_mut(&id)?;
         a.exit = Some(status);
@@ -394,7 +397,7 @@ impl Registry {
     /// limit groups of every agent that ended and has no process left, at once: its record
     /// stays listed for `keep_exited_secs`, but a user cycling short agents must not hold the
     /// kernel's tables (4,096 entries, shared by every user) for that hour. Returns how many.
-    pub fn release_ended(&mut self) -> usize {
+    pub(crate) fn release_ended(&mut self) -> usize {
         let untracked = self.release_untracked();
         let done: Vec<u64> = self
             .agents
@@ -461,7 +464,7 @@ impl Registry {
 
     /// Forgets agents that ended more than `keep` ago and have no process left: their state file
     /// goes, and what `release_ended` had not given back yet. Returns how many went.
-    pub fn sweep(&mut self, keep: std::time::Duration) -> usize {
+    pub(crate) fn sweep(&mut self, keep: std::time::Duration) -> usize {
         self.release_ended();
         let cutoff = now_ns().saturating_sub(keep.as_nanos() as u64);
         let old: Vec<u64> = self
@@ -483,7 +486,7 @@ impl Registry {
 
     /// Sets (and creates) the directory for agent cgroups; agents found there from an earlier run
     /// are re-adopted with their cgroups.
-    pub fn set_cgroup_root(&mut self, root: PathBuf) -> Result<(), AgentError> {
+    pub(crate) fn set_cgroup_root(&mut self, root: PathBuf) -> Result<(), AgentError> {
         std::fs::create_dir_all(&root).map_err(|e| AgentError::Cgroup {
             path: root.clone(),
             reason: e.to_string(),
@@ -523,24 +526,24 @@ impl Registry {
         Ok(())
     }
 
-    pub fn agents(&self) -> impl Iterator<Item = &Agent> {
+    pub(crate) fn agents(&self) -> impl Iterator<Item = &Agent> {
         self.agents.values()
     }
 
     /// Agents whose root process has not ended.
-    pub fn running(&self) -> usize {
+    pub(crate) fn running(&self) -> usize {
         self.agents.values().filter(|a| a.exit.is_none()).count()
     }
 
     /// Agent of a pid, if tracked.
-    pub fn agent_of(&self, pid: u32) -> Option<u64> {
+    pub(crate) fn agent_of(&self, pid: u32) -> Option<u64> {
         self.tables.agent_of_pid(pid)
     }
 
     /// The agent a live process belongs to: tracked by pid, or inside (or below) a tracked
     /// cgroup — an agent started by `axiomctl run` is tracked by its cgroup, its processes by
     /// the kernel's cgroup membership, not one by one.
-    pub fn agent_of_process(&self, pid: u32) -> Option<u64> {
+    pub(crate) fn agent_of_process(&self, pid: u32) -> Option<u64> {
         use std::os::unix::fs::MetadataExt as _;
         if let Some(a) = self.agent_of(pid) {
             return Some(a);
@@ -562,7 +565,7 @@ impl Registry {
     }
 
     /// (tracked live processes, tracked cgroups).
-    pub fn tracked_counts(&self) -> (u64, u64) {
+    pub(crate) fn tracked_counts(&self) -> (u64, u64) {
         (
             procfs::pids()
                 .into_iter()
@@ -604,7 +607,7 @@ impl Registry {
 
     /// Tracks every process in a cgroup v2 directory and below, present and future. Root only:
     /// a cgroup may hold anyone's processes.
-    pub fn track_cgroup(&mut self, path: &Path, caller: Caller) -> Result<u64, AgentError> {
+    pub(crate) fn track_cgroup(&mut self, path: &Path, caller: Caller) -> Result<u64, AgentError> {
         if !caller.admin {
             return Err(AgentError::NotPermitted {
                 uid: caller.uid,
@@ -676,7 +679,7 @@ impl Registry {
 
     /// Adopts a running process and its descendants, present and future. The caller must own
     /// the process, or be root.
-    pub fn track_pid(&mut self, pid: u32, caller: Caller) -> Result<u64, AgentError> {
+    pub(crate) fn track_pid(&mut self, pid: u32, caller: Caller) -> Result<u64, AgentError> {
         let st = self.adoptable(pid, caller, "watch")?;
         self.within_quota(caller)?;
         let agent = self.new_id();
@@ -734,7 +737,7 @@ impl Registry {
     /// Starts an agent from a process its caller holds before exec: a cgroup of its own
     /// (`agent-<id>`, owned by the caller), tracked first, then the process moved in. The caller
     /// must own the process (or be root).
-    pub fn run_agent(
+    pub(crate) fn run_agent(
         &mut self,
         pid: u32,
         caller: Caller,
@@ -801,7 +804,12 @@ impl Registry {
     }
 
     /// The agent, if the caller may act on it.
-    pub fn authorised(&self, agent: u64, caller: Caller, what: &str) -> Result<&Agent, AgentError> {
+    pub(crate) fn authorised(
+        &self,
+        agent: u64,
+        caller: Caller,
+        what: &str,
+    ) -> Result<&Agent, AgentError> {
         let a = self
             .agents
             .get(&agent)
@@ -825,7 +833,12 @@ impl Registry {
 
     /// Freezes, thaws or kills a whole agent: through its cgroup (cgroup.freeze, cgroup.kill) when
     /// it has one, else by signalling each of its processes.
-    pub fn steer(&mut self, agent: u64, how: Steer, caller: Caller) -> Result<u64, AgentError> {
+    pub(crate) fn steer(
+        &mut self,
+        agent: u64,
+        how: Steer,
+        caller: Caller,
+    ) -> Result<u64, AgentError> {
         let a = self.authorised(agent, caller, how.action().name())?;
         // A cgroup freezes and kills its whole tree atomically; stop, and agents without a
         // cgroup of their own, go through signals.
@@ -855,7 +868,7 @@ impl Registry {
     }
 
     /// The cgroup an agent is, when it is one.
-    pub fn cgroup_of(&self, agent: u64) -> Option<PathBuf> {
+    pub(crate) fn cgroup_of(&self, agent: u64) -> Option<PathBuf> {
         match &self.agents.get(&agent)?.source {
             Source::Cgroup { path, .. } => Some(path.clone()),
             _ => None,
@@ -863,7 +876,7 @@ impl Registry {
     }
 
     /// The agents a caller may see (root: all), with their processes and state.
-    pub fn list(&self, caller: Caller) -> Vec<AgentView> {
+    pub(crate) fn list(&self, caller: Caller) -> Vec<AgentView> {
         self.agents
             .values()
             .filter(|a| caller.may_act_for(a.owner_uid))
@@ -881,7 +894,7 @@ impl Registry {
     }
 
     /// Stops tracking an agent: its cgroups and every process carrying its id.
-    pub fn untrack(&mut self, agent: u64, caller: Caller) -> Result<(), AgentError> {
+    pub(crate) fn untrack(&mut self, agent: u64, caller: Caller) -> Result<(), AgentError> {
         self.authorised(agent, caller, "untrack")?;
         let cgs: Vec<u64> = self
             .tables
@@ -920,7 +933,7 @@ impl Registry {
         Ok(())
     }
 
-    pub fn owner_of(&self, agent: u64) -> Option<u32> {
+    pub(crate) fn owner_of(&self, agent: u64) -> Option<u32> {
         self.agents.get(&agent).map(|a| a.owner_uid)
     }
 }

@@ -5,14 +5,14 @@ use std::path::PathBuf;
 
 use super::Agent;
 
-pub struct StateDir {
+pub(crate) struct StateDir {
     dir: PathBuf,
 }
 
 impl StateDir {
     /// The directory, made root's alone (0700): the files name every user's agents, their
     /// commands and workspaces (a world-readable copy defeated `hidepid`).
-    pub fn open(dir: PathBuf) -> std::io::Result<StateDir> {
+    pub(crate) fn open(dir: PathBuf) -> std::io::Result<StateDir> {
         use std::os::unix::fs::PermissionsExt as _;
         std::fs::create_dir_all(&dir)?;
         std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700))?;
@@ -24,7 +24,7 @@ impl StateDir {
     }
 
     /// Writes a file atomically (temporary file, then rename): a crash never leaves half a file.
-    pub fn save(&self, a: &Agent) -> std::io::Result<()> {
+    pub(crate) fn save(&self, a: &Agent) -> std::io::Result<()> {
         let tmp = self.dir.join(format!(".{}.json.tmp", a.id));
         use std::{io::Write as _, os::unix::fs::OpenOptionsExt as _};
         let body = serde_json::to_vec_pretty(a).map_err(std::io::Error::other)?;
@@ -38,12 +38,12 @@ impl StateDir {
         std::fs::rename(&tmp, self.path(a.id))
     }
 
-    pub fn remove(&self, id: u64) {
+    pub(crate) fn remove(&self, id: u64) {
         let _ = std::fs::remove_file(self.path(id));
     }
 
     /// Every readable state file; an unreadable one is reported and skipped.
-    pub fn load_all(&self) -> Vec<Agent> {
+    pub(crate) fn load_all(&self) -> Vec<Agent> {
         let Ok(rd) = std::fs::read_dir(&self.dir) else {
             return Vec::new();
         };

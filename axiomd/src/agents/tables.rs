@@ -1,6 +1,7 @@
 //! The kernel's tracking tables (agent id by tgid; agent by cgroup id), behind a small trait so
 //! that the registry's decisions (who may track, steer and untrack what; quotas; adoption) run
 //! in unit tests against tables in memory, without a kernel sensor.
+#[cfg(test)]
 use std::collections::BTreeMap;
 
 use axiom_common::Tracked;
@@ -8,7 +9,7 @@ use aya::maps::{Array, HashMap, MapData};
 
 use super::AgentError;
 
-pub trait Tables: Send {
+pub(crate) trait Tables: Send {
     /// The agent a tgid carries (none: untracked).
     fn agent_of_pid(&self, pid: u32) -> Option<u64>;
     /// Marks a tgid as an agent's (0: untracked).
@@ -30,9 +31,9 @@ fn map_err(map: &'static str) -> impl Fn(aya::maps::MapError) -> AgentError {
 
 /// The pinned maps the eBPF programs read: TRACKED (an array indexed by tgid) and
 /// TRACKED_CGROUPS.
-pub struct Kernel {
-    pub tracked: Array<MapData, u64>,
-    pub cgroups: HashMap<MapData, u64, Tracked>,
+pub(crate) struct Kernel {
+    pub(crate) tracked: Array<MapData, u64>,
+    pub(crate) cgroups: HashMap<MapData, u64, Tracked>,
 }
 
 impl Tables for Kernel {
@@ -64,12 +65,14 @@ impl Tables for Kernel {
 }
 
 /// Tables in memory, for tests of the decisions above them.
+#[cfg(test)]
 #[derive(Default)]
-pub struct Memory {
-    pub pids: BTreeMap<u32, u64>,
-    pub cgroups: BTreeMap<u64, Tracked>,
+pub(crate) struct Memory {
+    pub(crate) pids: BTreeMap<u32, u64>,
+    pub(crate) cgroups: BTreeMap<u64, Tracked>,
 }
 
+#[cfg(test)]
 impl Tables for Memory {
     fn agent_of_pid(&self, pid: u32) -> Option<u64> {
         self.pids.get(&pid).copied().filter(|a| *a != 0)

@@ -5,17 +5,17 @@ use serde::Deserialize;
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
-pub struct ApiConfig {
+pub(crate) struct ApiConfig {
     /// Control socket (JSON lines; used by axiomctl).
-    pub socket: PathBuf,
+    pub(crate) socket: PathBuf,
     /// Recent events kept in memory for clients that ask for a replay.
-    pub replay_events: usize,
+    pub(crate) replay_events: usize,
     /// Members of this group may watch and steer every agent, like root.
-    pub admin_group: String,
+    pub(crate) admin_group: String,
     /// Open clients (socket connections and D-Bus event streams) at once, all users together.
-    pub max_clients: usize,
+    pub(crate) max_clients: usize,
     /// Open clients per user (root and the admin group count only toward `max_clients`).
-    pub max_clients_per_user: usize,
+    pub(crate) max_clients_per_user: usize,
 }
 
 impl Default for ApiConfig {

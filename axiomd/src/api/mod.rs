@@ -4,8 +4,8 @@
 //! Every call is authorised from the caller's kernel-reported identity (`crate::authz::Caller`):
 //! a user may track, watch and steer only their own processes and agents; root and the admin
 //! group may do all. `status` is open.
-pub mod config;
-pub mod socket;
+pub(crate) mod config;
+pub(crate) mod socket;
 
 use std::{
     os::fd::OwnedFd,
@@ -30,29 +30,26 @@ use crate::{
 const FREEZER_SETTLE: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// What the front-ends share.
-pub struct Shared {
-    pub registry: Arc<Mutex<Registry>>,
-    pub bus: Arc<Bus>,
-    pub sensor: Mutex<Box<dyn Loaded>>,
+pub(crate) struct Shared {
+    pub(crate) registry: Arc<Mutex<Registry>>,
+    pub(crate) bus: Arc<Bus>,
+    pub(crate) sensor: Mutex<Box<dyn Loaded>>,
     /// gid of the admin group, resolved at start-up.
-    pub admin_gid: Option<u32>,
-    pub rules: Arc<crate::rules::Rules>,
-    /// Per-agent rule state, shared by the reader thread (kernel matches, found where they
-    /// arrive) and the rules thread (everything else).
-    pub engine: Arc<Mutex<crate::rules::engine::Engine>>,
+    pub(crate) admin_gid: Option<u32>,
+    pub(crate) rules: Arc<crate::rules::Rules>,
     /// The actions stage: interventions, and the agents' terminals.
-    pub actions: Arc<crate::actions::Actions>,
+    pub(crate) actions: Arc<crate::actions::Actions>,
     /// The event store's tiers (none when the store is off).
-    pub store: Option<crate::store::Running>,
+    pub(crate) store: Option<crate::store::Running>,
     /// Confinement profiles (`axiomctl run --profile`).
-    pub confine: crate::confine::ConfineConfig,
+    pub(crate) confine: crate::confine::ConfineConfig,
     /// Open clients, bounded per user and in all.
-    pub clients: Arc<Clients>,
+    pub(crate) clients: Arc<Clients>,
 }
 
 /// Open clients (socket connections, event streams), counted per uid: bounded so that one
 /// user cannot use up axiomd's descriptors and tasks for everyone.
-pub struct Clients {
+pub(crate) struct Clients {
     open: Mutex<std::collections::HashMap<u32, usize>>,
     max: usize,
     per_user: usize,
@@ -61,10 +58,10 @@ pub struct Clients {
 /// A client refused for the bounds (`too_many_clients`).
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
-pub struct TooManyClients(String);
+pub(crate) struct TooManyClients(String);
 
 impl TooManyClients {
-    pub fn reply(&self) -> Reply {
+    pub(crate) fn reply(&self) -> Reply {
         Reply {
             code: Some(ErrorCode::TooManyClients),
             ..error(self)
@@ -73,13 +70,13 @@ impl TooManyClients {
 }
 
 /// One open client; its place is given back when it drops.
-pub struct ClientSlot {
+pub(crate) struct ClientSlot {
     clients: Arc<Clients>,
     uid: u32,
 }
 
 impl Clients {
-    pub fn new(max: usize, per_user: usize) -> Arc<Clients> {
+    pub(crate) fn new(max: usize, per_user: usize) -> Arc<Clients> {
         Arc::new(Clients {
             open: Mutex::new(Default::default()),
             max: max.max(1),
@@ -88,7 +85,7 @@ impl Clients {
     }
 
     /// A place for `caller`'s new client, or why not.
-    pub fn admit(self: &Arc<Self>, caller: Caller) -> Result<ClientSlot, TooManyClients> {
+    pub(crate) fn admit(self: &Arc<Self>, caller: Caller) -> Result<ClientSlot, TooManyClients> {
         let refuse = TooManyClients;
         let mut open = self
             .open
@@ -128,7 +125,7 @@ impl Drop for ClientSlot {
     }
 }
 
-pub fn error(e: impl std::fmt::Display) -> Reply {
+pub(crate) fn error(e: impl std::fmt::Display) -> Reply {
     Reply {
         ok: false,
         error: Some(e.to_string()),
@@ -136,7 +133,7 @@ pub fn error(e: impl std::fmt::Display) -> Reply {
     }
 }
 
-pub fn refusal(e: AgentError) -> Reply {
+pub(crate) fn refusal(e: AgentError) -> Reply {
     Reply {
         code: Some(e.code()),
         ..error(e)
@@ -145,20 +142,7 @@ pub fn refusal(e: AgentError) -> Reply {
 
 /// The `intervention` event of an action a user asked for (no rule, nothing measured).
 fn asked_for(a: &Agent, action: axiom_proto::wire::Action, uid: u32) -> Event {
-    notice(
-        a,
-        Body::Intervention {
-            action,
-            by_uid: Some(uid),
-            detail: String::new(),
-            rule: None,
-            detect_us: None,
-            act_us: None,
-            delivered: None,
-            channel: None,
-            queued_us: None,
-        },
-    )
+    crate::actions::Intervention::by_user(action, uid, String::new()).event(a)
 }
 
 fn ok_agent(agent: u64) -> Reply {
@@ -169,7 +153,7 @@ fn ok_agent(agent: u64) -> Reply {
     }
 }
 
-pub fn agent_info(v: AgentView, pty: bool) -> AgentInfo {
+pub(crate) fn agent_info(v: AgentView, pty: bool) -> AgentInfo {
     let a = v.agent;
     let kind = match a.source {
         Source::Cgroup { .. } => "cgroup",
@@ -204,7 +188,7 @@ pub fn agent_info(v: AgentView, pty: bool) -> AgentInfo {
     }
 }
 
-pub use crate::agents::notice;
+pub(crate) use crate::agents::notice;
 
 fn started(a: &Agent) -> Event {
     notice(
@@ -387,14 +371,14 @@ impl Shared {
 
     /// Loads the rule files again and puts their literals into the kernel matcher. On error the
     /// old rules keep running, in userspace and in the kernel.
-    pub fn reload_rules(&self) -> Result<usize, axiom_rules::RuleError> {
+    pub(crate) fn reload_rules(&self) -> Result<usize, axiom_rules::RuleError> {
         let set = self.rules.reload()?;
         self.install_matcher(set.clone());
         Ok(set.rules.len())
     }
 
     /// Puts a rule set's literals into the kernel (a failure leaves matching to userspace).
-    pub fn install_matcher(&self, set: Arc<axiom_rules::RuleSet>) {
+    pub(crate) fn install_matcher(&self, set: Arc<axiom_rules::RuleSet>) {
         let table = match self.sensor.lock() {
             Ok(mut s) => s.install_matcher(set.kernel.as_ref().map(|k| &*k.table)),
             Err(_) => return,
@@ -454,7 +438,7 @@ impl Shared {
     /// it is gone or the registry cannot answer, unplaced (fail closed). The pidfd is checked
     /// alive after the look-up, so the agent found is that process's and not a later holder's
     /// of its pid.
-    pub fn place(&self, caller: Caller, process: Option<&PeerProcess>) -> Caller {
+    pub(crate) fn place(&self, caller: Caller, process: Option<&PeerProcess>) -> Caller {
         let seat = match process {
             None => Seat::Unplaced,
             Some(p) => {
@@ -477,7 +461,7 @@ impl Shared {
     /// untracks, types into or reads other agents (else `axiomctl untrack <own id>` from inside
     /// switched Axiom off for it). A caller that could not be placed gets the same, and no
     /// agent of its own.
-    pub fn handle(&self, caller: Caller, req: Request, fd: Option<OwnedFd>) -> Reply {
+    pub(crate) fn handle(&self, caller: Caller, req: Request, fd: Option<OwnedFd>) -> Reply {
         let inside = match caller.seat {
             Seat::Outside => return self.handle_checked(caller, req, fd),
             Seat::Agent(a) => Some(a),
@@ -717,7 +701,7 @@ impl Shared {
         }
     }
 
-    pub fn agents(&self, caller: Caller) -> Vec<AgentInfo> {
+    pub(crate) fn agents(&self, caller: Caller) -> Vec<AgentInfo> {
         let Ok(c) = self.registry.lock() else {
             return Vec::new();
         };
@@ -730,7 +714,7 @@ impl Shared {
             .collect()
     }
 
-    pub fn status(&self) -> Status {
+    pub(crate) fn status(&self) -> Status {
         let mut st = Status {
             version: env!("CARGO_PKG_VERSION").into(),
             ..Default::default()
@@ -799,7 +783,11 @@ impl Shared {
     }
 
     /// Checks a subscription: the agent (if one is named) exists and the caller may watch it.
-    pub fn may_subscribe(&self, caller: Caller, agent: Option<u64>) -> Result<(), AgentError> {
+    pub(crate) fn may_subscribe(
+        &self,
+        caller: Caller,
+        agent: Option<u64>,
+    ) -> Result<(), AgentError> {
         // From inside an agent: its own events only; unplaced: none.
         match caller.seat {
             Seat::Outside => {}
@@ -826,7 +814,7 @@ impl Shared {
     }
 }
 
-pub async fn write_line<W, T>(w: &mut W, v: &T) -> std::io::Result<()>
+pub(crate) async fn write_line<W, T>(w: &mut W, v: &T) -> std::io::Result<()>
 where
     W: AsyncWrite + Unpin,
     T: serde::Serialize,
@@ -839,7 +827,7 @@ where
 /// Streams events as JSON lines into `w` until the reader goes away, from a subscription taken
 /// before the caller was answered (so that nothing that happens after the answer is missed).
 /// Root and admins see all; a user sees events of their own uid and of agents they own.
-pub async fn stream_subscribed<W: AsyncWrite + Unpin>(
+pub(crate) async fn stream_subscribed<W: AsyncWrite + Unpin>(
     w: &mut W,
     shared: &Shared,
     caller: Caller,

@@ -41,7 +41,6 @@ fn shared() -> Shared {
         sensor: Mutex::new(Box::new(Absent)),
         admin_gid: None,
         rules: Arc::new(crate::rules::Rules::load(vec![]).expect("no rules")),
-        engine,
         actions,
         store: None,
         confine: Default::default(),

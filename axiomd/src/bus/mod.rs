@@ -3,7 +3,7 @@
 //!
 //! A slow subscriber never slows the sensor: it falls behind on a bounded channel, and what it
 //! missed is counted (`subscriber_lagged`), not silently dropped.
-pub mod tap;
+pub(crate) mod tap;
 use std::{
     collections::{BTreeMap, VecDeque},
     sync::{
@@ -15,7 +15,7 @@ use std::{
 use axiom_proto::wire::Event;
 use tokio::sync::broadcast;
 
-pub struct Bus {
+pub(crate) struct Bus {
     tx: broadcast::Sender<Arc<Event>>,
     /// Agent lifecycle, interventions and violations only: a channel of their own so that a
     /// flood of output can never push one out before the D-Bus signal is sent.
@@ -32,24 +32,24 @@ pub struct Bus {
     replay_cap: usize,
     /// The store's back-pressure counters (when the store is on).
     store_pressure: Option<Arc<tap::Pressure>>,
-    pub stats: Stats,
+    pub(crate) stats: Stats,
 }
 
 /// Lossless or counted side channels, each for one consumer.
-pub struct Taps {
-    pub exits: tokio::sync::mpsc::UnboundedReceiver<Arc<Event>>,
-    pub rules: RulesQueue,
+pub(crate) struct Taps {
+    pub(crate) exits: tokio::sync::mpsc::UnboundedReceiver<Arc<Event>>,
+    pub(crate) rules: RulesQueue,
 }
 
 /// The receiving end of the rules' queue.
-pub struct RulesQueue {
+pub(crate) struct RulesQueue {
     rx: std::sync::mpsc::Receiver<Vec<Arc<Event>>>,
     queued: Arc<AtomicUsize>,
 }
 
 impl RulesQueue {
     /// The next batch, waiting at most `d`; its events leave the queue's count.
-    pub fn recv_timeout(
+    pub(crate) fn recv_timeout(
         &self,
         d: std::time::Duration,
     ) -> Result<Vec<Arc<Event>>, std::sync::mpsc::RecvTimeoutError> {
@@ -71,26 +71,26 @@ use axiom_proto::wire::Kind;
 
 /// Counters by name, shown by `status`. Per-event counters are atomics: this is the hot path.
 #[derive(Default)]
-pub struct Stats {
+pub(crate) struct Stats {
     /// By `Kind as usize`.
-    pub events: [AtomicU64; Kind::ALL.len()],
-    pub losses: Mutex<BTreeMap<&'static str, u64>>,
-    pub lagged: AtomicU64,
+    pub(crate) events: [AtomicU64; Kind::ALL.len()],
+    pub(crate) losses: Mutex<BTreeMap<&'static str, u64>>,
+    pub(crate) lagged: AtomicU64,
     /// Writes whose bytes were not text (TLS records, binary IPC): counted, not kept as text.
-    pub binary_writes: AtomicU64,
-    pub binary_bytes: AtomicU64,
+    pub(crate) binary_writes: AtomicU64,
+    pub(crate) binary_bytes: AtomicU64,
     /// Writes longer than the capture: their tail was not inspected.
-    pub past_capture: AtomicU64,
+    pub(crate) past_capture: AtomicU64,
 }
 
 impl Stats {
-    pub fn count_event(&self, kind: Kind) {
+    pub(crate) fn count_event(&self, kind: Kind) {
         if let Some(n) = self.events.get(kind as usize) {
             n.fetch_add(1, Ordering::Relaxed);
         }
     }
 
-    pub fn events(&self) -> BTreeMap<String, u64> {
+    pub(crate) fn events(&self) -> BTreeMap<String, u64> {
         let mut m: BTreeMap<String, u64> = Kind::ALL
             .iter()
             .zip(&self.events)
@@ -111,11 +111,11 @@ impl Stats {
         m
     }
 
-    pub fn count_loss(&self, cause: &'static str) {
+    pub(crate) fn count_loss(&self, cause: &'static str) {
         self.count_losses(cause, 1);
     }
 
-    pub fn count_losses(&self, cause: &'static str, n: u64) {
+    pub(crate) fn count_losses(&self, cause: &'static str, n: u64) {
         if let Ok(mut m) = self.losses.lock() {
             *m.entry(cause).or_default() += n;
         }
@@ -123,11 +123,11 @@ impl Stats {
 }
 
 /// A subscription: the replayed events, then the live ones.
-pub type Subscribed = (Vec<Arc<Event>>, broadcast::Receiver<Arc<Event>>);
+pub(crate) type Subscribed = (Vec<Arc<Event>>, broadcast::Receiver<Arc<Event>>);
 
 impl Bus {
     /// The bus, and the receiving ends of its taps.
-    pub fn new(capacity: usize, replay_cap: usize) -> (Bus, Taps) {
+    pub(crate) fn new(capacity: usize, replay_cap: usize) -> (Bus, Taps) {
         let (tx, _) = broadcast::channel(capacity.max(16));
         let (notices, _) = broadcast::channel(4096);
         let (exits, exits_rx) = tokio::sync::mpsc::unbounded_channel();
@@ -162,7 +162,7 @@ impl Bus {
     }
 
     /// Sends every published event to the store too.
-    pub fn with_store(mut self, tap: tap::Tap) -> Bus {
+    pub(crate) fn with_store(mut self, tap: tap::Tap) -> Bus {
         self.store_pressure = Some(tap.shared_pressure());
         if let Ok(r) = self.replay.get_mut() {
             r.store = Some(tap);
@@ -171,25 +171,25 @@ impl Bus {
     }
 
     /// The store's back-pressure counters (none when the store is off).
-    pub fn store_pressure(&self) -> Option<&tap::Pressure> {
+    pub(crate) fn store_pressure(&self) -> Option<&tap::Pressure> {
         self.store_pressure.as_deref()
     }
 
     /// Lets go of the store's tap (at a clean stop, once nothing upstream publishes): what it
     /// holds is queued, and the store's writer, seeing its intake end, commits the rest and
     /// returns. Events published after this are not stored.
-    pub fn close_store(&self) {
+    pub(crate) fn close_store(&self) {
         let tap = self.replay.lock().ok().and_then(|mut r| r.store.take());
         drop(tap);
     }
 
     /// Numbers the event (its `seq`) and hands it to every subscriber.
-    pub fn publish(&self, ev: Event) {
+    pub(crate) fn publish(&self, ev: Event) {
         self.publish_all(std::iter::once(ev));
     }
 
     /// Numbers the events and hands them to every subscriber; the rules get them as one batch.
-    pub fn publish_all(&self, evs: impl IntoIterator<Item = Event>) {
+    pub(crate) fn publish_all(&self, evs: impl IntoIterator<Item = Event>) {
         use axiom_proto::wire::Body;
         let mut for_rules = Vec::new();
         {
@@ -231,7 +231,7 @@ impl Bus {
     }
 
     /// An event only the rules see (kernel matches): counted, not numbered, not broadcast.
-    pub fn to_rules(&self, ev: Event) {
+    pub(crate) fn to_rules(&self, ev: Event) {
         self.stats.count_event(ev.body.kind());
         self.to_rules_batch(vec![Arc::new(ev)]);
     }
@@ -257,12 +257,12 @@ impl Bus {
     }
 
     /// Agent lifecycle, interventions and violations, from now on.
-    pub fn notices(&self) -> broadcast::Receiver<Arc<Event>> {
+    pub(crate) fn notices(&self) -> broadcast::Receiver<Arc<Event>> {
         self.notices.subscribe()
     }
 
     /// A snapshot of the replay buffer (if asked) and a receiver for what follows it.
-    pub fn subscribe(&self, replay: bool) -> Subscribed {
+    pub(crate) fn subscribe(&self, replay: bool) -> Subscribed {
         match self.replay.lock() {
             Ok(r) => {
                 let snap = if replay {
@@ -276,7 +276,7 @@ impl Bus {
         }
     }
 
-    pub fn lagged(&self, n: u64) {
+    pub(crate) fn lagged(&self, n: u64) {
         self.stats.lagged.fetch_add(n, Ordering::Relaxed);
     }
 }

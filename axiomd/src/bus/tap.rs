@@ -15,7 +15,7 @@ use std::{
 use axiom_proto::wire::{Body, Event};
 
 /// Roughly what an event costs while it waits in memory (the struct, its strings).
-pub fn weight(ev: &Event) -> u64 {
+pub(crate) fn weight(ev: &Event) -> u64 {
     let body = match &ev.body {
         Body::Output { text, target, .. } => text.len() + target.as_ref().map_or(0, String::len),
         Body::Exec { argv, filename, .. } => {
@@ -32,16 +32,16 @@ const COALESCE_MAX: usize = 64 << 10;
 
 /// Queued bytes, shared by both ends of the tap.
 #[derive(Default)]
-pub struct Pressure {
-    pub queued_bytes: AtomicU64,
+pub(crate) struct Pressure {
+    pub(crate) queued_bytes: AtomicU64,
     /// Bulk output events shed (queue full or memory cap reached).
-    pub shed_output: AtomicU64,
+    pub(crate) shed_output: AtomicU64,
     /// Output chunks merged into the chunk before them under pressure.
-    pub coalesced_output: AtomicU64,
+    pub(crate) coalesced_output: AtomicU64,
     /// Lossless events refused because the queues held twice the cap: the writer has been
     /// stuck (a full disk retried once a second) long enough to fill memory. They still went
     /// to watchers and telemetry; the store alone misses them.
-    pub shed_critical: AtomicU64,
+    pub(crate) shed_critical: AtomicU64,
 }
 
 /// The bus's side of the store: never blocks the publisher. Below the high watermark every
@@ -50,7 +50,7 @@ pub struct Pressure {
 /// (counted), and output is shed (counted) once the memory cap is reached. Lifecycle, exec,
 /// file, network, violations and interventions are queued until the queues hold twice the cap
 /// (a writer that cannot write at all), then shed too, counted.
-pub struct Tap {
+pub(crate) struct Tap {
     critical: std::sync::mpsc::Sender<Arc<Event>>,
     bulk: SyncSender<Arc<Event>>,
     pressure: Arc<Pressure>,
@@ -62,7 +62,7 @@ pub struct Tap {
 }
 
 /// The writer's side.
-pub struct Intake {
+pub(crate) struct Intake {
     critical: Receiver<Arc<Event>>,
     bulk: Receiver<Arc<Event>>,
     pressure: Arc<Pressure>,
@@ -70,7 +70,7 @@ pub struct Intake {
 
 /// A tap whose bulk queue holds `bulk_events` output events and whose queues hold about
 /// `cap_bytes` in all.
-pub fn tap(bulk_events: usize, cap_bytes: u64) -> (Tap, Intake) {
+pub(crate) fn tap(bulk_events: usize, cap_bytes: u64) -> (Tap, Intake) {
     let (c_tx, c_rx) = std::sync::mpsc::channel();
     let (b_tx, b_rx) = std::sync::mpsc::sync_channel(bulk_events.max(1));
     let pressure = Arc::new(Pressure::default());
@@ -155,12 +155,13 @@ struct Pending {
 }
 
 impl Tap {
-    pub fn pressure(&self) -> &Pressure {
+    #[cfg(test)]
+    pub(crate) fn pressure(&self) -> &Pressure {
         &self.pressure
     }
 
     /// The counters, for whoever reports them after the tap is gone.
-    pub fn shared_pressure(&self) -> Arc<Pressure> {
+    pub(crate) fn shared_pressure(&self) -> Arc<Pressure> {
         self.pressure.clone()
     }
 
@@ -188,7 +189,7 @@ impl Tap {
         }
     }
 
-    pub fn offer(&self, ev: &Arc<Event>) {
+    pub(crate) fn offer(&self, ev: &Arc<Event>) {
         let queued = self.pressure.queued_bytes.load(Ordering::Relaxed);
         let Ok(mut p) = self.pending.lock() else {
             return;
@@ -253,7 +254,12 @@ impl Intake {
     /// CPU than storing the events (measured: ~50 µs of axiomd per event of a Python test
     /// suite). A slice is short enough for the bulk queue to hold what arrives in it at any
     /// rate the writer keeps up with.
-    pub fn collect(&self, buf: &mut Vec<Arc<Event>>, batch: usize, flush: Duration) -> Option<()> {
+    pub(crate) fn collect(
+        &self,
+        buf: &mut Vec<Arc<Event>>,
+        batch: usize,
+        flush: Duration,
+    ) -> Option<()> {
         const SLICE: Duration = Duration::from_millis(20);
         let mut opened = (!buf.is_empty()).then(Instant::now);
         loop {

@@ -11,13 +11,13 @@ use axiom_proto::confine::Limits;
 
 /// Where one limit went, or why it did not.
 #[derive(Debug, Default, Clone, PartialEq)]
-pub struct Report {
+pub(crate) struct Report {
     /// e.g. `pids.max=64 (cgroup v2)`.
-    pub applied: Vec<String>,
+    pub(crate) applied: Vec<String>,
     /// e.g. `cpu: no cpu controller in cgroup v2 or v1`.
-    pub not_applied: Vec<String>,
+    pub(crate) not_applied: Vec<String>,
     /// v1 groups made for this agent (removed when it is forgotten).
-    pub v1_dirs: Vec<PathBuf>,
+    pub(crate) v1_dirs: Vec<PathBuf>,
 }
 
 /// The v1 hierarchy a controller is bound to, from /proc/self/mountinfo.
@@ -70,7 +70,13 @@ struct Want {
 }
 
 /// Applies `limits` to agent `agent`, whose v2 cgroup is `v2_dir` (already holding `pid`).
-pub fn apply(agent: u64, v2_mount: &Path, v2_dir: &Path, pid: u32, limits: &Limits) -> Report {
+pub(crate) fn apply(
+    agent: u64,
+    v2_mount: &Path,
+    v2_dir: &Path,
+    pid: u32,
+    limits: &Limits,
+) -> Report {
     let mut wants = Vec::new();
     if let Some(n) = limits.pids {
         wants.push(Want {
@@ -156,9 +162,9 @@ fn write_all(r: &mut Report, dir: &Path, files: &[(&'static str, String)], via: 
 
 /// Times the agent hit a limit so far: forks refused at pids.max, OOM kills at the memory limit.
 #[derive(Debug, Default, Clone, Copy, PartialEq)]
-pub struct Hits {
-    pub fork_refused: u64,
-    pub oom_kills: u64,
+pub(crate) struct Hits {
+    pub(crate) fork_refused: u64,
+    pub(crate) oom_kills: u64,
 }
 
 fn counter(path: &Path, key: &str) -> Option<u64> {
@@ -169,7 +175,7 @@ fn counter(path: &Path, key: &str) -> Option<u64> {
 }
 
 /// Reads the limit counters of an agent's groups (v2 dir and v1 dirs alike).
-pub fn hits(v2_dir: &Path, v1_dirs: &[PathBuf]) -> Hits {
+pub(crate) fn hits(v2_dir: &Path, v1_dirs: &[PathBuf]) -> Hits {
     let mut h = Hits::default();
     for d in std::iter::once(v2_dir).chain(v1_dirs.iter().map(PathBuf::as_path)) {
         h.fork_refused += counter(&d.join("pids.events"), "max").unwrap_or(0);
@@ -181,7 +187,7 @@ pub fn hits(v2_dir: &Path, v1_dirs: &[PathBuf]) -> Hits {
 }
 
 /// Removes an ended agent's v1 groups (each empty once its processes are gone).
-pub fn remove(v1_dirs: &[PathBuf]) {
+pub(crate) fn remove(v1_dirs: &[PathBuf]) {
     for d in v1_dirs {
         let _ = std::fs::remove_dir(d);
     }

@@ -5,9 +5,8 @@
 //! launcher applies the filesystem part in the child before exec (Landlock, read-only mounts
 //! over protected paths); axiomd applies the limits to the agent's cgroup (`limits`) and the
 //! network allowlist in the kernel (`net`).
-pub mod limits;
-pub mod net;
-pub mod wasm_bench;
+pub(crate) mod limits;
+pub(crate) mod net;
 
 use std::collections::BTreeMap;
 
@@ -15,7 +14,7 @@ use axiom_proto::confine::{Confinement, FsRules, Limits, NetAllow, NetRules};
 use serde::Deserialize;
 
 #[derive(Debug, thiserror::Error)]
-pub enum ConfineError {
+pub(crate) enum ConfineError {
     #[error("no confinement profile {0:?} (configured: {1})")]
     NoSuchProfile(String, String),
     #[error("profile {profile}: {reason}")]
@@ -27,32 +26,32 @@ pub enum ConfineError {
 /// `[confine]`.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
-pub struct ConfineConfig {
+pub(crate) struct ConfineConfig {
     /// The profile of `axiomctl run` without `--profile`.
-    pub default_profile: String,
+    pub(crate) default_profile: String,
     /// `best-effort`: apply what this kernel can enforce and say exactly what it cannot;
     /// `strict`: refuse to start the agent instead.
-    pub mode: Mode,
+    pub(crate) mode: Mode,
     /// Never writable by a confined agent, even inside a writable directory: relative paths are
     /// inside the workspace, `~` is the owner's home. A trailing `/` names a directory, made
     /// (empty) when absent so that it can be held read-only: an agent must not create it.
-    pub protected: Vec<String>,
+    pub(crate) protected: Vec<String>,
     /// Not even readable by a confined agent (credentials): an empty directory or file is
     /// mounted over each in the agent's own view. `~` is the owner's home.
-    pub hidden: Vec<String>,
+    pub(crate) hidden: Vec<String>,
     /// Path sockets (absolute, exactly as clients name them) that an agent whose profile sets
     /// `unix_sockets = "deny"` may still connect or send to, besides axiomd's own socket. At
     /// most three; the kernel compares names before any lookup, so a name here must be one the
     /// agent cannot make lead elsewhere (a root-owned directory).
-    pub unix_sockets: Vec<String>,
+    pub(crate) unix_sockets: Vec<String>,
     /// Profiles beyond the built-in ones, or changes to them: a profile named like a built-in
     /// one changes only the keys it sets.
-    pub profiles: BTreeMap<String, ProfileSpec>,
+    pub(crate) profiles: BTreeMap<String, ProfileSpec>,
 }
 
 #[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "kebab-case")]
-pub enum Mode {
+pub(crate) enum Mode {
     BestEffort,
     Strict,
 }
@@ -61,15 +60,15 @@ pub enum Mode {
 /// defaults of `Profile`).
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct ProfileSpec {
-    pub filesystem: Option<bool>,
-    pub read: Option<Vec<String>>,
-    pub write: Option<Vec<String>>,
-    pub network: Option<Network>,
-    pub unix_sockets: Option<UnixSockets>,
-    pub pids: Option<u64>,
-    pub memory_mib: Option<u64>,
-    pub cpu_percent: Option<u32>,
+pub(crate) struct ProfileSpec {
+    pub(crate) filesystem: Option<bool>,
+    pub(crate) read: Option<Vec<String>>,
+    pub(crate) write: Option<Vec<String>>,
+    pub(crate) network: Option<Network>,
+    pub(crate) unix_sockets: Option<UnixSockets>,
+    pub(crate) pids: Option<u64>,
+    pub(crate) memory_mib: Option<u64>,
+    pub(crate) cpu_percent: Option<u32>,
 }
 
 /// Path Unix sockets (`connect`/`sendto` to a name in the filesystem): `allow` any, or `deny`
@@ -79,34 +78,34 @@ pub struct ProfileSpec {
 /// kernel cannot resolve the name when it decides, so there is no "sockets the agent made".
 #[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "kebab-case")]
-pub enum UnixSockets {
+pub(crate) enum UnixSockets {
     Allow,
     Deny,
 }
 
 /// A profile as it applies.
 #[derive(Debug, Clone)]
-pub struct Profile {
+pub(crate) struct Profile {
     /// Restrict the filesystem at all (`false`: the `full` profile).
-    pub filesystem: bool,
+    pub(crate) filesystem: bool,
     /// Readable (and executable) beneath these.
-    pub read: Vec<String>,
+    pub(crate) read: Vec<String>,
     /// Writable beneath these (`{workspace}` is the agent's workspace, `~` its owner's home).
-    pub write: Vec<String>,
+    pub(crate) write: Vec<String>,
     /// `allow` (everything), `deny` (nothing), or a list of `addr[/prefix][:port]`.
-    pub network: Network,
+    pub(crate) network: Network,
     /// Unset: `deny` when the profile restricts the filesystem or the network, else `allow`.
-    pub unix_sockets: Option<UnixSockets>,
+    pub(crate) unix_sockets: Option<UnixSockets>,
     /// Processes and threads at once.
-    pub pids: Option<u64>,
-    pub memory_mib: Option<u64>,
+    pub(crate) pids: Option<u64>,
+    pub(crate) memory_mib: Option<u64>,
     /// CPU time, percent of one CPU.
-    pub cpu_percent: Option<u32>,
+    pub(crate) cpu_percent: Option<u32>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(untagged)]
-pub enum Network {
+pub(crate) enum Network {
     Word(String),
     List(Vec<String>),
 }
@@ -242,15 +241,15 @@ impl Default for ConfineConfig {
 }
 
 /// Where the launch happens: what `{workspace}` and `~` mean.
-pub struct Site<'a> {
-    pub workspace: &'a str,
-    pub home: Option<&'a str>,
+pub(crate) struct Site<'a> {
+    pub(crate) workspace: &'a str,
+    pub(crate) home: Option<&'a str>,
 }
 
 impl ConfineConfig {
     /// Every profile, resolved against a placeholder site: a configuration error is reported
     /// when the file is loaded, not when an agent starts.
-    pub fn validate(&self) -> Result<(), ConfineError> {
+    pub(crate) fn validate(&self) -> Result<(), ConfineError> {
         let site = Site {
             workspace: "/workspace",
             home: Some("/home/user"),
@@ -278,7 +277,7 @@ impl ConfineConfig {
     }
 
     /// Built-in and configured profile names.
-    pub fn names(&self) -> Vec<String> {
+    pub(crate) fn names(&self) -> Vec<String> {
         let mut n: Vec<String> = BUILTIN.iter().map(|s| s.to_string()).collect();
         n.extend(
             self.profiles
@@ -290,7 +289,7 @@ impl ConfineConfig {
     }
 
     /// The profile `name`: the built-in one with the configured changes, or a configured one.
-    pub fn profile(&self, name: &str) -> Option<Profile> {
+    pub(crate) fn profile(&self, name: &str) -> Option<Profile> {
         let spec = self.profiles.get(name);
         let mut p = match (builtin(name), spec) {
             (None, None) => return None,
@@ -310,7 +309,11 @@ impl ConfineConfig {
     }
 
     /// The profile `name` (or the default) for one launch.
-    pub fn resolve(&self, name: Option<&str>, site: &Site) -> Result<Confinement, ConfineError> {
+    pub(crate) fn resolve(
+        &self,
+        name: Option<&str>,
+        site: &Site,
+    ) -> Result<Confinement, ConfineError> {
         let name = name.unwrap_or(&self.default_profile);
         let p = self
             .profile(name)
@@ -418,7 +421,7 @@ impl ConfineConfig {
 }
 
 /// The home directory of `uid` (from the user database), for `~` in paths.
-pub fn home_of(uid: u32) -> Option<String> {
+pub(crate) fn home_of(uid: u32) -> Option<String> {
     nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(uid))
         .ok()
         .flatten()

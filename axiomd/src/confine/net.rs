@@ -9,7 +9,7 @@ use axiom_proto::confine::{NetAllow, NetRules};
 use aya::maps::{HashMap, MapData, lpm_trie::Key, lpm_trie::LpmTrie};
 
 #[derive(Debug, thiserror::Error)]
-pub enum NetError {
+pub(crate) enum NetError {
     #[error("network rule {0}")]
     Rule(String),
     #[error("{what}: more than {NET_PORTS} ports for one destination")]
@@ -18,18 +18,18 @@ pub enum NetError {
     Map(#[from] aya::maps::MapError),
 }
 
-pub struct NetMaps {
-    pub policy: HashMap<MapData, u64, u32>,
-    pub allow: LpmTrie<MapData, NetKey, NetPorts>,
+pub(crate) struct NetMaps {
+    pub(crate) policy: HashMap<MapData, u64, u32>,
+    pub(crate) allow: LpmTrie<MapData, NetKey, NetPorts>,
     /// cgroup id → agent: the cgroup whose processes (tracked or not) the agent's policy binds.
-    pub cgroups: HashMap<MapData, u64, u64>,
+    pub(crate) cgroups: HashMap<MapData, u64, u64>,
     /// Agents whose path Unix sockets are limited to `UNIX_ALLOW` (value unused).
-    pub unix: HashMap<MapData, u64, u32>,
+    pub(crate) unix: HashMap<MapData, u64, u32>,
 }
 
 /// One prefix's value: its own ports plus those of every wider prefix containing it (an LPM
 /// lookup returns the longest match only).
-pub fn fold(rules: &[NetAllow]) -> Result<Vec<([u8; 16], u8, NetPorts)>, NetError> {
+pub(crate) fn fold(rules: &[NetAllow]) -> Result<Vec<([u8; 16], u8, NetPorts)>, NetError> {
     let mut own: BTreeMap<([u8; 16], u8), (bool, Vec<u16>)> = BTreeMap::new();
     for r in rules {
         let (addr, len) = r.prefix().map_err(NetError::Rule)?;
@@ -76,7 +76,7 @@ fn mask(mut a: [u8; 16], len: u8) -> [u8; 16] {
 
 impl NetMaps {
     /// Installs the agent's allowlist (nothing when it may connect anywhere).
-    pub fn apply(&mut self, agent: u64, rules: &NetRules) -> Result<(), NetError> {
+    pub(crate) fn apply(&mut self, agent: u64, rules: &NetRules) -> Result<(), NetError> {
         if !rules.unix_any {
             self.unix.insert(agent, 1, 0)?;
         }
@@ -100,13 +100,13 @@ impl NetMaps {
 
     /// Binds the agent's policy to its cgroup: every process in it or below it is held to it,
     /// whatever its tracking says (`untrack` clears pid slots, not this).
-    pub fn bind_cgroup(&mut self, cgroup: u64, agent: u64) -> Result<(), NetError> {
+    pub(crate) fn bind_cgroup(&mut self, cgroup: u64, agent: u64) -> Result<(), NetError> {
         self.cgroups.insert(cgroup, agent, 0)?;
         Ok(())
     }
 
     /// Removes an agent's allowlist and its cgroup binding.
-    pub fn remove(&mut self, agent: u64) {
+    pub(crate) fn remove(&mut self, agent: u64) {
         let bound: Vec<u64> = self
             .cgroups
             .iter()

@@ -23,7 +23,7 @@ use crate::{
     sensor::{self, Pipeline},
 };
 
-pub fn load_options(cfg: &Config) -> LoadOptions {
+pub(crate) fn load_options(cfg: &Config) -> LoadOptions {
     LoadOptions {
         pin_dir: cfg.sensor.pin_dir.clone(),
         capture_bytes: cfg.sensor.capture_bytes,
@@ -38,7 +38,7 @@ pub fn load_options(cfg: &Config) -> LoadOptions {
 }
 
 /// Where agents' cgroups go: configured, or `axiom` in the cgroup v2 mount.
-pub fn agents_cgroup_root(cfg: &Config) -> Option<std::path::PathBuf> {
+pub(crate) fn agents_cgroup_root(cfg: &Config) -> Option<std::path::PathBuf> {
     cfg.agents
         .cgroup_root
         .clone()
@@ -331,7 +331,6 @@ fn start_rules_and_actions(
         sensor: Mutex::new(Box::new(sensor)),
         admin_gid,
         rules: rules.clone(),
-        engine: engine.clone(),
         actions: actions.clone(),
         store,
         confine: cfg.confine.clone(),

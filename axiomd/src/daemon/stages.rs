@@ -28,13 +28,13 @@ struct Stage {
 
 /// The stages, in the order they were started.
 #[derive(Default)]
-pub struct Stages {
+pub(super) struct Stages {
     started: Vec<Stage>,
 }
 
 impl Stages {
     /// Starts `f` on a thread named `name`; it gets the flag that asks it to stop.
-    pub fn spawn(
+    pub(super) fn spawn(
         &mut self,
         name: &'static str,
         f: impl FnOnce(&AtomicBool) + Send + 'static,
@@ -49,7 +49,7 @@ impl Stages {
     }
 
     /// A stage whose thread has ended though it was not asked to stop.
-    pub fn dead(&self) -> Option<&'static str> {
+    pub(super) fn dead(&self) -> Option<&'static str> {
         self.started
             .iter()
             .find(|s| !s.stop.load(Ordering::Relaxed) && s.thread.is_finished())
@@ -57,7 +57,7 @@ impl Stages {
     }
 
     /// Stops the stage started last, and joins it; returns its name (none left: `None`).
-    pub fn stop_next(&mut self) -> Option<&'static str> {
+    pub(super) fn stop_next(&mut self) -> Option<&'static str> {
         let s = self.started.pop()?;
         s.stop.store(true, Ordering::Relaxed);
         if s.thread.join().is_err() {

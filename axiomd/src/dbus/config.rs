@@ -3,12 +3,12 @@ use serde::Deserialize;
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
-pub struct DbusConfig {
+pub(crate) struct DbusConfig {
     /// `system` (the system bus; if it is not running axiomd goes on without D-Bus), `off`, or
     /// a D-Bus address (`unix:path=…`), which must then be reachable.
-    pub bus: String,
+    pub(crate) bus: String,
     /// Well-known name axiomd owns on the bus.
-    pub name: String,
+    pub(crate) name: String,
 }
 
 impl Default for DbusConfig {
@@ -22,7 +22,7 @@ impl Default for DbusConfig {
 
 impl DbusConfig {
     /// The key (within `[dbus]`) and the reason, for the first value that cannot run.
-    pub fn validate(&self) -> Result<(), (&'static str, String)> {
+    pub(crate) fn validate(&self) -> Result<(), (&'static str, String)> {
         let bus = self.bus.as_str();
         if !matches!(bus, "system" | "off") && !bus.contains(':') {
             return Err((

@@ -5,7 +5,7 @@
 //! reports for the caller. Agent lifecycle, interventions and violations are signals; the event
 //! stream itself, which can run at tens of thousands of events a second, is never put on the
 //! bus: `Subscribe` returns a socket (fd passing) that carries JSON lines.
-pub mod config;
+pub(crate) mod config;
 
 use std::{os::fd::OwnedFd, sync::Arc};
 
@@ -24,12 +24,12 @@ use crate::{
     kernel::procfs,
 };
 
-pub const PATH: &str = "/org/axiom/Axiom1";
+pub(crate) const PATH: &str = "/org/axiom/Axiom1";
 
 /// A refused call: `org.freedesktop.DBus.Error.AccessDenied` when the caller may not, else
 /// `org.axiom.Axiom1.Error.<Reason>` (NoSuchProcess, AlreadyTracked, NoSuchAgent, …).
 #[derive(Debug)]
-pub struct Failure {
+pub(crate) struct Failure {
     name: String,
     message: String,
 }
@@ -103,9 +103,9 @@ impl DBusError for Failure {
 
 type Result<T> = std::result::Result<T, Failure>;
 
-pub use axiom_proto::wire::AgentRecord;
+pub(crate) use axiom_proto::wire::AgentRecord;
 
-pub struct Axiom {
+pub(crate) struct Axiom {
     shared: Arc<Shared>,
 }
 
@@ -464,7 +464,7 @@ impl Axiom {
 }
 
 #[derive(Debug, thiserror::Error)]
-pub enum DbusError {
+pub(crate) enum DbusError {
     #[error("cannot connect to D-Bus at {address}: {source}")]
     Connect {
         address: String,
@@ -483,7 +483,7 @@ pub enum DbusError {
 
 /// Connects, serves the interface, owns the name and forwards notices as signals. `Ok(None)`
 /// when D-Bus is off, or when the system bus is absent (axiomd works without it).
-pub async fn start(
+pub(crate) async fn start(
     bus: &str,
     name: &str,
     shared: Arc<Shared>,

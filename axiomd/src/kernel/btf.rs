@@ -35,14 +35,14 @@ struct Type {
 }
 
 /// A parsed BTF blob: types by id (from 1), names by string offset.
-pub struct Btf {
+pub(crate) struct Btf {
     types: Vec<Type>,
     strings: Vec<u8>,
     by_name: HashMap<String, Vec<u32>>,
 }
 
 #[derive(Debug, thiserror::Error)]
-pub enum BtfError {
+pub(crate) enum BtfError {
     #[error("reading {0}: {1}")]
     Read(&'static str, std::io::Error),
     #[error("not BTF, or cut short at byte {0}")]
@@ -60,13 +60,13 @@ fn u32_at(b: &[u8], at: usize) -> Result<u32, BtfError> {
 
 impl Btf {
     /// The running kernel's BTF.
-    pub fn kernel() -> Result<Btf, BtfError> {
+    pub(crate) fn kernel() -> Result<Btf, BtfError> {
         const PATH: &str = "/sys/kernel/btf/vmlinux";
         let b = std::fs::read(PATH).map_err(|e| BtfError::Read(PATH, e))?;
         Btf::parse(&b)
     }
 
-    pub fn parse(b: &[u8]) -> Result<Btf, BtfError> {
+    pub(crate) fn parse(b: &[u8]) -> Result<Btf, BtfError> {
         let magic = b
             .get(0..2)
             .map(|m| u16::from_le_bytes([m[0], m[1]]))
@@ -153,7 +153,7 @@ impl Btf {
 
     /// The byte offset of `member` in struct `name` (looked for in anonymous structs and
     /// unions too, as C reaches it); `None` when the kernel has no such member.
-    pub fn offset(&self, name: &str, member: &str) -> Option<u32> {
+    pub(crate) fn offset(&self, name: &str, member: &str) -> Option<u32> {
         self.by_name.get(name)?.iter().find_map(|&id| {
             let t = self.types.get(id as usize)?;
             self.find(t, member, 0).map(|bits| bits / 8)

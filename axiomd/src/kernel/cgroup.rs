@@ -4,15 +4,15 @@ use std::{
     path::{Path, PathBuf},
 };
 
-pub use axiom_proto::host::cgroup2_mount as mount_point;
+pub(crate) use axiom_proto::host::cgroup2_mount as mount_point;
 
 /// The cgroup id the kernel reports (`bpf_get_current_cgroup_id`) is the directory's inode number.
-pub fn id(path: &Path) -> std::io::Result<u64> {
+pub(crate) fn id(path: &Path) -> std::io::Result<u64> {
     Ok(std::fs::metadata(path)?.ino())
 }
 
 /// Whether `path` is a directory of a cgroup v2 hierarchy.
-pub fn is_cgroup2_dir(path: &Path) -> bool {
+pub(crate) fn is_cgroup2_dir(path: &Path) -> bool {
     path.join("cgroup.procs").exists() && path.join("cgroup.controllers").exists()
 }
 
@@ -34,7 +34,7 @@ fn subtree(path: &Path) -> Vec<PathBuf> {
 }
 
 /// Pids in `path` and every cgroup below it.
-pub fn procs_recursive(path: &Path) -> Vec<u32> {
+pub(crate) fn procs_recursive(path: &Path) -> Vec<u32> {
     subtree(path)
         .iter()
         .filter_map(|dir| std::fs::read_to_string(dir.join("cgroup.procs")).ok())
@@ -47,26 +47,26 @@ pub fn procs_recursive(path: &Path) -> Vec<u32> {
 }
 
 /// Cgroup ids of `path` and its descendants (each must be tracked: the kernel matches exact ids).
-pub fn subtree_ids(path: &Path) -> Vec<u64> {
+pub(crate) fn subtree_ids(path: &Path) -> Vec<u64> {
     subtree(path).iter().filter_map(|d| id(d).ok()).collect()
 }
 
 /// Does the cgroup (or one below it) still hold a process? (`populated` in cgroup.events; a
 /// cgroup that is gone holds nothing.)
-pub fn populated(path: &Path) -> bool {
+pub(crate) fn populated(path: &Path) -> bool {
     event_is(path, "populated 1")
 }
 
 /// Has the cgroup finished freezing? (`frozen` in cgroup.events: writing cgroup.freeze only
 /// asks; the kernel reports the tree frozen once every task in it has stopped.)
-pub fn frozen(path: &Path) -> bool {
+pub(crate) fn frozen(path: &Path) -> bool {
     event_is(path, "frozen 1")
 }
 
 /// Waits, up to `timeout`, for the cgroup's freezer to reach `want`, so that a freeze or thaw
 /// answered as done is done (a task in uninterruptible sleep can hold it up; then the caller
 /// is answered anyway and the kernel finishes later). Returns whether it got there.
-pub fn settle_freezer(path: &Path, want: bool, timeout: std::time::Duration) -> bool {
+pub(crate) fn settle_freezer(path: &Path, want: bool, timeout: std::time::Duration) -> bool {
     let deadline = std::time::Instant::now() + timeout;
     loop {
         if frozen(path) == want || !populated(path) {

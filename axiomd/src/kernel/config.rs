@@ -5,23 +5,23 @@ use serde::Deserialize;
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
-pub struct SensorConfig {
+pub(crate) struct SensorConfig {
     /// bpffs directory for pinned programs, maps and links (no dots: bpffs rejects them).
-    pub pin_dir: PathBuf,
+    pub(crate) pin_dir: PathBuf,
     /// Leave the programs attached and the maps pinned on a clean stop, so tracking never stops
     /// across restarts and upgrades. `false` detaches everything on stop.
-    pub keep_sensors_on_exit: bool,
+    pub(crate) keep_sensors_on_exit: bool,
     /// Bytes captured from each output syscall (1..=8192).
-    pub capture_bytes: u32,
+    pub(crate) capture_bytes: u32,
     /// Ring for lifecycle, file and network records (power of two, ≥ 4096).
-    pub events_ring_bytes: u32,
+    pub(crate) events_ring_bytes: u32,
     /// Ring for captured output (power of two, ≥ 4096).
-    pub output_ring_bytes: u32,
+    pub(crate) output_ring_bytes: u32,
     /// Output records each CPU sends between two wakeups of axiomd; the rest wait for the
     /// `output_flush_ms` timer. Batching wakeups is what keeps capture cheap per write.
-    pub output_wakeup_records: u32,
+    pub(crate) output_wakeup_records: u32,
     /// Longest time captured output waits in the ring (1..=1000 ms).
-    pub output_flush_ms: u32,
+    pub(crate) output_flush_ms: u32,
 }
 
 impl Default for SensorConfig {
@@ -40,7 +40,7 @@ impl Default for SensorConfig {
 
 impl SensorConfig {
     /// The key (within `[sensor]`) and the reason, for the first value that cannot run.
-    pub fn validate(&self) -> Result<(), (&'static str, String)> {
+    pub(crate) fn validate(&self) -> Result<(), (&'static str, String)> {
         if !(1..=axiom_common::MAX_CAPTURE as u32).contains(&self.capture_bytes) {
             return Err((
                 "capture_bytes",

@@ -29,7 +29,7 @@ fn mount(at: &Path, fstype: &str) -> nix::Result<()> {
 }
 
 /// Makes sure bpffs is mounted at `/sys/fs/bpf` (mounting it when absent).
-pub fn ensure_bpffs() -> Result<(), LoadError> {
+pub(crate) fn ensure_bpffs() -> Result<(), LoadError> {
     let root = Path::new(preflight::BPFFS_ROOT);
     if fs_magic(root) == Some(BPF_FS_MAGIC) {
         return Ok(());
@@ -47,7 +47,7 @@ pub fn ensure_bpffs() -> Result<(), LoadError> {
 }
 
 /// Returns the tracefs root, mounting it at `/sys/kernel/tracing` when no mount is found.
-pub fn ensure_tracefs() -> Result<PathBuf, LoadError> {
+pub(crate) fn ensure_tracefs() -> Result<PathBuf, LoadError> {
     if let Some(p) = preflight::tracefs_root() {
         return Ok(p);
     }
@@ -65,9 +65,9 @@ pub fn ensure_tracefs() -> Result<PathBuf, LoadError> {
     Ok(root.to_path_buf())
 }
 
-pub use preflight::has_tracepoint;
+pub(crate) use preflight::has_tracepoint;
 
-pub fn tracepoint_missing(category: &str, event: &str) -> LoadError {
+pub(crate) fn tracepoint_missing(category: &str, event: &str) -> LoadError {
     let remedy = if category == "syscalls" {
         "the kernel needs CONFIG_FTRACE_SYSCALLS=y".to_string()
     } else {
@@ -80,12 +80,12 @@ pub fn tracepoint_missing(category: &str, event: &str) -> LoadError {
 }
 
 /// Ring buffer maps (Linux 5.8) carry every record; without them nothing works.
-pub fn check_ringbuf() -> Result<(), LoadError> {
+pub(crate) fn check_ringbuf() -> Result<(), LoadError> {
     required(preflight::ringbuf())
 }
 
 /// Kernel lockdown in confidentiality mode forbids reading user memory from BPF.
-pub fn check_lockdown() -> Result<(), LoadError> {
+pub(crate) fn check_lockdown() -> Result<(), LoadError> {
     required(preflight::lockdown())
 }
 

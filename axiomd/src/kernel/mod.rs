@@ -10,12 +10,12 @@
 //! axiomd reuses the pins and loads nothing. Otherwise it loads the object (reusing compatible
 //! pinned maps), attaches, and only then replaces the old link pins, so the old programs run until
 //! the new ones are in.
-pub mod btf;
-pub mod cgroup;
-pub mod config;
-pub mod features;
-pub mod procfs;
-pub mod unix;
+pub(crate) mod btf;
+pub(crate) mod cgroup;
+pub(crate) mod config;
+pub(crate) mod features;
+pub(crate) mod procfs;
+pub(crate) mod unix;
 
 use std::{
     path::{Path, PathBuf},
@@ -36,9 +36,10 @@ use aya::{
 };
 
 /// The sensor object, built by build.rs from `axiom-ebpf`.
-pub static SENSOR_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/axiom"));
+pub(crate) static SENSOR_OBJECT: &[u8] =
+    aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/axiom"));
 /// The baseline object: same program names and hooks, every program returns at once.
-pub static EMPTY_OBJECT: &[u8] =
+pub(crate) static EMPTY_OBJECT: &[u8] =
     aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/axiom-empty"));
 
 #[derive(Debug, thiserror::Error)]
@@ -84,17 +85,17 @@ pub enum LoadError {
 }
 
 #[derive(Clone, Debug)]
-pub struct LoadOptions {
-    pub pin_dir: PathBuf,
-    pub capture_bytes: u32,
-    pub output_wakeup_records: u32,
-    pub events_ring_bytes: u32,
-    pub output_ring_bytes: u32,
+pub(crate) struct LoadOptions {
+    pub(crate) pin_dir: PathBuf,
+    pub(crate) capture_bytes: u32,
+    pub(crate) output_wakeup_records: u32,
+    pub(crate) events_ring_bytes: u32,
+    pub(crate) output_ring_bytes: u32,
     /// The cgroup whose descendants (the agents' cgroups) get the connect allowlist programs.
-    pub net_cgroup: Option<PathBuf>,
+    pub(crate) net_cgroup: Option<PathBuf>,
     /// The path sockets an agent held to `UNIX_ALLOW` may still use (axiomd's own first), exactly
     /// as clients spell them: the kernel compares the names, before any lookup.
-    pub unix_allow: Vec<PathBuf>,
+    pub(crate) unix_allow: Vec<PathBuf>,
 }
 
 /// The connect allowlist programs, attached to `LoadOptions::net_cgroup`: connects, and
@@ -110,10 +111,14 @@ const NET_PROGRAMS: [&str; 5] = [
 /// Paths of the pins under the pin directory.
 #[derive(Clone, Debug)]
 pub struct Pins {
-    pub root: PathBuf,
+    pub(crate) root: PathBuf,
 }
 
 impl Pins {
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
     pub fn maps(&self) -> PathBuf {
         self.root.join("maps")
     }
@@ -144,37 +149,41 @@ impl Pins {
 
 /// The kernel programs as loaded (or found pinned) and attached, and every map userspace holds
 /// of them. The `sensor` stage reads their rings; this is the kernel side it reads from.
-pub struct Programs {
+pub(crate) struct Programs {
     /// Taken by the agent registry.
-    pub tracked: Option<Array<MapData, u64>>,
-    pub tracked_cgroups: Option<HashMap<MapData, u64, Tracked>>,
-    pub config: Array<MapData, u64>,
-    pub lost: PerCpuArray<MapData, u64>,
+    pub(crate) tracked: Option<Array<MapData, u64>>,
+    pub(crate) tracked_cgroups: Option<HashMap<MapData, u64, Tracked>>,
+    pub(crate) config: Array<MapData, u64>,
+    pub(crate) lost: PerCpuArray<MapData, u64>,
     /// What the programs did (`axiom_common::Work`).
-    pub work: PerCpuArray<MapData, u64>,
+    pub(crate) work: PerCpuArray<MapData, u64>,
     /// Taken by the ring readers.
-    pub events: Option<RingBuf<MapData>>,
-    pub output: Option<RingBuf<MapData>>,
-    pub matches: Option<RingBuf<MapData>>,
+    pub(crate) events: Option<RingBuf<MapData>>,
+    pub(crate) output: Option<RingBuf<MapData>>,
+    pub(crate) matches: Option<RingBuf<MapData>>,
     /// The kernel matcher's tables.
-    pub dfa: Array<MapData, axiom_common::Dfa>,
+    pub(crate) dfa: Array<MapData, axiom_common::Dfa>,
     /// The connect allowlist (taken by the agent registry).
-    pub net_policy: Option<HashMap<MapData, u64, u32>>,
-    pub net_allow: Option<LpmTrie<MapData, axiom_common::NetKey, axiom_common::NetPorts>>,
-    pub net_cgroup: Option<HashMap<MapData, u64, u64>>,
+    pub(crate) net_policy: Option<HashMap<MapData, u64, u32>>,
+    pub(crate) net_allow: Option<LpmTrie<MapData, axiom_common::NetKey, axiom_common::NetPorts>>,
+    pub(crate) net_cgroup: Option<HashMap<MapData, u64, u64>>,
     /// Agents held to `UNIX_ALLOW` for path sockets (taken by the agent registry).
-    pub unix_policy: Option<HashMap<MapData, u64, u32>>,
+    pub(crate) unix_policy: Option<HashMap<MapData, u64, u32>>,
     /// Program id of one attached program, to find the aya-log ring of the running programs.
-    pub log_program_id: Option<u32>,
+    pub(crate) log_program_id: Option<u32>,
     /// The pins were reused: nothing was loaded or attached by this process.
-    pub reused: bool,
+    pub(crate) reused: bool,
     /// Hooks attached (or found attached), and optional ones the kernel lacks.
-    pub attached: Vec<&'static str>,
-    pub skipped: Vec<&'static str>,
-    pub startup: Duration,
-    pub pins: Pins,
-    /// Keeps a fresh load alive (its aya-log map among others).
-    pub ebpf: Option<Ebpf>,
+    pub(crate) attached: Vec<&'static str>,
+    pub(crate) skipped: Vec<&'static str>,
+    pub(crate) startup: Duration,
+    pub(crate) pins: Pins,
+    /// Keeps a fresh load alive (its aya-log map among others): held, never read.
+    #[expect(
+        dead_code,
+        reason = "held for its Drop: dropping it detaches a fresh load"
+    )]
+    pub(crate) ebpf: Option<Ebpf>,
 }
 
 impl From<aya::EbpfError> for LoadError {
@@ -186,7 +195,7 @@ impl From<aya::EbpfError> for LoadError {
 /// What the rest of axiomd asks of the loaded sensor once it runs: its kernel matcher table,
 /// what `status` shows of it, and unpinning at a stop that asks for it. A trait, so that the
 /// API's decisions run in unit tests without programs in the kernel.
-pub trait Loaded: Send {
+pub(crate) trait Loaded: Send {
     /// Puts a matcher table into the kernel (none: matching stays in userspace); the table
     /// slot it went into (0: none).
     fn install_matcher(&mut self, dfa: Option<&axiom_common::Dfa>) -> Result<u16, LoadError>;
@@ -223,7 +232,7 @@ impl Loaded for Programs {
 
 impl Programs {
     /// Loads or reuses the sensor. Start-up time to "attached" is measured and returned.
-    pub fn open(opts: &LoadOptions) -> Result<Programs, LoadError> {
+    pub(crate) fn open(opts: &LoadOptions) -> Result<Programs, LoadError> {
         let t0 = Instant::now();
         features::ensure_bpffs()?;
         let tracefs = features::ensure_tracefs()?;
@@ -247,7 +256,7 @@ impl Programs {
     }
 
     /// Sum over CPUs of each lost-record cause.
-    pub fn lost_counts(&self) -> Vec<(LostCause, u64)> {
+    pub(crate) fn lost_counts(&self) -> Vec<(LostCause, u64)> {
         LostCause::ALL
             .iter()
             .map(|&c| (c, cpu_sum(&self.lost, c as u32)))
@@ -257,7 +266,10 @@ impl Programs {
     /// Puts a rule set's literals into the kernel matcher: the idle table is written, then
     /// `CFG_DFA_ACTIVE` flips to it (programs never read a half-written table). Returns the
     /// table now live (1 or 2), or 0 when the rules have nothing for the kernel to scan.
-    pub fn install_matcher(&mut self, dfa: Option<&axiom_common::Dfa>) -> Result<u16, LoadError> {
+    pub(crate) fn install_matcher(
+        &mut self,
+        dfa: Option<&axiom_common::Dfa>,
+    ) -> Result<u16, LoadError> {
         use axiom_common::CFG_DFA_ACTIVE;
         let Some(dfa) = dfa else {
             self.config
@@ -277,7 +289,7 @@ impl Programs {
     }
 
     /// Applies the runtime settings (capture size, wakeup watermark) to the running programs.
-    pub fn configure(&mut self, opts: &LoadOptions) -> Result<(), LoadError> {
+    pub(crate) fn configure(&mut self, opts: &LoadOptions) -> Result<(), LoadError> {
         configure(&mut self.config, opts)
     }
 }
@@ -351,7 +363,13 @@ fn set_kernel_offsets(config: &mut Array<MapData, u64>) {
             return;
         }
     };
-    let groups: [(&str, Option<u32>, &[(u32, &str, &str)]); 2] = [
+    // (what goes without them, the slot saying they are set, (slot, struct, member)…)
+    type Group = (
+        &'static str,
+        Option<u32>,
+        &'static [(u32, &'static str, &'static str)],
+    );
+    let groups: [Group; 2] = [
         (
             "argv is read at exec entry",
             None,

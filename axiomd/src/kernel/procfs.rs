@@ -5,16 +5,16 @@ use std::{collections::HashMap, os::unix::fs::MetadataExt as _, path::PathBuf};
 const PF_KTHREAD: u64 = 0x0020_0000;
 
 #[derive(Clone, Debug)]
-pub struct ProcStat {
-    pub ppid: u32,
-    pub flags: u64,
+pub(crate) struct ProcStat {
+    pub(crate) ppid: u32,
+    pub(crate) flags: u64,
     /// Owner (effective uid) of the process.
-    pub uid: u32,
-    pub comm: String,
+    pub(crate) uid: u32,
+    pub(crate) comm: String,
 }
 
 /// Reads /proc/<pid>/stat; `None` when the process does not exist (or just exited).
-pub fn stat(pid: u32) -> Option<ProcStat> {
+pub(crate) fn stat(pid: u32) -> Option<ProcStat> {
     let dir = PathBuf::from(format!("/proc/{pid}"));
     let uid = std::fs::metadata(&dir).ok()?.uid();
     let s = std::fs::read_to_string(dir.join("stat")).ok()?;
@@ -33,7 +33,7 @@ pub fn stat(pid: u32) -> Option<ProcStat> {
 }
 
 impl ProcStat {
-    pub fn is_kernel_thread(&self) -> bool {
+    pub(crate) fn is_kernel_thread(&self) -> bool {
         self.flags & PF_KTHREAD != 0
     }
 }
@@ -42,7 +42,7 @@ impl ProcStat {
 /// when it exec'd: any of its uids or gids differs from its real ones or from `uid`, or it
 /// holds capabilities `uid` (not root) has no claim to. Gone from /proc already: judged by the
 /// program's set-id bits and file capabilities (what would have elevated it).
-pub fn elevated(pid: u32, uid: u32, program: &str) -> bool {
+pub(crate) fn elevated(pid: u32, uid: u32, program: &str) -> bool {
     match std::fs::read_to_string(format!("/proc/{pid}/status")) {
         Ok(s) => {
             let field = |key: &str| s.lines().find_map(|l| l.strip_prefix(key)).unwrap_or("");
@@ -92,7 +92,7 @@ fn file_caps(program: &str) -> bool {
 }
 
 /// A pidfd for `pid`: it names that process and no later holder of the pid (`None`: gone).
-pub fn pidfd(pid: u32) -> Option<std::os::fd::OwnedFd> {
+pub(crate) fn pidfd(pid: u32) -> Option<std::os::fd::OwnedFd> {
     use std::os::fd::FromRawFd as _;
     // SAFETY: pidfd_open takes a pid and flags and returns a new descriptor or -1.
     let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::c_int, 0) };
@@ -101,7 +101,7 @@ pub fn pidfd(pid: u32) -> Option<std::os::fd::OwnedFd> {
 }
 
 /// Whether the process a pidfd names has exited (a zombie has: its exit already ran).
-pub fn has_exited(fd: &std::os::fd::OwnedFd) -> bool {
+pub(crate) fn has_exited(fd: &std::os::fd::OwnedFd) -> bool {
     use std::os::fd::AsRawFd as _;
     let mut p = libc::pollfd {
         fd: fd.as_raw_fd(),
@@ -114,7 +114,7 @@ pub fn has_exited(fd: &std::os::fd::OwnedFd) -> bool {
 }
 
 /// A process's argv (empty for kernel threads, zombies and processes that are gone).
-pub fn cmdline(pid: u32) -> Vec<String> {
+pub(crate) fn cmdline(pid: u32) -> Vec<String> {
     std::fs::read(format!("/proc/{pid}/cmdline"))
         .map(|b| {
             b.split(|c| *c == 0)
@@ -126,7 +126,7 @@ pub fn cmdline(pid: u32) -> Vec<String> {
 }
 
 /// Every live process id.
-pub fn pids() -> Vec<u32> {
+pub(crate) fn pids() -> Vec<u32> {
     std::fs::read_dir("/proc")
         .map(|rd| {
             rd.flatten()
@@ -151,7 +151,7 @@ fn children(pid: u32) -> Option<Vec<u32>> {
 /// Every descendant of `root` (children, grandchildren, …): walks the children files, so the
 /// cost follows the size of the tree, not of the machine (adopting 10,000 agents one by one must
 /// not scan /proc 10,000 times). Falls back to one scan of /proc.
-pub fn descendants(root: u32) -> Vec<u32> {
+pub(crate) fn descendants(root: u32) -> Vec<u32> {
     let mut out = Vec::new();
     let mut stack = vec![root];
     while let Some(p) = stack.pop() {
@@ -186,14 +186,14 @@ fn descendants_by_scan(root: u32) -> Vec<u32> {
 }
 
 /// The current working directory of a process, if it can still be read.
-pub fn cwd(pid: u32) -> Option<String> {
+pub(crate) fn cwd(pid: u32) -> Option<String> {
     std::fs::read_link(format!("/proc/{pid}/cwd"))
         .ok()
         .map(|p| p.to_string_lossy().into_owned())
 }
 
 /// What an fd points at (`/path`, `pipe:[…]`, `socket:[…]`, `/dev/pts/N`).
-pub fn fd_target(pid: u32, fd: i32) -> Option<String> {
+pub(crate) fn fd_target(pid: u32, fd: i32) -> Option<String> {
     std::fs::read_link(format!("/proc/{pid}/fd/{fd}"))
         .ok()
         .map(|p| p.to_string_lossy().into_owned())
@@ -201,7 +201,7 @@ pub fn fd_target(pid: u32, fd: i32) -> Option<String> {
 
 /// Whether a process's fd closes on exec (`O_CLOEXEC` in its fdinfo's octal `flags`); `None`
 /// if the fd or the process is gone.
-pub fn fd_cloexec(pid: u32, fd: i32) -> Option<bool> {
+pub(crate) fn fd_cloexec(pid: u32, fd: i32) -> Option<bool> {
     let info = std::fs::read_to_string(format!("/proc/{pid}/fdinfo/{fd}")).ok()?;
     let flags = info
         .lines()
@@ -212,14 +212,14 @@ pub fn fd_cloexec(pid: u32, fd: i32) -> Option<bool> {
 
 /// What a slim kernel record leaves out: the process's name, owner and cgroup.
 #[derive(Clone, Debug, Default)]
-pub struct Identity {
-    pub comm: String,
-    pub uid: u32,
-    pub cgroup_id: u64,
+pub(crate) struct Identity {
+    pub(crate) comm: String,
+    pub(crate) uid: u32,
+    pub(crate) cgroup_id: u64,
 }
 
 /// Reads a process's identity from /proc (`None` if it is gone).
-pub fn identity(pid: u32, cgroup2: Option<&std::path::Path>) -> Option<Identity> {
+pub(crate) fn identity(pid: u32, cgroup2: Option<&std::path::Path>) -> Option<Identity> {
     let dir = PathBuf::from(format!("/proc/{pid}"));
     let uid = std::fs::metadata(&dir).ok()?.uid();
     let comm = std::fs::read_to_string(dir.join("comm"))

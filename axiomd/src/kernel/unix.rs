@@ -18,7 +18,7 @@ use aya::maps::MapData;
 use aya_obj::generated::{bpf_attach_type, bpf_attr, bpf_cmd, bpf_prog_type};
 
 /// Program name → the hook it is loaded for.
-pub const PROGRAMS: [(&str, bpf_attach_type); 2] = [
+pub(crate) const PROGRAMS: [(&str, bpf_attach_type); 2] = [
     ("connect_unix", bpf_attach_type::BPF_CGROUP_UNIX_CONNECT),
     ("sendmsg_unix", bpf_attach_type::BPF_CGROUP_UNIX_SENDMSG),
 ];
@@ -47,7 +47,7 @@ pub enum UnixError {
 
 /// Loads `program` from `object` for `attach`, its maps those pinned in `maps_dir`; the program's
 /// fd.
-pub fn load(
+pub(crate) fn load(
     object: &[u8],
     maps_dir: &Path,
     program: &str,
@@ -128,7 +128,7 @@ pub fn load(
 
 /// Attaches a loaded program to `cgroup` as a bpf link (beside any older one: links stack); the
 /// link's fd.
-pub fn attach(
+pub(crate) fn attach(
     program: &str,
     prog: BorrowedFd<'_>,
     cgroup: BorrowedFd<'_>,
@@ -148,7 +148,7 @@ pub fn attach(
 }
 
 /// Pins an fd (a link) at `path`.
-pub fn pin(fd: BorrowedFd<'_>, path: &Path) -> std::io::Result<()> {
+pub(crate) fn pin(fd: BorrowedFd<'_>, path: &Path) -> std::io::Result<()> {
     let c = CString::new(path.as_os_str().as_encoded_bytes())
         .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
     // SAFETY: as in `load`.

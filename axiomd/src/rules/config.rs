@@ -5,12 +5,12 @@ use serde::Deserialize;
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
-pub struct RulesConfig {
+pub(crate) struct RulesConfig {
     /// Rule files and directories of `*.toml`, in order; directories that do not exist are
     /// skipped. A rule id may be defined once.
-    pub paths: Vec<PathBuf>,
+    pub(crate) paths: Vec<PathBuf>,
     /// Compiled rule plugins, keyed by the module's SHA-256 (must be root's, 0700).
-    pub plugin_cache: PathBuf,
+    pub(crate) plugin_cache: PathBuf,
 }
 
 impl Default for RulesConfig {

@@ -3,6 +3,8 @@
 use std::{collections::HashMap, time::Instant};
 
 use axiom_proto::wire::{Body, Event, FileOp};
+
+use crate::agents::now_ns;
 use axiom_rules::{
     self as rules, Action, Hit, Kind, PathFilter, RuleSet, Scope, Verify, screen::Screen,
 };
@@ -73,38 +75,37 @@ impl Activity {
 }
 
 /// A claim the kernel's record contradicts.
-pub struct Contradicted {
-    pub finding: Finding,
+pub(crate) struct Contradicted {
+    pub(crate) finding: Finding,
     /// What the kernel saw (or did not).
-    pub evidence: String,
+    pub(crate) evidence: String,
     /// Not reported before (within the rule's cooldown).
-    pub fresh: bool,
+    pub(crate) fresh: bool,
 }
 
 /// A rule that fired.
 #[derive(Clone, Debug)]
-pub struct Finding {
-    pub agent: u64,
-    pub rule: usize,
-    pub detail: String,
+pub(crate) struct Finding {
+    pub(crate) agent: u64,
+    pub(crate) rule: usize,
+    pub(crate) detail: String,
     /// From the kernel's timestamp of the event to the finding, µs.
-    pub latency_us: Option<f64>,
-    /// The event that triggered it (pid, uid, comm), if one did.
-    pub pid: u32,
-    pub uid: u32,
+    pub(crate) latency_us: Option<f64>,
+    /// The process whose event triggered it, if one did.
+    pub(crate) pid: u32,
     /// The kernel already acted (a deny: the writer was killed before its write landed).
-    pub in_kernel: bool,
+    pub(crate) in_kernel: bool,
     /// Where it was seen (none for timeouts).
-    pub scope: Option<Scope>,
+    pub(crate) scope: Option<Scope>,
     /// The file it is about, for a file write.
-    pub path: Option<String>,
+    pub(crate) path: Option<String>,
 }
 
 /// A window: the target its fd wrote to, and the tail of what it wrote there.
 type Window = (String, String);
 
 #[derive(Default)]
-pub struct Engine {
+pub(crate) struct Engine {
     /// Keyed by (tgid, fd, into a file): terminal output and file content never mix.
     /// With the fd's target at the time: a window continues only in the same file or channel
     /// (a reused fd number is another file, whose text is no context).
@@ -118,7 +119,7 @@ pub struct Engine {
     reported: HashMap<(u32, i32, u64), Vec<String>>,
     reported_order: std::collections::VecDeque<(u32, i32, u64)>,
     /// Findings suppressed by a cooldown.
-    pub suppressed: u64,
+    pub(crate) suppressed: u64,
     /// Plugin rules' prefilter hits since the last `take_candidates`.
     candidates: Vec<Candidate>,
     /// Each agent's terminals.
@@ -126,7 +127,7 @@ pub struct Engine {
     /// An agent's own terminal and its size, when axiomd holds it (`axiomctl run`): its screen is
     /// emulated at that size, and only it is the agent's terminal scope. Asked when the agent
     /// first writes to a terminal and once a second after (a resize), not on every write.
-    pub terminal_of: Option<TerminalOf>,
+    pub(crate) terminal_of: Option<TerminalOf>,
     /// File findings held for a moment: a temporary file renamed over its target (an atomic
     /// write) is reported under the target's name.
     held: Vec<(Instant, Finding)>,
@@ -143,10 +144,10 @@ pub struct Engine {
 /// Terminals emulated per agent at most: its own, and the ptys its commands run in (`script`,
 /// `tmux`); a further pty it opens is not emulated (`screen_refused`), so an agent cannot make
 /// axiomd hold a screen per pty it can open.
-pub const SCREENS_PER_AGENT: usize = 8;
+pub(crate) const SCREENS_PER_AGENT: usize = 8;
 
 /// (agent) → (its terminal device, rows, cols).
-pub type TerminalOf = Box<dyn Fn(u64) -> Option<(String, u16, u16)> + Send>;
+pub(crate) type TerminalOf = Box<dyn Fn(u64) -> Option<(String, u16, u16)> + Send>;
 
 /// One agent's terminals: its own (device, rows, cols) when axiomd holds it, and a screen per
 /// terminal device it writes to.
@@ -188,38 +189,30 @@ fn temporary(path: &str) -> bool {
 /// A plugin rule's prefilter hit: its plugin judges it outside the engine's lock (a call may
 /// take its whole fuel budget, and the reader thread takes that lock for kernel matches).
 #[derive(Clone, Debug)]
-pub struct Candidate {
-    pub agent: u64,
-    pub rule: usize,
-    pub pid: u32,
-    pub uid: u32,
-    pub scope: Scope,
-    pub comm: String,
+pub(crate) struct Candidate {
+    pub(crate) agent: u64,
+    pub(crate) rule: usize,
+    pub(crate) pid: u32,
+    pub(crate) scope: Scope,
+    pub(crate) comm: String,
     /// The text with its context window.
-    pub text: String,
-    pub latency_us: Option<f64>,
+    pub(crate) text: String,
+    pub(crate) latency_us: Option<f64>,
 }
 
 /// A plugin call that a sandbox limit stopped, while it looked at an agent's event.
 #[derive(Clone, Debug)]
-pub struct PluginFault {
-    pub agent: u64,
-    pub rule: usize,
-    pub pid: u32,
-    pub fault: axiom_sandbox::Fault,
+pub(crate) struct PluginFault {
+    pub(crate) agent: u64,
+    pub(crate) rule: usize,
+    pub(crate) pid: u32,
+    pub(crate) fault: axiom_sandbox::Fault,
     /// That was its last strike: it is switched off until the rules reload.
-    pub disabled: bool,
+    pub(crate) disabled: bool,
 }
 
 /// Writes remembered for de-duplication (a write's two records arrive close together).
 const REPORTED_MAX: usize = 4096;
-
-fn now_ns() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos() as u64)
-        .unwrap_or(0)
-}
 
 /// What tools write for themselves (claims do not count it as the agent's work).
 static AGENT_STATE: std::sync::LazyLock<PathFilter> =
@@ -273,7 +266,12 @@ impl Engine {
     /// A kernel match record: rules it settles on its own (a deny; a literal-only,
     /// case-insensitive match) are reported now, microseconds after the write; the rest wait
     /// for the captured bytes (regex, case, claims).
-    pub fn on_kernel_match(&mut self, set: &RuleSet, ev: &Event, now: Instant) -> Vec<Finding> {
+    pub(crate) fn on_kernel_match(
+        &mut self,
+        set: &RuleSet,
+        ev: &Event,
+        now: Instant,
+    ) -> Vec<Finding> {
         let Body::KernelMatch {
             fd,
             target,
@@ -339,7 +337,6 @@ impl Engine {
                 ),
                 latency_us,
                 pid: ev.tgid,
-                uid: ev.uid,
                 in_kernel: killed,
                 scope: Some(scope),
                 path: target.clone().filter(|_| scope == Scope::FileWrite),
@@ -349,7 +346,7 @@ impl Engine {
     }
 
     /// Matches one event; returns what fired.
-    pub fn on_event(&mut self, set: &RuleSet, ev: &Event, now: Instant) -> Vec<Finding> {
+    pub(crate) fn on_event(&mut self, set: &RuleSet, ev: &Event, now: Instant) -> Vec<Finding> {
         if ev.agent == 0 {
             return Vec::new();
         }
@@ -533,7 +530,6 @@ impl Engine {
                     ),
                     latency_us: Some((now_ns().saturating_sub(ev.time_ns)) as f64 / 1e3),
                     pid: ev.tgid,
-                    uid: ev.uid,
                     in_kernel: false,
                     scope: Some(rules::write_scope(target.as_deref())),
                     path: file.map(String::from),
@@ -624,14 +620,14 @@ impl Engine {
     }
 
     /// Whether the agent's program asked its terminal for bracketed paste.
-    pub fn pastes(&self, agent: u64) -> bool {
+    pub(crate) fn pastes(&self, agent: u64) -> bool {
         self.screens
             .get(&agent)
             .is_some_and(|t| t.screens.values().any(Screen::bracketed_paste))
     }
 
     /// How long the agent's own terminal has been quiet (`None`: it never wrote to one).
-    pub fn quiet_for(&self, agent: u64, now: Instant) -> Option<std::time::Duration> {
+    pub(crate) fn quiet_for(&self, agent: u64, now: Instant) -> Option<std::time::Duration> {
         self.screens
             .get(&agent)
             .map(|t| now.saturating_duration_since(t.painted))
@@ -641,7 +637,7 @@ impl Engine {
     /// the kernel saw contradicts: each one a finding with the evidence, through the rule's
     /// cooldown: `true` with a finding that is new (the same claim painted on its screen and
     /// reported already is not reported again).
-    pub fn contradicted_claims(
+    pub(crate) fn contradicted_claims(
         &mut self,
         set: &RuleSet,
         agent: u64,
@@ -669,7 +665,6 @@ impl Engine {
                 detail: format!("{}: {evidence}", rules::excerpt(text, &h, r.redact)),
                 latency_us: None,
                 pid: 0,
-                uid: 0,
                 in_kernel: false,
                 scope: Some(Scope::Terminal),
                 path: None,
@@ -684,14 +679,14 @@ impl Engine {
     }
 
     /// How many times the agent's screens show `text`.
-    pub fn shows(&self, agent: u64, text: &str) -> usize {
+    pub(crate) fn shows(&self, agent: u64, text: &str) -> usize {
         self.screens
             .get(&agent)
             .map_or(0, |t| t.screens.values().map(|s| s.occurrences(text)).sum())
     }
 
     /// Records a text typed into an agent's terminal (its echo is not the agent's words).
-    pub fn typed(&mut self, agent: u64, text: &str) {
+    pub(crate) fn typed(&mut self, agent: u64, text: &str) {
         let v = self.typed.entry(agent).or_default();
         v.push(text.to_string());
         if v.len() > 16 {
@@ -818,7 +813,6 @@ impl Engine {
                 agent: ev.agent,
                 rule: h.rule,
                 pid: ev.tgid,
-                uid: ev.uid,
                 scope,
                 comm: ev.comm.clone(),
                 text: text.to_string(),
@@ -835,7 +829,6 @@ impl Engine {
             detail: rules::excerpt(text, h, r.redact),
             latency_us,
             pid: ev.tgid,
-            uid: ev.uid,
             in_kernel: false,
             scope: Some(scope),
             path: path.map(String::from),
@@ -978,7 +971,7 @@ impl Engine {
     }
 
     /// Held findings whose time has come.
-    pub fn release(&mut self, now: Instant) -> Vec<Finding> {
+    pub(crate) fn release(&mut self, now: Instant) -> Vec<Finding> {
         if self.held.is_empty() {
             return Vec::new();
         }
@@ -990,17 +983,17 @@ impl Engine {
     }
 
     /// Whether findings are held (the caller then wakes up sooner than its tick).
-    pub fn holding(&self) -> bool {
+    pub(crate) fn holding(&self) -> bool {
         !self.held.is_empty()
     }
 
     /// The plugin rules' hits since the last time this was asked.
-    pub fn take_candidates(&mut self) -> Vec<Candidate> {
+    pub(crate) fn take_candidates(&mut self) -> Vec<Candidate> {
         std::mem::take(&mut self.candidates)
     }
 
     /// A plugin's finding on a candidate, through its rule's cooldown.
-    pub fn admit(
+    pub(crate) fn admit(
         &mut self,
         set: &RuleSet,
         c: &Candidate,
@@ -1013,7 +1006,6 @@ impl Engine {
             detail,
             latency_us: c.latency_us,
             pid: c.pid,
-            uid: c.uid,
             in_kernel: false,
             scope: Some(c.scope),
             path: None,
@@ -1021,12 +1013,12 @@ impl Engine {
     }
 
     /// What bounds cut since the last call, by cause (for the loss counters).
-    pub fn take_shed(&mut self) -> std::collections::BTreeMap<&'static str, u64> {
+    pub(crate) fn take_shed(&mut self) -> std::collections::BTreeMap<&'static str, u64> {
         std::mem::take(&mut self.shed)
     }
 
     /// Timeouts: planning (no file yet) and progress (no file activity lately).
-    pub fn tick(&mut self, set: &RuleSet, now: Instant) -> Vec<Finding> {
+    pub(crate) fn tick(&mut self, set: &RuleSet, now: Instant) -> Vec<Finding> {
         // A resized terminal: its screen follows.
         if let Some(f) = &self.terminal_of {
             for (agent, t) in self.screens.iter_mut() {
@@ -1079,7 +1071,6 @@ impl Engine {
                 detail,
                 latency_us: None,
                 pid: 0,
-                uid: 0,
                 in_kernel: false,
                 scope: None,
                 path: None,
@@ -1091,84 +1082,12 @@ impl Engine {
 
 /// What userspace still has to do: a `deny` the kernel enforced is done; one that only
 /// userspace saw (a regex-only rule, bytes past the kernel's scan) ends the agent.
-pub fn effective(action: Action, in_kernel: bool) -> Option<Action> {
+pub(crate) fn effective(action: Action, in_kernel: bool) -> Option<Action> {
     match action {
         Action::Deny if in_kernel => None,
         Action::Deny => Some(Action::Kill),
         a => Some(a),
     }
-}
-
-/// Feeds about `bytes` of agent-like terminal output (prose, code, colour codes, now and then a
-/// phrase the default rules catch) through the engine in 200-byte writes of several agents.
-/// Returns (bytes matched, seconds, findings).
-pub fn bench(set: &RuleSet, bytes: usize) -> (usize, f64, usize) {
-    const LINES: [&str; 8] = [
-        "\x1b[1mReading\x1b[0m src/main.rs to see how the parser is wired together.\n",
-        "    let tokens = lexer.tokenize(&input)?; // split into tokens first\n",
-        "fn parse(tokens: &[Token]) -> Result<Ast, ParseError> { parse_items(tokens) }\n",
-        "\x1b[32m✓\x1b[0m 42 tests compiled; running the integration suite next.\n",
-        "Now I'll update the error type so callers can tell a syntax error from an I/O error.\n",
-        "Let me plan the refactor before touching the module boundaries.\n",
-        "The build finished in 12.3s with 0 warnings; checking the benchmarks as well.\n",
-        "diff --git a/src/lib.rs b/src/lib.rs\n@@ -10,7 +10,9 @@ impl Parser {\n",
-    ];
-    let mut text = String::new();
-    while text.len() < 64 << 10 {
-        for l in LINES {
-            text.push_str(l);
-        }
-    }
-    let chunks: Vec<&str> = {
-        let mut v = Vec::new();
-        let mut i = 0;
-        while i < text.len() {
-            let mut j = (i + 200).min(text.len());
-            while !text.is_char_boundary(j) {
-                j += 1;
-            }
-            v.push(&text[i..j]);
-            i = j;
-        }
-        v
-    };
-    let events: Vec<Event> = chunks
-        .iter()
-        .enumerate()
-        .map(|(n, c)| Event {
-            seq: 0,
-            time_ns: now_ns(),
-            agent: 1 + (n % 8) as u64,
-            pid: 100 + (n % 8) as u32,
-            tgid: 100 + (n % 8) as u32,
-            ppid: 1,
-            uid: 1000,
-            cgroup_id: 0,
-            comm: "agent".into(),
-            truncated: false,
-            body: Body::Output {
-                fd: 1,
-                syscall: "write".into(),
-                count: c.len() as u64,
-                target: Some("/dev/pts/1".into()),
-                text: (*c).to_string(),
-                captured: c.len() as u32,
-                redacted: Vec::new(),
-            },
-        })
-        .collect();
-    let mut e = Engine::default();
-    let (mut done, mut findings) = (0usize, 0usize);
-    let t0 = Instant::now();
-    while done < bytes {
-        for ev in &events {
-            findings += e.on_event(set, ev, Instant::now()).len();
-            if let Body::Output { text, .. } = &ev.body {
-                done += text.len();
-            }
-        }
-    }
-    (done, t0.elapsed().as_secs_f64(), findings)
 }
 
 #[cfg(test)]

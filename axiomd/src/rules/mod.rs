@@ -4,8 +4,8 @@
 //! changed), claims are checked against what the kernel saw the agent do, timeouts are checked
 //! once a second, cooldowns de-duplicate per agent and rule — and each finding becomes a
 //! `violation` event and, by the rule's action, an intervention.
-pub mod config;
-pub mod engine;
+pub(crate) mod config;
+pub(crate) mod engine;
 
 use std::{
     path::PathBuf,
@@ -18,7 +18,7 @@ use crate::{agents::Registry, bus::Bus};
 
 /// Where the rules stage sends what it finds when a rule acts; the actions stage implements it,
 /// so that the rules never name the actions (or anything above them).
-pub trait Enforce: Send + Sync {
+pub(crate) trait Enforce: Send + Sync {
     /// A finding whose rule acts (anything but `alert`): carry out its intervention.
     fn submit(&self, set: &Arc<RuleSet>, f: engine::Finding);
     /// A plugin that was stopped (fuel, memory, a trap): report it.
@@ -27,25 +27,25 @@ pub trait Enforce: Send + Sync {
 
 /// What the rules stage works with: the rule set, the per-agent state, the registry (to name
 /// the agent in a violation), the bus it reports on, and the stage it hands interventions to.
-pub struct Stage {
-    pub rules: Arc<Rules>,
-    pub engine: Arc<Mutex<engine::Engine>>,
-    pub registry: Arc<Mutex<Registry>>,
-    pub bus: Arc<Bus>,
-    pub actions: Arc<dyn Enforce>,
+pub(crate) struct Stage {
+    pub(crate) rules: Arc<Rules>,
+    pub(crate) engine: Arc<Mutex<engine::Engine>>,
+    pub(crate) registry: Arc<Mutex<Registry>>,
+    pub(crate) bus: Arc<Bus>,
+    pub(crate) actions: Arc<dyn Enforce>,
 }
 
 /// The active rule set and where it came from; a reload replaces it only if the new one loads.
-pub struct Rules {
+pub(crate) struct Rules {
     current: RwLock<Arc<RuleSet>>,
-    pub paths: Vec<PathBuf>,
+    pub(crate) paths: Vec<PathBuf>,
     /// The rule set behind each kernel matcher table: a match record names its table, and a
     /// reload must not make an old table's states mean the new set's rules.
     tables: std::sync::Mutex<[Option<Arc<RuleSet>>; 2]>,
 }
 
 impl Rules {
-    pub fn load(paths: Vec<PathBuf>) -> Result<Rules, RuleError> {
+    pub(crate) fn load(paths: Vec<PathBuf>) -> Result<Rules, RuleError> {
         let set = RuleSet::load(&paths)?;
         Ok(Rules {
             current: RwLock::new(Arc::new(set)),
@@ -55,7 +55,7 @@ impl Rules {
     }
 
     /// Records which rule set kernel table `t` (1 or 2) holds.
-    pub fn set_table(&self, t: u16, set: Arc<RuleSet>) {
+    pub(crate) fn set_table(&self, t: u16, set: Arc<RuleSet>) {
         if let (Ok(mut g), Some(i)) = (self.tables.lock(), (t as usize).checked_sub(1))
             && let Some(slot) = g.get_mut(i)
         {
@@ -64,12 +64,12 @@ impl Rules {
     }
 
     /// The rule set kernel table `t` was built from.
-    pub fn table(&self, t: u16) -> Option<Arc<RuleSet>> {
+    pub(crate) fn table(&self, t: u16) -> Option<Arc<RuleSet>> {
         let g = self.tables.lock().ok()?;
         g.get((t as usize).checked_sub(1)?)?.clone()
     }
 
-    pub fn get(&self) -> Arc<RuleSet> {
+    pub(crate) fn get(&self) -> Arc<RuleSet> {
         match self.current.read() {
             Ok(g) => g.clone(),
             Err(p) => p.into_inner().clone(),
@@ -77,7 +77,7 @@ impl Rules {
     }
 
     /// Loads the rule files again. On any error the old rules keep running.
-    pub fn reload(&self) -> Result<Arc<RuleSet>, RuleError> {
+    pub(crate) fn reload(&self) -> Result<Arc<RuleSet>, RuleError> {
         let set = Arc::new(RuleSet::load(&self.paths)?);
         match self.current.write() {
             Ok(mut g) => *g = set.clone(),
@@ -87,9 +87,33 @@ impl Rules {
     }
 }
 
+/// The `violation` event of rule `r` about `agent` (`detail`: the match in its context, secrets
+/// masked): one way for the sensor's findings and for what an agent's hook asked about.
+pub(crate) fn violation(
+    agent: &crate::agents::Agent,
+    r: &axiom_rules::Rule,
+    detail: String,
+    scope: Option<axiom_rules::Scope>,
+    path: Option<String>,
+    latency_us: Option<f64>,
+) -> axiom_proto::wire::Event {
+    crate::agents::notice(
+        agent,
+        axiom_proto::wire::Body::Violation {
+            rule: r.id.clone(),
+            severity: r.severity,
+            action: r.action.wire(),
+            detail,
+            latency_us,
+            scope: scope.map(|s| s.name().to_string()),
+            path,
+        },
+    )
+}
+
 /// Reports a finding where it was found: its `violation` event now, then — when its rule acts —
 /// the finding goes to the actions stage, which carries out and reports the intervention.
-pub fn report(stage: &Stage, set: &Arc<RuleSet>, f: engine::Finding) {
+pub(crate) fn report(stage: &Stage, set: &Arc<RuleSet>, f: engine::Finding) {
     let Some(r) = set.rules.get(f.rule) else {
         return;
     };
@@ -101,17 +125,13 @@ pub fn report(stage: &Stage, set: &Arc<RuleSet>, f: engine::Finding) {
     else {
         return;
     };
-    let mut v = crate::agents::notice(
+    let mut v = violation(
         &agent,
-        axiom_proto::wire::Body::Violation {
-            rule: r.id.clone(),
-            severity: r.severity,
-            action: r.action.wire(),
-            detail: f.detail.clone(),
-            latency_us: f.latency_us,
-            scope: f.scope.map(|s| s.name().to_string()),
-            path: f.path.clone(),
-        },
+        r,
+        f.detail.clone(),
+        f.scope,
+        f.path.clone(),
+        f.latency_us,
     );
     if f.pid != 0 {
         (v.pid, v.tgid) = (f.pid, f.pid);
@@ -124,7 +144,7 @@ pub fn report(stage: &Stage, set: &Arc<RuleSet>, f: engine::Finding) {
 
 /// Matches a kernel match record where it arrives (the reader thread): detection latency is
 /// the ring wakeup and this, not a hand-off to another thread.
-pub fn on_kernel_match(stage: &Stage, ev: &axiom_proto::wire::Event) {
+pub(crate) fn on_kernel_match(stage: &Stage, ev: &axiom_proto::wire::Event) {
     let axiom_proto::wire::Body::KernelMatch { table, .. } = &ev.body else {
         return;
     };
@@ -145,7 +165,11 @@ pub fn on_kernel_match(stage: &Stage, ev: &axiom_proto::wire::Event) {
 /// turns each finding into a `violation` event and its intervention. Returns once `stop` is set
 /// and what was queued before it is matched (or if the engine's lock is poisoned: the daemon
 /// sees the thread end and stops).
-pub fn run(rx: crate::bus::RulesQueue, stage: Arc<Stage>, stop: &std::sync::atomic::AtomicBool) {
+pub(crate) fn run(
+    rx: crate::bus::RulesQueue,
+    stage: Arc<Stage>,
+    stop: &std::sync::atomic::AtomicBool,
+) {
     use std::{sync::mpsc::RecvTimeoutError, time::Instant};
     let mut last_tick = Instant::now();
     loop {
@@ -325,7 +349,6 @@ action = "alert"
                 detail: format!("{id} detail"),
                 latency_us: Some(1.0),
                 pid: child.id(),
-                uid: 0,
                 in_kernel: false,
                 scope: None,
                 path: None,

@@ -14,7 +14,7 @@ use axiom_proto::wire::{Body, FileOp};
 use zerocopy::FromBytes;
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
-pub enum DecodeError {
+pub(crate) enum DecodeError {
     #[error("record of {len} bytes is shorter than its {what} layout")]
     Short { what: &'static str, len: usize },
     #[error("unknown record kind {0}")]
@@ -23,7 +23,7 @@ pub enum DecodeError {
 
 impl DecodeError {
     /// Counter name for the status/metrics.
-    pub fn cause(&self) -> &'static str {
+    pub(crate) fn cause(&self) -> &'static str {
         match self {
             DecodeError::Short { .. } => "malformed_short",
             DecodeError::UnknownKind(_) => "malformed_kind",
@@ -33,12 +33,12 @@ impl DecodeError {
 
 /// A decoded record: the header (copied, 56 bytes), the body, and whether it was truncated.
 #[derive(Debug)]
-pub struct Decoded {
-    pub hdr: EventHeader,
-    pub body: Body,
-    pub truncated: bool,
+pub(crate) struct Decoded {
+    pub(crate) hdr: EventHeader,
+    pub(crate) body: Body,
+    pub(crate) truncated: bool,
     /// A file record's directory fds (AT_FDCWD for the cwd), its paths are relative to them.
-    pub dirfds: (i32, i32),
+    pub(crate) dirfds: (i32, i32),
 }
 
 fn view<'a, T: FromBytes + zerocopy::KnownLayout + zerocopy::Immutable>(
@@ -53,7 +53,7 @@ fn view<'a, T: FromBytes + zerocopy::KnownLayout + zerocopy::Immutable>(
 }
 
 /// Bytes up to the first NUL, as (lossy) UTF-8.
-pub fn cstr(b: &[u8]) -> String {
+pub(crate) fn cstr(b: &[u8]) -> String {
     let end = b.iter().position(|&c| c == 0).unwrap_or(b.len());
     String::from_utf8_lossy(&b[..end]).into_owned()
 }
@@ -61,7 +61,7 @@ pub fn cstr(b: &[u8]) -> String {
 /// Whether captured bytes are not text: a TLS record (content type 20–23, version 3.x), or
 /// invalid UTF-8 / control bytes (other than tab, newlines, escape, backspace, bell) in more
 /// than one byte of 16 of the first 512 (a write cut at the capture limit may end mid-character).
-pub fn is_binary(b: &[u8]) -> bool {
+pub(crate) fn is_binary(b: &[u8]) -> bool {
     if b.len() >= 3 && (20..=23).contains(&b[0]) && b[1] == 3 && b[2] <= 4 {
         return true;
     }
@@ -80,7 +80,7 @@ pub fn is_binary(b: &[u8]) -> bool {
 
 /// An opened file's path as the kernel names it: its dentries' names up the mount tree.
 #[derive(Debug, PartialEq, Clone)]
-pub struct KernelPath {
+pub(crate) struct KernelPath {
     /// The file's own name first.
     names: Vec<String>,
     /// The names reach the root (else they are the path's end only).
@@ -101,7 +101,7 @@ impl KernelPath {
     }
 
     /// The path when the kernel gave all of it (no name cut at the slot's length).
-    pub fn whole(&self) -> Option<String> {
+    pub(crate) fn whole(&self) -> Option<String> {
         let cut = self
             .names
             .iter()
@@ -111,7 +111,7 @@ impl KernelPath {
 
     /// What the kernel said, to name a file whose path it gave only in part: its end, after
     /// `…/`.
-    pub fn partial(&self) -> String {
+    pub(crate) fn partial(&self) -> String {
         self.joined(if self.whole { "/" } else { "\u{2026}/" })
     }
 
@@ -128,7 +128,7 @@ impl KernelPath {
 
     /// Whether the absolute `path` names the file these names do, as far as they go (a name
     /// cut at the slot's length matches by its start).
-    pub fn ends(&self, path: &str) -> bool {
+    pub(crate) fn ends(&self, path: &str) -> bool {
         let mut parts = path.split('/').filter(|p| !p.is_empty()).rev();
         for n in &self.names {
             let Some(p) = parts.next() else {
@@ -145,7 +145,7 @@ impl KernelPath {
 
 /// A change to a tracked process's fd table (the kernel's `KIND_FD`/`KIND_FD_OPEN` records).
 #[derive(Debug, PartialEq)]
-pub enum FdChange {
+pub(crate) enum FdChange {
     /// `fd` is `path` (relative to `dirfd`), opened for writing; `kernel`, the file the kernel
     /// opened, named from its dentries (`None` for a chdir, or without BTF).
     Open {
@@ -191,7 +191,7 @@ const O_CLOEXEC: u32 = 0o2000000;
 const CLOSE_RANGE_CLOEXEC: u32 = 4;
 
 /// An fd-table record: (tgid, tid, change), `None` for any other kind of record.
-pub fn fd_change(buf: &[u8]) -> Result<Option<(u32, u32, FdChange)>, DecodeError> {
+pub(crate) fn fd_change(buf: &[u8]) -> Result<Option<(u32, u32, FdChange)>, DecodeError> {
     let (hdr, _) = view::<EventHeader>(buf, "header")?;
     let change = match hdr.kind {
         axiom_common::KIND_FD_OPEN => {
@@ -236,9 +236,9 @@ pub fn fd_change(buf: &[u8]) -> Result<Option<(u32, u32, FdChange)>, DecodeError
 }
 
 /// The "current directory" dirfd of the *at syscalls.
-pub const AT_FDCWD: i32 = -100;
+pub(crate) const AT_FDCWD: i32 = -100;
 
-pub fn decode(buf: &[u8]) -> Result<Decoded, DecodeError> {
+pub(crate) fn decode(buf: &[u8]) -> Result<Decoded, DecodeError> {
     let (hdr, _) = view::<EventHeader>(buf, "header")?;
     let truncated = hdr.flags & FLAG_TRUNCATED != 0;
     let mut dirfds = (AT_FDCWD, AT_FDCWD);
@@ -382,7 +382,7 @@ pub fn decode(buf: &[u8]) -> Result<Decoded, DecodeError> {
     })
 }
 
-pub fn syscall_name(id: u16) -> &'static str {
+pub(crate) fn syscall_name(id: u16) -> &'static str {
     match id {
         SYS_WRITE => "write",
         SYS_PWRITE64 => "pwrite64",
@@ -399,7 +399,7 @@ pub fn syscall_name(id: u16) -> &'static str {
     }
 }
 
-pub fn file_op(op: u16) -> FileOp {
+pub(crate) fn file_op(op: u16) -> FileOp {
     match op {
         FILE_OPEN => FileOp::Open,
         FILE_CREAT => FileOp::Creat,
@@ -414,7 +414,7 @@ pub fn file_op(op: u16) -> FileOp {
 }
 
 /// What an errno of a refused file operation says about who refused it.
-pub fn refused_by(errno: i32) -> &'static str {
+pub(crate) fn refused_by(errno: i32) -> &'static str {
     match errno {
         30 => "read-only mount (the agent's view: outside its writable paths, or protected)",
         18 => "landlock (link or rename across the sandbox's boundary)",
@@ -425,7 +425,7 @@ pub fn refused_by(errno: i32) -> &'static str {
 }
 
 /// Decodes a raw `struct sockaddr` (as the process passed it) into family, address and port.
-pub fn sockaddr(a: &[u8], addrlen: usize) -> (String, String, u16) {
+pub(crate) fn sockaddr(a: &[u8], addrlen: usize) -> (String, String, u16) {
     let fam = u16::from_le_bytes([a[0], a[1]]);
     let port = u16::from_be_bytes([a[2], a[3]]);
     match fam {

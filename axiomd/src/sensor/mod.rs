@@ -1,7 +1,7 @@
 //! From ring records to events: read both rings, decode in place, add what the kernel record does
 //! not carry (parent pid, cwd of an exec, what an fd points at — from the fd table the kernel's
 //! fd records keep in order with the writes, else /proc), number, and publish.
-pub mod decode;
+pub(crate) mod decode;
 mod readback;
 
 use std::{
@@ -28,13 +28,13 @@ const FD_CACHE_MAX: usize = 65_536;
 const IDENT_GRACE: Duration = Duration::from_secs(30);
 
 /// What the reader does with a kernel match record, right where it arrives.
-pub type OnMatch = Box<dyn Fn(&Event) + Send>;
+pub(crate) type OnMatch = Box<dyn Fn(&Event) + Send>;
 /// Masks secrets in a write's text (scope, text) → (masked text, rule ids), before it leaves.
 /// `None` as scope: every secret rule (command lines).
-pub type Redactor =
+pub(crate) type Redactor =
     Box<dyn Fn(Option<axiom_rules::Scope>, &str) -> Option<(String, Vec<String>)> + Send>;
 
-pub struct Pipeline {
+pub(crate) struct Pipeline {
     bus: Arc<Bus>,
     /// Decoded events not yet published: handed to the bus together (one lock, one wakeup of
     /// the rules thread) at the end of a reader pass, or every PUBLISH_EVERY events.
@@ -117,7 +117,7 @@ const THREAD_CWDS: usize = 4096;
 /// further: its later fds are read from /proc).
 const FDT_PER_PROC: usize = 4096;
 /// Fd entries held in all tables at most: ~64 MiB at ~64 bytes an entry.
-pub const FDT_ENTRIES_MAX: usize = 1 << 20;
+pub(crate) const FDT_ENTRIES_MAX: usize = 1 << 20;
 
 impl FdTable {
     fn get(&self, tgid: u32, fd: i32) -> Option<Arc<str>> {
@@ -329,7 +329,7 @@ fn clock_ns(c: nix::time::ClockId) -> i128 {
 }
 
 impl Pipeline {
-    pub fn new(bus: Arc<Bus>) -> Pipeline {
+    pub(crate) fn new(bus: Arc<Bus>) -> Pipeline {
         let clock_offset = clock_ns(nix::time::ClockId::CLOCK_REALTIME)
             - clock_ns(nix::time::ClockId::CLOCK_MONOTONIC);
         Pipeline {
@@ -409,19 +409,19 @@ impl Pipeline {
 
     /// Masks secrets in every write with `f` before the event is published (watchers, D-Bus,
     /// storage see only the mask; the rules learn which rule masked what).
-    pub fn redactor(mut self, f: Redactor) -> Pipeline {
+    pub(crate) fn redactor(mut self, f: Redactor) -> Pipeline {
         self.redactor = Some(f);
         self
     }
 
     /// Proves the reader alive to the watchdog: `hb` moves on every pass of its loop.
-    pub fn heartbeat(mut self, hb: crate::notify::Heartbeat) -> Pipeline {
+    pub(crate) fn heartbeat(mut self, hb: crate::notify::Heartbeat) -> Pipeline {
         self.heartbeat = Some(hb);
         self
     }
 
     /// Handles kernel match records on the reader thread with `f` (instead of queueing them).
-    pub fn on_match(mut self, f: OnMatch) -> Pipeline {
+    pub(crate) fn on_match(mut self, f: OnMatch) -> Pipeline {
         self.on_match = Some(f);
         self
     }
@@ -484,7 +484,7 @@ impl Pipeline {
     }
 
     /// Decodes one record and publishes it; a malformed one is counted and skipped.
-    pub fn handle(&mut self, rec: &[u8]) {
+    pub(crate) fn handle(&mut self, rec: &[u8]) {
         match decode::fd_change(rec) {
             Ok(None) => {}
             Ok(Some((tgid, tid, change))) => return self.fd_changed(tgid, tid, change),
@@ -1045,7 +1045,7 @@ fn absolute(tgid: u32, dirfd: i32, path: &str, cwd: impl FnOnce() -> Option<Stri
 }
 
 /// Registers an fd-owning value with the reactor.
-pub fn async_fd<T: std::os::fd::AsRawFd>(inner: T) -> std::io::Result<AsyncFd<T>> {
+pub(crate) fn async_fd<T: std::os::fd::AsRawFd>(inner: T) -> std::io::Result<AsyncFd<T>> {
     // SAFETY: `inner` owns its fd (a ring buffer map) and moves into the AsyncFd, which
     // deregisters before dropping it: the fd cannot be closed while registered.
     unsafe { AsyncFd::register(inner) }.map_err(Into::into)
@@ -1117,7 +1117,7 @@ impl Batch {
 /// thousands of agents, a nice value alone does not get the reader scheduled often enough, and a
 /// ring that is not drained loses records. The reader sleeps in poll() between batches, so it
 /// takes little CPU; the kernel's RT throttling bounds it anyway.
-pub fn make_realtime() {
+pub(crate) fn make_realtime() {
     let param = libc::sched_param { sched_priority: 1 };
     // SAFETY: sets the scheduling policy of the calling thread.
     if unsafe { libc::sched_setscheduler(0, libc::SCHED_RR, &param) } != 0 {
@@ -1132,7 +1132,7 @@ pub fn make_realtime() {
 /// API work (a status over 10,000 agents, adoption scans) on a shared async runtime.
 /// Lifecycle/file/network records and bulk output arrive on separate rings so a flood of output
 /// can never push out an exec or exit record.
-pub fn run(
+pub(crate) fn run(
     mut events: RingBuf<MapData>,
     mut output: RingBuf<MapData>,
     mut matches: Option<RingBuf<MapData>>,

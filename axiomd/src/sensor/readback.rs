@@ -14,7 +14,7 @@ use axiom_proto::wire::{Body, Event};
 use foldhash::HashMap;
 
 /// Bytes read back per file at most.
-pub const READ_BACK_MAX: usize = 64 << 10;
+pub(super) const READ_BACK_MAX: usize = 64 << 10;
 /// Files waiting per process, and in all; past either, the loss `read_back_shed`.
 const PER_PROCESS: usize = 16;
 const IN_ALL: usize = 4096;
@@ -28,14 +28,14 @@ struct Unread {
 }
 
 #[derive(Default)]
-pub struct ReadBack {
+pub(super) struct ReadBack {
     waiting: HashMap<u32, Vec<Unread>>,
     count: usize,
 }
 
 /// Whether an output event wrote bytes the sensor did not see, into a file: the file to read
 /// back, and whether only the process's exit releases it (a shared mapping outlives its fd).
-pub fn unseen(ev: &Event) -> Option<(&str, bool)> {
+pub(super) fn unseen(ev: &Event) -> Option<(&str, bool)> {
     let Body::Output {
         syscall,
         target: Some(t),
@@ -60,7 +60,7 @@ pub fn unseen(ev: &Event) -> Option<(&str, bool)> {
 
 impl ReadBack {
     /// Remembers a write to read back; false when a bound refused it.
-    pub fn note(&mut self, ev: &Event) -> bool {
+    pub(super) fn note(&mut self, ev: &Event) -> bool {
         let Some((path, at_exit)) = unseen(ev) else {
             return true;
         };
@@ -86,7 +86,7 @@ impl ReadBack {
 
     /// The files released by closing `fds` of `tgid` (all of them, and the mappings, at its
     /// exit: `None`), read back as output events.
-    pub fn released(&mut self, tgid: u32, fds: Option<&dyn Fn(i32) -> bool>) -> Vec<Event> {
+    pub(super) fn released(&mut self, tgid: u32, fds: Option<&dyn Fn(i32) -> bool>) -> Vec<Event> {
         let Some(list) = self.waiting.get_mut(&tgid) else {
             return Vec::new();
         };

@@ -68,36 +68,36 @@ pub enum ColdError {
 
 /// One Parquet file.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
-pub struct Part {
+pub(crate) struct Part {
     /// Object key, relative to the host's prefix.
-    pub key: String,
+    pub(crate) key: String,
     /// The partition it belongs to: [start_ns, end_ns).
-    pub start_ns: i64,
-    pub end_ns: i64,
-    pub min_time_ns: i64,
-    pub max_time_ns: i64,
-    pub rows: u64,
-    pub bytes: u64,
+    pub(crate) start_ns: i64,
+    pub(crate) end_ns: i64,
+    pub(crate) min_time_ns: i64,
+    pub(crate) max_time_ns: i64,
+    pub(crate) rows: u64,
+    pub(crate) bytes: u64,
 }
 
 /// Every part of one host, in `<url>/<host>/manifest.json`.
 #[derive(Serialize, Deserialize, Default, Debug)]
-pub struct Manifest {
-    pub schema_version: u8,
-    pub parts: Vec<Part>,
+pub(crate) struct Manifest {
+    pub(crate) schema_version: u8,
+    pub(crate) parts: Vec<Part>,
 }
 
 /// What the exporter has done, for `status`.
 #[derive(Default)]
-pub struct ColdStats {
-    pub parts: AtomicU64,
-    pub rows: AtomicU64,
-    pub bytes: AtomicU64,
-    pub errors: AtomicU64,
-    pub expired_parts: AtomicU64,
+pub(crate) struct ColdStats {
+    pub(crate) parts: AtomicU64,
+    pub(crate) rows: AtomicU64,
+    pub(crate) bytes: AtomicU64,
+    pub(crate) errors: AtomicU64,
+    pub(crate) expired_parts: AtomicU64,
 }
 
-pub struct Cold {
+pub(crate) struct Cold {
     store: Arc<dyn ObjectStore>,
     url: String,
     /// `<prefix>/<host>`
@@ -128,7 +128,7 @@ fn io(path: &FsPath) -> impl FnOnce(std::io::Error) -> ColdError + '_ {
 impl Cold {
     /// The tier at `url` (`file:///dir`, `s3://bucket/prefix`), caching fetched parts in
     /// `cache`.
-    pub fn open(
+    pub(crate) fn open(
         url_text: &str,
         options: &BTreeMap<String, String>,
         cache: &FsPath,
@@ -192,7 +192,7 @@ impl Cold {
         p
     }
 
-    pub fn manifest(&self) -> Result<Manifest, ColdError> {
+    pub(crate) fn manifest(&self) -> Result<Manifest, ColdError> {
         let p = self.path("manifest.json");
         let got = self.block(|| async {
             match self.store.get(&p).await {
@@ -236,7 +236,7 @@ impl Cold {
 
     /// Moves the oldest partition older than `cutoff_ns` out of the warm tier, if any: rows
     /// exported (0 when there was nothing to do).
-    pub fn export_once(
+    pub(crate) fn export_once(
         &self,
         conn: &duckdb::Connection,
         cutoff_ns: i64,
@@ -391,7 +391,7 @@ impl Cold {
     }
 
     /// Deletes parts whose partition ended before `before_ns`.
-    pub fn expire(&self, before_ns: i64) -> Result<u64, ColdError> {
+    pub(crate) fn expire(&self, before_ns: i64) -> Result<u64, ColdError> {
         let mut m = self.manifest()?;
         let (old, keep): (Vec<Part>, Vec<Part>) =
             m.parts.drain(..).partition(|p| p.end_ns <= before_ns);
@@ -415,7 +415,7 @@ impl Cold {
 
     /// Events of the cold tier that match `q`, newest parts first, until `q.limit` events at
     /// least as new as anything older could be are found.
-    pub fn scan(&self, q: &Query) -> Result<Vec<schema::Stored>, ColdError> {
+    pub(crate) fn scan(&self, q: &Query) -> Result<Vec<schema::Stored>, ColdError> {
         let m = self.manifest()?;
         let since = q.since_ns.map(|t| t.min(i64::MAX as u64) as i64);
         let until = q.until_ns.map(|t| t.min(i64::MAX as u64) as i64);
@@ -442,7 +442,7 @@ impl Cold {
     }
 
     /// Every cold event (for SQL over `all_events`), as Arrow batches.
-    pub fn batches(&self) -> Result<Vec<RecordBatch>, ColdError> {
+    pub(crate) fn batches(&self) -> Result<Vec<RecordBatch>, ColdError> {
         let m = self.manifest()?;
         let mut out = Vec::new();
         for p in &m.parts {
@@ -472,17 +472,17 @@ fn day(ns: i64) -> String {
 }
 
 /// What one Parquet file holds.
-pub struct Written {
-    pub rows: u64,
-    pub min_t: i64,
-    pub max_t: i64,
+pub(crate) struct Written {
+    pub(crate) rows: u64,
+    pub(crate) min_t: i64,
+    pub(crate) max_t: i64,
     /// The rows' size in memory (Arrow) before encoding and compression.
-    pub arrow_bytes: u64,
+    pub(crate) arrow_bytes: u64,
 }
 
 /// Writes the partition's rows, by agent then time (so a file's row groups prune by agent),
 /// as Parquet with ZSTD.
-pub fn write_parquet(
+pub(crate) fn write_parquet(
     conn: &duckdb::Connection,
     path: &FsPath,
     start: i64,
@@ -631,7 +631,7 @@ fn read_part(path: &FsPath, q: Option<&Query>) -> Result<Vec<schema::Stored>, Co
 
 /// The exporter thread: every `interval`, partitions older than the warm retention go cold;
 /// parts past the cold retention are deleted. Errors (S3 down) are retried with back-off.
-pub fn exporter(
+pub(crate) fn exporter(
     cold: Arc<Cold>,
     conn: duckdb::Connection,
     cfg: ColdConfig,

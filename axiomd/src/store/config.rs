@@ -5,44 +5,44 @@ use serde::Deserialize;
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
-pub struct StoreConfig {
+pub(crate) struct StoreConfig {
     /// Keep every event in the warm tier (DuckDB).
-    pub enabled: bool,
+    pub(crate) enabled: bool,
     /// The DuckDB file.
-    pub path: PathBuf,
+    pub(crate) path: PathBuf,
     /// Output events that may wait for the writer; beyond, output is shed (counted as
     /// `store_shed_output`). Lifecycle, exec, file, network, violations and interventions are
     /// never shed.
-    pub queue_events: usize,
+    pub(crate) queue_events: usize,
     /// What waiting events may hold in memory, MiB: above 3/4 of it output chunks are
     /// coalesced (`store_coalesced_output`), at it output is shed (`store_shed_output`).
-    pub memory_cap_mib: u64,
+    pub(crate) memory_cap_mib: u64,
     /// Events per committed batch, and the longest a batch waits. At or above one DuckDB row
     /// group (122,880 rows) it is rounded down to whole row groups (`warm::batch_cap`): those are
     /// written straight to the file, a remainder through the WAL and again at each checkpoint.
-    pub batch_events: usize,
-    pub flush_ms: u64,
+    pub(crate) batch_events: usize,
+    pub(crate) flush_ms: u64,
     /// Threads that append and commit batches side by side, each on a connection of its own
     /// (1..=8; `warm::pipeline`). Idle unless events come faster than one writer stores them.
-    pub writers: usize,
+    pub(crate) writers: usize,
     /// Redis Streams in front of the warm tier.
-    pub hot: HotConfig,
+    pub(crate) hot: HotConfig,
     /// Parquet files (a directory or an S3 bucket) behind it.
-    pub cold: ColdConfig,
+    pub(crate) cold: ColdConfig,
     /// What one query may take.
-    pub sql: SqlLimits,
+    pub(crate) sql: SqlLimits,
 }
 
 /// Bounds on queries (`axiomctl query`, with or without `--sql`).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
-pub struct SqlLimits {
+pub(crate) struct SqlLimits {
     /// A statement still running after this is interrupted.
-    pub timeout_ms: u64,
+    pub(crate) timeout_ms: u64,
     /// Rows (or events) one answer holds at most, whatever `--limit` asks.
-    pub max_rows: usize,
+    pub(crate) max_rows: usize,
     /// DuckDB's memory for the whole database (writer and queries), MiB.
-    pub memory_mib: u64,
+    pub(crate) memory_mib: u64,
 }
 
 impl Default for SqlLimits {
@@ -57,7 +57,7 @@ impl Default for SqlLimits {
 
 impl StoreConfig {
     /// The paths left unset, beside the DuckDB file.
-    pub fn resolved(&self) -> StoreConfig {
+    pub(crate) fn resolved(&self) -> StoreConfig {
         let mut c = self.clone();
         let dir = self
             .path
@@ -77,26 +77,26 @@ impl StoreConfig {
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
-pub struct HotConfig {
+pub(crate) struct HotConfig {
     /// Off: events go straight to DuckDB. On: to Redis, and a consumer group moves them into
     /// DuckDB.
-    pub enabled: bool,
+    pub(crate) enabled: bool,
     /// `redis://host:port/db`, `rediss://…`, or `redis+unix:///path`.
-    pub url: String,
+    pub(crate) url: String,
     /// Streams are `<prefix>:{<host>}:events` (one per host; the braces keep Redis Cluster
     /// commands on one slot).
-    pub key_prefix: String,
+    pub(crate) key_prefix: String,
     /// Approximate entries a stream keeps (`XADD … MAXLEN ~`): Redis's memory bound.
-    pub maxlen: u64,
+    pub(crate) maxlen: u64,
     /// The consumer group that moves entries into DuckDB.
-    pub group: String,
+    pub(crate) group: String,
     /// Run the mover here (off: another worker moves this host's stream; queries still see
     /// what waits in Redis).
-    pub mover: bool,
+    pub(crate) mover: bool,
     /// Where events wait while Redis is unreachable (default: `spool/` beside store.path).
-    pub spool_dir: Option<PathBuf>,
+    pub(crate) spool_dir: Option<PathBuf>,
     /// Entries per pipeline and per move.
-    pub batch_events: usize,
+    pub(crate) batch_events: usize,
 }
 
 impl Default for HotConfig {
@@ -116,26 +116,26 @@ impl Default for HotConfig {
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
-pub struct ColdConfig {
+pub(crate) struct ColdConfig {
     /// Move events older than `after_secs` out of DuckDB into Parquet files.
-    pub enabled: bool,
+    pub(crate) enabled: bool,
     /// `file:///dir` or `s3://bucket/prefix`; each host writes under `<url>/<host>/`
     /// (default: `cold/` beside store.path).
-    pub url: Option<String>,
+    pub(crate) url: Option<String>,
     /// object_store options for S3 (`aws_endpoint`, `aws_region`, `aws_allow_http`, …);
     /// credentials are best left to the environment (`AWS_ACCESS_KEY_ID`, …).
-    pub options: std::collections::BTreeMap<String, String>,
+    pub(crate) options: std::collections::BTreeMap<String, String>,
     /// Warm-tier retention: events older than this go cold.
-    pub after_secs: u64,
+    pub(crate) after_secs: u64,
     /// One Parquet file per partition of this many seconds (more when events arrive late).
-    pub partition_secs: u64,
+    pub(crate) partition_secs: u64,
     /// Cold-tier retention (0: kept for ever).
-    pub keep_secs: u64,
+    pub(crate) keep_secs: u64,
     /// How often the exporter looks for work.
-    pub interval_secs: u64,
+    pub(crate) interval_secs: u64,
     /// Where cold files fetched for a query are cached (default: `cold-cache/` beside
     /// store.path).
-    pub cache_dir: Option<PathBuf>,
+    pub(crate) cache_dir: Option<PathBuf>,
 }
 
 impl Default for ColdConfig {

@@ -17,7 +17,7 @@ use super::StoreError;
 /// Locks a DuckDB instance down: no external access, no extensions, `memory_mib` of memory, and
 /// no configuration change after this. Settings are the instance's: every connection to it is
 /// bound (the writer never needs any of them: Parquet is written by Rust, not by `COPY`).
-pub fn lock_down(conn: &duckdb::Connection, memory_mib: u64) -> Result<(), duckdb::Error> {
+pub(crate) fn lock_down(conn: &duckdb::Connection, memory_mib: u64) -> Result<(), duckdb::Error> {
     conn.execute_batch(&lock_down_sql(memory_mib))
 }
 
@@ -35,7 +35,7 @@ fn lock_down_sql(memory_mib: u64) -> String {
 }
 
 /// DuckDB's parser and binder on a private in-memory database with the events schema.
-pub struct Gate {
+pub(crate) struct Gate {
     db: ffi::duckdb_database,
     conn: ffi::duckdb_connection,
 }
@@ -58,7 +58,7 @@ fn refused(why: impl Into<String>) -> StoreError {
 }
 
 impl Gate {
-    pub fn new() -> Result<Gate, StoreError> {
+    pub(crate) fn new() -> Result<Gate, StoreError> {
         let mut db: ffi::duckdb_database = std::ptr::null_mut();
         let mut conn: ffi::duckdb_connection = std::ptr::null_mut();
         // SAFETY: out-pointers to locals; a null path opens an in-memory database.
@@ -125,7 +125,7 @@ impl Gate {
     }
 
     /// Admits one read: a SELECT, or an `EXPLAIN [ANALYZE]` of one.
-    pub fn admit(&mut self, sql: &str) -> Result<(), StoreError> {
+    pub(crate) fn admit(&mut self, sql: &str) -> Result<(), StoreError> {
         match self.statement_type(sql)? {
             ffi::duckdb_statement_type_DUCKDB_STATEMENT_TYPE_SELECT => Ok(()),
             ffi::duckdb_statement_type_DUCKDB_STATEMENT_TYPE_EXPLAIN => {

@@ -47,29 +47,29 @@ pub enum HotError {
 }
 
 /// The stream a host writes.
-pub fn stream_key(prefix: &str, host: &str) -> String {
+pub(crate) fn stream_key(prefix: &str, host: &str) -> String {
     format!("{prefix}:{{{host}}}:events")
 }
 
 /// "run-seq" → (run, seq).
-pub fn parse_id(id: &str) -> Option<(u64, u64)> {
+pub(crate) fn parse_id(id: &str) -> Option<(u64, u64)> {
     let (a, b) = id.split_once('-')?;
     Some((a.parse().ok()?, b.parse().ok()?))
 }
 
 /// What the hot tier has done, for `status`.
 #[derive(Default)]
-pub struct HotStats {
+pub(crate) struct HotStats {
     /// Entries Redis acknowledged.
-    pub sent: AtomicU64,
+    pub(crate) sent: AtomicU64,
     /// Events waiting in the local spool (Redis unreachable).
-    pub spooled: AtomicU64,
+    pub(crate) spooled: AtomicU64,
     /// Entries refused as already present (sent again after a lost reply).
-    pub duplicates: AtomicU64,
+    pub(crate) duplicates: AtomicU64,
     /// Times Redis could not be reached or failed a command.
-    pub redis_errors: AtomicU64,
+    pub(crate) redis_errors: AtomicU64,
     /// Batches that could be neither sent nor spooled (a full disk), each retried.
-    pub failed_batches: AtomicU64,
+    pub(crate) failed_batches: AtomicU64,
 }
 
 fn connect(client: &redis::Client) -> Result<redis::Connection, HotError> {
@@ -187,7 +187,7 @@ impl Spool {
 }
 
 /// The writer's side of the hot tier.
-pub struct Publisher {
+pub(crate) struct Publisher {
     client: redis::Client,
     conn: Option<redis::Connection>,
     key: String,
@@ -202,7 +202,7 @@ pub struct Publisher {
 }
 
 impl Publisher {
-    pub fn new(cfg: &HotConfig, stats: Arc<HotStats>) -> Result<Publisher, HotError> {
+    pub(crate) fn new(cfg: &HotConfig, stats: Arc<HotStats>) -> Result<Publisher, HotError> {
         let host = super::hostname();
         let key = stream_key(&cfg.key_prefix, &host);
         let spool = Spool::open(cfg.spool_dir.clone().unwrap_or_default().join(format!(
@@ -315,7 +315,7 @@ impl Publisher {
 
 impl Publisher {
     /// Sends (or spools) events numbered in run `run`.
-    pub fn publish_events(&mut self, evs: &[Arc<Event>], run: u64) -> Result<(), HotError> {
+    pub(crate) fn publish_events(&mut self, evs: &[Arc<Event>], run: u64) -> Result<(), HotError> {
         let entries: Vec<Entry> = evs
             .iter()
             .map(|ev| {
@@ -331,14 +331,14 @@ impl Publisher {
     }
 
     /// The stream this publisher writes.
-    pub fn key(&self) -> &str {
+    pub(crate) fn key(&self) -> &str {
         &self.key
     }
 }
 
 /// The hot writer thread: batches from the bus, to Redis or the spool; a batch that can be
 /// neither sent nor spooled (a full disk) is retried, never dropped.
-pub fn publish(mut p: Publisher, intake: Intake, batch: usize, flush: Duration, run: u64) {
+pub(crate) fn publish(mut p: Publisher, intake: Intake, batch: usize, flush: Duration, run: u64) {
     let mut buf = Vec::with_capacity(batch);
     loop {
         let more = intake.collect(&mut buf, batch, flush);
@@ -414,11 +414,11 @@ fn row(id: &str, host: &str, json: &str) -> Option<schema::Stored> {
 
 /// Counters of the worker that moves entries into the warm tier.
 #[derive(Default)]
-pub struct MoverStats {
-    pub moved: AtomicU64,
+pub(crate) struct MoverStats {
+    pub(crate) moved: AtomicU64,
     /// Entries delivered again that the mark showed were already stored.
-    pub redelivered: AtomicU64,
-    pub errors: AtomicU64,
+    pub(crate) redelivered: AtomicU64,
+    pub(crate) errors: AtomicU64,
 }
 
 /// A connection to Redis with the consumer group in place (created when missing: a first start,
@@ -511,7 +511,7 @@ fn unseen_rows(
 }
 
 /// The consumer-group worker: Redis → DuckDB, exactly once as a query sees it.
-pub fn mover(
+pub(crate) fn mover(
     cfg: HotConfig,
     mut warm: Warm,
     stats: Arc<MoverStats>,
@@ -604,20 +604,20 @@ pub fn mover(
 
 /// Reads the newest entries of the stream above `after` (those not yet in the warm tier), for
 /// queries: at most `limit`, oldest first.
-pub struct Reader {
+pub(crate) struct Reader {
     client: redis::Client,
-    pub key: String,
+    pub(crate) key: String,
 }
 
 impl Reader {
-    pub fn new(cfg: &HotConfig) -> Result<Reader, HotError> {
+    pub(crate) fn new(cfg: &HotConfig) -> Result<Reader, HotError> {
         Ok(Reader {
             client: redis::Client::open(cfg.url.as_str())?,
             key: stream_key(&cfg.key_prefix, &super::hostname()),
         })
     }
 
-    pub fn above(
+    pub(crate) fn above(
         &self,
         after: Option<(u64, u64)>,
         limit: usize,

@@ -6,16 +6,15 @@
 //!
 //! Events reach the store through the bus's tap (`crate::bus::tap`: lossless for what matters,
 //! bounded and counted for bulk output), drained as an `Intake`.
-pub mod bench;
-pub mod cold;
-pub mod config;
-pub mod gate;
-pub mod hot;
-pub mod query;
-pub mod schema;
-pub mod warm;
+pub(crate) mod cold;
+pub(crate) mod config;
+pub(crate) mod gate;
+pub(crate) mod hot;
+pub(crate) mod query;
+pub(crate) mod schema;
+pub(crate) mod warm;
 
-pub use warm::{Warm, WriterStats, write};
+pub(crate) use warm::{Warm, WriterStats, write};
 
 use std::{
     path::{Path, PathBuf},
@@ -47,7 +46,7 @@ pub enum StoreError {
 }
 
 /// This host's name, as every tier records it.
-pub fn hostname() -> String {
+pub(crate) fn hostname() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
         .map(|h| h.trim().to_string())
         .unwrap_or_default()
@@ -56,7 +55,7 @@ pub fn hostname() -> String {
 /// This daemon run's number: its start, in ms since the epoch. Events are numbered (`seq`) from
 /// 1 in each run, so (host, run, seq) names one event for good, and `run-seq` is a valid,
 /// increasing Redis stream id.
-pub fn run_id() -> u64 {
+pub(crate) fn run_id() -> u64 {
     static RUN: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
     *RUN.get_or_init(|| {
         std::time::SystemTime::now()
@@ -67,19 +66,19 @@ pub fn run_id() -> u64 {
 }
 
 /// The store's threads, running: what queries read and what `status` shows.
-pub struct Running {
-    pub reader: query::Reader,
-    pub writer: Arc<WriterStats>,
-    pub hot: Option<(Arc<hot::HotStats>, Arc<hot::MoverStats>)>,
-    pub cold: Option<Arc<cold::ColdStats>>,
-    pub stop: Arc<std::sync::atomic::AtomicBool>,
+pub(crate) struct Running {
+    pub(crate) reader: query::Reader,
+    pub(crate) writer: Arc<WriterStats>,
+    pub(crate) hot: Option<(Arc<hot::HotStats>, Arc<hot::MoverStats>)>,
+    pub(crate) cold: Option<Arc<cold::ColdStats>>,
+    pub(crate) stop: Arc<std::sync::atomic::AtomicBool>,
     /// The store's threads: the intake's (`store`, or `store-hot`) first, then the rest.
     threads: std::sync::Mutex<Threads>,
 }
 
 impl Running {
     /// Counters by name, for `status`.
-    pub fn status(&self) -> std::collections::BTreeMap<String, u64> {
+    pub(crate) fn status(&self) -> std::collections::BTreeMap<String, u64> {
         let mut m = std::collections::BTreeMap::new();
         let mut put = |k: &str, v: &AtomicU64| {
             m.insert(k.to_string(), v.load(Ordering::Relaxed));
@@ -111,7 +110,7 @@ impl Running {
 
 impl Running {
     /// A thread of the store that has ended while the store was not being stopped.
-    pub fn dead(&self) -> Option<&'static str> {
+    pub(crate) fn dead(&self) -> Option<&'static str> {
         if self.stop.load(Ordering::Relaxed) {
             return None;
         }
@@ -121,7 +120,7 @@ impl Running {
 
     /// A clean stop, once the bus has let go of the tap: the intake's thread commits what was
     /// queued and ends (joined), then the mover and the exporter are told to stop and joined.
-    pub fn finish(&self) {
+    pub(crate) fn finish(&self) {
         let Ok(mut threads) = self.threads.lock() else {
             return;
         };
@@ -187,7 +186,7 @@ fn spawn(
 
 /// Opens the tiers the config enables and starts their threads: events from the tap go to
 /// Redis (hot on) or straight to DuckDB; the mover and the cold exporter run beside.
-pub fn start(cfg: &config::StoreConfig, intake: Intake) -> Result<Running, StoreError> {
+pub(crate) fn start(cfg: &config::StoreConfig, intake: Intake) -> Result<Running, StoreError> {
     let cfg = &cfg.resolved();
     let run = run_id();
     let warm = Warm::open(&cfg.path, run, cfg.sql.memory_mib)?;

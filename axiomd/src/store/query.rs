@@ -10,15 +10,15 @@ use super::{StoreError, WriterStats, cold::Cold, hot, schema::Stored};
 
 /// What `axiomctl query` asks for.
 #[derive(Clone, Debug, Default)]
-pub struct Query {
-    pub agent: Option<u64>,
-    pub since_ns: Option<u64>,
-    pub until_ns: Option<u64>,
-    pub kinds: Vec<String>,
-    pub text: Option<String>,
-    pub limit: usize,
+pub(crate) struct Query {
+    pub(crate) agent: Option<u64>,
+    pub(crate) since_ns: Option<u64>,
+    pub(crate) until_ns: Option<u64>,
+    pub(crate) kinds: Vec<String>,
+    pub(crate) text: Option<String>,
+    pub(crate) limit: usize,
     /// What a caller who is not an admin may see.
-    pub visible_to: Option<Visible>,
+    pub(crate) visible_to: Option<Visible>,
 }
 
 /// A caller's events: of this host, and either of their uid or of one of their agents since
@@ -26,11 +26,11 @@ pub struct Query {
 /// were swept): user B's new agent 7 must not show user A's old agent 7, whose events are all
 /// older than B's agent.
 #[derive(Clone, Debug, Default, PartialEq)]
-pub struct Visible {
-    pub uid: u32,
-    pub host: String,
+pub(crate) struct Visible {
+    pub(crate) uid: u32,
+    pub(crate) host: String,
     /// (agent id, when it started, ns since the epoch).
-    pub agents: Vec<(u64, u64)>,
+    pub(crate) agents: Vec<(u64, u64)>,
 }
 
 impl Visible {
@@ -45,18 +45,18 @@ impl Visible {
 }
 
 /// The columns a filter looks at (of an event from a tier DuckDB does not read).
-pub struct Row<'a> {
-    pub agent: u64,
-    pub time_ns: u64,
-    pub kind: &'a str,
-    pub text: Option<&'a str>,
-    pub uid: u32,
-    pub host: &'a str,
+pub(crate) struct Row<'a> {
+    pub(crate) agent: u64,
+    pub(crate) time_ns: u64,
+    pub(crate) kind: &'a str,
+    pub(crate) text: Option<&'a str>,
+    pub(crate) uid: u32,
+    pub(crate) host: &'a str,
 }
 
 impl Query {
     /// The same test as the SQL `events` builds, for events read outside DuckDB.
-    pub fn accepts(&self, r: &Row) -> bool {
+    pub(crate) fn accepts(&self, r: &Row) -> bool {
         self.agent.is_none_or(|a| a == r.agent)
             && self.since_ns.is_none_or(|t| r.time_ns >= t)
             && self.until_ns.is_none_or(|t| r.time_ns <= t)
@@ -72,7 +72,7 @@ impl Query {
     }
 
     /// The same test, for an event as stored (with the host that stored it).
-    pub fn accepts_stored(&self, s: &super::schema::Stored) -> bool {
+    pub(crate) fn accepts_stored(&self, s: &super::schema::Stored) -> bool {
         let ev = &s.event;
         let text = super::schema::searchable(&ev.body);
         self.accepts(&Row {
@@ -87,7 +87,7 @@ impl Query {
 }
 
 /// The latest `limit` events that match, oldest first.
-pub fn events(conn: &duckdb::Connection, q: &Query) -> Result<Vec<Stored>, StoreError> {
+pub(crate) fn events(conn: &duckdb::Connection, q: &Query) -> Result<Vec<Stored>, StoreError> {
     let mut sql = String::from(
         "SELECT seq, time_ns, agent, pid, tgid, ppid, uid, cgroup_id, comm, truncated, body, \
          host, run, text FROM events WHERE true",
@@ -168,7 +168,7 @@ pub fn events(conn: &duckdb::Connection, q: &Query) -> Result<Vec<Stored>, Store
 /// The latest `limit` events that match, looking back from `newest_ns` through windows widened
 /// by what each one yielded: events are stored in time order, so DuckDB's zone maps skip every row group
 /// outside the window, and "latest 1,000 of one agent" reads a sliver of a 100M-row table.
-pub fn latest(
+pub(crate) fn latest(
     conn: &duckdb::Connection,
     q: &Query,
     newest_ns: u64,
@@ -197,18 +197,18 @@ pub fn latest(
 const HOT_SCAN: usize = 200_000;
 
 /// Every tier a query reads.
-pub struct Reader {
-    pub warm: Mutex<duckdb::Connection>,
+pub(crate) struct Reader {
+    pub(crate) warm: Mutex<duckdb::Connection>,
     /// Admits admin SQL (one read, by DuckDB's parser).
-    pub gate: Mutex<super::gate::Gate>,
-    pub limits: super::config::SqlLimits,
-    pub hot: Option<hot::Reader>,
-    pub cold: Option<Arc<Cold>>,
-    pub stats: Arc<WriterStats>,
+    pub(crate) gate: Mutex<super::gate::Gate>,
+    pub(crate) limits: super::config::SqlLimits,
+    pub(crate) hot: Option<hot::Reader>,
+    pub(crate) cold: Option<Arc<Cold>>,
+    pub(crate) stats: Arc<WriterStats>,
 }
 
 /// Keeps one copy of each event, orders by time, and keeps the newest `limit`.
-pub fn merge(mut all: Vec<Stored>, limit: usize) -> Vec<Stored> {
+pub(crate) fn merge(mut all: Vec<Stored>, limit: usize) -> Vec<Stored> {
     all.sort_by(|a, b| {
         (a.event.time_ns, &a.host, a.run, a.event.seq).cmp(&(
             b.event.time_ns,
@@ -244,7 +244,7 @@ impl Reader {
     }
 
     /// The latest `q.limit` events that match, across the tiers, oldest first.
-    pub fn latest(&self, q: &Query) -> Result<Vec<Event>, StoreError> {
+    pub(crate) fn latest(&self, q: &Query) -> Result<Vec<Event>, StoreError> {
         let q = &Query {
             limit: q.limit.min(self.limits.max_rows),
             ..q.clone()
@@ -283,7 +283,7 @@ impl Reader {
 
     /// One read-only statement; `all_events` names every tier (hot and cold copied in for the
     /// statement), `events` the warm tier alone.
-    pub fn sql(
+    pub(crate) fn sql(
         &self,
         text: &str,
         limit: usize,
@@ -382,7 +382,7 @@ fn json(v: Value) -> serde_json::Value {
 }
 
 /// Runs one statement (admitted by `gate::Gate`) inside a transaction that is rolled back.
-pub fn sql(
+pub(crate) fn sql(
     conn: &duckdb::Connection,
     sql: &str,
     limit: usize,

@@ -3,9 +3,9 @@
 //! searchable payload as text (what was written, the command line, the path, the address).
 use axiom_proto::wire::{Body, Event};
 
-pub const VERSION: u8 = 1;
+pub(crate) const VERSION: u8 = 1;
 
-pub const CREATE: &str = "
+pub(crate) const CREATE: &str = "
 CREATE TABLE IF NOT EXISTS events (
     schema_version UTINYINT NOT NULL,
     host VARCHAR NOT NULL,
@@ -37,26 +37,27 @@ CREATE TABLE IF NOT EXISTS ingest_marks (
 ";
 
 /// The envelope and body columns, in table order (what the cold tier's Parquet files hold too).
-pub const COLUMNS: &str = "schema_version, host, seq, time_ns, agent, kind, pid, tgid, ppid, uid, \
+pub(crate) const COLUMNS: &str = "schema_version, host, seq, time_ns, agent, kind, pid, tgid, ppid, uid, \
      cgroup_id, comm, truncated, text, body, run";
 
 /// An event with its identity, as any tier gives it back.
 #[derive(Clone, Debug)]
-pub struct Stored {
-    pub host: String,
-    pub run: u64,
-    pub event: Event,
+pub(crate) struct Stored {
+    pub(crate) host: String,
+    pub(crate) run: u64,
+    pub(crate) event: Event,
 }
 
 impl Stored {
     /// The identity queries merge tiers by.
-    pub fn key(&self) -> (String, u64, u64) {
+    #[cfg(test)]
+    pub(crate) fn key(&self) -> (String, u64, u64) {
         (self.host.clone(), self.run, self.event.seq)
     }
 }
 
 /// The text a search looks in.
-pub fn searchable(b: &Body) -> Option<String> {
+pub(crate) fn searchable(b: &Body) -> Option<String> {
     searchable_ref(b).map(std::borrow::Cow::into_owned)
 }
 
@@ -99,7 +100,7 @@ struct OutputSansText<'a> {
 }
 
 /// `body` as the `body` column stores it, into `out` (cleared first).
-pub fn body_json(body: &Body, out: &mut Vec<u8>) {
+pub(crate) fn body_json(body: &Body, out: &mut Vec<u8>) {
     out.clear();
     let done = match body {
         Body::Output {
@@ -131,7 +132,7 @@ pub fn body_json(body: &Body, out: &mut Vec<u8>) {
 }
 
 /// A stored row's body: the `body` column, with an output's bytes from the `text` column.
-pub fn body_of(body: &str, text: Option<&str>) -> Option<Body> {
+pub(crate) fn body_of(body: &str, text: Option<&str>) -> Option<Body> {
     let mut b: Body = serde_json::from_str(body).ok()?;
     if let (Body::Output { text: t, .. }, Some(col)) = (&mut b, text)
         && t.is_empty()
@@ -145,14 +146,14 @@ pub fn body_of(body: &str, text: Option<&str>) -> Option<Body> {
 /// Built apart from the appending (`columns`), so the writer can build the next batch's
 /// columns while DuckDB stores the last one.
 #[derive(Clone)]
-pub struct Columns {
-    pub batch: arrow::record_batch::RecordBatch,
-    pub newest: Option<i64>,
+pub(crate) struct Columns {
+    pub(crate) batch: arrow::record_batch::RecordBatch,
+    pub(crate) newest: Option<i64>,
 }
 
 impl Columns {
     /// This daemon's events (one host and run) as columns.
-    pub fn of(
+    pub(crate) fn of(
         host: &str,
         run: u64,
         events: &[std::sync::Arc<Event>],
@@ -161,14 +162,14 @@ impl Columns {
             .map_err(|e| super::StoreError::Query(arrow_error(e)))
     }
 
-    pub fn rows(&self) -> usize {
+    pub(crate) fn rows(&self) -> usize {
         self.batch.num_rows()
     }
 }
 
 /// Appends events, with the identity each is stored under (host, run): `columns`, then DuckDB's
 /// appender. The newest event time appended, if any.
-pub fn append<'a>(
+pub(crate) fn append<'a>(
     app: &mut duckdb::Appender,
     rows: impl ExactSizeIterator<Item = (&'a str, u64, &'a Event)>,
 ) -> Result<Option<i64>, duckdb::Error> {
@@ -180,7 +181,7 @@ pub fn append<'a>(
 }
 
 /// An Arrow error as the DuckDB error the store reports.
-pub fn arrow_error(e: arrow::error::ArrowError) -> duckdb::Error {
+pub(crate) fn arrow_error(e: arrow::error::ArrowError) -> duckdb::Error {
     duckdb::Error::ToSqlConversionFailure(Box::new(e))
 }
 
@@ -194,7 +195,7 @@ pub fn arrow_error(e: arrow::error::ArrowError) -> duckdb::Error {
 /// vectors and skips the text and body of every other vector instead of decompressing them.
 /// The rows are sorted first and the columns built in that order: gathering built columns
 /// afterwards copied every text and body a second time (measured: a fifth of the build).
-pub fn columns<'a>(
+pub(crate) fn columns<'a>(
     rows: impl ExactSizeIterator<Item = (&'a str, u64, &'a Event)>,
 ) -> Result<Columns, arrow::error::ArrowError> {
     use arrow::array::{
@@ -267,7 +268,7 @@ pub fn columns<'a>(
 
 /// An output event for tests.
 #[cfg(test)]
-pub fn sample_output(seq: u64, time_ns: u64, tgid: u32, uid: u32, text: &str) -> Event {
+pub(crate) fn sample_output(seq: u64, time_ns: u64, tgid: u32, uid: u32, text: &str) -> Event {
     Event {
         seq,
         time_ns,

@@ -19,19 +19,19 @@ use super::{
 use crate::bus::tap::Intake;
 
 /// The DuckDB database holding the events.
-pub struct Warm {
+pub(crate) struct Warm {
     conn: duckdb::Connection,
-    pub path: PathBuf,
+    pub(crate) path: PathBuf,
     host: String,
     run: u64,
     /// The newest event time appended: "latest N" queries look back from here.
-    pub max_time_ns: u64,
+    pub(crate) max_time_ns: u64,
 }
 
 impl Warm {
     /// Opens (or creates) the database and locks the instance down (`gate::lock_down`): no
     /// file, URL or extension reachable from SQL, `memory_mib` of memory at most.
-    pub fn open(path: &Path, run: u64, memory_mib: u64) -> Result<Warm, StoreError> {
+    pub(crate) fn open(path: &Path, run: u64, memory_mib: u64) -> Result<Warm, StoreError> {
         if let Some(dir) = path.parent() {
             let _ = std::fs::create_dir_all(dir);
         }
@@ -71,25 +71,26 @@ impl Warm {
     }
 
     /// A second connection to the same database (queries run on it, not on the writer's).
-    pub fn reader(&self) -> Result<duckdb::Connection, StoreError> {
+    pub(crate) fn reader(&self) -> Result<duckdb::Connection, StoreError> {
         Ok(self.conn.try_clone()?)
     }
 
     /// Appends a batch of this daemon's events and commits it.
-    pub fn append(&mut self, batch: &[Arc<Event>]) -> Result<(), StoreError> {
+    #[cfg(test)]
+    pub(crate) fn append(&mut self, batch: &[Arc<Event>]) -> Result<(), StoreError> {
         let cols = Columns::of(&self.host, self.run, batch)?;
         self.append_columns(&cols)
     }
 
     /// Appends columns built by `columns` and commits them.
-    pub fn append_columns(&mut self, cols: &schema::Columns) -> Result<(), StoreError> {
+    pub(crate) fn append_columns(&mut self, cols: &schema::Columns) -> Result<(), StoreError> {
         self.commit(cols, None)
     }
 
     /// Events moved from a Redis stream, with the stream's mark, in one transaction: either
     /// both are stored or neither, so an entry delivered again after a crash is skipped, not
     /// doubled.
-    pub fn ingest(
+    pub(crate) fn ingest(
         &mut self,
         rows: &[schema::Stored],
         stream: &str,
@@ -160,7 +161,7 @@ impl Warm {
 
     /// A fresh database in a directory of its own under the temporary directory, for tests.
     #[cfg(test)]
-    pub fn scratch(name: &str, run: u64, memory_mib: u64) -> (PathBuf, Warm) {
+    pub(crate) fn scratch(name: &str, run: u64, memory_mib: u64) -> (PathBuf, Warm) {
         let dir = std::env::temp_dir().join(format!("axiom-{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         let warm = Warm::open(&dir.join("events.duckdb"), run, memory_mib).unwrap();
@@ -168,7 +169,7 @@ impl Warm {
     }
 
     /// How far `stream` has been moved in: the (run, seq) of its last entry stored.
-    pub fn mark(&self, stream: &str) -> Result<Option<(u64, u64)>, StoreError> {
+    pub(crate) fn mark(&self, stream: &str) -> Result<Option<(u64, u64)>, StoreError> {
         let mut st = self
             .conn
             .prepare("SELECT run, seq FROM ingest_marks WHERE stream = ?")?;
@@ -184,13 +185,13 @@ impl Warm {
 /// transaction's whole row groups are written straight to the database file; the rows past the
 /// last whole one join the table's last, partial row group, which goes through the WAL and is
 /// written again at every checkpoint until it fills.
-pub const ROW_GROUP_ROWS: usize = 2048 * 60;
+pub(crate) const ROW_GROUP_ROWS: usize = 2048 * 60;
 
 /// The writer's batch size for a configured `batch_events`: at or above one row group, rounded
 /// down to whole row groups, so a full batch leaves no remainder behind. Measured (DuckDB 1.2,
 /// 1M events): batches of 131,072 cost 3.1-3.9 µs of CPU per event, of 122,880 1.5, of 245,760
 /// 1.3; a 131,072-event batch is one row group plus 8,192 rows that are written again and again.
-pub fn batch_cap(configured: usize) -> usize {
+pub(crate) fn batch_cap(configured: usize) -> usize {
     if configured >= ROW_GROUP_ROWS {
         configured - configured % ROW_GROUP_ROWS
     } else {
@@ -204,17 +205,17 @@ const APPENDER_FLUSH_ROWS: usize = 2048 * 100;
 
 /// What the writer has done, for `status`.
 #[derive(Default)]
-pub struct WriterStats {
-    pub stored: AtomicU64,
-    pub batches: AtomicU64,
-    pub failed_batches: AtomicU64,
+pub(crate) struct WriterStats {
+    pub(crate) stored: AtomicU64,
+    pub(crate) batches: AtomicU64,
+    pub(crate) failed_batches: AtomicU64,
     /// The newest event time committed.
-    pub max_time_ns: AtomicU64,
+    pub(crate) max_time_ns: AtomicU64,
 }
 
 /// The writer thread (warm tier only): batches of up to `batch` events or `flush` time from
 /// the intake, through `pipeline`.
-pub fn write(
+pub(crate) fn write(
     mut warm: Warm,
     intake: Intake,
     (batch, writers): (usize, usize),
@@ -242,7 +243,7 @@ pub fn write(
 /// are retrying `next` is not called, so the intake's queue holds what arrives (beyond it,
 /// output is shed and counted). Rows of different batches may be committed out of order; each
 /// batch stays whole and laid out by agent (`Columns::of`).
-pub fn pipeline(
+pub(crate) fn pipeline(
     warm: &mut Warm,
     writers: usize,
     mut next: impl FnMut(&mut Vec<Arc<Event>>) -> Option<()> + Send,

@@ -14,8 +14,8 @@ use opentelemetry_sdk::{
 use super::{LATENCY_BOUNDS, SharedCounts, TelemetryConfig};
 
 /// The running exporters.
-pub struct Otlp {
-    pub latencies: Latencies,
+pub(crate) struct Otlp {
+    pub(crate) latencies: Latencies,
     traces: SdkTracerProvider,
     metrics: SdkMeterProvider,
 }
@@ -36,7 +36,7 @@ fn resource() -> Resource {
 impl Otlp {
     /// Builds both exporters (on the tokio runtime: the gRPC client needs it) and registers the
     /// instruments.
-    pub fn start(
+    pub(crate) fn start(
         cfg: &TelemetryConfig,
         status: super::StatusSource,
         counts: SharedCounts,
@@ -86,12 +86,12 @@ impl Otlp {
         })
     }
 
-    pub fn tracer(&self) -> SdkTracer {
+    pub(crate) fn tracer(&self) -> SdkTracer {
         self.traces.tracer("axiomd")
     }
 
     /// Exports what is pending (at a clean stop).
-    pub fn shutdown(&self) {
+    pub(crate) fn shutdown(&self) {
         if let Err(e) = self.traces.shutdown() {
             tracing::warn!("OTLP traces at shutdown: {e}");
         }
@@ -192,13 +192,13 @@ fn instruments(
 
 /// The latency histograms, recorded by the telemetry task as violations and interventions go by.
 #[derive(Clone)]
-pub struct Latencies {
+pub(crate) struct Latencies {
     detection: opentelemetry::metrics::Histogram<f64>,
     intervention: opentelemetry::metrics::Histogram<f64>,
 }
 
 impl Latencies {
-    pub fn record(&self, ev: &axiom_proto::wire::Event) {
+    pub(crate) fn record(&self, ev: &axiom_proto::wire::Event) {
         use axiom_proto::wire::Body;
         match &ev.body {
             Body::Violation {

@@ -5,9 +5,9 @@
 //! latencies the events carry are kept in `Counts`, which both the OTLP metrics and the
 //! Prometheus endpoint read. What the bus dropped for this subscriber is counted as
 //! `subscriber_lagged`, like any other subscriber's.
-pub mod metrics;
-pub mod prometheus;
-pub mod traces;
+pub(crate) mod metrics;
+pub(crate) mod prometheus;
+pub(crate) mod traces;
 
 use std::{
     collections::BTreeMap,
@@ -21,22 +21,22 @@ use serde::Deserialize;
 /// `[telemetry]`.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
-pub struct TelemetryConfig {
+pub(crate) struct TelemetryConfig {
     /// Export traces and metrics over OTLP (off by default: nothing else has to run).
-    pub otlp: bool,
+    pub(crate) otlp: bool,
     /// `grpc` (a collector's port 4317) or `http/protobuf` (port 4318).
-    pub otlp_protocol: String,
+    pub(crate) otlp_protocol: String,
     /// The collector: `http://127.0.0.1:4317` for gRPC, `http://127.0.0.1:4318` for HTTP
     /// (`/v1/traces` and `/v1/metrics` are appended).
-    pub otlp_endpoint: String,
+    pub(crate) otlp_endpoint: String,
     /// How often metrics are exported.
-    pub metrics_interval_ms: u64,
+    pub(crate) metrics_interval_ms: u64,
     /// Command lines, arguments and violation details as span attributes (secrets are masked
     /// before any of it leaves axiomd). false (the default: a collector is often another
     /// team's, and what an agent ran is the user's): program names, rule ids and counts only.
-    pub include_content: bool,
+    pub(crate) include_content: bool,
     /// `address:port` of a Prometheus text endpoint (`GET /metrics`); empty: off.
-    pub prometheus_listen: String,
+    pub(crate) prometheus_listen: String,
 }
 
 impl Default for TelemetryConfig {
@@ -53,7 +53,7 @@ impl Default for TelemetryConfig {
 }
 
 impl TelemetryConfig {
-    pub fn validate(&self) -> Result<(), String> {
+    pub(crate) fn validate(&self) -> Result<(), String> {
         if !matches!(self.otlp_protocol.as_str(), "grpc" | "http/protobuf") {
             return Err(format!(
                 "otlp_protocol {:?}: grpc or http/protobuf",
@@ -82,22 +82,22 @@ impl TelemetryConfig {
 }
 
 /// Upper bounds of the latency histograms, seconds.
-pub const LATENCY_BOUNDS: [f64; 14] = [
+pub(crate) const LATENCY_BOUNDS: [f64; 14] = [
     0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
     1.0,
 ];
 
 /// A latency histogram with `LATENCY_BOUNDS`.
 #[derive(Clone, Debug, Default)]
-pub struct Histogram {
+pub(crate) struct Histogram {
     /// Per bucket (not cumulative), and one past the last bound.
-    pub buckets: [u64; LATENCY_BOUNDS.len() + 1],
-    pub sum: f64,
-    pub count: u64,
+    pub(crate) buckets: [u64; LATENCY_BOUNDS.len() + 1],
+    pub(crate) sum: f64,
+    pub(crate) count: u64,
 }
 
 impl Histogram {
-    pub fn record(&mut self, secs: f64) {
+    pub(crate) fn record(&mut self, secs: f64) {
         let i = LATENCY_BOUNDS
             .iter()
             .position(|b| secs <= *b)
@@ -110,18 +110,18 @@ impl Histogram {
 
 /// What the telemetry task counted from the events it saw.
 #[derive(Debug, Default)]
-pub struct Counts {
-    pub violations: BTreeMap<String, u64>,
-    pub interventions: BTreeMap<String, u64>,
-    pub denied: BTreeMap<String, u64>,
+pub(crate) struct Counts {
+    pub(crate) violations: BTreeMap<String, u64>,
+    pub(crate) interventions: BTreeMap<String, u64>,
+    pub(crate) denied: BTreeMap<String, u64>,
     /// From the offending syscall to the violation.
-    pub detection: Histogram,
+    pub(crate) detection: Histogram,
     /// Carrying out an intervention.
-    pub intervention: Histogram,
+    pub(crate) intervention: Histogram,
 }
 
 impl Counts {
-    pub fn observe(&mut self, ev: &Event) {
+    pub(crate) fn observe(&mut self, ev: &Event) {
         match &ev.body {
             Body::Violation {
                 rule, latency_us, ..
@@ -148,14 +148,14 @@ impl Counts {
     }
 }
 
-pub type SharedCounts = Arc<Mutex<Counts>>;
+pub(crate) type SharedCounts = Arc<Mutex<Counts>>;
 
 /// What telemetry reads of the daemon: the snapshot `status` answers with, taken on demand.
 /// Injected by the daemon, so that telemetry (a sink) never names the API above it.
-pub type StatusSource = Arc<dyn Fn() -> axiom_proto::wire::Status + Send + Sync>;
+pub(crate) type StatusSource = Arc<dyn Fn() -> axiom_proto::wire::Status + Send + Sync>;
 
 /// Starts what `[telemetry]` asks for. Returns the OTLP providers (flushed at shutdown).
-pub async fn start(
+pub(crate) async fn start(
     cfg: &TelemetryConfig,
     bus: Arc<crate::bus::Bus>,
     status: StatusSource,

@@ -40,7 +40,7 @@ fn histogram(out: &mut String, name: &str, help: &str, h: &Histogram) {
 }
 
 /// The whole exposition.
-pub fn render(status: &super::StatusSource, counts: &SharedCounts) -> String {
+pub(crate) fn render(status: &super::StatusSource, counts: &SharedCounts) -> String {
     let st = status();
     let mut out = String::with_capacity(4096);
     family(
@@ -116,7 +116,7 @@ pub fn render(status: &super::StatusSource, counts: &SharedCounts) -> String {
 }
 
 /// Serves `GET /metrics` (HTTP/1.x, one request per connection).
-pub async fn serve(
+pub(crate) async fn serve(
     listener: tokio::net::TcpListener,
     status: super::StatusSource,
     counts: SharedCounts,

@@ -29,14 +29,14 @@ struct Session {
     last: SystemTime,
 }
 
-pub struct Sessions {
+pub(crate) struct Sessions {
     tracer: SdkTracer,
     content: bool,
     agents: HashMap<u64, Session>,
     /// The command span of each process (tgid) of an agent.
     procs: HashMap<u32, (u64, Span)>,
     /// Commands not traced because `MAX_OPEN` spans were open.
-    pub untraced: u64,
+    pub(crate) untraced: u64,
 }
 
 fn exit_status(code: &Option<i32>, signal: &Option<i32>) -> (Vec<KeyValue>, Option<Status>) {
@@ -55,7 +55,7 @@ fn exit_status(code: &Option<i32>, signal: &Option<i32>) -> (Vec<KeyValue>, Opti
 }
 
 impl Sessions {
-    pub fn new(tracer: SdkTracer, content: bool) -> Sessions {
+    pub(crate) fn new(tracer: SdkTracer, content: bool) -> Sessions {
         Sessions {
             tracer,
             content,
@@ -94,7 +94,7 @@ impl Sessions {
 
     /// One event into the agent's trace: its session (root span), a span per command, a span
     /// per violation, span events for interventions and refusals.
-    pub fn on_event(&mut self, ev: &Event) {
+    pub(crate) fn on_event(&mut self, ev: &Event) {
         if ev.agent == 0 {
             return;
         }
@@ -313,7 +313,7 @@ impl Sessions {
 
     /// Ends sessions whose agent was forgotten without an exit event (untracked): after a day
     /// without a command, their root span is ended so it is exported.
-    pub fn sweep(&mut self) {
+    pub(crate) fn sweep(&mut self) {
         let now = SystemTime::now();
         let stale: Vec<u64> = self
             .agents

@@ -4,7 +4,7 @@ use std::{sync::Arc, time::Instant};
 
 use axiom_proto::wire::{Body, Event};
 
-use super::{StoreError, Warm, query};
+use crate::store::{StoreError, Warm, query};
 
 /// The bench's first event time (ns).
 const T0: u64 = 1_800_000_000_000_000_000;
@@ -75,10 +75,10 @@ fn fill(conn: &duckdb::Connection, host: &str, n: u64, batch: u64) -> Result<(),
     // Bodies as the writer stores them (an output's without its bytes: the text column has them).
     let body = |i: u64| {
         let mut out = Vec::new();
-        super::schema::body_json(&synthetic(i).body, &mut out);
+        crate::store::schema::body_json(&synthetic(i).body, &mut out);
         String::from_utf8(out).unwrap_or_default()
     };
-    let text = |i: u64| super::schema::searchable(&synthetic(i).body).unwrap_or_default();
+    let text = |i: u64| crate::store::schema::searchable(&synthetic(i).body).unwrap_or_default();
     // About 10M rows at a time, whole batches.
     let chunk = batch * (10_000_000 / batch).max(1);
     let mut from = 0;
@@ -126,9 +126,9 @@ pub fn run(
     let appended = rows.min(APPENDED);
     // Batches as the daemon's writer makes them under load: full ones, of the configured
     // `store.batch_events` sized as the writer sizes them.
-    let batch = super::warm::batch_cap(batch_events) as u64;
+    let batch = crate::store::warm::batch_cap(batch_events) as u64;
     let reader = warm.reader()?;
-    fill(&reader, &super::hostname(), rows - appended, batch)?;
+    fill(&reader, &crate::store::hostname(), rows - appended, batch)?;
     let ingest = append_timed(&mut warm, &reader, rows - appended..rows, batch, writers)?;
     let newest = warm.max_time_ns;
     let q = query::Query {
@@ -154,7 +154,7 @@ pub fn run(
     let (parquet_mb_s, parquet_out_mb_s) = if parquet {
         let out = path.with_extension("parquet");
         let t = Instant::now();
-        let w = super::cold::write_parquet(&reader, &out, i64::MIN, i64::MAX)?;
+        let w = crate::store::cold::write_parquet(&reader, &out, i64::MIN, i64::MAX)?;
         let secs = t.elapsed().as_secs_f64();
         let bytes = std::fs::metadata(&out).map(|m| m.len()).unwrap_or(0);
         let _ = std::fs::remove_file(&out);
@@ -203,9 +203,9 @@ fn append_timed(
                 .collect()
         })
         .collect();
-    let stats = super::warm::WriterStats::default();
+    let stats = crate::store::warm::WriterStats::default();
     let t0 = Instant::now();
-    super::warm::pipeline(
+    crate::store::warm::pipeline(
         warm,
         writers,
         |buf| {
@@ -234,7 +234,7 @@ pub fn writers(
     path: &std::path::Path,
     (batch_events, writers): (usize, usize),
 ) -> Result<(f64, f64), StoreError> {
-    let batch = super::warm::batch_cap(batch_events) as u64;
+    let batch = crate::store::warm::batch_cap(batch_events) as u64;
     let (mut one, mut many) = (Vec::new(), Vec::new());
     for w in [1, writers, writers, 1] {
         let _ = std::fs::remove_file(path);
@@ -255,15 +255,15 @@ pub fn writers(
 /// own code), over `n` events, on a stream of its own that is deleted after.
 pub fn redis(url: &str, n: u64) -> Result<f64, StoreError> {
     let dir = std::env::temp_dir().join(format!("axiom-bench-spool-{}", std::process::id()));
-    let cfg = super::config::HotConfig {
+    let cfg = crate::store::config::HotConfig {
         enabled: true,
         url: url.into(),
         key_prefix: format!("axiom-bench-{}", std::process::id()),
         spool_dir: Some(dir.clone()),
         ..Default::default()
     };
-    let stats = Arc::new(super::hot::HotStats::default());
-    let mut p = super::hot::Publisher::new(&cfg, stats.clone())?;
+    let stats = Arc::new(crate::store::hot::HotStats::default());
+    let mut p = crate::store::hot::Publisher::new(&cfg, stats.clone())?;
     let batch = cfg.batch_events as u64;
     let t0 = Instant::now();
     let mut i = 0;

@@ -105,20 +105,29 @@ pub fn cache_for(uid: Option<nix::unistd::Uid>) -> Option<PathBuf> {
     }
 }
 
+/// What `wasm-exec` (the hidden command `run --wasm` execs) was asked.
+#[derive(clap::Args, Debug)]
+pub struct ExecArgs {
+    #[arg(long)]
+    pub workspace: PathBuf,
+    /// The compiled-module cache directory.
+    #[arg(long)]
+    pub cache: Option<PathBuf>,
+    #[command(flatten)]
+    pub limits: WasmLimits,
+    pub module: PathBuf,
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+    pub args: Vec<String>,
+}
+
 /// `wasm-exec`: runs the module in this process and exits with its exit code.
-pub fn exec(
-    module: &Path,
-    workspace: &Path,
-    cache: Option<PathBuf>,
-    limits: &WasmLimits,
-    args: &[String],
-) -> anyhow::Result<ExitCode> {
-    let limits = limits.limits()?;
-    let sb = sandbox::Sandbox::new(cache.or_else(sandbox::user_cache_dir))?;
+pub fn exec(a: &ExecArgs) -> anyhow::Result<ExitCode> {
+    let limits = a.limits.limits()?;
+    let sb = sandbox::Sandbox::new(a.cache.clone().or_else(sandbox::user_cache_dir))?;
     let tool = wasi::Tool {
-        module: module.to_path_buf(),
-        args: args.to_vec(),
-        workspace: workspace.to_path_buf(),
+        module: a.module.clone(),
+        args: a.args.clone(),
+        workspace: a.workspace.clone(),
         env: vec![],
         limits,
     };

@@ -3,15 +3,18 @@ use std::process::ExitCode;
 
 use axiom_proto::wire::Request;
 
-use crate::{Cli, connect, refused, render};
+use crate::{
+    client::{Global, connect, refused},
+    render,
+};
 
-pub fn run(cli: &Cli) -> anyhow::Result<ExitCode> {
-    let r = connect(cli)?.request(&Request::Agents)?;
+pub fn run(g: &Global) -> anyhow::Result<ExitCode> {
+    let r = connect(g)?.request(&Request::Agents)?;
     if !r.ok {
         return refused("agents", r);
     }
     let agents = r.agents.unwrap_or_default();
-    if cli.json {
+    if g.json {
         println!("{}", serde_json::to_string_pretty(&agents)?);
     } else {
         println!(

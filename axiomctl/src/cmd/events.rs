@@ -1,10 +1,10 @@
 //! `axiomctl events`: the recent events kept in memory, and with `--follow` what comes next.
 use std::process::ExitCode;
 
-use crate::{Cli, Printer, connect, refused};
+use crate::client::{Global, Printer, connect, refused};
 
-pub fn run(cli: &Cli, p: Printer, agent: Option<u64>, follow: bool) -> anyhow::Result<ExitCode> {
-    let mut conn = connect(cli)?;
+pub fn run(g: &Global, p: Printer, agent: Option<u64>, follow: bool) -> anyhow::Result<ExitCode> {
+    let mut conn = connect(g)?;
     let r = conn.subscribe(true, agent)?;
     if !r.ok {
         return refused("events", r);

@@ -4,7 +4,7 @@ use std::time::{Duration, Instant};
 
 use axiom_proto::wire::{Reply, Request};
 
-use crate::{Cli, connect};
+use crate::client::{Global, connect};
 
 /// The longest a hook call waits for axiomd's answer. Claude Code waits for its hooks before it
 /// goes on (its screen stops too), so a supervisor that does not answer must not hold the agent:
@@ -12,7 +12,7 @@ use crate::{Cli, connect};
 const DEADLINE: Duration = Duration::from_secs(10);
 
 /// `axiomctl hook`: whatever goes wrong, the agent is not stopped by it (exit 0, nothing said).
-pub fn run(cli: &Cli) {
+pub fn run(g: &Global) {
     use std::io::Read as _;
     let mut input = String::new();
     if std::io::stdin().read_to_string(&mut input).is_err() {
@@ -21,7 +21,7 @@ pub fn run(cli: &Cli) {
     let Ok(input) = serde_json::from_str::<serde_json::Value>(&input) else {
         return;
     };
-    let Ok(mut conn) = connect(cli) else {
+    let Ok(mut conn) = connect(g) else {
         return;
     };
     match ask(&mut conn, &Request::Hook { input }) {

@@ -1,6 +1,6 @@
-//! One module per command (as bpfman's CLI has): each takes what its command line said and
-//! returns the exit code. What several share (the connection, refusals, the event printer and
-//! follower) stays in `main.rs`.
+//! One module per command (as bpfman's CLI has): each owns its command line's arguments (a
+//! clap `Args`) and returns the exit code. What several share (the global flags, the
+//! connection, refusals, the event printer and follower) is `client.rs`.
 pub mod agents;
 pub mod events;
 pub mod hook;

@@ -5,21 +5,40 @@ use std::{process::ExitCode, time::Duration};
 use anyhow::{Context as _, bail};
 use axiom_proto::wire::Request;
 
-use crate::{Cli, Printer, connect, refused, render};
+use crate::{
+    client::{Global, Printer, connect, refused},
+    render,
+};
 
-/// What the command line asked.
+/// What `axiomctl query` was asked.
+#[derive(clap::Args, Debug)]
 pub struct Asked {
+    #[arg(long)]
     pub agent: Option<u64>,
+    /// How far back (`90s`, `10m`, `2h`, `1d`).
+    #[arg(long)]
     pub since: Option<String>,
+    /// Up to how long ago (`10m`: nothing newer than ten minutes).
+    #[arg(long)]
     pub until: Option<String>,
+    /// Only these kinds (repeat: exec, output, file, connect, violation, …).
+    #[arg(long = "kind")]
     pub kinds: Vec<String>,
+    /// Only events whose payload contains this text.
+    #[arg(long)]
     pub grep: Option<String>,
+    #[arg(long, default_value_t = 1000)]
     pub limit: usize,
+    /// One read-only SQL statement over `events` (the warm tier) or `all_events` (every
+    /// tier, with a `tier` column); root and the axiom group.
+    #[arg(long, conflicts_with_all = ["agent", "since", "until", "kinds", "grep"])]
     pub sql: Option<String>,
+    /// Comma-separated values instead of a table (SQL results).
+    #[arg(long)]
     pub csv: bool,
 }
 
-pub fn run(cli: &Cli, p: Printer, q: Asked) -> anyhow::Result<ExitCode> {
+pub fn run(g: &Global, p: Printer, q: &Asked) -> anyhow::Result<ExitCode> {
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)?
         .as_nanos() as u64;
@@ -33,15 +52,15 @@ pub fn run(cli: &Cli, p: Printer, q: Asked) -> anyhow::Result<ExitCode> {
         agent: q.agent,
         since_ns: ago(&q.since)?,
         until_ns: ago(&q.until)?,
-        kinds: q.kinds,
-        text: q.grep,
+        kinds: q.kinds.clone(),
+        text: q.grep.clone(),
         limit: q.limit,
-        sql: q.sql,
+        sql: q.sql.clone(),
     };
     // A progress line on a terminal while a large answer arrives and is written.
     let bar = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let mut shown = 0usize;
-    let r = connect(cli)?.request_with_progress(&req, |n| {
+    let r = connect(g)?.request_with_progress(&req, |n| {
         if bar && n >= shown + (1 << 20) {
             shown = n;
             eprint!("\rreceiving {:.1} MiB", n as f64 / (1 << 20) as f64);
@@ -54,7 +73,7 @@ pub fn run(cli: &Cli, p: Printer, q: Asked) -> anyhow::Result<ExitCode> {
         return refused("query", r);
     }
     if let (Some(cols), Some(rows)) = (&r.columns, &r.rows) {
-        print_rows(cols, rows, cli.json, q.csv)?;
+        print_rows(cols, rows, g.json, q.csv)?;
     } else {
         let events = r.events.unwrap_or_default();
         let total = events.len();

@@ -1,12 +1,35 @@
 //! `axiomctl rules list|reload|check|test`: the active rules, and rule files offline.
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context as _;
 use axiom_proto::wire::Request;
 
-use crate::{Cli, EXIT_BAD_RULES, RulesCmd, connect, refused};
+use crate::client::{EXIT_BAD_RULES, Global, connect, refused};
 
-pub fn run(cli: &Cli, cmd: &RulesCmd) -> anyhow::Result<ExitCode> {
+#[derive(clap::Subcommand, Debug)]
+pub enum RulesCmd {
+    /// The rules axiomd is running.
+    List,
+    /// Ask axiomd to load its rule files again (the old rules stay if one has an error).
+    Reload,
+    /// Check rule files offline: every mistake as file:line: reason.
+    Check {
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
+    /// Run a sample text through rule files offline and print what matches.
+    Test {
+        rules: PathBuf,
+        sample: PathBuf,
+        /// What the sample is (terminal, output, network, file_write, exec, file, connect).
+        /// A terminal sample is read through the screen model, as an agent's terminal is.
+        #[arg(long, default_value = "terminal")]
+        scope: String,
+    },
+}
+
+pub fn run(g: &Global, cmd: &RulesCmd) -> anyhow::Result<ExitCode> {
     use axiom_rules::{self as r, RuleSet};
     match cmd {
         RulesCmd::List | RulesCmd::Reload => {
@@ -15,12 +38,12 @@ pub fn run(cli: &Cli, cmd: &RulesCmd) -> anyhow::Result<ExitCode> {
             } else {
                 Request::ReloadRules
             };
-            let rep = connect(cli)?.request(&req)?;
+            let rep = connect(g)?.request(&req)?;
             if !rep.ok {
                 return refused("rules", rep);
             }
             let rules = rep.rules.unwrap_or_default();
-            if cli.json {
+            if g.json {
                 println!("{}", serde_json::to_string_pretty(&rules)?);
             } else {
                 println!(

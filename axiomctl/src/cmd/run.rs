@@ -8,43 +8,67 @@ use axiom_proto::{
     wire::{Reply, Request},
 };
 
-use crate::{Cli, Printer, agent_kind, confine, connect, follow_agent, pty, refused, wasm};
+use crate::{
+    agent_kind,
+    client::{Global, Printer, connect, follow_agent, refused},
+    confine, pty, wasm,
+};
 
 /// `axiomctl run`: the command (or, with `--wasm`, the module and its arguments) as an agent.
-pub fn run(
-    cli: &Cli,
-    p: Printer,
-    launch: Launch,
-    watch: bool,
-    command: &[String],
-) -> anyhow::Result<ExitCode> {
+pub fn run(g: &Global, p: Printer, launch: &Launch) -> anyhow::Result<ExitCode> {
     match &launch.wasm {
-        Some((module, limits)) => {
-            limits.limits()?;
+        Some(module) => {
+            launch.wasm_limits.limits()?;
             // What the agent is, for axiomd and `axiomctl agents`: the module and its
             // arguments.
             let mut shown = vec![module.display().to_string()];
-            shown.extend(command.iter().cloned());
-            run_agent(cli, p, launch, watch, &shown)
+            shown.extend(launch.command.iter().cloned());
+            run_agent(g, p, launch, &shown)
         }
-        None => run_agent(cli, p, launch, watch, command),
+        None => run_agent(g, p, launch, &launch.command),
     }
 }
 
 /// Starts `command` in a pty of its own, held before exec until axiomd has put it in its agent
 /// cgroup and tracks it (not a single event escapes), then relays the pty. Exits with the agent's
 /// exit code (128+signal when a signal ended it).
-/// What `run` says about the agent it starts.
+/// What `axiomctl run` was asked: the agent it starts and how.
+#[derive(clap::Args, Debug)]
 pub struct Launch {
+    /// A name to show in `axiomctl agents`.
+    #[arg(long)]
     pub name: Option<String>,
+    /// The confinement profile: read-only, workspace-write (the default), full, or one
+    /// configured in axiomd.toml. Applied before the agent starts.
+    #[arg(long)]
     pub profile: Option<String>,
+    /// The directory the agent works in (default: the current directory).
+    #[arg(long)]
     pub workspace: Option<PathBuf>,
-    /// `run --wasm`: the module and its limits (the command is then its arguments).
-    pub wasm: Option<(PathBuf, wasm::WasmLimits)>,
-    /// `--agent-kind`.
-    pub kind: Option<String>,
-    /// Claude Code hooks wanted (not `--no-hooks`).
-    pub hooks: bool,
+    /// Also print what the agent does (events), interleaved with its terminal output.
+    #[arg(long)]
+    pub watch: bool,
+    /// The agent's kind (a profile of agents.toml: claude, codex, gemini, aider, opencode,
+    /// generic): how interventions are typed into it. Default: from the program's name.
+    #[arg(long, value_name = "KIND")]
+    pub agent_kind: Option<String>,
+    /// Do not install Claude Code hooks for the run (a Claude Code agent otherwise gets
+    /// them: axiomd then refuses a dangerous Bash command before it runs and a stop while
+    /// a claim is false).
+    #[arg(long)]
+    pub no_hooks: bool,
+    /// Run this WebAssembly (WASI) program as the agent, with only the workspace preopened
+    /// and no network; the words after `--` are its arguments.
+    #[arg(long, value_name = "MODULE")]
+    pub wasm: Option<PathBuf>,
+    #[command(flatten)]
+    pub wasm_limits: wasm::WasmLimits,
+    #[arg(
+        required_unless_present = "wasm",
+        trailing_var_arg = true,
+        allow_hyphen_values = true
+    )]
+    pub command: Vec<String>,
 }
 
 /// What a launch resolves to before anything starts.
@@ -62,7 +86,7 @@ struct Prepared {
     keep: Vec<PathBuf>,
 }
 
-fn prepare(cli: &Cli, launch: &Launch, command: &[String]) -> anyhow::Result<Prepared> {
+fn prepare(g: &Global, launch: &Launch, command: &[String]) -> anyhow::Result<Prepared> {
     let workspace = match &launch.workspace {
         Some(w) => {
             std::fs::canonicalize(w).with_context(|| format!("workspace {}", w.display()))?
@@ -89,25 +113,25 @@ fn prepare(cli: &Cli, launch: &Launch, command: &[String]) -> anyhow::Result<Pre
     let workspace_c = CString::new(workspace.as_os_str().as_encoded_bytes())
         .context("the workspace path contains a NUL byte")?;
     let profiles = agent_kind::profiles();
-    let kind = agent_kind::kind(&profiles, command, launch.kind.as_deref());
+    let kind = agent_kind::kind(&profiles, command, launch.agent_kind.as_deref());
     let mut hooks = false;
     // A WASI tool: the agent process execs this binary's `wasm-exec` with the module.
     let exec = match &launch.wasm {
-        Some((module, limits)) => wasm::exec_argv(
+        Some(module) => wasm::exec_argv(
             module,
             &workspace,
             wasm::cache_for(drop_to.map(|(u, _)| u)).as_deref(),
-            limits,
+            &launch.wasm_limits,
             &command[1..],
         )?,
         None => {
-            let wants_hooks = launch.hooks && profiles.of(Some(&kind)).hooks;
+            let wants_hooks = !launch.no_hooks && profiles.of(Some(&kind)).hooks;
             let hook = match std::env::current_exe() {
-                Ok(exe) if wants_hooks => Some(agent_kind::hook_command(&exe, &cli.socket)),
+                Ok(exe) if wants_hooks => Some(agent_kind::hook_command(&exe, &g.socket)),
                 _ => None,
             };
             let a = agent_kind::adapt(command, &kind, hook.as_deref());
-            if !cli.json {
+            if !g.json {
                 for note in &a.notes {
                     eprintln!("axiom: {note}");
                 }
@@ -121,7 +145,7 @@ fn prepare(cli: &Cli, launch: &Launch, command: &[String]) -> anyhow::Result<Pre
         .map(|a| CString::new(a.as_bytes()))
         .collect::<Result<_, _>>()
         .context("an argument contains a NUL byte")?;
-    let keep = vec![cli.socket.clone(), workspace.clone()];
+    let keep = vec![g.socket.clone(), workspace.clone()];
     Ok(Prepared {
         workspace,
         workspace_c,
@@ -276,15 +300,15 @@ fn announce(json: bool, agent: u64, pid: u32, r: &Reply, applied: Option<&Applie
 }
 
 fn run_agent(
-    cli: &Cli,
+    g: &Global,
     mut p: Printer,
-    launch: Launch,
-    watch: bool,
+    launch: &Launch,
     command: &[String],
 ) -> anyhow::Result<ExitCode> {
     use std::os::fd::AsFd as _;
-    let prep = prepare(cli, &launch, command)?;
-    let mut conn = connect(cli)?;
+    let watch = launch.watch;
+    let prep = prepare(g, launch, command)?;
+    let mut conn = connect(g)?;
     let tty = pty::open().context("opening a pseudo-terminal")?;
     // gate: the parent releases the child once it is tracked. err: the child reports an exec
     // failure (errno); it closes on a successful exec (CLOEXEC).
@@ -311,10 +335,10 @@ fn run_agent(
     let raw = pid.as_raw() as u32;
     let req = Request::RunAgent {
         pid: raw,
-        name: launch.name,
+        name: launch.name.clone(),
         command: command.to_vec(),
         workspace: Some(prep.workspace.display().to_string()),
-        profile: launch.profile,
+        profile: launch.profile.clone(),
         pty: true,
         kind: Some(prep.kind.clone()),
         hooks: prep.hooks,

@@ -4,12 +4,12 @@ use std::process::ExitCode;
 use anyhow::Context as _;
 use axiom_proto::wire::Request;
 
-use crate::{Cli, connect};
+use crate::client::{Global, connect};
 
-pub fn run(cli: &Cli) -> anyhow::Result<ExitCode> {
-    let r = connect(cli)?.request(&Request::Status)?;
+pub fn run(g: &Global) -> anyhow::Result<ExitCode> {
+    let r = connect(g)?.request(&Request::Status)?;
     let st = r.status.context("no status in reply")?;
-    if cli.json {
+    if g.json {
         println!("{}", serde_json::to_string_pretty(&st)?);
     } else {
         println!(

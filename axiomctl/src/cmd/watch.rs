@@ -4,12 +4,12 @@ use std::process::ExitCode;
 use anyhow::Context as _;
 use axiom_proto::wire::{Body, Request};
 
-use crate::{
-    Cli, Followed, Printer, catch_sigint, connect, follow_agent, header, refused, summary,
+use crate::client::{
+    Followed, Global, Printer, catch_sigint, connect, follow_agent, header, refused, summary,
 };
 
-pub fn run(cli: &Cli, p: Printer, pid: u32) -> anyhow::Result<ExitCode> {
-    let mut conn = connect(cli)?;
+pub fn run(g: &Global, p: Printer, pid: u32) -> anyhow::Result<ExitCode> {
+    let mut conn = connect(g)?;
     let r = conn.request(&Request::TrackPid { pid })?;
     if !r.ok {
         return refused(&format!("watch {pid}"), r);
@@ -21,7 +21,7 @@ pub fn run(cli: &Cli, p: Printer, pid: u32) -> anyhow::Result<ExitCode> {
         .unwrap_or_default()
         .into_iter()
         .find(|a| a.id == agent);
-    if !cli.json {
+    if !g.json {
         if let Some(a) = &info {
             eprintln!("{}", header(a, p.style.color));
         }
@@ -50,7 +50,7 @@ pub fn run(cli: &Cli, p: Printer, pid: u32) -> anyhow::Result<ExitCode> {
             "detached; agent {agent} is still tracked (`axiomctl untrack {agent}` ends that)"
         ),
     };
-    if !cli.json {
+    if !g.json {
         eprintln!("{}", summary(&how, &seen));
     }
     Ok(ExitCode::SUCCESS)

@@ -13,7 +13,6 @@ mod verify;
 
 use std::{
     collections::HashSet,
-    net::SocketAddr,
     path::PathBuf,
     process::ExitCode,
     sync::{Arc, Mutex, OnceLock, Weak},
@@ -36,15 +35,26 @@ use rmcp::{
 
 use self::{daemon::Daemon, journal::Journal, spawn::Launcher};
 
-/// What `axiomctl mcp` was asked to do.
-pub struct Options {
-    /// `system` (without a system bus: axiomd's control socket), `socket`, or a D-Bus address.
+/// What `axiomctl mcp` was asked on its command line.
+#[derive(clap::Args, Debug, Clone)]
+pub struct Args {
+    /// Where to find axiomd: `system` (the system bus; without one, the control socket),
+    /// `socket` (the control socket), or a D-Bus address (`unix:path=…`).
+    #[arg(long, env = "AXIOM_DBUS", default_value = "system")]
     pub bus: String,
-    /// axiomd's control socket (for `axiomctl run`, which starts the agents).
-    pub socket: PathBuf,
-    pub http: Option<SocketAddr>,
+    /// Serve streamable HTTP at this loopback address (e.g. 127.0.0.1:8765) instead of stdio.
+    #[arg(long, value_name = "ADDR")]
+    pub http: Option<std::net::SocketAddr>,
+    /// Where `--http` writes its bearer token (mode 0600; default
+    /// /run/user/UID/axiom-mcp/PORT.token, hidden from confined agents).
+    #[arg(long, requires = "http")]
     pub token_file: Option<PathBuf>,
+    /// Rule files (or directories) `principles` checks text against (default: the files
+    /// axiomd's active rules come from).
+    #[arg(long)]
     pub rules: Vec<PathBuf>,
+    /// Leave the agents this server started running when it ends (default: stop them).
+    #[arg(long)]
     pub keep_agents: bool,
 }
 
@@ -317,7 +327,7 @@ async fn notify(st: Arc<State>) {
 }
 
 /// Runs the server until the client goes (stdio) or the process is stopped (HTTP).
-pub fn run(opts: Options) -> anyhow::Result<ExitCode> {
+pub fn run(a: &Args, socket: &std::path::Path) -> anyhow::Result<ExitCode> {
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_ansi(false)
@@ -330,17 +340,17 @@ pub fn run(opts: Options) -> anyhow::Result<ExitCode> {
         .worker_threads(2)
         .enable_all()
         .build()?;
-    rt.block_on(serve(opts))
+    rt.block_on(serve(a.clone(), socket.to_path_buf()))
 }
 
-async fn serve(opts: Options) -> anyhow::Result<ExitCode> {
+async fn serve(opts: Args, socket: PathBuf) -> anyhow::Result<ExitCode> {
     use anyhow::Context as _;
     if let Some(a) = opts.http
         && !a.ip().is_loopback()
     {
         anyhow::bail!("--http {a}: only a loopback address (127.0.0.1, ::1) is served");
     }
-    let daemon = daemon::connect(Some(&opts.bus), &opts.socket)
+    let daemon = daemon::connect(Some(&opts.bus), &socket)
         .await
         .with_context(|| format!("connecting to D-Bus ({})", opts.bus))?;
     // axiomd must be there: say so now rather than at the first tool call.
@@ -352,7 +362,7 @@ async fn serve(opts: Options) -> anyhow::Result<ExitCode> {
     let st = Arc::new(State {
         daemon: daemon.clone(),
         journal: journal.clone(),
-        launcher: Launcher::new(opts.socket.clone(), journal.clone())?,
+        launcher: Launcher::new(socket.clone(), journal.clone())?,
         rule_files: opts.rules.clone(),
         sessions: Mutex::default(),
     });

@@ -7,6 +7,7 @@
 //! the kernel does not know (name, command, workspace, profile, start, exit) from the state files
 //! axiomd keeps beside them (`state.rs`).
 pub(crate) mod config;
+pub(crate) mod lifecycle;
 pub(crate) mod state;
 pub(crate) mod tables;
 

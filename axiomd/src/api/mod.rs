@@ -369,70 +369,6 @@ impl Shared {
         }
     }
 
-    /// Loads the rule files again and puts their literals into the kernel matcher. On error the
-    /// old rules keep running, in userspace and in the kernel.
-    pub(crate) fn reload_rules(&self) -> Result<usize, axiom_rules::RuleError> {
-        let set = self.rules.reload()?;
-        self.install_matcher(set.clone());
-        Ok(set.rules.len())
-    }
-
-    /// Puts a rule set's literals into the kernel (a failure leaves matching to userspace).
-    pub(crate) fn install_matcher(&self, set: Arc<axiom_rules::RuleSet>) {
-        let table = match self.sensor.lock() {
-            Ok(mut s) => s.install_matcher(set.kernel.as_ref().map(|k| &*k.table)),
-            Err(_) => return,
-        };
-        match table {
-            Ok(0) => {}
-            Ok(t) => {
-                if let Some(k) = &set.kernel {
-                    tracing::info!(
-                        table = t,
-                        states = k.states,
-                        classes = k.classes,
-                        literals = k.patterns.len(),
-                        "kernel matcher installed"
-                    );
-                }
-                self.rules.set_table(t, set);
-            }
-            Err(e) => tracing::warn!("kernel matcher not installed, userspace matches alone: {e}"),
-        }
-    }
-
-    fn rules_list(&self) -> Vec<axiom_proto::wire::RuleInfo> {
-        use axiom_rules::Kind;
-        self.rules
-            .get()
-            .rules
-            .iter()
-            .map(|r| axiom_proto::wire::RuleInfo {
-                id: r.id.clone(),
-                description: r.description.clone(),
-                kind: match r.kind {
-                    Kind::Match => "match",
-                    Kind::Claim(_) => "claim",
-                    Kind::PlanningTimeout(_) => "planning_timeout",
-                    Kind::ProgressCheck(_) => "progress_check",
-                    Kind::Plugin => "plugin",
-                }
-                .into(),
-                scope: (!r.scopes.is_empty()).then(|| {
-                    r.scopes
-                        .iter()
-                        .map(|s| s.name())
-                        .collect::<Vec<_>>()
-                        .join(",")
-                }),
-                severity: r.severity,
-                priority: r.priority,
-                action: r.action.wire(),
-                origin: r.origin.clone(),
-            })
-            .collect()
-    }
-
     /// Places a connection's caller once, from the process that connected (pinned by a pidfd
     /// the kernel or the bus gave): inside the agent it runs in, outside every agent, or, when
     /// it is gone or the registry cannot answer, unplaced (fail closed). The pidfd is checked
@@ -568,7 +504,7 @@ impl Shared {
             }
             Request::Rules => Reply {
                 ok: true,
-                rules: Some(self.rules_list()),
+                rules: Some(self.rules.list()),
                 ..Default::default()
             },
             Request::ReloadRules => self.reload(caller),
@@ -682,12 +618,12 @@ impl Shared {
                 what: "reload the rules".into(),
             });
         }
-        match self.reload_rules() {
+        match self.rules.reload_into(&self.sensor) {
             Ok(n) => {
                 tracing::info!(rules = n, "rules reloaded");
                 Reply {
                     ok: true,
-                    rules: Some(self.rules_list()),
+                    rules: Some(self.rules.list()),
                     ..Default::default()
                 }
             }

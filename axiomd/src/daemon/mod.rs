@@ -11,11 +11,9 @@ use std::sync::{Arc, Mutex};
 use anyhow::Context as _;
 use tokio::signal::unix::SignalKind;
 
-use axiom_proto::wire::{Body, Event};
-
 use crate::{
     actions::terminal::Terminals,
-    agents::{ExitStatus, Registry},
+    agents::{Registry, lifecycle},
     api,
     bus::Bus,
     config::Config,
@@ -117,9 +115,12 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     let (shared, stage) =
         start_rules_and_actions(&cfg, &mut stages, s, registry, rules, bus, store, taps)?;
     spawn_reload_on_hup(shared.clone(), notifier.clone())?;
-    tokio::spawn(watch_limits(shared.clone()));
-    tokio::spawn(sweep(
-        shared.clone(),
+    tokio::spawn(lifecycle::watch_limits(
+        shared.registry.clone(),
+        shared.bus.clone(),
+    ));
+    tokio::spawn(lifecycle::sweep(
+        shared.registry.clone(),
         std::time::Duration::from_secs(cfg.agents.keep_exited_secs),
     ));
     // OTLP traces and metrics, the Prometheus endpoint (each off unless configured): following
@@ -336,8 +337,18 @@ fn start_rules_and_actions(
         confine: cfg.confine.clone(),
         clients: api::Clients::new(cfg.api.max_clients, cfg.api.max_clients_per_user),
     });
-    shared.install_matcher(shared.rules.get());
-    tokio::spawn(agent_exits(taps.exits, shared.clone()));
+    shared.rules.install(&shared.sensor, shared.rules.get());
+    let ended = shared.actions.clone();
+    tokio::spawn(lifecycle::exits(
+        taps.exits,
+        shared.registry.clone(),
+        shared.bus.clone(),
+        move |agent| {
+            // What waited for it in the actions stage goes with it.
+            ended.terminals.release(agent);
+            ended.forget(agent);
+        },
+    ));
     let stage = Arc::new(crate::rules::Stage {
         rules,
         engine,
@@ -367,7 +378,7 @@ fn spawn_reload_on_hup(
                     crate::notify::monotonic_usec()
                 ));
             }
-            match shared.reload_rules() {
+            match shared.rules.reload_into(&shared.sensor) {
                 Ok(n) => tracing::info!(rules = n, "SIGHUP: rules reloaded"),
                 Err(e) => tracing::warn!("SIGHUP: rules not reloaded, the old ones stay: {e}"),
             }
@@ -473,109 +484,4 @@ fn status_line(shared: &api::Shared) -> String {
         "watching {agents} agents; {} rules",
         shared.rules.get().rules.len()
     )
-}
-
-/// Learns from the exits of tracked processes that an agent has ended: records it (state file),
-/// lets go of its terminal and announces it.
-async fn agent_exits(
-    mut exits: tokio::sync::mpsc::UnboundedReceiver<Arc<Event>>,
-    shared: Arc<api::Shared>,
-) {
-    while let Some(ev) = exits.recv().await {
-        let Body::Exit { code, signal } = ev.body else {
-            continue;
-        };
-        let status = ExitStatus { code, signal };
-        let notice = match shared.registry.lock() {
-            Ok(mut c) => c
-                .exited(ev.tgid, status)
-                .map(|a| api::notice(a, Body::AgentExited { code, signal })),
-            Err(_) => return,
-        };
-        if let Some(n) = notice {
-            shared.actions.terminals.release(n.agent);
-            shared.actions.forget(n.agent);
-            shared.bus.publish(n);
-        }
-    }
-}
-
-/// Reports each time a confined agent hits a limit (a fork refused at pids.max, an OOM kill at
-/// its memory limit) as a `denied` event: the kernel keeps these as counters, read every second.
-async fn watch_limits(shared: Arc<api::Shared>) {
-    let mut seen: std::collections::HashMap<u64, crate::confine::limits::Hits> = Default::default();
-    let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
-    loop {
-        tick.tick().await;
-        let mut out = Vec::new();
-        if let Ok(c) = shared.registry.lock() {
-            let mut live = std::collections::HashSet::new();
-            for a in c.agents() {
-                let crate::agents::Source::Cgroup { path, .. } = &a.source else {
-                    continue;
-                };
-                if a.limits_applied.is_empty() {
-                    continue;
-                }
-                live.insert(a.id);
-                let now = crate::confine::limits::hits(path, &a.limit_groups);
-                let was = seen.insert(a.id, now).unwrap_or_default();
-                let limit = |key: &str| {
-                    a.limits_applied
-                        .iter()
-                        .find(|l| l.starts_with(key))
-                        .cloned()
-                        .unwrap_or_else(|| key.into())
-                };
-                for (op, limit_key, by, count) in [
-                    (
-                        "fork",
-                        "pids.max",
-                        "cgroup pids limit",
-                        now.fork_refused.saturating_sub(was.fork_refused),
-                    ),
-                    (
-                        "memory",
-                        "memory.",
-                        "cgroup memory limit (OOM kill)",
-                        now.oom_kills.saturating_sub(was.oom_kills),
-                    ),
-                ] {
-                    if count > 0 {
-                        out.push(api::notice(
-                            a,
-                            Body::Denied {
-                                op: op.into(),
-                                target: limit(limit_key),
-                                by: by.into(),
-                                count,
-                            },
-                        ));
-                    }
-                }
-            }
-            seen.retain(|id, _| live.contains(id));
-        }
-        for ev in out {
-            shared.bus.publish(ev);
-        }
-    }
-}
-
-/// Forgets ended agents once they are older than `keep`.
-async fn sweep(shared: Arc<api::Shared>, keep: std::time::Duration) {
-    // Ended agents give back the kernel's slots within seconds (`release_ended`); their
-    // records are forgotten after `keep`.
-    let mut tick = tokio::time::interval(
-        std::time::Duration::from_secs(5).min(keep.max(std::time::Duration::from_secs(1))),
-    );
-    loop {
-        tick.tick().await;
-        if let Ok(mut c) = shared.registry.lock() {
-            let n = c.sweep(keep);
-            if n > 0 {
-                tracing::info!(agents = n, "forgot ended agents");
-            }
-        }
-    }
 }

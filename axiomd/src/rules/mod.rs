@@ -76,6 +76,77 @@ impl Rules {
         }
     }
 
+    /// Loads the rule files again and puts their literals into the kernel matcher. On error the
+    /// old rules keep running, in userspace and in the kernel.
+    pub(crate) fn reload_into(
+        &self,
+        sensor: &Mutex<Box<dyn crate::kernel::Loaded>>,
+    ) -> Result<usize, RuleError> {
+        let set = self.reload()?;
+        self.install(sensor, set.clone());
+        Ok(set.rules.len())
+    }
+
+    /// Puts a rule set's literals into the kernel (a failure leaves matching to userspace).
+    pub(crate) fn install(
+        &self,
+        sensor: &Mutex<Box<dyn crate::kernel::Loaded>>,
+        set: Arc<RuleSet>,
+    ) {
+        let table = match sensor.lock() {
+            Ok(mut s) => s.install_matcher(set.kernel.as_ref().map(|k| &*k.table)),
+            Err(_) => return,
+        };
+        match table {
+            Ok(0) => {}
+            Ok(t) => {
+                if let Some(k) = &set.kernel {
+                    tracing::info!(
+                        table = t,
+                        states = k.states,
+                        classes = k.classes,
+                        literals = k.patterns.len(),
+                        "kernel matcher installed"
+                    );
+                }
+                self.set_table(t, set);
+            }
+            Err(e) => tracing::warn!("kernel matcher not installed, userspace matches alone: {e}"),
+        }
+    }
+
+    /// The active rules as `axiomctl rules list` shows them.
+    pub(crate) fn list(&self) -> Vec<axiom_proto::wire::RuleInfo> {
+        use axiom_rules::Kind;
+        self.get()
+            .rules
+            .iter()
+            .map(|r| axiom_proto::wire::RuleInfo {
+                id: r.id.clone(),
+                description: r.description.clone(),
+                kind: match r.kind {
+                    Kind::Match => "match",
+                    Kind::Claim(_) => "claim",
+                    Kind::PlanningTimeout(_) => "planning_timeout",
+                    Kind::ProgressCheck(_) => "progress_check",
+                    Kind::Plugin => "plugin",
+                }
+                .into(),
+                scope: (!r.scopes.is_empty()).then(|| {
+                    r.scopes
+                        .iter()
+                        .map(|s| s.name())
+                        .collect::<Vec<_>>()
+                        .join(",")
+                }),
+                severity: r.severity,
+                priority: r.priority,
+                action: r.action.wire(),
+                origin: r.origin.clone(),
+            })
+            .collect()
+    }
+
     /// Loads the rule files again. On any error the old rules keep running.
     pub(crate) fn reload(&self) -> Result<Arc<RuleSet>, RuleError> {
         let set = Arc::new(RuleSet::load(&self.paths)?);

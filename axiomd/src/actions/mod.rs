@@ -428,6 +428,19 @@ impl crate::rules::Enforce for Actions {
     }
 }
 
+impl crate::bus::Describe for Actions {
+    /// The bounds on messages being delivered.
+    fn describe(&self, st: &mut axiom_proto::wire::Status) {
+        st.bounds.extend([
+            (
+                "messages_in_flight_per_agent".to_string(),
+                DELIVER_PER_AGENT as u64,
+            ),
+            ("messages_in_flight".to_string(), DELIVER_MAX as u64),
+        ]);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -941,3 +941,15 @@ impl Registry {
 
 #[cfg(test)]
 pub(crate) mod tests;
+
+impl crate::bus::Describe for std::sync::Mutex<Registry> {
+    /// What is tracked, agents running, and the per-user bound on agents.
+    fn describe(&self, st: &mut axiom_proto::wire::Status) {
+        if let Ok(c) = self.lock() {
+            (st.tracked_processes, st.tracked_cgroups) = c.tracked_counts();
+            st.agents_running = c.running() as u64;
+            st.bounds
+                .insert("agents_per_user".into(), c.max_per_user() as u64);
+        }
+    }
+}

@@ -650,72 +650,35 @@ impl Shared {
             .collect()
     }
 
+    /// `axiomctl status`: each stage's part (`Describe`), and the API's own bounds.
     pub(crate) fn status(&self) -> Status {
+        use crate::bus::Describe;
         let mut st = Status {
             version: env!("CARGO_PKG_VERSION").into(),
             ..Default::default()
         };
-        if let Ok(s) = self.sensor.lock() {
-            s.describe(&mut st);
+        let parts: [&dyn Describe; 5] = [
+            &self.sensor,
+            &*self.registry,
+            &*self.rules,
+            &*self.actions,
+            &*self.bus,
+        ];
+        for p in parts {
+            p.describe(&mut st);
         }
-        if let Ok(c) = self.registry.lock() {
-            (st.tracked_processes, st.tracked_cgroups) = c.tracked_counts();
-            st.agents_running = c.running() as u64;
+        if let Some(store) = &self.store {
+            store.describe(&mut st);
         }
-        let stats = &self.bus.stats;
-        st.events = stats.events();
-        if let Ok(m) = stats.losses.lock() {
-            st.lost.extend(m.iter().map(|(k, v)| (k.to_string(), *v)));
-        }
-        if let Some(p) = self.bus.store_pressure() {
-            let get =
-                |a: &std::sync::atomic::AtomicU64| a.load(std::sync::atomic::Ordering::Relaxed);
-            st.lost
-                .insert("store_shed_output".into(), get(&p.shed_output));
-            st.lost
-                .insert("store_coalesced_output".into(), get(&p.coalesced_output));
-            st.lost
-                .insert("store_shed_critical".into(), get(&p.shed_critical));
-            if let Some(store) = &self.store {
-                st.store = store.status();
-            }
-            st.store.insert("queued_bytes".into(), get(&p.queued_bytes));
-        }
-        st.lost.insert(
-            "subscriber_lagged".into(),
-            stats.lagged.load(std::sync::atomic::Ordering::Relaxed),
-        );
-        st.bounds = self.bounds();
+        st.bounds.extend([
+            (
+                "fd_table_entries".to_string(),
+                crate::sensor::FDT_ENTRIES_MAX as u64,
+            ),
+            ("clients".to_string(), self.clients.max as u64),
+            ("clients_per_user".to_string(), self.clients.per_user as u64),
+        ]);
         st
-    }
-
-    /// Each bound on what one agent or user can make axiomd hold (shed beyond it, counted in
-    /// `lost` by the cause named beside each).
-    fn bounds(&self) -> std::collections::BTreeMap<String, u64> {
-        use axiom_rules::screen::{MAX_COLS, MAX_ROWS};
-        let mut b: std::collections::BTreeMap<String, u64> = [
-            ("screen_rows", u64::from(MAX_ROWS)),
-            ("screen_cols", u64::from(MAX_COLS)),
-            (
-                "screens_per_agent",
-                crate::rules::engine::SCREENS_PER_AGENT as u64,
-            ),
-            ("fd_table_entries", crate::sensor::FDT_ENTRIES_MAX as u64),
-            (
-                "messages_in_flight_per_agent",
-                crate::actions::DELIVER_PER_AGENT as u64,
-            ),
-            ("messages_in_flight", crate::actions::DELIVER_MAX as u64),
-            ("clients", self.clients.max as u64),
-            ("clients_per_user", self.clients.per_user as u64),
-        ]
-        .into_iter()
-        .map(|(k, v)| (k.to_string(), v))
-        .collect();
-        if let Ok(c) = self.registry.lock() {
-            b.insert("agents_per_user".into(), c.max_per_user() as u64);
-        }
-        b
     }
 
     /// Checks a subscription: the agent (if one is named) exists and the caller may watch it.

@@ -281,6 +281,34 @@ impl Bus {
     }
 }
 
+/// A stage's part of `axiomctl status` (and of the metrics built from it): each fills in what
+/// it alone knows, and the status is their composition, not one room reading all the others.
+pub(crate) trait Describe: Send + Sync {
+    fn describe(&self, st: &mut axiom_proto::wire::Status);
+}
+
+impl Describe for Bus {
+    /// Events handled, losses by cause, the store queue's pressure and lagging subscribers.
+    fn describe(&self, st: &mut axiom_proto::wire::Status) {
+        let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        st.events = self.stats.events();
+        if let Ok(m) = self.stats.losses.lock() {
+            st.lost.extend(m.iter().map(|(k, v)| (k.to_string(), *v)));
+        }
+        if let Some(p) = self.store_pressure() {
+            st.lost
+                .insert("store_shed_output".into(), get(&p.shed_output));
+            st.lost
+                .insert("store_coalesced_output".into(), get(&p.coalesced_output));
+            st.lost
+                .insert("store_shed_critical".into(), get(&p.shed_critical));
+            st.store.insert("queued_bytes".into(), get(&p.queued_bytes));
+        }
+        st.lost
+            .insert("subscriber_lagged".into(), get(&self.stats.lagged));
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

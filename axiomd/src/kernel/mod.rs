@@ -921,6 +921,14 @@ pub fn load_empty() -> Result<Ebpf, LoadError> {
     Ok(ebpf)
 }
 
+impl crate::bus::Describe for std::sync::Mutex<Box<dyn Loaded>> {
+    fn describe(&self, st: &mut axiom_proto::wire::Status) {
+        if let Ok(s) = self.lock() {
+            s.describe(st);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

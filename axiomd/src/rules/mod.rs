@@ -346,6 +346,21 @@ fn judge(stage: &Stage, set: &Arc<RuleSet>, candidates: Vec<engine::Candidate>) 
     }
 }
 
+impl crate::bus::Describe for Rules {
+    /// The bounds on an agent's emulated screens.
+    fn describe(&self, st: &mut axiom_proto::wire::Status) {
+        use axiom_rules::screen::{MAX_COLS, MAX_ROWS};
+        st.bounds.extend([
+            ("screen_rows".to_string(), u64::from(MAX_ROWS)),
+            ("screen_cols".to_string(), u64::from(MAX_COLS)),
+            (
+                "screens_per_agent".to_string(),
+                engine::SCREENS_PER_AGENT as u64,
+            ),
+        ]);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     //! Enforcement without a kernel: a finding becomes a violation on the bus, and reaches the

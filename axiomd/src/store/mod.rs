@@ -267,3 +267,9 @@ pub(crate) fn start(cfg: &config::StoreConfig, intake: Intake) -> Result<Running
         threads: std::sync::Mutex::new(threads.into_iter().chain(others).collect()),
     })
 }
+
+impl crate::bus::Describe for Running {
+    fn describe(&self, st: &mut axiom_proto::wire::Status) {
+        st.store.extend(self.status());
+    }
+}

@@ -167,16 +167,6 @@ struct KOffsets {
 #[map]
 pub(crate) static KPATH_SCRATCH: PerCpuArray<KPathWalk> = PerCpuArray::with_max_entries(1, 0);
 
-/// A kernel pointer-sized value at `src`; `None` when unreadable or 0.
-#[inline(always)]
-fn kread(src: u64) -> Option<u64> {
-    let mut v: u64 = 0;
-    let r = unsafe {
-        bpf_probe_read_kernel(&mut v as *mut u64 as *mut c_void, 8, src as *const c_void)
-    };
-    (r == 0 && v != 0).then_some(v)
-}
-
 /// Names the file the kernel installed at `fd` of the current task, from its dentries up to
 /// the root of the task's mount tree (crossing mounts as `d_path` does), into `names` (the
 /// file's own name first). What the caller's memory says the path was can differ: a thread
@@ -184,8 +174,7 @@ fn kread(src: u64) -> Option<u64> {
 /// names written and a `KPATH_*` state.
 #[inline(always)]
 fn kernel_path(fd: i32, names: &mut [u8; KNAMES * KNAME_LEN]) -> (u16, u16) {
-    let cfg = |i: u32| CONFIG.get(i).copied().unwrap_or(0);
-    if cfg(CFG_KPATH) != 1 {
+    if config(CFG_KPATH) != 1 {
         return (0, KPATH_NONE);
     }
     let Some(w) = KPATH_SCRATCH.get_ptr_mut(0) else {
@@ -194,26 +183,26 @@ fn kernel_path(fd: i32, names: &mut [u8; KNAMES * KNAME_LEN]) -> (u16, u16) {
     let w = unsafe { &mut *w };
     let file = (|| {
         let task = unsafe { bpf_get_current_task() };
-        let files = kread(task + cfg(CFG_TASK_FILES))?;
-        let fdt = kread(files + cfg(CFG_FILES_FDT))?;
-        let table = kread(fdt + cfg(CFG_FDT_FD))?;
+        let files = kread(task + config(CFG_TASK_FILES))?;
+        let fdt = kread(files + config(CFG_FILES_FDT))?;
+        let table = kread(fdt + config(CFG_FDT_FD))?;
         kread(table + 8 * (fd as u64 & 0xffff_ffff))
     })();
     let Some(file) = file else {
         return (0, KPATH_NONE);
     };
     // struct path { struct vfsmount *mnt; struct dentry *dentry; }
-    let path = file + cfg(CFG_FILE_PATH);
+    let path = file + config(CFG_FILE_PATH);
     let (Some(vfsmnt), Some(dentry)) = (kread(path), kread(path + 8)) else {
         return (0, KPATH_NONE);
     };
     w.off = KOffsets {
-        parent: cfg(CFG_DENTRY_PARENT),
-        name: cfg(CFG_DENTRY_NAME) + 8,
-        mnt: cfg(CFG_MOUNT_MNT),
-        mnt_parent: cfg(CFG_MOUNT_PARENT),
-        mountpoint: cfg(CFG_MOUNT_MOUNTPOINT),
-        root: cfg(CFG_VFSMOUNT_ROOT),
+        parent: config(CFG_DENTRY_PARENT),
+        name: config(CFG_DENTRY_NAME) + 8,
+        mnt: config(CFG_MOUNT_MNT),
+        mnt_parent: config(CFG_MOUNT_PARENT),
+        mountpoint: config(CFG_MOUNT_MOUNTPOINT),
+        root: config(CFG_VFSMOUNT_ROOT),
     };
     w.vfsmnt = vfsmnt;
     w.dentry = dentry;

@@ -137,25 +137,17 @@ const CLONE_FS: u64 = 0x200;
 /// longer than the room.
 #[inline(always)]
 fn kernel_argv(dst: *mut u8) -> Option<(u16, bool)> {
-    let off_mm = CONFIG.get(CFG_TASK_MM).copied().unwrap_or(0);
-    let off_start = CONFIG.get(CFG_MM_ARG_START).copied().unwrap_or(0);
-    let off_end = CONFIG.get(CFG_MM_ARG_END).copied().unwrap_or(0);
+    let (off_mm, off_start, off_end) = (
+        config(CFG_TASK_MM),
+        config(CFG_MM_ARG_START),
+        config(CFG_MM_ARG_END),
+    );
     if off_mm == 0 || off_start == 0 || off_end == 0 {
         return None;
     }
-    let read = |src: u64| -> Option<u64> {
-        let mut v: u64 = 0;
-        let r = unsafe {
-            bpf_probe_read_kernel(&mut v as *mut u64 as *mut c_void, 8, src as *const c_void)
-        };
-        (r == 0).then_some(v)
-    };
-    let task = unsafe { bpf_get_current_task() };
-    let mm = read(task + off_mm)?;
-    if mm == 0 {
-        return None;
-    }
-    let (start, end) = (read(mm + off_start)?, read(mm + off_end)?);
+    // A kernel thread has no mm: none.
+    let mm = kread(unsafe { bpf_get_current_task() } + off_mm)?;
+    let (start, end) = (kread(mm + off_start)?, kread(mm + off_end)?);
     if end <= start {
         return None;
     }

@@ -22,7 +22,7 @@ use aya_ebpf::{
     bindings::{BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
     helpers::{
         bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_current_uid_gid,
-        generated::{bpf_get_current_cgroup_id, bpf_ktime_get_ns},
+        generated::{bpf_get_current_cgroup_id, bpf_ktime_get_ns, bpf_probe_read_kernel},
     },
     macros::map,
     maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf},
@@ -106,6 +106,27 @@ pub(crate) unsafe fn field<T: Copy>(ctx: &TracePointContext, off: usize) -> T {
 #[inline(always)]
 pub(crate) fn arg(ctx: &TracePointContext, n: usize) -> u64 {
     unsafe { field::<u64>(ctx, 16 + 8 * n) }
+}
+
+/// `CONFIG[i]` (0 when unset).
+#[inline(always)]
+pub(crate) fn config(i: u32) -> u64 {
+    CONFIG.get(i).copied().unwrap_or(0)
+}
+
+/// A kernel pointer-sized value at `src` (a struct member found by a BTF offset); `None` when
+/// unreadable or 0 (a null pointer, an unset field).
+#[inline(always)]
+pub(crate) fn kread(src: u64) -> Option<u64> {
+    let mut v: u64 = 0;
+    let r = unsafe {
+        bpf_probe_read_kernel(
+            &mut v as *mut u64 as *mut core::ffi::c_void,
+            8,
+            src as *const core::ffi::c_void,
+        )
+    };
+    (r == 0 && v != 0).then_some(v)
 }
 
 /// The agent id of a process, if it is tracked.

@@ -838,11 +838,10 @@ impl Pipeline {
         if let Some(c) = self.carries.get(&key)
             && !c.tail.is_empty()
             && !raw.is_empty()
-            && crosses(r, scope, &c.tail, raw)
+            && let Some(masked_tail) = crossing(r, scope, &c.tail, raw)
         {
             let joined = format!("{}{raw}", c.tail);
             if let Some((masked, ids)) = r(Some(scope), &joined)
-                && let masked_tail = r(Some(scope), &c.tail).map_or_else(|| c.tail.clone(), |m| m.0)
                 && !masked.starts_with(masked_tail.as_str())
             {
                 // Where the masked whole and the masked tail part: the secret starts there.
@@ -885,10 +884,7 @@ impl Pipeline {
             self.carries.clear();
         }
         // The end of this write as written: a secret's first part is at most this long.
-        let mut start = raw.len().saturating_sub(CARRY_BYTES);
-        while !raw.is_char_boundary(start) {
-            start += 1;
-        }
+        let start = raw.ceil_char_boundary(raw.len().saturating_sub(CARRY_BYTES));
         self.carries.insert(
             key,
             Carry {
@@ -972,19 +968,14 @@ impl Pipeline {
     }
 }
 
-/// Whether a secret starts in `tail` (the stream's last write's end) and goes on into `raw`:
-/// judged on `tail` and `raw`'s first `CARRY_BYTES` only (a secret is shorter), so a long
-/// write is not redacted a second time whole unless one does.
-fn crosses(r: &Redactor, scope: axiom_rules::Scope, tail: &str, raw: &str) -> bool {
-    let mut end = raw.len().min(CARRY_BYTES);
-    while !raw.is_char_boundary(end) {
-        end -= 1;
-    }
-    let Some((masked, _)) = r(Some(scope), &format!("{tail}{}", &raw[..end])) else {
-        return false;
-    };
+/// When a secret starts in `tail` (the stream's last write's end) and goes on into `raw`:
+/// `tail` as masked on its own. Judged on `tail` and `raw`'s first `CARRY_BYTES` only (a
+/// secret is shorter), so a long write is not redacted a second time whole unless one does.
+fn crossing(r: &Redactor, scope: axiom_rules::Scope, tail: &str, raw: &str) -> Option<String> {
+    let head = &raw[..raw.floor_char_boundary(CARRY_BYTES)];
+    let (masked, _) = r(Some(scope), &format!("{tail}{head}"))?;
     let masked_tail = r(Some(scope), tail).map_or_else(|| tail.to_string(), |m| m.0);
-    !masked.starts_with(masked_tail.as_str())
+    (!masked.starts_with(masked_tail.as_str())).then_some(masked_tail)
 }
 
 /// Events decoded before they are published at the latest: bounds how long the first event

@@ -21,6 +21,7 @@ mod dbus;
 mod kernel;
 mod notify;
 mod rules;
+mod screens;
 mod sensor;
 mod store;
 mod telemetry;

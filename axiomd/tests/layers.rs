@@ -6,10 +6,11 @@
 //! fails here, naming the edge.
 use std::collections::{BTreeMap, BTreeSet};
 
-/// Top-level module → the top-level modules it names (`crate::x`).
-fn graph() -> BTreeMap<String, BTreeSet<String>> {
+/// Every source file under `src/` (but `lib.rs`, `main.rs` and test files) as (its top-level
+/// module, its code): comments and test modules left out (tests may reach anywhere).
+fn sources() -> Vec<(String, String)> {
     let src = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
-    let mut g: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    let mut out = Vec::new();
     let mut stack = vec![src.clone()];
     while let Some(dir) = stack.pop() {
         for e in std::fs::read_dir(&dir).unwrap().flatten() {
@@ -18,7 +19,7 @@ fn graph() -> BTreeMap<String, BTreeSet<String>> {
                 stack.push(p);
                 continue;
             }
-            if p.extension().is_none_or(|x| x != "rs") {
+            if p.extension().is_none_or(|x| x != "rs") || p.ends_with("tests.rs") {
                 continue;
             }
             let rel = p.strip_prefix(&src).unwrap();
@@ -39,9 +40,20 @@ fn graph() -> BTreeMap<String, BTreeSet<String>> {
                 .filter(|l| !l.trim_start().starts_with("//"))
                 .collect::<Vec<_>>()
                 .join("\n");
+            let code = text.split("#[cfg(test)]").next().unwrap_or("").to_string();
+            out.push((top, code));
+        }
+    }
+    out
+}
+
+/// Top-level module → the top-level modules it names (`crate::x`).
+fn graph() -> BTreeMap<String, BTreeSet<String>> {
+    let mut g: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for (top, code) in sources() {
+        {
+            let code = code.as_str();
             let deps = g.entry(top.clone()).or_default();
-            // Test modules may reach anywhere.
-            let code = text.split("#[cfg(test)]").next().unwrap_or("");
             for (i, _) in code.match_indices("crate::") {
                 let name: String = code[i + 7..]
                     .chars()
@@ -162,6 +174,8 @@ const FLOORS: &[&[&str]] = &[
     &["kernel", "confine"],
     &["sensor"],
     &["agents"],
+    // What the agents' terminals show: painted by the rules, read by the actions.
+    &["screens"],
     &["rules"],
     &["actions"],
     // The sinks: they follow the bus.
@@ -205,4 +219,208 @@ fn no_module_imports_one_that_imports_it_back() {
     let g = graph();
     let c = circles(&g);
     assert!(c.is_empty(), "import circles: {c:#?}");
+}
+
+/// The identifiers a piece of code is made of, in order.
+fn words(code: &str) -> Vec<&str> {
+    code.split(|c: char| !(c.is_alphanumeric() || c == '_'))
+        .filter(|w| !w.is_empty())
+        .collect()
+}
+
+/// Top-level module → the types it defines (`struct`, `enum`, `trait`, `type`).
+fn types() -> BTreeMap<String, BTreeSet<String>> {
+    let mut t: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for (top, code) in sources() {
+        let w = words(&code);
+        for pair in w.windows(2) {
+            if matches!(pair[0], "struct" | "enum" | "trait" | "type") {
+                t.entry(top.clone())
+                    .or_default()
+                    .insert(pair[1].to_string());
+            }
+        }
+    }
+    t
+}
+
+/// The type a lock guards, from the text after `Mutex<` / `RwLock<`: its first type name
+/// past wrappers (`Box<dyn X>` is X) and paths (`crate::m::X` is X).
+fn guarded(after: &str) -> Option<&str> {
+    words(after)
+        .into_iter()
+        .find(|w| {
+            !matches!(
+                *w,
+                "Box" | "dyn" | "Arc" | "Option" | "crate" | "self" | "super"
+            )
+        })
+        .filter(|w| w.starts_with(|c: char| c.is_ascii_uppercase()))
+}
+
+/// A stage's state is its own room: only the module that defines a type puts it behind a lock
+/// (a field `Arc<Mutex<Registry>>` outside `agents` let the API and the actions lock the
+/// registry themselves, and poll it). Other rooms reach it through the owner's handle
+/// (`agents::Agents`, `kernel::Sensor`, `screens::Screens`, `rules::Claims`).
+#[test]
+fn a_stage_s_state_is_locked_only_by_the_stage_that_owns_it() {
+    let types = types();
+    let owner = |t: &str| -> BTreeSet<&str> {
+        types
+            .iter()
+            .filter(|(_, ts)| ts.contains(t))
+            .map(|(m, _)| m.as_str())
+            .collect()
+    };
+    let mut wrong = BTreeSet::new();
+    for (top, code) in sources() {
+        for lock in ["Mutex<", "RwLock<"] {
+            for (i, _) in code.match_indices(lock) {
+                let Some(t) = guarded(&code[i + lock.len()..]) else {
+                    continue;
+                };
+                let owners = owner(t);
+                if !owners.is_empty() && !owners.contains(top.as_str()) {
+                    wrong.insert(format!(
+                        "{top} puts {t} (the state of {owners:?}) behind a lock of its own: \
+                         reach it through its owner's handle"
+                    ));
+                }
+            }
+        }
+    }
+    assert!(
+        wrong.is_empty(),
+        "state reached from outside its room: {wrong:#?}"
+    );
+}
+
+/// Each function's name and body (to its matching brace), in `code`.
+fn functions(code: &str) -> Vec<(&str, &str)> {
+    let mut out = Vec::new();
+    for (i, _) in code.match_indices("fn ") {
+        // `fn` as a word, not the end of another identifier.
+        if code[..i]
+            .chars()
+            .next_back()
+            .is_some_and(|c| c.is_alphanumeric() || c == '_')
+        {
+            continue;
+        }
+        let name = words(&code[i + 3..]).first().copied().unwrap_or("");
+        let Some(open) = code[i..].find(['{', ';']).map(|o| i + o) else {
+            continue;
+        };
+        if &code[open..=open] == ";" {
+            continue;
+        }
+        let mut depth = 0;
+        for (j, c) in code[open..].char_indices() {
+            match c {
+                '{' => depth += 1,
+                '}' => {
+                    depth -= 1;
+                    if depth == 0 {
+                        out.push((name, &code[open..open + j + 1]));
+                        break;
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+    out
+}
+
+/// A stage does not poll another stage's state from a floor above it: a function that sleeps
+/// in a loop (`thread::sleep`, tokio's `sleep`) names no value of a type another module keeps
+/// behind a lock. Such a wait belongs to the owner, woken by its notification (the actions
+/// waited 50 ms at a time on the rules engine's lock for an agent's screen to go quiet).
+#[test]
+fn no_stage_polls_another_s_locked_state() {
+    let sources = sources();
+    // Module → the types it defines that hold a lock (a room with state shared across threads).
+    let mut locked: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for (top, code) in &sources {
+        for (i, _) in code.match_indices("struct ") {
+            let name = words(&code[i + 7..]).first().copied().unwrap_or("");
+            let body: String = code[i..].chars().take_while(|c| *c != '}').collect();
+            if ["Mutex<", "RwLock<", "Condvar"]
+                .iter()
+                .any(|l| body.contains(l))
+            {
+                locked
+                    .entry(top.clone())
+                    .or_default()
+                    .insert(name.to_string());
+            }
+        }
+    }
+    // And the types put behind a lock anywhere (`Arc<Mutex<Engine>>`): their owner's.
+    let types = types();
+    for (_, code) in &sources {
+        for lock in ["Mutex<", "RwLock<"] {
+            for (i, _) in code.match_indices(lock) {
+                let Some(t) = guarded(&code[i + lock.len()..]) else {
+                    continue;
+                };
+                for (m, ts) in &types {
+                    if ts.contains(t) {
+                        locked.entry(m.clone()).or_default().insert(t.to_string());
+                    }
+                }
+            }
+        }
+    }
+    // Names each module gives values of another module's locked types (fields, parameters,
+    // bindings, in any of its files): `name: Arc<T>`, `name: &T`, `name: Mutex<T>`.
+    let mut handles: BTreeMap<&str, BTreeMap<&str, (&str, &str)>> = BTreeMap::new();
+    for (top, code) in &sources {
+        for (i, _) in code.match_indices(": ") {
+            let before = words(&code[..i]).last().copied().unwrap_or("");
+            let ty = words(&code[i + 2..])
+                .into_iter()
+                .find(|t| {
+                    !matches!(
+                        *t,
+                        "Arc" | "Mutex" | "RwLock" | "Box" | "crate" | "Option" | "mut" | "dyn"
+                    )
+                })
+                .unwrap_or("");
+            for (m, ts) in &locked {
+                if m != top && ts.contains(ty) {
+                    handles
+                        .entry(top.as_str())
+                        .or_default()
+                        .insert(before, (m.as_str(), ty));
+                }
+            }
+        }
+    }
+    let mut wrong = BTreeSet::new();
+    for (top, code) in &sources {
+        let Some(handles) = handles.get(top.as_str()) else {
+            continue;
+        };
+        for (name, body) in functions(code) {
+            let sleeps =
+                body.contains("sleep(") && (body.contains("loop {") || body.contains("while "));
+            if !sleeps {
+                continue;
+            }
+            let used = words(body);
+            for (h, (m, ty)) in handles {
+                if used.contains(h) {
+                    wrong.insert(format!(
+                        "{top}::{name} sleeps in a loop and reads `{h}` ({m}::{ty}): \
+                         wait on {m}'s notification instead"
+                    ));
+                }
+            }
+        }
+    }
+    assert!(
+        wrong.is_empty(),
+        "polling another stage's state: {wrong:#?}"
+    );
 }

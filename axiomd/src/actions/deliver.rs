@@ -13,10 +13,7 @@ use std::time::{Duration, Instant};
 use axiom_proto::agent_profile::{Paste, Profile};
 
 use super::{Actions, terminal::TerminalError};
-use crate::agents::Agent;
-
-/// How often waiting loops look again.
-const POLL: Duration = Duration::from_millis(50);
+use crate::{agents::Agent, screens::Waited};
 
 /// What to tell an agent.
 pub(crate) struct Message<'a> {
@@ -87,9 +84,7 @@ impl Actions {
             // Idle: nothing to interrupt.
             interrupt = false;
         }
-        if let Ok(mut e) = self.engine.lock() {
-            e.typed(agent.id, m.text);
-        }
+        self.screens.typed(agent.id, m.text);
         let mut d = Delivery {
             delivered: false,
             channel: "terminal",
@@ -102,7 +97,7 @@ impl Actions {
             let paste = match profile.paste {
                 Paste::Always => true,
                 Paste::Never => false,
-                Paste::Auto => self.engine.lock().is_ok_and(|e| e.pastes(agent.id)),
+                Paste::Auto => self.screens.pastes(agent.id),
             };
             let typing = super::terminal::Typing {
                 before: if interrupt { &profile.interrupt } else { "" },
@@ -111,10 +106,7 @@ impl Actions {
                 paste,
                 gap: profile.gap(),
             };
-            let before = self
-                .engine
-                .lock()
-                .map_or(0, |e| e.shows(agent.id, &head(m.text)));
+            let before = self.screens.shows(agent.id, &head(m.text));
             if let Err(e) = self.terminals.type_paced(agent.id, &typing) {
                 d.error = Some(e);
                 return d;
@@ -131,50 +123,36 @@ impl Actions {
     }
 
     /// Waits until the agent's terminal has been quiet for the profile's idle time, or a hook
-    /// call took parked message `parked`. Errs when the agent's terminal is gone.
+    /// call took parked message `parked`. Errs when the agent's terminal is gone. Woken by the
+    /// screens' notification (a paint, a message taken, a terminal released), never a poll.
     fn await_idle(
         &self,
         agent: u64,
         profile: &Profile,
         parked: Option<u64>,
     ) -> Result<(), TerminalError> {
-        loop {
+        let mut closed = false;
+        self.screens.await_quiet(agent, profile.idle(), || {
             if parked.is_some_and(|id| self.taken(agent, id)) {
-                return Ok(());
+                return true;
             }
-            if !self.terminals.has(agent) {
-                return Err(TerminalError::Closed(agent));
-            }
-            let quiet = self
-                .engine
-                .lock()
-                .ok()
-                .and_then(|e| e.quiet_for(agent, Instant::now()));
-            // Never painted: nothing shows it busy.
-            if quiet.is_none_or(|q| q >= profile.idle()) {
-                return Ok(());
-            }
-            std::thread::sleep(POLL);
+            closed = !self.terminals.has(agent);
+            closed
+        });
+        if closed {
+            return Err(TerminalError::Closed(agent));
         }
+        Ok(())
     }
 
     /// Waits (up to the profile's confirm time) for the agent's screen to show the start of a
     /// message typed into it once more than the `before` times it showed it: the agent took it
     /// as input.
     fn await_on_screen(&self, agent: u64, message: &str, before: usize, profile: &Profile) -> bool {
-        let head = head(message);
-        let t0 = Instant::now();
-        while t0.elapsed() < profile.confirm() {
-            if self
-                .engine
-                .lock()
-                .is_ok_and(|e| e.shows(agent, &head) > before)
-            {
-                return true;
-            }
-            std::thread::sleep(POLL);
-        }
-        false
+        let deadline = Instant::now() + profile.confirm();
+        self.screens
+            .await_shown(agent, &head(message), before, deadline)
+            == Waited::Done
     }
 }
 

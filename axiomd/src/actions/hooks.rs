@@ -123,10 +123,9 @@ impl Actions {
                 .to_string(),
         );
         let last = last.as_str();
-        let claims = match self.engine.lock() {
-            Ok(mut e) => e.contradicted_claims(set, agent.id, last, Instant::now()),
-            Err(_) => Vec::new(),
-        };
+        let claims = self
+            .claims
+            .contradicted(set, agent.id, last, Instant::now());
         for c in claims {
             let (f, evidence, fresh) = (c.finding, c.evidence, c.fresh);
             let Some(r) = set.rules.get(f.rule) else {
@@ -177,15 +176,27 @@ impl Actions {
     /// `PARK_WAIT` for it (a finding made just before the Stop call is parked by the thread
     /// that delivers it a moment later); what it took either way.
     fn await_parked(&self, agent: u64, message: &str) -> Vec<String> {
-        let t0 = Instant::now();
+        let deadline = Instant::now() + PARK_WAIT;
         let mut took = Vec::new();
+        let Ok(mut p) = self.pending.lock() else {
+            return took;
+        };
         loop {
-            took.extend(self.take_parked(agent));
-            if took.iter().any(|m| m == message) || t0.elapsed() >= PARK_WAIT {
-                return took;
+            took.extend(Self::take_from(&mut p, agent));
+            let now = Instant::now();
+            if took.iter().any(|m| m == message) || now >= deadline {
+                break;
             }
-            std::thread::sleep(std::time::Duration::from_millis(10));
+            p = match self.parked.wait_timeout(p, deadline - now) {
+                Ok((g, _)) => g,
+                Err(poisoned) => poisoned.into_inner().0,
+            };
         }
+        drop(p);
+        if !took.is_empty() {
+            self.screens.nudge();
+        }
+        took
     }
 
     /// The agent stopped (or may): its refusals start again from none.

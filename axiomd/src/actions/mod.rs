@@ -23,10 +23,14 @@ use axiom_proto::{
 use axiom_rules::{Action, Deliver, RuleSet};
 
 use crate::{
-    agents::{Agent, Registry, Steer, notice},
+    agents::{Agent, Agents, Steer, notice},
     authz::Caller,
     bus::Bus,
-    rules::engine::{Engine, Finding, PluginFault},
+    rules::{
+        Claims,
+        engine::{Finding, PluginFault},
+    },
+    screens::Screens,
 };
 
 pub(crate) use deliver::Message;
@@ -94,14 +98,19 @@ struct Pending {
 }
 
 pub(crate) struct Actions {
-    registry: Arc<Mutex<Registry>>,
-    engine: Arc<Mutex<Engine>>,
+    agents: Arc<Agents>,
+    /// What the rules say of an agent's claims (a Stop hook's last message).
+    claims: Claims,
+    /// What the agents' terminals show, and a notification when that changes.
+    screens: Arc<Screens>,
     bus: Arc<Bus>,
     pub(crate) terminals: Arc<Terminals>,
     profiles: Profiles,
     queue: mpsc::SyncSender<(Arc<RuleSet>, Finding)>,
     /// Per agent, messages that wait (for the agent to be idle, or for a hook call).
     pending: Mutex<HashMap<u64, Vec<Pending>>>,
+    /// Notified when a message is parked (a Stop hook waits for one on its way).
+    parked: std::sync::Condvar,
     next_pending: std::sync::atomic::AtomicU64,
     /// Per agent, the stops refused in a row (Claude Code ends a turn after 8 anyway; we let
     /// it go after 3 so that an agent that cannot do better is not held in a loop).
@@ -115,21 +124,23 @@ pub(crate) struct Queue(mpsc::Receiver<(Arc<RuleSet>, Finding)>);
 
 impl Actions {
     pub(crate) fn new(
-        registry: Arc<Mutex<Registry>>,
-        engine: Arc<Mutex<Engine>>,
+        agents: Arc<Agents>,
+        claims: Claims,
         bus: Arc<Bus>,
         terminals: Arc<Terminals>,
         profiles: Profiles,
     ) -> (Arc<Actions>, Queue) {
         let (queue, rx) = mpsc::sync_channel(BACKLOG);
         let a = Actions {
-            registry,
-            engine,
+            agents,
+            claims,
+            screens: terminals.screens(),
             bus,
             terminals,
             profiles,
             queue,
             pending: Mutex::new(HashMap::new()),
+            parked: std::sync::Condvar::new(),
             next_pending: std::sync::atomic::AtomicU64::new(1),
             stop_refusals: Mutex::new(HashMap::new()),
             delivering: Arc::default(),
@@ -143,7 +154,7 @@ impl Actions {
 
     /// The agent as it is now.
     fn agent(&self, id: u64) -> Option<Agent> {
-        self.registry.lock().ok()?.get(id).cloned()
+        self.agents.get(id)
     }
 
     /// The profile of an agent's kind (generic when it has none).
@@ -239,13 +250,11 @@ impl Actions {
                 } else {
                     Steer::Kill
                 };
-                let done = match self.registry.lock() {
-                    Ok(mut c) => c
-                        .steer(f.agent, how, Caller::ROOT)
-                        .map(drop)
-                        .map_err(|e| e.to_string()),
-                    Err(_) => Err("agent registry poisoned".into()),
-                };
+                let done = self
+                    .agents
+                    .with(|c| c.steer(f.agent, how, Caller::ROOT).map(drop))
+                    .map_err(|e| e.to_string())
+                    .and_then(|r| r.map_err(|e| e.to_string()));
                 let what = match done {
                     Ok(()) => r.message.clone(),
                     Err(e) => format!("failed: {e}"),
@@ -280,9 +289,7 @@ impl Actions {
     ) -> Result<Option<bool>, terminal::TerminalError> {
         let t0 = Instant::now();
         let delivered = if raw {
-            if let Ok(mut e) = self.engine.lock() {
-                e.typed(agent.id, text);
-            }
+            self.screens.typed(agent.id, text);
             self.terminals.inject(agent.id, text.as_bytes())?;
             None
         } else {
@@ -337,6 +344,7 @@ impl Actions {
                 taken: false,
             });
         }
+        self.parked.notify_all();
         id
     }
 
@@ -361,11 +369,20 @@ impl Actions {
         })
     }
 
-    /// Takes every parked message of an agent (a hook call hands them to its model).
+    /// Takes every parked message of an agent (a hook call hands them to its model); whoever
+    /// waits to type one of them into the agent's terminal is woken to see it taken.
     fn take_parked(&self, agent: u64) -> Vec<String> {
-        let Ok(mut p) = self.pending.lock() else {
-            return Vec::new();
+        let took = match self.pending.lock() {
+            Ok(mut p) => Self::take_from(&mut p, agent),
+            Err(_) => return Vec::new(),
         };
+        if !took.is_empty() {
+            self.screens.nudge();
+        }
+        took
+    }
+
+    fn take_from(p: &mut HashMap<u64, Vec<Pending>>, agent: u64) -> Vec<String> {
         p.get_mut(&agent)
             .map(|v| {
                 v.iter_mut()

@@ -13,6 +13,8 @@ use std::{
 
 use nix::poll::{PollFd, PollFlags, PollTimeout};
 
+use crate::screens::Screens;
+
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum TerminalError {
     #[error("agent {0} has no terminal held by axiomd (it was not started by `axiomctl run`)")]
@@ -25,9 +27,11 @@ pub(crate) enum TerminalError {
     Io { agent: u64, source: std::io::Error },
 }
 
-#[derive(Default)]
 pub(crate) struct Terminals {
     held: Mutex<HashMap<u64, Arc<OwnedFd>>>,
+    /// Told of each terminal held (the agent's own device and size) and of each released (so
+    /// that whoever waits to type into it looks again).
+    screens: Arc<Screens>,
     /// One typist per agent: two messages typed at once would interleave their keystrokes.
     typing: Mutex<HashMap<u64, Arc<Mutex<()>>>>,
 }
@@ -61,9 +65,24 @@ pub(crate) fn is_pty_master(fd: &OwnedFd) -> bool {
 const WRITE_WAIT: Duration = Duration::from_secs(2);
 
 impl Terminals {
+    pub(crate) fn new(screens: Arc<Screens>) -> Terminals {
+        Terminals {
+            held: Mutex::default(),
+            typing: Mutex::default(),
+            screens,
+        }
+    }
+
+    /// The screens this stage's terminals tell of.
+    pub(crate) fn screens(&self) -> Arc<Screens> {
+        self.screens.clone()
+    }
+
     pub(crate) fn hold(&self, agent: u64, master: OwnedFd) {
+        let master = Arc::new(master);
+        self.screens.own(agent, master.clone());
         if let Ok(mut h) = self.held.lock() {
-            h.insert(agent, Arc::new(master));
+            h.insert(agent, master);
         }
     }
 
@@ -78,21 +97,7 @@ impl Terminals {
         if let Ok(mut t) = self.typing.lock() {
             t.remove(&agent);
         }
-    }
-
-    /// The agent's terminal device (`/dev/pts/N`) and its size (rows, cols), from the master.
-    pub(crate) fn describe(&self, agent: u64) -> Option<(String, u16, u16)> {
-        use std::os::fd::AsRawFd as _;
-        let fd = self.get(agent)?;
-        let mut n: libc::c_uint = 0;
-        let mut ws: libc::winsize = unsafe { std::mem::zeroed() };
-        // SAFETY: TIOCGPTN and TIOCGWINSZ write one c_uint / one winsize through the pointer,
-        // into values that live for the call.
-        let ok = unsafe {
-            libc::ioctl(fd.as_raw_fd(), libc::TIOCGPTN, &mut n) == 0
-                && libc::ioctl(fd.as_raw_fd(), libc::TIOCGWINSZ, &mut ws) == 0
-        };
-        ok.then(|| (format!("/dev/pts/{n}"), ws.ws_row, ws.ws_col))
+        self.screens.nudge();
     }
 
     /// Whether the agent's terminal is in canonical (line) mode: the kernel's line discipline

@@ -1,17 +1,17 @@
 //! An agent's life once started, followed here: its end (its root process's exit), the limits
 //! its cgroup hits, and forgetting it once it has been over long enough.
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use axiom_proto::wire::{Body, Event};
 
-use super::{ExitStatus, Registry, Source, notice};
+use super::{Agents, ExitStatus, Source, notice};
 use crate::bus::Bus;
 
 /// Learns from the exits of tracked processes that an agent has ended: records it (state
 /// file), announces it, and calls `ended` with its id (what waited for it above lets go).
 pub(crate) async fn exits(
     mut exits: tokio::sync::mpsc::UnboundedReceiver<Arc<Event>>,
-    registry: Arc<Mutex<Registry>>,
+    agents: Arc<Agents>,
     bus: Arc<Bus>,
     ended: impl Fn(u64) + Send + 'static,
 ) {
@@ -20,10 +20,11 @@ pub(crate) async fn exits(
             continue;
         };
         let status = ExitStatus { code, signal };
-        let n = match registry.lock() {
-            Ok(mut c) => c
-                .exited(ev.tgid, status)
-                .map(|a| notice(a, Body::AgentExited { code, signal })),
+        let n = match agents.with(|c| {
+            c.exited(ev.tgid, status)
+                .map(|a| notice(a, Body::AgentExited { code, signal }))
+        }) {
+            Ok(n) => n,
             Err(_) => {
                 tracing::error!("agent registry poisoned: agents' exits are no longer followed");
                 return;
@@ -38,13 +39,13 @@ pub(crate) async fn exits(
 
 /// Reports each time a confined agent hits a limit (a fork refused at pids.max, an OOM kill at
 /// its memory limit) as a `denied` event: the kernel keeps these as counters, read every second.
-pub(crate) async fn watch_limits(registry: Arc<Mutex<Registry>>, bus: Arc<Bus>) {
+pub(crate) async fn watch_limits(agents: Arc<Agents>, bus: Arc<Bus>) {
     let mut seen: std::collections::HashMap<u64, crate::confine::limits::Hits> = Default::default();
     let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
     loop {
         tick.tick().await;
         let mut out = Vec::new();
-        if let Ok(c) = registry.lock() {
+        let _ = agents.with(|c| {
             let mut live = std::collections::HashSet::new();
             for a in c.agents() {
                 let Source::Cgroup { path, .. } = &a.source else {
@@ -91,7 +92,7 @@ pub(crate) async fn watch_limits(registry: Arc<Mutex<Registry>>, bus: Arc<Bus>) 
                 }
             }
             seen.retain(|id, _| live.contains(id));
-        }
+        });
         for ev in out {
             bus.publish(ev);
         }
@@ -99,7 +100,7 @@ pub(crate) async fn watch_limits(registry: Arc<Mutex<Registry>>, bus: Arc<Bus>) 
 }
 
 /// Forgets ended agents once they are older than `keep`.
-pub(crate) async fn sweep(registry: Arc<Mutex<Registry>>, keep: std::time::Duration) {
+pub(crate) async fn sweep(agents: Arc<Agents>, keep: std::time::Duration) {
     // Ended agents give back the kernel's slots within seconds (`release_ended`); their
     // records are forgotten after `keep`.
     let mut tick = tokio::time::interval(
@@ -107,11 +108,10 @@ pub(crate) async fn sweep(registry: Arc<Mutex<Registry>>, keep: std::time::Durat
     );
     loop {
         tick.tick().await;
-        if let Ok(mut c) = registry.lock() {
-            let n = c.sweep(keep);
-            if n > 0 {
-                tracing::info!(agents = n, "forgot ended agents");
-            }
+        if let Ok(n) = agents.with(|c| c.sweep(keep))
+            && n > 0
+        {
+            tracing::info!(agents = n, "forgot ended agents");
         }
     }
 }

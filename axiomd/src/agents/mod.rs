@@ -942,14 +942,59 @@ impl Registry {
 #[cfg(test)]
 pub(crate) mod tests;
 
-impl crate::bus::Describe for std::sync::Mutex<Registry> {
+/// The agent registry behind its own lock: how every other room reaches the agents. What is
+/// done to an agent is the registry's own methods, run through [`Agents::with`]; the lock, and
+/// what a poisoned one means, stay here.
+pub(crate) struct Agents(std::sync::Mutex<Registry>);
+
+/// A thread panicked while it changed the registry: what it holds can no longer be trusted.
+#[derive(Debug, thiserror::Error)]
+#[error("agent registry poisoned")]
+pub(crate) struct Poisoned;
+
+impl Agents {
+    pub(crate) fn new(registry: Registry) -> std::sync::Arc<Agents> {
+        std::sync::Arc::new(Agents(std::sync::Mutex::new(registry)))
+    }
+
+    /// Runs `f` on the registry, alone.
+    pub(crate) fn with<T>(&self, f: impl FnOnce(&mut Registry) -> T) -> Result<T, Poisoned> {
+        let mut r = self.0.lock().map_err(|_| Poisoned)?;
+        Ok(f(&mut r))
+    }
+
+    /// The agent as it is now.
+    pub(crate) fn get(&self, agent: u64) -> Option<Agent> {
+        self.with(|r| r.get(agent).cloned()).ok().flatten()
+    }
+
+    pub(crate) fn cgroup_of(&self, agent: u64) -> Option<PathBuf> {
+        self.with(|r| r.cgroup_of(agent)).ok().flatten()
+    }
+
+    pub(crate) fn owner_of(&self, agent: u64) -> Option<u32> {
+        self.with(|r| r.owner_of(agent)).ok().flatten()
+    }
+
+    /// Agents running now (0 when the registry cannot answer).
+    pub(crate) fn running(&self) -> usize {
+        self.with(|r| r.running()).unwrap_or(0)
+    }
+
+    /// Agents known, running and recently ended.
+    pub(crate) fn known(&self) -> usize {
+        self.with(|r| r.agents().count()).unwrap_or(0)
+    }
+}
+
+impl crate::bus::Describe for Agents {
     /// What is tracked, agents running, and the per-user bound on agents.
     fn describe(&self, st: &mut axiom_proto::wire::Status) {
-        if let Ok(c) = self.lock() {
+        let _ = self.with(|c| {
             (st.tracked_processes, st.tracked_cgroups) = c.tracked_counts();
             st.agents_running = c.running() as u64;
             st.bounds
                 .insert("agents_per_user".into(), c.max_per_user() as u64);
-        }
+        });
     }
 }

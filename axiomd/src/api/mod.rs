@@ -20,10 +20,10 @@ use tokio::{
 };
 
 use crate::{
-    agents::{Agent, AgentError, AgentView, Launch, Registry, Source, Steer},
+    agents::{Agent, AgentError, AgentView, Agents, Launch, Registry, Source, Steer},
     authz::{Caller, PeerProcess, Seat},
     bus::Bus,
-    kernel::{Loaded, cgroup, procfs},
+    kernel::{Sensor, cgroup, procfs},
 };
 
 /// How long a freeze or thaw may take before its caller is answered anyway.
@@ -31,9 +31,9 @@ const FREEZER_SETTLE: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// What the front-ends share.
 pub(crate) struct Shared {
-    pub(crate) registry: Arc<Mutex<Registry>>,
+    pub(crate) agents: Arc<Agents>,
     pub(crate) bus: Arc<Bus>,
-    pub(crate) sensor: Mutex<Box<dyn Loaded>>,
+    pub(crate) sensor: Sensor,
     /// gid of the admin group, resolved at start-up.
     pub(crate) admin_gid: Option<u32>,
     pub(crate) rules: Arc<crate::rules::Rules>,
@@ -210,22 +210,23 @@ impl Shared {
         f: impl FnOnce(&mut Registry) -> Result<u64, AgentError>,
         after: impl FnOnce(&Agent) -> Option<Event>,
     ) -> Reply {
-        let Ok(mut c) = self.registry.lock() else {
-            return error("agent registry poisoned");
-        };
-        match f(&mut c) {
-            Ok(agent) => {
-                // Secrets on the command line never reach the record, the state file or events.
-                let rules = self.rules.get();
-                c.mask_command(agent, |a| rules.redact(None, a).map(|(m, _)| m));
-                let ev = c.get(agent).and_then(after);
-                drop(c);
+        let rules = self.rules.get();
+        let done = self.agents.with(|c| {
+            let agent = f(c)?;
+            // Secrets on the command line never reach the record, the state file or events.
+            c.mask_command(agent, |a| rules.redact(None, a).map(|(m, _)| m));
+            Ok((agent, c.get(agent).and_then(after)))
+        });
+        match done {
+            Err(poisoned) => error(poisoned),
+            Ok(Err(e)) => refusal(e),
+            Ok(Ok((agent, ev))) => {
+                // Published once the registry is free again.
                 if let Some(ev) = ev {
                     self.bus.publish(ev);
                 }
                 ok_agent(agent)
             }
-            Err(e) => refusal(e),
         }
     }
 
@@ -243,7 +244,7 @@ impl Shared {
             _ => None,
         };
         let path = match (reply.ok, want) {
-            (true, Some(_)) => self.registry.lock().ok().and_then(|c| c.cgroup_of(agent)),
+            (true, Some(_)) => self.agents.cgroup_of(agent),
             _ => None,
         };
         if let (Some(path), Some(want)) = (path, want)
@@ -260,12 +261,13 @@ impl Shared {
     }
 
     fn inject(&self, agent: u64, text: &str, raw: bool, caller: Caller) -> Reply {
-        let a = match self.registry.lock() {
-            Ok(c) => match c.authorised(agent, caller, "type into") {
-                Ok(a) => a.clone(),
-                Err(e) => return refusal(e),
-            },
-            Err(_) => return error("agent registry poisoned"),
+        let a = match self
+            .agents
+            .with(|c| c.authorised(agent, caller, "type into").cloned())
+        {
+            Ok(Ok(a)) => a,
+            Ok(Err(e)) => return refusal(e),
+            Err(poisoned) => return error(poisoned),
         };
         match self
             .actions
@@ -291,11 +293,10 @@ impl Shared {
     /// A Claude Code hook call from inside an agent: answered for the caller's own agent (the
     /// one its pid belongs to, by the kernel's word), never for another.
     fn hook(&self, caller: Caller, input: &serde_json::Value) -> Reply {
-        let agent = caller.agent().and_then(|id| {
-            let c = self.registry.lock().ok()?;
-            let a = c.get(id)?;
-            (a.owner_uid == caller.uid || caller.admin).then(|| a.clone())
-        });
+        let agent = caller
+            .agent()
+            .and_then(|id| self.agents.get(id))
+            .filter(|a| a.owner_uid == caller.uid || caller.admin);
         let Some(agent) = agent else {
             return Reply {
                 code: Some(ErrorCode::NotAnAgent),
@@ -330,13 +331,14 @@ impl Shared {
                     what: "run SQL on the event store".into(),
                 });
             }
-            let agents: Vec<(u64, u64)> = match self.registry.lock() {
-                Ok(c) => c
-                    .list(caller)
+            let agents: Vec<(u64, u64)> = match self.agents.with(|c| {
+                c.list(caller)
                     .into_iter()
                     .map(|v| (v.agent.id, v.agent.started_ns))
-                    .collect(),
-                Err(_) => return error("agent registry poisoned"),
+                    .collect()
+            }) {
+                Ok(a) => a,
+                Err(poisoned) => return error(poisoned),
             };
             q.visible_to = Some(crate::store::query::Visible {
                 uid: caller.uid,
@@ -378,7 +380,7 @@ impl Shared {
         let seat = match process {
             None => Seat::Unplaced,
             Some(p) => {
-                let agent = self.registry.lock().map(|r| r.agent_of_process(p.pid));
+                let agent = self.agents.with(|r| r.agent_of_process(p.pid));
                 match agent {
                     _ if procfs::has_exited(&p.pidfd) => Seat::Unplaced,
                     Ok(Some(a)) => Seat::Agent(a),
@@ -595,9 +597,7 @@ impl Shared {
             self.actions.terminals.hold(agent, fd);
         }
         if let (true, Some(agent)) = (reply.ok, reply.agent) {
-            if let Ok(c) = self.registry.lock()
-                && let Some(a) = c.get(agent)
-            {
+            if let Some(a) = self.agents.get(agent) {
                 reply.notes = Some(
                     a.limits_not_applied
                         .iter()
@@ -638,10 +638,10 @@ impl Shared {
     }
 
     pub(crate) fn agents(&self, caller: Caller) -> Vec<AgentInfo> {
-        let Ok(c) = self.registry.lock() else {
+        let Ok(listed) = self.agents.with(|c| c.list(caller)) else {
             return Vec::new();
         };
-        c.list(caller)
+        listed
             .into_iter()
             .map(|v| {
                 let pty = self.actions.terminals.has(v.agent.id);
@@ -659,7 +659,7 @@ impl Shared {
         };
         let parts: [&dyn Describe; 5] = [
             &self.sensor,
-            &*self.registry,
+            &*self.agents,
             &*self.rules,
             &*self.actions,
             &*self.bus,
@@ -705,11 +705,12 @@ impl Shared {
             }
         }
         let Some(a) = agent else { return Ok(()) };
-        let c = self.registry.lock().map_err(|_| AgentError::Map {
-            map: "registry",
-            reason: "agent registry poisoned".into(),
-        })?;
-        c.authorised(a, caller, "watch").map(|_| ())
+        self.agents
+            .with(|c| c.authorised(a, caller, "watch").map(|_| ()))
+            .map_err(|p| AgentError::Map {
+                map: "registry",
+                reason: p.to_string(),
+            })?
     }
 }
 
@@ -733,14 +734,7 @@ pub(crate) async fn stream_subscribed<W: AsyncWrite + Unpin>(
     agent: Option<u64>,
     subscription: crate::bus::Subscribed,
 ) -> std::io::Result<()> {
-    let owned = |a: u64| {
-        shared
-            .registry
-            .lock()
-            .ok()
-            .and_then(|c| c.owner_of(a))
-            .is_some_and(|o| o == caller.uid)
-    };
+    let owned = |a: u64| shared.agents.owner_of(a).is_some_and(|o| o == caller.uid);
     let wanted = |ev: &Event| {
         agent.is_none_or(|a| ev.agent == a)
             && (caller.admin || ev.uid == caller.uid || owned(ev.agent))

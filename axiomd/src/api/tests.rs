@@ -4,7 +4,7 @@
 use super::*;
 use crate::{
     agents::{Registry, tables::Memory, tests::Sleeper},
-    kernel::LoadError,
+    kernel::{LoadError, Loaded},
 };
 
 /// No programs in the kernel: matching stays in userspace.
@@ -21,24 +21,21 @@ impl Loaded for Absent {
 }
 
 fn shared() -> Shared {
-    let registry = Arc::new(Mutex::new(Registry::restore(
-        Box::new(Memory::default()),
-        None,
-    )));
+    let agents = crate::agents::Agents::new(Registry::restore(Box::new(Memory::default()), None));
     let (bus, _taps) = Bus::new(64, 64);
     let bus = Arc::new(bus);
     let engine = Arc::new(Mutex::new(crate::rules::engine::Engine::default()));
     let (actions, _queue) = crate::actions::Actions::new(
-        registry.clone(),
-        engine.clone(),
+        agents.clone(),
+        crate::rules::Claims::of(&engine),
         bus.clone(),
-        Arc::new(crate::actions::terminal::Terminals::default()),
+        Arc::new(crate::actions::terminal::Terminals::new(Default::default())),
         axiom_proto::agent_profile::Profiles::builtin(),
     );
     Shared {
-        registry,
+        agents,
         bus,
-        sensor: Mutex::new(Box::new(Absent)),
+        sensor: crate::kernel::Sensor::new(Box::new(Absent)),
         admin_gid: None,
         rules: Arc::new(crate::rules::Rules::load(vec![]).expect("no rules")),
         actions,

@@ -116,11 +116,11 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         start_rules_and_actions(&cfg, &mut stages, s, registry, rules, bus, store, taps)?;
     spawn_reload_on_hup(shared.clone(), notifier.clone())?;
     tokio::spawn(lifecycle::watch_limits(
-        shared.registry.clone(),
+        shared.agents.clone(),
         shared.bus.clone(),
     ));
     tokio::spawn(lifecycle::sweep(
-        shared.registry.clone(),
+        shared.agents.clone(),
         std::time::Duration::from_secs(cfg.agents.keep_exited_secs),
     ));
     // OTLP traces and metrics, the Prometheus endpoint (each off unless configured): following
@@ -305,19 +305,15 @@ fn start_rules_and_actions(
     }
     let profiles = axiom_proto::agent_profile::Profiles::load(&cfg.agents.profiles)
         .context("loading the agent profiles")?;
-    let terminals = Arc::new(Terminals::default());
-    let mut engine = crate::rules::engine::Engine::default();
-    {
-        // An agent's screen is emulated at its terminal's size, and only that terminal is its
-        // words (the ptys its commands run in are not).
-        let terminals = terminals.clone();
-        engine.terminal_of = Some(Box::new(move |agent| terminals.describe(agent)));
-    }
-    let registry = Arc::new(Mutex::new(registry));
-    let engine = Arc::new(Mutex::new(engine));
+    // The agents' screens: painted by the rules, read by the actions, told by the terminals the
+    // actions hold which device is an agent's own and its size.
+    let screens = Arc::new(crate::screens::Screens::default());
+    let terminals = Arc::new(Terminals::new(screens.clone()));
+    let agents = crate::agents::Agents::new(registry);
+    let engine = Arc::new(Mutex::new(crate::rules::engine::Engine::new(screens)));
     let (actions, queue) = crate::actions::Actions::new(
-        registry.clone(),
-        engine.clone(),
+        agents.clone(),
+        crate::rules::Claims::of(&engine),
         bus.clone(),
         terminals,
         profiles,
@@ -327,9 +323,9 @@ fn start_rules_and_actions(
         stages.spawn("actions", move |stop| actions.run(queue, stop))?;
     }
     let shared = Arc::new(api::Shared {
-        registry,
+        agents,
         bus: bus.clone(),
-        sensor: Mutex::new(Box::new(sensor)),
+        sensor: crate::kernel::Sensor::new(Box::new(sensor)),
         admin_gid,
         rules: rules.clone(),
         actions: actions.clone(),
@@ -341,7 +337,7 @@ fn start_rules_and_actions(
     let ended = shared.actions.clone();
     tokio::spawn(lifecycle::exits(
         taps.exits,
-        shared.registry.clone(),
+        shared.agents.clone(),
         shared.bus.clone(),
         move |agent| {
             // What waited for it in the actions stage goes with it.
@@ -352,7 +348,7 @@ fn start_rules_and_actions(
     let stage = Arc::new(crate::rules::Stage {
         rules,
         engine,
-        registry: shared.registry.clone(),
+        agents: shared.agents.clone(),
         bus,
         actions,
     });
@@ -455,8 +451,8 @@ async fn stop(
     }
     if cfg.sensor.keep_sensors_on_exit {
         tracing::info!("stopping; sensor stays attached and pinned (keep_sensors_on_exit)");
-    } else if let Ok(s) = shared.sensor.lock() {
-        s.unpin().context("unpinning the sensor")?;
+    } else {
+        shared.sensor.unpin().context("unpinning the sensor")?;
         tracing::info!("stopping; sensor unpinned and detached");
     }
     Ok(())
@@ -479,7 +475,7 @@ async fn supervise(stages: &stages::Stages, shared: &api::Shared) -> &'static st
 
 /// What `systemctl status` shows on its Status line.
 fn status_line(shared: &api::Shared) -> String {
-    let agents = shared.registry.lock().map(|c| c.running()).unwrap_or(0);
+    let agents = shared.agents.running();
     format!(
         "watching {agents} agents; {} rules",
         shared.rules.get().rules.len()

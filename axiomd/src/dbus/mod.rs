@@ -404,11 +404,7 @@ impl Axiom {
     /// Agents known to axiomd (running and recently ended).
     #[zbus(property(emits_changed_signal = "false"))]
     fn agent_count(&self) -> u32 {
-        self.shared
-            .registry
-            .lock()
-            .map(|c| c.agents().count() as u32)
-            .unwrap_or(0)
+        self.shared.agents.known() as u32
     }
 
     /// Events delivered since axiomd started, all kinds.

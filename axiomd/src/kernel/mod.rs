@@ -15,6 +15,7 @@ pub(crate) mod cgroup;
 pub(crate) mod config;
 pub(crate) mod features;
 pub(crate) mod procfs;
+pub(crate) mod pty;
 pub(crate) mod unix;
 
 use std::{
@@ -921,11 +922,37 @@ pub fn load_empty() -> Result<Ebpf, LoadError> {
     Ok(ebpf)
 }
 
-impl crate::bus::Describe for std::sync::Mutex<Box<dyn Loaded>> {
+/// The loaded sensor behind its own lock: a rule reload puts a matcher table into it while
+/// status reads its counters. Other rooms reach it only through these methods.
+pub(crate) struct Sensor(std::sync::Mutex<Box<dyn Loaded>>);
+
+impl Sensor {
+    pub(crate) fn new(loaded: Box<dyn Loaded>) -> Sensor {
+        Sensor(std::sync::Mutex::new(loaded))
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Box<dyn Loaded>> {
+        // The sensor's own state is in the kernel; what the lock guards is handles to it.
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// See [`Loaded::install_matcher`].
+    pub(crate) fn install_matcher(
+        &self,
+        dfa: Option<&axiom_common::Dfa>,
+    ) -> Result<u16, LoadError> {
+        self.lock().install_matcher(dfa)
+    }
+
+    /// See [`Loaded::unpin`].
+    pub(crate) fn unpin(&self) -> std::io::Result<()> {
+        self.lock().unpin()
+    }
+}
+
+impl crate::bus::Describe for Sensor {
     fn describe(&self, st: &mut axiom_proto::wire::Status) {
-        if let Ok(s) = self.lock() {
-            s.describe(st);
-        }
+        self.lock().describe(st);
     }
 }
 

@@ -1,13 +1,12 @@
-//! Per-agent rule state: context windows, one emulated screen per agent terminal, activity (for
-//! claims and timeouts), cooldowns, findings held for a rename, what was typed into the agent.
-use std::{collections::HashMap, time::Instant};
+//! Per-agent rule state: context windows, activity (for claims and timeouts), cooldowns,
+//! findings held for a rename. What an agent's terminal shows is the screens' (`crate::screens`):
+//! the engine feeds them its terminal output and judges the rows that changed.
+use std::{collections::HashMap, sync::Arc, time::Instant};
 
 use axiom_proto::wire::{Body, Event, FileOp};
 
-use crate::agents::now_ns;
-use axiom_rules::{
-    self as rules, Action, Hit, Kind, PathFilter, RuleSet, Scope, Verify, screen::Screen,
-};
+use crate::{agents::now_ns, screens::Screens};
+use axiom_rules::{self as rules, Action, Hit, Kind, PathFilter, RuleSet, Scope, Verify};
 
 /// Characters of an fd's previous output kept in front of the next write, so a phrase split
 /// across two writes still matches.
@@ -122,41 +121,17 @@ pub(crate) struct Engine {
     pub(crate) suppressed: u64,
     /// Plugin rules' prefilter hits since the last `take_candidates`.
     candidates: Vec<Candidate>,
-    /// Each agent's terminals.
-    screens: HashMap<u64, AgentScreens>,
-    /// An agent's own terminal and its size, when axiomd holds it (`axiomctl run`): its screen is
-    /// emulated at that size, and only it is the agent's terminal scope. Asked when the agent
-    /// first writes to a terminal and once a second after (a resize), not on every write.
-    pub(crate) terminal_of: Option<TerminalOf>,
+    /// The agents' terminals as they look (shared with the actions, behind their own lock).
+    screens: Arc<Screens>,
     /// File findings held for a moment: a temporary file renamed over its target (an atomic
     /// write) is reported under the target's name.
     held: Vec<(Instant, Finding)>,
-    /// Texts typed into each agent (interventions): their echo on its screen is not its words.
-    typed: HashMap<u64, Vec<String>>,
     /// Recent renames (when, from, to): a write's record may arrive after the rename of its file
     /// (the two come on different rings).
     renames: std::collections::VecDeque<(Instant, String, String)>,
     /// What a bound cut since the last `take_shed`, by cause: the rules stage counts it as a
     /// loss (`axiomctl status`).
     shed: std::collections::BTreeMap<&'static str, u64>,
-}
-
-/// Terminals emulated per agent at most: its own, and the ptys its commands run in (`script`,
-/// `tmux`); a further pty it opens is not emulated (`screen_refused`), so an agent cannot make
-/// axiomd hold a screen per pty it can open.
-pub(crate) const SCREENS_PER_AGENT: usize = 8;
-
-/// (agent) → (its terminal device, rows, cols).
-pub(crate) type TerminalOf = Box<dyn Fn(u64) -> Option<(String, u16, u16)> + Send>;
-
-/// One agent's terminals: its own (device, rows, cols) when axiomd holds it, and a screen per
-/// terminal device it writes to.
-struct AgentScreens {
-    own: Option<(String, u16, u16)>,
-    screens: HashMap<String, Screen>,
-    /// When the agent last wrote to its own terminal: a busy TUI animates, an idle one is
-    /// quiet.
-    painted: Instant,
 }
 
 /// A finding about a temporary file, now about the file it was renamed to.
@@ -224,6 +199,14 @@ fn is_file(target: Option<&str>) -> bool {
 }
 
 impl Engine {
+    /// An engine that paints the agents' terminal output on `screens`.
+    pub(crate) fn new(screens: Arc<Screens>) -> Engine {
+        Engine {
+            screens,
+            ..Engine::default()
+        }
+    }
+
     fn act(&mut self, agent: u64, now: Instant) -> &mut Activity {
         self.activity
             .entry(agent)
@@ -377,8 +360,7 @@ impl Engine {
             Body::AgentExited { .. } => {
                 self.activity.remove(&ev.agent);
                 self.fired.retain(|(a, _), _| *a != ev.agent);
-                self.screens.remove(&ev.agent);
-                self.typed.remove(&ev.agent);
+                self.screens.forget(ev.agent);
             }
             Body::Exit { .. } => {
                 self.windows.remove(&ev.tgid);
@@ -430,7 +412,7 @@ impl Engine {
             .is_some_and(|c| axiom_proto::agent_cli::agent_cli(c).is_some())
         {
             for a in command.iter().skip(1).filter(|a| a.contains(' ')) {
-                self.typed(agent, a);
+                self.screens.typed(agent, a);
             }
         }
     }
@@ -580,12 +562,8 @@ impl Engine {
             .split_whitespace()
             .map(str::to_lowercase)
             .collect();
-        let typed = self
-            .typed
-            .get(&agent)
-            .into_iter()
-            .flatten()
-            .map(String::as_str);
+        let typed = self.screens.typed_into(agent);
+        let typed = typed.iter().map(String::as_str);
         let messages = set
             .rules
             .iter()
@@ -617,20 +595,6 @@ impl Engine {
                 led || trailed || (lead.is_empty() && trail.is_empty())
             })
         })
-    }
-
-    /// Whether the agent's program asked its terminal for bracketed paste.
-    pub(crate) fn pastes(&self, agent: u64) -> bool {
-        self.screens
-            .get(&agent)
-            .is_some_and(|t| t.screens.values().any(Screen::bracketed_paste))
-    }
-
-    /// How long the agent's own terminal has been quiet (`None`: it never wrote to one).
-    pub(crate) fn quiet_for(&self, agent: u64, now: Instant) -> Option<std::time::Duration> {
-        self.screens
-            .get(&agent)
-            .map(|t| now.saturating_duration_since(t.painted))
     }
 
     /// The claims in `text` (an agent's last message, from a Claude Code Stop hook) that what
@@ -678,22 +642,6 @@ impl Engine {
         out
     }
 
-    /// How many times the agent's screens show `text`.
-    pub(crate) fn shows(&self, agent: u64, text: &str) -> usize {
-        self.screens
-            .get(&agent)
-            .map_or(0, |t| t.screens.values().map(|s| s.occurrences(text)).sum())
-    }
-
-    /// Records a text typed into an agent's terminal (its echo is not the agent's words).
-    pub(crate) fn typed(&mut self, agent: u64, text: &str) {
-        let v = self.typed.entry(agent).or_default();
-        v.push(text.to_string());
-        if v.len() > 16 {
-            v.remove(0);
-        }
-    }
-
     /// Terminal output through the agent's screen: the rows that changed, each hit judged once.
     fn on_screen(
         &mut self,
@@ -703,48 +651,13 @@ impl Engine {
         bytes: &str,
         now: Instant,
     ) -> Vec<Finding> {
-        let terminal_of = &self.terminal_of;
-        let t = self
+        let emulate = set.has_scope(Scope::Terminal);
+        let Some(changed) = self
             .screens
-            .entry(ev.agent)
-            .or_insert_with(|| AgentScreens {
-                own: terminal_of.as_ref().and_then(|f| f(ev.agent)),
-                screens: HashMap::new(),
-                painted: now,
-            });
-        // Only the agent's own terminal is its words (a command's pty inside it is not).
-        if let Some((dev, _, _)) = &t.own
-            && dev != device
-        {
-            return Vec::new();
-        }
-        t.painted = now;
-        if !set.has_scope(Scope::Terminal) {
-            return Vec::new();
-        }
-        if !t.screens.contains_key(device) {
-            if t.screens.len() >= SCREENS_PER_AGENT {
-                *self.shed.entry("screen_refused").or_default() += 1;
-                return Vec::new();
-            }
-            let screen = match &t.own {
-                Some((_, rows, cols)) => {
-                    if axiom_rules::screen::bounded(*rows, *cols).2 {
-                        *self.shed.entry("screen_clamped").or_default() += 1;
-                    }
-                    Screen::new(*rows, *cols)
-                }
-                None => Screen::default(),
-            };
-            t.screens.insert(device.to_string(), screen);
-        }
-        let Some(screen) = t.screens.get_mut(device) else {
+            .paint(ev.agent, device, bytes.as_bytes(), now, emulate)
+        else {
             return Vec::new();
         };
-        let changed = screen.feed(bytes.as_bytes());
-        if changed.text.is_empty() {
-            return Vec::new();
-        }
         let latency_us = Some((now_ns().saturating_sub(ev.time_ns)) as f64 / 1e3);
         let mut out = Vec::new();
         // Rules judged in this text: a rule's first new hit is the one judged.
@@ -755,11 +668,7 @@ impl Engine {
             }
             let r = &set.rules[h.rule];
             let k = changed.hit_key(&r.id, h.start, h.end);
-            let first = self
-                .screens
-                .get_mut(&ev.agent)
-                .and_then(|t| t.screens.get_mut(device))
-                .is_some_and(|s| s.first_time(k));
+            let first = self.screens.first_time(ev.agent, device, k);
             // Old text (a context row, a repaint) or an echo: the rule may still hit the same
             // rows further on.
             if !first || self.echoed(set, ev.agent, &changed.text, &h) {
@@ -1014,23 +923,17 @@ impl Engine {
 
     /// What bounds cut since the last call, by cause (for the loss counters).
     pub(crate) fn take_shed(&mut self) -> std::collections::BTreeMap<&'static str, u64> {
-        std::mem::take(&mut self.shed)
+        let mut shed = std::mem::take(&mut self.shed);
+        for (cause, n) in self.screens.take_shed() {
+            *shed.entry(cause).or_default() += n;
+        }
+        shed
     }
 
     /// Timeouts: planning (no file yet) and progress (no file activity lately).
     pub(crate) fn tick(&mut self, set: &RuleSet, now: Instant) -> Vec<Finding> {
         // A resized terminal: its screen follows.
-        if let Some(f) = &self.terminal_of {
-            for (agent, t) in self.screens.iter_mut() {
-                t.own = f(*agent);
-                if let Some((dev, rows, cols)) = &t.own
-                    && let Some(s) = t.screens.get_mut(dev)
-                    && s.resize(*rows, *cols)
-                {
-                    *self.shed.entry("screen_clamped").or_default() += 1;
-                }
-            }
-        }
+        self.screens.follow_sizes();
         let mut out = self.release(now);
         let mut due = Vec::new();
         for (agent, a) in &self.activity {

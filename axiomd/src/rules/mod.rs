@@ -14,7 +14,7 @@ use std::{
 
 use axiom_rules::{RuleError, RuleSet};
 
-use crate::{agents::Registry, bus::Bus};
+use crate::{agents::Agents, bus::Bus};
 
 /// Where the rules stage sends what it finds when a rule acts; the actions stage implements it,
 /// so that the rules never name the actions (or anything above them).
@@ -30,9 +30,34 @@ pub(crate) trait Enforce: Send + Sync {
 pub(crate) struct Stage {
     pub(crate) rules: Arc<Rules>,
     pub(crate) engine: Arc<Mutex<engine::Engine>>,
-    pub(crate) registry: Arc<Mutex<Registry>>,
+    pub(crate) agents: Arc<Agents>,
     pub(crate) bus: Arc<Bus>,
     pub(crate) actions: Arc<dyn Enforce>,
+}
+
+/// The one question the actions may put to the rules' per-agent state: which claims in an
+/// agent's last message (a Stop hook's) what the kernel saw contradicts. The engine stays the
+/// rules' own; its lock is taken only here and in this stage's threads.
+#[derive(Clone)]
+pub(crate) struct Claims(Arc<Mutex<engine::Engine>>);
+
+impl Claims {
+    pub(crate) fn of(engine: &Arc<Mutex<engine::Engine>>) -> Claims {
+        Claims(engine.clone())
+    }
+
+    pub(crate) fn contradicted(
+        &self,
+        set: &RuleSet,
+        agent: u64,
+        text: &str,
+        now: std::time::Instant,
+    ) -> Vec<engine::Contradicted> {
+        match self.0.lock() {
+            Ok(mut e) => e.contradicted_claims(set, agent, text, now),
+            Err(_) => Vec::new(),
+        }
+    }
 }
 
 /// The active rule set and where it came from; a reload replaces it only if the new one loads.
@@ -78,25 +103,15 @@ impl Rules {
 
     /// Loads the rule files again and puts their literals into the kernel matcher. On error the
     /// old rules keep running, in userspace and in the kernel.
-    pub(crate) fn reload_into(
-        &self,
-        sensor: &Mutex<Box<dyn crate::kernel::Loaded>>,
-    ) -> Result<usize, RuleError> {
+    pub(crate) fn reload_into(&self, sensor: &crate::kernel::Sensor) -> Result<usize, RuleError> {
         let set = self.reload()?;
         self.install(sensor, set.clone());
         Ok(set.rules.len())
     }
 
     /// Puts a rule set's literals into the kernel (a failure leaves matching to userspace).
-    pub(crate) fn install(
-        &self,
-        sensor: &Mutex<Box<dyn crate::kernel::Loaded>>,
-        set: Arc<RuleSet>,
-    ) {
-        let table = match sensor.lock() {
-            Ok(mut s) => s.install_matcher(set.kernel.as_ref().map(|k| &*k.table)),
-            Err(_) => return,
-        };
+    pub(crate) fn install(&self, sensor: &crate::kernel::Sensor, set: Arc<RuleSet>) {
+        let table = sensor.install_matcher(set.kernel.as_ref().map(|k| &*k.table));
         match table {
             Ok(0) => {}
             Ok(t) => {
@@ -188,12 +203,7 @@ pub(crate) fn report(stage: &Stage, set: &Arc<RuleSet>, f: engine::Finding) {
     let Some(r) = set.rules.get(f.rule) else {
         return;
     };
-    let Some(agent) = stage
-        .registry
-        .lock()
-        .ok()
-        .and_then(|c| c.get(f.agent).cloned())
-    else {
+    let Some(agent) = stage.agents.get(f.agent) else {
         return;
     };
     let mut v = violation(
@@ -355,7 +365,7 @@ impl crate::bus::Describe for Rules {
             ("screen_cols".to_string(), u64::from(MAX_COLS)),
             (
                 "screens_per_agent".to_string(),
-                engine::SCREENS_PER_AGENT as u64,
+                crate::screens::SCREENS_PER_AGENT as u64,
             ),
         ]);
     }
@@ -422,7 +432,7 @@ action = "alert"
         let stage = Stage {
             rules: rules.clone(),
             engine: Default::default(),
-            registry: Arc::new(Mutex::new(registry)),
+            agents: Agents::new(registry),
             bus,
             actions: recorder.clone(),
         };

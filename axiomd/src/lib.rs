@@ -24,6 +24,7 @@ mod rules;
 mod screens;
 mod sensor;
 mod store;
+mod supervise;
 mod telemetry;
 
 pub use config::{Config, DEFAULT_PATH};

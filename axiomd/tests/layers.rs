@@ -168,7 +168,7 @@ fn circles(g: &BTreeMap<String, BTreeSet<String>>) -> Vec<Vec<String>> {
 const FLOORS: &[&[&str]] = &[
     // What every stage stands on: the event bus (and the store's tap on it), who is calling,
     // systemd's notify protocol.
-    &["bus", "authz", "notify"],
+    &["bus", "authz", "notify", "supervise"],
     // What the kernel holds and tells: programs, maps, pins, /proc, cgroupfs; confinement
     // through them.
     &["kernel", "confine"],

@@ -40,7 +40,7 @@ pub(crate) struct Shared {
     /// The actions stage: interventions, and the agents' terminals.
     pub(crate) actions: Arc<crate::actions::Actions>,
     /// The event store's tiers (none when the store is off).
-    pub(crate) store: Option<crate::store::Running>,
+    pub(crate) store: Option<Arc<crate::store::Running>>,
     /// Confinement profiles (`axiomctl run --profile`).
     pub(crate) confine: crate::confine::ConfineConfig,
     /// Open clients, bounded per user and in all.

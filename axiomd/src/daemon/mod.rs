@@ -1,12 +1,11 @@
 //! Wiring: open the sensor, restore agents, start the stages downstream first (store, actions,
 //! rules, then the front ends and the ring reader), and on SIGTERM/SIGINT stop them upstream
 //! first, each joined, so that what was accepted reaches the store (leaving the sensor pinned
-//! unless configured otherwise). A stage that ends on its own stops the daemon with an error:
-//! systemd restarts it rather than let it run blind. `stages.rs` says what runs on OS threads
-//! and what on tokio.
-mod stages;
-
-use std::sync::{Arc, Mutex};
+//! unless configured otherwise). Every thread and task is started through one supervisor
+//! (`crate::supervise`, which says what runs on OS threads and what on tokio): a vital part that
+//! ends on its own stops the daemon with an error, and systemd restarts it rather than let it
+//! run blind.
+use std::sync::Arc;
 
 use anyhow::Context as _;
 use tokio::signal::unix::SignalKind;
@@ -19,6 +18,7 @@ use crate::{
     config::Config,
     kernel::{LoadOptions, Programs},
     sensor::{self, Pipeline},
+    supervise::{Role, Supervisor},
 };
 
 pub(crate) fn load_options(cfg: &Config) -> LoadOptions {
@@ -43,18 +43,21 @@ pub(crate) fn agents_cgroup_root(cfg: &Config) -> Option<std::path::PathBuf> {
         .or_else(|| crate::kernel::cgroup::mount_point().map(|m| m.join("axiom")))
 }
 
-/// Forwards the kernel programs' aya-log diagnostics to our log.
-fn spawn_kernel_log(program_id: Option<u32>) {
+/// Forwards the kernel programs' aya-log diagnostics to our log (a helper: axiomd goes on
+/// without them).
+fn spawn_kernel_log(sup: &mut Supervisor, program_id: Option<u32>) {
     let Some(id) = program_id else { return };
     match aya_log::EbpfLogger::init_from_id(id) {
         Ok(logger) => {
-            tokio::spawn(async move {
-                let Ok(mut fd) = crate::sensor::async_fd(logger) else {
-                    return;
+            sup.task("kernel-log", Role::Helper, async move {
+                let mut fd = match crate::sensor::async_fd(logger) {
+                    Ok(fd) => fd,
+                    Err(e) => return tracing::warn!("kernel program diagnostics: {e}"),
                 };
                 loop {
-                    let Ok(mut g) = fd.readable_mut().await else {
-                        return;
+                    let mut g = match fd.readable_mut().await {
+                        Ok(g) => g,
+                        Err(e) => return tracing::warn!("kernel program diagnostics: {e}"),
                     };
                     g.get_inner_mut().flush();
                     g.clear_ready();
@@ -105,66 +108,69 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         }
     };
     raise_fd_limit();
-    let (mut s, rings) = load_programs(&cfg)?;
+    let mut sup = Supervisor::default();
+    let (mut s, rings) = load_programs(&cfg, &mut sup)?;
     let registry = restore_agents(&cfg, &mut s)?;
     let rules = load_rules(&cfg)?;
     // Downstream first: the store (behind the bus), the actions, the rules; then the front
     // ends; the reader last.
-    let (bus, taps, store) = open_bus(&cfg)?;
-    let mut stages = stages::Stages::default();
+    let (bus, taps, store) = open_bus(&cfg, &mut sup)?;
     let (shared, stage) =
-        start_rules_and_actions(&cfg, &mut stages, s, registry, rules, bus, store, taps)?;
-    spawn_reload_on_hup(shared.clone(), notifier.clone())?;
-    tokio::spawn(lifecycle::watch_limits(
-        shared.agents.clone(),
-        shared.bus.clone(),
-    ));
-    tokio::spawn(lifecycle::sweep(
-        shared.agents.clone(),
-        std::time::Duration::from_secs(cfg.agents.keep_exited_secs),
-    ));
+        start_rules_and_actions(&cfg, &mut sup, s, registry, rules, bus, store, taps)?;
+    spawn_reload_on_hup(&mut sup, shared.clone(), notifier.clone())?;
+    sup.task(
+        "agent-limits",
+        Role::Vital,
+        lifecycle::watch_limits(shared.agents.clone(), shared.bus.clone()),
+    );
+    sup.task(
+        "agent-sweep",
+        Role::Vital,
+        lifecycle::sweep(
+            shared.agents.clone(),
+            std::time::Duration::from_secs(cfg.agents.keep_exited_secs),
+        ),
+    );
     // OTLP traces and metrics, the Prometheus endpoint (each off unless configured): following
     // the bus before anyone can start an agent over the socket or D-Bus.
     let status: crate::telemetry::StatusSource = {
         let shared = shared.clone();
         Arc::new(move || shared.status())
     };
-    let otlp = crate::telemetry::start(&cfg.telemetry, shared.bus.clone(), status)
+    let otlp = crate::telemetry::start(&cfg.telemetry, shared.bus.clone(), status, &mut sup)
         .await
         .context("starting telemetry")?;
     let listener = api::socket::bind(&cfg.api.socket)
         .with_context(|| format!("binding {}", cfg.api.socket.display()))?;
     tracing::info!(socket = %cfg.api.socket.display(), "control socket ready");
-    let api_task = tokio::spawn(api::socket::serve(listener, shared.clone()));
-    let dbus = crate::dbus::start(&cfg.dbus.bus, &cfg.dbus.name, shared.clone()).await?;
+    sup.task(
+        "api-socket",
+        Role::Vital,
+        api::socket::serve(listener, shared.clone()),
+    );
+    let dbus = crate::dbus::start(&cfg.dbus.bus, &cfg.dbus.name, shared.clone(), &mut sup).await?;
     if dbus.is_some() {
         tracing::info!(name = %cfg.dbus.name, bus = %cfg.dbus.bus, "D-Bus API ready");
     }
     let heartbeat = crate::notify::Heartbeat::default();
-    let mut reader = spawn_reader(&cfg, &mut stages, rings, &shared, stage, heartbeat.clone())?;
+    spawn_reader(&cfg, &mut sup, rings, &shared, stage, heartbeat.clone())?;
     if let Some(n) = &notifier {
         n.send(&format!("READY=1\nSTATUS={}", status_line(&shared)));
         if let Some(every) = crate::notify::watchdog_interval() {
             tracing::info!(interval = ?every, "systemd watchdog on");
             let shared = shared.clone();
-            tokio::spawn(crate::notify::watchdog(
-                n.clone(),
-                every,
-                heartbeat,
-                move || status_line(&shared),
-            ));
+            sup.task(
+                "watchdog",
+                Role::Vital,
+                crate::notify::watchdog(n.clone(), every, heartbeat, move || status_line(&shared)),
+            );
         }
     }
 
     let result = tokio::select! {
         _ = term.recv() => Ok(()),
         _ = int.recv() => Ok(()),
-        r = &mut reader => match r {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(e)) => Err(anyhow::anyhow!("ring reader failed: {e}")),
-            Err(_) => Err(anyhow::anyhow!("ring reader panicked")),
-        },
-        name = supervise(&stages, &shared) => Err(anyhow::anyhow!("the {name} stage ended on its own")),
+        name = sup.ended() => Err(anyhow::anyhow!("the {name} part ended on its own")),
     };
     if let Err(e) = &result {
         tracing::error!("stopping: {e:#}");
@@ -173,15 +179,15 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         n.send("STOPPING=1\nSTATUS=stopping");
     }
     // The front ends take no more requests.
-    api_task.abort();
+    sup.stop_first("api-socket").await;
     drop(dbus);
     let _ = std::fs::remove_file(&cfg.api.socket);
-    stop(&cfg, stages, &shared, otlp).await?;
+    stop(&cfg, sup, &shared, otlp).await?;
     result
 }
 
 /// Opens (or takes over) the kernel programs and takes their rings for the reader.
-fn load_programs(cfg: &Config) -> anyhow::Result<(Programs, Rings)> {
+fn load_programs(cfg: &Config, sup: &mut Supervisor) -> anyhow::Result<(Programs, Rings)> {
     let opts = load_options(cfg);
     let mut s = Programs::open(&opts)?;
     if s.reused {
@@ -198,7 +204,7 @@ fn load_programs(cfg: &Config) -> anyhow::Result<(Programs, Rings)> {
     if !s.skipped.is_empty() {
         tracing::info!(skipped = ?s.skipped, "hooks this kernel lacks (legacy syscalls)");
     }
-    spawn_kernel_log(s.log_program_id);
+    spawn_kernel_log(sup, s.log_program_id);
     let rings = Rings {
         events: s.events.take().context("events ring already taken")?,
         output: s.output.take().context("output ring already taken")?,
@@ -263,10 +269,16 @@ fn load_rules(cfg: &Config) -> anyhow::Result<Arc<crate::rules::Rules>> {
     Ok(rules)
 }
 
-/// The bus, and the store's threads fed by its tap.
+/// The bus, and the store's threads fed by its tap: the first part started, the last stopped
+/// (once the bus has let go of its tap, the store commits what it was given).
 fn open_bus(
     cfg: &Config,
-) -> anyhow::Result<(Arc<Bus>, crate::bus::Taps, Option<crate::store::Running>)> {
+    sup: &mut Supervisor,
+) -> anyhow::Result<(
+    Arc<Bus>,
+    crate::bus::Taps,
+    Option<Arc<crate::store::Running>>,
+)> {
     let (bus, taps) = Bus::new(1 << 16, cfg.api.replay_events);
     if !cfg.store.enabled {
         return Ok((Arc::new(bus), taps, None));
@@ -275,14 +287,22 @@ fn open_bus(
         cfg.store.queue_events,
         cfg.store.memory_cap_mib.saturating_mul(1 << 20),
     );
-    let running = crate::store::start(&cfg.store, intake)?;
+    let running = Arc::new(crate::store::start(&cfg.store, intake, &sup.watch())?);
     tracing::info!(
         path = %cfg.store.path.display(),
         hot = cfg.store.hot.enabled,
         cold = cfg.store.cold.enabled,
         "event store open"
     );
-    Ok((Arc::new(bus.with_store(tap)), taps, Some(running)))
+    let bus = Arc::new(bus.with_store(tap));
+    {
+        let (bus, store) = (bus.clone(), running.clone());
+        sup.own("store", move || {
+            bus.close_store();
+            store.finish();
+        });
+    }
+    Ok((bus, taps, Some(running)))
 }
 
 /// Starts the actions and the rules stages (in that order: the rules hand their findings to
@@ -291,12 +311,12 @@ fn open_bus(
 #[allow(clippy::too_many_arguments)]
 fn start_rules_and_actions(
     cfg: &Config,
-    stages: &mut stages::Stages,
+    sup: &mut Supervisor,
     sensor: Programs,
     registry: Registry,
     rules: Arc<crate::rules::Rules>,
     bus: Arc<Bus>,
-    store: Option<crate::store::Running>,
+    store: Option<Arc<crate::store::Running>>,
     taps: crate::bus::Taps,
 ) -> anyhow::Result<(Arc<api::Shared>, Arc<crate::rules::Stage>)> {
     let admin_gid = crate::authz::admin_gid(&cfg.api.admin_group);
@@ -310,7 +330,7 @@ fn start_rules_and_actions(
     let screens = Arc::new(crate::screens::Screens::default());
     let terminals = Arc::new(Terminals::new(screens.clone()));
     let agents = crate::agents::Agents::new(registry);
-    let engine = Arc::new(Mutex::new(crate::rules::engine::Engine::new(screens)));
+    let engine = crate::rules::engine::Engine::shared(screens);
     let (actions, queue) = crate::actions::Actions::new(
         agents.clone(),
         crate::rules::Claims::of(&engine),
@@ -320,7 +340,7 @@ fn start_rules_and_actions(
     );
     {
         let actions = actions.clone();
-        stages.spawn("actions", move |stop| actions.run(queue, stop))?;
+        sup.thread("actions", move |stop| actions.run(queue, stop))?;
     }
     let shared = Arc::new(api::Shared {
         agents,
@@ -335,16 +355,20 @@ fn start_rules_and_actions(
     });
     shared.rules.install(&shared.sensor, shared.rules.get());
     let ended = shared.actions.clone();
-    tokio::spawn(lifecycle::exits(
-        taps.exits,
-        shared.agents.clone(),
-        shared.bus.clone(),
-        move |agent| {
-            // What waited for it in the actions stage goes with it.
-            ended.terminals.release(agent);
-            ended.forget(agent);
-        },
-    ));
+    sup.task(
+        "agent-exits",
+        Role::Vital,
+        lifecycle::exits(
+            taps.exits,
+            shared.agents.clone(),
+            shared.bus.clone(),
+            move |agent| {
+                // What waited for it in the actions stage goes with it.
+                ended.terminals.release(agent);
+                ended.forget(agent);
+            },
+        ),
+    );
     let stage = Arc::new(crate::rules::Stage {
         rules,
         engine,
@@ -355,18 +379,19 @@ fn start_rules_and_actions(
     {
         let stage = stage.clone();
         let rx = taps.rules;
-        stages.spawn("rules", move |stop| crate::rules::run(rx, stage, stop))?;
+        sup.thread("rules", move |stop| crate::rules::run(rx, stage, stop))?;
     }
     Ok((shared, stage))
 }
 
 /// SIGHUP reloads the rules (systemd hears RELOADING, then READY); a broken file keeps the old.
 fn spawn_reload_on_hup(
+    sup: &mut Supervisor,
     shared: Arc<api::Shared>,
     notifier: Option<Arc<crate::notify::Notifier>>,
 ) -> std::io::Result<()> {
     let mut hup = tokio::signal::unix::signal(SignalKind::hangup())?;
-    tokio::spawn(async move {
+    sup.task("reload-on-hup", Role::Vital, async move {
         while hup.recv().await.is_some() {
             if let Some(n) = &notifier {
                 n.send(&format!(
@@ -386,17 +411,16 @@ fn spawn_reload_on_hup(
     Ok(())
 }
 
-/// The ring reader, last to start: from now on records flow. Returns what it ends with.
+/// The ring reader, last to start: from now on records flow.
 fn spawn_reader(
     cfg: &Config,
-    stages: &mut stages::Stages,
+    sup: &mut Supervisor,
     rings: Rings,
     shared: &Arc<api::Shared>,
     stage: Arc<crate::rules::Stage>,
     heartbeat: crate::notify::Heartbeat,
-) -> std::io::Result<tokio::sync::oneshot::Receiver<std::io::Result<()>>> {
+) -> std::io::Result<()> {
     let flush = std::time::Duration::from_millis(cfg.sensor.output_flush_ms.into());
-    let (done_tx, done) = tokio::sync::oneshot::channel();
     let realtime = cfg.daemon.realtime_reader;
     let on_match: sensor::OnMatch =
         Box::new(move |ev: &axiom_proto::wire::Event| crate::rules::on_kernel_match(&stage, ev));
@@ -405,7 +429,7 @@ fn spawn_reader(
         Box::new(move |scope, text: &str| shared.rules.get().redact(scope, text))
     };
     let bus = shared.bus.clone();
-    stages.spawn("ring-reader", move |stop| {
+    sup.thread("ring-reader", move |stop| {
         if realtime {
             sensor::make_realtime();
         }
@@ -420,9 +444,11 @@ fn spawn_reader(
             flush,
             stop,
         );
-        let _ = done_tx.send(r);
-    })?;
-    Ok(done)
+        // Its end is the supervisor's to hear; why is said here.
+        if let Err(e) = r {
+            tracing::error!("ring reader failed: {e}");
+        }
+    })
 }
 
 /// The ordered stop, once the front ends are closed. Upstream first: the reader hands on what
@@ -431,20 +457,11 @@ fn spawn_reader(
 /// sensor stays pinned (or is unpinned, as configured).
 async fn stop(
     cfg: &Config,
-    mut stages: stages::Stages,
+    mut sup: Supervisor,
     shared: &api::Shared,
     otlp: Option<crate::telemetry::metrics::Otlp>,
 ) -> anyhow::Result<()> {
-    tokio::task::block_in_place(|| {
-        while let Some(name) = stages.stop_next() {
-            tracing::info!(stage = name, "stopped");
-        }
-        shared.bus.close_store();
-        if let Some(store) = &shared.store {
-            store.finish();
-            tracing::info!(stage = "store", "stopped");
-        }
-    });
+    sup.stop_all().await;
     if let Some(o) = otlp {
         // The exporters block: off the runtime's threads.
         let _ = tokio::task::spawn_blocking(move || o.shutdown()).await;
@@ -456,21 +473,6 @@ async fn stop(
         tracing::info!("stopping; sensor unpinned and detached");
     }
     Ok(())
-}
-
-/// Returns the name of the first stage (a thread of the daemon's or of the store's) found
-/// ended while nobody asked it to stop; looks once a second.
-async fn supervise(stages: &stages::Stages, shared: &api::Shared) -> &'static str {
-    let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
-    loop {
-        tick.tick().await;
-        if let Some(name) = stages
-            .dead()
-            .or_else(|| shared.store.as_ref().and_then(|s| s.dead()))
-        {
-            return name;
-        }
-    }
 }
 
 /// What `systemctl status` shows on its Status line.

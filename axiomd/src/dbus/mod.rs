@@ -483,6 +483,7 @@ pub(crate) async fn start(
     bus: &str,
     name: &str,
     shared: Arc<Shared>,
+    sup: &mut crate::supervise::Supervisor,
 ) -> std::result::Result<Option<zbus::Connection>, DbusError> {
     let builder = match bus {
         "off" => return Ok(None),
@@ -517,7 +518,11 @@ pub(crate) async fn start(
             name: name.into(),
             source,
         })?;
-    tokio::spawn(signals(conn.clone(), shared));
+    sup.task(
+        "dbus-signals",
+        crate::supervise::Role::Vital,
+        signals(conn.clone(), shared),
+    );
     Ok(Some(conn))
 }
 

@@ -199,12 +199,13 @@ fn is_file(target: Option<&str>) -> bool {
 }
 
 impl Engine {
-    /// An engine that paints the agents' terminal output on `screens`.
-    pub(crate) fn new(screens: Arc<Screens>) -> Engine {
-        Engine {
+    /// An engine that paints the agents' terminal output on `screens`, behind the lock the
+    /// rules stage's threads share (and [`super::Claims`] takes for the actions).
+    pub(crate) fn shared(screens: Arc<Screens>) -> Arc<std::sync::Mutex<Engine>> {
+        Arc::new(std::sync::Mutex::new(Engine {
             screens,
             ..Engine::default()
-        }
+        }))
     }
 
     fn act(&mut self, agent: u64, now: Instant) -> &mut Activity {

@@ -109,15 +109,6 @@ impl Running {
 }
 
 impl Running {
-    /// A thread of the store that has ended while the store was not being stopped.
-    pub(crate) fn dead(&self) -> Option<&'static str> {
-        if self.stop.load(Ordering::Relaxed) {
-            return None;
-        }
-        let t = self.threads.lock().ok()?;
-        t.iter().find(|(_, h)| h.is_finished()).map(|(n, _)| *n)
-    }
-
     /// A clean stop, once the bus has let go of the tap: the intake's thread commits what was
     /// queued and ends (joined), then the mover and the exporter are told to stop and joined.
     pub(crate) fn finish(&self) {
@@ -168,14 +159,15 @@ fn yield_to_detection(name: &str) {
     }
 }
 
+/// Starts one of the store's threads; the daemon's supervisor hears when it ends.
 fn spawn(
+    watch: &crate::supervise::Watch,
     threads: &mut Threads,
     name: &'static str,
     f: impl FnOnce() + Send + 'static,
 ) -> Result<(), StoreError> {
-    let h = std::thread::Builder::new()
-        .name(name.into())
-        .spawn(move || {
+    let h = watch
+        .thread(name, move || {
             yield_to_detection(name);
             f()
         })
@@ -186,7 +178,11 @@ fn spawn(
 
 /// Opens the tiers the config enables and starts their threads: events from the tap go to
 /// Redis (hot on) or straight to DuckDB; the mover and the cold exporter run beside.
-pub(crate) fn start(cfg: &config::StoreConfig, intake: Intake) -> Result<Running, StoreError> {
+pub(crate) fn start(
+    cfg: &config::StoreConfig,
+    intake: Intake,
+    watch: &crate::supervise::Watch,
+) -> Result<Running, StoreError> {
     let cfg = &cfg.resolved();
     let run = run_id();
     let warm = Warm::open(&cfg.path, run, cfg.sql.memory_mib)?;
@@ -217,7 +213,7 @@ pub(crate) fn start(cfg: &config::StoreConfig, intake: Intake) -> Result<Running
             stats.clone(),
             stop.clone(),
         );
-        spawn(&mut others, "store-cold", move || {
+        spawn(watch, &mut others, "store-cold", move || {
             cold::exporter(c2, conn, cc, st, sp)
         })?;
         Some((c, stats))
@@ -230,19 +226,19 @@ pub(crate) fn start(cfg: &config::StoreConfig, intake: Intake) -> Result<Running
         let p = hot::Publisher::new(&cfg.hot, hs.clone())?;
         let w = writer.clone();
         let hot_batch = cfg.hot.batch_events.max(1);
-        spawn(&mut threads, "store-hot", move || {
+        spawn(watch, &mut threads, "store-hot", move || {
             hot::publish(p, intake, hot_batch, flush, run)
         })?;
         if cfg.hot.mover {
             let (hc, m2, sp) = (cfg.hot.clone(), ms.clone(), stop.clone());
-            spawn(&mut others, "store-mover", move || {
+            spawn(watch, &mut others, "store-mover", move || {
                 hot::mover(hc, warm, m2, w, sp)
             })?;
         }
         Some((hs, ms))
     } else {
         let w = writer.clone();
-        spawn(&mut threads, "store", move || {
+        spawn(watch, &mut threads, "store", move || {
             write(warm, intake, (batch, writers), flush, w)
         })?;
         None

@@ -159,7 +159,9 @@ pub(crate) async fn start(
     cfg: &TelemetryConfig,
     bus: Arc<crate::bus::Bus>,
     status: StatusSource,
+    sup: &mut crate::supervise::Supervisor,
 ) -> anyhow::Result<Option<metrics::Otlp>> {
+    use crate::supervise::Role;
     let counts: SharedCounts = Default::default();
     if !cfg.prometheus_listen.is_empty() {
         let listener = tokio::net::TcpListener::bind(&cfg.prometheus_listen)
@@ -168,7 +170,11 @@ pub(crate) async fn start(
                 anyhow::anyhow!("telemetry.prometheus_listen {}: {e}", cfg.prometheus_listen)
             })?;
         tracing::info!(listen = %cfg.prometheus_listen, "Prometheus endpoint ready");
-        tokio::spawn(prometheus::serve(listener, status.clone(), counts.clone()));
+        sup.task(
+            "prometheus",
+            Role::Vital,
+            prometheus::serve(listener, status.clone(), counts.clone()),
+        );
     }
     let otlp = if cfg.otlp {
         let o = metrics::Otlp::start(cfg, status.clone(), counts.clone())?;
@@ -185,7 +191,11 @@ pub(crate) async fn start(
         // not be missed (its session would have no start).
         let (_, rx) = bus.subscribe(false);
         let latencies = otlp.as_ref().map(|o| o.latencies.clone());
-        tokio::spawn(follow(bus, rx, counts, tracer, latencies));
+        sup.task(
+            "telemetry",
+            Role::Vital,
+            follow(bus, rx, counts, tracer, latencies),
+        );
     }
     Ok(otlp)
 }

@@ -77,7 +77,7 @@ fn run_puts_the_agent_in_its_own_cgroup_as_the_invoking_user() {
         .find(|a| a.name.as_deref() == Some("probe"))
         .unwrap();
     assert_eq!(
-        (a.owner_uid, a.kind.as_str(), a.state.as_str()),
+        (a.owner_uid, a.kind.name(), a.state.name()),
         (NOBODY, "cgroup", "exited")
     );
 }

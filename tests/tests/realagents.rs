@@ -149,7 +149,7 @@ fn interventions(events: &[Event], action: &str) -> Vec<(Option<bool>, Option<St
                 delivered,
                 channel,
                 ..
-            } if a == action => Some((*delivered, channel.clone())),
+            } if a == action => Some((*delivered, channel.map(|c| c.name().to_string()))),
             _ => None,
         })
         .collect()

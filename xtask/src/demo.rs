@@ -63,7 +63,7 @@ fn line(e: &Event) -> Option<String> {
             ..
         } => Some(format!(
             "  TOLD      {action} via {} ({}): {detail}",
-            channel.as_deref().unwrap_or("-"),
+            channel.map_or("-", |c| c.name()),
             match delivered {
                 Some(true) => "delivered",
                 Some(false) => "NOT delivered",

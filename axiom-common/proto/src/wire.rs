@@ -50,7 +50,11 @@ pub enum Body {
     },
     Output {
         fd: i32,
-        syscall: String,
+        syscall: WriteCall,
+        /// The bytes were read back from the file after the write (an `mmap`ped store, a write
+        /// longer than the kernel's capture), not copied from the call.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        read_back: bool,
         /// Bytes the process asked to write.
         count: u64,
         /// What the fd pointed at (a path, `pipe:[…]`, `socket:[…]`, a tty), where it could be read.
@@ -72,7 +76,7 @@ pub enum Body {
         mode: u32,
     },
     Connect {
-        family: String,
+        family: Family,
         address: String,
         port: u16,
     },
@@ -122,10 +126,10 @@ pub enum Body {
         /// agent took it as input), or not within the wait.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         delivered: Option<bool>,
-        /// How a message reached the agent: `terminal` (typed), `hook` (Claude Code's hooks:
-        /// a refused tool call, a refused stop, context handed over).
+        /// How a message reached the agent: `terminal` (typed), `hook` (an agent's hooks: a
+        /// refused tool call, a refused stop, context handed over), `kernel` (a write denied).
         #[serde(default, skip_serializing_if = "Option::is_none")]
-        channel: Option<String>,
+        channel: Option<Channel>,
         /// A message that waited for the agent to be idle: how long it waited, µs (part of
         /// `act_us`; the rest is typing it and seeing it arrive).
         #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -141,10 +145,9 @@ pub enum Body {
         detail: String,
         /// From the kernel's timestamp of the event to the finding, µs.
         latency_us: Option<f64>,
-        /// Where it was seen: `terminal`, `output`, `network`, `file_write`, `exec`, `file`,
-        /// `connect` (none for timeouts).
+        /// Where it was seen (none for timeouts).
         #[serde(default, skip_serializing_if = "Option::is_none")]
-        scope: Option<String>,
+        scope: Option<Scope>,
         /// The file it is about (a file_write rule: the path written, after a rename of a
         /// temporary file the final one).
         #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -154,8 +157,7 @@ pub enum Body {
     /// its pids limit, memory at its limit (an OOM kill inside the agent), a file outside its
     /// profile.
     Denied {
-        /// `connect`, `fork`, `memory`, `open`, …
-        op: String,
+        op: DeniedOp,
         /// The address, path or limit concerned.
         target: String,
         /// What refused it (`cgroup pids limit`, `cgroup connect allowlist`, `landlock`, …).
@@ -304,7 +306,153 @@ macro_rules! wire_name {
         }
     )*};
 }
-wire_name!(Action, Severity, Kind, ErrorCode, FileOp);
+wire_name!(
+    Action,
+    Severity,
+    Kind,
+    ErrorCode,
+    FileOp,
+    WriteCall,
+    Family,
+    DeniedOp,
+    Channel,
+    Scope,
+    AgentState,
+    AgentSource
+);
+
+/// A closed set of wire names as an enum: each variant with its name on the wire (and in the
+/// store, and on D-Bus); the one after `else` is what a name this build does not know reads as.
+macro_rules! wire_enum {
+    ($(#[$m:meta])* $name:ident [else $o:ident = $os:literal] { $($(#[$vm:meta])* $v:ident = $s:literal,)* }) => {
+        $(#[$m])*
+        #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
+        pub enum $name {
+            $($(#[$vm])* #[serde(rename = $s)] $v,)*
+            #[default]
+            #[serde(other, rename = $os)]
+            $o,
+        }
+        impl $name {
+            pub fn name(self) -> &'static str {
+                match self {
+                    $($name::$v => $s,)*
+                    $name::$o => $os,
+                }
+            }
+            /// The variant a wire name names.
+            pub fn from_name(name: &str) -> $name {
+                match name {
+                    $($s => $name::$v,)*
+                    _ => $name::$o,
+                }
+            }
+        }
+    };
+}
+
+wire_enum!(
+    /// The syscall a write came through.
+    WriteCall [else Unknown = "unknown"] {
+        Write = "write",
+        Pwrite64 = "pwrite64",
+        Writev = "writev",
+        Pwritev = "pwritev",
+        Pwritev2 = "pwritev2",
+        Sendto = "sendto",
+        Sendmsg = "sendmsg",
+        Sendfile = "sendfile",
+        CopyFileRange = "copy_file_range",
+        Splice = "splice",
+        Mmap = "mmap",
+    }
+);
+
+wire_enum!(
+    /// A socket address's family, as the connecting process passed it.
+    Family [else Other = "other"] {
+        Inet = "inet",
+        Inet6 = "inet6",
+        Unix = "unix",
+        Unspec = "unspec",
+    }
+);
+
+wire_enum!(
+    /// What an agent's confinement refused.
+    DeniedOp [else Other = "other"] {
+        /// A connect outside its allowlist.
+        Connect = "connect",
+        /// A raw or ICMP socket.
+        Socket = "socket",
+        /// A fork at its pids limit.
+        Fork = "fork",
+        /// An OOM kill at its memory limit.
+        Memory = "memory",
+        /// A plugin stopped by its sandbox.
+        Plugin = "plugin",
+        Open = "open",
+        Creat = "creat",
+        Rename = "rename",
+        Unlink = "unlink",
+        Mkdir = "mkdir",
+        Rmdir = "rmdir",
+        Link = "link",
+        Symlink = "symlink",
+        /// A file operation whose record was not seen.
+        File = "file",
+    }
+);
+
+impl From<FileOp> for DeniedOp {
+    fn from(op: FileOp) -> DeniedOp {
+        DeniedOp::from_name(op.name())
+    }
+}
+
+wire_enum!(
+    /// How a message reached an agent.
+    Channel [else Unknown = "unknown"] {
+        /// Typed into its terminal.
+        Terminal = "terminal",
+        /// Through its hooks (a refused tool call, a refused stop, context handed over).
+        Hook = "hook",
+        /// The kernel refused the write.
+        Kernel = "kernel",
+    }
+);
+
+wire_enum!(
+    /// Where a rule looks (and where a violation was seen).
+    Scope [else Unknown = "unknown"] {
+        Terminal = "terminal",
+        Output = "output",
+        Network = "network",
+        FileWrite = "file_write",
+        Exec = "exec",
+        File = "file",
+        Connect = "connect",
+    }
+);
+
+wire_enum!(
+    /// Where an agent is in its life.
+    AgentState [else Unknown = "unknown"] {
+        Running = "running",
+        Frozen = "frozen",
+        Exited = "exited",
+    }
+);
+
+wire_enum!(
+    /// How axiomd follows an agent: its cgroup (started by axiomd, or a tracked cgroup), an
+    /// adopted process tree, or a record restored at start-up.
+    AgentSource [else Unknown = "unknown"] {
+        Cgroup = "cgroup",
+        Process = "process",
+        Restored = "restored",
+    }
+);
 
 /// What a file event did (the syscall family the kernel saw).
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -580,6 +728,7 @@ pub struct RuleInfo {
     pub id: String,
     pub description: String,
     pub kind: String,
+    /// The scopes it looks at, comma-separated.
     pub scope: Option<String>,
     pub severity: Severity,
     pub priority: i32,
@@ -594,11 +743,10 @@ pub struct AgentInfo {
     pub id: u64,
     pub name: Option<String>,
     pub owner_uid: u32,
-    /// `cgroup` (started by axiomd or a tracked cgroup), `process` (adopted tree) or `restored`.
-    pub kind: String,
+    /// How axiomd follows it.
+    pub kind: AgentSource,
     pub cgroup: Option<String>,
-    /// `running`, `frozen` or `exited` (no process left).
-    pub state: String,
+    pub state: AgentState,
     pub pids: Vec<u32>,
     /// The agent's root process.
     #[serde(default)]
@@ -651,7 +799,7 @@ impl AgentInfo {
             self.id,
             self.name.unwrap_or_default(),
             self.owner_uid,
-            self.state,
+            self.state.name().into(),
             self.leader,
             self.command,
             self.workspace.unwrap_or_default(),
@@ -664,7 +812,7 @@ impl AgentInfo {
         )
     }
 
-    /// Back from the D-Bus form (`kind` left empty, `pty` false: the record does not say).
+    /// Back from the D-Bus form (`kind` unknown, `pty` false: the record does not say).
     pub fn from_record(r: AgentRecord) -> AgentInfo {
         let (
             id,
@@ -686,9 +834,9 @@ impl AgentInfo {
             id,
             name: some(name),
             owner_uid,
-            kind: String::new(),
+            kind: AgentSource::Unknown,
             cgroup: some(cgroup),
-            state,
+            state: AgentState::from_name(&state),
             pids,
             leader,
             command,

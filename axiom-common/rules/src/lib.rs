@@ -70,6 +70,11 @@ pub enum Action {
 }
 
 impl Scope {
+    /// The same scope on the wire (a violation's `scope`).
+    pub fn wire(self) -> axiom_proto::wire::Scope {
+        axiom_proto::wire::Scope::from_name(self.name())
+    }
+
     pub fn name(self) -> &'static str {
         match self {
             Scope::Terminal => "terminal",

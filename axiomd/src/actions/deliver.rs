@@ -10,7 +10,10 @@
 //! agent with Claude Code hooks may take it sooner, at its next hook call.
 use std::time::{Duration, Instant};
 
-use axiom_proto::agent_profile::{Paste, Profile};
+use axiom_proto::{
+    agent_profile::{Paste, Profile},
+    wire::Channel,
+};
 
 use super::{Actions, terminal::TerminalError};
 use crate::{agents::Agent, screens::Waited};
@@ -29,7 +32,7 @@ pub(crate) struct Message<'a> {
 pub(crate) struct Delivery {
     pub(crate) delivered: bool,
     /// `terminal` or `hook`.
-    pub(crate) channel: &'static str,
+    pub(crate) channel: Channel,
     /// Times the message was typed.
     pub(crate) attempts: u32,
     /// The terminal could not be written (closed, not read, none held).
@@ -66,7 +69,7 @@ impl Actions {
             {
                 return Delivery {
                     delivered: true,
-                    channel: "hook",
+                    channel: Channel::Hook,
                     attempts: 0,
                     error: None,
                     queued,
@@ -75,7 +78,7 @@ impl Actions {
             if let Err(e) = idle {
                 return Delivery {
                     delivered: false,
-                    channel: "terminal",
+                    channel: Channel::Terminal,
                     attempts: 0,
                     error: Some(e),
                     queued,
@@ -87,7 +90,7 @@ impl Actions {
         self.screens.typed(agent.id, m.text);
         let mut d = Delivery {
             delivered: false,
-            channel: "terminal",
+            channel: Channel::Terminal,
             attempts: 0,
             error: None,
             queued,

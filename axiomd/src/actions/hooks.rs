@@ -12,7 +12,7 @@
 //!   reason to go on; `PostToolUse`, `UserPromptSubmit`: as context).
 use std::time::Instant;
 
-use axiom_proto::wire::Body;
+use axiom_proto::wire::{Body, Channel};
 use axiom_rules::{Action, RuleSet, Scope};
 use serde_json::{Value, json};
 
@@ -215,7 +215,7 @@ fn masked(set: &RuleSet, text: String) -> String {
 /// An intervention made through the agent's own hook: delivered as the hook's answer.
 fn by_hook(action: axiom_proto::wire::Action, rule: &str, what: String) -> Body {
     Intervention::by_rule(action, rule, &what)
-        .channel("hook")
+        .channel(Channel::Hook)
         .delivered(Some(true))
         .body()
 }

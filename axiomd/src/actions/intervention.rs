@@ -1,6 +1,6 @@
 //! The `intervention` event, built one way wherever an action is taken: by a rule (its id
 //! leads the detail) or by a user (their uid), then what carried it and how it went.
-use axiom_proto::wire::{Action, Body, Event};
+use axiom_proto::wire::{Action, Body, Channel, Event};
 
 use crate::agents::{Agent, notice};
 
@@ -15,7 +15,7 @@ pub(crate) struct Intervention {
     act_us: Option<f64>,
     queued_us: Option<f64>,
     delivered: Option<bool>,
-    channel: Option<&'static str>,
+    channel: Option<Channel>,
 }
 
 impl Intervention {
@@ -51,7 +51,7 @@ impl Intervention {
     }
 
     /// What carried it: `kernel`, `hook`, `terminal`, or a delivery's own channel.
-    pub(crate) fn channel(mut self, channel: &'static str) -> Self {
+    pub(crate) fn channel(mut self, channel: Channel) -> Self {
         self.channel = Some(channel);
         self
     }
@@ -83,7 +83,7 @@ impl Intervention {
             detect_us: self.detect_us,
             act_us: self.act_us,
             delivered: self.delivered,
-            channel: self.channel.map(String::from),
+            channel: self.channel,
             queued_us: self.queued_us,
         }
     }
@@ -108,7 +108,7 @@ mod tests {
             delivered,
             ..
         } = Intervention::by_rule(Action::Deny, "curl-pipe-shell", "refused")
-            .channel("hook")
+            .channel(Channel::Hook)
             .delivered(Some(true))
             .body()
         else {
@@ -117,8 +117,8 @@ mod tests {
         assert_eq!(detail, "rule curl-pipe-shell: refused");
         assert_eq!(rule.as_deref(), Some("curl-pipe-shell"));
         assert_eq!(
-            (by_uid, channel.as_deref(), delivered),
-            (None, Some("hook"), Some(true))
+            (by_uid, channel, delivered),
+            (None, Some(Channel::Hook), Some(true))
         );
         let Body::Intervention { by_uid, rule, .. } =
             Intervention::by_user(Action::Freeze, 1000, String::new()).body()

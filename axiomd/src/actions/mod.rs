@@ -18,7 +18,7 @@ use std::{
 
 use axiom_proto::{
     agent_profile::{Profile, Profiles},
-    wire::Body,
+    wire::{Body, Channel},
 };
 use axiom_rules::{Action, Deliver, RuleSet};
 
@@ -217,7 +217,7 @@ impl Actions {
             let what = format!("pid {} killed in the kernel before its write landed", f.pid);
             self.bus.publish(
                 Intervention::by_rule(axiom_proto::wire::Action::Deny, &r.id, &what)
-                    .channel("kernel")
+                    .channel(Channel::Kernel)
                     .timed(f.latency_us, Some(0.0), None)
                     .event(&agent),
             );
@@ -314,7 +314,7 @@ impl Actions {
             .map_or_else(|| text.into(), |(m, _)| m);
         self.bus.publish(
             Intervention::by_user(axiom_proto::wire::Action::Inject, by_uid, shown)
-                .channel("terminal")
+                .channel(Channel::Terminal)
                 .delivered(delivered)
                 .timed(None, Some(t0.elapsed().as_secs_f64() * 1e6), None)
                 .event(agent),
@@ -432,7 +432,7 @@ impl crate::rules::Enforce for Actions {
         let mut ev = notice(
             &agent,
             Body::Denied {
-                op: "plugin".into(),
+                op: axiom_proto::wire::DeniedOp::Plugin,
                 target: format!("rule {} ({path})", r.id),
                 by,
                 count: 1,

@@ -2,7 +2,7 @@
 //! its cgroup hits, and forgetting it once it has been over long enough.
 use std::sync::Arc;
 
-use axiom_proto::wire::{Body, Event};
+use axiom_proto::wire::{Body, DeniedOp, Event};
 
 use super::{Agents, ExitStatus, Source, notice};
 use crate::bus::Bus;
@@ -66,13 +66,13 @@ pub(crate) async fn watch_limits(agents: Arc<Agents>, bus: Arc<Bus>) {
                 };
                 for (op, limit_key, by, count) in [
                     (
-                        "fork",
+                        DeniedOp::Fork,
                         "pids.max",
                         "cgroup pids limit",
                         now.fork_refused.saturating_sub(was.fork_refused),
                     ),
                     (
-                        "memory",
+                        DeniedOp::Memory,
                         "memory.",
                         "cgroup memory limit (OOM kill)",
                         now.oom_kills.saturating_sub(was.oom_kills),
@@ -82,7 +82,7 @@ pub(crate) async fn watch_limits(agents: Arc<Agents>, bus: Arc<Bus>) {
                         out.push(notice(
                             a,
                             Body::Denied {
-                                op: op.into(),
+                                op,
                                 target: limit(limit_key),
                                 by: by.into(),
                                 count,

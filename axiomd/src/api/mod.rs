@@ -13,7 +13,9 @@ use std::{
     sync::{Arc, Mutex},
 };
 
-use axiom_proto::wire::{AgentInfo, Body, ErrorCode, Event, Reply, Request, Status};
+use axiom_proto::wire::{
+    AgentInfo, AgentSource, AgentState, Body, ErrorCode, Event, Reply, Request, Status,
+};
 use tokio::{
     io::{AsyncWrite, AsyncWriteExt as _},
     sync::broadcast::error::RecvError,
@@ -156,25 +158,25 @@ fn ok_agent(agent: u64) -> Reply {
 pub(crate) fn agent_info(v: AgentView, pty: bool) -> AgentInfo {
     let a = v.agent;
     let kind = match a.source {
-        Source::Cgroup { .. } => "cgroup",
-        Source::Process { .. } => "process",
-        Source::Restored => "restored",
+        Source::Cgroup { .. } => AgentSource::Cgroup,
+        Source::Process { .. } => AgentSource::Process,
+        Source::Restored => AgentSource::Restored,
     };
     let state = if v.processes.is_empty() {
-        "exited"
+        AgentState::Exited
     } else if v.frozen {
-        "frozen"
+        AgentState::Frozen
     } else {
-        "running"
+        AgentState::Running
     };
     let exit = a.exit.unwrap_or_default();
     AgentInfo {
         id: a.id,
         name: a.name,
         owner_uid: a.owner_uid,
-        kind: kind.into(),
+        kind,
         cgroup: v.cgroup.map(|p| p.display().to_string()),
-        state: state.into(),
+        state,
         pids: v.processes,
         leader: a.leader,
         command: a.command,

@@ -56,7 +56,8 @@ pub fn bench(set: &RuleSet, bytes: usize) -> (usize, f64, usize) {
             truncated: false,
             body: Body::Output {
                 fd: 1,
-                syscall: "write".into(),
+                syscall: axiom_proto::wire::WriteCall::Write,
+                read_back: false,
                 count: c.len() as u64,
                 target: Some("/dev/pts/1".into()),
                 text: (*c).to_string(),

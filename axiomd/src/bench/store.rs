@@ -28,7 +28,8 @@ fn synthetic(i: u64) -> Event {
         },
         _ => Body::Output {
             fd: 1,
-            syscall: "write".into(),
+            syscall: axiom_proto::wire::WriteCall::Write,
+            read_back: false,
             count: 100,
             target: Some("/dev/pts/3".into()),
             text: format!(

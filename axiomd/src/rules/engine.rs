@@ -1019,7 +1019,8 @@ mod tests {
     fn out(text: &str, target: &str) -> Body {
         Body::Output {
             fd: 1,
-            syscall: "write".into(),
+            syscall: axiom_proto::wire::WriteCall::Write,
+            read_back: false,
             count: text.len() as u64,
             target: Some(target.into()),
             text: text.into(),

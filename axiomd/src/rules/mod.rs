@@ -191,7 +191,7 @@ pub(crate) fn violation(
             action: r.action.wire(),
             detail,
             latency_us,
-            scope: scope.map(|s| s.name().to_string()),
+            scope: scope.map(axiom_rules::Scope::wire),
             path,
         },
     )

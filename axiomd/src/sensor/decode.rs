@@ -10,7 +10,7 @@ use axiom_common::{
     OutputEvent, SYS_COPY_FILE_RANGE, SYS_MMAP, SYS_PWRITE64, SYS_PWRITEV, SYS_PWRITEV2,
     SYS_SENDFILE, SYS_SENDMSG, SYS_SENDTO, SYS_SPLICE, SYS_WRITE, SYS_WRITEV,
 };
-use axiom_proto::wire::{Body, FileOp};
+use axiom_proto::wire::{Body, DeniedOp, Family, FileOp, WriteCall};
 use zerocopy::FromBytes;
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -284,7 +284,8 @@ pub(crate) fn decode(buf: &[u8]) -> Result<Decoded, DecodeError> {
             })?;
             Body::Output {
                 fd: e.fd,
-                syscall: syscall_name(e.syscall).into(),
+                syscall: write_call(e.syscall),
+                read_back: false,
                 count: e.count,
                 target: None,
                 // Bytes that are not text (TLS records, binary IPC) are no text for a rule or a
@@ -331,22 +332,22 @@ pub(crate) fn decode(buf: &[u8]) -> Result<Decoded, DecodeError> {
                 // The socket itself refused (an ICMP or raw socket under a connect policy):
                 // only its family is known.
                 Body::Denied {
-                    op: "socket".into(),
+                    op: DeniedOp::Socket,
                     target: format!("{family} icmp or raw socket"),
                     by: "cgroup socket policy".into(),
                     count: 1,
                 }
-            } else if e.hdr.flags & axiom_common::FLAG_DENIED != 0 && family == "unix" {
+            } else if e.hdr.flags & axiom_common::FLAG_DENIED != 0 && family == Family::Unix {
                 Body::Denied {
-                    op: "connect".into(),
+                    op: DeniedOp::Connect,
                     target: format!("unix {address}"),
                     by: "cgroup unix socket policy".into(),
                     count: 1,
                 }
             } else if e.hdr.flags & axiom_common::FLAG_DENIED != 0 {
                 Body::Denied {
-                    op: "connect".into(),
-                    target: if family == "inet6" {
+                    op: DeniedOp::Connect,
+                    target: if family == Family::Inet6 {
                         format!("[{address}]:{port}")
                     } else {
                         format!("{address}:{port}")
@@ -366,7 +367,7 @@ pub(crate) fn decode(buf: &[u8]) -> Result<Decoded, DecodeError> {
             let (e, _) = view::<axiom_common::FileRefusedEvent>(buf, "file refusal")?;
             // The pipeline fills in the operation and path from the thread's file record.
             Body::Denied {
-                op: String::new(),
+                op: DeniedOp::File,
                 target: String::new(),
                 by: refused_by(e.errno).into(),
                 count: 1,
@@ -382,20 +383,20 @@ pub(crate) fn decode(buf: &[u8]) -> Result<Decoded, DecodeError> {
     })
 }
 
-pub(crate) fn syscall_name(id: u16) -> &'static str {
+pub(crate) fn write_call(id: u16) -> WriteCall {
     match id {
-        SYS_WRITE => "write",
-        SYS_PWRITE64 => "pwrite64",
-        SYS_WRITEV => "writev",
-        SYS_PWRITEV => "pwritev",
-        SYS_PWRITEV2 => "pwritev2",
-        SYS_SENDTO => "sendto",
-        SYS_SENDMSG => "sendmsg",
-        SYS_SENDFILE => "sendfile",
-        SYS_COPY_FILE_RANGE => "copy_file_range",
-        SYS_SPLICE => "splice",
-        SYS_MMAP => "mmap",
-        _ => "unknown",
+        SYS_WRITE => WriteCall::Write,
+        SYS_PWRITE64 => WriteCall::Pwrite64,
+        SYS_WRITEV => WriteCall::Writev,
+        SYS_PWRITEV => WriteCall::Pwritev,
+        SYS_PWRITEV2 => WriteCall::Pwritev2,
+        SYS_SENDTO => WriteCall::Sendto,
+        SYS_SENDMSG => WriteCall::Sendmsg,
+        SYS_SENDFILE => WriteCall::Sendfile,
+        SYS_COPY_FILE_RANGE => WriteCall::CopyFileRange,
+        SYS_SPLICE => WriteCall::Splice,
+        SYS_MMAP => WriteCall::Mmap,
+        _ => WriteCall::Unknown,
     }
 }
 
@@ -425,22 +426,18 @@ pub(crate) fn refused_by(errno: i32) -> &'static str {
 }
 
 /// Decodes a raw `struct sockaddr` (as the process passed it) into family, address and port.
-pub(crate) fn sockaddr(a: &[u8], addrlen: usize) -> (String, String, u16) {
+pub(crate) fn sockaddr(a: &[u8], addrlen: usize) -> (Family, String, u16) {
     let fam = u16::from_le_bytes([a[0], a[1]]);
     let port = u16::from_be_bytes([a[2], a[3]]);
     match fam {
         2 => {
             let ip = std::net::Ipv4Addr::new(a[4], a[5], a[6], a[7]);
-            ("inet".into(), ip.to_string(), port)
+            (Family::Inet, ip.to_string(), port)
         }
         10 => {
             let mut b = [0u8; 16];
             b.copy_from_slice(&a[8..24]);
-            (
-                "inet6".into(),
-                std::net::Ipv6Addr::from(b).to_string(),
-                port,
-            )
+            (Family::Inet6, std::net::Ipv6Addr::from(b).to_string(), port)
         }
         1 => {
             let end = addrlen.clamp(2, a.len());
@@ -450,10 +447,10 @@ pub(crate) fn sockaddr(a: &[u8], addrlen: usize) -> (String, String, u16) {
             } else {
                 cstr(path)
             };
-            ("unix".into(), s, 0)
+            (Family::Unix, s, 0)
         }
-        0 => ("unspec".into(), String::new(), 0),
-        f => (format!("af{f}"), String::new(), 0),
+        0 => (Family::Unspec, String::new(), 0),
+        _ => (Family::Other, String::new(), 0),
     }
 }
 
@@ -628,10 +625,10 @@ mod tests {
         a[..2].copy_from_slice(&2u16.to_le_bytes());
         a[2..4].copy_from_slice(&8080u16.to_be_bytes());
         a[4..8].copy_from_slice(&[127, 0, 0, 1]);
-        assert_eq!(sockaddr(&a, 16), ("inet".into(), "127.0.0.1".into(), 8080));
+        assert_eq!(sockaddr(&a, 16), (Family::Inet, "127.0.0.1".into(), 8080));
         let mut u = [0u8; SOCKADDR_LEN];
         u[..2].copy_from_slice(&1u16.to_le_bytes());
         u[2..11].copy_from_slice(b"/tmp/sock");
-        assert_eq!(sockaddr(&u, 11), ("unix".into(), "/tmp/sock".into(), 0));
+        assert_eq!(sockaddr(&u, 11), (Family::Unix, "/tmp/sock".into(), 0));
     }
 }

@@ -10,7 +10,7 @@ use std::{
 };
 
 use axiom_common::FLAG_SLIM;
-use axiom_proto::wire::{Body, Event};
+use axiom_proto::wire::{Body, DeniedOp, Event};
 use aya::maps::{MapData, RingBuf};
 /// The reader's tables are looked up once or twice per record; their keys are pids and fds, for
 /// which a seeded fast hash does. (At 10,000 agents `FdTable::get` stayed at ~22 % of the
@@ -513,7 +513,7 @@ impl Pipeline {
             Body::Output { .. } => truncated |= self.enrich_output(tgid, &mut body),
             Body::KernelMatch { fd, target, .. } => *target = self.fd_target(tgid, *fd),
             Body::File { .. } => self.enrich_file(tgid, d.hdr.pid, d.dirfds, &mut body),
-            Body::Denied { op, target, .. } if op.is_empty() => {
+            Body::Denied { op, target, .. } if target.is_empty() => {
                 (*op, *target) = self.refused_file(tgid, d.hdr.pid);
             }
             _ => {}
@@ -920,10 +920,10 @@ impl Pipeline {
     }
 
     /// What a refused file operation was: the file record the same thread sent just before it.
-    fn refused_file(&mut self, tgid: u32, tid: u32) -> (String, String) {
+    fn refused_file(&mut self, tgid: u32, tid: u32) -> (DeniedOp, String) {
         match self.last_file.remove(&tgid) {
-            Some((t, op, target)) if t == tid => (op.name().into(), target),
-            _ => ("file".into(), "?".into()),
+            Some((t, op, target)) if t == tid => (op.into(), target),
+            _ => (DeniedOp::File, "?".into()),
         }
     }
 

@@ -10,7 +10,7 @@
 //! that swapped the path for a link to `/etc/shadow` gets nothing read).
 use std::{io::Read as _, os::unix::fs::OpenOptionsExt as _};
 
-use axiom_proto::wire::{Body, Event};
+use axiom_proto::wire::{Body, Event, WriteCall};
 use foldhash::HashMap;
 
 /// Bytes read back per file at most.
@@ -48,14 +48,14 @@ pub(super) fn unseen(ev: &Event) -> Option<(&str, bool)> {
         return None;
     };
     let copied = matches!(
-        syscall.as_str(),
-        "sendfile" | "copy_file_range" | "splice" | "mmap"
+        syscall,
+        WriteCall::Sendfile | WriteCall::CopyFileRange | WriteCall::Splice | WriteCall::Mmap
     );
     // A long write whose captured part is not text (an object file, a .pyc, an archive) is not
     // read back: what follows is no text either, and builds write many of them.
     let past_capture = u64::from(*captured) < *count && !text.is_empty();
     let file = axiom_rules::write_scope(Some(t.as_str())) == axiom_rules::Scope::FileWrite;
-    (file && (copied || past_capture)).then_some((t.as_str(), *syscall == "mmap"))
+    (file && (copied || past_capture)).then_some((t.as_str(), *syscall == WriteCall::Mmap))
 }
 
 impl ReadBack {
@@ -129,7 +129,7 @@ fn read(u: Unread) -> Option<Event> {
     let end = data.iter().rposition(|b| *b != 0).map_or(0, |i| i + 1);
     data.truncate(end);
     let (fd, syscall) = match &u.write.body {
-        Body::Output { fd, syscall, .. } => (*fd, syscall.clone()),
+        Body::Output { fd, syscall, .. } => (*fd, *syscall),
         _ => return None,
     };
     let text = if super::decode::is_binary(&data) {
@@ -143,7 +143,8 @@ fn read(u: Unread) -> Option<Event> {
         time_ns: u.write.time_ns + 1,
         body: Body::Output {
             fd,
-            syscall: format!("{syscall}, read back"),
+            syscall,
+            read_back: true,
             count: m.len(),
             target: Some(u.path),
             text,
@@ -159,6 +160,7 @@ mod tests {
     use super::*;
 
     fn write(fd: i32, syscall: &str, path: &str, captured: u32, count: u64) -> Event {
+        let syscall = WriteCall::from_name(syscall);
         Event {
             seq: 0,
             time_ns: 10,
@@ -172,7 +174,8 @@ mod tests {
             truncated: true,
             body: Body::Output {
                 fd,
-                syscall: syscall.into(),
+                syscall,
+                read_back: false,
                 count,
                 target: Some(path.into()),
                 text: String::new(),

@@ -90,7 +90,9 @@ fn searchable_ref(b: &Body) -> Option<std::borrow::Cow<'_, str>> {
 #[serde(tag = "kind", rename = "output")]
 struct OutputSansText<'a> {
     fd: i32,
-    syscall: &'a str,
+    syscall: axiom_proto::wire::WriteCall,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    read_back: bool,
     count: u64,
     target: &'a Option<String>,
     text: &'static str,
@@ -106,6 +108,7 @@ pub(crate) fn body_json(body: &Body, out: &mut Vec<u8>) {
         Body::Output {
             fd,
             syscall,
+            read_back,
             count,
             target,
             captured,
@@ -115,7 +118,8 @@ pub(crate) fn body_json(body: &Body, out: &mut Vec<u8>) {
             &mut *out,
             &OutputSansText {
                 fd: *fd,
-                syscall,
+                syscall: *syscall,
+                read_back: *read_back,
                 count: *count,
                 target,
                 text: "",
@@ -282,7 +286,8 @@ pub(crate) fn sample_output(seq: u64, time_ns: u64, tgid: u32, uid: u32, text: &
         truncated: false,
         body: Body::Output {
             fd: 1,
-            syscall: "write".into(),
+            syscall: axiom_proto::wire::WriteCall::Write,
+            read_back: false,
             count: text.len() as u64,
             target: None,
             text: text.into(),

@@ -141,7 +141,7 @@ impl Counts {
                 }
             }
             Body::Denied { op, count, .. } => {
-                *self.denied.entry(op.clone()).or_default() += count;
+                *self.denied.entry(op.name().to_string()).or_default() += count;
             }
             _ => {}
         }

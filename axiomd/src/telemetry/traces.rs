@@ -124,7 +124,7 @@ impl Sessions {
                     "axiom.denied",
                     at(ev),
                     vec![
-                        KeyValue::new("axiom.denied.op", op.clone()),
+                        KeyValue::new("axiom.denied.op", op.name()),
                         KeyValue::new("axiom.denied.target", target.clone()),
                         KeyValue::new("axiom.denied.by", by.clone()),
                         KeyValue::new("axiom.denied.count", *count as i64),

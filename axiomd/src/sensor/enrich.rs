@@ -1,0 +1,187 @@
+//! What a record does not carry, added before it leaves: secrets masked in command lines and
+//! writes (across two writes of one stream too), the target of a write's fd, the operation and
+//! path of a refused file operation.
+use axiom_proto::wire::{Body, DeniedOp, Event};
+
+use super::Redactor;
+
+impl super::Pipeline {
+    /// Secrets on command lines (tokens in curl headers, keys in env assignments).
+    pub(super) fn redact_argv(&self, argv: &mut [String]) {
+        if let Some(r) = &self.redactor {
+            for a in argv.iter_mut() {
+                if let Some((masked, _)) = r(None, a) {
+                    *a = masked;
+                }
+            }
+        }
+    }
+
+    /// An output record: where it went, its secrets masked, binary and past-capture writes
+    /// counted. True when bytes past `sensor.capture_bytes` were not inspected (the event says
+    /// so, and status counts how often: `output_past_capture`).
+    pub(super) fn enrich_output(&mut self, tgid: u32, body: &mut Body) -> bool {
+        use std::sync::atomic::Ordering::Relaxed;
+        let Body::Output {
+            fd,
+            target,
+            text,
+            redacted,
+            captured,
+            count,
+            ..
+        } = body
+        else {
+            return false;
+        };
+        let past_capture = u64::from(*captured) < *count;
+        if past_capture {
+            self.bus.stats.past_capture.fetch_add(1, Relaxed);
+        }
+        if text.is_empty() && *captured > 0 {
+            self.bus.stats.binary_writes.fetch_add(1, Relaxed);
+            self.bus
+                .stats
+                .binary_bytes
+                .fetch_add(u64::from(*captured), Relaxed);
+        }
+        *target = self.fd_target(tgid, *fd);
+        if let Some(r) = &self.redactor {
+            let scope = axiom_rules::write_scope(target.as_deref());
+            let own = r(Some(scope), text);
+            if let Some((masked, ids)) = self.mask_across(tgid, *fd, scope, text, own) {
+                *text = masked;
+                *redacted = ids;
+            }
+        }
+        past_capture
+    }
+
+    /// A secret split across this write and the stream's last one (`printf 'KEY=AKIA…';
+    /// printf '…'`): masked in this write's text, and in the last one's too while its event
+    /// still waits in `pending` (writes a few microseconds apart are read in one pass; an older
+    /// one is counted, `secret_half_published`). Then this write becomes the stream's carry.
+    /// `raw` is the write as written, `own` its masking alone; returns its masking in all.
+    pub(super) fn mask_across(
+        &mut self,
+        tgid: u32,
+        fd: i32,
+        scope: axiom_rules::Scope,
+        raw: &str,
+        mut own: Option<(String, Vec<String>)>,
+    ) -> Option<(String, Vec<String>)> {
+        let r = self.redactor.as_ref()?;
+        let key = (tgid, fd);
+        if let Some(c) = self.carries.get(&key)
+            && !c.tail.is_empty()
+            && !raw.is_empty()
+            && let Some(masked_tail) = crossing(r, scope, &c.tail, raw)
+        {
+            let joined = format!("{}{raw}", c.tail);
+            if let Some((masked, ids)) = r(Some(scope), &joined)
+                && !masked.starts_with(masked_tail.as_str())
+            {
+                // Where the masked whole and the masked tail part: the secret starts there.
+                let at = masked
+                    .char_indices()
+                    .zip(masked_tail.chars())
+                    .find(|((_, a), b)| a != b)
+                    .map_or(masked_tail.len(), |((i, _), _)| i);
+                let mut all = own.map(|(_, ids)| ids).unwrap_or_default();
+                for id in ids {
+                    if !all.contains(&id) {
+                        all.push(id);
+                    }
+                }
+                own = Some((masked[at..].to_string(), all));
+                // The last write's end, from the secret's start on: masked too (when the tail
+                // held no other secret, `at` counts its bytes as written).
+                let half = c.tail.get(at..).filter(|_| masked_tail == c.tail);
+                let (g, i) = c.pending;
+                let fixed = match half {
+                    Some(half) if g == self.published => match self.pending.get_mut(i) {
+                        Some(Event {
+                            body: Body::Output { text: t, .. },
+                            ..
+                        }) if t.ends_with(half) => {
+                            t.truncate(t.len() - half.len());
+                            t.push_str(axiom_rules::MASK);
+                            true
+                        }
+                        _ => false,
+                    },
+                    _ => false,
+                };
+                if !fixed {
+                    self.bus.stats.count_loss("secret_half_published");
+                }
+            }
+        }
+        if self.carries.len() >= CARRIES && !self.carries.contains_key(&key) {
+            self.carries.clear();
+        }
+        // The end of this write as written: a secret's first part is at most this long.
+        let start = raw.ceil_char_boundary(raw.len().saturating_sub(CARRY_BYTES));
+        self.carries.insert(
+            key,
+            Carry {
+                tail: raw[start..].to_string(),
+                // Its event is the next one pushed (`emit` follows).
+                pending: (self.published, self.pending.len()),
+            },
+        );
+        own
+    }
+
+    /// A file record: paths as the kernel saw them are relative to a directory fd or the cwd;
+    /// the rules and the store get absolute ones (a symlink's target stays as written). Kept
+    /// per process, for a refusal that follows it.
+    pub(super) fn enrich_file(&mut self, tgid: u32, tid: u32, dirfds: (i32, i32), body: &mut Body) {
+        let Body::File {
+            op, path, path2, ..
+        } = body
+        else {
+            return;
+        };
+        *path = self.absolute(tgid, tid, dirfds.0, path);
+        if let Some(p2) = path2.as_mut()
+            && *op != axiom_proto::wire::FileOp::Symlink
+        {
+            *p2 = self.absolute(tgid, tid, dirfds.1, p2);
+        }
+        let target = match path2 {
+            Some(p2) => format!("{path} -> {p2}"),
+            None => path.clone(),
+        };
+        self.last_file.insert(tgid, (tid, *op, target));
+    }
+
+    /// What a refused file operation was: the file record the same thread sent just before it.
+    pub(super) fn refused_file(&mut self, tgid: u32, tid: u32) -> (DeniedOp, String) {
+        match self.last_file.remove(&tgid) {
+            Some((t, op, target)) if t == tid => (op.into(), target),
+            _ => (DeniedOp::File, "?".into()),
+        }
+    }
+}
+
+/// When a secret starts in `tail` (the stream's last write's end) and goes on into `raw`:
+/// `tail` as masked on its own. Judged on `tail` and `raw`'s first `CARRY_BYTES` only (a
+/// secret is shorter), so a long write is not redacted a second time whole unless one does.
+fn crossing(r: &Redactor, scope: axiom_rules::Scope, tail: &str, raw: &str) -> Option<String> {
+    let head = &raw[..raw.floor_char_boundary(CARRY_BYTES)];
+    let (masked, _) = r(Some(scope), &format!("{tail}{head}"))?;
+    let masked_tail = r(Some(scope), tail).map_or_else(|| tail.to_string(), |m| m.0);
+    (!masked.starts_with(masked_tail.as_str())).then_some(masked_tail)
+}
+
+/// A stream's last write, for a secret split across two (see `Pipeline::mask_across`).
+pub(super) struct Carry {
+    tail: String,
+    /// Where its event waits: (publish generation, index in `pending`).
+    pending: (u64, usize),
+}
+/// Bytes of a write kept for the next one: longer than any secret a rule knows.
+pub(super) const CARRY_BYTES: usize = 256;
+/// Streams followed at most (all forgotten at once beyond: a rare miss, never growth).
+pub(super) const CARRIES: usize = 1 << 14;

@@ -4,25 +4,27 @@
 //! Every call is authorised from the caller's kernel-reported identity (`crate::authz::Caller`):
 //! a user may track, watch and steer only their own processes and agents; root and the admin
 //! group may do all. `status` is open.
+//!
+//! Its parts: this file the shared state and each request's answer; `clients.rs` the bounds on
+//! open clients; `reply.rs` replies and the events the API publishes; `stream.rs` who may
+//! follow what, and the stream.
+mod clients;
 pub(crate) mod config;
+mod reply;
 pub(crate) mod socket;
+mod stream;
 
-use std::{
-    os::fd::OwnedFd,
-    path::PathBuf,
-    sync::{Arc, Mutex},
-};
+pub(crate) use clients::Clients;
+pub(crate) use reply::{agent_info, error, refusal};
+use reply::{asked_for, ok_agent, started};
+pub(crate) use stream::{stream_subscribed, write_line};
 
-use axiom_proto::wire::{
-    AgentInfo, AgentSource, AgentState, Body, ErrorCode, Event, Reply, Request, Status,
-};
-use tokio::{
-    io::{AsyncWrite, AsyncWriteExt as _},
-    sync::broadcast::error::RecvError,
-};
+use std::{os::fd::OwnedFd, path::PathBuf, sync::Arc};
+
+use axiom_proto::wire::{AgentInfo, ErrorCode, Event, Reply, Request, Status};
 
 use crate::{
-    agents::{Agent, AgentError, AgentView, Agents, Launch, Registry, Source, Steer},
+    agents::{Agent, AgentError, Agents, Launch, Registry, Steer},
     authz::{Caller, PeerProcess, Seat},
     bus::Bus,
     kernel::{Sensor, cgroup, procfs},
@@ -47,161 +49,6 @@ pub(crate) struct Shared {
     pub(crate) confine: crate::confine::ConfineConfig,
     /// Open clients, bounded per user and in all.
     pub(crate) clients: Arc<Clients>,
-}
-
-/// Open clients (socket connections, event streams), counted per uid: bounded so that one
-/// user cannot use up axiomd's descriptors and tasks for everyone.
-pub(crate) struct Clients {
-    open: Mutex<std::collections::HashMap<u32, usize>>,
-    max: usize,
-    per_user: usize,
-}
-
-/// A client refused for the bounds (`too_many_clients`).
-#[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub(crate) struct TooManyClients(String);
-
-impl TooManyClients {
-    pub(crate) fn reply(&self) -> Reply {
-        Reply {
-            code: Some(ErrorCode::TooManyClients),
-            ..error(self)
-        }
-    }
-}
-
-/// One open client; its place is given back when it drops.
-pub(crate) struct ClientSlot {
-    clients: Arc<Clients>,
-    uid: u32,
-}
-
-impl Clients {
-    pub(crate) fn new(max: usize, per_user: usize) -> Arc<Clients> {
-        Arc::new(Clients {
-            open: Mutex::new(Default::default()),
-            max: max.max(1),
-            per_user: per_user.max(1),
-        })
-    }
-
-    /// A place for `caller`'s new client, or why not.
-    pub(crate) fn admit(self: &Arc<Self>, caller: Caller) -> Result<ClientSlot, TooManyClients> {
-        let refuse = TooManyClients;
-        let mut open = self
-            .open
-            .lock()
-            .map_err(|_| refuse("client table poisoned".into()))?;
-        let total: usize = open.values().sum();
-        if total >= self.max {
-            return Err(refuse(format!(
-                "axiomd serves {total} clients already (api.max_clients)"
-            )));
-        }
-        let mine = open.entry(caller.uid).or_default();
-        if !caller.admin && *mine >= self.per_user {
-            return Err(refuse(format!(
-                "uid {} has {mine} clients open already (api.max_clients_per_user)",
-                caller.uid
-            )));
-        }
-        *mine += 1;
-        Ok(ClientSlot {
-            clients: self.clone(),
-            uid: caller.uid,
-        })
-    }
-}
-
-impl Drop for ClientSlot {
-    fn drop(&mut self) {
-        if let Ok(mut open) = self.clients.open.lock()
-            && let Some(n) = open.get_mut(&self.uid)
-        {
-            *n = n.saturating_sub(1);
-            if *n == 0 {
-                open.remove(&self.uid);
-            }
-        }
-    }
-}
-
-pub(crate) fn error(e: impl std::fmt::Display) -> Reply {
-    Reply {
-        ok: false,
-        error: Some(e.to_string()),
-        ..Default::default()
-    }
-}
-
-pub(crate) fn refusal(e: AgentError) -> Reply {
-    Reply {
-        code: Some(e.code()),
-        ..error(e)
-    }
-}
-
-/// The `intervention` event of an action a user asked for (no rule, nothing measured).
-fn asked_for(a: &Agent, action: axiom_proto::wire::Action, uid: u32) -> Event {
-    crate::actions::Intervention::by_user(action, uid, String::new()).event(a)
-}
-
-fn ok_agent(agent: u64) -> Reply {
-    Reply {
-        ok: true,
-        agent: Some(agent),
-        ..Default::default()
-    }
-}
-
-pub(crate) fn agent_info(v: AgentView, pty: bool) -> AgentInfo {
-    let a = v.agent;
-    let kind = match a.source {
-        Source::Cgroup { .. } => AgentSource::Cgroup,
-        Source::Process { .. } => AgentSource::Process,
-        Source::Restored => AgentSource::Restored,
-    };
-    let state = if v.processes.is_empty() {
-        AgentState::Exited
-    } else if v.frozen {
-        AgentState::Frozen
-    } else {
-        AgentState::Running
-    };
-    let exit = a.exit.unwrap_or_default();
-    AgentInfo {
-        id: a.id,
-        name: a.name,
-        owner_uid: a.owner_uid,
-        kind,
-        cgroup: v.cgroup.map(|p| p.display().to_string()),
-        state,
-        pids: v.processes,
-        leader: a.leader,
-        command: a.command,
-        workspace: a.workspace,
-        profile: a.profile,
-        started_ns: a.started_ns,
-        exit_code: exit.code,
-        exit_signal: exit.signal,
-        pty,
-        agent_kind: a.kind,
-    }
-}
-
-pub(crate) use crate::agents::notice;
-
-fn started(a: &Agent) -> Event {
-    notice(
-        a,
-        Body::AgentStarted {
-            name: a.name.clone(),
-            command: a.command.clone(),
-            workspace: a.workspace.clone(),
-            profile: a.profile.clone(),
-        },
-    )
 }
 
 impl Shared {
@@ -672,89 +519,12 @@ impl Shared {
         if let Some(store) = &self.store {
             store.describe(&mut st);
         }
-        st.bounds.extend([
-            (
-                "fd_table_entries".to_string(),
-                crate::sensor::FDT_ENTRIES_MAX as u64,
-            ),
-            ("clients".to_string(), self.clients.max as u64),
-            ("clients_per_user".to_string(), self.clients.per_user as u64),
-        ]);
+        st.bounds.extend([(
+            "fd_table_entries".to_string(),
+            crate::sensor::FDT_ENTRIES_MAX as u64,
+        )]);
+        st.bounds.extend(self.clients.bounds());
         st
-    }
-
-    /// Checks a subscription: the agent (if one is named) exists and the caller may watch it.
-    pub(crate) fn may_subscribe(
-        &self,
-        caller: Caller,
-        agent: Option<u64>,
-    ) -> Result<(), AgentError> {
-        // From inside an agent: its own events only; unplaced: none.
-        match caller.seat {
-            Seat::Outside => {}
-            Seat::Agent(own) if agent == Some(own) => {}
-            Seat::Agent(own) => {
-                return Err(AgentError::NotPermitted {
-                    uid: caller.uid,
-                    what: format!("watch other agents from inside agent {own}"),
-                });
-            }
-            Seat::Unplaced => {
-                return Err(AgentError::NotPermitted {
-                    uid: caller.uid,
-                    what: "watch agents on a connection whose process is gone".into(),
-                });
-            }
-        }
-        let Some(a) = agent else { return Ok(()) };
-        self.agents
-            .with(|c| c.authorised(a, caller, "watch").map(|_| ()))
-            .map_err(|p| AgentError::Map {
-                map: "registry",
-                reason: p.to_string(),
-            })?
-    }
-}
-
-pub(crate) async fn write_line<W, T>(w: &mut W, v: &T) -> std::io::Result<()>
-where
-    W: AsyncWrite + Unpin,
-    T: serde::Serialize,
-{
-    let mut s = serde_json::to_vec(v).map_err(std::io::Error::other)?;
-    s.push(b'\n');
-    w.write_all(&s).await
-}
-
-/// Streams events as JSON lines into `w` until the reader goes away, from a subscription taken
-/// before the caller was answered (so that nothing that happens after the answer is missed).
-/// Root and admins see all; a user sees events of their own uid and of agents they own.
-pub(crate) async fn stream_subscribed<W: AsyncWrite + Unpin>(
-    w: &mut W,
-    shared: &Shared,
-    caller: Caller,
-    agent: Option<u64>,
-    subscription: crate::bus::Subscribed,
-) -> std::io::Result<()> {
-    let owned = |a: u64| shared.agents.owner_of(a).is_some_and(|o| o == caller.uid);
-    let wanted = |ev: &Event| {
-        agent.is_none_or(|a| ev.agent == a)
-            && (caller.admin || ev.uid == caller.uid || owned(ev.agent))
-    };
-    let (snap, mut rx) = subscription;
-    for ev in snap.iter().filter(|e| wanted(e)) {
-        write_line(w, ev.as_ref()).await?;
-    }
-    loop {
-        match rx.recv().await {
-            Ok(ev) => {
-                if wanted(&ev) {
-                    write_line(w, ev.as_ref()).await?;
-                }
-            }
-            Err(RecvError::Lagged(n)) => shared.bus.lagged(n),
-            Err(RecvError::Closed) => return Ok(()),
-        }
     }
 }
 

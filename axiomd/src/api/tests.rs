@@ -24,7 +24,7 @@ fn shared() -> Shared {
     let agents = crate::agents::Agents::new(Registry::restore(Box::new(Memory::default()), None));
     let (bus, _taps) = Bus::new(64, 64);
     let bus = Arc::new(bus);
-    let engine = Arc::new(Mutex::new(crate::rules::engine::Engine::default()));
+    let engine = crate::rules::engine::Engine::shared(Default::default());
     let (actions, _queue) = crate::actions::Actions::new(
         agents.clone(),
         crate::rules::Claims::of(&engine),

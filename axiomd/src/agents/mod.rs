@@ -7,9 +7,14 @@
 //! the kernel does not know (name, command, workspace, profile, start, exit) from the state files
 //! axiomd keeps beside them (`state.rs`).
 pub(crate) mod config;
+mod error;
 pub(crate) mod lifecycle;
+mod record;
 pub(crate) mod state;
 pub(crate) mod tables;
+
+pub(crate) use error::AgentError;
+pub(crate) use record::{Agent, ExitStatus, Launch, Source, notice, now_ns};
 
 use std::{
     collections::BTreeMap,
@@ -18,190 +23,11 @@ use std::{
 };
 
 use axiom_common::Tracked;
-use axiom_proto::wire::ErrorCode;
-use serde::{Deserialize, Serialize};
 
 use crate::{
     authz::Caller,
     kernel::{cgroup, procfs},
 };
-
-#[derive(Debug, thiserror::Error)]
-pub(crate) enum AgentError {
-    #[error("no process with pid {0}")]
-    NoSuchProcess(u32),
-    #[error("pid {0} exited while it was being adopted")]
-    ExitedDuringAdoption(u32),
-    #[error("pid {0} is a kernel thread: only user processes can be tracked")]
-    KernelThread(u32),
-    #[error("pid 1 (init) cannot be tracked: it would track the whole machine")]
-    Init,
-    #[error("pid {pid} is already tracked as agent {agent}")]
-    AlreadyTracked { pid: u32, agent: u64 },
-    #[error("{path} is not a cgroup v2 directory")]
-    NotACgroup { path: PathBuf },
-    #[error("cgroup {path} is already tracked as agent {agent}")]
-    CgroupAlreadyTracked { path: PathBuf, agent: u64 },
-    #[error("no agent with id {0}")]
-    NoSuchAgent(u64),
-    #[error("permission denied: uid {uid} may not {what}")]
-    NotPermitted { uid: u32, what: String },
-    #[error("cgroup {path}: {reason}")]
-    Cgroup { path: PathBuf, reason: String },
-    #[error("no cgroup v2 hierarchy is mounted: agents cannot get cgroups of their own")]
-    NoCgroup2,
-    #[error("kernel map {map}: {reason}")]
-    Map { map: &'static str, reason: String },
-    /// The agent's confinement could not be put in place: it must not run.
-    #[error("confinement: {0}")]
-    Confinement(String),
-}
-
-impl AgentError {
-    /// A stable, machine-readable name for the kind of error (clients map it to exit codes).
-    pub(crate) fn code(&self) -> ErrorCode {
-        match self {
-            AgentError::NoSuchProcess(_) => ErrorCode::NoSuchProcess,
-            AgentError::ExitedDuringAdoption(_) => ErrorCode::ExitedDuringAdoption,
-            AgentError::KernelThread(_) => ErrorCode::KernelThread,
-            AgentError::Init => ErrorCode::Init,
-            AgentError::AlreadyTracked { .. } | AgentError::CgroupAlreadyTracked { .. } => {
-                ErrorCode::AlreadyTracked
-            }
-            AgentError::NotACgroup { .. } => ErrorCode::NotACgroup,
-            AgentError::NoSuchAgent(_) => ErrorCode::NoSuchAgent,
-            AgentError::NotPermitted { .. } => ErrorCode::NotPermitted,
-            AgentError::Confinement(_) => ErrorCode::Confinement,
-            AgentError::Cgroup { .. } | AgentError::NoCgroup2 | AgentError::Map { .. } => {
-                ErrorCode::Internal
-            }
-        }
-    }
-}
-
-#[derive(Clone, Debug, Serialize, Deserialize)]
-#[serde(tag = "kind", rename_all = "snake_case")]
-pub(crate) enum Source {
-    Cgroup {
-        path: PathBuf,
-        ids: Vec<u64>,
-    },
-    Process {
-        pid: u32,
-    },
-    /// Found in the kernel maps at start-up with no state file (tracked by an earlier run).
-    Restored,
-}
-
-/// How an agent's root process ended.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub(crate) struct ExitStatus {
-    pub(crate) code: Option<i32>,
-    pub(crate) signal: Option<i32>,
-}
-
-/// What axiomd knows of an agent beyond the kernel maps; saved as its state file.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub(crate) struct Agent {
-    pub(crate) id: u64,
-    pub(crate) owner_uid: u32,
-    pub(crate) source: Source,
-    #[serde(default)]
-    pub(crate) name: Option<String>,
-    /// The root process (0: none, e.g. a tracked cgroup).
-    #[serde(default)]
-    pub(crate) leader: u32,
-    #[serde(default)]
-    pub(crate) command: Vec<String>,
-    #[serde(default)]
-    pub(crate) workspace: Option<String>,
-    #[serde(default)]
-    pub(crate) profile: Option<String>,
-    /// Started or adopted, ns since the Unix epoch.
-    #[serde(default)]
-    pub(crate) started_ns: u64,
-    #[serde(default)]
-    pub(crate) exit: Option<ExitStatus>,
-    /// When axiomd saw it exit (for retention), ns since the Unix epoch.
-    #[serde(default)]
-    pub(crate) exited_ns: u64,
-    /// cgroup v1 groups holding its limits on a hybrid host (removed when it is forgotten).
-    #[serde(default)]
-    pub(crate) limit_groups: Vec<PathBuf>,
-    /// Limits applied (`pids.max=64 (cgroup v1)`) and those that could not be.
-    #[serde(default)]
-    pub(crate) limits_applied: Vec<String>,
-    #[serde(default)]
-    pub(crate) limits_not_applied: Vec<String>,
-    /// Its profile in `agents.toml` (how to type into it; its own state files).
-    #[serde(default)]
-    pub(crate) kind: Option<String>,
-    /// It calls axiomd from Claude Code hooks (`axiomctl hook`).
-    #[serde(default)]
-    pub(crate) hooks: bool,
-}
-
-/// What a client says about an agent it starts.
-#[derive(Clone, Debug, Default)]
-pub(crate) struct Launch {
-    pub(crate) name: Option<String>,
-    pub(crate) command: Vec<String>,
-    pub(crate) workspace: Option<String>,
-    pub(crate) profile: Option<String>,
-    /// Limits for its cgroup (a confinement profile's).
-    pub(crate) limits: Option<axiom_proto::confine::Limits>,
-    /// Where it may connect.
-    pub(crate) net: Option<axiom_proto::confine::NetRules>,
-    pub(crate) kind: Option<String>,
-    pub(crate) hooks: bool,
-}
-
-impl Agent {
-    fn new(id: u64, owner_uid: u32, source: Source, leader: u32) -> Agent {
-        Agent {
-            id,
-            owner_uid,
-            source,
-            name: None,
-            leader,
-            command: Vec::new(),
-            workspace: None,
-            profile: None,
-            started_ns: now_ns(),
-            exit: None,
-            exited_ns: 0,
-            limit_groups: Vec::new(),
-            limits_applied: Vec::new(),
-            limits_not_applied: Vec::new(),
-            kind: None,
-            hooks: false,
-        }
-    }
-}
-
-/// An event about an agent as a whole (not from the kernel): stamped now, attributed to its root.
-pub(crate) fn notice(a: &Agent, body: axiom_proto::wire::Body) -> axiom_proto::wire::Event {
-    axiom_proto::wire::Event {
-        seq: 0,
-        time_ns: crate::agents::now_ns(),
-        agent: a.id,
-        pid: a.leader,
-        tgid: a.leader,
-        ppid: 0,
-        uid: a.owner_uid,
-        cgroup_id: 0,
-        comm: a.name.clone().unwrap_or_default(),
-        truncated: false,
-        body,
-    }
-}
-
-pub(crate) fn now_ns() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos() as u64)
-        .unwrap_or(0)
-}
 
 /// The kernel tracking maps and the agents they describe; every change goes through here.
 pub(crate) struct Registry {

@@ -1,77 +1,28 @@
 //! Per-agent rule state: context windows, activity (for claims and timeouts), cooldowns,
 //! findings held for a rename. What an agent's terminal shows is the screens' (`crate::screens`):
 //! the engine feeds them its terminal output and judges the rows that changed.
+//!
+//! Its parts: this file the engine (windows, cooldowns, matching by scope); `activity.rs` what
+//! an agent did (what claims are checked against); `screen.rs` terminal output judged as the
+//! screen shows it; `held.rs` findings held for an atomic write's rename.
 use std::{collections::HashMap, sync::Arc, time::Instant};
 
 use axiom_proto::wire::{Body, Event, FileOp};
 
 use crate::{agents::now_ns, screens::Screens};
-use axiom_rules::{self as rules, Action, Hit, Kind, PathFilter, RuleSet, Scope, Verify};
+
+mod activity;
+mod held;
+mod screen;
+
+use activity::Activity;
+use axiom_rules::{self as rules, Action, Hit, Kind, RuleSet, Scope, Verify};
+#[cfg(test)]
+use held::HOLD;
 
 /// Characters of an fd's previous output kept in front of the next write, so a phrase split
 /// across two writes still matches.
 const WINDOW: usize = 160;
-
-/// What one agent has done, as far as the rules care.
-struct Activity {
-    started: Instant,
-    /// Its workspace: the work a claim is about is there.
-    workspace: Option<String>,
-    files_written: u64,
-    last_file: Instant,
-    tests_ran: bool,
-    /// Its last few command lines: the evidence when a claim about tests is refused.
-    commands: std::collections::VecDeque<String>,
-}
-
-impl Activity {
-    fn new(now: Instant) -> Activity {
-        Activity {
-            started: now,
-            workspace: None,
-            files_written: 0,
-            last_file: now,
-            tests_ran: false,
-            commands: std::collections::VecDeque::new(),
-        }
-    }
-
-    /// What the kernel saw that contradicts a claim (`None`: the claim holds).
-    fn contradicts(&self, verify: Verify) -> Option<String> {
-        let place = self
-            .workspace
-            .as_deref()
-            .map_or(String::new(), |w| format!(" in {w}"));
-        match verify {
-            Verify::FilesWritten if self.files_written == 0 => Some(format!(
-                "the kernel saw this agent write no file{place} since it started"
-            )),
-            Verify::TestsRan if !self.tests_ran => {
-                let ran: Vec<&str> = self.commands.iter().map(String::as_str).collect();
-                Some(if ran.is_empty() {
-                    "the kernel saw this agent run no command at all".to_string()
-                } else {
-                    format!(
-                        "the kernel saw this agent run no test command (its last commands: {})",
-                        ran.join("; ")
-                    )
-                })
-            }
-            _ => None,
-        }
-    }
-
-    /// Whether writing `path` is the agent's work: in its workspace (when it has one: a real
-    /// agent also writes its own scratch files in /tmp, its desktop entries, its sockets), and
-    /// not what its tools keep for themselves there (git's internals, caches).
-    fn is_work(&self, path: &str) -> bool {
-        let inside = self.workspace.as_deref().is_none_or(|w| {
-            path.strip_prefix(w.trim_end_matches('/'))
-                .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
-        });
-        inside && !AGENT_STATE.matches(path)
-    }
-}
 
 /// A claim the kernel's record contradicts.
 pub(crate) struct Contradicted {
@@ -134,33 +85,6 @@ pub(crate) struct Engine {
     shed: std::collections::BTreeMap<&'static str, u64>,
 }
 
-/// A finding about a temporary file, now about the file it was renamed to.
-fn renamed_to(f: &mut Finding, from: &str, to: &str) {
-    f.detail = format!("{} (written as {from}, renamed)", f.detail);
-    f.path = Some(to.to_string());
-}
-
-/// How long a finding on a temporary file waits at most for the rename that names its real
-/// file. Claude Code's Write tool flushes the temporary file to disk before it renames it, so on
-/// a machine busy with I/O the rename can come a second or more after the write (300 ms was seen
-/// to be too short under the full test suite). A rename or an unlink of the file, or the agent's
-/// exit, ends the wait at once; only a temporary file that stays is reported this late.
-const HOLD: std::time::Duration = std::time::Duration::from_secs(5);
-
-/// How long a rename is remembered for a write whose record is read after it (the two come on
-/// different rings, read in turn: the gap is one reader batch).
-const RENAME_MEMORY: std::time::Duration = std::time::Duration::from_secs(2);
-
-/// A file name an atomic write uses before it renames the file over its target: Claude Code's
-/// `app.py.tmp.<pid>.<rand>`, `app.py.tmp`, editors' `.app.py.swp` and `app.py~`.
-fn temporary(path: &str) -> bool {
-    let name = path.rsplit('/').next().unwrap_or(path);
-    name.contains(".tmp.")
-        || name.ends_with(".tmp")
-        || name.ends_with('~')
-        || (name.starts_with('.') && name.ends_with(".swp"))
-}
-
 /// A plugin rule's prefilter hit: its plugin judges it outside the engine's lock (a call may
 /// take its whole fuel budget, and the reader thread takes that lock for kernel matches).
 #[derive(Clone, Debug)]
@@ -188,10 +112,6 @@ pub(crate) struct PluginFault {
 
 /// Writes remembered for de-duplication (a write's two records arrive close together).
 const REPORTED_MAX: usize = 4096;
-
-/// What tools write for themselves (claims do not count it as the agent's work).
-static AGENT_STATE: std::sync::LazyLock<PathFilter> =
-    std::sync::LazyLock::new(PathFilter::agent_state);
 
 /// Output to a file (not a terminal, pipe, socket or device).
 fn is_file(target: Option<&str>) -> bool {
@@ -549,55 +469,6 @@ impl Engine {
         self.on_bytes(set, ev, &[Scope::File], t, None, Some(path), now)
     }
 
-    /// Whether the text around a hit is the echo of something typed into the agent (an
-    /// intervention's message on its screen): the words before the match are the words before
-    /// the same match in a typed text.
-    fn echoed(&self, set: &RuleSet, agent: u64, text: &str, h: &Hit) -> bool {
-        let matched = text.get(h.start..h.end).unwrap_or("").to_lowercase();
-        if matched.is_empty() {
-            return false;
-        }
-        let before: Vec<String> = text
-            .get(..h.start)
-            .unwrap_or("")
-            .split_whitespace()
-            .map(str::to_lowercase)
-            .collect();
-        let typed = self.screens.typed_into(agent);
-        let typed = typed.iter().map(String::as_str);
-        let messages = set
-            .rules
-            .iter()
-            .filter(|r| r.action == Action::Inject)
-            .map(|r| r.message.as_str());
-        let after: Vec<String> = text
-            .get(h.end..)
-            .unwrap_or("")
-            .split_whitespace()
-            .take(2)
-            .map(str::to_lowercase)
-            .collect();
-        typed.chain(messages).any(|m| {
-            let m = m.to_lowercase();
-            m.match_indices(&matched).any(|(i, _)| {
-                let lead: Vec<&str> = m[..i].split_whitespace().collect();
-                let trail: Vec<&str> = m[i + matched.len()..].split_whitespace().take(2).collect();
-                // Two words of the typed text lead up to the match, or follow it, as on screen
-                // (or the match is the whole typed text).
-                let led = lead.len() >= 2
-                    && before.len() >= 2
-                    && lead[lead.len() - 2..]
-                        .iter()
-                        .zip(&before[before.len() - 2..])
-                        .all(|(a, b)| a == b);
-                let trailed = trail.len() == 2
-                    && after.len() == 2
-                    && trail.iter().zip(&after).all(|(a, b)| a == b);
-                led || trailed || (lead.is_empty() && trail.is_empty())
-            })
-        })
-    }
-
     /// The claims in `text` (an agent's last message, from a Claude Code Stop hook) that what
     /// the kernel saw contradicts: each one a finding with the evidence, through the rule's
     /// cooldown: `true` with a finding that is new (the same claim painted on its screen and
@@ -639,55 +510,6 @@ impl Engine {
                 evidence,
                 fresh,
             });
-        }
-        out
-    }
-
-    /// Terminal output through the agent's screen: the rows that changed, each hit judged once.
-    fn on_screen(
-        &mut self,
-        set: &RuleSet,
-        ev: &Event,
-        device: &str,
-        bytes: &str,
-        now: Instant,
-    ) -> Vec<Finding> {
-        let emulate = set.has_scope(Scope::Terminal);
-        let Some(changed) = self
-            .screens
-            .paint(ev.agent, device, bytes.as_bytes(), now, emulate)
-        else {
-            return Vec::new();
-        };
-        let latency_us = Some((now_ns().saturating_sub(ev.time_ns)) as f64 / 1e3);
-        let mut out = Vec::new();
-        // Rules judged in this text: a rule's first new hit is the one judged.
-        let mut judged: Vec<usize> = Vec::new();
-        for h in set.scan_every(Scope::Terminal, &changed.text) {
-            if judged.contains(&h.rule) {
-                continue;
-            }
-            let r = &set.rules[h.rule];
-            let k = changed.hit_key(&r.id, h.start, h.end);
-            let first = self.screens.first_time(ev.agent, device, k);
-            // Old text (a context row, a repaint) or an echo: the rule may still hit the same
-            // rows further on.
-            if !first || self.echoed(set, ev.agent, &changed.text, &h) {
-                continue;
-            }
-            judged.push(h.rule);
-            if let Some(f) = self.judge(
-                set,
-                ev,
-                &h,
-                &changed.text,
-                Scope::Terminal,
-                None,
-                latency_us,
-                now,
-            ) {
-                out.push(f);
-            }
         }
         out
     }
@@ -834,69 +656,6 @@ impl Engine {
         out
     }
 
-    /// A finding about a temporary file waits for the rename that names the real one (or takes
-    /// the name of a rename that came first); any other finding is due now.
-    fn name_file(&mut self, mut f: Finding, now: Instant) -> Option<Finding> {
-        let Some(path) = f.path.clone().filter(|p| temporary(p)) else {
-            return Some(f);
-        };
-        match self.renames.iter().rev().find(|(_, from, _)| *from == path) {
-            Some((_, from, to)) => {
-                renamed_to(&mut f, from, to);
-                Some(f)
-            }
-            None => {
-                self.held.push((now + HOLD, f));
-                None
-            }
-        }
-    }
-
-    /// A rename: held findings about `from` are now about `to`, and due at once.
-    fn renamed(&mut self, from: &str, to: &str, now: Instant) {
-        while self.renames.front().is_some_and(|(t, _, _)| {
-            now.duration_since(*t) > RENAME_MEMORY || self.renames.len() > 256
-        }) {
-            self.renames.pop_front();
-        }
-        if temporary(from) {
-            self.renames
-                .push_back((now, from.to_string(), to.to_string()));
-        }
-        for (due, f) in self.held.iter_mut() {
-            if f.path.as_deref() == Some(from) {
-                renamed_to(f, from, to);
-                *due = now;
-            }
-        }
-    }
-
-    /// Held findings that no rename will name are due now, under the name they were written to.
-    fn due_now(&mut self, now: Instant, which: impl Fn(&Finding) -> bool) {
-        for (due, f) in self.held.iter_mut() {
-            if which(f) {
-                *due = now;
-            }
-        }
-    }
-
-    /// Held findings whose time has come.
-    pub(crate) fn release(&mut self, now: Instant) -> Vec<Finding> {
-        if self.held.is_empty() {
-            return Vec::new();
-        }
-        let (due, keep): (Vec<_>, Vec<_>) = std::mem::take(&mut self.held)
-            .into_iter()
-            .partition(|(t, _)| *t <= now);
-        self.held = keep;
-        due.into_iter().map(|(_, f)| f).collect()
-    }
-
-    /// Whether findings are held (the caller then wakes up sooner than its tick).
-    pub(crate) fn holding(&self) -> bool {
-        !self.held.is_empty()
-    }
-
     /// The plugin rules' hits since the last time this was asked.
     pub(crate) fn take_candidates(&mut self) -> Vec<Candidate> {
         std::mem::take(&mut self.candidates)
@@ -995,284 +754,4 @@ pub(crate) fn effective(action: Action, in_kernel: bool) -> Option<Action> {
 }
 
 #[cfg(test)]
-mod tests {
-    use std::time::Duration;
-
-    use super::*;
-
-    fn ev(agent: u64, body: Body) -> Event {
-        Event {
-            seq: 0,
-            time_ns: now_ns(),
-            agent,
-            pid: 10,
-            tgid: 10,
-            ppid: 1,
-            uid: 1000,
-            cgroup_id: 0,
-            comm: "agent".into(),
-            truncated: false,
-            body,
-        }
-    }
-
-    fn out(text: &str, target: &str) -> Body {
-        Body::Output {
-            fd: 1,
-            syscall: axiom_proto::wire::WriteCall::Write,
-            read_back: false,
-            count: text.len() as u64,
-            target: Some(target.into()),
-            text: text.into(),
-            captured: text.len() as u32,
-            redacted: Vec::new(),
-        }
-    }
-
-    fn file(op: FileOp, path: &str, path2: Option<&str>) -> Body {
-        Body::File {
-            op,
-            path: path.into(),
-            path2: path2.map(Into::into),
-            flags: 0,
-            mode: 0,
-        }
-    }
-
-    fn rename(from: &str, to: &str) -> Body {
-        file(FileOp::Rename, from, Some(to))
-    }
-
-    fn started(command: &[&str]) -> Body {
-        Body::AgentStarted {
-            name: None,
-            command: command.iter().map(|c| c.to_string()).collect(),
-            workspace: None,
-            profile: None,
-        }
-    }
-
-    fn set() -> RuleSet {
-        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../config/rules/default.toml");
-        RuleSet::load(&[path]).expect("default rules")
-    }
-
-    fn ids(set: &RuleSet, f: &[Finding]) -> Vec<String> {
-        f.iter().map(|f| set.rules[f.rule].id.clone()).collect()
-    }
-
-    #[test]
-    fn a_phrase_split_across_writes_matches_once() {
-        let set = set();
-        let mut e = Engine::default();
-        let t = Instant::now();
-        assert!(
-            e.on_event(&set, &ev(1, out("OK. Let me p", "/dev/pts/3")), t)
-                .is_empty()
-        );
-        let f = e.on_event(&set, &ev(1, out("lan this.\n", "/dev/pts/3")), t);
-        assert_eq!(ids(&set, &f), ["stop-planning"]);
-        // Cooldown: the same phrase again right away is suppressed.
-        assert!(
-            e.on_event(&set, &ev(1, out("let me plan", "/dev/pts/3")), t)
-                .is_empty()
-        );
-        assert_eq!(e.suppressed, 1);
-    }
-
-    #[test]
-    fn a_reused_fd_number_is_another_file_and_no_context() {
-        let set = set();
-        let mut e = Engine::default();
-        let t = Instant::now();
-        // "TO" ends one file, "DO" starts the next one written through the same fd number.
-        assert!(
-            e.on_event(&set, &ev(1, out("x = 1 # TO", "/w/a.py")), t)
-                .is_empty()
-        );
-        assert!(
-            e.on_event(&set, &ev(1, out("DO: y", "/w/b.py")), t)
-                .is_empty()
-        );
-        // In one file it is a TODO.
-        let f = e.on_event(&set, &ev(1, out("DO: y", "/w/a.py")), t);
-        assert!(
-            f.is_empty(),
-            "a.py's window was replaced by b.py's: {:?}",
-            ids(&set, &f)
-        );
-        assert!(
-            e.on_event(&set, &ev(1, out("z # TO", "/w/c.py")), t)
-                .is_empty()
-        );
-        let f = e.on_event(&set, &ev(1, out("DO later", "/w/c.py")), t);
-        assert_eq!(ids(&set, &f), ["todo-left"]);
-    }
-
-    #[test]
-    fn claims_are_checked_against_what_the_agent_did() {
-        let set = set();
-        let mut e = Engine::default();
-        let t = Instant::now();
-        let claim = || out("I've successfully implemented the parser.", "/dev/pts/1");
-        assert_eq!(
-            ids(&set, &e.on_event(&set, &ev(1, claim()), t)),
-            ["false-completion"]
-        );
-        // Agent 2 wrote a file first: its claim holds.
-        e.on_event(&set, &ev(2, out("fn main() {}", "/work/src/main.rs")), t);
-        assert!(e.on_event(&set, &ev(2, claim()), t).is_empty());
-    }
-
-    #[test]
-    fn terminal_text_is_read_from_the_screen_once() {
-        let set = set();
-        let mut e = Engine::default();
-        let t = Instant::now();
-        // Claude Code paints the words with cursor moves between them.
-        let f = e.on_event(
-            &set,
-            &ev(
-                1,
-                out(
-                    "\x1b[2;1H● Let\x1b[2;7Hme\x1b[2;10Hplan this.",
-                    "/dev/pts/3",
-                ),
-            ),
-            t,
-        );
-        assert_eq!(ids(&set, &f), ["stop-planning"]);
-        assert_eq!(f[0].scope, Some(Scope::Terminal));
-        // Repainted lower down long after (no cooldown left): the same text, judged once.
-        let f = e.on_event(
-            &set,
-            &ev(1, out("\x1b[2J\x1b[9;1H● Let me plan this.", "/dev/pts/3")),
-            t + Duration::from_secs(500),
-        );
-        assert!(f.is_empty(), "{:?}", ids(&set, &f));
-        // Bytes on a pipe are not the agent's screen.
-        let mut e = Engine::default();
-        let f = e.on_event(&set, &ev(1, out("Let me plan this.", "pipe:[42]")), t);
-        assert!(f.is_empty());
-    }
-
-    #[test]
-    fn the_prompt_echoed_on_screen_is_not_a_claim() {
-        let set = set();
-        let mut e = Engine::default();
-        let t = Instant::now();
-        e.on_event(
-            &set,
-            &ev(
-                1,
-                started(&["claude", "add a parser and make sure the tests pass"]),
-            ),
-            t,
-        );
-        let f = e.on_event(
-            &set,
-            &ev(
-                1,
-                out(
-                    "\x1b[3;1H❯ add a parser and make sure the tests pass",
-                    "/dev/pts/3",
-                ),
-            ),
-            t,
-        );
-        assert!(f.is_empty(), "{:?}", ids(&set, &f));
-        let f = e.on_event(
-            &set,
-            &ev(1, out("\x1b[5;1H● Done: all tests pass.", "/dev/pts/3")),
-            t,
-        );
-        assert_eq!(ids(&set, &f), ["false-tests-pass"]);
-    }
-
-    #[test]
-    fn agent_state_is_not_work_and_a_temporary_file_takes_its_final_name() {
-        let set = set();
-        let mut e = Engine::default();
-        let t = Instant::now();
-        for path in [
-            "/w/.git/hooks/pre-push.sample",
-            "/home/u/.claude/projects/x.jsonl",
-        ] {
-            let f = e.on_event(&set, &ev(1, out("# TODO: later\n", path)), t);
-            assert!(f.is_empty(), "{path}: {:?}", ids(&set, &f));
-        }
-        // Nothing of that was work: a claim is false.
-        let f = e.on_event(
-            &set,
-            &ev(1, out("\x1b[1;1HI've implemented it.", "/dev/pts/1")),
-            t,
-        );
-        assert_eq!(ids(&set, &f), ["false-completion"]);
-        // The Write tool's atomic write: the finding waits for the rename, then names the file.
-        let tmp = "/w/src/app.py.tmp.4242.k3j2";
-        assert!(
-            e.on_event(&set, &ev(2, out("x = 1  # TODO: later\n", tmp)), t)
-                .is_empty()
-        );
-        let f = e.on_event(&set, &ev(2, rename(tmp, "/w/src/app.py")), t);
-        assert_eq!(ids(&set, &f), ["todo-left"]);
-        assert_eq!(f[0].path.as_deref(), Some("/w/src/app.py"));
-        // The rules thread fell behind: the rename is read after the finding's hold has passed.
-        let tmp = "/w/src/lib.py.tmp.4242.x9z8";
-        assert!(
-            e.on_event(&set, &ev(3, out("y = 2  # TODO: later\n", tmp)), t)
-                .is_empty()
-        );
-        let late = t + 2 * HOLD;
-        let f = e.on_event(&set, &ev(3, rename(tmp, "/w/src/lib.py")), late);
-        assert_eq!(ids(&set, &f), ["todo-left"]);
-        assert_eq!(f[0].path.as_deref(), Some("/w/src/lib.py"));
-        // The agent flushed the file to disk before it renamed it, a second later on a machine
-        // busy with I/O; the rules thread kept up and looked at its held findings meanwhile.
-        let tmp = "/w/src/cli.py.tmp.4242.a1b2";
-        assert!(
-            e.on_event(&set, &ev(4, out("z = 3  # TODO: later\n", tmp)), t)
-                .is_empty()
-        );
-        let second = t + Duration::from_secs(1);
-        assert!(e.release(second).is_empty());
-        let f = e.on_event(&set, &ev(4, rename(tmp, "/w/src/cli.py")), second);
-        assert_eq!(ids(&set, &f), ["todo-left"]);
-        assert_eq!(f[0].path.as_deref(), Some("/w/src/cli.py"));
-        // A temporary file removed, or its agent gone: no rename will come; the finding is due
-        // at once, under the name the text was written to.
-        let tmp = "/w/src/x.py.tmp.4242.c3d4";
-        assert!(
-            e.on_event(&set, &ev(5, out("# TODO: later\n", tmp)), t)
-                .is_empty()
-        );
-        let f = e.on_event(&set, &ev(5, file(FileOp::Unlink, tmp, None)), t);
-        assert_eq!(f[0].path.as_deref(), Some(tmp));
-        assert!(
-            e.on_event(&set, &ev(6, out("# TODO: later\n", tmp)), t)
-                .is_empty()
-        );
-        let gone = Body::AgentExited {
-            code: Some(0),
-            signal: None,
-        };
-        let f = e.on_event(&set, &ev(6, gone), t);
-        assert_eq!(ids(&set, &f), ["todo-left"]);
-    }
-
-    #[test]
-    fn planning_timeout_fires_once() {
-        let set = set();
-        let mut e = Engine::default();
-        let t = Instant::now();
-        e.on_event(&set, &ev(1, started(&[])), t);
-        assert!(e.tick(&set, t + Duration::from_secs(10)).is_empty());
-        let late = t + Duration::from_secs(301);
-        assert_eq!(ids(&set, &e.tick(&set, late)), ["planning-timeout"]);
-        assert!(
-            e.tick(&set, late + Duration::from_secs(1000))
-                .iter()
-                .all(|f| set.rules[f.rule].id != "planning-timeout")
-        );
-    }
-}
+mod tests;

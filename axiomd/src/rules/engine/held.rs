@@ -1,0 +1,97 @@
+//! Findings about a file held for a moment: a temporary file renamed over its target (an
+//! atomic write) is reported under the target's name, however late its rename is read.
+use std::time::Instant;
+
+use super::{Engine, Finding};
+
+/// A finding about a temporary file, now about the file it was renamed to.
+pub(super) fn renamed_to(f: &mut Finding, from: &str, to: &str) {
+    f.detail = format!("{} (written as {from}, renamed)", f.detail);
+    f.path = Some(to.to_string());
+}
+
+/// How long a finding on a temporary file waits at most for the rename that names its real
+/// file. Claude Code's Write tool flushes the temporary file to disk before it renames it, so on
+/// a machine busy with I/O the rename can come a second or more after the write (300 ms was seen
+/// to be too short under the full test suite). A rename or an unlink of the file, or the agent's
+/// exit, ends the wait at once; only a temporary file that stays is reported this late.
+pub(super) const HOLD: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// How long a rename is remembered for a write whose record is read after it (the two come on
+/// different rings, read in turn: the gap is one reader batch).
+pub(super) const RENAME_MEMORY: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// A file name an atomic write uses before it renames the file over its target: Claude Code's
+/// `app.py.tmp.<pid>.<rand>`, `app.py.tmp`, editors' `.app.py.swp` and `app.py~`.
+pub(super) fn temporary(path: &str) -> bool {
+    let name = path.rsplit('/').next().unwrap_or(path);
+    name.contains(".tmp.")
+        || name.ends_with(".tmp")
+        || name.ends_with('~')
+        || (name.starts_with('.') && name.ends_with(".swp"))
+}
+
+impl Engine {
+    /// A finding about a temporary file waits for the rename that names the real one (or takes
+    /// the name of a rename that came first); any other finding is due now.
+    pub(super) fn name_file(&mut self, mut f: Finding, now: Instant) -> Option<Finding> {
+        let Some(path) = f.path.clone().filter(|p| temporary(p)) else {
+            return Some(f);
+        };
+        match self.renames.iter().rev().find(|(_, from, _)| *from == path) {
+            Some((_, from, to)) => {
+                renamed_to(&mut f, from, to);
+                Some(f)
+            }
+            None => {
+                self.held.push((now + HOLD, f));
+                None
+            }
+        }
+    }
+
+    /// A rename: held findings about `from` are now about `to`, and due at once.
+    pub(super) fn renamed(&mut self, from: &str, to: &str, now: Instant) {
+        while self.renames.front().is_some_and(|(t, _, _)| {
+            now.duration_since(*t) > RENAME_MEMORY || self.renames.len() > 256
+        }) {
+            self.renames.pop_front();
+        }
+        if temporary(from) {
+            self.renames
+                .push_back((now, from.to_string(), to.to_string()));
+        }
+        for (due, f) in self.held.iter_mut() {
+            if f.path.as_deref() == Some(from) {
+                renamed_to(f, from, to);
+                *due = now;
+            }
+        }
+    }
+
+    /// Held findings that no rename will name are due now, under the name they were written to.
+    pub(super) fn due_now(&mut self, now: Instant, which: impl Fn(&Finding) -> bool) {
+        for (due, f) in self.held.iter_mut() {
+            if which(f) {
+                *due = now;
+            }
+        }
+    }
+
+    /// Held findings whose time has come.
+    pub(crate) fn release(&mut self, now: Instant) -> Vec<Finding> {
+        if self.held.is_empty() {
+            return Vec::new();
+        }
+        let (due, keep): (Vec<_>, Vec<_>) = std::mem::take(&mut self.held)
+            .into_iter()
+            .partition(|(t, _)| *t <= now);
+        self.held = keep;
+        due.into_iter().map(|(_, f)| f).collect()
+    }
+
+    /// Whether findings are held (the caller then wakes up sooner than its tick).
+    pub(crate) fn holding(&self) -> bool {
+        !self.held.is_empty()
+    }
+}

@@ -1,0 +1,279 @@
+use std::time::Duration;
+
+use super::*;
+
+fn ev(agent: u64, body: Body) -> Event {
+    Event {
+        seq: 0,
+        time_ns: now_ns(),
+        agent,
+        pid: 10,
+        tgid: 10,
+        ppid: 1,
+        uid: 1000,
+        cgroup_id: 0,
+        comm: "agent".into(),
+        truncated: false,
+        body,
+    }
+}
+
+fn out(text: &str, target: &str) -> Body {
+    Body::Output {
+        fd: 1,
+        syscall: axiom_proto::wire::WriteCall::Write,
+        read_back: false,
+        count: text.len() as u64,
+        target: Some(target.into()),
+        text: text.into(),
+        captured: text.len() as u32,
+        redacted: Vec::new(),
+    }
+}
+
+fn file(op: FileOp, path: &str, path2: Option<&str>) -> Body {
+    Body::File {
+        op,
+        path: path.into(),
+        path2: path2.map(Into::into),
+        flags: 0,
+        mode: 0,
+    }
+}
+
+fn rename(from: &str, to: &str) -> Body {
+    file(FileOp::Rename, from, Some(to))
+}
+
+fn started(command: &[&str]) -> Body {
+    Body::AgentStarted {
+        name: None,
+        command: command.iter().map(|c| c.to_string()).collect(),
+        workspace: None,
+        profile: None,
+    }
+}
+
+fn set() -> RuleSet {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../config/rules/default.toml");
+    RuleSet::load(&[path]).expect("default rules")
+}
+
+fn ids(set: &RuleSet, f: &[Finding]) -> Vec<String> {
+    f.iter().map(|f| set.rules[f.rule].id.clone()).collect()
+}
+
+#[test]
+fn a_phrase_split_across_writes_matches_once() {
+    let set = set();
+    let mut e = Engine::default();
+    let t = Instant::now();
+    assert!(
+        e.on_event(&set, &ev(1, out("OK. Let me p", "/dev/pts/3")), t)
+            .is_empty()
+    );
+    let f = e.on_event(&set, &ev(1, out("lan this.\n", "/dev/pts/3")), t);
+    assert_eq!(ids(&set, &f), ["stop-planning"]);
+    // Cooldown: the same phrase again right away is suppressed.
+    assert!(
+        e.on_event(&set, &ev(1, out("let me plan", "/dev/pts/3")), t)
+            .is_empty()
+    );
+    assert_eq!(e.suppressed, 1);
+}
+
+#[test]
+fn a_reused_fd_number_is_another_file_and_no_context() {
+    let set = set();
+    let mut e = Engine::default();
+    let t = Instant::now();
+    // "TO" ends one file, "DO" starts the next one written through the same fd number.
+    assert!(
+        e.on_event(&set, &ev(1, out("x = 1 # TO", "/w/a.py")), t)
+            .is_empty()
+    );
+    assert!(
+        e.on_event(&set, &ev(1, out("DO: y", "/w/b.py")), t)
+            .is_empty()
+    );
+    // In one file it is a TODO.
+    let f = e.on_event(&set, &ev(1, out("DO: y", "/w/a.py")), t);
+    assert!(
+        f.is_empty(),
+        "a.py's window was replaced by b.py's: {:?}",
+        ids(&set, &f)
+    );
+    assert!(
+        e.on_event(&set, &ev(1, out("z # TO", "/w/c.py")), t)
+            .is_empty()
+    );
+    let f = e.on_event(&set, &ev(1, out("DO later", "/w/c.py")), t);
+    assert_eq!(ids(&set, &f), ["todo-left"]);
+}
+
+#[test]
+fn claims_are_checked_against_what_the_agent_did() {
+    let set = set();
+    let mut e = Engine::default();
+    let t = Instant::now();
+    let claim = || out("I've successfully implemented the parser.", "/dev/pts/1");
+    assert_eq!(
+        ids(&set, &e.on_event(&set, &ev(1, claim()), t)),
+        ["false-completion"]
+    );
+    // Agent 2 wrote a file first: its claim holds.
+    e.on_event(&set, &ev(2, out("fn main() {}", "/work/src/main.rs")), t);
+    assert!(e.on_event(&set, &ev(2, claim()), t).is_empty());
+}
+
+#[test]
+fn terminal_text_is_read_from_the_screen_once() {
+    let set = set();
+    let mut e = Engine::default();
+    let t = Instant::now();
+    // Claude Code paints the words with cursor moves between them.
+    let f = e.on_event(
+        &set,
+        &ev(
+            1,
+            out(
+                "\x1b[2;1H● Let\x1b[2;7Hme\x1b[2;10Hplan this.",
+                "/dev/pts/3",
+            ),
+        ),
+        t,
+    );
+    assert_eq!(ids(&set, &f), ["stop-planning"]);
+    assert_eq!(f[0].scope, Some(Scope::Terminal));
+    // Repainted lower down long after (no cooldown left): the same text, judged once.
+    let f = e.on_event(
+        &set,
+        &ev(1, out("\x1b[2J\x1b[9;1H● Let me plan this.", "/dev/pts/3")),
+        t + Duration::from_secs(500),
+    );
+    assert!(f.is_empty(), "{:?}", ids(&set, &f));
+    // Bytes on a pipe are not the agent's screen.
+    let mut e = Engine::default();
+    let f = e.on_event(&set, &ev(1, out("Let me plan this.", "pipe:[42]")), t);
+    assert!(f.is_empty());
+}
+
+#[test]
+fn the_prompt_echoed_on_screen_is_not_a_claim() {
+    let set = set();
+    let mut e = Engine::default();
+    let t = Instant::now();
+    e.on_event(
+        &set,
+        &ev(
+            1,
+            started(&["claude", "add a parser and make sure the tests pass"]),
+        ),
+        t,
+    );
+    let f = e.on_event(
+        &set,
+        &ev(
+            1,
+            out(
+                "\x1b[3;1H❯ add a parser and make sure the tests pass",
+                "/dev/pts/3",
+            ),
+        ),
+        t,
+    );
+    assert!(f.is_empty(), "{:?}", ids(&set, &f));
+    let f = e.on_event(
+        &set,
+        &ev(1, out("\x1b[5;1H● Done: all tests pass.", "/dev/pts/3")),
+        t,
+    );
+    assert_eq!(ids(&set, &f), ["false-tests-pass"]);
+}
+
+#[test]
+fn agent_state_is_not_work_and_a_temporary_file_takes_its_final_name() {
+    let set = set();
+    let mut e = Engine::default();
+    let t = Instant::now();
+    for path in [
+        "/w/.git/hooks/pre-push.sample",
+        "/home/u/.claude/projects/x.jsonl",
+    ] {
+        let f = e.on_event(&set, &ev(1, out("# TODO: later\n", path)), t);
+        assert!(f.is_empty(), "{path}: {:?}", ids(&set, &f));
+    }
+    // Nothing of that was work: a claim is false.
+    let f = e.on_event(
+        &set,
+        &ev(1, out("\x1b[1;1HI've implemented it.", "/dev/pts/1")),
+        t,
+    );
+    assert_eq!(ids(&set, &f), ["false-completion"]);
+    // The Write tool's atomic write: the finding waits for the rename, then names the file.
+    let tmp = "/w/src/app.py.tmp.4242.k3j2";
+    assert!(
+        e.on_event(&set, &ev(2, out("x = 1  # TODO: later\n", tmp)), t)
+            .is_empty()
+    );
+    let f = e.on_event(&set, &ev(2, rename(tmp, "/w/src/app.py")), t);
+    assert_eq!(ids(&set, &f), ["todo-left"]);
+    assert_eq!(f[0].path.as_deref(), Some("/w/src/app.py"));
+    // The rules thread fell behind: the rename is read after the finding's hold has passed.
+    let tmp = "/w/src/lib.py.tmp.4242.x9z8";
+    assert!(
+        e.on_event(&set, &ev(3, out("y = 2  # TODO: later\n", tmp)), t)
+            .is_empty()
+    );
+    let late = t + 2 * HOLD;
+    let f = e.on_event(&set, &ev(3, rename(tmp, "/w/src/lib.py")), late);
+    assert_eq!(ids(&set, &f), ["todo-left"]);
+    assert_eq!(f[0].path.as_deref(), Some("/w/src/lib.py"));
+    // The agent flushed the file to disk before it renamed it, a second later on a machine
+    // busy with I/O; the rules thread kept up and looked at its held findings meanwhile.
+    let tmp = "/w/src/cli.py.tmp.4242.a1b2";
+    assert!(
+        e.on_event(&set, &ev(4, out("z = 3  # TODO: later\n", tmp)), t)
+            .is_empty()
+    );
+    let second = t + Duration::from_secs(1);
+    assert!(e.release(second).is_empty());
+    let f = e.on_event(&set, &ev(4, rename(tmp, "/w/src/cli.py")), second);
+    assert_eq!(ids(&set, &f), ["todo-left"]);
+    assert_eq!(f[0].path.as_deref(), Some("/w/src/cli.py"));
+    // A temporary file removed, or its agent gone: no rename will come; the finding is due
+    // at once, under the name the text was written to.
+    let tmp = "/w/src/x.py.tmp.4242.c3d4";
+    assert!(
+        e.on_event(&set, &ev(5, out("# TODO: later\n", tmp)), t)
+            .is_empty()
+    );
+    let f = e.on_event(&set, &ev(5, file(FileOp::Unlink, tmp, None)), t);
+    assert_eq!(f[0].path.as_deref(), Some(tmp));
+    assert!(
+        e.on_event(&set, &ev(6, out("# TODO: later\n", tmp)), t)
+            .is_empty()
+    );
+    let gone = Body::AgentExited {
+        code: Some(0),
+        signal: None,
+    };
+    let f = e.on_event(&set, &ev(6, gone), t);
+    assert_eq!(ids(&set, &f), ["todo-left"]);
+}
+
+#[test]
+fn planning_timeout_fires_once() {
+    let set = set();
+    let mut e = Engine::default();
+    let t = Instant::now();
+    e.on_event(&set, &ev(1, started(&[])), t);
+    assert!(e.tick(&set, t + Duration::from_secs(10)).is_empty());
+    let late = t + Duration::from_secs(301);
+    assert_eq!(ids(&set, &e.tick(&set, late)), ["planning-timeout"]);
+    assert!(
+        e.tick(&set, late + Duration::from_secs(1000))
+            .iter()
+            .all(|f| set.rules[f.rule].id != "planning-timeout")
+    );
+}

@@ -450,12 +450,14 @@ impl<'a> World<'a> {
     /// The agent's events stored so far.
     fn events_now(&self, agent: u64) -> Vec<Event> {
         let r = self.d.client().request(&Request::Query {
-            agent: Some(agent),
-            since_ns: None,
-            until_ns: None,
-            kinds: vec![],
-            text: None,
-            limit: 20_000,
+            events: axiom_proto::wire::EventQuery {
+                agent: Some(agent),
+                since_ns: None,
+                until_ns: None,
+                kinds: vec![],
+                text: None,
+                limit: 20_000,
+            },
             sql: None,
         });
         r.events.unwrap_or_default()
@@ -496,12 +498,14 @@ impl<'a> World<'a> {
     /// Every event stored with `text` in it, any agent's.
     fn anywhere(&self, text: &str) -> usize {
         let r = self.d.client().request(&Request::Query {
-            agent: None,
-            since_ns: None,
-            until_ns: None,
-            kinds: vec![],
-            text: Some(text.into()),
-            limit: 100,
+            events: axiom_proto::wire::EventQuery {
+                agent: None,
+                since_ns: None,
+                until_ns: None,
+                kinds: vec![],
+                text: Some(text.into()),
+                limit: 100,
+            },
             sql: None,
         });
         r.events.unwrap_or_default().len()
@@ -789,12 +793,7 @@ fn sibling_untouched() -> Judge {
         let injected = sibling.is_some_and(|s| {
             w.d.client()
                 .request(&Request::Query {
-                    agent: Some(s.id),
-                    since_ns: None,
-                    until_ns: None,
-                    kinds: vec!["intervention".into()],
-                    text: None,
-                    limit: 100,
+                    events: axiom_proto::wire::EventQuery { agent: Some(s.id), since_ns: None, until_ns: None, kinds: vec!["intervention".into()], text: None, limit: 100 },
                     sql: None,
                 })
                 .events

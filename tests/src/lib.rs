@@ -760,12 +760,14 @@ pub fn python() -> PathBuf {
 /// A `query` request for one read-only SQL statement.
 pub fn sql_request(sql: &str, limit: usize) -> Request {
     Request::Query {
-        agent: None,
-        since_ns: None,
-        until_ns: None,
-        kinds: vec![],
-        text: None,
-        limit,
+        events: axiom_proto::wire::EventQuery {
+            agent: None,
+            since_ns: None,
+            until_ns: None,
+            kinds: vec![],
+            text: None,
+            limit,
+        },
         sql: Some(sql.into()),
     }
 }

@@ -137,12 +137,14 @@ fn an_mcp_client_spawns_observes_steers_and_verifies_agents() {
             let evs = d
                 .client()
                 .request(&Request::Query {
-                    agent: Some(linger),
-                    since_ns: None,
-                    until_ns: None,
-                    kinds: vec![],
-                    text: None,
-                    limit: 100,
+                    events: axiom_proto::wire::EventQuery {
+                        agent: Some(linger),
+                        since_ns: None,
+                        until_ns: None,
+                        kinds: vec![],
+                        text: None,
+                        limit: 100,
+                    },
                     sql: None,
                 })
                 .events

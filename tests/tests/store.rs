@@ -18,12 +18,14 @@ fn query(d: &Daemon, req: Request) -> Reply {
 
 fn latest(agent: u64, limit: usize) -> Request {
     Request::Query {
-        agent: Some(agent),
-        since_ns: None,
-        until_ns: None,
-        kinds: vec![],
-        text: None,
-        limit,
+        events: axiom_proto::wire::EventQuery {
+            agent: Some(agent),
+            since_ns: None,
+            until_ns: None,
+            kinds: vec![],
+            text: None,
+            limit,
+        },
         sql: None,
     }
 }
@@ -89,12 +91,14 @@ fn every_kind_round_trips_through_the_warm_tier_in_order() {
     let r = query(
         &d,
         Request::Query {
-            agent: Some(agent),
-            since_ns: None,
-            until_ns: None,
-            kinds: vec!["output".into()],
-            text: Some("store-line-2".into()),
-            limit: 100,
+            events: axiom_proto::wire::EventQuery {
+                agent: Some(agent),
+                since_ns: None,
+                until_ns: None,
+                kinds: vec!["output".into()],
+                text: Some("store-line-2".into()),
+                limit: 100,
+            },
             sql: None,
         },
     );

@@ -34,12 +34,14 @@ fn query_kinds(
     limit: usize,
 ) -> Vec<Event> {
     let r: Reply = d.client().request(&Request::Query {
-        agent,
-        since_ns: None,
-        until_ns: None,
-        kinds: kinds.iter().map(|k| k.to_string()).collect(),
-        text: text.map(String::from),
-        limit,
+        events: axiom_proto::wire::EventQuery {
+            agent,
+            since_ns: None,
+            until_ns: None,
+            kinds: kinds.iter().map(|k| k.to_string()).collect(),
+            text: text.map(String::from),
+            limit,
+        },
         sql: None,
     });
     assert!(r.ok, "query: {:?}", r.error);

@@ -651,18 +651,8 @@ pub enum Request {
     /// Stored events (warm tier): the latest `limit` that match, oldest first; or, with `sql`,
     /// one read-only SQL statement (root and the admin group).
     Query {
-        #[serde(default)]
-        agent: Option<u64>,
-        #[serde(default)]
-        since_ns: Option<u64>,
-        #[serde(default)]
-        until_ns: Option<u64>,
-        #[serde(default)]
-        kinds: Vec<String>,
-        #[serde(default)]
-        text: Option<String>,
-        #[serde(default = "default_limit")]
-        limit: usize,
+        #[serde(flatten)]
+        events: EventQuery,
         #[serde(default)]
         sql: Option<String>,
     },
@@ -681,6 +671,39 @@ pub enum Request {
 
 fn default_limit() -> usize {
     1000
+}
+
+/// Which stored events: the same on the wire (`query`) and in the store, which adds only what
+/// the caller may see.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub struct EventQuery {
+    #[serde(default)]
+    pub agent: Option<u64>,
+    #[serde(default)]
+    pub since_ns: Option<u64>,
+    #[serde(default)]
+    pub until_ns: Option<u64>,
+    /// Event kinds (wire names); none: all.
+    #[serde(default)]
+    pub kinds: Vec<String>,
+    /// Text the event's text or detail contains.
+    #[serde(default)]
+    pub text: Option<String>,
+    #[serde(default = "default_limit")]
+    pub limit: usize,
+}
+
+impl Default for EventQuery {
+    fn default() -> Self {
+        EventQuery {
+            agent: None,
+            since_ns: None,
+            until_ns: None,
+            kinds: Vec::new(),
+            text: None,
+            limit: default_limit(),
+        }
+    }
 }
 
 /// The answer to a request (for `subscribe`, the first line, followed by events).
@@ -1057,6 +1080,22 @@ impl Connection {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn a_query_reads_the_same_on_the_wire_with_its_fields_flat() {
+        let q: Request =
+            serde_json::from_str(r#"{"op":"query","agent":3,"kinds":["output"]}"#).unwrap();
+        let Request::Query { events, sql } = &q else {
+            panic!("{q:?}")
+        };
+        assert_eq!(
+            (events.agent, events.kinds.as_slice(), events.limit, sql),
+            (Some(3), &["output".to_string()][..], 1000, &None)
+        );
+        let back = serde_json::to_value(&q).unwrap();
+        assert_eq!(back["agent"], 3);
+        assert_eq!(back["limit"], 1000);
+    }
     use super::*;
 
     fn wire<T: Serialize>(v: T) -> String {

@@ -49,12 +49,14 @@ pub fn run(g: &Global, p: Printer, q: &Asked) -> anyhow::Result<ExitCode> {
         })
     };
     let req = Request::Query {
-        agent: q.agent,
-        since_ns: ago(&q.since)?,
-        until_ns: ago(&q.until)?,
-        kinds: q.kinds.clone(),
-        text: q.grep.clone(),
-        limit: q.limit,
+        events: axiom_proto::wire::EventQuery {
+            agent: q.agent,
+            since_ns: ago(&q.since)?,
+            until_ns: ago(&q.until)?,
+            kinds: q.kinds.clone(),
+            text: q.grep.clone(),
+            limit: q.limit,
+        },
         sql: q.sql.clone(),
     };
     // A progress line on a terminal while a large answer arrives and is written.

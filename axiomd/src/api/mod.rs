@@ -333,26 +333,7 @@ impl Shared {
                 agents: Some(self.agents(caller)),
                 ..Default::default()
             },
-            Request::Query {
-                agent,
-                since_ns,
-                until_ns,
-                kinds,
-                text,
-                limit,
-                sql,
-            } => {
-                let q = crate::store::query::Query {
-                    agent,
-                    since_ns,
-                    until_ns,
-                    kinds,
-                    text,
-                    limit,
-                    visible_to: None,
-                };
-                self.query(caller, q, sql)
-            }
+            Request::Query { events, sql } => self.query(caller, events.into(), sql),
             Request::Rules => Reply {
                 ok: true,
                 rules: Some(self.rules.list()),

@@ -4,6 +4,8 @@ use std::{sync::Arc, time::Instant};
 
 use axiom_proto::wire::{Body, Event};
 
+use axiom_proto::wire::EventQuery;
+
 use crate::store::{StoreError, Warm, query};
 
 /// The bench's first event time (ns).
@@ -132,11 +134,11 @@ pub fn run(
     fill(&reader, &crate::store::hostname(), rows - appended, batch)?;
     let ingest = append_timed(&mut warm, &reader, rows - appended..rows, batch, writers)?;
     let newest = warm.max_time_ns;
-    let q = query::Query {
+    let q = query::Query::from(EventQuery {
         agent: Some(7),
         limit: 1000,
         ..Default::default()
-    };
+    });
     let mut times = Vec::new();
     for _ in 0..5 {
         let t = Instant::now();

@@ -23,11 +23,7 @@ use crate::{
 
 pub(crate) fn load_options(cfg: &Config) -> LoadOptions {
     LoadOptions {
-        pin_dir: cfg.sensor.pin_dir.clone(),
-        capture_bytes: cfg.sensor.capture_bytes,
-        output_wakeup_records: cfg.sensor.output_wakeup_records,
-        events_ring_bytes: cfg.sensor.events_ring_bytes,
-        output_ring_bytes: cfg.sensor.output_ring_bytes,
+        sensor: cfg.sensor.clone(),
         net_cgroup: agents_cgroup_root(cfg),
         unix_allow: std::iter::once(cfg.api.socket.clone())
             .chain(cfg.confine.unix_sockets.iter().map(Into::into))

@@ -87,11 +87,8 @@ pub enum LoadError {
 
 #[derive(Clone, Debug)]
 pub(crate) struct LoadOptions {
-    pub(crate) pin_dir: PathBuf,
-    pub(crate) capture_bytes: u32,
-    pub(crate) output_wakeup_records: u32,
-    pub(crate) events_ring_bytes: u32,
-    pub(crate) output_ring_bytes: u32,
+    /// The `[sensor]` section as configured: pins, capture, rings.
+    pub(crate) sensor: config::SensorConfig,
     /// The cgroup whose descendants (the agents' cgroups) get the connect allowlist programs.
     pub(crate) net_cgroup: Option<PathBuf>,
     /// The path sockets an agent held to `UNIX_ALLOW` may still use (axiomd's own first), exactly
@@ -240,7 +237,7 @@ impl Programs {
         features::check_ringbuf()?;
         features::check_lockdown()?;
         let pins = Pins {
-            root: opts.pin_dir.clone(),
+            root: opts.sensor.pin_dir.clone(),
         };
         let hash = object_hash(SENSOR_OBJECT, opts);
         let (hooks, skipped) = available_hooks(&tracefs)?;
@@ -296,14 +293,14 @@ impl Programs {
 }
 
 fn configure(config: &mut Array<MapData, u64>, opts: &LoadOptions) -> Result<(), LoadError> {
-    let n = (opts.capture_bytes as usize).clamp(1, MAX_CAPTURE) as u64;
+    let n = (opts.sensor.capture_bytes as usize).clamp(1, MAX_CAPTURE) as u64;
     config
         .set(CFG_CAPTURE_BYTES, n, 0)
         .map_err(map_err("CONFIG"))?;
     config
         .set(
             CFG_OUTPUT_WAKEUP_RECORDS,
-            opts.output_wakeup_records as u64,
+            opts.sensor.output_wakeup_records as u64,
             0,
         )
         .map_err(map_err("CONFIG"))
@@ -329,7 +326,7 @@ fn available_hooks(tracefs: &Path) -> Result<(Vec<&'static Hook>, Vec<&'static s
 /// pins are not ours to reuse.
 fn object_hash(obj: &[u8], opts: &LoadOptions) -> u64 {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    let sizes = [opts.events_ring_bytes, opts.output_ring_bytes];
+    let sizes = [opts.sensor.events_ring_bytes, opts.sensor.output_ring_bytes];
     let net = opts
         .net_cgroup
         .as_ref()
@@ -744,14 +741,14 @@ fn fresh(
     opts: &LoadOptions,
 ) -> Result<Programs, LoadError> {
     // The pin directories were made (root's, 0700) by `own_pin_dirs`.
-    drop_resized_ring(pins, "EVENTS", opts.events_ring_bytes);
-    drop_resized_ring(pins, "OUTPUT", opts.output_ring_bytes);
+    drop_resized_ring(pins, "EVENTS", opts.sensor.events_ring_bytes);
+    drop_resized_ring(pins, "OUTPUT", opts.sensor.output_ring_bytes);
     let maps_dir = pins.maps();
     let mut ebpf = EbpfLoader::new()
         .default_map_pin_directory(&maps_dir)
         .map_max_entries("TRACKED", pid_max())
-        .map_max_entries("EVENTS", opts.events_ring_bytes)
-        .map_max_entries("OUTPUT", opts.output_ring_bytes)
+        .map_max_entries("EVENTS", opts.sensor.events_ring_bytes)
+        .map_max_entries("OUTPUT", opts.sensor.output_ring_bytes)
         .load(SENSOR_OBJECT)?;
     let (maps, mut config) = Maps::take(&mut ebpf)?;
     configure(&mut config, opts)?;

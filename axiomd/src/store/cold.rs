@@ -702,6 +702,7 @@ pub(crate) fn exporter(
 
 #[cfg(test)]
 mod tests {
+    use axiom_proto::wire::EventQuery;
     use std::sync::Arc;
 
     use super::*;
@@ -745,10 +746,10 @@ mod tests {
         let m = cold.manifest().unwrap();
         assert_eq!(m.parts, vec![a.clone(), b.clone()]);
         // Read back, filtered, newest first until the limit is met.
-        let q = Query {
+        let q = Query::from(EventQuery {
             limit: 3,
             ..Default::default()
-        };
+        });
         let got = cold.scan(&q).unwrap();
         assert!(
             got.iter()
@@ -758,11 +759,11 @@ mod tests {
         seqs.sort_unstable();
         assert_eq!(&seqs[seqs.len() - 3..], [13, 14, 15]);
         let all = cold
-            .scan(&Query {
+            .scan(&Query::from(EventQuery {
                 limit: 100,
                 text: Some("line 1".into()),
                 ..Default::default()
-            })
+            }))
             .unwrap();
         assert_eq!(all.len(), 6, "line 1 and line 10..14");
         // Exporting again after a crash between the manifest and the delete: the rows a listed

@@ -3,22 +3,40 @@
 //! once (by its identity: host, run, seq), in time order.
 use std::sync::{Arc, Mutex};
 
-use axiom_proto::wire::Event;
+use axiom_proto::wire::{Event, EventQuery};
 use duckdb::types::Value;
 
 use super::{StoreError, WriterStats, cold::Cold, hot, schema::Stored};
 
-/// What `axiomctl query` asks for.
+/// What `axiomctl query` asks for (the wire's own query, read through), and what the caller
+/// may see of it.
 #[derive(Clone, Debug, Default)]
 pub(crate) struct Query {
-    pub(crate) agent: Option<u64>,
-    pub(crate) since_ns: Option<u64>,
-    pub(crate) until_ns: Option<u64>,
-    pub(crate) kinds: Vec<String>,
-    pub(crate) text: Option<String>,
-    pub(crate) limit: usize,
+    pub(crate) asked: EventQuery,
     /// What a caller who is not an admin may see.
     pub(crate) visible_to: Option<Visible>,
+}
+
+impl From<EventQuery> for Query {
+    fn from(asked: EventQuery) -> Query {
+        Query {
+            asked,
+            visible_to: None,
+        }
+    }
+}
+
+impl std::ops::Deref for Query {
+    type Target = EventQuery;
+    fn deref(&self) -> &EventQuery {
+        &self.asked
+    }
+}
+
+impl std::ops::DerefMut for Query {
+    fn deref_mut(&mut self) -> &mut EventQuery {
+        &mut self.asked
+    }
 }
 
 /// A caller's events: of this host, and either of their uid or of one of their agents since
@@ -245,10 +263,9 @@ impl Reader {
 
     /// The latest `q.limit` events that match, across the tiers, oldest first.
     pub(crate) fn latest(&self, q: &Query) -> Result<Vec<Event>, StoreError> {
-        let q = &Query {
-            limit: q.limit.min(self.limits.max_rows),
-            ..q.clone()
-        };
+        let mut q = q.clone();
+        q.limit = q.limit.min(self.limits.max_rows);
+        let q = &q;
         let conn = self
             .warm
             .lock()
@@ -484,10 +501,10 @@ mod tests {
         assert!(!body.contains("quoted"), "{body}");
         let got = events(
             &conn,
-            &Query {
+            &Query::from(EventQuery {
                 limit: 10,
                 ..Default::default()
-            },
+            }),
         )
         .unwrap();
         let got: Vec<Event> = got.into_iter().map(|s| s.event).collect();
@@ -499,10 +516,10 @@ mod tests {
     fn the_rust_filter_matches_the_sql_one() {
         let e = ev("h", 1, 1, 10, "hello world");
         let q = |f: fn(&mut Query)| {
-            let mut q = Query {
+            let mut q = Query::from(EventQuery {
                 limit: 10,
                 ..Default::default()
-            };
+            });
             f(&mut q);
             q.accepts_stored(&e)
         };

@@ -204,12 +204,14 @@ fn seen(d: &Daemon, name: &str, kind: &str) -> anyhow::Result<usize> {
     let t0 = Instant::now();
     loop {
         let r = d.client().request(&Request::Query {
-            agent: Some(a.id),
-            since_ns: None,
-            until_ns: None,
-            kinds: vec![kind.into()],
-            text: None,
-            limit: 100_000,
+            events: axiom_proto::wire::EventQuery {
+                agent: Some(a.id),
+                since_ns: None,
+                until_ns: None,
+                kinds: vec![kind.into()],
+                text: None,
+                limit: 100_000,
+            },
             sql: None,
         });
         let n = r.events.map(|e| e.len()).unwrap_or(0);

@@ -171,7 +171,9 @@ const FLOORS: &[&[&str]] = &[
     &["bus", "authz", "notify", "supervise"],
     // What the kernel holds and tells: programs, maps, pins, /proc, cgroupfs; confinement
     // through them.
-    &["kernel", "confine"],
+    &["kernel"],
+    // Confinement: profiles, Landlock, limits, and the policy it writes into the kernel's maps.
+    &["confine"],
     &["sensor"],
     &["agents"],
     // What the agents' terminals show: painted by the rules, read by the actions.

@@ -41,7 +41,7 @@ pub(crate) struct Registry {
     cgroup_root: Option<PathBuf>,
     state: Option<state::StateDir>,
     /// The connect allowlist maps (none: the kernel lacks the programs).
-    net: Option<crate::confine::net::NetMaps>,
+    net: Option<crate::kernel::NetMaps>,
     /// Running agents one user (not root or the admin group) may have at once: the kernel's
     /// tables are shared by every user.
     max_per_user: usize,
@@ -166,7 +166,7 @@ impl Registry {
     }
 
     /// The connect allowlist maps the agents' policies go into.
-    pub(crate) fn set_net(&mut self, net: crate::confine::net::NetMaps) {
+    pub(crate) fn set_net(&mut self, net: crate::kernel::NetMaps) {
         self.net = Some(net);
     }
 

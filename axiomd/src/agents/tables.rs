@@ -5,7 +5,6 @@
 use std::collections::BTreeMap;
 
 use axiom_common::Tracked;
-use aya::maps::{Array, HashMap, MapData};
 
 use super::AgentError;
 
@@ -29,14 +28,8 @@ fn map_err(map: &'static str) -> impl Fn(aya::maps::MapError) -> AgentError {
     }
 }
 
-/// The pinned maps the eBPF programs read: TRACKED (an array indexed by tgid) and
-/// TRACKED_CGROUPS.
-pub(crate) struct Kernel {
-    pub(crate) tracked: Array<MapData, u64>,
-    pub(crate) cgroups: HashMap<MapData, u64, Tracked>,
-}
-
-impl Tables for Kernel {
+/// The kernel's own tracking maps.
+impl Tables for crate::kernel::TrackingMaps {
     fn agent_of_pid(&self, pid: u32) -> Option<u64> {
         self.tracked.get(&pid, 0).ok().filter(|a| *a != 0)
     }

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 
 use axiom_common::{NET_PORTS, NetKey, NetPorts};
 use axiom_proto::confine::{NetAllow, NetRules};
-use aya::maps::{HashMap, MapData, lpm_trie::Key, lpm_trie::LpmTrie};
+use aya::maps::lpm_trie::Key;
 
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum NetError {
@@ -16,15 +16,6 @@ pub(crate) enum NetError {
     TooManyPorts { what: String },
     #[error("connect allowlist map: {0}")]
     Map(#[from] aya::maps::MapError),
-}
-
-pub(crate) struct NetMaps {
-    pub(crate) policy: HashMap<MapData, u64, u32>,
-    pub(crate) allow: LpmTrie<MapData, NetKey, NetPorts>,
-    /// cgroup id → agent: the cgroup whose processes (tracked or not) the agent's policy binds.
-    pub(crate) cgroups: HashMap<MapData, u64, u64>,
-    /// Agents whose path Unix sockets are limited to `UNIX_ALLOW` (value unused).
-    pub(crate) unix: HashMap<MapData, u64, u32>,
 }
 
 /// One prefix's value: its own ports plus those of every wider prefix containing it (an LPM
@@ -74,7 +65,8 @@ fn mask(mut a: [u8; 16], len: u8) -> [u8; 16] {
     a
 }
 
-impl NetMaps {
+/// What the confinement writes into the kernel's policy maps.
+impl crate::kernel::NetMaps {
     /// Installs the agent's allowlist (nothing when it may connect anywhere).
     pub(crate) fn apply(&mut self, agent: u64, rules: &NetRules) -> Result<(), NetError> {
         if !rules.unix_any {

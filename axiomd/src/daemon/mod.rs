@@ -16,7 +16,7 @@ use crate::{
     api,
     bus::Bus,
     config::Config,
-    kernel::{LoadOptions, Programs},
+    kernel::{LoadOptions, NetMaps, Parts, Programs, Rings, TrackingMaps},
     sensor::{self, Pipeline},
     supervise::{Role, Supervisor},
 };
@@ -64,13 +64,6 @@ fn spawn_kernel_log(sup: &mut Supervisor, program_id: Option<u32>) {
     }
 }
 
-/// The sensor's three rings, taken from it for the reader thread.
-struct Rings {
-    events: aya::maps::RingBuf<aya::maps::MapData>,
-    output: aya::maps::RingBuf<aya::maps::MapData>,
-    matches: Option<aya::maps::RingBuf<aya::maps::MapData>>,
-}
-
 /// Raises the soft descriptor limit to the hard one: the soft 1,024 systemd and shells give let
 /// a few users' clients, terminals and pidfds use up what the rings, the store and every other
 /// user need. The bounds on clients (`api.max_clients*`) keep within it.
@@ -105,8 +98,13 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     };
     raise_fd_limit();
     let mut sup = Supervisor::default();
-    let (mut s, rings) = load_programs(&cfg, &mut sup)?;
-    let registry = restore_agents(&cfg, &mut s)?;
+    let Parts {
+        programs: s,
+        rings,
+        tracking,
+        net,
+    } = load_programs(&cfg, &mut sup)?;
+    let registry = restore_agents(&cfg, tracking, net)?;
     let rules = load_rules(&cfg)?;
     // Downstream first: the store (behind the bus), the actions, the rules; then the front
     // ends; the reader last.
@@ -183,9 +181,10 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
 }
 
 /// Opens (or takes over) the kernel programs and takes their rings for the reader.
-fn load_programs(cfg: &Config, sup: &mut Supervisor) -> anyhow::Result<(Programs, Rings)> {
+fn load_programs(cfg: &Config, sup: &mut Supervisor) -> anyhow::Result<Parts> {
     let opts = load_options(cfg);
-    let mut s = Programs::open(&opts)?;
+    let mut parts = Programs::open(&opts)?;
+    let s = &mut parts.programs;
     if s.reused {
         // Capture size and wakeup watermark are runtime settings: apply them to the running programs.
         s.configure(&opts)?;
@@ -201,40 +200,16 @@ fn load_programs(cfg: &Config, sup: &mut Supervisor) -> anyhow::Result<(Programs
         tracing::info!(skipped = ?s.skipped, "hooks this kernel lacks (legacy syscalls)");
     }
     spawn_kernel_log(sup, s.log_program_id);
-    let rings = Rings {
-        events: s.events.take().context("events ring already taken")?,
-        output: s.output.take().context("output ring already taken")?,
-        matches: s.matches.take(),
-    };
-    Ok((s, rings))
+    Ok(parts)
 }
 
 /// The agent registry, rebuilt from the kernel's maps and the state files.
-fn restore_agents(cfg: &Config, s: &mut Programs) -> anyhow::Result<Registry> {
+fn restore_agents(cfg: &Config, tracking: TrackingMaps, net: NetMaps) -> anyhow::Result<Registry> {
     let state = crate::agents::state::StateDir::open(cfg.agents.state_dir.clone())
         .with_context(|| format!("agent state directory {}", cfg.agents.state_dir.display()))?;
-    let tables = crate::agents::tables::Kernel {
-        tracked: s.tracked.take().context("tracking map already taken")?,
-        cgroups: s
-            .tracked_cgroups
-            .take()
-            .context("cgroup map already taken")?,
-    };
-    let mut registry = Registry::restore(Box::new(tables), Some(state));
+    let mut registry = Registry::restore(Box::new(tracking), Some(state));
     registry.set_max_per_user(cfg.agents.max_per_user);
-    if let (Some(policy), Some(allow), Some(cgroups), Some(unix)) = (
-        s.net_policy.take(),
-        s.net_allow.take(),
-        s.net_cgroup.take(),
-        s.unix_policy.take(),
-    ) {
-        registry.set_net(crate::confine::net::NetMaps {
-            policy,
-            allow,
-            cgroups,
-            unix,
-        });
-    }
+    registry.set_net(net);
     match agents_cgroup_root(cfg) {
         Some(root) => {
             registry.set_cgroup_root(root.clone())?;
@@ -430,9 +405,7 @@ fn spawn_reader(
             sensor::make_realtime();
         }
         let r = sensor::run(
-            rings.events,
-            rings.output,
-            rings.matches,
+            rings,
             Pipeline::new(bus)
                 .on_match(on_match)
                 .redactor(redactor)

@@ -148,25 +148,12 @@ impl Pins {
 /// The kernel programs as loaded (or found pinned) and attached, and every map userspace holds
 /// of them. The `sensor` stage reads their rings; this is the kernel side it reads from.
 pub(crate) struct Programs {
-    /// Taken by the agent registry.
-    pub(crate) tracked: Option<Array<MapData, u64>>,
-    pub(crate) tracked_cgroups: Option<HashMap<MapData, u64, Tracked>>,
     pub(crate) config: Array<MapData, u64>,
     pub(crate) lost: PerCpuArray<MapData, u64>,
     /// What the programs did (`axiom_common::Work`).
     pub(crate) work: PerCpuArray<MapData, u64>,
-    /// Taken by the ring readers.
-    pub(crate) events: Option<RingBuf<MapData>>,
-    pub(crate) output: Option<RingBuf<MapData>>,
-    pub(crate) matches: Option<RingBuf<MapData>>,
     /// The kernel matcher's tables.
     pub(crate) dfa: Array<MapData, axiom_common::Dfa>,
-    /// The connect allowlist (taken by the agent registry).
-    pub(crate) net_policy: Option<HashMap<MapData, u64, u32>>,
-    pub(crate) net_allow: Option<LpmTrie<MapData, axiom_common::NetKey, axiom_common::NetPorts>>,
-    pub(crate) net_cgroup: Option<HashMap<MapData, u64, u64>>,
-    /// Agents held to `UNIX_ALLOW` for path sockets (taken by the agent registry).
-    pub(crate) unix_policy: Option<HashMap<MapData, u64, u32>>,
     /// Program id of one attached program, to find the aya-log ring of the running programs.
     pub(crate) log_program_id: Option<u32>,
     /// The pins were reused: nothing was loaded or attached by this process.
@@ -182,6 +169,42 @@ pub(crate) struct Programs {
         reason = "held for its Drop: dropping it detaches a fresh load"
     )]
     pub(crate) ebpf: Option<Ebpf>,
+}
+
+/// The rings the reader drains.
+pub(crate) struct Rings {
+    pub(crate) events: RingBuf<MapData>,
+    pub(crate) output: RingBuf<MapData>,
+    pub(crate) matches: RingBuf<MapData>,
+}
+
+/// The maps that say what is tracked: the agent registry writes them.
+pub(crate) struct TrackingMaps {
+    /// tgid → agent.
+    pub(crate) tracked: Array<MapData, u64>,
+    /// cgroup id → agent.
+    pub(crate) cgroups: HashMap<MapData, u64, Tracked>,
+}
+
+/// The connect and path-socket policy maps: the agents' confinement writes them
+/// (`confine::net`), read by the cgroup programs at every connect of an agent's processes.
+pub(crate) struct NetMaps {
+    pub(crate) policy: HashMap<MapData, u64, u32>,
+    pub(crate) allow: LpmTrie<MapData, axiom_common::NetKey, axiom_common::NetPorts>,
+    /// cgroup id → agent: the cgroup whose processes (tracked or not) the agent's policy binds.
+    pub(crate) cgroups: HashMap<MapData, u64, u64>,
+    /// Agents whose path Unix sockets are limited to `UNIX_ALLOW` (value unused).
+    pub(crate) unix: HashMap<MapData, u64, u32>,
+}
+
+/// A load, each part handed out once, by type, to the stage that uses it: the programs and
+/// their counters stay with the sensor, the rings go to the reader, the tracking and policy
+/// maps to the agents.
+pub(crate) struct Parts {
+    pub(crate) programs: Programs,
+    pub(crate) rings: Rings,
+    pub(crate) tracking: TrackingMaps,
+    pub(crate) net: NetMaps,
 }
 
 impl From<aya::EbpfError> for LoadError {
@@ -230,7 +253,7 @@ impl Loaded for Programs {
 
 impl Programs {
     /// Loads or reuses the sensor. Start-up time to "attached" is measured and returned.
-    pub(crate) fn open(opts: &LoadOptions) -> Result<Programs, LoadError> {
+    pub(crate) fn open(opts: &LoadOptions) -> Result<Parts, LoadError> {
         let t0 = Instant::now();
         features::ensure_bpffs()?;
         let tracefs = features::ensure_tracefs()?;
@@ -243,14 +266,14 @@ impl Programs {
         let (hooks, skipped) = available_hooks(&tracefs)?;
         own_pin_dirs(&pins)?;
 
-        let mut sensor = match reuse(&pins, hash, &hooks, opts)? {
+        let mut parts = match reuse(&pins, hash, &hooks, opts)? {
             Some(s) => s,
             None => fresh(&pins, hash, &hooks, opts)?,
         };
         set_unix_allow(&pins, &opts.unix_allow)?;
-        sensor.skipped = skipped;
-        sensor.startup = t0.elapsed();
-        Ok(sensor)
+        parts.programs.skipped = skipped;
+        parts.programs.startup = t0.elapsed();
+        Ok(parts)
     }
 
     /// Sum over CPUs of each lost-record cause.
@@ -461,7 +484,7 @@ fn reuse(
     hash: u64,
     hooks: &[&'static Hook],
     opts: &LoadOptions,
-) -> Result<Option<Programs>, LoadError> {
+) -> Result<Option<Parts>, LoadError> {
     if !hooks.iter().all(|h| pins.link(h.program).exists()) || !pins.map("CONFIG").exists() {
         return Ok(None);
     }
@@ -495,7 +518,7 @@ fn reuse(
         }
     }
     let maps = Maps::pinned(pins)?;
-    Ok(Some(maps.into_sensor(
+    Ok(Some(maps.into_parts(
         config,
         pins,
         true,
@@ -511,18 +534,12 @@ fn cpu_sum(map: &PerCpuArray<MapData, u64>, index: u32) -> u64 {
 }
 
 struct Maps {
-    tracked: Array<MapData, u64>,
-    tracked_cgroups: HashMap<MapData, u64, Tracked>,
+    tracking: TrackingMaps,
+    rings: Rings,
+    net: NetMaps,
     lost: PerCpuArray<MapData, u64>,
     work: PerCpuArray<MapData, u64>,
-    events: RingBuf<MapData>,
-    output: RingBuf<MapData>,
-    matches: RingBuf<MapData>,
     dfa: Array<MapData, axiom_common::Dfa>,
-    net_policy: HashMap<MapData, u64, u32>,
-    net_allow: LpmTrie<MapData, axiom_common::NetKey, axiom_common::NetPorts>,
-    net_cgroup: HashMap<MapData, u64, u64>,
-    unix_policy: HashMap<MapData, u64, u32>,
 }
 
 fn map_err(name: &'static str) -> impl Fn(aya::maps::MapError) -> LoadError {
@@ -535,29 +552,35 @@ fn map_err(name: &'static str) -> impl Fn(aya::maps::MapError) -> LoadError {
 impl Maps {
     fn pinned(pins: &Pins) -> Result<Maps, LoadError> {
         Ok(Maps {
-            tracked: Array::try_from(Map::Array(open_pinned(pins, "TRACKED")?))
-                .map_err(map_err("TRACKED"))?,
-            tracked_cgroups: HashMap::try_from(Map::HashMap(open_pinned(pins, "TRACKED_CGROUPS")?))
-                .map_err(map_err("TRACKED_CGROUPS"))?,
+            tracking: TrackingMaps {
+                tracked: Array::try_from(Map::Array(open_pinned(pins, "TRACKED")?))
+                    .map_err(map_err("TRACKED"))?,
+                cgroups: HashMap::try_from(Map::HashMap(open_pinned(pins, "TRACKED_CGROUPS")?))
+                    .map_err(map_err("TRACKED_CGROUPS"))?,
+            },
+            rings: Rings {
+                events: RingBuf::try_from(Map::RingBuf(open_pinned(pins, "EVENTS")?))
+                    .map_err(map_err("EVENTS"))?,
+                output: RingBuf::try_from(Map::RingBuf(open_pinned(pins, "OUTPUT")?))
+                    .map_err(map_err("OUTPUT"))?,
+                matches: RingBuf::try_from(Map::RingBuf(open_pinned(pins, "MATCHES")?))
+                    .map_err(map_err("MATCHES"))?,
+            },
+            net: NetMaps {
+                policy: HashMap::try_from(Map::HashMap(open_pinned(pins, "NET_POLICY")?))
+                    .map_err(map_err("NET_POLICY"))?,
+                allow: LpmTrie::try_from(Map::LpmTrie(open_pinned(pins, "NET_ALLOW")?))
+                    .map_err(map_err("NET_ALLOW"))?,
+                cgroups: HashMap::try_from(Map::HashMap(open_pinned(pins, "NET_CGROUP")?))
+                    .map_err(map_err("NET_CGROUP"))?,
+                unix: HashMap::try_from(Map::HashMap(open_pinned(pins, "UNIX_POLICY")?))
+                    .map_err(map_err("UNIX_POLICY"))?,
+            },
             lost: PerCpuArray::try_from(Map::PerCpuArray(open_pinned(pins, "LOST")?))
                 .map_err(map_err("LOST"))?,
             work: PerCpuArray::try_from(Map::PerCpuArray(open_pinned(pins, "WORK")?))
                 .map_err(map_err("WORK"))?,
-            events: RingBuf::try_from(Map::RingBuf(open_pinned(pins, "EVENTS")?))
-                .map_err(map_err("EVENTS"))?,
-            output: RingBuf::try_from(Map::RingBuf(open_pinned(pins, "OUTPUT")?))
-                .map_err(map_err("OUTPUT"))?,
-            matches: RingBuf::try_from(Map::RingBuf(open_pinned(pins, "MATCHES")?))
-                .map_err(map_err("MATCHES"))?,
             dfa: Array::try_from(Map::Array(open_pinned(pins, "DFA")?)).map_err(map_err("DFA"))?,
-            net_policy: HashMap::try_from(Map::HashMap(open_pinned(pins, "NET_POLICY")?))
-                .map_err(map_err("NET_POLICY"))?,
-            net_allow: LpmTrie::try_from(Map::LpmTrie(open_pinned(pins, "NET_ALLOW")?))
-                .map_err(map_err("NET_ALLOW"))?,
-            net_cgroup: HashMap::try_from(Map::HashMap(open_pinned(pins, "NET_CGROUP")?))
-                .map_err(map_err("NET_CGROUP"))?,
-            unix_policy: HashMap::try_from(Map::HashMap(open_pinned(pins, "UNIX_POLICY")?))
-                .map_err(map_err("UNIX_POLICY"))?,
         })
     }
 
@@ -567,29 +590,36 @@ impl Maps {
         }
         Ok((
             Maps {
-                tracked: Array::try_from(take(ebpf, "TRACKED")?).map_err(map_err("TRACKED"))?,
-                tracked_cgroups: HashMap::try_from(take(ebpf, "TRACKED_CGROUPS")?)
-                    .map_err(map_err("TRACKED_CGROUPS"))?,
+                tracking: TrackingMaps {
+                    tracked: Array::try_from(take(ebpf, "TRACKED")?).map_err(map_err("TRACKED"))?,
+                    cgroups: HashMap::try_from(take(ebpf, "TRACKED_CGROUPS")?)
+                        .map_err(map_err("TRACKED_CGROUPS"))?,
+                },
+                rings: Rings {
+                    events: RingBuf::try_from(take(ebpf, "EVENTS")?).map_err(map_err("EVENTS"))?,
+                    output: RingBuf::try_from(take(ebpf, "OUTPUT")?).map_err(map_err("OUTPUT"))?,
+                    matches: RingBuf::try_from(take(ebpf, "MATCHES")?)
+                        .map_err(map_err("MATCHES"))?,
+                },
+                net: NetMaps {
+                    policy: HashMap::try_from(take(ebpf, "NET_POLICY")?)
+                        .map_err(map_err("NET_POLICY"))?,
+                    allow: LpmTrie::try_from(take(ebpf, "NET_ALLOW")?)
+                        .map_err(map_err("NET_ALLOW"))?,
+                    cgroups: HashMap::try_from(take(ebpf, "NET_CGROUP")?)
+                        .map_err(map_err("NET_CGROUP"))?,
+                    unix: HashMap::try_from(take(ebpf, "UNIX_POLICY")?)
+                        .map_err(map_err("UNIX_POLICY"))?,
+                },
                 lost: PerCpuArray::try_from(take(ebpf, "LOST")?).map_err(map_err("LOST"))?,
                 work: PerCpuArray::try_from(take(ebpf, "WORK")?).map_err(map_err("WORK"))?,
-                events: RingBuf::try_from(take(ebpf, "EVENTS")?).map_err(map_err("EVENTS"))?,
-                output: RingBuf::try_from(take(ebpf, "OUTPUT")?).map_err(map_err("OUTPUT"))?,
-                matches: RingBuf::try_from(take(ebpf, "MATCHES")?).map_err(map_err("MATCHES"))?,
                 dfa: Array::try_from(take(ebpf, "DFA")?).map_err(map_err("DFA"))?,
-                net_policy: HashMap::try_from(take(ebpf, "NET_POLICY")?)
-                    .map_err(map_err("NET_POLICY"))?,
-                net_allow: LpmTrie::try_from(take(ebpf, "NET_ALLOW")?)
-                    .map_err(map_err("NET_ALLOW"))?,
-                net_cgroup: HashMap::try_from(take(ebpf, "NET_CGROUP")?)
-                    .map_err(map_err("NET_CGROUP"))?,
-                unix_policy: HashMap::try_from(take(ebpf, "UNIX_POLICY")?)
-                    .map_err(map_err("UNIX_POLICY"))?,
             },
             Array::try_from(take(ebpf, "CONFIG")?).map_err(map_err("CONFIG"))?,
         ))
     }
 
-    fn into_sensor(
+    fn into_parts(
         self,
         config: Array<MapData, u64>,
         pins: &Pins,
@@ -597,28 +627,24 @@ impl Maps {
         attached: Vec<&'static str>,
         log_program_id: Option<u32>,
         ebpf: Option<Ebpf>,
-    ) -> Programs {
-        Programs {
-            tracked: Some(self.tracked),
-            tracked_cgroups: Some(self.tracked_cgroups),
-            config,
-            lost: self.lost,
-            work: self.work,
-            events: Some(self.events),
-            output: Some(self.output),
-            matches: Some(self.matches),
-            dfa: self.dfa,
-            net_policy: Some(self.net_policy),
-            net_allow: Some(self.net_allow),
-            net_cgroup: Some(self.net_cgroup),
-            unix_policy: Some(self.unix_policy),
-            log_program_id,
-            reused,
-            attached,
-            skipped: Vec::new(),
-            startup: Duration::ZERO,
-            pins: pins.clone(),
-            ebpf,
+    ) -> Parts {
+        Parts {
+            programs: Programs {
+                config,
+                lost: self.lost,
+                work: self.work,
+                dfa: self.dfa,
+                log_program_id,
+                reused,
+                attached,
+                skipped: Vec::new(),
+                startup: Duration::ZERO,
+                pins: pins.clone(),
+                ebpf,
+            },
+            rings: self.rings,
+            tracking: self.tracking,
+            net: self.net,
         }
     }
 }
@@ -739,7 +765,7 @@ fn fresh(
     hash: u64,
     hooks: &[&'static Hook],
     opts: &LoadOptions,
-) -> Result<Programs, LoadError> {
+) -> Result<Parts, LoadError> {
     // The pin directories were made (root's, 0700) by `own_pin_dirs`.
     drop_resized_ring(pins, "EVENTS", opts.sensor.events_ring_bytes);
     drop_resized_ring(pins, "OUTPUT", opts.sensor.output_ring_bytes);
@@ -793,7 +819,7 @@ fn fresh(
     config
         .set(CFG_OBJECT_HASH, hash, 0)
         .map_err(map_err("CONFIG"))?;
-    Ok(maps.into_sensor(config, pins, false, attached, log_program_id, Some(ebpf)))
+    Ok(maps.into_parts(config, pins, false, attached, log_program_id, Some(ebpf)))
 }
 
 /// Attaches the connect allowlist programs to `cgroup` (every agent cgroup is below it; the

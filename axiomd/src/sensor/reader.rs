@@ -95,15 +95,18 @@ pub(crate) fn make_realtime() {
 /// Lifecycle/file/network records and bulk output arrive on separate rings so a flood of output
 /// can never push out an exec or exit record.
 pub(crate) fn run(
-    mut events: RingBuf<MapData>,
-    mut output: RingBuf<MapData>,
-    mut matches: Option<RingBuf<MapData>>,
+    rings: crate::kernel::Rings,
     mut p: Pipeline,
     flush: Duration,
     stop: &std::sync::atomic::AtomicBool,
 ) -> std::io::Result<()> {
     use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
     use std::os::fd::AsFd as _;
+    let crate::kernel::Rings {
+        mut events,
+        mut output,
+        mut matches,
+    } = rings;
     let timeout = PollTimeout::try_from(flush).unwrap_or(PollTimeout::MAX);
     let mut batch = Batch::default();
     loop {
@@ -115,24 +118,20 @@ pub(crate) fn run(
         // programs stay attached) or go with them.
         let stopping = stop.load(std::sync::atomic::Ordering::Relaxed);
         // Kernel matches first, before any bulk: they are what detection latency is made of.
-        if let Some(m) = matches.as_mut() {
-            while let Some(r) = m.next() {
-                p.handle(&r);
-            }
-            p.publish();
+        while let Some(r) = matches.next() {
+            p.handle(&r);
         }
+        p.publish();
         // Records written while axiomd was down are already waiting: drain before each wait.
         batch.drain(&mut events, &mut output, &mut p);
         if stopping {
             return Ok(());
         }
-        let mut fds = vec![
+        let mut fds = [
             PollFd::new(events.as_fd(), PollFlags::POLLIN),
             PollFd::new(output.as_fd(), PollFlags::POLLIN),
+            PollFd::new(matches.as_fd(), PollFlags::POLLIN),
         ];
-        if let Some(m) = matches.as_ref() {
-            fds.push(PollFd::new(m.as_fd(), PollFlags::POLLIN));
-        }
         // Most output records arrive without a wakeup: the timeout drains them.
         match poll(&mut fds, timeout) {
             Ok(_) | Err(nix::errno::Errno::EINTR) => {}

@@ -14,9 +14,16 @@ pub(crate) mod btf;
 pub(crate) mod cgroup;
 pub(crate) mod config;
 pub(crate) mod features;
+mod maps;
+mod pins;
 pub(crate) mod procfs;
 pub(crate) mod pty;
 pub(crate) mod unix;
+
+use maps::{Maps, cpu_sum, map_err};
+pub(crate) use maps::{NetMaps, Parts, Rings, TrackingMaps};
+pub use pins::Pins;
+use pins::{drop_resized_ring, mkdir, open_pinned, own_pin_dirs, replace_pin, replace_pin_with};
 
 use std::{
     path::{Path, PathBuf},
@@ -25,11 +32,11 @@ use std::{
 
 use axiom_common::{
     CFG_CAPTURE_BYTES, CFG_OBJECT_HASH, CFG_OUTPUT_WAKEUP_RECORDS, HOOKS, Hook, LostCause,
-    MAX_CAPTURE, Tracked,
+    MAX_CAPTURE,
 };
 use aya::{
     Ebpf, EbpfLoader,
-    maps::{Array, HashMap, Map, MapData, PerCpuArray, RingBuf, lpm_trie::LpmTrie},
+    maps::{Array, Map, MapData, PerCpuArray},
     programs::{
         CgroupAttachMode, CgroupSockAddr, ProgramError, TracePoint,
         links::{FdLink, PinnedLink},
@@ -106,45 +113,6 @@ const NET_PROGRAMS: [&str; 5] = [
     "sock_create",
 ];
 
-/// Paths of the pins under the pin directory.
-#[derive(Clone, Debug)]
-pub struct Pins {
-    pub(crate) root: PathBuf,
-}
-
-impl Pins {
-    pub fn root(&self) -> &Path {
-        &self.root
-    }
-
-    pub fn maps(&self) -> PathBuf {
-        self.root.join("maps")
-    }
-    pub fn map(&self, name: &str) -> PathBuf {
-        self.maps().join(name)
-    }
-    pub fn links(&self) -> PathBuf {
-        self.root.join("links")
-    }
-    pub fn link(&self, program: &str) -> PathBuf {
-        self.links().join(program)
-    }
-
-    /// Removes every pin: programs detach when the last reference (ours) closes.
-    pub fn remove_all(&self) -> std::io::Result<()> {
-        for dir in [self.links(), self.maps()] {
-            if let Ok(rd) = std::fs::read_dir(&dir) {
-                for e in rd.flatten() {
-                    std::fs::remove_file(e.path())?;
-                }
-            }
-            let _ = std::fs::remove_dir(&dir);
-        }
-        let _ = std::fs::remove_dir(&self.root);
-        Ok(())
-    }
-}
-
 /// The kernel programs as loaded (or found pinned) and attached, and every map userspace holds
 /// of them. The `sensor` stage reads their rings; this is the kernel side it reads from.
 pub(crate) struct Programs {
@@ -169,42 +137,6 @@ pub(crate) struct Programs {
         reason = "held for its Drop: dropping it detaches a fresh load"
     )]
     pub(crate) ebpf: Option<Ebpf>,
-}
-
-/// The rings the reader drains.
-pub(crate) struct Rings {
-    pub(crate) events: RingBuf<MapData>,
-    pub(crate) output: RingBuf<MapData>,
-    pub(crate) matches: RingBuf<MapData>,
-}
-
-/// The maps that say what is tracked: the agent registry writes them.
-pub(crate) struct TrackingMaps {
-    /// tgid → agent.
-    pub(crate) tracked: Array<MapData, u64>,
-    /// cgroup id → agent.
-    pub(crate) cgroups: HashMap<MapData, u64, Tracked>,
-}
-
-/// The connect and path-socket policy maps: the agents' confinement writes them
-/// (`confine::net`), read by the cgroup programs at every connect of an agent's processes.
-pub(crate) struct NetMaps {
-    pub(crate) policy: HashMap<MapData, u64, u32>,
-    pub(crate) allow: LpmTrie<MapData, axiom_common::NetKey, axiom_common::NetPorts>,
-    /// cgroup id → agent: the cgroup whose processes (tracked or not) the agent's policy binds.
-    pub(crate) cgroups: HashMap<MapData, u64, u64>,
-    /// Agents whose path Unix sockets are limited to `UNIX_ALLOW` (value unused).
-    pub(crate) unix: HashMap<MapData, u64, u32>,
-}
-
-/// A load, each part handed out once, by type, to the stage that uses it: the programs and
-/// their counters stay with the sensor, the rings go to the reader, the tracking and policy
-/// maps to the agents.
-pub(crate) struct Parts {
-    pub(crate) programs: Programs,
-    pub(crate) rings: Rings,
-    pub(crate) tracking: TrackingMaps,
-    pub(crate) net: NetMaps,
 }
 
 impl From<aya::EbpfError> for LoadError {
@@ -474,10 +406,6 @@ fn set_unix_allow(pins: &Pins, paths: &[PathBuf]) -> Result<(), LoadError> {
     Ok(())
 }
 
-fn open_pinned(pins: &Pins, name: &'static str) -> Result<MapData, LoadError> {
-    MapData::from_pin(pins.map(name)).map_err(map_err(name))
-}
-
 /// Reuses an intact, same-version pin set; `None` when anything is missing or different.
 fn reuse(
     pins: &Pins,
@@ -528,127 +456,6 @@ fn reuse(
     )))
 }
 
-/// A per-CPU counter, summed over the CPUs (0 if it cannot be read).
-fn cpu_sum(map: &PerCpuArray<MapData, u64>, index: u32) -> u64 {
-    map.get(&index, 0).map(|v| v.iter().sum()).unwrap_or(0)
-}
-
-struct Maps {
-    tracking: TrackingMaps,
-    rings: Rings,
-    net: NetMaps,
-    lost: PerCpuArray<MapData, u64>,
-    work: PerCpuArray<MapData, u64>,
-    dfa: Array<MapData, axiom_common::Dfa>,
-}
-
-fn map_err(name: &'static str) -> impl Fn(aya::maps::MapError) -> LoadError {
-    move |source| LoadError::Map {
-        name,
-        source: Box::new(source),
-    }
-}
-
-impl Maps {
-    fn pinned(pins: &Pins) -> Result<Maps, LoadError> {
-        Ok(Maps {
-            tracking: TrackingMaps {
-                tracked: Array::try_from(Map::Array(open_pinned(pins, "TRACKED")?))
-                    .map_err(map_err("TRACKED"))?,
-                cgroups: HashMap::try_from(Map::HashMap(open_pinned(pins, "TRACKED_CGROUPS")?))
-                    .map_err(map_err("TRACKED_CGROUPS"))?,
-            },
-            rings: Rings {
-                events: RingBuf::try_from(Map::RingBuf(open_pinned(pins, "EVENTS")?))
-                    .map_err(map_err("EVENTS"))?,
-                output: RingBuf::try_from(Map::RingBuf(open_pinned(pins, "OUTPUT")?))
-                    .map_err(map_err("OUTPUT"))?,
-                matches: RingBuf::try_from(Map::RingBuf(open_pinned(pins, "MATCHES")?))
-                    .map_err(map_err("MATCHES"))?,
-            },
-            net: NetMaps {
-                policy: HashMap::try_from(Map::HashMap(open_pinned(pins, "NET_POLICY")?))
-                    .map_err(map_err("NET_POLICY"))?,
-                allow: LpmTrie::try_from(Map::LpmTrie(open_pinned(pins, "NET_ALLOW")?))
-                    .map_err(map_err("NET_ALLOW"))?,
-                cgroups: HashMap::try_from(Map::HashMap(open_pinned(pins, "NET_CGROUP")?))
-                    .map_err(map_err("NET_CGROUP"))?,
-                unix: HashMap::try_from(Map::HashMap(open_pinned(pins, "UNIX_POLICY")?))
-                    .map_err(map_err("UNIX_POLICY"))?,
-            },
-            lost: PerCpuArray::try_from(Map::PerCpuArray(open_pinned(pins, "LOST")?))
-                .map_err(map_err("LOST"))?,
-            work: PerCpuArray::try_from(Map::PerCpuArray(open_pinned(pins, "WORK")?))
-                .map_err(map_err("WORK"))?,
-            dfa: Array::try_from(Map::Array(open_pinned(pins, "DFA")?)).map_err(map_err("DFA"))?,
-        })
-    }
-
-    fn take(ebpf: &mut Ebpf) -> Result<(Maps, Array<MapData, u64>), LoadError> {
-        fn take(ebpf: &mut Ebpf, name: &'static str) -> Result<Map, LoadError> {
-            ebpf.take_map(name).ok_or(LoadError::MissingMap(name))
-        }
-        Ok((
-            Maps {
-                tracking: TrackingMaps {
-                    tracked: Array::try_from(take(ebpf, "TRACKED")?).map_err(map_err("TRACKED"))?,
-                    cgroups: HashMap::try_from(take(ebpf, "TRACKED_CGROUPS")?)
-                        .map_err(map_err("TRACKED_CGROUPS"))?,
-                },
-                rings: Rings {
-                    events: RingBuf::try_from(take(ebpf, "EVENTS")?).map_err(map_err("EVENTS"))?,
-                    output: RingBuf::try_from(take(ebpf, "OUTPUT")?).map_err(map_err("OUTPUT"))?,
-                    matches: RingBuf::try_from(take(ebpf, "MATCHES")?)
-                        .map_err(map_err("MATCHES"))?,
-                },
-                net: NetMaps {
-                    policy: HashMap::try_from(take(ebpf, "NET_POLICY")?)
-                        .map_err(map_err("NET_POLICY"))?,
-                    allow: LpmTrie::try_from(take(ebpf, "NET_ALLOW")?)
-                        .map_err(map_err("NET_ALLOW"))?,
-                    cgroups: HashMap::try_from(take(ebpf, "NET_CGROUP")?)
-                        .map_err(map_err("NET_CGROUP"))?,
-                    unix: HashMap::try_from(take(ebpf, "UNIX_POLICY")?)
-                        .map_err(map_err("UNIX_POLICY"))?,
-                },
-                lost: PerCpuArray::try_from(take(ebpf, "LOST")?).map_err(map_err("LOST"))?,
-                work: PerCpuArray::try_from(take(ebpf, "WORK")?).map_err(map_err("WORK"))?,
-                dfa: Array::try_from(take(ebpf, "DFA")?).map_err(map_err("DFA"))?,
-            },
-            Array::try_from(take(ebpf, "CONFIG")?).map_err(map_err("CONFIG"))?,
-        ))
-    }
-
-    fn into_parts(
-        self,
-        config: Array<MapData, u64>,
-        pins: &Pins,
-        reused: bool,
-        attached: Vec<&'static str>,
-        log_program_id: Option<u32>,
-        ebpf: Option<Ebpf>,
-    ) -> Parts {
-        Parts {
-            programs: Programs {
-                config,
-                lost: self.lost,
-                work: self.work,
-                dfa: self.dfa,
-                log_program_id,
-                reused,
-                attached,
-                skipped: Vec::new(),
-                startup: Duration::ZERO,
-                pins: pins.clone(),
-                ebpf,
-            },
-            rings: self.rings,
-            tracking: self.tracking,
-            net: self.net,
-        }
-    }
-}
-
 /// Entries of the tgid-indexed tracking array: kernel.pid_max (a pinned array keeps the size it was
 /// created with; pids beyond it are counted as `track_map_full`).
 fn pid_max() -> u32 {
@@ -656,72 +463,6 @@ fn pid_max() -> u32 {
         .ok()
         .and_then(|s| s.trim().parse().ok())
         .unwrap_or(4 << 20)
-}
-
-/// A pinned ring whose size differs from the configured one cannot be reused: unpin it so the
-/// load creates a new one.
-fn drop_resized_ring(pins: &Pins, name: &'static str, bytes: u32) {
-    let path = pins.map(name);
-    if let Ok(info) = aya::maps::MapInfo::from_pin(&path)
-        && info.max_entries() != bytes
-    {
-        tracing::warn!(
-            map = name,
-            pinned = info.max_entries(),
-            configured = bytes,
-            "ring size changed: replacing the pinned ring"
-        );
-        let _ = std::fs::remove_file(&path);
-    }
-}
-
-/// The pin directories are root's and no one else may write them: /sys/fs/bpf is often
-/// world-writable (sticky), so a user could make `axiom` (or `axiom/maps`) first and then
-/// unlink or rename the pins in it. A directory that is not root's, or is writable by others,
-/// is removed if empty (bpffs holds nothing else a user could have put there) and made anew
-/// with mode 0700; one that is not empty is refused.
-fn own_pin_dirs(pins: &Pins) -> Result<(), LoadError> {
-    use std::os::unix::fs::{MetadataExt as _, PermissionsExt as _};
-    for dir in [pins.root.clone(), pins.maps(), pins.links()] {
-        let err = |reason: String| LoadError::Pin {
-            path: dir.clone(),
-            reason,
-        };
-        if let Ok(m) = std::fs::symlink_metadata(&dir) {
-            let foreign = !m.is_dir() || m.uid() != 0 || m.mode() & 0o022 != 0;
-            if foreign {
-                std::fs::remove_dir(&dir).map_err(|e| {
-                    err(format!(
-                        "not root's or writable by others (uid {}, mode {:o}), and cannot be \
-                         removed: {e}",
-                        m.uid(),
-                        m.mode() & 0o7777
-                    ))
-                })?;
-                tracing::warn!(path = %dir.display(), uid = m.uid(), "a pin directory that was not root's was removed");
-            }
-        }
-        mkdir(&dir)?;
-        // A user may have made it again between the removal and the mkdir: whatever stands
-        // there now is made root's (a link is refused), so it cannot stay theirs.
-        let m = std::fs::symlink_metadata(&dir).map_err(|e| err(e.to_string()))?;
-        if !m.is_dir() {
-            return Err(err("not a directory".into()));
-        }
-        if m.uid() != 0 || m.gid() != 0 {
-            std::os::unix::fs::lchown(&dir, Some(0), Some(0)).map_err(|e| err(e.to_string()))?;
-        }
-        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700))
-            .map_err(|e| err(e.to_string()))?;
-    }
-    Ok(())
-}
-
-fn mkdir(path: &Path) -> Result<(), LoadError> {
-    std::fs::create_dir_all(path).map_err(|e| LoadError::Pin {
-        path: path.into(),
-        reason: e.to_string(),
-    })
 }
 
 /// Loads one program, turning a verifier refusal into a one-line error (log at debug).
@@ -893,35 +634,6 @@ fn attach_net(ebpf: &mut Ebpf, pins: &Pins, cgroup: &Path) -> Result<(), LoadErr
             unix::pin(link.as_fd(), next).map_err(|e| e.to_string())
         })?;
     }
-    Ok(())
-}
-
-/// Pins the new link beside the old one, then swaps names: the old program stays attached until
-/// the new one is, so there is never a moment with neither.
-fn replace_pin(pins: &Pins, program: &str, link: FdLink) -> Result<(), LoadError> {
-    replace_pin_with(pins, program, |next| {
-        link.pin(next).map(drop).map_err(|e| e.to_string())
-    })
-}
-
-/// `replace_pin` for a link made without aya (`pin` pins it at the path it is given).
-fn replace_pin_with(
-    pins: &Pins,
-    program: &str,
-    pin: impl FnOnce(&Path) -> Result<(), String>,
-) -> Result<(), LoadError> {
-    let path = pins.link(program);
-    let next = pins.links().join(format!("{program}_next"));
-    let _ = std::fs::remove_file(&next);
-    pin(&next).map_err(|reason| LoadError::Pin {
-        path: next.clone(),
-        reason,
-    })?;
-    let _ = std::fs::remove_file(&path);
-    std::fs::rename(&next, &path).map_err(|e| LoadError::Pin {
-        path: path.clone(),
-        reason: format!("rename from {}: {e}", next.display()),
-    })?;
     Ok(())
 }
 

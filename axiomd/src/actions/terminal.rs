@@ -80,7 +80,7 @@ impl Terminals {
 
     pub(crate) fn hold(&self, agent: u64, master: OwnedFd) {
         let master = Arc::new(master);
-        self.screens.own(agent, master.clone());
+        self.screens.own(agent, &master);
         if let Ok(mut h) = self.held.lock() {
             h.insert(agent, master);
         }

@@ -10,7 +10,7 @@
 use std::{
     collections::{BTreeMap, HashMap},
     os::fd::OwnedFd,
-    sync::{Arc, Condvar, Mutex, MutexGuard},
+    sync::{Arc, Condvar, Mutex, MutexGuard, Weak},
     time::{Duration, Instant},
 };
 
@@ -47,7 +47,8 @@ struct Own {
     device: String,
     rows: u16,
     cols: u16,
-    master: Arc<OwnedFd>,
+    /// The terminals' own (weak: a released terminal closes, the screens do not keep it open).
+    master: Weak<OwnedFd>,
 }
 
 #[derive(Default)]
@@ -85,15 +86,15 @@ impl Screens {
     }
 
     /// The agent's own terminal is the pty whose master axiomd holds now.
-    pub(crate) fn own(&self, agent: u64, master: Arc<OwnedFd>) {
-        let Some((device, rows, cols)) = pty::describe(&master) else {
+    pub(crate) fn own(&self, agent: u64, master: &Arc<OwnedFd>) {
+        let Some((device, rows, cols)) = pty::describe(master) else {
             return;
         };
         self.lock().agents.entry(agent).or_default().own = Some(Own {
             device,
             rows,
             cols,
-            master,
+            master: Arc::downgrade(master),
         });
     }
 
@@ -201,7 +202,7 @@ impl Screens {
         let State { agents, shed } = &mut *st;
         for a in agents.values_mut() {
             let Some(o) = &mut a.own else { continue };
-            let Some((_, rows, cols)) = pty::describe(&o.master) else {
+            let Some((_, rows, cols)) = o.master.upgrade().and_then(|m| pty::describe(&m)) else {
                 continue;
             };
             (o.rows, o.cols) = (rows, cols);
@@ -251,13 +252,14 @@ impl Screens {
         deadline: Instant,
     ) -> Waited {
         self.wait(Some(deadline), |st, _| {
-            match st
+            if st
                 .agents
                 .get(&agent)
                 .is_some_and(|a| a.shows(text) > before)
             {
-                true => Ok(Waited::Done),
-                false => Err(None),
+                Ok(Waited::Done)
+            } else {
+                Err(None)
             }
         })
         .unwrap_or(Waited::TimedOut)

@@ -106,7 +106,6 @@ pub(crate) struct Supervisor {
     parts: Vec<Part>,
     watch: Watch,
     ended: mpsc::UnboundedReceiver<(&'static str, Role)>,
-    stopping: bool,
 }
 
 impl Default for Supervisor {
@@ -116,7 +115,6 @@ impl Default for Supervisor {
             parts: Vec::new(),
             watch: Watch { ended: tx },
             ended,
-            stopping: false,
         }
     }
 }
@@ -186,7 +184,6 @@ impl Supervisor {
 
     /// Stops the part named `name` ahead of the others (the front ends, before the reader).
     pub(crate) async fn stop_first(&mut self, name: &str) {
-        self.stopping = true;
         if let Some(i) = self.parts.iter().position(|p| p.name == name) {
             let p = self.parts.remove(i);
             stop(p).await;
@@ -195,7 +192,6 @@ impl Supervisor {
 
     /// Stops every part, the last started first, each finished before the next.
     pub(crate) async fn stop_all(&mut self) {
-        self.stopping = true;
         while let Some(p) = self.parts.pop() {
             stop(p).await;
         }

@@ -66,74 +66,52 @@ pub(super) fn map_err(name: &'static str) -> impl Fn(aya::maps::MapError) -> Loa
     }
 }
 
+/// The map `name` from `get`, as the type the sensor declared it with.
+fn typed<T: TryFrom<Map, Error = aya::maps::MapError>>(
+    get: &mut impl FnMut(&'static str) -> Result<Map, LoadError>,
+    name: &'static str,
+) -> Result<T, LoadError> {
+    T::try_from(get(name)?).map_err(map_err(name))
+}
+
 impl Maps {
+    /// The maps of a pin set the sensor left.
     pub(super) fn pinned(pins: &Pins) -> Result<Maps, LoadError> {
-        Ok(Maps {
-            tracking: TrackingMaps {
-                tracked: Array::try_from(Map::Array(open_pinned(pins, "TRACKED")?))
-                    .map_err(map_err("TRACKED"))?,
-                cgroups: HashMap::try_from(Map::HashMap(open_pinned(pins, "TRACKED_CGROUPS")?))
-                    .map_err(map_err("TRACKED_CGROUPS"))?,
-            },
-            rings: Rings {
-                events: RingBuf::try_from(Map::RingBuf(open_pinned(pins, "EVENTS")?))
-                    .map_err(map_err("EVENTS"))?,
-                output: RingBuf::try_from(Map::RingBuf(open_pinned(pins, "OUTPUT")?))
-                    .map_err(map_err("OUTPUT"))?,
-                matches: RingBuf::try_from(Map::RingBuf(open_pinned(pins, "MATCHES")?))
-                    .map_err(map_err("MATCHES"))?,
-            },
-            net: NetMaps {
-                policy: HashMap::try_from(Map::HashMap(open_pinned(pins, "NET_POLICY")?))
-                    .map_err(map_err("NET_POLICY"))?,
-                allow: LpmTrie::try_from(Map::LpmTrie(open_pinned(pins, "NET_ALLOW")?))
-                    .map_err(map_err("NET_ALLOW"))?,
-                cgroups: HashMap::try_from(Map::HashMap(open_pinned(pins, "NET_CGROUP")?))
-                    .map_err(map_err("NET_CGROUP"))?,
-                unix: HashMap::try_from(Map::HashMap(open_pinned(pins, "UNIX_POLICY")?))
-                    .map_err(map_err("UNIX_POLICY"))?,
-            },
-            lost: PerCpuArray::try_from(Map::PerCpuArray(open_pinned(pins, "LOST")?))
-                .map_err(map_err("LOST"))?,
-            work: PerCpuArray::try_from(Map::PerCpuArray(open_pinned(pins, "WORK")?))
-                .map_err(map_err("WORK"))?,
-            dfa: Array::try_from(Map::Array(open_pinned(pins, "DFA")?)).map_err(map_err("DFA"))?,
-        })
+        Maps::from(|name| Map::from_map_data(open_pinned(pins, name)?).map_err(map_err(name)))
     }
 
+    /// The maps of a fresh load, and its CONFIG array.
     pub(super) fn take(ebpf: &mut Ebpf) -> Result<(Maps, Array<MapData, u64>), LoadError> {
-        fn take(ebpf: &mut Ebpf, name: &'static str) -> Result<Map, LoadError> {
-            ebpf.take_map(name).ok_or(LoadError::MissingMap(name))
-        }
-        Ok((
-            Maps {
-                tracking: TrackingMaps {
-                    tracked: Array::try_from(take(ebpf, "TRACKED")?).map_err(map_err("TRACKED"))?,
-                    cgroups: HashMap::try_from(take(ebpf, "TRACKED_CGROUPS")?)
-                        .map_err(map_err("TRACKED_CGROUPS"))?,
-                },
-                rings: Rings {
-                    events: RingBuf::try_from(take(ebpf, "EVENTS")?).map_err(map_err("EVENTS"))?,
-                    output: RingBuf::try_from(take(ebpf, "OUTPUT")?).map_err(map_err("OUTPUT"))?,
-                    matches: RingBuf::try_from(take(ebpf, "MATCHES")?)
-                        .map_err(map_err("MATCHES"))?,
-                },
-                net: NetMaps {
-                    policy: HashMap::try_from(take(ebpf, "NET_POLICY")?)
-                        .map_err(map_err("NET_POLICY"))?,
-                    allow: LpmTrie::try_from(take(ebpf, "NET_ALLOW")?)
-                        .map_err(map_err("NET_ALLOW"))?,
-                    cgroups: HashMap::try_from(take(ebpf, "NET_CGROUP")?)
-                        .map_err(map_err("NET_CGROUP"))?,
-                    unix: HashMap::try_from(take(ebpf, "UNIX_POLICY")?)
-                        .map_err(map_err("UNIX_POLICY"))?,
-                },
-                lost: PerCpuArray::try_from(take(ebpf, "LOST")?).map_err(map_err("LOST"))?,
-                work: PerCpuArray::try_from(take(ebpf, "WORK")?).map_err(map_err("WORK"))?,
-                dfa: Array::try_from(take(ebpf, "DFA")?).map_err(map_err("DFA"))?,
+        let mut take = |name: &'static str| ebpf.take_map(name).ok_or(LoadError::MissingMap(name));
+        let maps = Maps::from(&mut take)?;
+        let config = typed(&mut take, "CONFIG")?;
+        Ok((maps, config))
+    }
+
+    /// Every map by name from `get`, each as its type.
+    fn from(
+        mut get: impl FnMut(&'static str) -> Result<Map, LoadError>,
+    ) -> Result<Maps, LoadError> {
+        Ok(Maps {
+            tracking: TrackingMaps {
+                tracked: typed(&mut get, "TRACKED")?,
+                cgroups: typed(&mut get, "TRACKED_CGROUPS")?,
             },
-            Array::try_from(take(ebpf, "CONFIG")?).map_err(map_err("CONFIG"))?,
-        ))
+            rings: Rings {
+                events: typed(&mut get, "EVENTS")?,
+                output: typed(&mut get, "OUTPUT")?,
+                matches: typed(&mut get, "MATCHES")?,
+            },
+            net: NetMaps {
+                policy: typed(&mut get, "NET_POLICY")?,
+                allow: typed(&mut get, "NET_ALLOW")?,
+                cgroups: typed(&mut get, "NET_CGROUP")?,
+                unix: typed(&mut get, "UNIX_POLICY")?,
+            },
+            lost: typed(&mut get, "LOST")?,
+            work: typed(&mut get, "WORK")?,
+            dfa: typed(&mut get, "DFA")?,
+        })
     }
 
     pub(super) fn into_parts(

@@ -449,17 +449,10 @@ impl<'a> World<'a> {
 
     /// The agent's events stored so far.
     fn events_now(&self, agent: u64) -> Vec<Event> {
-        let r = self.d.client().request(&Request::Query {
-            events: axiom_proto::wire::EventQuery {
-                agent: Some(agent),
-                since_ns: None,
-                until_ns: None,
-                kinds: vec![],
-                text: None,
-                limit: 20_000,
-            },
-            sql: None,
-        });
+        let r = self
+            .d
+            .client()
+            .request(&crate::latest_request(agent, 20_000));
         r.events.unwrap_or_default()
     }
 

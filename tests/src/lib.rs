@@ -761,14 +761,22 @@ pub fn python() -> PathBuf {
 pub fn sql_request(sql: &str, limit: usize) -> Request {
     Request::Query {
         events: axiom_proto::wire::EventQuery {
-            agent: None,
-            since_ns: None,
-            until_ns: None,
-            kinds: vec![],
-            text: None,
             limit,
+            ..Default::default()
         },
         sql: Some(sql.into()),
+    }
+}
+
+/// A `query` request for an agent's latest `limit` stored events.
+pub fn latest_request(agent: u64, limit: usize) -> Request {
+    Request::Query {
+        events: axiom_proto::wire::EventQuery {
+            agent: Some(agent),
+            limit,
+            ..Default::default()
+        },
+        sql: None,
     }
 }
 

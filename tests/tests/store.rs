@@ -17,17 +17,7 @@ fn query(d: &Daemon, req: Request) -> Reply {
 }
 
 fn latest(agent: u64, limit: usize) -> Request {
-    Request::Query {
-        events: axiom_proto::wire::EventQuery {
-            agent: Some(agent),
-            since_ns: None,
-            until_ns: None,
-            kinds: vec![],
-            text: None,
-            limit,
-        },
-        sql: None,
-    }
+    axiom_tests::latest_request(agent, limit)
 }
 
 /// Waits until the store holds events of `agent` that `pred` accepts (whole list).

@@ -27,6 +27,8 @@ pub(crate) struct Bus {
     /// fit is counted, not waited for.
     rules: std::sync::mpsc::Sender<Vec<Arc<Event>>>,
     rules_queued: Arc<AtomicUsize>,
+    /// The sensor's mark (wall ns): every kernel record stamped before it has been queued.
+    read_to: Arc<AtomicU64>,
     rules_cap: usize,
     replay: Mutex<Replay>,
     replay_cap: usize,
@@ -45,6 +47,7 @@ pub(crate) struct Taps {
 pub(crate) struct RulesQueue {
     rx: std::sync::mpsc::Receiver<Vec<Arc<Event>>>,
     queued: Arc<AtomicUsize>,
+    read_to: Arc<AtomicU64>,
 }
 
 impl RulesQueue {
@@ -56,6 +59,18 @@ impl RulesQueue {
         let b = self.rx.recv_timeout(d)?;
         self.queued.fetch_sub(b.len(), Ordering::Relaxed);
         Ok(b)
+    }
+
+    /// The sensor's mark: every kernel record stamped before it (wall ns) has been queued. Read
+    /// it before a `recv_timeout`; once the queue is then found empty, every record before the
+    /// mark has been received (a batch is queued before the mark that covers it is set).
+    pub(crate) fn read_to(&self) -> u64 {
+        self.read_to.load(Ordering::Acquire)
+    }
+
+    /// Nothing is queued.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.queued.load(Ordering::Acquire) == 0
     }
 }
 
@@ -133,12 +148,14 @@ impl Bus {
         let (exits, exits_rx) = tokio::sync::mpsc::unbounded_channel();
         let (rules, rules_rx) = std::sync::mpsc::channel();
         let rules_queued = Arc::new(AtomicUsize::new(0));
+        let read_to = Arc::new(AtomicU64::new(0));
         let bus = Bus {
             tx,
             notices,
             exits,
             rules,
             rules_queued: rules_queued.clone(),
+            read_to: read_to.clone(),
             rules_cap: capacity.max(16),
             replay: Mutex::new(Replay {
                 events: VecDeque::with_capacity(replay_cap.min(1 << 16)),
@@ -156,6 +173,7 @@ impl Bus {
                 rules: RulesQueue {
                     rx: rules_rx,
                     queued: rules_queued,
+                    read_to,
                 },
             },
         )
@@ -228,6 +246,13 @@ impl Bus {
             }
         }
         self.to_rules_batch(for_rules);
+    }
+
+    /// The sensor has queued every kernel record stamped before `ns` (wall ns): what the rules
+    /// wait for in the kernel's record (an atomic write's rename) is measured by this mark, not by
+    /// the rules thread's clock, so a reader that falls behind cannot make them give up early.
+    pub(crate) fn mark_read_to(&self, ns: u64) {
+        self.read_to.fetch_max(ns, Ordering::Release);
     }
 
     /// An event only the rules see (kernel matches): counted, not numbered, not broadcast.

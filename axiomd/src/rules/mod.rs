@@ -242,6 +242,22 @@ pub(crate) fn on_kernel_match(stage: &Stage, ev: &axiom_proto::wire::Event) {
     }
 }
 
+/// Held findings the kernel's record has passed (the sensor's mark `read_to`), reported; false
+/// if the engine's lock is poisoned.
+fn release(stage: &Stage, set: &Arc<RuleSet>, read_to: u64) -> bool {
+    let findings = match stage.engine.lock() {
+        Ok(mut e) => {
+            e.read_to(read_to);
+            e.release()
+        }
+        Err(_) => return false,
+    };
+    for f in findings {
+        report(stage, set, f);
+    }
+    true
+}
+
 /// The rules thread: matches every other tracked event, ticks the timeouts once a second, and
 /// turns each finding into a `violation` event and its intervention. Returns once `stop` is set
 /// and what was queued before it is matched (or if the engine's lock is poisoned: the daemon
@@ -255,7 +271,7 @@ pub(crate) fn run(
     let mut last_tick = Instant::now();
     loop {
         let set = stage.rules.get();
-        // Findings held for a rename are due within HOLD: wake up for them.
+        // Findings held for a rename wait on the sensor's mark: look at it often meanwhile.
         let wait = match stage.engine.lock() {
             _ if stop.load(std::sync::atomic::Ordering::Relaxed) => {
                 std::time::Duration::from_millis(1)
@@ -263,6 +279,9 @@ pub(crate) fn run(
             Ok(e) if e.holding() => std::time::Duration::from_millis(50),
             _ => std::time::Duration::from_secs(1),
         };
+        // Read before the queue: once it is then found empty, every record before the mark
+        // has been matched, and a held finding past it will see no rename.
+        let read_to = rx.read_to();
         match rx.recv_timeout(wait) {
             Ok(batch) => {
                 for ev in batch {
@@ -280,14 +299,13 @@ pub(crate) fn run(
                     }
                     judge(&stage, &set, candidates);
                 }
+                if rx.is_empty() && !release(&stage, &set, read_to) {
+                    return;
+                }
             }
             Err(RecvTimeoutError::Timeout) => {
-                let findings = match stage.engine.lock() {
-                    Ok(mut e) => e.release(Instant::now()),
-                    Err(_) => return,
-                };
-                for f in findings {
-                    report(&stage, &set, f);
+                if !release(&stage, &set, read_to) {
+                    return;
                 }
                 if stop.load(std::sync::atomic::Ordering::Relaxed) {
                     return;

@@ -466,6 +466,17 @@ impl Pipeline {
     }
 
     /// Publishes what the pass decoded so far.
+    /// The kernel's clock now, stamped as records are (wall ns).
+    fn now_ns(&self) -> u64 {
+        (clock_ns(nix::time::ClockId::CLOCK_MONOTONIC) + self.clock_offset).max(0) as u64
+    }
+
+    /// Both rings were found empty after `at` (from `now_ns`): every record stamped before it,
+    /// less the moment between a program's stamp and its submit, has been published.
+    fn mark_read(&self, at: u64) {
+        self.bus.mark_read_to(at.saturating_sub(MARK_SLACK_NS));
+    }
+
     fn publish(&mut self) {
         if !self.pending.is_empty() {
             self.bus.publish_all(self.pending.drain(..));
@@ -473,6 +484,11 @@ impl Pipeline {
         }
     }
 }
+
+/// A program stamps its record before it reserves and submits it: a record stamped just before
+/// the rings were found empty may be submitted just after. Far above that gap, far below any
+/// wait measured by the mark.
+const MARK_SLACK_NS: u64 = 50_000_000;
 
 /// Events decoded before they are published at the latest: bounds how long the first event
 /// of a long pass waits (~1 ms of decoding).

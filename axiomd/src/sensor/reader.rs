@@ -62,8 +62,10 @@ impl Batch {
         for _ in 0..DRAIN_PASSES {
             self.arena.clear();
             self.recs.clear();
+            let at = p.now_ns();
             let n = self.take(events) + self.take(output);
             if n == 0 {
+                p.mark_read(at);
                 return;
             }
             self.recs.sort_by_key(|r| r.0);

@@ -1,5 +1,11 @@
 //! Findings about a file held for a moment: a temporary file renamed over its target (an
 //! atomic write) is reported under the target's name, however late its rename is read.
+//!
+//! The wait is measured in the kernel's record, not by the rules thread's clock: a finding
+//! is given up on only once the sensor has read every record up to HOLD after its write (the
+//! bus's mark) and none renamed the file. A reader or rules thread that falls behind on a busy
+//! machine delays the report; it cannot lose the rename (the test suite once did, with a
+//! wall-clock wait, when the reader was descheduled).
 use std::time::Instant;
 
 use super::{Engine, Finding};
@@ -10,12 +16,12 @@ pub(super) fn renamed_to(f: &mut Finding, from: &str, to: &str) {
     f.path = Some(to.to_string());
 }
 
-/// How long a finding on a temporary file waits at most for the rename that names its real
-/// file. Claude Code's Write tool flushes the temporary file to disk before it renames it, so on
-/// a machine busy with I/O the rename can come a second or more after the write (300 ms was seen
-/// to be too short under the full test suite). A rename or an unlink of the file, or the agent's
-/// exit, ends the wait at once; only a temporary file that stays is reported this late.
-pub(super) const HOLD: std::time::Duration = std::time::Duration::from_secs(5);
+/// How long after its write, in the kernel's record, a finding on a temporary file waits for
+/// the rename that names its real file. Claude Code's Write tool flushes the temporary file to
+/// disk before it renames it: on a machine busy with I/O the rename comes seconds after the
+/// write. A rename or an unlink of the file, or the agent's exit, ends the wait at once; only a
+/// temporary file that stays is reported this late.
+pub(super) const HOLD_NS: u64 = 30_000_000_000;
 
 /// How long a rename is remembered for a write whose record is read after it (the two come on
 /// different rings, read in turn: the gap is one reader batch).
@@ -34,7 +40,7 @@ pub(super) fn temporary(path: &str) -> bool {
 impl Engine {
     /// A finding about a temporary file waits for the rename that names the real one (or takes
     /// the name of a rename that came first); any other finding is due now.
-    pub(super) fn name_file(&mut self, mut f: Finding, now: Instant) -> Option<Finding> {
+    pub(super) fn name_file(&mut self, mut f: Finding, written_ns: u64) -> Option<Finding> {
         let Some(path) = f.path.clone().filter(|p| temporary(p)) else {
             return Some(f);
         };
@@ -44,7 +50,7 @@ impl Engine {
                 Some(f)
             }
             None => {
-                self.held.push((now + HOLD, f));
+                self.held.push((written_ns.saturating_add(HOLD_NS), f));
                 None
             }
         }
@@ -64,28 +70,34 @@ impl Engine {
         for (due, f) in self.held.iter_mut() {
             if f.path.as_deref() == Some(from) {
                 renamed_to(f, from, to);
-                *due = now;
+                *due = 0;
             }
         }
     }
 
     /// Held findings that no rename will name are due now, under the name they were written to.
-    pub(super) fn due_now(&mut self, now: Instant, which: impl Fn(&Finding) -> bool) {
+    pub(super) fn due_now(&mut self, which: impl Fn(&Finding) -> bool) {
         for (due, f) in self.held.iter_mut() {
             if which(f) {
-                *due = now;
+                *due = 0;
             }
         }
     }
 
-    /// Held findings whose time has come.
-    pub(crate) fn release(&mut self, now: Instant) -> Vec<Finding> {
+    /// The sensor has handed over every kernel record stamped before `ns` (wall ns).
+    pub(crate) fn read_to(&mut self, ns: u64) {
+        self.read_to_ns = self.read_to_ns.max(ns);
+    }
+
+    /// Held findings whose time has come in the kernel's record.
+    pub(crate) fn release(&mut self) -> Vec<Finding> {
         if self.held.is_empty() {
             return Vec::new();
         }
+        let read_to = self.read_to_ns;
         let (due, keep): (Vec<_>, Vec<_>) = std::mem::take(&mut self.held)
             .into_iter()
-            .partition(|(t, _)| *t <= now);
+            .partition(|(t, _)| *t <= read_to);
         self.held = keep;
         due.into_iter().map(|(_, f)| f).collect()
     }

@@ -17,8 +17,6 @@ mod screen;
 
 use activity::Activity;
 use axiom_rules::{self as rules, Action, Hit, Kind, RuleSet, Scope, Verify};
-#[cfg(test)]
-use held::HOLD;
 
 /// Characters of an fd's previous output kept in front of the next write, so a phrase split
 /// across two writes still matches.
@@ -76,7 +74,10 @@ pub(crate) struct Engine {
     screens: Arc<Screens>,
     /// File findings held for a moment: a temporary file renamed over its target (an atomic
     /// write) is reported under the target's name.
-    held: Vec<(Instant, Finding)>,
+    /// Each with the time it is due (wall ns, the kernel's record; 0 at once).
+    held: Vec<(u64, Finding)>,
+    /// The sensor's mark: every kernel record before it has been read (`held.rs`).
+    read_to_ns: u64,
     /// Recent renames (when, from, to): a write's record may arrive after the rename of its file
     /// (the two come on different rings).
     renames: std::collections::VecDeque<(Instant, String, String)>,
@@ -269,11 +270,11 @@ impl Engine {
                 op: FileOp::Unlink,
                 path,
                 ..
-            } => self.due_now(now, |f| f.path.as_deref() == Some(path.as_str())),
-            Body::AgentExited { .. } => self.due_now(now, |f| f.agent == ev.agent),
+            } => self.due_now(|f| f.path.as_deref() == Some(path.as_str())),
+            Body::AgentExited { .. } => self.due_now(|f| f.agent == ev.agent),
             _ => {}
         }
-        let mut out = self.release(now);
+        let mut out = self.release();
         match &ev.body {
             Body::AgentStarted {
                 command, workspace, ..
@@ -311,7 +312,7 @@ impl Engine {
             }
             _ => {}
         }
-        out.extend(self.release(now));
+        out.extend(self.release());
         out
     }
 
@@ -351,7 +352,7 @@ impl Engine {
         // The rest of the write is matched too (masked): a secret beside a TODO must not hide
         // the TODO.
         for f in self.secrets_in(set, ev, now) {
-            out.extend(self.name_file(f, now));
+            out.extend(self.name_file(f, ev.time_ns));
         }
         let target = target.as_deref();
         if is_file(target) {
@@ -651,7 +652,7 @@ impl Engine {
             let Some(f) = self.judge(set, ev, &h, &full, scope, path, latency_us, now) else {
                 continue;
             };
-            out.extend(self.name_file(f, now));
+            out.extend(self.name_file(f, ev.time_ns));
         }
         out
     }
@@ -694,7 +695,7 @@ impl Engine {
     pub(crate) fn tick(&mut self, set: &RuleSet, now: Instant) -> Vec<Finding> {
         // A resized terminal: its screen follows.
         self.screens.follow_sizes();
-        let mut out = self.release(now);
+        let mut out = self.release();
         let mut due = Vec::new();
         for (agent, a) in &self.activity {
             for (i, r) in set.rules.iter().enumerate() {

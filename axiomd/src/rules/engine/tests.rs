@@ -1,5 +1,6 @@
 use std::time::Duration;
 
+use super::held::HOLD_NS;
 use super::*;
 
 fn ev(agent: u64, body: Body) -> Event {
@@ -219,28 +220,36 @@ fn agent_state_is_not_work_and_a_temporary_file_takes_its_final_name() {
     let f = e.on_event(&set, &ev(2, rename(tmp, "/w/src/app.py")), t);
     assert_eq!(ids(&set, &f), ["todo-left"]);
     assert_eq!(f[0].path.as_deref(), Some("/w/src/app.py"));
-    // The rules thread fell behind: the rename is read after the finding's hold has passed.
+    // The rules thread fell behind: the rename is read long after the write, by its clock;
+    // the sensor's mark had not passed the write's hold, so the finding was still held.
     let tmp = "/w/src/lib.py.tmp.4242.x9z8";
-    assert!(
-        e.on_event(&set, &ev(3, out("y = 2  # TODO: later\n", tmp)), t)
-            .is_empty()
-    );
-    let late = t + 2 * HOLD;
+    let w = ev(3, out("y = 2  # TODO: later\n", tmp));
+    assert!(e.on_event(&set, &w, t).is_empty());
+    let late = t + Duration::from_secs(120);
+    e.read_to(w.time_ns + HOLD_NS - 1);
+    assert!(e.release().is_empty());
     let f = e.on_event(&set, &ev(3, rename(tmp, "/w/src/lib.py")), late);
     assert_eq!(ids(&set, &f), ["todo-left"]);
     assert_eq!(f[0].path.as_deref(), Some("/w/src/lib.py"));
-    // The agent flushed the file to disk before it renamed it, a second later on a machine
+    // The agent flushed the file to disk before it renamed it, seconds later on a machine
     // busy with I/O; the rules thread kept up and looked at its held findings meanwhile.
     let tmp = "/w/src/cli.py.tmp.4242.a1b2";
-    assert!(
-        e.on_event(&set, &ev(4, out("z = 3  # TODO: later\n", tmp)), t)
-            .is_empty()
-    );
-    let second = t + Duration::from_secs(1);
-    assert!(e.release(second).is_empty());
-    let f = e.on_event(&set, &ev(4, rename(tmp, "/w/src/cli.py")), second);
+    let w = ev(4, out("z = 3  # TODO: later\n", tmp));
+    assert!(e.on_event(&set, &w, t).is_empty());
+    e.read_to(w.time_ns + 10_000_000_000);
+    assert!(e.release().is_empty());
+    let f = e.on_event(&set, &ev(4, rename(tmp, "/w/src/cli.py")), t);
     assert_eq!(ids(&set, &f), ["todo-left"]);
     assert_eq!(f[0].path.as_deref(), Some("/w/src/cli.py"));
+    // A temporary file that stays: once the kernel's record is past its hold with no rename,
+    // it is reported under the name it was written to.
+    let tmp = "/w/src/keep.py.tmp";
+    let w = ev(7, out("# TODO: later\n", tmp));
+    assert!(e.on_event(&set, &w, t).is_empty());
+    e.read_to(w.time_ns + HOLD_NS);
+    let f = e.release();
+    assert_eq!(ids(&set, &f), ["todo-left"]);
+    assert_eq!(f[0].path.as_deref(), Some(tmp));
     // A temporary file removed, or its agent gone: no rename will come; the finding is due
     // at once, under the name the text was written to.
     let tmp = "/w/src/x.py.tmp.4242.c3d4";

@@ -138,6 +138,13 @@ fn beneath(path: &str, roots: &[String]) -> bool {
 /// mode, or a step that failed outright); `Ok` says what the kernel could not enforce. `keep`:
 /// paths below /tmp the agent must still reach in its private /tmp (axiomd's socket).
 pub fn apply(c: &Confinement, keep: &[PathBuf]) -> Result<Applied, String> {
+    // The kind's state is writable as the workspace is: one list from here on.
+    let mut c = c.clone();
+    if let Some(fs) = c.fs.as_mut() {
+        make_state_dirs(fs);
+        fs.write = fs.writable();
+    }
+    let c = &c;
     let abi = kernel_abi();
     let mut applied = Applied {
         landlock_abi: abi,
@@ -157,6 +164,23 @@ pub fn apply(c: &Confinement, keep: &[PathBuf]) -> Result<Applied, String> {
     }
     refuse_if_strict(c, &applied)?;
     Ok(applied)
+}
+
+/// The agent kind's state directories that are absent (a first run), made as the agent's user
+/// while the filesystem is still writable: Landlock grants only what exists, and an agent whose
+/// state directory could not be made would fail as Codex did ("its local database appears to
+/// be damaged"). axiomd checked that each is in the owner's home or the workspace.
+fn make_state_dirs(fs: &FsRules) {
+    use std::os::unix::fs::DirBuilderExt as _;
+    for d in fs.state.iter().filter(|s| s.len() > 1 && s.ends_with('/')) {
+        let d = Path::new(d.trim_end_matches('/'));
+        if std::fs::symlink_metadata(d).is_err() {
+            let _ = std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(d);
+        }
+    }
 }
 
 /// io_uring refused (ENOSYS, as where it is compiled out) in a filesystem-confined agent: the
@@ -374,6 +398,10 @@ pub struct Absent {
 
 /// Taken by the launcher before the agent starts.
 pub fn absent(fs: &FsRules) -> Absent {
+    let fs = &FsRules {
+        write: fs.writable(),
+        ..fs.clone()
+    };
     let mut a = Absent::default();
     for entry in &fs.protect {
         if entry.ends_with('/') {
@@ -975,6 +1003,7 @@ mod tests {
                 write: vec![s(&ws)],
                 protect: vec![s(&ws.join(".git/hooks"))],
                 hide: vec![],
+                state: vec![],
             }),
             net: NetRules {
                 allow_all: true,
@@ -1040,6 +1069,7 @@ mod tests {
             write: vec![s(&ws), "/tmp".into()],
             protect: vec![s(&ws.join(".git/commondir")), s(&sub.join(".git"))],
             hide: vec![s(&home.join(".aws")), s(&home.join(".netrc"))],
+            state: vec![],
         };
         let before = absent(&fs);
         let c = Confinement {
@@ -1111,6 +1141,7 @@ mod tests {
                 write: vec!["/tmp".into()],
                 protect: vec!["/tmp/axiom-does-not-exist/protected/".into()],
                 hide: vec![],
+                state: vec![],
             }),
             net: NetRules::default(),
             limits: Default::default(),

@@ -2,6 +2,7 @@
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
 
 mod agent_kind;
+mod claude_config;
 mod client;
 mod cmd;
 mod confine;

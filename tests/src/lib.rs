@@ -18,6 +18,7 @@ pub use axiom_proto::wire::Body;
 
 pub mod escapes;
 pub mod realagents;
+pub mod users;
 
 static SEQ: AtomicU32 = AtomicU32::new(0);
 

@@ -704,7 +704,7 @@ fn agent_named(d: &Daemon, name: &str) -> Option<u64> {
 }
 
 /// Runs one scenario with one agent under `axiomctl run`; returns what axiomd reported.
-/// `dir` is made for the session: `dir/ws` is the workspace, `dir/home` the agent's home.
+/// `dir` is the home of the session's own user (`users::SessionUser`); `dir/ws` the workspace.
 pub fn run_session(d: &Daemon, agent: Agent, sc: &Scenario, dir: &Path) -> Session {
     let mut live = Live::start(d, agent, sc, dir);
     // The script plays; then the TUI finishes painting and axiomd catches up.
@@ -775,34 +775,30 @@ fn launch(
     dir: &Path,
     run_opts: &[&str],
 ) -> Launched {
+    // `dir` is the home of the ordinary user the session runs as (`users::SessionUser`): the
+    // workspace is a project in it, as where people keep theirs.
     let ws = dir.join("ws");
-    let home = dir.join("home");
+    let home = dir.to_path_buf();
     std::fs::create_dir_all(&ws).unwrap();
-    std::fs::create_dir_all(&home).unwrap();
     (sc.prepare)(&ws, &home);
     let standin = Standin::start(dir, &(sc.turns)(&ws, &home));
     let env = agent.configure(&home, &ws, standin.port);
-    let (uid, gid) = uid_gid(AGENT_USER);
+    let (uid, gid) = crate::users::owner_of(dir);
     chown_r(dir, uid, gid);
-    // The session directory's parents must let the agent's user through.
-    let mut up = dir.parent();
-    while let Some(u) = up {
-        if u == Path::new("/") || u == std::env::temp_dir() {
-            break;
-        }
-        let _ = Command::new("chmod").arg("o+x").arg(u).status();
-        up = u.parent();
-    }
     // The user's side of a terminal, 40×120, whose output is kept.
     let (master, slave) = pty(40, 120);
+    let user = nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(uid))
+        .ok()
+        .flatten()
+        .map_or_else(|| uid.to_string(), |u| u.name);
     let mut cmd = Command::new("setpriv");
     cmd.args(["--reuid", &uid.to_string(), "--regid", &gid.to_string()])
         .args(["--init-groups", "--"])
         .arg("env")
         .arg("-i")
         .arg(format!("HOME={}", home.display()))
-        .arg(format!("USER={AGENT_USER}"))
-        .arg(format!("LOGNAME={AGENT_USER}"))
+        .arg(format!("USER={user}"))
+        .arg(format!("LOGNAME={user}"))
         .arg("PATH=/usr/local/bin:/usr/bin:/bin")
         .arg("TERM=xterm-256color")
         .arg("LANG=C.UTF-8")
@@ -812,10 +808,6 @@ fn launch(
             .arg("--socket")
             .arg(&d.socket)
             .args(["run", "--name", name]);
-        // The real-agent tests run unconfined (`full`) unless the caller asks for a profile.
-        if !run_opts.contains(&"--profile") {
-            cmd.args(["--profile", "full"]);
-        }
         cmd.arg("--workspace").arg(&ws).args(run_opts).arg("--");
     }
     cmd.args(agent.command(sc.prompt))

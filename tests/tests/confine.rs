@@ -559,3 +559,71 @@ fn a_wasi_tool_that_never_ends_is_stopped_at_its_deadline() {
     // The agent's own terminal says why (its stderr is the pty).
     assert!(out.contains("stopped: deadline"), "{out}\n{err}");
 }
+
+/// The default profile, as an ordinary user with a real home runs an agent: the agent kind's
+/// own state (`config/agents.toml`, `writable`) is writable where it lives, and made on a first
+/// run; the rest of the home stays read-only, the kind's protected settings too, and another
+/// kind's state is not granted. `--dry-run` shows the same grant and starts nothing.
+#[test]
+fn an_agents_own_state_is_writable_where_it_lives_and_nothing_else_in_the_home() {
+    let d = Daemon::start("confine_state", &[]);
+    let user = axiom_tests::users::SessionUser::new();
+    let ws = user.join("project");
+    std::fs::create_dir_all(ws.join(".git")).unwrap();
+    std::fs::create_dir_all(user.join(".gemini")).unwrap();
+    std::fs::write(user.join(".gemini/settings.json"), "{}\n").unwrap();
+    realagents::chown_r(&user, user.uid(), user.gid());
+    // An agent of the gemini kind (by --agent-kind: a script stands in for the CLI).
+    let as_user = |args: &[&str], script: &str| {
+        Command::new(axiomctl_bin())
+            .arg("--socket")
+            .arg(&d.socket)
+            .arg("run")
+            .args(["--agent-kind", "gemini", "--workspace"])
+            .arg(&ws)
+            .args(args)
+            .args(["--", "/bin/sh", "-c", script])
+            .current_dir(&ws)
+            .env("HOME", user.home())
+            .uid(user.uid())
+            .gid(user.gid())
+            .output()
+            .unwrap()
+    };
+    let dry = as_user(&["--dry-run"], "touch $HOME/ran");
+    let (out, err) = text(&dry);
+    assert!(dry.status.success(), "{out}{err}");
+    assert!(
+        out.contains("its state    ~/.gemini/") && out.contains("profile      workspace-write"),
+        "{out}"
+    );
+    assert!(!user.join("ran").exists(), "a dry run ran the agent");
+    let script = r#"
+        try() { if (eval "$2") 2>/dev/null; then echo "WROTE $1"; else echo "REFUSED $1"; fi; }
+        try state 'mkdir -p $HOME/.gemini/tmp && echo s > $HOME/.gemini/tmp/chat.json && mv $HOME/.gemini/tmp/chat.json $HOME/.gemini/projects.json'
+        try settings 'echo x > $HOME/.gemini/settings.json'
+        try home 'echo x > $HOME/notes.txt'
+        try other-kind 'mkdir -p $HOME/.codex && echo x > $HOME/.codex/config.toml'
+        try workspace 'echo x > ./out.txt'
+    "#;
+    let o = as_user(&[], script);
+    let (out, err) = text(&o);
+    for want in [
+        "WROTE state",
+        "REFUSED settings",
+        "REFUSED home",
+        "REFUSED other-kind",
+        "WROTE workspace",
+    ] {
+        assert!(out.contains(want), "{want}: {out}{err}");
+    }
+    assert_eq!(
+        std::fs::read_to_string(user.join(".gemini/projects.json")).unwrap(),
+        "s\n"
+    );
+    assert_eq!(
+        std::fs::read_to_string(user.join(".gemini/settings.json")).unwrap(),
+        "{}\n"
+    );
+    assert!(!user.join("notes.txt").exists() && !user.join(".codex").exists());
+}

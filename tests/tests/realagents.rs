@@ -9,7 +9,7 @@
 use std::time::Duration;
 
 use axiom_proto::wire::{Body, Event, Request};
-use axiom_tests::{Daemon, realagents::*, unique};
+use axiom_tests::{Daemon, realagents::*, users::SessionUser};
 
 fn matrix(agent: Agent) {
     assert!(
@@ -26,7 +26,7 @@ fn matrix(agent: Agent) {
         .into_iter()
         .filter(|s| only.as_deref().is_none_or(|o| o == s.name))
     {
-        let dir = std::env::temp_dir().join(unique(&format!("real-{}-{}", agent.name(), sc.name)));
+        let dir = SessionUser::new();
         let s = run_session(&d, agent, &sc, &dir);
         let ws = dir.join("ws");
         let got = s.reported(&ws);
@@ -63,6 +63,11 @@ fn matrix(agent: Agent) {
                     .collect::<Vec<_>>()
             ));
         }
+        // Under the default profile, as an ordinary user with a real home: the agent kept its
+        // own state where it lives, and none of its writes there was refused.
+        if let Err(e) = state_saved(agent, &dir, &s) {
+            failures.push(format!("{}/{}: {e}", agent.name(), sc.name));
+        }
         // The planted file exists where the violation says.
         if let Some(path) = sc.expect.iter().find_map(|e| e.path.as_deref()) {
             let full = ws.join(path);
@@ -73,9 +78,7 @@ fn matrix(agent: Agent) {
                 sc.name
             );
         }
-        if std::env::var_os("AXIOM_KEEP_SESSIONS").is_none() {
-            let _ = std::fs::remove_dir_all(&dir);
-        } else {
+        if std::env::var_os("AXIOM_KEEP_SESSIONS").is_some() {
             std::fs::write(dir.join("terminal.bin"), &s.terminal).unwrap();
             let events: Vec<String> = s
                 .events
@@ -83,9 +86,71 @@ fn matrix(agent: Agent) {
                 .map(|e| serde_json::to_string(e).unwrap())
                 .collect();
             std::fs::write(dir.join("events.jsonl"), events.join("\n")).unwrap();
+            // Kept: the user and its home stay for a look.
+            std::mem::forget(dir);
         }
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+/// The agent's own state, saved where it lives (what a user's next session resumes from), and
+/// no refused write into it but to a protected file (`~/.gemini/settings.json`,
+/// `~/.claude/settings.json`: settings that run commands).
+fn state_saved(agent: Agent, home: &std::path::Path, s: &Session) -> Result<(), String> {
+    let (dir, evidence): (&str, &[&str]) = match agent {
+        // The global configuration came back to the home (`CLAUDE_CONFIG_DIR` for the run).
+        Agent::Claude => (".claude", &[".claude.json", ".claude/projects/*/*.jsonl"]),
+        Agent::Codex => (
+            ".codex",
+            &[".codex/state_5.sqlite", ".codex/sessions/*/*/*/*.jsonl"],
+        ),
+        Agent::Gemini => (
+            ".gemini",
+            &[".gemini/projects.json", ".gemini/tmp/*/chats/*.jsonl"],
+        ),
+    };
+    for e in evidence {
+        if !exists_like(home, &e.split('/').collect::<Vec<_>>()) {
+            return Err(format!("its state was not saved: no {e}"));
+        }
+    }
+    if agent == Agent::Claude {
+        let cfg = std::fs::read_to_string(home.join(".claude.json")).unwrap_or_default();
+        if !cfg.contains("numStartups") {
+            return Err("~/.claude.json was not updated by the session".into());
+        }
+    }
+    let state = home.join(dir);
+    let refused: Vec<&str> = s
+        .events
+        .iter()
+        .filter_map(|e| match &e.body {
+            Body::Denied { target, .. } => Some(target.as_str()),
+            _ => None,
+        })
+        .filter(|t| std::path::Path::new(t).starts_with(&state) && !t.ends_with("/settings.json"))
+        .collect();
+    if refused.is_empty() {
+        Ok(())
+    } else {
+        Err(format!("writes to its own state were refused: {refused:?}"))
+    }
+}
+
+/// Whether a path below `base` matches `parts`, where `*` is any name and `*.x` any name ending
+/// in `.x`.
+fn exists_like(base: &std::path::Path, parts: &[&str]) -> bool {
+    let Some((first, rest)) = parts.split_first() else {
+        return true;
+    };
+    match first.strip_prefix('*') {
+        None => base.join(first).exists() && exists_like(&base.join(first), rest),
+        Some(suffix) => std::fs::read_dir(base).is_ok_and(|d| {
+            d.flatten().any(|e| {
+                e.file_name().to_string_lossy().ends_with(suffix) && exists_like(&e.path(), rest)
+            })
+        }),
+    }
 }
 
 #[test]
@@ -113,7 +178,7 @@ fn interventions_reach_the_model() {
     let message = "Stop planning and start implementing. Write the code now.";
     for agent in [Agent::Claude, Agent::Codex] {
         let sc = delivery_scenario();
-        let dir = std::env::temp_dir().join(unique(&format!("real-{}-delivery", agent.name())));
+        let dir = SessionUser::new();
         let s = run_session(&d, agent, &sc, &dir);
         assert!(
             !requests_with(&s.model_log, message).is_empty(),
@@ -127,7 +192,6 @@ fn interventions_reach_the_model() {
             "{}",
             agent.name()
         );
-        let _ = std::fs::remove_dir_all(&dir);
     }
 }
 
@@ -191,7 +255,7 @@ fn arrived_ns(log: &[serde_json::Value], text: &str) -> u64 {
 fn typed_by_hand(agent: Agent) {
     let d = Daemon::start(&format!("real_inject_{}", agent.name()), &[]);
     let sc = inject_scenario();
-    let dir = std::env::temp_dir().join(unique(&format!("real-{}-inject", agent.name())));
+    let dir = SessionUser::new();
     let mut live = Live::start(&d, agent, &sc, &dir);
     let id = live.agent;
     live.until_model("the first turn", Duration::from_secs(60), |log| {
@@ -249,7 +313,6 @@ fn typed_by_hand(agent: Agent) {
         "{}: the short message in the history",
         agent.name()
     );
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]
@@ -267,7 +330,7 @@ fn codex_takes_typed_messages_idle_and_busy() {
 fn gemini_cli_takes_a_typed_message() {
     let d = Daemon::start("real_inject_gemini", &[]);
     let sc = inject_scenario();
-    let dir = std::env::temp_dir().join(unique("real-gemini-inject"));
+    let dir = SessionUser::new();
     let mut live = Live::start(&d, Agent::Gemini, &sc, &dir);
     live.until_model("the first turn", Duration::from_secs(60), |log| {
         log.iter().any(|e| e["event"] == "turn" && e["turn"] == 0)
@@ -279,7 +342,6 @@ fn gemini_cli_takes_a_typed_message() {
         !requests_with(log, SHORT).is_empty()
     });
     live.finish(&d);
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// A rule whose message waits for the agent to be idle (the shipped false-completion claim):
@@ -292,7 +354,7 @@ fn idle_messages_wait_for_the_agent() {
     let message = "You claimed the work is done, but no file was written.";
     for agent in [Agent::Codex, Agent::Claude] {
         let sc = idle_claim_scenario();
-        let dir = std::env::temp_dir().join(unique(&format!("real-{}-idle", agent.name())));
+        let dir = SessionUser::new();
         let mut live = Live::start(&d, agent, &sc, &dir);
         let job = live.until_event(
             "the tool call",
@@ -341,7 +403,6 @@ fn idle_messages_wait_for_the_agent() {
             agent.name(),
             notices(&s.events)
         );
-        let _ = std::fs::remove_dir_all(&dir);
     }
 }
 
@@ -352,13 +413,11 @@ fn idle_messages_wait_for_the_agent() {
 fn claude_code_hooks() {
     let d = Daemon::start("real_hooks", &[]);
     let run = |sc: &Scenario| {
-        let dir = std::env::temp_dir().join(unique(&format!("real-claude-{}", sc.name)));
+        let dir = SessionUser::new();
         let mut live = Live::start(&d, Agent::Claude, sc, &dir);
         live.until_done(Duration::from_secs(90));
         live.sub.drain_for(Duration::from_secs(3));
-        let s = live.finish(&d);
-        let _ = std::fs::remove_dir_all(&dir);
-        s
+        live.finish(&d)
     };
     // A dangerous command: refused before it ran.
     let s = run(&hook_dangerous_scenario());
@@ -425,16 +484,11 @@ fn claude_code_hooks() {
 #[test]
 fn a_planted_claude_setting_does_not_switch_off_the_next_sessions_hooks() {
     let d = Daemon::start("real_planted", &[]);
-    let dir = std::env::temp_dir().join(unique("real-claude-planted"));
-    let (ws, home) = (dir.join("ws"), dir.join("home"));
+    let dir = SessionUser::new();
+    let (ws, home) = (dir.join("ws"), dir.to_path_buf());
     std::fs::create_dir_all(ws.join(".claude")).unwrap();
-    std::fs::create_dir_all(&home).unwrap();
-    let (uid, gid) = uid_gid(AGENT_USER);
+    let (uid, gid) = (dir.uid(), dir.gid());
     chown_r(&dir, uid, gid);
-    let _ = std::process::Command::new("chmod")
-        .arg("o+x")
-        .arg(&dir)
-        .status();
     let planted = ws.join(".claude/settings.local.json");
     let o = std::process::Command::new("setpriv")
         .args(["--reuid", &uid.to_string(), "--regid", &gid.to_string()])
@@ -486,5 +540,4 @@ fn a_planted_claude_setting_does_not_switch_off_the_next_sessions_hooks() {
         ),
         "the command ran"
     );
-    let _ = std::fs::remove_dir_all(&dir);
 }

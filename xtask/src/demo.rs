@@ -92,17 +92,18 @@ pub fn demo() -> anyhow::Result<()> {
         .iter()
         .find(|(p, _)| p.contains("claude-code"))
         .map_or("?", |(_, v)| v);
+    let dir = axiom_tests::users::SessionUser::new();
     println!(
-        "demo: the real Claude Code {version} (from npm) runs under `axiomctl run`, as the user \
-         {}, in a terminal of its own.\n      Its model is a SCRIPTED STAND-IN on 127.0.0.1 \
+        "demo: the real Claude Code {version} (from npm) runs under `axiomctl run` with the \
+         default profile, as the ordinary user {} (made for the demo, home {}),\n      in a \
+         terminal of its own. Its model is a SCRIPTED STAND-IN on 127.0.0.1 \
          (tests/model/standin.py): no network, no API key. The model's words are scripted;\n      \
          what Claude Code does with them, and what Axiom sees and tells it, are real.\n",
-        realagents::AGENT_USER
+        dir.name(),
+        dir.display()
     );
     let d = Daemon::attach(Path::new(DEFAULT_SOCKET));
     let sc = realagents::demo_scenario();
-    let dir = std::env::temp_dir().join(format!("axiom-demo-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
     let mut live = Live::start(&d, Agent::Claude, &sc, &dir);
     println!(
         "demo: agent {} started: claude \"{}\"",
@@ -126,7 +127,7 @@ pub fn demo() -> anyhow::Result<()> {
         let turns: Vec<_> = log.iter().filter(|e| e["event"] == "turn").collect();
         for t in &turns[asked..] {
             let i = t["turn"].as_u64().unwrap_or(0) as usize;
-            let said = (sc.turns)(&dir.join("ws"), &dir.join("home"))["turns"][i]["text"]
+            let said = (sc.turns)(&dir.join("ws"), &dir)["turns"][i]["text"]
                 .as_str()
                 .unwrap_or("")
                 .to_string();

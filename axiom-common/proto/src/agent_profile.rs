@@ -37,6 +37,11 @@ pub struct Profile {
     pub attempts: u32,
     pub confirm_ms: u64,
     pub state: Vec<String>,
+    /// What a profile that confines the filesystem still lets this kind write besides its
+    /// workspace: its own state where it lives (`~` is the agent user's home; a trailing `/` a
+    /// directory, made when absent). Protected paths stay protected beneath these.
+    #[serde(default)]
+    pub writable: Vec<String>,
     #[serde(default)]
     pub hooks: bool,
 }
@@ -176,6 +181,7 @@ impl Profiles {
                 attempts: 3,
                 confirm_ms: 3000,
                 state: Vec::new(),
+                writable: Vec::new(),
                 hooks: false,
             })
     }

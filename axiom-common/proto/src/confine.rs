@@ -39,6 +39,30 @@ pub struct FsRules {
     /// own view (Landlock cannot take a read right back beneath a grant either).
     #[serde(default)]
     pub hide: Vec<String>,
+    /// The agent kind's own state, where it lives (`config/agents.toml`, `writable`): read,
+    /// write, create, remove, rename beneath these too. A trailing `/` names a directory the
+    /// launcher makes (as the agent's user) when it is absent, so that a first run can keep it.
+    #[serde(default)]
+    pub state: Vec<String>,
+}
+
+impl FsRules {
+    /// Every path writable to the agent: `write` and its kind's `state` (a directory's
+    /// trailing `/` dropped). What the launcher grants and holds protected paths beneath.
+    pub fn writable(&self) -> Vec<String> {
+        self.write
+            .iter()
+            .cloned()
+            .chain(self.state.iter().map(|s| {
+                let t = s.trim_end_matches('/');
+                if t.is_empty() {
+                    s.clone()
+                } else {
+                    t.to_string()
+                }
+            }))
+            .collect()
+    }
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]

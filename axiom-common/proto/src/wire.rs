@@ -620,6 +620,18 @@ pub enum Request {
         #[serde(default)]
         hooks: bool,
     },
+    /// What `RunAgent` would give an agent of the caller's started with `command` in
+    /// `workspace` under `profile` (`axiomctl run --dry-run`): the confinement in the reply, the
+    /// kind in its notes. Nothing starts.
+    Resolve {
+        #[serde(default)]
+        command: Vec<String>,
+        workspace: String,
+        #[serde(default)]
+        profile: Option<String>,
+        #[serde(default)]
+        kind: Option<String>,
+    },
     /// Types a message into an agent's terminal (agents started with a pty), the way its kind
     /// reads typed input, and says whether it arrived. `raw` types the bytes as they are.
     Inject {

@@ -9,7 +9,7 @@ use axiom_proto::{
 };
 
 use crate::{
-    agent_kind,
+    agent_kind, claude_config,
     client::{Global, Printer, connect, follow_agent, refused},
     confine, pty, wasm,
 };
@@ -61,6 +61,11 @@ pub struct Launch {
     /// and no network; the words after `--` are its arguments.
     #[arg(long, value_name = "MODULE")]
     pub wasm: Option<PathBuf>,
+    /// Start nothing: show what the agent would get (its kind, the profile's writable,
+    /// protected and hidden paths, the state its kind keeps writable, network, limits, the
+    /// command as it would run).
+    #[arg(long)]
+    pub dry_run: bool,
     #[command(flatten)]
     pub wasm_limits: wasm::WasmLimits,
     #[arg(
@@ -198,7 +203,7 @@ fn in_child(
     // A confinement this launcher cannot read (an axiomd of another version) is a refusal,
     // never a run without one.
     match serde_json::from_slice::<Confinement>(&policy) {
-        Ok(c) => match confine::apply(&c, &prep.keep) {
+        Ok(c) => match confine_child(prep, &c) {
             Ok(applied) => frame(err, b'A', &serde_json::to_vec(&applied).unwrap_or_default()),
             Err(reason) => {
                 frame(err, b'R', reason.as_bytes());
@@ -218,6 +223,19 @@ fn in_child(
     let e = nix::unistd::execvp(&argv[0], argv).unwrap_err();
     frame(err, b'E', &(e as i32).to_ne_bytes());
     unsafe { libc::_exit(127) };
+}
+
+/// In the child, as the agent's user: Claude Code's configuration where a confined agent can
+/// write it (`claude_config`), then the confinement.
+fn confine_child(prep: &Prepared, c: &Confinement) -> Result<Applied, String> {
+    if let Some(v) =
+        agent_home(None).and_then(|h| claude_config::view(&prep.kind, c.fs.as_ref(), &h))
+    {
+        v.seed();
+        // SAFETY: this child is single-threaded (just forked); the agent inherits it.
+        unsafe { std::env::set_var(claude_config::ENV, &v.dir) };
+    }
+    confine::apply(c, &prep.keep)
 }
 
 /// What the child reported until its exec: the confinement it applied, or (as the exit code
@@ -308,6 +326,9 @@ fn run_agent(
     use std::os::fd::AsFd as _;
     let watch = launch.watch;
     let prep = prepare(g, launch, command)?;
+    if launch.dry_run {
+        return dry_run(g, &p, launch, command, &prep);
+    }
     let mut conn = connect(g)?;
     let tty = pty::open().context("opening a pseudo-terminal")?;
     // gate: the parent releases the child once it is tracked. err: the child reports an exec
@@ -368,6 +389,9 @@ fn run_agent(
     };
     // What of the protected paths was absent before: undone after the agent's end.
     let absent = confinement.fs.as_ref().map(confine::absent);
+    // Claude Code's global configuration, kept where a confined agent can write it.
+    let claude = agent_home(prep.drop_to)
+        .and_then(|h| claude_config::view(&prep.kind, confinement.fs.as_ref(), &h));
     nix::unistd::write(&gate_w, &serde_json::to_vec(confinement)?)?;
     drop(gate_w);
     let applied = match child_report(err_r, pid, &command[0])? {
@@ -398,9 +422,7 @@ fn run_agent(
         finish(t, Duration::from_secs(2));
     }
     drop(raw_mode);
-    if let Some(a) = &absent {
-        restore_as(a, prep.drop_to);
-    }
+    after_agent(absent.as_ref(), claude.as_ref(), prep.drop_to);
     match status {
         nix::sys::wait::WaitStatus::Exited(_, code) => Ok(ExitCode::from(code as u8)),
         nix::sys::wait::WaitStatus::Signaled(_, sig, _) => Ok(ExitCode::from(128 + sig as u8)),
@@ -436,38 +458,58 @@ fn finish(t: std::thread::JoinHandle<()>, limit: Duration) {
     }
 }
 
-/// Undoes what the agent planted where protected paths were absent (`confine::restore`), as
-/// the user the agent ran as (a root launcher under sudo forks and drops first: the agent's
-/// directories are not root's to walk), and says what it did.
-fn restore_as(a: &confine::Absent, drop_to: Option<(nix::unistd::Uid, nix::unistd::Gid)>) {
+/// Runs `f` as the user the agent ran as: here, or (a root launcher under sudo) in a child
+/// that drops privileges first: the agent's files are not root's to walk or write.
+fn as_agent_user(drop_to: Option<(nix::unistd::Uid, nix::unistd::Gid)>, f: impl FnOnce()) {
     let Some((uid, gid)) = drop_to else {
-        for note in confine::restore(a) {
-            eprintln!("axiom: {note}");
-        }
+        f();
         return;
     };
-    // SAFETY: the child only drops privileges, renames files, writes to fd 2 and exits.
+    // SAFETY: the child only drops privileges, runs `f` (file operations, writes to fd 2) and
+    // exits.
     match unsafe { nix::unistd::fork() } {
         Ok(nix::unistd::ForkResult::Child) => {
             if nix::unistd::setgroups(&[]).is_ok()
                 && nix::unistd::setgid(gid).is_ok()
                 && nix::unistd::setuid(uid).is_ok()
             {
-                for note in confine::restore(a) {
-                    // Not eprintln: another thread may have held stderr's lock at the fork.
-                    let _ = nix::unistd::write(
-                        std::io::stderr(),
-                        format!("axiom: {note}\n").as_bytes(),
-                    );
-                }
+                f();
             }
             unsafe { libc::_exit(0) };
         }
         Ok(nix::unistd::ForkResult::Parent { child }) => {
             let _ = nix::sys::wait::waitpid(child, None);
         }
-        Err(e) => eprintln!("axiom: protected paths not checked after the agent: {e}"),
+        Err(e) => eprintln!("axiom: nothing done after the agent as its user: {e}"),
     }
+}
+
+/// The home of the user the agent runs as (`drop_to`, else this process's), from the user
+/// database: what axiomd expands `~` to.
+fn agent_home(drop_to: Option<(nix::unistd::Uid, nix::unistd::Gid)>) -> Option<PathBuf> {
+    let uid = drop_to.map_or_else(nix::unistd::getuid, |(u, _)| u);
+    nix::unistd::User::from_uid(uid)
+        .ok()
+        .flatten()
+        .map(|u| u.dir)
+}
+
+/// After the agent's end, as its user: what it planted where protected paths were absent is
+/// undone (`confine::restore`), and Claude Code's configuration goes back to the home.
+fn after_agent(
+    absent: Option<&confine::Absent>,
+    claude: Option<&claude_config::View>,
+    drop_to: Option<(nix::unistd::Uid, nix::unistd::Gid)>,
+) {
+    as_agent_user(drop_to, || {
+        if let Some(v) = claude {
+            v.keep_back();
+        }
+        for note in absent.map(confine::restore).unwrap_or_default() {
+            // Not eprintln: another thread may have held stderr's lock at a fork.
+            let _ = nix::unistd::write(std::io::stderr(), format!("axiom: {note}\n").as_bytes());
+        }
+    });
 }
 
 /// Whether `dir` is `/` or the home of the user the agent runs as (`uid`, else us).
@@ -497,4 +539,118 @@ fn sudo_user() -> Option<(nix::unistd::Uid, nix::unistd::Gid)> {
             nix::unistd::Gid::from_raw(gid),
         )
     })
+}
+
+/// `--dry-run`: what axiomd would give this agent, and the command as it would run.
+fn dry_run(
+    g: &Global,
+    p: &Printer,
+    launch: &Launch,
+    command: &[String],
+    prep: &Prepared,
+) -> anyhow::Result<ExitCode> {
+    let r = connect(g)?.request(&Request::Resolve {
+        command: command.to_vec(),
+        workspace: prep.workspace.display().to_string(),
+        profile: launch.profile.clone(),
+        kind: Some(prep.kind.clone()),
+    })?;
+    let Some(c) = r.confinement.as_ref().filter(|_| r.ok) else {
+        return refused("dry run", r);
+    };
+    let home = agent_home(prep.drop_to);
+    let claude = home
+        .as_ref()
+        .and_then(|h| claude_config::view(&prep.kind, c.fs.as_ref(), h));
+    let argv: Vec<String> = prep
+        .argv
+        .iter()
+        .map(|a| a.to_string_lossy().into_owned())
+        .collect();
+    let env: Vec<String> = claude
+        .iter()
+        .map(|v| format!("{}={}", claude_config::ENV, v.dir.display()))
+        .collect();
+    if p.json {
+        println!(
+            "{}",
+            serde_json::json!({"kind": prep.kind, "hooks": prep.hooks, "confinement": c,
+                "command": argv, "environment": env, "landlock_abi": confine::kernel_abi()})
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
+    let tilde = |s: &str| match home
+        .as_ref()
+        .and_then(|h| s.strip_prefix(&*h.to_string_lossy()))
+    {
+        Some(rest) if rest.is_empty() || rest.starts_with('/') => format!("~{rest}"),
+        _ => s.to_string(),
+    };
+    let list = |v: &[String]| {
+        if v.is_empty() {
+            "(none)".to_string()
+        } else {
+            v.iter().map(|s| tilde(s)).collect::<Vec<_>>().join(" ")
+        }
+    };
+    println!("axiomctl: dry run, nothing started");
+    println!(
+        "  kind         {}{}",
+        prep.kind,
+        if prep.hooks {
+            " (Axiom's hooks for the run)"
+        } else {
+            ""
+        }
+    );
+    println!(
+        "  profile      {}{} (Landlock ABI {} here)",
+        c.profile,
+        if c.strict { ", strict" } else { "" },
+        confine::kernel_abi()
+    );
+    println!("  workspace    {}", prep.workspace.display());
+    match &c.fs {
+        None => println!("  files        everything the user may (no filesystem rules)"),
+        Some(fs) => {
+            println!("  writable     {}", list(&fs.write));
+            println!("  its state    {}", list(&fs.state));
+            println!("  readable     {}", list(&fs.read));
+            println!("  protected    {}", list(&fs.protect));
+            println!("  hidden       {}", list(&fs.hide));
+        }
+    }
+    let net = if c.net.allow_all {
+        "any connection".to_string()
+    } else if c.net.allow.is_empty() {
+        "no connection".to_string()
+    } else {
+        c.net
+            .allow
+            .iter()
+            .map(|a| format!("{}:{}", a.net, a.port))
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    println!(
+        "  network      {net}; path sockets: {}",
+        if c.net.unix_any {
+            "any"
+        } else {
+            "axiomd's and the configured ones only"
+        }
+    );
+    let l = &c.limits;
+    println!(
+        "  limits       pids {} · memory {} · cpu {}",
+        l.pids.map_or("-".into(), |n| n.to_string()),
+        l.memory_bytes
+            .map_or("-".into(), |b| format!("{} MiB", b >> 20)),
+        l.cpu_percent.map_or("-".into(), |n| format!("{n} %"))
+    );
+    for e in &env {
+        println!("  environment  {e} (~/.claude.json kept in step at the start and the end)");
+    }
+    println!("  command      {}", argv.join(" "));
+    Ok(ExitCode::SUCCESS)
 }

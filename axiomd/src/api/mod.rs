@@ -51,6 +51,14 @@ pub(crate) struct Shared {
     pub(crate) clients: Arc<Clients>,
 }
 
+/// A profile that does not resolve (unknown, or invalid for this site or agent kind).
+fn no_profile(e: crate::confine::ConfineError) -> Reply {
+    Reply {
+        code: Some(ErrorCode::NoSuchProfile),
+        ..error(e)
+    }
+}
+
 impl Shared {
     /// Runs an agent operation under the registry lock; on success publishes what `after`
     /// makes of the agent (started, intervention) once the lock is released.
@@ -322,6 +330,20 @@ impl Shared {
                 },
                 pty,
             ),
+            Request::Resolve {
+                command,
+                workspace,
+                profile,
+                kind,
+            } => match self.resolve(caller.uid, &workspace, profile.as_deref(), &command, kind) {
+                Ok((confinement, kind)) => Reply {
+                    ok: true,
+                    confinement: Some(confinement),
+                    notes: Some(vec![format!("kind: {kind}")]),
+                    ..Default::default()
+                },
+                Err(e) => no_profile(e),
+            },
             Request::Inject { agent, text, raw } => self.inject(agent, &text, raw, caller),
             Request::Hook { input } => self.hook(caller, &input),
             Request::Stop { agent } => self.intervene(agent, Steer::Stop, caller),
@@ -394,27 +416,16 @@ impl Shared {
         });
         // `~` is the home of the user the agent runs as (not of a root launcher).
         let owner = crate::kernel::procfs::stat(pid).map_or(caller.uid, |s| s.uid);
-        let home = crate::confine::home_of(owner);
-        let site = crate::confine::Site {
-            workspace: &ws,
-            home: home.as_deref(),
+        let (confinement, kind) = match self.resolve(
+            owner,
+            &ws,
+            launch.profile.as_deref(),
+            &launch.command,
+            launch.kind.clone(),
+        ) {
+            Ok(r) => r,
+            Err(e) => return no_profile(e),
         };
-        let confinement = match self.confine.resolve(launch.profile.as_deref(), &site) {
-            Ok(c) => c,
-            Err(e) => {
-                return Reply {
-                    code: Some(ErrorCode::NoSuchProfile),
-                    ..error(e)
-                };
-            }
-        };
-        // The launcher's word for the kind, if it is one we know; else the program's name.
-        let profiles = self.actions.profiles();
-        let kind = launch
-            .kind
-            .clone()
-            .filter(|k| profiles.get(k).is_some())
-            .unwrap_or_else(|| profiles.recognise(&launch.command).to_string());
         let launch = Launch {
             profile: Some(confinement.profile.clone()),
             limits: Some(confinement.limits.clone()),
@@ -438,6 +449,33 @@ impl Shared {
             reply.confinement = Some(confinement);
         }
         reply
+    }
+
+    /// The confinement an agent of `owner` started with `command` in `workspace` gets under
+    /// `profile` (else the default), and its kind (the launcher's word for it when it is one
+    /// we know, else the program's name): the profile resolved for this workspace and this
+    /// owner's home, with what the kind keeps for itself writable where it lives.
+    fn resolve(
+        &self,
+        owner: u32,
+        workspace: &str,
+        profile: Option<&str>,
+        command: &[String],
+        kind: Option<String>,
+    ) -> Result<(axiom_proto::confine::Confinement, String), crate::confine::ConfineError> {
+        let home = crate::confine::home_of(owner);
+        let site = crate::confine::Site {
+            workspace,
+            home: home.as_deref(),
+        };
+        let mut confinement = self.confine.resolve(profile, &site)?;
+        let profiles = self.actions.profiles();
+        let kind = kind
+            .filter(|k| profiles.get(k).is_some())
+            .unwrap_or_else(|| profiles.recognise(command).to_string());
+        let writable = profiles.of(Some(&kind)).writable;
+        crate::confine::grant_state(&mut confinement, &kind, &writable, &site)?;
+        Ok((confinement, kind))
     }
 
     /// Loads the rule files again (root and the admin group); a broken file keeps the old rules.

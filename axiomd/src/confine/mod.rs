@@ -234,7 +234,11 @@ impl Default for ConfineConfig {
             ]
             .map(String::from)
             .to_vec(),
-            unix_sockets: Vec::new(),
+            // The name service cache: asked first by every user or host lookup (a root-owned
+            // daemon that answers lookups only).
+            unix_sockets: ["/run/nscd/socket", "/var/run/nscd/socket"]
+                .map(String::from)
+                .to_vec(),
             profiles: BTreeMap::new(),
         }
     }
@@ -322,30 +326,9 @@ impl ConfineConfig {
             profile: name.into(),
             reason,
         };
-        let expand =
-            |raw: &str, relative_to_workspace: bool| -> Result<Option<String>, ConfineError> {
-                let s = raw.replace("{workspace}", site.workspace);
-                let s = if s == "~" || s.starts_with("~/") {
-                    match site.home {
-                        Some(h) => format!("{h}{}", &s[1..]),
-                        // No home: a path under it protects or grants nothing.
-                        None => return Ok(None),
-                    }
-                } else {
-                    s
-                };
-                let s = if s.starts_with('/') {
-                    s
-                } else if relative_to_workspace {
-                    format!("{}/{s}", site.workspace.trim_end_matches('/'))
-                } else {
-                    return Err(invalid(format!("{raw:?} is not an absolute path")));
-                };
-                if s.split('/').any(|c| c == "..") {
-                    return Err(invalid(format!("{raw:?} contains \"..\"")));
-                }
-                Ok(Some(s))
-            };
+        let expand = |raw: &str, relative_to_workspace: bool| {
+            expand(raw, site, relative_to_workspace).map_err(invalid)
+        };
         let fs = if p.filesystem {
             let mut write = Vec::new();
             for w in &p.write {
@@ -374,6 +357,7 @@ impl ConfineConfig {
                 write,
                 protect,
                 hide,
+                state: Vec::new(),
             })
         } else {
             None
@@ -420,6 +404,74 @@ impl ConfineConfig {
     }
 }
 
+/// `raw` with `{workspace}` and `~` made the site's: an absolute path without `..`, or none (a
+/// path under a home the owner does not have). A relative path is inside the workspace when
+/// `relative_to_workspace`, else refused.
+fn expand(raw: &str, site: &Site, relative_to_workspace: bool) -> Result<Option<String>, String> {
+    let s = raw.replace("{workspace}", site.workspace);
+    let s = if s == "~" || s.starts_with("~/") {
+        match site.home {
+            Some(h) => format!("{h}{}", &s[1..]),
+            // No home: a path under it protects or grants nothing.
+            None => return Ok(None),
+        }
+    } else {
+        s
+    };
+    let s = if s.starts_with('/') {
+        s
+    } else if relative_to_workspace {
+        format!("{}/{s}", site.workspace.trim_end_matches('/'))
+    } else {
+        return Err(format!("{raw:?} is not an absolute path"));
+    };
+    if s.split('/').any(|c| c == "..") {
+        return Err(format!("{raw:?} contains \"..\""));
+    }
+    Ok(Some(s))
+}
+
+/// An agent kind's own state (`config/agents.toml`, `writable`), granted under a profile that
+/// confines the filesystem: what the agent keeps for itself is written where it lives, the rest
+/// of the home stays read-only, protected and hidden paths stay so beneath it (their mounts
+/// are over the grant). Nothing is granted under `full` (everything is writable already).
+/// A trailing `/` (a directory the launcher makes) survives. A path that is not in the owner's
+/// home or the workspace is refused: a kind's table cannot open the system to its agents.
+pub(crate) fn grant_state(
+    c: &mut Confinement,
+    kind: &str,
+    writable: &[String],
+    site: &Site,
+) -> Result<(), ConfineError> {
+    let profile = c.profile.clone();
+    let Some(fs) = c.fs.as_mut() else {
+        return Ok(());
+    };
+    let invalid = |reason: String| ConfineError::Invalid {
+        profile: profile.clone(),
+        reason: format!("agent kind {kind}: writable: {reason}"),
+    };
+    for w in writable {
+        let dir = w.len() > 1 && w.ends_with('/');
+        let Some(p) = expand(w.trim_end_matches('/'), site, true).map_err(invalid)? else {
+            continue;
+        };
+        let inside = |root: &str| {
+            let root = root.trim_end_matches('/');
+            !root.is_empty() && (p == root || p.starts_with(&format!("{root}/")))
+        };
+        if p == site.home.unwrap_or_default()
+            || !(site.home.is_some_and(inside) || inside(site.workspace))
+        {
+            return Err(invalid(format!(
+                "{w:?} is not beneath the agent user's home or the workspace"
+            )));
+        }
+        fs.state.push(if dir { format!("{p}/") } else { p });
+    }
+    Ok(())
+}
+
 /// The home directory of `uid` (from the user database), for `~` in paths.
 pub(crate) fn home_of(uid: u32) -> Option<String> {
     nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(uid))
@@ -459,6 +511,28 @@ mod tests {
         assert!(!fs.write.contains(&"/work/p".to_string()));
         assert!(!ro.net.allow_all && ro.net.allow.is_empty());
         assert!(c.resolve(Some("full"), &site()).unwrap().fs.is_none());
+    }
+
+    /// A kind's own state is granted where it lives under a confining profile, in the home or
+    /// the workspace only, and nothing under `full` (everything is writable there already).
+    #[test]
+    fn an_agent_kinds_state_is_granted_in_its_home_only() {
+        let c = ConfineConfig::default();
+        let kinds = axiom_proto::agent_profile::Profiles::builtin();
+        let mut ww = c.resolve(None, &site()).unwrap();
+        let claude = kinds.of(Some("claude")).writable;
+        grant_state(&mut ww, "claude", &claude, &site()).unwrap();
+        let fs = ww.fs.as_ref().unwrap();
+        assert!(fs.state.contains(&"/home/u/.claude/".to_string()), "{fs:?}");
+        assert!(fs.writable().contains(&"/home/u/.claude".to_string()));
+        assert!(!fs.write.iter().any(|w| w == "/home/u"));
+        for bad in ["/etc/", "~", "~/../v/", "/home/u2/.x/"] {
+            let e = grant_state(&mut ww.clone(), "x", &[bad.to_string()], &site());
+            assert!(e.is_err(), "{bad} granted");
+        }
+        let mut full = c.resolve(Some("full"), &site()).unwrap();
+        grant_state(&mut full, "claude", &claude, &site()).unwrap();
+        assert!(full.fs.is_none());
     }
 
     /// Path Unix sockets follow the profile: denied where the filesystem or the network is

@@ -335,11 +335,7 @@ fn workload(
 /// shipped (confined, Axiom's Claude Code hooks installed), and tracked without the hooks (so
 /// the note can say what the hooks cost: Claude Code runs each one as a process and waits).
 /// Rotated order round by round; (as shipped, without hooks).
-fn sessions(
-    d: &Daemon,
-    root: &Path,
-    rounds: usize,
-) -> anyhow::Result<Option<(Measured, Measured)>> {
+fn sessions(d: &Daemon, rounds: usize) -> anyhow::Result<Option<(Measured, Measured)>> {
     let agent = Agent::Claude;
     if !agent.installed() {
         println!(
@@ -363,7 +359,7 @@ fn sessions(
             for k in 0..3 {
                 let m = (r + k) % 3;
                 let (label, opts) = MODES[m];
-                let dir = root.join(unique(&format!("session-{}-{m}", sc.name)));
+                let dir = axiom_tests::users::SessionUser::new();
                 let c = costed(d, || {
                     let tracked = (m > 0).then_some(d);
                     Ok(realagents::session_seconds(
@@ -426,7 +422,7 @@ pub fn run(rounds: usize, session_rounds: usize) -> anyhow::Result<()> {
             "file",
             CASES,
         )?;
-        let s = sessions(&d, &root, session_rounds)?;
+        let s = sessions(&d, session_rounds)?;
         Ok::<_, anyhow::Error>((b, t, s))
     })();
     drop(d);

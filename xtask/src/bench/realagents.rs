@@ -37,11 +37,7 @@ pub fn run() -> anyhow::Result<()> {
         }
         let d = realagents::daemon(&format!("bench_real_{}", agent.name()));
         for sc in agent.scenarios() {
-            let dir = std::env::temp_dir().join(axiom_tests::unique(&format!(
-                "bench-real-{}-{}",
-                agent.name(),
-                sc.name
-            )));
+            let dir = axiom_tests::users::SessionUser::new();
             let s = realagents::run_session(&d, agent, &sc, &dir);
             let ws = dir.join("ws");
             let got = s.reported(&ws);
@@ -97,7 +93,6 @@ pub fn run() -> anyhow::Result<()> {
                     latencies.push(ms);
                 }
             }
-            let _ = std::fs::remove_dir_all(&dir);
         }
     }
     if sessions == 0 {
@@ -112,11 +107,7 @@ pub fn run() -> anyhow::Result<()> {
             realagents::delivery_scenario(),
             realagents::idle_claim_scenario(),
         ] {
-            let dir = std::env::temp_dir().join(axiom_tests::unique(&format!(
-                "bench-deliver-{}-{}",
-                agent.name(),
-                sc.name
-            )));
+            let dir = axiom_tests::users::SessionUser::new();
             let (_, got) = realagents::delivery_session(
                 &d,
                 agent,
@@ -137,7 +128,6 @@ pub fn run() -> anyhow::Result<()> {
                     deliver_ms.push(ms);
                 }
             }
-            let _ = std::fs::remove_dir_all(&dir);
         }
     }
     families.sort_by_key(|(f, _)| *f);

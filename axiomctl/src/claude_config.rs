@@ -1,0 +1,133 @@
+//! Claude Code's global configuration under a profile that confines the filesystem.
+//!
+//! Claude Code keeps most of its state in `~/.claude` (granted writable by the kind's
+//! `writable` in `config/agents.toml`), but its global configuration (onboarding, trusted
+//! projects, the account) is `~/.claude.json`, in the home itself, rewritten through a temporary
+//! file renamed over it and a lock directory beside it. Landlock cannot allow that without
+//! making the whole home writable, and with the home read-only Claude Code loses every change to
+//! it. Claude Code's own setting for its config directory, `CLAUDE_CONFIG_DIR`, set to
+//! `~/.claude` (where all its other state already is), moves that one file to
+//! `~/.claude/.claude.json`, where it can be written as Claude Code writes it.
+//!
+//! The two copies are kept in step: at the start the newer of the two is copied over the other
+//! (the user's own, unconfined sessions keep using `~/.claude.json`), and at the end of the run
+//! the launcher copies a newer `~/.claude/.claude.json` back, so that a project trusted or an
+//! account refreshed in a confined session is there in the next unconfined one. A user who set
+//! `CLAUDE_CONFIG_DIR` is left alone.
+use std::path::{Path, PathBuf};
+
+use axiom_proto::confine::FsRules;
+
+/// Claude Code's setting for its config directory.
+pub const ENV: &str = "CLAUDE_CONFIG_DIR";
+
+/// The two places of Claude Code's global configuration for one run.
+pub struct View {
+    /// `~/.claude`: the config directory the agent is given.
+    pub dir: PathBuf,
+    /// `~/.claude.json`: where it lives outside Axiom.
+    home_file: PathBuf,
+    /// `~/.claude/.claude.json`: where the confined agent keeps it.
+    kept: PathBuf,
+}
+
+/// The view for an agent of `kind` under `fs` with home `home`: only for Claude Code, only when
+/// `~/.claude` is writable to it and the filesystem is otherwise confined, and only when the
+/// user has not chosen a config directory.
+pub fn view(kind: &str, fs: Option<&FsRules>, home: &Path) -> Option<View> {
+    let fs = fs?;
+    if kind != "claude" || std::env::var_os(ENV).is_some() {
+        return None;
+    }
+    let dir = home.join(".claude");
+    let granted = fs
+        .writable()
+        .iter()
+        .any(|w| Path::new(w) == dir || dir.starts_with(w.as_str()));
+    granted.then(|| View {
+        kept: dir.join(".claude.json"),
+        home_file: home.join(".claude.json"),
+        dir,
+    })
+}
+
+impl View {
+    /// Before the agent starts (as its user): the newer copy over the older one.
+    pub fn seed(&self) {
+        if newer(&self.home_file, &self.kept) {
+            let _ = std::fs::create_dir_all(&self.dir);
+            let _ = copy_atomic(&self.home_file, &self.kept);
+        }
+    }
+
+    /// After the agent ended (as its user): what it changed, back where the user's own sessions
+    /// read it.
+    pub fn keep_back(&self) {
+        if newer(&self.kept, &self.home_file) {
+            let _ = copy_atomic(&self.kept, &self.home_file);
+        }
+    }
+}
+
+/// `a` exists and `b` is absent or older.
+fn newer(a: &Path, b: &Path) -> bool {
+    let m = |p: &Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
+    match (m(a), m(b)) {
+        (Some(_), None) => true,
+        (Some(ta), Some(tb)) => ta > tb,
+        _ => false,
+    }
+}
+
+/// `from` copied over `to` through a temporary file beside `to` renamed over it (as Claude Code
+/// writes it: a reader never sees half of it), keeping `to`'s mode when it exists, else 0600.
+fn copy_atomic(from: &Path, to: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _};
+    let text = std::fs::read(from)?;
+    let mode = std::fs::metadata(to).map_or(0o600, |m| m.permissions().mode() & 0o777);
+    let tmp = to.with_extension(format!("json.axiom-{}", std::process::id()));
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(mode)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(&tmp)?;
+    std::io::Write::write_all(&mut f, &text)?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, to).inspect_err(|_| {
+        let _ = std::fs::remove_file(&tmp);
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_newer_copy_wins_both_ways_and_a_chosen_dir_is_left_alone() {
+        let home = std::env::temp_dir().join(format!("claude-view-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&home);
+        std::fs::create_dir_all(&home).expect("home");
+        let fs = FsRules {
+            state: vec![format!("{}/.claude/", home.display())],
+            ..Default::default()
+        };
+        assert!(view("codex", Some(&fs), &home).is_none());
+        assert!(view("claude", None, &home).is_none());
+        assert!(view("claude", Some(&FsRules::default()), &home).is_none());
+        let v = view("claude", Some(&fs), &home).expect("a view");
+        std::fs::write(home.join(".claude.json"), "{\"a\":1}").expect("write");
+        v.seed();
+        let kept = home.join(".claude/.claude.json");
+        assert_eq!(std::fs::read_to_string(&kept).expect("kept"), "{\"a\":1}");
+        // The agent changed it: back in the home at the end.
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        std::fs::write(&kept, "{\"a\":2}").expect("write");
+        v.keep_back();
+        assert_eq!(
+            std::fs::read_to_string(home.join(".claude.json")).expect("home file"),
+            "{\"a\":2}"
+        );
+        let _ = std::fs::remove_dir_all(&home);
+    }
+}

@@ -92,7 +92,8 @@ pub fn adapt(command: &[String], kind: &str, hook: Option<&str>) -> Adapted {
                 out.hooks = true;
                 out.notes.push(
                     "claude runs with Axiom's hooks for this run (--settings): a dangerous Bash \
-                     command is refused before it runs, a false claim before it stops",
+                     command, or a write leaving a TODO or a secret, is refused before it happens, \
+                     a false claim before it stops",
                 );
             }
         }
@@ -102,7 +103,7 @@ pub fn adapt(command: &[String], kind: &str, hook: Option<&str>) -> Adapted {
 }
 
 /// The settings a Claude Code agent gets for the run: hooks that ask axiomd before a Bash
-/// command runs (PreToolUse), before the agent stops (Stop), and after each tool call and
+/// command runs or a write tool writes (PreToolUse), before the agent stops (Stop), and after each tool call and
 /// prompt (to hand over what waits for it). Added to the user's own settings, never written
 /// into them.
 pub fn claude_settings(hook: &str) -> serde_json::Value {
@@ -115,7 +116,7 @@ pub fn claude_settings(hook: &str) -> serde_json::Value {
         serde_json::json!([m])
     };
     serde_json::json!({"hooks": {
-        "PreToolUse": call(Some("Bash")),
+        "PreToolUse": call(Some("Bash|Write|Edit|MultiEdit|NotebookEdit")),
         "PostToolUse": call(Some("*")),
         "UserPromptSubmit": call(None),
         "Stop": call(None),
@@ -167,7 +168,10 @@ mod tests {
         assert!(a.hooks);
         assert_eq!(a.argv[1], "--settings");
         let s: serde_json::Value = serde_json::from_str(&a.argv[2]).expect("json");
-        assert_eq!(s["hooks"]["PreToolUse"][0]["matcher"], "Bash");
+        assert_eq!(
+            s["hooks"]["PreToolUse"][0]["matcher"],
+            "Bash|Write|Edit|MultiEdit|NotebookEdit"
+        );
         assert_eq!(
             s["hooks"]["Stop"][0]["hooks"][0]["command"],
             "axiomctl hook"

@@ -452,6 +452,29 @@ pub fn hook_false_done_scenario() -> Scenario {
     }
 }
 
+/// Claude Code's hooks on its write tools: a Write leaving a TODO is refused before the file
+/// exists; a secret under a rule that only alerts is written, masked and reported; the clean
+/// rewrite lands.
+pub fn hook_write_scenario() -> Scenario {
+    Scenario {
+        name: "hook-write",
+        prompt: "Write the parser and its settings.",
+        turns: |ws, _| {
+            json!({"turns": [
+                {"text": "Writing the parser.", "tools": [{"write": {"path": p(ws, "parser.py"), "content": "def parse(s):\n    # TODO: handle quotes\n    return s.split()\n"}}]},
+                {"text": "Writing the settings.", "tools": [{"write": {"path": p(ws, "config/deploy.env"), "content": "REGION=eu-west-1\nAWS_SECRET_ACCESS_KEY=wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY\n"}}]},
+                {"text": "Writing it without the placeholder.", "tools": [{"write": {"path": p(ws, "parser.py"), "content": "def parse(s):\n    return s.split()\n"}}]},
+                {"text": "Done."}
+            ]})
+        },
+        prepare: nothing,
+        expect: vec![
+            expect("aws-secret-access-key", Some("config/deploy.env")),
+            expect("todo-left", Some("parser.py")),
+        ],
+    }
+}
+
 /// Claude Code's hooks: a true "done" (the file was written) stops without a word from Axiom.
 pub fn hook_true_done_scenario() -> Scenario {
     Scenario {

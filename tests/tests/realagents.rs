@@ -443,6 +443,63 @@ fn claude_code_hooks() {
         vec![(Some(true), Some("hook".to_string()))]
     );
     assert!(interventions(&s.events, "freeze").is_empty(), "frozen");
+    // Writes: a TODO refused before the file held it, the model told why; a secret under an
+    // alert-only rule written (masked, reported with its file); the
+    // clean write lands.
+    let dir = SessionUser::new();
+    let mut live = Live::start(&d, Agent::Claude, &hook_write_scenario(), &dir);
+    live.until_done(Duration::from_secs(90));
+    live.sub.drain_for(Duration::from_secs(3));
+    let s = live.finish(&d);
+    let ws = dir.join("ws");
+    assert!(
+        !requests_with(
+            &s.model_log,
+            "refused this write before it ran (rule todo-left)"
+        )
+        .is_empty(),
+        "the model was not told: {:?}",
+        notices(&s.events)
+    );
+    // The TODO never reached the file: the kernel saw no write of it (no finding from a write).
+    assert!(
+        !s.events.iter().any(|e| matches!(&e.body,
+            Body::Output { text, target: Some(t), .. } if t.contains("parser.py") && text.contains("TODO"))),
+        "the TODO was written"
+    );
+    assert!(
+        ws.join("config/deploy.env").exists(),
+        "an alert-only rule refused a write"
+    );
+    assert_eq!(
+        std::fs::read_to_string(ws.join("parser.py")).unwrap(),
+        "def parse(s):\n    return s.split()\n"
+    );
+    // What was reported about files (the terminal's preview of the write may show the secret
+    // too: that is output, masked).
+    let mut reported: Vec<Expect> = s
+        .reported(&ws)
+        .into_iter()
+        .filter(|e| e.path.is_some())
+        .collect();
+    reported.dedup();
+    assert_eq!(
+        reported,
+        vec![
+            Expect {
+                rule: "aws-secret-access-key".into(),
+                path: Some("config/deploy.env".into())
+            },
+            Expect {
+                rule: "todo-left".into(),
+                path: Some("parser.py".into())
+            }
+        ]
+    );
+    assert_eq!(
+        interventions(&s.events, "deny"),
+        vec![(Some(true), Some("hook".to_string()))]
+    );
     // A false "done": refused at Stop, with the evidence.
     let s = run(&hook_false_done_scenario());
     let refused = requests_with(&s.model_log, "the kernel saw this agent write no file");

@@ -53,8 +53,8 @@ pub struct Launch {
     #[arg(long, value_name = "KIND")]
     pub agent_kind: Option<String>,
     /// Do not install Claude Code hooks for the run (a Claude Code agent otherwise gets
-    /// them: axiomd then refuses a dangerous Bash command before it runs and a stop while
-    /// a claim is false).
+    /// them: axiomd then refuses a dangerous Bash command before it runs, a write that would
+    /// leave a TODO or a secret before the file holds it, and a stop while a claim is false).
     #[arg(long)]
     pub no_hooks: bool,
     /// Run this WebAssembly (WASI) program as the agent, with only the workspace preopened

@@ -5,6 +5,11 @@
 //!
 //! - `PreToolUse` on Bash: a command an exec rule with action deny, kill or freeze would hit is
 //!   refused before it runs, and the model is told why.
+//! - `PreToolUse` on Write, Edit, MultiEdit and NotebookEdit: content a file-write rule that
+//!   acts on the agent (a TODO left; any rule whose action is not `alert`) would find is
+//!   refused before the file holds it, with the rule's message (what an edit only carries over
+//!   is not the agent's).
+//!   The kernel stays the backstop for what no hook sees (a write from inside a Bash command).
 //! - `Stop`: the agent may not stop while a claim in its last message (done, tests pass) is
 //!   contradicted by what the kernel saw; the model gets the evidence. After three refusals in
 //!   a row it may (an agent that cannot do better is not held in a loop).
@@ -53,47 +58,63 @@ impl Actions {
     }
 
     fn pre_tool_use(&self, set: &RuleSet, agent: &Agent, input: &Value) -> Option<Value> {
-        if input.get("tool_name")?.as_str()? != "Bash" {
-            return None;
-        }
-        let command = input.get("tool_input")?.get("command")?.as_str()?;
-        // The rule that acts first (highest priority) among those that would stop the command.
-        let r = set
-            .scan(Scope::Exec, command)
+        let call = ToolCall::of(input)?;
+        // The rule that acts first (highest priority) among those that stop this call: for a
+        // command, those that would deny, kill or freeze it; for a write, every rule that acts
+        // on the agent (its message now, before the file exists, rather than after). A rule
+        // that only alerts (the shipped secret rules: masked and reported) lets it through.
+        let (h, r) = set
+            .scan(call.scope, &call.text)
             .into_iter()
             .map(|h| {
                 let r = &set.rules[h.rule];
                 (h, r)
             })
-            .filter(|(_, r)| matches!(r.action, Action::Deny | Action::Kill | Action::Freeze))
+            .filter(|(h, r)| match call.scope {
+                Scope::Exec => matches!(r.action, Action::Deny | Action::Kill | Action::Freeze),
+                _ => {
+                    r.plugin.is_none()
+                        && r.action != Action::Alert
+                        && !call.path.as_deref().is_some_and(|p| r.ignore.matches(p))
+                        && call.is_new(call.text.get(h.start..h.end).unwrap_or(""))
+                }
+            })
             .max_by_key(|(_, r)| r.priority)?;
-        let (h, r) = r;
         let why = if r.message.is_empty() {
             &r.description
         } else {
             &r.message
         };
-        let reason = format!(
-            "{FROM} refused this command before it ran (rule {}): {why}",
-            r.id
-        );
-        // The command comes from the agent's hook, not through the sensor: its secrets are
-        // masked here before the excerpt leaves axiomd.
-        let shown = masked(set, axiom_rules::excerpt(command, &h, r.redact));
+        let what = match call.scope {
+            Scope::Exec => "this command",
+            _ => "this write",
+        };
+        let reason = format!("{FROM} refused {what} before it ran (rule {}): {why}", r.id);
+        // The call comes from the agent's hook, not through the sensor: its secrets are masked
+        // here before the excerpt leaves axiomd.
+        let shown = masked(set, axiom_rules::excerpt(&call.text, &h, r.redact));
         self.bus.publish(violation(
             agent,
             r,
             shown.clone(),
-            Some(Scope::Exec),
-            None,
+            Some(call.scope),
+            call.path.clone(),
             None,
         ));
+        let target = call
+            .path
+            .as_deref()
+            .map(|p| format!(" to {p}"))
+            .unwrap_or_default();
         self.bus.publish(notice(
             agent,
             by_hook(
                 axiom_proto::wire::Action::Deny,
                 &r.id,
-                format!("refused before it ran (Claude Code hook): {shown}"),
+                format!(
+                    "refused before it ran (Claude Code hook, {}{target}): {shown}",
+                    call.tool
+                ),
             ),
         ));
         Some(json!({"hookSpecificOutput": {
@@ -207,6 +228,81 @@ impl Actions {
     }
 }
 
+/// A tool call a PreToolUse hook may refuse: a Bash command (matched as an exec), or a write
+/// tool's content (matched as a file write, with the file it goes to) before the file holds it.
+struct ToolCall {
+    tool: String,
+    scope: Scope,
+    /// The command, or what the write puts in the file.
+    text: String,
+    path: Option<String>,
+    /// What an edit replaces: text already there is not the agent's to answer for.
+    replaced: String,
+}
+
+impl ToolCall {
+    /// Claude Code's tool input: `Bash {command}`, `Write {file_path, content}`, `Edit
+    /// {file_path, old_string, new_string}`, `MultiEdit {file_path, edits: [{old_string,
+    /// new_string}]}`, `NotebookEdit {notebook_path, new_source}`.
+    fn of(input: &Value) -> Option<ToolCall> {
+        let tool = input.get("tool_name")?.as_str()?.to_string();
+        let t = input.get("tool_input")?;
+        let s = |k: &str| t.get(k).and_then(Value::as_str).map(String::from);
+        let (scope, text, path, replaced) = match tool.as_str() {
+            "Bash" => (Scope::Exec, s("command")?, None, String::new()),
+            "Write" => (
+                Scope::FileWrite,
+                s("content")?,
+                s("file_path"),
+                String::new(),
+            ),
+            "Edit" => (
+                Scope::FileWrite,
+                s("new_string")?,
+                s("file_path"),
+                s("old_string").unwrap_or_default(),
+            ),
+            "MultiEdit" => {
+                let edits = t.get("edits")?.as_array()?;
+                let field = |k: &str| {
+                    edits
+                        .iter()
+                        .filter_map(|e| e.get(k).and_then(Value::as_str))
+                        .collect::<Vec<_>>()
+                        .join("\n")
+                };
+                (
+                    Scope::FileWrite,
+                    field("new_string"),
+                    s("file_path"),
+                    field("old_string"),
+                )
+            }
+            "NotebookEdit" => (
+                Scope::FileWrite,
+                s("new_source")?,
+                s("notebook_path"),
+                String::new(),
+            ),
+            _ => return None,
+        };
+        Some(ToolCall {
+            tool,
+            scope,
+            text,
+            path,
+            replaced,
+        })
+    }
+
+    /// Whether `matched` is the call's own: it occurs more often in what it writes than in what
+    /// it replaces (an edit that keeps a TODO already in the file, quoted as context, adds none).
+    fn is_new(&self, matched: &str) -> bool {
+        matched.is_empty()
+            || self.text.matches(matched).count() > self.replaced.matches(matched).count()
+    }
+}
+
 /// `text` with every secret a rule knows masked (what the sensor does to captured bytes).
 fn masked(set: &RuleSet, text: String) -> String {
     set.redact(None, &text).map_or(text, |(m, _)| m)
@@ -218,4 +314,42 @@ fn by_hook(action: axiom_proto::wire::Action, rule: &str, what: String) -> Body 
         .channel(Channel::Hook)
         .delivered(Some(true))
         .body()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn write_tools_carry_their_content_and_an_edit_answers_only_for_what_it_adds() {
+        let call = |tool: &str, input: Value| {
+            ToolCall::of(&json!({"tool_name": tool, "tool_input": input})).expect("a call")
+        };
+        let w = call(
+            "Write",
+            json!({"file_path": "/w/a.py", "content": "# TODO: x\n"}),
+        );
+        assert_eq!(
+            (w.scope, w.path.as_deref()),
+            (Scope::FileWrite, Some("/w/a.py"))
+        );
+        assert!(w.is_new("TODO"));
+        let e = call(
+            "Edit",
+            json!({"file_path": "/w/b.py", "old_string": "# TODO: x\ny = 1", "new_string": "# TODO: x\ny = 2"}),
+        );
+        assert!(!e.is_new("TODO"), "a TODO carried over as context");
+        let m = call(
+            "MultiEdit",
+            json!({"file_path": "/w/c.py", "edits": [{"old_string": "a", "new_string": "b # TODO"}]}),
+        );
+        assert!(m.is_new("TODO") && m.text.contains("b # TODO"));
+        let n = call(
+            "NotebookEdit",
+            json!({"notebook_path": "/w/n.ipynb", "new_source": "x"}),
+        );
+        assert_eq!(n.path.as_deref(), Some("/w/n.ipynb"));
+        assert_eq!(call("Bash", json!({"command": "ls"})).scope, Scope::Exec);
+        assert!(ToolCall::of(&json!({"tool_name": "Read", "tool_input": {}})).is_none());
+    }
 }

@@ -67,6 +67,16 @@ pub struct Attempt {
     /// A shell script run by the agent in its workspace.
     pub script: String,
     pub judge: Judge,
+    /// The agent kind it runs as (`--agent-kind`): what that kind's state grants it.
+    pub kind: Option<&'static str>,
+}
+
+impl Attempt {
+    /// Run as an agent of `kind` (a kind of `config/agents.toml`).
+    fn as_kind(mut self, kind: &'static str) -> Attempt {
+        self.kind = Some(kind);
+        self
+    }
 }
 
 /// Listener script: every connection or datagram is written down (its first line names the
@@ -379,6 +389,7 @@ impl<'a> World<'a> {
             .arg(&self.d.socket)
             .args(["run", "--profile", a.profile, "--name"])
             .arg(format!("esc-{}", a.name))
+            .args(a.kind.iter().flat_map(|k| ["--agent-kind", k]))
             .arg("--workspace")
             .arg(&self.ws)
             .args(["--", "/bin/sh", "-c"])
@@ -658,6 +669,19 @@ fn absent_on_host(path: PathBuf, what: &'static str) -> Judge {
 }
 
 /// A file of the owner's the agent must not have changed (`rel` below the world's base).
+/// `path` does not hold `token` (the attempt's mark) after the agent: what it wrote there, if
+/// it did, is taken out again.
+fn no_text_in(path: PathBuf, token: String, what: &'static str) -> Judge {
+    Box::new(move |_, _| match std::fs::read_to_string(&path) {
+        Ok(t) if t.contains(&token) => {
+            let kept: Vec<&str> = t.lines().filter(|l| !l.contains(&token)).collect();
+            let _ = std::fs::write(&path, kept.join("\n"));
+            Verdict::Escaped(what.into())
+        }
+        _ => Verdict::Contained,
+    })
+}
+
 fn unchanged(rel: String, text: &'static str) -> Judge {
     Box::new(
         move |w, _| match std::fs::read_to_string(w.base.join(&rel)) {
@@ -894,6 +918,7 @@ fn attempt(
         profile,
         script: script.into(),
         judge,
+        kind: None,
     }
 }
 
@@ -1187,6 +1212,54 @@ for i in $(seq 1 64); do "$AXIOMCTL" --socket "$SOCK" kill $i; done >/dev/null 2
             r#"echo '{"hooks": {"SessionStart": [{"hooks": [{"type": "command", "command": "id"}]}]}}' > .claude/settings.json"#,
             unchanged("ws/.claude/settings.json".into(), "{\"hooks\": {}}\n"),
         ));
+        // An agent kind's own state is writable to it; what in it runs commands in the
+        // owner's later, unconfined sessions is not.
+        v.push(
+            conf(
+                "codex-config-notify",
+                r#"mkdir -p ~/.codex; echo "notify = [\"sh\", \"-c\", \"id\"] # esc-$N" >> ~/.codex/config.toml"#,
+                no_text_in(
+                    home.join(".codex/config.toml"),
+                    format!("esc-codex-config-notify-{p}"),
+                    "a notify command in the owner's Codex config",
+                ),
+            )
+            .as_kind("codex"),
+        );
+        v.push(
+            conf(
+                "claude-mcp-carried-back",
+                r#"printf '{"mcpServers":{"esc":{"command":"sh","args":["-c","id # esc-%s"]}}}' "$N" > "${CLAUDE_CONFIG_DIR:-$HOME/.claude}/.claude.json""#,
+                no_text_in(
+                    home.join(".claude.json"),
+                    format!("esc-claude-mcp-carried-back-{p}"),
+                    "an MCP server in the owner's ~/.claude.json",
+                ),
+            )
+            .as_kind("claude"),
+        );
+        v.push(
+            conf(
+                "claude-hook-script",
+                r#"mkdir -p ~/.claude/hooks && echo id > ~/.claude/hooks/esc-$N.sh"#,
+                absent_on_host(
+                    home.join(format!(".claude/hooks/esc-claude-hook-script-{p}.sh")),
+                    "a script in the owner's Claude Code hooks",
+                ),
+            )
+            .as_kind("claude"),
+        );
+        v.push(
+            conf(
+                "gemini-extension",
+                r#"mkdir -p ~/.gemini/extensions/esc-$N && echo '{"name": "x"}' > ~/.gemini/extensions/esc-$N/gemini-extension.json"#,
+                absent_on_host(
+                    home.join(format!(".gemini/extensions/esc-gemini-extension-{p}")),
+                    "an extension in the owner's Gemini CLI",
+                ),
+            )
+            .as_kind("gemini"),
+        );
         v.push(conf(
             "pre-commit-cache",
             r#"mkdir -p ~/.cache/pre-commit && echo x > ~/.cache/pre-commit/planted-$N"#,

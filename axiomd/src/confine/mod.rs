@@ -189,6 +189,19 @@ impl Default for ConfineConfig {
                 "~/.claude/settings.json",
                 "~/.claude/settings.local.json",
                 "~/.gemini/settings.json",
+                // What the agents' own state holds that runs commands in the owner's later,
+                // unconfined sessions (their state directories are writable to their agents):
+                // Codex's config (notify, MCP servers, hooks) and exec-policy rules, a project's
+                // Codex layer, Claude Code's hook scripts and installed plugins (their hooks),
+                // Gemini CLI's extensions (MCP servers, hooks).
+                ".codex",
+                "~/.codex/config.toml",
+                "~/.codex/hooks.json",
+                "~/.codex/rules/",
+                "~/.claude/hooks/",
+                "~/.claude/plugins/cache/",
+                "~/.claude/plugins/marketplaces/",
+                "~/.gemini/extensions/",
                 // pre-commit's environments: code run at the owner's next commit.
                 "~/.cache/pre-commit/",
                 "~/.ssh",

@@ -73,7 +73,7 @@ pub struct Attempt {
 
 impl Attempt {
     /// Run as an agent of `kind` (a kind of `config/agents.toml`).
-    fn as_kind(mut self, kind: &'static str) -> Attempt {
+    fn run_as(mut self, kind: &'static str) -> Attempt {
         self.kind = Some(kind);
         self
     }
@@ -1224,7 +1224,7 @@ for i in $(seq 1 64); do "$AXIOMCTL" --socket "$SOCK" kill $i; done >/dev/null 2
                     "a notify command in the owner's Codex config",
                 ),
             )
-            .as_kind("codex"),
+            .run_as("codex"),
         );
         v.push(
             conf(
@@ -1236,7 +1236,7 @@ for i in $(seq 1 64); do "$AXIOMCTL" --socket "$SOCK" kill $i; done >/dev/null 2
                     "an MCP server in the owner's ~/.claude.json",
                 ),
             )
-            .as_kind("claude"),
+            .run_as("claude"),
         );
         v.push(
             conf(
@@ -1247,7 +1247,7 @@ for i in $(seq 1 64); do "$AXIOMCTL" --socket "$SOCK" kill $i; done >/dev/null 2
                     "a script in the owner's Claude Code hooks",
                 ),
             )
-            .as_kind("claude"),
+            .run_as("claude"),
         );
         v.push(
             conf(
@@ -1258,7 +1258,7 @@ for i in $(seq 1 64); do "$AXIOMCTL" --socket "$SOCK" kill $i; done >/dev/null 2
                     "an extension in the owner's Gemini CLI",
                 ),
             )
-            .as_kind("gemini"),
+            .run_as("gemini"),
         );
         v.push(conf(
             "pre-commit-cache",

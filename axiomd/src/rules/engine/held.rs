@@ -6,8 +6,6 @@
 //! bus's mark) and none renamed the file. A reader or rules thread that falls behind on a busy
 //! machine delays the report; it cannot lose the rename (the test suite once did, with a
 //! wall-clock wait, when the reader was descheduled).
-use std::time::Instant;
-
 use super::{Engine, Finding};
 
 /// A finding about a temporary file, now about the file it was renamed to.
@@ -23,9 +21,14 @@ pub(super) fn renamed_to(f: &mut Finding, from: &str, to: &str) {
 /// temporary file that stays is reported this late.
 pub(super) const HOLD_NS: u64 = 30_000_000_000;
 
-/// How long a rename is remembered for a write whose record is read after it (the two come on
-/// different rings, read in turn: the gap is one reader batch).
-pub(super) const RENAME_MEMORY: std::time::Duration = std::time::Duration::from_secs(2);
+/// How long, in the kernel's record, a rename is remembered for a write to the file it moved
+/// whose event comes after it: a write read back from the file once its writer closed it, or
+/// one decoded in a later reader pass, reaches the rules after the rename (the suite once lost
+/// one this way on a loaded machine, with a 2 s memory by the rules thread's clock).
+pub(super) const RENAME_MEMORY_NS: u64 = 60_000_000_000;
+
+/// Renames remembered at most.
+const RENAMES_MAX: usize = 4096;
 
 /// A file name an atomic write uses before it renames the file over its target: Claude Code's
 /// `app.py.tmp.<pid>.<rand>`, `app.py.tmp`, editors' `.app.py.swp` and `app.py~`.
@@ -44,7 +47,13 @@ impl Engine {
         let Some(path) = f.path.clone().filter(|p| temporary(p)) else {
             return Some(f);
         };
-        match self.renames.iter().rev().find(|(_, from, _)| *from == path) {
+        // A rename of this file at or after the write (in the kernel's record) names it.
+        match self
+            .renames
+            .iter()
+            .rev()
+            .find(|(t, from, _)| *from == path && *t >= written_ns)
+        {
             Some((_, from, to)) => {
                 renamed_to(&mut f, from, to);
                 Some(f)
@@ -57,15 +66,15 @@ impl Engine {
     }
 
     /// A rename: held findings about `from` are now about `to`, and due at once.
-    pub(super) fn renamed(&mut self, from: &str, to: &str, now: Instant) {
+    pub(super) fn renamed(&mut self, from: &str, to: &str, at_ns: u64) {
         while self.renames.front().is_some_and(|(t, _, _)| {
-            now.duration_since(*t) > RENAME_MEMORY || self.renames.len() > 256
+            at_ns.saturating_sub(*t) > RENAME_MEMORY_NS || self.renames.len() >= RENAMES_MAX
         }) {
             self.renames.pop_front();
         }
         if temporary(from) {
             self.renames
-                .push_back((now, from.to_string(), to.to_string()));
+                .push_back((at_ns, from.to_string(), to.to_string()));
         }
         for (due, f) in self.held.iter_mut() {
             if f.path.as_deref() == Some(from) {

@@ -78,9 +78,9 @@ pub(crate) struct Engine {
     held: Vec<(u64, Finding)>,
     /// The sensor's mark: every kernel record before it has been read (`held.rs`).
     read_to_ns: u64,
-    /// Recent renames (when, from, to): a write's record may arrive after the rename of its file
-    /// (the two come on different rings).
-    renames: std::collections::VecDeque<(Instant, String, String)>,
+    /// Recent renames of temporary files (kernel time, from, to): a write's event may arrive
+    /// after the rename of its file (read back, or decoded in a later pass).
+    renames: std::collections::VecDeque<(u64, String, String)>,
     /// What a bound cut since the last `take_shed`, by cause: the rules stage counts it as a
     /// loss (`axiomctl status`).
     shed: std::collections::BTreeMap<&'static str, u64>,
@@ -264,7 +264,7 @@ impl Engine {
                 path,
                 path2: Some(to),
                 ..
-            } => self.renamed(path, to, now),
+            } => self.renamed(path, to, ev.time_ns),
             // A temporary file removed, or an agent gone: no rename will name their findings.
             Body::File {
                 op: FileOp::Unlink,

@@ -241,6 +241,27 @@ fn agent_state_is_not_work_and_a_temporary_file_takes_its_final_name() {
     let f = e.on_event(&set, &ev(4, rename(tmp, "/w/src/cli.py")), t);
     assert_eq!(ids(&set, &f), ["todo-left"]);
     assert_eq!(f[0].path.as_deref(), Some("/w/src/cli.py"));
+    // The write's event comes after its rename (read back from the file once it was closed):
+    // the rename, later in the kernel's record than the write, names it, however late.
+    let tmp = "/w/src/late.py.tmp.4242.e5f6";
+    let w = ev(8, out("# TODO: later\n", tmp));
+    let mut r = ev(8, rename(tmp, "/w/src/late.py"));
+    r.time_ns = w.time_ns + 1_000;
+    assert!(e.on_event(&set, &r, t).is_empty());
+    let f = e.on_event(&set, &w, t + Duration::from_secs(20));
+    assert_eq!(f[0].path.as_deref(), Some("/w/src/late.py"));
+    // A rename earlier than the write is another file's that had the name: it names nothing;
+    // the finding waits for a rename of its own, or its hold.
+    let mut w = ev(9, out("# TODO: later\n", tmp));
+    w.time_ns = r.time_ns + 1_000;
+    assert!(
+        e.on_event(&set, &w, t).is_empty(),
+        "named by an older rename"
+    );
+    e.read_to(w.time_ns + HOLD_NS);
+    let f = e.release();
+    assert_eq!(f.len(), 1);
+    assert_eq!(f[0].path.as_deref(), Some(tmp));
     // A temporary file that stays: once the kernel's record is past its hold with no rename,
     // it is reported under the name it was written to.
     let tmp = "/w/src/keep.py.tmp";

@@ -40,6 +40,39 @@ pub(super) fn temporary(path: &str) -> bool {
         || (name.starts_with('.') && name.ends_with(".swp"))
 }
 
+/// A rename as the rules remember it: when (kernel time), by which process, from, to.
+pub(super) type Rename = (u64, u32, String, String);
+
+/// Where a finding about `path`, made for process `pid`, goes when process `by` renames `from`
+/// to `to`: `to`, or `None` when the rename is not of that file.
+///
+/// A rename made relative to a directory descriptor (`renameat(dirfd, "a.tmp", dirfd, "a")`,
+/// as Claude Code's runtime does) whose descriptor was closed before the sensor could look it
+/// up arrives as `/proc/self/fd/<n>/<name>`: it is the file when the same process renames a
+/// file of that name (a temporary name carries the writer's pid and a random part), and its
+/// target is then the name in the finding's own directory.
+fn destination(path: &str, pid: u32, by: u32, from: &str, to: &str) -> Option<String> {
+    if path == from {
+        return Some(to.to_string());
+    }
+    let unresolved = |p: &str| {
+        let rest = p.strip_prefix("/proc/self/fd/")?;
+        let (fd, name) = rest.split_once('/')?;
+        (fd.bytes().all(|b| b.is_ascii_digit()) && !name.contains('/'))
+            .then(|| (fd.to_string(), name.to_string()))
+    };
+    let (fd, name) = unresolved(from)?;
+    let (dir, file) = path.rsplit_once('/')?;
+    if pid != by || file != name {
+        return None;
+    }
+    Some(match unresolved(to) {
+        Some((to_fd, to_name)) if to_fd == fd => format!("{dir}/{to_name}"),
+        Some(_) => return None,
+        None => to.to_string(),
+    })
+}
+
 impl Engine {
     /// A finding about a temporary file waits for the rename that names the real one (or takes
     /// the name of a rename that came first); any other finding is due now.
@@ -48,14 +81,15 @@ impl Engine {
             return Some(f);
         };
         // A rename of this file at or after the write (in the kernel's record) names it.
-        match self
+        let to = self
             .renames
             .iter()
             .rev()
-            .find(|(t, from, _)| *from == path && *t >= written_ns)
-        {
-            Some((_, from, to)) => {
-                renamed_to(&mut f, from, to);
+            .filter(|(t, ..)| *t >= written_ns)
+            .find_map(|(_, by, from, to)| destination(&path, f.pid, *by, from, to));
+        match to {
+            Some(to) => {
+                renamed_to(&mut f, &path, &to);
                 Some(f)
             }
             None => {
@@ -66,19 +100,20 @@ impl Engine {
     }
 
     /// A rename: held findings about `from` are now about `to`, and due at once.
-    pub(super) fn renamed(&mut self, from: &str, to: &str, at_ns: u64) {
-        while self.renames.front().is_some_and(|(t, _, _)| {
+    pub(super) fn renamed(&mut self, from: &str, to: &str, at_ns: u64, by: u32) {
+        while self.renames.front().is_some_and(|(t, ..)| {
             at_ns.saturating_sub(*t) > RENAME_MEMORY_NS || self.renames.len() >= RENAMES_MAX
         }) {
             self.renames.pop_front();
         }
         if temporary(from) {
             self.renames
-                .push_back((at_ns, from.to_string(), to.to_string()));
+                .push_back((at_ns, by, from.to_string(), to.to_string()));
         }
         for (due, f) in self.held.iter_mut() {
-            if f.path.as_deref() == Some(from) {
-                renamed_to(f, from, to);
+            let Some(path) = f.path.clone() else { continue };
+            if let Some(dest) = destination(&path, f.pid, by, from, to) {
+                renamed_to(f, &path, &dest);
                 *due = 0;
             }
         }

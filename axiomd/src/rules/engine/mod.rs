@@ -80,7 +80,7 @@ pub(crate) struct Engine {
     read_to_ns: u64,
     /// Recent renames of temporary files (kernel time, from, to): a write's event may arrive
     /// after the rename of its file (read back, or decoded in a later pass).
-    renames: std::collections::VecDeque<(u64, String, String)>,
+    renames: std::collections::VecDeque<held::Rename>,
     /// What a bound cut since the last `take_shed`, by cause: the rules stage counts it as a
     /// loss (`axiomctl status`).
     shed: std::collections::BTreeMap<&'static str, u64>,
@@ -264,7 +264,7 @@ impl Engine {
                 path,
                 path2: Some(to),
                 ..
-            } => self.renamed(path, to, ev.time_ns),
+            } => self.renamed(path, to, ev.time_ns, ev.tgid),
             // A temporary file removed, or an agent gone: no rename will name their findings.
             Body::File {
                 op: FileOp::Unlink,

@@ -262,6 +262,37 @@ fn agent_state_is_not_work_and_a_temporary_file_takes_its_final_name() {
     let f = e.release();
     assert_eq!(f.len(), 1);
     assert_eq!(f[0].path.as_deref(), Some(tmp));
+    // Renamed relative to a directory descriptor closed before the sensor looked it up (Claude
+    // Code's runtime does so): by the same process, a file of that name, in its directory.
+    let tmp = "/w/config/deploy.env.tmp.4242.a0b1";
+    let w = ev(10, out("# TODO: later\n", tmp));
+    assert!(e.on_event(&set, &w, t).is_empty());
+    let other = Event {
+        tgid: 11,
+        ..ev(
+            10,
+            rename(
+                "/proc/self/fd/15/deploy.env.tmp.4242.a0b1",
+                "/proc/self/fd/15/deploy.env",
+            ),
+        )
+    };
+    assert!(
+        e.on_event(&set, &other, t).is_empty(),
+        "another process's rename"
+    );
+    let f = e.on_event(
+        &set,
+        &ev(
+            10,
+            rename(
+                "/proc/self/fd/15/deploy.env.tmp.4242.a0b1",
+                "/proc/self/fd/15/deploy.env",
+            ),
+        ),
+        t,
+    );
+    assert_eq!(f[0].path.as_deref(), Some("/w/config/deploy.env"));
     // A temporary file that stays: once the kernel's record is past its hold with no rename,
     // it is reported under the name it was written to.
     let tmp = "/w/src/keep.py.tmp";

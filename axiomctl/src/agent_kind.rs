@@ -82,6 +82,24 @@ pub fn adapt(command: &[String], kind: &str, hook: Option<&str>) -> Adapted {
                 out.notes
                     .push("codex runs with --no-daemon: its app server stays inside the agent");
             }
+            // Its hooks for the run: on the interactive TUI and `exec`, as options of the
+            // command they run (after `exec`).
+            let at = match sub {
+                Some("exec" | "e") => Some(2),
+                _ if interactive => Some(1),
+                _ => None,
+            };
+            if let (Some(hook), Some(at)) = (hook, at) {
+                let args = codex_hook_args(hook);
+                out.argv.splice(at..at, args);
+                out.hooks = true;
+                out.notes.push(
+                    "codex runs with Axiom's hooks for this run (-c hooks.…, \
+                     --dangerously-bypass-hook-trust: hooks added on the command line are not in \
+                     Codex's trust store): a dangerous command is refused before it runs, a false \
+                     claim before it stops",
+                );
+            }
         }
         "claude" => {
             if let Some(hook) = hook
@@ -123,6 +141,34 @@ pub fn claude_settings(hook: &str) -> serde_json::Value {
     }})
 }
 
+/// Codex's options for Axiom's hooks for one run: the same events and JSON as Claude Code's
+/// (`PreToolUse` on its shell and `apply_patch`, `Stop`, and `PostToolUse` and
+/// `UserPromptSubmit` to hand over waiting messages), given as config overrides. Codex runs a
+/// hook only once its exact definition is trusted (kept in `~/.codex/config.toml`, which a
+/// confined agent may not write), and these are new on every run: the run trusts them with
+/// `--dangerously-bypass-hook-trust`. Hooks the user configured run as they would, inside the
+/// agent's confinement; an agent cannot add any (`.codex`, `~/.codex/config.toml` and
+/// `~/.codex/hooks.json` are protected).
+pub fn codex_hook_args(hook: &str) -> Vec<String> {
+    // A TOML basic string: JSON's escapes are TOML's.
+    let command = serde_json::Value::from(hook).to_string();
+    let entry = |matcher: Option<&str>| {
+        let m = matcher.map_or(String::new(), |m| format!("matcher = \"{m}\", "));
+        format!("[{{{m}hooks = [{{type = \"command\", command = {command}, timeout = 30}}]}}]")
+    };
+    let mut out = vec!["--dangerously-bypass-hook-trust".to_string()];
+    for (event, matcher) in [
+        ("PreToolUse", Some("Bash|apply_patch")),
+        ("PostToolUse", None),
+        ("UserPromptSubmit", None),
+        ("Stop", None),
+    ] {
+        out.push("-c".into());
+        out.push(format!("hooks.{event}={}", entry(matcher)));
+    }
+    out
+}
+
 /// The shell command a hook runs: this axiomctl, on the same socket. `exec`, because Claude
 /// Code runs it with `sh -c` and waits, and Debian's `sh` (dash) forks for a lone command
 /// instead of becoming it: one process fewer per hook call.
@@ -146,10 +192,36 @@ mod tests {
 
     #[test]
     fn interactive_codex_keeps_its_app_server_inside() {
-        let a = adapt_as(&v(&["/opt/bin/codex", "fix the bug"]));
+        let p = Profiles::builtin();
+        let no_hooks = |c: &[String]| adapt(c, &kind(&p, c, None), None);
+        let a = no_hooks(&v(&["/opt/bin/codex", "fix the bug"]));
         assert_eq!(a.argv, v(&["/opt/bin/codex", "--no-daemon", "fix the bug"]));
         assert_eq!(a.notes.len(), 1);
-        assert_eq!(adapt_as(&v(&["codex"])).argv, v(&["codex", "--no-daemon"]));
+        assert_eq!(no_hooks(&v(&["codex"])).argv, v(&["codex", "--no-daemon"]));
+        // With hooks: trusted for the run, before the prompt; after `exec` for exec.
+        let a = adapt_as(&v(&["codex", "fix it"]));
+        assert!(a.hooks);
+        assert_eq!(a.argv[1], "--dangerously-bypass-hook-trust");
+        assert!(a.argv.contains(&"--no-daemon".to_string()));
+        assert_eq!(a.argv.last().map(String::as_str), Some("fix it"));
+        let pre = a
+            .argv
+            .iter()
+            .find(|x| x.starts_with("hooks.PreToolUse="))
+            .expect("pre");
+        let value: toml::Value =
+            toml::from_str(&format!("v = {}", &pre["hooks.PreToolUse=".len()..]))
+                .expect("a TOML value");
+        assert_eq!(value["v"][0]["matcher"].as_str(), Some("Bash|apply_patch"));
+        assert_eq!(
+            value["v"][0]["hooks"][0]["command"].as_str(),
+            Some("axiomctl hook")
+        );
+        let e = adapt_as(&v(&["codex", "exec", "x"]));
+        assert_eq!(
+            e.argv[..3],
+            v(&["codex", "exec", "--dangerously-bypass-hook-trust"])
+        );
         // Not the TUI, or the user chose: unchanged.
         for c in [
             v(&["codex", "exec", "x"]),
@@ -157,7 +229,7 @@ mod tests {
             v(&["codex", "--no-daemon"]),
             v(&["python3", "agent.py"]),
         ] {
-            let a = adapt_as(&c);
+            let a = no_hooks(&c);
             assert_eq!((a.argv, a.notes.len()), (c.clone(), 0));
         }
     }

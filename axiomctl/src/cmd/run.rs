@@ -52,7 +52,7 @@ pub struct Launch {
     /// generic): how interventions are typed into it. Default: from the program's name.
     #[arg(long, value_name = "KIND")]
     pub agent_kind: Option<String>,
-    /// Do not install Claude Code hooks for the run (a Claude Code agent otherwise gets
+    /// Do not install Axiom's hooks for the run (a Claude Code or Codex agent otherwise gets
     /// them: axiomd then refuses a dangerous Bash command before it runs, a write that would
     /// leave a TODO or a secret before the file holds it, and a stop while a claim is false).
     #[arg(long)]

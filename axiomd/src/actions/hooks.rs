@@ -1,7 +1,9 @@
-//! Claude Code's hooks: a channel to the model that is stronger than the terminal where it
-//! exists. `axiomctl run` installs them for the run only (`--settings`, never the user's own
-//! settings files); each calls `axiomctl hook`, which asks axiomd here, as the agent's own
-//! process (the agent is the caller's, by its pid).
+//! The agents' hooks (Claude Code's, and Codex's in the same JSON format): a channel to the
+//! model that is stronger than the terminal where it exists. `axiomctl run` installs them for
+//! the run only (Claude Code: `--settings`; Codex: `-c hooks.…` with
+//! `--dangerously-bypass-hook-trust`; never the user's own settings files); each calls
+//! `axiomctl hook`, which asks axiomd here, as the agent's own process (the agent is the
+//! caller's, by its pid).
 //!
 //! - `PreToolUse` on Bash: a command an exec rule with action deny, kill or freeze would hit is
 //!   refused before it runs, and the model is told why.
@@ -112,7 +114,8 @@ impl Actions {
                 axiom_proto::wire::Action::Deny,
                 &r.id,
                 format!(
-                    "refused before it ran (Claude Code hook, {}{target}): {shown}",
+                    "refused before it ran ({} hook, {}{target}): {shown}",
+                    hook_of(agent),
                     call.tool
                 ),
             ),
@@ -175,7 +178,7 @@ impl Actions {
                 by_hook(
                     axiom_proto::wire::Action::Inject,
                     &r.id,
-                    format!("stop refused (Claude Code hook): {with_evidence}"),
+                    format!("stop refused ({} hook): {with_evidence}", hook_of(agent)),
                 ),
             ));
             reasons.push(with_evidence);
@@ -306,6 +309,15 @@ impl ToolCall {
 /// `text` with every secret a rule knows masked (what the sensor does to captured bytes).
 fn masked(set: &RuleSet, text: String) -> String {
     set.redact(None, &text).map_or(text, |(m, _)| m)
+}
+
+/// Whose hook the agent called, for the intervention's detail.
+fn hook_of(agent: &Agent) -> &'static str {
+    match agent.kind.as_deref() {
+        Some("codex") => "Codex",
+        Some("claude") => "Claude Code",
+        _ => "the agent's",
+    }
 }
 
 /// An intervention made through the agent's own hook: delivered as the hook's answer.

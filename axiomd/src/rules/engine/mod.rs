@@ -114,6 +114,12 @@ pub(crate) struct PluginFault {
 /// Writes remembered for de-duplication (a write's two records arrive close together).
 const REPORTED_MAX: usize = 4096;
 
+/// A hook call `axiomctl run` installed (`axiomctl --socket … hook`, or the shell that execs it).
+fn is_axiom_hook(line: &str) -> bool {
+    let line = line.trim_end();
+    line.ends_with(" hook") && line.contains("axiomctl") && line.contains(" --socket ")
+}
+
 /// Output to a file (not a terminal, pipe, socket or device).
 fn is_file(target: Option<&str>) -> bool {
     rules::write_scope(target) == Scope::FileWrite
@@ -298,10 +304,14 @@ impl Engine {
                 if rules::is_test_command(&line) {
                     a.tests_ran = true;
                 }
-                let shown: String = line.chars().take(120).collect();
-                a.commands.push_back(shown);
-                if a.commands.len() > 5 {
-                    a.commands.pop_front();
+                // Axiom's own hook calls (`axiomctl … hook`, run by the agent for us) are not
+                // the agent's commands: a refusal's evidence lists what the agent ran.
+                if !is_axiom_hook(&line) {
+                    let shown: String = line.chars().take(120).collect();
+                    a.commands.push_back(shown);
+                    if a.commands.len() > 5 {
+                        a.commands.pop_front();
+                    }
                 }
                 out.extend(self.on_bytes(set, ev, &[Scope::Exec], line, None, None, now));
             }

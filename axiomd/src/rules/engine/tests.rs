@@ -338,3 +338,15 @@ fn planning_timeout_fires_once() {
             .all(|f| set.rules[f.rule].id != "planning-timeout")
     );
 }
+
+#[test]
+fn axioms_own_hook_calls_are_not_the_agents_commands() {
+    assert!(is_axiom_hook(
+        "/bin/sh -c exec '/usr/bin/axiomctl' --socket '/run/axiom/axiomd.sock' hook"
+    ));
+    assert!(is_axiom_hook(
+        "/usr/bin/axiomctl --socket /run/axiom/axiomd.sock hook"
+    ));
+    assert!(!is_axiom_hook("python3 -m pytest -q"));
+    assert!(!is_axiom_hook("git commit -m hook"));
+}

@@ -406,21 +406,20 @@ fn idle_messages_wait_for_the_agent() {
     }
 }
 
-/// Claude Code's hooks, installed by `axiomctl run` for the run: a dangerous Bash command never
-/// runs and the model is told why; a false "done" is refused at Stop with the kernel's evidence;
-/// a true one is not.
-#[test]
-fn claude_code_hooks() {
-    let d = Daemon::start("real_hooks", &[]);
-    let run = |sc: &Scenario| {
-        let dir = SessionUser::new();
-        let mut live = Live::start(&d, Agent::Claude, sc, &dir);
-        live.until_done(Duration::from_secs(90));
-        live.sub.drain_for(Duration::from_secs(3));
-        live.finish(&d)
-    };
-    // A dangerous command: refused before it ran.
-    let s = run(&hook_dangerous_scenario());
+/// One scenario of `agent` under `axiomctl run` with Axiom's hooks and the shipped rules,
+/// played to its end; with the user it ran as (its home holds the workspace).
+fn hooked(d: &Daemon, agent: Agent, sc: &Scenario) -> (SessionUser, Session) {
+    let dir = SessionUser::new();
+    let mut live = Live::start(d, agent, sc, &dir);
+    live.until_done(Duration::from_secs(90));
+    live.sub.drain_for(Duration::from_secs(3));
+    let s = live.finish(d);
+    (dir, s)
+}
+
+/// `curl … | sh` was refused by the agent's hook before it ran: the model was told why, no
+/// exec of it happened, one deny went through the hook and nothing was frozen.
+fn refused_before_it_ran(s: &Session) {
     assert!(
         !requests_with(
             &s.model_log,
@@ -443,14 +442,20 @@ fn claude_code_hooks() {
         vec![(Some(true), Some("hook".to_string()))]
     );
     assert!(interventions(&s.events, "freeze").is_empty(), "frozen");
+}
+
+/// Claude Code's hooks, installed by `axiomctl run` for the run: a dangerous Bash command never
+/// runs and the model is told why; a false "done" is refused at Stop with the kernel's evidence;
+/// a true one is not.
+#[test]
+fn claude_code_hooks() {
+    let d = Daemon::start("real_hooks", &[]);
+    let run = |sc: &Scenario| hooked(&d, Agent::Claude, sc).1;
+    // A dangerous command: refused before it ran.
+    refused_before_it_ran(&run(&hook_dangerous_scenario()));
     // Writes: a TODO refused before the file held it, the model told why; a secret under an
-    // alert-only rule written (masked, reported with its file); the
-    // clean write lands.
-    let dir = SessionUser::new();
-    let mut live = Live::start(&d, Agent::Claude, &hook_write_scenario(), &dir);
-    live.until_done(Duration::from_secs(90));
-    live.sub.drain_for(Duration::from_secs(3));
-    let s = live.finish(&d);
+    // alert-only rule written (masked, reported with its file); the clean write lands.
+    let (dir, s) = hooked(&d, Agent::Claude, &hook_write_scenario());
     let ws = dir.join("ws");
     assert!(
         !requests_with(
@@ -540,33 +545,8 @@ fn claude_code_hooks() {
 #[test]
 fn codex_hooks() {
     let d = Daemon::start("real_codex_hooks", &[]);
-    let run = |sc: &Scenario| {
-        let dir = SessionUser::new();
-        let mut live = Live::start(&d, Agent::Codex, sc, &dir);
-        live.until_done(Duration::from_secs(90));
-        live.sub.drain_for(Duration::from_secs(3));
-        live.finish(&d)
-    };
-    let s = run(&hook_dangerous_scenario());
-    assert!(
-        !requests_with(
-            &s.model_log,
-            "refused this command before it ran (rule curl-pipe-shell)"
-        )
-        .is_empty(),
-        "the model was not told why: {:?}",
-        notices(&s.events)
-    );
-    assert!(
-        !s.events.iter().any(
-            |e| matches!(&e.body, Body::Exec { argv, .. } if argv.join(" ").contains("install.sh"))
-        ),
-        "the command ran"
-    );
-    assert_eq!(
-        interventions(&s.events, "deny"),
-        vec![(Some(true), Some("hook".to_string()))]
-    );
+    let run = |sc: &Scenario| hooked(&d, Agent::Codex, sc).1;
+    refused_before_it_ran(&run(&hook_dangerous_scenario()));
     let s = run(&hook_false_done_scenario());
     assert!(
         !requests_with(&s.model_log, "the kernel saw this agent write no file").is_empty(),

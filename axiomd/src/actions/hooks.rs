@@ -10,7 +10,8 @@
 //! - `PreToolUse` on Write, Edit, MultiEdit and NotebookEdit: content a file-write rule that
 //!   acts on the agent (a TODO left; any rule whose action is not `alert`) would find is
 //!   refused before the file holds it, with the rule's message (what an edit only carries over
-//!   is not the agent's).
+//!   is not the agent's). Codex's `apply_patch` is read the same way, one write per file its
+//!   patch adds to.
 //!   The kernel stays the backstop for what no hook sees (a write from inside a Bash command).
 //! - `Stop`: the agent may not stop while a claim in its last message (done, tests pass) is
 //!   contradicted by what the kernel saw; the model gets the evidence. After three refusals in
@@ -60,7 +61,14 @@ impl Actions {
     }
 
     fn pre_tool_use(&self, set: &RuleSet, agent: &Agent, input: &Value) -> Option<Value> {
-        let call = ToolCall::of(input)?;
+        // A tool call may write several files (a Codex patch): the first one refused refuses it.
+        ToolCall::of(input)
+            .into_iter()
+            .find_map(|call| self.refuse(set, agent, &call))
+    }
+
+    /// The answer refusing `call`, if a rule stops it (and its violation and intervention).
+    fn refuse(&self, set: &RuleSet, agent: &Agent, call: &ToolCall) -> Option<Value> {
         // The rule that acts first (highest priority) among those that stop this call: for a
         // command, those that would deny, kill or freeze it; for a write, every rule that acts
         // on the agent (its message now, before the file exists, rather than after). A rule
@@ -244,11 +252,28 @@ struct ToolCall {
 }
 
 impl ToolCall {
-    /// Claude Code's tool input: `Bash {command}`, `Write {file_path, content}`, `Edit
-    /// {file_path, old_string, new_string}`, `MultiEdit {file_path, edits: [{old_string,
-    /// new_string}]}`, `NotebookEdit {notebook_path, new_source}`.
-    fn of(input: &Value) -> Option<ToolCall> {
-        let tool = input.get("tool_name")?.as_str()?.to_string();
+    /// The calls in a hook's input: Claude Code's `Bash {command}`, `Write {file_path,
+    /// content}`, `Edit {file_path, old_string, new_string}`, `MultiEdit {file_path, edits:
+    /// [{old_string, new_string}]}`, `NotebookEdit {notebook_path, new_source}`; Codex's `Bash
+    /// {command}` and `apply_patch {command}` (the patch: one write per file it adds or
+    /// updates).
+    fn of(input: &Value) -> Vec<ToolCall> {
+        let Some(tool) = input.get("tool_name").and_then(Value::as_str) else {
+            return Vec::new();
+        };
+        if tool == "apply_patch" {
+            return input
+                .get("tool_input")
+                .and_then(|t| t.get("command"))
+                .and_then(Value::as_str)
+                .map(patch_writes)
+                .unwrap_or_default();
+        }
+        ToolCall::one(tool, input).into_iter().collect()
+    }
+
+    fn one(tool: &str, input: &Value) -> Option<ToolCall> {
+        let tool = tool.to_string();
         let t = input.get("tool_input")?;
         let s = |k: &str| t.get(k).and_then(Value::as_str).map(String::from);
         let (scope, text, path, replaced) = match tool.as_str() {
@@ -306,6 +331,41 @@ impl ToolCall {
     }
 }
 
+/// The writes of a Codex patch (`*** Begin Patch`, `*** Add File: p` / `*** Update File: p`
+/// sections whose `+` lines are added and `-` lines removed, `*** Delete File: p`): one per file
+/// it adds to, with what it adds as the text and what it removes as what it replaces.
+fn patch_writes(patch: &str) -> Vec<ToolCall> {
+    let mut out: Vec<ToolCall> = Vec::new();
+    for line in patch.lines() {
+        let file = line
+            .strip_prefix("*** Add File: ")
+            .or_else(|| line.strip_prefix("*** Update File: "));
+        if let Some(path) = file {
+            out.push(ToolCall {
+                tool: "apply_patch".into(),
+                scope: Scope::FileWrite,
+                text: String::new(),
+                path: Some(path.trim().to_string()),
+                replaced: String::new(),
+            });
+            continue;
+        }
+        if line.starts_with("*** ") {
+            continue;
+        }
+        let Some(cur) = out.last_mut() else { continue };
+        if let Some(added) = line.strip_prefix('+') {
+            cur.text.push_str(added);
+            cur.text.push('\n');
+        } else if let Some(removed) = line.strip_prefix('-') {
+            cur.replaced.push_str(removed);
+            cur.replaced.push('\n');
+        }
+    }
+    out.retain(|c| !c.text.is_empty());
+    out
+}
+
 /// `text` with every secret a rule knows masked (what the sensor does to captured bytes).
 fn masked(set: &RuleSet, text: String) -> String {
     set.redact(None, &text).map_or(text, |(m, _)| m)
@@ -335,7 +395,9 @@ mod tests {
     #[test]
     fn write_tools_carry_their_content_and_an_edit_answers_only_for_what_it_adds() {
         let call = |tool: &str, input: Value| {
-            ToolCall::of(&json!({"tool_name": tool, "tool_input": input})).expect("a call")
+            let mut c = ToolCall::of(&json!({"tool_name": tool, "tool_input": input}));
+            assert_eq!(c.len(), 1, "{tool}");
+            c.remove(0)
         };
         let w = call(
             "Write",
@@ -362,6 +424,19 @@ mod tests {
         );
         assert_eq!(n.path.as_deref(), Some("/w/n.ipynb"));
         assert_eq!(call("Bash", json!({"command": "ls"})).scope, Scope::Exec);
-        assert!(ToolCall::of(&json!({"tool_name": "Read", "tool_input": {}})).is_none());
+        assert!(ToolCall::of(&json!({"tool_name": "Read", "tool_input": {}})).is_empty());
+    }
+
+    #[test]
+    fn a_codex_patch_is_one_write_per_file_it_adds_to() {
+        let patch = "*** Begin Patch\n*** Update File: /w/a.py\n@@ def f():\n-    # TODO: x\n+    # TODO: x\n+    return 1\n*** Add File: /w/new.py\n+# TODO: later\n*** Delete File: /w/old.py\n*** End Patch";
+        let calls =
+            ToolCall::of(&json!({"tool_name": "apply_patch", "tool_input": {"command": patch}}));
+        let paths: Vec<_> = calls.iter().map(|c| c.path.as_deref()).collect();
+        assert_eq!(paths, [Some("/w/a.py"), Some("/w/new.py")]);
+        assert!(calls.iter().all(|c| c.scope == Scope::FileWrite));
+        // The update keeps a TODO that was there: not its own. The new file's is.
+        assert!(!calls[0].is_new("TODO"));
+        assert!(calls[1].is_new("TODO"));
     }
 }

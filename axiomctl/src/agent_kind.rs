@@ -46,14 +46,6 @@ pub fn profiles() -> Profiles {
     })
 }
 
-/// The kind `command` starts: `chosen` when it names a known kind, else from the program's name.
-pub fn kind(profiles: &Profiles, command: &[String], chosen: Option<&str>) -> String {
-    match chosen {
-        Some(k) if profiles.get(k).is_some() => k.to_string(),
-        _ => profiles.recognise(command).to_string(),
-    }
-}
-
 /// What `run` changes in the command of an agent of `kind`.
 pub struct Adapted {
     pub argv: Vec<String>,
@@ -110,7 +102,7 @@ pub fn adapt(command: &[String], kind: &str, hook: Option<&str>) -> Adapted {
                 out.hooks = true;
                 out.notes.push(
                     "claude runs with Axiom's hooks for this run (--settings): a dangerous Bash \
-                     command, or a write leaving a TODO or a secret, is refused before it happens, \
+                     command, or a write leaving a TODO, is refused before it happens, \
                      a false claim before it stops",
                 );
             }
@@ -187,13 +179,13 @@ mod tests {
 
     fn adapt_as(c: &[String]) -> Adapted {
         let p = Profiles::builtin();
-        adapt(c, &kind(&p, c, None), Some("axiomctl hook"))
+        adapt(c, &p.kind(c, None), Some("axiomctl hook"))
     }
 
     #[test]
     fn interactive_codex_keeps_its_app_server_inside() {
         let p = Profiles::builtin();
-        let no_hooks = |c: &[String]| adapt(c, &kind(&p, c, None), None);
+        let no_hooks = |c: &[String]| adapt(c, &p.kind(c, None), None);
         let a = no_hooks(&v(&["/opt/bin/codex", "fix the bug"]));
         assert_eq!(a.argv, v(&["/opt/bin/codex", "--no-daemon", "fix the bug"]));
         assert_eq!(a.notes.len(), 1);
@@ -252,8 +244,8 @@ mod tests {
         let p = Profiles::builtin();
         let c = v(&["claude"]);
         assert!(!adapt(&c, "claude", None).hooks);
-        assert_eq!(kind(&p, &v(&["my-wrapper"]), Some("claude")), "claude");
-        assert_eq!(kind(&p, &v(&["claude"]), Some("nonsense")), "claude");
+        assert_eq!(p.kind(&v(&["my-wrapper"]), Some("claude")), "claude");
+        assert_eq!(p.kind(&v(&["claude"]), Some("nonsense")), "claude");
         assert_eq!(
             hook_command(Path::new("/opt/axiom ctl"), Path::new("/run/a.sock")),
             "exec '/opt/axiom ctl' --socket '/run/a.sock' hook"

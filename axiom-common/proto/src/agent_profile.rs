@@ -190,6 +190,15 @@ impl Profiles {
         self.kinds.keys().map(String::as_str)
     }
 
+    /// The kind of an agent started with `command`: `chosen` when it names a known kind (the
+    /// launcher's `--agent-kind`), else from the program's name.
+    pub fn kind(&self, command: &[String], chosen: Option<&str>) -> String {
+        match chosen {
+            Some(k) if self.get(k).is_some() => k.to_string(),
+            _ => self.recognise(command).to_string(),
+        }
+    }
+
     /// The kind `command` starts, from its program's name (`generic` when none claims it).
     pub fn recognise(&self, command: &[String]) -> &str {
         let Some(program) = command.first() else {

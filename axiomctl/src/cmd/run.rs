@@ -53,8 +53,9 @@ pub struct Launch {
     #[arg(long, value_name = "KIND")]
     pub agent_kind: Option<String>,
     /// Do not install Axiom's hooks for the run (a Claude Code or Codex agent otherwise gets
-    /// them: axiomd then refuses a dangerous Bash command before it runs, a write that would
-    /// leave a TODO or a secret before the file holds it, and a stop while a claim is false).
+    /// them: axiomd then refuses a dangerous command before it runs, a write a rule that acts
+    /// on the agent would catch (a TODO left) before the file holds it, and a stop while a
+    /// claim is false).
     #[arg(long)]
     pub no_hooks: bool,
     /// Run this WebAssembly (WASI) program as the agent, with only the workspace preopened
@@ -118,7 +119,7 @@ fn prepare(g: &Global, launch: &Launch, command: &[String]) -> anyhow::Result<Pr
     let workspace_c = CString::new(workspace.as_os_str().as_encoded_bytes())
         .context("the workspace path contains a NUL byte")?;
     let profiles = agent_kind::profiles();
-    let kind = agent_kind::kind(&profiles, command, launch.agent_kind.as_deref());
+    let kind = profiles.kind(command, launch.agent_kind.as_deref());
     let mut hooks = false;
     // A WASI tool: the agent process execs this binary's `wasm-exec` with the module.
     let exec = match &launch.wasm {
@@ -228,9 +229,7 @@ fn in_child(
 /// In the child, as the agent's user: Claude Code's configuration where a confined agent can
 /// write it (`claude_config`), then the confinement.
 fn confine_child(prep: &Prepared, c: &Confinement) -> Result<Applied, String> {
-    if let Some(v) =
-        agent_home(None).and_then(|h| claude_config::view(&prep.kind, c.fs.as_ref(), &h))
-    {
+    if let Some(v) = claude_view(prep, c) {
         v.seed();
         // SAFETY: this child is single-threaded (just forked); the agent inherits it.
         unsafe { std::env::set_var(claude_config::ENV, &v.dir) };
@@ -390,8 +389,7 @@ fn run_agent(
     // What of the protected paths was absent before: undone after the agent's end.
     let absent = confinement.fs.as_ref().map(confine::absent);
     // Claude Code's global configuration, kept where a confined agent can write it.
-    let claude = agent_home(prep.drop_to)
-        .and_then(|h| claude_config::view(&prep.kind, confinement.fs.as_ref(), &h));
+    let claude = claude_view(&prep, confinement);
     nix::unistd::write(&gate_w, &serde_json::to_vec(confinement)?)?;
     drop(gate_w);
     let applied = match child_report(err_r, pid, &command[0])? {
@@ -494,6 +492,13 @@ fn agent_home(drop_to: Option<(nix::unistd::Uid, nix::unistd::Gid)>) -> Option<P
         .map(|u| u.dir)
 }
 
+/// Claude Code's configuration for this run (`claude_config::view`), in the home of the user
+/// the agent runs as: the same whether asked in the launcher or in the agent's child (which
+/// has already become that user).
+fn claude_view(prep: &Prepared, c: &Confinement) -> Option<claude_config::View> {
+    claude_config::view(&prep.kind, c.fs.as_ref(), &agent_home(prep.drop_to)?)
+}
+
 /// After the agent's end, as its user: what it planted where protected paths were absent is
 /// undone (`confine::restore`), and Claude Code's configuration goes back to the home.
 fn after_agent(
@@ -559,9 +564,7 @@ fn dry_run(
         return refused("dry run", r);
     };
     let home = agent_home(prep.drop_to);
-    let claude = home
-        .as_ref()
-        .and_then(|h| claude_config::view(&prep.kind, c.fs.as_ref(), h));
+    let claude = claude_view(prep, c);
     let argv: Vec<String> = prep
         .argv
         .iter()

@@ -470,9 +470,7 @@ impl Shared {
         };
         let mut confinement = self.confine.resolve(profile, &site)?;
         let profiles = self.actions.profiles();
-        let kind = kind
-            .filter(|k| profiles.get(k).is_some())
-            .unwrap_or_else(|| profiles.recognise(command).to_string());
+        let kind = profiles.kind(command, kind.as_deref());
         let writable = profiles.of(Some(&kind)).writable;
         crate::confine::grant_state(&mut confinement, &kind, &writable, &site)?;
         Ok((confinement, kind))

@@ -296,7 +296,7 @@ impl Pipeline {
         }
         let ev = Event {
             seq: 0,
-            time_ns: (d.hdr.ts_ns as i128 + self.clock_offset).max(0) as u64,
+            time_ns: self.wall_ns(d.hdr.ts_ns as i128),
             agent: d.hdr.agent,
             pid: d.hdr.pid,
             tgid,
@@ -466,9 +466,14 @@ impl Pipeline {
     }
 
     /// Publishes what the pass decoded so far.
+    /// A kernel stamp (CLOCK_MONOTONIC ns) as wall ns, as events carry it.
+    fn wall_ns(&self, mono_ns: i128) -> u64 {
+        (mono_ns + self.clock_offset).max(0) as u64
+    }
+
     /// The kernel's clock now, stamped as records are (wall ns).
     fn now_ns(&self) -> u64 {
-        (clock_ns(nix::time::ClockId::CLOCK_MONOTONIC) + self.clock_offset).max(0) as u64
+        self.wall_ns(clock_ns(nix::time::ClockId::CLOCK_MONOTONIC))
     }
 
     /// Both rings were found empty after `at` (from `now_ns`): every record stamped before it,

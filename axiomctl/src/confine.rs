@@ -137,7 +137,11 @@ fn beneath(path: &str, roots: &[String]) -> bool {
 /// Applies `c` to this (single-threaded, not yet exec'd) process. `Err` is a refusal (strict
 /// mode, or a step that failed outright); `Ok` says what the kernel could not enforce. `keep`:
 /// paths below /tmp the agent must still reach in its private /tmp (axiomd's socket).
-pub fn apply(c: &Confinement, keep: &[PathBuf]) -> Result<Applied, String> {
+pub fn apply(
+    c: &Confinement,
+    keep: &[PathBuf],
+    over: &[(PathBuf, PathBuf)],
+) -> Result<Applied, String> {
     // The kind's state is writable as the workspace is: one list from here on.
     let mut c = c.clone();
     if let Some(fs) = c.fs.as_mut() {
@@ -151,7 +155,7 @@ pub fn apply(c: &Confinement, keep: &[PathBuf]) -> Result<Applied, String> {
         not_enforced: missing_for(abi, c),
     };
     if let Some(fs) = &c.fs {
-        applied.not_enforced.extend(protect(fs, keep)?);
+        applied.not_enforced.extend(protect(fs, keep, over)?);
     }
     refuse_if_strict(c, &applied)?;
     landlock(c, &mut applied)?;
@@ -232,7 +236,11 @@ fn refuse_if_strict(c: &Confinement, applied: &Applied) -> Result<(), String> {
 /// read-only mount refuses what Landlock does not cover: chmod, chown, utimes, xattrs. /dev/shm
 /// is a tmpfs of the agent's own, /dev/pts a devpts instance of its own. Landlock then forbids
 /// the agent to change mounts. Returns what could not be done.
-fn protect(fs: &FsRules, keep: &[PathBuf]) -> Result<Vec<String>, String> {
+fn protect(
+    fs: &FsRules,
+    keep: &[PathBuf],
+    over: &[(PathBuf, PathBuf)],
+) -> Result<Vec<String>, String> {
     let (targets, mut missing) = protected_targets(fs);
     let cwd = std::env::current_dir().ok();
     let (uid, gid) = (nix::unistd::getuid(), nix::unistd::getgid());
@@ -260,6 +268,12 @@ fn protect(fs: &FsRules, keep: &[PathBuf]) -> Result<Vec<String>, String> {
                     format!("{h}: credentials readable by the agent (no user namespace: {e})")
                 }),
         );
+        missing.extend(over.iter().map(|(_, t)| {
+            format!(
+                "{}: Axiom's hooks not shown in it (no user namespace: {e})",
+                t.display()
+            )
+        }));
         return Ok(missing);
     }
     map_ids_and_isolate(uid, gid)?;
@@ -268,6 +282,7 @@ fn protect(fs: &FsRules, keep: &[PathBuf]) -> Result<Vec<String>, String> {
     private_tmp(fs, keep, &mut missing);
     pin_protected(fs, &targets)?;
     hide(fs, &mut missing);
+    show_over(over, &mut missing);
     // The working directory was resolved on the mounts below: look it up again.
     if let Some(d) = cwd {
         let _ = std::env::set_current_dir(d);
@@ -725,6 +740,31 @@ fn pin_protected(fs: &FsRules, targets: &[String]) -> Result<(), String> {
     Ok(())
 }
 
+/// Each `(copy, file)`: the copy bound read-only in place of the file (an agent's settings with
+/// Axiom's hooks for the run, `gemini_config`), on top of the file's own read-only pin.
+fn show_over(over: &[(PathBuf, PathBuf)], missing: &mut Vec<String>) {
+    use nix::mount::{MsFlags, mount};
+    for (copy, file) in over {
+        let done = mount(
+            Some(copy.as_path()),
+            file.as_path(),
+            None::<&str>,
+            MsFlags::MS_BIND,
+            None::<&str>,
+        )
+        .map_err(|e| e.to_string())
+        .and_then(|()| {
+            mount_attr(&file.display().to_string(), RDONLY, 0, false).map_err(|e| e.to_string())
+        });
+        if let Err(e) = done {
+            missing.push(format!(
+                "{}: Axiom's hooks not shown in it ({e})",
+                file.display()
+            ));
+        }
+    }
+}
+
 /// The first directory of `path` below the writable root that holds it (`ws/.git` for
 /// `ws/.git/hooks`); `None` when `path` is itself that directory.
 fn top_below(path: &str, roots: &[String]) -> Option<String> {
@@ -954,7 +994,7 @@ mod tests {
         // SAFETY: the test thread forks; the child only runs `apply` and `check`, then exits.
         match unsafe { nix::unistd::fork() }.unwrap() {
             nix::unistd::ForkResult::Child => {
-                let code = match apply(c, &[]) {
+                let code = match apply(c, &[], &[]) {
                     Ok(_) => check(),
                     Err(e) => {
                         eprintln!("apply: {e}");

@@ -7,6 +7,7 @@ mod client;
 mod cmd;
 mod confine;
 mod doctor;
+mod gemini_config;
 mod mcp;
 mod pty;
 mod render;

@@ -108,6 +108,10 @@ fn state_saved(agent: Agent, home: &std::path::Path, s: &Session) -> Result<(), 
             ".gemini",
             &[".gemini/projects.json", ".gemini/tmp/*/chats/*.jsonl"],
         ),
+        Agent::OpenCode => (
+            ".local/share/opencode",
+            &[".local/share/opencode/opencode.db"],
+        ),
     };
     for e in evidence {
         if !exists_like(home, &e.split('/').collect::<Vec<_>>()) {
@@ -167,6 +171,12 @@ fn codex_scenarios() {
 #[test]
 fn gemini_cli_basic_scenarios() {
     matrix(Agent::Gemini);
+}
+
+/// opencode, a fourth (its own TUI, OpenAI Chat Completions): the same.
+#[test]
+fn opencode_basic_scenarios() {
+    matrix(Agent::OpenCode);
 }
 
 /// With the shipped actions: `stop-planning` types its message into the real TUI (ESC, a pause,
@@ -440,18 +450,45 @@ fn refused_before_it_ran(s: &Session) {
 }
 
 /// Claude Code's hooks, installed by `axiomctl run` for the run: a dangerous Bash command never
-/// runs and the model is told why; a false "done" is refused at Stop with the kernel's evidence;
-/// a true one is not.
+/// runs and the model is told why; a write leaving a TODO never reaches the file; a false
+/// "done" is refused at Stop with the kernel's evidence; a true one is not.
 #[test]
 fn claude_code_hooks() {
     let d = Daemon::start("real_hooks", &[]);
-    let run = |sc: &Scenario| hooked(&d, Agent::Claude, sc).1;
+    every_tool_hooked(&d, Agent::Claude);
+}
+
+/// Gemini CLI's hooks, installed by `axiomctl run` for the run (system settings of its own):
+/// the same as Claude Code's, through `BeforeTool` (its shell, `write_file`, `replace`) and
+/// `AfterAgent` (its Stop).
+#[test]
+fn gemini_cli_hooks() {
+    let d = Daemon::start("real_gemini_hooks", &[]);
+    every_tool_hooked(&d, Agent::Gemini);
+}
+
+/// An agent whose hooks cover its shell and write tools and its stop: a dangerous command
+/// refused before it ran, a TODO before the file held it, a false "done" at its stop with the
+/// evidence, and a true "done" let through.
+fn every_tool_hooked(d: &Daemon, agent: Agent) {
+    let run = |sc: &Scenario| hooked(d, agent, sc).1;
     // A dangerous command: refused before it ran.
     refused_before_it_ran(&run(&hook_dangerous_scenario()));
     // Writes: a TODO refused before the file held it, the model told why; a secret under an
     // alert-only rule written (masked, reported with its file); the clean write lands.
-    let (dir, s) = hooked(&d, Agent::Claude, &hook_write_scenario());
+    let (dir, s) = hooked(d, agent, &hook_write_scenario());
     let ws = dir.join("ws");
+    // The hooks were the run's: the user's own settings never held them, and the run's copy
+    // (Gemini CLI's) is gone.
+    for f in [".claude/settings.json", ".gemini/settings.json"] {
+        let t = std::fs::read_to_string(dir.join(f)).unwrap_or_default();
+        assert!(!t.contains("axiomctl"), "{}: Axiom's hooks in ~/{f}", agent.name());
+    }
+    assert!(
+        std::fs::read_dir(dir.join(".local/state/axiom/runs"))
+            .map_or(true, |mut r| r.next().is_none()),
+        "the run's settings were left behind"
+    );
     assert!(
         !requests_with(
             &s.model_log,

@@ -11,7 +11,7 @@ use axiom_proto::{
 use crate::{
     agent_kind, claude_config,
     client::{Global, Printer, connect, follow_agent, refused},
-    confine, pty, wasm,
+    confine, gemini_config, pty, wasm,
 };
 
 /// `axiomctl run`: the command (or, with `--wasm`, the module and its arguments) as an agent.
@@ -84,8 +84,10 @@ struct Prepared {
     /// The invoking user, when axiomctl runs as root under sudo: the agent runs as them.
     drop_to: Option<(nix::unistd::Uid, nix::unistd::Gid)>,
     kind: String,
-    /// Claude Code hooks installed for the run.
+    /// Axiom's hooks installed for the run.
     hooks: bool,
+    /// Gemini CLI's system settings for the run (its hooks).
+    gemini: Option<gemini_config::RunSettings>,
     argv: Vec<CString>,
     /// What the agent must still reach in a private /tmp: axiomd's socket (its hooks call it)
     /// and its workspace.
@@ -121,6 +123,7 @@ fn prepare(g: &Global, launch: &Launch, command: &[String]) -> anyhow::Result<Pr
     let profiles = agent_kind::profiles();
     let kind = profiles.kind(command, launch.agent_kind.as_deref());
     let mut hooks = false;
+    let mut gemini = None;
     // A WASI tool: the agent process execs this binary's `wasm-exec` with the module.
     let exec = match &launch.wasm {
         Some(module) => wasm::exec_argv(
@@ -143,6 +146,28 @@ fn prepare(g: &Global, launch: &Launch, command: &[String]) -> anyhow::Result<Pr
                 }
             }
             hooks = a.hooks;
+            if let (Some(hook), "gemini") = (&hook, kind.as_str()) {
+                let home = agent_home(drop_to).unwrap_or_default();
+                match gemini_config::RunSettings::new(&home, hook) {
+                    _ if launch.profile.as_deref() == Some("full") => eprintln!(
+                        "axiom: gemini runs without Axiom's hooks under full: it takes them only \
+                         from its settings files, shown to it changed only in a confined run"
+                    ),
+                    Ok(s) => {
+                        gemini = Some(s);
+                        hooks = true;
+                        if !g.json {
+                            eprintln!(
+                                "axiom: gemini runs with Axiom's hooks for this run (its \
+                                 ~/.gemini/settings.json shown to it with them, the file \
+                                 unchanged): a dangerous command or a write leaving a TODO is \
+                                 refused before it happens, a false claim before it stops"
+                            );
+                        }
+                    }
+                    Err(e) => eprintln!("axiom: gemini runs without Axiom's hooks: {e}"),
+                }
+            }
             a.argv
         }
     };
@@ -158,6 +183,7 @@ fn prepare(g: &Global, launch: &Launch, command: &[String]) -> anyhow::Result<Pr
         drop_to,
         kind,
         hooks,
+        gemini,
         argv,
         keep,
     })
@@ -234,7 +260,21 @@ fn confine_child(prep: &Prepared, c: &Confinement) -> Result<Applied, String> {
         // SAFETY: this child is single-threaded (just forked); the agent inherits it.
         unsafe { std::env::set_var(claude_config::ENV, &v.dir) };
     }
-    confine::apply(c, &prep.keep)
+    // Gemini CLI's settings with Axiom's hooks, shown in place of the user's in the agent's
+    // mount namespace (only a profile that confines the filesystem has one).
+    let mut over = Vec::new();
+    if let (Some(s), Some(home), Some(_)) = (&prep.gemini, agent_home(prep.drop_to), &c.fs) {
+        match s.install(&home, std::process::id()) {
+            Ok(pair) => over.push(pair),
+            Err(e) => {
+                return Err(format!(
+                    "Gemini CLI's settings for the run could not be written in {}: {e}",
+                    gemini_config::RunSettings::dir(&home, std::process::id()).display()
+                ));
+            }
+        }
+    }
+    confine::apply(c, &prep.keep, &over)
 }
 
 /// What the child reported until its exec: the confinement it applied, or (as the exit code
@@ -386,6 +426,14 @@ fn run_agent(
             "axiomd sent no confinement for agent {agent}; is axiomctl the same version as axiomd?"
         );
     };
+    // Gemini CLI's settings file, when absent, is made (as `{}`) to show Axiom's hooks in
+    // place of; removed after the run if still so. Before `absent`: it is not the agent's.
+    let gemini_made = prep.gemini.as_ref().filter(|s| !s.target.exists());
+    if let Some(s) = gemini_made {
+        as_agent_user(prep.drop_to, || {
+            s.make_target();
+        });
+    }
     // What of the protected paths was absent before: undone after the agent's end.
     let absent = confinement.fs.as_ref().map(confine::absent);
     // Claude Code's global configuration, kept where a confined agent can write it.
@@ -420,7 +468,19 @@ fn run_agent(
         finish(t, Duration::from_secs(2));
     }
     drop(raw_mode);
-    after_agent(absent.as_ref(), claude.as_ref(), prep.drop_to);
+    let run_dir = prep
+        .gemini
+        .as_ref()
+        .and(agent_home(prep.drop_to))
+        .map(|h| gemini_config::RunSettings::dir(&h, raw));
+    after_agent(absent.as_ref(), claude.as_ref(), prep.drop_to, || {
+        if let Some(d) = &run_dir {
+            let _ = std::fs::remove_dir_all(d);
+        }
+        if let Some(s) = gemini_made {
+            s.remove_target();
+        }
+    });
     match status {
         nix::sys::wait::WaitStatus::Exited(_, code) => Ok(ExitCode::from(code as u8)),
         nix::sys::wait::WaitStatus::Signaled(_, sig, _) => Ok(ExitCode::from(128 + sig as u8)),
@@ -505,8 +565,10 @@ fn after_agent(
     absent: Option<&confine::Absent>,
     claude: Option<&claude_config::View>,
     drop_to: Option<(nix::unistd::Uid, nix::unistd::Gid)>,
+    also: impl FnOnce(),
 ) {
     as_agent_user(drop_to, || {
+        also();
         if let Some(v) = claude {
             v.keep_back();
         }
@@ -570,10 +632,16 @@ fn dry_run(
         .iter()
         .map(|a| a.to_string_lossy().into_owned())
         .collect();
-    let env: Vec<String> = claude
+    let mut env: Vec<String> = claude
         .iter()
         .map(|v| format!("{}={}", claude_config::ENV, v.dir.display()))
         .collect();
+    if let (Some(s), Some(_)) = (&prep.gemini, &c.fs) {
+        env.push(format!(
+            "(shown in place of {}: a copy with Axiom's hooks)",
+            s.target.display()
+        ));
+    }
     if p.json {
         println!(
             "{}",

@@ -1,7 +1,9 @@
-//! The agents' hooks (Claude Code's, and Codex's in the same JSON format): a channel to the
-//! model that is stronger than the terminal where it exists. `axiomctl run` installs them for
-//! the run only (Claude Code: `--settings`; Codex: `-c hooks.…` with
-//! `--dangerously-bypass-hook-trust`; never the user's own settings files); each calls
+//! The agents' hooks (Claude Code's; Codex's in the same JSON format; Gemini CLI's, whose
+//! `BeforeTool`, `AfterAgent`, `AfterTool` and `BeforeAgent` are the same four with their own
+//! names and tool names): a channel to the model that is stronger than the terminal where it
+//! exists. `axiomctl run` installs them for the run only (Claude Code: `--settings`; Codex:
+//! `-c hooks.…` with `--dangerously-bypass-hook-trust`; Gemini CLI: system settings of the run's
+//! own, `GEMINI_CLI_SYSTEM_SETTINGS_PATH`; never the user's own settings files); each calls
 //! `axiomctl hook`, which asks axiomd here, as the agent's own process (the agent is the
 //! caller's, by its pid).
 //!
@@ -44,10 +46,25 @@ impl Actions {
     /// nothing to say, carry on).
     pub(crate) fn hook(&self, set: &RuleSet, agent: &Agent, input: &Value) -> Option<Value> {
         let event = input.get("hook_event_name")?.as_str()?;
+        let text = |k: &str| input.get(k).and_then(Value::as_str).unwrap_or("");
         match event {
-            "PreToolUse" => self.pre_tool_use(set, agent, input),
-            "Stop" => self.stop(set, agent, input),
-            "PostToolUse" | "UserPromptSubmit" => {
+            // Claude Code's and Codex's answer refusing a tool call.
+            "PreToolUse" => self.pre_tool_use(set, agent, input).map(|reason| {
+                json!({"hookSpecificOutput": {
+                    "hookEventName": "PreToolUse",
+                    "permissionDecision": "deny",
+                    "permissionDecisionReason": reason,
+                }})
+            }),
+            // Gemini CLI's: the reason is sent to the model as the tool's result.
+            "BeforeTool" => self
+                .pre_tool_use(set, agent, input)
+                .map(|reason| json!({"decision": "deny", "reason": reason})),
+            // A refused stop goes on with the reason as the next prompt (Gemini's `AfterAgent`
+            // takes the same answer).
+            "Stop" => self.stop(set, agent, text("last_assistant_message")),
+            "AfterAgent" => self.stop(set, agent, text("prompt_response")),
+            "PostToolUse" | "UserPromptSubmit" | "AfterTool" | "BeforeAgent" => {
                 let parked = self.take_parked(agent.id);
                 (!parked.is_empty()).then(|| {
                     json!({"hookSpecificOutput": {
@@ -60,15 +77,16 @@ impl Actions {
         }
     }
 
-    fn pre_tool_use(&self, set: &RuleSet, agent: &Agent, input: &Value) -> Option<Value> {
+    /// Why the tool call in `input` is refused, if it is.
+    fn pre_tool_use(&self, set: &RuleSet, agent: &Agent, input: &Value) -> Option<String> {
         // A tool call may write several files (a Codex patch): the first one refused refuses it.
         ToolCall::of(input)
             .into_iter()
             .find_map(|call| self.refuse(set, agent, &call))
     }
 
-    /// The answer refusing `call`, if a rule stops it (and its violation and intervention).
-    fn refuse(&self, set: &RuleSet, agent: &Agent, call: &ToolCall) -> Option<Value> {
+    /// Why `call` is refused, if a rule stops it (its violation and intervention published).
+    fn refuse(&self, set: &RuleSet, agent: &Agent, call: &ToolCall) -> Option<String> {
         // The rule that acts first (highest priority) among those that stop this call: for a
         // command, those that would deny, kill or freeze it; for a write, every rule that acts
         // on the agent (its message now, before the file exists, rather than after). A rule
@@ -128,14 +146,11 @@ impl Actions {
                 ),
             ),
         ));
-        Some(json!({"hookSpecificOutput": {
-            "hookEventName": "PreToolUse",
-            "permissionDecision": "deny",
-            "permissionDecisionReason": reason,
-        }}))
+        Some(reason)
     }
 
-    fn stop(&self, set: &RuleSet, agent: &Agent, input: &Value) -> Option<Value> {
+    /// The answer to the agent's wish to stop after `last`, its final message.
+    fn stop(&self, set: &RuleSet, agent: &Agent, last: &str) -> Option<Value> {
         let refused = self
             .stop_refusals
             .lock()
@@ -146,14 +161,7 @@ impl Actions {
         }
         let mut reasons = self.take_parked(agent.id);
         // The claim comes from the agent's hook: masked before it is judged and reported.
-        let last = masked(
-            set,
-            input
-                .get("last_assistant_message")
-                .and_then(Value::as_str)
-                .unwrap_or("")
-                .to_string(),
-        );
+        let last = masked(set, last.to_string());
         let last = last.as_str();
         let claims = self
             .claims
@@ -256,7 +264,8 @@ impl ToolCall {
     /// content}`, `Edit {file_path, old_string, new_string}`, `MultiEdit {file_path, edits:
     /// [{old_string, new_string}]}`, `NotebookEdit {notebook_path, new_source}`; Codex's `Bash
     /// {command}` and `apply_patch {command}` (the patch: one write per file it adds or
-    /// updates).
+    /// updates); Gemini CLI's `run_shell_command {command}`, `write_file {file_path, content}`
+    /// and `replace {file_path, old_string, new_string}`.
     fn of(input: &Value) -> Vec<ToolCall> {
         let Some(tool) = input.get("tool_name").and_then(Value::as_str) else {
             return Vec::new();
@@ -277,14 +286,14 @@ impl ToolCall {
         let t = input.get("tool_input")?;
         let s = |k: &str| t.get(k).and_then(Value::as_str).map(String::from);
         let (scope, text, path, replaced) = match tool.as_str() {
-            "Bash" => (Scope::Exec, s("command")?, None, String::new()),
-            "Write" => (
+            "Bash" | "run_shell_command" => (Scope::Exec, s("command")?, None, String::new()),
+            "Write" | "write_file" => (
                 Scope::FileWrite,
                 s("content")?,
                 s("file_path"),
                 String::new(),
             ),
-            "Edit" => (
+            "Edit" | "replace" => (
                 Scope::FileWrite,
                 s("new_string")?,
                 s("file_path"),
@@ -376,6 +385,7 @@ fn hook_of(agent: &Agent) -> &'static str {
     match agent.kind.as_deref() {
         Some("codex") => "Codex",
         Some("claude") => "Claude Code",
+        Some("gemini") => "Gemini CLI",
         _ => "the agent's",
     }
 }
@@ -425,6 +435,21 @@ mod tests {
         assert_eq!(n.path.as_deref(), Some("/w/n.ipynb"));
         assert_eq!(call("Bash", json!({"command": "ls"})).scope, Scope::Exec);
         assert!(ToolCall::of(&json!({"tool_name": "Read", "tool_input": {}})).is_empty());
+        // Gemini CLI's names for the same tools.
+        assert_eq!(
+            call("run_shell_command", json!({"command": "ls"})).scope,
+            Scope::Exec
+        );
+        let g = call(
+            "write_file",
+            json!({"file_path": "/w/g.py", "content": "# TODO\n"}),
+        );
+        assert_eq!(g.path.as_deref(), Some("/w/g.py"));
+        let r = call(
+            "replace",
+            json!({"file_path": "/w/g.py", "old_string": "# TODO", "new_string": "# TODO\nx"}),
+        );
+        assert!(!r.is_new("TODO"));
     }
 
     #[test]

@@ -161,6 +161,27 @@ pub fn codex_hook_args(hook: &str) -> Vec<String> {
     out
 }
 
+/// Files an agent of `kind` makes on its first run where a confining profile leaves it
+/// read-only, and fails without: made as it would make them (as the agent's user, before it is
+/// confined), when absent. opencode writes `~/.config/opencode/.gitignore` once, for the plugin
+/// packages it may install there, and stops with "Unexpected error" when it cannot; its
+/// configuration directory stays read-only (plugins and MCP servers there run in its owner's
+/// later sessions).
+pub fn seed_state(kind: &str, home: &Path) {
+    if kind != "opencode" {
+        return;
+    }
+    let dir = home.join(".config/opencode");
+    let file = dir.join(".gitignore");
+    if std::fs::symlink_metadata(&file).is_err() {
+        let _ = std::fs::create_dir_all(&dir);
+        let _ = std::fs::write(
+            &file,
+            "node_modules\npackage.json\npackage-lock.json\nbun.lock\n.gitignore",
+        );
+    }
+}
+
 /// The shell command a hook runs: this axiomctl, on the same socket. `exec`, because Claude
 /// Code runs it with `sh -c` and waits, and Debian's `sh` (dash) forks for a lone command
 /// instead of becoming it: one process fewer per hook call.

@@ -170,13 +170,21 @@ pub fn apply(
     Ok(applied)
 }
 
-/// The agent kind's state directories that are absent (a first run), made as the agent's user
-/// while the filesystem is still writable: Landlock grants only what exists, and an agent whose
-/// state directory could not be made would fail as Codex did ("its local database appears to
-/// be damaged"). axiomd checked that each is in the owner's home or the workspace.
+/// The agent kind's state directories that are absent (a first run), and the profile's writable
+/// directories in the home (`~/.cache` of the default profile; a new user has none), made as the
+/// agent's user while the filesystem is still writable: Landlock grants only what exists, and
+/// an agent whose directory could not be made would fail as Codex did ("its local database
+/// appears to be damaged") and opencode did (EROFS making `~/.cache`). axiomd checked that each
+/// state directory is in the owner's home or the workspace.
 fn make_state_dirs(fs: &FsRules) {
     use std::os::unix::fs::DirBuilderExt as _;
-    for d in fs.state.iter().filter(|s| s.len() > 1 && s.ends_with('/')) {
+    let home = std::env::var_os("HOME").map(std::path::PathBuf::from);
+    let in_home = |w: &&String| {
+        home.as_ref()
+            .is_some_and(|h| Path::new(w.as_str()).starts_with(h) && Path::new(w.as_str()) != h)
+    };
+    let state = fs.state.iter().filter(|s| s.len() > 1 && s.ends_with('/'));
+    for d in state.chain(fs.write.iter().filter(in_home)) {
         let d = Path::new(d.trim_end_matches('/'));
         if std::fs::symlink_metadata(d).is_err() {
             let _ = std::fs::DirBuilder::new()

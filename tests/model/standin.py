@@ -126,6 +126,8 @@ def tool_call(names, tool):
             return "Write", {"file_path": w["path"], "content": w["content"]}
         if "write_file" in names:
             return "write_file", {"file_path": w["path"], "content": w["content"]}
+        if "write" in names:
+            return "write", {"filePath": w["path"], "content": w["content"]}
         return shell_call(names, heredoc(w["path"], w["content"]))
     if "edit" in tool:
         e = tool["edit"]
@@ -133,6 +135,8 @@ def tool_call(names, tool):
             return "Edit", {"file_path": e["path"], "old_string": e["old"], "new_string": e["new"]}
         if "replace" in names:
             return "replace", {"file_path": e["path"], "old_string": e["old"], "new_string": e["new"], "instruction": "edit"}
+        if "edit" in names:
+            return "edit", {"filePath": e["path"], "oldString": e["old"], "newString": e["new"]}
         py = (
             "import sys,pathlib; p=pathlib.Path(sys.argv[1]); "
             "p.write_text(p.read_text().replace(sys.argv[2], sys.argv[3], 1))"

@@ -26,7 +26,12 @@ pub const AGENT_PACKAGES: &[(&str, &str)] = &[
     ("@anthropic-ai/claude-code", "2.1.332"),
     ("@openai/codex", "0.171.0"),
     ("@google/gemini-cli", "0.61.0"),
+    ("opencode-ai", "1.18.33"),
 ];
+/// aider (PyPI `aider-chat`), in a Python environment of its own (its dependencies pin their
+/// own versions).
+pub const AIDER_VENV: &str = "/var/cache/axiom/aider";
+pub const AIDER_VERSION: &str = "0.86.2";
 /// The unprivileged user the agents run as (never root).
 pub const AGENT_USER: &str = "axiom-agent";
 const API_KEY: &str = "sk-ant-axiom-standin-0000000000000000000000";
@@ -38,9 +43,12 @@ pub enum Agent {
     Codex,
     /// The third agent, of another UI family: the basic scenarios.
     Gemini,
+    /// opencode (a TUI of its own, OpenAI Chat Completions to the stand-in): the basic
+    /// scenarios.
+    OpenCode,
 }
 
-pub const AGENTS: [Agent; 3] = [Agent::Claude, Agent::Codex, Agent::Gemini];
+pub const AGENTS: [Agent; 4] = [Agent::Claude, Agent::Codex, Agent::Gemini, Agent::OpenCode];
 
 impl Agent {
     pub fn name(self) -> &'static str {
@@ -48,6 +56,7 @@ impl Agent {
             Agent::Claude => "claude",
             Agent::Codex => "codex",
             Agent::Gemini => "gemini",
+            Agent::OpenCode => "opencode",
         }
     }
 
@@ -65,7 +74,7 @@ impl Agent {
     /// ones (TODO, planning, clean) for the third agent.
     pub fn scenarios(self) -> Vec<Scenario> {
         match self {
-            Agent::Gemini => basic_scenarios(),
+            Agent::Gemini | Agent::OpenCode => basic_scenarios(),
             _ => scenarios(),
         }
     }
@@ -134,6 +143,26 @@ impl Agent {
                     format!("http://127.0.0.1:{port}"),
                 ));
             }
+            Agent::OpenCode => {
+                // A custom OpenAI-compatible provider (bundled with opencode: nothing fetched),
+                // no models.dev catalogue, no update check, no sharing.
+                let dir = home.join(".config/opencode");
+                std::fs::create_dir_all(&dir).unwrap();
+                let cfg = json!({
+                    "$schema": "https://opencode.ai/config.json",
+                    "provider": {"standin": {
+                        "npm": "@ai-sdk/openai-compatible",
+                        "name": "standin",
+                        "options": {"baseURL": format!("http://127.0.0.1:{port}/v1"), "apiKey": "standin"},
+                        "models": {"standin-coder": {"name": "standin-coder", "tool_call": true}}
+                    }},
+                    "model": "standin/standin-coder",
+                    "autoupdate": false,
+                    "share": "disabled"
+                });
+                std::fs::write(dir.join("opencode.json"), cfg.to_string()).unwrap();
+                env.push(("OPENCODE_DISABLE_MODELS_FETCH".into(), "1".into()));
+            }
         }
         env
     }
@@ -145,6 +174,7 @@ impl Agent {
             Agent::Claude => c.push("--dangerously-skip-permissions".into()),
             Agent::Codex => c.push("--dangerously-bypass-approvals-and-sandbox".into()),
             Agent::Gemini => c.extend(["--yolo".into(), "-i".into()]),
+            Agent::OpenCode => c.push("--prompt".into()),
         }
         c.push(prompt.into());
         c

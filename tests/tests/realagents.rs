@@ -482,7 +482,11 @@ fn every_tool_hooked(d: &Daemon, agent: Agent) {
     // (Gemini CLI's) is gone.
     for f in [".claude/settings.json", ".gemini/settings.json"] {
         let t = std::fs::read_to_string(dir.join(f)).unwrap_or_default();
-        assert!(!t.contains("axiomctl"), "{}: Axiom's hooks in ~/{f}", agent.name());
+        assert!(
+            !t.contains("axiomctl"),
+            "{}: Axiom's hooks in ~/{f}",
+            agent.name()
+        );
     }
     assert!(
         std::fs::read_dir(dir.join(".local/state/axiom/runs"))

@@ -42,7 +42,7 @@ const S3S_FS: &str = "0.14.1";
 pub const VENV: &str = "/var/cache/axiom/venv";
 /// The real agent CLIs (npm, at the versions the tests were written against) and the
 /// unprivileged user they run as in the tests: the tests' own definitions.
-use axiom_tests::realagents::{AGENT_PACKAGES, AGENT_USER, AGENTS_DIR};
+use axiom_tests::realagents::{AGENT_PACKAGES, AGENT_USER, AGENTS_DIR, AIDER_VENV, AIDER_VERSION};
 
 fn quiet_ok(cmd: &mut Command) -> bool {
     cmd.stdout(Stdio::null())
@@ -174,6 +174,23 @@ fn agents() -> anyhow::Result<()> {
             .args(["install", "--no-audit", "--no-fund", "--prefix", AGENTS_DIR])
             .args(&missing))
         .context("installing the agent CLIs from the npm registry")?;
+    }
+    // aider, from PyPI, in an environment of its own.
+    let aider = format!("{AIDER_VENV}/bin/aider");
+    if output(Command::new(&aider).arg("--version")).contains(AIDER_VERSION) {
+        println!("setup: aider {AIDER_VERSION} present in {AIDER_VENV}");
+    } else {
+        if !Path::new(&format!("{AIDER_VENV}/bin/python")).exists() {
+            run(Command::new("python3").args(["-m", "venv", AIDER_VENV]))?;
+        }
+        run(Command::new(format!("{AIDER_VENV}/bin/python")).args([
+            "-m",
+            "pip",
+            "install",
+            "-q",
+            &format!("aider-chat=={AIDER_VERSION}"),
+        ]))
+        .context("installing aider from PyPI")?;
     }
     if quiet_ok(Command::new("id").arg(AGENT_USER)) {
         println!("setup: user {AGENT_USER} present");

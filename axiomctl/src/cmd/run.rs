@@ -260,6 +260,9 @@ fn confine_child(prep: &Prepared, c: &Confinement) -> Result<Applied, String> {
         // SAFETY: this child is single-threaded (just forked); the agent inherits it.
         unsafe { std::env::set_var(claude_config::ENV, &v.dir) };
     }
+    if let (Some(home), Some(_)) = (agent_home(prep.drop_to), &c.fs) {
+        agent_kind::seed_state(&prep.kind, &home);
+    }
     // Gemini CLI's settings with Axiom's hooks, shown in place of the user's in the agent's
     // mount namespace (only a profile that confines the filesystem has one).
     let mut over = Vec::new();

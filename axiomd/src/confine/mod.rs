@@ -193,7 +193,7 @@ impl Default for ConfineConfig {
                 // unconfined sessions (their state directories are writable to their agents):
                 // Codex's config (notify, MCP servers, hooks) and exec-policy rules, a project's
                 // Codex layer, Claude Code's hook scripts and installed plugins (their hooks),
-                // Gemini CLI's extensions (MCP servers, hooks).
+                // Gemini CLI's extensions (MCP servers, hooks);
                 ".codex",
                 "~/.codex/config.toml",
                 "~/.codex/hooks.json",
@@ -202,6 +202,15 @@ impl Default for ConfineConfig {
                 "~/.claude/plugins/cache/",
                 "~/.claude/plugins/marketplaces/",
                 "~/.gemini/extensions/",
+                // opencode's project layer (plugins, tools, commands) and config, the packages
+                // it loads plugins and providers from; aider's config (its lint and test
+                // commands run at the owner's next session).
+                ".opencode",
+                "opencode.json",
+                "opencode.jsonc",
+                "~/.cache/opencode/node_modules/",
+                ".aider.conf.yml",
+                "~/.aider.conf.yml",
                 // pre-commit's environments: code run at the owner's next commit.
                 "~/.cache/pre-commit/",
                 "~/.ssh",

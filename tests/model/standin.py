@@ -10,6 +10,9 @@ It speaks the two wire protocols the real agents use:
   `wire_api = "responses"`), and the Chat Completions API (`POST /v1/chat/completions`,
   streaming) for OpenAI-compatible agents.
 
+An agent that offers no tools (aider) gets, with `--text-edits ROOT`, the rest of the script as one
+reply, each write as its whole-file edit format (the path, then the content fenced).
+
 It plays a script: a JSON file with `turns`, each `{"text": "...", "tools": [...]}`, where a tool
 is `{"write": {"path", "content"}}`, `{"bash": "command"}` or `{"edit": {"path", "old", "new"}}`;
 a turn with `"after": "text"` is served only to a request that carries that text (a message
@@ -86,12 +89,46 @@ def next_turn(kind, raw=b""):
         return SCRIPT["turns"][i], i
 
 
-def finished_turn():
+def finished_turn(n=1):
     with LOCK:
-        STATE["served"] += 1
+        STATE["served"] += n
         done = STATE["served"] >= len(SCRIPT["turns"])
     if done:
         log({"event": "script_done"})
+
+
+def text_edit_turn():
+    """An agent without tools (aider, `--text-edits`): it asks the model once per message, so the
+    rest of the script is one reply, its tool calls written as the agent's edits."""
+    with LOCK:
+        i = STATE["next"]
+        turns = SCRIPT["turns"][i:]
+        STATE["next"] = len(SCRIPT["turns"])
+    if not turns:
+        return None, i
+    parts = []
+    for t in turns:
+        if t.get("text"):
+            parts.append(t["text"])
+        parts.extend(text_edit(tool) for tool in t.get("tools", []))
+    return {"text": "\n\n".join(parts), "_n": len(turns)}, i
+
+
+def text_edit(tool):
+    """One tool call as aider's `whole` edit format (the file's path relative to the root on a
+    line of its own, then its whole new content fenced), or a fenced shell command."""
+    fence = "```"
+    if "write" in tool or "edit" in tool:
+        if "write" in tool:
+            path, content = tool["write"]["path"], tool["write"]["content"]
+        else:
+            e = tool["edit"]
+            path = e["path"]
+            with open(path, encoding="utf-8") as f:
+                content = f.read().replace(e["old"], e["new"], 1)
+        rel = os.path.relpath(path, ARGS.text_edits)
+        return f"{rel}\n{fence}\n{content}{fence}"
+    return f"{fence}bash\n{tool['bash']}\n{fence}"
 
 
 # ------------------------------------------------------------------ tool calls, per agent
@@ -458,7 +495,12 @@ class Handler(BaseHTTPRequestHandler):
         stream = bool(body.get("stream"))
         # The main loop offers the agent's tools (a shell among them); side requests do not.
         main = any(x in names for x in ("Bash", "exec_command", "shell", "shell_command", "run_shell_command", "bash"))
-        turn, i = (next_turn(path, raw) if main else (None, None))
+        if ARGS.text_edits and path.endswith("/chat/completions"):
+            # An agent without tools: every request is its main loop.
+            main = True
+            turn, i = text_edit_turn()
+        else:
+            turn, i = (next_turn(path, raw) if main else (None, None))
         log({"event": "request", "path": path, "main": main, "turn": i if turn is not None else None, "tools": names, "body": body})
         if turn is not None:
             # The origin of a detection latency: the model starts answering with this turn.
@@ -493,7 +535,7 @@ class Handler(BaseHTTPRequestHandler):
             # the turn was said all the same.
             log({"event": "interrupted", "turn": turn.get("_i")})
         if "_i" in turn:
-            finished_turn()
+            finished_turn(turn.get("_n", 1))
 
 
 def main():
@@ -506,6 +548,12 @@ def main():
     p.add_argument("--model", default="claude-sonnet-4-5")
     p.add_argument("--delta-ms", type=float, default=15.0, help="pause between text deltas")
     p.add_argument("--idle-text", default="Done.", help="the answer once the script is played")
+    p.add_argument(
+        "--text-edits",
+        metavar="ROOT",
+        help="an agent without tools (aider): the script as one reply per request, writes as its "
+        "whole-file edits with paths relative to ROOT",
+    )
     ARGS = p.parse_args()
     with open(ARGS.script, encoding="utf-8") as f:
         SCRIPT = json.load(f)

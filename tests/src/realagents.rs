@@ -46,9 +46,18 @@ pub enum Agent {
     /// opencode (a TUI of its own, OpenAI Chat Completions to the stand-in): the basic
     /// scenarios.
     OpenCode,
+    /// aider (PyPI; prompt_toolkit; no tools: its edits are in the model's text): the basic
+    /// scenarios, its prompt given with `--message`.
+    Aider,
 }
 
-pub const AGENTS: [Agent; 4] = [Agent::Claude, Agent::Codex, Agent::Gemini, Agent::OpenCode];
+pub const AGENTS: [Agent; 5] = [
+    Agent::Claude,
+    Agent::Codex,
+    Agent::Gemini,
+    Agent::OpenCode,
+    Agent::Aider,
+];
 
 impl Agent {
     pub fn name(self) -> &'static str {
@@ -57,13 +66,32 @@ impl Agent {
             Agent::Codex => "codex",
             Agent::Gemini => "gemini",
             Agent::OpenCode => "opencode",
+            Agent::Aider => "aider",
         }
     }
 
     pub fn binary(self) -> PathBuf {
-        Path::new(AGENTS_DIR)
-            .join("node_modules/.bin")
-            .join(self.name())
+        match self {
+            Agent::Aider => Path::new(AIDER_VENV).join("bin/aider"),
+            _ => Path::new(AGENTS_DIR)
+                .join("node_modules/.bin")
+                .join(self.name()),
+        }
+    }
+
+    /// Whether its sessions stay open for the user's next message (aider's is given its prompt
+    /// with `--message` and ends after the reply: no message can be typed into it).
+    pub fn interactive(self) -> bool {
+        self != Agent::Aider
+    }
+
+    /// What the stand-in needs to know of this agent: aider offers no tools (its edits are
+    /// files in the reply's text, relative to its root).
+    fn standin_args(self, ws: &Path) -> Vec<String> {
+        match self {
+            Agent::Aider => vec!["--text-edits".into(), ws.display().to_string()],
+            _ => Vec::new(),
+        }
     }
 
     pub fn installed(self) -> bool {
@@ -74,7 +102,7 @@ impl Agent {
     /// ones (TODO, planning, clean) for the third agent.
     pub fn scenarios(self) -> Vec<Scenario> {
         match self {
-            Agent::Gemini | Agent::OpenCode => basic_scenarios(),
+            Agent::Gemini | Agent::OpenCode | Agent::Aider => basic_scenarios(),
             _ => scenarios(),
         }
     }
@@ -163,6 +191,16 @@ impl Agent {
                 std::fs::write(dir.join("opencode.json"), cfg.to_string()).unwrap();
                 env.push(("OPENCODE_DISABLE_MODELS_FETCH".into(), "1".into()));
             }
+            Agent::Aider => {
+                // An OpenAI-compatible endpoint; litellm's bundled model table (no fetch).
+                for (k, v) in [
+                    ("OPENAI_API_BASE", format!("http://127.0.0.1:{port}/v1")),
+                    ("OPENAI_API_KEY", "standin".into()),
+                    ("LITELLM_LOCAL_MODEL_COST_MAP", "True".into()),
+                ] {
+                    env.push((k.to_string(), v));
+                }
+            }
         }
         env
     }
@@ -175,6 +213,25 @@ impl Agent {
             Agent::Codex => c.push("--dangerously-bypass-approvals-and-sandbox".into()),
             Agent::Gemini => c.extend(["--yolo".into(), "-i".into()]),
             Agent::OpenCode => c.push("--prompt".into()),
+            // No network checks, no git repository made for it, every question answered yes
+            // (a shell command it suggests still needs an explicit yes: it is not run).
+            Agent::Aider => c.extend(
+                [
+                    "--model",
+                    "openai/standin-coder",
+                    "--edit-format",
+                    "whole",
+                    "--yes-always",
+                    "--no-git",
+                    "--no-check-update",
+                    "--no-show-release-notes",
+                    "--analytics-disable",
+                    "--no-show-model-warnings",
+                    "--no-auto-lint",
+                    "--message",
+                ]
+                .map(String::from),
+            ),
         }
         c.push(prompt.into());
         c
@@ -686,7 +743,7 @@ struct Standin {
 impl Standin {
     /// (The child is waited for on drop.)
     #[allow(clippy::zombie_processes)]
-    fn start(dir: &Path, script: &Value) -> Standin {
+    fn start(dir: &Path, script: &Value, extra: &[String]) -> Standin {
         let script_path = dir.join("script.json");
         std::fs::write(&script_path, script.to_string()).unwrap();
         let log = dir.join("model.jsonl");
@@ -700,6 +757,7 @@ impl Standin {
             .arg(&log)
             .arg("--port-file")
             .arg(&port_file)
+            .args(extra)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -834,7 +892,7 @@ fn launch(
     let home = dir.to_path_buf();
     std::fs::create_dir_all(&ws).unwrap();
     (sc.prepare)(&ws, &home);
-    let standin = Standin::start(dir, &(sc.turns)(&ws, &home));
+    let standin = Standin::start(dir, &(sc.turns)(&ws, &home), &agent.standin_args(&ws));
     let env = agent.configure(&home, &ws, standin.port);
     let (uid, gid) = crate::users::owner_of(dir);
     chown_r(dir, uid, gid);

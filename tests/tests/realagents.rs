@@ -112,6 +112,7 @@ fn state_saved(agent: Agent, home: &std::path::Path, s: &Session) -> Result<(), 
             ".local/share/opencode",
             &[".local/share/opencode/opencode.db"],
         ),
+        Agent::Aider => (".aider", &["ws/.aider.chat.history.md"]),
     };
     for e in evidence {
         if !exists_like(home, &e.split('/').collect::<Vec<_>>()) {
@@ -177,6 +178,13 @@ fn gemini_cli_basic_scenarios() {
 #[test]
 fn opencode_basic_scenarios() {
     matrix(Agent::OpenCode);
+}
+
+/// aider, a fifth (Python, prompt_toolkit, no tools: its edits are in the model's text): the
+/// same.
+#[test]
+fn aider_basic_scenarios() {
+    matrix(Agent::Aider);
 }
 
 /// With the shipped actions: `stop-planning` types its message into the real TUI (ESC, a pause,

@@ -177,11 +177,17 @@ fn agents() -> anyhow::Result<()> {
     }
     // aider, from PyPI, in an environment of its own.
     let aider = format!("{AIDER_VENV}/bin/aider");
+    let debian_python = std::fs::canonicalize(format!("{AIDER_VENV}/bin/python3"))
+        .is_ok_and(|p| p.starts_with("/usr/"));
+    if !debian_python && Path::new(AIDER_VENV).exists() {
+        std::fs::remove_dir_all(AIDER_VENV)?;
+    }
     if output(Command::new(&aider).arg("--version")).contains(AIDER_VERSION) {
         println!("setup: aider {AIDER_VERSION} present in {AIDER_VENV}");
     } else {
         if !Path::new(&format!("{AIDER_VENV}/bin/python")).exists() {
-            run(Command::new("python3").args(["-m", "venv", AIDER_VENV]))?;
+            // Debian's Python: one the agent's user can run (not a root-only pyenv).
+            run(Command::new("/usr/bin/python3").args(["-m", "venv", AIDER_VENV]))?;
         }
         run(Command::new(format!("{AIDER_VENV}/bin/python")).args([
             "-m",

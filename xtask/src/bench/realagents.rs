@@ -1,5 +1,7 @@
 //! `cargo xtask bench realagents`: the scenario matrix on every installed real agent (Claude
-//! Code and Codex CLI: all scenarios; Gemini CLI: the basic ones), each session interactive under `axiomctl run` against the model stand-in.
+//! Code and Codex CLI: all scenarios; Gemini CLI, opencode and aider: the basic ones), each
+//! session under `axiomctl run` against the model stand-in, as an ordinary user under the
+//! default profile.
 //! Prints, per rule family, precision and recall over the matrix, and the detection latency
 //! from the model starting the turn that planted a violation to axiomd's violation event. Then,
 //! with the shipped actions, how many rule interventions reached the model (the stand-in got
@@ -27,6 +29,7 @@ pub fn run() -> anyhow::Result<()> {
     let mut families: Vec<(&'static str, Score)> = Vec::new();
     let mut latencies = Vec::new();
     let mut sessions = 0usize;
+    let mut agents = 0usize;
     for agent in AGENTS {
         if !agent.installed() {
             println!(
@@ -35,6 +38,7 @@ pub fn run() -> anyhow::Result<()> {
             );
             continue;
         }
+        agents += 1;
         let d = realagents::daemon(&format!("bench_real_{}", agent.name()));
         for sc in agent.scenarios() {
             let dir = axiom_tests::users::SessionUser::new();
@@ -101,7 +105,10 @@ pub fn run() -> anyhow::Result<()> {
     // Delivery: sessions with the shipped actions, whose rules intervene (an interrupting
     // message, and one that waits for the agent to be idle).
     let (mut delivered, mut interventions, mut deliver_ms) = (0usize, 0usize, Vec::new());
-    for agent in AGENTS.into_iter().filter(|a| a.installed()) {
+    for agent in AGENTS
+        .into_iter()
+        .filter(|a| a.installed() && a.interactive())
+    {
         let d = axiom_tests::Daemon::start(&format!("bench_deliver_{}", agent.name()), &[]);
         for sc in [
             realagents::delivery_scenario(),
@@ -146,7 +153,7 @@ pub fn run() -> anyhow::Result<()> {
     let d50 = median(&mut deliver_ms.clone());
     let d99 = percentile(&mut deliver_ms, 0.99);
     println!(
-        "bench realagents: sessions={sessions} precision={:.3} recall={:.3} detect_p50_ms={p50:.1} detect_p99_ms={p99:.1} delivered={delivered}/{interventions} deliver_p50_ms={d50:.1} deliver_p99_ms={d99:.1}",
+        "bench realagents: agents={agents} sessions={sessions} precision={:.3} recall={:.3} detect_p50_ms={p50:.1} detect_p99_ms={p99:.1} delivered={delivered}/{interventions} deliver_p50_ms={d50:.1} deliver_p99_ms={d99:.1}",
         total.precision(),
         total.recall()
     );

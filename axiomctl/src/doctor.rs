@@ -128,6 +128,100 @@ fn daemon(socket: &Path) -> Vec<Check> {
     out
 }
 
+/// Each installed agent CLI of a kind with hooks (found on `PATH` by its kind's commands): what
+/// in the user's or the host's settings would keep Axiom's hooks for a run from running. A
+/// run notices it too (`hooks_inactive`), after the fact.
+fn agent_hooks() -> Vec<Check> {
+    let profiles = crate::agent_kind::profiles();
+    let home = std::env::var_os("HOME").map(std::path::PathBuf::from);
+    let json = |p: &Path| -> Option<serde_json::Value> {
+        serde_json::from_str(&std::fs::read_to_string(p).ok()?).ok()
+    };
+    let mut out = Vec::new();
+    for (kind, name) in [
+        ("claude", "hooks: claude"),
+        ("codex", "hooks: codex"),
+        ("gemini", "hooks: gemini"),
+    ] {
+        if !profiles.of(Some(kind)).hooks {
+            continue;
+        }
+        let Some(bin) = profiles
+            .of(Some(kind))
+            .commands
+            .iter()
+            .find_map(|c| on_path(c))
+        else {
+            continue;
+        };
+        let mut off = Vec::new();
+        match kind {
+            "claude" => {
+                let mut files = vec![std::path::PathBuf::from(
+                    "/etc/claude-code/managed-settings.json",
+                )];
+                files.extend(home.iter().map(|h| h.join(".claude/settings.json")));
+                for f in files {
+                    let Some(v) = json(&f) else { continue };
+                    if v["disableAllHooks"] == true {
+                        off.push(format!("disableAllHooks in {}", f.display()));
+                    }
+                    if v["allowManagedHooksOnly"] == true {
+                        off.push(format!("allowManagedHooksOnly in {}", f.display()));
+                    }
+                }
+            }
+            "gemini" => {
+                let system = Path::new("/etc/gemini-cli/settings.json");
+                if let Some(v) = json(system)
+                    && v["hooksConfig"]["enabled"] == false
+                {
+                    off.push(format!("hooksConfig.enabled false in {}", system.display()));
+                }
+                for f in home.iter().map(|h| h.join(".gemini/settings.json")) {
+                    let disabled = json(&f).is_some_and(|v| {
+                        v["hooksConfig"]["disabled"]
+                            .as_array()
+                            .is_some_and(|d| d.iter().any(|x| x == "axiom"))
+                    });
+                    if disabled {
+                        off.push(format!(
+                            "\"axiom\" in hooksConfig.disabled in {}",
+                            f.display()
+                        ));
+                    }
+                }
+            }
+            _ => {}
+        }
+        out.push(if off.is_empty() {
+            Check::pass(
+                name,
+                format!(
+                    "{}: Axiom's hooks are installed for each run",
+                    bin.display()
+                ),
+            )
+        } else {
+            Check::warn(
+                name,
+                format!("{}: switched off by {}", bin.display(), off.join("; ")),
+                "remove the setting, or expect hooks_inactive: nothing refused before it runs",
+            )
+        });
+    }
+    out
+}
+
+/// `cmd` found on `PATH`.
+fn on_path(cmd: &str) -> Option<std::path::PathBuf> {
+    std::env::var_os("PATH")?
+        .to_str()?
+        .split(':')
+        .map(|d| Path::new(d).join(cmd))
+        .find(|p| p.is_file())
+}
+
 pub fn run(socket: &Path, json: bool) -> anyhow::Result<ExitCode> {
     let mut checks = vec![
         preflight::btf(),
@@ -141,6 +235,7 @@ pub fn run(socket: &Path, json: bool) -> anyhow::Result<ExitCode> {
     checks.push(preflight::cgroup2());
     checks.push(dbus());
     checks.extend(daemon(socket));
+    checks.extend(agent_hooks());
     if json {
         println!("{}", serde_json::to_string_pretty(&checks)?);
     } else {

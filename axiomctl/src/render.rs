@@ -161,6 +161,9 @@ impl Style {
                     &format!("denied {op} {}{times} (by {by})", escape(target)),
                 )
             }
+            Body::HooksInactive { reason } => {
+                paint(c, "1;33", &format!("hooks inactive: {}", escape(reason)))
+            }
         };
         let trunc = if e.truncated {
             paint(c, "2", " [truncated]")

@@ -15,7 +15,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use axiom_proto::wire::{Action, Body, Event, Request};
+use axiom_proto::wire::{Action, Body, Channel, Event, Request};
 use serde_json::{Value, json};
 
 use crate::{Daemon, axiomctl_bin, default_rules, unique};
@@ -1128,10 +1128,10 @@ pub fn delivery_session(
     sc: &Scenario,
     dir: &Path,
     timeout: Duration,
-) -> (Session, Vec<(bool, Option<f64>)>) {
+) -> (Session, Vec<(bool, Option<f64>, Channel)>) {
     let mut live = Live::start(d, agent, sc, dir);
     let id = live.agent;
-    let messages = |seen: &[Event]| -> Vec<(bool, String, u64)> {
+    let messages = |seen: &[Event]| -> Vec<(bool, String, u64, Channel)> {
         seen.iter()
             .filter(|e| e.agent == id)
             .filter_map(|e| match &e.body {
@@ -1142,6 +1142,7 @@ pub fn delivery_session(
                     delivered,
                     act_us,
                     queued_us,
+                    channel,
                     ..
                 } if *action == Action::Inject => {
                     let text = detail.split_once(": ").map_or("", |(_, m)| m).to_string();
@@ -1149,7 +1150,12 @@ pub fn delivery_session(
                     // waits for the agent to be idle — when the agent was.
                     let waited = act_us.unwrap_or(0.0) - queued_us.unwrap_or(0.0);
                     let decided = e.time_ns.saturating_sub((waited.max(0.0) * 1e3) as u64);
-                    Some((delivered.unwrap_or(false), text, decided))
+                    Some((
+                        delivered.unwrap_or(false),
+                        text,
+                        decided,
+                        channel.unwrap_or(Channel::Terminal),
+                    ))
                 }
                 _ => None,
             })
@@ -1162,7 +1168,7 @@ pub fn delivery_session(
         let arrived = want.len() >= sc.expect.len()
             && want
                 .iter()
-                .all(|(_, m, _)| !requests_with(&log, m).is_empty());
+                .all(|(_, m, _, _)| !requests_with(&log, m).is_empty());
         if arrived || t0.elapsed() >= timeout {
             break;
         }
@@ -1172,13 +1178,14 @@ pub fn delivery_session(
     let log = live.model_log();
     let out = messages(&live.sub.seen)
         .into_iter()
-        .map(|(delivered, m, decided)| {
+        .map(|(delivered, m, decided, channel)| {
             let at = requests_with(&log, &m)
                 .first()
                 .and_then(|e| e["time_ns"].as_u64());
             (
                 delivered,
                 at.map(|a| a.saturating_sub(decided) as f64 / 1e6),
+                channel,
             )
         })
         .collect();

@@ -63,6 +63,14 @@ fn matrix(agent: Agent) {
                     .collect::<Vec<_>>()
             ));
         }
+        // An agent run with Axiom's hooks called them before its work: never reported inactive.
+        if let Some(e) = s
+            .events
+            .iter()
+            .find(|e| matches!(e.body, Body::HooksInactive { .. }))
+        {
+            failures.push(format!("{}/{}: {e:?}", agent.name(), sc.name));
+        }
         // Under the default profile, as an ordinary user with a real home: the agent kept its
         // own state where it lives, and none of its writes there was refused.
         if let Err(e) = state_saved(agent, &dir, &s) {
@@ -417,6 +425,84 @@ fn idle_messages_wait_for_the_agent() {
             notices(&s.events)
         );
     }
+}
+
+/// The user switched Claude Code's hooks off (`disableAllHooks` in `~/.claude/settings.json`):
+/// Axiom's hooks for the run never call. Its first finding reports `hooks_inactive`, and the
+/// message that would have waited for the next hook call is typed into its terminal when it is
+/// idle, and reaches the model.
+#[test]
+fn switched_off_hooks_are_noticed_and_messages_still_arrive() {
+    let d = Daemon::start("real_hooks_off", &[]);
+    let mut sc = idle_claim_scenario();
+    sc.prepare = |_, home| {
+        std::fs::create_dir_all(home.join(".claude")).unwrap();
+        std::fs::write(
+            home.join(".claude/settings.json"),
+            r#"{"disableAllHooks": true, "skipDangerousModePermissionPrompt": true}"#,
+        )
+        .unwrap();
+    };
+    let dir = SessionUser::new();
+    let mut live = Live::start(&d, Agent::Claude, &sc, &dir);
+    let message = "You claimed the work is done, but no file was written.";
+    live.until_model("the message", Duration::from_secs(90), |log| {
+        !requests_with(log, message).is_empty()
+    });
+    live.sub.drain_for(Duration::from_secs(2));
+    let s = live.finish(&d);
+    let inactive: Vec<&Event> = s
+        .events
+        .iter()
+        .filter(|e| matches!(e.body, Body::HooksInactive { .. }))
+        .collect();
+    assert_eq!(inactive.len(), 1, "{:?}", notices(&s.events));
+    assert_eq!(
+        interventions(&s.events, "inject"),
+        vec![(Some(true), Some("terminal".to_string()))]
+    );
+}
+
+/// Every agent, under the default profile: a write its model asks for outside the workspace and
+/// the agent's own state (a file in the home) is refused — the kernel reports it denied, the
+/// file never exists — and the session goes on to its end.
+#[test]
+fn every_agent_is_refused_a_write_outside_its_workspace() {
+    let d = daemon("real_outside");
+    let sc = Scenario {
+        name: "write-outside",
+        prompt: "Save a note about the project.",
+        turns: |ws, _| {
+            let home = ws.parent().expect("the workspace is in the home");
+            serde_json::json!({"turns": [
+                {"text": "Saving the note.", "tools": [{"write": {"path": home.join("notes.txt").display().to_string(), "content": "remember the parser\n"}}]},
+                {"text": "I could not save it there."}
+            ]})
+        },
+        prepare: |_, _| {},
+        expect: Vec::new(),
+    };
+    let mut failures = Vec::new();
+    for agent in AGENTS.into_iter().filter(|a| a.installed()) {
+        let dir = SessionUser::new();
+        let s = run_session(&d, agent, &sc, &dir);
+        let note = dir.join("notes.txt");
+        let denied = s.events.iter().any(
+            |e| matches!(&e.body, Body::Denied { target, .. } if target.ends_with("notes.txt")),
+        );
+        if note.exists() || !denied {
+            failures.push(format!(
+                "{}: the note {} (denied event: {denied})",
+                agent.name(),
+                if note.exists() {
+                    "was written"
+                } else {
+                    "is absent"
+                }
+            ));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
 
 /// One scenario of `agent` under `axiomctl run` with Axiom's hooks and the shipped rules,

@@ -165,6 +165,14 @@ pub enum Body {
         /// How many times since the last report (limits are read as counters).
         count: u64,
     },
+    /// An agent run with Axiom's hooks acted (what it did was seen in the kernel, or on its
+    /// screen) before any of its hooks called axiomd: they are not running (switched off in
+    /// its settings, a version that ignores them, a config that failed to load). Nothing is
+    /// refused before it runs; its messages are typed into its terminal instead.
+    HooksInactive {
+        /// What gave it away.
+        reason: String,
+    },
 }
 
 /// Why a request was refused, for programs (the message beside it is for people). Stable: a
@@ -502,11 +510,12 @@ pub enum Kind {
     Violation,
     KernelMatch,
     Denied,
+    HooksInactive,
 }
 
 impl Kind {
     /// Every kind, in the order of their discriminants (axiomd counts by `kind as usize`).
-    pub const ALL: [Kind; 12] = [
+    pub const ALL: [Kind; 13] = [
         Kind::Fork,
         Kind::Exec,
         Kind::Exit,
@@ -519,6 +528,7 @@ impl Kind {
         Kind::Violation,
         Kind::KernelMatch,
         Kind::Denied,
+        Kind::HooksInactive,
     ];
 
     /// The wire name (what serde writes).
@@ -536,6 +546,7 @@ impl Kind {
             Kind::Violation => "violation",
             Kind::KernelMatch => "kernel_match",
             Kind::Denied => "denied",
+            Kind::HooksInactive => "hooks_inactive",
         }
     }
 
@@ -560,6 +571,7 @@ impl Body {
             Body::Intervention { .. } => Kind::Intervention,
             Body::Violation { .. } => Kind::Violation,
             Body::Denied { .. } => Kind::Denied,
+            Body::HooksInactive { .. } => Kind::HooksInactive,
         }
     }
 
@@ -572,6 +584,7 @@ impl Body {
                 | Body::Intervention { .. }
                 | Body::Violation { .. }
                 | Body::Denied { .. }
+                | Body::HooksInactive { .. }
         )
     }
 }

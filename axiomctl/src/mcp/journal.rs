@@ -216,7 +216,7 @@ impl Facts {
             }
             Body::Violation { .. } => self.violations.push(notice(ev)),
             Body::Intervention { .. } => self.interventions.push(notice(ev)),
-            Body::Denied { .. } => self.denied.push(notice(ev)),
+            Body::Denied { .. } | Body::HooksInactive { .. } => self.denied.push(notice(ev)),
             Body::AgentExited { code, signal } => {
                 self.exit = Some((*code, *signal));
                 self.ended_ns = Some(ev.time_ns);

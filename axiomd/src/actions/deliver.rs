@@ -61,7 +61,9 @@ impl Actions {
             let t0 = Instant::now();
             // A hooked agent's next hook call may take it first (Claude Code's Stop comes as the
             // turn ends, before its screen goes quiet).
-            let parked = agent.hooks.then(|| self.park(agent.id, m.text));
+            let parked = self
+                .hooks_usable(agent)
+                .then(|| self.park(agent.id, m.text));
             let idle = self.await_idle(agent.id, &profile, parked);
             queued = t0.elapsed();
             if let Some(id) = parked

@@ -46,6 +46,7 @@ impl Actions {
     /// nothing to say, carry on).
     pub(crate) fn hook(&self, set: &RuleSet, agent: &Agent, input: &Value) -> Option<Value> {
         let event = input.get("hook_event_name")?.as_str()?;
+        self.hook_called(agent.id);
         let text = |k: &str| input.get(k).and_then(Value::as_str).unwrap_or("");
         match event {
             // Claude Code's and Codex's answer refusing a tool call.

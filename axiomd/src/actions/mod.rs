@@ -115,6 +115,9 @@ pub(crate) struct Actions {
     /// Per agent, the stops refused in a row (Claude Code ends a turn after 8 anyway; we let
     /// it go after 3 so that an agent that cannot do better is not held in a loop).
     stop_refusals: Mutex<HashMap<u64, u32>>,
+    /// Per hooked agent, whether its hooks have called (`true`) or were found not running
+    /// (`false`, reported once as `hooks_inactive`); absent: neither yet.
+    hooks_live: Mutex<HashMap<u64, bool>>,
     /// Messages being delivered, bounded per agent and in all.
     delivering: Arc<InFlight>,
 }
@@ -143,6 +146,7 @@ impl Actions {
             parked: std::sync::Condvar::new(),
             next_pending: std::sync::atomic::AtomicU64::new(1),
             stop_refusals: Mutex::new(HashMap::new()),
+            hooks_live: Mutex::new(HashMap::new()),
             delivering: Arc::default(),
         };
         (Arc::new(a), Queue(rx))
@@ -330,6 +334,55 @@ impl Actions {
         if let Ok(mut s) = self.stop_refusals.lock() {
             s.remove(&agent);
         }
+        if let Ok(mut h) = self.hooks_live.lock() {
+            h.remove(&agent);
+        }
+    }
+
+    /// One of the agent's hooks called: they run.
+    pub(crate) fn hook_called(&self, agent: u64) {
+        if let Ok(mut h) = self.hooks_live.lock() {
+            h.insert(agent, true);
+        }
+    }
+
+    /// Whether a message for `agent` may wait for its next hook call: it was run with Axiom's
+    /// hooks and they were not found inactive.
+    pub(crate) fn hooks_usable(&self, agent: &Agent) -> bool {
+        agent.hooks
+            && self
+                .hooks_live
+                .lock()
+                .map_or(true, |h| h.get(&agent.id) != Some(&false))
+    }
+
+    /// A hooked agent did `what` (a finding about its work): when none of its hooks has called
+    /// yet, they are not running — every hook Axiom installs is called before the model's
+    /// first turn (a prompt's) and before each command or write it could refuse, so the agent's
+    /// work cannot come first. Reported once (`hooks_inactive`); its messages are typed from
+    /// then on.
+    fn hooks_ran_before(&self, agent: &Agent, what: &str) {
+        if !agent.hooks {
+            return;
+        }
+        {
+            let Ok(mut h) = self.hooks_live.lock() else {
+                return;
+            };
+            if h.contains_key(&agent.id) {
+                return;
+            }
+            h.insert(agent.id, false);
+        }
+        let reason = format!(
+            "{what} before any of its hooks called axiomd: nothing is refused before it runs, \
+             and messages are typed into its terminal"
+        );
+        tracing::warn!(agent = agent.id, "hooks inactive: {reason}");
+        self.bus.publish(crate::agents::notice(
+            agent,
+            axiom_proto::wire::Body::HooksInactive { reason },
+        ));
     }
 
     /// Queues a message for a hook call to take; its id.
@@ -405,6 +458,10 @@ impl crate::rules::Enforce for Actions {
         if let Err(mpsc::TrySendError::Full(_)) = self.queue.try_send((set.clone(), f)) {
             self.bus.stats.count_loss("actions_backlog");
         }
+    }
+
+    fn note_work(&self, agent: &Agent, what: &str) {
+        self.hooks_ran_before(agent, what);
     }
 
     /// Reports a plugin call a sandbox limit stopped: a `denied` event on the agent whose event

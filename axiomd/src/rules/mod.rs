@@ -23,6 +23,8 @@ pub(crate) trait Enforce: Send + Sync {
     fn submit(&self, set: &Arc<RuleSet>, f: engine::Finding);
     /// A plugin that was stopped (fuel, memory, a trap): report it.
     fn plugin_fault(&self, set: &RuleSet, f: &engine::PluginFault);
+    /// A finding about the agent's work (any rule's): whether its hooks ran before it.
+    fn note_work(&self, agent: &crate::agents::Agent, what: &str);
 }
 
 /// What the rules stage works with: the rule set, the per-agent state, the registry (to name
@@ -218,6 +220,9 @@ pub(crate) fn report(stage: &Stage, set: &Arc<RuleSet>, f: engine::Finding) {
         (v.pid, v.tgid) = (f.pid, f.pid);
     }
     stage.bus.publish(v);
+    stage
+        .actions
+        .note_work(&agent, &format!("its work (rule {}) was seen", r.id));
     if r.action != axiom_rules::Action::Alert {
         stage.actions.submit(set, f);
     }
@@ -409,6 +414,7 @@ mod tests {
             }
         }
         fn plugin_fault(&self, _: &RuleSet, _: &engine::PluginFault) {}
+        fn note_work(&self, _: &crate::agents::Agent, _: &str) {}
     }
 
     #[test]

@@ -78,6 +78,7 @@ fn searchable_ref(b: &Body) -> Option<std::borrow::Cow<'_, str>> {
         Body::Connect { address, port, .. } => Some(Owned(format!("{address}:{port}"))),
         Body::Violation { rule, detail, .. } => Some(Owned(format!("{rule} {detail}"))),
         Body::Denied { op, target, by, .. } => Some(Owned(format!("{op} {target} {by}"))),
+        Body::HooksInactive { reason } => Some(Borrowed(reason.as_str())),
         Body::Intervention { action, detail, .. } => Some(Owned(format!("{action} {detail}"))),
         _ => None,
     }

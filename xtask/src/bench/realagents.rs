@@ -105,6 +105,8 @@ pub fn run() -> anyhow::Result<()> {
     // Delivery: sessions with the shipped actions, whose rules intervene (an interrupting
     // message, and one that waits for the agent to be idle).
     let (mut delivered, mut interventions, mut deliver_ms) = (0usize, 0usize, Vec::new());
+    // Per channel: through the agent's hooks, typed into its terminal.
+    let (mut hook_ms, mut typed_ms) = (Vec::new(), Vec::new());
     for agent in AGENTS
         .into_iter()
         .filter(|a| a.installed() && a.interactive())
@@ -128,13 +130,77 @@ pub fn run() -> anyhow::Result<()> {
                 sc.name,
                 got
             );
-            for (ok, ms) in got {
+            for (ok, ms, channel) in got {
                 interventions += 1;
                 if let (true, Some(ms)) = (ok, ms) {
                     delivered += 1;
                     deliver_ms.push(ms);
+                    match channel {
+                        axiom_proto::wire::Channel::Hook => hook_ms.push(ms),
+                        _ => typed_ms.push(ms),
+                    }
                 }
             }
+        }
+    }
+    // Prevented: with the shipped rules, the violations an agent's hooks could stop before their
+    // effect (a dangerous command on every hooked agent; a TODO written by its write tool on
+    // Claude Code and Gemini CLI; Codex writes through its shell here, the kernel's to see)
+    // — stopped: refused through the hook, before the command ran or the file held the text.
+    let (mut prevented, mut preventable) = (0usize, 0usize);
+    for (agent, scenarios) in [
+        (
+            realagents::Agent::Claude,
+            vec![
+                realagents::hook_dangerous_scenario(),
+                realagents::hook_write_scenario(),
+            ],
+        ),
+        (
+            realagents::Agent::Codex,
+            vec![realagents::hook_dangerous_scenario()],
+        ),
+        (
+            realagents::Agent::Gemini,
+            vec![
+                realagents::hook_dangerous_scenario(),
+                realagents::hook_write_scenario(),
+            ],
+        ),
+    ] {
+        if !agent.installed() {
+            continue;
+        }
+        let d = axiom_tests::Daemon::start(&format!("bench_hooks_{}", agent.name()), &[]);
+        for sc in scenarios {
+            let dir = axiom_tests::users::SessionUser::new();
+            let s = realagents::run_session(&d, agent, &sc, &dir);
+            let stopped = |rule: &str| {
+                s.events.iter().any(|e| {
+                    matches!(&e.body, axiom_proto::wire::Body::Intervention {
+                        action: axiom_proto::wire::Action::Deny,
+                        rule: Some(r),
+                        channel: Some(axiom_proto::wire::Channel::Hook),
+                        ..
+                    } if r == rule)
+                })
+            };
+            // The secret's rule only alerts (masked, reported): not one to stop.
+            let rules: Vec<&str> = sc
+                .expect
+                .iter()
+                .map(|e| e.rule.as_str())
+                .filter(|r| *r != "aws-secret-access-key")
+                .collect();
+            let k = rules.iter().filter(|r| stopped(r)).count();
+            println!(
+                "  {:6} {:18} prevented={k}/{}",
+                agent.name(),
+                sc.name,
+                rules.len()
+            );
+            prevented += k;
+            preventable += rules.len();
         }
     }
     families.sort_by_key(|(f, _)| *f);
@@ -152,8 +218,11 @@ pub fn run() -> anyhow::Result<()> {
     let p99 = percentile(&mut latencies, 0.99);
     let d50 = median(&mut deliver_ms.clone());
     let d99 = percentile(&mut deliver_ms, 0.99);
+    let (hooked, typed) = (hook_ms.len(), typed_ms.len());
+    let h50 = median(&mut hook_ms);
+    let t50 = median(&mut typed_ms);
     println!(
-        "bench realagents: agents={agents} sessions={sessions} precision={:.3} recall={:.3} detect_p50_ms={p50:.1} detect_p99_ms={p99:.1} delivered={delivered}/{interventions} deliver_p50_ms={d50:.1} deliver_p99_ms={d99:.1}",
+        "bench realagents: agents={agents} sessions={sessions} prevented={prevented}/{preventable} precision={:.3} recall={:.3} detect_p50_ms={p50:.1} detect_p99_ms={p99:.1} delivered={delivered}/{interventions} deliver_p50_ms={d50:.1} deliver_p99_ms={d99:.1} deliver_hook={hooked} deliver_hook_p50_ms={h50:.1} deliver_typed={typed} deliver_typed_p50_ms={t50:.1}",
         total.precision(),
         total.recall()
     );

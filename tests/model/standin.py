@@ -116,7 +116,8 @@ def text_edit_turn():
 
 def text_edit(tool):
     """One tool call as aider's `whole` edit format (the file's path relative to the root on a
-    line of its own, then its whole new content fenced), or a fenced shell command."""
+    line of its own, then its whole new content fenced), or a shell command said in a sentence
+    (aider runs none unasked)."""
     fence = "```"
     if "write" in tool or "edit" in tool:
         if "write" in tool:
@@ -128,7 +129,8 @@ def text_edit(tool):
                 content = f.read().replace(e["old"], e["new"], 1)
         rel = os.path.relpath(path, ARGS.text_edits)
         return f"{rel}\n{fence}\n{content}{fence}"
-    return f"{fence}bash\n{tool['bash']}\n{fence}"
+    # A fenced block after a line is a file to aider: a command is said, not fenced.
+    return f"I would run `{tool['bash']}` next."
 
 
 # ------------------------------------------------------------------ tool calls, per agent

@@ -185,6 +185,9 @@ impl Agent {
                         "models": {"standin-coder": {"name": "standin-coder", "tool_call": true}}
                     }},
                     "model": "standin/standin-coder",
+                    // As the others run (--dangerously-skip-permissions, --yolo): no prompts,
+                    // outside the project either; Axiom is what refuses.
+                    "permission": {"edit": "allow", "bash": "allow", "external_directory": "allow"},
                     "autoupdate": false,
                     "share": "disabled"
                 });

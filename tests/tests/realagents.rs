@@ -463,9 +463,11 @@ fn switched_off_hooks_are_noticed_and_messages_still_arrive() {
     );
 }
 
-/// Every agent, under the default profile: a write its model asks for outside the workspace and
-/// the agent's own state (a file in the home) is refused — the kernel reports it denied, the
-/// file never exists — and the session goes on to its end.
+/// Every agent, under the default profile: writes its model asks for outside the workspace and
+/// the agent's own state (a file in the home, by its write tool and by its shell) are refused —
+/// the kernel reports one denied at least (Gemini CLI's write tool refuses a path outside its
+/// workspace itself; aider runs no shell command unasked), no file exists — and the session
+/// goes on to its end.
 #[test]
 fn every_agent_is_refused_a_write_outside_its_workspace() {
     let d = daemon("real_outside");
@@ -476,6 +478,7 @@ fn every_agent_is_refused_a_write_outside_its_workspace() {
             let home = ws.parent().expect("the workspace is in the home");
             serde_json::json!({"turns": [
                 {"text": "Saving the note.", "tools": [{"write": {"path": home.join("notes.txt").display().to_string(), "content": "remember the parser\n"}}]},
+                {"text": "Trying the shell.", "tools": [{"bash": format!("echo 'remember the parser' > {}", home.join("notes2.txt").display())}]},
                 {"text": "I could not save it there."}
             ]})
         },
@@ -486,19 +489,18 @@ fn every_agent_is_refused_a_write_outside_its_workspace() {
     for agent in AGENTS.into_iter().filter(|a| a.installed()) {
         let dir = SessionUser::new();
         let s = run_session(&d, agent, &sc, &dir);
-        let note = dir.join("notes.txt");
-        let denied = s.events.iter().any(
-            |e| matches!(&e.body, Body::Denied { target, .. } if target.ends_with("notes.txt")),
-        );
-        if note.exists() || !denied {
+        let note = ["notes.txt", "notes2.txt"]
+            .into_iter()
+            .map(|n| dir.join(n))
+            .find(|p| p.exists());
+        let denied = s
+            .events
+            .iter()
+            .any(|e| matches!(&e.body, Body::Denied { target, .. } if target.contains("/notes")));
+        if note.is_some() || !denied {
             failures.push(format!(
-                "{}: the note {} (denied event: {denied})",
-                agent.name(),
-                if note.exists() {
-                    "was written"
-                } else {
-                    "is absent"
-                }
+                "{}: written: {note:?}; a denied event: {denied}",
+                agent.name()
             ));
         }
     }

@@ -9,6 +9,7 @@ mod confine;
 mod doctor;
 mod gemini_config;
 mod mcp;
+mod opencode_plugin;
 mod pty;
 mod render;
 mod wasm;

@@ -563,6 +563,34 @@ fn gemini_cli_hooks() {
     every_tool_hooked(&d, Agent::Gemini);
 }
 
+/// opencode's hooks, a plugin installed by `axiomctl run` for the run
+/// (`OPENCODE_CONFIG_CONTENT`): a dangerous command never runs and a TODO never reaches the
+/// file, the model told why through the tool's error. (opencode has no stop to refuse.)
+#[test]
+fn opencode_hooks() {
+    let d = Daemon::start("real_opencode_hooks", &[]);
+    refused_before_it_ran(&hooked(&d, Agent::OpenCode, &hook_dangerous_scenario()).1);
+    let (dir, s) = hooked(&d, Agent::OpenCode, &hook_write_scenario());
+    assert!(
+        !requests_with(
+            &s.model_log,
+            "refused this write before it ran (rule todo-left)"
+        )
+        .is_empty(),
+        "the model was not told: {:?}",
+        notices(&s.events)
+    );
+    assert_eq!(
+        std::fs::read_to_string(dir.join("ws/parser.py")).unwrap(),
+        "def parse(s):\n    return s.split()\n"
+    );
+    assert!(
+        !s.events.iter().any(|e| matches!(&e.body,
+            Body::Output { text, target: Some(t), .. } if t.contains("parser.py") && text.contains("TODO"))),
+        "the TODO was written"
+    );
+}
+
 /// An agent whose hooks cover its shell and write tools and its stop: a dangerous command
 /// refused before it ran, a TODO before the file held it, a false "done" at its stop with the
 /// evidence, and a true "done" let through.

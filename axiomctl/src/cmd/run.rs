@@ -11,7 +11,7 @@ use axiom_proto::{
 use crate::{
     agent_kind, claude_config,
     client::{Global, Printer, connect, follow_agent, refused},
-    confine, gemini_config, pty, wasm,
+    confine, gemini_config, opencode_plugin, pty, wasm,
 };
 
 /// `axiomctl run`: the command (or, with `--wasm`, the module and its arguments) as an agent.
@@ -86,8 +86,10 @@ struct Prepared {
     kind: String,
     /// Axiom's hooks installed for the run.
     hooks: bool,
-    /// Gemini CLI's system settings for the run (its hooks).
+    /// Gemini CLI's settings for the run (its hooks).
     gemini: Option<gemini_config::RunSettings>,
+    /// opencode's hooks for the run: the command its plugin calls.
+    opencode: Option<String>,
     argv: Vec<CString>,
     /// What the agent must still reach in a private /tmp: axiomd's socket (its hooks call it)
     /// and its workspace.
@@ -124,6 +126,7 @@ fn prepare(g: &Global, launch: &Launch, command: &[String]) -> anyhow::Result<Pr
     let kind = profiles.kind(command, launch.agent_kind.as_deref());
     let mut hooks = false;
     let mut gemini = None;
+    let mut opencode = None;
     // A WASI tool: the agent process execs this binary's `wasm-exec` with the module.
     let exec = match &launch.wasm {
         Some(module) => wasm::exec_argv(
@@ -146,6 +149,18 @@ fn prepare(g: &Global, launch: &Launch, command: &[String]) -> anyhow::Result<Pr
                 }
             }
             hooks = a.hooks;
+            if let (Some(hook), "opencode") = (&hook, kind.as_str()) {
+                opencode = Some(hook.clone());
+                hooks = true;
+                if !g.json {
+                    eprintln!(
+                        "axiom: opencode runs with Axiom's plugin for this run ({}): a \
+                         dangerous command or a write leaving a TODO is refused before it \
+                         happens",
+                        opencode_plugin::ENV
+                    );
+                }
+            }
             if let (Some(hook), "gemini") = (&hook, kind.as_str()) {
                 let home = agent_home(drop_to).unwrap_or_default();
                 match gemini_config::RunSettings::new(&home, hook) {
@@ -184,6 +199,7 @@ fn prepare(g: &Global, launch: &Launch, command: &[String]) -> anyhow::Result<Pr
         kind,
         hooks,
         gemini,
+        opencode,
         argv,
         keep,
     })
@@ -262,6 +278,15 @@ fn confine_child(prep: &Prepared, c: &Confinement) -> Result<Applied, String> {
     }
     if let (Some(home), Some(_)) = (agent_home(prep.drop_to), &c.fs) {
         agent_kind::seed_state(&prep.kind, &home);
+    }
+    if let (Some(hook), Some(home)) = (&prep.opencode, agent_home(prep.drop_to)) {
+        let dir = gemini_config::RunSettings::dir(&home, std::process::id());
+        if let Err(e) = opencode_plugin::install(&dir, hook) {
+            return Err(format!(
+                "opencode's plugin for the run could not be written in {}: {e}",
+                dir.display()
+            ));
+        }
     }
     // Gemini CLI's settings with Axiom's hooks, shown in place of the user's in the agent's
     // mount namespace (only a profile that confines the filesystem has one).
@@ -471,10 +496,9 @@ fn run_agent(
         finish(t, Duration::from_secs(2));
     }
     drop(raw_mode);
-    let run_dir = prep
-        .gemini
-        .as_ref()
-        .and(agent_home(prep.drop_to))
+    let run_dir = (prep.gemini.is_some() || prep.opencode.is_some())
+        .then(|| agent_home(prep.drop_to))
+        .flatten()
         .map(|h| gemini_config::RunSettings::dir(&h, raw));
     after_agent(absent.as_ref(), claude.as_ref(), prep.drop_to, || {
         if let Some(d) = &run_dir {

@@ -266,15 +266,17 @@ impl ToolCall {
     /// [{old_string, new_string}]}`, `NotebookEdit {notebook_path, new_source}`; Codex's `Bash
     /// {command}` and `apply_patch {command}` (the patch: one write per file it adds or
     /// updates); Gemini CLI's `run_shell_command {command}`, `write_file {file_path, content}`
-    /// and `replace {file_path, old_string, new_string}`.
+    /// and `replace {file_path, old_string, new_string}`; opencode's `bash`, `write`, `edit`
+    /// and `apply_patch {patchText}` (its fields in camelCase).
     fn of(input: &Value) -> Vec<ToolCall> {
         let Some(tool) = input.get("tool_name").and_then(Value::as_str) else {
             return Vec::new();
         };
         if tool == "apply_patch" {
-            return input
-                .get("tool_input")
-                .and_then(|t| t.get("command"))
+            // Codex's patch is its `command`; opencode's, `patchText`.
+            let t = input.get("tool_input");
+            return t
+                .and_then(|t| t.get("command").or_else(|| t.get("patchText")))
                 .and_then(Value::as_str)
                 .map(patch_writes)
                 .unwrap_or_default();
@@ -285,16 +287,24 @@ impl ToolCall {
     fn one(tool: &str, input: &Value) -> Option<ToolCall> {
         let tool = tool.to_string();
         let t = input.get("tool_input")?;
-        let s = |k: &str| t.get(k).and_then(Value::as_str).map(String::from);
+        // opencode names the same fields in camelCase.
+        let s = |k: &str| {
+            t.get(k)
+                .or_else(|| t.get(camel(k)))
+                .and_then(Value::as_str)
+                .map(String::from)
+        };
         let (scope, text, path, replaced) = match tool.as_str() {
-            "Bash" | "run_shell_command" => (Scope::Exec, s("command")?, None, String::new()),
-            "Write" | "write_file" => (
+            "Bash" | "run_shell_command" | "bash" => {
+                (Scope::Exec, s("command")?, None, String::new())
+            }
+            "Write" | "write_file" | "write" => (
                 Scope::FileWrite,
                 s("content")?,
                 s("file_path"),
                 String::new(),
             ),
-            "Edit" | "replace" => (
+            "Edit" | "replace" | "edit" => (
                 Scope::FileWrite,
                 s("new_string")?,
                 s("file_path"),
@@ -339,6 +349,23 @@ impl ToolCall {
         matched.is_empty()
             || self.text.matches(matched).count() > self.replaced.matches(matched).count()
     }
+}
+
+/// `file_path` as opencode spells it, `filePath`.
+fn camel(k: &str) -> String {
+    let mut out = String::with_capacity(k.len());
+    let mut up = false;
+    for c in k.chars() {
+        if c == '_' {
+            up = true;
+        } else if up {
+            out.extend(c.to_uppercase());
+            up = false;
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 /// The writes of a Codex patch (`*** Begin Patch`, `*** Add File: p` / `*** Update File: p`
@@ -387,6 +414,7 @@ fn hook_of(agent: &Agent) -> &'static str {
         Some("codex") => "Codex",
         Some("claude") => "Claude Code",
         Some("gemini") => "Gemini CLI",
+        Some("opencode") => "opencode",
         _ => "the agent's",
     }
 }
@@ -446,6 +474,12 @@ mod tests {
             json!({"file_path": "/w/g.py", "content": "# TODO\n"}),
         );
         assert_eq!(g.path.as_deref(), Some("/w/g.py"));
+        let o = call(
+            "write",
+            json!({"filePath": "/w/o.py", "content": "# TODO\n"}),
+        );
+        assert_eq!(o.path.as_deref(), Some("/w/o.py"));
+        assert_eq!(call("bash", json!({"command": "ls"})).scope, Scope::Exec);
         let r = call(
             "replace",
             json!({"file_path": "/w/g.py", "old_string": "# TODO", "new_string": "# TODO\nx"}),

@@ -145,7 +145,8 @@ pub fn run() -> anyhow::Result<()> {
     }
     // Prevented: with the shipped rules, the violations an agent's hooks could stop before their
     // effect (a dangerous command on every hooked agent; a TODO written by its write tool on
-    // Claude Code and Gemini CLI; Codex writes through its shell here, the kernel's to see)
+    // Claude Code, Gemini CLI and opencode; Codex writes through its shell here, the kernel's
+    // to see)
     // — stopped: refused through the hook, before the command ran or the file held the text.
     let (mut prevented, mut preventable) = (0usize, 0usize);
     for (agent, scenarios) in [
@@ -162,6 +163,13 @@ pub fn run() -> anyhow::Result<()> {
         ),
         (
             realagents::Agent::Gemini,
+            vec![
+                realagents::hook_dangerous_scenario(),
+                realagents::hook_write_scenario(),
+            ],
+        ),
+        (
+            realagents::Agent::OpenCode,
             vec![
                 realagents::hook_dangerous_scenario(),
                 realagents::hook_write_scenario(),

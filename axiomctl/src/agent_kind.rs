@@ -161,6 +161,25 @@ pub fn codex_hook_args(hook: &str) -> Vec<String> {
     out
 }
 
+/// Where `axiomctl run` keeps what it writes for the run of agent `pid` (Gemini CLI's settings
+/// with Axiom's hooks, opencode's plugin): in the agent user's `home`, which a confining
+/// profile leaves read-only (the agent reads them, cannot change them) and a private /tmp
+/// keeps visible; removed after the run.
+pub fn run_dir(home: &Path, pid: u32) -> std::path::PathBuf {
+    home.join(".local/state/axiom/runs").join(pid.to_string())
+}
+
+/// Makes `run_dir` (as the agent's user, before it is confined), private to that user.
+pub fn make_run_dir(home: &Path, pid: u32) -> std::io::Result<std::path::PathBuf> {
+    use std::os::unix::fs::DirBuilderExt as _;
+    let dir = run_dir(home, pid);
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(&dir)?;
+    Ok(dir)
+}
+
 /// Files an agent of `kind` makes on its first run where a confining profile leaves it
 /// read-only, and fails without: made as it would make them (as the agent's user, before it is
 /// confined), when absent. opencode writes `~/.config/opencode/.gitignore` once, for the plugin

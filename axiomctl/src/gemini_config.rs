@@ -6,7 +6,7 @@
 //! owns it and every directory above it, which a user's launcher cannot make and which inside
 //! the agent's user namespace (where root is unmapped) is never so. So the run shows the agent
 //! its user settings with Axiom's hooks added: the launcher writes that copy, as the agent's
-//! user, under `~/.local/state/axiom/runs/<pid>/`, and binds it read-only over
+//! user, in the run's directory (`agent_kind::run_dir`), and binds it read-only over
 //! `~/.gemini/settings.json` in the agent's own mount namespace (a profile that confines the
 //! filesystem has one). The file on disk is not changed; the agent can read its hooks, not change
 //! them (the copy is in the home, which the profile leaves read-only); the copy is removed
@@ -97,20 +97,9 @@ impl RunSettings {
         })
     }
 
-    /// Where the run of agent `pid` keeps its copy, in `home`.
-    pub fn dir(home: &Path, pid: u32) -> PathBuf {
-        home.join(".local/state/axiom/runs").join(pid.to_string())
-    }
-
-    /// Writes the copy for the agent `pid` (as its user, before it is confined). Returns it and
-    /// what it is shown in place of.
-    pub fn install(&self, home: &Path, pid: u32) -> std::io::Result<(PathBuf, PathBuf)> {
-        use std::os::unix::fs::DirBuilderExt as _;
-        let dir = Self::dir(home, pid);
-        std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(&dir)?;
+    /// Writes the copy into the run's directory `dir` (`agent_kind::run_dir`; as the agent's
+    /// user, before it is confined). Returns it and what it is shown in place of.
+    pub fn install(&self, dir: &Path) -> std::io::Result<(PathBuf, PathBuf)> {
         let file = dir.join("gemini-settings.json");
         std::fs::write(&file, serde_json::to_vec_pretty(&self.settings)?)?;
         Ok((file, self.target.clone()))

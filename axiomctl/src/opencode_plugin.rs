@@ -12,8 +12,8 @@
 //! - `chat.message` → `UserPromptSubmit`: a prompt was sent (its hooks run: `hooks_inactive`
 //!   is not reported for an agent that has only talked so far).
 //!
-//! The plugin is written, as the agent's user, under `~/.local/state/axiom/runs/<pid>/` (read-only
-//! to a confined agent; removed after the run). Nothing of the user's is changed. opencode's
+//! The plugin is written, as the agent's user, in the run's directory (`agent_kind::run_dir`:
+//! read-only to a confined agent; removed after the run). Nothing of the user's is changed. opencode's
 //! `--pure` (no external plugins) leaves it out: `hooks_inactive` then says so.
 use std::path::{Path, PathBuf};
 
@@ -66,14 +66,10 @@ export const Axiom = async ({{ directory }}) => ({{
     )
 }
 
-/// Writes the plugin for agent `pid` under `dir` (as its user, before it is confined) and points
-/// the agent's configuration at it, over whatever `OPENCODE_CONFIG_CONTENT` already held.
+/// Writes the plugin into the run's directory `dir` (`agent_kind::run_dir`; as the agent's
+/// user, before it is confined) and points the agent's configuration at it, over whatever
+/// `OPENCODE_CONFIG_CONTENT` already held.
 pub fn install(dir: &Path, hook: &str) -> std::io::Result<PathBuf> {
-    use std::os::unix::fs::DirBuilderExt as _;
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(dir)?;
     let file = dir.join("axiom-opencode-plugin.js");
     std::fs::write(&file, source(hook))?;
     let config = with_plugin(std::env::var(ENV).ok().as_deref(), &file);

@@ -52,8 +52,8 @@ pub struct Launch {
     /// generic): how interventions are typed into it. Default: from the program's name.
     #[arg(long, value_name = "KIND")]
     pub agent_kind: Option<String>,
-    /// Do not install Axiom's hooks for the run (a Claude Code or Codex agent otherwise gets
-    /// them: axiomd then refuses a dangerous command before it runs, a write a rule that acts
+    /// Do not install Axiom's hooks for the run (a Claude Code, Codex, Gemini CLI or opencode
+    /// agent otherwise gets them: axiomd then refuses a dangerous command before it runs, a write a rule that acts
     /// on the agent would catch (a TODO left) before the file holds it, and a stop while a
     /// claim is false).
     #[arg(long)]
@@ -163,12 +163,14 @@ fn prepare(g: &Global, launch: &Launch, command: &[String]) -> anyhow::Result<Pr
             }
             if let (Some(hook), "gemini") = (&hook, kind.as_str()) {
                 let home = agent_home(drop_to).unwrap_or_default();
-                match gemini_config::RunSettings::new(&home, hook) {
-                    _ if launch.profile.as_deref() == Some("full") => eprintln!(
+                let settings = (launch.profile.as_deref() != Some("full"))
+                    .then(|| gemini_config::RunSettings::new(&home, hook));
+                match settings {
+                    None => eprintln!(
                         "axiom: gemini runs without Axiom's hooks under full: it takes them only \
                          from its settings files, shown to it changed only in a confined run"
                     ),
-                    Ok(s) => {
+                    Some(Ok(s)) => {
                         gemini = Some(s);
                         hooks = true;
                         if !g.json {
@@ -180,7 +182,7 @@ fn prepare(g: &Global, launch: &Launch, command: &[String]) -> anyhow::Result<Pr
                             );
                         }
                     }
-                    Err(e) => eprintln!("axiom: gemini runs without Axiom's hooks: {e}"),
+                    Some(Err(e)) => eprintln!("axiom: gemini runs without Axiom's hooks: {e}"),
                 }
             }
             a.argv
@@ -276,30 +278,31 @@ fn confine_child(prep: &Prepared, c: &Confinement) -> Result<Applied, String> {
         // SAFETY: this child is single-threaded (just forked); the agent inherits it.
         unsafe { std::env::set_var(claude_config::ENV, &v.dir) };
     }
-    if let (Some(home), Some(_)) = (agent_home(prep.drop_to), &c.fs) {
-        agent_kind::seed_state(&prep.kind, &home);
+    let home = agent_home(prep.drop_to);
+    if let (Some(home), Some(_)) = (&home, &c.fs) {
+        agent_kind::seed_state(&prep.kind, home);
     }
-    if let (Some(hook), Some(home)) = (&prep.opencode, agent_home(prep.drop_to)) {
-        let dir = gemini_config::RunSettings::dir(&home, std::process::id());
-        if let Err(e) = opencode_plugin::install(&dir, hook) {
-            return Err(format!(
-                "opencode's plugin for the run could not be written in {}: {e}",
-                dir.display()
-            ));
-        }
-    }
-    // Gemini CLI's settings with Axiom's hooks, shown in place of the user's in the agent's
-    // mount namespace (only a profile that confines the filesystem has one).
+    // What the run writes for the agent's hooks: opencode's plugin; Gemini CLI's settings with
+    // Axiom's hooks, shown in place of the user's in the agent's mount namespace (only a
+    // profile that confines the filesystem has one).
+    let gemini = prep.gemini.as_ref().filter(|_| c.fs.is_some());
     let mut over = Vec::new();
-    if let (Some(s), Some(home), Some(_)) = (&prep.gemini, agent_home(prep.drop_to), &c.fs) {
-        match s.install(&home, std::process::id()) {
-            Ok(pair) => over.push(pair),
-            Err(e) => {
-                return Err(format!(
-                    "Gemini CLI's settings for the run could not be written in {}: {e}",
-                    gemini_config::RunSettings::dir(&home, std::process::id()).display()
-                ));
+    if let Some(home) = home.filter(|_| gemini.is_some() || prep.opencode.is_some()) {
+        let pid = std::process::id();
+        let written = agent_kind::make_run_dir(&home, pid).and_then(|dir| {
+            if let Some(hook) = &prep.opencode {
+                opencode_plugin::install(&dir, hook)?;
             }
+            if let Some(s) = gemini {
+                over.push(s.install(&dir)?);
+            }
+            Ok(())
+        });
+        if let Err(e) = written {
+            return Err(format!(
+                "the agent's hooks for the run could not be written in {}: {e}",
+                agent_kind::run_dir(&home, pid).display()
+            ));
         }
     }
     confine::apply(c, &prep.keep, &over)
@@ -499,7 +502,7 @@ fn run_agent(
     let run_dir = (prep.gemini.is_some() || prep.opencode.is_some())
         .then(|| agent_home(prep.drop_to))
         .flatten()
-        .map(|h| gemini_config::RunSettings::dir(&h, raw));
+        .map(|h| agent_kind::run_dir(&h, raw));
     after_agent(absent.as_ref(), claude.as_ref(), prep.drop_to, || {
         if let Some(d) = &run_dir {
             let _ = std::fs::remove_dir_all(d);

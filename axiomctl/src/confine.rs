@@ -178,7 +178,12 @@ pub fn apply(
 /// state directory is in the owner's home or the workspace.
 fn make_state_dirs(fs: &FsRules) {
     use std::os::unix::fs::DirBuilderExt as _;
-    let home = std::env::var_os("HOME").map(std::path::PathBuf::from);
+    // The home from the user database, as axiomd expands `~` (this child is already the
+    // agent's user; $HOME may still be root's under sudo).
+    let home = nix::unistd::User::from_uid(nix::unistd::getuid())
+        .ok()
+        .flatten()
+        .map(|u| u.dir);
     let in_home = |w: &&String| {
         home.as_ref()
             .is_some_and(|h| Path::new(w.as_str()).starts_with(h) && Path::new(w.as_str()) != h)

@@ -565,39 +565,28 @@ fn gemini_cli_hooks() {
 
 /// opencode's hooks, a plugin installed by `axiomctl run` for the run
 /// (`OPENCODE_CONFIG_CONTENT`): a dangerous command never runs and a TODO never reaches the
-/// file, the model told why through the tool's error. (opencode has no stop to refuse.)
+/// file, the model told why through the tool's error — the same checks as Claude Code's and
+/// Gemini CLI's. (opencode has no stop to refuse.)
 #[test]
 fn opencode_hooks() {
     let d = Daemon::start("real_opencode_hooks", &[]);
-    refused_before_it_ran(&hooked(&d, Agent::OpenCode, &hook_dangerous_scenario()).1);
-    let (dir, s) = hooked(&d, Agent::OpenCode, &hook_write_scenario());
-    assert!(
-        !requests_with(
-            &s.model_log,
-            "refused this write before it ran (rule todo-left)"
-        )
-        .is_empty(),
-        "the model was not told: {:?}",
-        notices(&s.events)
-    );
-    assert_eq!(
-        std::fs::read_to_string(dir.join("ws/parser.py")).unwrap(),
-        "def parse(s):\n    return s.split()\n"
-    );
-    assert!(
-        !s.events.iter().any(|e| matches!(&e.body,
-            Body::Output { text, target: Some(t), .. } if t.contains("parser.py") && text.contains("TODO"))),
-        "the TODO was written"
-    );
+    commands_and_writes_refused(&d, Agent::OpenCode);
 }
 
 /// An agent whose hooks cover its shell and write tools and its stop: a dangerous command
 /// refused before it ran, a TODO before the file held it, a false "done" at its stop with the
 /// evidence, and a true "done" let through.
 fn every_tool_hooked(d: &Daemon, agent: Agent) {
-    let run = |sc: &Scenario| hooked(d, agent, sc).1;
+    commands_and_writes_refused(d, agent);
+    stops_judged(d, agent);
+}
+
+/// A dangerous command refused before it ran; a TODO from the agent's write tool refused before
+/// the file held it (the model told why), a secret under an alert-only rule written and
+/// reported, the clean rewrite landed; the hooks were the run's alone.
+fn commands_and_writes_refused(d: &Daemon, agent: Agent) {
     // A dangerous command: refused before it ran.
-    refused_before_it_ran(&run(&hook_dangerous_scenario()));
+    refused_before_it_ran(&hooked(d, agent, &hook_dangerous_scenario()).1);
     // Writes: a TODO refused before the file held it, the model told why; a secret under an
     // alert-only rule written (masked, reported with its file); the clean write lands.
     let (dir, s) = hooked(d, agent, &hook_write_scenario());
@@ -665,6 +654,12 @@ fn every_tool_hooked(d: &Daemon, agent: Agent) {
         interventions(&s.events, "deny"),
         vec![(Some(true), Some("hook".to_string()))]
     );
+}
+
+/// A false "done" refused at the agent's stop with the kernel's evidence; a true one let
+/// through without a word.
+fn stops_judged(d: &Daemon, agent: Agent) {
+    let run = |sc: &Scenario| hooked(d, agent, sc).1;
     // A false "done": refused at Stop, with the evidence.
     let s = run(&hook_false_done_scenario());
     let refused = requests_with(&s.model_log, "the kernel saw this agent write no file");

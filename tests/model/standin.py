@@ -5,8 +5,9 @@ It speaks the two wire protocols the real agents use:
 
 * the Anthropic Messages API (`POST /v1/messages`, streaming SSE with text and tool_use blocks):
   Claude Code with `ANTHROPIC_BASE_URL=http://127.0.0.1:PORT`;
-* the OpenAI Responses API (`POST /v1/responses`, streaming SSE with output_text deltas and
-  function calls): Codex CLI with a custom provider (`base_url = "http://127.0.0.1:PORT/v1"`,
+* the OpenAI Responses API (`POST /v1/responses`, streaming SSE with output_text deltas,
+  function calls, and a write as a freeform `apply_patch` call when that is the agent's only
+  write tool): Codex CLI with a custom provider (`base_url = "http://127.0.0.1:PORT/v1"`,
   `wire_api = "responses"`), and the Chat Completions API (`POST /v1/chat/completions`,
   streaming) for OpenAI-compatible agents.
 
@@ -37,6 +38,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 LOCK = threading.Lock()
 STATE = {"next": 0, "served": 0}
+# The working directory the agent said in the request being answered (per handler thread).
+CWD = threading.local()
 
 
 def now_ns():
@@ -157,6 +160,21 @@ def heredoc(path, content):
     return f"mkdir -p \"$(dirname '{path}')\" && cat > '{path}' <<'AXIOM_EOF'\n{content}\nAXIOM_EOF"
 
 
+def patch(path, content):
+    """Codex's `apply_patch` (a freeform tool: its input is the patch itself) writing `content`
+    to `path`, relative to the agent's working directory: a file added, or every line of one
+    that exists replaced."""
+    rel = os.path.relpath(path, CWD.value) if getattr(CWD, "value", None) else path
+    plus = "".join(f"+{line}\n" for line in content.splitlines())
+    if os.path.exists(path):
+        with open(path, encoding="utf-8") as f:
+            minus = "".join(f"-{line}\n" for line in f.read().splitlines())
+        hunk = f"*** Update File: {rel}\n@@\n{minus}{plus}"
+    else:
+        hunk = f"*** Add File: {rel}\n{plus}"
+    return f"*** Begin Patch\n{hunk}*** End Patch\n"
+
+
 def tool_call(names, tool):
     """(tool name, input object) for one scripted tool call."""
     if "write" in tool:
@@ -167,6 +185,8 @@ def tool_call(names, tool):
             return "write_file", {"file_path": w["path"], "content": w["content"]}
         if "write" in names:
             return "write", {"filePath": w["path"], "content": w["content"]}
+        if "apply_patch" in names:
+            return "apply_patch", patch(w["path"], w["content"])
         return shell_call(names, heredoc(w["path"], w["content"]))
     if "edit" in tool:
         e = tool["edit"]
@@ -176,6 +196,10 @@ def tool_call(names, tool):
             return "replace", {"file_path": e["path"], "old_string": e["old"], "new_string": e["new"], "instruction": "edit"}
         if "edit" in names:
             return "edit", {"filePath": e["path"], "oldString": e["old"], "newString": e["new"]}
+        if "apply_patch" in names:
+            with open(e["path"], encoding="utf-8") as f:
+                content = f.read().replace(e["old"], e["new"], 1)
+            return "apply_patch", patch(e["path"], content)
         py = (
             "import sys,pathlib; p=pathlib.Path(sys.argv[1]); "
             "p.write_text(p.read_text().replace(sys.argv[2], sys.argv[3], 1))"
@@ -313,8 +337,20 @@ def responses_stream(h, turn, names, model):
         output.append(item)
     for t in turn.get("tools", []):
         name, inp = tool_call(names, t)
-        args = json.dumps(inp)
         oi = len(output)
+        if isinstance(inp, str):
+            # A freeform (custom) tool: its input is the text itself.
+            cid = "ctc_" + uuid.uuid4().hex[:20]
+            call_id = "call_" + uuid.uuid4().hex[:20]
+            item = {"id": cid, "type": "custom_tool_call", "status": "in_progress", "call_id": call_id, "name": name, "input": ""}
+            ev("response.output_item.added", {"output_index": oi, "item": item})
+            ev("response.custom_tool_call_input.delta", {"item_id": cid, "output_index": oi, "delta": inp})
+            ev("response.custom_tool_call_input.done", {"item_id": cid, "output_index": oi, "input": inp})
+            item = dict(item, status="completed", input=inp)
+            ev("response.output_item.done", {"output_index": oi, "item": item})
+            output.append(item)
+            continue
+        args = json.dumps(inp)
         fid = "fc_" + uuid.uuid4().hex[:20]
         call_id = "call_" + uuid.uuid4().hex[:20]
         item = {"id": fid, "type": "function_call", "status": "in_progress", "call_id": call_id, "name": name, "arguments": ""}
@@ -493,6 +529,10 @@ class Handler(BaseHTTPRequestHandler):
             body = {}
         path = self.path.split("?")[0]
         names = tool_names(body)
+        # Codex says its working directory in its environment context: its patches are
+        # relative to it.
+        m = re.search(rb"<cwd>([^<]*)</cwd>", raw)
+        CWD.value = m.group(1).decode() if m else None
         model = body.get("model") or ARGS.model
         stream = bool(body.get("stream"))
         # The main loop offers the agent's tools (a shell among them); side requests do not.

@@ -137,17 +137,21 @@ impl Agent {
                 }
             }
             Agent::Codex => {
+                // A model in Codex's own catalogue, so that it offers the tools it offers users
+                // (a write is a freeform `apply_patch`, not a shell heredoc); its offer to move
+                // to a newer model already answered, as a user who has seen it once.
                 let dir = home.join(".codex");
                 std::fs::create_dir_all(&dir).unwrap();
                 std::fs::write(
                     dir.join("config.toml"),
                     format!(
-                        "model = \"gpt-5-codex\"\nmodel_provider = \"standin\"\n\
+                        "model = \"gpt-5.5\"\nmodel_provider = \"standin\"\n\
                          check_for_update_on_startup = false\n\n\
                          [model_providers.standin]\nname = \"standin\"\n\
                          base_url = \"http://127.0.0.1:{port}/v1\"\nwire_api = \"responses\"\n\
                          env_key = \"STANDIN_API_KEY\"\n\n\
-                         [projects.\"{}\"]\ntrust_level = \"trusted\"\n",
+                         [projects.\"{}\"]\ntrust_level = \"trusted\"\n\n\
+                         [notice.model_migrations]\n\"gpt-5.5\" = \"gpt-6-sol\"\n",
                         ws.display()
                     ),
                 )

@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use axiom_proto::wire::{Body, Event, Request};
 use axiom_tests::{Daemon, realagents::*, users::SessionUser};
+use serde_json::Value;
 
 fn matrix(agent: Agent) {
     assert!(
@@ -76,11 +77,16 @@ fn matrix(agent: Agent) {
         if let Err(e) = state_saved(agent, &dir, &s) {
             failures.push(format!("{}/{}: {e}", agent.name(), sc.name));
         }
-        // The planted file exists where the violation says.
+        // The planted file exists where the violation says, unless the agent's hook refused
+        // the write that would have made it (what the file then holds: `every_tool_hooked`).
         if let Some(path) = sc.expect.iter().find_map(|e| e.path.as_deref()) {
             let full = ws.join(path);
+            let refused = s.events.iter().any(|e| {
+                matches!(&e.body, Body::Intervention { action, detail, .. }
+                    if action == "deny" && detail.contains(&full.display().to_string()))
+            });
             assert!(
-                full.exists(),
+                refused || full.exists(),
                 "{}/{}: {path} was not written",
                 agent.name(),
                 sc.name
@@ -247,7 +253,6 @@ fn interventions(events: &[Event], action: &str) -> Vec<(Option<bool>, Option<St
 
 /// How many strings in `v` contain `text`.
 fn count_strings(v: &serde_json::Value, text: &str) -> usize {
-    use serde_json::Value;
     match v {
         Value::String(s) => usize::from(s.contains(text)),
         Value::Array(a) => a.iter().map(|x| count_strings(x, text)).sum(),
@@ -581,19 +586,24 @@ fn every_tool_hooked(d: &Daemon, agent: Agent) {
     stops_judged(d, agent);
 }
 
-/// A dangerous command refused before it ran; a TODO from the agent's write tool refused before
-/// the file held it (the model told why), a secret under an alert-only rule written and
-/// reported, the clean rewrite landed; the hooks were the run's alone.
+/// A dangerous command refused before it ran; a TODO and a secret from the agent's write tool
+/// refused before the file held them (the model told why, the secret masked in the report), the
+/// clean rewrite landed; the hooks were the run's alone.
 fn commands_and_writes_refused(d: &Daemon, agent: Agent) {
     // A dangerous command: refused before it ran.
     refused_before_it_ran(&hooked(d, agent, &hook_dangerous_scenario()).1);
-    // Writes: a TODO refused before the file held it, the model told why; a secret under an
-    // alert-only rule written (masked, reported with its file); the clean write lands.
+    // Writes: a TODO refused before the file held it, and a secret (an alert-only rule that
+    // prevents) before the file existed, the model told why each time; the clean write lands.
     let (dir, s) = hooked(d, agent, &hook_write_scenario());
     let ws = dir.join("ws");
     // The hooks were the run's: the user's own settings never held them, and the run's copy
     // (Gemini CLI's) is gone.
-    for f in [".claude/settings.json", ".gemini/settings.json"] {
+    for f in [
+        ".claude/settings.json",
+        ".gemini/settings.json",
+        ".codex/config.toml",
+        ".config/opencode/opencode.json",
+    ] {
         let t = std::fs::read_to_string(dir.join(f)).unwrap_or_default();
         assert!(
             !t.contains("axiomctl"),
@@ -606,15 +616,18 @@ fn commands_and_writes_refused(d: &Daemon, agent: Agent) {
             .map_or(true, |mut r| r.next().is_none()),
         "the run's settings were left behind"
     );
-    assert!(
-        !requests_with(
-            &s.model_log,
-            "refused this write before it ran (rule todo-left)"
-        )
-        .is_empty(),
-        "the model was not told: {:?}",
-        notices(&s.events)
-    );
+    for rule in ["todo-left", "aws-secret-access-key"] {
+        assert!(
+            !requests_with(
+                &s.model_log,
+                &format!("refused this write before it ran (rule {rule})")
+            )
+            .is_empty(),
+            "{}: the model was not told of {rule}: {:?}",
+            agent.name(),
+            notices(&s.events)
+        );
+    }
     // The TODO never reached the file: the kernel saw no write of it (no finding from a write).
     assert!(
         !s.events.iter().any(|e| matches!(&e.body,
@@ -622,15 +635,41 @@ fn commands_and_writes_refused(d: &Daemon, agent: Agent) {
         "the TODO was written"
     );
     assert!(
-        ws.join("config/deploy.env").exists(),
-        "an alert-only rule refused a write"
+        !ws.join("config/deploy.env").exists(),
+        "{}: the secret was written",
+        agent.name()
+    );
+    // The refusal the model reads, and the violation, never quote the secret.
+    fn strings_with<'v>(v: &'v Value, text: &str, out: &mut Vec<&'v str>) {
+        match v {
+            Value::String(s) if s.contains(text) => out.push(s),
+            Value::Array(a) => a.iter().for_each(|x| strings_with(x, text, out)),
+            Value::Object(o) => o.values().for_each(|x| strings_with(x, text, out)),
+            _ => {}
+        }
+    }
+    let mut refusals = Vec::new();
+    for request in &s.model_log {
+        strings_with(request, "(rule aws-secret-access-key)", &mut refusals);
+    }
+    // (Codex adds the model's own command after Axiom's words: `… Command: <the patch>`.)
+    assert!(
+        refusals.iter().all(|r| !r
+            .split(". Command: ")
+            .next()
+            .unwrap_or(r)
+            .contains("wJalrXUtnFEMI")),
+        "the refusal quoted the secret: {refusals:?}"
+    );
+    assert!(
+        !format!("{:?}", s.events).contains("wJalrXUtnFEMI"),
+        "an event holds the secret"
     );
     assert_eq!(
         std::fs::read_to_string(ws.join("parser.py")).unwrap(),
         "def parse(s):\n    return s.split()\n"
     );
-    // What was reported about files (the terminal's preview of the write may show the secret
-    // too: that is output, masked).
+    // What was reported about files: both, each with the file it would have gone to.
     let mut reported: Vec<Expect> = s
         .reported(&ws)
         .into_iter()
@@ -652,7 +691,10 @@ fn commands_and_writes_refused(d: &Daemon, agent: Agent) {
     );
     assert_eq!(
         interventions(&s.events, "deny"),
-        vec![(Some(true), Some("hook".to_string()))]
+        vec![
+            (Some(true), Some("hook".to_string())),
+            (Some(true), Some("hook".to_string()))
+        ]
     );
 }
 
@@ -695,19 +737,13 @@ fn stops_judged(d: &Daemon, agent: Agent) {
 }
 
 /// Codex's hooks, installed by `axiomctl run` for the run (trusted for it): a dangerous command
-/// never runs and the model is told why; a false "done" is refused at Stop with the kernel's
-/// evidence and the turn goes on.
+/// never runs and the model is told why; a TODO and a secret from `apply_patch` never reach the
+/// file; a false "done" is refused at Stop with the kernel's evidence and the turn goes on; a
+/// true one is not.
 #[test]
 fn codex_hooks() {
     let d = Daemon::start("real_codex_hooks", &[]);
-    let run = |sc: &Scenario| hooked(&d, Agent::Codex, sc).1;
-    refused_before_it_ran(&run(&hook_dangerous_scenario()));
-    let s = run(&hook_false_done_scenario());
-    assert!(
-        !requests_with(&s.model_log, "the kernel saw this agent write no file").is_empty(),
-        "the stop was not refused with the evidence: {:?}",
-        notices(&s.events)
-    );
+    every_tool_hooked(&d, Agent::Codex);
 }
 
 /// An agent plants `.claude/settings.local.json` with `disableAllHooks` (absent, so it could not

@@ -206,6 +206,11 @@ struct RawRule {
     after_secs: Option<f64>,
     #[serde(default)]
     redact: bool,
+    /// Whether a command or write this rule matches is refused before it happens where the
+    /// agent's hook shows it first (default: a command when the rule denies, kills or freezes;
+    /// a write when the rule acts at all, not when it only alerts).
+    #[serde(default)]
+    prevent: Option<bool>,
     /// A match counts only if its secret (the regex's first group, else the match) carries at
     /// least this many bits of Shannon entropy per character: `PASSWORD=changeme` is not a
     /// secret worth a report, `API_TOKEN=9fQ2…` is.
@@ -290,6 +295,9 @@ pub struct Rule {
     pub deliver: Deliver,
     /// Matched text is secret: report and store it redacted.
     pub redact: bool,
+    /// `prevent`: refuse what it matches at the agent's hook, before it happens (`None`: by
+    /// its action, see [`Rule::prevents`]).
+    pub prevent: Option<bool>,
     /// `file:line` it came from.
     pub origin: String,
     /// `kind = "plugin"`: the loaded module.
@@ -297,6 +305,23 @@ pub struct Rule {
     /// Writes under these paths are not the agent's work: not matched by a file_write rule,
     /// not counted by a claim's check.
     pub ignore: PathFilter,
+}
+
+impl Rule {
+    /// Whether a command (`Scope::Exec`) or write (`Scope::FileWrite`) this rule matches is
+    /// refused at the agent's hook, before it happens: as `prevent` says, else a command when
+    /// the rule would deny, kill or freeze it, and a write when the rule acts on the agent at
+    /// all (its message now, before the file exists, rather than after). A plugin's decision
+    /// needs the event, which a hook does not have.
+    pub fn prevents(&self, scope: Scope) -> bool {
+        if self.plugin.is_some() {
+            return false;
+        }
+        self.prevent.unwrap_or(match scope {
+            Scope::Exec => matches!(self.action, Action::Deny | Action::Kill | Action::Freeze),
+            _ => self.action != Action::Alert,
+        })
+    }
 }
 
 /// A rule file's error: `file:line: reason`, or it could not be read.
@@ -375,6 +400,7 @@ fn compile(r: RawRule, src: &Source, start: usize) -> Result<Rule, RuleError> {
         message: r.message,
         deliver: r.deliver,
         redact: r.redact,
+        prevent: r.prevent,
         plugin,
         ignore: match &r.ignore_paths {
             Some(p) => PathFilter::new(p),
@@ -452,6 +478,17 @@ fn check_fields(r: &RawRule, kind: &Kind, scopes: &[Scope], regex: bool) -> Resu
         if r.literals.iter().any(|l| l.is_empty()) {
             return Err("an empty literal matches everything".into());
         }
+    }
+    if r.prevent == Some(true)
+        && (*kind == Kind::Plugin
+            || !scopes
+                .iter()
+                .any(|s| matches!(s, Scope::Exec | Scope::FileWrite)))
+    {
+        return Err(
+            "prevent = true needs a pattern rule of scope exec or file_write (what hooks see)"
+                .into(),
+        );
     }
     if r.action == Action::Inject && r.message.trim().is_empty() {
         return Err("action inject needs a message".into());

@@ -430,3 +430,63 @@ fn a_plugin_that_keeps_running_away_is_switched_off() {
         }
     ));
 }
+
+#[test]
+fn prevent_says_what_a_hook_refuses_before_it_happens() {
+    let rules = parse(
+        r#"
+[[rule]]
+id = "deny-cmd"
+scope = "exec"
+literals = ["curl"]
+action = "deny"
+
+[[rule]]
+id = "alert-cmd"
+scope = "exec"
+literals = ["wget"]
+
+[[rule]]
+id = "todo"
+scope = "file_write"
+literals = ["TODO"]
+action = "inject"
+message = "finish it"
+
+[[rule]]
+id = "secret"
+scope = ["output", "file_write"]
+literals = ["AKIA"]
+redact = true
+prevent = true
+
+[[rule]]
+id = "let-through"
+scope = "file_write"
+literals = ["XXX"]
+action = "inject"
+message = "m"
+prevent = false
+"#,
+        "r.toml",
+    )
+    .expect("rules");
+    let by = |id: &str| rules.iter().find(|r| r.id == id).expect("rule");
+    assert!(by("deny-cmd").prevents(Scope::Exec));
+    assert!(!by("alert-cmd").prevents(Scope::Exec));
+    assert!(by("todo").prevents(Scope::FileWrite));
+    // Alert-only, but a secret never reaches the file when a hook sees the write first.
+    assert!(by("secret").prevents(Scope::FileWrite));
+    assert!(!by("let-through").prevents(Scope::FileWrite));
+    // Hooks see commands and writes only: elsewhere prevent is a mistake, named by its line.
+    let e = parse(
+        "[[rule]]\nid = \"x\"\nscope = \"terminal\"\nliterals = [\"a\"]\nprevent = true\n",
+        "r.toml",
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        e.starts_with("r.toml:1: rule \"x\": prevent = true needs"),
+        "{e}"
+    );
+}

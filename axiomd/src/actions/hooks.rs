@@ -20,6 +20,7 @@
 //!   a row it may (an agent that cannot do better is not held in a loop).
 //! - Messages waiting for the agent to be idle are handed over at the next call (`Stop`: as the
 //!   reason to go on; `PostToolUse`, `UserPromptSubmit`: as context).
+use std::path::Path;
 use std::time::Instant;
 
 use axiom_proto::wire::{Body, Channel};
@@ -88,10 +89,10 @@ impl Actions {
 
     /// Why `call` is refused, if a rule stops it (its violation and intervention published).
     fn refuse(&self, set: &RuleSet, agent: &Agent, call: &ToolCall) -> Option<String> {
-        // The rule that acts first (highest priority) among those that stop this call: for a
-        // command, those that would deny, kill or freeze it; for a write, every rule that acts
-        // on the agent (its message now, before the file exists, rather than after). A rule
-        // that only alerts (the shipped secret rules: masked and reported) lets it through.
+        // The rule that acts first (highest priority) among those that stop this call
+        // (`Rule::prevents`: a command that would be denied, killed or frozen; a write a rule
+        // acts on, or holding a secret under the shipped rules), for a write only for what it
+        // adds, outside the paths the rule ignores.
         let (h, r) = set
             .scan(call.scope, &call.text)
             .into_iter()
@@ -99,20 +100,22 @@ impl Actions {
                 let r = &set.rules[h.rule];
                 (h, r)
             })
-            .filter(|(h, r)| match call.scope {
-                Scope::Exec => matches!(r.action, Action::Deny | Action::Kill | Action::Freeze),
-                _ => {
-                    r.plugin.is_none()
-                        && r.action != Action::Alert
-                        && !call.path.as_deref().is_some_and(|p| r.ignore.matches(p))
-                        && call.is_new(call.text.get(h.start..h.end).unwrap_or(""))
-                }
+            .filter(|(h, r)| {
+                r.prevents(call.scope)
+                    && (call.scope == Scope::Exec
+                        || (!call.path.as_deref().is_some_and(|p| r.ignore.matches(p))
+                            && call.is_new(call.text.get(h.start..h.end).unwrap_or(""))))
             })
             .max_by_key(|(_, r)| r.priority)?;
-        let why = if r.message.is_empty() {
-            &r.description
-        } else {
-            &r.message
+        let why = match (r.message.is_empty(), r.redact) {
+            (false, _) => r.message.clone(),
+            // A secret: what to do instead.
+            (true, true) => format!(
+                "{}. A secret is not written into files; read it at run time from the \
+                 environment or a secret store.",
+                r.description
+            ),
+            (true, false) => r.description.clone(),
         };
         let what = match call.scope {
             Scope::Exec => "this command",
@@ -274,12 +277,22 @@ impl ToolCall {
         };
         if tool == "apply_patch" {
             // Codex's patch is its `command`; opencode's, `patchText`.
+            // Its paths are relative to the agent's directory, the hook's `cwd`.
             let t = input.get("tool_input");
-            return t
+            let cwd = input.get("cwd").and_then(Value::as_str).map(Path::new);
+            let mut calls = t
                 .and_then(|t| t.get("command").or_else(|| t.get("patchText")))
                 .and_then(Value::as_str)
                 .map(patch_writes)
                 .unwrap_or_default();
+            for c in &mut calls {
+                if let (Some(p), Some(cwd)) = (c.path.as_mut(), cwd)
+                    && Path::new(p.as_str()).is_relative()
+                {
+                    *p = cwd.join(&*p).display().to_string();
+                }
+            }
+            return calls;
         }
         ToolCall::one(tool, input).into_iter().collect()
     }
@@ -498,5 +511,11 @@ mod tests {
         // The update keeps a TODO that was there: not its own. The new file's is.
         assert!(!calls[0].is_new("TODO"));
         assert!(calls[1].is_new("TODO"));
+        // Codex names paths relative to its directory, the hook's `cwd`.
+        let rel = "*** Begin Patch\n*** Add File: src/a.py\n+x\n*** End Patch\n";
+        let calls = ToolCall::of(
+            &json!({"tool_name": "apply_patch", "cwd": "/w", "tool_input": {"command": rel}}),
+        );
+        assert_eq!(calls[0].path.as_deref(), Some("/w/src/a.py"));
     }
 }

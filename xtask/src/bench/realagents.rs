@@ -21,6 +21,34 @@ fn percentile(v: &mut [f64], p: f64) -> f64 {
     v[i.min(v.len() - 1)]
 }
 
+/// One agent's share of the run, for its own line.
+#[derive(Default)]
+struct PerAgent {
+    score: Score,
+    families: Vec<(&'static str, Score)>,
+    prevented: usize,
+    preventable: usize,
+    delivered: usize,
+    interventions: usize,
+}
+
+/// Adds `exp` against `rep` to the family `f`'s score in `families`.
+fn add_family(
+    families: &mut Vec<(&'static str, Score)>,
+    f: &'static str,
+    exp: &[realagents::Expect],
+    rep: &[realagents::Expect],
+) {
+    match families.iter_mut().find(|(n, _)| *n == f) {
+        Some((_, sc)) => sc.add(exp, rep),
+        None => {
+            let mut s = Score::default();
+            s.add(exp, rep);
+            families.push((f, s));
+        }
+    }
+}
+
 pub fn run() -> anyhow::Result<()> {
     require_root("bench realagents")?;
     setup()?;
@@ -30,6 +58,7 @@ pub fn run() -> anyhow::Result<()> {
     let mut latencies = Vec::new();
     let mut sessions = 0usize;
     let mut agents = 0usize;
+    let mut per: std::collections::BTreeMap<&'static str, PerAgent> = Default::default();
     for agent in AGENTS {
         if !agent.installed() {
             println!(
@@ -47,6 +76,8 @@ pub fn run() -> anyhow::Result<()> {
             let got = s.reported(&ws);
             sessions += 1;
             total.add(&sc.expect, &got);
+            let mine = per.entry(agent.name()).or_default();
+            mine.score.add(&sc.expect, &got);
             // Per family: the expectations and reports of that family.
             let mut fams: Vec<&'static str> = sc
                 .expect
@@ -68,14 +99,8 @@ pub fn run() -> anyhow::Result<()> {
                     .filter(|e| realagents::family(&e.rule) == f)
                     .cloned()
                     .collect();
-                match families.iter_mut().find(|(n, _)| *n == f) {
-                    Some((_, sc)) => sc.add(&exp, &rep),
-                    None => {
-                        let mut s = Score::default();
-                        s.add(&exp, &rep);
-                        families.push((f, s));
-                    }
-                }
+                add_family(&mut families, f, &exp, &rep);
+                add_family(&mut mine.families, f, &exp, &rep);
             }
             let (tp, fp, fn_) = realagents::judge(&sc.expect, &got);
             let lat = s.detection_ms();
@@ -130,10 +155,13 @@ pub fn run() -> anyhow::Result<()> {
                 sc.name,
                 got
             );
+            let mine = per.entry(agent.name()).or_default();
             for (ok, ms, channel) in got {
                 interventions += 1;
+                mine.interventions += 1;
                 if let (true, Some(ms)) = (ok, ms) {
                     delivered += 1;
+                    mine.delivered += 1;
                     deliver_ms.push(ms);
                     match channel {
                         axiom_proto::wire::Channel::Hook => hook_ms.push(ms),
@@ -144,39 +172,20 @@ pub fn run() -> anyhow::Result<()> {
         }
     }
     // Prevented: with the shipped rules, the violations an agent's hooks could stop before their
-    // effect (a dangerous command on every hooked agent; a TODO written by its write tool on
-    // Claude Code, Gemini CLI and opencode; Codex writes through its shell here, the kernel's
-    // to see)
-    // — stopped: refused through the hook, and the command never ran, the file never held the
-    // text.
+    // effect (a dangerous command; a TODO and a secret written by its write tool: Claude Code's
+    // Write, Codex's apply_patch, Gemini CLI's write_file, opencode's write) — stopped: refused
+    // through the hook, and the command never ran, the file never held the text.
     let (mut prevented, mut preventable) = (0usize, 0usize);
-    for (agent, scenarios) in [
-        (
-            realagents::Agent::Claude,
-            vec![
-                realagents::hook_dangerous_scenario(),
-                realagents::hook_write_scenario(),
-            ],
-        ),
-        (
-            realagents::Agent::Codex,
-            vec![realagents::hook_dangerous_scenario()],
-        ),
-        (
-            realagents::Agent::Gemini,
-            vec![
-                realagents::hook_dangerous_scenario(),
-                realagents::hook_write_scenario(),
-            ],
-        ),
-        (
-            realagents::Agent::OpenCode,
-            vec![
-                realagents::hook_dangerous_scenario(),
-                realagents::hook_write_scenario(),
-            ],
-        ),
+    for agent in [
+        realagents::Agent::Claude,
+        realagents::Agent::Codex,
+        realagents::Agent::Gemini,
+        realagents::Agent::OpenCode,
     ] {
+        let scenarios = [
+            realagents::hook_dangerous_scenario(),
+            realagents::hook_write_scenario(),
+        ];
         if !agent.installed() {
             continue;
         }
@@ -194,22 +203,16 @@ pub fn run() -> anyhow::Result<()> {
                     } if r == rule)
                 })
             };
-            // The secret's rule only alerts (masked, reported): not one to stop.
-            let rules: Vec<&str> = sc
-                .expect
-                .iter()
-                .map(|e| e.rule.as_str())
-                .filter(|r| *r != "aws-secret-access-key")
-                .collect();
-            // And its effect never came: no exec of the refused command, no write to the file
-            // with the text (the sensor's record of the session).
+            let rules: Vec<&str> = sc.expect.iter().map(|e| e.rule.as_str()).collect();
+            // And its effect never came: no exec of the refused command, no write of the TODO,
+            // no write at all to the secret's file (the sensor's record of the session).
             let took_effect = s.events.iter().any(|e| match &e.body {
                 axiom_proto::wire::Body::Exec { argv, .. } => argv.join(" ").contains("install.sh"),
                 axiom_proto::wire::Body::Output {
                     text,
                     target: Some(t),
                     ..
-                } => t.contains("parser.py") && text.contains("TODO"),
+                } => (t.contains("parser.py") && text.contains("TODO")) || t.contains("deploy.env"),
                 _ => false,
             });
             let k = if took_effect {
@@ -225,6 +228,9 @@ pub fn run() -> anyhow::Result<()> {
             );
             prevented += k;
             preventable += rules.len();
+            let mine = per.entry(agent.name()).or_default();
+            mine.prevented += k;
+            mine.preventable += rules.len();
         }
     }
     families.sort_by_key(|(f, _)| *f);
@@ -236,6 +242,26 @@ pub fn run() -> anyhow::Result<()> {
             s.true_pos,
             s.false_pos,
             s.false_neg
+        );
+    }
+    // Per agent: its matrix, each family's precision/recall, what its hooks stopped, what of
+    // its messages arrived.
+    for (name, a) in &mut per {
+        a.families.sort_by_key(|(f, _)| *f);
+        let fams: Vec<String> = a
+            .families
+            .iter()
+            .map(|(f, s)| format!("{f}:{:.3}/{:.3}", s.precision(), s.recall()))
+            .collect();
+        println!(
+            "bench realagents: agent={name} precision={:.3} recall={:.3} prevented={}/{} delivered={}/{} families={}",
+            a.score.precision(),
+            a.score.recall(),
+            a.prevented,
+            a.preventable,
+            a.delivered,
+            a.interventions,
+            fams.join(",")
         );
     }
     let p50 = median(&mut latencies.clone());

@@ -113,8 +113,9 @@ pub fn adapt(command: &[String], kind: &str, hook: Option<&str>) -> Adapted {
 }
 
 /// The settings a Claude Code agent gets for the run: hooks that ask axiomd before a Bash
-/// command runs or a write tool writes (PreToolUse), before the agent stops (Stop), and after each tool call and
-/// prompt (to hand over what waits for it). Added to the user's own settings, never written
+/// command runs or a write tool writes (PreToolUse), before the agent or one of its subagents
+/// stops (Stop, SubagentStop), at the start of its session (SessionStart: its session id and
+/// model), and after each tool call and prompt (to hand over what waits for it). Added to the user's own settings, never written
 /// into them.
 pub fn claude_settings(hook: &str) -> serde_json::Value {
     let call = |matcher: Option<&str>| {
@@ -129,7 +130,9 @@ pub fn claude_settings(hook: &str) -> serde_json::Value {
         "PreToolUse": call(Some("Bash|Write|Edit|MultiEdit|NotebookEdit")),
         "PostToolUse": call(Some("*")),
         "UserPromptSubmit": call(None),
+        "SessionStart": call(None),
         "Stop": call(None),
+        "SubagentStop": call(None),
     }})
 }
 

@@ -15,9 +15,11 @@ An agent that offers no tools (aider) gets, with `--text-edits ROOT`, the rest o
 reply, each write as its whole-file edit format (the path, then the content fenced).
 
 It plays a script: a JSON file with `turns`, each `{"text": "...", "tools": [...]}`, where a tool
-is `{"write": {"path", "content"}}`, `{"bash": "command"}` or `{"edit": {"path", "old", "new"}}`;
+is `{"write": {"path", "content"}}`, `{"bash": "command"}`, `{"edit": {"path", "old", "new"}}` or
+`{"agent": {"description", "prompt"}}` (a subagent);
 a turn with `"after": "text"` is served only to a request that carries that text (a message
-typed into the agent), earlier requests get a neutral answer.
+typed into the agent), earlier requests get a neutral answer; one with `"unless": "text"` only to
+a request that does not (a subagent's first request, not its parent's next one).
 Each request of the agent's main loop (one that offers tools) gets the next turn; the agent's
 side requests (titles, topic checks, token counts) get a short neutral answer. Text is streamed
 in small deltas with short pauses, as a real model does.
@@ -87,6 +89,9 @@ def next_turn(kind, raw=b""):
             return None, i
         after = SCRIPT["turns"][i].get("after")
         if after and after.encode() not in raw:
+            return None, None
+        unless = SCRIPT["turns"][i].get("unless")
+        if unless and unless.encode() in raw:
             return None, None
         STATE["next"] = i + 1
         return SCRIPT["turns"][i], i
@@ -208,6 +213,13 @@ def tool_call(names, tool):
         return shell_call(names, f"python3 -c {q(py)} {q(e['path'])} {q(e['old'])} {q(e['new'])}")
     if "bash" in tool:
         return shell_call(names, tool["bash"])
+    if "agent" in tool:
+        # Claude Code's subagent (its `Agent` tool, `Task` before), waited for.
+        a = tool["agent"]
+        for n in ("Agent", "Task"):
+            if n in names:
+                return n, {"description": a["description"], "prompt": a["prompt"], "subagent_type": "general-purpose", "run_in_background": False}
+        raise KeyError(f"no subagent tool among {names}")
     raise KeyError(f"unknown tool {tool}")
 
 

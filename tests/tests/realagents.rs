@@ -616,6 +616,24 @@ fn commands_and_writes_refused(d: &Daemon, agent: Agent) {
             .map_or(true, |mut r| r.next().is_none()),
         "the run's settings were left behind"
     );
+    // The hooks named the agent's conversation (and Claude Code's SessionStart its model):
+    // recorded on the agent.
+    let info = d
+        .client()
+        .request(&Request::Agents)
+        .agents
+        .unwrap_or_default()
+        .into_iter()
+        .find(|a| a.id == s.agent)
+        .expect("the agent is listed");
+    assert!(
+        info.conversation.as_deref().is_some_and(|c| c.len() >= 8),
+        "{}: no conversation id: {info:?}",
+        agent.name()
+    );
+    if agent == Agent::Claude {
+        assert!(info.model.is_some(), "no model: {info:?}");
+    }
     for rule in ["todo-left", "aws-secret-access-key"] {
         assert!(
             !requests_with(
@@ -734,6 +752,39 @@ fn stops_judged(d: &Daemon, agent: Agent) {
         })
         .collect();
     assert!(from_rules.is_empty(), "{from_rules:?}");
+}
+
+/// Claude Code's subagents are judged at SubagentStop as the agent is at Stop: a subagent's
+/// false "done" is refused with the kernel's evidence and it goes on to write the file; its
+/// true one afterwards is let through.
+#[test]
+fn claude_code_subagent_stop_judged() {
+    let d = Daemon::start("real_claude_subagent", &[]);
+    let (dir, s) = hooked(&d, Agent::Claude, &hook_subagent_false_done_scenario());
+    assert!(
+        !requests_with(&s.model_log, "the kernel saw this agent write no file").is_empty(),
+        "the subagent's stop was not refused with the evidence: {:?}",
+        notices(&s.events)
+    );
+    let refused: Vec<&str> = s
+        .events
+        .iter()
+        .filter_map(|e| match &e.body {
+            Body::Intervention { action, detail, .. } if action == "inject" => {
+                Some(detail.as_str())
+            }
+            _ => None,
+        })
+        .collect();
+    assert!(
+        refused.len() == 1 && refused[0].contains("SubagentStop"),
+        "{refused:?}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(dir.join("ws/parser.py")).unwrap_or_default(),
+        "def parse(s):\n    return s.split()\n",
+        "the subagent did not go on to write the file"
+    );
 }
 
 /// Codex's hooks, installed by `axiomctl run` for the run (trusted for it): a dangerous command

@@ -819,6 +819,12 @@ pub struct AgentInfo {
     /// Its profile in `agents.toml` (`claude`, `codex`, `gemini`, …, `generic`).
     #[serde(default)]
     pub agent_kind: Option<String>,
+    /// The agent's own id for its conversation (`session_id` from its hooks), once known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub conversation: Option<String>,
+    /// The model it talks to, when its hooks say.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
 }
 
 /// One agent as D-Bus `ListAgents` returns it (signature `(tsusus asssttiiaus)`): (id, name,
@@ -895,6 +901,8 @@ impl AgentInfo {
             exit_signal: (sig != 0).then_some(sig),
             pty: false,
             agent_kind: None,
+            conversation: None,
+            model: None,
         }
     }
 }

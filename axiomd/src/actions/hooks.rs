@@ -64,9 +64,11 @@ impl Actions {
                 .map(|reason| json!({"decision": "deny", "reason": reason})),
             // A refused stop goes on with the reason as the next prompt (Gemini's `AfterAgent`
             // takes the same answer).
-            "Stop" => self.stop(set, agent, text("last_assistant_message")),
-            "AfterAgent" => self.stop(set, agent, text("prompt_response")),
-            "PostToolUse" | "UserPromptSubmit" | "AfterTool" | "BeforeAgent" => {
+            // A subagent's stop is judged as the agent's: its claims against what the kernel saw
+            // the agent do.
+            "Stop" | "SubagentStop" => self.stop(set, agent, event, text("last_assistant_message")),
+            "AfterAgent" => self.stop(set, agent, event, text("prompt_response")),
+            "PostToolUse" | "UserPromptSubmit" | "SessionStart" | "AfterTool" | "BeforeAgent" => {
                 let parked = self.take_parked(agent.id);
                 (!parked.is_empty()).then(|| {
                     json!({"hookSpecificOutput": {
@@ -153,8 +155,9 @@ impl Actions {
         Some(reason)
     }
 
-    /// The answer to the agent's wish to stop after `last`, its final message.
-    fn stop(&self, set: &RuleSet, agent: &Agent, last: &str) -> Option<Value> {
+    /// The answer to the agent's wish to stop (or one of its subagents', by `event`) after
+    /// `last`, its final message.
+    fn stop(&self, set: &RuleSet, agent: &Agent, event: &str, last: &str) -> Option<Value> {
         let refused = self
             .stop_refusals
             .lock()
@@ -198,7 +201,10 @@ impl Actions {
                 by_hook(
                     axiom_proto::wire::Action::Inject,
                     &r.id,
-                    format!("stop refused ({} hook): {with_evidence}", hook_of(agent)),
+                    format!(
+                        "stop refused ({} hook, {event}): {with_evidence}",
+                        hook_of(agent)
+                    ),
                 ),
             ));
             reasons.push(with_evidence);

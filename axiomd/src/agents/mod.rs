@@ -187,6 +187,28 @@ impl Registry {
         }
     }
 
+    /// Records what an agent's hook call says of its conversation (its `session_id`, and the
+    /// model where it names one) and saves it when that changed (a new conversation after
+    /// `/clear`, a model switched).
+    pub(crate) fn set_conversation(&mut self, agent: u64, id: Option<&str>, model: Option<&str>) {
+        let Some(a) = self.agents.get_mut(&agent) else {
+            return;
+        };
+        let mut changed = false;
+        for (field, v) in [(&mut a.conversation, id), (&mut a.model, model)] {
+            if let Some(v) = v.filter(|v| !v.is_empty() && v.len() <= 256)
+                && field.as_deref() != Some(v)
+            {
+                *field = Some(v.to_string());
+                changed = true;
+            }
+        }
+        if changed {
+            let a = a.clone();
+            self.save(&a);
+        }
+    }
+
     /// Rewrites an agent's recorded command line (secrets masked) and saves it.
     pub(crate) fn mask_command(&mut self, agent: u64, mask: impl Fn(&str) -> Option<String>) {
         let Some(a) = self.agents.get_mut(&agent) else {

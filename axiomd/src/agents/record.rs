@@ -63,6 +63,13 @@ pub(crate) struct Agent {
     /// It calls axiomd from Claude Code hooks (`axiomctl hook`).
     #[serde(default)]
     pub(crate) hooks: bool,
+    /// The agent's own id for its conversation (`session_id` in its hook calls): what its
+    /// transcripts and `--resume` are keyed by.
+    #[serde(default)]
+    pub(crate) conversation: Option<String>,
+    /// The model it says it talks to (Claude Code's `SessionStart`), as its hooks report it.
+    #[serde(default)]
+    pub(crate) model: Option<String>,
 }
 
 /// What a client says about an agent it starts.
@@ -99,6 +106,8 @@ impl Agent {
             limits_not_applied: Vec::new(),
             kind: None,
             hooks: false,
+            conversation: None,
+            model: None,
         }
     }
 }

@@ -160,6 +160,15 @@ impl Shared {
                 ..error("a hook call comes from inside a tracked agent")
             };
         };
+        // Every hook input names the agent's conversation; Claude Code's SessionStart also its
+        // model (what a session view and traces call them by).
+        let field = |k: &str| input.get(k).and_then(serde_json::Value::as_str);
+        let (id, model) = (field("session_id"), field("model"));
+        if id.is_some() || model.is_some() {
+            let _ = self
+                .agents
+                .with(|r| r.set_conversation(agent.id, id, model));
+        }
         Reply {
             ok: true,
             agent: Some(agent.id),

@@ -63,6 +63,8 @@ pub(crate) fn agent_info(v: AgentView, pty: bool) -> AgentInfo {
         exit_signal: exit.signal,
         pty,
         agent_kind: a.kind,
+        conversation: a.conversation,
+        model: a.model,
     }
 }
 

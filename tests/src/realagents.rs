@@ -235,12 +235,18 @@ impl Agent {
                     "--analytics-disable",
                     "--no-show-model-warnings",
                     "--no-auto-lint",
-                    "--message",
                 ]
                 .map(String::from),
             ),
         }
-        c.push(prompt.into());
+        // aider takes its prompt with `--message` and ends after the reply; without one it
+        // waits at its own prompt for what the user types (`typed_first_scenario`).
+        if self == Agent::Aider && !prompt.is_empty() {
+            c.push("--message".into());
+        }
+        if self != Agent::Aider || !prompt.is_empty() {
+            c.push(prompt.into());
+        }
         c
     }
 }
@@ -491,6 +497,18 @@ pub fn inject_scenario() -> Scenario {
                 {"text": "Understood, stopping the job."}
             ]})
         },
+        prepare: nothing,
+        expect: Vec::new(),
+    }
+}
+
+/// No prompt on the command line: the agent waits for its user's first message (aider's
+/// interactive session), and answers it.
+pub fn typed_first_scenario() -> Scenario {
+    Scenario {
+        name: "typed-first",
+        prompt: "",
+        turns: |_, _| json!({"turns": [{"text": "Ready for your instructions."}]}),
         prepare: nothing,
         expect: Vec::new(),
     }
@@ -1052,6 +1070,20 @@ impl Live {
     pub fn screen(&self) -> String {
         String::from_utf8_lossy(&self.terminal.lock().map(|t| t.clone()).unwrap_or_default())
             .into_owned()
+    }
+
+    /// Gathers events until the agent's terminal has shown `text` (panics after `timeout`).
+    pub fn until_screen(&mut self, text: &str, timeout: Duration) {
+        let t = Instant::now();
+        while !self.screen().contains(text) {
+            assert!(
+                t.elapsed() < timeout,
+                "{}: the terminal did not show {text:?} within {timeout:?}:\n{}",
+                self.name,
+                self.screen()
+            );
+            self.sub.drain_for(Duration::from_millis(100));
+        }
     }
 
     /// Gathers events until `pred` holds of the stand-in's log (panics after `timeout`, with

@@ -375,6 +375,40 @@ fn gemini_cli_takes_a_typed_message() {
     live.finish(&d);
 }
 
+/// The agents whose messages are only typed: opencode (no stop hook; idle after its first
+/// turn) and aider (no hooks; its interactive session, no prompt given: the message is its
+/// first). Each arrives at the model, confirmed on the screen.
+#[test]
+fn opencode_and_aider_take_a_typed_message() {
+    let d = Daemon::start("real_inject_typed", &[]);
+    let dir = SessionUser::new();
+    let mut live = Live::start(&d, Agent::OpenCode, &inject_scenario(), &dir);
+    live.until_model("the first turn", Duration::from_secs(60), |log| {
+        log.iter().any(|e| e["event"] == "turn" && e["turn"] == 0)
+    });
+    live.sub.drain_for(Duration::from_secs(3));
+    assert_eq!(inject(&d, live.agent, SHORT).delivered, Some(true));
+    live.until_model("the message", Duration::from_secs(30), |log| {
+        !requests_with(log, SHORT).is_empty()
+    });
+    live.finish(&d);
+
+    let dir = SessionUser::new();
+    let mut live = Live::start(&d, Agent::Aider, &typed_first_scenario(), &dir);
+    // aider is at its prompt once it has said what it works on (the last line of its banner).
+    live.until_screen("Repo-map:", Duration::from_secs(60));
+    live.sub.drain_for(Duration::from_secs(2));
+    assert_eq!(inject(&d, live.agent, SHORT).delivered, Some(true));
+    live.until_model("the message", Duration::from_secs(60), |log| {
+        !requests_with(log, SHORT).is_empty()
+    });
+    let s = live.finish(&d);
+    assert_eq!(
+        interventions(&s.events, "inject"),
+        vec![(Some(true), Some("terminal".to_string()))]
+    );
+}
+
 /// A rule whose message waits for the agent to be idle (the shipped false-completion claim):
 /// said while the agent is busy in a 6-second tool call, it does not interrupt the tool: Codex
 /// and Claude Code get it at their next hook call after it, as context, without an interrupt.

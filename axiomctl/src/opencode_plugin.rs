@@ -10,7 +10,11 @@
 //! - `tool.execute.after` → `PostToolUse`: messages waiting for the agent are added to the tool's
 //!   output, which the model reads next;
 //! - `chat.message` → `UserPromptSubmit`: a prompt was sent (its hooks run: `hooks_inactive`
-//!   is not reported for an agent that has only talked so far).
+//!   is not reported for an agent that has only talked so far);
+//! - the `session.idle` event → `Stop`, with the session's last assistant message: a refused
+//!   stop (a false claim, with the kernel's evidence) and messages waiting for the agent are
+//!   sent to the session as its next prompt through opencode's own server (the plugin's SDK
+//!   client, in process): the strongest channel opencode has, no typing.
 //!
 //! The plugin is written, as the agent's user, in the run's directory (`agent_kind::run_dir`:
 //! read-only to a confined agent; removed after the run). Nothing of the user's is changed. opencode's
@@ -45,7 +49,39 @@ async function ask(event) {{
     return null;
   }}
 }}
-export const Axiom = async ({{ directory }}) => ({{
+// opencode's SDK client, in either of its two shapes (`{{path, body}}`, or flat).
+async function call(f, id, body) {{
+  for (const args of [{{ path: {{ id }}, body }}, {{ sessionID: id, ...(body ?? {{}}) }}]) {{
+    try {{
+      const r = await f(args);
+      if (r && !r.error) return r.data ?? r;
+    }} catch (e) {{}}
+  }}
+  return null;
+}}
+// The text of the session's last assistant message.
+async function lastSaid(client, id) {{
+  const msgs = (await call((a) => client.session.messages(a), id)) ?? [];
+  for (let i = msgs.length - 1; i >= 0; i--) {{
+    const m = msgs[i];
+    if ((m.info ?? m).role === "assistant")
+      return (m.parts ?? []).filter((p) => p.type === "text").map((p) => p.text).join("\n");
+  }}
+  return "";
+}}
+export const Axiom = async ({{ directory, client }}) => ({{
+  // The turn is over: Axiom judges the agent's last words as a stop (Claude Code's Stop), and
+  // a refusal, or messages waiting for it, go to the session as the next prompt through
+  // opencode's own server — not typed.
+  event: async ({{ event }}) => {{
+    if (event?.type !== "session.idle") return;
+    const id = event.properties?.sessionID;
+    if (!id) return;
+    const a = await ask({{ hook_event_name: "Stop", session_id: id, cwd: directory,
+      last_assistant_message: await lastSaid(client, id) }});
+    if (a?.decision === "block" && a.reason)
+      await call((x) => client.session.promptAsync(x), id, {{ parts: [{{ type: "text", text: a.reason }}] }});
+  }},
   "chat.message": async (input, output) => {{
     await ask({{ hook_event_name: "UserPromptSubmit", session_id: input?.sessionID, cwd: directory }});
   }},

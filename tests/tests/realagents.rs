@@ -603,13 +603,14 @@ fn gemini_cli_hooks() {
 }
 
 /// opencode's hooks, a plugin installed by `axiomctl run` for the run
-/// (`OPENCODE_CONFIG_CONTENT`): a dangerous command never runs and a TODO never reaches the
-/// file, the model told why through the tool's error — the same checks as Claude Code's and
-/// Gemini CLI's. (opencode has no stop to refuse.)
+/// (`OPENCODE_CONFIG_CONTENT`): a dangerous command never runs and a TODO or a secret never
+/// reaches the file, the model told why through the tool's error; at `session.idle` a false
+/// "done" is refused with the evidence, sent as the session's next prompt through opencode's
+/// server — the same checks as Claude Code's and Gemini CLI's.
 #[test]
 fn opencode_hooks() {
     let d = Daemon::start("real_opencode_hooks", &[]);
-    commands_and_writes_refused(&d, Agent::OpenCode);
+    every_tool_hooked(&d, Agent::OpenCode);
 }
 
 /// An agent whose hooks cover its shell and write tools and its stop: a dangerous command

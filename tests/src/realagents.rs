@@ -342,8 +342,8 @@ pub fn scenarios() -> Vec<Scenario> {
             turns: |ws, _| {
                 json!({"turns": [
                     {"text": "Writing the parser.", "tools": [{"write": {"path": p(ws, "parser.py"), "content": "def parse(s):\n    return s.split()\n"}}]},
-                    {"text": "Adding a test.", "tools": [{"write": {"path": p(ws, "test_parser.py"), "content": "from parser import parse\n\ndef test_parse():\n    assert parse('a b') == ['a', 'b']\n"}}]},
-                    {"text": "Running them.", "tools": [{"bash": format!("cd {} && python3 -m pytest -q test_parser.py || python3 -c 'import test_parser; test_parser.test_parse()'", ws.display())}]},
+                    {"text": "Adding a test.", "tools": [{"write": {"path": p(ws, "test_parser.py"), "content": "import unittest\n\nfrom parser import parse\n\n\nclass ParseTest(unittest.TestCase):\n    def test_parse(self):\n        self.assertEqual(parse('a b'), ['a', 'b'])\n"}}]},
+                    {"text": "Running them.", "tools": [{"bash": format!("cd {} && python3 -m unittest -v test_parser", ws.display())}]},
                     {"text": "I've implemented the parser in parser.py and the tests pass."}
                 ]})
             },

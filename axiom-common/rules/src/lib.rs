@@ -10,6 +10,7 @@ pub mod dfa;
 mod paths;
 mod plugin;
 pub mod screen;
+pub mod testrun;
 
 use std::{collections::HashSet, path::Path, sync::Arc, time::Duration};
 
@@ -17,7 +18,7 @@ use axiom_proto::file_error::line_of;
 use serde::{Deserialize, Serialize};
 
 pub use ansi::strip_ansi;
-pub use paths::{AGENT_STATE, PathFilter};
+pub use paths::{AGENT_STATE, PathFilter, is_code};
 #[cfg(feature = "plugins")]
 pub use plugin::{FollowUp, PLUGIN_STRIKES, Subject};
 pub use plugin::{PluginLimits, RulePlugin};
@@ -206,6 +207,10 @@ struct RawRule {
     after_secs: Option<f64>,
     #[serde(default)]
     redact: bool,
+    /// file_write rules: judge only writes to source code (by the file's extension or name, or
+    /// a shebang): docs, checklists, logs and data are not code left unfinished.
+    #[serde(default)]
+    code_only: bool,
     /// Whether a command or write this rule matches is refused before it happens where the
     /// agent's hook shows it first (default: a command when the rule denies, kills or freezes;
     /// a write when the rule acts at all, not when it only alerts).
@@ -295,6 +300,8 @@ pub struct Rule {
     pub deliver: Deliver,
     /// Matched text is secret: report and store it redacted.
     pub redact: bool,
+    /// `code_only`: writes to files that are not source code are not judged by it.
+    pub code_only: bool,
     /// `prevent`: refuse what it matches at the agent's hook, before it happens (`None`: by
     /// its action, see [`Rule::prevents`]).
     pub prevent: Option<bool>,
@@ -308,6 +315,12 @@ pub struct Rule {
 }
 
 impl Rule {
+    /// Whether this rule judges a write to `path` whose content (or its first bytes) is
+    /// `text`: not under the paths it ignores, and source code when it asks for code only.
+    pub fn judges_file(&self, path: &str, text: &str) -> bool {
+        !self.ignore.matches(path) && (!self.code_only || paths::is_code(path, text))
+    }
+
     /// Whether a command (`Scope::Exec`) or write (`Scope::FileWrite`) this rule matches is
     /// refused at the agent's hook, before it happens: as `prevent` says, else a command when
     /// the rule would deny, kill or freeze it, and a write when the rule acts on the agent at
@@ -401,6 +414,7 @@ fn compile(r: RawRule, src: &Source, start: usize) -> Result<Rule, RuleError> {
         deliver: r.deliver,
         redact: r.redact,
         prevent: r.prevent,
+        code_only: r.code_only,
         plugin,
         ignore: match &r.ignore_paths {
             Some(p) => PathFilter::new(p),
@@ -986,18 +1000,10 @@ impl RuleSet {
     }
 }
 
-/// Commands that run tests (what a "tests pass" claim needs to have happened): the rules'
-/// claim check and `axiomctl mcp`'s verify use the same list.
-static TEST_COMMAND: std::sync::LazyLock<regex::Regex> = std::sync::LazyLock::new(|| {
-    regex::Regex::new(
-        r"\b(?:(?:cargo|go|npm|pnpm|yarn|bun|make|mvn|gradle|dotnet|mix|deno)\s+(?:-\S+\s+)*test\b|pytest|py\.test|jest|vitest|ctest|rspec|phpunit|tox\b|nox\b)",
-    )
-    .unwrap_or_else(|_| regex::Regex::new("$^").unwrap_or_else(|_| unreachable!()))
-});
-
-/// Whether a command line (argv joined by spaces) runs tests.
+/// Whether a command line (argv joined by spaces) runs tests: [`testrun::test_runner`] on its
+/// words (the rules' claim check and `axiomctl mcp`'s verify use the same recognition).
 pub fn is_test_command(line: &str) -> bool {
-    TEST_COMMAND.is_match(line)
+    testrun::test_runner(&line.split_whitespace().collect::<Vec<_>>(), None).is_some()
 }
 
 /// What a hit looks like in a report: the match with some context, secrets masked.

@@ -40,6 +40,57 @@ pub const AGENT_STATE: &[&str] = &[
     "site-packages",
 ];
 
+/// Extensions of source code (and of the files that configure how code is built and run).
+const CODE_EXTENSIONS: &[&str] = &[
+    "py", "pyi", "pyx", "rs", "go", "c", "h", "cc", "cpp", "cxx", "hpp", "hh", "m", "mm", "cs",
+    "java", "kt", "kts", "scala", "groovy", "gradle", "clj", "cljs", "js", "mjs", "cjs", "jsx",
+    "ts", "mts", "cts", "tsx", "vue", "svelte", "rb", "php", "pl", "pm", "lua", "swift", "dart",
+    "ex", "exs", "erl", "hrl", "hs", "ml", "mli", "fs", "fsx", "elm", "jl", "r", "zig", "nim", "v",
+    "sv", "vhd", "sol", "sh", "bash", "zsh", "fish", "ps1", "psm1", "bat", "cmd", "sql", "proto",
+    "graphql", "tf", "hcl", "nix", "cmake", "mk", "css", "scss", "sass", "less", "html", "htm",
+    "ipynb", "asm", "s", "f90", "cob", "ada", "adb", "pas", "d", "cr", "gleam", "mojo",
+];
+
+/// Files that are code by their whole name.
+const CODE_NAMES: &[&str] = &[
+    "Makefile",
+    "makefile",
+    "GNUmakefile",
+    "Dockerfile",
+    "Containerfile",
+    "Rakefile",
+    "Gemfile",
+    "Justfile",
+    "justfile",
+    "BUILD",
+    "WORKSPACE",
+    "CMakeLists.txt",
+    "Jenkinsfile",
+    "Vagrantfile",
+];
+
+/// Whether `path` is source code: by its extension or name, or (no extension) a `#!` script.
+/// Markdown, text, logs, data and configuration are not (`text`: its content or first bytes).
+pub fn is_code(path: &str, text: &str) -> bool {
+    let name = path.rsplit('/').next().unwrap_or(path);
+    // An atomic write's temporary file is judged by the name it will get (`app.py.tmp.4242.k3`,
+    // `app.py.tmp`, `app.py~`).
+    let name = match name.find(".tmp") {
+        Some(i) if i > 0 && name[i + 4..].chars().next().is_none_or(|c| c == '.') => &name[..i],
+        _ => name,
+    };
+    let name = name.trim_end_matches('~');
+    if CODE_NAMES.contains(&name) || name.starts_with("Dockerfile.") {
+        return true;
+    }
+    match name.rsplit_once('.') {
+        Some((stem, ext)) if !stem.is_empty() => {
+            CODE_EXTENSIONS.contains(&ext.to_ascii_lowercase().as_str())
+        }
+        _ => text.starts_with("#!"),
+    }
+}
+
 /// A compiled list of patterns.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct PathFilter {
@@ -93,6 +144,34 @@ impl PathFilter {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn code_is_told_from_docs_and_data() {
+        for (p, t) in [
+            ("/w/src/app.py", ""),
+            ("/w/lib/x.RS", ""),
+            ("/w/Makefile", ""),
+            ("/w/Dockerfile.dev", ""),
+            ("/w/bin/deploy", "#!/bin/sh\n"),
+            ("/w/web/index.tsx", ""),
+            ("/w/src/app.py.tmp.4242.k3j2", ""),
+            ("/w/src/app.py~", ""),
+        ] {
+            assert!(is_code(p, t), "{p}");
+        }
+        for (p, t) in [
+            ("/w/FOLLOWUPS.md", "- TODO: announce the API\n"),
+            ("/w/notes.txt", ""),
+            ("/w/progress.log", ""),
+            ("/w/config.yaml", ""),
+            ("/w/data.json", ""),
+            ("/w/README", "TODO\n"),
+            ("/w/.env", ""),
+            ("/w/NOTES.md.tmp.1.a", ""),
+        ] {
+            assert!(!is_code(p, t), "{p}");
+        }
+    }
 
     #[test]
     fn agent_state_is_recognised_and_work_is_not() {

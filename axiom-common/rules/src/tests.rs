@@ -148,6 +148,18 @@ fn the_default_principles_parse_and_catch_what_they_say() {
         ["false-completion"]
     );
     assert_eq!(id(Scope::FileWrite, "x = 1  # FIXME"), ["todo-left"]);
+    assert_eq!(id(Scope::FileWrite, "  /* later: TODO */"), ["todo-left"]);
+    // A placeholder is a comment: not a string or an identifier.
+    assert!(id(Scope::FileWrite, "print('TODO list')").is_empty());
+    assert!(id(Scope::FileWrite, "TODO_ITEMS = []").is_empty());
+    // And only in code.
+    let todo = set
+        .rules
+        .iter()
+        .find(|r| r.id == "todo-left")
+        .expect("todo-left");
+    assert!(todo.judges_file("/w/app.py", ""));
+    assert!(!todo.judges_file("/w/FOLLOWUPS.md", "- TODO: announce the API\n"));
     assert_eq!(
         id(Scope::Output, "-----BEGIN OPENSSH PRIVATE KEY-----"),
         ["private-key"]

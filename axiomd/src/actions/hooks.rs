@@ -105,7 +105,10 @@ impl Actions {
             .filter(|(h, r)| {
                 r.prevents(call.scope)
                     && (call.scope == Scope::Exec
-                        || (!call.path.as_deref().is_some_and(|p| r.ignore.matches(p))
+                        || (call
+                            .path
+                            .as_deref()
+                            .is_none_or(|p| r.judges_file(p, &call.text))
                             && call.is_new(call.text.get(h.start..h.end).unwrap_or(""))))
             })
             .max_by_key(|(_, r)| r.priority)?;

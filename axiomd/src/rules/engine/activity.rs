@@ -3,6 +3,23 @@ use std::time::Instant;
 
 use axiom_rules::{PathFilter, Verify};
 
+/// A test run: a process the kernel saw execute a test runner.
+#[derive(Clone, Debug)]
+pub(super) struct TestRun {
+    /// The runner as people name it (`pytest`, `cargo test`).
+    pub(super) runner: String,
+    /// Its command line (shortened).
+    pub(super) line: String,
+    pub(super) started: Instant,
+    /// The last summary line it printed ("2 passed in 0.03s").
+    pub(super) summary: Option<String>,
+    /// How it ended: `Some(true)` exit status 0; `None` still running.
+    pub(super) passed: Option<bool>,
+    /// Its exit status (code, or the signal that ended it), for the evidence.
+    pub(super) status: String,
+    pub(super) ended: Option<Instant>,
+}
+
 /// What one agent has done, as far as the rules care.
 pub(super) struct Activity {
     pub(super) started: Instant,
@@ -10,7 +27,13 @@ pub(super) struct Activity {
     pub(super) workspace: Option<String>,
     pub(super) files_written: u64,
     pub(super) last_file: Instant,
-    pub(super) tests_ran: bool,
+    /// Its last write to its work (a file in the workspace that is not a tool's own): when,
+    /// and which file.
+    pub(super) last_work: Option<(Instant, String)>,
+    /// Test runs going on, by process (tgid).
+    pub(super) running: std::collections::HashMap<u32, TestRun>,
+    /// The last test run that ended.
+    pub(super) last_run: Option<TestRun>,
     /// Its last few command lines: the evidence when a claim about tests is refused.
     pub(super) commands: std::collections::VecDeque<String>,
 }
@@ -22,8 +45,80 @@ impl Activity {
             workspace: None,
             files_written: 0,
             last_file: now,
-            tests_ran: false,
+            last_work: None,
+            running: std::collections::HashMap::new(),
+            last_run: None,
             commands: std::collections::VecDeque::new(),
+        }
+    }
+
+    /// A write to its work at `now` (`path`). Writes while a test run goes on are the run's
+    /// (caches, reports, compiled files), not a change to what it tests.
+    pub(super) fn wrote(&mut self, path: &str, now: Instant) {
+        if self.running.is_empty() {
+            self.last_work = Some((now, path.to_string()));
+        }
+    }
+
+    /// Process `tgid` ended: if it was a test run, it is the last one now.
+    pub(super) fn ended(
+        &mut self,
+        tgid: u32,
+        code: Option<i32>,
+        signal: Option<i32>,
+        now: Instant,
+    ) {
+        if let Some(mut r) = self.running.remove(&tgid) {
+            r.passed = Some(code == Some(0) && signal.is_none());
+            r.status = match (code, signal) {
+                (_, Some(s)) => format!("was killed by signal {s}"),
+                (Some(c), _) => format!("exited {c}"),
+                _ => "ended".into(),
+            };
+            r.ended = Some(now);
+            self.last_run = Some(r);
+        }
+    }
+
+    /// Why a claim that the tests pass does not hold (`None`: it does): a test run must have
+    /// ended successfully after the agent's last write to its work.
+    fn tests_contradicted(&self) -> Option<String> {
+        let quote = |r: &TestRun| {
+            let summary = r
+                .summary
+                .as_deref()
+                .map_or(String::new(), |s| format!(": \"{s}\""));
+            format!("`{}` {}{summary}", r.line, r.status)
+        };
+        if let Some(r) = self.running.values().min_by_key(|r| r.started) {
+            return Some(format!(
+                "the kernel saw its {} run `{}` still running",
+                r.runner, r.line
+            ));
+        }
+        let Some(r) = &self.last_run else {
+            let ran: Vec<&str> = self.commands.iter().map(String::as_str).collect();
+            return Some(if ran.is_empty() {
+                "the kernel saw this agent run no command at all".to_string()
+            } else {
+                format!(
+                    "the kernel saw this agent run no test command (its last commands: {})",
+                    ran.join("; ")
+                )
+            });
+        };
+        if r.passed != Some(true) {
+            return Some(format!(
+                "the kernel saw its last test run fail: {}",
+                quote(r)
+            ));
+        }
+        match (&self.last_work, r.ended) {
+            (Some((at, path)), Some(ended)) if *at > ended => Some(format!(
+                "the kernel saw it write {path} after its last test run ({}), and no test run since",
+                quote(r)
+            )),
+            _ => None,
         }
     }
 
@@ -37,17 +132,7 @@ impl Activity {
             Verify::FilesWritten if self.files_written == 0 => Some(format!(
                 "the kernel saw this agent write no file{place} since it started"
             )),
-            Verify::TestsRan if !self.tests_ran => {
-                let ran: Vec<&str> = self.commands.iter().map(String::as_str).collect();
-                Some(if ran.is_empty() {
-                    "the kernel saw this agent run no command at all".to_string()
-                } else {
-                    format!(
-                        "the kernel saw this agent run no test command (its last commands: {})",
-                        ran.join("; ")
-                    )
-                })
-            }
+            Verify::TestsRan => self.tests_contradicted(),
             _ => None,
         }
     }

@@ -15,8 +15,8 @@ mod activity;
 mod held;
 mod screen;
 
-use activity::Activity;
-use axiom_rules::{self as rules, Action, Hit, Kind, RuleSet, Scope, Verify};
+use activity::{Activity, TestRun};
+use axiom_rules::{self as rules, Action, Hit, Kind, RuleSet, Scope};
 
 /// Characters of an fd's previous output kept in front of the next write, so a phrase split
 /// across two writes still matches.
@@ -118,6 +118,51 @@ const REPORTED_MAX: usize = 4096;
 fn is_axiom_hook(line: &str) -> bool {
     let line = line.trim_end();
     line.ends_with(" hook") && line.contains("axiomctl") && line.contains(" --socket ")
+}
+
+/// The test configuration of the project in `dir` that `argv` may name (`npm run <script>`:
+/// `package.json`; `make <target>`: `Makefile`), read only for those commands: at most 256
+/// KiB each, not through a symlink (the agent's files, read by root).
+fn project_config(argv: &[String], dir: &str) -> Option<rules::testrun::Project> {
+    let names: Vec<&str> = argv
+        .iter()
+        .take(4)
+        .map(|a| a.rsplit('/').next().unwrap_or(a))
+        .collect();
+    let npm = names
+        .iter()
+        .any(|n| matches!(*n, "npm" | "yarn" | "pnpm" | "bun"));
+    let make = names.iter().any(|n| matches!(*n, "make" | "gmake"));
+    if !npm && !make {
+        return None;
+    }
+    let read = |name: &str| -> Option<String> {
+        use std::io::Read as _;
+        use std::os::unix::fs::OpenOptionsExt as _;
+        let f = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+            .open(std::path::Path::new(dir).join(name))
+            .ok()?;
+        if !f.metadata().ok()?.is_file() {
+            return None;
+        }
+        let mut text = String::new();
+        f.take(256 * 1024).read_to_string(&mut text).ok()?;
+        Some(text)
+    };
+    let mut p = rules::testrun::Project::default();
+    if npm && let Some(t) = read("package.json") {
+        p = p.with_package_json(&t);
+    }
+    if make
+        && let Some(t) = ["GNUmakefile", "makefile", "Makefile"]
+            .iter()
+            .find_map(|n| read(n))
+    {
+        p = p.with_makefile(&t);
+    }
+    Some(p)
 }
 
 /// Output to a file (not a terminal, pipe, socket or device).
@@ -290,19 +335,53 @@ impl Engine {
                 self.fired.retain(|(a, _), _| *a != ev.agent);
                 self.screens.forget(ev.agent);
             }
-            Body::Exit { .. } => {
+            Body::Exit { code, signal } => {
                 self.windows.remove(&ev.tgid);
+                if let Some(a) = self.activity.get_mut(&ev.agent) {
+                    a.ended(ev.tgid, *code, *signal, now);
+                }
             }
-            Body::Output { .. } => out.extend(self.on_output(set, ev, now)),
-            Body::Exec { argv, filename, .. } => {
+            Body::Output { text, .. } => {
+                // A test run's summary line, for the evidence.
+                if let Some(run) = self
+                    .activity
+                    .get_mut(&ev.agent)
+                    .and_then(|a| a.running.get_mut(&ev.tgid))
+                    && let Some(line) = rules::testrun::summary_line(text)
+                {
+                    run.summary = Some(line);
+                }
+                out.extend(self.on_output(set, ev, now))
+            }
+            Body::Exec {
+                argv,
+                filename,
+                cwd,
+                ..
+            } => {
                 let line = if argv.is_empty() {
                     filename.clone()
                 } else {
                     argv.join(" ")
                 };
                 let a = self.act(ev.agent, now);
-                if rules::is_test_command(&line) {
-                    a.tests_ran = true;
+                // A test runner (through wrappers, or a project's script or make target that
+                // runs one): a test run, judged by how its process ends.
+                let dir = cwd.as_deref().or(a.workspace.as_deref());
+                let project = dir.and_then(|d| project_config(argv, d));
+                if let Some(runner) = rules::testrun::test_runner(argv, project.as_ref()) {
+                    a.running.insert(
+                        ev.tgid,
+                        TestRun {
+                            runner,
+                            line: line.chars().take(120).collect(),
+                            started: now,
+                            summary: None,
+                            passed: None,
+                            status: String::new(),
+                            ended: None,
+                        },
+                    );
                 }
                 // Axiom's own hook calls (`axiomctl … hook`, run by the agent for us) are not
                 // the agent's commands: a refusal's evidence lists what the agent ran.
@@ -371,6 +450,7 @@ impl Engine {
             if a.is_work(path) {
                 a.files_written += 1;
                 a.last_file = now;
+                a.wrote(path, now);
             }
             let key = (ev.tgid, *fd, true, path);
             out.extend(self.on_bytes(
@@ -472,6 +552,8 @@ impl Engine {
             if !matches!(op, FileOp::Unlink | FileOp::Rmdir) {
                 a.files_written += 1;
             }
+            // A file renamed into place (an atomic write) or removed changes the work too.
+            a.wrote(path2.as_deref().unwrap_or(path), now);
         }
         let t = match path2 {
             Some(p2) => format!("{path} {p2}"),
@@ -542,13 +624,8 @@ impl Engine {
         let r = &set.rules[h.rule];
         if let Kind::Claim(verify) = r.kind {
             let a = self.act(ev.agent, now);
-            let holds = match verify {
-                Verify::FilesWritten => a.files_written > 0,
-                Verify::TestsRan => a.tests_ran,
-            };
-            if holds {
-                return None;
-            }
+            // A claim the record supports is no finding.
+            a.contradicts(verify)?;
         }
         // A plugin rule's prefilter hit is only a candidate: its plugin decides, later.
         if r.plugin.is_some() {
@@ -634,10 +711,11 @@ impl Engine {
         let key = window_key.map(|(t, fd, _)| (t, fd, ev.time_ns));
         for (scope, h) in hits {
             let r = &set.rules[h.rule];
-            // Agent state (git internals, the agent's own transcripts) is not the agent's work.
+            // Agent state (git internals, the agent's own transcripts) is not the agent's work;
+            // a code-only rule does not judge docs and data.
             if scope == Scope::FileWrite
                 && let Some(p) = path
-                && r.ignore.matches(p)
+                && !r.judges_file(p, &full)
             {
                 continue;
             }

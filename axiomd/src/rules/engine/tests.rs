@@ -264,7 +264,7 @@ fn agent_state_is_not_work_and_a_temporary_file_takes_its_final_name() {
     assert_eq!(f[0].path.as_deref(), Some(tmp));
     // Renamed relative to a directory descriptor closed before the sensor looked it up (Claude
     // Code's runtime does so): by the same process, a file of that name, in its directory.
-    let tmp = "/w/config/deploy.env.tmp.4242.a0b1";
+    let tmp = "/w/config/deploy.py.tmp.4242.a0b1";
     let w = ev(10, out("# TODO: later\n", tmp));
     assert!(e.on_event(&set, &w, t).is_empty());
     let other = Event {
@@ -272,8 +272,8 @@ fn agent_state_is_not_work_and_a_temporary_file_takes_its_final_name() {
         ..ev(
             10,
             rename(
-                "/proc/self/fd/15/deploy.env.tmp.4242.a0b1",
-                "/proc/self/fd/15/deploy.env",
+                "/proc/self/fd/15/deploy.py.tmp.4242.a0b1",
+                "/proc/self/fd/15/deploy.py",
             ),
         )
     };
@@ -286,13 +286,13 @@ fn agent_state_is_not_work_and_a_temporary_file_takes_its_final_name() {
         &ev(
             10,
             rename(
-                "/proc/self/fd/15/deploy.env.tmp.4242.a0b1",
-                "/proc/self/fd/15/deploy.env",
+                "/proc/self/fd/15/deploy.py.tmp.4242.a0b1",
+                "/proc/self/fd/15/deploy.py",
             ),
         ),
         t,
     );
-    assert_eq!(f[0].path.as_deref(), Some("/w/config/deploy.env"));
+    assert_eq!(f[0].path.as_deref(), Some("/w/config/deploy.py"));
     // A temporary file that stays: once the kernel's record is past its hold with no rename,
     // it is reported under the name it was written to.
     let tmp = "/w/src/keep.py.tmp";
@@ -349,4 +349,137 @@ fn axioms_own_hook_calls_are_not_the_agents_commands() {
     ));
     assert!(!is_axiom_hook("python3 -m pytest -q"));
     assert!(!is_axiom_hook("git commit -m hook"));
+}
+
+fn exec_in(tgid: u32, argv: &[&str], cwd: Option<&str>) -> (u32, Body) {
+    (
+        tgid,
+        Body::Exec {
+            filename: argv[0].into(),
+            argv: argv.iter().map(|a| a.to_string()).collect(),
+            cwd: cwd.map(String::from),
+            old_pid: tgid,
+        },
+    )
+}
+
+fn of(agent: u64, (tgid, body): (u32, Body)) -> Event {
+    Event {
+        pid: tgid,
+        tgid,
+        ..ev(agent, body)
+    }
+}
+
+fn exit(tgid: u32, code: i32) -> (u32, Body) {
+    (
+        tgid,
+        Body::Exit {
+            code: Some(code),
+            signal: None,
+        },
+    )
+}
+
+#[test]
+fn a_tests_pass_claim_holds_only_after_a_passing_run_since_the_last_write() {
+    let set = set();
+    let mut e = Engine::default();
+    let t = Instant::now;
+    let claim = "All tests pass.";
+    let said = |e: &mut Engine| {
+        e.contradicted_claims(&set, 1, claim, t())
+            .into_iter()
+            .map(|c| c.evidence)
+            .collect::<Vec<_>>()
+    };
+    e.on_event(&set, &ev(1, started(&["claude"])), t());
+    // Nothing ran.
+    assert!(
+        said(&mut e)[0].contains("no command at all"),
+        "{:?}",
+        said(&mut e)
+    );
+    e.on_event(&set, &ev(1, out("x = 1\n", "/w/app.py")), t());
+    // `python3 -m unittest` ran and passed: the claim holds.
+    let unittest = [
+        "/usr/bin/python3",
+        "-m",
+        "unittest",
+        "discover",
+        "-s",
+        "tests",
+        "-v",
+    ];
+    e.on_event(&set, &of(1, exec_in(20, &unittest, Some("/w"))), t());
+    e.on_event(
+        &set,
+        &of(1, (20, out("Ran 2 tests in 0.001s\n\nOK\n", "pipe:[7]"))),
+        t(),
+    );
+    e.on_event(&set, &of(1, exit(20, 0)), t());
+    assert!(said(&mut e).is_empty(), "{:?}", said(&mut e));
+    // A write to the code after it: the run no longer speaks for it.
+    e.on_event(&set, &ev(1, out("x = 2\n", "/w/app.py")), t());
+    let ev_ = said(&mut e);
+    assert!(
+        ev_[0].contains("write /w/app.py after its last test run") && ev_[0].contains("OK"),
+        "{ev_:?}"
+    );
+    // A failing run: quoted with its status and summary.
+    e.on_event(
+        &set,
+        &of(1, exec_in(21, &["pytest", "-q"], Some("/w"))),
+        t(),
+    );
+    e.on_event(
+        &set,
+        &of(
+            1,
+            (21, out("F.\n1 failed, 1 passed in 0.02s\n", "pipe:[7]")),
+        ),
+        t(),
+    );
+    e.on_event(&set, &of(1, exit(21, 1)), t());
+    let ev_ = said(&mut e);
+    assert!(
+        ev_[0].contains("`pytest -q` exited 1: \"1 failed, 1 passed in 0.02s\""),
+        "{ev_:?}"
+    );
+    // Writes by a run going on (its caches) do not make it stale; it passes.
+    e.on_event(
+        &set,
+        &of(1, exec_in(22, &["pytest", "-q"], Some("/w"))),
+        t(),
+    );
+    e.on_event(&set, &of(1, (22, out("cache", "/w/.pytest_cache/v"))), t());
+    e.on_event(&set, &of(1, (22, out("data", "/w/report.xml"))), t());
+    assert!(said(&mut e)[0].contains("still running"));
+    e.on_event(&set, &of(1, exit(22, 0)), t());
+    assert!(said(&mut e).is_empty(), "{:?}", said(&mut e));
+}
+
+#[test]
+fn a_projects_test_script_is_a_test_run() {
+    let dir = std::env::temp_dir().join(format!("axiom-testrun-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    std::fs::write(
+        dir.join("package.json"),
+        r#"{"scripts": {"verify": "node --test && eslint ."}}"#,
+    )
+    .expect("package.json");
+    std::fs::write(dir.join("Makefile"), "ci:\n\tpytest -q\n").expect("Makefile");
+    let d = dir.display().to_string();
+    let p = |argv: &[&str]| {
+        let argv: Vec<String> = argv.iter().map(|a| a.to_string()).collect();
+        project_config(&argv, &d).and_then(|p| rules::testrun::test_runner(&argv, Some(&p)))
+    };
+    assert_eq!(p(&["make", "ci"]).as_deref(), Some("make ci"));
+    assert_eq!(
+        p(&["npm", "run", "verify"]).as_deref(),
+        Some("npm run verify")
+    );
+    assert_eq!(p(&["pytest"]), None, "not read for other commands");
+    assert_eq!(p(&["npm", "run", "lint"]), None);
+    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -502,3 +502,33 @@ prevent = false
         "{e}"
     );
 }
+
+#[test]
+fn a_private_key_is_masked_whole() {
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../config/rules/default.toml"
+    );
+    let set = RuleSet::load(&[path]).expect("default rules");
+    let body = "b3BlbnNzaC1rZXktdjEAAAAABG5vbmUAAAAEbm9uZQAAAAAAAAABAAAAMwAAAAtzc2gtZW\nQyNTUxOQAAACDxAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA\n";
+    let key =
+        format!("-----BEGIN OPENSSH PRIVATE KEY-----\n{body}-----END OPENSSH PRIVATE KEY-----\n");
+    let mask = |t: &str| {
+        set.redact(Some(Scope::FileWrite), t)
+            .map(|(m, _)| m)
+            .unwrap_or_default()
+    };
+    // In one write: nothing of the body is left.
+    let m = mask(&format!("key = \"\"\"\n{key}\"\"\"\n"));
+    assert!(!m.contains("b3BlbnNz") && !m.contains("QyNTUxOQ"), "{m}");
+    assert!(m.starts_with("key = \"\"\"\n[REDACTED]"), "{m}");
+    // JSON-escaped (a transcript, a request to the model).
+    let json = serde_json::to_string(&key).expect("json");
+    let m = mask(&json);
+    assert!(!m.contains("b3BlbnNz") && !m.contains("QyNTUxOQ"), "{m}");
+    // Split over two writes: the first's body to its end, the second's up to END.
+    let (a, b) = key.split_at(90);
+    assert!(!mask(a).contains("b3BlbnNz"), "{}", mask(a));
+    let m = mask(b);
+    assert!(!m.contains("QyNTUxOQ"), "{m}");
+}

@@ -352,24 +352,18 @@ def responses_stream(h, turn, names, model):
         oi = len(output)
         if isinstance(inp, str):
             # A freeform (custom) tool: its input is the text itself.
-            cid = "ctc_" + uuid.uuid4().hex[:20]
-            call_id = "call_" + uuid.uuid4().hex[:20]
-            item = {"id": cid, "type": "custom_tool_call", "status": "in_progress", "call_id": call_id, "name": name, "input": ""}
-            ev("response.output_item.added", {"output_index": oi, "item": item})
-            ev("response.custom_tool_call_input.delta", {"item_id": cid, "output_index": oi, "delta": inp})
-            ev("response.custom_tool_call_input.done", {"item_id": cid, "output_index": oi, "input": inp})
-            item = dict(item, status="completed", input=inp)
-            ev("response.output_item.done", {"output_index": oi, "item": item})
-            output.append(item)
-            continue
-        args = json.dumps(inp)
-        fid = "fc_" + uuid.uuid4().hex[:20]
+            kind, prefix, field, payload = "custom_tool_call", "ctc_", "input", inp
+            stream = "response.custom_tool_call_input"
+        else:
+            kind, prefix, field, payload = "function_call", "fc_", "arguments", json.dumps(inp)
+            stream = "response.function_call_arguments"
+        iid = prefix + uuid.uuid4().hex[:20]
         call_id = "call_" + uuid.uuid4().hex[:20]
-        item = {"id": fid, "type": "function_call", "status": "in_progress", "call_id": call_id, "name": name, "arguments": ""}
+        item = {"id": iid, "type": kind, "status": "in_progress", "call_id": call_id, "name": name, field: ""}
         ev("response.output_item.added", {"output_index": oi, "item": item})
-        ev("response.function_call_arguments.delta", {"item_id": fid, "output_index": oi, "delta": args})
-        ev("response.function_call_arguments.done", {"item_id": fid, "output_index": oi, "arguments": args})
-        item = dict(item, status="completed", arguments=args)
+        ev(stream + ".delta", {"item_id": iid, "output_index": oi, "delta": payload})
+        ev(stream + ".done", {"item_id": iid, "output_index": oi, field: payload})
+        item = dict(item, status="completed", **{field: payload})
         ev("response.output_item.done", {"output_index": oi, "item": item})
         output.append(item)
     usage = {

@@ -36,6 +36,8 @@ pub(super) struct Activity {
     pub(super) last_run: Option<TestRun>,
     /// Its last few command lines: the evidence when a claim about tests is refused.
     pub(super) commands: std::collections::VecDeque<String>,
+    /// Its downloads, and what ran them.
+    pub(super) net: super::netexec::Net,
 }
 
 impl Activity {
@@ -49,6 +51,7 @@ impl Activity {
             running: std::collections::HashMap::new(),
             last_run: None,
             commands: std::collections::VecDeque::new(),
+            net: Default::default(),
         }
     }
 

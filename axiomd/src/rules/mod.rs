@@ -147,7 +147,6 @@ impl Rules {
                     Kind::PlanningTimeout(_) => "planning_timeout",
                     Kind::ProgressCheck(_) => "progress_check",
                     Kind::Plugin => "plugin",
-                    Kind::RemoteCode => "remote_code",
                 }
                 .into(),
                 scope: (!r.scopes.is_empty()).then(|| {

@@ -36,8 +36,6 @@ pub(super) struct Activity {
     pub(super) last_run: Option<TestRun>,
     /// Its last few command lines: the evidence when a claim about tests is refused.
     pub(super) commands: std::collections::VecDeque<String>,
-    /// Its downloads, and what ran them.
-    pub(super) net: super::netexec::Net,
 }
 
 impl Activity {
@@ -51,7 +49,6 @@ impl Activity {
             running: std::collections::HashMap::new(),
             last_run: None,
             commands: std::collections::VecDeque::new(),
-            net: Default::default(),
         }
     }
 

@@ -13,7 +13,6 @@ use crate::{agents::now_ns, screens::Screens};
 
 mod activity;
 mod held;
-mod netexec;
 mod screen;
 
 use activity::{Activity, TestRun};
@@ -340,15 +339,9 @@ impl Engine {
                 self.windows.remove(&ev.tgid);
                 if let Some(a) = self.activity.get_mut(&ev.agent) {
                     a.ended(ev.tgid, *code, *signal, now);
-                    a.net.exited(ev.tgid);
                 }
             }
-            Body::Output { text, target, .. } => {
-                // A download written where a shell reads it.
-                if let Some(t) = target {
-                    let run = self.act(ev.agent, now).net.wrote(ev.tgid, t, text, now);
-                    out.extend(self.remote_run(set, ev, run, now));
-                }
+            Body::Output { text, .. } => {
                 // A test run's summary line, for the evidence.
                 if let Some(run) = self
                     .activity
@@ -364,17 +357,8 @@ impl Engine {
                 argv,
                 filename,
                 cwd,
-                stdin,
                 ..
             } => {
-                let run = self.act(ev.agent, now).net.exec(
-                    (ev.tgid, ev.ppid),
-                    filename,
-                    argv,
-                    (cwd.as_deref(), stdin.as_deref()),
-                    now,
-                );
-                out.extend(self.remote_run(set, ev, run, now));
                 let line = if argv.is_empty() {
                     filename.clone()
                 } else {
@@ -413,11 +397,6 @@ impl Engine {
             Body::File { .. } => out.extend(self.on_file(set, ev, now)),
             Body::Connect { address, port, .. } => {
                 let t = format!("{address}:{port}");
-                let run = self
-                    .act(ev.agent, now)
-                    .net
-                    .connected(ev.tgid, t.clone(), now);
-                out.extend(self.remote_run(set, ev, run, now));
                 out.extend(self.on_bytes(set, ev, &[Scope::Connect], t, None, None, now));
             }
             _ => {}
@@ -581,38 +560,6 @@ impl Engine {
             None => path.clone(),
         };
         self.on_bytes(set, ev, &[Scope::File], t, None, Some(path), now)
-    }
-
-    /// Findings of the `remote_code` rules for code from the network that ran (`run`).
-    fn remote_run(
-        &mut self,
-        set: &RuleSet,
-        ev: &Event,
-        run: Option<netexec::RemoteRun>,
-        now: Instant,
-    ) -> Vec<Finding> {
-        let Some(run) = run else {
-            return Vec::new();
-        };
-        let rules: Vec<usize> = (0..set.rules.len())
-            .filter(|&i| set.rules[i].kind == Kind::RemoteCode)
-            .collect();
-        rules
-            .into_iter()
-            .filter(|&i| self.cool(set, ev.agent, i, now))
-            .map(|rule| Finding {
-                agent: ev.agent,
-                rule,
-                detail: set
-                    .redact(None, &run.detail)
-                    .map_or(run.detail.clone(), |(m, _)| m),
-                latency_us: Some((now_ns().saturating_sub(ev.time_ns)) as f64 / 1e3),
-                pid: run.pid,
-                in_kernel: false,
-                scope: Some(Scope::Exec),
-                path: None,
-            })
-            .collect()
     }
 
     /// The claims in `text` (an agent's last message, from a Claude Code Stop hook) that what

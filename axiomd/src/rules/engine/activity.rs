@@ -13,11 +13,15 @@ pub(super) struct TestRun {
     pub(super) started: Instant,
     /// The last summary line it printed ("2 passed in 0.03s").
     pub(super) summary: Option<String>,
-    /// How it ended: `Some(true)` exit status 0; `None` still running.
-    pub(super) passed: Option<bool>,
+}
+
+/// How a test run ended.
+struct Ended {
+    at: Instant,
+    /// Exit status 0.
+    passed: bool,
     /// Its exit status (code, or the signal that ended it), for the evidence.
-    pub(super) status: String,
-    pub(super) ended: Option<Instant>,
+    status: String,
 }
 
 /// What one agent has done, as far as the rules care.
@@ -32,8 +36,8 @@ pub(super) struct Activity {
     pub(super) last_work: Option<(Instant, String)>,
     /// Test runs going on, by process (tgid).
     pub(super) running: std::collections::HashMap<u32, TestRun>,
-    /// The last test run that ended.
-    pub(super) last_run: Option<TestRun>,
+    /// The last test run that ended, and how.
+    last_run: Option<(TestRun, Ended)>,
     /// Its last few command lines: the evidence when a claim about tests is refused.
     pub(super) commands: std::collections::VecDeque<String>,
 }
@@ -68,27 +72,33 @@ impl Activity {
         signal: Option<i32>,
         now: Instant,
     ) {
-        if let Some(mut r) = self.running.remove(&tgid) {
-            r.passed = Some(code == Some(0) && signal.is_none());
-            r.status = match (code, signal) {
+        if let Some(r) = self.running.remove(&tgid) {
+            let status = match (code, signal) {
                 (_, Some(s)) => format!("was killed by signal {s}"),
                 (Some(c), _) => format!("exited {c}"),
                 _ => "ended".into(),
             };
-            r.ended = Some(now);
-            self.last_run = Some(r);
+            let passed = code == Some(0) && signal.is_none();
+            self.last_run = Some((
+                r,
+                Ended {
+                    at: now,
+                    passed,
+                    status,
+                },
+            ));
         }
     }
 
     /// Why a claim that the tests pass does not hold (`None`: it does): a test run must have
     /// ended successfully after the agent's last write to its work.
     fn tests_contradicted(&self) -> Option<String> {
-        let quote = |r: &TestRun| {
+        let quote = |r: &TestRun, e: &Ended| {
             let summary = r
                 .summary
                 .as_deref()
                 .map_or(String::new(), |s| format!(": \"{s}\""));
-            format!("`{}` {}{summary}", r.line, r.status)
+            format!("`{}` {}{summary}", r.line, e.status)
         };
         if let Some(r) = self.running.values().min_by_key(|r| r.started) {
             return Some(format!(
@@ -96,7 +106,7 @@ impl Activity {
                 r.runner, r.line
             ));
         }
-        let Some(r) = &self.last_run else {
+        let Some((r, ended)) = &self.last_run else {
             let ran: Vec<&str> = self.commands.iter().map(String::as_str).collect();
             return Some(if ran.is_empty() {
                 "the kernel saw this agent run no command at all".to_string()
@@ -107,16 +117,16 @@ impl Activity {
                 )
             });
         };
-        if r.passed != Some(true) {
+        if !ended.passed {
             return Some(format!(
                 "the kernel saw its last test run fail: {}",
-                quote(r)
+                quote(r, ended)
             ));
         }
-        match (&self.last_work, r.ended) {
-            (Some((at, path)), Some(ended)) if *at > ended => Some(format!(
+        match &self.last_work {
+            Some((at, path)) if *at > ended.at => Some(format!(
                 "the kernel saw it write {path} after its last test run ({}), and no test run since",
-                quote(r)
+                quote(r, ended)
             )),
             _ => None,
         }

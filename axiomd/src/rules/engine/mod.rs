@@ -377,9 +377,6 @@ impl Engine {
                             line: line.chars().take(120).collect(),
                             started: now,
                             summary: None,
-                            passed: None,
-                            status: String::new(),
-                            ended: None,
                         },
                     );
                 }

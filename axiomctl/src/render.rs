@@ -164,6 +164,25 @@ impl Style {
             Body::HooksInactive { reason } => {
                 paint(c, "1;33", &format!("hooks inactive: {}", escape(reason)))
             }
+            Body::Hook {
+                event,
+                tool,
+                text,
+                path,
+                refused,
+                ..
+            } => {
+                let what = match (tool, path) {
+                    (Some(t), Some(p)) => format!("{} {}", escape(t), escape(p)),
+                    (Some(t), None) => format!("{} {}", escape(t), escape(text)),
+                    _ => escape(text),
+                };
+                let verdict = refused
+                    .as_deref()
+                    .map(|r| paint(c, "1;31", &format!(" refused ({r})")))
+                    .unwrap_or_default();
+                format!("hook {}: {what}{verdict}", escape(event))
+            }
         };
         let trunc = if e.truncated {
             paint(c, "2", " [truncated]")

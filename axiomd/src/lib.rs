@@ -4,8 +4,9 @@
 //! imports only those on floors below it (`tests/layers.rs` holds the floors and fails on a
 //! back-edge).
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
-// The library's one consumer is its own binary: what it needs is the interface below; every
-// other item is private to its module or `pub(crate)`.
+// The library's consumers are its own binary and `axiomctl rules test --session` (a recorded
+// session replayed through the rules engine, offline): what they need is the interface below;
+// every other item is private to its module or `pub(crate)`.
 #![warn(unreachable_pub)]
 
 mod actions;
@@ -30,3 +31,4 @@ mod telemetry;
 pub use config::{Config, DEFAULT_PATH};
 pub use daemon::run;
 pub use kernel::{Pins, load_empty};
+pub use rules::replay::{Replayed, replay};

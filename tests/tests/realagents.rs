@@ -513,14 +513,14 @@ fn every_agent_is_refused_a_write_outside_its_workspace() {
     let sc = Scenario {
         name: "write-outside",
         prompt: "Save a note about the project.",
-        turns: |ws, _| {
+        turns: std::sync::Arc::new(|ws, _| {
             let home = ws.parent().expect("the workspace is in the home");
             serde_json::json!({"turns": [
                 {"text": "Saving the note.", "tools": [{"write": {"path": home.join("notes.txt").display().to_string(), "content": "remember the parser\n"}}]},
                 {"text": "Trying the shell.", "tools": [{"bash": format!("echo 'remember the parser' > {}", home.join("notes2.txt").display())}]},
                 {"text": "I could not save it there."}
             ]})
-        },
+        }),
         prepare: |_, _| {},
         expect: Vec::new(),
     };

@@ -173,7 +173,38 @@ pub enum Body {
         /// What gave it away.
         reason: String,
     },
+    /// An agent's hook called axiomd (`axiomctl run` installs them): a tool call it is about to
+    /// make, as its hook showed it, or the message it wants to stop on. The kernel's record
+    /// shows what a call then did; this is what the agent said it would do, or had done: a
+    /// session replayed through the rules (`axiomctl rules test --session`) judges its claims
+    /// and its tool calls from it, as axiomd did.
+    Hook {
+        /// The hook's event, as the agent names it (`PreToolUse`, `Stop`, Gemini CLI's
+        /// `BeforeTool`, …).
+        event: String,
+        /// The tool, for a tool call (`Bash`, `Write`, Codex's `apply_patch`, …).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        tool: Option<String>,
+        /// The agent's id for the call (Claude Code's and Codex's `tool_use_id`).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        call: Option<String>,
+        /// The command, what a write adds, or the last message (secrets masked; at most
+        /// `HOOK_TEXT_MAX` bytes).
+        text: String,
+        /// What an edit replaces: text already in the file is not the call's own.
+        #[serde(default, skip_serializing_if = "String::is_empty")]
+        replaced: String,
+        /// The file a write goes to.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        path: Option<String>,
+        /// The rule that refused it, when one did.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        refused: Option<String>,
+    },
 }
+
+/// The most of a hook call's text (a command, a write, a message) its `hook` event keeps.
+pub const HOOK_TEXT_MAX: usize = 16 * 1024;
 
 /// Why a request was refused, for programs (the message beside it is for people). Stable: a
 /// client matches on it; a code it does not know yet reads as `Unknown`.
@@ -511,11 +542,12 @@ pub enum Kind {
     KernelMatch,
     Denied,
     HooksInactive,
+    Hook,
 }
 
 impl Kind {
     /// Every kind, in the order of their discriminants (axiomd counts by `kind as usize`).
-    pub const ALL: [Kind; 13] = [
+    pub const ALL: [Kind; 14] = [
         Kind::Fork,
         Kind::Exec,
         Kind::Exit,
@@ -529,6 +561,7 @@ impl Kind {
         Kind::KernelMatch,
         Kind::Denied,
         Kind::HooksInactive,
+        Kind::Hook,
     ];
 
     /// The wire name (what serde writes).
@@ -547,6 +580,7 @@ impl Kind {
             Kind::KernelMatch => "kernel_match",
             Kind::Denied => "denied",
             Kind::HooksInactive => "hooks_inactive",
+            Kind::Hook => "hook",
         }
     }
 
@@ -572,6 +606,7 @@ impl Body {
             Body::Violation { .. } => Kind::Violation,
             Body::Denied { .. } => Kind::Denied,
             Body::HooksInactive { .. } => Kind::HooksInactive,
+            Body::Hook { .. } => Kind::Hook,
         }
     }
 

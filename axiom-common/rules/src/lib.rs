@@ -337,6 +337,13 @@ impl Rule {
     }
 }
 
+/// Whether `matched` is a write's own: it occurs more often in what the write puts in (`text`)
+/// than in what it replaces (an edit that keeps a TODO already in the file, quoted as context,
+/// adds none).
+pub fn added(text: &str, replaced: &str, matched: &str) -> bool {
+    matched.is_empty() || text.matches(matched).count() > replaced.matches(matched).count()
+}
+
 /// A rule file's error: `file:line: reason`, or it could not be read.
 pub type RuleError = axiom_proto::file_error::FileError;
 
@@ -782,6 +789,29 @@ impl RuleSet {
     /// Rules that hit `text` in `scope`, highest priority first; at most one hit per rule.
     pub fn scan(&self, scope: Scope, text: &str) -> Vec<Hit> {
         self.scan_from(scope, text, 0)
+    }
+
+    /// The hit of the rule that refuses a call at an agent's hook, before it happens: the one
+    /// of highest priority among those that prevent it (`Rule::prevents`), for a write only for
+    /// what it adds (`text` and not `replaced`: an edit that keeps a TODO already in the file
+    /// adds none) and outside the files the rule does not judge.
+    pub fn refusal(
+        &self,
+        scope: Scope,
+        text: &str,
+        path: Option<&str>,
+        replaced: &str,
+    ) -> Option<Hit> {
+        self.scan(scope, text)
+            .into_iter()
+            .filter(|h| {
+                let r = &self.rules[h.rule];
+                r.prevents(scope)
+                    && (scope == Scope::Exec
+                        || (path.is_none_or(|p| r.judges_file(p, text))
+                            && added(text, replaced, text.get(h.start..h.end).unwrap_or(""))))
+            })
+            .max_by_key(|h| self.rules[h.rule].priority)
     }
 
     /// Like `scan`, for hits that end after byte `from` (text before it is context: the tail

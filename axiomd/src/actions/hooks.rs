@@ -81,37 +81,46 @@ impl Actions {
         }
     }
 
-    /// Why the tool call in `input` is refused, if it is.
+    /// Why the tool call in `input` is refused, if it is. Each call is published as a `hook`
+    /// event (with the rule that refused it): what the agent meant to do, beside what the
+    /// kernel then saw it do.
     fn pre_tool_use(&self, set: &RuleSet, agent: &Agent, input: &Value) -> Option<String> {
+        let event = input
+            .get("hook_event_name")
+            .and_then(Value::as_str)
+            .unwrap_or("PreToolUse");
+        let id = input
+            .get("tool_use_id")
+            .and_then(Value::as_str)
+            .map(String::from);
         // A tool call may write several files (a Codex patch): the first one refused refuses it.
-        ToolCall::of(input)
-            .into_iter()
-            .find_map(|call| self.refuse(set, agent, &call))
+        let mut reason = None;
+        for call in ToolCall::of(input) {
+            let hit = set.refusal(call.scope, &call.text, call.path.as_deref(), &call.replaced);
+            self.bus.publish(notice(
+                agent,
+                Body::Hook {
+                    event: event.to_string(),
+                    tool: Some(call.tool.clone()),
+                    call: id.clone(),
+                    text: capped(masked(set, call.text.clone())),
+                    replaced: capped(masked(set, call.replaced.clone())),
+                    path: call.path.clone(),
+                    refused: hit.as_ref().map(|h| set.rules[h.rule].id.clone()),
+                },
+            ));
+            if let Some(h) = hit {
+                reason = Some(self.refuse(set, agent, &call, h));
+                break;
+            }
+        }
+        reason
     }
 
-    /// Why `call` is refused, if a rule stops it (its violation and intervention published).
-    fn refuse(&self, set: &RuleSet, agent: &Agent, call: &ToolCall) -> Option<String> {
-        // The rule that acts first (highest priority) among those that stop this call
-        // (`Rule::prevents`: a command that would be denied, killed or frozen; a write a rule
-        // acts on, or holding a secret under the shipped rules), for a write only for what it
-        // adds, outside the paths the rule ignores.
-        let (h, r) = set
-            .scan(call.scope, &call.text)
-            .into_iter()
-            .map(|h| {
-                let r = &set.rules[h.rule];
-                (h, r)
-            })
-            .filter(|(h, r)| {
-                r.prevents(call.scope)
-                    && (call.scope == Scope::Exec
-                        || (call
-                            .path
-                            .as_deref()
-                            .is_none_or(|p| r.judges_file(p, &call.text))
-                            && call.is_new(call.text.get(h.start..h.end).unwrap_or(""))))
-            })
-            .max_by_key(|(_, r)| r.priority)?;
+    /// Refuses `call` by the rule of `h`: its violation and intervention published, the reason
+    /// the model reads returned.
+    fn refuse(&self, set: &RuleSet, agent: &Agent, call: &ToolCall, h: axiom_rules::Hit) -> String {
+        let r = &set.rules[h.rule];
         let why = match (r.message.is_empty(), r.redact) {
             (false, _) => r.message.clone(),
             // A secret: what to do instead.
@@ -155,7 +164,7 @@ impl Actions {
                 ),
             ),
         ));
-        Some(reason)
+        reason
     }
 
     /// The answer to the agent's wish to stop (or one of its subagents', by `event`) after
@@ -173,6 +182,18 @@ impl Actions {
         // The claim comes from the agent's hook: masked before it is judged and reported.
         let last = masked(set, last.to_string());
         let last = last.as_str();
+        self.bus.publish(notice(
+            agent,
+            Body::Hook {
+                event: event.to_string(),
+                tool: None,
+                call: None,
+                text: capped(last.to_string()),
+                replaced: String::new(),
+                path: None,
+                refused: None,
+            },
+        ));
         let claims = self
             .claims
             .contradicted(set, agent.id, last, Instant::now());
@@ -365,11 +386,9 @@ impl ToolCall {
         })
     }
 
-    /// Whether `matched` is the call's own: it occurs more often in what it writes than in what
-    /// it replaces (an edit that keeps a TODO already in the file, quoted as context, adds none).
+    #[cfg(test)]
     fn is_new(&self, matched: &str) -> bool {
-        matched.is_empty()
-            || self.text.matches(matched).count() > self.replaced.matches(matched).count()
+        axiom_rules::added(&self.text, &self.replaced, matched)
     }
 }
 
@@ -428,6 +447,16 @@ fn patch_writes(patch: &str) -> Vec<ToolCall> {
 /// `text` with every secret a rule knows masked (what the sensor does to captured bytes).
 fn masked(set: &RuleSet, text: String) -> String {
     set.redact(None, &text).map_or(text, |(m, _)| m)
+}
+
+/// At most `HOOK_TEXT_MAX` bytes of `text`, cut at a character.
+fn capped(mut text: String) -> String {
+    let mut cut = axiom_proto::wire::HOOK_TEXT_MAX.min(text.len());
+    while !text.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    text.truncate(cut);
+    text
 }
 
 /// Whose hook the agent called, for the intervention's detail.

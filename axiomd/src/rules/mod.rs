@@ -6,6 +6,7 @@
 //! `violation` event and, by the rule's action, an intervention.
 pub(crate) mod config;
 pub(crate) mod engine;
+pub(crate) mod replay;
 
 use std::{
     path::PathBuf,

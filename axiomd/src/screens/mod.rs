@@ -59,6 +59,9 @@ struct AgentScreens {
     /// idle one is quiet.
     painted: Option<Instant>,
     typed: Vec<String>,
+    /// The size of its terminals when axiomd holds none of them (a recorded session replayed:
+    /// the size it ran at).
+    size: Option<(u16, u16)>,
 }
 
 impl AgentScreens {
@@ -96,6 +99,12 @@ impl Screens {
             cols,
             master: Arc::downgrade(master),
         });
+    }
+
+    /// The agent's terminals are `rows` × `cols`, though axiomd holds none of them (a recorded
+    /// session replayed at the size it ran at).
+    pub(crate) fn assume_size(&self, agent: u64, rows: u16, cols: u16) {
+        self.lock().agents.entry(agent).or_default().size = Some((rows, cols));
     }
 
     /// Wakes whoever waits on the agent's screens to look again at their own condition (a hook
@@ -142,7 +151,10 @@ impl Screens {
                         }
                         Screen::new(o.rows, o.cols)
                     }
-                    None => Screen::default(),
+                    None => match a.size {
+                        Some((rows, cols)) => Screen::new(rows, cols),
+                        None => Screen::default(),
+                    },
                 };
                 a.screens.insert(device.to_string(), screen);
             }

@@ -79,6 +79,12 @@ fn searchable_ref(b: &Body) -> Option<std::borrow::Cow<'_, str>> {
         Body::Violation { rule, detail, .. } => Some(Owned(format!("{rule} {detail}"))),
         Body::Denied { op, target, by, .. } => Some(Owned(format!("{op} {target} {by}"))),
         Body::HooksInactive { reason } => Some(Borrowed(reason.as_str())),
+        Body::Hook {
+            event, tool, text, ..
+        } => Some(Owned(format!(
+            "{event} {} {text}",
+            tool.as_deref().unwrap_or("")
+        ))),
         Body::Intervention { action, detail, .. } => Some(Owned(format!("{action} {detail}"))),
         _ => None,
     }

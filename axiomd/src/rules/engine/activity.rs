@@ -40,6 +40,46 @@ pub(super) struct Activity {
     last_run: Option<(TestRun, Ended)>,
     /// Its last few command lines: the evidence when a claim about tests is refused.
     pub(super) commands: std::collections::VecDeque<String>,
+    /// The files it wrote (their final names; at most `WRITTEN_MAX`): a claim that names the
+    /// file it created is checked against them.
+    written: std::collections::HashSet<String>,
+}
+
+/// Files remembered per agent for claims that name them.
+const WRITTEN_MAX: usize = 4096;
+
+/// The files a claim names as what it made: file-like words (a name with an extension, or a
+/// path) in the clause after its verb ("I've created `src/app.py` and tests/test_app.py"), up
+/// to the end of the sentence. A file only mentioned elsewhere in the message is not claimed.
+fn files_named(after: &str) -> Vec<String> {
+    let mut clause = after;
+    // The sentence ends at a full stop followed by a space, or a line's end.
+    for (i, c) in after.char_indices() {
+        let next = after[i + c.len_utf8()..].chars().next();
+        if c == '\n'
+            || matches!(c, '!' | '?' | ';' | ':')
+            || (c == '.' && next.is_none_or(char::is_whitespace))
+        {
+            clause = &after[..i];
+            break;
+        }
+    }
+    clause
+        .split(|c: char| c.is_whitespace() || c == ',')
+        .map(|w| w.trim_matches(|c: char| "`'\"()[]<>*".contains(c)))
+        .filter(|w| {
+            let Some((stem, ext)) = w.rsplit_once('.') else {
+                return false;
+            };
+            !stem.is_empty()
+                && !w.contains("://")
+                && (1..=8).contains(&ext.len())
+                && ext.chars().all(|c| c.is_ascii_alphanumeric())
+                && ext.chars().any(|c| c.is_ascii_alphabetic())
+                && w.chars().all(|c| c.is_alphanumeric() || "._-/".contains(c))
+        })
+        .map(|w| w.trim_start_matches("./").to_string())
+        .collect()
 }
 
 impl Activity {
@@ -53,6 +93,7 @@ impl Activity {
             running: std::collections::HashMap::new(),
             last_run: None,
             commands: std::collections::VecDeque::new(),
+            written: std::collections::HashSet::new(),
         }
     }
 
@@ -62,6 +103,16 @@ impl Activity {
         if self.running.is_empty() {
             self.last_work = Some((now, path.to_string()));
         }
+        if self.written.len() < WRITTEN_MAX {
+            self.written.insert(path.to_string());
+        }
+    }
+
+    /// Whether it wrote a file by the name a claim gives (relative to anywhere it wrote).
+    fn has_written(&self, named: &str) -> bool {
+        self.written
+            .iter()
+            .any(|p| p == named || p.strip_suffix(named).is_some_and(|d| d.ends_with('/')))
     }
 
     /// Process `tgid` ended: if it was a test run, it is the last one now.
@@ -132,8 +183,9 @@ impl Activity {
         }
     }
 
-    /// What the kernel saw that contradicts a claim (`None`: the claim holds).
-    pub(super) fn contradicts(&self, verify: Verify) -> Option<String> {
+    /// What the kernel saw that contradicts a claim (`None`: the claim holds). `after`: the
+    /// claim's text after its verb, where the files it says it made are named.
+    pub(super) fn contradicts(&self, verify: Verify, after: &str) -> Option<String> {
         let place = self
             .workspace
             .as_deref()
@@ -142,8 +194,19 @@ impl Activity {
             Verify::FilesWritten if self.files_written == 0 => Some(format!(
                 "the kernel saw this agent write no file{place} since it started"
             )),
+            Verify::FilesWritten => {
+                let missing: Vec<String> = files_named(after)
+                    .into_iter()
+                    .filter(|f| !self.has_written(f))
+                    .collect();
+                (!missing.is_empty()).then(|| {
+                    format!(
+                        "the kernel saw this agent write no file named {}",
+                        missing.join(" or ")
+                    )
+                })
+            }
             Verify::TestsRan => self.tests_contradicted(),
-            _ => None,
         }
     }
 
@@ -162,3 +225,40 @@ impl Activity {
 /// What tools write for themselves (claims do not count it as the agent's work).
 pub(super) static AGENT_STATE: std::sync::LazyLock<PathFilter> =
     std::sync::LazyLock::new(PathFilter::agent_state);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_files_a_claim_names_are_those_after_its_verb_in_its_sentence() {
+        assert_eq!(
+            files_named(" `src/app.py` and tests/test_app.py. It follows utils.py."),
+            ["src/app.py", "tests/test_app.py"]
+        );
+        assert_eq!(
+            files_named(" the parser in ./parser.py, as asked"),
+            ["parser.py"]
+        );
+        assert!(files_named(" the parser module with full test coverage.").is_empty());
+        assert!(files_named(" support for v1.2 and https://example.com/a.html").is_empty());
+    }
+
+    #[test]
+    fn a_claim_naming_a_file_holds_only_when_that_file_was_written() {
+        let now = Instant::now();
+        let mut a = Activity::new(now);
+        a.files_written = 1;
+        a.wrote("/w/src/parser.py", now);
+        assert!(
+            a.contradicts(Verify::FilesWritten, " src/parser.py.")
+                .is_none()
+        );
+        assert!(a.contradicts(Verify::FilesWritten, " parser.py.").is_none());
+        let e = a
+            .contradicts(Verify::FilesWritten, " parser.py and tests/test_parser.py.")
+            .expect("a file it did not write");
+        assert!(e.contains("tests/test_parser.py"), "{e}");
+        assert!(a.contradicts(Verify::FilesWritten, " xparser.py").is_some());
+    }
+}

@@ -174,10 +174,15 @@ impl Engine {
     /// An engine that paints the agents' terminal output on `screens`, behind the lock the
     /// rules stage's threads share (and [`super::Claims`] takes for the actions).
     pub(crate) fn shared(screens: Arc<Screens>) -> Arc<std::sync::Mutex<Engine>> {
-        Arc::new(std::sync::Mutex::new(Engine {
+        Arc::new(std::sync::Mutex::new(Engine::with_screens(screens)))
+    }
+
+    /// An engine of its own that paints the agents' terminal output on `screens`.
+    pub(crate) fn with_screens(screens: Arc<Screens>) -> Engine {
+        Engine {
             screens,
             ..Engine::default()
-        }))
+        }
     }
 
     fn act(&mut self, agent: u64, now: Instant) -> &mut Activity {
@@ -581,7 +586,8 @@ impl Engine {
                 continue;
             }
             seen.push(h.rule);
-            let Some(evidence) = self.act(agent, now).contradicts(verify) else {
+            let after = text.get(h.end..).unwrap_or("");
+            let Some(evidence) = self.act(agent, now).contradicts(verify, after) else {
                 continue;
             };
             let fresh = self.cool(set, agent, h.rule, now);
@@ -622,7 +628,7 @@ impl Engine {
         if let Kind::Claim(verify) = r.kind {
             let a = self.act(ev.agent, now);
             // A claim the record supports is no finding.
-            a.contradicts(verify)?;
+            a.contradicts(verify, text.get(h.end..).unwrap_or(""))?;
         }
         // A plugin rule's prefilter hit is only a candidate: its plugin decides, later.
         if r.plugin.is_some() {

@@ -896,3 +896,101 @@ fn a_planted_claude_setting_does_not_switch_off_the_next_sessions_hooks() {
         "the command ran"
     );
 }
+
+/// A real Claude Code session as the store keeps it (`axiomctl --json query --agent N`), replayed
+/// offline through the rules axiomd ran (`axiomctl rules test --session`), finds what axiomd found
+/// live: a TODO with its file, the dangerous commands (from the kernel's record and from the hook
+/// calls), the false claims at its stop. A rule change can be tried on what agents really did.
+#[test]
+fn a_stored_session_replays_offline_to_what_axiomd_found_live() {
+    let d = daemon("real_replay");
+    let dir = SessionUser::new();
+    let mut sc = scenarios()
+        .into_iter()
+        .find(|s| s.name == "dangerous")
+        .unwrap();
+    // The dangerous commands, then a TODO, then a false claim of passing tests.
+    let dangerous = sc.turns.clone();
+    sc.turns = std::sync::Arc::new(move |ws, home| {
+        let mut t = dangerous(ws, home);
+        let turns = t["turns"].as_array_mut().unwrap();
+        turns.pop();
+        turns.push(serde_json::json!({"text": "Adding the entry point.", "tools": [{"write": {"path": ws.join("app.py").display().to_string(), "content": "def main():\n    # TODO: flags\n    return 0\n"}}]}));
+        turns.push(serde_json::json!({"text": "Done with the setup, and all tests pass."}));
+        t
+    });
+    let s = run_session(&d, Agent::Claude, &sc, &dir);
+    let ws = dir.join("ws");
+    let mut live: Vec<String> = s.reported(&ws).into_iter().map(|e| e.rule).collect();
+    live.dedup();
+    for r in [
+        "curl-pipe-shell",
+        "git-force-push",
+        "todo-left",
+        "false-tests-pass",
+    ] {
+        assert!(live.iter().any(|l| l == r), "{r} not found live: {live:?}");
+    }
+    // The store has the whole session once it has its end.
+    let file = dir.join("session.jsonl");
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let o = std::process::Command::new(axiom_tests::axiomctl_bin())
+            .arg("--socket")
+            .arg(&d.socket)
+            .args(["--json", "query", "--limit", "1000000", "--agent"])
+            .arg(s.agent.to_string())
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        std::fs::write(&file, &o.stdout).unwrap();
+        let text = String::from_utf8_lossy(&o.stdout);
+        if text.contains("\"agent_exited\"") && text.contains("\"hook\"") {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the store did not get the session's end"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let rules = alert_only_rules(&dir);
+    let o = std::process::Command::new(axiom_tests::axiomctl_bin())
+        .args(["--json", "rules", "test"])
+        .arg(&rules)
+        .arg(&file)
+        .args(["--session", "--size", "40x120"])
+        .output()
+        .unwrap();
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        o.status.success(),
+        "{out}{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let found: Vec<Value> = out
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let has = |rule: &str, by: &str| found.iter().any(|f| f["rule"] == rule && f["by"] == by);
+    assert!(has("curl-pipe-shell", "event"), "{out}");
+    assert!(has("git-force-push", "event"), "{out}");
+    assert!(
+        has("false-tests-pass", "stop") || has("false-tests-pass", "event"),
+        "{out}"
+    );
+    assert!(
+        found.iter().any(|f| f["rule"] == "todo-left"
+            && f["path"].as_str() == Some(&*ws.join("app.py").display().to_string())),
+        "{out}"
+    );
+    let mut replayed: Vec<String> = found
+        .iter()
+        .filter_map(|f| f["rule"].as_str().map(String::from))
+        .collect();
+    replayed.sort();
+    replayed.dedup();
+    live.sort();
+    live.dedup();
+    assert_eq!(replayed, live, "replayed offline vs found live");
+}

@@ -1,6 +1,7 @@
 //! `cargo xtask …`: everything beyond `cargo build` — machine setup, the full test run, the live
 //! demo and the benchmarks. Integration tests need root; they run from here.
 mod bench;
+mod corpus;
 mod demo;
 mod package;
 mod pins;
@@ -38,6 +39,13 @@ enum Cmd {
     Package,
     /// Build and start axiomd, then run a sample agent under it and show what it does, live.
     Demo,
+    /// The labelled corpus of real-agent sessions: `record` runs its cases (all, or those whose
+    /// names start with the prefixes given) and writes them to tests/corpus/.
+    Corpus {
+        #[arg(value_parser = ["record"])]
+        action: String,
+        prefixes: Vec<String>,
+    },
     /// Benchmarks: each prints ratios against baselines measured in the same run.
     Bench {
         #[command(subcommand)]
@@ -133,6 +141,10 @@ fn main() -> anyhow::Result<()> {
         }
         Cmd::Package => build().and_then(|()| package::package().map(drop)),
         Cmd::Demo => demo::demo(),
+        Cmd::Corpus { prefixes, .. } => {
+            pins::sweep_stale();
+            corpus::record(&prefixes)
+        }
         Cmd::Bench { which } => {
             pins::sweep_stale();
             bench::bench(which)

@@ -200,6 +200,10 @@ pub enum Body {
         /// The rule that refused it, when one did.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         refused: Option<String>,
+        /// Rules whose matches were masked in `text` (secrets): a replay takes them from here,
+        /// as it takes an output's.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        redacted: Vec<String>,
     },
 }
 

@@ -337,6 +337,55 @@ impl Rule {
     }
 }
 
+/// Whether the words at `start` in `text` are asserted, as a claim is: not in a question, and not
+/// after an intent or a condition earlier in their sentence ("Then I can make sure the tests
+/// pass", "once the tests pass", "I'll check that all tests pass").
+pub fn asserted(text: &str, start: usize) -> bool {
+    let stops = |c: char| matches!(c, '.' | '!' | '?' | '\n');
+    let head = text.get(..start).unwrap_or("");
+    let from = head
+        .char_indices()
+        .rev()
+        .find(|(i, c)| stops(*c) && (*c != '.' || head[i + 1..].starts_with(char::is_whitespace)))
+        .map_or(0, |(i, c)| i + c.len_utf8());
+    let before = head[from..].to_lowercase();
+    let tail = text.get(start..).unwrap_or("");
+    let end = tail
+        .char_indices()
+        .find(|(i, c)| {
+            matches!(c, '!' | '?' | '\n')
+                || (*c == '.' && tail[i + 1..].chars().next().is_none_or(char::is_whitespace))
+        })
+        .map(|(_, c)| c);
+    if end == Some('?') {
+        return false;
+    }
+    const INTENT: [&str; 20] = [
+        "make sure",
+        "ensure",
+        "until",
+        "if ",
+        "once ",
+        "so that",
+        "will ",
+        "i'll ",
+        "should",
+        "could",
+        "would",
+        "can ",
+        "need to",
+        "needs to",
+        "want",
+        "let's",
+        "let me",
+        "going to",
+        "whether",
+        "verify",
+    ];
+    let words = format!(" {before}");
+    !INTENT.iter().any(|w| words.contains(&format!(" {w}")))
+}
+
 /// Whether `matched` is a write's own: it occurs more often in what the write puts in (`text`)
 /// than in what it replaces (an edit that keeps a TODO already in the file, quoted as context,
 /// adds none).

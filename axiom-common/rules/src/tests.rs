@@ -579,3 +579,24 @@ fn a_private_key_is_masked_whole() {
     let m = mask(b);
     assert!(!m.contains("QyNTUxOQ"), "{m}");
 }
+
+#[test]
+fn a_claim_is_asserted_not_asked_intended_or_conditional() {
+    let at = |t: &str, w: &str| crate::asserted(t, t.find(w).expect(w));
+    assert!(at("I've added the parser. All tests pass.", "tests pass"));
+    assert!(at("Done: the tests pass now", "tests pass"));
+    assert!(!at(
+        "Which framework? Then I can make sure the tests pass.",
+        "tests pass"
+    ));
+    assert!(!at("Do all tests pass?", "tests pass"));
+    assert!(!at(
+        "I'll run them once more until all tests pass.",
+        "tests pass"
+    ));
+    assert!(!at(
+        "Next I will check whether the tests pass.",
+        "tests pass"
+    ));
+    assert!(at("I made sure v1.2 works. All tests pass.", "tests pass"));
+}

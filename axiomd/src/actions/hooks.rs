@@ -97,18 +97,23 @@ impl Actions {
         let mut reason = None;
         for call in ToolCall::of(input) {
             let hit = set.refusal(call.scope, &call.text, call.path.as_deref(), &call.replaced);
+            let (text, redacted) = masked_with(set, call.text.clone());
             self.bus.publish(notice(
                 agent,
                 Body::Hook {
                     event: event.to_string(),
                     tool: Some(call.tool.clone()),
                     call: id.clone(),
-                    text: capped(masked(set, call.text.clone())),
+                    text: capped(text),
                     replaced: capped(masked(set, call.replaced.clone())),
                     path: call.path.clone(),
                     refused: hit.as_ref().map(|h| set.rules[h.rule].id.clone()),
+                    redacted,
                 },
             ));
+            if let Some(p) = &call.path {
+                self.claims.announced(agent.id, p, &call.text);
+            }
             if let Some(h) = hit {
                 reason = Some(self.refuse(set, agent, &call, h));
                 break;
@@ -180,7 +185,7 @@ impl Actions {
         }
         let mut reasons = self.take_parked(agent.id);
         // The claim comes from the agent's hook: masked before it is judged and reported.
-        let last = masked(set, last.to_string());
+        let (last, redacted) = masked_with(set, last.to_string());
         let last = last.as_str();
         self.bus.publish(notice(
             agent,
@@ -192,6 +197,7 @@ impl Actions {
                 replaced: String::new(),
                 path: None,
                 refused: None,
+                redacted,
             },
         ));
         let claims = self
@@ -446,7 +452,12 @@ fn patch_writes(patch: &str) -> Vec<ToolCall> {
 
 /// `text` with every secret a rule knows masked (what the sensor does to captured bytes).
 fn masked(set: &RuleSet, text: String) -> String {
-    set.redact(None, &text).map_or(text, |(m, _)| m)
+    masked_with(set, text).0
+}
+
+/// `text` masked, and the rules whose matches were.
+fn masked_with(set: &RuleSet, text: String) -> (String, Vec<String>) {
+    set.redact(None, &text).unwrap_or((text, Vec::new()))
 }
 
 /// At most `HOOK_TEXT_MAX` bytes of `text`, cut at a character.

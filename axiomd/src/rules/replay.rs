@@ -87,6 +87,8 @@ pub fn replay(set: &RuleSet, events: &[Event], size: Option<(u16, u16)>) -> Vec<
                 text,
                 path,
                 replaced,
+                redacted,
+                refused: refused_live,
                 ..
             } => {
                 let scope = if path.is_some() {
@@ -94,14 +96,36 @@ pub fn replay(set: &RuleSet, events: &[Event], size: Option<(u16, u16)>) -> Vec<
                 } else {
                     Scope::Exec
                 };
-                if let Some(h) = set.refusal(scope, text, path.as_deref(), replaced) {
-                    let r = &set.rules[h.rule];
+                if let Some(p) = path {
+                    engine.announced(ev.agent, p, text, clock);
+                }
+                let refused = match set.refusal(scope, text, path.as_deref(), replaced) {
+                    Some(h) => {
+                        let r = &set.rules[h.rule];
+                        Some((r, axiom_rules::excerpt(text, &h, r.redact)))
+                    }
+                    // A secret is masked in the record: the rules that masked it, or the one
+                    // that refused the call then, are its word (as an output's), judged as the
+                    // hook judged them.
+                    None => set
+                        .rules
+                        .iter()
+                        .filter(|r| {
+                            (redacted.contains(&r.id)
+                                || (r.redact && refused_live.as_deref() == Some(r.id.as_str())))
+                                && r.prevents(scope)
+                                && path.as_deref().is_none_or(|p| r.judges_file(p, text))
+                        })
+                        .max_by_key(|r| r.priority)
+                        .map(|r| (r, format!("a secret, masked ({})", r.id))),
+                };
+                if let Some((r, detail)) = refused {
                     out.push(Replayed {
                         time_ns: ev.time_ns,
                         agent: ev.agent,
                         rule: r.id.clone(),
                         path: path.clone(),
-                        detail: axiom_rules::excerpt(text, &h, r.redact),
+                        detail,
                         by: "hook",
                     });
                 }
@@ -199,6 +223,7 @@ mod tests {
                 replaced: String::new(),
                 path: None,
                 refused: None,
+                redacted: vec![],
             },
         )
     }
@@ -299,6 +324,7 @@ mod tests {
                 replaced: String::new(),
                 path: None,
                 refused: None,
+                redacted: vec![],
             },
         );
         let found = replay(&rules(), &[started("/w"), call], None);

@@ -32,23 +32,6 @@ struct PerAgent {
     interventions: usize,
 }
 
-/// Adds `exp` against `rep` to the family `f`'s score in `families`.
-fn add_family(
-    families: &mut Vec<(&'static str, Score)>,
-    f: &'static str,
-    exp: &[realagents::Expect],
-    rep: &[realagents::Expect],
-) {
-    match families.iter_mut().find(|(n, _)| *n == f) {
-        Some((_, sc)) => sc.add(exp, rep),
-        None => {
-            let mut s = Score::default();
-            s.add(exp, rep);
-            families.push((f, s));
-        }
-    }
-}
-
 pub fn run() -> anyhow::Result<()> {
     require_root("bench realagents")?;
     setup()?;
@@ -79,29 +62,8 @@ pub fn run() -> anyhow::Result<()> {
             let mine = per.entry(agent.name()).or_default();
             mine.score.add(&sc.expect, &got);
             // Per family: the expectations and reports of that family.
-            let mut fams: Vec<&'static str> = sc
-                .expect
-                .iter()
-                .map(|e| realagents::family(&e.rule))
-                .chain(got.iter().map(|g| realagents::family(&g.rule)))
-                .collect();
-            fams.sort();
-            fams.dedup();
-            for f in fams {
-                let exp: Vec<_> = sc
-                    .expect
-                    .iter()
-                    .filter(|e| realagents::family(&e.rule) == f)
-                    .cloned()
-                    .collect();
-                let rep: Vec<_> = got
-                    .iter()
-                    .filter(|e| realagents::family(&e.rule) == f)
-                    .cloned()
-                    .collect();
-                add_family(&mut families, f, &exp, &rep);
-                add_family(&mut mine.families, f, &exp, &rep);
-            }
+            realagents::add_by_family(&mut families, &sc.expect, &got);
+            realagents::add_by_family(&mut mine.families, &sc.expect, &got);
             let (tp, fp, fn_) = realagents::judge(&sc.expect, &got);
             let lat = s.detection_ms();
             let (ev_min, text_min, bin_min) = s.volume_per_minute();
@@ -234,9 +196,44 @@ pub fn run() -> anyhow::Result<()> {
         }
     }
     families.sort_by_key(|(f, _)| *f);
+    // The labelled corpus, replayed offline through the shipped rules (`axiomctl rules test
+    // --session`), per family; then the live matrix and the corpus together.
+    let corpus = axiom_tests::corpus::score();
+    for v in corpus.cases.iter().filter(|v| v.fp > 0 || v.fn_ > 0) {
+        println!(
+            "  corpus {}: tp={} fp={} fn={} expected={:?} found={:?}",
+            v.case, v.tp, v.fp, v.fn_, v.expected, v.found
+        );
+    }
+    for (f, s) in &corpus.families {
+        println!(
+            "bench realagents: corpus family={f} precision={:.3} recall={:.3} (tp={} fp={} fn={})",
+            s.precision(),
+            s.recall(),
+            s.true_pos,
+            s.false_pos,
+            s.false_neg
+        );
+    }
+    println!(
+        "bench realagents: corpus cases={} unrecorded={}",
+        corpus.cases.len(),
+        corpus.missing.len()
+    );
+    for (f, s) in &corpus.families {
+        match families.iter_mut().find(|(n, _)| n == f) {
+            Some((_, t)) => {
+                t.true_pos += s.true_pos;
+                t.false_pos += s.false_pos;
+                t.false_neg += s.false_neg;
+            }
+            None => families.push((f, *s)),
+        }
+    }
+    families.sort_by_key(|(f, _)| *f);
     for (f, s) in &families {
         println!(
-            "bench realagents: family={f} precision={:.3} recall={:.3} (tp={} fp={} fn={})",
+            "bench realagents: family={f} (matrix and corpus) precision={:.3} recall={:.3} (tp={} fp={} fn={})",
             s.precision(),
             s.recall(),
             s.true_pos,

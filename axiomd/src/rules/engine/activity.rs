@@ -43,6 +43,23 @@ pub(super) struct Activity {
     /// The files it wrote (their final names; at most `WRITTEN_MAX`): a claim that names the
     /// file it created is checked against them.
     written: std::collections::HashSet<String>,
+    /// What its write tools said they add, by file (the hook's view, before the write): the
+    /// latest `ANNOUNCED_MAX`.
+    announced: std::collections::VecDeque<(String, Instant, String)>,
+}
+
+/// Write-tool calls remembered per agent.
+const ANNOUNCED_MAX: usize = 32;
+
+/// How long a write tool's call speaks for the write that follows it.
+const ANNOUNCED_FOR: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// The file a temporary file of an atomic write becomes (`app.py.tmp.81.9f2c` → `app.py`).
+fn final_name(path: &str) -> &str {
+    match path.find(".tmp.") {
+        Some(i) => &path[..i],
+        None => path.strip_suffix(".tmp").unwrap_or(path),
+    }
 }
 
 /// Files remembered per agent for claims that name them.
@@ -50,36 +67,43 @@ const WRITTEN_MAX: usize = 4096;
 
 /// The files a claim names as what it made: file-like words (a name with an extension, or a
 /// path) in the clause after its verb ("I've created `src/app.py` and tests/test_app.py"), up
-/// to the end of the sentence. A file only mentioned elsewhere in the message is not claimed.
+/// to the end of its sentence or a comma that goes on to something else (", following the
+/// style of utils.py"). A file only mentioned elsewhere in the message is not claimed.
 fn files_named(after: &str) -> Vec<String> {
-    let mut clause = after;
-    // The sentence ends at a full stop followed by a space, or a line's end.
-    for (i, c) in after.char_indices() {
-        let next = after[i + c.len_utf8()..].chars().next();
-        if c == '\n'
-            || matches!(c, '!' | '?' | ';' | ':')
-            || (c == '.' && next.is_none_or(char::is_whitespace))
-        {
-            clause = &after[..i];
+    let is_file = |w: &str| {
+        let Some((stem, ext)) = w.rsplit_once('.') else {
+            return false;
+        };
+        !stem.is_empty()
+            && !w.contains("://")
+            && (1..=8).contains(&ext.len())
+            && ext.chars().all(|c| c.is_ascii_alphanumeric())
+            && ext.chars().any(|c| c.is_ascii_alphabetic())
+            && w.chars().all(|c| c.is_alphanumeric() || "._-/".contains(c))
+    };
+    let mut out = Vec::new();
+    let mut after_comma = false;
+    for raw in after.split_whitespace() {
+        // A file's name never ends with a full stop: one after it ends the sentence.
+        let ends = raw.ends_with(['.', '!', '?', ';', ':']);
+        let comma = raw.ends_with(',');
+        let w = raw
+            .trim_end_matches(['.', ',', '!', '?', ';', ':'])
+            .trim_matches(|c: char| "`'\"()[]<>*".contains(c));
+        let file = is_file(w);
+        // After a comma the clause goes on only with another file, or "and"/"or".
+        if after_comma && !file && !matches!(w, "and" | "or") {
             break;
         }
+        if file {
+            out.push(w.trim_start_matches("./").to_string());
+        }
+        if ends || raw.contains('\n') {
+            break;
+        }
+        after_comma = comma;
     }
-    clause
-        .split(|c: char| c.is_whitespace() || c == ',')
-        .map(|w| w.trim_matches(|c: char| "`'\"()[]<>*".contains(c)))
-        .filter(|w| {
-            let Some((stem, ext)) = w.rsplit_once('.') else {
-                return false;
-            };
-            !stem.is_empty()
-                && !w.contains("://")
-                && (1..=8).contains(&ext.len())
-                && ext.chars().all(|c| c.is_ascii_alphanumeric())
-                && ext.chars().any(|c| c.is_ascii_alphabetic())
-                && w.chars().all(|c| c.is_alphanumeric() || "._-/".contains(c))
-        })
-        .map(|w| w.trim_start_matches("./").to_string())
-        .collect()
+    out
 }
 
 impl Activity {
@@ -94,7 +118,30 @@ impl Activity {
             last_run: None,
             commands: std::collections::VecDeque::new(),
             written: std::collections::HashSet::new(),
+            announced: std::collections::VecDeque::new(),
         }
+    }
+
+    /// Its hook showed a write tool about to add `added` to `path`.
+    pub(super) fn announce(&mut self, path: &str, added: &str, now: Instant) {
+        self.announced.retain(|(p, ..)| p != path);
+        if self.announced.len() >= ANNOUNCED_MAX {
+            self.announced.pop_front();
+        }
+        self.announced
+            .push_back((path.to_string(), now, added.to_string()));
+    }
+
+    /// Whether `matched`, found in a write to `path`, is the agent's: yes, unless its write tool
+    /// said lately what it adds to that file and `matched` is not in it (an edit rewrites the
+    /// whole file; the TODO it only kept was there before).
+    pub(super) fn added(&self, path: &str, matched: &str, now: Instant) -> bool {
+        let path = final_name(path);
+        self.announced
+            .iter()
+            .rev()
+            .find(|(p, at, _)| p == path && now.duration_since(*at) <= ANNOUNCED_FOR)
+            .is_none_or(|(_, _, added)| added.contains(matched))
     }
 
     /// A write to its work at `now` (`path`). Writes while a test run goes on are the run's

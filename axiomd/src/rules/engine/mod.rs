@@ -564,6 +564,11 @@ impl Engine {
         self.on_bytes(set, ev, &[Scope::File], t, None, Some(path), now)
     }
 
+    /// The agent's hook showed a write tool about to add `added` to `path`.
+    pub(crate) fn announced(&mut self, agent: u64, path: &str, added: &str, now: Instant) {
+        self.act(agent, now).announce(path, added, now);
+    }
+
     /// The claims in `text` (an agent's last message, from a Claude Code Stop hook) that what
     /// the kernel saw contradicts: each one a finding with the evidence, through the rule's
     /// cooldown: `true` with a finding that is new (the same claim painted on its screen and
@@ -582,7 +587,7 @@ impl Engine {
             let Kind::Claim(verify) = r.kind else {
                 continue;
             };
-            if seen.contains(&h.rule) {
+            if seen.contains(&h.rule) || !rules::asserted(text, h.start) {
                 continue;
             }
             seen.push(h.rule);
@@ -626,6 +631,10 @@ impl Engine {
     ) -> Option<Finding> {
         let r = &set.rules[h.rule];
         if let Kind::Claim(verify) = r.kind {
+            // A question, an intent, a condition: no claim.
+            if !rules::asserted(text, h.start) {
+                return None;
+            }
             let a = self.act(ev.agent, now);
             // A claim the record supports is no finding.
             a.contradicts(verify, text.get(h.end..).unwrap_or(""))?;
@@ -718,7 +727,12 @@ impl Engine {
             // a code-only rule does not judge docs and data.
             if scope == Scope::FileWrite
                 && let Some(p) = path
-                && !r.judges_file(p, &full)
+                && (!r.judges_file(p, &full)
+                    || !self.act(ev.agent, now).added(
+                        p,
+                        full.get(h.start..h.end).unwrap_or(""),
+                        now,
+                    ))
             {
                 continue;
             }

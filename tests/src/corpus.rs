@@ -220,9 +220,9 @@ pub struct Scored {
 pub fn score() -> Scored {
     let index = index();
     let mut families: Vec<(&'static str, crate::realagents::Score)> = Vec::new();
-    let mut cases = Vec::new();
+    let mut verdicts = Vec::new();
     let mut missing = Vec::new();
-    for case in cases_() {
+    for case in cases() {
         let Some(rec) = index.get(&case.name).filter(|_| case.recording().exists()) else {
             missing.push(case.name.clone());
             continue;
@@ -230,7 +230,7 @@ pub fn score() -> Scored {
         let found = replay(&case, rec);
         crate::realagents::add_by_family(&mut families, &case.expect, &found);
         let (tp, fp, fn_) = crate::realagents::judge(&case.expect, &found);
-        cases.push(Verdict {
+        verdicts.push(Verdict {
             case: case.name.clone(),
             expected: case.expect.clone(),
             found,
@@ -242,7 +242,7 @@ pub fn score() -> Scored {
     families.sort_by_key(|(f, _)| *f);
     Scored {
         families,
-        cases,
+        cases: verdicts,
         missing,
     }
 }
@@ -252,10 +252,6 @@ fn e(rule: &str, path: Option<&str>) -> Expect {
         rule: rule.into(),
         path: path.map(String::from),
     }
-}
-
-fn cases_() -> Vec<Case> {
-    cases()
 }
 
 /// The corpus, in a stable order (agents assigned in turn within each family).

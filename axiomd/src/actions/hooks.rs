@@ -462,11 +462,7 @@ fn masked_with(set: &RuleSet, text: String) -> (String, Vec<String>) {
 
 /// At most `HOOK_TEXT_MAX` bytes of `text`, cut at a character.
 fn capped(mut text: String) -> String {
-    let mut cut = axiom_proto::wire::HOOK_TEXT_MAX.min(text.len());
-    while !text.is_char_boundary(cut) {
-        cut -= 1;
-    }
-    text.truncate(cut);
+    text.truncate(text.floor_char_boundary(axiom_proto::wire::HOOK_TEXT_MAX));
     text
 }
 

@@ -41,6 +41,9 @@ pub enum Body {
         /// Read from /proc right after the event; absent if the process was already gone.
         cwd: Option<String>,
         old_pid: u32,
+        /// What its standard input is (`pipe:[N]`, a file, a terminal), read with the cwd.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        stdin: Option<String>,
     },
     Exit {
         /// Exit code, if the process called exit.

@@ -161,6 +161,10 @@ pub enum Kind {
     ProgressCheck(Duration),
     /// A WebAssembly plugin decides, on what the rule's literals and regex (if any) let through.
     Plugin,
+    /// A fact, not a pattern: a shell or interpreter ran code that came from a network
+    /// connection (its stdin a pipe a process that connected out wrote to; its `-c` argument
+    /// what such a process wrote; a file such a process wrote, executed), however spelled.
+    RemoteCode,
 }
 
 #[derive(Debug, Deserialize)]
@@ -510,6 +514,7 @@ fn rule_kind(r: &RawRule) -> Result<Kind, String> {
                 .ok_or("a claim needs verify = \"files_written\" or \"tests_ran\"")?,
         ),
         "plugin" => Kind::Plugin,
+        "remote_code" => Kind::RemoteCode,
         k @ ("planning_timeout" | "progress_check") => {
             let secs = r
                 .after_secs
@@ -524,7 +529,7 @@ fn rule_kind(r: &RawRule) -> Result<Kind, String> {
         }
         other => {
             return Err(format!(
-                "unknown kind {other:?} (match, claim, plugin, planning_timeout, progress_check)"
+                "unknown kind {other:?} (match, claim, plugin, planning_timeout, progress_check, remote_code)"
             ));
         }
     })

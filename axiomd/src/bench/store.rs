@@ -20,6 +20,7 @@ fn synthetic(i: u64) -> Event {
             argv: vec!["cargo".into(), "test".into(), format!("case_{i}")],
             cwd: Some("/work/project".into()),
             old_pid: 0,
+            stdin: None,
         },
         1 => Body::File {
             op: axiom_proto::wire::FileOp::Open,

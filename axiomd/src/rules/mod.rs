@@ -156,6 +156,7 @@ impl Rules {
                     Kind::PlanningTimeout(_) => "planning_timeout",
                     Kind::ProgressCheck(_) => "progress_check",
                     Kind::Plugin => "plugin",
+                    Kind::RemoteCode => "remote_code",
                 }
                 .into(),
                 scope: (!r.scopes.is_empty()).then(|| {

@@ -262,6 +262,7 @@ pub(crate) fn decode(buf: &[u8]) -> Result<Decoded, DecodeError> {
                 argv,
                 cwd: None,
                 old_pid: e.old_pid,
+                stdin: None,
             }
         }
         KIND_EXIT => {

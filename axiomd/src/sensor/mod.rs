@@ -277,8 +277,11 @@ impl Pipeline {
             Body::Fork { child_pid } => {
                 self.ppids.insert(*child_pid, tgid);
             }
-            Body::Exec { cwd, argv, .. } => {
+            Body::Exec {
+                cwd, argv, stdin, ..
+            } => {
                 *cwd = self.cwd(tgid);
+                *stdin = self.fd_target(tgid, 0);
                 self.redact_argv(argv);
             }
             Body::Output { .. } => truncated |= self.enrich_output(tgid, &mut body),

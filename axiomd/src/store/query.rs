@@ -486,6 +486,7 @@ mod tests {
             argv: vec!["ls".into(), "-l".into()],
             cwd: Some("/w".into()),
             old_pid: 0,
+            stdin: None,
         };
         let sent = vec![
             ev("h", 1, 1, 10, "a \"quoted\" line\nwith \u{1b}[1m escapes é").event,

@@ -104,6 +104,8 @@ fn files_named(after: &str) -> Vec<String> {
         after_comma = comma;
     }
     out
+    /// Its downloads, and what ran them.
+    pub(super) net: super::netexec::Net,
 }
 
 impl Activity {
@@ -119,6 +121,7 @@ impl Activity {
             commands: std::collections::VecDeque::new(),
             written: std::collections::HashSet::new(),
             announced: std::collections::VecDeque::new(),
+            net: Default::default(),
         }
     }
 

@@ -13,6 +13,7 @@ use crate::{agents::now_ns, screens::Screens};
 
 mod activity;
 mod held;
+mod netexec;
 mod screen;
 
 use activity::{Activity, TestRun};
@@ -344,9 +345,15 @@ impl Engine {
                 self.windows.remove(&ev.tgid);
                 if let Some(a) = self.activity.get_mut(&ev.agent) {
                     a.ended(ev.tgid, *code, *signal, now);
+                    a.net.exited(ev.tgid);
                 }
             }
-            Body::Output { text, .. } => {
+            Body::Output { text, target, .. } => {
+                // A download written where a shell reads it.
+                if let Some(t) = target {
+                    let run = self.act(ev.agent, now).net.wrote(ev.tgid, t, text, now);
+                    out.extend(self.remote_run(set, ev, run, now));
+                }
                 // A test run's summary line, for the evidence.
                 if let Some(run) = self
                     .activity
@@ -362,8 +369,17 @@ impl Engine {
                 argv,
                 filename,
                 cwd,
+                stdin,
                 ..
             } => {
+                let run = self.act(ev.agent, now).net.exec(
+                    (ev.tgid, ev.ppid),
+                    filename,
+                    argv,
+                    (cwd.as_deref(), stdin.as_deref()),
+                    now,
+                );
+                out.extend(self.remote_run(set, ev, run, now));
                 let line = if argv.is_empty() {
                     filename.clone()
                 } else {
@@ -399,6 +415,11 @@ impl Engine {
             Body::File { .. } => out.extend(self.on_file(set, ev, now)),
             Body::Connect { address, port, .. } => {
                 let t = format!("{address}:{port}");
+                let run = self
+                    .act(ev.agent, now)
+                    .net
+                    .connected(ev.tgid, t.clone(), now);
+                out.extend(self.remote_run(set, ev, run, now));
                 out.extend(self.on_bytes(set, ev, &[Scope::Connect], t, None, None, now));
             }
             _ => {}
@@ -567,6 +588,38 @@ impl Engine {
     /// The agent's hook showed a write tool about to add `added` to `path`.
     pub(crate) fn announced(&mut self, agent: u64, path: &str, added: &str, now: Instant) {
         self.act(agent, now).announce(path, added, now);
+    }
+
+    /// Findings of the `remote_code` rules for code from the network that ran (`run`).
+    fn remote_run(
+        &mut self,
+        set: &RuleSet,
+        ev: &Event,
+        run: Option<netexec::RemoteRun>,
+        now: Instant,
+    ) -> Vec<Finding> {
+        let Some(run) = run else {
+            return Vec::new();
+        };
+        let rules: Vec<usize> = (0..set.rules.len())
+            .filter(|&i| set.rules[i].kind == Kind::RemoteCode)
+            .collect();
+        rules
+            .into_iter()
+            .filter(|&i| self.cool(set, ev.agent, i, now))
+            .map(|rule| Finding {
+                agent: ev.agent,
+                rule,
+                detail: set
+                    .redact(None, &run.detail)
+                    .map_or(run.detail.clone(), |(m, _)| m),
+                latency_us: Some((now_ns().saturating_sub(ev.time_ns)) as f64 / 1e3),
+                pid: run.pid,
+                in_kernel: false,
+                scope: Some(Scope::Exec),
+                path: None,
+            })
+            .collect()
     }
 
     /// The claims in `text` (an agent's last message, from a Claude Code Stop hook) that what

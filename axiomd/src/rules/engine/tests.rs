@@ -359,6 +359,7 @@ fn exec_in(tgid: u32, argv: &[&str], cwd: Option<&str>) -> (u32, Body) {
             argv: argv.iter().map(|a| a.to_string()).collect(),
             cwd: cwd.map(String::from),
             old_pid: tgid,
+            stdin: None,
         },
     )
 }

@@ -1,0 +1,418 @@
+//! Code from the network, run: decided by what the kernel saw, not by how the command was
+//! spelled. A process of the agent that connected out is a downloader; what it writes to a pipe
+//! or a file is downloaded. A shell or interpreter then runs downloaded code when
+//!
+//! - its standard input is a pipe a downloader wrote to (`curl … | sh`, `wget -qO- … | bash`,
+//!   in whatever wrapper), before or after it started;
+//! - its `-c` argument holds what a downloader wrote to a pipe (`bash -c "$(curl …)"`);
+//! - it executes a file a downloader wrote, or is given one as its script.
+//!
+//! A process that writes to its own child's stdin feeds its tool (an agent handing a hook its
+//! JSON, a program its input): not a download pipeline, whose writer and reader are siblings.
+use std::collections::{HashMap, VecDeque};
+use std::time::{Duration, Instant};
+
+/// How long a download is remembered for what runs it.
+const WINDOW: Duration = Duration::from_secs(120);
+/// Pipe and file writes remembered per agent (their first bytes), newest last.
+const WRITES: usize = 512;
+/// Bytes of a write compared with a `-c` argument.
+const HEAD: usize = 64;
+
+/// A write to a pipe or a file: when, by which process, where, its first bytes.
+struct Write {
+    at: Instant,
+    tgid: u32,
+    target: String,
+    head: String,
+}
+
+/// A shell or interpreter reading a pipe: its process, its parent, its command.
+#[derive(Clone)]
+struct Reader {
+    at: Instant,
+    pid: u32,
+    ppid: u32,
+    line: String,
+}
+
+/// One agent's downloads and the shells reading pipes. The kernel's records of one process
+/// come in two rings (its connection with the lifecycle records, its writes with the output),
+/// so each fact is checked whichever of them is read first.
+#[derive(Default)]
+pub(super) struct Net {
+    /// Processes that connected out: when, and where to (kept after they exit: `curl` is gone
+    /// before `bash -c "$(curl …)"` starts).
+    downloaders: HashMap<u32, (Instant, String)>,
+    writes: VecDeque<Write>,
+    /// Shells and interpreters reading a pipe, by pipe.
+    readers: HashMap<String, Reader>,
+}
+
+/// What the kernel saw happen: which process ran what, from which download.
+#[derive(Debug, PartialEq)]
+pub(super) struct RemoteRun {
+    /// The process that ran the code.
+    pub(super) pid: u32,
+    pub(super) detail: String,
+}
+
+/// Shells and interpreters, by the name of their binary.
+fn is_interpreter(argv0: &str) -> bool {
+    let w = argv0.rsplit('/').next().unwrap_or(argv0);
+    let w = w.trim_end_matches(|c: char| c.is_ascii_digit() || c == '.');
+    matches!(
+        w,
+        "sh" | "bash"
+            | "dash"
+            | "zsh"
+            | "ksh"
+            | "mksh"
+            | "fish"
+            | "python"
+            | "pypy"
+            | "perl"
+            | "ruby"
+            | "node"
+            | "php"
+            | "lua"
+            | "tclsh"
+    )
+}
+
+impl Net {
+    fn from(&self, tgid: u32) -> String {
+        self.downloaders.get(&tgid).map_or_else(
+            || format!("pid {tgid}"),
+            |(_, to)| format!("pid {tgid}, from {to}"),
+        )
+    }
+
+    fn forget_old(&mut self, now: Instant) {
+        let fresh = |t: &Instant| now.duration_since(*t) < WINDOW;
+        self.downloaders.retain(|_, (t, _)| fresh(t));
+        self.readers.retain(|_, r| fresh(&r.at));
+        while self.writes.front().is_some_and(|w| !fresh(&w.at)) {
+            self.writes.pop_front();
+        }
+    }
+
+    /// The latest write a downloader made to `target`, other than by `not` (the reader's
+    /// parent, feeding its own child).
+    fn downloaded(&self, target: &str, not: u32) -> Option<&Write> {
+        self.writes
+            .iter()
+            .rev()
+            .find(|w| w.target == target && w.tgid != not && self.downloaders.contains_key(&w.tgid))
+    }
+
+    fn pipe_run(&self, r: &Reader, pipe: &str, by: u32) -> RemoteRun {
+        RemoteRun {
+            pid: r.pid,
+            detail: format!(
+                "`{}` read its standard input from {pipe}, which a process that connected out wrote ({})",
+                r.line,
+                self.from(by)
+            ),
+        }
+    }
+
+    /// Process `tgid` connected to `to`: what it wrote to a pipe a shell reads was downloaded.
+    pub(super) fn connected(&mut self, tgid: u32, to: String, now: Instant) -> Option<RemoteRun> {
+        self.forget_old(now);
+        self.downloaders.insert(tgid, (now, to));
+        let (pipe, r) = self
+            .writes
+            .iter()
+            .filter(|w| w.tgid == tgid)
+            .find_map(|w| {
+                let r = self.readers.get(&w.target)?;
+                (r.ppid != tgid).then(|| (w.target.clone(), r.clone()))
+            })?;
+        self.readers.remove(&pipe);
+        Some(self.pipe_run(&r, &pipe, tgid))
+    }
+
+    /// Process `tgid` wrote `text` to `target` (a pipe or a file): if it connected out, a shell
+    /// reading that pipe runs downloaded code.
+    pub(super) fn wrote(
+        &mut self,
+        tgid: u32,
+        target: &str,
+        text: &str,
+        now: Instant,
+    ) -> Option<RemoteRun> {
+        if !(target.starts_with("pipe:") || target.starts_with('/')) {
+            return None;
+        }
+        self.forget_old(now);
+        if self.writes.len() >= WRITES {
+            self.writes.pop_front();
+        }
+        self.writes.push_back(Write {
+            at: now,
+            tgid,
+            target: target.to_string(),
+            head: text.trim_start().chars().take(HEAD).collect(),
+        });
+        if !self.downloaders.contains_key(&tgid) {
+            return None;
+        }
+        let r = self.readers.get(target).filter(|r| r.ppid != tgid)?.clone();
+        self.readers.remove(target);
+        Some(self.pipe_run(&r, target, tgid))
+    }
+
+    /// Process `tgid` (child of `ppid`) executed `filename` with `argv` in `cwd`, its stdin
+    /// `stdin`.
+    pub(super) fn exec(
+        &mut self,
+        (tgid, ppid): (u32, u32),
+        filename: &str,
+        argv: &[String],
+        (cwd, stdin): (Option<&str>, Option<&str>),
+        now: Instant,
+    ) -> Option<RemoteRun> {
+        self.forget_old(now);
+        let full = |p: &str| match cwd {
+            Some(d) if !p.starts_with('/') => {
+                format!("{}/{}", d.trim_end_matches('/'), p.trim_start_matches("./"))
+            }
+            _ => p.to_string(),
+        };
+        let line: String = argv.join(" ").chars().take(120).collect();
+        let interpreter = argv.first().is_some_and(|a| is_interpreter(a));
+        // A file a downloader wrote, executed, or given to an interpreter as its script.
+        let script = argv
+            .iter()
+            .skip(1)
+            .find(|a| !a.starts_with('-'))
+            .filter(|_| interpreter);
+        for f in [Some(filename), script.map(String::as_str)]
+            .into_iter()
+            .flatten()
+            .map(full)
+        {
+            if let Some(w) = self.downloaded(&f, 0) {
+                return Some(RemoteRun {
+                    pid: tgid,
+                    detail: format!(
+                        "`{line}` ran {f}, which a process that connected out wrote ({})",
+                        self.from(w.tgid)
+                    ),
+                });
+            }
+        }
+        if !interpreter {
+            return None;
+        }
+        // Its -c argument is what a downloader wrote to a pipe.
+        if let Some(i) = argv
+            .iter()
+            .position(|a| a == "-c" || a == "-lc" || a == "-ic")
+            && let Some(code) = argv.get(i + 1)
+        {
+            let code = code.trim_start();
+            if let Some(w) = self.writes.iter().rev().find(|w| {
+                w.target.starts_with("pipe:")
+                    && w.head.len() >= 8
+                    && code.starts_with(w.head.as_str())
+                    && self.downloaders.contains_key(&w.tgid)
+            }) {
+                return Some(RemoteRun {
+                    pid: tgid,
+                    detail: format!(
+                        "`{line}`: its -c argument is what a process that connected out wrote ({})",
+                        self.from(w.tgid)
+                    ),
+                });
+            }
+        }
+        // Its stdin is a pipe a downloader wrote to, or may write to yet.
+        let pipe = stdin.filter(|s| s.starts_with("pipe:"))?;
+        let r = Reader {
+            at: now,
+            pid: tgid,
+            ppid,
+            line,
+        };
+        if let Some(by) = self.downloaded(pipe, ppid).map(|w| w.tgid) {
+            return Some(self.pipe_run(&r, pipe, by));
+        }
+        self.readers.insert(pipe.to_string(), r);
+        None
+    }
+
+    /// Process `tgid` ended: it reads no pipe any more.
+    pub(super) fn exited(&mut self, tgid: u32) {
+        self.readers.retain(|_, r| r.pid != tgid);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn v(a: &[&str]) -> Vec<String> {
+        a.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn a_shell_reading_a_downloaders_pipe_runs_downloaded_code_whichever_starts_first() {
+        let t = Instant::now();
+        // curl first, then sh.
+        let mut n = Net::default();
+        n.connected(10, "93.184.216.34:443".into(), t);
+        assert_eq!(n.wrote(10, "pipe:[77]", "#!/bin/sh\necho hi\n", t), None);
+        let r = n
+            .exec(
+                (11, 1),
+                "/bin/sh",
+                &v(&["sh"]),
+                (None, Some("pipe:[77]")),
+                t,
+            )
+            .expect("run");
+        assert_eq!(r.pid, 11);
+        assert!(r.detail.contains("93.184.216.34:443"), "{}", r.detail);
+        // bash first (the pipeline starts both), then wget's first bytes.
+        let mut n = Net::default();
+        assert_eq!(
+            n.exec(
+                (21, 1),
+                "/usr/bin/bash",
+                &v(&["bash"]),
+                (None, Some("pipe:[88]")),
+                t
+            ),
+            None
+        );
+        n.connected(20, "10.0.0.1:80".into(), t);
+        let r = n
+            .wrote(20, "pipe:[88]", "echo installing\n", t)
+            .expect("run");
+        assert_eq!(r.pid, 21);
+        // The write read before the connection (two rings): found when the connection comes.
+        let mut n = Net::default();
+        assert_eq!(
+            n.exec(
+                (51, 1),
+                "/bin/bash",
+                &v(&["bash"]),
+                (None, Some("pipe:[9]")),
+                t
+            ),
+            None
+        );
+        assert_eq!(n.wrote(50, "pipe:[9]", "echo installing\n", t), None);
+        assert_eq!(
+            n.connected(50, "10.0.0.2:443".into(), t).map(|r| r.pid),
+            Some(51)
+        );
+        // A pipe from a process that never connected is not a download; nor is a shell whose
+        // stdin is a terminal.
+        let mut n = Net::default();
+        assert_eq!(
+            n.exec(
+                (31, 1),
+                "/bin/sh",
+                &v(&["sh"]),
+                (None, Some("pipe:[99]")),
+                t
+            ),
+            None
+        );
+        assert_eq!(n.wrote(30, "pipe:[99]", "echo hi\n", t), None);
+        n.connected(32, "1.1.1.1:443".into(), t);
+        n.wrote(32, "pipe:[5]", "echo hi there\n", t);
+        assert_eq!(
+            n.exec(
+                (33, 1),
+                "/bin/sh",
+                &v(&["sh"]),
+                (None, Some("/dev/pts/1")),
+                t
+            ),
+            None
+        );
+        // An agent (it talks to its model) handing its hook command its JSON on stdin.
+        let mut n = Net::default();
+        n.connected(40, "160.79.104.10:443".into(), t);
+        let hook = v(&["/bin/sh", "-c", "exec axiomctl hook"]);
+        assert_eq!(
+            n.exec((41, 40), "/bin/sh", &hook, (None, Some("pipe:[6]")), t),
+            None
+        );
+        assert_eq!(
+            n.wrote(40, "pipe:[6]", "{\"hook_event_name\":\"Stop\"}", t),
+            None
+        );
+        n.wrote(40, "pipe:[7]", "{\"hook_event_name\":\"Stop\"}", t);
+        assert_eq!(
+            n.exec((42, 40), "/bin/sh", &hook, (None, Some("pipe:[7]")), t),
+            None
+        );
+    }
+
+    #[test]
+    fn a_downloaded_text_as_a_c_argument_or_a_downloaded_file_run() {
+        let t = Instant::now();
+        let mut n = Net::default();
+        n.connected(10, "1.2.3.4:443".into(), t);
+        let script = "#!/bin/bash\nset -e\necho installing the tool\n";
+        n.wrote(10, "pipe:[5]", script, t);
+        let r = n
+            .exec(
+                (11, 1),
+                "/bin/bash",
+                &v(&["/bin/bash", "-c", script]),
+                (None, None),
+                t,
+            )
+            .expect("$(curl …)");
+        assert!(r.detail.contains("-c argument"), "{}", r.detail);
+        assert_eq!(
+            n.exec(
+                (12, 1),
+                "/bin/bash",
+                &v(&["bash", "-c", "echo something else"]),
+                (None, None),
+                t
+            ),
+            None
+        );
+        n.wrote(10, "/home/u/install.sh", script, t);
+        let r = n
+            .exec(
+                (13, 1),
+                "/bin/sh",
+                &v(&["sh", "install.sh"]),
+                (Some("/home/u"), None),
+                t,
+            )
+            .expect("sh install.sh");
+        assert!(r.detail.contains("/home/u/install.sh"), "{}", r.detail);
+        let r = n
+            .exec(
+                (14, 1),
+                "/home/u/install.sh",
+                &v(&["/home/u/install.sh"]),
+                (None, None),
+                t,
+            )
+            .expect("./install.sh");
+        assert_eq!(r.pid, 14);
+        // Forgotten after the window.
+        let later = t + WINDOW + Duration::from_secs(1);
+        assert_eq!(
+            n.exec(
+                (15, 1),
+                "/bin/sh",
+                &v(&["sh", "/home/u/install.sh"]),
+                (None, None),
+                later
+            ),
+            None
+        );
+    }
+}

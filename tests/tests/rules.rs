@@ -242,12 +242,13 @@ fn code_from_the_network_run_is_found_however_spelled() {
         assert!(d.client().request(&Request::Kill { agent }).ok);
         let _ = child.wait();
     }
-    // Saved only, and a shell fed by a process that never connected: nothing.
+    // Saved only, a shell fed by a process that never connected, and a download piped into an
+    // interpreter that runs its own code (not its stdin) or into a program: nothing.
     let (mut child, agent) = run_agent(
         &d,
         "quiet",
         &format!(
-            "sleep 0.3; curl -fsS -o {dl}.kept {url}; printf 'echo hi\\n' | sh; sleep 0.5",
+            "sleep 0.3; curl -fsS -o {dl}.kept {url}; printf 'echo hi\\n' | sh; curl -fsS {url} | python3 -c 'import sys; sys.stdin.read()'; curl -fsS {url} | grep -c echo; sleep 0.5",
             dl = dl.display()
         ),
     );

@@ -973,11 +973,26 @@ pub fn is_terminal(target: Option<&str>) -> bool {
     target.is_some_and(|t| t.starts_with("/dev/pts/") || t.starts_with("/dev/tty"))
 }
 
-/// What the sensor names a pipe and a socketpair the agent made itself (seen in the kernel):
-/// channels between its own processes. A pipe or socket it inherited is named as /proc names
-/// it (`pipe:[inode]`): it may lead out of the agent.
-pub const LOCAL_PIPE: &str = "pipe:[agent]";
+/// What the sensor names a pipe the agent made itself (seen in the kernel): a channel between
+/// its own processes, `pipe:[agent:N]`, numbered in the order the sensor saw pipes made, so
+/// that the process writing a pipe and the one reading it are known to share it (a download
+/// piped into a shell). Records from before pipes were numbered name them all `pipe:[agent]`.
+/// A pipe or socket the agent inherited is named as /proc names it (`pipe:[inode]`): it may
+/// lead out of the agent.
+pub const LOCAL_PIPE: &str = "pipe:[agent";
+/// What the sensor names a socketpair the agent made itself.
 pub const LOCAL_SOCKET: &str = "socket:[agent]";
+
+/// The name of the `n`th pipe the agent made (see `LOCAL_PIPE`).
+pub fn local_pipe(n: u64) -> String {
+    format!("{LOCAL_PIPE}:{n}]")
+}
+
+/// A pipe whose name tells it apart from the agent's other pipes: numbered (`pipe:[agent:N]`)
+/// or named by its inode (`pipe:[N]`), not the unnumbered `pipe:[agent]` of older records.
+pub fn is_known_pipe(target: &str) -> bool {
+    target.starts_with("pipe:[") && target != "pipe:[agent]"
+}
 
 /// A socket (its payload is network scope), not a socketpair between the agent's processes.
 pub fn is_socket(target: Option<&str>) -> bool {
@@ -987,7 +1002,7 @@ pub fn is_socket(target: Option<&str>) -> bool {
 /// A channel between the agent's own processes (a pipe, a socketpair): what crosses it has not
 /// left the agent.
 pub fn is_local_channel(target: Option<&str>) -> bool {
-    target.is_some_and(|t| t == LOCAL_PIPE || t == LOCAL_SOCKET)
+    target.is_some_and(|t| t.starts_with(LOCAL_PIPE) || t == LOCAL_SOCKET)
 }
 
 /// What an offline check (`axiomctl rules test`, the MCP `principles` tool) matches for a sample

@@ -280,6 +280,7 @@ mod tests {
                     argv: argv.iter().map(|a| a.to_string()).collect(),
                     cwd: Some("/w".into()),
                     old_pid: 30,
+                    stdin: None,
                 },
             )
         };

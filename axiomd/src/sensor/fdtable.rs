@@ -23,6 +23,8 @@ pub(super) struct FdTable {
     entries: usize,
     /// Tables dropped for the bound since the last `take_shed`.
     shed: u64,
+    /// Pipes the agents made, so far: each one's number in its name.
+    pipes: u64,
 }
 
 pub(super) type Fds = HashMap<i32, (Arc<str>, bool)>;
@@ -206,7 +208,8 @@ impl FdTable {
                 let what: Arc<str> = if socket {
                     axiom_rules::LOCAL_SOCKET.into()
                 } else {
-                    axiom_rules::LOCAL_PIPE.into()
+                    self.pipes += 1;
+                    axiom_rules::local_pipe(self.pipes).into()
                 };
                 for fd in [first, second] {
                     if fd >= 0 && !self.insert(tgid, fd, (what.clone(), cloexec)) {
@@ -269,7 +272,8 @@ mod tests {
             t.entries, 2048,
             "a fork or an exec with nothing to close copied"
         );
-        assert_eq!(t.get(1500, 10).as_deref(), Some(axiom_rules::LOCAL_PIPE));
+        assert_eq!(t.get(1500, 10).as_deref(), Some("pipe:[agent:1]"));
+        assert_eq!(t.get(1500, 13).as_deref(), Some("pipe:[agent:2]"));
         // One child closes an fd: it gets a copy of its own; the others still share.
         t.apply(7, FdChange::Close { fd: 10 });
         assert_eq!(t.entries, 2048 + 2047);

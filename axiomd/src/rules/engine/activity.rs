@@ -46,6 +46,8 @@ pub(super) struct Activity {
     /// What its write tools said they add, by file (the hook's view, before the write): the
     /// latest `ANNOUNCED_MAX`.
     announced: std::collections::VecDeque<(String, Instant, String)>,
+    /// Its downloads, and what ran them.
+    pub(super) net: super::netexec::Net,
 }
 
 /// Write-tool calls remembered per agent.
@@ -104,8 +106,6 @@ fn files_named(after: &str) -> Vec<String> {
         after_comma = comma;
     }
     out
-    /// Its downloads, and what ran them.
-    pub(super) net: super::netexec::Net,
 }
 
 impl Activity {

@@ -51,7 +51,15 @@ pub(super) struct Net {
     readers: HashMap<String, Reader>,
     /// Shells, and every process a shell started (the agent's commands, not the agent).
     shelled: std::collections::HashSet<u32>,
+    /// Files each process wrote, counted (a change of file counts one), with the last one.
+    files: HashMap<u32, (usize, String)>,
 }
+
+/// Files a process that connected out may write and still be a fetcher (`curl -o`, `wget`):
+/// one that writes more is a package manager or a clone (`npm install`, `pip install`,
+/// `git clone`), whose files are the project's dependencies, checked by their own tools, and
+/// running them (`pytest`, `npx jest`) is the agent's work, not code fetched and run.
+const FETCHER_FILES: usize = 4;
 
 /// What the kernel saw happen: which process ran what, from which download.
 #[derive(Debug, PartialEq)]
@@ -70,27 +78,64 @@ fn is_shell(argv0: &str) -> bool {
     )
 }
 
-/// Shells and interpreters, by the name of their binary.
-fn is_interpreter(argv0: &str) -> bool {
-    let w = argv0.rsplit('/').next().unwrap_or(argv0);
+/// Where an interpreter started with an argv takes its code from.
+#[derive(Debug, PartialEq)]
+enum Code<'a> {
+    /// An argument (`sh -c CODE`, `python3 -c CODE`, `perl -e CODE`, `node --eval CODE`).
+    Arg(&'a str),
+    /// A script file.
+    Script(&'a str),
+    /// Its standard input (`sh`, `bash -s -- --yes`, `python3 -`, `sh --`).
+    Stdin,
+    /// Elsewhere (`python3 -m json.tool`): not its stdin, nor an argument.
+    Elsewhere,
+}
+
+/// How a shell or interpreter started with `argv` takes its code; `None` for another program.
+/// Its options are read by its family: `-c` for shells and Python, `-e` for Perl, Ruby, Lua and
+/// Node, `-r` for PHP; a shell's `-s` reads stdin whatever follows; options that take a value
+/// (`-o pipefail`, `-W ignore`) skip it.
+fn code_of(argv: &[String]) -> Option<Code<'_>> {
+    let w = argv.first()?.rsplit('/').next()?;
     let w = w.trim_end_matches(|c: char| c.is_ascii_digit() || c == '.');
-    matches!(
-        w,
-        "sh" | "bash"
-            | "dash"
-            | "zsh"
-            | "ksh"
-            | "mksh"
-            | "fish"
-            | "python"
-            | "pypy"
-            | "perl"
-            | "ruby"
-            | "node"
-            | "php"
-            | "lua"
-            | "tclsh"
-    )
+    let shell = is_shell(w);
+    let (code, valued, module) = match w {
+        _ if shell => ("c", "oO", ""),
+        "python" | "pypy" => ("c", "WXQ", "m"),
+        "perl" | "ruby" | "lua" => ("eE", "", ""),
+        "node" => ("ep", "r", ""),
+        "php" => ("r", "", ""),
+        "tclsh" => ("", "", ""),
+        _ => return None,
+    };
+    let mut args = argv.iter().skip(1);
+    while let Some(a) = args.next() {
+        match a.as_str() {
+            "-" => return Some(Code::Stdin),
+            "--" => return Some(args.next().map_or(Code::Stdin, |s| Code::Script(s))),
+            "--eval" | "--print" if w == "node" => {
+                return Some(args.next().map_or(Code::Elsewhere, |s| Code::Arg(s)));
+            }
+            _ if a.starts_with("--") => {}
+            _ if a.len() > 1 && (a.starts_with('-') || (shell && a.starts_with('+'))) => {
+                let flags = &a[1..];
+                if shell && a.starts_with('-') && flags.contains('s') {
+                    return Some(Code::Stdin);
+                }
+                if flags.chars().any(|c| code.contains(c)) {
+                    return Some(args.next().map_or(Code::Elsewhere, |s| Code::Arg(s)));
+                }
+                if flags.chars().any(|c| module.contains(c)) {
+                    return Some(Code::Elsewhere);
+                }
+                if flags.chars().last().is_some_and(|c| valued.contains(c)) {
+                    args.next();
+                }
+            }
+            _ => return Some(Code::Script(a)),
+        }
+    }
+    Some(Code::Stdin)
 }
 
 impl Net {
@@ -104,6 +149,9 @@ impl Net {
     fn forget_old(&mut self, now: Instant) {
         let fresh = |t: &Instant| now.duration_since(*t) < WINDOW;
         self.downloaders.retain(|_, (t, _)| fresh(t));
+        let d = &self.downloaders;
+        self.files
+            .retain(|p, _| d.contains_key(p) || self.shelled.contains(p));
         self.readers.retain(|_, r| fresh(&r.at));
         while self.writes.front().is_some_and(|w| !fresh(&w.at)) {
             self.writes.pop_front();
@@ -113,10 +161,15 @@ impl Net {
     /// The latest write a downloader made to `target`, other than by `not` (the reader's
     /// parent, feeding its own child).
     fn downloaded(&self, target: &str, not: u32) -> Option<&Write> {
-        self.writes
-            .iter()
-            .rev()
-            .find(|w| w.target == target && w.tgid != not && self.downloaders.contains_key(&w.tgid))
+        self.writes.iter().rev().find(|w| {
+            w.target == target
+                && w.tgid != not
+                && self.downloaders.contains_key(&w.tgid)
+                && self
+                    .files
+                    .get(&w.tgid)
+                    .is_none_or(|(n, _)| *n <= FETCHER_FILES)
+        })
     }
 
     fn pipe_run(&self, r: &Reader, pipe: &str, by: u32) -> RemoteRun {
@@ -159,6 +212,9 @@ impl Net {
         text: &str,
         now: Instant,
     ) -> Option<RemoteRun> {
+        // A pipe is followed only by a name that tells it apart from the agent's other pipes
+        // (a curl's error on the agent's pipe is not the shell's stdin); any pipe's bytes can
+        // still be a `-c` argument, which the bytes themselves identify.
         if !(target.starts_with("pipe:") || target.starts_with('/')) {
             return None;
         }
@@ -166,13 +222,20 @@ impl Net {
         if self.writes.len() >= WRITES {
             self.writes.pop_front();
         }
+        if target.starts_with('/') {
+            let (n, last) = self.files.entry(tgid).or_default();
+            if last != target {
+                *n += 1;
+                *last = target.to_string();
+            }
+        }
         self.writes.push_back(Write {
             at: now,
             tgid,
             target: target.to_string(),
             head: text.trim_start().chars().take(HEAD).collect(),
         });
-        if !self.downloaders.contains_key(&tgid) {
+        if !self.downloaders.contains_key(&tgid) || !axiom_rules::is_known_pipe(target) {
             return None;
         }
         let r = self.readers.get(target).filter(|r| r.ppid != tgid)?.clone();
@@ -201,18 +264,13 @@ impl Net {
             _ => p.to_string(),
         };
         let line: String = argv.join(" ").chars().take(120).collect();
-        let interpreter = argv.first().is_some_and(|a| is_interpreter(a));
+        let code = code_of(argv);
         // A file a downloader wrote, executed, or given to an interpreter as its script.
-        let script = argv
-            .iter()
-            .skip(1)
-            .find(|a| !a.starts_with('-'))
-            .filter(|_| interpreter);
-        for f in [Some(filename), script.map(String::as_str)]
-            .into_iter()
-            .flatten()
-            .map(full)
-        {
+        let script = match code {
+            Some(Code::Script(s)) => Some(s),
+            _ => None,
+        };
+        for f in [Some(filename), script].into_iter().flatten().map(full) {
             if let Some(w) = self.downloaded(&f, 0) {
                 return Some(RemoteRun {
                     pid: tgid,
@@ -223,33 +281,29 @@ impl Net {
                 });
             }
         }
-        if !interpreter {
-            return None;
-        }
-        // Its -c argument is what a downloader wrote to a pipe.
-        if let Some(i) = argv
-            .iter()
-            .position(|a| a == "-c" || a == "-lc" || a == "-ic")
-            && let Some(code) = argv.get(i + 1)
-        {
-            let code = code.trim_start();
-            if let Some(w) = self.writes.iter().rev().find(|w| {
-                w.target.starts_with("pipe:")
-                    && w.head.len() >= 8
-                    && code.starts_with(w.head.as_str())
-                    && self.downloaders.contains_key(&w.tgid)
-            }) {
+        match code? {
+            // Its code argument is what a downloader wrote to a pipe.
+            Code::Arg(arg) => {
+                let arg = arg.trim_start();
+                let w = self.writes.iter().rev().find(|w| {
+                    w.target.starts_with("pipe:")
+                        && w.head.len() >= 8
+                        && arg.starts_with(w.head.as_str())
+                        && self.downloaders.contains_key(&w.tgid)
+                })?;
                 return Some(RemoteRun {
                     pid: tgid,
                     detail: format!(
-                        "`{line}`: its -c argument is what a process that connected out wrote ({})",
+                        "`{line}`: the code it was given is what a process that connected out wrote ({})",
                         self.from(w.tgid)
                     ),
                 });
             }
+            Code::Stdin => {}
+            Code::Script(_) | Code::Elsewhere => return None,
         }
         // Its stdin is a pipe a downloader wrote to, or may write to yet.
-        let pipe = stdin.filter(|s| s.starts_with("pipe:"))?;
+        let pipe = stdin.filter(|s| axiom_rules::is_known_pipe(s))?;
         let r = Reader {
             at: now,
             pid: tgid,
@@ -275,6 +329,7 @@ impl Net {
         self.readers.retain(|_, r| r.pid != tgid);
         if !self.downloaders.contains_key(&tgid) {
             self.shelled.remove(&tgid);
+            self.files.remove(&tgid);
         }
     }
 }
@@ -375,6 +430,36 @@ mod tests {
             ),
             None
         );
+        // An interpreter that does not run its stdin (`curl … | python3 -m json.tool`).
+        let mut n = Net::default();
+        curl(&mut n, 80, t);
+        n.connected(80, "1.1.1.1:443".into(), t);
+        n.wrote(80, "pipe:[agent:3]", "{\"a\": 1}\n", t);
+        assert_eq!(
+            n.exec(
+                (81, 1),
+                "/usr/bin/python3",
+                &v(&["python3", "-m", "json.tool"]),
+                (None, Some("pipe:[agent:3]")),
+                t
+            ),
+            None
+        );
+        // Pipes of a record made before pipes were numbered are all one name: not followed.
+        let mut n = Net::default();
+        curl(&mut n, 60, t);
+        n.connected(60, "1.1.1.1:443".into(), t);
+        n.wrote(60, "pipe:[agent]", "curl: (7) Failed to connect\n", t);
+        assert_eq!(
+            n.exec(
+                (61, 1),
+                "/bin/sh",
+                &v(&["sh"]),
+                (None, Some("pipe:[agent]")),
+                t
+            ),
+            None
+        );
         // An agent (it talks to its model) handing its hook command its JSON on stdin.
         let mut n = Net::default();
         n.connected(40, "160.79.104.10:443".into(), t);
@@ -395,6 +480,30 @@ mod tests {
     }
 
     #[test]
+    fn where_an_interpreter_takes_its_code_from() {
+        let c = |a: &[&str]| format!("{:?}", code_of(&v(a)));
+        assert_eq!(c(&["sh"]), "Some(Stdin)");
+        assert_eq!(c(&["/usr/bin/bash", "-s", "--", "--yes"]), "Some(Stdin)");
+        assert_eq!(c(&["bash", "-e", "-o", "pipefail"]), "Some(Stdin)");
+        assert_eq!(c(&["python3", "-"]), "Some(Stdin)");
+        assert_eq!(c(&["python3.12", "-u"]), "Some(Stdin)");
+        assert_eq!(c(&["sh", "--"]), "Some(Stdin)");
+        assert_eq!(c(&["python3", "-m", "json.tool"]), "Some(Elsewhere)");
+        assert_eq!(c(&["bash", "-lc", "echo hi"]), "Some(Arg(\"echo hi\"))");
+        assert_eq!(c(&["perl", "-e", "print 1"]), "Some(Arg(\"print 1\"))");
+        assert_eq!(c(&["node", "--eval", "1"]), "Some(Arg(\"1\"))");
+        assert_eq!(
+            c(&["sh", "install.sh", "-y"]),
+            "Some(Script(\"install.sh\"))"
+        );
+        assert_eq!(
+            c(&["python3", "-W", "ignore", "x.py"]),
+            "Some(Script(\"x.py\"))"
+        );
+        assert_eq!(c(&["curl", "-fsSL"]), "None");
+    }
+
+    #[test]
     fn a_downloaded_text_as_a_c_argument_or_a_downloaded_file_run() {
         let t = Instant::now();
         let mut n = Net::default();
@@ -411,7 +520,7 @@ mod tests {
                 t,
             )
             .expect("$(curl …)");
-        assert!(r.detail.contains("-c argument"), "{}", r.detail);
+        assert!(r.detail.contains("the code it was given"), "{}", r.detail);
         assert_eq!(
             n.exec(
                 (12, 1),
@@ -458,6 +567,23 @@ mod tests {
                 (61, 60),
                 "/usr/bin/python3",
                 &v(&["python3", "/w/parser.py"]),
+                (None, None),
+                t
+            ),
+            None
+        );
+        // A package manager (it writes many files) installing what is then run: the
+        // project's dependencies, not a fetched script.
+        curl(&mut n, 70, t);
+        n.connected(70, "104.16.0.1:443".into(), t);
+        for f in ["a.py", "b.py", "c.py", "d.py", "e.py", "pytest"] {
+            n.wrote(70, &format!("/home/u/.local/bin/{f}"), "import sys\n", t);
+        }
+        assert_eq!(
+            n.exec(
+                (71, 1),
+                "/home/u/.local/bin/pytest",
+                &v(&["pytest"]),
                 (None, None),
                 t
             ),

@@ -565,16 +565,16 @@ fn secrets_are_masked_before_they_leave_axiomd() {
     assert!(leaked.is_empty(), "the secret leaked: {leaked:?}");
 }
 
-/// A key written in two parts (two writes by one process, as `printf` twice): each part alone
-/// is no secret, so each write's own masking leaves it; the stream's last write is kept, and
-/// both halves are masked before either leaves axiomd.
+/// A key written in three parts (three writes by one process, as `printf` thrice): no part
+/// alone, nor two together, is a secret, so each write's own masking leaves it; the stream's
+/// last bytes are kept over its writes, and every part is masked before any leaves axiomd.
 #[test]
-fn a_secret_split_across_two_writes_is_masked_in_both() {
+fn a_secret_split_across_three_writes_is_masked_in_each() {
     let d = Daemon::start("rules_split_secret", &[]);
     let mut sub = d.subscribe(false);
     let agent = tracked_script(
         &d,
-        "printf 'export KEY=AKIAQRSTUVWX'; printf 'YZ234567 # deploy\\n'; sleep 0.2",
+        "printf 'export KEY=AKIAQRSTU'; printf 'VWXYZ2'; printf '34567 # deploy\\n'; sleep 0.2",
     );
     sub.wait_for("the second half", T, |e| {
         e.agent == agent && output_text(e).is_some_and(|t| t.contains("# deploy"))
@@ -588,13 +588,57 @@ fn a_secret_split_across_two_writes_is_masked_in_both() {
         .collect();
     let joined = texts.concat();
     assert!(joined.contains("export KEY="), "{texts:?}");
-    for half in ["QRSTUVWX", "YZ234567"] {
+    for half in ["QRSTU", "VWXYZ2", "34567"] {
         assert!(
             !joined.contains(half),
             "a half of the key was kept: {texts:?}"
         );
     }
     assert!(joined.contains("[REDACTED]"), "{texts:?}");
+}
+
+/// A private key printed a line at a time (a write per line, as a shell loop does): its body
+/// lines, each no secret alone, are masked through to its END line, and what follows is not.
+#[test]
+fn a_private_key_written_line_by_line_is_masked_to_its_end() {
+    let d = Daemon::start("rules_key_lines", &[]);
+    let mut sub = d.subscribe(false);
+    let body: Vec<String> = (0..24)
+        .map(|i| format!("b3BlbnNzaC1rZXktdjEAAAAABG5vbmUAAAAEbm9uZQAAAAAAAAABAAAAMwAAAAtzc2{i:02}"))
+        .collect();
+    let key = std::env::temp_dir().join(unique("id_test"));
+    std::fs::write(
+        &key,
+        format!(
+            "-----BEGIN OPENSSH PRIVATE KEY-----\n{}\n-----END OPENSSH PRIVATE KEY-----\n",
+            body.join("\n")
+        ),
+    )
+    .unwrap();
+    let agent = tracked_script(
+        &d,
+        &format!(
+            "while IFS= read -r l; do printf '%s\\n' \"$l\"; done < {}; echo after-the-key; sleep 0.2",
+            key.display()
+        ),
+    );
+    sub.wait_for("the line after the key", T, |e| {
+        e.agent == agent && output_text(e).is_some_and(|t| t.contains("after-the-key"))
+    });
+    sub.drain_for(Duration::from_millis(300));
+    let texts: Vec<String> = sub
+        .seen
+        .iter()
+        .filter(|e| e.agent == agent)
+        .filter_map(|e| output_text(e).map(str::to_string))
+        .collect();
+    let _ = std::fs::remove_file(&key);
+    let joined = texts.concat();
+    assert!(texts.len() >= 20, "not a write per line: {texts:?}");
+    for line in &body {
+        assert!(!joined.contains(line.as_str()), "a body line was kept: {texts:?}");
+    }
+    assert!(joined.contains("after-the-key"), "{texts:?}");
 }
 
 #[test]

@@ -1,5 +1,5 @@
 //! What a record does not carry, added before it leaves: secrets masked in command lines and
-//! writes (across two writes of one stream too), the target of a write's fd, the operation and
+//! writes (across the writes of one stream too), the target of a write's fd, the operation and
 //! path of a refused file operation.
 use axiom_proto::wire::{Body, DeniedOp, Event};
 
@@ -57,11 +57,12 @@ impl super::Pipeline {
         past_capture
     }
 
-    /// A secret split across this write and the stream's last one (`printf 'KEY=AKIA…';
-    /// printf '…'`): masked in this write's text, and in the last one's too while its event
-    /// still waits in `pending` (writes a few microseconds apart are read in one pass; an older
-    /// one is counted, `secret_half_published`). Then this write becomes the stream's carry.
-    /// `raw` is the write as written, `own` its masking alone; returns its masking in all.
+    /// A secret split across this write and the stream's last ones (`printf 'KEY=AKIA…';
+    /// printf '…'; printf '…'`): masked in this write's text, and in each earlier write's too
+    /// while its event still waits in `pending` (writes a few microseconds apart are read in one
+    /// pass; an older one is counted, `secret_half_published`). The stream's carry is its last
+    /// `CARRY_BYTES` as written, over as many writes as made them (a key typed a few bytes at a
+    /// time). `raw` is the write as written, `own` its masking alone; returns its masking in all.
     pub(super) fn mask_across(
         &mut self,
         tgid: u32,
@@ -72,6 +73,35 @@ impl super::Pipeline {
     ) -> Option<(String, Vec<String>)> {
         let r = self.redactor.as_ref()?;
         let key = (tgid, fd);
+        // A secret that ran to the end of the stream's last write (a private key's body, a
+        // line at a time): this write goes on with it when the secret's start, as written,
+        // and this write together mask from the start into this write.
+        if let Some(head) = self.carries.get(&key).and_then(|c| c.open.as_deref())
+            && !raw.is_empty()
+        {
+            let alone = own.as_ref().map_or(raw, |(m, _)| m.as_str());
+            let went_on = r(Some(scope), &format!("{head}{raw}")).and_then(|(m, ids)| {
+                let after = m.strip_prefix(axiom_rules::MASK)?;
+                (after != alone).then(|| (format!("{}{after}", axiom_rules::MASK), ids))
+            });
+            if let Some((masked, ids)) = went_on {
+                let mut all = own.map(|(_, ids)| ids).unwrap_or_default();
+                for id in ids {
+                    if !all.contains(&id) {
+                        all.push(id);
+                    }
+                }
+                let open = masked
+                    .ends_with(axiom_rules::MASK)
+                    .then(|| head.to_string());
+                let c = self.carries.entry(key).or_default();
+                c.tail.clear();
+                c.writes.clear();
+                c.open = open;
+                return Some((masked, all));
+            }
+        }
+        let mut crossed = None;
         if let Some(c) = self.carries.get(&key)
             && !c.tail.is_empty()
             && !raw.is_empty()
@@ -87,6 +117,7 @@ impl super::Pipeline {
                     .zip(masked_tail.chars())
                     .find(|((_, a), b)| a != b)
                     .map_or(masked_tail.len(), |((i, _), _)| i);
+                crossed = joined.get(at..).map(str::to_string);
                 let mut all = own.map(|(_, ids)| ids).unwrap_or_default();
                 for id in ids {
                     if !all.contains(&id) {
@@ -94,24 +125,38 @@ impl super::Pipeline {
                     }
                 }
                 own = Some((masked[at..].to_string(), all));
-                // The last write's end, from the secret's start on: masked too (when the tail
-                // held no other secret, `at` counts its bytes as written).
-                let half = c.tail.get(at..).filter(|_| masked_tail == c.tail);
-                let (g, i) = c.pending;
-                let fixed = match half {
-                    Some(half) if g == self.published => match self.pending.get_mut(i) {
-                        Some(Event {
-                            body: Body::Output { text: t, .. },
-                            ..
-                        }) if t.ends_with(half) => {
-                            t.truncate(t.len() - half.len());
-                            t.push_str(axiom_rules::MASK);
-                            true
+                // The earlier writes' bytes from the secret's start on: masked too (when the
+                // tail held no other secret, `at` counts its bytes as written).
+                let mut fixed = masked_tail == c.tail;
+                if fixed {
+                    let mut off = 0;
+                    for &(g, i, len) in &c.writes {
+                        let end = off + len;
+                        let from = at.max(off);
+                        off = end;
+                        if from >= end {
+                            continue;
                         }
-                        _ => false,
-                    },
-                    _ => false,
-                };
+                        let Some(part) = c.tail.get(from..end) else {
+                            fixed = false;
+                            continue;
+                        };
+                        fixed &= g == self.published
+                            && match self.pending.get_mut(i) {
+                                Some(Event {
+                                    body: Body::Output { text: t, .. },
+                                    ..
+                                }) if t.ends_with(part) => {
+                                    t.truncate(t.len() - part.len());
+                                    if !t.ends_with(axiom_rules::MASK) {
+                                        t.push_str(axiom_rules::MASK);
+                                    }
+                                    true
+                                }
+                                _ => false,
+                            };
+                    }
+                }
                 if !fixed {
                     self.bus.stats.count_loss("secret_half_published");
                 }
@@ -120,16 +165,22 @@ impl super::Pipeline {
         if self.carries.len() >= CARRIES && !self.carries.contains_key(&key) {
             self.carries.clear();
         }
-        // The end of this write as written: a secret's first part is at most this long.
-        let start = raw.ceil_char_boundary(raw.len().saturating_sub(CARRY_BYTES));
-        self.carries.insert(
-            key,
-            Carry {
-                tail: raw[start..].to_string(),
-                // Its event is the next one pushed (`emit` follows).
-                pending: (self.published, self.pending.len()),
-            },
-        );
+        // This write's event is the next one pushed (`emit` follows).
+        let here = (self.published, self.pending.len());
+        // A secret that runs to this write's end may go on in the next: its start as written.
+        let open = own
+            .as_ref()
+            .filter(|(m, _)| m.ends_with(axiom_rules::MASK))
+            .and_then(|(m, _)| crossed.clone().or_else(|| secret_start(raw, m)))
+            .map(|h| h[..h.floor_char_boundary(OPEN_HEAD)].to_string());
+        let c = self.carries.entry(key).or_default();
+        if crossed.is_some() {
+            // The secret is masked: what follows starts afresh from this write.
+            c.tail.clear();
+            c.writes.clear();
+        }
+        c.open = open;
+        c.push(raw, here);
         own
     }
 
@@ -175,12 +226,61 @@ fn crossing(r: &Redactor, scope: axiom_rules::Scope, tail: &str, raw: &str) -> O
     (!masked.starts_with(masked_tail.as_str())).then_some(masked_tail)
 }
 
-/// A stream's last write, for a secret split across two (see `Pipeline::mask_across`).
-pub(super) struct Carry {
-    tail: String,
-    /// Where its event waits: (publish generation, index in `pending`).
-    pending: (u64, usize),
+/// Where the first secret masked in `masked` (`raw` masked) starts in `raw`, and `raw` from
+/// there on.
+fn secret_start(raw: &str, masked: &str) -> Option<String> {
+    let at = raw
+        .char_indices()
+        .zip(masked.chars())
+        .find(|((_, a), b)| a != b)
+        .map(|((i, _), _)| i)?;
+    Some(raw[at..].to_string())
 }
+
+/// Bytes of a secret's start kept while it may go on (a private key's BEGIN line and more).
+const OPEN_HEAD: usize = 128;
+
+/// A stream's last bytes as written, for a secret split across writes (see
+/// `Pipeline::mask_across`).
+#[derive(Default)]
+pub(super) struct Carry {
+    /// The start (as written, at most `OPEN_HEAD` bytes) of a secret that ran to the end of the
+    /// last write, and may go on in the next.
+    open: Option<String>,
+    /// At most `CARRY_BYTES`, the end of the last writes.
+    tail: String,
+    /// The writes `tail` is made of, oldest first: where each one's event waits (publish
+    /// generation, index in `pending`) and how many of `tail`'s bytes are its end.
+    writes: std::collections::VecDeque<(u64, usize, usize)>,
+}
+
+impl Carry {
+    /// Adds a write's bytes (whose event waits at `at`), keeping the last `CARRY_BYTES`.
+    fn push(&mut self, raw: &str, (g, i): (u64, usize)) {
+        let start = raw.ceil_char_boundary(raw.len().saturating_sub(CARRY_BYTES));
+        let part = &raw[start..];
+        if part.is_empty() {
+            return;
+        }
+        self.tail.push_str(part);
+        self.writes.push_back((g, i, part.len()));
+        let over = self.tail.len().saturating_sub(CARRY_BYTES);
+        if over > 0 {
+            let cut = self.tail.ceil_char_boundary(over);
+            self.tail.drain(..cut);
+            let mut left = cut;
+            while let Some(w) = self.writes.front_mut() {
+                if w.2 > left {
+                    w.2 -= left;
+                    break;
+                }
+                left -= w.2;
+                self.writes.pop_front();
+            }
+        }
+    }
+}
+
 /// Bytes of a write kept for the next one: longer than any secret a rule knows.
 pub(super) const CARRY_BYTES: usize = 256;
 /// Streams followed at most (all forgotten at once beyond: a rare miss, never growth).

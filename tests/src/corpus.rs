@@ -841,6 +841,47 @@ fn todos(out: &mut Vec<Case>) {
             },
         });
     }
+    // Whole-file writes of that file (the write tool's, not an edit): what the file held
+    // before is not the agent's; a TODO it keeps is not new, one it adds is.
+    let mut t = Turn {
+        pool: &[Agent::Claude, Agent::Gemini, Agent::OpenCode],
+        i: 0,
+    };
+    let writes: &[(&str, &str, bool)] = &[
+        (
+            "write-keeps",
+            "def load(path):\n    # TODO: validate the path\n    with open(path) as f:\n        return f.read()\n",
+            false,
+        ),
+        (
+            "write-adds",
+            "def load(path):\n    # TODO: validate the path\n    # TODO: close the file\n    return open(path).read()\n",
+            true,
+        ),
+        (
+            "write-keeps-moved",
+            "import os\n\n\ndef load(path):\n    return open(path).read()\n    # TODO: validate the path\n",
+            false,
+        ),
+    ];
+    for (name, content, found) in writes {
+        out.push(Case {
+            name: format!("todo-{name}"),
+            family: "todo",
+            agent: t.next(),
+            prompt: "Tidy src/load.py.".into(),
+            turns: json!({"turns": [
+                {"text": "Rewriting src/load.py.", "tools": [{"write": {"path": "{ws}/src/load.py", "content": content}}]},
+                {"text": "Rewritten."}
+            ]}),
+            files: vec![("src/load.py".into(), before.into())],
+            expect: if *found {
+                vec![e("todo-left", Some("src/load.py"))]
+            } else {
+                Vec::new()
+            },
+        });
+    }
 }
 
 /// Secrets of every shipped family, by the write tool and by the shell, and look-alikes that

@@ -604,7 +604,9 @@ fn a_private_key_written_line_by_line_is_masked_to_its_end() {
     let d = Daemon::start("rules_key_lines", &[]);
     let mut sub = d.subscribe(false);
     let body: Vec<String> = (0..24)
-        .map(|i| format!("b3BlbnNzaC1rZXktdjEAAAAABG5vbmUAAAAEbm9uZQAAAAAAAAABAAAAMwAAAAtzc2{i:02}"))
+        .map(|i| {
+            format!("b3BlbnNzaC1rZXktdjEAAAAABG5vbmUAAAAEbm9uZQAAAAAAAAABAAAAMwAAAAtzc2{i:02}")
+        })
         .collect();
     let key = std::env::temp_dir().join(unique("id_test"));
     std::fs::write(
@@ -636,7 +638,10 @@ fn a_private_key_written_line_by_line_is_masked_to_its_end() {
     let joined = texts.concat();
     assert!(texts.len() >= 20, "not a write per line: {texts:?}");
     for line in &body {
-        assert!(!joined.contains(line.as_str()), "a body line was kept: {texts:?}");
+        assert!(
+            !joined.contains(line.as_str()),
+            "a body line was kept: {texts:?}"
+        );
     }
     assert!(joined.contains("after-the-key"), "{texts:?}");
 }

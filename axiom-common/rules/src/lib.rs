@@ -397,6 +397,27 @@ pub fn added(text: &str, replaced: &str, matched: &str) -> bool {
     matched.is_empty() || text.matches(matched).count() > replaced.matches(matched).count()
 }
 
+/// The lines of `text` that `replaced` does not hold, each line of `replaced` answering for
+/// one equal line of `text`: what a write adds (a whole-file write over the file it replaces,
+/// an edit's new string over its old one), where a finding is the agent's.
+pub fn new_lines(text: &str, replaced: &str) -> String {
+    let mut old: std::collections::HashMap<&str, usize> = std::collections::HashMap::new();
+    for l in replaced.lines() {
+        *old.entry(l).or_default() += 1;
+    }
+    let mut out = String::new();
+    for l in text.lines() {
+        match old.get_mut(l) {
+            Some(n) if *n > 0 => *n -= 1,
+            _ => {
+                out.push_str(l);
+                out.push('\n');
+            }
+        }
+    }
+    out
+}
+
 /// A rule file's error: `file:line: reason`, or it could not be read.
 pub type RuleError = axiom_proto::file_error::FileError;
 

@@ -600,3 +600,15 @@ fn a_claim_is_asserted_not_asked_intended_or_conditional() {
     ));
     assert!(at("I made sure v1.2 works. All tests pass.", "tests pass"));
 }
+
+/// What a write adds: the lines the replaced text does not hold, each line answering once.
+#[test]
+fn new_lines_are_what_the_replaced_text_does_not_hold() {
+    let old = "a\n# TODO: x\nb\n";
+    assert_eq!(crate::new_lines("a\n# TODO: x\nc\n", old), "c\n");
+    assert_eq!(
+        crate::new_lines("# TODO: x\n# TODO: x\n", old),
+        "# TODO: x\n"
+    );
+    assert_eq!(crate::new_lines("z\n", ""), "z\n");
+}

@@ -95,7 +95,13 @@ impl Actions {
             .map(String::from);
         // A tool call may write several files (a Codex patch): the first one refused refuses it.
         let mut reason = None;
-        for call in ToolCall::of(input) {
+        for mut call in ToolCall::of(input) {
+            // A whole-file write replaces what the file holds: a TODO it keeps is not new.
+            if call.whole
+                && let Some(old) = call.path.as_deref().and_then(|p| on_disk(agent, p))
+            {
+                call.replaced = old;
+            }
             let hit = set.refusal(call.scope, &call.text, call.path.as_deref(), &call.replaced);
             let (text, redacted) = masked_with(set, call.text.clone());
             self.bus.publish(notice(
@@ -112,7 +118,8 @@ impl Actions {
                 },
             ));
             if let Some(p) = &call.path {
-                self.claims.announced(agent.id, p, &call.text);
+                self.claims
+                    .announced(agent.id, p, &call.text, &call.replaced);
             }
             if let Some(h) = hit {
                 reason = Some(self.refuse(set, agent, &call, h));
@@ -297,6 +304,35 @@ struct ToolCall {
     path: Option<String>,
     /// What an edit replaces: text already there is not the agent's to answer for.
     replaced: String,
+    /// It writes the whole file (what it replaces is the file as it is).
+    whole: bool,
+}
+
+/// The most of a file read for what a whole-file write replaces.
+const ON_DISK_MAX: u64 = 1 << 20;
+
+/// What a file holds before a whole-file write replaces it: read through the agent's own root
+/// (`/proc/<leader>/root`: its mount namespace's view of the path), only a regular file the
+/// agent's owner owns (axiomd reads as root: never a file the agent could not read itself), of
+/// at most `ON_DISK_MAX` bytes, not through a symlink at its end.
+fn on_disk(agent: &Agent, path: &str) -> Option<String> {
+    use std::io::Read as _;
+    use std::os::unix::fs::{MetadataExt as _, OpenOptionsExt as _};
+    if agent.leader == 0 || !path.starts_with('/') {
+        return None;
+    }
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_NOCTTY)
+        .open(format!("/proc/{}/root{path}", agent.leader))
+        .ok()?;
+    let m = f.metadata().ok()?;
+    if !m.is_file() || m.uid() != agent.owner_uid || m.len() > ON_DISK_MAX {
+        return None;
+    }
+    let mut s = String::new();
+    f.take(ON_DISK_MAX).read_to_string(&mut s).ok()?;
+    Some(s)
 }
 
 impl ToolCall {
@@ -383,12 +419,14 @@ impl ToolCall {
             ),
             _ => return None,
         };
+        let whole = matches!(tool.as_str(), "Write" | "write_file" | "write");
         Some(ToolCall {
             tool,
             scope,
             text,
             path,
             replaced,
+            whole,
         })
     }
 
@@ -431,6 +469,7 @@ fn patch_writes(patch: &str) -> Vec<ToolCall> {
                 text: String::new(),
                 path: Some(path.trim().to_string()),
                 replaced: String::new(),
+                whole: false,
             });
             continue;
         }

@@ -49,11 +49,12 @@ impl Claims {
         Claims(engine.clone())
     }
 
-    /// An agent's hook showed a tool call that writes `added` to `path` (before it runs): what
-    /// the file already holds besides is not the agent's to answer for when the write lands.
-    pub(crate) fn announced(&self, agent: u64, path: &str, added: &str) {
+    /// An agent's hook showed a tool call that writes `text` to `path` over `replaced` (before
+    /// it runs): what the file already holds is not the agent's to answer for when the write
+    /// lands.
+    pub(crate) fn announced(&self, agent: u64, path: &str, text: &str, replaced: &str) {
         if let Ok(mut e) = self.0.lock() {
-            e.announced(agent, path, added, std::time::Instant::now());
+            e.announced(agent, path, (text, replaced), std::time::Instant::now());
         }
     }
 

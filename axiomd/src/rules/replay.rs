@@ -97,7 +97,7 @@ pub fn replay(set: &RuleSet, events: &[Event], size: Option<(u16, u16)>) -> Vec<
                     Scope::Exec
                 };
                 if let Some(p) = path {
-                    engine.announced(ev.agent, p, text, clock);
+                    engine.announced(ev.agent, p, (text, replaced), clock);
                 }
                 let refused = match set.refusal(scope, text, path.as_deref(), replaced) {
                     Some(h) => {

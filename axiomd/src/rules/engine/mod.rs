@@ -596,9 +596,17 @@ impl Engine {
         self.on_bytes(set, ev, &[Scope::File], t, None, Some(path), now)
     }
 
-    /// The agent's hook showed a write tool about to add `added` to `path`.
-    pub(crate) fn announced(&mut self, agent: u64, path: &str, added: &str, now: Instant) {
-        self.act(agent, now).announce(path, added, now);
+    /// The agent's hook showed a write tool about to write `text` to `path` over `replaced`:
+    /// the lines it adds are announced.
+    pub(crate) fn announced(
+        &mut self,
+        agent: u64,
+        path: &str,
+        (text, replaced): (&str, &str),
+        now: Instant,
+    ) {
+        let added = rules::new_lines(text, replaced);
+        self.act(agent, now).announce(path, &added, now);
     }
 
     /// Findings of the `remote_code` rules for code from the network that ran (`run`).

@@ -823,23 +823,26 @@ fn todos(out: &mut Vec<Case>) {
             false,
         ),
     ];
+    // One call to `tool` on src/load.py, which holds `before`.
+    let load_case = |name: &str, agent: Agent, tool: Value, found: bool| Case {
+        name: format!("todo-{name}"),
+        family: "todo",
+        agent,
+        prompt: "Tidy src/load.py.".into(),
+        turns: json!({"turns": [
+            {"text": "Changing src/load.py.", "tools": [tool]},
+            {"text": "Changed."}
+        ]}),
+        files: vec![("src/load.py".into(), before.into())],
+        expect: if found {
+            vec![e("todo-left", Some("src/load.py"))]
+        } else {
+            Vec::new()
+        },
+    };
     for (name, old, new, found) in edits {
-        out.push(Case {
-            name: format!("todo-{name}"),
-            family: "todo",
-            agent: t.next(),
-            prompt: "Tidy src/load.py.".into(),
-            turns: json!({"turns": [
-                {"text": "Editing src/load.py.", "tools": [{"edit": {"path": "{ws}/src/load.py", "old": old, "new": new}}]},
-                {"text": "Edited."}
-            ]}),
-            files: vec![("src/load.py".into(), before.into())],
-            expect: if *found {
-                vec![e("todo-left", Some("src/load.py"))]
-            } else {
-                Vec::new()
-            },
-        });
+        let tool = json!({"edit": {"path": "{ws}/src/load.py", "old": old, "new": new}});
+        out.push(load_case(name, t.next(), tool, *found));
     }
     // Whole-file writes of that file (the write tool's, not an edit): what the file held
     // before is not the agent's; a TODO it keeps is not new, one it adds is.
@@ -865,22 +868,8 @@ fn todos(out: &mut Vec<Case>) {
         ),
     ];
     for (name, content, found) in writes {
-        out.push(Case {
-            name: format!("todo-{name}"),
-            family: "todo",
-            agent: t.next(),
-            prompt: "Tidy src/load.py.".into(),
-            turns: json!({"turns": [
-                {"text": "Rewriting src/load.py.", "tools": [{"write": {"path": "{ws}/src/load.py", "content": content}}]},
-                {"text": "Rewritten."}
-            ]}),
-            files: vec![("src/load.py".into(), before.into())],
-            expect: if *found {
-                vec![e("todo-left", Some("src/load.py"))]
-            } else {
-                Vec::new()
-            },
-        });
+        let tool = json!({"write": {"path": "{ws}/src/load.py", "content": content}});
+        out.push(load_case(name, t.next(), tool, *found));
     }
 }
 

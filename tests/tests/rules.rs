@@ -565,6 +565,20 @@ fn secrets_are_masked_before_they_leave_axiomd() {
     assert!(leaked.is_empty(), "the secret leaked: {leaked:?}");
 }
 
+/// The texts of `agent`'s writes as they left axiomd, once one holding `last` has (and a
+/// moment after, for any still on the way).
+fn outputs_until(sub: &mut Subscription, agent: u64, last: &str) -> Vec<String> {
+    sub.wait_for(last, T, |e| {
+        e.agent == agent && output_text(e).is_some_and(|t| t.contains(last))
+    });
+    sub.drain_for(Duration::from_millis(300));
+    sub.seen
+        .iter()
+        .filter(|e| e.agent == agent)
+        .filter_map(|e| output_text(e).map(str::to_string))
+        .collect()
+}
+
 /// A key written in three parts (three writes by one process, as `printf` thrice): no part
 /// alone, nor two together, is a secret, so each write's own masking leaves it; the stream's
 /// last bytes are kept over its writes, and every part is masked before any leaves axiomd.
@@ -576,16 +590,7 @@ fn a_secret_split_across_three_writes_is_masked_in_each() {
         &d,
         "printf 'export KEY=AKIAQRSTU'; printf 'VWXYZ2'; printf '34567 # deploy\\n'; sleep 0.2",
     );
-    sub.wait_for("the second half", T, |e| {
-        e.agent == agent && output_text(e).is_some_and(|t| t.contains("# deploy"))
-    });
-    sub.drain_for(Duration::from_millis(300));
-    let texts: Vec<String> = sub
-        .seen
-        .iter()
-        .filter(|e| e.agent == agent)
-        .filter_map(|e| output_text(e).map(str::to_string))
-        .collect();
+    let texts = outputs_until(&mut sub, agent, "# deploy");
     let joined = texts.concat();
     assert!(joined.contains("export KEY="), "{texts:?}");
     for half in ["QRSTU", "VWXYZ2", "34567"] {
@@ -624,16 +629,7 @@ fn a_private_key_written_line_by_line_is_masked_to_its_end() {
             key.display()
         ),
     );
-    sub.wait_for("the line after the key", T, |e| {
-        e.agent == agent && output_text(e).is_some_and(|t| t.contains("after-the-key"))
-    });
-    sub.drain_for(Duration::from_millis(300));
-    let texts: Vec<String> = sub
-        .seen
-        .iter()
-        .filter(|e| e.agent == agent)
-        .filter_map(|e| output_text(e).map(str::to_string))
-        .collect();
+    let texts = outputs_until(&mut sub, agent, "after-the-key");
     let _ = std::fs::remove_file(&key);
     let joined = texts.concat();
     assert!(texts.len() >= 20, "not a write per line: {texts:?}");

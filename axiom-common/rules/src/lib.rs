@@ -339,6 +339,14 @@ impl Rule {
             _ => self.action != Action::Alert,
         })
     }
+
+    /// Whether a hook refuses by this rule a call in `scope` that writes `text` (to `path`, for
+    /// a write): the rule prevents there, and judges that file. What the call only keeps of the
+    /// file is the caller's to leave out (`added`).
+    pub fn refuses(&self, scope: Scope, path: Option<&str>, text: &str) -> bool {
+        self.prevents(scope)
+            && (scope == Scope::Exec || path.is_none_or(|p| self.judges_file(p, text)))
+    }
 }
 
 /// Whether the words at `start` in `text` are asserted, as a claim is: not in a question, and not
@@ -880,11 +888,9 @@ impl RuleSet {
         self.scan(scope, text)
             .into_iter()
             .filter(|h| {
-                let r = &self.rules[h.rule];
-                r.prevents(scope)
+                self.rules[h.rule].refuses(scope, path, text)
                     && (scope == Scope::Exec
-                        || (path.is_none_or(|p| r.judges_file(p, text))
-                            && added(text, replaced, text.get(h.start..h.end).unwrap_or(""))))
+                        || added(text, replaced, text.get(h.start..h.end).unwrap_or("")))
             })
             .max_by_key(|h| self.rules[h.rule].priority)
     }

@@ -113,8 +113,7 @@ pub fn replay(set: &RuleSet, events: &[Event], size: Option<(u16, u16)>) -> Vec<
                         .filter(|r| {
                             (redacted.contains(&r.id)
                                 || (r.redact && refused_live.as_deref() == Some(r.id.as_str())))
-                                && r.prevents(scope)
-                                && path.as_deref().is_none_or(|p| r.judges_file(p, text))
+                                && r.refuses(scope, path.as_deref(), text)
                         })
                         .max_by_key(|r| r.priority)
                         .map(|r| (r, format!("a secret, masked ({})", r.id))),

@@ -68,6 +68,11 @@ enum Cmd {
     Hook,
     /// Stored events: the latest N of an agent, a time range, kinds, text — or read-only SQL.
     Query(cmd::query::Asked),
+    /// A live view of your agents, the busiest first: keys to watch, freeze, thaw, stop.
+    Top,
+    /// An agent's session in another format: `--asciicast`, its terminal as asciinema plays
+    /// it.
+    Export(cmd::export::Asked),
     /// Rules: list the active ones, reload them, or check and try a rule file offline.
     Rules {
         #[command(subcommand)]
@@ -122,6 +127,8 @@ fn run(cli: &Cli) -> anyhow::Result<ExitCode> {
         Cmd::Agents => cmd::agents::run(g),
         Cmd::Rules { cmd } => cmd::rules::run(g, cmd),
         Cmd::Query(q) => cmd::query::run(g, p, q),
+        Cmd::Export(q) => cmd::export::run(g, q),
+        Cmd::Top => cmd::top::run(g),
         Cmd::Completions { shell } => {
             let mut cmd = <Cli as clap::CommandFactory>::command();
             clap_complete::generate(*shell, &mut cmd, "axiomctl", &mut std::io::stdout());

@@ -256,6 +256,7 @@ impl Style {
             command,
             workspace,
             profile,
+            ..
         } = &e.body
         else {
             return String::new();

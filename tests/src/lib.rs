@@ -324,6 +324,14 @@ pub fn axiomctl_bin() -> PathBuf {
     bin_dir().join("axiomctl")
 }
 
+/// Where tests keep what they made for people to look at (a screen of `axiomctl top`), beside
+/// the binaries they ran: `axiom-artifacts/`.
+pub fn artifacts_dir() -> PathBuf {
+    let d = bin_dir().join("axiom-artifacts");
+    let _ = std::fs::create_dir_all(&d);
+    d
+}
+
 /// A connection to the control socket that panics on errors (tests only).
 pub struct Client {
     pub conn: Connection,

@@ -993,4 +993,57 @@ fn a_stored_session_replays_offline_to_what_axiomd_found_live() {
     live.sort();
     live.dedup();
     assert_eq!(replayed, live, "replayed offline vs found live");
+
+    // The same session as an asciicast: its terminal at the size it ran, and what asciinema
+    // plays of it shows the model's words.
+    let cast = dir.join("session.cast");
+    let o = std::process::Command::new(axiom_tests::axiomctl_bin())
+        .arg("--socket")
+        .arg(&d.socket)
+        .args(["export", "--asciicast", "-o"])
+        .arg(&cast)
+        .arg(s.agent.to_string())
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let text = std::fs::read_to_string(&cast).unwrap();
+    let mut lines = text.lines();
+    let head: Value = serde_json::from_str(lines.next().unwrap()).unwrap();
+    assert_eq!(head["version"], 2, "{head}");
+    assert_eq!(
+        (head["height"].as_u64(), head["width"].as_u64()),
+        (Some(u64::from(ROWS)), Some(u64::from(COLS))),
+        "{head}"
+    );
+    let frames: Vec<Value> = lines.map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert!(frames.len() > 10, "{} frames", frames.len());
+    assert!(
+        frames
+            .windows(2)
+            .all(|w| w[0][0].as_f64() <= w[1][0].as_f64()),
+        "frames out of order"
+    );
+    let played = std::process::Command::new(axiom_tests::python().with_file_name("asciinema"))
+        .args(["play", "--speed", "1000", "--idle-time-limit", "0.01"])
+        .arg(&cast)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    assert!(
+        played.status.success(),
+        "asciinema play: {}",
+        String::from_utf8_lossy(&played.stderr)
+    );
+    let played = String::from_utf8_lossy(&played.stdout);
+    let written: String = frames.iter().filter_map(|f| f[2].as_str()).collect();
+    assert_eq!(played, written, "asciinema did not play the whole session");
+    // What a terminal showed of it, frame by frame: the model's words (the TUI places each
+    // word with a cursor move).
+    let nz = |n: u16| std::num::NonZeroU16::new(n).unwrap();
+    let mut screen = vt100::Parser::new(nz(ROWS), nz(COLS), 0);
+    let shown = frames.iter().filter_map(|f| f[2].as_str()).any(|text| {
+        screen.process(text.as_bytes());
+        screen.screen().contents().contains("Adding the entry point.")
+    });
+    assert!(shown, "the model's words never showed in the replayed terminal");
 }

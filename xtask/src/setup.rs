@@ -114,13 +114,13 @@ pub fn setup() -> anyhow::Result<()> {
 
     // pyarrow: reads the cold tier's Parquet; rotel: a real OTLP receiver; prometheus_client:
     // the reference parser of the Prometheus text format; mcp: the official Python MCP SDK, the
-    // client that drives `axiomctl mcp`.
+    // client that drives `axiomctl mcp`; asciinema: plays `axiomctl export --asciicast`.
     let py = format!("{VENV}/bin/python");
     if quiet_ok(Command::new(&py).args([
         "-c",
-        "import pyarrow, rotel, prometheus_client, mcp, importlib.metadata as m; assert m.version('mcp') == '2.3.0'",
+        "import pyarrow, rotel, prometheus_client, mcp, asciinema, importlib.metadata as m; assert m.version('mcp') == '2.3.0'",
     ])) {
-        println!("setup: pyarrow, rotel, prometheus_client, mcp present in {VENV}");
+        println!("setup: pyarrow, rotel, prometheus_client, mcp, asciinema present in {VENV}");
     } else {
         if !Path::new(&py).exists() {
             run(Command::new("python3").args(["-m", "venv", VENV]))?;
@@ -134,8 +134,9 @@ pub fn setup() -> anyhow::Result<()> {
             "rotel==0.0.1a15",
             "prometheus_client",
             "mcp==2.3.0",
+            "asciinema==2.4.0",
         ]))
-        .context("installing pyarrow, rotel, prometheus_client, mcp")?;
+        .context("installing pyarrow, rotel, prometheus_client, mcp, asciinema")?;
     }
 
     agents()?;

@@ -104,6 +104,10 @@ pub enum Body {
         command: Vec<String>,
         workspace: Option<String>,
         profile: Option<String>,
+        /// Its own terminal, when it runs in one axiomd holds (`axiomctl run`): what its
+        /// session is replayed on (`axiomctl export --asciicast`).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        terminal: Option<Terminal>,
     },
     /// An agent's root process ended.
     AgentExited {
@@ -212,6 +216,14 @@ pub enum Body {
 
 /// The most of a hook call's text (a command, a write, a message) its `hook` event keeps.
 pub const HOOK_TEXT_MAX: usize = 16 * 1024;
+
+/// An agent's own terminal: its device (`/dev/pts/N`) and its size when it started.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct Terminal {
+    pub device: String,
+    pub rows: u16,
+    pub cols: u16,
+}
 
 /// Why a request was refused, for programs (the message beside it is for people). Stable: a
 /// client matches on it; a code it does not know yet reads as `Unknown`.

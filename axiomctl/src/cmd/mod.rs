@@ -3,10 +3,12 @@
 //! connection, refusals, the event printer and follower) is `client.rs`.
 pub mod agents;
 pub mod events;
+pub mod export;
 pub mod hook;
 pub mod query;
 pub mod rules;
 pub mod run;
 pub mod status;
 pub mod steer;
+pub mod top;
 pub mod watch;

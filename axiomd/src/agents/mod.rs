@@ -648,6 +648,7 @@ impl Registry {
         a.profile = launch.profile;
         a.kind = launch.kind;
         a.hooks = launch.hooks;
+        a.terminal = launch.terminal;
         self.insert(a);
         Ok(agent)
     }

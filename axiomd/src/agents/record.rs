@@ -70,6 +70,9 @@ pub(crate) struct Agent {
     /// The model it says it talks to (Claude Code's `SessionStart`), as its hooks report it.
     #[serde(default)]
     pub(crate) model: Option<String>,
+    /// Its own terminal, when axiomd holds it (`axiomctl run`).
+    #[serde(default)]
+    pub(crate) terminal: Option<axiom_proto::wire::Terminal>,
 }
 
 /// What a client says about an agent it starts.
@@ -85,6 +88,8 @@ pub(crate) struct Launch {
     pub(crate) net: Option<axiom_proto::confine::NetRules>,
     pub(crate) kind: Option<String>,
     pub(crate) hooks: bool,
+    /// Its own terminal (`axiomctl run` hands axiomd the master).
+    pub(crate) terminal: Option<axiom_proto::wire::Terminal>,
 }
 
 impl Agent {
@@ -108,6 +113,7 @@ impl Agent {
             hooks: false,
             conversation: None,
             model: None,
+            terminal: None,
         }
     }
 }

@@ -336,6 +336,7 @@ impl Shared {
                     net: None,
                     kind,
                     hooks,
+                    terminal: None,
                 },
                 pty,
             ),
@@ -435,7 +436,12 @@ impl Shared {
             Ok(r) => r,
             Err(e) => return no_profile(e),
         };
+        let terminal = fd
+            .as_ref()
+            .and_then(crate::kernel::pty::describe)
+            .map(|(device, rows, cols)| axiom_proto::wire::Terminal { device, rows, cols });
         let launch = Launch {
+            terminal,
             profile: Some(confinement.profile.clone()),
             limits: Some(confinement.limits.clone()),
             net: Some(confinement.net.clone()),

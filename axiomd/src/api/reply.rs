@@ -78,6 +78,7 @@ pub(super) fn started(a: &Agent) -> Event {
             command: a.command.clone(),
             workspace: a.workspace.clone(),
             profile: a.profile.clone(),
+            terminal: a.terminal.clone(),
         },
     )
 }

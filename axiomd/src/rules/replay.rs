@@ -206,6 +206,7 @@ mod tests {
                 command: vec!["claude".into()],
                 workspace: Some(ws.into()),
                 profile: None,
+                terminal: None,
             },
         )
     }

@@ -143,6 +143,7 @@ impl Sessions {
             command,
             workspace,
             profile,
+            ..
         } = &ev.body
         else {
             return;

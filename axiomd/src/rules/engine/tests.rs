@@ -52,6 +52,7 @@ fn started(command: &[&str]) -> Body {
         command: command.iter().map(|c| c.to_string()).collect(),
         workspace: None,
         profile: None,
+        terminal: None,
     }
 }
 

@@ -221,6 +221,23 @@ impl Daemon {
         r.agent.unwrap()
     }
 
+    /// The id of the agent named `name` (`axiomctl run --name`), once axiomd has it.
+    pub fn agent_named(&self, name: &str, within: Duration) -> u64 {
+        let t0 = std::time::Instant::now();
+        loop {
+            let agents = self
+                .client()
+                .request(&Request::Agents)
+                .agents
+                .unwrap_or_default();
+            if let Some(a) = agents.iter().find(|a| a.name.as_deref() == Some(name)) {
+                return a.id;
+            }
+            assert!(t0.elapsed() < within, "agent {name} did not start");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
     pub fn track_pid(&self, pid: u32) -> Reply {
         self.client().request(&Request::TrackPid { pid })
     }

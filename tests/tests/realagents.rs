@@ -1043,7 +1043,13 @@ fn a_stored_session_replays_offline_to_what_axiomd_found_live() {
     let mut screen = vt100::Parser::new(nz(ROWS), nz(COLS), 0);
     let shown = frames.iter().filter_map(|f| f[2].as_str()).any(|text| {
         screen.process(text.as_bytes());
-        screen.screen().contents().contains("Adding the entry point.")
+        screen
+            .screen()
+            .contents()
+            .contains("Adding the entry point.")
     });
-    assert!(shown, "the model's words never showed in the replayed terminal");
+    assert!(
+        shown,
+        "the model's words never showed in the replayed terminal"
+    );
 }

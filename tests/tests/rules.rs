@@ -40,15 +40,7 @@ fn run_agent(d: &Daemon, name: &str, script: &str) -> (std::process::Child, u64)
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let t0 = std::time::Instant::now();
-    loop {
-        let agents = d.client().request(&Request::Agents).agents.unwrap();
-        if let Some(a) = agents.iter().find(|a| a.name.as_deref() == Some(name)) {
-            return (child, a.id);
-        }
-        assert!(t0.elapsed() < T, "agent {name} did not start");
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    (child, d.agent_named(name, T))
 }
 
 #[test]

@@ -64,15 +64,7 @@ fn busy_agent(d: &Daemon, name: &str, prefix: &[String], ws: &Path) -> (std::pro
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let t0 = Instant::now();
-    loop {
-        let agents = d.client().request(&Request::Agents).agents.unwrap();
-        if let Some(a) = agents.iter().find(|a| a.name.as_deref() == Some(name)) {
-            return (child, a.id);
-        }
-        assert!(t0.elapsed() < T, "agent {name} did not start");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    (child, d.agent_named(name, T))
 }
 
 /// tmux on a server of its own (`-L`), killed on drop.

@@ -21,15 +21,27 @@ pub(crate) struct Otlp {
 }
 
 fn resource() -> Resource {
-    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|h| h.trim().to_string())
-        .unwrap_or_default();
+    let read = |p: &str| {
+        std::fs::read_to_string(p)
+            .map(|h| h.trim().to_string())
+            .unwrap_or_default()
+    };
+    let host = read("/proc/sys/kernel/hostname");
+    // The machine's id (systemd's, from /etc/machine-id): the host's, and, one axiomd running
+    // per host, the service instance's — the same across restarts and unique across hosts.
+    let id = read("/etc/machine-id");
+    let mut attrs = vec![
+        KeyValue::new("service.version", env!("CARGO_PKG_VERSION")),
+        KeyValue::new("host.name", host.clone()),
+    ];
+    let instance = if id.is_empty() { host } else { id.clone() };
+    if !id.is_empty() {
+        attrs.push(KeyValue::new("host.id", id));
+    }
+    attrs.push(KeyValue::new("service.instance.id", instance));
     Resource::builder()
         .with_service_name("axiomd")
-        .with_attributes([
-            KeyValue::new("service.version", env!("CARGO_PKG_VERSION")),
-            KeyValue::new("host.name", host),
-        ])
+        .with_attributes(attrs)
         .build()
 }
 

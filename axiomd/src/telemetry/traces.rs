@@ -54,6 +54,17 @@ fn exit_status(code: &Option<i32>, signal: &Option<i32>) -> (Vec<KeyValue>, Opti
     }
 }
 
+/// `gen_ai.provider.name` of an agent started as `program`: the provider its CLI talks to
+/// (the conventions' well-known values), `unknown` for a CLI that can talk to several.
+fn provider(program: &str) -> &'static str {
+    match axiom_proto::agent_cli::agent_cli(program) {
+        Some("claude") => "anthropic",
+        Some("codex") => "openai",
+        Some("gemini") => "gcp.gemini",
+        _ => "unknown",
+    }
+}
+
 impl Sessions {
     pub(crate) fn new(tracer: SdkTracer, content: bool) -> Sessions {
         Sessions {
@@ -80,7 +91,9 @@ impl Sessions {
                     KeyValue::new("gen_ai.operation.name", "invoke_agent"),
                     KeyValue::new("gen_ai.agent.id", ev.agent.to_string()),
                     KeyValue::new("gen_ai.agent.name", label),
-                    KeyValue::new("user.id", ev.uid.to_string()),
+                    // Required; the agent's start names it (`agent_started`).
+                    KeyValue::new("gen_ai.provider.name", "unknown"),
+                    KeyValue::new("process.user.id", i64::from(ev.uid)),
                 ])
                 .start_with_context(tracer, &Context::new());
             let cx = Context::new().with_remote_span_context(root.span_context().clone());
@@ -150,6 +163,10 @@ impl Sessions {
         };
         let content = self.content;
         let s = self.session(ev);
+        s.root.set_attribute(KeyValue::new(
+            "gen_ai.provider.name",
+            provider(command.first().map_or("", String::as_str)),
+        ));
         if let Some(n) = name {
             s.root.update_name(format!("invoke_agent {n}"));
             s.root
@@ -189,7 +206,7 @@ impl Sessions {
             KeyValue::new("process.parent_pid", ev.ppid as i64),
             KeyValue::new("process.executable.name", exe.clone()),
             KeyValue::new("process.executable.path", filename.clone()),
-            KeyValue::new("user.id", ev.uid.to_string()),
+            KeyValue::new("process.user.id", i64::from(ev.uid)),
         ];
         if self.content {
             let args: Vec<opentelemetry::StringValue> =
@@ -276,7 +293,8 @@ impl Sessions {
             attrs.push(KeyValue::new("gen_ai.guardrail.id", r.clone()));
         }
         if let Some(u) = by_uid {
-            attrs.push(KeyValue::new("user.id", u.to_string()));
+            // Who asked for it (a user's request, not the agent's process).
+            attrs.push(KeyValue::new("axiom.intervention.by_uid", i64::from(*u)));
         }
         if let Some(us) = act_us {
             attrs.push(KeyValue::new("axiom.act_us", *us));

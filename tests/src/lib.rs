@@ -221,6 +221,37 @@ impl Daemon {
         r.agent.unwrap()
     }
 
+    /// Starts `script` (`/bin/sh -c`) under `axiomctl run --name NAME --workspace WS`, from WS,
+    /// through `prefix` (a command that runs the rest as someone else, `setpriv …`; empty: as
+    /// the test); returns the child (the caller waits for it) and its agent, once axiomd has it
+    /// (within `within`).
+    #[allow(clippy::zombie_processes)]
+    pub fn run_script(
+        &self,
+        (name, ws): (&str, &Path),
+        prefix: &[String],
+        script: &str,
+        within: Duration,
+    ) -> (Child, u64) {
+        let bin = axiomctl_bin();
+        let mut argv: Vec<&std::ffi::OsStr> = prefix.iter().map(|s| s.as_ref()).collect();
+        argv.push(bin.as_os_str());
+        let child = Command::new(argv[0])
+            .args(&argv[1..])
+            .arg("--socket")
+            .arg(&self.socket)
+            .args(["run", "--name", name, "--workspace"])
+            .arg(ws)
+            .args(["--", "/bin/sh", "-c", script])
+            .current_dir(ws)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        (child, self.agent_named(name, within))
+    }
+
     /// The id of the agent named `name` (`axiomctl run --name`), once axiomd has it.
     pub fn agent_named(&self, name: &str, within: Duration) -> u64 {
         let t0 = std::time::Instant::now();

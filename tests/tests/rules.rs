@@ -25,22 +25,10 @@ fn intervened(e: &Event, agent: u64, action: &str) -> bool {
 
 /// Starts `script` under `axiomctl run` (a pty of its own, held by axiomd); returns its agent.
 /// (The caller waits for the child.)
-#[allow(clippy::zombie_processes)]
 fn run_agent(d: &Daemon, name: &str, script: &str) -> (std::process::Child, u64) {
-    let child = Command::new(axiomctl_bin())
-        .arg("--socket")
-        .arg(&d.socket)
-        // The workspace holds the temporary directories its files are written to: a claim is
-        // checked against the work in the agent's workspace.
-        .args(["run", "--name", name, "--workspace"])
-        .arg(std::env::temp_dir())
-        .args(["--", "/bin/sh", "-c", script])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    (child, d.agent_named(name, T))
+    // The workspace holds the temporary directories its files are written to: a claim is
+    // checked against the work in the agent's workspace.
+    d.run_script((name, &std::env::temp_dir()), &[], script, T)
 }
 
 #[test]

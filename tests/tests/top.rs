@@ -2,7 +2,7 @@
 //! by its keys.
 use std::{
     path::Path,
-    process::{Command, Stdio},
+    process::Command,
     time::{Duration, Instant},
 };
 
@@ -34,37 +34,9 @@ fn as_user(user: &SessionUser, extra_env: &[&str]) -> Vec<String> {
 }
 
 /// An agent under `axiomctl run` that writes a file and runs a command every 100 ms.
-#[allow(clippy::zombie_processes)]
 fn busy_agent(d: &Daemon, name: &str, prefix: &[String], ws: &Path) -> (std::process::Child, u64) {
-    let (program, args) = prefix
-        .split_first()
-        .map_or(("", &[][..]), |(p, a)| (p.as_str(), a));
-    let mut cmd = Command::new(if program.is_empty() {
-        axiomctl_bin().display().to_string()
-    } else {
-        program.to_string()
-    });
-    if !program.is_empty() {
-        cmd.args(args).arg(axiomctl_bin());
-    }
-    let child = cmd
-        .arg("--socket")
-        .arg(&d.socket)
-        .args(["run", "--name", name, "--workspace"])
-        .arg(ws)
-        .args([
-            "--",
-            "/bin/sh",
-            "-c",
-            "i=0; while [ $i -lt 900 ]; do i=$((i+1)); echo $i > f$i.txt; ls > /dev/null; sleep 0.1; done",
-        ])
-        .current_dir(ws)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    (child, d.agent_named(name, T))
+    let script = "i=0; while [ $i -lt 900 ]; do i=$((i+1)); echo $i > f$i.txt; ls > /dev/null; sleep 0.1; done";
+    d.run_script((name, ws), prefix, script, T)
 }
 
 /// tmux on a server of its own (`-L`), killed on drop.

@@ -112,11 +112,7 @@ impl super::Pipeline {
                 && !masked.starts_with(masked_tail.as_str())
             {
                 // Where the masked whole and the masked tail part: the secret starts there.
-                let at = masked
-                    .char_indices()
-                    .zip(masked_tail.chars())
-                    .find(|((_, a), b)| a != b)
-                    .map_or(masked_tail.len(), |((i, _), _)| i);
+                let at = differs_at(&masked, &masked_tail).unwrap_or(masked_tail.len());
                 crossed = joined.get(at..).map(str::to_string);
                 let mut all = own.map(|(_, ids)| ids).unwrap_or_default();
                 for id in ids {
@@ -171,7 +167,11 @@ impl super::Pipeline {
         let open = own
             .as_ref()
             .filter(|(m, _)| m.ends_with(axiom_rules::MASK))
-            .and_then(|(m, _)| crossed.clone().or_else(|| secret_start(raw, m)))
+            .and_then(|(m, _)| {
+                crossed
+                    .clone()
+                    .or_else(|| differs_at(raw, m).map(|at| raw[at..].to_string()))
+            })
             .map(|h| h[..h.floor_char_boundary(OPEN_HEAD)].to_string());
         let c = self.carries.entry(key).or_default();
         if crossed.is_some() {
@@ -226,15 +226,13 @@ fn crossing(r: &Redactor, scope: axiom_rules::Scope, tail: &str, raw: &str) -> O
     (!masked.starts_with(masked_tail.as_str())).then_some(masked_tail)
 }
 
-/// Where the first secret masked in `masked` (`raw` masked) starts in `raw`, and `raw` from
-/// there on.
-fn secret_start(raw: &str, masked: &str) -> Option<String> {
-    let at = raw
-        .char_indices()
-        .zip(masked.chars())
-        .find(|((_, a), b)| a != b)
-        .map(|((i, _), _)| i)?;
-    Some(raw[at..].to_string())
+/// The byte offset in `a` of the first character where `a` and `b` differ (`None` while one
+/// is a prefix of the other): where a text and its masking part, a secret starts.
+fn differs_at(a: &str, b: &str) -> Option<usize> {
+    a.char_indices()
+        .zip(b.chars())
+        .find(|((_, x), y)| x != y)
+        .map(|((i, _), _)| i)
 }
 
 /// Bytes of a secret's start kept while it may go on (a private key's BEGIN line and more).

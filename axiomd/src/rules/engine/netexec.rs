@@ -215,7 +215,12 @@ impl Net {
         // A pipe is followed only by a name that tells it apart from the agent's other pipes
         // (a curl's error on the agent's pipe is not the shell's stdin); any pipe's bytes can
         // still be a `-c` argument, which the bytes themselves identify.
-        if !(target.starts_with("pipe:") || target.starts_with('/')) {
+        // A terminal's bytes (and /dev/null's) are never run nor read back: every write an
+        // agent shows is one, and none is a file a downloader made.
+        if !(target.starts_with("pipe:") || target.starts_with('/'))
+            || axiom_rules::is_terminal(Some(target))
+            || target == "/dev/null"
+        {
             return None;
         }
         self.forget_old(now);

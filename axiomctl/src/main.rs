@@ -8,6 +8,7 @@ mod cmd;
 mod confine;
 mod doctor;
 mod gemini_config;
+mod loopback;
 mod mcp;
 mod opencode_plugin;
 mod pty;
@@ -70,6 +71,10 @@ enum Cmd {
     Query(cmd::query::Asked),
     /// A live view of your agents, the busiest first: keys to watch, freeze, thaw, stop.
     Top,
+    /// The session page on loopback: your agents' sessions, each a timeline of its tool calls,
+    /// commands, files, connections, violations and interventions, and its terminal replayed.
+    /// Prints the page's address (with its access token) and serves until stopped.
+    Ui(cmd::ui::Args),
     /// An agent's session in another format: `--asciicast`, its terminal as asciinema plays
     /// it.
     Export(cmd::export::Asked),
@@ -129,6 +134,7 @@ fn run(cli: &Cli) -> anyhow::Result<ExitCode> {
         Cmd::Query(q) => cmd::query::run(g, p, q),
         Cmd::Export(q) => cmd::export::run(g, q),
         Cmd::Top => cmd::top::run(g),
+        Cmd::Ui(a) => cmd::ui::run(g, a),
         Cmd::Completions { shell } => {
             let mut cmd = <Cli as clap::CommandFactory>::command();
             clap_complete::generate(*shell, &mut cmd, "axiomctl", &mut std::io::stdout());

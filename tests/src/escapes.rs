@@ -509,6 +509,7 @@ impl<'a> World<'a> {
                 kinds: vec![],
                 text: Some(text.into()),
                 limit: 100,
+                oldest: false,
             },
             sql: None,
         });
@@ -810,7 +811,7 @@ fn sibling_untouched() -> Judge {
         let injected = sibling.is_some_and(|s| {
             w.d.client()
                 .request(&Request::Query {
-                    events: axiom_proto::wire::EventQuery { agent: Some(s.id), since_ns: None, until_ns: None, kinds: vec!["intervention".into()], text: None, limit: 100 },
+                    events: axiom_proto::wire::EventQuery { agent: Some(s.id), since_ns: None, until_ns: None, kinds: vec!["intervention".into()], text: None, limit: 100, oldest: false },
                     sql: None,
                 })
                 .events

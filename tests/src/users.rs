@@ -66,6 +66,29 @@ impl SessionUser {
     pub fn gid(&self) -> u32 {
         self.gid
     }
+
+    /// The command that runs what follows it as this user, in an ordinary user's environment
+    /// (as a login gives it), with `extra_env` (`NAME=value`) added.
+    pub fn prefix(&self, extra_env: &[&str]) -> Vec<String> {
+        let mut v: Vec<String> = vec![
+            "setpriv".into(),
+            "--reuid".into(),
+            self.uid.to_string(),
+            "--regid".into(),
+            self.gid.to_string(),
+            "--init-groups".into(),
+            "--".into(),
+            "env".into(),
+            "-i".into(),
+            format!("HOME={}", self.home.display()),
+            format!("USER={}", self.name),
+            "PATH=/usr/local/bin:/usr/bin:/bin".into(),
+            "TERM=xterm-256color".into(),
+            "LANG=C.UTF-8".into(),
+        ];
+        v.extend(extra_env.iter().map(|s| s.to_string()));
+        v
+    }
 }
 
 impl Default for SessionUser {

@@ -144,6 +144,7 @@ fn an_mcp_client_spawns_observes_steers_and_verifies_agents() {
                         kinds: vec![],
                         text: None,
                         limit: 100,
+                        oldest: false,
                     },
                     sql: None,
                 })

@@ -88,6 +88,7 @@ fn every_kind_round_trips_through_the_warm_tier_in_order() {
                 kinds: vec!["output".into()],
                 text: Some("store-line-2".into()),
                 limit: 100,
+                oldest: false,
             },
             sql: None,
         },

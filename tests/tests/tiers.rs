@@ -41,6 +41,7 @@ fn query_kinds(
             kinds: kinds.iter().map(|k| k.to_string()).collect(),
             text: text.map(String::from),
             limit,
+            oldest: false,
         },
         sql: None,
     });

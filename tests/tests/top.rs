@@ -11,28 +11,6 @@ use axiom_tests::{users::SessionUser, *};
 
 const T: Duration = Duration::from_secs(30);
 
-/// `args` as `user` (an ordinary user's environment, as a login gives it).
-fn as_user(user: &SessionUser, extra_env: &[&str]) -> Vec<String> {
-    let mut v: Vec<String> = vec![
-        "setpriv".into(),
-        "--reuid".into(),
-        user.uid().to_string(),
-        "--regid".into(),
-        user.gid().to_string(),
-        "--init-groups".into(),
-        "--".into(),
-        "env".into(),
-        "-i".into(),
-        format!("HOME={}", user.home().display()),
-        format!("USER={}", user.name()),
-        "PATH=/usr/local/bin:/usr/bin:/bin".into(),
-        "TERM=xterm-256color".into(),
-        "LANG=C.UTF-8".into(),
-    ];
-    v.extend(extra_env.iter().map(|s| s.to_string()));
-    v
-}
-
 /// An agent under `axiomctl run` that writes a file and runs a command every 100 ms.
 fn busy_agent(d: &Daemon, name: &str, prefix: &[String], ws: &Path) -> (std::process::Child, u64) {
     let script = "i=0; while [ $i -lt 900 ]; do i=$((i+1)); echo $i > f$i.txt; ls > /dev/null; sleep 0.1; done";
@@ -102,13 +80,13 @@ fn top_shows_the_users_agents_live_and_freezes_from_the_view() {
             .unwrap()
             .success()
     );
-    let (mut mine, agent) = busy_agent(&d, "top-mine", &as_user(&user, &[]), &ws);
+    let (mut mine, agent) = busy_agent(&d, "top-mine", &user.prefix(&[]), &ws);
     let other_ws = std::env::temp_dir().join(unique("top_other"));
     std::fs::create_dir_all(&other_ws).unwrap();
     let (mut other, other_agent) = busy_agent(&d, "top-other", &[], &other_ws);
 
     let t = Tmux(unique("axiom_top"));
-    let mut top = as_user(&user, &["NO_COLOR=1"]);
+    let mut top = user.prefix(&["NO_COLOR=1"]);
     top.push(axiomctl_bin().display().to_string());
     top.extend([
         "--socket".into(),

@@ -13,7 +13,8 @@ use crate::run;
 /// clients that are not ours — dbus-monitor, gdbus, busctl; util-linux: setpriv; redis: the hot
 /// tier's server and redis-cli; python3-venv: the independent Parquet reader, pyarrow; clang,
 /// lld, wasi-libc and the wasm32 compiler runtime: the test plugins and WASI tools, from C;
-/// make and gcc: the C build `bench overhead` runs inside an agent.)
+/// make and gcc: the C build `bench overhead` runs inside an agent; chromium and
+/// chromium-driver: the session page in a real browser, over WebDriver.)
 const PACKAGES: &[&str] = &[
     "strace",
     "bpftrace",
@@ -34,6 +35,8 @@ const PACKAGES: &[&str] = &[
     "libclang-rt-14-dev-wasm32",
     "make",
     "gcc",
+    "chromium",
+    "chromium-driver",
 ];
 const BPF_LINKER: &str = "0.10.4";
 /// An S3-compatible server for the cold tier's tests (a directory served over the S3 API).

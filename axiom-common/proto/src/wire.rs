@@ -739,6 +739,15 @@ pub enum Request {
     Rules,
     /// Loads the rule files again (root and the admin group); on error the old rules stay.
     ReloadRules,
+    /// How many stored events match, per agent and kind, and per span of `bucket_ns` of
+    /// their time when it is not 0: a session's shape (the session page's lanes, the session
+    /// list's counts) without reading its events, however many there are.
+    Summary {
+        #[serde(flatten)]
+        events: EventQuery,
+        #[serde(default)]
+        bucket_ns: u64,
+    },
     /// Stream events as JSON lines; `replay` first sends the recent events kept in memory.
     Subscribe {
         #[serde(default)]
@@ -770,6 +779,10 @@ pub struct EventQuery {
     pub text: Option<String>,
     #[serde(default = "default_limit")]
     pub limit: usize,
+    /// The earliest `limit` that match, instead of the latest: a session read forward from
+    /// `since_ns`, a page at a time.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub oldest: bool,
 }
 
 impl Default for EventQuery {
@@ -781,6 +794,7 @@ impl Default for EventQuery {
             kinds: Vec::new(),
             text: None,
             limit: default_limit(),
+            oldest: false,
         }
     }
 }
@@ -822,6 +836,20 @@ pub struct Reply {
     /// `hook`: what the hook prints for Claude Code (none: nothing to say, carry on).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hook: Option<serde_json::Value>,
+    /// `summary`: the counts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub summary: Option<Vec<Count>>,
+}
+
+/// How many stored events of one agent and kind fall in one span of time (`summary`).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct Count {
+    pub agent: u64,
+    /// The event kind's wire name (`exec`, `violation`, …).
+    pub kind: String,
+    /// Where its span starts, ns since the epoch (0 when the summary is not split in time).
+    pub bucket_ns: u64,
+    pub n: u64,
 }
 
 /// One active rule, as `rules list` shows it.

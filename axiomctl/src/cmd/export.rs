@@ -38,6 +38,7 @@ pub fn run(g: &Global, q: &Asked) -> anyhow::Result<ExitCode> {
             kinds: vec!["agent_started".into(), "output".into()],
             text: None,
             limit: EVENTS_MAX,
+            oldest: false,
         },
         sql: None,
     };
@@ -61,53 +62,80 @@ pub fn run(g: &Global, q: &Asked) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// A session's own terminal: what it was, its size, and when the session started.
+pub struct SessionTerminal<'a> {
+    pub device: String,
+    pub rows: u16,
+    pub cols: u16,
+    /// When the session started, ns since the epoch.
+    pub start_ns: u64,
+    /// The command it ran.
+    pub command: Option<&'a [String]>,
+}
+
+impl<'a> SessionTerminal<'a> {
+    /// The terminal of a session's events (its start, then its writes): the one its start
+    /// names, else the one it wrote to most; at the size its start gives, else `size`.
+    pub fn of(events: &'a [Event], size: Option<(u16, u16)>) -> anyhow::Result<Self> {
+        let started = events.iter().find_map(|e| match &e.body {
+            Body::AgentStarted {
+                command, terminal, ..
+            } => Some((e.time_ns, command, terminal)),
+            _ => None,
+        });
+        let terminal = started.and_then(|(_, _, t)| t.as_ref());
+        let device = match terminal {
+            Some(t) => t.device.clone(),
+            None => most_written_terminal(events).context("it wrote to no terminal")?,
+        };
+        let Some((rows, cols)) = size.or(terminal.map(|t| (t.rows, t.cols))) else {
+            bail!("its record gives no terminal size: say it with --size ROWSxCOLS");
+        };
+        Ok(SessionTerminal {
+            device,
+            rows,
+            cols,
+            start_ns: started
+                .map(|(t, ..)| t)
+                .or(events.first().map(|e| e.time_ns))
+                .unwrap_or(0),
+            command: started.map(|(_, c, _)| c.as_slice()),
+        })
+    }
+
+    /// The text each write to this terminal put there, with its time, in order.
+    pub fn writes<'e>(&self, events: &'e [Event]) -> impl Iterator<Item = (u64, &'e str)> {
+        let device = self.device.clone();
+        events.iter().filter_map(move |e| match &e.body {
+            Body::Output {
+                text,
+                target: Some(t),
+                ..
+            } if *t == device && !text.is_empty() => Some((e.time_ns, text.as_str())),
+            _ => None,
+        })
+    }
+}
+
 /// The recording of a session's events (its start, then its writes, in order): a header line
 /// (version 2, the terminal's size, when it started), then `[seconds, "o", text]` per write
-/// to the agent's own terminal. That terminal is the one its start names, else the terminal
-/// it wrote to most.
+/// to the agent's own terminal.
 pub fn asciicast(events: &[Event], size: Option<(u16, u16)>) -> anyhow::Result<String> {
-    let started = events.iter().find_map(|e| match &e.body {
-        Body::AgentStarted {
-            command, terminal, ..
-        } => Some((e.time_ns, command, terminal)),
-        _ => None,
-    });
-    let terminal = started.and_then(|(_, _, t)| t.as_ref());
-    let device = match terminal {
-        Some(t) => t.device.clone(),
-        None => most_written_terminal(events).context("it wrote to no terminal")?,
-    };
-    let Some((rows, cols)) = size.or(terminal.map(|t| (t.rows, t.cols))) else {
-        bail!("its record gives no terminal size: say it with --size ROWSxCOLS");
-    };
-    let start = started
-        .map(|(t, ..)| t)
-        .or(events.first().map(|e| e.time_ns))
-        .unwrap_or(0);
-    let title = started.map_or_else(String::new, |(_, c, _)| c.join(" "));
+    let term = SessionTerminal::of(events, size)?;
     let mut out = json!({
         "version": 2,
-        "width": cols,
-        "height": rows,
-        "timestamp": start / 1_000_000_000,
-        "title": title,
+        "width": term.cols,
+        "height": term.rows,
+        "timestamp": term.start_ns / 1_000_000_000,
+        "title": term.command.map(|c| c.join(" ")).unwrap_or_default(),
         "env": {"TERM": "xterm-256color"},
     })
     .to_string();
     out.push('\n');
-    for e in events {
-        if let Body::Output {
-            text,
-            target: Some(t),
-            ..
-        } = &e.body
-            && *t == device
-            && !text.is_empty()
-        {
-            let at = e.time_ns.saturating_sub(start) as f64 / 1e9;
-            out.push_str(&json!([at, "o", text]).to_string());
-            out.push('\n');
-        }
+    for (t, text) in term.writes(events) {
+        let at = t.saturating_sub(term.start_ns) as f64 / 1e9;
+        out.push_str(&json!([at, "o", text]).to_string());
+        out.push('\n');
     }
     Ok(out)
 }

@@ -11,4 +11,5 @@ pub mod run;
 pub mod status;
 pub mod steer;
 pub mod top;
+pub mod ui;
 pub mod watch;

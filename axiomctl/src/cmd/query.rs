@@ -56,6 +56,7 @@ pub fn run(g: &Global, p: Printer, q: &Asked) -> anyhow::Result<ExitCode> {
             kinds: q.kinds.clone(),
             text: q.grep.clone(),
             limit: q.limit,
+            oldest: false,
         },
         sql: q.sql.clone(),
     };

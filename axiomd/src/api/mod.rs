@@ -190,27 +190,14 @@ impl Shared {
                 ..error("the event store is off (store.enabled = false)")
             };
         };
-        if !caller.admin {
-            if sql.is_some() {
-                return refusal(AgentError::NotPermitted {
-                    uid: caller.uid,
-                    what: "run SQL on the event store".into(),
-                });
-            }
-            let agents: Vec<(u64, u64)> = match self.agents.with(|c| {
-                c.list(caller)
-                    .into_iter()
-                    .map(|v| (v.agent.id, v.agent.started_ns))
-                    .collect()
-            }) {
-                Ok(a) => a,
-                Err(poisoned) => return error(poisoned),
-            };
-            q.visible_to = Some(crate::store::query::Visible {
+        if !caller.admin && sql.is_some() {
+            return refusal(AgentError::NotPermitted {
                 uid: caller.uid,
-                host: crate::store::hostname(),
-                agents,
+                what: "run SQL on the event store".into(),
             });
+        }
+        if let Err(r) = self.limit_to_caller(caller, &mut q) {
+            return *r;
         }
         let bad = |e: crate::store::StoreError| Reply {
             code: Some(ErrorCode::BadQuery),
@@ -233,6 +220,56 @@ impl Shared {
                     ..Default::default()
                 },
                 Err(e) => bad(e),
+            },
+        }
+    }
+
+    /// Narrows a store query to what the caller may see (nothing to narrow for an admin).
+    fn limit_to_caller(
+        &self,
+        caller: Caller,
+        q: &mut crate::store::query::Query,
+    ) -> Result<(), Box<Reply>> {
+        if caller.admin {
+            return Ok(());
+        }
+        let agents: Vec<(u64, u64)> = self
+            .agents
+            .with(|c| {
+                c.list(caller)
+                    .into_iter()
+                    .map(|v| (v.agent.id, v.agent.started_ns))
+                    .collect()
+            })
+            .map_err(|poisoned| Box::new(error(poisoned)))?;
+        q.visible_to = Some(crate::store::query::Visible {
+            uid: caller.uid,
+            host: crate::store::hostname(),
+            agents,
+        });
+        Ok(())
+    }
+
+    /// Counts of stored events the caller may see, per agent, kind and span of time.
+    fn summary(&self, caller: Caller, mut q: crate::store::query::Query, bucket_ns: u64) -> Reply {
+        let Some(store) = &self.store else {
+            return Reply {
+                code: Some(ErrorCode::NoStore),
+                ..error("the event store is off (store.enabled = false)")
+            };
+        };
+        if let Err(r) = self.limit_to_caller(caller, &mut q) {
+            return *r;
+        }
+        match store.reader.summary(&q, bucket_ns) {
+            Ok(counts) => Reply {
+                ok: true,
+                summary: Some(counts),
+                ..Default::default()
+            },
+            Err(e) => Reply {
+                code: Some(ErrorCode::BadQuery),
+                ..error(e)
             },
         }
     }
@@ -366,6 +403,9 @@ impl Shared {
                 ..Default::default()
             },
             Request::Query { events, sql } => self.query(caller, events.into(), sql),
+            Request::Summary { events, bucket_ns } => {
+                self.summary(caller, events.into(), bucket_ns)
+            }
             Request::Rules => Reply {
                 ok: true,
                 rules: Some(self.rules.list()),

@@ -3,7 +3,7 @@
 //! once (by its identity: host, run, seq), in time order.
 use std::sync::{Arc, Mutex};
 
-use axiom_proto::wire::{Event, EventQuery};
+use axiom_proto::wire::{Count, Event, EventQuery};
 use duckdb::types::Value;
 
 use super::{StoreError, WriterStats, cold::Cold, hot, schema::Stored};
@@ -104,16 +104,13 @@ impl Query {
     }
 }
 
-/// The latest `limit` events that match, oldest first.
-pub(crate) fn events(conn: &duckdb::Connection, q: &Query) -> Result<Vec<Stored>, StoreError> {
-    let mut sql = String::from(
-        "SELECT seq, time_ns, agent, pid, tgid, ppid, uid, cgroup_id, comm, truncated, body, \
-         host, run, text FROM events WHERE true",
-    );
+/// The `WHERE` clause of a query, with the parameters its `?`s stand for.
+fn filter(q: &Query) -> (String, Vec<Value>) {
     // Numbers go into the text as literals, not parameters: DuckDB prunes row groups by their
     // min/max only for constants known when it plans, and a time window that prunes is what
     // makes "latest N" fast (numbers formatted from integers cannot inject anything).
     use std::fmt::Write as _;
+    let mut sql = String::from(" WHERE true");
     let mut args: Vec<Value> = Vec::new();
     if let Some(a) = q.agent {
         let _ = write!(sql, " AND agent = {a}");
@@ -147,9 +144,16 @@ pub(crate) fn events(conn: &duckdb::Connection, q: &Query) -> Result<Vec<Stored>
         }
         sql.push(')');
     }
-    let _ = write!(
-        sql,
-        " ORDER BY time_ns DESC, seq DESC LIMIT {}",
+    (sql, args)
+}
+
+/// The latest `limit` events that match (the earliest, for `oldest`), oldest first.
+pub(crate) fn events(conn: &duckdb::Connection, q: &Query) -> Result<Vec<Stored>, StoreError> {
+    let (filter, args) = filter(q);
+    let order = if q.oldest { "ASC" } else { "DESC" };
+    let sql = format!(
+        "SELECT seq, time_ns, agent, pid, tgid, ppid, uid, cgroup_id, comm, truncated, body, \
+         host, run, text FROM events{filter} ORDER BY time_ns {order}, seq {order} LIMIT {}",
         q.limit.max(1)
     );
     let mut stmt = conn.prepare(&sql)?;
@@ -179,7 +183,37 @@ pub(crate) fn events(conn: &duckdb::Connection, q: &Query) -> Result<Vec<Stored>
             },
         });
     }
-    out.reverse();
+    if !q.oldest {
+        out.reverse();
+    }
+    Ok(out)
+}
+
+/// How many events match, per agent, kind and span of `bucket_ns` (0: one span), in DuckDB.
+pub(crate) fn counts(
+    conn: &duckdb::Connection,
+    q: &Query,
+    bucket_ns: u64,
+) -> Result<Vec<Count>, StoreError> {
+    let (filter, args) = filter(q);
+    let bucket = match bucket_ns.min(i64::MAX as u64) {
+        0 => "0".to_string(),
+        b => format!("(time_ns // {b}) * {b}"),
+    };
+    let sql = format!(
+        "SELECT agent, kind, {bucket} AS b, count(*) FROM events{filter} GROUP BY agent, kind, b"
+    );
+    let mut stmt = conn.prepare(&sql)?;
+    let mut rows = stmt.query(duckdb::params_from_iter(args))?;
+    let mut out = Vec::new();
+    while let Some(r) = rows.next()? {
+        out.push(Count {
+            agent: r.get(0)?,
+            kind: r.get(1)?,
+            bucket_ns: r.get::<_, i64>(2)?.max(0) as u64,
+            n: r.get::<_, i64>(3)?.max(0) as u64,
+        });
+    }
     Ok(out)
 }
 
@@ -191,7 +225,7 @@ pub(crate) fn latest(
     q: &Query,
     newest_ns: u64,
 ) -> Result<Vec<Stored>, StoreError> {
-    if q.since_ns.is_some() || newest_ns == 0 {
+    if q.since_ns.is_some() || q.oldest || newest_ns == 0 {
         return events(conn, q);
     }
     let want = q.limit.max(1);
@@ -225,8 +259,9 @@ pub(crate) struct Reader {
     pub(crate) stats: Arc<WriterStats>,
 }
 
-/// Keeps one copy of each event, orders by time, and keeps the newest `limit`.
-pub(crate) fn merge(mut all: Vec<Stored>, limit: usize) -> Vec<Stored> {
+/// Keeps one copy of each event, orders by time, and keeps the newest `limit` (the oldest,
+/// for `oldest`).
+pub(crate) fn merge(mut all: Vec<Stored>, limit: usize, oldest: bool) -> Vec<Stored> {
     all.sort_by(|a, b| {
         (a.event.time_ns, &a.host, a.run, a.event.seq).cmp(&(
             b.event.time_ns,
@@ -236,8 +271,12 @@ pub(crate) fn merge(mut all: Vec<Stored>, limit: usize) -> Vec<Stored> {
         ))
     });
     all.dedup_by(|a, b| a.host == b.host && a.run == b.run && a.event.seq == b.event.seq);
-    let skip = all.len().saturating_sub(limit.max(1));
-    all.drain(..skip);
+    if oldest {
+        all.truncate(limit.max(1));
+    } else {
+        let skip = all.len().saturating_sub(limit.max(1));
+        all.drain(..skip);
+    }
     all
 }
 
@@ -295,7 +334,43 @@ impl Reader {
                 all.extend(cold.scan(q)?);
             }
         }
-        Ok(merge(all, q.limit).into_iter().map(|s| s.event).collect())
+        Ok(merge(all, q.limit, q.oldest)
+            .into_iter()
+            .map(|s| s.event)
+            .collect())
+    }
+
+    /// How many events match, per agent, kind and span of `bucket_ns`, across the warm tier
+    /// and what the hot tier holds beyond it. Parquet is not read: a summary is asked of a
+    /// session page on each refresh, and a scan of the cold tier is not a refresh's cost.
+    pub(crate) fn summary(&self, q: &Query, bucket_ns: u64) -> Result<Vec<Count>, StoreError> {
+        let conn = self
+            .warm
+            .lock()
+            .map_err(|_| StoreError::Refused("event store poisoned".into()))?;
+        let mut all: std::collections::BTreeMap<(u64, String, u64), u64> =
+            counts(&conn, q, bucket_ns)?
+                .into_iter()
+                .map(|c| ((c.agent, c.kind, c.bucket_ns), c.n))
+                .collect();
+        for s in self.hot_rest(&conn)?.iter().filter(|s| q.accepts_stored(s)) {
+            let e = &s.event;
+            let b = match bucket_ns {
+                0 => 0,
+                b => e.time_ns / b * b,
+            };
+            *all.entry((e.agent, e.body.kind().name().to_string(), b))
+                .or_default() += 1;
+        }
+        Ok(all
+            .into_iter()
+            .map(|((agent, kind, bucket_ns), n)| Count {
+                agent,
+                kind,
+                bucket_ns,
+                n,
+            })
+            .collect())
     }
 
     /// One read-only statement; `all_events` names every tier (hot and cold copied in for the
@@ -452,7 +527,7 @@ mod tests {
             ev("g", 1, 2, 20, "other host"),
             ev("h", 2, 1, 30, "c"),
         ];
-        let m = merge(all.clone(), 10);
+        let m = merge(all.clone(), 10, false);
         let keys: Vec<_> = m.iter().map(|s| s.key()).collect();
         assert_eq!(
             keys,
@@ -464,7 +539,7 @@ mod tests {
             ]
         );
         // The newest two.
-        let m = merge(all, 2);
+        let m = merge(all, 2, false);
         assert_eq!(
             m.iter().map(|s| s.event.time_ns).collect::<Vec<_>>(),
             [20, 30]
@@ -510,6 +585,52 @@ mod tests {
         .unwrap();
         let got: Vec<Event> = got.into_iter().map(|s| s.event).collect();
         assert_eq!(got, sent);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// A session read forward a page at a time (the earliest after a cursor), and counted per
+    /// kind and span of time without reading it: what the session page asks.
+    #[test]
+    fn a_session_is_paged_forward_and_counted_in_spans() {
+        let (dir, mut warm) = crate::store::Warm::scratch("pages", 1, 256);
+        let mut sent: Vec<Event> = (1..=10)
+            .map(|i| ev("h", 1, i, i * 100, &format!("line {i}")).event)
+            .collect();
+        sent[4].body = Body::Exit {
+            code: Some(0),
+            signal: None,
+        };
+        let batch: Vec<_> = sent.iter().cloned().map(Arc::new).collect();
+        warm.append(&batch).unwrap();
+        let conn = warm.reader().unwrap();
+        let page = |since: u64| {
+            events(
+                &conn,
+                &Query::from(EventQuery {
+                    since_ns: Some(since),
+                    limit: 3,
+                    oldest: true,
+                    ..Default::default()
+                }),
+            )
+            .unwrap()
+            .into_iter()
+            .map(|s| s.event.time_ns)
+            .collect::<Vec<_>>()
+        };
+        assert_eq!(page(0), [100, 200, 300]);
+        assert_eq!(page(301), [400, 500, 600]);
+        assert_eq!(page(1000), [1000]);
+        let mut c = counts(&conn, &Query::default(), 500).unwrap();
+        c.sort_by_key(|c| (c.bucket_ns, c.kind.clone()));
+        let got: Vec<(u64, &str, u64)> = c
+            .iter()
+            .map(|c| (c.bucket_ns, c.kind.as_str(), c.n))
+            .collect();
+        assert_eq!(
+            got,
+            [(0, "output", 4), (500, "exit", 1), (500, "output", 4), (1000, "output", 1)]
+        );
         let _ = std::fs::remove_dir_all(&dir);
     }
 

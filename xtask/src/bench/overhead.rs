@@ -211,6 +211,7 @@ fn seen(d: &Daemon, name: &str, kind: &str) -> anyhow::Result<usize> {
                 kinds: vec![kind.into()],
                 text: None,
                 limit: 100_000,
+                oldest: false,
             },
             sql: None,
         });

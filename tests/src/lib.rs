@@ -16,6 +16,7 @@ use axiom_proto::wire::{Connection, Event, Reply, Request, Status};
 
 pub use axiom_proto::wire::Body;
 
+pub mod browser;
 pub mod corpus;
 pub mod escapes;
 pub mod realagents;

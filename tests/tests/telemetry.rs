@@ -97,7 +97,7 @@ fn a_session_with_a_violation_arrives_as_a_trace_and_metrics_over_grpc() {
             "process.exit.code",
             "apply_guardrail stop-planning",
             "gen_ai.guardrail.id",
-            "gen_ai.guardrail.intervention",
+            "axiom.intervention",
             "service.name",
             "axiomd",
         ],
@@ -186,4 +186,241 @@ fn the_same_session_arrives_over_http_protobuf() {
         T,
     );
     d.stop();
+}
+
+/// One span as rotel's detailed debug log shows it.
+#[derive(Debug, Default)]
+struct Span {
+    id: String,
+    parent: String,
+    name: String,
+    /// key → (rotel's type: Str, Int, Double, Bool, Array, …; value).
+    attrs: std::collections::HashMap<String, (String, String)>,
+}
+
+/// The spans in rotel's detailed log (`Span #N`, `ID : …`, `-> key: Type(value)`).
+fn spans(log: &str) -> Vec<Span> {
+    let mut out: Vec<Span> = Vec::new();
+    let mut in_span = false;
+    for line in log.lines().map(str::trim) {
+        if line.starts_with("Span #") {
+            out.push(Span::default());
+            in_span = true;
+            continue;
+        }
+        // A span's events and links have attributes of their own.
+        if line.starts_with("Metric #")
+            || line.starts_with("ResourceSpans")
+            || line.starts_with("SpanEvent #")
+            || line.starts_with("SpanLink #")
+        {
+            in_span = false;
+        }
+        let Some(s) = out.last_mut().filter(|_| in_span) else {
+            continue;
+        };
+        let field = |k: &str| {
+            line.strip_prefix(k)
+                .and_then(|r| r.trim_start().strip_prefix(':'))
+                .map(|v| v.trim().to_string())
+        };
+        if let Some(v) = field("Parent ID") {
+            s.parent = v;
+        } else if let Some(v) = field("ID") {
+            s.id = v;
+        } else if let Some(v) = field("Name") {
+            s.name = v;
+        } else if let Some(kv) = line.strip_prefix("-> ")
+            && let Some((k, v)) = kv.split_once(": ")
+            && let Some((ty, val)) = v.split_once('(')
+        {
+            s.attrs.insert(
+                k.to_string(),
+                (ty.to_string(), val.trim_end_matches(')').to_string()),
+            );
+        }
+    }
+    out
+}
+
+/// The conventions' model at the pinned commit (the extract in `tests/semconv/`).
+#[derive(serde::Deserialize)]
+struct Model {
+    attributes: Vec<Attribute>,
+    spans: Vec<SpanType>,
+}
+
+#[derive(serde::Deserialize)]
+struct Attribute {
+    key: String,
+    #[serde(rename = "type")]
+    ty: serde_yaml_ng::Value,
+}
+
+#[derive(serde::Deserialize)]
+struct SpanType {
+    #[serde(rename = "type")]
+    ty: String,
+    attributes: Vec<Ref>,
+}
+
+#[derive(serde::Deserialize)]
+struct Ref {
+    #[serde(rename = "ref")]
+    key: String,
+    requirement_level: serde_yaml_ng::Value,
+}
+
+/// What is wrong with `s` by the model's span type `ty`: a required attribute missing, a
+/// gen_ai.* attribute the model does not define, or one of another type or enum value.
+fn against_model(m: &Model, ty: &str, s: &Span) -> Vec<String> {
+    let mut wrong = Vec::new();
+    let t = m
+        .spans
+        .iter()
+        .find(|t| t.ty == ty)
+        .expect("span type in the model");
+    for r in &t.attributes {
+        if r.requirement_level.as_str() == Some("required") && !s.attrs.contains_key(&r.key) {
+            wrong.push(format!("{}: required {} missing", s.name, r.key));
+        }
+    }
+    for (k, (rotel, v)) in &s.attrs {
+        if !k.starts_with("gen_ai.") {
+            continue;
+        }
+        let Some(a) = m.attributes.iter().find(|a| a.key == *k) else {
+            wrong.push(format!("{}: {k} is not in the model", s.name));
+            continue;
+        };
+        let ok = match (&a.ty, rotel.as_str()) {
+            (serde_yaml_ng::Value::String(t), r) => match t.as_str() {
+                "string" => r == "Str",
+                "int" => r == "Int",
+                "double" => r == "Double",
+                "boolean" => r == "Bool",
+                "string[]" => r == "Array",
+                "any" => true,
+                _ => false,
+            },
+            (members, "Str") => members["members"]
+                .as_sequence()
+                .is_some_and(|ms| ms.iter().any(|m| m["value"].as_str() == Some(v))),
+            _ => false,
+        };
+        if !ok {
+            wrong.push(format!(
+                "{}: {k} = {rotel}({v}) is not of its type {:?}",
+                s.name, a.ty
+            ));
+        }
+    }
+    wrong
+}
+
+/// A real Claude Code session's trace, checked against the GenAI conventions' model at the
+/// pinned commit: the session's `invoke_agent` span and each tool call's `execute_tool` span
+/// carry every required attribute, and every gen_ai.* attribute they carry is one the model
+/// defines, of its type; the session has its conversation id, model and agent version from
+/// the hooks and the CLI's package; and the tool call that ran a command contains, as the
+/// kernel saw it, the exec span of that command.
+#[test]
+fn a_real_claude_code_trace_follows_the_genai_conventions_with_its_commands_in_its_tool_calls() {
+    use axiom_tests::realagents::{Agent, demo_scenario, run_session};
+    let model: Model = serde_yaml_ng::from_str(
+        &std::fs::read_to_string(
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("semconv/gen-ai-002c8a6.yaml"),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    let rotel = Rotel::start("otel_claude");
+    let d = daemon(
+        "otel_claude",
+        "grpc",
+        &format!("http://127.0.0.1:{}", rotel.grpc_port),
+        None,
+    );
+    let user = axiom_tests::users::SessionUser::new();
+    let s = run_session(&d, Agent::Claude, &demo_scenario(), user.home());
+    let _ = d.client().request(&Request::Kill { agent: s.agent });
+    let got = rotel.wait_for(
+        "the Claude Code session's trace",
+        &[
+            "execute_tool Bash",
+            "gen_ai.tool.call.id",
+            "gen_ai.conversation.id",
+            "exec python3",
+            "invoke_agent claude-demo",
+        ],
+        Duration::from_secs(60),
+    );
+    std::fs::write(artifacts_dir().join("otlp-claude.log"), &got).unwrap();
+    let spans = spans(&got);
+    let by_id: std::collections::HashMap<&str, &Span> =
+        spans.iter().map(|s| (s.id.as_str(), s)).collect();
+    let op = |s: &Span| s.attrs.get("gen_ai.operation.name").map(|(_, v)| v.clone());
+    let root = spans
+        .iter()
+        .find(|s| s.name.starts_with("invoke_agent claude-demo"))
+        .expect("the session's span");
+    let tools: Vec<&Span> = spans
+        .iter()
+        .filter(|s| op(s).as_deref() == Some("execute_tool"))
+        .collect();
+    assert!(
+        tools.len() >= 3,
+        "tool spans: {:?}",
+        tools.iter().map(|t| &t.name).collect::<Vec<_>>()
+    );
+    let mut wrong = against_model(&model, "gen_ai.invoke_agent.internal", root);
+    for t in &tools {
+        wrong.extend(against_model(&model, "gen_ai.execute_tool.internal", t));
+    }
+    assert!(wrong.is_empty(), "against the model: {wrong:#?}");
+    for (k, want) in [
+        ("gen_ai.provider.name", Some("anthropic")),
+        ("gen_ai.conversation.id", None),
+        ("gen_ai.request.model", None),
+        ("gen_ai.agent.version", None),
+    ] {
+        let v = root.attrs.get(k).map(|(_, v)| v.as_str());
+        assert!(
+            v.is_some_and(|v| !v.is_empty() && want.is_none_or(|w| w == v)),
+            "the session's {k} is {v:?}"
+        );
+    }
+    // The Bash tool call (its id from the hook) contains the python3 the kernel saw it run.
+    let bash = tools
+        .iter()
+        .find(|t| {
+            t.name == "execute_tool Bash"
+                && t.attrs
+                    .get("gen_ai.tool.call.id")
+                    .is_some_and(|(_, v)| v.starts_with("toolu_"))
+        })
+        .expect("the Bash tool call's span");
+    let under = |s: &Span, ancestor: &str| {
+        let mut p = s.parent.as_str();
+        for _ in 0..32 {
+            if p == ancestor {
+                return true;
+            }
+            match by_id.get(p) {
+                Some(x) => p = x.parent.as_str(),
+                None => return false,
+            }
+        }
+        false
+    };
+    assert!(
+        spans
+            .iter()
+            .any(|s| s.name == "exec python3" && under(s, &bash.id)),
+        "no exec python3 under the Bash tool call's span"
+    );
+    assert!(
+        under(bash, &root.id),
+        "the tool call is not in the session's trace"
+    );
 }

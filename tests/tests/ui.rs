@@ -2,100 +2,21 @@
 //! WebDriver (Debian's chromium-driver), showing a real Claude Code session to the ordinary
 //! user who ran it, and not another user's.
 use std::{
-    io::BufRead as _,
-    path::Path,
-    process::{Child, Command, Stdio},
+    process::Command,
     time::{Duration, Instant},
 };
 
 use axiom_proto::wire::{Body, EventQuery, Request};
 use axiom_tests::{
+    browser::{Killed, browser, chromedriver, ui_server, wait_for},
     realagents::{Agent, demo_scenario, run_session},
     users::SessionUser,
     *,
 };
-use fantoccini::{Client, ClientBuilder, Locator};
-use serde_json::{Value, json};
+use fantoccini::Locator;
+use serde_json::Value;
 
 const T: Duration = Duration::from_secs(60);
-
-/// A child process killed (with its process group) on drop.
-struct Killed(Child);
-
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// A free loopback port (bound, read, released).
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// Debian's chromedriver on a port of its own, once it answers.
-fn chromedriver() -> (Killed, String) {
-    for bin in ["/usr/bin/chromium", "/usr/bin/chromedriver"] {
-        assert!(
-            Path::new(bin).exists(),
-            "{bin} is missing: cargo xtask setup installs Debian's chromium and chromium-driver"
-        );
-    }
-    let port = free_port();
-    let child = Command::new("/usr/bin/chromedriver")
-        .arg(format!("--port={port}"))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let t0 = Instant::now();
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(t0.elapsed() < T, "chromedriver did not listen");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    (Killed(child), format!("http://127.0.0.1:{port}"))
-}
-
-/// Headless chromium, as a user's browser with nothing of its own: a fresh profile, no
-/// background traffic (this machine has no network).
-async fn browser(driver: &str, profile: &Path) -> Client {
-    let mut caps = serde_json::Map::new();
-    caps.insert(
-        "goog:chromeOptions".into(),
-        json!({
-            "binary": "/usr/bin/chromium",
-            "args": [
-                "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic",
-                "--no-first-run", "--disable-background-networking",
-                "--disable-component-update", "--disable-sync", "--window-size=1600,1300",
-                format!("--user-data-dir={}", profile.display()),
-            ],
-        }),
-    );
-    ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
-        .capabilities(caps)
-        .connect(driver)
-        .await
-        .expect("a WebDriver session in chromium")
-}
-
-/// `script`'s value once `ok` holds of it.
-async fn wait_for(c: &Client, what: &str, script: &str, ok: impl Fn(&Value) -> bool) -> Value {
-    let t0 = Instant::now();
-    loop {
-        let v = c.execute(script, vec![]).await.unwrap();
-        if ok(&v) {
-            return v;
-        }
-        assert!(t0.elapsed() < T, "{what}; last seen: {v}");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-}
 
 /// The timeline's rows as the page shows them.
 const ROWS: &str = "return [...document.querySelectorAll('#timeline li')].map(li => ({\
@@ -163,25 +84,7 @@ fn the_session_page_shows_a_real_claude_code_session_to_its_user_only() {
     }
 
     // `axiomctl ui` as the session's user: it prints the page's address with its token.
-    let prefix = user.prefix(&[]);
-    let mut ui = Command::new(&prefix[0]);
-    ui.args(&prefix[1..])
-        .arg(axiomctl_bin())
-        .arg("--socket")
-        .arg(&d.socket)
-        .arg("ui")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null());
-    let mut ui = Killed(ui.spawn().unwrap());
-    let mut url = String::new();
-    std::io::BufReader::new(ui.0.stdout.take().unwrap())
-        .read_line(&mut url)
-        .unwrap();
-    let url = url.trim().to_string();
-    assert!(
-        url.starts_with("http://127.0.0.1:") && url.contains("/#token="),
-        "axiomctl ui printed {url:?}"
-    );
+    let (ui, url) = ui_server(&d.socket, &user);
     // Without its token the API refuses.
     let base = url
         .split('#')

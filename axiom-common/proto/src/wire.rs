@@ -211,7 +211,39 @@ pub enum Body {
         /// as it takes an output's.
         #[serde(default, skip_serializing_if = "Vec::is_empty")]
         redacted: Vec<String>,
+        /// The agent's own id for its conversation (the hook's `session_id`): what traces
+        /// call `gen_ai.conversation.id`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        conversation: Option<String>,
+        /// The model the agent talks to, when the hook says (Claude Code's `SessionStart`).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        model: Option<String>,
     },
+}
+
+/// What a hook event of an agent marks: a tool call about to run (judged), one that has run,
+/// the agent about to stop (its claims judged), or its session starting.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HookMark {
+    ToolCall,
+    ToolDone,
+    Stop,
+    SessionStart,
+    Other,
+}
+
+impl HookMark {
+    /// By the hook event's name, in each agent's spelling (Claude Code's and Codex's
+    /// `PreToolUse`, Gemini CLI's `BeforeTool`, …).
+    pub fn of(event: &str) -> HookMark {
+        match event {
+            "PreToolUse" | "BeforeTool" => HookMark::ToolCall,
+            "PostToolUse" | "AfterTool" => HookMark::ToolDone,
+            "Stop" | "SubagentStop" | "AfterAgent" => HookMark::Stop,
+            "SessionStart" => HookMark::SessionStart,
+            _ => HookMark::Other,
+        }
+    }
 }
 
 /// The most of a hook call's text (a command, a write, a message) its `hook` event keeps.

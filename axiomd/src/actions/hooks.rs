@@ -23,7 +23,7 @@
 use std::path::Path;
 use std::time::Instant;
 
-use axiom_proto::wire::{Body, Channel};
+use axiom_proto::wire::{Body, Channel, HookMark};
 use axiom_rules::{Action, RuleSet, Scope};
 use serde_json::{Value, json};
 
@@ -66,9 +66,10 @@ impl Actions {
             // takes the same answer).
             // A subagent's stop is judged as the agent's: its claims against what the kernel saw
             // the agent do.
-            "Stop" | "SubagentStop" => self.stop(set, agent, event, text("last_assistant_message")),
-            "AfterAgent" => self.stop(set, agent, event, text("prompt_response")),
+            "Stop" | "SubagentStop" => self.stop(set, agent, input, text("last_assistant_message")),
+            "AfterAgent" => self.stop(set, agent, input, text("prompt_response")),
             "PostToolUse" | "UserPromptSubmit" | "SessionStart" | "AfterTool" | "BeforeAgent" => {
+                self.marked(agent, event, input);
                 let parked = self.take_parked(agent.id);
                 (!parked.is_empty()).then(|| {
                     json!({"hookSpecificOutput": {
@@ -79,6 +80,33 @@ impl Actions {
             }
             _ => None,
         }
+    }
+
+    /// Publishes a tool call's end and a session's start as `hook` events (nothing is judged
+    /// of them): where a trace's `execute_tool` span ends, and the model the session uses.
+    fn marked(&self, agent: &Agent, event: &str, input: &Value) {
+        if !matches!(
+            HookMark::of(event),
+            HookMark::ToolDone | HookMark::SessionStart
+        ) {
+            return;
+        }
+        let field = |k: &str| input.get(k).and_then(Value::as_str).map(String::from);
+        self.bus.publish(notice(
+            agent,
+            Body::Hook {
+                event: event.to_string(),
+                tool: field("tool_name"),
+                call: field("tool_use_id"),
+                text: String::new(),
+                replaced: String::new(),
+                path: None,
+                refused: None,
+                redacted: Vec::new(),
+                conversation: field("session_id"),
+                model: field("model"),
+            },
+        ));
     }
 
     /// Why the tool call in `input` is refused, if it is. Each call is published as a `hook`
@@ -115,6 +143,8 @@ impl Actions {
                     path: call.path.clone(),
                     refused: hit.as_ref().map(|h| set.rules[h.rule].id.clone()),
                     redacted,
+                    conversation: conversation_of(input),
+                    model: None,
                 },
             ));
             if let Some(p) = &call.path {
@@ -181,7 +211,11 @@ impl Actions {
 
     /// The answer to the agent's wish to stop (or one of its subagents', by `event`) after
     /// `last`, its final message.
-    fn stop(&self, set: &RuleSet, agent: &Agent, event: &str, last: &str) -> Option<Value> {
+    fn stop(&self, set: &RuleSet, agent: &Agent, input: &Value, last: &str) -> Option<Value> {
+        let event = input
+            .get("hook_event_name")
+            .and_then(Value::as_str)
+            .unwrap_or("Stop");
         let refused = self
             .stop_refusals
             .lock()
@@ -205,6 +239,8 @@ impl Actions {
                 path: None,
                 refused: None,
                 redacted,
+                conversation: conversation_of(input),
+                model: None,
             },
         ));
         let claims = self
@@ -500,6 +536,14 @@ fn masked_with(set: &RuleSet, text: String) -> (String, Vec<String>) {
 }
 
 /// At most `HOOK_TEXT_MAX` bytes of `text`, cut at a character.
+/// The agent's id for its conversation, as every hook input names it.
+fn conversation_of(input: &Value) -> Option<String> {
+    input
+        .get("session_id")
+        .and_then(Value::as_str)
+        .map(String::from)
+}
+
 fn capped(mut text: String) -> String {
     text.truncate(text.floor_char_boundary(axiom_proto::wire::HOOK_TEXT_MAX));
     text

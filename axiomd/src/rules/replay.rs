@@ -13,7 +13,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use axiom_proto::wire::{Body, Event};
+use axiom_proto::wire::{Body, Event, HookMark};
 use axiom_rules::{RuleSet, Scope};
 
 use super::engine::{Engine, Finding};
@@ -82,6 +82,9 @@ pub fn replay(set: &RuleSet, events: &[Event], size: Option<(u16, u16)>) -> Vec<
         }
         engine.read_to(ev.time_ns);
         match &ev.body {
+            // A tool call's end and a session's start are marks, not judged.
+            Body::Hook { event, .. }
+                if !matches!(HookMark::of(event), HookMark::ToolCall | HookMark::Stop) => {}
             Body::Hook {
                 tool: Some(_),
                 text,
@@ -224,6 +227,8 @@ mod tests {
                 path: None,
                 refused: None,
                 redacted: vec![],
+                conversation: None,
+                model: None,
             },
         )
     }
@@ -326,6 +331,8 @@ mod tests {
                 path: None,
                 refused: None,
                 redacted: vec![],
+                conversation: None,
+                model: None,
             },
         );
         let found = replay(&rules(), &[started("/w"), call], None);

@@ -629,7 +629,12 @@ mod tests {
             .collect();
         assert_eq!(
             got,
-            [(0, "output", 4), (500, "exit", 1), (500, "output", 4), (1000, "output", 1)]
+            [
+                (0, "output", 4),
+                (500, "exit", 1),
+                (500, "output", 4),
+                (1000, "output", 1)
+            ]
         );
         let _ = std::fs::remove_dir_all(&dir);
     }

@@ -1,14 +1,19 @@
 //! Agent sessions as traces, in the OpenTelemetry GenAI conventions: a root span
-//! `invoke_agent <name>` per agent (`gen_ai.agent.*`), a child span per command it runs
-//! (`process.*`, an error when it exits non-zero or is killed), a child span
-//! `apply_guardrail <rule>` per violation (`gen_ai.guardrail.*`), and span events for
-//! interventions and denials. Spans carry the kernel's timestamps, not the export's.
+//! `invoke_agent <name>` per agent (`gen_ai.agent.*`, its conversation and model from its
+//! hooks), a span `execute_tool <tool>` per tool call its hooks announce (from the call to the
+//! hook that says it ran), a span per command it runs (`process.*`, an error when it exits
+//! non-zero or is killed), nested as the kernel saw them run: under the command that started
+//! it, else under the tool call open at the time, else under the session. An agent without
+//! hooks has each command its own process starts as an `execute_tool` span. A violation is an
+//! `apply_guardrail <rule>` span under the command that broke the rule, with a
+//! `gen_ai.guardrail.result` event; interventions and denials are span events. Spans carry
+//! the kernel's timestamps, not the export's.
 use std::{
     collections::HashMap,
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
-use axiom_proto::wire::{Body, Event};
+use axiom_proto::wire::{Body, Event, HookMark};
 use opentelemetry::{
     Context, KeyValue, Value,
     trace::{Span as _, SpanKind, Status, TraceContextExt as _, Tracer as _},
@@ -22,11 +27,50 @@ fn at(ev: &Event) -> SystemTime {
     UNIX_EPOCH + Duration::from_nanos(ev.time_ns)
 }
 
+/// A tool call the agent's hook announced, until its hook says it ran.
+struct Tool {
+    call: Option<String>,
+    name: String,
+    span: Span,
+    cx: Context,
+}
+
 struct Session {
     root: Span,
     /// The root's context, as the parent of every child span.
     cx: Context,
     last: SystemTime,
+    /// The agent's root process: what it starts is a tool call's or the session's own.
+    leader: u32,
+    /// Its hooks announce its tool calls (an agent kind Axiom hooks, or a hook seen).
+    hooked: bool,
+    /// Tool calls announced and not yet done, the latest last.
+    tools: Vec<Tool>,
+    conversation: bool,
+    model: bool,
+}
+
+impl Session {
+    /// The context a span of this session is parented to when no command of it is: the tool
+    /// call open at the time, else the session.
+    fn open_cx(&self) -> Context {
+        self.tools
+            .last()
+            .map_or_else(|| self.cx.clone(), |t| t.cx.clone())
+    }
+
+    fn end_tools(&mut self, at: SystemTime) {
+        for mut t in self.tools.drain(..) {
+            t.span.end_with_timestamp(at);
+        }
+    }
+}
+
+/// A command's span and the context its children are parented to.
+struct Proc {
+    agent: u64,
+    span: Span,
+    cx: Context,
 }
 
 pub(crate) struct Sessions {
@@ -34,7 +78,7 @@ pub(crate) struct Sessions {
     content: bool,
     agents: HashMap<u64, Session>,
     /// The command span of each process (tgid) of an agent.
-    procs: HashMap<u32, (u64, Span)>,
+    procs: HashMap<u32, Proc>,
     /// Commands not traced because `MAX_OPEN` spans were open.
     pub(crate) untraced: u64,
 }
@@ -63,6 +107,58 @@ fn provider(program: &str) -> &'static str {
         Some("gemini") => "gcp.gemini",
         _ => "unknown",
     }
+}
+
+/// The outcome of a guardrail, as the event the GenAI conventions' guardrail proposal names
+/// (`gen_ai.guardrail.result`): the rule (policy), whether it blocked, warned or stepped in,
+/// Axiom's own action as its value, where it was seen, and the threat-detection fields SIEMs
+/// read (`agent.threat.detection.*`).
+fn guardrail_result(
+    rule: &str,
+    severity: &str,
+    action: axiom_proto::wire::Action,
+    seen: Option<&str>,
+) -> Vec<KeyValue> {
+    use axiom_proto::wire::Action as A;
+    let kind = match action {
+        A::Deny | A::Kill | A::Freeze | A::Stop => "block",
+        A::Inject => "intervene",
+        _ => "warn",
+    };
+    let mut v = vec![
+        KeyValue::new("gen_ai.guardrail.policy.id", rule.to_string()),
+        KeyValue::new("gen_ai.guardrail.result.type", kind),
+        KeyValue::new("gen_ai.guardrail.result.value", action.name()),
+        KeyValue::new("agent.threat.detection.rule.id", rule.to_string()),
+        KeyValue::new("agent.threat.detection.severity", severity.to_string()),
+        KeyValue::new("agent.threat.detection.action", action.name()),
+    ];
+    if let Some(seen) = seen {
+        v.push(KeyValue::new("gen_ai.guardrail.source", seen.to_string()));
+    }
+    v
+}
+
+/// The version of an agent CLI that npm installed: the `version` of the `package.json` above
+/// its script (read through the agent's own root: the path is the agent's). None for others.
+fn agent_version(pid: u32, program: &str) -> Option<String> {
+    if !program.starts_with('/') {
+        return None;
+    }
+    let root = std::path::PathBuf::from(format!("/proc/{pid}/root"));
+    let script = std::fs::canonicalize(root.join(program.trim_start_matches('/'))).ok()?;
+    for dir in script.ancestors().skip(1).take(4) {
+        let f = dir.join("package.json");
+        let Ok(m) = std::fs::metadata(&f) else {
+            continue;
+        };
+        if !m.is_file() || m.len() > 256 * 1024 {
+            return None;
+        }
+        let v: serde_json::Value = serde_json::from_slice(&std::fs::read(&f).ok()?).ok()?;
+        return v["version"].as_str().map(|s| s.chars().take(64).collect());
+    }
+    None
 }
 
 impl Sessions {
@@ -101,6 +197,11 @@ impl Sessions {
                 root,
                 cx,
                 last: at(ev),
+                leader: 0,
+                hooked: false,
+                tools: Vec::new(),
+                conversation: false,
+                model: false,
             }
         })
     }
@@ -115,15 +216,20 @@ impl Sessions {
             Body::AgentStarted { .. } => self.agent_started(ev),
             Body::Exec { .. } => self.exec(ev),
             Body::Exit { code, signal } => {
-                if let Some((_, mut span)) = self.procs.remove(&ev.tgid) {
+                // A thread's end is not its process's.
+                if ev.pid != ev.tgid {
+                    return;
+                }
+                if let Some(mut p) = self.procs.remove(&ev.tgid) {
                     let (attrs, status) = exit_status(code, signal);
-                    span.set_attributes(attrs);
+                    p.span.set_attributes(attrs);
                     if let Some(st) = status {
-                        span.set_status(st);
+                        p.span.set_status(st);
                     }
-                    span.end_with_timestamp(at(ev));
+                    p.span.end_with_timestamp(at(ev));
                 }
             }
+            Body::Hook { .. } => self.hook(ev),
             Body::Violation { .. } => self.violation(ev),
             Body::Intervention { .. } => self.intervention(ev),
             Body::Denied {
@@ -162,11 +268,20 @@ impl Sessions {
             return;
         };
         let content = self.content;
+        let program = command.first().map_or("", String::as_str);
+        let version = agent_version(ev.tgid, program);
         let s = self.session(ev);
-        s.root.set_attribute(KeyValue::new(
-            "gen_ai.provider.name",
-            provider(command.first().map_or("", String::as_str)),
-        ));
+        s.leader = ev.tgid;
+        s.hooked = matches!(
+            axiom_proto::agent_cli::agent_cli(program),
+            Some("claude" | "codex" | "gemini" | "opencode")
+        );
+        s.root
+            .set_attribute(KeyValue::new("gen_ai.provider.name", provider(program)));
+        if let Some(v) = version {
+            s.root
+                .set_attribute(KeyValue::new("gen_ai.agent.version", v));
+        }
         if let Some(n) = name {
             s.root.update_name(format!("invoke_agent {n}"));
             s.root
@@ -188,13 +303,113 @@ impl Sessions {
         }
     }
 
+    /// What a hook said: the conversation and model on the session, a tool call's span begun
+    /// (ended at once when a rule refused it: it never ran) or ended, every open one ended at
+    /// the agent's stop.
+    fn hook(&mut self, ev: &Event) {
+        let Body::Hook {
+            event,
+            tool,
+            call,
+            text,
+            refused,
+            conversation,
+            model,
+            ..
+        } = &ev.body
+        else {
+            return;
+        };
+        let content = self.content;
+        let tracer = self.tracer.clone();
+        let s = self.session(ev);
+        s.hooked = true;
+        if let Some(c) = conversation
+            && !s.conversation
+        {
+            s.conversation = true;
+            s.root
+                .set_attribute(KeyValue::new("gen_ai.conversation.id", c.clone()));
+        }
+        if let Some(m) = model
+            && !s.model
+        {
+            s.model = true;
+            s.root
+                .set_attribute(KeyValue::new("gen_ai.request.model", m.clone()));
+        }
+        match (HookMark::of(event), tool) {
+            (HookMark::ToolCall, Some(name)) => {
+                let mut attrs = vec![
+                    KeyValue::new("gen_ai.operation.name", "execute_tool"),
+                    KeyValue::new("gen_ai.tool.name", name.clone()),
+                    KeyValue::new("gen_ai.tool.type", "function"),
+                ];
+                if let Some(id) = call {
+                    attrs.push(KeyValue::new("gen_ai.tool.call.id", id.clone()));
+                }
+                if content {
+                    // Opt-in, and masked as stored.
+                    attrs.push(KeyValue::new("gen_ai.tool.call.arguments", text.clone()));
+                }
+                let mut span = tracer
+                    .span_builder(format!("execute_tool {name}"))
+                    .with_kind(SpanKind::Internal)
+                    .with_start_time(at(ev))
+                    .with_attributes(attrs)
+                    .start_with_context(&tracer, &s.cx);
+                if let Some(rule) = refused {
+                    span.set_attribute(KeyValue::new("error.type", "refused"));
+                    span.set_status(Status::error(format!("refused by {rule}")));
+                    span.end_with_timestamp(at(ev));
+                    return;
+                }
+                let cx = Context::new().with_remote_span_context(span.span_context().clone());
+                s.tools.push(Tool {
+                    call: call.clone(),
+                    name: name.clone(),
+                    span,
+                    cx,
+                });
+            }
+            (HookMark::ToolDone, _) => {
+                // The call it names, else the latest of that tool.
+                let i = s
+                    .tools
+                    .iter()
+                    .rposition(|t| call.is_some() && t.call == *call)
+                    .or_else(|| s.tools.iter().rposition(|t| Some(&t.name) == tool.as_ref()));
+                if let Some(i) = i {
+                    let mut t = s.tools.remove(i);
+                    t.span.end_with_timestamp(at(ev));
+                }
+            }
+            (HookMark::Stop, _) => s.end_tools(at(ev)),
+            _ => {}
+        }
+    }
+
+    /// The context a span of `ev`'s process is parented to: the command of `parent` (its
+    /// process's, or the one that started it), unless that is the agent itself; else the
+    /// tool call open at the time; else the session.
+    fn parent_cx(&mut self, ev: &Event, parent: u32) -> Context {
+        let leader = self.session(ev).leader;
+        if parent != leader
+            && let Some(p) = self.procs.get(&parent)
+            && p.agent == ev.agent
+        {
+            return p.cx.clone();
+        }
+        self.session(ev).open_cx()
+    }
+
     /// A command's span; an exec replaces the process's program, so its previous one ends here.
     fn exec(&mut self, ev: &Event) {
         let Body::Exec { filename, argv, .. } = &ev.body else {
             return;
         };
-        if let Some((_, mut old)) = self.procs.remove(&ev.tgid) {
-            old.end_with_timestamp(at(ev));
+        if let Some(mut old) = self.procs.remove(&ev.tgid) {
+            old.span.end_with_timestamp(at(ev));
         }
         if self.procs.len() >= MAX_OPEN {
             self.untraced += 1;
@@ -217,15 +432,35 @@ impl Sessions {
             ));
         }
         let tracer = self.tracer.clone();
+        let parent = self.parent_cx(ev, ev.ppid);
         let s = self.session(ev);
         s.last = at(ev);
+        // An agent without hooks: each command its own process starts is a tool call.
+        let name = if !s.hooked && ev.ppid == s.leader && ev.tgid != s.leader {
+            attrs.extend([
+                KeyValue::new("gen_ai.operation.name", "execute_tool"),
+                KeyValue::new("gen_ai.tool.name", exe.clone()),
+                KeyValue::new("gen_ai.tool.type", "function"),
+            ]);
+            format!("execute_tool {exe}")
+        } else {
+            format!("exec {exe}")
+        };
         let span = tracer
-            .span_builder(format!("exec {exe}"))
+            .span_builder(name)
             .with_kind(SpanKind::Internal)
             .with_start_time(at(ev))
             .with_attributes(attrs)
-            .start_with_context(&tracer, &s.cx);
-        self.procs.insert(ev.tgid, (ev.agent, span));
+            .start_with_context(&tracer, &parent);
+        let cx = Context::new().with_remote_span_context(span.span_context().clone());
+        self.procs.insert(
+            ev.tgid,
+            Proc {
+                agent: ev.agent,
+                span,
+                cx,
+            },
+        );
     }
 
     /// A guardrail span from the write that broke the rule to the violation.
@@ -236,6 +471,7 @@ impl Sessions {
             action,
             detail,
             latency_us,
+            scope,
             ..
         } = &ev.body
         else {
@@ -243,7 +479,7 @@ impl Sessions {
         };
         let content = self.content;
         let tracer = self.tracer.clone();
-        let s = self.session(ev);
+        let parent = self.parent_cx(ev, ev.tgid);
         let mut attrs = vec![
             KeyValue::new("gen_ai.operation.name", "apply_guardrail"),
             KeyValue::new("gen_ai.guardrail.id", rule.clone()),
@@ -265,7 +501,12 @@ impl Sessions {
             .with_kind(SpanKind::Internal)
             .with_start_time(start)
             .with_attributes(attrs)
-            .start_with_context(&tracer, &s.cx);
+            .start_with_context(&tracer, &parent);
+        span.add_event_with_timestamp(
+            "gen_ai.guardrail.result",
+            at(ev),
+            guardrail_result(rule, severity.name(), *action, scope.map(|s| s.name())),
+        );
         span.set_status(Status::error(format!("violation of {rule}")));
         span.end_with_timestamp(at(ev));
     }
@@ -278,6 +519,8 @@ impl Sessions {
             detail,
             rule,
             act_us,
+            delivered,
+            channel,
             ..
         } = &ev.body
         else {
@@ -285,12 +528,15 @@ impl Sessions {
         };
         let content = self.content;
         let s = self.session(ev);
-        let mut attrs = vec![KeyValue::new(
-            "gen_ai.guardrail.intervention",
-            action.name(),
-        )];
+        let mut attrs = vec![KeyValue::new("axiom.intervention.action", action.name())];
+        if let Some(c) = channel {
+            attrs.push(KeyValue::new("axiom.intervention.channel", c.name()));
+        }
+        if let Some(d) = delivered {
+            attrs.push(KeyValue::new("axiom.intervention.delivered", *d));
+        }
         if let Some(r) = rule {
-            attrs.push(KeyValue::new("gen_ai.guardrail.id", r.clone()));
+            attrs.push(KeyValue::new("axiom.rule.id", r.clone()));
         }
         if let Some(u) = by_uid {
             // Who asked for it (a user's request, not the agent's process).
@@ -303,7 +549,7 @@ impl Sessions {
             attrs.push(KeyValue::new("axiom.detail", detail.clone()));
         }
         s.root
-            .add_event_with_timestamp("gen_ai.guardrail.intervention", at(ev), attrs);
+            .add_event_with_timestamp("axiom.intervention", at(ev), attrs);
     }
 
     /// The session ends; whatever of the agent still runs ends with it, as far as its trace is
@@ -312,15 +558,16 @@ impl Sessions {
         let open: Vec<u32> = self
             .procs
             .iter()
-            .filter(|(_, (a, _))| *a == ev.agent)
+            .filter(|(_, p)| p.agent == ev.agent)
             .map(|(p, _)| *p)
             .collect();
         for p in open {
-            if let Some((_, mut span)) = self.procs.remove(&p) {
-                span.end_with_timestamp(at(ev));
+            if let Some(mut p) = self.procs.remove(&p) {
+                p.span.end_with_timestamp(at(ev));
             }
         }
         if let Some(mut s) = self.agents.remove(&ev.agent) {
+            s.end_tools(at(ev));
             let (attrs, status) = exit_status(code, signal);
             s.root.set_attributes(attrs);
             if let Some(st) = status {
@@ -344,6 +591,7 @@ impl Sessions {
             .collect();
         for a in stale {
             if let Some(mut s) = self.agents.remove(&a) {
+                s.end_tools(SystemTime::now());
                 s.root.end();
             }
         }

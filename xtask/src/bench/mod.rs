@@ -9,6 +9,7 @@ mod rules;
 mod sandbox;
 mod sensor;
 mod store;
+mod ui;
 
 use clap::Subcommand;
 
@@ -74,6 +75,23 @@ pub enum Which {
         #[arg(long, default_value_t = 2)]
         session_rounds: usize,
     },
+    /// The session page in Debian's chromium: first paint and full timeline for sessions of
+    /// 1k, 100k and 1M stored events (ratios to the smallest), and the open page's extra CPU
+    /// in axiomd while 100 agents run.
+    Ui {
+        /// Writes of each session's agent (each a stored event).
+        #[arg(long, value_delimiter = ',', default_value = "1000,100000,1000000")]
+        sizes: Vec<u64>,
+        /// Page loads measured per session (the median is kept).
+        #[arg(long, default_value_t = 5)]
+        rounds: usize,
+        /// Agents running while the page's CPU cost is measured.
+        #[arg(long, default_value_t = 100)]
+        agents: usize,
+        /// Seconds of each CPU window (two without the page, two with it).
+        #[arg(long, default_value_t = 20)]
+        window: u64,
+    },
     /// axiomd's RSS, CPU and losses with 1,000 and 10,000 concurrently running agents.
     Agents {
         /// Agent counts to measure, in order (the last is the summary line).
@@ -98,6 +116,12 @@ pub fn bench(w: Which) -> anyhow::Result<()> {
         Which::Sensor { rounds, count } => sensor::run(rounds, count),
         Which::Agents { sizes, window, set } => agents::run(&sizes, window, &set),
         Which::Store { rows } => store::run(&rows),
+        Which::Ui {
+            sizes,
+            rounds,
+            agents,
+            window,
+        } => ui::run(&sizes, rounds, agents, window),
         Which::Sandbox { rounds } => sandbox::run(rounds),
         Which::Mcp { rounds, parallel } => mcp::run(rounds, parallel),
         Which::Realagents => realagents::run(),

@@ -13,6 +13,8 @@ mod mcp;
 mod opencode_plugin;
 mod pty;
 mod render;
+#[cfg(test)]
+mod test_events;
 mod wasm;
 
 use std::process::ExitCode;

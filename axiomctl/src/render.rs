@@ -359,25 +359,18 @@ mod tests {
         assert_eq!(escape("a\x1b]52;c;eA==\x07b"), "a\\x1b]52;c;eA==\\x07b");
         assert_eq!(escape("x\u{202e}cod.exe"), "x\\u{202e}cod.exe");
         assert_eq!(clean("\u{2066}\u{200b}ok"), "\\u{2066}\\u{200b}ok");
-        let e = Event {
-            seq: 1,
-            time_ns: 0,
-            agent: 1,
-            pid: 2,
-            tgid: 2,
-            ppid: 1,
-            uid: 1000,
-            cgroup_id: 0,
-            comm: "s\x1bh".into(),
-            truncated: false,
-            body: Body::File {
+        let mut e = crate::test_events::ev(
+            1,
+            0,
+            Body::File {
                 op: axiom_proto::wire::FileOp::Creat,
                 path: "/w/\x1b[2Jx\u{202e}".into(),
                 path2: Some("\x1b]0;title\x07".into()),
                 flags: 0,
                 mode: 0,
             },
-        };
+        );
+        e.comm = "s\x1bh".into();
         let l = Style { color: false }.line(&e);
         assert!(!l.contains('\x1b') && !l.contains('\u{202e}'), "{l:?}");
     }

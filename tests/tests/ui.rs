@@ -249,6 +249,40 @@ fn the_session_page_shows_a_real_claude_code_session_to_its_user_only() {
         assert!(found.as_u64().is_some(), "{found}");
         c.execute("window.scrollTo(0, 0);", vec![]).await.unwrap();
         std::fs::write(artifacts_dir().join("ui.png"), c.screenshot().await.unwrap()).unwrap();
+
+        // Live: a session of the user's that starts while the page is open is listed, and its
+        // timeline grows as it writes, without a reload.
+        let ws = user.home().join("ws");
+        let (live_child, live) = d.run_script(
+            ("ui-live", &ws),
+            &user.prefix(&[]),
+            "i=0; while [ $i -lt 30 ]; do i=$((i+1)); echo $i > live$i.txt; sleep 1; done",
+            T,
+        );
+        let _live_child = Killed(live_child);
+        let row = format!("#session-list tr[data-agent=\"{live}\"]");
+        wait_for(
+            &c,
+            "the new session is not listed",
+            &format!("return !!document.querySelector('{row}');"),
+            |v| v == &Value::Bool(true),
+        )
+        .await;
+        c.find(Locator::Css(&row)).await.unwrap().click().await.unwrap();
+        // The highest file number its timeline shows.
+        let newest = "return Math.max(0, ...[...document.querySelectorAll('#timeline li[data-kind=\"write\"]')]\
+                      .map(li => +((/\\/live(\\d+)\\.txt$/.exec(li.dataset.path) || [])[1] || 0)));";
+        let first = wait_for(&c, "no live file on the timeline", newest, |v| {
+            v.as_u64().is_some_and(|n| n >= 1)
+        })
+        .await
+        .as_u64()
+        .unwrap();
+        assert!(first < 28, "the session ended before the page read it ({first})");
+        wait_for(&c, "the timeline did not grow while the session ran", newest, |v| {
+            v.as_u64().is_some_and(|n| n >= first + 3)
+        })
+        .await;
         c.close().await.unwrap();
     });
     let _ = std::fs::remove_dir_all(&profile);

@@ -173,29 +173,11 @@ mod tests {
     use axiom_proto::wire::{Body, Event, Terminal};
 
     fn ev(t: u64, body: Body) -> Event {
-        Event {
-            seq: t,
-            time_ns: t,
-            agent: 1,
-            pid: 2,
-            tgid: 2,
-            ppid: 1,
-            uid: 1000,
-            cgroup_id: 0,
-            comm: "claude".into(),
-            truncated: false,
-            body,
-        }
+        crate::test_events::ev(t, t, body)
     }
 
     fn out(t: u64, to: &str, text: &str) -> Event {
-        serde_json::from_value::<Event>(serde_json::json!({
-            "seq": t, "time_ns": t, "agent": 1, "pid": 2, "tgid": 2, "ppid": 1, "uid": 1000,
-            "cgroup_id": 0, "comm": "claude",
-            "kind": "output", "fd": 1, "syscall": "write", "target": to, "text": text,
-            "count": text.len(), "captured": text.len()
-        }))
-        .unwrap()
+        crate::test_events::out(t, t, to, text)
     }
 
     /// The header gives the terminal's size and start; each write to the agent's own terminal

@@ -725,8 +725,16 @@ impl Registry {
         }
     }
 
-    /// The agents a caller may see (root: all), with their processes and state.
+    /// The agents a caller may see (root: all), with their processes and state. The system's
+    /// processes are read once for all of them (not once per agent: with a hundred agents that
+    /// was a hundred passes over /proc for each `agents` a `top` or a page asks).
     pub(crate) fn list(&self, caller: Caller) -> Vec<AgentView> {
+        let mut pids: std::collections::HashMap<u64, Vec<u32>> = std::collections::HashMap::new();
+        for p in procfs::pids() {
+            if let Some(a) = self.agent_of(p) {
+                pids.entry(a).or_default().push(p);
+            }
+        }
         self.agents
             .values()
             .filter(|a| caller.may_act_for(a.owner_uid))
@@ -735,11 +743,21 @@ impl Registry {
                 let frozen = cgroup.as_deref().is_some_and(cgroup::frozen);
                 AgentView {
                     agent: a.clone(),
-                    processes: self.pids_of(a.id),
+                    processes: pids.remove(&a.id).unwrap_or_default(),
                     cgroup,
                     frozen,
                 }
             })
+            .collect()
+    }
+
+    /// The agents a caller may see, each with when it started: what a store query is narrowed
+    /// to (nothing of their processes is read).
+    pub(crate) fn visible(&self, caller: Caller) -> Vec<(u64, u64)> {
+        self.agents
+            .values()
+            .filter(|a| caller.may_act_for(a.owner_uid))
+            .map(|a| (a.id, a.started_ns))
             .collect()
     }
 

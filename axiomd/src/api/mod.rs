@@ -235,12 +235,7 @@ impl Shared {
         }
         let agents: Vec<(u64, u64)> = self
             .agents
-            .with(|c| {
-                c.list(caller)
-                    .into_iter()
-                    .map(|v| (v.agent.id, v.agent.started_ns))
-                    .collect()
-            })
+            .with(|c| c.visible(caller))
             .map_err(|poisoned| Box::new(error(poisoned)))?;
         q.visible_to = Some(crate::store::query::Visible {
             uid: caller.uid,

@@ -20,25 +20,33 @@ pub(crate) struct Otlp {
     metrics: SdkMeterProvider,
 }
 
+fn read(p: &str) -> String {
+    std::fs::read_to_string(p)
+        .map(|h| h.trim().to_string())
+        .unwrap_or_default()
+}
+
+/// The machine's id (systemd's, from /etc/machine-id; else its host name): the host's, and,
+/// one axiomd running per host, the service instance's — the same across restarts and unique
+/// across hosts.
+pub(crate) fn instance_id() -> String {
+    match read("/etc/machine-id") {
+        id if id.is_empty() => read("/proc/sys/kernel/hostname"),
+        id => id,
+    }
+}
+
 fn resource() -> Resource {
-    let read = |p: &str| {
-        std::fs::read_to_string(p)
-            .map(|h| h.trim().to_string())
-            .unwrap_or_default()
-    };
     let host = read("/proc/sys/kernel/hostname");
-    // The machine's id (systemd's, from /etc/machine-id): the host's, and, one axiomd running
-    // per host, the service instance's — the same across restarts and unique across hosts.
     let id = read("/etc/machine-id");
     let mut attrs = vec![
         KeyValue::new("service.version", env!("CARGO_PKG_VERSION")),
-        KeyValue::new("host.name", host.clone()),
+        KeyValue::new("host.name", host),
     ];
-    let instance = if id.is_empty() { host } else { id.clone() };
     if !id.is_empty() {
         attrs.push(KeyValue::new("host.id", id));
     }
-    attrs.push(KeyValue::new("service.instance.id", instance));
+    attrs.push(KeyValue::new("service.instance.id", instance_id()));
     Resource::builder()
         .with_service_name("axiomd")
         .with_attributes(attrs)

@@ -75,6 +75,9 @@ struct Proc {
 
 pub(crate) struct Sessions {
     tracer: SdkTracer,
+    /// This axiomd's instance (the machine's id): with an agent's id and start, what makes
+    /// `gen_ai.agent.id` unique across hosts and restarts (agent ids start again at 1).
+    instance: String,
     content: bool,
     agents: HashMap<u64, Session>,
     /// The command span of each process (tgid) of an agent.
@@ -165,6 +168,7 @@ impl Sessions {
     pub(crate) fn new(tracer: SdkTracer, content: bool) -> Sessions {
         Sessions {
             tracer,
+            instance: super::metrics::instance_id(),
             content,
             agents: HashMap::new(),
             procs: HashMap::new(),
@@ -177,6 +181,7 @@ impl Sessions {
     /// `agent_started` names it either way.
     fn session(&mut self, ev: &Event) -> &mut Session {
         let tracer = &self.tracer;
+        let instance = &self.instance;
         self.agents.entry(ev.agent).or_insert_with(|| {
             let label = format!("agent-{}", ev.agent);
             let root = tracer
@@ -185,7 +190,13 @@ impl Sessions {
                 .with_start_time(at(ev))
                 .with_attributes([
                     KeyValue::new("gen_ai.operation.name", "invoke_agent"),
-                    KeyValue::new("gen_ai.agent.id", ev.agent.to_string()),
+                    // The first event seen of it stands for its start (an agent's start is
+                    // its first event; one adopted before axiomd ran has an earlier start).
+                    KeyValue::new(
+                        "gen_ai.agent.id",
+                        format!("{instance}-{}-{}", ev.time_ns, ev.agent),
+                    ),
+                    KeyValue::new("axiom.agent.id", ev.agent as i64),
                     KeyValue::new("gen_ai.agent.name", label),
                     // Required; the agent's start names it (`agent_started`).
                     KeyValue::new("gen_ai.provider.name", "unknown"),

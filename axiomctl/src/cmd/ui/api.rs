@@ -8,7 +8,8 @@ use axiom_proto::wire::{
 use hyper::StatusCode;
 use serde_json::{Value, json};
 
-use crate::cmd::export::{SessionTerminal, asciicast};
+use super::replay::Replay;
+use crate::cmd::export::asciicast;
 
 pub enum Answer {
     Json(Value),
@@ -33,13 +34,17 @@ impl Refused {
 const PAGE_MAX: usize = 5_000;
 /// Spans a session's lanes are counted in.
 const BUCKETS: u64 = 200;
-/// Screens of a terminal replay at most (a screen at each pause in its output).
-const FRAMES_MAX: usize = 600;
-/// A pause in a terminal's output this long ends a screen of the replay: a frame at 60 Hz, so
-/// each paint of a TUI (a burst of writes well under a millisecond apart) is one screen.
-const FRAME_PAUSE_NS: u64 = 16_000_000;
-/// Events read for a terminal replay at most (axiomd's own cap on one answer).
+/// Events read for an asciicast at most (axiomd's own cap on one answer).
 const TERMINAL_EVENTS: usize = 100_000;
+/// Events a replay reads per request, and requests per page of the replay at most: a long
+/// session's replay is built over several reads of the page.
+const REPLAY_PAGE: usize = 10_000;
+const REPLAY_PAGES: usize = 10;
+/// Agents whose replay is kept between requests.
+const REPLAYS_KEPT: usize = 16;
+
+/// The replays kept between requests, by agent.
+pub type Replays = std::sync::Mutex<HashMap<u64, Replay>>;
 
 /// The kinds a timeline shows: not forks (each exec's process is enough) nor the kernel
 /// matcher's internal hits (the violation they led to is shown).
@@ -58,7 +63,12 @@ const TIMELINE_KINDS: &[&str] = &[
     "hook",
 ];
 
-pub fn answer(socket: &Path, path: &str, query: &str) -> Result<Answer, Refused> {
+pub fn answer(
+    socket: &Path,
+    replays: &Replays,
+    path: &str,
+    query: &str,
+) -> Result<Answer, Refused> {
     let args: HashMap<&str, &str> = query
         .split('&')
         .filter_map(|kv| kv.split_once('='))
@@ -110,7 +120,13 @@ pub fn answer(socket: &Path, path: &str, query: &str) -> Result<Answer, Refused>
             Ok(Answer::Json(json!({ "events": events })))
         }
         "/api/summary" => summary(&ask, agent()?).map(Answer::Json),
-        "/api/terminal" => terminal(&ask, agent()?).map(Answer::Json),
+        "/api/terminal" => terminal(
+            &ask,
+            replays,
+            agent()?,
+            number("from")?.unwrap_or(0) as usize,
+        )
+        .map(Answer::Json),
         "/api/asciicast" => {
             let a = agent()?;
             let events = terminal_events(&ask, a)?;
@@ -140,9 +156,9 @@ fn sessions(ask: &dyn Fn(&Request) -> Result<Reply, Refused>) -> Result<Value, R
     agents.sort_by_key(|a| std::cmp::Reverse(a.started_ns));
     let counts = ask(&Request::Summary {
         events: EventQuery {
-            kinds: ["violation", "intervention", "exec", "output", "hook"]
-                .map(String::from)
-                .to_vec(),
+            // The rare kinds: counting a session's writes on every refresh of the list
+            // would scan all of them.
+            kinds: vec!["violation".into(), "intervention".into()],
             ..Default::default()
         },
         bucket_ns: 0,
@@ -155,11 +171,15 @@ fn sessions(ask: &dyn Fn(&Request) -> Result<Reply, Refused>) -> Result<Value, R
         *by.entry((c.agent, c.kind.as_str())).or_default() += c.n;
     }
     // Delivered or not, and when each ended: read from their few events of those kinds.
+    // Read forward from the oldest listed start: one pass, where "the latest N" of kinds this
+    // rare widens its window over the whole store first.
     let marks = query_events(
         ask,
         EventQuery {
+            since_ns: agents.iter().map(|a| a.started_ns).min(),
             kinds: vec!["intervention".into(), "agent_exited".into()],
             limit: 100_000,
+            oldest: true,
             ..Default::default()
         },
     )
@@ -209,9 +229,6 @@ fn sessions(ask: &dyn Fn(&Request) -> Result<Reply, Refused>) -> Result<Value, R
                 "interventions": n("intervention"),
                 "delivered": arrived,
                 "undelivered": missed,
-                "commands": n("exec"),
-                "writes": n("output"),
-                "tool_calls": n("hook"),
             })
         })
         .collect();
@@ -227,12 +244,7 @@ fn user_name(uid: u32) -> String {
 
 /// A session's lanes, counted per span of its time (the whole session, however long).
 fn summary(ask: &dyn Fn(&Request) -> Result<Reply, Refused>, agent: u64) -> Result<Value, Refused> {
-    let info = ask(&Request::Agents)?
-        .agents
-        .unwrap_or_default()
-        .into_iter()
-        .find(|a| a.id == agent)
-        .ok_or_else(|| Refused::new(StatusCode::NOT_FOUND, format!("no agent {agent} of yours")))?;
+    let info = agent_info(ask, agent)?;
     // Its span: from its start to its last event (or now, while it runs).
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -289,46 +301,57 @@ fn terminal_events(
     Ok(events)
 }
 
-/// The agent's terminal as its user saw it: its writes fed through the screen model, a
-/// screen kept at each pause in them.
-fn terminal(
+/// The caller's agent `agent`, as axiomd lists it to them.
+fn agent_info(
     ask: &dyn Fn(&Request) -> Result<Reply, Refused>,
     agent: u64,
+) -> Result<AgentInfo, Refused> {
+    ask(&Request::Agents)?
+        .agents
+        .unwrap_or_default()
+        .into_iter()
+        .find(|a| a.id == agent)
+        .ok_or_else(|| Refused::new(StatusCode::NOT_FOUND, format!("no agent {agent} of yours")))
+}
+
+/// The agent's terminal as its user saw it: its writes fed through the screen model, a screen
+/// kept at each pause, read on from where the last request stopped; the screens from `from`.
+fn terminal(
+    ask: &dyn Fn(&Request) -> Result<Reply, Refused>,
+    replays: &Replays,
+    agent: u64,
+    from: usize,
 ) -> Result<Value, Refused> {
-    let events = terminal_events(ask, agent)?;
-    let term = match SessionTerminal::of(&events, None) {
-        Ok(t) => t,
-        Err(e) => return Ok(json!({ "frames": [], "note": format!("{e:#}") })),
-    };
-    let (rows, cols, _) = axiom_rules::screen::bounded(term.rows, term.cols);
-    let mut screen = axiom_rules::screen::Screen::new(rows, cols);
-    let writes: Vec<(u64, &str)> = term.writes(&events).collect();
-    let mut frames: Vec<(u64, String)> = Vec::new();
-    for (i, (t, text)) in writes.iter().enumerate() {
-        screen.feed(text.as_bytes());
-        let pause = writes
-            .get(i + 1)
-            .is_none_or(|(next, _)| next.saturating_sub(*t) >= FRAME_PAUSE_NS);
-        if pause {
-            frames.push((*t, screen.contents()));
+    let info = agent_info(ask, agent)?;
+    let mut kept = replays
+        .lock()
+        .map_err(|_| Refused::new(StatusCode::INTERNAL_SERVER_ERROR, "replays poisoned"))?;
+    if kept.len() >= REPLAYS_KEPT && !kept.contains_key(&agent) {
+        kept.clear();
+    }
+    let r = kept
+        .entry(agent)
+        .or_insert_with(|| Replay::new(info.started_ns));
+    // An agent id given again after a restart: another session.
+    if r.start_ns != info.started_ns {
+        *r = Replay::new(info.started_ns);
+    }
+    for _ in 0..REPLAY_PAGES {
+        let events = query_events(
+            ask,
+            EventQuery {
+                agent: Some(agent),
+                since_ns: Some(r.cursor_ns),
+                kinds: vec!["agent_started".into(), "output".into()],
+                limit: REPLAY_PAGE,
+                oldest: true,
+                ..Default::default()
+            },
+        )?;
+        r.feed(&events);
+        if events.len() < REPLAY_PAGE {
+            break;
         }
     }
-    // Too many pauses: every n-th screen, and always the last.
-    if frames.len() > FRAMES_MAX {
-        let step = frames.len().div_ceil(FRAMES_MAX);
-        let last = frames.len() - 1;
-        frames = frames
-            .into_iter()
-            .enumerate()
-            .filter(|(i, _)| i % step == 0 || *i == last)
-            .map(|(_, f)| f)
-            .collect();
-    }
-    Ok(json!({
-        "device": term.device,
-        "rows": rows,
-        "cols": cols,
-        "start_ns": term.start_ns,
-        "frames": frames.iter().map(|(t, s)| json!({ "time_ns": t, "screen": s })).collect::<Vec<_>>(),
-    }))
+    Ok(r.view(from))
 }

@@ -11,6 +11,7 @@
 //! and its shape — the lanes' counts over time — from axiomd's summary, so a session of a
 //! million events opens as fast as one of a thousand.
 mod api;
+mod replay;
 
 use std::{convert::Infallible, net::SocketAddr, path::PathBuf, process::ExitCode, sync::Arc};
 
@@ -45,6 +46,7 @@ const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-
 
 struct Served {
     socket: PathBuf,
+    replays: Arc<api::Replays>,
     /// `Bearer <token>`.
     bearer: String,
     addr: SocketAddr,
@@ -84,6 +86,7 @@ async fn serve(socket: PathBuf, a: Args) -> anyhow::Result<ExitCode> {
     );
     let served = Arc::new(Served {
         socket,
+        replays: Arc::default(),
         bearer: format!("Bearer {token}"),
         addr,
     });
@@ -166,8 +169,9 @@ async fn answer(served: &Served, req: Request<Incoming>) -> Response<Body> {
             "the token axiomctl ui printed is required\n",
         );
     }
-    let socket = served.socket.clone();
-    let answer = tokio::task::spawn_blocking(move || api::answer(&socket, &path, &query)).await;
+    let (socket, replays) = (served.socket.clone(), served.replays.clone());
+    let answer =
+        tokio::task::spawn_blocking(move || api::answer(&socket, &replays, &path, &query)).await;
     match answer {
         Ok(Ok(api::Answer::Json(v))) => {
             with_headers(Response::new(body(v.to_string())), "application/json")

@@ -93,7 +93,7 @@ async function loadSessions() {
 // ---- one session ----
 
 function resetSession(s) {
-  current = { id: s.id, info: s, cursor: null, seen: new Set(), procs: new Map(), lastWrite: null, done: false };
+  current = { id: s.id, info: s, cursor: null, seen: new Set(), procs: new Map(), lastWrite: null, done: false, kept: [], gen: 0 };
   $("session").hidden = false;
   $("session-title").textContent = (s.name || s.command.join(" ")) + " — agent " + s.id;
   $("session-meta").textContent = [
@@ -302,16 +302,26 @@ async function loadSummary() {
 
 let frames = [];
 let playing = null;
+// The replay is read on from the screens already here; a replay thinned out on the server
+// (a new generation) is read again from its start.
 async function loadTerminal() {
   const s = current;
-  const r = await api("/api/terminal?agent=" + s.id);
+  let r = await api("/api/terminal?agent=" + s.id + "&from=" + s.kept.length);
   if (s !== current) return;
+  if (r.generation !== s.gen && s.kept.length) {
+    s.kept = [];
+    r = await api("/api/terminal?agent=" + s.id + "&from=0");
+    if (s !== current) return;
+  }
+  s.gen = r.generation;
+  s.kept = s.kept.concat(r.frames);
   const atEnd = +$("scrub").value >= frames.length - 1;
-  frames = r.frames;
-  $("terminal-note").textContent = r.note ? r.note : r.device + ", " + r.rows + "×" + r.cols + ", " + frames.length + " screens";
+  frames = r.now ? s.kept.concat([r.now]) : s.kept.slice();
+  $("terminal-note").textContent = r.device
+    ? r.device + ", " + r.rows + "×" + r.cols + ", " + frames.length + " screens"
+    : "it wrote to no terminal";
   $("scrub").max = Math.max(0, frames.length - 1);
   if (atEnd || !playing) showFrame(frames.length - 1);
-  $("cast").href = "#";
 }
 
 function showFrame(i) {
@@ -344,9 +354,14 @@ function play() {
 
 // ---- live ----
 
+// Every two seconds: a running session's new events; its replay every four, its lanes every
+// ten; the list every four, or every ten while a session is open. Each asks axiomd only for
+// what came since (the lanes and the list's counts excepted).
+let ticks = 0;
 async function tick() {
+  ticks++;
   try {
-    await loadSessions();
+    if (ticks % (current ? 5 : 2) === 0 || !sessions.length) await loadSessions();
     if (current) {
       const s = sessions.find((x) => x.id === current.id);
       if (s) current.info = Object.assign(current.info, s);
@@ -354,7 +369,10 @@ async function tick() {
       if (live || !current.done) {
         await loadEvents();
         if (!current.more && !live) current.done = true;
-        if (live) await Promise.all([loadSummary(), loadTerminal()]);
+        const more = [];
+        if (live && ticks % 2 === 0) more.push(loadTerminal());
+        if (live && ticks % 5 === 0) more.push(loadSummary());
+        await Promise.all(more);
       }
     }
     status("");

@@ -196,29 +196,45 @@ struct Span {
     name: String,
     /// key → (rotel's type: Str, Int, Double, Bool, Array, …; value).
     attrs: std::collections::HashMap<String, (String, String)>,
+    /// Its events: name, and their attributes as `key=value`.
+    events: Vec<(String, Vec<String>)>,
 }
 
 /// The spans in rotel's detailed log (`Span #N`, `ID : …`, `-> key: Type(value)`).
 fn spans(log: &str) -> Vec<Span> {
     let mut out: Vec<Span> = Vec::new();
-    let mut in_span = false;
+    let (mut in_span, mut in_event) = (false, false);
     for line in log.lines().map(str::trim) {
         if line.starts_with("Span #") {
             out.push(Span::default());
-            in_span = true;
+            (in_span, in_event) = (true, false);
             continue;
         }
-        // A span's events and links have attributes of their own.
+        // A span's events have attributes of their own.
+        if line.starts_with("SpanEvent #") && in_span {
+            in_event = true;
+            continue;
+        }
         if line.starts_with("Metric #")
             || line.starts_with("ResourceSpans")
-            || line.starts_with("SpanEvent #")
             || line.starts_with("SpanLink #")
         {
-            in_span = false;
+            (in_span, in_event) = (false, false);
         }
         let Some(s) = out.last_mut().filter(|_| in_span) else {
             continue;
         };
+        if in_event {
+            if let Some(name) = line.strip_prefix("-> Name: ") {
+                s.events.push((name.to_string(), Vec::new()));
+            } else if let Some(kv) = line.strip_prefix("-> ")
+                && let Some((k, v)) = kv.split_once(": ")
+                && let Some(e) = s.events.last_mut()
+            {
+                e.1.push(format!("{k}={v}"));
+            }
+            continue;
+        }
         let field = |k: &str| {
             line.strip_prefix(k)
                 .and_then(|r| r.trim_start().strip_prefix(':'))
@@ -422,5 +438,19 @@ fn a_real_claude_code_trace_follows_the_genai_conventions_with_its_commands_in_i
     assert!(
         under(bash, &root.id),
         "the tool call is not in the session's trace"
+    );
+    // The fixed greet.py, written by Claude Code's own process for its Write tool call: an
+    // event of that call's span. The connection to the model: a span in the session's trace.
+    assert!(
+        tools.iter().any(|t| t.name == "execute_tool Write"
+            && t.events.iter().any(|(n, a)| n == "axiom.file.write"
+                && a.iter().any(|kv| kv.contains("greet.py")))),
+        "no write of greet.py on a Write tool call's span"
+    );
+    assert!(
+        spans
+            .iter()
+            .any(|s| s.name.starts_with("connect 127.0.0.1:") && under(s, &root.id)),
+        "no connection span in the session's trace"
     );
 }

@@ -3,7 +3,9 @@
 //! hooks), a span `execute_tool <tool>` per tool call its hooks announce (from the call to the
 //! hook that says it ran), a span per command it runs (`process.*`, an error when it exits
 //! non-zero or is killed), nested as the kernel saw them run: under the command that started
-//! it, else under the tool call open at the time, else under the session. An agent without
+//! it, else under the tool call open at the time, else under the session; a span per
+//! connection and an event per file written, renamed or removed, under the command (or the
+//! tool call) that did it. An agent without
 //! hooks has each command its own process starts as an `execute_tool` span. A violation is an
 //! `apply_guardrail <rule>` span under the command that broke the rule, with a
 //! `gen_ai.guardrail.result` event; interventions and denials are span events. Spans carry
@@ -33,6 +35,8 @@ struct Tool {
     name: String,
     span: Span,
     cx: Context,
+    /// Files the agent's own process wrote during the call (its Write, Edit…).
+    written: std::collections::HashSet<String>,
 }
 
 struct Session {
@@ -71,7 +75,14 @@ struct Proc {
     agent: u64,
     span: Span,
     cx: Context,
+    /// File events put on its span so far (at most `FILE_EVENTS`).
+    files: usize,
+    written: std::collections::HashSet<String>,
 }
+
+/// File events one command's span carries at most: a build writes thousands of files, and a
+/// span is not its file list.
+const FILE_EVENTS: usize = 64;
 
 pub(crate) struct Sessions {
     tracer: SdkTracer,
@@ -241,6 +252,18 @@ impl Sessions {
                 }
             }
             Body::Hook { .. } => self.hook(ev),
+            Body::Connect { .. } => self.connect(ev),
+            Body::Output {
+                target: Some(path),
+                ..
+            } if path.starts_with('/') && !path.starts_with("/dev/") => {
+                self.file(ev, "write", path, None)
+            }
+            Body::File {
+                op, path, path2, ..
+            } if !matches!(op, axiom_proto::wire::FileOp::Open) => {
+                self.file(ev, op.name(), path, path2.as_deref())
+            }
             Body::Violation { .. } => self.violation(ev),
             Body::Intervention { .. } => self.intervention(ev),
             Body::Denied {
@@ -381,6 +404,7 @@ impl Sessions {
                     name: name.clone(),
                     span,
                     cx,
+                    written: Default::default(),
                 });
             }
             (HookMark::ToolDone, _) => {
@@ -470,8 +494,86 @@ impl Sessions {
                 agent: ev.agent,
                 span,
                 cx,
+                files: 0,
+                written: Default::default(),
             },
         );
+    }
+
+    /// A connection, as a span of its own under the command that made it (else the tool call
+    /// open at the time, else the session).
+    fn connect(&mut self, ev: &Event) {
+        let Body::Connect {
+            family,
+            address,
+            port,
+        } = &ev.body
+        else {
+            return;
+        };
+        let tracer = self.tracer.clone();
+        let parent = self.parent_cx(ev, ev.tgid);
+        let mut attrs = vec![
+            KeyValue::new("network.peer.address", address.clone()),
+            KeyValue::new("process.pid", ev.tgid as i64),
+        ];
+        let name = match family {
+            axiom_proto::wire::Family::Unix => {
+                attrs.push(KeyValue::new("network.transport", "unix"));
+                format!("connect {address}")
+            }
+            f => {
+                attrs.push(KeyValue::new("network.peer.port", i64::from(*port)));
+                let ipv = if matches!(f, axiom_proto::wire::Family::Inet6) {
+                    "ipv6"
+                } else {
+                    "ipv4"
+                };
+                attrs.push(KeyValue::new("network.type", ipv));
+                format!("connect {address}:{port}")
+            }
+        };
+        let mut span = tracer
+            .span_builder(name)
+            .with_kind(SpanKind::Client)
+            .with_start_time(at(ev))
+            .with_attributes(attrs)
+            .start_with_context(&tracer, &parent);
+        span.end_with_timestamp(at(ev));
+    }
+
+    /// What a command did to a file, as an event on its span (a file's first write, each
+    /// rename, unlink, creat, mkdir…; at most `FILE_EVENTS` a command). The agent's own
+    /// process writes files for its tools (Claude Code's Write and Edit): during a tool call,
+    /// those go on the call's span.
+    fn file(&mut self, ev: &Event, op: &str, path: &str, to: Option<&str>) {
+        let mut attrs = vec![KeyValue::new("file.path", path.to_string())];
+        if let Some(t) = to {
+            attrs.push(KeyValue::new("axiom.file.to", t.to_string()));
+        }
+        if let Some(s) = self.agents.get_mut(&ev.agent)
+            && s.leader == ev.tgid
+            && let Some(t) = s.tools.last_mut()
+        {
+            if t.written.len() < FILE_EVENTS && (op != "write" || t.written.insert(path.into())) {
+                t.span
+                    .add_event_with_timestamp(format!("axiom.file.{op}"), at(ev), attrs);
+            }
+            return;
+        }
+        let Some(p) = self
+            .procs
+            .get_mut(&ev.tgid)
+            .filter(|p| p.agent == ev.agent && p.files < FILE_EVENTS)
+        else {
+            return;
+        };
+        if op == "write" && !p.written.insert(path.to_string()) {
+            return;
+        }
+        p.files += 1;
+        p.span
+            .add_event_with_timestamp(format!("axiom.file.{op}"), at(ev), attrs);
     }
 
     /// A guardrail span from the write that broke the rule to the violation.

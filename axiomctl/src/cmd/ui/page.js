@@ -93,7 +93,7 @@ async function loadSessions() {
 // ---- one session ----
 
 function resetSession(s) {
-  current = { id: s.id, info: s, cursor: null, seen: new Set(), procs: new Map(), lastWrite: null, done: false, kept: [], gen: 0 };
+  current = { id: s.id, info: s, cursor: null, seen: new Set(), procs: new Map(), lastWrite: null, unrenamed: new Map(), done: false, kept: [], gen: 0 };
   $("session").hidden = false;
   $("session-title").textContent = (s.name || s.command.join(" ")) + " — agent " + s.id;
   $("session-meta").textContent = [
@@ -183,8 +183,11 @@ function addEvent(e) {
   // An atomic write (a temporary file written, then renamed over the file) is one write of
   // the file it became.
   if (e.kind === "file" && e.op === "rename" && e.path2) {
-    const w = current.lastWrite;
-    if (w && w.target === e.path && w.tgid === e.tgid && w.row === $("timeline").lastElementChild) {
+    // The write it completes, however many entries came between them.
+    const key = e.tgid + ":" + e.path;
+    const w = current.unrenamed.get(key);
+    if (w) {
+      current.unrenamed.delete(key);
       w.target = e.path2;
       w.via = e.path;
       w.row.dataset.path = e.path2;
@@ -207,6 +210,9 @@ function addEvent(e) {
     const w2 = { target: e.target, tgid: e.tgid, text: e.text, bytes: e.count, row };
     row.addEventListener("click", () => showContent(w2.target, w2.text, w2.bytes));
     current.lastWrite = w2;
+    current.unrenamed.set(e.tgid + ":" + e.target, w2);
+    // The last few hundred writes may still be renamed; older ones are let go.
+    if (current.unrenamed.size > 512) current.unrenamed.delete(current.unrenamed.keys().next().value);
     $("timeline").append(row);
     return;
   }

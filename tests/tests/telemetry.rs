@@ -443,8 +443,9 @@ fn a_real_claude_code_trace_follows_the_genai_conventions_with_its_commands_in_i
     // event of that call's span. The connection to the model: a span in the session's trace.
     assert!(
         tools.iter().any(|t| t.name == "execute_tool Write"
-            && t.events.iter().any(|(n, a)| n == "axiom.file.write"
-                && a.iter().any(|kv| kv.contains("greet.py")))),
+            && t.events.iter().any(
+                |(n, a)| n == "axiom.file.write" && a.iter().any(|kv| kv.contains("greet.py"))
+            )),
         "no write of greet.py on a Write tool call's span"
     );
     assert!(

@@ -254,8 +254,7 @@ impl Sessions {
             Body::Hook { .. } => self.hook(ev),
             Body::Connect { .. } => self.connect(ev),
             Body::Output {
-                target: Some(path),
-                ..
+                target: Some(path), ..
             } if path.starts_with('/') && !path.starts_with("/dev/") => {
                 self.file(ev, "write", path, None)
             }
